@@ -1,0 +1,54 @@
+//! mobix-init: the program that runs as PID 1 on the phone.
+//!
+//! As `/init` in the initramfs it is stage-1: mount what it needs, load the profile's
+//! modules, find the system partition by its GPT name, pick a generation and switch_root
+//! into that generation's init. Run as `<toplevel>/init stage2 ...` it is stage-2: set up
+//! the running system, report boot-complete, and keep a shell on the console (or power off
+//! when the kernel command line says `mobix.poweroff`).
+//!
+//! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
+
+mod stage1;
+mod stage2;
+mod sys;
+
+use std::io::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let pid = std::process::id();
+    let result = match args.get(1).map(String::as_str) {
+        Some("stage2") => stage2::run(&args[2..]),
+        _ if pid == 1 => stage1::run(),
+        _ => {
+            eprintln!("usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        say(&format!("FATAL: {e}"));
+        rescue(&e);
+    }
+}
+
+/// Prints a line on the console, prefixed so it stands out among kernel messages.
+pub fn say(msg: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "mobix: {msg}");
+    let _ = out.flush();
+}
+
+/// The last resort: a shell on the console, if there is one; otherwise wait forever
+/// (PID 1 exiting would panic the kernel and hide the message).
+fn rescue(why: &str) -> ! {
+    say(&format!("dropping to a rescue shell ({why})"));
+    for sh in ["/bin/sh", "/run/current-system/sw/bin/sh"] {
+        if std::path::Path::new(sh).exists() {
+            let _ = std::process::Command::new(sh).status();
+        }
+    }
+    say("no shell available; halting here");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,202 @@
+//! The image builders: boot.img from a kernel, an initramfs and a dtb; the system
+//! partition (ext4 from the closure of the generations it carries, and its Android sparse
+//! form). Each output directory holds a `SHA256SUMS` so a build's manifest never rehashes
+//! a gigabyte.
+
+use super::Ctx;
+use crate::format::{bootimg::BootImage, sparse};
+use crate::hash::{sha256_file, Sha256Digest};
+use crate::plan::{BootHeader, Planned};
+use crate::store::StorePath;
+use crate::util;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// The ext4 image's fixed timestamp: every inode and the superblock carry it.
+/// (`E2FSPROGS_FAKE_TIME=0` would mean "unset", so it is 1, as store mtimes are.)
+const FS_TIME: &str = "1";
+
+fn write_sums(dir: &Path, names: &[&str]) -> Result<()> {
+    let mut s = String::new();
+    for n in names {
+        s.push_str(&format!("{}  {n}\n", sha256_file(&dir.join(n))?));
+    }
+    fs::write(dir.join("SHA256SUMS"), s)?;
+    Ok(())
+}
+
+/// Reads an image directory's `SHA256SUMS`.
+pub fn read_sums(dir: &Path) -> Result<BTreeMap<String, Sha256Digest>> {
+    let f = dir.join("SHA256SUMS");
+    let text = fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+    text.lines()
+        .map(|l| {
+            let (h, n) = l
+                .split_once("  ")
+                .with_context(|| format!("{}: malformed line {l:?}", f.display()))?;
+            let d = Sha256Digest::parse_hex(h)
+                .with_context(|| format!("{}: bad digest {h:?}", f.display()))?;
+            Ok((n.to_string(), d))
+        })
+        .collect()
+}
+
+pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> Result<()> {
+    let kernel = fs::read(ctx.input(planned, "kernel")?.join("Image"))?;
+    super::check_arm64_image(&kernel)?;
+    let ramdisk = fs::read(ctx.input(planned, "initrd")?)?;
+    let dtb = match planned.recipe.inputs.get("dtb") {
+        Some(p) => fs::read(ctx.store.host_path(p))?,
+        None => Vec::new(),
+    };
+    let img = BootImage {
+        header_version: h.header_version,
+        page_size: h.page_size,
+        kernel_addr: h.kernel_addr,
+        ramdisk_addr: if ramdisk.is_empty() {
+            0
+        } else {
+            h.ramdisk_addr
+        },
+        second_addr: h.second_addr,
+        tags_addr: h.tags_addr,
+        dtb_addr: h.dtb_addr,
+        os_version: h.os_version,
+        board: h.board.clone(),
+        cmdline: h.cmdline.clone(),
+        kernel,
+        ramdisk,
+        second: Vec::new(),
+        recovery_dtbo: Vec::new(),
+        dtb,
+    };
+    fs::create_dir(out)?;
+    fs::write(out.join("boot.img"), img.to_bytes()?)?;
+    write_sums(out, &["boot.img"])
+}
+
+/// A UUID (RFC 4122 version 4 layout) derived from a store path: fixed for fixed inputs.
+fn uuid_from(p: &StorePath) -> String {
+    let d = Sha256Digest::of(p.base_name().as_bytes());
+    let mut b: [u8; 16] = d.bytes()[..16].try_into().unwrap();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Explicit ext4 features, so that the host's /etc/mke2fs.conf does not shape the image.
+const MKE2FS_CONF: &str = "\
+[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+\treserved_ratio = 0
+\tlazy_itable_init = 0
+\tlazy_journal_init = 0
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+";
+
+/// The generation entry the system partition carries for stage-1.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct GenerationEntry {
+    pub generation: u32,
+    pub toplevel: String,
+}
+
+pub fn system_image(
+    ctx: &Ctx,
+    planned: &Planned,
+    size: u64,
+    gens: &BTreeMap<u32, StorePath>,
+    out: &Path,
+) -> Result<()> {
+    let roots: Vec<StorePath> = gens.values().cloned().collect();
+    let closure = ctx.store.closure(&roots)?;
+    fs::create_dir(out)?;
+    let work = out.parent().context("output has a parent")?;
+    let root = work.join("rootfs");
+    let store_dir = root.join("mobix/store");
+    let gen_dir = root.join("mobix/generations");
+    fs::create_dir_all(&store_dir)?;
+    fs::create_dir_all(&gen_dir)?;
+    for p in &closure {
+        util::copy_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?;
+    }
+    for (n, top) in gens {
+        let e = GenerationEntry {
+            generation: *n,
+            toplevel: top.phone_path(),
+        };
+        fs::write(
+            gen_dir.join(format!("{n}.json")),
+            serde_json::to_string_pretty(&e)? + "\n",
+        )?;
+    }
+    let conf = work.join("mke2fs.conf");
+    fs::write(&conf, MKE2FS_CONF)?;
+    let raw = out.join("system.ext4");
+    let uuid = uuid_from(&planned.path);
+    util::run(
+        Command::new("mke2fs")
+            .env("MKE2FS_CONFIG", &conf)
+            .env("E2FSPROGS_FAKE_TIME", FS_TIME)
+            .args(["-q", "-t", "ext4", "-L", "system", "-U", &uuid])
+            .arg("-E")
+            .arg(format!("hash_seed={uuid},root_owner=0:0"))
+            .arg("-d")
+            .arg(&root)
+            .arg("-F")
+            .arg(&raw)
+            .arg(format!("{}k", size / 1024)),
+    )?;
+    // mke2fs -d copies owners and atime/ctime from the host tree: pin them all.
+    let mut cmds = String::new();
+    let mut paths = vec!["/".to_string(), "/lost+found".to_string()];
+    util::walk(&root, &mut |rel, _| {
+        paths.push(format!("/{rel}"));
+        Ok(true)
+    })?;
+    for p in &paths {
+        for f in ["atime", "ctime", "mtime", "crtime"] {
+            cmds.push_str(&format!("sif \"{p}\" {f} {FS_TIME}\n"));
+        }
+        cmds.push_str(&format!("sif \"{p}\" uid 0\nsif \"{p}\" gid 0\n"));
+    }
+    let cmdfile = work.join("debugfs.cmds");
+    fs::write(&cmdfile, cmds)?;
+    util::run(
+        Command::new("debugfs")
+            .env("E2FSPROGS_FAKE_TIME", FS_TIME)
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmdfile)
+            .arg(&raw),
+    )?;
+    util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw))
+        .context("the new system image failed e2fsck")?;
+    let sparse_path = out.join("system.img");
+    let input = fs::File::open(&raw)?;
+    let mut w = BufWriter::new(fs::File::create(&sparse_path)?);
+    sparse::encode(input, 4096, &mut w)?;
+    w.flush()?;
+    util::remove_tree(&root)?;
+    write_sums(out, &["system.ext4", "system.img"])
+}

@@ -1,0 +1,336 @@
+//! Builders: one function per recipe kind, each turning its inputs into one output path.
+//!
+//! Pipeline stage: store (the work behind realisation). Input: a planned recipe and the
+//! host paths of its inputs; output: a file or directory at the temporary location the
+//! store hands over. Builders run external tools (apt-get, dpkg-deb, depmod, cargo,
+//! qemu, mke2fs, debugfs, e2fsck) through [`crate::util::run`].
+
+mod deb;
+pub mod images;
+mod initramfs;
+
+use crate::plan::{Builder, Plan, Planned};
+use crate::store::{Store, StorePath};
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+pub use initramfs::resolve_modules;
+
+/// What builders share: where things are, and how to tell the user.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    /// Cache of downloaded packages (kept between stores).
+    pub downloads: PathBuf,
+    /// Cache of cargo's target directories, so dependencies are compiled once per host.
+    pub cargo_cache: PathBuf,
+    pub progress: &'a dyn Fn(&str),
+}
+
+impl Ctx<'_> {
+    fn input(&self, planned: &Planned, name: &str) -> Result<PathBuf> {
+        let p = planned
+            .recipe
+            .inputs
+            .get(name)
+            .with_context(|| format!("recipe {} has no input {name}", planned.recipe.name))?;
+        Ok(self.store.host_path(p))
+    }
+}
+
+/// What a realisation did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    pub built: Vec<StorePath>,
+    pub cached: usize,
+}
+
+/// Realises `targets` and everything they need, in plan order.
+pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> {
+    let mut needed = BTreeSet::new();
+    for t in targets {
+        needed.extend(plan.input_closure(t));
+    }
+    let todo: Vec<&Planned> = plan
+        .recipes
+        .iter()
+        .filter(|r| needed.contains(&r.path))
+        .collect();
+    let mut report = Report::default();
+    if todo.iter().all(|r| ctx.store.contains(&r.path)) {
+        report.cached = todo.len();
+        return Ok(report);
+    }
+    let lock = ctx.store.lock()?;
+    for planned in todo {
+        let candidates = plan.input_closure(&planned.path);
+        let t0 = Instant::now();
+        let mut announced = false;
+        let built = ctx
+            .store
+            .realise(&lock, &planned.path, &candidates, |out| {
+                (ctx.progress)(&format!(
+                    "building {} ({})",
+                    planned.path,
+                    planned.recipe.builder.kind()
+                ));
+                announced = true;
+                build_one(ctx, planned, out)
+            })
+            .with_context(|| format!("building {}", planned.path))?;
+        if built {
+            if announced {
+                (ctx.progress)(&format!(
+                    "built {} in {:.1}s",
+                    planned.recipe.name,
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+            report.built.push(planned.path.clone());
+        } else {
+            report.cached += 1;
+        }
+    }
+    Ok(report)
+}
+
+fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    match &planned.recipe.builder {
+        Builder::Deb { pin } => deb::build(ctx, pin, out),
+        Builder::Kernel => kernel(ctx, planned, out),
+        Builder::KernelModules => kernel_modules(ctx, planned, out),
+        Builder::Sw => sw(ctx, planned, out),
+        Builder::Cargo {
+            binary,
+            target,
+            source_dir,
+            dir,
+            ..
+        } => cargo(ctx, source_dir, dir, binary, target, out),
+        Builder::Etc { files } => {
+            fs::create_dir(out)?;
+            for (name, content) in files {
+                fs::write(out.join(name), content)?;
+            }
+            Ok(())
+        }
+        Builder::Initramfs {
+            modules, config, ..
+        } => initramfs::build(ctx, planned, modules, config, out),
+        Builder::Toplevel { cmdline, label } => toplevel(ctx, planned, cmdline, label, out),
+        Builder::QemuDtb {
+            machine,
+            cpu,
+            memory_mib,
+            smp,
+            ..
+        } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),
+        Builder::BootImage { header } => images::boot_image(ctx, planned, header, out),
+        Builder::SystemImage {
+            size, generations, ..
+        } => images::system_image(ctx, planned, *size, generations, out),
+    }
+}
+
+/// The single `boot/vmlinuz-<release>` of an unpacked kernel package.
+fn kernel_release(deb: &Path) -> Result<String> {
+    let mut found = Vec::new();
+    for e in
+        fs::read_dir(deb.join("boot")).with_context(|| format!("reading {}/boot", deb.display()))?
+    {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(rel) = name.strip_prefix("vmlinuz-") {
+            found.push(rel.to_string());
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Fail::new(format!(
+            "expected one boot/vmlinuz-* in the kernel package, found {found:?}"
+        ))
+        .into()),
+    }
+}
+
+/// Offset 56 of an arm64 Image holds "ARM\x64" (Linux `Documentation/arch/arm64/booting.rst`).
+pub fn check_arm64_image(data: &[u8]) -> Result<()> {
+    if data.len() < 64 || &data[56..60] != b"ARM\x64" {
+        return Err(Fail::new(
+            "the kernel is not an uncompressed arm64 Image (no ARM\\x64 magic at offset 56)",
+        )
+        .into());
+    }
+    if u64::from_le_bytes(data[24..32].try_into().unwrap()) & 1 != 0 {
+        return Err(
+            Fail::new("the kernel is a big-endian arm64 Image; phones boot little-endian").into(),
+        );
+    }
+    Ok(())
+}
+
+fn kernel(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let deb = ctx.input(planned, "deb")?;
+    let rel = kernel_release(&deb)?;
+    let image = fs::read(deb.join("boot").join(format!("vmlinuz-{rel}")))?;
+    check_arm64_image(&image)?;
+    fs::create_dir(out)?;
+    fs::write(out.join("Image"), &image)?;
+    fs::copy(
+        deb.join("boot").join(format!("config-{rel}")),
+        out.join("config"),
+    )?;
+    fs::write(out.join("release"), format!("{rel}\n"))?;
+    Ok(())
+}
+
+fn kernel_modules(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let deb = ctx.input(planned, "deb")?;
+    let rel = kernel_release(&deb)?;
+    let src = deb.join("lib/modules").join(&rel);
+    fs::create_dir_all(out.join("lib/modules"))?;
+    util::copy_tree(&src, &out.join("lib/modules").join(&rel))?;
+    // Debian ships no modules.dep (its postinst makes it); depmod works on arm64 modules
+    // from an x86 host.
+    util::run(Command::new("depmod").arg("-b").arg(out).arg(&rel))?;
+    fs::write(out.join("release"), format!("{rel}\n"))?;
+    Ok(())
+}
+
+fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let bb = ctx.input(planned, "busybox")?;
+    fs::create_dir_all(out.join("bin"))?;
+    fs::copy(bb.join("bin/busybox"), out.join("bin/busybox")).context("copying busybox")?;
+    std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
+    Ok(())
+}
+
+fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Path) -> Result<()> {
+    let target_dir = ctx.cargo_cache.join(dir);
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default();
+    // No host path may leak into the binary: remap the source and registry locations.
+    let flags = [
+        "-Clinker=rust-lld".to_string(),
+        format!("--remap-path-prefix={}=/build/{dir}", src.display()),
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+    ]
+    .join("\x1f");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        target,
+        "--bin",
+        binary,
+        "--manifest-path",
+    ])
+    .arg(src.join("Cargo.toml"))
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .env("CARGO_ENCODED_RUSTFLAGS", flags)
+    .env_remove("RUSTFLAGS")
+    .env("SOURCE_DATE_EPOCH", "1");
+    util::run(&mut cmd).map_err(|e| {
+        if format!("{e:#}").contains(&format!("target may not be installed"))
+            || format!("{e:#}").contains("can't find crate for `core`")
+        {
+            e.context(
+                Fail::new(format!("the Rust target {target} is missing")).hint(format!(
+                    "run `rustup target add {target}` (scripts/setup does it)"
+                )),
+            )
+        } else {
+            e
+        }
+    })?;
+    fs::create_dir_all(out.join("bin"))?;
+    fs::copy(
+        target_dir.join(target).join("release").join(binary),
+        out.join("bin").join(binary),
+    )?;
+    Ok(())
+}
+
+/// `boot.json`: what a bootloader entry for this generation needs (bootspec-like).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct BootJson {
+    pub version: u32,
+    pub label: String,
+    pub kernel: String,
+    pub kernel_release: String,
+    pub initrd: String,
+    pub init: String,
+    pub cmdline: String,
+    pub toplevel: String,
+}
+
+fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path) -> Result<()> {
+    let inp = |n: &str| {
+        planned
+            .recipe
+            .inputs
+            .get(n)
+            .map(|p| p.phone_path())
+            .with_context(|| format!("no input {n}"))
+    };
+    fs::create_dir(out)?;
+    let link = |target: String, name: &str| std::os::unix::fs::symlink(target, out.join(name));
+    link(format!("{}/Image", inp("kernel")?), "kernel")?;
+    link(inp("initrd")?, "initrd")?;
+    link(format!("{}/bin/mobix-init", inp("init")?), "init")?;
+    link(inp("sw")?, "sw")?;
+    link(inp("etc")?, "etc")?;
+    link(format!("{}/lib/modules", inp("modules")?), "kernel-modules")?;
+    let release = fs::read_to_string(ctx.input(planned, "kernel")?.join("release"))?
+        .trim()
+        .to_string();
+    let boot = BootJson {
+        version: 1,
+        label: label.to_string(),
+        kernel: format!("{}/Image", inp("kernel")?),
+        kernel_release: release,
+        initrd: inp("initrd")?,
+        init: format!("{}/init", planned.path.phone_path()),
+        cmdline: cmdline.to_string(),
+        toplevel: planned.path.phone_path(),
+    };
+    fs::write(
+        out.join("boot.json"),
+        serde_json::to_string_pretty(&boot)? + "\n",
+    )?;
+    Ok(())
+}
+
+fn qemu_dtb(machine: &str, cpu: &str, memory_mib: u32, smp: u32, out: &Path) -> Result<()> {
+    let dump = out.with_extension("dump");
+    // dtb-randomness=off drops the random kaslr-seed/rng-seed QEMU would put in /chosen.
+    util::run(
+        Command::new("qemu-system-aarch64")
+            .arg("-M")
+            .arg(format!(
+                "{machine},dtb-randomness=off,dumpdtb={}",
+                dump.display()
+            ))
+            .args([
+                "-cpu",
+                cpu,
+                "-m",
+                &memory_mib.to_string(),
+                "-smp",
+                &smp.to_string(),
+            ])
+            .args(["-nographic", "-nic", "none"]),
+    )?;
+    let packed = crate::format::fdt::pack(&fs::read(&dump)?)
+        .context("packing the device tree QEMU dumped")?;
+    fs::write(out, packed)?;
+    fs::remove_file(&dump)?;
+    Ok(())
+}

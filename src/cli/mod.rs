@@ -1,0 +1,385 @@
+//! The command line: clap types and their handlers. The only module that knows about the
+//! terminal: stdout carries data (JSON with `--json`), stderr carries progress, warnings
+//! and errors. Exit codes: 0 success, 1 bad input or a failed check, 2 internal error.
+
+pub mod doctor;
+
+use crate::build::{self, Ctx};
+use crate::plan::{self, Inputs};
+use crate::profile::{self, Profile};
+use crate::store::{lock::Lock, Store};
+use crate::util::{self, Fail};
+use crate::{generation, image, vm};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+/// Build bootable, NixOS-style system images for aarch64 Android phones.
+#[derive(Parser, Debug)]
+#[command(name = "mobix", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// The store directory [default: $XDG_DATA_HOME/mobix/store or ~/.local/share/mobix/store].
+    #[arg(long, global = true, env = "MOBIX_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// The mobix tree holding devices/ and mobix.lock [default: the nearest parent of the
+    /// current directory that has both].
+    #[arg(long, global = true, env = "MOBIX_REPO", value_name = "DIR")]
+    repo: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build a device's images: boot.img, system.img (sparse) and system.ext4 (raw), with
+    /// manifest.json, into the out directory. Every build with a new system is a new
+    /// generation.
+    Build(BuildArgs),
+    /// Boot the built images in QEMU and wait for the system to report boot-complete.
+    Test(TestArgs),
+    /// Boot the built images in QEMU with the console on this terminal.
+    Run(RunArgs),
+    /// List the host tools each command needs, which are missing, and their packages.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+struct DeviceOut {
+    /// The device profile (a directory name under devices/).
+    #[arg(long, value_name = "NAME")]
+    device: String,
+    /// Where the build's images go [default: out/<device>/].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+impl DeviceOut {
+    fn out_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("out").join(&self.device))
+    }
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print the plan (every recipe, its store path, whether it is built) as JSON and stop.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Seconds to wait for boot-complete.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Extra kernel arguments, appended as a bootloader would (e.g. `mobix.poweroff`).
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    append: String,
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary: runs the command and turns errors into exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = std::panic::catch_unwind(|| dispatch(cli));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => report(&e),
+        Err(_) => {
+            eprintln!("error: internal error (a panic); this is a bug in mobix");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints `error: …`, the `caused by:` chain and a hint; returns the exit code.
+fn report(e: &anyhow::Error) -> ExitCode {
+    let mut chain = e.chain();
+    if let Some(top) = chain.next() {
+        eprintln!("error: {top}");
+    }
+    for c in chain {
+        eprintln!("  caused by: {c}");
+    }
+    let fail = util::find_fail(e);
+    if let Some(h) = fail.and_then(|f| f.hint.as_ref()) {
+        eprintln!("hint: {h}");
+    }
+    ExitCode::from(if fail.is_some() { 1 } else { 2 })
+}
+
+fn progress(msg: &str) {
+    eprintln!("mobix: {msg}");
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Cmd::Build(a) => cmd_build(&cli.global, a),
+        Cmd::Test(a) => cmd_test(&cli.global, a),
+        Cmd::Run(a) => cmd_run(&cli.global, a),
+        Cmd::Doctor(a) => cmd_doctor(a),
+    }
+}
+
+fn find_repo(g: &Global) -> Result<PathBuf> {
+    if let Some(r) = &g.repo {
+        return Ok(r.clone());
+    }
+    let cwd = std::env::current_dir()?;
+    for d in cwd.ancestors() {
+        if d.join("mobix.lock").is_file() && d.join("devices").is_dir() {
+            return Ok(d.to_path_buf());
+        }
+    }
+    Err(Fail::new(format!(
+        "no mobix tree (devices/ and mobix.lock) in {} or its parents",
+        cwd.display()
+    ))
+    .hint("run mobix inside its repository, or pass --repo DIR")
+    .into())
+}
+
+fn home_dir(env: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+fn store_dir(g: &Global) -> PathBuf {
+    g.store
+        .clone()
+        .unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("mobix/store"))
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("MOBIX_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache").join("mobix"))
+}
+
+/// The first line of `prog args…`'s output (stdout, else stderr): a tool's version.
+fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
+    let out = util::run(Command::new(prog).args(args))?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    Ok(String::from_utf8_lossy(&text).trim().to_string())
+}
+
+fn gather_inputs(repo: &Path) -> Result<Inputs> {
+    let init_dir = repo.join("init");
+    let init_source = crate::hash::sha256_tree(&init_dir, &|rel| {
+        rel == "target" || rel.starts_with("target/")
+    })
+    .map_err(|e| {
+        util::user_error(
+            e,
+            format!("hashing the init sources in {}", init_dir.display()),
+        )
+    })?;
+    Ok(Inputs {
+        repo: repo.to_path_buf(),
+        init_source,
+        rustc_version: tool_version("rustc", &["-vV"])?,
+        qemu_version: tool_version("qemu-system-aarch64", &["--version"])?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        mke2fs_version: tool_version("mke2fs", &["-V"])?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let repo = find_repo(g)?;
+    let profile = profile::load(&repo, &a.target.device)?;
+    let lock = Lock::load(&repo)?;
+    let inputs = gather_inputs(&repo)?;
+    let store = Store::open(&store_dir(g))?;
+    let sys = plan::system(&profile, &lock, &inputs)?;
+    if a.dry_run {
+        let recipes: Vec<serde_json::Value> = sys
+            .plan
+            .recipes
+            .iter()
+            .map(|r| serde_json::json!({"path": r.path, "name": r.recipe.name, "builder": r.recipe.builder.kind(), "built": store.contains(&r.path)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"version": 1, "toplevel": sys.toplevel, "recipes": recipes})
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ctx = Ctx {
+        store: &store,
+        downloads: cache_dir().join("downloads"),
+        cargo_cache: cache_dir().join("cargo-target"),
+        progress: &progress,
+    };
+    let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
+    let label = format!("mobix on {}", profile.device.name);
+    let (rec, new) = generation::record(&store, &profile.codename, &sys.toplevel, &label)?;
+    let gens = std::collections::BTreeMap::from([(rec.generation, sys.toplevel.clone())]);
+    let (plan, boot, system) = plan::images(&profile, &sys, &gens, &inputs)?;
+    let r2 = build::realise(&ctx, &plan, &[boot.clone(), system.clone()])?;
+    let out = a.target.out_dir();
+    let manifest = image::publish(
+        &store,
+        &out,
+        profile.codename.as_str(),
+        rec.generation,
+        &sys.toplevel,
+        &[&boot, &system],
+    )?;
+    let built = r1.built.len() + r2.built.len();
+    if built == 0 {
+        progress(&format!(
+            "nothing to build: every store path was already present ({:.2}s)",
+            t0.elapsed().as_secs_f64()
+        ));
+    } else {
+        progress(&format!(
+            "built {built} store paths in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    progress(&format!(
+        "{} generation {} ({}) -> {}",
+        if new { "new" } else { "unchanged" },
+        rec.generation,
+        sys.toplevel,
+        out.display()
+    ));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {
+    let repo = find_repo(g)?;
+    let profile = profile::load(&repo, &t.device)?;
+    let prepared = vm::prepare(&profile, &t.out_dir())?;
+    Ok((profile, prepared))
+}
+
+fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
+    let (profile, prepared) = load_for_vm(g, &a.target)?;
+    let outcome = vm::test(
+        &profile,
+        &prepared,
+        Duration::from_secs(a.timeout),
+        &progress,
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    }
+    if outcome.passed {
+        progress(&format!(
+            "boot-complete: generation {} ({}) after {:.1}s",
+            outcome.generation.unwrap_or(0),
+            outcome.toplevel.as_deref().unwrap_or("?"),
+            outcome.seconds
+        ));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail::new(format!(
+            "{} did not boot: {}",
+            profile.codename, outcome.reason
+        ))
+        .hint(format!(
+            "the whole serial log is in {}",
+            outcome.serial_log.display()
+        ))
+        .into())
+    }
+}
+
+fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
+    let (profile, prepared) = load_for_vm(g, &a.target)?;
+    let status = vm::run(&profile, &prepared, &a.append)?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
+    let checks = doctor::checks();
+    let missing: Vec<&doctor::Check> = checks.iter().filter(|c| c.found.is_none()).collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"version": 1, "checks": checks}))?
+        );
+    } else {
+        for c in &checks {
+            let state = c.found.as_deref().unwrap_or("MISSING");
+            println!(
+                "{:<28} {:<10} {:<40} {}",
+                c.tool,
+                if c.found.is_some() { "ok" } else { "missing" },
+                c.package,
+                c.used_by
+            );
+            let _ = state;
+        }
+    }
+    if missing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let pkgs: Vec<&str> = missing.iter().map(|c| c.package.as_str()).collect();
+        Err(Fail::new(format!(
+            "{} of {} host requirements are missing",
+            missing.len(),
+            checks.len()
+        ))
+        .hint(format!(
+            "install: {} (or run scripts/setup)",
+            pkgs.join(", ")
+        ))
+        .into())
+    }
+}

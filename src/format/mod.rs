@@ -1,0 +1,9 @@
+//! Pure codecs for the on-disk formats a phone needs: bytes in, bytes out.
+//!
+//! Nothing here opens files, touches the store or prints: callers hand in buffers or
+//! `Read`/`Write` streams and get typed errors that carry the offending numbers.
+
+pub mod bootimg;
+pub mod cpio;
+pub mod fdt;
+pub mod sparse;

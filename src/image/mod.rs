@@ -1,0 +1,117 @@
+//! Images: what a build hands to the user, in `out/<device>/`.
+//!
+//! Pipeline stage: image. Input: the realised boot and system image store paths and the
+//! generation they carry; output: links in the out directory to the images in the store,
+//! and `manifest.json` (device, generation, toplevel, sha256 of each image). Writes only
+//! the out directory, atomically.
+
+use crate::build::images::read_sums;
+use crate::hash::Sha256Digest;
+use crate::store::{Store, StorePath};
+use crate::util;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageInfo {
+    pub sha256: String,
+    pub size: u64,
+    pub store_path: StorePath,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    pub device: String,
+    pub generation: u32,
+    pub toplevel: StorePath,
+    /// Image file name (as in the out directory) to its digest and origin.
+    pub images: BTreeMap<String, ImageInfo>,
+}
+
+/// Links the images into `out` and writes the manifest. Returns it.
+pub fn publish(
+    store: &Store,
+    out: &Path,
+    device: &str,
+    generation: u32,
+    toplevel: &StorePath,
+    image_paths: &[&StorePath],
+) -> Result<Manifest> {
+    std::fs::create_dir_all(out).map_err(|e| {
+        util::user_error(e, format!("creating the out directory {}", out.display()))
+    })?;
+    let mut images = BTreeMap::new();
+    for sp in image_paths {
+        let dir = store.host_path(sp);
+        for (name, digest) in read_sums(&dir)? {
+            let file = dir.join(&name);
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            util::symlink_atomic(&file, &out.join(&name))?;
+            images.insert(
+                name,
+                ImageInfo {
+                    sha256: digest.hex(),
+                    size,
+                    store_path: (*sp).clone(),
+                },
+            );
+        }
+    }
+    let m = Manifest {
+        version: 1,
+        device: device.to_string(),
+        generation,
+        toplevel: toplevel.clone(),
+        images,
+    };
+    util::write_atomic(
+        &out.join(MANIFEST),
+        (serde_json::to_string_pretty(&m)? + "\n").as_bytes(),
+    )?;
+    Ok(m)
+}
+
+/// Reads the manifest of the last build in `out`.
+pub fn load_manifest(out: &Path) -> Result<Manifest> {
+    let f = out.join(MANIFEST);
+    let text = std::fs::read_to_string(&f).map_err(|e| {
+        anyhow::Error::new(e).context(
+            util::Fail::new(format!(
+                "no build found in {} (reading {})",
+                out.display(),
+                f.display()
+            ))
+            .hint("run `mobix build --device NAME` first, with the same --out"),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| util::user_error(e, format!("parsing {}", f.display())))
+}
+
+/// The path of an image of the manifest, checked against its recorded digest.
+pub fn image_file(out: &Path, m: &Manifest, name: &str) -> Result<PathBuf> {
+    let info = m
+        .images
+        .get(name)
+        .with_context(|| format!("the build in {} has no {name}", out.display()))?;
+    let p = out.join(name);
+    let got = crate::hash::sha256_file(&p)
+        .map_err(|e| util::user_error(e, format!("reading {}", p.display())))?;
+    if Some(got) != Sha256Digest::parse_hex(&info.sha256) {
+        return Err(util::Fail::new(format!(
+            "{} does not match manifest.json (sha256 {} expected, {} found)",
+            p.display(),
+            info.sha256,
+            got
+        ))
+        .hint("rebuild with `mobix build`")
+        .into());
+    }
+    Ok(p)
+}

@@ -1,0 +1,18 @@
+//! mobix: declarative, reproducible system images for aarch64 Android phones.
+//!
+//! The pipeline, one module per stage (see DESIGN.md):
+//! [`profile`] → [`plan`] → [`store`] (running [`build`]ers) → closure → [`image`] →
+//! [`generation`] → flash / [`vm`]. [`format`] holds the pure codecs every stage uses and
+//! [`cli`] is the only part that knows about the terminal.
+
+pub mod build;
+pub mod cli;
+pub mod format;
+pub mod generation;
+pub mod hash;
+pub mod image;
+pub mod plan;
+pub mod profile;
+pub mod store;
+pub mod util;
+pub mod vm;

@@ -1,0 +1,482 @@
+//! Recipes and their hashes: what to build, named before it is built.
+//!
+//! Pipeline stage: plan (pure). Input: a [`Profile`], the pins of `mobix.lock`, and facts
+//! gathered beforehand ([`Inputs`]: source tree hashes, host tool versions). Output: a
+//! [`Plan`], recipes in dependency order, each with the store path its hash names. Nothing
+//! here reads files or runs programs.
+//!
+//! A recipe's hash covers its name, its builder with every parameter, the builder's
+//! version, and the store paths of its inputs; change any of them and the path changes.
+
+use crate::hash::Sha256Digest;
+use crate::profile::{Compression, Filesystem, Profile, QemuDisk};
+use crate::store::lock::{DebPin, Lock};
+use crate::store::StorePath;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// What a recipe's builder does, with every parameter that shapes its output.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Builder {
+    /// An arm64 Debian package: fetched with apt-get, checked against its pin, unpacked.
+    Deb { pin: DebPin },
+    /// The kernel `Image` and its config, from an unpacked kernel package (input `deb`).
+    Kernel,
+    /// The kernel's module tree with a fresh `modules.dep` (input `deb`).
+    KernelModules,
+    /// The software tree: busybox (input `busybox`) as `bin/busybox` and `bin/sh`.
+    Sw,
+    /// A Rust crate from this repository, cross-compiled and statically linked.
+    Cargo {
+        /// Crate directory, relative to the repository.
+        dir: String,
+        binary: String,
+        target: String,
+        /// `rustc -vV` of the host: a compiler change is an input change.
+        rustc: String,
+        source_sha256: String,
+        #[serde(skip)]
+        source_dir: PathBuf,
+    },
+    /// Files of `/etc`, generated from the configuration.
+    Etc { files: BTreeMap<String, String> },
+    /// The stage-1 initramfs (inputs `init`, `modules`).
+    Initramfs {
+        modules: Vec<String>,
+        compression: Compression,
+        config: Stage1Config,
+    },
+    /// A generation's toplevel (inputs `kernel`, `initrd`, `init`, `sw`, `etc`, `modules`).
+    Toplevel { cmdline: String, label: String },
+    /// The device tree QEMU builds for its machine model, dumped (deterministically).
+    QemuDtb {
+        qemu: String,
+        machine: String,
+        cpu: String,
+        memory_mib: u32,
+        smp: u32,
+        disk: QemuDisk,
+    },
+    /// boot.img (inputs `kernel`, `initrd`, optional `dtb`).
+    BootImage { header: BootHeader },
+    /// The system partition (ext4 + Android sparse), holding the closure of the listed
+    /// generations (inputs `gen-<n>`).
+    SystemImage {
+        size: u64,
+        filesystem: Filesystem,
+        mke2fs: String,
+        generations: BTreeMap<u32, StorePath>,
+    },
+}
+
+impl Builder {
+    /// Bumped whenever a builder's output for the same parameters changes.
+    pub fn version(&self) -> u32 {
+        match self {
+            Builder::Deb { .. } => 1,
+            Builder::Kernel => 1,
+            Builder::KernelModules => 1,
+            Builder::Sw => 1,
+            Builder::Cargo { .. } => 1,
+            Builder::Etc { .. } => 1,
+            Builder::Initramfs { .. } => 1,
+            Builder::Toplevel { .. } => 1,
+            Builder::QemuDtb { .. } => 2,
+            Builder::BootImage { .. } => 1,
+            Builder::SystemImage { .. } => 1,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Builder::Deb { .. } => "deb",
+            Builder::Kernel => "kernel",
+            Builder::KernelModules => "kernel-modules",
+            Builder::Sw => "sw",
+            Builder::Cargo { .. } => "cargo",
+            Builder::Etc { .. } => "etc",
+            Builder::Initramfs { .. } => "initramfs",
+            Builder::Toplevel { .. } => "toplevel",
+            Builder::QemuDtb { .. } => "qemu-dtb",
+            Builder::BootImage { .. } => "boot-image",
+            Builder::SystemImage { .. } => "system-image",
+        }
+    }
+}
+
+/// What stage-1 needs to know, written into the initramfs as `etc/mobix/stage1.json`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Stage1Config {
+    /// GPT name of the partition holding `/mobix`.
+    pub system_partition: String,
+    pub filesystem: String,
+    pub console: String,
+}
+
+/// boot.img header parameters, resolved from the profile.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BootHeader {
+    pub header_version: u32,
+    pub page_size: u32,
+    pub kernel_addr: u32,
+    pub ramdisk_addr: u32,
+    pub second_addr: u32,
+    pub tags_addr: u32,
+    pub dtb_addr: u64,
+    pub os_version: u32,
+    pub board: String,
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recipe {
+    pub name: String,
+    pub builder: Builder,
+    /// Named inputs: what the builder reads, by store path.
+    pub inputs: BTreeMap<String, StorePath>,
+}
+
+impl Recipe {
+    /// The store path this recipe builds: its hash is that of the canonical JSON of
+    /// name, builder (with parameters), builder version and inputs.
+    pub fn store_path(&self) -> StorePath {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            name: &'a str,
+            builder: &'a Builder,
+            builder_version: u32,
+            inputs: &'a BTreeMap<String, StorePath>,
+        }
+        let json = serde_json::to_vec(&Hashed {
+            name: &self.name,
+            builder: &self.builder,
+            builder_version: self.builder.version(),
+            inputs: &self.inputs,
+        })
+        .expect("recipes serialise");
+        StorePath::new(Sha256Digest::of(&json).store_hash(), &self.name)
+            .expect("recipe names are valid store names")
+    }
+}
+
+/// A recipe with its output path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub path: StorePath,
+    #[serde(flatten)]
+    pub recipe: Recipe,
+}
+
+/// Recipes in dependency order (every input before its user).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub recipes: Vec<Planned>,
+}
+
+impl Plan {
+    /// Adds a recipe (once) and returns its path. Inputs must already be in the plan.
+    pub fn add(&mut self, recipe: Recipe) -> StorePath {
+        for (k, p) in &recipe.inputs {
+            assert!(
+                self.get(p).is_some(),
+                "input {k} of {} added before its recipe",
+                recipe.name
+            );
+        }
+        let path = recipe.store_path();
+        if self.get(&path).is_none() {
+            self.recipes.push(Planned {
+                path: path.clone(),
+                recipe,
+            });
+        }
+        path
+    }
+
+    pub fn get(&self, p: &StorePath) -> Option<&Planned> {
+        self.recipes.iter().find(|r| &r.path == p)
+    }
+
+    /// Every path `p` was planned from (its inputs, transitively), `p` included: the
+    /// candidates its output may refer to.
+    pub fn input_closure(&self, p: &StorePath) -> BTreeSet<StorePath> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![p.clone()];
+        while let Some(q) = todo.pop() {
+            if seen.insert(q.clone()) {
+                if let Some(r) = self.get(&q) {
+                    todo.extend(r.recipe.inputs.values().cloned());
+                }
+            }
+        }
+        seen
+    }
+
+    /// Appends another plan's recipes that are not here yet.
+    pub fn merge(&mut self, other: Plan) {
+        for r in other.recipes {
+            if self.get(&r.path).is_none() {
+                self.recipes.push(r);
+            }
+        }
+    }
+}
+
+/// Facts about the world the plan depends on, gathered before planning.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub repo: PathBuf,
+    /// Hash of `init/` (sources and lock file).
+    pub init_source: Sha256Digest,
+    pub rustc_version: String,
+    pub qemu_version: String,
+    pub mke2fs_version: String,
+}
+
+pub const INIT_TARGET: &str = "aarch64-unknown-linux-musl";
+
+/// The toplevel of a system and the recipes leading to it.
+#[derive(Debug, Clone)]
+pub struct SystemPlan {
+    pub plan: Plan,
+    pub toplevel: StorePath,
+    pub kernel: StorePath,
+    pub initrd: StorePath,
+    pub dtb: Option<StorePath>,
+}
+
+fn name_of(pin: &DebPin) -> String {
+    // Store names allow no ':' (epochs): drop the epoch, keep the rest readable.
+    let v = pin
+        .version
+        .rsplit_once(':')
+        .map(|(_, v)| v)
+        .unwrap_or(&pin.version);
+    format!("{}-{}", pin.package, v.replace('~', "_"))
+}
+
+fn inputs(pairs: &[(&str, &StorePath)]) -> BTreeMap<String, StorePath> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).clone()))
+        .collect()
+}
+
+/// The boot command line of a profile (what goes into boot.img and boot.json).
+pub fn cmdline(profile: &Profile) -> String {
+    profile.device.cmdline.join(" ")
+}
+
+/// Plans the software of a system, up to its toplevel.
+pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan> {
+    let d = &profile.device;
+    let mut plan = Plan::default();
+    let kpin = lock.deb(&d.kernel.package)?.clone();
+    let kdeb = plan.add(Recipe {
+        name: name_of(&kpin),
+        builder: Builder::Deb { pin: kpin },
+        inputs: BTreeMap::new(),
+    });
+    let kernel = plan.add(Recipe {
+        name: "kernel".into(),
+        builder: Builder::Kernel,
+        inputs: inputs(&[("deb", &kdeb)]),
+    });
+    let modules = plan.add(Recipe {
+        name: "kernel-modules".into(),
+        builder: Builder::KernelModules,
+        inputs: inputs(&[("deb", &kdeb)]),
+    });
+    let bpin = lock.deb("busybox")?.clone();
+    let bdeb = plan.add(Recipe {
+        name: name_of(&bpin),
+        builder: Builder::Deb { pin: bpin },
+        inputs: BTreeMap::new(),
+    });
+    let sw = plan.add(Recipe {
+        name: "sw".into(),
+        builder: Builder::Sw,
+        inputs: inputs(&[("busybox", &bdeb)]),
+    });
+    let init = plan.add(Recipe {
+        name: "mobix-init".into(),
+        builder: Builder::Cargo {
+            dir: "init".into(),
+            binary: "mobix-init".into(),
+            target: INIT_TARGET.into(),
+            rustc: inp.rustc_version.clone(),
+            source_sha256: inp.init_source.hex(),
+            source_dir: inp.repo.join("init"),
+        },
+        inputs: BTreeMap::new(),
+    });
+    let etc = plan.add(Recipe {
+        name: "etc".into(),
+        builder: Builder::Etc {
+            files: etc_files(profile),
+        },
+        inputs: BTreeMap::new(),
+    });
+    let fs_name = match d.system.filesystem {
+        Filesystem::Ext4 => "ext4",
+    };
+    let initrd = plan.add(Recipe {
+        name: "initrd".into(),
+        builder: Builder::Initramfs {
+            modules: d.stage1.modules.clone(),
+            compression: d.stage1.compression,
+            config: Stage1Config {
+                system_partition: d.system.partition.clone(),
+                filesystem: fs_name.into(),
+                console: d.console.clone(),
+            },
+        },
+        inputs: inputs(&[("init", &init), ("modules", &modules)]),
+    });
+    let toplevel = plan.add(Recipe {
+        name: format!("mobix-system-{}", profile.codename),
+        builder: Builder::Toplevel {
+            cmdline: cmdline(profile),
+            label: format!("mobix on {}", d.name),
+        },
+        inputs: inputs(&[
+            ("kernel", &kernel),
+            ("initrd", &initrd),
+            ("init", &init),
+            ("sw", &sw),
+            ("etc", &etc),
+            ("modules", &modules),
+        ]),
+    });
+    let dtb = match &d.bootimg.dtb {
+        Some(_) => {
+            let q = d
+                .qemu
+                .as_ref()
+                .expect("validated: qemu dtb needs a qemu section");
+            Some(plan.add(Recipe {
+                name: format!("{}-dtb", profile.codename),
+                builder: Builder::QemuDtb {
+                    qemu: inp.qemu_version.clone(),
+                    machine: q.machine.clone(),
+                    cpu: q.cpu.clone(),
+                    memory_mib: q.memory_mib,
+                    smp: q.smp,
+                    disk: q.disk,
+                },
+                inputs: BTreeMap::new(),
+            }))
+        }
+        None => None,
+    };
+    Ok(SystemPlan {
+        plan,
+        toplevel,
+        kernel,
+        initrd,
+        dtb,
+    })
+}
+
+/// `/etc` of the system: hostname, users and groups.
+fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
+    let host = profile.codename.to_string();
+    BTreeMap::from([
+        ("hostname".into(), format!("{host}\n")),
+        (
+            "hosts".into(),
+            format!("127.0.0.1 localhost\n127.0.1.1 {host}\n"),
+        ),
+        (
+            "passwd".into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .into(),
+        ),
+        ("group".into(), "root:x:0:\nnogroup:x:65534:\n".into()),
+        ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
+        (
+            "profile".into(),
+            "export PATH=/run/current-system/sw/bin:/bin\nexport PS1='\\h:\\w\\$ '\n".into(),
+        ),
+        (
+            "os-release".into(),
+            "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into(),
+        ),
+    ])
+}
+
+/// Plans the images of a build: boot.img from the system's kernel and initrd, and the
+/// system partition holding the given generations.
+pub fn images(
+    profile: &Profile,
+    sys: &SystemPlan,
+    generations: &BTreeMap<u32, StorePath>,
+    inp: &Inputs,
+) -> Result<(Plan, StorePath, StorePath)> {
+    let d = &profile.device;
+    let b = &d.bootimg;
+    let mut plan = sys.plan.clone();
+    let os_version = match (&b.os_version, &b.os_patch_level) {
+        (Some(v), Some(p)) => {
+            let v = crate::profile::parse_os_version(v).expect("validated");
+            let p = crate::profile::parse_patch_level(p).expect("validated");
+            crate::format::bootimg::pack_os_version(v, p).expect("validated")
+        }
+        _ => 0,
+    };
+    let addr = |off: u64| (b.base + off) as u32; // validated to fit
+    let header = BootHeader {
+        header_version: b.header_version,
+        page_size: b.page_size,
+        kernel_addr: addr(b.kernel_offset),
+        ramdisk_addr: addr(b.ramdisk_offset),
+        // mkbootimg writes 0 for an absent second stage.
+        second_addr: 0,
+        tags_addr: addr(b.tags_offset),
+        dtb_addr: if b.header_version >= 2 {
+            b.base + b.dtb_offset
+        } else {
+            0
+        },
+        os_version,
+        board: b.board.clone(),
+        cmdline: cmdline(profile),
+    };
+    let mut boot_inputs = inputs(&[("kernel", &sys.kernel), ("initrd", &sys.initrd)]);
+    if let Some(dtb) = &sys.dtb {
+        boot_inputs.insert("dtb".into(), dtb.clone());
+    }
+    let boot = plan.add(Recipe {
+        name: "boot.img".into(),
+        builder: Builder::BootImage { header },
+        inputs: boot_inputs,
+    });
+    let size = d.partition(&d.system.partition).expect("validated").size.0;
+    let gen_inputs: BTreeMap<String, StorePath> = generations
+        .iter()
+        .map(|(n, p)| (format!("gen-{n}"), p.clone()))
+        .collect();
+    for p in generations.values() {
+        anyhow::ensure!(
+            plan.get(p).is_some(),
+            "generation toplevel {p} is not part of this plan"
+        );
+    }
+    let system = plan.add(Recipe {
+        name: "system.img".into(),
+        builder: Builder::SystemImage {
+            size,
+            filesystem: d.system.filesystem,
+            mke2fs: inp.mke2fs_version.clone(),
+            generations: generations.clone(),
+        },
+        inputs: gen_inputs,
+    });
+    Ok((plan, boot, system))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+use super::*;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn qemu_text() -> String {
+    std::fs::read_to_string(repo().join("devices/qemu-aarch64/device.yaml")).unwrap()
+}
+
+/// Parses an edited copy of the qemu profile and returns (line, key, message, hint).
+fn broken(edit: impl Fn(String) -> String) -> (Option<usize>, String, String, Option<String>) {
+    let err = parse_device(&edit(qemu_text()), "devices/x/device.yaml").unwrap_err();
+    let fail = crate::util::find_fail(&err).expect("a profile error is the user's");
+    let pe = err
+        .downcast_ref::<ProfileError>()
+        .expect("names file/line/key");
+    assert_eq!(pe.file, "devices/x/device.yaml");
+    (pe.line, pe.key.clone(), pe.msg.clone(), fail.hint.clone())
+}
+
+fn line_containing(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn every_profile_in_the_tree_loads() {
+    let devices = list_devices(repo()).unwrap();
+    assert!(devices.iter().any(|d| d.as_str() == "qemu-aarch64"));
+    for d in devices {
+        load(repo(), d.as_str()).unwrap_or_else(|e| panic!("{d}: {e:#}"));
+    }
+}
+
+#[test]
+fn qemu_profile_values() {
+    let p = load(repo(), "qemu-aarch64").unwrap();
+    assert_eq!(p.device.bootimg.base, 0x4000_0000);
+    assert!(p.device.is_ab());
+    let parts: Vec<String> = p
+        .device
+        .gpt_partitions()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(parts, ["misc", "boot_a", "boot_b", "system", "userdata"]);
+}
+
+#[test]
+fn unknown_key_names_line_key_and_closest() {
+    let text = qemu_text();
+    let (line, key, msg, hint) = broken(|t| t.replace("  page_size: 4096", "  page_sise: 4096"));
+    assert_eq!(line, Some(line_containing(&text, "page_size: 4096")));
+    assert_eq!(key, "bootimg.page_sise");
+    assert!(msg.contains("unknown field"), "{msg}");
+    assert_eq!(hint.as_deref(), Some("did you mean `page_size`?"));
+}
+
+#[test]
+fn missing_required_key() {
+    let (line, key, msg, _) = broken(|t| t.replace("console: ttyAMA0\n", ""));
+    assert!(line.is_some());
+    assert!(msg.contains("missing field `console`"), "{msg}");
+    assert_eq!(key, "");
+}
+
+#[test]
+fn wrong_type() {
+    let text = qemu_text();
+    let (line, key, msg, _) = broken(|t| t.replace("header_version: 2", "header_version: two"));
+    assert_eq!(line, Some(line_containing(&text, "header_version: 2")));
+    assert_eq!(key, "bootimg.header_version");
+    assert!(msg.contains("invalid type"), "{msg}");
+}
+
+#[test]
+fn semantic_errors_are_located() {
+    let text = qemu_text();
+    let (line, key, _, _) = broken(|t| t.replace("page_size: 4096", "page_size: 3000"));
+    assert_eq!(
+        (line, key.as_str()),
+        (
+            Some(line_containing(&text, "page_size: 4096")),
+            "bootimg.page_size"
+        )
+    );
+    let (line, key, msg, _) = broken(|t| t.replace("{ name: userdata", "{ name: misc"));
+    assert_eq!(key, "storage.partitions[3].name");
+    assert_eq!(line, Some(line_containing(&text, "name: userdata")));
+    assert!(msg.contains("defined twice"), "{msg}");
+    let (_, key, _, _) = broken(|t| t.replace("partition: system", "partition: nope"));
+    assert_eq!(key, "system.partition");
+    let (_, key, _, _) = broken(|t| t.replace("size: 1GiB", "size: 1GB"));
+    assert_eq!(key, "storage.partitions[2].size");
+    let (_, key, _, _) = broken(|t| t.replace("base: 0x40000000", "base: 0xfff00000"));
+    assert_eq!(key, "bootimg.kernel_offset");
+}
+
+#[test]
+fn unknown_device_lists_known_ones() {
+    let err = load(repo(), "no-such-phone").unwrap_err();
+    let fail = err.downcast_ref::<Fail>().unwrap();
+    assert!(fail.hint.as_deref().unwrap().contains("qemu-aarch64"));
+    assert!(load(repo(), "../etc").is_err());
+}

@@ -1,0 +1,493 @@
+//! The serde types of a device profile, key by key as `devices/README.md` documents them,
+//! and the checks serde cannot express (ranges, cross references, uniqueness).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// A byte size: an integer, or a string with a binary unit (`512KiB`, `64MiB`, `1GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes, or a string such as \"64MiB\" (units KiB, MiB, GiB)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
+                parse_size(s).map(Size).ok_or_else(|| {
+                    E::custom(format!(
+                        "{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\", \"1GiB\")"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Human-readable name ("OnePlus 6").
+    pub name: String,
+    pub arch: Arch,
+    pub identity: Identity,
+    pub storage: Storage,
+    pub system: SystemPartition,
+    pub kernel: KernelRef,
+    pub bootimg: BootImg,
+    /// The console device stage-1 and stage-2 talk on, without `/dev/` (`ttyAMA0`).
+    pub console: String,
+    /// Kernel command line arguments, in order.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    pub stage1: Stage1,
+    /// How `mobix run`/`mobix test` emulate this device; only for devices QEMU can play.
+    #[serde(default)]
+    pub qemu: Option<Qemu>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// What `fastboot getvar product` answers on this phone.
+    pub fastboot_products: Vec<String>,
+    #[serde(default)]
+    pub usb: Option<UsbId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbId {
+    pub vendor_id: u16,
+    pub product_id: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Logical sector size of the phone's storage: 512 (eMMC) or 4096 (UFS).
+    pub sector_size: u32,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// GPT name without slot suffix (`boot`, `system`).
+    pub name: String,
+    pub size: Size,
+    /// A/B: the partition exists twice, as `<name>_a` and `<name>_b`.
+    #[serde(default)]
+    pub slotted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    Ext4,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPartition {
+    /// Which partition (from `storage.partitions`) holds the mobix store.
+    pub partition: String,
+    pub filesystem: Filesystem,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelRef {
+    /// A `debs` entry of `mobix.lock`: a Debian arm64 kernel image package.
+    pub package: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootImg {
+    pub header_version: u32,
+    pub page_size: u32,
+    pub base: u64,
+    pub kernel_offset: u64,
+    pub ramdisk_offset: u64,
+    #[serde(default = "default_second_offset")]
+    pub second_offset: u64,
+    pub tags_offset: u64,
+    #[serde(default = "default_dtb_offset")]
+    pub dtb_offset: u64,
+    /// `name[16]` of the header; at most 15 bytes.
+    #[serde(default)]
+    pub board: String,
+    /// `A.B.C`, packed as mkbootimg does.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// `YYYY-MM`.
+    #[serde(default)]
+    pub os_patch_level: Option<String>,
+    #[serde(default)]
+    pub dtb: Option<Dtb>,
+}
+
+fn default_second_offset() -> u64 {
+    0x00f0_0000
+}
+fn default_dtb_offset() -> u64 {
+    0x01f0_0000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dtb {
+    /// Where the device tree comes from. `qemu`: dumped from QEMU's machine model with the
+    /// device's `qemu` settings, so that it matches what `mobix test` boots.
+    pub source: DtbSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtbSource {
+    Qemu,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage1 {
+    /// Kernel modules stage-1 loads, by name; their dependencies come from modules.dep.
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qemu {
+    #[serde(default = "default_machine")]
+    pub machine: String,
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "default_smp")]
+    pub smp: u32,
+    /// How the phone's disk is attached.
+    #[serde(default)]
+    pub disk: QemuDisk,
+}
+
+fn default_machine() -> String {
+    "virt".into()
+}
+fn default_cpu() -> String {
+    "cortex-a57".into()
+}
+fn default_memory() -> u32 {
+    1024
+}
+fn default_smp() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QemuDisk {
+    #[default]
+    VirtioBlkPci,
+    VirtioBlkDevice,
+}
+
+impl QemuDisk {
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            QemuDisk::VirtioBlkPci => "virtio-blk-pci",
+            QemuDisk::VirtioBlkDevice => "virtio-blk-device",
+        }
+    }
+}
+
+fn is_partition_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 31
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+fn is_module_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// A failed check: the dotted key path and what is wrong with it.
+pub type Invalid = (String, String);
+
+impl Device {
+    /// Checks what serde cannot: ranges, uniqueness and cross references.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if ![512, 4096].contains(&self.storage.sector_size) {
+            return err(
+                "storage.sector_size",
+                format!("{} is not 512 or 4096", self.storage.sector_size),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, p) in self.storage.partitions.iter().enumerate() {
+            let key = format!("storage.partitions[{i}]");
+            if !is_partition_name(&p.name) {
+                return err(
+                    &format!("{key}.name"),
+                    format!(
+                        "{:?} is not a partition name (lowercase letters, digits, _; at most 31)",
+                        p.name
+                    ),
+                );
+            }
+            let names: Vec<String> = if p.slotted {
+                vec![format!("{}_a", p.name), format!("{}_b", p.name)]
+            } else {
+                vec![p.name.clone()]
+            };
+            for n in names {
+                if !seen.insert(n.clone()) {
+                    return err(
+                        &format!("{key}.name"),
+                        format!("partition {n} is defined twice"),
+                    );
+                }
+            }
+            let ss = self.storage.sector_size as u64;
+            if p.size.0 == 0 || p.size.0 % ss != 0 {
+                return err(
+                    &format!("{key}.size"),
+                    format!(
+                        "{} is not a positive multiple of the sector size {ss}",
+                        p.size.0
+                    ),
+                );
+            }
+        }
+        let sys = &self.system.partition;
+        match self.storage.partitions.iter().find(|p| &p.name == sys) {
+            None => {
+                return err(
+                    "system.partition",
+                    format!("{sys:?} is not in storage.partitions"),
+                )
+            }
+            Some(p) if p.slotted => {
+                return err(
+                    "system.partition",
+                    format!("{sys:?} is slotted; mobix keeps generations on one system partition"),
+                )
+            }
+            Some(_) => {}
+        }
+        if !self.storage.partitions.iter().any(|p| p.name == "boot") {
+            return err("storage.partitions", "there is no boot partition".into());
+        }
+        let b = &self.bootimg;
+        if b.header_version > 2 {
+            return err(
+                "bootimg.header_version",
+                format!(
+                    "{} is not supported yet (mobix writes header versions 0-2)",
+                    b.header_version
+                ),
+            );
+        }
+        if !(b.page_size.is_power_of_two() && (2048..=16384).contains(&b.page_size)) {
+            return err(
+                "bootimg.page_size",
+                format!("{} is not a power of two from 2048 to 16384", b.page_size),
+            );
+        }
+        for (k, off) in [
+            ("kernel_offset", b.kernel_offset),
+            ("ramdisk_offset", b.ramdisk_offset),
+            ("second_offset", b.second_offset),
+            ("tags_offset", b.tags_offset),
+        ] {
+            match b.base.checked_add(off) {
+                Some(a) if a <= u32::MAX as u64 => {}
+                _ => {
+                    return err(
+                        &format!("bootimg.{k}"),
+                        format!(
+                            "base {:#x} + {off:#x} does not fit the header's 32-bit address",
+                            b.base
+                        ),
+                    )
+                }
+            }
+        }
+        if b.base.checked_add(b.dtb_offset).is_none() {
+            return err("bootimg.dtb_offset", "base + dtb_offset overflows".into());
+        }
+        if b.board.len() > 15 {
+            return err(
+                "bootimg.board",
+                format!("{:?} is longer than 15 bytes", b.board),
+            );
+        }
+        if b.header_version == 2 && b.dtb.is_none() {
+            return err("bootimg.dtb", "header version 2 needs a dtb".into());
+        }
+        if b.header_version < 2 && b.dtb.is_some() {
+            return err(
+                "bootimg.dtb",
+                format!("header version {} has no dtb section", b.header_version),
+            );
+        }
+        if let Some(v) = &b.os_version {
+            if parse_os_version(v).is_none() {
+                return err(
+                    "bootimg.os_version",
+                    format!("{v:?} is not A.B.C with each part below 128"),
+                );
+            }
+        }
+        if let Some(v) = &b.os_patch_level {
+            if parse_patch_level(v).is_none() {
+                return err(
+                    "bootimg.os_patch_level",
+                    format!("{v:?} is not YYYY-MM (2000-2127)"),
+                );
+            }
+        }
+        if b.os_version.is_some() != b.os_patch_level.is_some() {
+            return err(
+                "bootimg.os_version",
+                "os_version and os_patch_level go together".into(),
+            );
+        }
+        if b.dtb.as_ref().is_some_and(|d| d.source == DtbSource::Qemu) && self.qemu.is_none() {
+            return err("bootimg.dtb.source", "qemu needs a `qemu` section".into());
+        }
+        let cmdline_len: usize = self.cmdline.iter().map(|a| a.len() + 1).sum();
+        if cmdline_len > crate::format::bootimg::MAX_CMDLINE_V0 - 200 {
+            return err("cmdline", format!("{cmdline_len} characters leaves too little room in the boot image's command line"));
+        }
+        for (i, a) in self.cmdline.iter().enumerate() {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                return err(
+                    &format!("cmdline[{i}]"),
+                    format!("{a:?} must be one argument without spaces"),
+                );
+            }
+        }
+        if self.console.is_empty() || self.console.contains('/') {
+            return err(
+                "console",
+                format!("{:?} is not a device name like ttyAMA0", self.console),
+            );
+        }
+        for (i, m) in self.stage1.modules.iter().enumerate() {
+            if !is_module_name(m) {
+                return err(
+                    &format!("stage1.modules[{i}]"),
+                    format!("{m:?} is not a module name"),
+                );
+            }
+        }
+        if self.identity.fastboot_products.is_empty() {
+            return err(
+                "identity.fastboot_products",
+                "name at least one product".into(),
+            );
+        }
+        if let Some(q) = &self.qemu {
+            if q.memory_mib < 128 {
+                return err(
+                    "qemu.memory_mib",
+                    format!("{} MiB is too little to boot", q.memory_mib),
+                );
+            }
+            if q.smp == 0 {
+                return err("qemu.smp", "needs at least one CPU".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every GPT partition name, slot suffixes expanded, in profile order.
+    pub fn gpt_partitions(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for p in &self.storage.partitions {
+            if p.slotted {
+                out.push((format!("{}_a", p.name), p.size.0));
+                out.push((format!("{}_b", p.name), p.size.0));
+            } else {
+                out.push((p.name.clone(), p.size.0));
+            }
+        }
+        out
+    }
+
+    pub fn partition(&self, name: &str) -> Option<&Partition> {
+        self.storage.partitions.iter().find(|p| p.name == name)
+    }
+
+    pub fn is_ab(&self) -> bool {
+        self.partition("boot").is_some_and(|p| p.slotted)
+    }
+}
+
+pub fn parse_os_version(s: &str) -> Option<(u32, u32, u32)> {
+    let mut it = s
+        .split('.')
+        .map(|p| p.parse::<u32>().ok().filter(|&n| n < 128));
+    let a = it.next()??;
+    let b = it.next().unwrap_or(Some(0))?;
+    let c = it.next().unwrap_or(Some(0))?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((a, b, c))
+}
+
+pub fn parse_patch_level(s: &str) -> Option<(u32, u32)> {
+    let (y, m) = s.split_once('-')?;
+    let (y, m) = (y.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+    ((2000..2128).contains(&y) && (1..=12).contains(&m)).then_some((y, m))
+}

@@ -1,0 +1,291 @@
+//! The content-addressed store: `<dir>/<hash>-<name>`, where the hash comes from the
+//! recipe that builds the path, so a path is known before it is built.
+//!
+//! Pipeline stage: store. Input: a [`crate::plan::Plan`]; output: realised paths. This is
+//! the only module that creates store paths. A build runs in a temporary directory under
+//! `<dir>/.mobix/tmp` and is renamed into place only when complete and normalised, so an
+//! interrupted build never leaves a store path behind. One process at a time builds in a
+//! store (an exclusive `flock` on `<dir>/.mobix/lock`).
+//!
+//! On the phone the store is mounted at [`PHONE_STORE`]; outputs refer to each other by
+//! that absolute path, wherever the host keeps its store directory.
+
+pub mod lock;
+mod refs;
+
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub use refs::scan_references;
+
+/// Where the store lives on the phone (and in every path an output refers to).
+pub const PHONE_STORE: &str = "/mobix/store";
+
+/// A store path's identity: 32-character hash and a name. Displays as its phone path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StorePath {
+    hash: String,
+    name: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StorePathError {
+    #[error("store path name {0:?} is invalid (letters, digits, and + - . _ ? =; not starting with '.'; at most 200)")]
+    BadName(String),
+    #[error("{0:?} is not a store path (expected {PHONE_STORE}/<32-char hash>-<name>)")]
+    NotStorePath(String),
+}
+
+pub const HASH_LEN: usize = 32;
+
+impl StorePath {
+    pub fn new(hash: String, name: &str) -> Result<Self, StorePathError> {
+        let name_ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
+        if !name_ok {
+            return Err(StorePathError::BadName(name.to_string()));
+        }
+        let hash_ok = hash.len() == HASH_LEN
+            && hash
+                .bytes()
+                .all(|c| crate::hash::NIX32_ALPHABET.contains(&c));
+        if !hash_ok {
+            return Err(StorePathError::NotStorePath(format!("{hash}-{name}")));
+        }
+        Ok(StorePath {
+            hash,
+            name: name.to_string(),
+        })
+    }
+
+    /// Parses `<hash>-<name>` (a directory entry) or `/mobix/store/<hash>-<name>`.
+    pub fn parse(s: &str) -> Result<Self, StorePathError> {
+        let base = s
+            .strip_prefix(PHONE_STORE)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(s);
+        if base.contains('/') || base.len() < HASH_LEN + 2 || base.as_bytes()[HASH_LEN] != b'-' {
+            return Err(StorePathError::NotStorePath(s.to_string()));
+        }
+        StorePath::new(base[..HASH_LEN].to_string(), &base[HASH_LEN + 1..])
+            .map_err(|_| StorePathError::NotStorePath(s.to_string()))
+    }
+
+    pub fn hash_part(&self) -> &str {
+        &self.hash
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// `<hash>-<name>`: the entry in the store directory.
+    pub fn base_name(&self) -> String {
+        format!("{}-{}", self.hash, self.name)
+    }
+    /// `/mobix/store/<hash>-<name>`: how outputs and the phone refer to it.
+    pub fn phone_path(&self) -> String {
+        format!("{PHONE_STORE}/{}", self.base_name())
+    }
+}
+
+impl std::fmt::Display for StorePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.phone_path())
+    }
+}
+
+impl serde::Serialize for StorePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.phone_path())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StorePath::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A store directory on the host.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Held while building: other mobix processes wait for it.
+pub struct StoreLock {
+    _file: fs::File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let meta = root.join(".mobix");
+        for d in [meta.join("tmp"), meta.join("refs")] {
+            fs::create_dir_all(&d).map_err(|e| {
+                util::user_error(e, format!("creating the store directory {}", d.display()))
+            })?;
+        }
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("resolving {}", root.display()))?;
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where `p` lives on this host.
+    pub fn host_path(&self, p: &StorePath) -> PathBuf {
+        self.root.join(p.base_name())
+    }
+
+    pub fn contains(&self, p: &StorePath) -> bool {
+        fs::symlink_metadata(self.host_path(p)).is_ok()
+    }
+
+    /// Takes the store's build lock, waiting for another mobix process if it holds it.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.root.join(".mobix/lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!(
+                "waiting for another mobix process to release the store lock {}",
+                path.display()
+            );
+            // SAFETY: as above.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        // With the lock held, no build is running: leftovers of interrupted ones can go.
+        let tmp = self.root.join(".mobix/tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = util::remove_tree(&e.path());
+            }
+        }
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Builds `path` with `build` unless it is already in the store. `build` gets the
+    /// temporary location to create the output at (a file or a directory). The output is
+    /// normalised, scanned for references among `candidates` and renamed into place.
+    /// Returns whether a build ran. Needs the store lock.
+    pub fn realise(
+        &self,
+        _lock: &StoreLock,
+        path: &StorePath,
+        candidates: &BTreeSet<StorePath>,
+        build: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<bool> {
+        if self.contains(path) {
+            return Ok(false);
+        }
+        let work = self.root.join(".mobix/tmp").join(format!(
+            "{}.{}",
+            path.base_name(),
+            std::process::id()
+        ));
+        let _ = util::remove_tree(&work);
+        fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let guard = TmpGuard(work.clone());
+        let out = work.join("out");
+        build(&out)?;
+        if fs::symlink_metadata(&out).is_err() {
+            anyhow::bail!("the builder of {path} produced no output");
+        }
+        util::normalize_tree(&out).with_context(|| format!("normalising the output of {path}"))?;
+        let refs = scan_references(&out, candidates, path)
+            .with_context(|| format!("scanning {path} for references"))?;
+        let refs_text: String = refs
+            .iter()
+            .map(|r| format!("{}\n", r.phone_path()))
+            .collect();
+        util::write_atomic(&self.refs_file(path), refs_text.as_bytes())?;
+        fs::rename(&out, self.host_path(path))
+            .with_context(|| format!("moving the output of {path} into the store"))?;
+        drop(guard);
+        Ok(true)
+    }
+
+    fn refs_file(&self, p: &StorePath) -> PathBuf {
+        self.root.join(".mobix/refs").join(p.base_name())
+    }
+
+    /// The store paths `p` refers to (recorded when it was built).
+    pub fn references(&self, p: &StorePath) -> Result<BTreeSet<StorePath>> {
+        let f = self.refs_file(p);
+        let text = fs::read_to_string(&f)
+            .with_context(|| format!("reading the references of {p} ({})", f.display()))?;
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| StorePath::parse(l).map_err(|e| anyhow::anyhow!("{}: {e}", f.display())))
+            .collect()
+    }
+
+    /// `roots` and everything they refer to, transitively.
+    pub fn closure(&self, roots: &[StorePath]) -> Result<BTreeSet<StorePath>> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<StorePath> = roots.to_vec();
+        while let Some(p) = todo.pop() {
+            if !self.contains(&p) {
+                return Err(
+                    Fail::new(format!("{p} is not in the store {}", self.root.display())).into(),
+                );
+            }
+            if seen.insert(p.clone()) {
+                todo.extend(self.references(&p)?);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Sizes of the given paths on disk (apparent file sizes), for reports.
+    pub fn sizes(&self, paths: &BTreeSet<StorePath>) -> BTreeMap<StorePath, u64> {
+        paths
+            .iter()
+            .map(|p| {
+                let mut n = 0;
+                let hp = self.host_path(p);
+                if let Ok(m) = fs::symlink_metadata(&hp) {
+                    n += m.len();
+                }
+                let _ = util::walk(&hp, &mut |_, m| {
+                    n += m.len();
+                    Ok(true)
+                });
+                (p.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// Removes a build's temporary directory however the build ends (error, panic).
+struct TmpGuard(PathBuf);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        let _ = util::remove_tree(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

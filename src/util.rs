@@ -1,0 +1,365 @@
+//! Small helpers every stage shares: running external tools with useful errors, atomic
+//! writes, walking and normalising file trees, and the marker that makes an error a
+//! user's mistake (exit 1) rather than an internal failure (exit 2).
+
+use anyhow::{Context, Result};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// An error the user can fix (bad input, a failed check, a missing tool): exit code 1.
+/// Anything without this marker in its chain is an internal error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Fail {
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+impl Fail {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Fail {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Shorthand: `return Err(fail!("..."))`.
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => { anyhow::Error::new($crate::util::Fail::new(format!($($arg)*))) };
+}
+
+/// The [`Fail`] marker of an error, wherever it sits in the context chain.
+pub fn find_fail(e: &anyhow::Error) -> Option<&Fail> {
+    e.downcast_ref::<Fail>()
+        .or_else(|| e.chain().find_map(|c| c.downcast_ref::<Fail>()))
+}
+
+/// Marks an error (and its causes) as the user's to fix, under a message saying what failed.
+pub fn user_error<E: Into<anyhow::Error>>(e: E, msg: impl Into<String>) -> anyhow::Error {
+    e.into().context(Fail::new(msg))
+}
+
+/// Quotes a command line for messages (not for a shell).
+pub fn show_command(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'') {
+            s.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+fn tail(bytes: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs an external tool to completion, capturing its output. On failure the error holds
+/// the command line and the tail of its stderr; a missing program is the user's to fix
+/// and names the Debian package from `mobix doctor`.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let shown = show_command(cmd);
+    let out = match cmd.stdin(Stdio::null()).output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let prog = cmd.get_program().to_string_lossy().into_owned();
+            let hint = match crate::cli::doctor::package_for(&prog) {
+                Some(pkg) => format!("install it with `apt-get install {pkg}` or run `scripts/setup`; `mobix doctor` lists every tool"),
+                None => "`mobix doctor` lists the tools mobix needs".to_string(),
+            };
+            return Err(anyhow::Error::new(e).context(
+                Fail::new(format!("{prog} is not installed (needed to run `{shown}`)")).hint(hint),
+            ));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("starting `{shown}`"))),
+    };
+    if !out.status.success() {
+        let mut msg = format!("`{shown}` failed ({})", out.status);
+        let err = tail(&out.stderr, 15);
+        if !err.trim().is_empty() {
+            msg.push_str(&format!("; its stderr ends with:\n{err}"));
+        } else {
+            let o = tail(&out.stdout, 15);
+            if !o.trim().is_empty() {
+                msg.push_str(&format!("; its output ends with:\n{o}"));
+            }
+        }
+        anyhow::bail!(msg);
+    }
+    Ok(out)
+}
+
+/// Writes a file atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    let tmp = tmp_sibling(path);
+    let res = (|| -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("writing {}", path.display()))
+}
+
+/// A temporary name beside `path`, unique to this process.
+pub fn tmp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Replaces `link` with a symlink to `target`, atomically.
+pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
+    let tmp = tmp_sibling(link);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|_| fs::rename(&tmp, link))
+        .with_context(|| format!("linking {} to {}", link.display(), target.display()))
+}
+
+/// Visits every entry below `root` (not `root` itself) in sorted order, depth first,
+/// without following symlinks. `f` gets the path relative to `root` and returns whether to
+/// descend into a directory.
+pub fn walk(
+    root: &Path,
+    f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>,
+) -> io::Result<()> {
+    fn inner(
+        root: &Path,
+        rel: &str,
+        f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let mut names: Vec<_> = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            let name = name.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("non-UTF-8 file name in {}", dir.display()),
+                )
+            })?;
+            let child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = fs::symlink_metadata(root.join(&child))?;
+            if f(&child, &meta)? && meta.is_dir() {
+                inner(root, &child, f)?;
+            }
+        }
+        Ok(())
+    }
+    inner(root, "", f)
+}
+
+/// The fixed mtime of everything in the store (as Nix uses 1: "not the epoch, not now").
+pub const STORE_MTIME: i64 = 1;
+
+fn set_times(path: &Path, secs: i64) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [ts, ts];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` lives across the call.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Normalises a finished build output: files read-only (0444, or 0555 if any execute bit
+/// was set), directories 0555, every mtime [`STORE_MTIME`]. Refuses what a store path may
+/// not hold (device nodes, sockets, FIFOs) and hard links between its files.
+pub fn normalize_tree(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut entries: Vec<(PathBuf, fs::Metadata)> = vec![(path.to_path_buf(), meta.clone())];
+    if meta.is_dir() {
+        walk(path, &mut |rel, m| {
+            entries.push((path.join(rel), m.clone()));
+            Ok(true)
+        })
+        .with_context(|| format!("walking {}", path.display()))?;
+    }
+    // Children before parents, so a directory is made read-only after its contents.
+    for (p, m) in entries.iter().rev() {
+        let ft = m.file_type();
+        if ft.is_symlink() {
+        } else if ft.is_dir() {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o555))
+                .with_context(|| format!("setting permissions of {}", p.display()))?;
+        } else if ft.is_file() {
+            use std::os::unix::fs::MetadataExt;
+            if m.nlink() > 1 {
+                anyhow::bail!(
+                    "{} is hard-linked; store paths must not contain hard links",
+                    p.display()
+                );
+            }
+            let mode = if m.permissions().mode() & 0o111 != 0 {
+                0o555
+            } else {
+                0o444
+            };
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting permissions of {}", p.display()))?;
+        } else {
+            anyhow::bail!(
+                "{} is a special file; store paths hold only files, directories and symlinks",
+                p.display()
+            );
+        }
+        set_times(p, STORE_MTIME).with_context(|| format!("setting times of {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a tree even if it was made read-only.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    walk(path, &mut |rel, m| {
+        if m.is_dir() {
+            fs::set_permissions(path.join(rel), fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(true)
+    })?;
+    fs::remove_dir_all(path)
+}
+
+/// Copies a file, directory tree or symlink (symlinks copied as links, never followed).
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let m = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let copy_one = |s: &Path, d: &Path, m: &fs::Metadata| -> io::Result<()> {
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(s)?, d)
+        } else if ft.is_dir() {
+            fs::create_dir(d)?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+        } else {
+            fs::copy(s, d)?;
+            fs::set_permissions(
+                d,
+                fs::Permissions::from_mode(m.permissions().mode() | 0o200),
+            )
+        }
+    };
+    copy_one(src, dst, &m)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    if m.is_dir() {
+        walk(src, &mut |rel, m| {
+            copy_one(&src.join(rel), &dst.join(rel), m)?;
+            Ok(true)
+        })
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    }
+    Ok(())
+}
+
+/// Formats a byte count for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_reports_command_and_stderr() {
+        let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
+        let s = format!("{err:#}");
+        assert!(s.contains("sh -c"), "{s}");
+        assert!(s.contains("boom"), "{s}");
+        let err = run(&mut Command::new("mobix-no-such-tool")).unwrap_err();
+        assert!(
+            find_fail(&err).is_some(),
+            "a missing tool is the user's to fix"
+        );
+    }
+
+    #[test]
+    fn normalize_makes_read_only_and_fixed_time() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        fs::create_dir_all(t.join("sub")).unwrap();
+        fs::write(t.join("sub/f"), b"x").unwrap();
+        fs::write(t.join("x"), b"y").unwrap();
+        fs::set_permissions(t.join("x"), fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("sub/f", t.join("l")).unwrap();
+        normalize_tree(&t).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(t.join("sub/f")).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o444);
+        assert_eq!(m.mtime(), STORE_MTIME);
+        assert_eq!(fs::metadata(t.join("x")).unwrap().mode() & 0o777, 0o555);
+        assert_eq!(
+            fs::symlink_metadata(t.join("l")).unwrap().mtime(),
+            STORE_MTIME
+        );
+        assert_eq!(fs::metadata(&t).unwrap().mode() & 0o777, 0o555);
+        remove_tree(&t).unwrap();
+        assert!(!t.exists());
+    }
+}

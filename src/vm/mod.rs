@@ -1,0 +1,483 @@
+//! The phone on the desk: the built images booted in QEMU aarch64.
+//!
+//! Pipeline stage: vm. Input: the out directory of a build (manifest, boot.img,
+//! system.img) and the device profile; output: a GPT disk laid out as the profile says,
+//! and a QEMU run on it. The kernel, ramdisk, dtb and command line come out of boot.img
+//! through mobix's own boot image reader, as a bootloader would take them; the system
+//! partition is written from the sparse image through mobix's own sparse reader.
+
+use crate::format::bootimg::BootImage;
+use crate::format::sparse;
+use crate::image::{self, Manifest};
+use crate::profile::Profile;
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The line stage-2 prints once the system is up.
+pub const BOOT_COMPLETE: &str = "mobix: boot-complete";
+/// Kernel argument asking stage-2 to power off after boot-complete.
+pub const POWEROFF_ARG: &str = "mobix.poweroff";
+
+const MIB: u64 = 1 << 20;
+
+/// A GPT type GUID as text (`8-4-4-4-12`) to its on-disk bytes (first three fields LE).
+pub fn guid_bytes(s: &str) -> [u8; 16] {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+    out[4..6].copy_from_slice(&[b[5], b[4]]);
+    out[6..8].copy_from_slice(&[b[7], b[6]]);
+    out[8..16].copy_from_slice(&b[8..16]);
+    out
+}
+
+/// Android type GUIDs (gdisk's a00x codes) for the partitions mobix knows; Linux data else.
+fn type_guid(name: &str) -> &'static str {
+    let base = name.trim_end_matches("_a").trim_end_matches("_b");
+    match base {
+        "boot" => "49A4D17F-93A3-45C1-A0DE-F50B2EBE2599",
+        "misc" => "EF32A33B-A409-486C-9141-9FFB711F6266",
+        "system" => "38F428E6-D326-425D-9140-6E0EA133647C",
+        "userdata" => "DC76DDA9-5AC1-491C-AF42-A82591580C0D",
+        _ => "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+    }
+}
+
+/// Where each partition landed on the disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub sector_size: u64,
+    /// (GPT name, first byte, size in bytes), in profile order.
+    pub partitions: Vec<(String, u64, u64)>,
+    pub disk_size: u64,
+}
+
+impl Layout {
+    pub fn find(&self, name: &str) -> Option<(u64, u64)> {
+        self.partitions
+            .iter()
+            .find(|p| p.0 == name)
+            .map(|p| (p.1, p.2))
+    }
+}
+
+/// Creates an empty disk image with the profile's GPT (partitions 1 MiB aligned).
+pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
+    let d = &profile.device;
+    let ss = d.storage.sector_size as u64;
+    let parts = d.gpt_partitions();
+    let data: u64 = parts.iter().map(|(_, s)| s.div_ceil(MIB) * MIB).sum();
+    let disk_size = data + 2 * MIB;
+    let _ = fs::remove_file(path);
+    let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(disk_size)?;
+    let disk_guid = guid_bytes("6d6f6269-7800-4000-8000-000000000001");
+    let mut gpt =
+        gptman::GPT::new_from(&mut f, ss, disk_guid).context("creating the partition table")?;
+    gpt.align = MIB / ss;
+    let mut layout = Vec::new();
+    for (i, (name, size)) in parts.iter().enumerate() {
+        let sectors = size / ss;
+        let start = gpt.find_first_place(sectors).with_context(|| {
+            format!("no room for partition {name} on the {disk_size}-byte disk")
+        })?;
+        let mut unique = guid_bytes("6d6f6269-7800-4000-8000-000000000000");
+        unique[15] = i as u8 + 2;
+        gpt[i as u32 + 1] = gptman::GPTPartitionEntry {
+            partition_type_guid: guid_bytes(type_guid(name)),
+            unique_partition_guid: unique,
+            starting_lba: start,
+            ending_lba: start + sectors - 1,
+            attribute_bits: 0,
+            partition_name: name.as_str().into(),
+        };
+        layout.push((name.clone(), start * ss, *size));
+    }
+    gpt.write_into(&mut f)
+        .context("writing the partition table")?;
+    gptman::GPT::write_protective_mbr_into(&mut f, ss).context("writing the protective MBR")?;
+    f.sync_all()?;
+    Ok(Layout {
+        sector_size: ss,
+        partitions: layout,
+        disk_size,
+    })
+}
+
+/// Writes `data` into partition `name`, refusing what does not fit.
+pub fn write_partition(disk: &Path, layout: &Layout, name: &str, data: &[u8]) -> Result<()> {
+    let (start, size) = layout
+        .find(name)
+        .with_context(|| format!("the disk has no partition {name}"))?;
+    if data.len() as u64 > size {
+        return Err(Fail::new(format!(
+            "{name}: image of {} bytes does not fit the {size}-byte partition",
+            data.len()
+        ))
+        .into());
+    }
+    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
+    f.seek(SeekFrom::Start(start))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+/// Expands a sparse image into partition `name` of a freshly created (all-zero) disk.
+/// Zero fills and don't-care regions stay holes.
+pub fn write_sparse_partition(
+    disk: &Path,
+    layout: &Layout,
+    name: &str,
+    sparse_img: &Path,
+) -> Result<()> {
+    let (start, size) = layout
+        .find(name)
+        .with_context(|| format!("the disk has no partition {name}"))?;
+    let input = std::io::BufReader::new(
+        fs::File::open(sparse_img).with_context(|| format!("opening {}", sparse_img.display()))?,
+    );
+    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
+    let mut header_checked = false;
+    let res = sparse::decode(input, |op| {
+        let (off, len) = match &op {
+            sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
+            sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => {
+                (*offset, *len)
+            }
+        };
+        if off + len > size {
+            header_checked = true;
+            return Err(std::io::Error::other(format!(
+                "image is larger than the {size}-byte partition {name}"
+            )));
+        }
+        match op {
+            sparse::Op::Data { offset, data } => {
+                f.seek(SeekFrom::Start(start + offset))?;
+                f.write_all(data)
+            }
+            sparse::Op::Fill { offset, len, value } if value != 0 => {
+                f.seek(SeekFrom::Start(start + offset))?;
+                let pat: Vec<u8> = value
+                    .to_le_bytes()
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(len.min(1 << 20) as usize)
+                    .collect();
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(pat.len() as u64) as usize;
+                    f.write_all(&pat[..n])?;
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    });
+    res.map_err(|e| {
+        util::user_error(
+            e,
+            format!("writing {} into partition {name}", sparse_img.display()),
+        )
+    })?;
+    let _ = header_checked;
+    Ok(())
+}
+
+/// Everything a QEMU run needs, prepared in `<out>/vm/`.
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub disk: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub dtb: Option<PathBuf>,
+    pub cmdline: String,
+    pub manifest: Manifest,
+}
+
+/// Builds the phone's disk from the out directory and unpacks boot.img for QEMU.
+pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
+    let manifest = image::load_manifest(out)?;
+    if manifest.device != profile.codename.as_str() {
+        return Err(Fail::new(format!(
+            "{} holds a build for {}, not {}",
+            out.display(),
+            manifest.device,
+            profile.codename
+        ))
+        .into());
+    }
+    let boot_path = image::image_file(out, &manifest, "boot.img")?;
+    let system_path = image::image_file(out, &manifest, "system.img")?;
+    let dir = out.join("vm");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let boot_bytes =
+        fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
+    let boot = BootImage::parse(&boot_bytes)
+        .map_err(|e| util::user_error(e, format!("reading boot image {}", boot_path.display())))?;
+    let disk = dir.join("disk.img");
+    let layout = create_disk(profile, &disk)?;
+    let slot_boot = if profile.device.is_ab() {
+        "boot_a"
+    } else {
+        "boot"
+    };
+    write_partition(&disk, &layout, slot_boot, &boot_bytes)?;
+    write_sparse_partition(
+        &disk,
+        &layout,
+        &profile.device.system.partition,
+        &system_path,
+    )?;
+    let kernel = dir.join("kernel");
+    let initrd = dir.join("initrd");
+    fs::write(&kernel, &boot.kernel)?;
+    fs::write(&initrd, &boot.ramdisk)?;
+    let dtb = if boot.dtb.is_empty() {
+        None
+    } else {
+        let p = dir.join("dtb");
+        fs::write(&p, &boot.dtb)?;
+        Some(p)
+    };
+    Ok(Prepared {
+        dir,
+        disk,
+        kernel,
+        initrd,
+        dtb,
+        cmdline: boot.cmdline,
+        manifest,
+    })
+}
+
+/// The QEMU command line for a prepared run.
+pub fn qemu_command(profile: &Profile, p: &Prepared, cmdline: &str) -> Result<Command> {
+    let q = profile.device.qemu.as_ref().ok_or_else(|| {
+        Fail::new(format!(
+            "device {} cannot be emulated (its profile has no qemu section)",
+            profile.codename
+        ))
+    })?;
+    let mut c = Command::new("qemu-system-aarch64");
+    c.args([
+        "-M",
+        &q.machine,
+        "-cpu",
+        &q.cpu,
+        "-m",
+        &q.memory_mib.to_string(),
+        "-smp",
+        &q.smp.to_string(),
+    ])
+    .args(["-nographic", "-nic", "none", "-no-reboot"])
+    .arg("-kernel")
+    .arg(&p.kernel)
+    .arg("-initrd")
+    .arg(&p.initrd)
+    .arg("-append")
+    .arg(cmdline)
+    .arg("-drive")
+    .arg(format!(
+        "if=none,id=disk0,format=raw,file={}",
+        p.disk.display()
+    ))
+    .arg("-device")
+    .arg(format!("{},drive=disk0", q.disk.qemu_device()));
+    if let Some(dtb) = &p.dtb {
+        c.arg("-dtb").arg(dtb);
+    }
+    Ok(c)
+}
+
+/// What `mobix test` saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    pub passed: bool,
+    pub generation: Option<u32>,
+    pub toplevel: Option<String>,
+    pub seconds: f64,
+    pub serial_log: PathBuf,
+    pub reason: String,
+}
+
+/// Kills a child's whole process group (QEMU and anything it started).
+fn kill_group(child: &mut Child) {
+    // SAFETY: the child was started in its own process group (process_group(0)), whose id
+    // is its pid; signalling it cannot reach mobix itself.
+    unsafe {
+        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// Boots the prepared disk and waits for boot-complete.
+pub fn test(
+    profile: &Profile,
+    p: &Prepared,
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<TestOutcome> {
+    let cmdline = format!("{} {POWEROFF_ARG}", p.cmdline);
+    let mut cmd = qemu_command(profile, p, &cmdline)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let shown = util::show_command(&cmd);
+    let log_path = p.dir.join("serial.log");
+    let mut log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    writeln!(log, "# {shown}")?;
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)")
+    })?;
+    let (tx, rx) = mpsc::channel::<String>();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r
+                .read_until(b'\n', &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    drop(tx);
+    progress(&format!(
+        "booting {} in QEMU (timeout {}s, serial log {})",
+        profile.codename,
+        timeout.as_secs(),
+        log_path.display()
+    ));
+    let mut outcome = TestOutcome {
+        passed: false,
+        generation: None,
+        toplevel: None,
+        seconds: 0.0,
+        serial_log: log_path.clone(),
+        reason: String::new(),
+    };
+    let mut tail: Vec<String> = Vec::new();
+    let deadline = t0 + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            outcome.reason = format!("no boot-complete line within {}s", timeout.as_secs());
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                writeln!(log, "{line}")?;
+                tail.push(line.clone());
+                if tail.len() > 30 {
+                    tail.remove(0);
+                }
+                if let Some(rest) = line
+                    .find(BOOT_COMPLETE)
+                    .map(|i| &line[i + BOOT_COMPLETE.len()..])
+                {
+                    for kv in rest.split_whitespace() {
+                        match kv.split_once('=') {
+                            Some(("generation", v)) => outcome.generation = v.parse().ok(),
+                            Some(("toplevel", v)) => outcome.toplevel = Some(v.to_string()),
+                            _ => {}
+                        }
+                    }
+                    outcome.seconds = t0.elapsed().as_secs_f64();
+                    let want_top = p.manifest.toplevel.phone_path();
+                    if outcome.generation == Some(p.manifest.generation)
+                        && outcome.toplevel.as_deref() == Some(want_top.as_str())
+                    {
+                        outcome.passed = true;
+                        outcome.reason = "boot-complete".into();
+                    } else {
+                        outcome.reason = format!(
+                            "booted generation {:?} toplevel {:?}, expected generation {} toplevel {want_top}",
+                            outcome.generation, outcome.toplevel, p.manifest.generation
+                        );
+                    }
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                outcome.reason = format!("QEMU exited ({status}) before boot-complete");
+                break;
+            }
+        }
+    }
+    if outcome.passed {
+        // Stage-2 powers off when asked; give it a moment to do so cleanly, and record it.
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => writeln!(log, "{line}")?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(_) => {}
+            }
+        }
+    }
+    kill_group(&mut child);
+    if !outcome.passed {
+        outcome.reason = format!(
+            "{}; the serial log ends with:\n{}",
+            outcome.reason,
+            tail.join("\n")
+        );
+    }
+    Ok(outcome)
+}
+
+/// Boots the prepared disk with the console attached to this terminal.
+pub fn run(
+    profile: &Profile,
+    p: &Prepared,
+    extra_cmdline: &str,
+) -> Result<std::process::ExitStatus> {
+    let cmdline = if extra_cmdline.is_empty() {
+        p.cmdline.clone()
+    } else {
+        format!("{} {extra_cmdline}", p.cmdline)
+    };
+    let mut cmd = qemu_command(profile, p, &cmdline)?;
+    eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
+    cmd.status()
+        .map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))
+}
