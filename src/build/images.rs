@@ -130,6 +130,15 @@ pub fn system_image(
 ) -> Result<()> {
     let roots: Vec<StorePath> = gens.values().cloned().collect();
     let closure = ctx.store.closure(&roots)?;
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| {
+        if std::env::var_os("MOBIX_TIMING").is_some() {
+            (ctx.progress)(&format!(
+                "  system image: {what} at {:.2}s",
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+    };
     fs::create_dir(out)?;
     let work = out.parent().context("output has a parent")?;
     let root = work.join("rootfs");
@@ -150,6 +159,7 @@ pub fn system_image(
             serde_json::to_string_pretty(&e)? + "\n",
         )?;
     }
+    step("closure copied");
     let conf = work.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF)?;
     let raw = out.join("system.ext4");
@@ -167,19 +177,30 @@ pub fn system_image(
             .arg(&raw)
             .arg(format!("{}k", size / 1024)),
     )?;
-    // mke2fs -d copies owners and atime/ctime from the host tree: pin them all.
+    step("mke2fs done");
+    // mke2fs -d copies owners, atime and ctime (which no one can set on the host) from the
+    // host tree, and mtime of the few directories made here: pin what differs. crtime is
+    // E2FSPROGS_FAKE_TIME already.
+    let fs_time: i64 = FS_TIME.parse().expect("a number");
     let mut cmds = String::new();
-    let mut paths = vec!["/".to_string(), "/lost+found".to_string()];
-    util::walk(&root, &mut |rel, _| {
-        paths.push(format!("/{rel}"));
-        Ok(true)
-    })?;
-    for p in &paths {
-        for f in ["atime", "ctime", "mtime", "crtime"] {
+    let mut sif = |p: &str, m: Option<&fs::Metadata>| {
+        use std::os::unix::fs::MetadataExt;
+        for f in ["atime", "ctime"] {
             cmds.push_str(&format!("sif \"{p}\" {f} {FS_TIME}\n"));
         }
-        cmds.push_str(&format!("sif \"{p}\" uid 0\nsif \"{p}\" gid 0\n"));
-    }
+        if m.is_none_or(|m| m.mtime() != fs_time) {
+            cmds.push_str(&format!("sif \"{p}\" mtime {FS_TIME}\n"));
+        }
+        if m.is_none_or(|m| m.uid() != 0 || m.gid() != 0) {
+            cmds.push_str(&format!("sif \"{p}\" uid 0\nsif \"{p}\" gid 0\n"));
+        }
+    };
+    sif("/", None);
+    sif("/lost+found", None);
+    util::walk(&root, &mut |rel, m| {
+        sif(&format!("/{rel}"), Some(m));
+        Ok(true)
+    })?;
     let cmdfile = work.join("debugfs.cmds");
     fs::write(&cmdfile, cmds)?;
     util::run(
@@ -190,13 +211,18 @@ pub fn system_image(
             .arg(&cmdfile)
             .arg(&raw),
     )?;
+    step("debugfs done");
     util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw))
         .context("the new system image failed e2fsck")?;
+    step("e2fsck done");
     let sparse_path = out.join("system.img");
     let input = fs::File::open(&raw)?;
     let mut w = BufWriter::new(fs::File::create(&sparse_path)?);
     sparse::encode(input, 4096, &mut w)?;
     w.flush()?;
+    step("sparse written");
     util::remove_tree(&root)?;
-    write_sums(out, &["system.ext4", "system.img"])
+    write_sums(out, &["system.ext4", "system.img"])?;
+    step("digests written");
+    Ok(())
 }

@@ -375,33 +375,39 @@ pub fn pack_os_version(version: (u32, u32, u32), patch: (u32, u32)) -> Option<u3
     Some((((a << 14) | (b << 7) | c) << 11) | ((y - 2000) << 4) | m)
 }
 
+/// A small, fully populated image of the given header version, for tests and fuzzing seeds.
+#[doc(hidden)]
+pub fn sample(version: u32) -> BootImage {
+    BootImage {
+        header_version: version,
+        page_size: 4096,
+        kernel_addr: 0x4008_0000,
+        ramdisk_addr: 0x4100_0000,
+        second_addr: 0,
+        tags_addr: 0x4000_0100,
+        dtb_addr: if version == 2 { 0x41f0_0000 } else { 0 },
+        os_version: pack_os_version((12, 0, 0), (2024, 1)).unwrap(),
+        board: "qemu".into(),
+        cmdline: "console=ttyAMA0".into(),
+        kernel: (0..5000u32).map(|i| i as u8).collect(),
+        ramdisk: vec![0x1f; 3000],
+        second: vec![],
+        recovery_dtbo: vec![],
+        dtb: if version == 2 {
+            vec![0xd0; 100]
+        } else {
+            vec![]
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sha2::Sha256;
 
-    pub(crate) fn sample(version: u32) -> BootImage {
-        BootImage {
-            header_version: version,
-            page_size: 4096,
-            kernel_addr: 0x4008_0000,
-            ramdisk_addr: 0x4100_0000,
-            second_addr: 0,
-            tags_addr: 0x4000_0100,
-            dtb_addr: if version == 2 { 0x41f0_0000 } else { 0 },
-            os_version: pack_os_version((12, 0, 0), (2024, 1)).unwrap(),
-            board: "qemu".into(),
-            cmdline: "console=ttyAMA0".into(),
-            kernel: (0..5000u32).map(|i| i as u8).collect(),
-            ramdisk: vec![0x1f; 3000],
-            second: vec![],
-            recovery_dtbo: vec![],
-            dtb: if version == 2 {
-                vec![0xd0; 100]
-            } else {
-                vec![]
-            },
-        }
+    fn sample(version: u32) -> BootImage {
+        super::sample(version)
     }
 
     #[test]
@@ -416,9 +422,9 @@ mod tests {
             assert_eq!(digest, golden[v as usize], "v{v} writer output changed");
         }
     }
-    const GOLDEN_V0: &str = "";
-    const GOLDEN_V1: &str = "";
-    const GOLDEN_V2: &str = "";
+    const GOLDEN_V0: &str = "d33dab35fafd06aca1b7a5fb75d5693b045ce9ee954212b211673f6096de93f9";
+    const GOLDEN_V1: &str = "40ecbb3e03f9b9f0296db86d1fa39b984d412f53587ef9a3d20b90ec96e5b94e";
+    const GOLDEN_V2: &str = "a6cc885a8963f7d7ff084a58e5ad42eb534dd49c07631d35f92190d6b6855642";
 
     #[test]
     fn v2_layout_matches_bootimg_h() {

@@ -367,7 +367,7 @@ mod tests {
     }
 
     const GOLDEN_SAMPLE_SHA256: &str =
-        "4eb9ea1a0a93fc5e25bef6ba6ecc2b0c7f6c1da91bd9cd2f55d1c58c15c0fb6b";
+        "443879f33aa5957866c5386479609a0ead7633cde3794cac7eb19ac9f9e6b4c1";
 
     #[test]
     fn header_fields_follow_mkbootfs_conventions() {

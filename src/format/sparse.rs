@@ -491,32 +491,35 @@ mod crc32 {
     }
 }
 
+/// 600 KiB of varied data, 400 KiB of zeros, 8 KiB of a repeated word, 48 KiB varied,
+/// and a 100-byte partial block: the shapes img2simg distinguishes.
+#[doc(hidden)]
+pub fn sample_image() -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut x = 0x1234_5678u32;
+    let mut noise = |n: usize, v: &mut Vec<u8>| {
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            v.push(x as u8);
+        }
+    };
+    noise(600 * 1024, &mut v);
+    v.extend(std::iter::repeat_n(0u8, 400 * 1024));
+    v.extend([0xde, 0xad, 0xbe, 0xef].iter().cycle().take(8192));
+    noise(48 * 1024, &mut v);
+    noise(100, &mut v);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
     use std::io::Cursor;
 
-    /// 600 KiB of varied data, 400 KiB of zeros, 8 KiB of a repeated word, 48 KiB varied,
-    /// and a 100-byte partial block: the shapes img2simg distinguishes.
-    pub(crate) fn mixed_image() -> Vec<u8> {
-        let mut v = Vec::new();
-        let mut x = 0x1234_5678u32;
-        let mut noise = |n: usize, v: &mut Vec<u8>| {
-            for _ in 0..n {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                v.push(x as u8);
-            }
-        };
-        noise(600 * 1024, &mut v);
-        v.extend(std::iter::repeat_n(0u8, 400 * 1024));
-        v.extend([0xde, 0xad, 0xbe, 0xef].iter().cycle().take(8192));
-        noise(48 * 1024, &mut v);
-        noise(100, &mut v);
-        v
-    }
+    use super::sample_image as mixed_image;
 
     #[test]
     fn chunks_follow_img2simg() {
@@ -555,7 +558,7 @@ mod tests {
         let digest = format!("{:x}", Sha256::digest(&sparse));
         assert_eq!(digest, GOLDEN_MIXED, "sparse writer output changed");
     }
-    const GOLDEN_MIXED: &str = "";
+    const GOLDEN_MIXED: &str = "04b9741a11cc978b7995e23ff866dbd71dcc11dbebf6390ab96117e4f6b6c8e3";
 
     #[test]
     fn raw_runs_are_cut_at_64_mib() {

@@ -153,13 +153,15 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Res
                 msg.truncate(i);
             }
             let mut key = if path == "." { String::new() } else { path };
-            // ...and may start it with the key path, which is reported separately too.
-            if let Some(rest) = msg.strip_prefix(&format!("{key}: ")) {
-                msg = rest.to_string();
+            // ...and starts it with its own key path (`bootimg: ...`), reported separately too.
+            if let Some((pre, rest)) = msg.split_once(": ") {
+                if !pre.contains(' ') {
+                    msg = rest.to_string();
+                }
             }
             let hint = unknown_field_hint(&msg);
-            if let Some((field, _)) = &hint {
-                // serde reports the unknown key's parent; name the key itself.
+            if let Some((field, _)) = hint.as_ref().filter(|(f, _)| !key.ends_with(f.as_str())) {
+                // Name the unknown key itself, not only its parent.
                 key = if key.is_empty() {
                     field.clone()
                 } else {
