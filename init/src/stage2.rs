@@ -107,8 +107,8 @@ fn activate(top: &Path) -> Result<()> {
 fn console_tty(cmdline: &str) -> String {
     cmdline
         .split_whitespace()
-        .filter_map(|a| a.strip_prefix("console="))
-        .last()
+        .rev()
+        .find_map(|a| a.strip_prefix("console="))
         .map(|c| format!("/dev/{}", c.split(',').next().unwrap_or(c)))
         .unwrap_or_else(|| "/dev/console".into())
 }

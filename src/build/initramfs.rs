@@ -97,55 +97,17 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
             aliases.get(&n).filter(|m| deps.contains_key(*m)).cloned()
         }
     };
+    let r = Resolver {
+        deps: &deps,
+        by_path: &by_path,
+        softpre: &softpre,
+        resolve: &resolve_name,
+    };
     let mut order = Vec::new();
     let mut done = BTreeSet::new();
-    fn visit(
-        name: &str,
-        deps: &BTreeMap<String, (String, Vec<String>)>,
-        by_path: &BTreeMap<String, String>,
-        softpre: &BTreeMap<String, Vec<String>>,
-        resolve: &dyn Fn(&str) -> Option<String>,
-        done: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-        depth: usize,
-    ) -> Result<()> {
-        if done.contains(name) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            depth < 64,
-            "module dependencies of {name} nest too deeply (a cycle?)"
-        );
-        done.insert(name.to_string());
-        let (path, hard) = &deps[name];
-        for s in softpre.get(name).into_iter().flatten() {
-            // A soft dependency that is missing or built in is not an error (modprobe agrees).
-            if let Some(m) = resolve(s) {
-                visit(&m, deps, by_path, softpre, resolve, done, order, depth + 1)?;
-            }
-        }
-        // modules.dep lists the deepest dependency last; load in reverse.
-        for d in hard.iter().rev() {
-            let m = by_path
-                .get(d)
-                .with_context(|| format!("modules.dep: {d} (needed by {name}) has no entry"))?;
-            visit(m, deps, by_path, softpre, resolve, done, order, depth + 1)?;
-        }
-        order.push(path.clone());
-        Ok(())
-    }
     for w in wanted {
         match resolve_name(w) {
-            Some(m) => visit(
-                &m,
-                &deps,
-                &by_path,
-                &softpre,
-                &resolve_name,
-                &mut done,
-                &mut order,
-                0,
-            )?,
+            Some(m) => r.visit(&m, &mut done, &mut order, 0)?,
             None if builtin.contains(&norm(w)) => {}
             None => {
                 return Err(Fail::new(format!(
@@ -160,6 +122,51 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
         }
     }
     Ok(order)
+}
+
+struct Resolver<'a> {
+    /// Module name to its path and the paths of its hard dependencies (modules.dep).
+    deps: &'a BTreeMap<String, (String, Vec<String>)>,
+    by_path: &'a BTreeMap<String, String>,
+    softpre: &'a BTreeMap<String, Vec<String>>,
+    resolve: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// Appends `name`'s dependencies, then `name`, to `order` (each module once).
+    fn visit(
+        &self,
+        name: &str,
+        done: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<()> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            depth < 64,
+            "module dependencies of {name} nest too deeply (a cycle?)"
+        );
+        done.insert(name.to_string());
+        let (path, hard) = &self.deps[name];
+        for s in self.softpre.get(name).into_iter().flatten() {
+            // A soft dependency that is missing or built in is not an error (modprobe agrees).
+            if let Some(m) = (self.resolve)(s) {
+                self.visit(&m, done, order, depth + 1)?;
+            }
+        }
+        // modules.dep lists the deepest dependency last; load in reverse.
+        for d in hard.iter().rev() {
+            let m = self
+                .by_path
+                .get(d)
+                .with_context(|| format!("modules.dep: {d} (needed by {name}) has no entry"))?;
+            self.visit(m, done, order, depth + 1)?;
+        }
+        order.push(path.clone());
+        Ok(())
+    }
 }
 
 fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {

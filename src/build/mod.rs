@@ -238,7 +238,7 @@ fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Pat
     .env_remove("RUSTFLAGS")
     .env("SOURCE_DATE_EPOCH", "1");
     util::run(&mut cmd).map_err(|e| {
-        if format!("{e:#}").contains(&format!("target may not be installed"))
+        if format!("{e:#}").contains("target may not be installed")
             || format!("{e:#}").contains("can't find crate for `core`")
         {
             e.context(

@@ -57,7 +57,7 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
             // Leaving the parent's block ends the search.
             if i > start || found.is_none() {
                 if let Some(p) = parent_indent {
-                    if ind <= p && !(found == Some(i)) && !l.trim_start().starts_with("- ") {
+                    if ind <= p && found != Some(i) && !l.trim_start().starts_with("- ") {
                         break;
                     }
                     if ind < p {

@@ -43,7 +43,7 @@ fn realise_is_atomic_cached_and_records_references() {
         .unwrap());
     assert_eq!(store.references(&b).unwrap(), cands);
     assert_eq!(
-        store.closure(&[b.clone()]).unwrap(),
+        store.closure(std::slice::from_ref(&b)).unwrap(),
         [a.clone(), b.clone()].into()
     );
     // A second realisation builds nothing.

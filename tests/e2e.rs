@@ -1,0 +1,366 @@
+//! End to end, through the `mobix` binary: build the qemu-aarch64 images, judge them with
+//! the reference tools, rebuild from a second empty store and compare, boot them in QEMU.
+//! Needs what `scripts/setup` installs; downloads the pinned packages once per host.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mobix(cwd: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("MOBIX_STORE")
+        .env_remove("MOBIX_REPO")
+        .output()
+        .expect("running mobix");
+    eprintln!(
+        "$ mobix {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "mobix failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tool(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (run scripts/setup)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn sha256s(manifest: &serde_json::Value) -> BTreeMap<String, String> {
+    manifest["images"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["sha256"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn store_entries(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn build_check_reproduce_and_boot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = repo();
+    let repo_arg = r.to_str().unwrap();
+    let (store_a, out_a) = (tmp.path().join("store-a"), tmp.path().join("out-a"));
+    let (sa, oa) = (store_a.to_str().unwrap(), out_a.to_str().unwrap());
+
+    // 1. A build from an empty store.
+    let manifest: serde_json::Value = serde_json::from_str(&ok(&mobix(
+        tmp.path(),
+        &[
+            "build",
+            "--repo",
+            repo_arg,
+            "--store",
+            sa,
+            "--out",
+            oa,
+            "--device",
+            "qemu-aarch64",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(manifest["device"], "qemu-aarch64");
+    assert_eq!(manifest["generation"], 1);
+    let toplevel = manifest["toplevel"].as_str().unwrap().to_string();
+    assert!(toplevel.starts_with("/mobix/store/"));
+
+    // 2. unpack_bootimg reports the profile's header values.
+    let f = tool(
+        Command::new("unpack_bootimg")
+            .arg("--boot_img")
+            .arg(out_a.join("boot.img"))
+            .arg("--out")
+            .arg(tmp.path().join("un")),
+    );
+    let field = |k: &str| {
+        f.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .unwrap_or_else(|| panic!("unpack_bootimg printed no {k}:\n{f}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("boot image header version"), "2");
+    assert_eq!(field("page size"), "4096");
+    assert_eq!(field("kernel load address"), "0x40200000");
+    assert_eq!(field("ramdisk load address"), "0x44000000");
+    assert_eq!(field("kernel tags load address"), "0x40000100");
+    assert_eq!(field("dtb address"), "0x43f00000");
+    assert_eq!(field("command line args"), "console=ttyAMA0 panic=5");
+    assert_eq!(field("product name"), "qemu-aarch64");
+    assert_eq!(field("os version"), "14.0.0");
+
+    // 3. simg2img gives exactly the raw ext4 image, and e2fsck finds nothing wrong in it.
+    let back = tmp.path().join("system.back");
+    tool(
+        Command::new("simg2img")
+            .arg(out_a.join("system.img"))
+            .arg(&back),
+    );
+    tool(
+        Command::new("cmp")
+            .arg(&back)
+            .arg(out_a.join("system.ext4")),
+    );
+    fs::remove_file(&back).unwrap();
+    tool(
+        Command::new("e2fsck")
+            .arg("-fn")
+            .arg(out_a.join("system.ext4")),
+    );
+
+    // 4. A rebuild with nothing changed builds nothing and says so.
+    let before = store_entries(&store_a);
+    let t0 = Instant::now();
+    let again = mobix(
+        tmp.path(),
+        &[
+            "build",
+            "--repo",
+            repo_arg,
+            "--store",
+            sa,
+            "--out",
+            oa,
+            "--device",
+            "qemu-aarch64",
+        ],
+    );
+    ok(&again);
+    eprintln!("no-op rebuild took {:.3}s", t0.elapsed().as_secs_f64());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to build"));
+    assert_eq!(
+        store_entries(&store_a),
+        before,
+        "a no-op rebuild must not add store paths"
+    );
+
+    // 5. A second empty store, another working directory: identical images.
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let (store_b, out_b) = (tmp.path().join("other-store"), tmp.path().join("out-b"));
+    let manifest_b: serde_json::Value = serde_json::from_str(&ok(&mobix(
+        &elsewhere,
+        &[
+            "build",
+            "--repo",
+            repo_arg,
+            "--store",
+            store_b.to_str().unwrap(),
+            "--out",
+            out_b.to_str().unwrap(),
+            "--device",
+            "qemu-aarch64",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(
+        sha256s(&manifest),
+        sha256s(&manifest_b),
+        "builds from two empty stores differ"
+    );
+    assert_eq!(manifest["toplevel"], manifest_b["toplevel"]);
+    drop(out_b);
+    let _ = mobix_util_remove(&store_b);
+
+    // 6. The images boot in QEMU to boot-complete of generation 1.
+    let test = mobix(
+        tmp.path(),
+        &[
+            "test",
+            "--repo",
+            repo_arg,
+            "--out",
+            oa,
+            "--device",
+            "qemu-aarch64",
+            "--timeout",
+            "240",
+            "--json",
+        ],
+    );
+    let outcome: serde_json::Value = serde_json::from_str(&ok(&test)).unwrap();
+    assert_eq!(outcome["passed"], true);
+    assert_eq!(outcome["generation"], 1);
+    assert_eq!(outcome["toplevel"], toplevel.as_str());
+    let log = fs::read_to_string(out_a.join("vm/serial.log")).unwrap();
+    assert!(log.contains(&format!(
+        "mobix: boot-complete generation=1 toplevel={toplevel}"
+    )));
+    assert!(
+        log.contains("reboot: Power down"),
+        "stage-2 powers off cleanly when asked"
+    );
+    mobix_util_remove(&store_a).unwrap();
+}
+
+/// Store paths are read-only; make them writable so the temporary directory can go.
+fn mobix_util_remove(p: &Path) -> std::io::Result<()> {
+    mobix::util::remove_tree(p)
+}
+
+/// Writes a copy of the mobix tree with an edited qemu-aarch64 profile into `dir`.
+fn broken_repo(dir: &Path, edit: impl Fn(String) -> String) {
+    let r = repo();
+    fs::create_dir_all(dir.join("devices/qemu-aarch64")).unwrap();
+    fs::copy(r.join("mobix.lock"), dir.join("mobix.lock")).unwrap();
+    let text = fs::read_to_string(r.join("devices/qemu-aarch64/device.yaml")).unwrap();
+    fs::write(dir.join("devices/qemu-aarch64/device.yaml"), edit(text)).unwrap();
+}
+
+#[test]
+fn broken_profiles_fail_with_file_line_and_key() {
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "header_version: 2",
+            "header_version: 2\n  colour: blue",
+            "bootimg.colour",
+            "unknown field",
+        ),
+        ("console: ttyAMA0\n", "", "", "missing field `console`"),
+        (
+            "page_size: 4096",
+            "page_size: big",
+            "bootimg.page_size",
+            "invalid type",
+        ),
+        (
+            "memory_mib: 1024",
+            "memory_mib: -1",
+            "qemu.memory_mib",
+            "expected u32",
+        ),
+    ];
+    for (i, (from, to, key, msg)) in cases.iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        broken_repo(tmp.path(), |t| t.replacen(from, to, 1));
+        let edited =
+            fs::read_to_string(tmp.path().join("devices/qemu-aarch64/device.yaml")).unwrap();
+        let out = mobix(
+            tmp.path(),
+            &[
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--store",
+                tmp.path().join("s").to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "case {i}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "case {i}: {err}");
+        if !key.is_empty() {
+            let last = to.lines().last().unwrap().trim();
+            let line = edited.lines().position(|l| l.trim() == last).unwrap() + 1;
+            assert!(
+                err.contains(&format!("device.yaml:{line}: key `{key}`")),
+                "case {i}: {err}"
+            );
+        } else {
+            assert!(err.contains("device.yaml:"), "case {i}: {err}");
+        }
+        assert!(err.contains(msg), "case {i}: {err}");
+    }
+}
+
+#[test]
+fn unknown_device_and_missing_build_are_user_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = repo();
+    let out = mobix(
+        tmp.path(),
+        &[
+            "build",
+            "--repo",
+            r.to_str().unwrap(),
+            "--device",
+            "no-such-phone",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known devices: qemu-aarch64"));
+    let out = mobix(
+        tmp.path(),
+        &[
+            "test",
+            "--repo",
+            r.to_str().unwrap(),
+            "--device",
+            "qemu-aarch64",
+            "--out",
+            "nowhere",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `mobix build"));
+}
+
+#[test]
+fn doctor_finds_every_tool_after_setup() {
+    let out = mobix(&repo(), &["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<&serde_json::Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["found"].is_null())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing after scripts/setup: {missing:?}"
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        &["--help"][..],
+        &["build", "--help"],
+        &["test", "--help"],
+        &["run", "--help"],
+        &["doctor", "--help"],
+    ] {
+        let out = mobix(&repo(), cmd);
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{cmd:?}"
+        );
+    }
+}
