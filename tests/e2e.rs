@@ -252,7 +252,12 @@ fn broken_profiles_fail_with_file_line_and_key() {
             "bootimg.colour",
             "unknown field",
         ),
-        ("console: ttyAMA0\n", "", "", "missing field `console`"),
+        (
+            "console: ttyAMA0\n",
+            "",
+            "console",
+            "missing field `console`",
+        ),
         (
             "page_size: 4096",
             "page_size: big",
@@ -284,7 +289,7 @@ fn broken_profiles_fail_with_file_line_and_key() {
         assert_eq!(out.status.code(), Some(1), "case {i}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: "), "case {i}: {err}");
-        if !key.is_empty() {
+        if !to.is_empty() {
             let last = to.lines().last().unwrap().trim();
             let line = edited.lines().position(|l| l.trim() == last).unwrap() + 1;
             assert!(
@@ -292,7 +297,16 @@ fn broken_profiles_fail_with_file_line_and_key() {
                 "case {i}: {err}"
             );
         } else {
-            assert!(err.contains("device.yaml:"), "case {i}: {err}");
+            // A missing key has no line of its own: the error points at its parent mapping.
+            let line = edited
+                .lines()
+                .position(|l| !l.is_empty() && !l.starts_with('#'))
+                .unwrap()
+                + 1;
+            assert!(
+                err.contains(&format!("device.yaml:{line}: key `console`")),
+                "case {i}: {err}"
+            );
         }
         assert!(err.contains(msg), "case {i}: {err}");
     }

@@ -61,7 +61,7 @@ fn missing_required_key() {
     let (line, key, msg, _) = broken(|t| t.replace("console: ttyAMA0\n", ""));
     assert!(line.is_some());
     assert!(msg.contains("missing field `console`"), "{msg}");
-    assert_eq!(key, "");
+    assert_eq!(key, "console");
 }
 
 #[test]

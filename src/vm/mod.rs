@@ -305,12 +305,58 @@ pub fn qemu_command(profile: &Profile, p: &Prepared, cmdline: &str) -> Result<Co
 /// What `mobix test` saw.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TestOutcome {
+    pub version: u32,
     pub passed: bool,
     pub generation: Option<u32>,
     pub toplevel: Option<String>,
     pub seconds: f64,
     pub serial_log: PathBuf,
     pub reason: String,
+}
+
+mod interrupt {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static GROUP: AtomicI32 = AtomicI32::new(0);
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let g = GROUP.load(Ordering::SeqCst);
+        // SAFETY: killpg and _exit are async-signal-safe.
+        unsafe {
+            if g > 0 {
+                libc::killpg(g, libc::SIGKILL);
+            }
+            libc::_exit(128 + sig);
+        }
+    }
+
+    /// While alive, SIGINT, SIGTERM and SIGHUP kill the process group `pgid` and end mobix.
+    pub struct KillGroupOnSignal;
+
+    impl KillGroupOnSignal {
+        pub fn new(pgid: u32) -> Self {
+            GROUP.store(pgid as i32, Ordering::SeqCst);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                // SAFETY: installing a handler that only calls async-signal-safe functions.
+                unsafe {
+                    libc::signal(s, on_signal as *const () as libc::sighandler_t);
+                }
+            }
+            KillGroupOnSignal
+        }
+    }
+
+    impl Drop for KillGroupOnSignal {
+        fn drop(&mut self) {
+            GROUP.store(0, Ordering::SeqCst);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                // SAFETY: restoring the default disposition.
+                unsafe {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+            }
+        }
+    }
 }
 
 /// Kills a child's whole process group (QEMU and anything it started).
@@ -345,6 +391,9 @@ pub fn test(
     let mut child = cmd.spawn().map_err(|e| {
         util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)")
     })?;
+    // QEMU has its own process group (so a timeout can kill all of it); if mobix itself is
+    // interrupted, take that group down too instead of leaving QEMU running.
+    let _guard = interrupt::KillGroupOnSignal::new(child.id());
     let (tx, rx) = mpsc::channel::<String>();
     for stream in [
         child
@@ -386,6 +435,7 @@ pub fn test(
         log_path.display()
     ));
     let mut outcome = TestOutcome {
+        version: 1,
         passed: false,
         generation: None,
         toplevel: None,
