@@ -15,7 +15,7 @@ mod refs;
 
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -256,25 +256,6 @@ impl Store {
             }
         }
         Ok(seen)
-    }
-
-    /// Sizes of the given paths on disk (apparent file sizes), for reports.
-    pub fn sizes(&self, paths: &BTreeSet<StorePath>) -> BTreeMap<StorePath, u64> {
-        paths
-            .iter()
-            .map(|p| {
-                let mut n = 0;
-                let hp = self.host_path(p);
-                if let Ok(m) = fs::symlink_metadata(&hp) {
-                    n += m.len();
-                }
-                let _ = util::walk(&hp, &mut |_, m| {
-                    n += m.len();
-                    Ok(true)
-                });
-                (p.clone(), n)
-            })
-            .collect()
     }
 }
 

@@ -147,7 +147,6 @@ pub fn write_sparse_partition(
         fs::File::open(sparse_img).with_context(|| format!("opening {}", sparse_img.display()))?,
     );
     let mut f = fs::OpenOptions::new().write(true).open(disk)?;
-    let mut header_checked = false;
     let res = sparse::decode(input, |op| {
         let (off, len) = match &op {
             sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
@@ -156,7 +155,6 @@ pub fn write_sparse_partition(
             }
         };
         if off + len > size {
-            header_checked = true;
             return Err(std::io::Error::other(format!(
                 "image is larger than the {size}-byte partition {name}"
             )));
@@ -192,7 +190,6 @@ pub fn write_sparse_partition(
             format!("writing {} into partition {name}", sparse_img.display()),
         )
     })?;
-    let _ = header_checked;
     Ok(())
 }
 
