@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
+mod common;
+use common::tool;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -38,17 +41,26 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn tool(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (run scripts/setup)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+/// `mobix build` of qemu-aarch64 into `store` and `out`, run from `cwd`.
+fn build(cwd: &Path, store: &Path, out: &Path, json: bool) -> Output {
+    let r = repo();
+    let mut args = vec![
+        "build",
+        "--repo",
+        r.to_str().unwrap(),
+        "--device",
+        "qemu-aarch64",
+    ];
+    args.extend([
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    if json {
+        args.push("--json");
+    }
+    mobix(cwd, &args)
 }
 
 fn sha256s(manifest: &serde_json::Value) -> BTreeMap<String, String> {
@@ -75,25 +87,11 @@ fn build_check_reproduce_and_boot() {
     let r = repo();
     let repo_arg = r.to_str().unwrap();
     let (store_a, out_a) = (tmp.path().join("store-a"), tmp.path().join("out-a"));
-    let (sa, oa) = (store_a.to_str().unwrap(), out_a.to_str().unwrap());
+    let oa = out_a.to_str().unwrap();
 
     // 1. A build from an empty store.
-    let manifest: serde_json::Value = serde_json::from_str(&ok(&mobix(
-        tmp.path(),
-        &[
-            "build",
-            "--repo",
-            repo_arg,
-            "--store",
-            sa,
-            "--out",
-            oa,
-            "--device",
-            "qemu-aarch64",
-            "--json",
-        ],
-    )))
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&ok(&build(tmp.path(), &store_a, &out_a, true))).unwrap();
     assert_eq!(manifest["device"], "qemu-aarch64");
     assert_eq!(manifest["generation"], 1);
     let toplevel = manifest["toplevel"].as_str().unwrap().to_string();
@@ -146,20 +144,7 @@ fn build_check_reproduce_and_boot() {
     // 4. A rebuild with nothing changed builds nothing and says so.
     let before = store_entries(&store_a);
     let t0 = Instant::now();
-    let again = mobix(
-        tmp.path(),
-        &[
-            "build",
-            "--repo",
-            repo_arg,
-            "--store",
-            sa,
-            "--out",
-            oa,
-            "--device",
-            "qemu-aarch64",
-        ],
-    );
+    let again = build(tmp.path(), &store_a, &out_a, false);
     ok(&again);
     eprintln!("no-op rebuild took {:.3}s", t0.elapsed().as_secs_f64());
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to build"));
@@ -173,22 +158,8 @@ fn build_check_reproduce_and_boot() {
     let elsewhere = tmp.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
     let (store_b, out_b) = (tmp.path().join("other-store"), tmp.path().join("out-b"));
-    let manifest_b: serde_json::Value = serde_json::from_str(&ok(&mobix(
-        &elsewhere,
-        &[
-            "build",
-            "--repo",
-            repo_arg,
-            "--store",
-            store_b.to_str().unwrap(),
-            "--out",
-            out_b.to_str().unwrap(),
-            "--device",
-            "qemu-aarch64",
-            "--json",
-        ],
-    )))
-    .unwrap();
+    let manifest_b: serde_json::Value =
+        serde_json::from_str(&ok(&build(&elsewhere, &store_b, &out_b, true))).unwrap();
     assert_eq!(
         sha256s(&manifest),
         sha256s(&manifest_b),

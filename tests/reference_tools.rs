@@ -8,18 +8,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (run scripts/setup)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
+mod common;
+use common::tool as run;
 
 /// `unpack_bootimg`'s printed header fields ("key: value" lines).
 fn unpack_fields(img: &Path, out: &Path) -> BTreeMap<String, String> {
