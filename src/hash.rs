@@ -23,11 +23,7 @@ impl Sha256Digest {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
     pub fn parse_hex(s: &str) -> Option<Self> {
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
+        if s.len() != 64 || !s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -64,11 +60,7 @@ pub fn nix32(bytes: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let lo = (bytes[i] as u16) >> j;
-        let hi = if i + 1 < bytes.len() {
-            (bytes[i + 1] as u16) << (8 - j)
-        } else {
-            0
-        };
+        let hi = if i + 1 < bytes.len() { (bytes[i + 1] as u16) << (8 - j) } else { 0 };
         s.push(NIX32_ALPHABET[((lo | hi) & 0x1f) as usize] as char);
     }
     s
@@ -156,10 +148,7 @@ mod tests {
     fn nix32_matches_nix() {
         // `nix-hash --type sha256 --to-base32` of sha256("") is this string in Nix.
         let d = Sha256Digest::of(b"");
-        assert_eq!(
-            nix32(d.bytes()),
-            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
-        );
+        assert_eq!(nix32(d.bytes()), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
         assert_eq!(d.store_hash().len(), 32);
     }
 

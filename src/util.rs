@@ -20,10 +20,7 @@ pub struct Fail {
 
 impl Fail {
     pub fn new(msg: impl Into<String>) -> Self {
-        Fail {
-            msg: msg.into(),
-            hint: None,
-        }
+        Fail { msg: msg.into(), hint: None }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -39,8 +36,7 @@ macro_rules! fail {
 
 /// The [`Fail`] marker of an error, wherever it sits in the context chain.
 pub fn find_fail(e: &anyhow::Error) -> Option<&Fail> {
-    e.downcast_ref::<Fail>()
-        .or_else(|| e.chain().find_map(|c| c.downcast_ref::<Fail>()))
+    e.downcast_ref::<Fail>().or_else(|| e.chain().find_map(|c| c.downcast_ref::<Fail>()))
 }
 
 /// Marks an error (and its causes) as the user's to fix, under a message saying what failed.
@@ -79,12 +75,13 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let prog = cmd.get_program().to_string_lossy().into_owned();
             let hint = match crate::cli::doctor::package_for(&prog) {
-                Some(pkg) => format!("install it with `apt-get install {pkg}` or run `scripts/setup`; `mobix doctor` lists every tool"),
+                Some(pkg) => format!(
+                    "install it with `apt-get install {pkg}` or run `scripts/setup`; `mobix doctor` lists every tool"
+                ),
                 None => "`mobix doctor` lists the tools mobix needs".to_string(),
             };
-            return Err(anyhow::Error::new(e).context(
-                Fail::new(format!("{prog} is not installed (needed to run `{shown}`)")).hint(hint),
-            ));
+            return Err(anyhow::Error::new(e)
+                .context(Fail::new(format!("{prog} is not installed (needed to run `{shown}`)")).hint(hint)));
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("starting `{shown}`"))),
     };
@@ -106,10 +103,7 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 
 /// Writes a file atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let tmp = tmp_sibling(path);
     let res = (|| -> io::Result<()> {
@@ -126,10 +120,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// A temporary name beside `path`, unique to this process.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -145,36 +136,16 @@ pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
 /// Visits every entry below `root` (not `root` itself) in sorted order, depth first,
 /// without following symlinks. `f` gets the path relative to `root` and returns whether to
 /// descend into a directory.
-pub fn walk(
-    root: &Path,
-    f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>,
-) -> io::Result<()> {
-    fn inner(
-        root: &Path,
-        rel: &str,
-        f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>,
-    ) -> io::Result<()> {
-        let dir = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        let mut names: Vec<_> = fs::read_dir(&dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
+pub fn walk(root: &Path, f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>) -> io::Result<()> {
+    fn inner(root: &Path, rel: &str, f: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<bool>) -> io::Result<()> {
+        let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+        let mut names: Vec<_> = fs::read_dir(&dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
         names.sort();
         for name in names {
             let name = name.to_str().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("non-UTF-8 file name in {}", dir.display()),
-                )
+                io::Error::new(io::ErrorKind::InvalidData, format!("non-UTF-8 file name in {}", dir.display()))
             })?;
-            let child = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let child = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             let meta = fs::symlink_metadata(root.join(&child))?;
             if f(&child, &meta)? && meta.is_dir() {
                 inner(root, &child, f)?;
@@ -192,20 +163,10 @@ fn set_times(path: &Path, secs: i64) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
-    };
+    let ts = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
     let times = [ts, ts];
     // SAFETY: `c` is a valid NUL-terminated path and `times` lives across the call.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -235,23 +196,13 @@ pub fn normalize_tree(path: &Path) -> Result<()> {
         } else if ft.is_file() {
             use std::os::unix::fs::MetadataExt;
             if m.nlink() > 1 {
-                anyhow::bail!(
-                    "{} is hard-linked; store paths must not contain hard links",
-                    p.display()
-                );
+                anyhow::bail!("{} is hard-linked; store paths must not contain hard links", p.display());
             }
-            let mode = if m.permissions().mode() & 0o111 != 0 {
-                0o555
-            } else {
-                0o444
-            };
+            let mode = if m.permissions().mode() & 0o111 != 0 { 0o555 } else { 0o444 };
             fs::set_permissions(p, fs::Permissions::from_mode(mode))
                 .with_context(|| format!("setting permissions of {}", p.display()))?;
         } else {
-            anyhow::bail!(
-                "{} is a special file; store paths hold only files, directories and symlinks",
-                p.display()
-            );
+            anyhow::bail!("{} is a special file; store paths hold only files, directories and symlinks", p.display());
         }
         set_times(p, STORE_MTIME).with_context(|| format!("setting times of {}", p.display()))?;
     }
@@ -288,14 +239,10 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755))
         } else {
             fs::copy(s, d)?;
-            fs::set_permissions(
-                d,
-                fs::Permissions::from_mode(m.permissions().mode() | 0o200),
-            )
+            fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode() | 0o200))
         }
     };
-    copy_one(src, dst, &m)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    copy_one(src, dst, &m).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     if m.is_dir() {
         walk(src, &mut |rel, m| {
             copy_one(&src.join(rel), &dst.join(rel), m)?;
@@ -317,10 +264,7 @@ mod tests {
         assert!(s.contains("sh -c"), "{s}");
         assert!(s.contains("boom"), "{s}");
         let err = run(&mut Command::new("mobix-no-such-tool")).unwrap_err();
-        assert!(
-            find_fail(&err).is_some(),
-            "a missing tool is the user's to fix"
-        );
+        assert!(find_fail(&err).is_some(), "a missing tool is the user's to fix");
     }
 
     #[test]
@@ -338,10 +282,7 @@ mod tests {
         assert_eq!(m.mode() & 0o777, 0o444);
         assert_eq!(m.mtime(), STORE_MTIME);
         assert_eq!(fs::metadata(t.join("x")).unwrap().mode() & 0o777, 0o555);
-        assert_eq!(
-            fs::symlink_metadata(t.join("l")).unwrap().mtime(),
-            STORE_MTIME
-        );
+        assert_eq!(fs::symlink_metadata(t.join("l")).unwrap().mtime(), STORE_MTIME);
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o777, 0o555);
         remove_tree(&t).unwrap();
         assert!(!t.exists());

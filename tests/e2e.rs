@@ -23,40 +23,20 @@ fn mobix(cwd: &Path, args: &[&str]) -> Output {
         .env_remove("MOBIX_REPO")
         .output()
         .expect("running mobix");
-    eprintln!(
-        "$ mobix {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "mobix failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "mobix failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `mobix build` of qemu-aarch64 into `store` and `out`, run from `cwd`.
 fn build(cwd: &Path, store: &Path, out: &Path, json: bool) -> Output {
     let r = repo();
-    let mut args = vec![
-        "build",
-        "--repo",
-        r.to_str().unwrap(),
-        "--device",
-        "qemu-aarch64",
-    ];
-    args.extend([
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut args = vec!["build", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64"];
+    args.extend(["--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     if json {
         args.push("--json");
     }
@@ -73,10 +53,8 @@ fn sha256s(manifest: &serde_json::Value) -> BTreeMap<String, String> {
 }
 
 fn store_entries(store: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        fs::read_dir(store).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -90,8 +68,7 @@ fn build_check_reproduce_and_boot() {
     let oa = out_a.to_str().unwrap();
 
     // 1. A build from an empty store.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&ok(&build(tmp.path(), &store_a, &out_a, true))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&ok(&build(tmp.path(), &store_a, &out_a, true))).unwrap();
     assert_eq!(manifest["device"], "qemu-aarch64");
     assert_eq!(manifest["generation"], 1);
     let toplevel = manifest["toplevel"].as_str().unwrap().to_string();
@@ -124,22 +101,10 @@ fn build_check_reproduce_and_boot() {
 
     // 3. simg2img gives exactly the raw ext4 image, and e2fsck finds nothing wrong in it.
     let back = tmp.path().join("system.back");
-    tool(
-        Command::new("simg2img")
-            .arg(out_a.join("system.img"))
-            .arg(&back),
-    );
-    tool(
-        Command::new("cmp")
-            .arg(&back)
-            .arg(out_a.join("system.ext4")),
-    );
+    tool(Command::new("simg2img").arg(out_a.join("system.img")).arg(&back));
+    tool(Command::new("cmp").arg(&back).arg(out_a.join("system.ext4")));
     fs::remove_file(&back).unwrap();
-    tool(
-        Command::new("e2fsck")
-            .arg("-fn")
-            .arg(out_a.join("system.ext4")),
-    );
+    tool(Command::new("e2fsck").arg("-fn").arg(out_a.join("system.ext4")));
 
     // 4. A rebuild with nothing changed builds nothing and says so.
     let before = store_entries(&store_a);
@@ -148,23 +113,14 @@ fn build_check_reproduce_and_boot() {
     ok(&again);
     eprintln!("no-op rebuild took {:.3}s", t0.elapsed().as_secs_f64());
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to build"));
-    assert_eq!(
-        store_entries(&store_a),
-        before,
-        "a no-op rebuild must not add store paths"
-    );
+    assert_eq!(store_entries(&store_a), before, "a no-op rebuild must not add store paths");
 
     // 5. A second empty store, another working directory: identical images.
     let elsewhere = tmp.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
     let (store_b, out_b) = (tmp.path().join("other-store"), tmp.path().join("out-b"));
-    let manifest_b: serde_json::Value =
-        serde_json::from_str(&ok(&build(&elsewhere, &store_b, &out_b, true))).unwrap();
-    assert_eq!(
-        sha256s(&manifest),
-        sha256s(&manifest_b),
-        "builds from two empty stores differ"
-    );
+    let manifest_b: serde_json::Value = serde_json::from_str(&ok(&build(&elsewhere, &store_b, &out_b, true))).unwrap();
+    assert_eq!(sha256s(&manifest), sha256s(&manifest_b), "builds from two empty stores differ");
     assert_eq!(manifest["toplevel"], manifest_b["toplevel"]);
     drop(out_b);
     let _ = mobix_util_remove(&store_b);
@@ -172,31 +128,15 @@ fn build_check_reproduce_and_boot() {
     // 6. The images boot in QEMU to boot-complete of generation 1.
     let test = mobix(
         tmp.path(),
-        &[
-            "test",
-            "--repo",
-            repo_arg,
-            "--out",
-            oa,
-            "--device",
-            "qemu-aarch64",
-            "--timeout",
-            "240",
-            "--json",
-        ],
+        &["test", "--repo", repo_arg, "--out", oa, "--device", "qemu-aarch64", "--timeout", "240", "--json"],
     );
     let outcome: serde_json::Value = serde_json::from_str(&ok(&test)).unwrap();
     assert_eq!(outcome["passed"], true);
     assert_eq!(outcome["generation"], 1);
     assert_eq!(outcome["toplevel"], toplevel.as_str());
     let log = fs::read_to_string(out_a.join("vm/serial.log")).unwrap();
-    assert!(log.contains(&format!(
-        "mobix: boot-complete generation=1 toplevel={toplevel}"
-    )));
-    assert!(
-        log.contains("reboot: Power down"),
-        "stage-2 powers off cleanly when asked"
-    );
+    assert!(log.contains(&format!("mobix: boot-complete generation=1 toplevel={toplevel}")));
+    assert!(log.contains("reboot: Power down"), "stage-2 powers off cleanly when asked");
     mobix_util_remove(&store_a).unwrap();
 }
 
@@ -217,45 +157,18 @@ fn broken_repo(dir: &Path, edit: impl Fn(String) -> String) {
 #[test]
 fn broken_profiles_fail_with_file_line_and_key() {
     let cases: [(&str, &str, &str, &str); 4] = [
-        (
-            "header_version: 2",
-            "header_version: 2\n  colour: blue",
-            "bootimg.colour",
-            "unknown field",
-        ),
-        (
-            "console: ttyAMA0\n",
-            "",
-            "console",
-            "missing field `console`",
-        ),
-        (
-            "page_size: 4096",
-            "page_size: big",
-            "bootimg.page_size",
-            "invalid type",
-        ),
-        (
-            "memory_mib: 1024",
-            "memory_mib: -1",
-            "qemu.memory_mib",
-            "expected u32",
-        ),
+        ("header_version: 2", "header_version: 2\n  colour: blue", "bootimg.colour", "unknown field"),
+        ("console: ttyAMA0\n", "", "console", "missing field `console`"),
+        ("page_size: 4096", "page_size: big", "bootimg.page_size", "invalid type"),
+        ("memory_mib: 1024", "memory_mib: -1", "qemu.memory_mib", "expected u32"),
     ];
     for (i, (from, to, key, msg)) in cases.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
         broken_repo(tmp.path(), |t| t.replacen(from, to, 1));
-        let edited =
-            fs::read_to_string(tmp.path().join("devices/qemu-aarch64/device.yaml")).unwrap();
+        let edited = fs::read_to_string(tmp.path().join("devices/qemu-aarch64/device.yaml")).unwrap();
         let out = mobix(
             tmp.path(),
-            &[
-                "build",
-                "--device",
-                "qemu-aarch64",
-                "--store",
-                tmp.path().join("s").to_str().unwrap(),
-            ],
+            &["build", "--device", "qemu-aarch64", "--store", tmp.path().join("s").to_str().unwrap()],
         );
         assert_eq!(out.status.code(), Some(1), "case {i}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -263,21 +176,11 @@ fn broken_profiles_fail_with_file_line_and_key() {
         if !to.is_empty() {
             let last = to.lines().last().unwrap().trim();
             let line = edited.lines().position(|l| l.trim() == last).unwrap() + 1;
-            assert!(
-                err.contains(&format!("device.yaml:{line}: key `{key}`")),
-                "case {i}: {err}"
-            );
+            assert!(err.contains(&format!("device.yaml:{line}: key `{key}`")), "case {i}: {err}");
         } else {
             // A missing key has no line of its own: the error points at its parent mapping.
-            let line = edited
-                .lines()
-                .position(|l| !l.is_empty() && !l.starts_with('#'))
-                .unwrap()
-                + 1;
-            assert!(
-                err.contains(&format!("device.yaml:{line}: key `console`")),
-                "case {i}: {err}"
-            );
+            let line = edited.lines().position(|l| !l.is_empty() && !l.starts_with('#')).unwrap() + 1;
+            assert!(err.contains(&format!("device.yaml:{line}: key `console`")), "case {i}: {err}");
         }
         assert!(err.contains(msg), "case {i}: {err}");
     }
@@ -287,30 +190,11 @@ fn broken_profiles_fail_with_file_line_and_key() {
 fn unknown_device_and_missing_build_are_user_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let r = repo();
-    let out = mobix(
-        tmp.path(),
-        &[
-            "build",
-            "--repo",
-            r.to_str().unwrap(),
-            "--device",
-            "no-such-phone",
-        ],
-    );
+    let out = mobix(tmp.path(), &["build", "--repo", r.to_str().unwrap(), "--device", "no-such-phone"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("known devices: qemu-aarch64"));
-    let out = mobix(
-        tmp.path(),
-        &[
-            "test",
-            "--repo",
-            r.to_str().unwrap(),
-            "--device",
-            "qemu-aarch64",
-            "--out",
-            "nowhere",
-        ],
-    );
+    let out =
+        mobix(tmp.path(), &["test", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--out", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `mobix build"));
 }
@@ -319,33 +203,17 @@ fn unknown_device_and_missing_build_are_user_errors() {
 fn doctor_finds_every_tool_after_setup() {
     let out = mobix(&repo(), &["doctor", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let missing: Vec<&serde_json::Value> = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["found"].is_null())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "missing after scripts/setup: {missing:?}"
-    );
+    let missing: Vec<&serde_json::Value> =
+        v["checks"].as_array().unwrap().iter().filter(|c| c["found"].is_null()).collect();
+    assert!(missing.is_empty(), "missing after scripts/setup: {missing:?}");
     assert!(out.status.success());
 }
 
 #[test]
 fn every_command_has_help() {
-    for cmd in [
-        &["--help"][..],
-        &["build", "--help"],
-        &["test", "--help"],
-        &["run", "--help"],
-        &["doctor", "--help"],
-    ] {
+    for cmd in [&["--help"][..], &["build", "--help"], &["test", "--help"], &["run", "--help"], &["doctor", "--help"]] {
         let out = mobix(&repo(), cmd);
         assert!(out.status.success(), "{cmd:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
-            "{cmd:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd:?}");
     }
 }

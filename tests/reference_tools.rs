@@ -13,15 +13,8 @@ use common::tool as run;
 
 /// `unpack_bootimg`'s printed header fields ("key: value" lines).
 fn unpack_fields(img: &Path, out: &Path) -> BTreeMap<String, String> {
-    let text = run(Command::new("unpack_bootimg")
-        .arg("--boot_img")
-        .arg(img)
-        .arg("--out")
-        .arg(out));
-    text.lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    let text = run(Command::new("unpack_bootimg").arg("--boot_img").arg(img).arg("--out").arg(out));
+    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect()
 }
 
 #[test]
@@ -45,11 +38,7 @@ fn unpack_bootimg_reads_our_boot_images() {
         assert_eq!(f["os patch level"], "2024-01");
         assert_eq!(f["product name"], "qemu");
         assert_eq!(
-            format!(
-                "{}{}",
-                f["command line args"],
-                f.get("additional command line args").map_or("", |s| s)
-            ),
+            format!("{}{}", f["command line args"], f.get("additional command line args").map_or("", |s| s)),
             img.cmdline
         );
         if version == 2 {
@@ -76,25 +65,12 @@ fn we_read_what_mkbootimg_writes() {
         fs::write(&r, vec![0x1fu8; 2345]).unwrap();
         fs::write(&dtb, vec![0xd0u8; 321]).unwrap();
         let out = d.path().join("boot.img");
-        let cmdline = format!(
-            "console=ttyMSM0,115200 {}",
-            "y".repeat(if long { 700 } else { 300 })
-        );
+        let cmdline = format!("console=ttyMSM0,115200 {}", "y".repeat(if long { 700 } else { 300 }));
         let mut cmd = Command::new("mkbootimg");
         cmd.arg("--kernel").arg(&k).arg("--ramdisk").arg(&r);
-        cmd.args([
-            "--cmdline",
-            &cmdline,
-            "--base",
-            "0x80000000",
-            "--pagesize",
-            "2048",
-            "--board",
-            "enchilada",
-        ]);
+        cmd.args(["--cmdline", &cmdline, "--base", "0x80000000", "--pagesize", "2048", "--board", "enchilada"]);
         cmd.args(["--os_version", "11.0.0", "--os_patch_level", "2021-03"]);
-        cmd.args(["--header_version", &version.to_string(), "-o"])
-            .arg(&out);
+        cmd.args(["--header_version", &version.to_string(), "-o"]).arg(&out);
         if version == 2 {
             cmd.arg("--dtb").arg(&dtb);
         }
@@ -177,38 +153,22 @@ fn cpio_lists_and_extracts_our_archives() {
     ];
     let archive = d.path().join("x.cpio");
     fs::write(&archive, cpio::write(&entries).unwrap()).unwrap();
-    let listing = run(Command::new("cpio")
-        .args(["-t", "-H", "newc", "--quiet", "-F"])
-        .arg(&archive));
+    let listing = run(Command::new("cpio").args(["-t", "-H", "newc", "--quiet", "-F"]).arg(&archive));
     let names: Vec<&str> = listing.lines().collect();
-    assert_eq!(
-        names,
-        ["bin", "etc", "etc/hostname", "init", "usr", "usr/bin"]
-    );
+    assert_eq!(names, ["bin", "etc", "etc/hostname", "init", "usr", "usr/bin"]);
     let x = d.path().join("x");
     fs::create_dir(&x).unwrap();
-    run(Command::new("cpio")
-        .args(["-i", "-d", "-H", "newc", "--quiet", "-F"])
-        .arg(&archive)
-        .current_dir(&x));
+    run(Command::new("cpio").args(["-i", "-d", "-H", "newc", "--quiet", "-F"]).arg(&archive).current_dir(&x));
     assert_eq!(fs::read(x.join("etc/hostname")).unwrap(), b"phone\n");
     assert_eq!(fs::read_link(x.join("bin")).unwrap(), Path::new("usr/bin"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        fs::metadata(x.join("init")).unwrap().permissions().mode() & 0o777,
-        0o755
-    );
+    assert_eq!(fs::metadata(x.join("init")).unwrap().permissions().mode() & 0o777, 0o755);
     // And we read what GNU cpio writes.
-    let theirs = run(
-        Command::new("sh")
-            .arg("-c")
-            .arg("find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible -R 0:0 | od -An -v -tx1")
-            .current_dir(&x),
-    );
-    let bytes: Vec<u8> = theirs
-        .split_whitespace()
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
+    let theirs = run(Command::new("sh")
+        .arg("-c")
+        .arg("find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible -R 0:0 | od -An -v -tx1")
+        .current_dir(&x));
+    let bytes: Vec<u8> = theirs.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
     let back = cpio::read(&bytes).unwrap();
     let mut want = entries.clone();
     want.sort_by(|a, b| a.path.cmp(&b.path));
@@ -231,15 +191,7 @@ fn sgdisk_accepts_our_disks() {
             .find(|l| l.split_whitespace().last() == Some(name.as_str()))
             .unwrap_or_else(|| panic!("{name} missing:\n{p}"));
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(
-            cols[1].parse::<u64>().unwrap() * 512,
-            *start,
-            "{name} start"
-        );
-        assert_eq!(
-            (cols[2].parse::<u64>().unwrap() + 1) * 512 - start,
-            *size,
-            "{name} size"
-        );
+        assert_eq!(cols[1].parse::<u64>().unwrap() * 512, *start, "{name} start");
+        assert_eq!((cols[2].parse::<u64>().unwrap() + 1) * 512 - start, *size, "{name} size");
     }
 }

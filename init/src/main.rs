@@ -21,7 +21,9 @@ fn main() {
         Some("stage2") => stage2::run(&args[2..]),
         _ if pid == 1 => stage1::run(),
         _ => {
-            eprintln!("usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`");
+            eprintln!(
+                "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`"
+            );
             std::process::exit(2);
         }
     };

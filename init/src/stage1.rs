@@ -34,14 +34,10 @@ pub fn run() -> Result<()> {
     sys::attach_console("/dev/console")?;
     let t0 = Instant::now();
     let cfg: Config = serde_json::from_slice(
-        &std::fs::read("/etc/mobix/stage1.json")
-            .map_err(|e| format!("reading /etc/mobix/stage1.json: {e}"))?,
+        &std::fs::read("/etc/mobix/stage1.json").map_err(|e| format!("reading /etc/mobix/stage1.json: {e}"))?,
     )
     .map_err(|e| format!("parsing /etc/mobix/stage1.json: {e}"))?;
-    say(&format!(
-        "stage-1 on kernel {} (console {})",
-        cfg.kernel_release, cfg.console
-    ));
+    say(&format!("stage-1 on kernel {} (console {})", cfg.kernel_release, cfg.console));
     let mut loaded = 0;
     for m in &cfg.modules {
         if sys::load_module(Path::new(m))? {
@@ -51,46 +47,20 @@ pub fn run() -> Result<()> {
     say(&format!("loaded {loaded} modules"));
     let dev = wait_for_partition(&cfg.system_partition, Duration::from_secs(15))?;
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
-    sys::mount(
-        &dev.to_string_lossy(),
-        SYSTEM_MOUNT,
-        Some(&cfg.filesystem),
-        libc::MS_RDONLY,
-        None,
-    )?;
-    say(&format!(
-        "mounted {} ({}) read-only",
-        dev.display(),
-        cfg.system_partition
-    ));
+    sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.filesystem), libc::MS_RDONLY, None)?;
+    say(&format!("mounted {} ({}) read-only", dev.display(), cfg.system_partition));
     let gens = read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
-    let chosen =
-        choose(&gens).ok_or_else(|| "the system partition holds no generation".to_string())?;
-    say(&format!(
-        "booting generation {} ({})",
-        chosen.generation, chosen.toplevel
-    ));
-    sys::mount(
-        &format!("{SYSTEM_MOUNT}/mobix"),
-        &format!("{SYSROOT}/mobix"),
-        None,
-        libc::MS_BIND,
-        None,
-    )?;
+    let chosen = choose(&gens).ok_or_else(|| "the system partition holds no generation".to_string())?;
+    say(&format!("booting generation {} ({})", chosen.generation, chosen.toplevel));
+    sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
     let init = format!("{}/init", chosen.toplevel);
     if !exists_in(Path::new(SYSROOT), &init) {
-        return Err(format!(
-            "generation {} has no init at {init}",
-            chosen.generation
-        ));
+        return Err(format!("generation {} has no init at {init}", chosen.generation));
     }
     for d in ["/dev", "/proc", "/sys"] {
         sys::mount(d, &format!("{SYSROOT}{d}"), None, libc::MS_MOVE, None)?;
     }
-    say(&format!(
-        "stage-1 done in {:.2}s",
-        t0.elapsed().as_secs_f64()
-    ));
+    say(&format!("stage-1 done in {:.2}s", t0.elapsed().as_secs_f64()));
     switch_root(&init, chosen)
 }
 
@@ -123,10 +93,7 @@ fn wait_for_partition(partname: &str, timeout: Duration) -> Result<PathBuf> {
             }
         }
         if t0.elapsed() > timeout {
-            return Err(format!(
-                "no partition named {partname:?} appeared within {}s",
-                timeout.as_secs()
-            ));
+            return Err(format!("no partition named {partname:?} appeared within {}s", timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -140,17 +107,9 @@ fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        match std::fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Generation>(&b).ok())
-        {
-            Some(g) if g.toplevel.starts_with(STORE_PREFIX) && !g.toplevel.contains("..") => {
-                out.push(g)
-            }
-            _ => say(&format!(
-                "ignoring unreadable generation entry {}",
-                p.display()
-            )),
+        match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Generation>(&b).ok()) {
+            Some(g) if g.toplevel.starts_with(STORE_PREFIX) && !g.toplevel.contains("..") => out.push(g),
+            _ => say(&format!("ignoring unreadable generation entry {}", p.display())),
         }
     }
     Ok(out)
@@ -190,13 +149,7 @@ fn switch_root(init: &str, g: &Generation) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(init)
         .arg0(init)
-        .args([
-            "stage2",
-            "--generation",
-            &g.generation.to_string(),
-            "--toplevel",
-            &g.toplevel,
-        ])
+        .args(["stage2", "--generation", &g.generation.to_string(), "--toplevel", &g.toplevel])
         .exec();
     Err(format!("executing {init}: {err}"))
 }
@@ -209,11 +162,7 @@ fn free_initramfs() {
             if p == Path::new(SYSROOT) {
                 continue;
             }
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         }
     }
 }
@@ -224,15 +173,8 @@ mod tests {
 
     #[test]
     fn chooses_the_newest_generation() {
-        let g = |n, t: &str| Generation {
-            generation: n,
-            toplevel: t.into(),
-        };
-        let gens = vec![
-            g(1, "/mobix/store/a"),
-            g(3, "/mobix/store/c"),
-            g(2, "/mobix/store/b"),
-        ];
+        let g = |n, t: &str| Generation { generation: n, toplevel: t.into() };
+        let gens = vec![g(1, "/mobix/store/a"), g(3, "/mobix/store/c"), g(2, "/mobix/store/b")];
         assert_eq!(choose(&gens).unwrap().generation, 3);
         assert!(choose(&[]).is_none());
     }

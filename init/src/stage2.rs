@@ -38,12 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ("proc", "/proc", "proc", None),
         ("sysfs", "/sys", "sysfs", None),
         ("devtmpfs", "/dev", "devtmpfs", Some("mode=0755")),
-        (
-            "devpts",
-            "/dev/pts",
-            "devpts",
-            Some("gid=5,mode=620,ptmxmode=666"),
-        ),
+        ("devpts", "/dev/pts", "devpts", Some("gid=5,mode=620,ptmxmode=666")),
         ("tmpfs", "/dev/shm", "tmpfs", Some("mode=1777")),
         ("tmpfs", "/tmp", "tmpfs", Some("mode=1777")),
     ] {
@@ -58,10 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let cmdline = sys::kernel_cmdline();
     // The success point: everything stage-2 sets up is in place.
-    say(&format!(
-        "boot-complete generation={} toplevel={}",
-        a.generation, a.toplevel
-    ));
+    say(&format!("boot-complete generation={} toplevel={}", a.generation, a.toplevel));
     if sys::cmdline_has(&cmdline, "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
         sys::power_off();
@@ -81,11 +73,8 @@ fn activate(top: &Path) -> Result<()> {
     for e in rd.flatten() {
         let dst = Path::new("/etc").join(e.file_name());
         let _ = std::fs::remove_file(&dst);
-        symlink(
-            Path::new("/run/current-system/etc").join(e.file_name()),
-            &dst,
-        )
-        .map_err(|e| io("populating /etc", e))?;
+        symlink(Path::new("/run/current-system/etc").join(e.file_name()), &dst)
+            .map_err(|e| io("populating /etc", e))?;
     }
     let _ = symlink("/proc/mounts", "/etc/mtab");
     std::fs::create_dir_all("/root").map_err(|e| io("creating /root", e))?;
@@ -93,10 +82,7 @@ fn activate(top: &Path) -> Result<()> {
     let busybox = top.join("sw/bin/busybox");
     let _ = symlink(&busybox, "/bin/busybox");
     // Applet links: busybox knows its own applets.
-    match Command::new(&busybox)
-        .args(["--install", "-s", "/bin"])
-        .status()
-    {
+    match Command::new(&busybox).args(["--install", "-s", "/bin"]).status() {
         Ok(s) if s.success() => {}
         other => say(&format!("warning: busybox --install failed ({other:?})")),
     }
@@ -166,10 +152,7 @@ mod tests {
 
     #[test]
     fn console_from_cmdline() {
-        assert_eq!(
-            console_tty("console=tty0 console=ttyMSM0,115200 x"),
-            "/dev/ttyMSM0"
-        );
+        assert_eq!(console_tty("console=tty0 console=ttyMSM0,115200 x"), "/dev/ttyMSM0");
         assert_eq!(console_tty("quiet"), "/dev/console");
     }
 

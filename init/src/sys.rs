@@ -8,8 +8,7 @@ use std::path::Path;
 pub type Result<T> = std::result::Result<T, String>;
 
 fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| format!("path {} has a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("path {} has a NUL byte", p.display()))
 }
 
 fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
@@ -20,13 +19,7 @@ fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
     }
 }
 
-pub fn mount(
-    src: &str,
-    target: &str,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> Result<()> {
+pub fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(target).map_err(|e| format!("creating {target}: {e}"))?;
     let s = CString::new(src).unwrap();
     let t = CString::new(target).unwrap();
@@ -39,16 +32,10 @@ pub fn mount(
             t.as_ptr(),
             f.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
             flags,
-            d.as_ref()
-                .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
+            d.as_ref().map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
         )
     };
-    check(r, || {
-        format!(
-            "mounting {src} on {target} ({})",
-            fstype.unwrap_or("bind/move")
-        )
-    })
+    check(r, || format!("mounting {src} on {target} ({})", fstype.unwrap_or("bind/move")))
 }
 
 pub fn is_mountpoint(path: &str) -> bool {
@@ -77,17 +64,12 @@ pub fn load_module(path: &Path) -> Result<bool> {
 pub fn chroot(p: &Path) -> Result<()> {
     let c = cstr(p)?;
     // SAFETY: valid path string.
-    check(unsafe { libc::chroot(c.as_ptr()) }, || {
-        format!("chroot {}", p.display())
-    })
+    check(unsafe { libc::chroot(c.as_ptr()) }, || format!("chroot {}", p.display()))
 }
 
 pub fn sethostname(name: &str) -> Result<()> {
     // SAFETY: pointer and length describe `name`.
-    check(
-        unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) },
-        || "sethostname".into(),
-    )
+    check(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) }, || "sethostname".into())
 }
 
 /// Makes fds 0, 1 and 2 the console (the kernel leaves them closed if the initramfs has no
@@ -129,9 +111,7 @@ pub fn kernel_cmdline() -> String {
 
 /// Whether the kernel command line holds `word` (alone or as `word=...`).
 pub fn cmdline_has(cmdline: &str, word: &str) -> bool {
-    cmdline
-        .split_whitespace()
-        .any(|a| a == word || a.strip_prefix(word).is_some_and(|r| r.starts_with('=')))
+    cmdline.split_whitespace().any(|a| a == word || a.strip_prefix(word).is_some_and(|r| r.starts_with('=')))
 }
 
 #[cfg(test)]

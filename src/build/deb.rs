@@ -15,50 +15,31 @@ use std::process::{Command, Stdio};
 /// The cached package file, downloaded if missing, with its hash checked.
 pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
     let want = pin.digest().context("lock entries are validated")?;
-    fs::create_dir_all(&ctx.downloads)
-        .with_context(|| format!("creating {}", ctx.downloads.display()))?;
+    fs::create_dir_all(&ctx.downloads).with_context(|| format!("creating {}", ctx.downloads.display()))?;
     let file = ctx.downloads.join(pin.file_name());
     if file.exists() {
         if sha256_file(&file)? == want {
             return Ok(file);
         }
-        (ctx.progress)(&format!(
-            "cached {} does not match its pin; downloading again",
-            file.display()
-        ));
+        (ctx.progress)(&format!("cached {} does not match its pin; downloading again", file.display()));
         fs::remove_file(&file)?;
     }
     (ctx.progress)(&format!("downloading {} with apt-get", pin.apt_spec()));
-    let partial = ctx
-        .downloads
-        .join(format!(".partial-{}", std::process::id()));
+    let partial = ctx.downloads.join(format!(".partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial)?;
     // apt-get drops privileges to _apt for downloads; let it write here.
-    let _ = Command::new("chown")
-        .arg("_apt")
-        .arg(&partial)
-        .stderr(Stdio::null())
-        .status();
-    let res = util::run(
-        Command::new("apt-get")
-            .arg("download")
-            .arg("-q")
-            .arg(pin.apt_spec())
-            .current_dir(&partial),
-    );
+    let _ = Command::new("chown").arg("_apt").arg(&partial).stderr(Stdio::null()).status();
+    let res = util::run(Command::new("apt-get").arg("download").arg("-q").arg(pin.apt_spec()).current_dir(&partial));
     if let Err(e) = res {
         let _ = fs::remove_dir_all(&partial);
-        return Err(e.context(
-            Fail::new(format!("downloading {} failed", pin.apt_spec())).hint(
-                "run `scripts/setup` (it enables the arm64 architecture and updates apt's lists); if the \
+        return Err(e.context(Fail::new(format!("downloading {} failed", pin.apt_spec())).hint(
+            "run `scripts/setup` (it enables the arm64 architecture and updates apt's lists); if the \
                  archive no longer has this version, pin a current one in mobix.lock",
-            ),
-        ));
+        )));
     }
     let got_file = partial.join(pin.file_name());
-    let got = sha256_file(&got_file)
-        .with_context(|| format!("apt-get did not produce {}", got_file.display()))?;
+    let got = sha256_file(&got_file).with_context(|| format!("apt-get did not produce {}", got_file.display()))?;
     if got != want {
         let _ = fs::remove_dir_all(&partial);
         return Err(Fail::new(format!(
@@ -90,11 +71,7 @@ pub fn build(ctx: &Ctx, pin: &DebPin, out: &Path) -> Result<()> {
     let status = child.wait_with_output()?;
     res?;
     if !status.status.success() {
-        anyhow::bail!(
-            "dpkg-deb --fsys-tarfile {} failed: {}",
-            file.display(),
-            String::from_utf8_lossy(&status.stderr)
-        );
+        anyhow::bail!("dpkg-deb --fsys-tarfile {} failed: {}", file.display(), String::from_utf8_lossy(&status.stderr));
     }
     Ok(())
 }
@@ -107,11 +84,9 @@ fn safe_rel(p: &Path) -> Result<PathBuf> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             _ => {
-                return Err(Fail::new(format!(
-                    "archive entry {} leaves the destination (absolute or ..)",
-                    p.display()
-                ))
-                .into())
+                return Err(
+                    Fail::new(format!("archive entry {} leaves the destination (absolute or ..)", p.display())).into()
+                )
             }
         }
     }
@@ -146,23 +121,16 @@ pub fn unpack_tar<R: io::Read>(r: R, dest: &Path) -> Result<()> {
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o200))?;
             }
             tar::EntryType::Symlink => {
-                let link = e
-                    .link_name()?
-                    .context("symlink without target")?
-                    .into_owned();
+                let link = e.link_name()?.context("symlink without target")?.into_owned();
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)?;
                 }
                 std::os::unix::fs::symlink(&link, &target)?;
             }
             tar::EntryType::Link => {
-                let src = e
-                    .link_name()?
-                    .context("hard link without target")?
-                    .into_owned();
+                let src = e.link_name()?.context("hard link without target")?.into_owned();
                 let src = dest.join(safe_rel(&src)?);
-                fs::copy(&src, &target)
-                    .with_context(|| format!("copying hard link {}", path.display()))?;
+                fs::copy(&src, &target).with_context(|| format!("copying hard link {}", path.display()))?;
             }
             other => {
                 return Err(Fail::new(format!(
@@ -206,20 +174,10 @@ mod tests {
         ] {
             let d = tempfile::tempdir().unwrap();
             let err = unpack_tar(&tar_with(p, ty, None)[..], d.path()).unwrap_err();
-            assert!(
-                format!("{err:#}").contains(p.trim_start_matches('/')),
-                "{p}: {err:#}"
-            );
+            assert!(format!("{err:#}").contains(p.trim_start_matches('/')), "{p}: {err:#}");
         }
         let d = tempfile::tempdir().unwrap();
-        unpack_tar(
-            &tar_with("ok/link", tar::EntryType::Symlink, Some("../x"))[..],
-            d.path(),
-        )
-        .unwrap();
-        assert_eq!(
-            fs::read_link(d.path().join("ok/link")).unwrap(),
-            Path::new("../x")
-        );
+        unpack_tar(&tar_with("ok/link", tar::EntryType::Symlink, Some("../x"))[..], d.path()).unwrap();
+        assert_eq!(fs::read_link(d.path().join("ok/link")).unwrap(), Path::new("../x"));
     }
 }

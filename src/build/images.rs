@@ -35,11 +35,8 @@ pub fn read_sums(dir: &Path) -> Result<BTreeMap<String, Sha256Digest>> {
     let text = fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
     text.lines()
         .map(|l| {
-            let (h, n) = l
-                .split_once("  ")
-                .with_context(|| format!("{}: malformed line {l:?}", f.display()))?;
-            let d = Sha256Digest::parse_hex(h)
-                .with_context(|| format!("{}: bad digest {h:?}", f.display()))?;
+            let (h, n) = l.split_once("  ").with_context(|| format!("{}: malformed line {l:?}", f.display()))?;
+            let d = Sha256Digest::parse_hex(h).with_context(|| format!("{}: bad digest {h:?}", f.display()))?;
             Ok((n.to_string(), d))
         })
         .collect()
@@ -57,11 +54,7 @@ pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> R
         header_version: h.header_version,
         page_size: h.page_size,
         kernel_addr: h.kernel_addr,
-        ramdisk_addr: if ramdisk.is_empty() {
-            0
-        } else {
-            h.ramdisk_addr
-        },
+        ramdisk_addr: if ramdisk.is_empty() { 0 } else { h.ramdisk_addr },
         second_addr: h.second_addr,
         tags_addr: h.tags_addr,
         dtb_addr: h.dtb_addr,
@@ -70,9 +63,8 @@ pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> R
         cmdline: h.cmdline.clone(),
         kernel,
         ramdisk,
-        second: Vec::new(),
-        recovery_dtbo: Vec::new(),
         dtb,
+        ..BootImage::default()
     };
     fs::create_dir(out)?;
     fs::write(out.join("boot.img"), img.to_bytes()?)?;
@@ -86,14 +78,7 @@ fn uuid_from(p: &StorePath) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Explicit ext4 features, so that the host's /etc/mke2fs.conf does not shape the image.
@@ -133,10 +118,7 @@ pub fn system_image(
     let t0 = std::time::Instant::now();
     let step = |what: &str| {
         if std::env::var_os("MOBIX_TIMING").is_some() {
-            (ctx.progress)(&format!(
-                "  system image: {what} at {:.2}s",
-                t0.elapsed().as_secs_f64()
-            ));
+            (ctx.progress)(&format!("  system image: {what} at {:.2}s", t0.elapsed().as_secs_f64()));
         }
     };
     fs::create_dir(out)?;
@@ -150,14 +132,8 @@ pub fn system_image(
         util::copy_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?;
     }
     for (n, top) in gens {
-        let e = GenerationEntry {
-            generation: *n,
-            toplevel: top.phone_path(),
-        };
-        fs::write(
-            gen_dir.join(format!("{n}.json")),
-            serde_json::to_string_pretty(&e)? + "\n",
-        )?;
+        let e = GenerationEntry { generation: *n, toplevel: top.phone_path() };
+        fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");
     let conf = work.join("mke2fs.conf");
@@ -203,17 +179,9 @@ pub fn system_image(
     })?;
     let cmdfile = work.join("debugfs.cmds");
     fs::write(&cmdfile, cmds)?;
-    util::run(
-        Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", FS_TIME)
-            .arg("-w")
-            .arg("-f")
-            .arg(&cmdfile)
-            .arg(&raw),
-    )?;
+    util::run(Command::new("debugfs").env("E2FSPROGS_FAKE_TIME", FS_TIME).arg("-w").arg("-f").arg(&cmdfile).arg(&raw))?;
     step("debugfs done");
-    util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw))
-        .context("the new system image failed e2fsck")?;
+    util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw)).context("the new system image failed e2fsck")?;
     step("e2fsck done");
     let sparse_path = out.join("system.img");
     let input = fs::File::open(&raw)?;

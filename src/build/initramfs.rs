@@ -3,13 +3,13 @@
 //! gzip-compressed cpio archive.
 
 use super::Ctx;
+use crate::format::compress::Compression;
 use crate::format::cpio::{self, Entry};
 use crate::plan::{Planned, Stage1Config};
 use crate::util::Fail;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 /// What stage-1 reads from `etc/mobix/stage1.json`.
@@ -26,10 +26,8 @@ pub struct Stage1Json {
 /// order: soft pre-dependencies (modules.softdep, names through modules.alias) and hard
 /// dependencies (modules.dep) before each module, each module once.
 pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> {
-    let read = |n: &str| {
-        fs::read_to_string(moddir.join(n))
-            .with_context(|| format!("reading {}/{n}", moddir.display()))
-    };
+    let read =
+        |n: &str| fs::read_to_string(moddir.join(n)).with_context(|| format!("reading {}/{n}", moddir.display()));
     let norm = |s: &str| s.replace('-', "_");
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new(); // name -> (path, dep paths)
     let mut by_path: BTreeMap<String, String> = BTreeMap::new();
@@ -37,19 +35,10 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
         let Some((path, rest)) = line.split_once(':') else {
             continue;
         };
-        let name = Path::new(path)
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or("");
+        let name = Path::new(path).file_name().and_then(|f| f.to_str()).unwrap_or("");
         let name = norm(name.split('.').next().unwrap_or(""));
         by_path.insert(path.to_string(), name.clone());
-        deps.insert(
-            name,
-            (
-                path.to_string(),
-                rest.split_whitespace().map(String::from).collect(),
-            ),
-        );
+        deps.insert(name, (path.to_string(), rest.split_whitespace().map(String::from).collect()));
     }
     let mut aliases: BTreeMap<String, String> = BTreeMap::new();
     for line in read("modules.alias")?.lines() {
@@ -80,14 +69,7 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
     let builtin: BTreeSet<String> = read("modules.builtin")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| {
-            Path::new(l)
-                .file_name()?
-                .to_str()?
-                .split('.')
-                .next()
-                .map(norm)
-        })
+        .filter_map(|l| Path::new(l).file_name()?.to_str()?.split('.').next().map(norm))
         .collect();
     let resolve_name = |n: &str| -> Option<String> {
         let n = norm(n);
@@ -97,12 +79,7 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
             aliases.get(&n).filter(|m| deps.contains_key(*m)).cloned()
         }
     };
-    let r = Resolver {
-        deps: &deps,
-        by_path: &by_path,
-        softpre: &softpre,
-        resolve: &resolve_name,
-    };
+    let r = Resolver { deps: &deps, by_path: &by_path, softpre: &softpre, resolve: &resolve_name };
     let mut order = Vec::new();
     let mut done = BTreeSet::new();
     for w in wanted {
@@ -110,14 +87,9 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
             Some(m) => r.visit(&m, &mut done, &mut order, 0)?,
             None if builtin.contains(&norm(w)) => {}
             None => {
-                return Err(Fail::new(format!(
-                    "stage-1 module {w:?} is neither a module of this kernel nor built in"
-                ))
-                .hint(format!(
-                    "see {}/modules.dep for the kernel's modules",
-                    moddir.display()
-                ))
-                .into())
+                return Err(Fail::new(format!("stage-1 module {w:?} is neither a module of this kernel nor built in"))
+                    .hint(format!("see {}/modules.dep for the kernel's modules", moddir.display()))
+                    .into())
             }
         }
     }
@@ -134,20 +106,11 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// Appends `name`'s dependencies, then `name`, to `order` (each module once).
-    fn visit(
-        &self,
-        name: &str,
-        done: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-        depth: usize,
-    ) -> Result<()> {
+    fn visit(&self, name: &str, done: &mut BTreeSet<String>, order: &mut Vec<String>, depth: usize) -> Result<()> {
         if done.contains(name) {
             return Ok(());
         }
-        anyhow::ensure!(
-            depth < 64,
-            "module dependencies of {name} nest too deeply (a cycle?)"
-        );
+        anyhow::ensure!(depth < 64, "module dependencies of {name} nest too deeply (a cycle?)");
         done.insert(name.to_string());
         let (path, hard) = &self.deps[name];
         for s in self.softpre.get(name).into_iter().flatten() {
@@ -158,10 +121,7 @@ impl Resolver<'_> {
         }
         // modules.dep lists the deepest dependency last; load in reverse.
         for d in hard.iter().rev() {
-            let m = self
-                .by_path
-                .get(d)
-                .with_context(|| format!("modules.dep: {d} (needed by {name}) has no entry"))?;
+            let m = self.by_path.get(d).with_context(|| format!("modules.dep: {d} (needed by {name}) has no entry"))?;
             self.visit(m, done, order, depth + 1)?;
         }
         order.push(path.clone());
@@ -172,9 +132,7 @@ impl Resolver<'_> {
 fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {
     let mut p = path;
     while let Some((parent, _)) = p.rsplit_once('/') {
-        entries
-            .entry(parent.to_string())
-            .or_insert_with(|| Entry::dir(parent));
+        entries.entry(parent.to_string()).or_insert_with(|| Entry::dir(parent));
         p = parent;
     }
 }
@@ -183,6 +141,7 @@ pub fn build(
     ctx: &Ctx,
     planned: &Planned,
     modules: &[String],
+    compression: Compression,
     config: &Stage1Config,
     out: &Path,
 ) -> Result<()> {
@@ -195,8 +154,7 @@ pub fn build(
     for d in ["dev", "proc", "sys", "run", "tmp", "sysroot"] {
         entries.insert(d.into(), Entry::dir(d));
     }
-    let init_bin =
-        fs::read(init.join("bin/mobix-init")).context("reading the stage-1 init binary")?;
+    let init_bin = fs::read(init.join("bin/mobix-init")).context("reading the stage-1 init binary")?;
     entries.insert("init".into(), Entry::file("init", 0o755, init_bin));
     let mut in_ramfs = Vec::new();
     for rel in &order {
@@ -206,23 +164,11 @@ pub fn build(
         entries.insert(path.clone(), Entry::file(path.clone(), 0o644, data));
         in_ramfs.push(format!("/{path}"));
     }
-    let json = Stage1Json {
-        config: config.clone(),
-        kernel_release: release,
-        modules: in_ramfs,
-    };
+    let json = Stage1Json { config: config.clone(), kernel_release: release, modules: in_ramfs };
     let cfg = "etc/mobix/stage1.json";
     add_parents(&mut entries, cfg);
-    entries.insert(
-        cfg.into(),
-        Entry::file(cfg, 0o644, serde_json::to_vec_pretty(&json)?),
-    );
+    entries.insert(cfg.into(), Entry::file(cfg, 0o644, serde_json::to_vec_pretty(&json)?));
     let archive = cpio::write(&entries.into_values().collect::<Vec<_>>())?;
-    // gzip with no name and mtime 0: the same archive always compresses to the same bytes.
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
-    gz.write_all(&archive)?;
-    fs::write(out, gz.finish()?)?;
+    fs::write(out, crate::format::compress::compress(&archive, compression)?)?;
     Ok(())
 }

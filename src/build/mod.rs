@@ -55,11 +55,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     for t in targets {
         needed.extend(plan.input_closure(t));
     }
-    let todo: Vec<&Planned> = plan
-        .recipes
-        .iter()
-        .filter(|r| needed.contains(&r.path))
-        .collect();
+    let todo: Vec<&Planned> = plan.recipes.iter().filter(|r| needed.contains(&r.path)).collect();
     let mut report = Report::default();
     if todo.iter().all(|r| ctx.store.contains(&r.path)) {
         report.cached = todo.len();
@@ -73,22 +69,14 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         let built = ctx
             .store
             .realise(&lock, &planned.path, &candidates, |out| {
-                (ctx.progress)(&format!(
-                    "building {} ({})",
-                    planned.path,
-                    planned.recipe.builder.kind()
-                ));
+                (ctx.progress)(&format!("building {} ({})", planned.path, planned.recipe.builder.kind()));
                 announced = true;
                 build_one(ctx, planned, out)
             })
             .with_context(|| format!("building {}", planned.path))?;
         if built {
             if announced {
-                (ctx.progress)(&format!(
-                    "built {} in {:.1}s",
-                    planned.recipe.name,
-                    t0.elapsed().as_secs_f64()
-                ));
+                (ctx.progress)(&format!("built {} in {:.1}s", planned.recipe.name, t0.elapsed().as_secs_f64()));
             }
             report.built.push(planned.path.clone());
         } else {
@@ -104,13 +92,7 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::Kernel => kernel(ctx, planned, out),
         Builder::KernelModules => kernel_modules(ctx, planned, out),
         Builder::Sw => sw(ctx, planned, out),
-        Builder::Cargo {
-            binary,
-            target,
-            source_dir,
-            dir,
-            ..
-        } => cargo(ctx, source_dir, dir, binary, target, out),
+        Builder::Cargo { binary, target, source_dir, dir, .. } => cargo(ctx, source_dir, dir, binary, target, out),
         Builder::Etc { files } => {
             fs::create_dir(out)?;
             for (name, content) in files {
@@ -118,30 +100,20 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             }
             Ok(())
         }
-        Builder::Initramfs {
-            modules, config, ..
-        } => initramfs::build(ctx, planned, modules, config, out),
+        Builder::Initramfs { modules, compression, config } => {
+            initramfs::build(ctx, planned, modules, *compression, config, out)
+        }
         Builder::Toplevel { cmdline, label } => toplevel(ctx, planned, cmdline, label, out),
-        Builder::QemuDtb {
-            machine,
-            cpu,
-            memory_mib,
-            smp,
-            ..
-        } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),
+        Builder::QemuDtb { machine, cpu, memory_mib, smp, .. } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),
         Builder::BootImage { header } => images::boot_image(ctx, planned, header, out),
-        Builder::SystemImage {
-            size, generations, ..
-        } => images::system_image(ctx, planned, *size, generations, out),
+        Builder::SystemImage { size, generations, .. } => images::system_image(ctx, planned, *size, generations, out),
     }
 }
 
 /// The single `boot/vmlinuz-<release>` of an unpacked kernel package.
 fn kernel_release(deb: &Path) -> Result<String> {
     let mut found = Vec::new();
-    for e in
-        fs::read_dir(deb.join("boot")).with_context(|| format!("reading {}/boot", deb.display()))?
-    {
+    for e in fs::read_dir(deb.join("boot")).with_context(|| format!("reading {}/boot", deb.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
         if let Some(rel) = name.strip_prefix("vmlinuz-") {
             found.push(rel.to_string());
@@ -149,25 +121,17 @@ fn kernel_release(deb: &Path) -> Result<String> {
     }
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(Fail::new(format!(
-            "expected one boot/vmlinuz-* in the kernel package, found {found:?}"
-        ))
-        .into()),
+        _ => Err(Fail::new(format!("expected one boot/vmlinuz-* in the kernel package, found {found:?}")).into()),
     }
 }
 
 /// Offset 56 of an arm64 Image holds "ARM\x64" (Linux `Documentation/arch/arm64/booting.rst`).
 pub fn check_arm64_image(data: &[u8]) -> Result<()> {
     if data.len() < 64 || &data[56..60] != b"ARM\x64" {
-        return Err(Fail::new(
-            "the kernel is not an uncompressed arm64 Image (no ARM\\x64 magic at offset 56)",
-        )
-        .into());
+        return Err(Fail::new("the kernel is not an uncompressed arm64 Image (no ARM\\x64 magic at offset 56)").into());
     }
     if u64::from_le_bytes(data[24..32].try_into().unwrap()) & 1 != 0 {
-        return Err(
-            Fail::new("the kernel is a big-endian arm64 Image; phones boot little-endian").into(),
-        );
+        return Err(Fail::new("the kernel is a big-endian arm64 Image; phones boot little-endian").into());
     }
     Ok(())
 }
@@ -179,10 +143,7 @@ fn kernel(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     check_arm64_image(&image)?;
     fs::create_dir(out)?;
     fs::write(out.join("Image"), &image)?;
-    fs::copy(
-        deb.join("boot").join(format!("config-{rel}")),
-        out.join("config"),
-    )?;
+    fs::copy(deb.join("boot").join(format!("config-{rel}")), out.join("config"))?;
     fs::write(out.join("release"), format!("{rel}\n"))?;
     Ok(())
 }
@@ -222,39 +183,26 @@ fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Pat
     ]
     .join("\x1f");
     let mut cmd = Command::new("cargo");
-    cmd.args([
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        target,
-        "--bin",
-        binary,
-        "--manifest-path",
-    ])
-    .arg(src.join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .env("CARGO_ENCODED_RUSTFLAGS", flags)
-    .env_remove("RUSTFLAGS")
-    .env("SOURCE_DATE_EPOCH", "1");
+    cmd.args(["build", "--release", "--locked", "--target", target, "--bin", binary, "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .env_remove("RUSTFLAGS")
+        .env("SOURCE_DATE_EPOCH", "1");
     util::run(&mut cmd).map_err(|e| {
         if format!("{e:#}").contains("target may not be installed")
             || format!("{e:#}").contains("can't find crate for `core`")
         {
             e.context(
-                Fail::new(format!("the Rust target {target} is missing")).hint(format!(
-                    "run `rustup target add {target}` (scripts/setup does it)"
-                )),
+                Fail::new(format!("the Rust target {target} is missing"))
+                    .hint(format!("run `rustup target add {target}` (scripts/setup does it)")),
             )
         } else {
             e
         }
     })?;
     fs::create_dir_all(out.join("bin"))?;
-    fs::copy(
-        target_dir.join(target).join("release").join(binary),
-        out.join("bin").join(binary),
-    )?;
+    fs::copy(target_dir.join(target).join("release").join(binary), out.join("bin").join(binary))?;
     Ok(())
 }
 
@@ -272,14 +220,7 @@ pub struct BootJson {
 }
 
 fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path) -> Result<()> {
-    let inp = |n: &str| {
-        planned
-            .recipe
-            .inputs
-            .get(n)
-            .map(|p| p.phone_path())
-            .with_context(|| format!("no input {n}"))
-    };
+    let inp = |n: &str| planned.recipe.inputs.get(n).map(|p| p.phone_path()).with_context(|| format!("no input {n}"));
     fs::create_dir(out)?;
     let link = |target: String, name: &str| std::os::unix::fs::symlink(target, out.join(name));
     link(format!("{}/Image", inp("kernel")?), "kernel")?;
@@ -288,9 +229,7 @@ fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path
     link(inp("sw")?, "sw")?;
     link(inp("etc")?, "etc")?;
     link(format!("{}/lib/modules", inp("modules")?), "kernel-modules")?;
-    let release = fs::read_to_string(ctx.input(planned, "kernel")?.join("release"))?
-        .trim()
-        .to_string();
+    let release = fs::read_to_string(ctx.input(planned, "kernel")?.join("release"))?.trim().to_string();
     let boot = BootJson {
         version: 1,
         label: label.to_string(),
@@ -301,10 +240,7 @@ fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path
         cmdline: cmdline.to_string(),
         toplevel: planned.path.phone_path(),
     };
-    fs::write(
-        out.join("boot.json"),
-        serde_json::to_string_pretty(&boot)? + "\n",
-    )?;
+    fs::write(out.join("boot.json"), serde_json::to_string_pretty(&boot)? + "\n")?;
     Ok(())
 }
 
@@ -314,22 +250,11 @@ fn qemu_dtb(machine: &str, cpu: &str, memory_mib: u32, smp: u32, out: &Path) -> 
     util::run(
         Command::new("qemu-system-aarch64")
             .arg("-M")
-            .arg(format!(
-                "{machine},dtb-randomness=off,dumpdtb={}",
-                dump.display()
-            ))
-            .args([
-                "-cpu",
-                cpu,
-                "-m",
-                &memory_mib.to_string(),
-                "-smp",
-                &smp.to_string(),
-            ])
+            .arg(format!("{machine},dtb-randomness=off,dumpdtb={}", dump.display()))
+            .args(["-cpu", cpu, "-m", &memory_mib.to_string(), "-smp", &smp.to_string()])
             .args(["-nographic", "-nic", "none"]),
     )?;
-    let packed = crate::format::fdt::pack(&fs::read(&dump)?)
-        .context("packing the device tree QEMU dumped")?;
+    let packed = crate::format::fdt::pack(&fs::read(&dump)?).context("packing the device tree QEMU dumped")?;
     fs::write(out, packed)?;
     fs::remove_file(&dump)?;
     Ok(())

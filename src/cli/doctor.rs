@@ -10,71 +10,19 @@ pub struct Tool {
 }
 
 pub const TOOLS: &[Tool] = &[
-    Tool {
-        name: "apt-get",
-        package: "apt",
-        used_by: "build (fetching pinned arm64 packages)",
-    },
-    Tool {
-        name: "dpkg-deb",
-        package: "dpkg",
-        used_by: "build (unpacking packages)",
-    },
-    Tool {
-        name: "depmod",
-        package: "kmod",
-        used_by: "build (modules.dep)",
-    },
-    Tool {
-        name: "cargo",
-        package: "rustup",
-        used_by: "build (stage-1/stage-2 init)",
-    },
-    Tool {
-        name: "mke2fs",
-        package: "e2fsprogs",
-        used_by: "build (system partition)",
-    },
-    Tool {
-        name: "debugfs",
-        package: "e2fsprogs",
-        used_by: "build (reproducible timestamps)",
-    },
-    Tool {
-        name: "e2fsck",
-        package: "e2fsprogs",
-        used_by: "build (checking the system partition)",
-    },
-    Tool {
-        name: "qemu-system-aarch64",
-        package: "qemu-system-arm",
-        used_by: "build (QEMU device tree), run, test",
-    },
-    Tool {
-        name: "unpack_bootimg",
-        package: "mkbootimg",
-        used_by: "test suite (boot image check)",
-    },
-    Tool {
-        name: "simg2img",
-        package: "android-sdk-libsparse-utils",
-        used_by: "test suite (sparse check)",
-    },
-    Tool {
-        name: "img2simg",
-        package: "android-sdk-libsparse-utils",
-        used_by: "test suite (sparse check)",
-    },
-    Tool {
-        name: "cpio",
-        package: "cpio",
-        used_by: "test suite (initramfs check)",
-    },
-    Tool {
-        name: "sgdisk",
-        package: "gdisk",
-        used_by: "test suite (GPT check)",
-    },
+    Tool { name: "apt-get", package: "apt", used_by: "build (fetching pinned arm64 packages)" },
+    Tool { name: "dpkg-deb", package: "dpkg", used_by: "build (unpacking packages)" },
+    Tool { name: "depmod", package: "kmod", used_by: "build (modules.dep)" },
+    Tool { name: "cargo", package: "rustup", used_by: "build (stage-1/stage-2 init)" },
+    Tool { name: "mke2fs", package: "e2fsprogs", used_by: "build (system partition)" },
+    Tool { name: "debugfs", package: "e2fsprogs", used_by: "build (reproducible timestamps)" },
+    Tool { name: "e2fsck", package: "e2fsprogs", used_by: "build (checking the system partition)" },
+    Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", used_by: "build (QEMU device tree), run, test" },
+    Tool { name: "unpack_bootimg", package: "mkbootimg", used_by: "test suite (boot image check)" },
+    Tool { name: "simg2img", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
+    Tool { name: "img2simg", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
+    Tool { name: "cpio", package: "cpio", used_by: "test suite (initramfs check)" },
+    Tool { name: "sgdisk", package: "gdisk", used_by: "test suite (GPT check)" },
 ];
 
 /// The Debian package that provides `tool`, if mobix knows it.
@@ -84,14 +32,10 @@ pub fn package_for(tool: &str) -> Option<&'static str> {
 
 pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
 }
 
 #[derive(Serialize)]
@@ -106,15 +50,8 @@ pub const MUSL_TARGET: &str = crate::plan::INIT_TARGET;
 
 /// Whether the Rust target for the init is installed (via `rustup`).
 pub fn musl_target_installed() -> Option<bool> {
-    let out = std::process::Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .ok()?;
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == MUSL_TARGET),
-    )
+    let out = std::process::Command::new("rustup").args(["target", "list", "--installed"]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == MUSL_TARGET))
 }
 
 pub fn checks() -> Vec<Check> {
@@ -131,18 +68,12 @@ pub fn checks() -> Vec<Check> {
         tool: format!("rust target {MUSL_TARGET}"),
         package: format!("rustup target add {MUSL_TARGET}"),
         used_by: "build (stage-1/stage-2 init)".into(),
-        found: musl_target_installed()
-            .filter(|x| *x)
-            .map(|_| "installed".into()),
+        found: musl_target_installed().filter(|x| *x).map(|_| "installed".into()),
     });
     let arm64 = std::process::Command::new("dpkg")
         .arg("--print-foreign-architectures")
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == "arm64")
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "arm64"))
         .unwrap_or(false);
     v.push(Check {
         tool: "dpkg architecture arm64".into(),

@@ -63,9 +63,7 @@ struct DeviceOut {
 
 impl DeviceOut {
     fn out_dir(&self) -> PathBuf {
-        self.out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("out").join(&self.device))
+        self.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&self.device))
     }
 }
 
@@ -162,12 +160,9 @@ fn find_repo(g: &Global) -> Result<PathBuf> {
             return Ok(d.to_path_buf());
         }
     }
-    Err(Fail::new(format!(
-        "no mobix tree (devices/ and mobix.lock) in {} or its parents",
-        cwd.display()
-    ))
-    .hint("run mobix inside its repository, or pass --repo DIR")
-    .into())
+    Err(Fail::new(format!("no mobix tree (devices/ and mobix.lock) in {} or its parents", cwd.display()))
+        .hint("run mobix inside its repository, or pass --repo DIR")
+        .into())
 }
 
 fn home_dir(env: &str, fallback: &str) -> PathBuf {
@@ -178,9 +173,7 @@ fn home_dir(env: &str, fallback: &str) -> PathBuf {
 }
 
 fn store_dir(g: &Global) -> PathBuf {
-    g.store
-        .clone()
-        .unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("mobix/store"))
+    g.store.clone().unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("mobix/store"))
 }
 
 fn cache_dir() -> PathBuf {
@@ -192,39 +185,20 @@ fn cache_dir() -> PathBuf {
 /// The first line of `prog args…`'s output (stdout, else stderr): a tool's version.
 fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
     let out = util::run(Command::new(prog).args(args))?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
+    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
     Ok(String::from_utf8_lossy(&text).trim().to_string())
 }
 
 fn gather_inputs(repo: &Path) -> Result<Inputs> {
     let init_dir = repo.join("init");
-    let init_source = crate::hash::sha256_tree(&init_dir, &|rel| {
-        rel == "target" || rel.starts_with("target/")
-    })
-    .map_err(|e| {
-        util::user_error(
-            e,
-            format!("hashing the init sources in {}", init_dir.display()),
-        )
-    })?;
+    let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
+        .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
     Ok(Inputs {
         repo: repo.to_path_buf(),
         init_source,
         rustc_version: tool_version("rustc", &["-vV"])?,
-        qemu_version: tool_version("qemu-system-aarch64", &["--version"])?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string(),
-        mke2fs_version: tool_version("mke2fs", &["-V"])?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string(),
+        qemu_version: tool_version("qemu-system-aarch64", &["--version"])?.lines().next().unwrap_or("").to_string(),
+        mke2fs_version: tool_version("mke2fs", &["-V"])?.lines().next().unwrap_or("").to_string(),
     })
 }
 
@@ -264,14 +238,8 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let (plan, boot, system) = plan::images(&profile, &sys, &gens, &inputs)?;
     let r2 = build::realise(&ctx, &plan, &[boot.clone(), system.clone()])?;
     let out = a.target.out_dir();
-    let manifest = image::publish(
-        &store,
-        &out,
-        profile.codename.as_str(),
-        rec.generation,
-        &sys.toplevel,
-        &[&boot, &system],
-    )?;
+    let manifest =
+        image::publish(&store, &out, profile.codename.as_str(), rec.generation, &sys.toplevel, &[&boot, &system])?;
     let built = r1.built.len() + r2.built.len();
     if built == 0 {
         progress(&format!(
@@ -279,10 +247,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
             t0.elapsed().as_secs_f64()
         ));
     } else {
-        progress(&format!(
-            "built {built} store paths in {:.1}s",
-            t0.elapsed().as_secs_f64()
-        ));
+        progress(&format!("built {built} store paths in {:.1}s", t0.elapsed().as_secs_f64()));
     }
     progress(&format!(
         "{} generation {} ({}) -> {}",
@@ -306,12 +271,7 @@ fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {
 
 fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target)?;
-    let outcome = vm::test(
-        &profile,
-        &prepared,
-        Duration::from_secs(a.timeout),
-        &progress,
-    )?;
+    let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
@@ -324,36 +284,23 @@ fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
         ));
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Fail::new(format!(
-            "{} did not boot: {}",
-            profile.codename, outcome.reason
-        ))
-        .hint(format!(
-            "the whole serial log is in {}",
-            outcome.serial_log.display()
-        ))
-        .into())
+        Err(Fail::new(format!("{} did not boot: {}", profile.codename, outcome.reason))
+            .hint(format!("the whole serial log is in {}", outcome.serial_log.display()))
+            .into())
     }
 }
 
 fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target)?;
     let status = vm::run(&profile, &prepared, &a.append)?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
     let checks = doctor::checks();
     let missing: Vec<&doctor::Check> = checks.iter().filter(|c| c.found.is_none()).collect();
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"version": 1, "checks": checks}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "checks": checks}))?);
     } else {
         for c in &checks {
             let state = c.found.as_deref().unwrap_or("MISSING");
@@ -371,15 +318,8 @@ fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         let pkgs: Vec<&str> = missing.iter().map(|c| c.package.as_str()).collect();
-        Err(Fail::new(format!(
-            "{} of {} host requirements are missing",
-            missing.len(),
-            checks.len()
-        ))
-        .hint(format!(
-            "install: {} (or run scripts/setup)",
-            pkgs.join(", ")
-        ))
-        .into())
+        Err(Fail::new(format!("{} of {} host requirements are missing", missing.len(), checks.len()))
+            .hint(format!("install: {} (or run scripts/setup)", pkgs.join(", ")))
+            .into())
     }
 }

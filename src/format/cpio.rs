@@ -42,25 +42,13 @@ pub struct Entry {
 
 impl Entry {
     pub fn dir(path: impl Into<String>) -> Self {
-        Entry {
-            path: path.into(),
-            perm: 0o755,
-            kind: Kind::Dir,
-        }
+        Entry { path: path.into(), perm: 0o755, kind: Kind::Dir }
     }
     pub fn file(path: impl Into<String>, perm: u32, data: Vec<u8>) -> Self {
-        Entry {
-            path: path.into(),
-            perm,
-            kind: Kind::File(data),
-        }
+        Entry { path: path.into(), perm, kind: Kind::File(data) }
     }
     pub fn symlink(path: impl Into<String>, target: impl Into<String>) -> Self {
-        Entry {
-            path: path.into(),
-            perm: 0o777,
-            kind: Kind::Symlink(target.into()),
-        }
+        Entry { path: path.into(), perm: 0o777, kind: Kind::Symlink(target.into()) }
     }
     fn mode(&self) -> u32 {
         let ty = match self.kind {
@@ -90,37 +78,17 @@ pub enum Error {
     #[error("entry {path:?} is {size} bytes, more than newc's 4 GiB limit")]
     TooLarge { path: String, size: usize },
     #[error("truncated archive: header at offset {offset} needs {need} bytes, {have} left")]
-    Truncated {
-        offset: usize,
-        need: usize,
-        have: usize,
-    },
+    Truncated { offset: usize, need: usize, have: usize },
     #[error("bad magic {found:?} at offset {offset} (expected \"070701\")")]
     BadMagic { offset: usize, found: String },
     #[error("field {field} at offset {offset} is not hexadecimal: {found:?}")]
-    BadHex {
-        offset: usize,
-        field: &'static str,
-        found: String,
-    },
+    BadHex { offset: usize, field: &'static str, found: String },
     #[error("entry at offset {offset}: name size {namesize} is invalid")]
     BadNameSize { offset: usize, namesize: u32 },
-    #[error(
-        "entry {name:?} at offset {offset}: {what} of {size} bytes runs past the end ({len} bytes)"
-    )]
-    PastEnd {
-        offset: usize,
-        name: String,
-        what: &'static str,
-        size: u64,
-        len: usize,
-    },
+    #[error("entry {name:?} at offset {offset}: {what} of {size} bytes runs past the end ({len} bytes)")]
+    PastEnd { offset: usize, name: String, what: &'static str, size: u64, len: usize },
     #[error("entry {name:?} at offset {offset} has unsupported file type {mode:#o}")]
-    UnsupportedType {
-        offset: usize,
-        name: String,
-        mode: u32,
-    },
+    UnsupportedType { offset: usize, name: String, mode: u32 },
     #[error("entry {name:?} at offset {offset}: symlink target is not UTF-8")]
     BadSymlink { offset: usize, name: String },
     #[error("entry name at offset {offset} is not UTF-8")]
@@ -169,53 +137,26 @@ pub fn write(entries: &[Entry]) -> Result<Vec<u8>, Error> {
         if let Some((parent, _)) = path.rsplit_once('/') {
             match sorted.get(parent) {
                 Some(p) if p.kind == Kind::Dir => {}
-                _ => {
-                    return Err(Error::MissingParent {
-                        path: path.to_string(),
-                        parent: parent.to_string(),
-                    })
-                }
+                _ => return Err(Error::MissingParent { path: path.to_string(), parent: parent.to_string() }),
             }
         }
     }
     let mut out = Vec::new();
     for (i, (path, e)) in sorted.iter().enumerate() {
         let data = e.data();
-        let size = u32::try_from(data.len()).map_err(|_| Error::TooLarge {
-            path: path.to_string(),
-            size: data.len(),
-        })?;
+        let size =
+            u32::try_from(data.len()).map_err(|_| Error::TooLarge { path: path.to_string(), size: data.len() })?;
         let namesize = path.len() as u32 + 1;
         // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
         // rdevminor, namesize, check
-        push_header(
-            &mut out,
-            [
-                FIRST_INO + i as u32,
-                e.mode(),
-                0,
-                0,
-                1,
-                0,
-                size,
-                0,
-                0,
-                0,
-                0,
-                namesize,
-                0,
-            ],
-        );
+        push_header(&mut out, [FIRST_INO + i as u32, e.mode(), 0, 0, 1, 0, size, 0, 0, 0, 0, namesize, 0]);
         out.extend_from_slice(path.as_bytes());
         out.push(0);
         pad4(&mut out);
         out.extend_from_slice(data);
         pad4(&mut out);
     }
-    push_header(
-        &mut out,
-        [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, TRAILER.len() as u32 + 1, 0],
-    );
+    push_header(&mut out, [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, TRAILER.len() as u32 + 1, 0]);
     out.extend_from_slice(TRAILER.as_bytes());
     out.push(0);
     pad4(&mut out);
@@ -229,12 +170,11 @@ fn hex_field(buf: &[u8], offset: usize, idx: usize, field: &'static str) -> Resu
     let start = offset + 6 + idx * 8;
     let raw = &buf[start..start + 8];
     let s = std::str::from_utf8(raw).ok();
-    s.and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or_else(|| Error::BadHex {
-            offset: start,
-            field,
-            found: String::from_utf8_lossy(raw).into_owned(),
-        })
+    s.and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or_else(|| Error::BadHex {
+        offset: start,
+        field,
+        found: String::from_utf8_lossy(raw).into_owned(),
+    })
 }
 
 fn align4(n: usize) -> usize {
@@ -248,83 +188,52 @@ pub fn read(buf: &[u8]) -> Result<Vec<Entry>, Error> {
     let mut off = 0usize;
     loop {
         if buf.len() - off < HEADER_LEN {
-            return Err(Error::Truncated {
-                offset: off,
-                need: HEADER_LEN,
-                have: buf.len() - off,
-            });
+            return Err(Error::Truncated { offset: off, need: HEADER_LEN, have: buf.len() - off });
         }
         let magic = &buf[off..off + 6];
         if magic != MAGIC && magic != MAGIC_CRC {
-            return Err(Error::BadMagic {
-                offset: off,
-                found: String::from_utf8_lossy(magic).into_owned(),
-            });
+            return Err(Error::BadMagic { offset: off, found: String::from_utf8_lossy(magic).into_owned() });
         }
         let mode = hex_field(buf, off, 1, "c_mode")?;
         let filesize = hex_field(buf, off, 6, "c_filesize")?;
         let namesize = hex_field(buf, off, 11, "c_namesize")?;
         let name_start = off + HEADER_LEN;
         if namesize == 0 {
-            return Err(Error::BadNameSize {
-                offset: off,
-                namesize,
-            });
+            return Err(Error::BadNameSize { offset: off, namesize });
         }
-        let name_end = name_start
-            .checked_add(namesize as usize)
-            .filter(|&e| e <= buf.len())
-            .ok_or(Error::PastEnd {
-                offset: off,
-                name: String::new(),
-                what: "name",
-                size: namesize as u64,
-                len: buf.len(),
-            })?;
+        let name_end = name_start.checked_add(namesize as usize).filter(|&e| e <= buf.len()).ok_or(Error::PastEnd {
+            offset: off,
+            name: String::new(),
+            what: "name",
+            size: namesize as u64,
+            len: buf.len(),
+        })?;
         let raw_name = &buf[name_start..name_end - 1];
         if buf[name_end - 1] != 0 || raw_name.contains(&0) {
-            return Err(Error::BadNameSize {
-                offset: off,
-                namesize,
-            });
+            return Err(Error::BadNameSize { offset: off, namesize });
         }
-        let name = std::str::from_utf8(raw_name)
-            .map_err(|_| Error::BadName { offset: off })?
-            .to_string();
+        let name = std::str::from_utf8(raw_name).map_err(|_| Error::BadName { offset: off })?.to_string();
         let data_start = align4(name_end);
-        let data_end = data_start
-            .checked_add(filesize as usize)
-            .filter(|&e| e <= buf.len())
-            .ok_or(Error::PastEnd {
-                offset: off,
-                name: name.clone(),
-                what: "data",
-                size: filesize as u64,
-                len: buf.len(),
-            })?;
+        let data_end = data_start.checked_add(filesize as usize).filter(|&e| e <= buf.len()).ok_or(Error::PastEnd {
+            offset: off,
+            name: name.clone(),
+            what: "data",
+            size: filesize as u64,
+            len: buf.len(),
+        })?;
         if name == TRAILER {
             return Ok(entries);
         }
         let data = &buf[data_start..data_end];
         let perm = mode & 0o7777;
-        let kind =
-            match mode & S_IFMT {
-                S_IFDIR => Kind::Dir,
-                S_IFREG => Kind::File(data.to_vec()),
-                S_IFLNK => Kind::Symlink(String::from_utf8(data.to_vec()).map_err(|_| {
-                    Error::BadSymlink {
-                        offset: off,
-                        name: name.clone(),
-                    }
-                })?),
-                _ => {
-                    return Err(Error::UnsupportedType {
-                        offset: off,
-                        name,
-                        mode,
-                    })
-                }
-            };
+        let kind = match mode & S_IFMT {
+            S_IFDIR => Kind::Dir,
+            S_IFREG => Kind::File(data.to_vec()),
+            S_IFLNK => Kind::Symlink(
+                String::from_utf8(data.to_vec()).map_err(|_| Error::BadSymlink { offset: off, name: name.clone() })?,
+            ),
+            _ => return Err(Error::UnsupportedType { offset: off, name, mode }),
+        };
         let path = name.trim_start_matches("./").to_string();
         entries.push(Entry { path, perm, kind });
         off = align4(data_end);
@@ -366,8 +275,7 @@ mod tests {
         assert_eq!(digest, GOLDEN_SAMPLE_SHA256, "cpio writer output changed");
     }
 
-    const GOLDEN_SAMPLE_SHA256: &str =
-        "443879f33aa5957866c5386479609a0ead7633cde3794cac7eb19ac9f9e6b4c1";
+    const GOLDEN_SAMPLE_SHA256: &str = "443879f33aa5957866c5386479609a0ead7633cde3794cac7eb19ac9f9e6b4c1";
 
     #[test]
     fn header_fields_follow_mkbootfs_conventions() {
@@ -383,22 +291,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(
-            write(&[Entry::dir("/abs")]),
-            Err(Error::BadPath(_))
-        ));
-        assert!(matches!(
-            write(&[Entry::dir("a/../b")]),
-            Err(Error::BadPath(_))
-        ));
-        assert!(matches!(
-            write(&[Entry::file("a/b", 0o644, vec![])]),
-            Err(Error::MissingParent { .. })
-        ));
-        assert!(matches!(
-            write(&[Entry::dir("a"), Entry::dir("a")]),
-            Err(Error::Duplicate(_))
-        ));
+        assert!(matches!(write(&[Entry::dir("/abs")]), Err(Error::BadPath(_))));
+        assert!(matches!(write(&[Entry::dir("a/../b")]), Err(Error::BadPath(_))));
+        assert!(matches!(write(&[Entry::file("a/b", 0o644, vec![])]), Err(Error::MissingParent { .. })));
+        assert!(matches!(write(&[Entry::dir("a"), Entry::dir("a")]), Err(Error::Duplicate(_))));
     }
 
     #[test]
@@ -412,13 +308,7 @@ mod tests {
         assert!(matches!(read(&bad), Err(Error::BadMagic { .. })));
         let mut bad = good.clone();
         bad[6 + 6 * 8] = b'Z'; // filesize field
-        assert!(matches!(
-            read(&bad),
-            Err(Error::BadHex {
-                field: "c_filesize",
-                ..
-            })
-        ));
+        assert!(matches!(read(&bad), Err(Error::BadHex { field: "c_filesize", .. })));
         let mut bad = good;
         bad[6 + 6 * 8..6 + 7 * 8].copy_from_slice(b"FFFFFFFF");
         assert!(matches!(read(&bad), Err(Error::PastEnd { .. })));

@@ -36,12 +36,7 @@ pub enum Error {
     #[error("device tree totalsize {totalsize} is larger than the {len} bytes given")]
     TotalSize { totalsize: u32, len: usize },
     #[error("device tree {block} block at {offset}+{size} runs past totalsize {totalsize}")]
-    BlockPastEnd {
-        block: &'static str,
-        offset: u64,
-        size: u64,
-        totalsize: u32,
-    },
+    BlockPastEnd { block: &'static str, offset: u64, size: u64, totalsize: u32 },
     #[error("device tree memory reservation map at {0} is not terminated")]
     RsvmapUnterminated(u32),
 }
@@ -70,16 +65,10 @@ pub fn header(b: &[u8]) -> Result<Header, Error> {
         size_dt_struct: be32(b, 36),
     };
     if h.version < 16 || h.last_comp_version > 17 {
-        return Err(Error::BadVersion {
-            version: h.version,
-            last_comp: h.last_comp_version,
-        });
+        return Err(Error::BadVersion { version: h.version, last_comp: h.last_comp_version });
     }
     if h.totalsize as usize > b.len() || (h.totalsize as usize) < HEADER_LEN {
-        return Err(Error::TotalSize {
-            totalsize: h.totalsize,
-            len: b.len(),
-        });
+        return Err(Error::TotalSize { totalsize: h.totalsize, len: b.len() });
     }
     for (block, off, size) in [
         ("structure", h.off_dt_struct, h.size_dt_struct),
@@ -87,12 +76,7 @@ pub fn header(b: &[u8]) -> Result<Header, Error> {
         ("reservation map", h.off_mem_rsvmap, 16),
     ] {
         if off as u64 + size as u64 > h.totalsize as u64 {
-            return Err(Error::BlockPastEnd {
-                block,
-                offset: off as u64,
-                size: size as u64,
-                totalsize: h.totalsize,
-            });
+            return Err(Error::BlockPastEnd { block, offset: off as u64, size: size as u64, totalsize: h.totalsize });
         }
     }
     Ok(h)
@@ -122,9 +106,7 @@ pub fn pack(b: &[u8]) -> Result<Vec<u8>, Error> {
     let total = off_strings + strings.len();
     let mut out = vec![0u8; total];
     out[..HEADER_LEN].copy_from_slice(&b[..HEADER_LEN]);
-    let put = |o: &mut [u8], at: usize, v: usize| {
-        o[at..at + 4].copy_from_slice(&(v as u32).to_be_bytes())
-    };
+    let put = |o: &mut [u8], at: usize, v: usize| o[at..at + 4].copy_from_slice(&(v as u32).to_be_bytes());
     put(&mut out, 4, total);
     put(&mut out, 8, off_struct);
     put(&mut out, 12, off_strings);
@@ -141,30 +123,17 @@ mod tests {
 
     /// A minimal valid tree: one root node with no properties, padded with free space.
     fn tiny(padding: usize) -> Vec<u8> {
-        let st: Vec<u8> = [1u32, 0, 2, 9]
-            .iter()
-            .flat_map(|w| w.to_be_bytes())
-            .collect(); // BEGIN_NODE "" END_NODE END
+        let st: Vec<u8> = [1u32, 0, 2, 9].iter().flat_map(|w| w.to_be_bytes()).collect(); // BEGIN_NODE "" END_NODE END
         let strings = b"".to_vec();
         let mut b = vec![0u8; 40];
         let off_rsv = 40;
         let off_struct = off_rsv + 16;
         let off_strings = off_struct + st.len();
         let total = off_strings + strings.len() + padding;
-        for (i, v) in [
-            MAGIC,
-            total as u32,
-            off_struct as u32,
-            off_strings as u32,
-            off_rsv as u32,
-            17,
-            16,
-            0,
-            0,
-            st.len() as u32,
-        ]
-        .iter()
-        .enumerate()
+        for (i, v) in
+            [MAGIC, total as u32, off_struct as u32, off_strings as u32, off_rsv as u32, 17, 16, 0, 0, st.len() as u32]
+                .iter()
+                .enumerate()
         {
             b[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
         }
@@ -196,12 +165,6 @@ mod tests {
         assert!(matches!(header(&bad), Err(Error::TotalSize { .. })));
         let mut bad = good;
         bad[36..40].copy_from_slice(&1000u32.to_be_bytes());
-        assert!(matches!(
-            header(&bad),
-            Err(Error::BlockPastEnd {
-                block: "structure",
-                ..
-            })
-        ));
+        assert!(matches!(header(&bad), Err(Error::BlockPastEnd { block: "structure", .. })));
     }
 }

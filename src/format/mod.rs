@@ -4,6 +4,8 @@
 //! `Read`/`Write` streams and get typed errors that carry the offending numbers.
 
 pub mod bootimg;
+pub mod compress;
 pub mod cpio;
 pub mod fdt;
 pub mod sparse;
+pub mod vendor_boot;

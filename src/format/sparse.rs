@@ -27,11 +27,7 @@ pub enum Error {
     #[error("block size {0} is invalid (expected a non-zero multiple of 4, at least 1024)")]
     BadBlockSize(u32),
     #[error("image of {len} bytes has {blocks} blocks of {block_size}, more than 2^32")]
-    TooManyBlocks {
-        len: u64,
-        block_size: u32,
-        blocks: u64,
-    },
+    TooManyBlocks { len: u64, block_size: u32, blocks: u64 },
     #[error("bad magic {0:#010x} (expected 0xed26ff3a)")]
     BadMagic(u32),
     #[error("unsupported major version {0} (expected 1)")]
@@ -45,21 +41,13 @@ pub enum Error {
     #[error("chunk {index}: unknown chunk type {chunk_type:#06x}")]
     UnknownChunk { index: u32, chunk_type: u16 },
     #[error("chunk {index}: total_sz {total_sz} does not match {expected} for its type and size")]
-    BadChunkSize {
-        index: u32,
-        total_sz: u32,
-        expected: u64,
-    },
+    BadChunkSize { index: u32, total_sz: u32, expected: u64 },
     #[error("chunk {index}: ends at block {end}, past total_blks {total}")]
     ChunkExceedsTotal { index: u32, end: u64, total: u32 },
     #[error("chunks cover {covered} blocks but the header says total_blks {total}")]
     BlockCountMismatch { covered: u64, total: u32 },
     #[error("chunk {index}: CRC32 {found:#010x} does not match the data ({computed:#010x})")]
-    CrcMismatch {
-        index: u32,
-        found: u32,
-        computed: u32,
-    },
+    CrcMismatch { index: u32, found: u32, computed: u32 },
     #[error("truncated sparse image: {0}")]
     Truncated(&'static str),
 }
@@ -100,9 +88,7 @@ pub enum Chunk {
 impl Chunk {
     pub fn blocks(&self) -> u32 {
         match *self {
-            Chunk::Raw { blocks } | Chunk::Fill { blocks, .. } | Chunk::DontCare { blocks } => {
-                blocks
-            }
+            Chunk::Raw { blocks } | Chunk::Fill { blocks, .. } | Chunk::DontCare { blocks } => blocks,
         }
     }
 }
@@ -119,9 +105,7 @@ fn check_block_size(bs: u32) -> Result<(), Error> {
 fn fill_value(block: &[u8]) -> Option<u32> {
     let first: [u8; 4] = block[..4].try_into().unwrap();
     // Compare in 8-byte steps where possible: this loop is the encoder's hot path.
-    let pat = u64::from_ne_bytes([
-        first[0], first[1], first[2], first[3], first[0], first[1], first[2], first[3],
-    ]);
+    let pat = u64::from_ne_bytes([first[0], first[1], first[2], first[3], first[0], first[1], first[2], first[3]]);
     let mut words = block.chunks_exact(8);
     for w in &mut words {
         if u64::from_ne_bytes(w.try_into().unwrap()) != pat {
@@ -136,18 +120,8 @@ fn fill_value(block: &[u8]) -> Option<u32> {
 
 fn push(chunks: &mut Vec<Chunk>, c: Chunk, max_raw_blocks: u32) {
     match (chunks.last_mut(), c) {
-        (Some(Chunk::Raw { blocks }), Chunk::Raw { blocks: n })
-            if *blocks + n <= max_raw_blocks =>
-        {
-            *blocks += n
-        }
-        (
-            Some(Chunk::Fill { blocks, value }),
-            Chunk::Fill {
-                blocks: n,
-                value: v,
-            },
-        ) if *value == v => *blocks += n,
+        (Some(Chunk::Raw { blocks }), Chunk::Raw { blocks: n }) if *blocks + n <= max_raw_blocks => *blocks += n,
+        (Some(Chunk::Fill { blocks, value }), Chunk::Fill { blocks: n, value: v }) if *value == v => *blocks += n,
         (Some(Chunk::DontCare { blocks }), Chunk::DontCare { blocks: n }) => *blocks += n,
         _ => chunks.push(c),
     }
@@ -186,11 +160,7 @@ pub fn plan<R: Read>(mut input: R, block_size: u32) -> Result<(u64, Vec<Chunk>),
     }
     let blocks = len.div_ceil(block_size as u64);
     if blocks > u32::MAX as u64 {
-        return Err(Error::TooManyBlocks {
-            len,
-            block_size,
-            blocks,
-        });
+        return Err(Error::TooManyBlocks { len, block_size, blocks });
     }
     Ok((len, chunks))
 }
@@ -209,11 +179,7 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Encodes a raw image into sparse form. Returns the header written.
-pub fn encode<R: Read + Seek, W: Write>(
-    mut input: R,
-    block_size: u32,
-    mut out: W,
-) -> Result<Header, Error> {
+pub fn encode<R: Read + Seek, W: Write>(mut input: R, block_size: u32, mut out: W) -> Result<Header, Error> {
     let start = input.stream_position()?;
     let (len, chunks) = plan(&mut input, block_size)?;
     input.seek(SeekFrom::Start(start))?;
@@ -247,9 +213,7 @@ pub fn encode<R: Read + Seek, W: Write>(
                 write_chunk_header(&mut out, CHUNK_FILL, blocks, 16)?;
                 out.write_all(&value.to_le_bytes())?;
             }
-            Chunk::DontCare { blocks } => {
-                write_chunk_header(&mut out, CHUNK_DONT_CARE, blocks, 12)?
-            }
+            Chunk::DontCare { blocks } => write_chunk_header(&mut out, CHUNK_DONT_CARE, blocks, 12)?,
         }
         pos += bytes;
     }
@@ -301,12 +265,8 @@ pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, u16), Error> {
     if chunk_hdr_sz < CHUNK_HDR_SZ {
         return Err(Error::BadChunkHeaderSize(chunk_hdr_sz));
     }
-    let header = Header {
-        block_size: u32at(12),
-        total_blocks: u32at(16),
-        total_chunks: u32at(20),
-        image_checksum: u32at(24),
-    };
+    let header =
+        Header { block_size: u32at(12), total_blocks: u32at(16), total_chunks: u32at(20), image_checksum: u32at(24) };
     check_block_size(header.block_size)?;
     if header.total_blocks == 0 {
         return Err(Error::NoBlocks);
@@ -338,11 +298,7 @@ where
     for index in 0..header.total_chunks {
         let mut h = [0u8; 12];
         read_exact_or(&mut input, &mut h, "chunk header")?;
-        skip(
-            &mut input,
-            (chunk_hdr_sz - CHUNK_HDR_SZ) as u64,
-            "chunk header",
-        )?;
+        skip(&mut input, (chunk_hdr_sz - CHUNK_HDR_SZ) as u64, "chunk header")?;
         let chunk_type = u16::from_le_bytes([h[0], h[1]]);
         let chunk_sz = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
         let total_sz = u32::from_le_bytes(h[8..12].try_into().unwrap());
@@ -354,19 +310,11 @@ where
             _ => return Err(Error::UnknownChunk { index, chunk_type }),
         };
         if total_sz as u64 != expected {
-            return Err(Error::BadChunkSize {
-                index,
-                total_sz,
-                expected,
-            });
+            return Err(Error::BadChunkSize { index, total_sz, expected });
         }
         let end = block + chunk_sz;
         if end > header.total_blocks as u64 {
-            return Err(Error::ChunkExceedsTotal {
-                index,
-                end,
-                total: header.total_blocks,
-            });
+            return Err(Error::ChunkExceedsTotal { index, end, total: header.total_blocks });
         }
         let offset = block * bs;
         let len = chunk_sz * bs;
@@ -378,10 +326,7 @@ where
                     let n = left.min(buf.len() as u64) as usize;
                     read_exact_or(&mut input, &mut buf[..n], "RAW chunk data")?;
                     crc.update(&buf[..n]);
-                    sink(Op::Data {
-                        offset: at,
-                        data: &buf[..n],
-                    })?;
+                    sink(Op::Data { offset: at, data: &buf[..n] })?;
                     at += n as u64;
                     left -= n as u64;
                 }
@@ -403,21 +348,14 @@ where
                 let found = u32::from_le_bytes(v);
                 let computed = crc.value();
                 if found != computed {
-                    return Err(Error::CrcMismatch {
-                        index,
-                        found,
-                        computed,
-                    });
+                    return Err(Error::CrcMismatch { index, found, computed });
                 }
             }
         }
         block = end;
     }
     if block != header.total_blocks as u64 {
-        return Err(Error::BlockCountMismatch {
-            covered: block,
-            total: header.total_blocks,
-        });
+        return Err(Error::BlockCountMismatch { covered: block, total: header.total_blocks });
     }
     Ok(header)
 }
@@ -428,13 +366,7 @@ pub fn decode_to<R: Read, W: Write>(input: R, mut out: W) -> Result<Header, Erro
     decode(input, |op| match op {
         Op::Data { data, .. } => out.write_all(data),
         Op::Fill { len, value, .. } => {
-            let pattern: Vec<u8> = value
-                .to_le_bytes()
-                .iter()
-                .copied()
-                .cycle()
-                .take(1 << 16)
-                .collect();
+            let pattern: Vec<u8> = value.to_le_bytes().iter().copied().cycle().take(1 << 16).collect();
             write_repeated(&mut out, &pattern, len)
         }
         Op::DontCare { len, .. } => write_repeated(&mut out, &zeros, len),
@@ -462,11 +394,7 @@ mod crc32 {
             for (i, t) in table.iter_mut().enumerate() {
                 let mut c = i as u32;
                 for _ in 0..8 {
-                    c = if c & 1 != 0 {
-                        0xedb8_8320 ^ (c >> 1)
-                    } else {
-                        c >> 1
-                    };
+                    c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
                 }
                 *t = c;
             }
@@ -529,14 +457,8 @@ mod tests {
             chunks,
             vec![
                 Chunk::Raw { blocks: 150 },
-                Chunk::Fill {
-                    blocks: 100,
-                    value: 0
-                },
-                Chunk::Fill {
-                    blocks: 2,
-                    value: 0xefbe_adde
-                },
+                Chunk::Fill { blocks: 100, value: 0 },
+                Chunk::Fill { blocks: 2, value: 0xefbe_adde },
                 Chunk::Raw { blocks: 13 },
             ]
         );
@@ -566,10 +488,7 @@ mod tests {
         for _ in 0..(16384 + 5) {
             push(&mut chunks, Chunk::Raw { blocks: 1 }, 16384);
         }
-        assert_eq!(
-            chunks,
-            vec![Chunk::Raw { blocks: 16384 }, Chunk::Raw { blocks: 5 }]
-        );
+        assert_eq!(chunks, vec![Chunk::Raw { blocks: 16384 }, Chunk::Raw { blocks: 5 }]);
     }
 
     #[test]
@@ -589,25 +508,13 @@ mod tests {
         // First chunk claims more blocks than the image has.
         let mut bad = sparse.clone();
         bad[28 + 4..28 + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
-        assert!(matches!(
-            run(&bad),
-            Err(Error::BadChunkSize { index: 0, .. })
-        ));
+        assert!(matches!(run(&bad), Err(Error::BadChunkSize { index: 0, .. })));
         let mut bad = sparse.clone();
         bad[16..20].copy_from_slice(&10u32.to_le_bytes()); // total_blks too small
-        assert!(matches!(
-            run(&bad),
-            Err(Error::ChunkExceedsTotal { index: 0, .. })
-        ));
+        assert!(matches!(run(&bad), Err(Error::ChunkExceedsTotal { index: 0, .. })));
         let mut bad = sparse;
         bad[28..30].copy_from_slice(&0xcaffu16.to_le_bytes());
-        assert!(matches!(
-            run(&bad),
-            Err(Error::UnknownChunk {
-                index: 0,
-                chunk_type: 0xcaff
-            })
-        ));
+        assert!(matches!(run(&bad), Err(Error::UnknownChunk { index: 0, chunk_type: 0xcaff })));
     }
 
     #[test]
@@ -615,13 +522,7 @@ mod tests {
         let data = vec![5u8; 4096];
         let mut s = Vec::new();
         s.extend_from_slice(
-            &Header {
-                block_size: 4096,
-                total_blocks: 1,
-                total_chunks: 2,
-                image_checksum: 0,
-            }
-            .to_bytes(),
+            &Header { block_size: 4096, total_blocks: 1, total_chunks: 2, image_checksum: 0 }.to_bytes(),
         );
         write_chunk_header(&mut s, CHUNK_RAW, 1, 12 + 4096).unwrap();
         s.extend_from_slice(&data);
@@ -632,9 +533,6 @@ mod tests {
         assert!(decode(Cursor::new(&s), |_| Ok(())).is_ok());
         let n = s.len();
         s[n - 1] ^= 1;
-        assert!(matches!(
-            decode(Cursor::new(&s), |_| Ok(())),
-            Err(Error::CrcMismatch { .. })
-        ));
+        assert!(matches!(decode(Cursor::new(&s), |_| Ok(())), Err(Error::CrcMismatch { .. })));
     }
 }

@@ -25,10 +25,7 @@ pub struct Record {
 }
 
 fn dir(store: &Store, device: &Codename) -> PathBuf {
-    store
-        .root()
-        .join(".mobix/generations")
-        .join(device.as_str())
+    store.root().join(".mobix/generations").join(device.as_str())
 }
 
 /// Every recorded generation of `device`, by number.
@@ -42,19 +39,15 @@ pub fn list(store: &Store, device: &Codename) -> Result<BTreeMap<u32, Record>> {
     };
     for e in rd {
         let p = e?.path();
-        let Some(n) = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(n) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
         let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let rec: Record = serde_json::from_str(&text)
-            .with_context(|| format!("parsing generation record {}", p.display()))?;
+        let rec: Record =
+            serde_json::from_str(&text).with_context(|| format!("parsing generation record {}", p.display()))?;
         out.insert(n, rec);
     }
     Ok(out)
@@ -62,12 +55,7 @@ pub fn list(store: &Store, device: &Codename) -> Result<BTreeMap<u32, Record>> {
 
 /// The generation for `toplevel`: the newest one if it has that toplevel, else a new one.
 /// Returns the record and whether it is new.
-pub fn record(
-    store: &Store,
-    device: &Codename,
-    toplevel: &StorePath,
-    label: &str,
-) -> Result<(Record, bool)> {
+pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {
     let all = list(store, device)?;
     if let Some((_, newest)) = all.iter().next_back() {
         if &newest.toplevel == toplevel {
@@ -75,10 +63,7 @@ pub fn record(
         }
     }
     let n = all.keys().next_back().map_or(1, |n| n + 1);
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let rec = Record {
         generation: n,
         device: device.to_string(),
@@ -87,9 +72,6 @@ pub fn record(
         label: label.to_string(),
     };
     let path = dir(store, device).join(format!("{n}.json"));
-    util::write_atomic(
-        &path,
-        (serde_json::to_string_pretty(&rec)? + "\n").as_bytes(),
-    )?;
+    util::write_atomic(&path, (serde_json::to_string_pretty(&rec)? + "\n").as_bytes())?;
     Ok((rec, true))
 }

@@ -42,39 +42,20 @@ pub fn publish(
     toplevel: &StorePath,
     image_paths: &[&StorePath],
 ) -> Result<Manifest> {
-    std::fs::create_dir_all(out).map_err(|e| {
-        util::user_error(e, format!("creating the out directory {}", out.display()))
-    })?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| util::user_error(e, format!("creating the out directory {}", out.display())))?;
     let mut images = BTreeMap::new();
     for sp in image_paths {
         let dir = store.host_path(sp);
         for (name, digest) in read_sums(&dir)? {
             let file = dir.join(&name);
-            let size = std::fs::metadata(&file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .len();
+            let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
             util::symlink_atomic(&file, &out.join(&name))?;
-            images.insert(
-                name,
-                ImageInfo {
-                    sha256: digest.hex(),
-                    size,
-                    store_path: (*sp).clone(),
-                },
-            );
+            images.insert(name, ImageInfo { sha256: digest.hex(), size, store_path: (*sp).clone() });
         }
     }
-    let m = Manifest {
-        version: 1,
-        device: device.to_string(),
-        generation,
-        toplevel: toplevel.clone(),
-        images,
-    };
-    util::write_atomic(
-        &out.join(MANIFEST),
-        (serde_json::to_string_pretty(&m)? + "\n").as_bytes(),
-    )?;
+    let m = Manifest { version: 1, device: device.to_string(), generation, toplevel: toplevel.clone(), images };
+    util::write_atomic(&out.join(MANIFEST), (serde_json::to_string_pretty(&m)? + "\n").as_bytes())?;
     Ok(m)
 }
 
@@ -83,12 +64,8 @@ pub fn load_manifest(out: &Path) -> Result<Manifest> {
     let f = out.join(MANIFEST);
     let text = std::fs::read_to_string(&f).map_err(|e| {
         anyhow::Error::new(e).context(
-            util::Fail::new(format!(
-                "no build found in {} (reading {})",
-                out.display(),
-                f.display()
-            ))
-            .hint("run `mobix build --device NAME` first, with the same --out"),
+            util::Fail::new(format!("no build found in {} (reading {})", out.display(), f.display()))
+                .hint("run `mobix build --device NAME` first, with the same --out"),
         )
     })?;
     serde_json::from_str(&text).map_err(|e| util::user_error(e, format!("parsing {}", f.display())))
@@ -96,13 +73,9 @@ pub fn load_manifest(out: &Path) -> Result<Manifest> {
 
 /// The path of an image of the manifest, checked against its recorded digest.
 pub fn image_file(out: &Path, m: &Manifest, name: &str) -> Result<PathBuf> {
-    let info = m
-        .images
-        .get(name)
-        .with_context(|| format!("the build in {} has no {name}", out.display()))?;
+    let info = m.images.get(name).with_context(|| format!("the build in {} has no {name}", out.display()))?;
     let p = out.join(name);
-    let got = crate::hash::sha256_file(&p)
-        .map_err(|e| util::user_error(e, format!("reading {}", p.display())))?;
+    let got = crate::hash::sha256_file(&p).map_err(|e| util::user_error(e, format!("reading {}", p.display())))?;
     if Some(got) != Sha256Digest::parse_hex(&info.sha256) {
         return Err(util::Fail::new(format!(
             "{} does not match manifest.json (sha256 {} expected, {} found)",

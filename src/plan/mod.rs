@@ -44,32 +44,16 @@ pub enum Builder {
     /// Files of `/etc`, generated from the configuration.
     Etc { files: BTreeMap<String, String> },
     /// The stage-1 initramfs (inputs `init`, `modules`).
-    Initramfs {
-        modules: Vec<String>,
-        compression: Compression,
-        config: Stage1Config,
-    },
+    Initramfs { modules: Vec<String>, compression: Compression, config: Stage1Config },
     /// A generation's toplevel (inputs `kernel`, `initrd`, `init`, `sw`, `etc`, `modules`).
     Toplevel { cmdline: String, label: String },
     /// The device tree QEMU builds for its machine model, dumped (deterministically).
-    QemuDtb {
-        qemu: String,
-        machine: String,
-        cpu: String,
-        memory_mib: u32,
-        smp: u32,
-        disk: QemuDisk,
-    },
+    QemuDtb { qemu: String, machine: String, cpu: String, memory_mib: u32, smp: u32, disk: QemuDisk },
     /// boot.img (inputs `kernel`, `initrd`, optional `dtb`).
     BootImage { header: BootHeader },
     /// The system partition (ext4 + Android sparse), holding the closure of the listed
     /// generations (inputs `gen-<n>`).
-    SystemImage {
-        size: u64,
-        filesystem: Filesystem,
-        mke2fs: String,
-        generations: BTreeMap<u32, StorePath>,
-    },
+    SystemImage { size: u64, filesystem: Filesystem, mke2fs: String, generations: BTreeMap<u32, StorePath> },
 }
 
 impl Builder {
@@ -157,8 +141,7 @@ impl Recipe {
             inputs: &self.inputs,
         })
         .expect("recipes serialise");
-        StorePath::new(Sha256Digest::of(&json).store_hash(), &self.name)
-            .expect("recipe names are valid store names")
+        StorePath::new(Sha256Digest::of(&json).store_hash(), &self.name).expect("recipe names are valid store names")
     }
 }
 
@@ -180,18 +163,11 @@ impl Plan {
     /// Adds a recipe (once) and returns its path. Inputs must already be in the plan.
     pub fn add(&mut self, recipe: Recipe) -> StorePath {
         for (k, p) in &recipe.inputs {
-            assert!(
-                self.get(p).is_some(),
-                "input {k} of {} added before its recipe",
-                recipe.name
-            );
+            assert!(self.get(p).is_some(), "input {k} of {} added before its recipe", recipe.name);
         }
         let path = recipe.store_path();
         if self.get(&path).is_none() {
-            self.recipes.push(Planned {
-                path: path.clone(),
-                recipe,
-            });
+            self.recipes.push(Planned { path: path.clone(), recipe });
         }
         path
     }
@@ -250,19 +226,12 @@ pub struct SystemPlan {
 
 fn name_of(pin: &DebPin) -> String {
     // Store names allow no ':' (epochs): drop the epoch, keep the rest readable.
-    let v = pin
-        .version
-        .rsplit_once(':')
-        .map(|(_, v)| v)
-        .unwrap_or(&pin.version);
+    let v = pin.version.rsplit_once(':').map(|(_, v)| v).unwrap_or(&pin.version);
     format!("{}-{}", pin.package, v.replace('~', "_"))
 }
 
 fn inputs(pairs: &[(&str, &StorePath)]) -> BTreeMap<String, StorePath> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), (*v).clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
 }
 
 /// The boot command line of a profile (what goes into boot.img and boot.json).
@@ -275,32 +244,17 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     let d = &profile.device;
     let mut plan = Plan::default();
     let kpin = lock.deb(&d.kernel.package)?.clone();
-    let kdeb = plan.add(Recipe {
-        name: name_of(&kpin),
-        builder: Builder::Deb { pin: kpin },
-        inputs: BTreeMap::new(),
-    });
-    let kernel = plan.add(Recipe {
-        name: "kernel".into(),
-        builder: Builder::Kernel,
-        inputs: inputs(&[("deb", &kdeb)]),
-    });
+    let kdeb = plan.add(Recipe { name: name_of(&kpin), builder: Builder::Deb { pin: kpin }, inputs: BTreeMap::new() });
+    let kernel =
+        plan.add(Recipe { name: "kernel".into(), builder: Builder::Kernel, inputs: inputs(&[("deb", &kdeb)]) });
     let modules = plan.add(Recipe {
         name: "kernel-modules".into(),
         builder: Builder::KernelModules,
         inputs: inputs(&[("deb", &kdeb)]),
     });
     let bpin = lock.deb("busybox")?.clone();
-    let bdeb = plan.add(Recipe {
-        name: name_of(&bpin),
-        builder: Builder::Deb { pin: bpin },
-        inputs: BTreeMap::new(),
-    });
-    let sw = plan.add(Recipe {
-        name: "sw".into(),
-        builder: Builder::Sw,
-        inputs: inputs(&[("busybox", &bdeb)]),
-    });
+    let bdeb = plan.add(Recipe { name: name_of(&bpin), builder: Builder::Deb { pin: bpin }, inputs: BTreeMap::new() });
+    let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: inputs(&[("busybox", &bdeb)]) });
     let init = plan.add(Recipe {
         name: "mobix-init".into(),
         builder: Builder::Cargo {
@@ -315,9 +269,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let etc = plan.add(Recipe {
         name: "etc".into(),
-        builder: Builder::Etc {
-            files: etc_files(profile),
-        },
+        builder: Builder::Etc { files: etc_files(profile) },
         inputs: BTreeMap::new(),
     });
     let fs_name = match d.system.filesystem {
@@ -338,10 +290,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let toplevel = plan.add(Recipe {
         name: format!("mobix-system-{}", profile.codename),
-        builder: Builder::Toplevel {
-            cmdline: cmdline(profile),
-            label: format!("mobix on {}", d.name),
-        },
+        builder: Builder::Toplevel { cmdline: cmdline(profile), label: format!("mobix on {}", d.name) },
         inputs: inputs(&[
             ("kernel", &kernel),
             ("initrd", &initrd),
@@ -353,10 +302,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let dtb = match &d.bootimg.dtb {
         Some(_) => {
-            let q = d
-                .qemu
-                .as_ref()
-                .expect("validated: qemu dtb needs a qemu section");
+            let q = d.qemu.as_ref().expect("validated: qemu dtb needs a qemu section");
             Some(plan.add(Recipe {
                 name: format!("{}-dtb", profile.codename),
                 builder: Builder::QemuDtb {
@@ -372,13 +318,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         None => None,
     };
-    Ok(SystemPlan {
-        plan,
-        toplevel,
-        kernel,
-        initrd,
-        dtb,
-    })
+    Ok(SystemPlan { plan, toplevel, kernel, initrd, dtb })
 }
 
 /// `/etc` of the system: hostname, users and groups.
@@ -386,25 +326,15 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
     let host = profile.codename.to_string();
     BTreeMap::from([
         ("hostname".into(), format!("{host}\n")),
-        (
-            "hosts".into(),
-            format!("127.0.0.1 localhost\n127.0.1.1 {host}\n"),
-        ),
+        ("hosts".into(), format!("127.0.0.1 localhost\n127.0.1.1 {host}\n")),
         (
             "passwd".into(),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-                .into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into(),
         ),
         ("group".into(), "root:x:0:\nnogroup:x:65534:\n".into()),
         ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
-        (
-            "profile".into(),
-            "export PATH=/run/current-system/sw/bin:/bin\nexport PS1='\\h:\\w\\$ '\n".into(),
-        ),
-        (
-            "os-release".into(),
-            "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into(),
-        ),
+        ("profile".into(), "export PATH=/run/current-system/sw/bin:/bin\nexport PS1='\\h:\\w\\$ '\n".into()),
+        ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
     ])
 }
 
@@ -436,11 +366,7 @@ pub fn images(
         // mkbootimg writes 0 for an absent second stage.
         second_addr: 0,
         tags_addr: addr(b.tags_offset),
-        dtb_addr: if b.header_version >= 2 {
-            b.base + b.dtb_offset
-        } else {
-            0
-        },
+        dtb_addr: if b.header_version >= 2 { b.base + b.dtb_offset } else { 0 },
         os_version,
         board: b.board.clone(),
         cmdline: cmdline(profile),
@@ -449,21 +375,13 @@ pub fn images(
     if let Some(dtb) = &sys.dtb {
         boot_inputs.insert("dtb".into(), dtb.clone());
     }
-    let boot = plan.add(Recipe {
-        name: "boot.img".into(),
-        builder: Builder::BootImage { header },
-        inputs: boot_inputs,
-    });
+    let boot =
+        plan.add(Recipe { name: "boot.img".into(), builder: Builder::BootImage { header }, inputs: boot_inputs });
     let size = d.partition(&d.system.partition).expect("validated").size.0;
-    let gen_inputs: BTreeMap<String, StorePath> = generations
-        .iter()
-        .map(|(n, p)| (format!("gen-{n}"), p.clone()))
-        .collect();
+    let gen_inputs: BTreeMap<String, StorePath> =
+        generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
     for p in generations.values() {
-        anyhow::ensure!(
-            plan.get(p).is_some(),
-            "generation toplevel {p} is not part of this plan"
-        );
+        anyhow::ensure!(plan.get(p).is_some(), "generation toplevel {p} is not part of this plan");
     }
     let system = plan.add(Recipe {
         name: "system.img".into(),

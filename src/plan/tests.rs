@@ -19,9 +19,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
 fn store_path_is_stable_for_a_fixed_recipe() {
     let r = Recipe {
         name: "etc".into(),
-        builder: Builder::Etc {
-            files: BTreeMap::from([("hostname".into(), "x\n".into())]),
-        },
+        builder: Builder::Etc { files: BTreeMap::from([("hostname".into(), "x\n".into())]) },
         inputs: BTreeMap::new(),
     };
     // Golden: changing how recipes hash renames every store path; do it on purpose only.
@@ -47,18 +45,12 @@ fn any_input_change_changes_the_toplevel_and_only_dependants() {
     let changed = system(&p, &l, &i2).unwrap();
     assert_ne!(base.toplevel, changed.toplevel);
     assert_ne!(base.initrd, changed.initrd);
-    assert_eq!(
-        base.kernel, changed.kernel,
-        "the kernel does not depend on the init"
-    );
+    assert_eq!(base.kernel, changed.kernel, "the kernel does not depend on the init");
     let mut p2 = p.clone();
     p2.device.cmdline.push("quiet".into());
     let c2 = system(&p2, &l, &i).unwrap();
     assert_ne!(base.toplevel, c2.toplevel);
-    assert_eq!(
-        base.initrd, c2.initrd,
-        "the initrd does not depend on the cmdline"
-    );
+    assert_eq!(base.initrd, c2.initrd, "the initrd does not depend on the cmdline");
     let mut l2 = l.clone();
     l2.debs.get_mut("busybox").unwrap().sha256 = "0".repeat(64);
     assert_ne!(base.toplevel, system(&p, &l2, &i).unwrap().toplevel);

@@ -125,10 +125,6 @@ bootimg:
         assert_eq!(line_of(Y, "storage.partitions[1].size"), Some(7));
         assert_eq!(line_of(Y, "storage.partitions[2].size"), Some(9));
         assert_eq!(line_of(Y, "bootimg.page_size"), Some(11));
-        assert_eq!(
-            line_of(Y, "bootimg.nothing"),
-            Some(10),
-            "falls back to the parent"
-        );
+        assert_eq!(line_of(Y, "bootimg.nothing"), Some(10), "falls back to the parent");
     }
 }

@@ -22,15 +22,12 @@ impl Codename {
     pub fn new(s: &str) -> Result<Self, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             && !s.starts_with('-');
         if ok {
             Ok(Codename(s.to_string()))
         } else {
-            Err(format!(
-                "{s:?} is not a device codename (lowercase letters, digits and dashes)"
-            ))
+            Err(format!("{s:?} is not a device codename (lowercase letters, digits and dashes)"))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -67,18 +64,15 @@ pub struct ProfileError {
 }
 
 pub fn device_file(repo: &Path, codename: &Codename) -> PathBuf {
-    repo.join("devices")
-        .join(codename.as_str())
-        .join("device.yaml")
+    repo.join("devices").join(codename.as_str()).join("device.yaml")
 }
 
 /// The codenames of every profile under `devices/`, sorted.
 pub fn list_devices(repo: &Path) -> Result<Vec<Codename>> {
     let dir = repo.join("devices");
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(&dir).map_err(|e| {
-        crate::util::user_error(e, format!("reading the device directory {}", dir.display()))
-    })?;
+    let rd = std::fs::read_dir(&dir)
+        .map_err(|e| crate::util::user_error(e, format!("reading the device directory {}", dir.display())))?;
     for e in rd {
         let e = e?;
         if let Some(name) = e.file_name().to_str() {
@@ -100,11 +94,7 @@ pub fn load(repo: &Path, name: &str) -> Result<Profile> {
     if !file.is_file() {
         let known = list_devices(repo).unwrap_or_default();
         let names: Vec<&str> = known.iter().map(|c| c.as_str()).collect();
-        let mut f = Fail::new(format!(
-            "no device profile {} (looked for {})",
-            codename,
-            file.display()
-        ));
+        let mut f = Fail::new(format!("no device profile {} (looked for {})", codename, file.display()));
         f = f.hint(if names.is_empty() {
             format!("no profiles found under {}", repo.join("devices").display())
         } else {
@@ -115,11 +105,7 @@ pub fn load(repo: &Path, name: &str) -> Result<Profile> {
     let text = std::fs::read_to_string(&file)
         .map_err(|e| crate::util::user_error(e, format!("reading {}", file.display())))?;
     let device = parse_device(&text, &file.display().to_string())?;
-    Ok(Profile {
-        codename,
-        file,
-        device,
-    })
+    Ok(Profile { codename, file, device })
 }
 
 /// Parses and validates a device profile's text. `file` is only used in messages.
@@ -127,13 +113,8 @@ pub fn parse_device(text: &str, file: &str) -> Result<Device> {
     let device: Device = parse_yaml(text, file)?;
     if let Err((key, msg)) = device.validate() {
         let line = locate::line_of(text, &key);
-        return Err(anyhow::Error::new(ProfileError {
-            file: file.to_string(),
-            line,
-            key,
-            msg,
-        })
-        .context(Fail::new(format!("invalid device profile {file}"))));
+        return Err(anyhow::Error::new(ProfileError { file: file.to_string(), line, key, msg })
+            .context(Fail::new(format!("invalid device profile {file}"))));
     }
     Ok(device)
 }
@@ -162,28 +143,12 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Res
             let hint = unknown_field_hint(&msg);
             if let Some((field, _)) = hint.as_ref().filter(|(f, _)| !key.ends_with(f.as_str())) {
                 // Name the unknown key itself, not only its parent.
-                key = if key.is_empty() {
-                    field.clone()
-                } else {
-                    format!("{key}.{field}")
-                };
+                key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
             }
-            if let Some(field) = msg
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                key = if key.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{key}.{field}")
-                };
+            if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+                key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
             }
-            let err = ProfileError {
-                file: file.to_string(),
-                line,
-                key,
-                msg,
-            };
+            let err = ProfileError { file: file.to_string(), line, key, msg };
             let mut fail = Fail::new(format!("invalid YAML in {file}"));
             if let Some((_, Some(close))) = hint {
                 fail = fail.hint(format!("did you mean `{close}`?"));

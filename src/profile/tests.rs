@@ -12,9 +12,7 @@ fn qemu_text() -> String {
 fn broken(edit: impl Fn(String) -> String) -> (Option<usize>, String, String, Option<String>) {
     let err = parse_device(&edit(qemu_text()), "devices/x/device.yaml").unwrap_err();
     let fail = crate::util::find_fail(&err).expect("a profile error is the user's");
-    let pe = err
-        .downcast_ref::<ProfileError>()
-        .expect("names file/line/key");
+    let pe = err.downcast_ref::<ProfileError>().expect("names file/line/key");
     assert_eq!(pe.file, "devices/x/device.yaml");
     (pe.line, pe.key.clone(), pe.msg.clone(), fail.hint.clone())
 }
@@ -37,12 +35,7 @@ fn qemu_profile_values() {
     let p = load(repo(), "qemu-aarch64").unwrap();
     assert_eq!(p.device.bootimg.base, 0x4000_0000);
     assert!(p.device.is_ab());
-    let parts: Vec<String> = p
-        .device
-        .gpt_partitions()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let parts: Vec<String> = p.device.gpt_partitions().into_iter().map(|(n, _)| n).collect();
     assert_eq!(parts, ["misc", "boot_a", "boot_b", "system", "userdata"]);
 }
 
@@ -77,13 +70,7 @@ fn wrong_type() {
 fn semantic_errors_are_located() {
     let text = qemu_text();
     let (line, key, _, _) = broken(|t| t.replace("page_size: 4096", "page_size: 3000"));
-    assert_eq!(
-        (line, key.as_str()),
-        (
-            Some(line_containing(&text, "page_size: 4096")),
-            "bootimg.page_size"
-        )
-    );
+    assert_eq!((line, key.as_str()), (Some(line_containing(&text, "page_size: 4096")), "bootimg.page_size"));
     let (line, key, msg, _) = broken(|t| t.replace("{ name: userdata", "{ name: misc"));
     assert_eq!(key, "storage.partitions[3].name");
     assert_eq!(line, Some(line_containing(&text, "name: userdata")));

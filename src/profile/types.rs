@@ -21,15 +21,11 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
                 parse_size(s).map(Size).ok_or_else(|| {
-                    E::custom(format!(
-                        "{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\", \"1GiB\")"
-                    ))
+                    E::custom(format!("{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\", \"1GiB\")"))
                 })
             }
         }
@@ -188,15 +184,15 @@ pub enum DtbSource {
 pub struct Stage1 {
     /// Kernel modules stage-1 loads, by name; their dependencies come from modules.dep.
     pub modules: Vec<String>,
-    #[serde(default)]
+    /// gzip, lz4 (legacy frame), xz (CRC32), zstd or none.
+    #[serde(default = "default_compression")]
     pub compression: Compression,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Gzip,
+pub use crate::format::compress::Compression;
+
+fn default_compression() -> Compression {
+    Compression::Gzip
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,16 +242,11 @@ impl QemuDisk {
 }
 
 fn is_partition_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 31
-        && s.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+    !s.is_empty() && s.len() <= 31 && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 fn is_module_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// A failed check: the dotted key path and what is wrong with it.
@@ -266,10 +257,7 @@ impl Device {
     pub fn validate(&self) -> Result<(), Invalid> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
         if ![512, 4096].contains(&self.storage.sector_size) {
-            return err(
-                "storage.sector_size",
-                format!("{} is not 512 or 4096", self.storage.sector_size),
-            );
+            return err("storage.sector_size", format!("{} is not 512 or 4096", self.storage.sector_size));
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.storage.partitions.iter().enumerate() {
@@ -277,44 +265,27 @@ impl Device {
             if !is_partition_name(&p.name) {
                 return err(
                     &format!("{key}.name"),
-                    format!(
-                        "{:?} is not a partition name (lowercase letters, digits, _; at most 31)",
-                        p.name
-                    ),
+                    format!("{:?} is not a partition name (lowercase letters, digits, _; at most 31)", p.name),
                 );
             }
-            let names: Vec<String> = if p.slotted {
-                vec![format!("{}_a", p.name), format!("{}_b", p.name)]
-            } else {
-                vec![p.name.clone()]
-            };
+            let names: Vec<String> =
+                if p.slotted { vec![format!("{}_a", p.name), format!("{}_b", p.name)] } else { vec![p.name.clone()] };
             for n in names {
                 if !seen.insert(n.clone()) {
-                    return err(
-                        &format!("{key}.name"),
-                        format!("partition {n} is defined twice"),
-                    );
+                    return err(&format!("{key}.name"), format!("partition {n} is defined twice"));
                 }
             }
             let ss = self.storage.sector_size as u64;
             if p.size.0 == 0 || p.size.0 % ss != 0 {
                 return err(
                     &format!("{key}.size"),
-                    format!(
-                        "{} is not a positive multiple of the sector size {ss}",
-                        p.size.0
-                    ),
+                    format!("{} is not a positive multiple of the sector size {ss}", p.size.0),
                 );
             }
         }
         let sys = &self.system.partition;
         match self.storage.partitions.iter().find(|p| &p.name == sys) {
-            None => {
-                return err(
-                    "system.partition",
-                    format!("{sys:?} is not in storage.partitions"),
-                )
-            }
+            None => return err("system.partition", format!("{sys:?} is not in storage.partitions")),
             Some(p) if p.slotted => {
                 return err(
                     "system.partition",
@@ -330,17 +301,11 @@ impl Device {
         if b.header_version > 2 {
             return err(
                 "bootimg.header_version",
-                format!(
-                    "{} is not supported yet (mobix writes header versions 0-2)",
-                    b.header_version
-                ),
+                format!("{} is not supported yet (mobix writes header versions 0-2)", b.header_version),
             );
         }
         if !(b.page_size.is_power_of_two() && (2048..=16384).contains(&b.page_size)) {
-            return err(
-                "bootimg.page_size",
-                format!("{} is not a power of two from 2048 to 16384", b.page_size),
-            );
+            return err("bootimg.page_size", format!("{} is not a power of two from 2048 to 16384", b.page_size));
         }
         for (k, off) in [
             ("kernel_offset", b.kernel_offset),
@@ -353,10 +318,7 @@ impl Device {
                 _ => {
                     return err(
                         &format!("bootimg.{k}"),
-                        format!(
-                            "base {:#x} + {off:#x} does not fit the header's 32-bit address",
-                            b.base
-                        ),
+                        format!("base {:#x} + {off:#x} does not fit the header's 32-bit address", b.base),
                     )
                 }
             }
@@ -365,83 +327,56 @@ impl Device {
             return err("bootimg.dtb_offset", "base + dtb_offset overflows".into());
         }
         if b.board.len() > 15 {
-            return err(
-                "bootimg.board",
-                format!("{:?} is longer than 15 bytes", b.board),
-            );
+            return err("bootimg.board", format!("{:?} is longer than 15 bytes", b.board));
         }
         if b.header_version == 2 && b.dtb.is_none() {
             return err("bootimg.dtb", "header version 2 needs a dtb".into());
         }
         if b.header_version < 2 && b.dtb.is_some() {
-            return err(
-                "bootimg.dtb",
-                format!("header version {} has no dtb section", b.header_version),
-            );
+            return err("bootimg.dtb", format!("header version {} has no dtb section", b.header_version));
         }
         if let Some(v) = &b.os_version {
             if parse_os_version(v).is_none() {
-                return err(
-                    "bootimg.os_version",
-                    format!("{v:?} is not A.B.C with each part below 128"),
-                );
+                return err("bootimg.os_version", format!("{v:?} is not A.B.C with each part below 128"));
             }
         }
         if let Some(v) = &b.os_patch_level {
             if parse_patch_level(v).is_none() {
-                return err(
-                    "bootimg.os_patch_level",
-                    format!("{v:?} is not YYYY-MM (2000-2127)"),
-                );
+                return err("bootimg.os_patch_level", format!("{v:?} is not YYYY-MM (2000-2127)"));
             }
         }
         if b.os_version.is_some() != b.os_patch_level.is_some() {
-            return err(
-                "bootimg.os_version",
-                "os_version and os_patch_level go together".into(),
-            );
+            return err("bootimg.os_version", "os_version and os_patch_level go together".into());
         }
         if b.dtb.as_ref().is_some_and(|d| d.source == DtbSource::Qemu) && self.qemu.is_none() {
             return err("bootimg.dtb.source", "qemu needs a `qemu` section".into());
         }
         let cmdline_len: usize = self.cmdline.iter().map(|a| a.len() + 1).sum();
         if cmdline_len > crate::format::bootimg::MAX_CMDLINE_V0 - 200 {
-            return err("cmdline", format!("{cmdline_len} characters leaves too little room in the boot image's command line"));
+            return err(
+                "cmdline",
+                format!("{cmdline_len} characters leaves too little room in the boot image's command line"),
+            );
         }
         for (i, a) in self.cmdline.iter().enumerate() {
             if a.is_empty() || a.contains(char::is_whitespace) {
-                return err(
-                    &format!("cmdline[{i}]"),
-                    format!("{a:?} must be one argument without spaces"),
-                );
+                return err(&format!("cmdline[{i}]"), format!("{a:?} must be one argument without spaces"));
             }
         }
         if self.console.is_empty() || self.console.contains('/') {
-            return err(
-                "console",
-                format!("{:?} is not a device name like ttyAMA0", self.console),
-            );
+            return err("console", format!("{:?} is not a device name like ttyAMA0", self.console));
         }
         for (i, m) in self.stage1.modules.iter().enumerate() {
             if !is_module_name(m) {
-                return err(
-                    &format!("stage1.modules[{i}]"),
-                    format!("{m:?} is not a module name"),
-                );
+                return err(&format!("stage1.modules[{i}]"), format!("{m:?} is not a module name"));
             }
         }
         if self.identity.fastboot_products.is_empty() {
-            return err(
-                "identity.fastboot_products",
-                "name at least one product".into(),
-            );
+            return err("identity.fastboot_products", "name at least one product".into());
         }
         if let Some(q) = &self.qemu {
             if q.memory_mib < 128 {
-                return err(
-                    "qemu.memory_mib",
-                    format!("{} MiB is too little to boot", q.memory_mib),
-                );
+                return err("qemu.memory_mib", format!("{} MiB is too little to boot", q.memory_mib));
             }
             if q.smp == 0 {
                 return err("qemu.smp", "needs at least one CPU".into());
@@ -474,9 +409,7 @@ impl Device {
 }
 
 pub fn parse_os_version(s: &str) -> Option<(u32, u32, u32)> {
-    let mut it = s
-        .split('.')
-        .map(|p| p.parse::<u32>().ok().filter(|&n| n < 128));
+    let mut it = s.split('.').map(|p| p.parse::<u32>().ok().filter(|&n| n < 128));
     let a = it.next()??;
     let b = it.next().unwrap_or(Some(0))?;
     let c = it.next().unwrap_or(Some(0))?;

@@ -31,12 +31,7 @@ pub struct DebPin {
 impl DebPin {
     /// The file name `apt-get download` gives this package (the epoch's ':' as `%3a`).
     pub fn file_name(&self) -> String {
-        format!(
-            "{}_{}_{}.deb",
-            self.package,
-            self.version.replace(':', "%3a"),
-            self.arch
-        )
+        format!("{}_{}_{}.deb", self.package, self.version.replace(':', "%3a"), self.arch)
     }
     /// `package:arch=version`, as apt-get takes it.
     pub fn apt_spec(&self) -> String {
@@ -52,9 +47,8 @@ impl Lock {
         let file = repo.join("mobix.lock");
         let text = std::fs::read_to_string(&file)
             .map_err(|e| crate::util::user_error(e, format!("reading {}", file.display())))?;
-        let mut lock: Lock = serde_json::from_str(&text).map_err(|e| {
-            crate::util::user_error(e, format!("invalid lock file {}:{}", file.display(), 0))
-        })?;
+        let mut lock: Lock = serde_json::from_str(&text)
+            .map_err(|e| crate::util::user_error(e, format!("invalid lock file {}:{}", file.display(), 0)))?;
         lock.file = file.clone();
         if lock.version != 1 {
             return Err(Fail::new(format!(
@@ -73,11 +67,7 @@ impl Lock {
                 ))
                 .into());
             }
-            let ok = |s: &str| {
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b".+-:~_".contains(&c))
-            };
+            let ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b".+-:~_".contains(&c));
             if !ok(&pin.package) || !ok(&pin.version) || !ok(&pin.arch) {
                 return Err(Fail::new(format!(
                     "{}: debs.{name} has a malformed package, version or arch",
@@ -92,12 +82,9 @@ impl Lock {
     pub fn deb(&self, name: &str) -> Result<&DebPin> {
         self.debs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.debs.keys().map(|s| s.as_str()).collect();
-            Fail::new(format!(
-                "{} has no debs entry {name:?}",
-                self.file.display()
-            ))
-            .hint(format!("pinned packages: {}", known.join(", ")))
-            .into()
+            Fail::new(format!("{} has no debs entry {name:?}", self.file.display()))
+                .hint(format!("pinned packages: {}", known.join(", ")))
+                .into()
         })
     }
 }

@@ -48,31 +48,20 @@ impl StorePath {
         let name_ok = !name.is_empty()
             && name.len() <= 200
             && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
         if !name_ok {
             return Err(StorePathError::BadName(name.to_string()));
         }
-        let hash_ok = hash.len() == HASH_LEN
-            && hash
-                .bytes()
-                .all(|c| crate::hash::NIX32_ALPHABET.contains(&c));
+        let hash_ok = hash.len() == HASH_LEN && hash.bytes().all(|c| crate::hash::NIX32_ALPHABET.contains(&c));
         if !hash_ok {
             return Err(StorePathError::NotStorePath(format!("{hash}-{name}")));
         }
-        Ok(StorePath {
-            hash,
-            name: name.to_string(),
-        })
+        Ok(StorePath { hash, name: name.to_string() })
     }
 
     /// Parses `<hash>-<name>` (a directory entry) or `/mobix/store/<hash>-<name>`.
     pub fn parse(s: &str) -> Result<Self, StorePathError> {
-        let base = s
-            .strip_prefix(PHONE_STORE)
-            .and_then(|r| r.strip_prefix('/'))
-            .unwrap_or(s);
+        let base = s.strip_prefix(PHONE_STORE).and_then(|r| r.strip_prefix('/')).unwrap_or(s);
         if base.contains('/') || base.len() < HASH_LEN + 2 || base.as_bytes()[HASH_LEN] != b'-' {
             return Err(StorePathError::NotStorePath(s.to_string()));
         }
@@ -131,13 +120,10 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let meta = root.join(".mobix");
         for d in [meta.join("tmp"), meta.join("refs")] {
-            fs::create_dir_all(&d).map_err(|e| {
-                util::user_error(e, format!("creating the store directory {}", d.display()))
-            })?;
+            fs::create_dir_all(&d)
+                .map_err(|e| util::user_error(e, format!("creating the store directory {}", d.display())))?;
         }
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("resolving {}", root.display()))?;
+        let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
         Ok(Store { root })
     }
 
@@ -165,14 +151,10 @@ impl Store {
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!(
-                "waiting for another mobix process to release the store lock {}",
-                path.display()
-            );
+            eprintln!("waiting for another mobix process to release the store lock {}", path.display());
             // SAFETY: as above.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("locking {}", path.display()));
+                return Err(io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
             }
         }
         // With the lock held, no build is running: leftovers of interrupted ones can go.
@@ -199,11 +181,7 @@ impl Store {
         if self.contains(path) {
             return Ok(false);
         }
-        let work = self.root.join(".mobix/tmp").join(format!(
-            "{}.{}",
-            path.base_name(),
-            std::process::id()
-        ));
+        let work = self.root.join(".mobix/tmp").join(format!("{}.{}", path.base_name(), std::process::id()));
         let _ = util::remove_tree(&work);
         fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let guard = TmpGuard(work.clone());
@@ -213,12 +191,9 @@ impl Store {
             anyhow::bail!("the builder of {path} produced no output");
         }
         util::normalize_tree(&out).with_context(|| format!("normalising the output of {path}"))?;
-        let refs = scan_references(&out, candidates, path)
-            .with_context(|| format!("scanning {path} for references"))?;
-        let refs_text: String = refs
-            .iter()
-            .map(|r| format!("{}\n", r.phone_path()))
-            .collect();
+        let refs =
+            scan_references(&out, candidates, path).with_context(|| format!("scanning {path} for references"))?;
+        let refs_text: String = refs.iter().map(|r| format!("{}\n", r.phone_path())).collect();
         util::write_atomic(&self.refs_file(path), refs_text.as_bytes())?;
         fs::rename(&out, self.host_path(path))
             .with_context(|| format!("moving the output of {path} into the store"))?;
@@ -233,8 +208,8 @@ impl Store {
     /// The store paths `p` refers to (recorded when it was built).
     pub fn references(&self, p: &StorePath) -> Result<BTreeSet<StorePath>> {
         let f = self.refs_file(p);
-        let text = fs::read_to_string(&f)
-            .with_context(|| format!("reading the references of {p} ({})", f.display()))?;
+        let text =
+            fs::read_to_string(&f).with_context(|| format!("reading the references of {p} ({})", f.display()))?;
         text.lines()
             .filter(|l| !l.is_empty())
             .map(|l| StorePath::parse(l).map_err(|e| anyhow::anyhow!("{}: {e}", f.display())))
@@ -247,9 +222,7 @@ impl Store {
         let mut todo: Vec<StorePath> = roots.to_vec();
         while let Some(p) = todo.pop() {
             if !self.contains(&p) {
-                return Err(
-                    Fail::new(format!("{p} is not in the store {}", self.root.display())).into(),
-                );
+                return Err(Fail::new(format!("{p} is not in the store {}", self.root.display())).into());
             }
             if seen.insert(p.clone()) {
                 todo.extend(self.references(&p)?);

@@ -44,21 +44,14 @@ pub fn scan_references(
     this: &StorePath,
 ) -> io::Result<BTreeSet<StorePath>> {
     let mut found = BTreeSet::new();
-    let table: HashMap<&[u8], &StorePath> = candidates
-        .iter()
-        .filter(|c| *c != this)
-        .map(|c| (c.hash_part().as_bytes(), c))
-        .collect();
+    let table: HashMap<&[u8], &StorePath> =
+        candidates.iter().filter(|c| *c != this).map(|c| (c.hash_part().as_bytes(), c)).collect();
     if table.is_empty() {
         return Ok(found);
     }
     let mut scan_path = |p: &Path, m: &fs::Metadata| -> io::Result<()> {
         if m.file_type().is_symlink() {
-            scan(
-                fs::read_link(p)?.as_os_str().as_encoded_bytes(),
-                &table,
-                &mut found,
-            );
+            scan(fs::read_link(p)?.as_os_str().as_encoded_bytes(), &table, &mut found);
         } else if m.is_file() {
             let mut f = fs::File::open(p)?;
             // Overlap reads by HASH_LEN - 1 bytes so no hash is cut in two.

@@ -26,11 +26,7 @@ fn realise_is_atomic_cached_and_records_references() {
     let lock = store.lock().unwrap();
     let a = sp("a", "a");
     let b = sp("b", "b");
-    assert!(store
-        .realise(&lock, &a, &BTreeSet::new(), |out| Ok(fs::write(
-            out, "leaf"
-        )?))
-        .unwrap());
+    assert!(store.realise(&lock, &a, &BTreeSet::new(), |out| Ok(fs::write(out, "leaf")?)).unwrap());
     let text = format!("uses {}/x", a.phone_path());
     let cands: BTreeSet<_> = [a.clone()].into();
     assert!(store
@@ -42,14 +38,9 @@ fn realise_is_atomic_cached_and_records_references() {
         })
         .unwrap());
     assert_eq!(store.references(&b).unwrap(), cands);
-    assert_eq!(
-        store.closure(std::slice::from_ref(&b)).unwrap(),
-        [a.clone(), b.clone()].into()
-    );
+    assert_eq!(store.closure(std::slice::from_ref(&b)).unwrap(), [a.clone(), b.clone()].into());
     // A second realisation builds nothing.
-    assert!(!store
-        .realise(&lock, &b, &cands, |_| panic!("must not rebuild"))
-        .unwrap());
+    assert!(!store.realise(&lock, &b, &cands, |_| panic!("must not rebuild")).unwrap());
 }
 
 #[test]
@@ -65,11 +56,7 @@ fn failed_build_leaves_no_store_path() {
     });
     assert!(r.is_err());
     assert!(!store.contains(&p));
-    assert_eq!(
-        fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count(),
-        0,
-        "temporary directory removed"
-    );
+    assert_eq!(fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count(), 0, "temporary directory removed");
 }
 
 #[test]
@@ -79,12 +66,7 @@ fn killed_build_leaves_no_store_path() {
     let d = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "store::tests::helper_build_forever",
-            "--include-ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "store::tests::helper_build_forever", "--include-ignored", "--nocapture"])
         .env("MOBIX_TEST_STORE", d.path())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -100,15 +82,9 @@ fn killed_build_leaves_no_store_path() {
     let store = Store::open(d.path()).unwrap();
     let p = sp("forever", "forever");
     assert!(!store.contains(&p));
-    assert!(
-        fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count() > 0,
-        "the kill left a temp dir"
-    );
+    assert!(fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count() > 0, "the kill left a temp dir");
     let _lock = store.lock().unwrap();
-    assert_eq!(
-        fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count(),
-        0
-    );
+    assert_eq!(fs::read_dir(d.path().join(".mobix/tmp")).unwrap().count(), 0);
 }
 
 #[test]

@@ -30,9 +30,7 @@ const MIB: u64 = 1 << 20;
 /// A GPT type GUID as text (`8-4-4-4-12`) to its on-disk bytes (first three fields LE).
 pub fn guid_bytes(s: &str) -> [u8; 16] {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
-        .collect();
+    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
     let mut out = [0u8; 16];
     out[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
     out[4..6].copy_from_slice(&[b[5], b[4]]);
@@ -64,10 +62,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn find(&self, name: &str) -> Option<(u64, u64)> {
-        self.partitions
-            .iter()
-            .find(|p| p.0 == name)
-            .map(|p| (p.1, p.2))
+        self.partitions.iter().find(|p| p.0 == name).map(|p| (p.1, p.2))
     }
 }
 
@@ -82,15 +77,14 @@ pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
     let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.set_len(disk_size)?;
     let disk_guid = guid_bytes("6d6f6269-7800-4000-8000-000000000001");
-    let mut gpt =
-        gptman::GPT::new_from(&mut f, ss, disk_guid).context("creating the partition table")?;
+    let mut gpt = gptman::GPT::new_from(&mut f, ss, disk_guid).context("creating the partition table")?;
     gpt.align = MIB / ss;
     let mut layout = Vec::new();
     for (i, (name, size)) in parts.iter().enumerate() {
         let sectors = size / ss;
-        let start = gpt.find_first_place(sectors).with_context(|| {
-            format!("no room for partition {name} on the {disk_size}-byte disk")
-        })?;
+        let start = gpt
+            .find_first_place(sectors)
+            .with_context(|| format!("no room for partition {name} on the {disk_size}-byte disk"))?;
         let mut unique = guid_bytes("6d6f6269-7800-4000-8000-000000000000");
         unique[15] = i as u8 + 2;
         gpt[i as u32 + 1] = gptman::GPTPartitionEntry {
@@ -103,28 +97,19 @@ pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
         };
         layout.push((name.clone(), start * ss, *size));
     }
-    gpt.write_into(&mut f)
-        .context("writing the partition table")?;
+    gpt.write_into(&mut f).context("writing the partition table")?;
     gptman::GPT::write_protective_mbr_into(&mut f, ss).context("writing the protective MBR")?;
     f.sync_all()?;
-    Ok(Layout {
-        sector_size: ss,
-        partitions: layout,
-        disk_size,
-    })
+    Ok(Layout { sector_size: ss, partitions: layout, disk_size })
 }
 
 /// Writes `data` into partition `name`, refusing what does not fit.
 pub fn write_partition(disk: &Path, layout: &Layout, name: &str, data: &[u8]) -> Result<()> {
-    let (start, size) = layout
-        .find(name)
-        .with_context(|| format!("the disk has no partition {name}"))?;
+    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
     if data.len() as u64 > size {
-        return Err(Fail::new(format!(
-            "{name}: image of {} bytes does not fit the {size}-byte partition",
-            data.len()
-        ))
-        .into());
+        return Err(
+            Fail::new(format!("{name}: image of {} bytes does not fit the {size}-byte partition", data.len())).into()
+        );
     }
     let mut f = fs::OpenOptions::new().write(true).open(disk)?;
     f.seek(SeekFrom::Start(start))?;
@@ -134,15 +119,8 @@ pub fn write_partition(disk: &Path, layout: &Layout, name: &str, data: &[u8]) ->
 
 /// Expands a sparse image into partition `name` of a freshly created (all-zero) disk.
 /// Zero fills and don't-care regions stay holes.
-pub fn write_sparse_partition(
-    disk: &Path,
-    layout: &Layout,
-    name: &str,
-    sparse_img: &Path,
-) -> Result<()> {
-    let (start, size) = layout
-        .find(name)
-        .with_context(|| format!("the disk has no partition {name}"))?;
+pub fn write_sparse_partition(disk: &Path, layout: &Layout, name: &str, sparse_img: &Path) -> Result<()> {
+    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
     let input = std::io::BufReader::new(
         fs::File::open(sparse_img).with_context(|| format!("opening {}", sparse_img.display()))?,
     );
@@ -150,14 +128,10 @@ pub fn write_sparse_partition(
     let res = sparse::decode(input, |op| {
         let (off, len) = match &op {
             sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
-            sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => {
-                (*offset, *len)
-            }
+            sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => (*offset, *len),
         };
         if off + len > size {
-            return Err(std::io::Error::other(format!(
-                "image is larger than the {size}-byte partition {name}"
-            )));
+            return Err(std::io::Error::other(format!("image is larger than the {size}-byte partition {name}")));
         }
         match op {
             sparse::Op::Data { offset, data } => {
@@ -166,13 +140,8 @@ pub fn write_sparse_partition(
             }
             sparse::Op::Fill { offset, len, value } if value != 0 => {
                 f.seek(SeekFrom::Start(start + offset))?;
-                let pat: Vec<u8> = value
-                    .to_le_bytes()
-                    .iter()
-                    .copied()
-                    .cycle()
-                    .take(len.min(1 << 20) as usize)
-                    .collect();
+                let pat: Vec<u8> =
+                    value.to_le_bytes().iter().copied().cycle().take(len.min(1 << 20) as usize).collect();
                 let mut left = len;
                 while left > 0 {
                     let n = left.min(pat.len() as u64) as usize;
@@ -184,12 +153,7 @@ pub fn write_sparse_partition(
             _ => Ok(()),
         }
     });
-    res.map_err(|e| {
-        util::user_error(
-            e,
-            format!("writing {} into partition {name}", sparse_img.display()),
-        )
-    })?;
+    res.map_err(|e| util::user_error(e, format!("writing {} into partition {name}", sparse_img.display())))?;
     Ok(())
 }
 
@@ -220,24 +184,14 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let system_path = image::image_file(out, &manifest, "system.img")?;
     let dir = out.join("vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let boot_bytes =
-        fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
+    let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
     let boot = BootImage::parse(&boot_bytes)
         .map_err(|e| util::user_error(e, format!("reading boot image {}", boot_path.display())))?;
     let disk = dir.join("disk.img");
     let layout = create_disk(profile, &disk)?;
-    let slot_boot = if profile.device.is_ab() {
-        "boot_a"
-    } else {
-        "boot"
-    };
+    let slot_boot = if profile.device.is_ab() { "boot_a" } else { "boot" };
     write_partition(&disk, &layout, slot_boot, &boot_bytes)?;
-    write_sparse_partition(
-        &disk,
-        &layout,
-        &profile.device.system.partition,
-        &system_path,
-    )?;
+    write_sparse_partition(&disk, &layout, &profile.device.system.partition, &system_path)?;
     let kernel = dir.join("kernel");
     let initrd = dir.join("initrd");
     fs::write(&kernel, &boot.kernel)?;
@@ -249,50 +203,27 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
         fs::write(&p, &boot.dtb)?;
         Some(p)
     };
-    Ok(Prepared {
-        dir,
-        disk,
-        kernel,
-        initrd,
-        dtb,
-        cmdline: boot.cmdline,
-        manifest,
-    })
+    Ok(Prepared { dir, disk, kernel, initrd, dtb, cmdline: boot.cmdline, manifest })
 }
 
 /// The QEMU command line for a prepared run.
 pub fn qemu_command(profile: &Profile, p: &Prepared, cmdline: &str) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
-        Fail::new(format!(
-            "device {} cannot be emulated (its profile has no qemu section)",
-            profile.codename
-        ))
+        Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
     let mut c = Command::new("qemu-system-aarch64");
-    c.args([
-        "-M",
-        &q.machine,
-        "-cpu",
-        &q.cpu,
-        "-m",
-        &q.memory_mib.to_string(),
-        "-smp",
-        &q.smp.to_string(),
-    ])
-    .args(["-nographic", "-nic", "none", "-no-reboot"])
-    .arg("-kernel")
-    .arg(&p.kernel)
-    .arg("-initrd")
-    .arg(&p.initrd)
-    .arg("-append")
-    .arg(cmdline)
-    .arg("-drive")
-    .arg(format!(
-        "if=none,id=disk0,format=raw,file={}",
-        p.disk.display()
-    ))
-    .arg("-device")
-    .arg(format!("{},drive=disk0", q.disk.qemu_device()));
+    c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
+        .args(["-nographic", "-nic", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&p.kernel)
+        .arg("-initrd")
+        .arg(&p.initrd)
+        .arg("-append")
+        .arg(cmdline)
+        .arg("-drive")
+        .arg(format!("if=none,id=disk0,format=raw,file={}", p.disk.display()))
+        .arg("-device")
+        .arg(format!("{},drive=disk0", q.disk.qemu_device()));
     if let Some(dtb) = &p.dtb {
         c.arg("-dtb").arg(dtb);
     }
@@ -367,40 +298,24 @@ fn kill_group(child: &mut Child) {
 }
 
 /// Boots the prepared disk and waits for boot-complete.
-pub fn test(
-    profile: &Profile,
-    p: &Prepared,
-    timeout: Duration,
-    progress: &dyn Fn(&str),
-) -> Result<TestOutcome> {
+pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn Fn(&str)) -> Result<TestOutcome> {
     let cmdline = format!("{} {POWEROFF_ARG}", p.cmdline);
     let mut cmd = qemu_command(profile, p, &cmdline)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let shown = util::show_command(&cmd);
     let log_path = p.dir.join("serial.log");
-    let mut log =
-        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     writeln!(log, "# {shown}")?;
     let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)")
-    })?;
+    let mut child =
+        cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
     // QEMU has its own process group (so a timeout can kill all of it); if mobix itself is
     // interrupted, take that group down too instead of leaving QEMU running.
     let _guard = interrupt::KillGroupOnSignal::new(child.id());
     let (tx, rx) = mpsc::channel::<String>();
     for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -409,14 +324,8 @@ pub fn test(
         std::thread::spawn(move || {
             let mut r = BufReader::new(stream);
             let mut buf = Vec::new();
-            while r
-                .read_until(b'\n', &mut buf)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
+            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -455,10 +364,7 @@ pub fn test(
                 if tail.len() > 30 {
                     tail.remove(0);
                 }
-                if let Some(rest) = line
-                    .find(BOOT_COMPLETE)
-                    .map(|i| &line[i + BOOT_COMPLETE.len()..])
-                {
+                if let Some(rest) = line.find(BOOT_COMPLETE).map(|i| &line[i + BOOT_COMPLETE.len()..]) {
                     for kv in rest.split_whitespace() {
                         match kv.split_once('=') {
                             Some(("generation", v)) => outcome.generation = v.parse().ok(),
@@ -503,28 +409,15 @@ pub fn test(
     }
     kill_group(&mut child);
     if !outcome.passed {
-        outcome.reason = format!(
-            "{}; the serial log ends with:\n{}",
-            outcome.reason,
-            tail.join("\n")
-        );
+        outcome.reason = format!("{}; the serial log ends with:\n{}", outcome.reason, tail.join("\n"));
     }
     Ok(outcome)
 }
 
 /// Boots the prepared disk with the console attached to this terminal.
-pub fn run(
-    profile: &Profile,
-    p: &Prepared,
-    extra_cmdline: &str,
-) -> Result<std::process::ExitStatus> {
-    let cmdline = if extra_cmdline.is_empty() {
-        p.cmdline.clone()
-    } else {
-        format!("{} {extra_cmdline}", p.cmdline)
-    };
+pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::process::ExitStatus> {
+    let cmdline = if extra_cmdline.is_empty() { p.cmdline.clone() } else { format!("{} {extra_cmdline}", p.cmdline) };
     let mut cmd = qemu_command(profile, p, &cmdline)?;
     eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
-    cmd.status()
-        .map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))
+    cmd.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))
 }
