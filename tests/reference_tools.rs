@@ -195,3 +195,44 @@ fn sgdisk_accepts_our_disks() {
         assert_eq!((cols[2].parse::<u64>().unwrap() + 1) * 512 - start, *size, "{name} size");
     }
 }
+
+/// Our resparse must cut exactly where fastboot's libsparse does: simg2simg is the CLI of
+/// `sparse_file_resparse`, and its pieces were seen to equal what fastboot sends.
+#[test]
+fn split_pieces_equal_simg2simg() {
+    let d = tempfile::tempdir().unwrap();
+    let mut raw = sparse::sample_image();
+    // More shapes: a second fill value and a long data run to split several times.
+    raw.extend(std::iter::repeat_n([1u8, 2, 3, 4], 3000).flatten());
+    raw.extend((0..700_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    raw.resize(raw.len().div_ceil(4096) * 4096, 0);
+    let rawp = d.path().join("x.raw");
+    fs::write(&rawp, &raw).unwrap();
+    let sp = d.path().join("x.simg");
+    run(Command::new("img2simg").arg(&rawp).arg(&sp));
+    let theirs_in = fs::read(&sp).unwrap();
+    let layout = sparse::Layout::from_sparse(std::io::Cursor::new(&theirs_in)).unwrap();
+    for max in [65536u32, 131072, 262144, 500000, 4 << 20] {
+        let prefix = d.path().join(format!("piece-{max}"));
+        run(Command::new("simg2simg").arg(&sp).arg(&prefix).arg(max.to_string()));
+        let pieces = layout.split(max).unwrap();
+        for (i, p) in pieces.iter().enumerate() {
+            let mut ours = Vec::new();
+            p.write(std::io::Cursor::new(&theirs_in), &mut ours).unwrap();
+            let theirs = fs::read(format!("{}.{i}", prefix.display()))
+                .unwrap_or_else(|e| panic!("max {max}: simg2simg made fewer pieces than our {}: {e}", pieces.len()));
+            let first = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+            assert!(
+                ours.len() == theirs.len() && first.is_none(),
+                "max {max} piece {i}: differs at {first:?} (lengths {} vs {})",
+                ours.len(),
+                theirs.len()
+            );
+        }
+        assert!(
+            !Path::new(&format!("{}.{}", prefix.display(), pieces.len())).exists(),
+            "max {max}: simg2simg made more pieces than our {}",
+            pieces.len()
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub enum Error {
     BlockCountMismatch { covered: u64, total: u32 },
     #[error("chunk {index}: CRC32 {found:#010x} does not match the data ({computed:#010x})")]
     CrcMismatch { index: u32, found: u32, computed: u32 },
+    #[error("max-download-size {max_len} is too small for a sparse piece (at least {min} bytes)")]
+    PieceTooSmall { max_len: u32, min: u64 },
     #[error("truncated sparse image: {0}")]
     Truncated(&'static str),
 }
@@ -118,51 +120,305 @@ fn fill_value(block: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(first))
 }
 
-fn push(chunks: &mut Vec<Chunk>, c: Chunk, max_raw_blocks: u32) {
-    match (chunks.last_mut(), c) {
-        (Some(Chunk::Raw { blocks }), Chunk::Raw { blocks: n }) if *blocks + n <= max_raw_blocks => *blocks += n,
-        (Some(Chunk::Fill { blocks, value }), Chunk::Fill { blocks: n, value: v }) if *value == v => *blocks += n,
-        (Some(Chunk::DontCare { blocks }), Chunk::DontCare { blocks: n }) => *blocks += n,
-        _ => chunks.push(c),
-    }
+/// Where a run of blocks of the expanded image comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Bytes at this offset of the source stream (a raw image, or a sparse file's RAW data).
+    Data { offset: u64 },
+    /// The 32-bit word repeated.
+    Fill(u32),
 }
 
-/// Reads `input` to its end and plans the chunks img2simg would emit.
-pub fn plan<R: Read>(mut input: R, block_size: u32) -> Result<(u64, Vec<Chunk>), Error> {
-    check_block_size(block_size)?;
-    let bs = block_size as usize;
-    let max_raw_blocks = (MAX_RAW_BYTES / block_size as u64).max(1) as u32;
-    let per_read = (1usize << 20).div_ceil(bs) * bs;
-    let mut buf = vec![0u8; per_read];
-    let mut chunks = Vec::new();
-    let mut len = 0u64;
-    loop {
-        let n = read_full(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
+/// A run of backed blocks (libsparse's `backed_block`); what lies between runs is
+/// don't-care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// First block of the expanded image.
+    pub block: u32,
+    /// Length in bytes (a multiple of the block size, except a source's short tail).
+    pub len: u64,
+    pub source: Source,
+}
+
+/// An image as libsparse sees it: its size and its backed runs, in block order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub block_size: u32,
+    /// Expanded size in blocks.
+    pub total_blocks: u32,
+    pub runs: Vec<Run>,
+}
+
+/// What an all-zero block of a raw image becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Zeros {
+    /// A FILL 0 chunk, as img2simg writes: the device writes zeros.
+    #[default]
+    Fill,
+    /// Nothing (DONT_CARE): the device leaves what was there. Only for images whose zero
+    /// blocks carry no meaning, such as unused space of a fresh filesystem.
+    DontCare,
+}
+
+impl Layout {
+    fn blocks_of(&self, len: u64) -> u64 {
+        len.div_ceil(self.block_size as u64)
+    }
+
+    /// The chunks a sparse file of this layout holds, don't-care gaps included.
+    pub fn chunks(&self) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        let mut last = 0u64;
+        for r in &self.runs {
+            if r.block as u64 > last {
+                out.push(Chunk::DontCare { blocks: (r.block as u64 - last) as u32 });
+            }
+            let blocks = self.blocks_of(r.len) as u32;
+            out.push(match r.source {
+                Source::Data { .. } => Chunk::Raw { blocks },
+                Source::Fill(value) => Chunk::Fill { blocks, value },
+            });
+            last = r.block as u64 + blocks as u64;
         }
-        len += n as u64;
-        for block in buf[..n].chunks(bs) {
-            let c = if block.len() == bs {
-                match fill_value(block) {
-                    Some(value) => Chunk::Fill { blocks: 1, value },
-                    None => Chunk::Raw { blocks: 1 },
+        if last < self.total_blocks as u64 {
+            out.push(Chunk::DontCare { blocks: (self.total_blocks as u64 - last) as u32 });
+        }
+        out
+    }
+
+    /// Plans a raw image the way img2simg does (`sparse_file_read_normal`): each full
+    /// block whose 32-bit words are all equal is a fill, others are data; neighbours of
+    /// the same kind merge, data runs up to 64 MiB; a short last block is data.
+    pub fn from_raw<R: Read>(mut input: R, block_size: u32, zeros: Zeros) -> Result<Layout, Error> {
+        check_block_size(block_size)?;
+        let bs = block_size as usize;
+        let max_raw = MAX_RAW_BYTES.max(block_size as u64);
+        let per_read = (1usize << 20).div_ceil(bs) * bs;
+        let mut buf = vec![0u8; per_read];
+        let mut runs: Vec<Run> = Vec::new();
+        let mut len = 0u64;
+        loop {
+            let n = read_full(&mut input, &mut buf)?;
+            for block in buf[..n].chunks(bs) {
+                let offset = len;
+                len += block.len() as u64;
+                let source = match fill_value(block).filter(|_| block.len() == bs) {
+                    Some(0) if zeros == Zeros::DontCare => continue,
+                    Some(value) => Source::Fill(value),
+                    None => Source::Data { offset },
+                };
+                let blk = (offset / bs as u64) as u32;
+                let merged = match runs.last_mut() {
+                    Some(r) if r.block as u64 * bs as u64 + r.len == offset => match (r.source, source) {
+                        (Source::Data { .. }, Source::Data { .. }) if r.len + bs as u64 <= max_raw => {
+                            r.len += block.len() as u64;
+                            true
+                        }
+                        (Source::Fill(a), Source::Fill(b)) if a == b => {
+                            r.len += bs as u64;
+                            true
+                        }
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if !merged {
+                    runs.push(Run { block: blk, len: block.len() as u64, source });
                 }
-            } else {
-                // A trailing partial block is RAW, zero-padded (as img2simg does).
-                Chunk::Raw { blocks: 1 }
-            };
-            push(&mut chunks, c, max_raw_blocks);
+            }
+            if n < buf.len() {
+                break;
+            }
         }
-        if n < buf.len() {
-            break;
+        let blocks = len.div_ceil(block_size as u64);
+        if blocks > u32::MAX as u64 {
+            return Err(Error::TooManyBlocks { len, block_size, blocks });
+        }
+        Ok(Layout { block_size, total_blocks: blocks as u32, runs })
+    }
+
+    /// Indexes a sparse file without reading its data: RAW chunks become data runs at
+    /// their offset in the file, FILL chunks fill runs, DONT_CARE gaps (as libsparse's
+    /// `sparse_file_import` does). CRC32 chunks are skipped.
+    pub fn from_sparse<R: Read + Seek>(mut input: R) -> Result<Layout, Error> {
+        let (header, chunk_hdr_sz) = read_header(&mut input)?;
+        let bs = header.block_size as u64;
+        let mut runs: Vec<Run> = Vec::new();
+        let mut block = 0u64;
+        for index in 0..header.total_chunks {
+            let (chunk_type, chunk_sz) = read_chunk_header(&mut input, index, chunk_hdr_sz, &header)?;
+            let end = block + chunk_sz;
+            if end > header.total_blocks as u64 {
+                return Err(Error::ChunkExceedsTotal { index, end, total: header.total_blocks });
+            }
+            match chunk_type {
+                CHUNK_RAW => {
+                    let offset = input.stream_position()?;
+                    let len = chunk_sz * bs;
+                    let after = offset.checked_add(len).ok_or(Error::Truncated("RAW chunk data"))?;
+                    if input.seek(SeekFrom::End(0))? < after {
+                        return Err(Error::Truncated("RAW chunk data"));
+                    }
+                    input.seek(SeekFrom::Start(after))?;
+                    if len > 0 {
+                        runs.push(Run { block: block as u32, len, source: Source::Data { offset } });
+                    }
+                }
+                CHUNK_FILL => {
+                    let mut v = [0u8; 4];
+                    read_exact_or(&mut input, &mut v, "FILL value")?;
+                    let value = u32::from_le_bytes(v);
+                    match runs.last_mut() {
+                        // libsparse merges neighbouring fills of one value.
+                        Some(r) if r.source == Source::Fill(value) && r.block as u64 * bs + r.len == block * bs => {
+                            r.len += chunk_sz * bs
+                        }
+                        _ if chunk_sz > 0 => {
+                            runs.push(Run { block: block as u32, len: chunk_sz * bs, source: Source::Fill(value) })
+                        }
+                        _ => {}
+                    }
+                }
+                CHUNK_DONT_CARE => {}
+                _ => skip(&mut input, 4, "CRC32 value")?,
+            }
+            block = end;
+        }
+        if block != header.total_blocks as u64 {
+            return Err(Error::BlockCountMismatch { covered: block, total: header.total_blocks });
+        }
+        Ok(Layout { block_size: header.block_size, total_blocks: header.total_blocks, runs })
+    }
+
+    /// The size in bytes of this layout written as a sparse file.
+    pub fn sparse_len(&self) -> u64 {
+        let bs = self.block_size as u64;
+        28 + self
+            .chunks()
+            .iter()
+            .map(|c| match c {
+                Chunk::Raw { blocks } => 12 + *blocks as u64 * bs,
+                Chunk::Fill { .. } => 16,
+                Chunk::DontCare { .. } => 12,
+            })
+            .sum::<u64>()
+    }
+
+    /// Writes this layout as a sparse file, reading data runs from `src`.
+    pub fn write<R: Read + Seek, W: Write>(&self, mut src: R, mut out: W) -> Result<Header, Error> {
+        let chunks = self.chunks();
+        let header = Header {
+            block_size: self.block_size,
+            total_blocks: self.total_blocks,
+            total_chunks: chunks.len() as u32,
+            image_checksum: 0,
+        };
+        out.write_all(&header.to_bytes())?;
+        let bs = self.block_size as u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = 0u64;
+        for r in &self.runs {
+            if r.block as u64 > last {
+                write_chunk_header(&mut out, CHUNK_DONT_CARE, (r.block as u64 - last) as u32, 12)?;
+            }
+            let blocks = self.blocks_of(r.len);
+            match r.source {
+                Source::Data { offset } => {
+                    let bytes = blocks * bs;
+                    let total = u32::try_from(12 + bytes).map_err(|_| Error::TooManyBlocks {
+                        len: bytes,
+                        block_size: self.block_size,
+                        blocks,
+                    })?;
+                    write_chunk_header(&mut out, CHUNK_RAW, blocks as u32, total)?;
+                    src.seek(SeekFrom::Start(offset))?;
+                    let mut left = bytes;
+                    let mut data_left = r.len;
+                    while left > 0 {
+                        let want = left.min(buf.len() as u64) as usize;
+                        let from_src = data_left.min(want as u64) as usize;
+                        let got = read_full(&mut src, &mut buf[..from_src])?;
+                        // A short tail (last block of a raw image) is padded with zeros.
+                        buf[got..want].fill(0);
+                        out.write_all(&buf[..want])?;
+                        left -= want as u64;
+                        data_left -= from_src as u64;
+                    }
+                }
+                Source::Fill(value) => {
+                    write_chunk_header(&mut out, CHUNK_FILL, blocks as u32, 16)?;
+                    out.write_all(&value.to_le_bytes())?;
+                }
+            }
+            last = r.block as u64 + blocks;
+        }
+        if last < self.total_blocks as u64 {
+            write_chunk_header(&mut out, CHUNK_DONT_CARE, (self.total_blocks as u64 - last) as u32, 12)?;
+        }
+        out.flush()?;
+        Ok(header)
+    }
+
+    /// Cuts this layout into pieces whose sparse files are at most `max_len` bytes, exactly
+    /// as fastboot does before flashing (libsparse `sparse_file_resparse`): each piece is a
+    /// complete sparse image over the whole partition, don't-care outside its runs. A run
+    /// that does not fit is split when the piece is empty or more than 1/8 of it is left.
+    pub fn split(&self, max_len: u32) -> Result<Vec<Layout>, Error> {
+        const OVERHEAD: u64 = 28 + 2 * 12 + 4;
+        let bs = self.block_size as u64;
+        let min = OVERHEAD + 12 + 2 * bs;
+        if (max_len as u64) < min {
+            return Err(Error::PieceTooSmall { max_len, min });
+        }
+        let len = max_len as u64 - OVERHEAD;
+        let mut rest: std::collections::VecDeque<Run> = self.runs.iter().copied().collect();
+        let mut pieces = Vec::new();
+        loop {
+            let mut piece = Vec::new();
+            let mut file_len = 0u64;
+            let mut last_block = 0u64;
+            while let Some(&r) = rest.front() {
+                let mut count = if r.block as u64 > last_block { 12 } else { 0 };
+                last_block = r.block as u64 + self.blocks_of(r.len);
+                count += match r.source {
+                    Source::Data { .. } => 12 + self.blocks_of(r.len) * bs,
+                    Source::Fill(_) => 16,
+                };
+                if file_len + count > len {
+                    file_len += 12;
+                    // Signed, as in libsparse: no room left means no split.
+                    let room = len as i64 - file_len as i64;
+                    if piece.is_empty() || room > (len / 8) as i64 {
+                        // backed_block_split: cut at the room left, in whole blocks.
+                        let cut = room.max(0) as u64 / bs * bs;
+                        if r.len > cut {
+                            let mut head = r;
+                            head.len = cut;
+                            let mut tail = r;
+                            tail.len = r.len - cut;
+                            tail.block = r.block + (cut / bs) as u32;
+                            if let Source::Data { offset } = r.source {
+                                tail.source = Source::Data { offset: offset + cut };
+                            }
+                            rest[0] = tail;
+                            piece.push(head);
+                        } else {
+                            piece.push(r);
+                            rest.pop_front();
+                        }
+                    }
+                    break;
+                }
+                file_len += count;
+                piece.push(r);
+                rest.pop_front();
+            }
+            pieces.push(Layout { block_size: self.block_size, total_blocks: self.total_blocks, runs: piece });
+            if rest.is_empty() {
+                return Ok(pieces);
+            }
         }
     }
-    let blocks = len.div_ceil(block_size as u64);
-    if blocks > u32::MAX as u64 {
-        return Err(Error::TooManyBlocks { len, block_size, blocks });
-    }
-    Ok((len, chunks))
 }
 
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -178,47 +434,26 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Encodes a raw image into sparse form. Returns the header written.
-pub fn encode<R: Read + Seek, W: Write>(mut input: R, block_size: u32, mut out: W) -> Result<Header, Error> {
+/// Encodes a raw image into sparse form as img2simg does. Returns the header written.
+pub fn encode<R: Read + Seek, W: Write>(mut input: R, block_size: u32, out: W) -> Result<Header, Error> {
+    encode_with(&mut input, block_size, Zeros::Fill, out)
+}
+
+/// Encodes a raw image, choosing what zero blocks become.
+pub fn encode_with<R: Read + Seek, W: Write>(
+    mut input: R,
+    block_size: u32,
+    zeros: Zeros,
+    out: W,
+) -> Result<Header, Error> {
     let start = input.stream_position()?;
-    let (len, chunks) = plan(&mut input, block_size)?;
-    input.seek(SeekFrom::Start(start))?;
-    let header = Header {
-        block_size,
-        total_blocks: len.div_ceil(block_size as u64) as u32,
-        total_chunks: chunks.len() as u32,
-        image_checksum: 0,
-    };
-    out.write_all(&header.to_bytes())?;
-    let bs = block_size as u64;
-    let mut pos = 0u64; // position in the expanded image
-    let mut buf = vec![0u8; 1 << 20];
-    for c in &chunks {
-        let bytes = c.blocks() as u64 * bs;
-        match *c {
-            Chunk::Raw { blocks } => {
-                write_chunk_header(&mut out, CHUNK_RAW, blocks, 12 + bytes as u32)?;
-                input.seek(SeekFrom::Start(start + pos))?;
-                let mut left = bytes;
-                while left > 0 {
-                    let want = left.min(buf.len() as u64) as usize;
-                    let got = read_full(&mut input, &mut buf[..want])?;
-                    // Past the end of the input (trailing partial block): zero padding.
-                    buf[got..want].fill(0);
-                    out.write_all(&buf[..want])?;
-                    left -= want as u64;
-                }
-            }
-            Chunk::Fill { blocks, value } => {
-                write_chunk_header(&mut out, CHUNK_FILL, blocks, 16)?;
-                out.write_all(&value.to_le_bytes())?;
-            }
-            Chunk::DontCare { blocks } => write_chunk_header(&mut out, CHUNK_DONT_CARE, blocks, 12)?,
+    let mut layout = Layout::from_raw(&mut input, block_size, zeros)?;
+    for r in &mut layout.runs {
+        if let Source::Data { offset } = &mut r.source {
+            *offset += start;
         }
-        pos += bytes;
     }
-    out.flush()?;
-    Ok(header)
+    layout.write(input, out)
 }
 
 fn write_chunk_header<W: Write>(out: &mut W, ty: u16, blocks: u32, total: u32) -> io::Result<()> {
@@ -283,6 +518,32 @@ fn skip<R: Read>(input: &mut R, n: u64, what: &'static str) -> Result<(), Error>
     Ok(())
 }
 
+/// Reads one chunk header and checks its type and total size; returns (type, blocks).
+fn read_chunk_header<R: Read>(
+    input: &mut R,
+    index: u32,
+    chunk_hdr_sz: u16,
+    header: &Header,
+) -> Result<(u16, u64), Error> {
+    let mut h = [0u8; 12];
+    read_exact_or(input, &mut h, "chunk header")?;
+    skip(input, (chunk_hdr_sz - CHUNK_HDR_SZ) as u64, "chunk header")?;
+    let chunk_type = u16::from_le_bytes([h[0], h[1]]);
+    let chunk_sz = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
+    let total_sz = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    let hdr = chunk_hdr_sz as u64;
+    let expected = match chunk_type {
+        CHUNK_RAW => hdr + chunk_sz * header.block_size as u64,
+        CHUNK_FILL | CHUNK_CRC32 => hdr + 4,
+        CHUNK_DONT_CARE => hdr,
+        _ => return Err(Error::UnknownChunk { index, chunk_type }),
+    };
+    if total_sz as u64 != expected {
+        return Err(Error::BadChunkSize { index, total_sz, expected });
+    }
+    Ok((chunk_type, chunk_sz))
+}
+
 /// Decodes a sparse stream, calling `sink` for every region in order. Validates every
 /// chunk against the header before acting on it; RAW data is passed in pieces of at most
 /// 1 MiB so a hostile size never turns into a huge allocation.
@@ -296,22 +557,7 @@ where
     let mut crc = crc32::Crc32::new();
     let mut buf = vec![0u8; 1 << 20];
     for index in 0..header.total_chunks {
-        let mut h = [0u8; 12];
-        read_exact_or(&mut input, &mut h, "chunk header")?;
-        skip(&mut input, (chunk_hdr_sz - CHUNK_HDR_SZ) as u64, "chunk header")?;
-        let chunk_type = u16::from_le_bytes([h[0], h[1]]);
-        let chunk_sz = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
-        let total_sz = u32::from_le_bytes(h[8..12].try_into().unwrap());
-        let hdr = chunk_hdr_sz as u64;
-        let expected = match chunk_type {
-            CHUNK_RAW => hdr + chunk_sz * bs,
-            CHUNK_FILL | CHUNK_CRC32 => hdr + 4,
-            CHUNK_DONT_CARE => hdr,
-            _ => return Err(Error::UnknownChunk { index, chunk_type }),
-        };
-        if total_sz as u64 != expected {
-            return Err(Error::BadChunkSize { index, total_sz, expected });
-        }
+        let (chunk_type, chunk_sz) = read_chunk_header(&mut input, index, chunk_hdr_sz, &header)?;
         let end = block + chunk_sz;
         if end > header.total_blocks as u64 {
             return Err(Error::ChunkExceedsTotal { index, end, total: header.total_blocks });
@@ -451,8 +697,9 @@ mod tests {
 
     #[test]
     fn chunks_follow_img2simg() {
-        let (len, chunks) = plan(Cursor::new(mixed_image()), 4096).unwrap();
-        assert_eq!(len, (600 + 400 + 8 + 48) * 1024 + 100);
+        let layout = Layout::from_raw(Cursor::new(mixed_image()), 4096, Zeros::Fill).unwrap();
+        assert_eq!(layout.total_blocks, 265);
+        let chunks = layout.chunks();
         assert_eq!(
             chunks,
             vec![
@@ -484,18 +731,90 @@ mod tests {
 
     #[test]
     fn raw_runs_are_cut_at_64_mib() {
-        let mut chunks = Vec::new();
-        for _ in 0..(16384 + 5) {
-            push(&mut chunks, Chunk::Raw { blocks: 1 }, 16384);
+        let mut data = vec![0u8; (64 << 20) + 8192];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
         }
-        assert_eq!(chunks, vec![Chunk::Raw { blocks: 16384 }, Chunk::Raw { blocks: 5 }]);
+        let layout = Layout::from_raw(Cursor::new(&data), 4096, Zeros::Fill).unwrap();
+        assert_eq!(layout.chunks(), vec![Chunk::Raw { blocks: 16384 }, Chunk::Raw { blocks: 2 }]);
+    }
+
+    #[test]
+    fn zero_blocks_can_be_dont_care() {
+        let layout = Layout::from_raw(Cursor::new(mixed_image()), 4096, Zeros::DontCare).unwrap();
+        assert_eq!(
+            layout.chunks(),
+            vec![
+                Chunk::Raw { blocks: 150 },
+                Chunk::DontCare { blocks: 100 },
+                Chunk::Fill { blocks: 2, value: 0xefbe_adde },
+                Chunk::Raw { blocks: 13 },
+            ]
+        );
+        let mut sparse = Vec::new();
+        encode_with(Cursor::new(mixed_image()), 4096, Zeros::DontCare, &mut sparse).unwrap();
+        let mut back = Vec::new();
+        decode_to(Cursor::new(&sparse), &mut back).unwrap();
+        let raw = mixed_image();
+        assert_eq!(&back[..raw.len()], &raw[..], "don't-care regions expand to zeros");
+    }
+
+    #[test]
+    fn index_of_a_sparse_file_round_trips() {
+        let mut sparse = Vec::new();
+        encode(Cursor::new(mixed_image()), 4096, &mut sparse).unwrap();
+        let layout = Layout::from_sparse(Cursor::new(&sparse)).unwrap();
+        assert_eq!(layout.sparse_len(), sparse.len() as u64);
+        let mut again = Vec::new();
+        layout.write(Cursor::new(&sparse), &mut again).unwrap();
+        assert!(again == sparse, "re-writing an indexed sparse file gives it back");
+    }
+
+    #[test]
+    fn split_pieces_fit_and_cover_the_image() {
+        let raw = mixed_image();
+        let mut sparse = Vec::new();
+        encode(Cursor::new(&raw), 4096, &mut sparse).unwrap();
+        let layout = Layout::from_sparse(Cursor::new(&sparse)).unwrap();
+        for max in [8192 + 100, 65536, 262144, 1 << 30] {
+            let pieces = layout.split(max).unwrap();
+            let mut image = vec![0u8; 265 * 4096];
+            for p in &pieces {
+                assert_eq!(p.total_blocks, 265, "every piece spans the whole image");
+                let mut bytes = Vec::new();
+                p.write(Cursor::new(&sparse), &mut bytes).unwrap();
+                assert!(bytes.len() as u64 <= max as u64, "piece of {} bytes over {max}", bytes.len());
+                assert_eq!(bytes.len() as u64, p.sparse_len());
+                // Apply the piece onto the partition, leaving don't-care regions alone.
+                decode(Cursor::new(&bytes), |op| {
+                    match op {
+                        Op::Data { offset, data } => {
+                            image[offset as usize..offset as usize + data.len()].copy_from_slice(data)
+                        }
+                        Op::Fill { offset, len, value } => {
+                            for w in image[offset as usize..(offset + len) as usize].chunks_mut(4) {
+                                w.copy_from_slice(&value.to_le_bytes());
+                            }
+                        }
+                        Op::DontCare { .. } => {}
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            }
+            assert_eq!(&image[..raw.len()], &raw[..], "pieces for max {max} rebuild the image");
+        }
+        assert!(matches!(layout.split(100), Err(Error::PieceTooSmall { .. })));
     }
 
     #[test]
     fn corrupt_images_are_errors_not_panics() {
         let mut sparse = Vec::new();
         encode(Cursor::new(mixed_image()), 4096, &mut sparse).unwrap();
-        let run = |b: &[u8]| decode(Cursor::new(b), |_| Ok(()));
+        let run = |b: &[u8]| {
+            decode(Cursor::new(b), |_| Ok(()))?;
+            Layout::from_sparse(Cursor::new(b))
+        };
         for cut in [0, 10, 27, 28, 39, 100, sparse.len() - 1] {
             assert!(run(&sparse[..cut]).is_err(), "cut at {cut}");
         }
