@@ -42,3 +42,17 @@ fn vendor_boot_v3_v4_match_the_reference_layout() {
         assert!(vendor_boot::VendorBootImage::parse(&theirs).unwrap() == img, "{name} parses to the model");
     }
 }
+
+#[test]
+fn vbmeta_matches_avbtools_layout() {
+    use mobix::format::vbmeta;
+    for flags in [2u32, 3] {
+        let name = format!("vbmeta-flags{flags}.img");
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vbmeta").join(&name);
+        let theirs = std::fs::read(&p).unwrap();
+        same(&vbmeta::disabled(flags, vbmeta::DEFAULT_RELEASE, 4096).unwrap(), &theirs, &name);
+        let (h, descriptors) = vbmeta::parse(&theirs).unwrap();
+        assert_eq!(h.flags, flags);
+        assert!(descriptors.is_empty());
+    }
+}

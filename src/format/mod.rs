@@ -8,4 +8,5 @@ pub mod compress;
 pub mod cpio;
 pub mod fdt;
 pub mod sparse;
+pub mod vbmeta;
 pub mod vendor_boot;
