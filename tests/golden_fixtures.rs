@@ -56,3 +56,24 @@ fn vbmeta_matches_avbtools_layout() {
         assert!(descriptors.is_empty());
     }
 }
+
+/// A/B metadata packed by gcc from boot_control_definition.h's struct layout
+/// (tests/fixtures/misc/gen.c): our decoder reads every field, our encoder gives the bytes.
+#[test]
+fn misc_matches_gccs_struct_layout() {
+    use mobix::format::misc;
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/misc/misc-ab.bin");
+    let bytes = std::fs::read(&p).unwrap();
+    let (bcb, ctrl) = misc::read(&bytes).unwrap();
+    assert_eq!(bcb.command, "boot-recovery");
+    assert_eq!(bcb.recovery, "recovery\n--wipe_data\n");
+    assert_eq!(&ctrl.slot_suffix, b"_b\0\0");
+    assert!(ctrl.crc_ok());
+    assert_eq!((ctrl.version, ctrl.nb_slot, ctrl.recovery_tries_remaining, ctrl.merge_status), (1, 2, 5, 6));
+    let (a, b) = (ctrl.slot_info[0], ctrl.slot_info[1]);
+    assert_eq!((a.priority, a.tries_remaining, a.successful_boot, a.verity_corrupted), (14, 1, true, false));
+    assert_eq!((b.priority, b.tries_remaining, b.successful_boot, b.verity_corrupted), (15, 6, false, true));
+    let mut again = ctrl;
+    assert_eq!(&again.encode()[..], &bytes[2048..2080]);
+    assert_eq!(&bcb.encode().unwrap()[..], &bytes[..2048]);
+}

@@ -6,7 +6,9 @@
 pub mod bootimg;
 pub mod compress;
 pub mod cpio;
+pub mod crc32;
 pub mod fdt;
+pub mod misc;
 pub mod sparse;
 pub mod vbmeta;
 pub mod vendor_boot;

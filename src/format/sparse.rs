@@ -554,7 +554,7 @@ where
     let (header, chunk_hdr_sz) = read_header(&mut input)?;
     let bs = header.block_size as u64;
     let mut block = 0u64;
-    let mut crc = crc32::Crc32::new();
+    let mut crc = super::crc32::Crc32::new();
     let mut buf = vec![0u8; 1 << 20];
     for index in 0..header.total_chunks {
         let (chunk_type, chunk_sz) = read_chunk_header(&mut input, index, chunk_hdr_sz, &header)?;
@@ -581,11 +581,11 @@ where
                 let mut v = [0u8; 4];
                 read_exact_or(&mut input, &mut v, "FILL value")?;
                 let value = u32::from_le_bytes(v);
-                crc.update_fill(value, len);
+                crc_fill(&mut crc, value, len);
                 sink(Op::Fill { offset, len, value })?;
             }
             CHUNK_DONT_CARE => {
-                crc.update_fill(0, len);
+                crc_fill(&mut crc, 0, len);
                 sink(Op::DontCare { offset, len })?;
             }
             _ => {
@@ -604,6 +604,16 @@ where
         return Err(Error::BlockCountMismatch { covered: block, total: header.total_blocks });
     }
     Ok(header)
+}
+
+fn crc_fill(crc: &mut super::crc32::Crc32, value: u32, len: u64) {
+    let pattern: Vec<u8> = value.to_le_bytes().iter().copied().cycle().take(4096).collect();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(pattern.len() as u64) as usize;
+        crc.update(&pattern[..n]);
+        left -= n as u64;
+    }
 }
 
 /// Expands a sparse stream into `out` (DONT_CARE regions are zeros, as simg2img writes them).
@@ -628,45 +638,6 @@ fn write_repeated<W: Write>(out: &mut W, pattern: &[u8], mut len: u64) -> io::Re
     Ok(())
 }
 
-/// CRC-32 (IEEE 802.3, as zlib) for the optional CRC32 chunk.
-mod crc32 {
-    pub struct Crc32 {
-        value: u32,
-        table: [u32; 256],
-    }
-    impl Crc32 {
-        pub fn new() -> Self {
-            let mut table = [0u32; 256];
-            for (i, t) in table.iter_mut().enumerate() {
-                let mut c = i as u32;
-                for _ in 0..8 {
-                    c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-                }
-                *t = c;
-            }
-            Crc32 { value: 0, table }
-        }
-        pub fn update(&mut self, data: &[u8]) {
-            let mut c = !self.value;
-            for &b in data {
-                c = self.table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-            }
-            self.value = !c;
-        }
-        pub fn update_fill(&mut self, value: u32, len: u64) {
-            let pat = value.to_le_bytes();
-            for _ in 0..len / 4 {
-                self.update(&pat);
-            }
-        }
-        pub fn value(&self) -> u32 {
-            self.value
-        }
-    }
-}
-
-/// 600 KiB of varied data, 400 KiB of zeros, 8 KiB of a repeated word, 48 KiB varied,
-/// and a 100-byte partial block: the shapes img2simg distinguishes.
 #[doc(hidden)]
 pub fn sample_image() -> Vec<u8> {
     let mut v = Vec::new();
@@ -845,7 +816,7 @@ mod tests {
         );
         write_chunk_header(&mut s, CHUNK_RAW, 1, 12 + 4096).unwrap();
         s.extend_from_slice(&data);
-        let mut c = crc32::Crc32::new();
+        let mut c = crate::format::crc32::Crc32::new();
         c.update(&data);
         write_chunk_header(&mut s, CHUNK_CRC32, 0, 16).unwrap();
         s.extend_from_slice(&c.value().to_le_bytes());
