@@ -236,3 +236,43 @@ fn split_pieces_equal_simg2simg() {
         );
     }
 }
+
+#[test]
+fn gpt_attributes_and_sgdisk_tables() {
+    use mobix::format::gpt;
+    let d = tempfile::tempdir().unwrap();
+    let disk = d.path().join("d.img");
+    let reqs = [
+        gpt::Request { name: "misc".into(), size: 1 << 20, type_guid: gpt::android_type_for("misc"), attributes: 0 },
+        gpt::Request {
+            name: "boot_a".into(),
+            size: 4 << 20,
+            type_guid: gpt::android_type_for("boot_a"),
+            attributes: 0x003f_0000_0000_0000,
+        },
+    ];
+    let size = gpt::disk_size_for(&reqs, 1 << 20);
+    let mut f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&disk).unwrap();
+    f.set_len(size).unwrap();
+    gpt::create(&mut f, size, 512, gpt::Guid::parse("6D6F6269-7800-4000-8000-000000000001").unwrap(), 1 << 20, &reqs)
+        .unwrap();
+    drop(f);
+    let info = run(Command::new("sgdisk").args(["-i", "2"]).arg(&disk));
+    assert!(info.contains("Partition name: 'boot_a'"), "{info}");
+    assert!(info.to_lowercase().contains("attribute flags: 003f000000000000"), "{info}");
+    assert!(info.contains("49A4D17F-93A3-45C1-A0DE-F50B2EBE2599"), "{info}");
+    // A table sgdisk makes, read by us (4096-byte sectors, as on UFS phones).
+    let other = d.path().join("e.img");
+    fs::write(&other, vec![0u8; 16 << 20]).unwrap();
+    run(Command::new("sgdisk")
+        .args(["-n", "1:0:+1M", "-c", "1:misc", "-t", "1:EF32A33B-A409-486C-9141-9FFB711F6266"])
+        .args(["-n", "2:0:+2M", "-c", "2:userdata", "-A", "2:set:60"])
+        .arg(&other));
+    let mut f = fs::File::open(&other).unwrap();
+    let t = gpt::read(&mut f, None).unwrap();
+    assert_eq!(t.sector_size, 512);
+    let misc = t.find("misc").unwrap();
+    assert_eq!(misc.type_guid.to_string(), "EF32A33B-A409-486C-9141-9FFB711F6266");
+    assert_eq!(misc.size(512), 1 << 20);
+    assert_eq!(t.find("userdata").unwrap().attributes, 1 << 60);
+}

@@ -8,6 +8,7 @@ pub mod compress;
 pub mod cpio;
 pub mod crc32;
 pub mod fdt;
+pub mod gpt;
 pub mod misc;
 pub mod sparse;
 pub mod vbmeta;

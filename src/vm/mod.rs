@@ -7,6 +7,7 @@
 //! partition is written from the sparse image through mobix's own sparse reader.
 
 use crate::format::bootimg::BootImage;
+use crate::format::gpt;
 use crate::format::sparse;
 use crate::image::{self, Manifest};
 use crate::profile::Profile;
@@ -27,30 +28,6 @@ pub const POWEROFF_ARG: &str = "mobix.poweroff";
 
 const MIB: u64 = 1 << 20;
 
-/// A GPT type GUID as text (`8-4-4-4-12`) to its on-disk bytes (first three fields LE).
-pub fn guid_bytes(s: &str) -> [u8; 16] {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
-    let mut out = [0u8; 16];
-    out[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-    out[4..6].copy_from_slice(&[b[5], b[4]]);
-    out[6..8].copy_from_slice(&[b[7], b[6]]);
-    out[8..16].copy_from_slice(&b[8..16]);
-    out
-}
-
-/// Android type GUIDs (gdisk's a00x codes) for the partitions mobix knows; Linux data else.
-fn type_guid(name: &str) -> &'static str {
-    let base = name.trim_end_matches("_a").trim_end_matches("_b");
-    match base {
-        "boot" => "49A4D17F-93A3-45C1-A0DE-F50B2EBE2599",
-        "misc" => "EF32A33B-A409-486C-9141-9FFB711F6266",
-        "system" => "38F428E6-D326-425D-9140-6E0EA133647C",
-        "userdata" => "DC76DDA9-5AC1-491C-AF42-A82591580C0D",
-        _ => "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-    }
-}
-
 /// Where each partition landed on the disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
@@ -70,37 +47,27 @@ impl Layout {
 pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
     let d = &profile.device;
     let ss = d.storage.sector_size as u64;
-    let parts = d.gpt_partitions();
-    let data: u64 = parts.iter().map(|(_, s)| s.div_ceil(MIB) * MIB).sum();
-    let disk_size = data + 2 * MIB;
+    let requests: Vec<gpt::Request> = d
+        .gpt_partitions()
+        .into_iter()
+        .map(|(name, size)| gpt::Request { type_guid: gpt::android_type_for(&name), name, size, attributes: 0 })
+        .collect();
+    let disk_size = gpt::disk_size_for(&requests, MIB);
     let _ = fs::remove_file(path);
-    let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.set_len(disk_size)?;
-    let disk_guid = guid_bytes("6d6f6269-7800-4000-8000-000000000001");
-    let mut gpt = gptman::GPT::new_from(&mut f, ss, disk_guid).context("creating the partition table")?;
-    gpt.align = MIB / ss;
-    let mut layout = Vec::new();
-    for (i, (name, size)) in parts.iter().enumerate() {
-        let sectors = size / ss;
-        let start = gpt
-            .find_first_place(sectors)
-            .with_context(|| format!("no room for partition {name} on the {disk_size}-byte disk"))?;
-        let mut unique = guid_bytes("6d6f6269-7800-4000-8000-000000000000");
-        unique[15] = i as u8 + 2;
-        gpt[i as u32 + 1] = gptman::GPTPartitionEntry {
-            partition_type_guid: guid_bytes(type_guid(name)),
-            unique_partition_guid: unique,
-            starting_lba: start,
-            ending_lba: start + sectors - 1,
-            attribute_bits: 0,
-            partition_name: name.as_str().into(),
-        };
-        layout.push((name.clone(), start * ss, *size));
-    }
-    gpt.write_into(&mut f).context("writing the partition table")?;
-    gptman::GPT::write_protective_mbr_into(&mut f, ss).context("writing the protective MBR")?;
+    let guid = gpt::Guid::parse("6D6F6269-7800-4000-8000-000000000001").expect("valid constant");
+    let table = gpt::create(&mut f, disk_size, ss, guid, MIB, &requests)
+        .with_context(|| format!("partitioning {}", path.display()))?;
     f.sync_all()?;
-    Ok(Layout { sector_size: ss, partitions: layout, disk_size })
+    let partitions = table.partitions.iter().map(|p| (p.name.clone(), p.offset(ss), p.size(ss))).collect();
+    Ok(Layout { sector_size: ss, partitions, disk_size })
 }
 
 /// Writes `data` into partition `name`, refusing what does not fit.
