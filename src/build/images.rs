@@ -44,7 +44,7 @@ pub fn read_sums(dir: &Path) -> Result<BTreeMap<String, Sha256Digest>> {
 
 pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> Result<()> {
     let kernel = fs::read(ctx.input(planned, "kernel")?.join("Image"))?;
-    super::check_arm64_image(&kernel)?;
+    super::check_kernel(&kernel)?;
     let ramdisk = fs::read(ctx.input(planned, "initrd")?)?;
     let dtb = match planned.recipe.inputs.get("dtb") {
         Some(p) => fs::read(ctx.store.host_path(p))?,

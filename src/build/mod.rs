@@ -125,14 +125,9 @@ fn kernel_release(deb: &Path) -> Result<String> {
     }
 }
 
-/// Offset 56 of an arm64 Image holds "ARM\x64" (Linux `Documentation/arch/arm64/booting.rst`).
-pub fn check_arm64_image(data: &[u8]) -> Result<()> {
-    if data.len() < 64 || &data[56..60] != b"ARM\x64" {
-        return Err(Fail::new("the kernel is not an uncompressed arm64 Image (no ARM\\x64 magic at offset 56)").into());
-    }
-    if u64::from_le_bytes(data[24..32].try_into().unwrap()) & 1 != 0 {
-        return Err(Fail::new("the kernel is a big-endian arm64 Image; phones boot little-endian").into());
-    }
+/// Refuses a kernel a bootloader would refuse (see [`crate::format::arm64::check_kernel`]).
+pub fn check_kernel(data: &[u8]) -> Result<()> {
+    crate::format::arm64::check_kernel(data).map_err(|e| crate::util::user_error(e, "checking the kernel Image"))?;
     Ok(())
 }
 
@@ -140,7 +135,7 @@ fn kernel(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     let deb = ctx.input(planned, "deb")?;
     let rel = kernel_release(&deb)?;
     let image = fs::read(deb.join("boot").join(format!("vmlinuz-{rel}")))?;
-    check_arm64_image(&image)?;
+    check_kernel(&image)?;
     fs::create_dir(out)?;
     fs::write(out.join("Image"), &image)?;
     fs::copy(deb.join("boot").join(format!("config-{rel}")), out.join("config"))?;

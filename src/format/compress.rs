@@ -152,6 +152,34 @@ pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// The first `n` bytes of the decompressed stream (fewer if it is shorter), reading no more
+/// of the input than that needs.
+pub fn decompress_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, Error> {
+    fn prefix<R: Read>(r: R, n: usize, format: &'static str) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(n);
+        r.take(n as u64).read_to_end(&mut out).map_err(|source| Error::Corrupt { format, source })?;
+        Ok(out)
+    }
+    match Compression::detect(data) {
+        Compression::None => Ok(data[..n.min(data.len())].to_vec()),
+        Compression::Gzip => prefix(flate2::read::GzDecoder::new(data), n, "gzip"),
+        Compression::Xz => prefix(liblzma::read::XzDecoder::new(data), n, "xz"),
+        Compression::Zstd => {
+            let d =
+                zstd::stream::read::Decoder::new(data).map_err(|source| Error::Corrupt { format: "zstd", source })?;
+            prefix(d, n, "zstd")
+        }
+        Compression::Lz4 => {
+            // The first chunk alone (at most 8 MiB) holds the prefix.
+            let size = data.get(4..8).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).unwrap_or(0);
+            let end = 8usize.saturating_add(size).min(data.len());
+            let mut out = decompress(&data[..end], LZ4_CHUNK as u64)?;
+            out.truncate(n);
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +200,15 @@ mod tests {
             assert_eq!(Compression::detect(&z), c, "{c:?}");
             assert_eq!(z, compress(&data, c).unwrap(), "{c:?} is deterministic");
             assert_eq!(decompress(&z, 1 << 30).unwrap(), data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        let data = sample();
+        for c in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Xz, Compression::Zstd] {
+            let z = compress(&data, c).unwrap();
+            assert_eq!(decompress_prefix(&z, 64).unwrap(), &data[..64], "{c:?}");
         }
     }
 

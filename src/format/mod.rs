@@ -3,6 +3,7 @@
 //! Nothing here opens files, touches the store or prints: callers hand in buffers or
 //! `Read`/`Write` streams and get typed errors that carry the offending numbers.
 
+pub mod arm64;
 pub mod bootimg;
 pub mod compress;
 pub mod cpio;
@@ -10,6 +11,7 @@ pub mod crc32;
 pub mod fdt;
 pub mod gpt;
 pub mod misc;
+pub mod qcdt;
 pub mod sparse;
 pub mod vbmeta;
 pub mod vendor_boot;
