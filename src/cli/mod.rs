@@ -3,6 +3,7 @@
 //! and errors. Exit codes: 0 success, 1 bad input or a failed check, 2 internal error.
 
 pub mod doctor;
+pub mod inspect;
 
 use crate::build::{self, Ctx};
 use crate::plan::{self, Inputs};
@@ -49,6 +50,9 @@ enum Cmd {
     Run(RunArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
+    /// Read, unpack and repack the image formats phones use.
+    #[command(subcommand)]
+    Inspect(inspect::Format),
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +151,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Test(a) => cmd_test(&cli.global, a),
         Cmd::Run(a) => cmd_run(&cli.global, a),
         Cmd::Doctor(a) => cmd_doctor(a),
+        Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -53,6 +53,10 @@ pub struct BootImage {
     pub board: String,
     /// The whole command line; v0-v2 write it split over `cmdline` + `extra_cmdline`.
     pub cmdline: String,
+    /// v0-v2: how many characters of the command line sit in `cmdline[512]` when that is
+    /// not where upstream mkbootimg puts the split (511 + NUL); Debian's mkbootimg 29.0.6
+    /// fills all 512. `None` means the upstream rule. Kept so that a repack is identical.
+    pub cmdline_split: Option<usize>,
     pub kernel: Vec<u8>,
     pub ramdisk: Vec<u8>,
     /// v0-v2 only.
@@ -93,6 +97,8 @@ pub enum Error {
     CmdlineTooLong { version: u32, len: usize, max: usize },
     #[error("command line contains a NUL byte")]
     CmdlineNul,
+    #[error("command line split at {0} does not fit cmdline[512] and extra_cmdline[1024]")]
+    BadCmdlineSplit(usize),
     #[error("board name {0:?} is longer than 15 bytes")]
     BoardTooLong(String),
     #[error("{0} is not valid UTF-8 text")]
@@ -220,6 +226,16 @@ impl BootImage {
         if self.cmdline.len() > max {
             return Err(Error::CmdlineTooLong { version: v, len: self.cmdline.len(), max });
         }
+        if let Some(split) = self.cmdline_split {
+            let rest = self.cmdline.len().saturating_sub(split);
+            if v >= 3
+                || split > BOOT_ARGS_SIZE
+                || rest >= BOOT_EXTRA_ARGS_SIZE
+                || !self.cmdline.is_char_boundary(split.min(self.cmdline.len()))
+            {
+                return Err(Error::BadCmdlineSplit(split));
+            }
+        }
         if self.board.len() >= BOOT_NAME_SIZE {
             return Err(Error::BoardTooLong(self.board.clone()));
         }
@@ -300,7 +316,7 @@ impl BootImage {
         h[48..48 + self.board.len()].copy_from_slice(self.board.as_bytes());
         // mkbootimg: the first 511 characters + NUL go to cmdline, the rest to extra_cmdline.
         let cmd = self.cmdline.as_bytes();
-        let first = cmd.len().min(BOOT_ARGS_SIZE - 1);
+        let first = self.cmdline_split.unwrap_or(BOOT_ARGS_SIZE - 1).min(cmd.len());
         h[64..64 + first].copy_from_slice(&cmd[..first]);
         h[576..608].copy_from_slice(&image_id(self));
         let rest = &cmd[first..];
@@ -394,7 +410,9 @@ impl BootImage {
             return Err(Error::BadRecoveryDtboOffset { found: rdtbo_off, expected: rd_off });
         }
         let mut cmdline = text(buf, 64..576, "cmdline")?;
-        cmdline.push_str(&text(buf, 608..1632, "extra_cmdline")?);
+        let extra = text(buf, 608..1632, "extra_cmdline")?;
+        let cmdline_split = (!extra.is_empty() && cmdline.len() != BOOT_ARGS_SIZE - 1).then_some(cmdline.len());
+        cmdline.push_str(&extra);
         Ok(BootImage {
             header_version: version,
             page_size,
@@ -406,6 +424,7 @@ impl BootImage {
             os_version: le32(buf, 44),
             board: text(buf, 48..64, "name")?,
             cmdline,
+            cmdline_split,
             kernel,
             ramdisk,
             second,

@@ -35,7 +35,7 @@ pub enum Error {
 }
 
 /// `slot_metadata`: two bytes per slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SlotMetadata {
     /// 0 (unbootable) to 15 (highest).
     pub priority: u8,
@@ -44,7 +44,7 @@ pub struct SlotMetadata {
     pub successful_boot: bool,
     pub verity_corrupted: bool,
     /// The 7 reserved bits of the second byte, kept as read.
-    #[serde(skip)]
+    #[serde(default)]
     pub reserved: u8,
 }
 
@@ -72,7 +72,7 @@ impl SlotMetadata {
 
 /// `bootloader_control`, as stored (the CRC is kept as read; [`BootloaderControl::encode`]
 /// writes a fresh one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BootloaderControl {
     /// The active slot's suffix as the last writer put it (`"a"` from U-Boot, `"_a"` from
     /// the AOSP HAL).
@@ -86,9 +86,9 @@ pub struct BootloaderControl {
     /// 3 bits, straddling bytes 9 and 10 (GCC's packed bitfield layout).
     pub merge_status: u8,
     pub slot_info: [SlotMetadata; MAX_SLOTS],
-    #[serde(skip)]
+    #[serde(default)]
     pub reserved0: u8,
-    #[serde(skip)]
+    #[serde(default)]
     pub reserved1: [u8; 8],
     pub crc32_le: u32,
 }
@@ -306,7 +306,7 @@ pub fn select_slot(raw: &[u8; CONTROL_SIZE], dec_tries: bool) -> Result<Selectio
 }
 
 /// `bootloader_message`: commands to the bootloader and recovery.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BootloaderMessage {
     /// `boot-recovery`, `bootonce-bootloader`, `boot-fastboot`, or empty.
     pub command: String,
