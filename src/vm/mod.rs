@@ -149,16 +149,27 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     }
     let boot_path = image::image_file(out, &manifest, "boot.img")?;
     let system_path = image::image_file(out, &manifest, "system.img")?;
-    let dir = out.join("vm");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
-    let boot = BootImage::parse(&boot_bytes)
-        .map_err(|e| util::user_error(e, format!("reading boot image {}", boot_path.display())))?;
+    prepare_from(profile, &out.join("vm"), &boot_bytes, &system_path, manifest)
+        .with_context(|| format!("preparing the emulated phone from {}", out.display()))
+}
+
+/// Prepares a run in `dir` from a boot image and a sparse system image: the disk as a
+/// freshly flashed phone has it, and what a bootloader takes out of boot.img.
+pub fn prepare_from(
+    profile: &Profile,
+    dir: &Path,
+    boot_bytes: &[u8],
+    system_img: &Path,
+    manifest: Manifest,
+) -> Result<Prepared> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let boot = BootImage::parse(boot_bytes).map_err(|e| util::user_error(e, "reading the boot image"))?;
     let disk = dir.join("disk.img");
     let layout = create_disk(profile, &disk)?;
     let slot_boot = if profile.device.is_ab() { "boot_a" } else { "boot" };
-    write_partition(&disk, &layout, slot_boot, &boot_bytes)?;
-    write_sparse_partition(&disk, &layout, &profile.device.system.partition, &system_path)?;
+    write_partition(&disk, &layout, slot_boot, boot_bytes)?;
+    write_sparse_partition(&disk, &layout, &profile.device.system.partition, system_img)?;
     let kernel = dir.join("kernel");
     let initrd = dir.join("initrd");
     fs::write(&kernel, &boot.kernel)?;
@@ -170,7 +181,7 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
         fs::write(&p, &boot.dtb)?;
         Some(p)
     };
-    Ok(Prepared { dir, disk, kernel, initrd, dtb, cmdline: boot.cmdline, manifest })
+    Ok(Prepared { dir: dir.to_path_buf(), disk, kernel, initrd, dtb, cmdline: boot.cmdline, manifest })
 }
 
 /// The QEMU command line for a prepared run.
