@@ -101,6 +101,33 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// A file's bytes, memory-mapped (read-only). The file must not change while mapped;
+/// mobix maps only files it owns (store paths, images it is converting).
+pub enum Mapped {
+    Map(memmap2::Mmap),
+    Empty,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Mapped::Map(m) => m,
+            Mapped::Empty => &[],
+        }
+    }
+}
+
+pub fn map_file(path: &Path) -> Result<Mapped> {
+    let f = fs::File::open(path).map_err(|e| user_error(e, format!("opening {}", path.display())))?;
+    if f.metadata()?.len() == 0 {
+        return Ok(Mapped::Empty);
+    }
+    // SAFETY: read-only private mapping of a file the caller does not modify meanwhile.
+    let m = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("mapping {}", path.display()))?;
+    Ok(Mapped::Map(m))
+}
+
 /// Writes a file atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -184,9 +184,9 @@ pub fn system_image(
     util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw)).context("the new system image failed e2fsck")?;
     step("e2fsck done");
     let sparse_path = out.join("system.img");
-    let input = fs::File::open(&raw)?;
-    let mut w = BufWriter::new(fs::File::create(&sparse_path)?);
-    sparse::encode(input, 4096, &mut w)?;
+    let input = util::map_file(&raw)?;
+    let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(&sparse_path)?);
+    sparse::encode_slice(&input, 4096, sparse::Zeros::Fill, &mut w)?;
     w.flush()?;
     step("sparse written");
     util::remove_tree(&root)?;

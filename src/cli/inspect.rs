@@ -509,13 +509,6 @@ fn open(path: &Path) -> Result<fs::File> {
     fs::File::open(path).map_err(|e| util::user_error(e, format!("opening {}", path.display())))
 }
 
-fn is_sparse(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 4];
-    use std::io::Read;
-    let n = open(path)?.read(&mut magic)?;
-    Ok(n == 4 && u32::from_le_bytes(magic) == sparse::MAGIC)
-}
-
 fn sparse_cmd(a: &SparseAction) -> Result<()> {
     match a {
         SparseAction::Info(i) => {
@@ -558,12 +551,12 @@ fn sparse_cmd(a: &SparseAction) -> Result<()> {
             Ok(())
         }
         SparseAction::Pack(p) => {
-            let layout = if is_sparse(&p.file)? {
-                sparse::Layout::from_sparse(BufReader::new(open(&p.file)?)).map_err(bad(&p.file, "sparse image"))?
+            let input = util::map_file(&p.file)?;
+            let layout = if input.len() >= 4 && u32::from_le_bytes(input[..4].try_into().unwrap()) == sparse::MAGIC {
+                sparse::Layout::from_sparse(std::io::Cursor::new(&input[..])).map_err(bad(&p.file, "sparse image"))?
             } else {
                 let zeros = if p.dont_care_zeros { sparse::Zeros::DontCare } else { sparse::Zeros::Fill };
-                sparse::Layout::from_raw(BufReader::new(open(&p.file)?), p.block_size, zeros)
-                    .map_err(bad(&p.file, "raw image"))?
+                sparse::Layout::from_raw_slice(&input, p.block_size, zeros).map_err(bad(&p.file, "raw image"))?
             };
             let pieces = match p.split {
                 Some(max) => layout.split(max).map_err(|e| util::user_error(e, "splitting"))?,
@@ -573,12 +566,17 @@ fn sparse_cmd(a: &SparseAction) -> Result<()> {
                 let out =
                     if p.split.is_some() { PathBuf::from(format!("{}.{i}", p.out.display())) } else { p.out.clone() };
                 let tmp = util::tmp_sibling(&out);
-                let mut w =
-                    BufWriter::new(fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-                piece
-                    .write(BufReader::new(open(&p.file)?), &mut w)
-                    .map_err(|e| util::user_error(e, format!("writing {}", out.display())))?;
-                w.flush()?;
+                let mut w = BufWriter::with_capacity(
+                    1 << 20,
+                    fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+                );
+                let res = piece
+                    .write_slice(&input, &mut w)
+                    .map_err(|e| util::user_error(e, format!("writing {}", out.display())));
+                if let Err(e) = res.and_then(|_| w.flush().map_err(Into::into)) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
                 drop(w);
                 fs::rename(&tmp, &out)?;
             }

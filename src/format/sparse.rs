@@ -190,51 +190,28 @@ impl Layout {
     /// block whose 32-bit words are all equal is a fill, others are data; neighbours of
     /// the same kind merge, data runs up to 64 MiB; a short last block is data.
     pub fn from_raw<R: Read>(mut input: R, block_size: u32, zeros: Zeros) -> Result<Layout, Error> {
-        check_block_size(block_size)?;
-        let bs = block_size as usize;
-        let max_raw = MAX_RAW_BYTES.max(block_size as u64);
-        let per_read = (1usize << 20).div_ceil(bs) * bs;
+        let mut p = Planner::new(block_size, zeros)?;
+        let per_read = (1usize << 20).div_ceil(p.bs) * p.bs;
         let mut buf = vec![0u8; per_read];
-        let mut runs: Vec<Run> = Vec::new();
-        let mut len = 0u64;
         loop {
             let n = read_full(&mut input, &mut buf)?;
-            for block in buf[..n].chunks(bs) {
-                let offset = len;
-                len += block.len() as u64;
-                let source = match fill_value(block).filter(|_| block.len() == bs) {
-                    Some(0) if zeros == Zeros::DontCare => continue,
-                    Some(value) => Source::Fill(value),
-                    None => Source::Data { offset },
-                };
-                let blk = (offset / bs as u64) as u32;
-                let merged = match runs.last_mut() {
-                    Some(r) if r.block as u64 * bs as u64 + r.len == offset => match (r.source, source) {
-                        (Source::Data { .. }, Source::Data { .. }) if r.len + bs as u64 <= max_raw => {
-                            r.len += block.len() as u64;
-                            true
-                        }
-                        (Source::Fill(a), Source::Fill(b)) if a == b => {
-                            r.len += bs as u64;
-                            true
-                        }
-                        _ => false,
-                    },
-                    _ => false,
-                };
-                if !merged {
-                    runs.push(Run { block: blk, len: block.len() as u64, source });
-                }
+            for block in buf[..n].chunks(p.bs) {
+                p.block(block);
             }
             if n < buf.len() {
                 break;
             }
         }
-        let blocks = len.div_ceil(block_size as u64);
-        if blocks > u32::MAX as u64 {
-            return Err(Error::TooManyBlocks { len, block_size, blocks });
+        p.finish()
+    }
+
+    /// [`Layout::from_raw`] over an image already in memory (or memory-mapped): no copy.
+    pub fn from_raw_slice(image: &[u8], block_size: u32, zeros: Zeros) -> Result<Layout, Error> {
+        let mut p = Planner::new(block_size, zeros)?;
+        for block in image.chunks(p.bs) {
+            p.block(block);
         }
-        Ok(Layout { block_size, total_blocks: blocks as u32, runs })
+        p.finish()
     }
 
     /// Indexes a sparse file without reading its data: RAW chunks become data runs at
@@ -305,7 +282,16 @@ impl Layout {
     }
 
     /// Writes this layout as a sparse file, reading data runs from `src`.
-    pub fn write<R: Read + Seek, W: Write>(&self, mut src: R, mut out: W) -> Result<Header, Error> {
+    pub fn write<R: Read + Seek, W: Write>(&self, src: R, out: W) -> Result<Header, Error> {
+        self.write_from(&mut Reader(src, vec![0u8; 1 << 20]), out)
+    }
+
+    /// [`Layout::write`] with the data in memory (or memory-mapped).
+    pub fn write_slice<W: Write>(&self, mut src: &[u8], out: W) -> Result<Header, Error> {
+        self.write_from(&mut src, out)
+    }
+
+    fn write_from<W: Write>(&self, src: &mut dyn DataSource, mut out: W) -> Result<Header, Error> {
         let chunks = self.chunks();
         let header = Header {
             block_size: self.block_size,
@@ -315,7 +301,6 @@ impl Layout {
         };
         out.write_all(&header.to_bytes())?;
         let bs = self.block_size as u64;
-        let mut buf = vec![0u8; 1 << 20];
         let mut last = 0u64;
         for r in &self.runs {
             if r.block as u64 > last {
@@ -331,19 +316,9 @@ impl Layout {
                         blocks,
                     })?;
                     write_chunk_header(&mut out, CHUNK_RAW, blocks as u32, total)?;
-                    src.seek(SeekFrom::Start(offset))?;
-                    let mut left = bytes;
-                    let mut data_left = r.len;
-                    while left > 0 {
-                        let want = left.min(buf.len() as u64) as usize;
-                        let from_src = data_left.min(want as u64) as usize;
-                        let got = read_full(&mut src, &mut buf[..from_src])?;
-                        // A short tail (last block of a raw image) is padded with zeros.
-                        buf[got..want].fill(0);
-                        out.write_all(&buf[..want])?;
-                        left -= want as u64;
-                        data_left -= from_src as u64;
-                    }
+                    let copied = src.copy(offset, r.len, &mut out)?;
+                    // A short tail (last block of a raw image) is padded with zeros.
+                    io::copy(&mut io::repeat(0).take(bytes - copied), &mut out)?;
                 }
                 Source::Fill(value) => {
                     write_chunk_header(&mut out, CHUNK_FILL, blocks as u32, 16)?;
@@ -421,6 +396,96 @@ impl Layout {
     }
 }
 
+/// Classifies blocks one after the other into runs (img2simg's choices).
+struct Planner {
+    bs: usize,
+    block_size: u32,
+    zeros: Zeros,
+    max_raw: u64,
+    runs: Vec<Run>,
+    len: u64,
+}
+
+impl Planner {
+    fn new(block_size: u32, zeros: Zeros) -> Result<Planner, Error> {
+        check_block_size(block_size)?;
+        let max_raw = MAX_RAW_BYTES.max(block_size as u64);
+        Ok(Planner { bs: block_size as usize, block_size, zeros, max_raw, runs: Vec::new(), len: 0 })
+    }
+
+    fn block(&mut self, block: &[u8]) {
+        let bs = self.bs as u64;
+        let offset = self.len;
+        self.len += block.len() as u64;
+        let source = match fill_value(block).filter(|_| block.len() == self.bs) {
+            Some(0) if self.zeros == Zeros::DontCare => return,
+            Some(value) => Source::Fill(value),
+            None => Source::Data { offset },
+        };
+        if let Some(r) = self.runs.last_mut() {
+            if r.block as u64 * bs + r.len == offset {
+                match (r.source, source) {
+                    (Source::Data { .. }, Source::Data { .. }) if r.len + bs <= self.max_raw => {
+                        r.len += block.len() as u64;
+                        return;
+                    }
+                    (Source::Fill(a), Source::Fill(b)) if a == b => {
+                        r.len += bs;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.runs.push(Run { block: (offset / bs) as u32, len: block.len() as u64, source });
+    }
+
+    fn finish(self) -> Result<Layout, Error> {
+        let blocks = self.len.div_ceil(self.block_size as u64);
+        if blocks > u32::MAX as u64 {
+            return Err(Error::TooManyBlocks { len: self.len, block_size: self.block_size, blocks });
+        }
+        Ok(Layout { block_size: self.block_size, total_blocks: blocks as u32, runs: self.runs })
+    }
+}
+
+/// Where the bytes of data runs come from when writing.
+trait DataSource {
+    /// Writes `len` bytes from `offset` to `out`; returns how many existed (the rest, past
+    /// the end of the source, is the caller's to pad).
+    fn copy(&mut self, offset: u64, len: u64, out: &mut dyn Write) -> io::Result<u64>;
+}
+
+struct Reader<R>(R, Vec<u8>);
+
+impl<R: Read + Seek> DataSource for Reader<R> {
+    fn copy(&mut self, offset: u64, len: u64, out: &mut dyn Write) -> io::Result<u64> {
+        self.0.seek(SeekFrom::Start(offset))?;
+        let mut left = len;
+        let mut copied = 0;
+        while left > 0 {
+            let want = left.min(self.1.len() as u64) as usize;
+            let got = read_full(&mut self.0, &mut self.1[..want])?;
+            out.write_all(&self.1[..got])?;
+            copied += got as u64;
+            if got < want {
+                break;
+            }
+            left -= want as u64;
+        }
+        Ok(copied)
+    }
+}
+
+impl DataSource for &[u8] {
+    fn copy(&mut self, offset: u64, len: u64, out: &mut dyn Write) -> io::Result<u64> {
+        let start = (offset as usize).min(self.len());
+        let end = (offset.saturating_add(len) as usize).min(self.len());
+        out.write_all(&self[start..end])?;
+        Ok((end - start) as u64)
+    }
+}
+
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -432,6 +497,11 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Encodes a raw image held in memory (or memory-mapped) as img2simg does.
+pub fn encode_slice<W: Write>(image: &[u8], block_size: u32, zeros: Zeros, out: W) -> Result<Header, Error> {
+    Layout::from_raw_slice(image, block_size, zeros)?.write_slice(image, out)
 }
 
 /// Encodes a raw image into sparse form as img2simg does. Returns the header written.
@@ -708,6 +778,18 @@ mod tests {
         }
         let layout = Layout::from_raw(Cursor::new(&data), 4096, Zeros::Fill).unwrap();
         assert_eq!(layout.chunks(), vec![Chunk::Raw { blocks: 16384 }, Chunk::Raw { blocks: 2 }]);
+    }
+
+    #[test]
+    fn slice_and_stream_paths_agree() {
+        let raw = mixed_image();
+        for zeros in [Zeros::Fill, Zeros::DontCare] {
+            let mut a = Vec::new();
+            encode_with(Cursor::new(&raw), 4096, zeros, &mut a).unwrap();
+            let mut b = Vec::new();
+            encode_slice(&raw, 4096, zeros, &mut b).unwrap();
+            assert!(a == b, "{zeros:?}");
+        }
     }
 
     #[test]
