@@ -127,6 +127,8 @@ pub enum Error {
     Write(gptman::Error),
     #[error("reading the partition table: {0}")]
     Read(gptman::Error),
+    #[error("GPT header at byte {offset} claims {entries} entries of {entry_size} bytes, more than the {len}-byte disk holds")]
+    AbsurdHeader { offset: u64, entries: u32, entry_size: u32, len: u64 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -196,9 +198,36 @@ pub fn create<D: Read + Write + Seek>(
     read(disk, Some(sector_size))
 }
 
+/// Refuses headers whose entry array could not fit the disk, before gptman allocates it:
+/// the primary header at LBA 1 and the backup at the last LBA, for each sector size.
+fn check_headers<D: Read + Seek>(disk: &mut D) -> Result<(), Error> {
+    let len = disk.seek(SeekFrom::End(0))?;
+    for ss in [512u64, 4096] {
+        for offset in [ss, len.saturating_sub(ss)] {
+            if offset + 92 > len {
+                continue;
+            }
+            let mut h = [0u8; 92];
+            disk.seek(SeekFrom::Start(offset))?;
+            disk.read_exact(&mut h)?;
+            if &h[..8] != b"EFI PART" {
+                continue;
+            }
+            let entries = u32::from_le_bytes(h[80..84].try_into().unwrap());
+            let entry_size = u32::from_le_bytes(h[84..88].try_into().unwrap());
+            if entries as u64 * entry_size as u64 > len || entry_size < 128 {
+                return Err(Error::AbsurdHeader { offset, entries, entry_size, len });
+            }
+        }
+    }
+    disk.seek(SeekFrom::Start(0))?;
+    Ok(())
+}
+
 /// Reads the partition table (the backup header if the primary is damaged). With no sector
 /// size given, 512 and 4096 are tried.
 pub fn read<D: Read + Seek>(disk: &mut D, sector_size: Option<u64>) -> Result<Table, Error> {
+    check_headers(disk)?;
     let gpt = match sector_size {
         Some(ss) => gptman::GPT::read_from(disk, ss),
         None => gptman::GPT::find_from(disk),
@@ -258,7 +287,24 @@ mod tests {
         assert_eq!(read(&mut a, None).unwrap(), t);
         let mut b = Cursor::new(vec![0u8; size as usize]);
         create(&mut b, size, 512, guid, 1 << 20, &reqs).unwrap();
-        assert!(a.into_inner() == b.into_inner(), "same request, same bytes");
+        let (a, b) = (a.into_inner(), b.into_inner());
+        assert!(a == b, "same request, same bytes");
+        // Golden: the layout of every disk mobix makes.
+        use sha2::{Digest, Sha256};
+        assert_eq!(format!("{:x}", Sha256::digest(&a)), GOLDEN_DISK, "GPT writer output changed");
+    }
+
+    const GOLDEN_DISK: &str = "0ee8400e7c561b9e873f10aa5f00c06bc6fd8f0df57e94f648d9ce5ebc04a33f";
+
+    #[test]
+    fn hostile_entry_counts_are_refused_before_allocating() {
+        let reqs = [req("misc", 1 << 20, 0)];
+        let size = disk_size_for(&reqs, 1 << 20);
+        let mut d = Cursor::new(vec![0u8; size as usize]);
+        create(&mut d, size, 512, Guid::default(), 1 << 20, &reqs).unwrap();
+        let mut bytes = d.into_inner();
+        bytes[512 + 80..512 + 84].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read(&mut Cursor::new(bytes), None), Err(Error::AbsurdHeader { .. })));
     }
 
     #[test]

@@ -231,6 +231,8 @@ mod tests {
         assert_eq!(le(12 + 40 + 12), 2048, "entry 2 shares the first blob");
         assert_eq!(le(12 + 60), 0, "terminator");
         assert_eq!(Table::parse(&b).unwrap(), t);
+        use sha2::{Digest, Sha256};
+        assert_eq!(format!("{:x}", Sha256::digest(&b)), GOLDEN_V1, "QCDT writer output changed");
         for v in [2, 3] {
             let mut t = Table { version: v, entries: vec![entry(321, 1, 3)] };
             t.entries[0].subtype_id = 4;
@@ -240,6 +242,8 @@ mod tests {
             assert_eq!(Table::parse(&t.to_bytes(4096).unwrap()).unwrap(), t);
         }
     }
+
+    const GOLDEN_V1: &str = "8495395c06dccf63c5f4dfea657a5eb643b1ea14f0726a959464d9ef5197d7c2";
 
     #[test]
     fn refusals_and_corruption() {
