@@ -60,6 +60,12 @@ struct DeviceOut {
     /// The device profile (a directory name under devices/).
     #[arg(long, value_name = "NAME")]
     device: String,
+    /// The device variant (for profiles with `variants:`).
+    #[arg(long, value_name = "NAME")]
+    variant: Option<String>,
+    /// The system configuration (YAML: hostname, cmdline, and `device:` overrides).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the build's images go [default: out/<device>/].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -67,7 +73,19 @@ struct DeviceOut {
 
 impl DeviceOut {
     fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&self.device))
+        let name = match &self.variant {
+            Some(v) => format!("{}-{v}", self.device),
+            None => self.device.clone(),
+        };
+        self.out.clone().unwrap_or_else(|| PathBuf::from("out").join(name))
+    }
+
+    fn load(&self, repo: &Path) -> Result<Profile> {
+        profile::load_with(
+            repo,
+            &self.device,
+            profile::Selection { variant: self.variant.as_deref(), config: self.config.as_deref() },
+        )
     }
 }
 
@@ -210,7 +228,7 @@ fn gather_inputs(repo: &Path) -> Result<Inputs> {
 fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let repo = find_repo(g)?;
-    let profile = profile::load(&repo, &a.target.device)?;
+    let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
     let inputs = gather_inputs(&repo)?;
     let store = Store::open(&store_dir(g))?;
@@ -269,7 +287,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
 
 fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {
     let repo = find_repo(g)?;
-    let profile = profile::load(&repo, &t.device)?;
+    let profile = t.load(&repo)?;
     let prepared = vm::prepare(&profile, &t.out_dir())?;
     Ok((profile, prepared))
 }

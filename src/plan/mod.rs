@@ -234,9 +234,10 @@ fn inputs(pairs: &[(&str, &StorePath)]) -> BTreeMap<String, StorePath> {
     pairs.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect()
 }
 
-/// The boot command line of a profile (what goes into boot.img and boot.json).
+/// The boot command line of a profile (what goes into boot.img and boot.json): the
+/// device's arguments, then the system config's.
 pub fn cmdline(profile: &Profile) -> String {
-    profile.device.cmdline.join(" ")
+    profile.device.cmdline.iter().chain(&profile.system.cmdline).cloned().collect::<Vec<_>>().join(" ")
 }
 
 /// Plans the software of a system, up to its toplevel.
@@ -323,7 +324,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
 
 /// `/etc` of the system: hostname, users and groups.
 fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
-    let host = profile.codename.to_string();
+    let host = profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string());
     BTreeMap::from([
         ("hostname".into(), format!("{host}\n")),
         ("hosts".into(), format!("127.0.0.1 localhost\n127.0.1.1 {host}\n")),
@@ -377,7 +378,7 @@ pub fn images(
     }
     let boot =
         plan.add(Recipe { name: "boot.img".into(), builder: Builder::BootImage { header }, inputs: boot_inputs });
-    let size = d.partition(&d.system.partition).expect("validated").size.0;
+    let size = d.system_image_size();
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
     for p in generations.values() {

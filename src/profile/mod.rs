@@ -4,8 +4,12 @@
 //! Reads files, nothing else. Every YAML type rejects unknown keys, and every error names
 //! the file, the line and the key, and says what was expected.
 
+mod layers;
 mod locate;
 mod types;
+
+use layers::Layer;
+use serde_norway::Value;
 
 pub use types::*;
 
@@ -41,15 +45,33 @@ impl std::fmt::Display for Codename {
     }
 }
 
-/// A loaded, validated device profile.
+/// A loaded, validated device profile: the merged device (family, device, variant and
+/// user overrides) and the user's system settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Profile {
     pub codename: Codename,
-    /// The file it was loaded from (for messages).
+    pub variant: Option<String>,
+    /// The device file (for messages).
     #[serde(skip)]
     pub file: PathBuf,
     #[serde(flatten)]
     pub device: Device,
+    pub system: SystemConfig,
+    /// Every file merged into this profile, in merge order.
+    pub sources: Vec<PathBuf>,
+}
+
+/// The user's system configuration (`--config FILE`). Its `device:` mapping overrides
+/// device keys (merged after the variant); the keys here describe the system itself.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemConfig {
+    /// The system's hostname [default: the device codename].
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Kernel arguments appended to the device's command line.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
 }
 
 /// Where a profile error is: file, line (1-based, if known) and dotted key path.
@@ -87,8 +109,61 @@ pub fn list_devices(repo: &Path) -> Result<Vec<Codename>> {
     Ok(out)
 }
 
-/// Loads and validates `devices/<name>/device.yaml` under `repo`.
+/// The variant names a device file declares (empty when it has none).
+pub fn variant_names(repo: &Path, name: &str) -> Result<Vec<String>> {
+    let codename = Codename::new(name).map_err(|m| anyhow::Error::new(Fail::new(m)))?;
+    let layer = Layer::read(&device_file(repo, &codename))?;
+    Ok(match &layer.value {
+        Value::Mapping(m) => match m.get("variants") {
+            Some(Value::Mapping(v)) => v.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    })
+}
+
+/// Every device and variant in the tree, loaded: (device, variant, result).
+pub fn load_all(repo: &Path) -> Result<Vec<(Codename, Option<String>, Result<Profile>)>> {
+    let mut out = Vec::new();
+    for d in list_devices(repo)? {
+        let variants = variant_names(repo, d.as_str())?;
+        if variants.is_empty() {
+            let r = load(repo, d.as_str());
+            out.push((d, None, r));
+        } else {
+            for v in variants {
+                let r = load_with(repo, d.as_str(), Selection { variant: Some(&v), config: None });
+                out.push((d.clone(), Some(v), r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What to load besides the device: one of its variants, the user's system config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    pub variant: Option<&'a str>,
+    pub config: Option<&'a Path>,
+}
+
+/// Loads and validates `devices/<name>/device.yaml` under `repo` (no variant, no config).
 pub fn load(repo: &Path, name: &str) -> Result<Profile> {
+    load_with(repo, name, Selection::default())
+}
+
+fn check_name(layer: &Layer, key: &str, v: &Value, what: &str) -> Result<String> {
+    match v.as_str() {
+        Some(s) if Codename::new(s).is_ok() => Ok(s.to_string()),
+        _ => Err(layer.error(key, format!("expected the name of a {what} (lowercase letters, digits and dashes)"))),
+    }
+}
+
+/// Loads a device: its family chain (`family:`), the device file, the chosen variant
+/// (`variants:`), and the `device:` overrides of the user's system config, merged in that
+/// order (later wins), then deserialised and validated once. Errors name the file and line
+/// where the offending key was written.
+pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     let codename = Codename::new(name).map_err(|m| anyhow::Error::new(Fail::new(m)))?;
     let file = device_file(repo, &codename);
     if !file.is_file() {
@@ -102,60 +177,178 @@ pub fn load(repo: &Path, name: &str) -> Result<Profile> {
         });
         return Err(f.into());
     }
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| crate::util::user_error(e, format!("reading {}", file.display())))?;
-    let device = parse_device(&text, &file.display().to_string())?;
-    Ok(Profile { codename, file, device })
-}
-
-/// Parses and validates a device profile's text. `file` is only used in messages.
-pub fn parse_device(text: &str, file: &str) -> Result<Device> {
-    let device: Device = parse_yaml(text, file)?;
-    if let Err((key, msg)) = device.validate() {
-        let line = locate::line_of(text, &key);
-        return Err(anyhow::Error::new(ProfileError { file: file.to_string(), line, key, msg })
-            .context(Fail::new(format!("invalid device profile {file}"))));
+    let mut device = Layer::read(&file)?;
+    let family = device.take("family");
+    let variants = device.take("variants");
+    let default_variant = device.take("default_variant");
+    // The family chain, root first; each family may name its own family.
+    let mut chain: Vec<Layer> = Vec::new();
+    let mut next = family.map(|f| (device.clone(), f));
+    while let Some((from, fam)) = next.take() {
+        let fname = check_name(&from, "family", &fam, "family file in devices/families/")?;
+        let path = repo.join("devices/families").join(format!("{fname}.yaml"));
+        if chain.iter().any(|l| l.file == path) {
+            return Err(
+                from.error("family", format!("family {fname} includes itself (a cycle through {})", path.display()))
+            );
+        }
+        if !path.is_file() {
+            return Err(from.error("family", format!("no family file {}", path.display())));
+        }
+        let mut layer = Layer::read(&path)?;
+        for meta in ["variants", "default_variant"] {
+            if layer.take(meta).is_some() {
+                return Err(layer.error(meta, format!("`{meta}` belongs in a device file, not in a family")));
+            }
+        }
+        next = layer.take("family").map(|f| (layer.clone(), f));
+        chain.insert(0, layer);
     }
-    Ok(device)
+    let mut layers = chain;
+    layers.push(device.clone());
+    // The variant.
+    let wanted = match (sel.variant, &default_variant) {
+        (Some(v), _) => Some(v.to_string()),
+        (None, Some(d)) => Some(check_name(&device, "default_variant", d, "variant")?),
+        (None, None) => None,
+    };
+    let variant = match (&variants, wanted) {
+        (None, None) => None,
+        (None, Some(v)) => {
+            return Err(Fail::new(format!("device {codename} has no variants (asked for {v})")).into());
+        }
+        (Some(Value::Mapping(m)), wanted) => {
+            let names: Vec<String> = m.keys().filter_map(|k| k.as_str().map(String::from)).collect();
+            let Some(v) = wanted else {
+                return Err(Fail::new(format!("device {codename} has variants; choose one with --variant"))
+                    .hint(format!("variants: {}", names.join(", ")))
+                    .into());
+            };
+            let Some(value) = m.get(v.as_str()) else {
+                let e = if default_variant.is_some() && sel.variant.is_none() {
+                    device.error(
+                        "default_variant",
+                        format!("variant {v} does not exist (variants: {})", names.join(", ")),
+                    )
+                } else {
+                    anyhow::Error::new(
+                        Fail::new(format!("device {codename} has no variant {v}"))
+                            .hint(format!("variants: {}", names.join(", "))),
+                    )
+                };
+                return Err(e);
+            };
+            if !matches!(value, Value::Mapping(_)) {
+                return Err(device.error(&format!("variants.{v}"), "expected a mapping of profile keys"));
+            }
+            layers.push(device.sub(&format!("variants.{v}"), value.clone()));
+            Some(v)
+        }
+        (Some(_), _) => return Err(device.error("variants", "expected a mapping from variant names to profile keys")),
+    };
+    // The user's system config: its own keys, and `device:` overrides as the last layer.
+    let mut system = SystemConfig::default();
+    if let Some(cfg) = sel.config {
+        let mut layer = Layer::read(cfg)?;
+        let overrides = layer.take("device");
+        system = deserialize_layer::<SystemConfig>(&layer, layer.value.clone())?;
+        if let Some(o) = overrides {
+            if !matches!(o, Value::Mapping(_)) {
+                return Err(layer.error("device", "expected a mapping of profile keys"));
+            }
+            layers.push(layer.sub("device", o));
+        }
+        if let Some(h) = &system.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !h.starts_with('-');
+            if !ok {
+                return Err(
+                    layer.error("hostname", format!("{h:?} is not a hostname (letters, digits, dashes; at most 63)"))
+                );
+            }
+        }
+        for (i, a) in system.cmdline.iter().enumerate() {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                return Err(layer.error(&format!("cmdline[{i}]"), format!("{a:?} must be one argument without spaces")));
+            }
+        }
+    }
+    let mut merged = Value::Mapping(Default::default());
+    for l in &layers {
+        layers::merge(&mut merged, &l.value);
+    }
+    let dev: Device = deserialize_merged(&layers, merged)?;
+    if let Err((key, msg)) = dev.validate() {
+        return Err(layers::origin(&layers, &key).error(&key, msg));
+    }
+    Ok(Profile {
+        codename,
+        variant,
+        file,
+        device: dev,
+        system,
+        sources: layers.iter().map(|l| l.file.clone()).collect(),
+    })
 }
 
-/// Deserialises YAML into `T`, turning serde's error into file, line and key.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T> {
-    let de = serde_norway::Deserializer::from_str(text);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+/// Deserialises a whole layer (errors located in it).
+fn deserialize_layer<T: serde::de::DeserializeOwned>(layer: &Layer, value: Value) -> Result<T> {
+    deserialize_merged(std::slice::from_ref(layer), value)
+}
+
+/// Deserialises the merged value; an error is reported in the layer that set the key.
+fn deserialize_merged<T: serde::de::DeserializeOwned>(layers: &[Layer], merged: Value) -> Result<T> {
+    match serde_path_to_error::deserialize::<_, T>(merged) {
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
-            let mut msg = inner.to_string();
-            // serde_norway appends " at line L column C"; the line is reported separately.
-            if let Some(i) = msg.find(" at line ") {
-                msg.truncate(i);
+            let (key, msg, hint) = describe(if path == "." { String::new() } else { path }, e.into_inner().to_string());
+            let origin = layers::origin(layers, &key);
+            // The origin's own key path: strip nothing, the layer adds its prefix.
+            let mut err = origin.error(&key, msg);
+            if let Some(h) = hint {
+                err = err.context(Fail::new(format!("invalid profile {}", origin.file.display())).hint(h));
             }
-            let mut key = if path == "." { String::new() } else { path };
-            // ...and starts it with its own key path (`bootimg: ...`), reported separately too.
-            if let Some((pre, rest)) = msg.split_once(": ") {
-                if !pre.contains(' ') {
-                    msg = rest.to_string();
-                }
-            }
-            let hint = unknown_field_hint(&msg);
-            if let Some((field, _)) = hint.as_ref().filter(|(f, _)| !key.ends_with(f.as_str())) {
-                // Name the unknown key itself, not only its parent.
-                key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
-            }
-            if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-                key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
-            }
-            let err = ProfileError { file: file.to_string(), line, key, msg };
-            let mut fail = Fail::new(format!("invalid YAML in {file}"));
-            if let Some((_, Some(close))) = hint {
-                fail = fail.hint(format!("did you mean `{close}`?"));
-            }
-            Err(anyhow::Error::new(err).context(fail))
+            Err(err)
         }
     }
+}
+
+/// Turns serde's path and message into the key to report, the message and a hint.
+fn describe(mut key: String, mut msg: String) -> (String, String, Option<String>) {
+    if let Some(i) = msg.find(" at line ") {
+        msg.truncate(i);
+    }
+    // serde_norway may start its message with its own key path (`bootimg: ...`).
+    if let Some((pre, rest)) = msg.split_once(": ") {
+        if !pre.contains(' ') {
+            msg = rest.to_string();
+        }
+    }
+    let unknown = unknown_field_hint(&msg);
+    if let Some((field, _)) = unknown.as_ref().filter(|(f, _)| !key.ends_with(f.as_str())) {
+        // Name the unknown key itself, not only its parent.
+        key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+    }
+    if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+    }
+    let hint = unknown.and_then(|(_, close)| close).map(|c| format!("did you mean `{c}`?"));
+    (key, msg, hint)
+}
+
+/// Parses and validates one device profile's text, alone (no family, variant or config).
+/// `file` is only used in messages.
+pub fn parse_device(text: &str, file: &str) -> Result<Device> {
+    let value = layers::parse_value(text, file)?;
+    let layer = Layer { file: PathBuf::from(file), text: text.to_string(), prefix: String::new(), value };
+    let dev: Device = deserialize_layer(&layer, layer.value.clone())?;
+    if let Err((key, msg)) = dev.validate() {
+        return Err(layer.error(&key, msg));
+    }
+    Ok(dev)
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`": the field and the closest valid key.

@@ -23,11 +23,50 @@ fn line_containing(text: &str, needle: &str) -> usize {
 
 #[test]
 fn every_profile_in_the_tree_loads() {
-    let devices = list_devices(repo()).unwrap();
-    assert!(devices.iter().any(|d| d.as_str() == "qemu-aarch64"));
-    for d in devices {
-        load(repo(), d.as_str()).unwrap_or_else(|e| panic!("{d}: {e:#}"));
+    let all = load_all(repo()).unwrap();
+    let names: Vec<String> =
+        all.iter().map(|(d, v, _)| v.as_ref().map_or(d.to_string(), |v| format!("{d}/{v}"))).collect();
+    assert_eq!(
+        names,
+        ["google-sargo", "oneplus-enchilada", "qemu-aarch64", "xiaomi-beryllium/tianma", "xiaomi-beryllium/ebbg"]
+    );
+    for (d, v, r) in all {
+        r.unwrap_or_else(|e| panic!("{d} {v:?}: {e:#}"));
     }
+}
+
+#[test]
+fn families_and_variants_merge() {
+    let e = load(repo(), "oneplus-enchilada").unwrap();
+    assert_eq!(e.device.bootimg.page_size, 4096, "from the family");
+    assert_eq!(e.device.system.partition, "userdata", "from the family");
+    assert!(e.device.stage1.modules.contains(&"rmi_core".to_string()), "the device's list replaces the family's");
+    assert!(e.sources[0].ends_with("devices/families/qcom-sdm845.yaml"));
+    let t = load_with(repo(), "xiaomi-beryllium", Selection { variant: Some("tianma"), config: None }).unwrap();
+    let b = load_with(repo(), "xiaomi-beryllium", Selection { variant: Some("ebbg"), config: None }).unwrap();
+    assert_eq!(t.device.bootimg.dtb.as_ref().unwrap().files, ["qcom/sdm845-xiaomi-beryllium-tianma.dtb"]);
+    assert_eq!(b.device.bootimg.dtb.as_ref().unwrap().files, ["qcom/sdm845-xiaomi-beryllium-ebbg.dtb"]);
+    assert_ne!(t.device.stage1.modules, b.device.stage1.modules);
+    assert!(!t.device.is_ab());
+    let err = load(repo(), "xiaomi-beryllium").unwrap_err();
+    assert!(crate::util::find_fail(&err).unwrap().hint.as_deref().unwrap().contains("tianma, ebbg"));
+    let err = load_with(repo(), "xiaomi-beryllium", Selection { variant: Some("boe"), config: None }).unwrap_err();
+    assert!(format!("{err:#}").contains("has no variant boe"));
+}
+
+#[test]
+fn user_config_overrides_last() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    std::fs::write(&cfg, "hostname: pocket\ncmdline: [quiet]\ndevice:\n  stage1: { compression: xz }\n").unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.hostname.as_deref(), Some("pocket"));
+    assert_eq!(p.device.stage1.compression, crate::format::compress::Compression::Xz);
+    std::fs::write(&cfg, "hostname: pocket\ndevice:\n  bootimg: { page_size: 1000 }\n").unwrap();
+    let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+    let pe = err.downcast_ref::<ProfileError>().unwrap();
+    assert!(pe.file.ends_with("system.yaml"), "reported where the override was written: {pe:?}");
+    assert_eq!((pe.line, pe.key.as_str()), (Some(3), "device.bootimg.page_size"));
 }
 
 #[test]

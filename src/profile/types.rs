@@ -71,9 +71,34 @@ pub struct Device {
     #[serde(default)]
     pub cmdline: Vec<String>,
     pub stage1: Stage1,
+    /// A top-level vbmeta to flash (phones with AVB need one to boot unsigned images).
+    #[serde(default)]
+    pub vbmeta: Option<Vbmeta>,
+    /// Extra steps of the flash plan.
+    #[serde(default)]
+    pub flash: Option<Flash>,
     /// How `mobix run`/`mobix test` emulate this device; only for devices QEMU can play.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vbmeta {
+    /// Partition name without slot suffix (`vbmeta`).
+    pub partition: String,
+    /// 1 disables verity, 2 verification, 3 both (fastboot's --disable-verity and
+    /// --disable-verification).
+    pub flags: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flash {
+    /// Partitions to erase before flashing (some phones need `dtbo` erased to boot a
+    /// mainline kernel). Full names, slot suffixes included.
+    #[serde(default)]
+    pub erase: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +130,9 @@ pub struct Storage {
 pub struct Partition {
     /// GPT name without slot suffix (`boot`, `system`).
     pub name: String,
-    pub size: Size,
+    /// Size in bytes, when known: the emulated phone needs it, flashing checks against it.
+    #[serde(default)]
+    pub size: Option<Size>,
     /// A/B: the partition exists twice, as `<name>_a` and `<name>_b`.
     #[serde(default)]
     pub slotted: bool,
@@ -123,6 +150,9 @@ pub struct SystemPartition {
     /// Which partition (from `storage.partitions`) holds the mobix store.
     pub partition: String,
     pub filesystem: Filesystem,
+    /// Size of the filesystem image [default: the partition's size].
+    #[serde(default)]
+    pub size: Option<Size>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +186,14 @@ pub struct BootImg {
     pub os_patch_level: Option<String>,
     #[serde(default)]
     pub dtb: Option<Dtb>,
+    /// How the kernel Image is stored in boot.img: `none` (raw Image), `gzip` (Image.gz,
+    /// needed for appended DTBs) or `lz4`.
+    #[serde(default = "default_kernel_compression")]
+    pub kernel_compression: Compression,
+}
+
+fn default_kernel_compression() -> Compression {
+    Compression::None
 }
 
 fn default_second_offset() -> u64 {
@@ -169,14 +207,34 @@ fn default_dtb_offset() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Dtb {
     /// Where the device tree comes from. `qemu`: dumped from QEMU's machine model with the
-    /// device's `qemu` settings, so that it matches what `mobix test` boots.
+    /// device's `qemu` settings, so that it matches what `mobix test` boots. `kernel`: the
+    /// `files` from the kernel's dtbs.
     pub source: DtbSource,
+    /// `header`: the boot image's dtb section (header version 2). `append`: after the
+    /// gzip-compressed kernel (`Image.gz-dtb`, header versions 0 and 1).
+    #[serde(default = "default_dtb_mode")]
+    pub mode: DtbMode,
+    /// With `source: kernel`: paths under the kernel's dtbs (`qcom/sdm845-oneplus-enchilada.dtb`).
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+fn default_dtb_mode() -> DtbMode {
+    DtbMode::Header
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DtbSource {
     Qemu,
+    Kernel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtbMode {
+    Header,
+    Append,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,11 +334,13 @@ impl Device {
                 }
             }
             let ss = self.storage.sector_size as u64;
-            if p.size.0 == 0 || p.size.0 % ss != 0 {
-                return err(
-                    &format!("{key}.size"),
-                    format!("{} is not a positive multiple of the sector size {ss}", p.size.0),
-                );
+            if let Some(size) = p.size {
+                if size.0 == 0 || size.0 % ss != 0 {
+                    return err(
+                        &format!("{key}.size"),
+                        format!("{} is not a positive multiple of the sector size {ss}", size.0),
+                    );
+                }
             }
         }
         let sys = &self.system.partition;
@@ -292,7 +352,16 @@ impl Device {
                     format!("{sys:?} is slotted; mobix keeps generations on one system partition"),
                 )
             }
-            Some(_) => {}
+            Some(p) => match (self.system.size, p.size) {
+                (None, None) => return err("system.size", format!("give the image size: partition {sys} has no size")),
+                (Some(s), Some(ps)) if s.0 > ps.0 => {
+                    return err("system.size", format!("{} bytes do not fit partition {sys} ({} bytes)", s.0, ps.0))
+                }
+                (Some(s), _) if s.0 == 0 || s.0 % 4096 != 0 => {
+                    return err("system.size", format!("{} is not a positive multiple of 4096", s.0))
+                }
+                _ => {}
+            },
         }
         if !self.storage.partitions.iter().any(|p| p.name == "boot") {
             return err("storage.partitions", "there is no boot partition".into());
@@ -329,11 +398,46 @@ impl Device {
         if b.board.len() > 15 {
             return err("bootimg.board", format!("{:?} is longer than 15 bytes", b.board));
         }
-        if b.header_version == 2 && b.dtb.is_none() {
-            return err("bootimg.dtb", "header version 2 needs a dtb".into());
+        let header_dtb = b.dtb.as_ref().is_some_and(|d| d.mode == DtbMode::Header);
+        if b.header_version == 2 && !header_dtb {
+            return err("bootimg.dtb", "header version 2 needs a dtb with mode: header".into());
         }
-        if b.header_version < 2 && b.dtb.is_some() {
-            return err("bootimg.dtb", format!("header version {} has no dtb section", b.header_version));
+        if b.header_version < 2 && header_dtb {
+            return err(
+                "bootimg.dtb.mode",
+                format!("header version {} has no dtb section (use mode: append)", b.header_version),
+            );
+        }
+        if let Some(d) = &b.dtb {
+            match d.source {
+                DtbSource::Kernel if d.files.is_empty() => {
+                    return err("bootimg.dtb.files", "name the kernel's device tree(s) to use".into())
+                }
+                DtbSource::Qemu if !d.files.is_empty() => {
+                    return err("bootimg.dtb.files", "a qemu device tree is dumped, not picked from files".into())
+                }
+                _ => {}
+            }
+            if d.mode == DtbMode::Append && b.kernel_compression != Compression::Gzip {
+                return err(
+                    "bootimg.kernel_compression",
+                    "appended device trees follow a gzip-compressed kernel: use gzip".into(),
+                );
+            }
+            if d.mode == DtbMode::Header && d.files.len() > 1 {
+                return err("bootimg.dtb.files", "the header holds one dtb".into());
+            }
+            for (i, f) in d.files.iter().enumerate() {
+                if f.starts_with('/') || f.split('/').any(|c| c == ".." || c.is_empty()) || !f.ends_with(".dtb") {
+                    return err(&format!("bootimg.dtb.files[{i}]"), format!("{f:?} is not a relative path to a .dtb"));
+                }
+            }
+        }
+        if !matches!(b.kernel_compression, Compression::None | Compression::Gzip | Compression::Lz4) {
+            return err(
+                "bootimg.kernel_compression",
+                format!("{} is not one bootloaders take (none, gzip, lz4)", b.kernel_compression.name()),
+            );
         }
         if let Some(v) = &b.os_version {
             if parse_os_version(v).is_none() {
@@ -374,7 +478,26 @@ impl Device {
         if self.identity.fastboot_products.is_empty() {
             return err("identity.fastboot_products", "name at least one product".into());
         }
+        if let Some(v) = &self.vbmeta {
+            if !(1..=3).contains(&v.flags) {
+                return err("vbmeta.flags", format!("{} is not 1, 2 or 3", v.flags));
+            }
+            if !is_partition_name(&v.partition) {
+                return err("vbmeta.partition", format!("{:?} is not a partition name", v.partition));
+            }
+        }
+        for (i, e) in self.flash.iter().flat_map(|f| f.erase.iter()).enumerate() {
+            if !is_partition_name(e) {
+                return err(&format!("flash.erase[{i}]"), format!("{e:?} is not a partition name"));
+            }
+        }
         if let Some(q) = &self.qemu {
+            if let Some((i, _)) = self.storage.partitions.iter().enumerate().find(|(_, p)| p.size.is_none()) {
+                return err(
+                    &format!("storage.partitions[{i}].size"),
+                    "the emulated phone needs every partition's size".into(),
+                );
+            }
             if q.memory_mib < 128 {
                 return err("qemu.memory_mib", format!("{} MiB is too little to boot", q.memory_mib));
             }
@@ -385,18 +508,25 @@ impl Device {
         Ok(())
     }
 
-    /// Every GPT partition name, slot suffixes expanded, in profile order.
+    /// Every GPT partition name, slot suffixes expanded, in profile order, with its size
+    /// (0 where the profile does not know it).
     pub fn gpt_partitions(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for p in &self.storage.partitions {
+            let size = p.size.map_or(0, |s| s.0);
             if p.slotted {
-                out.push((format!("{}_a", p.name), p.size.0));
-                out.push((format!("{}_b", p.name), p.size.0));
+                out.push((format!("{}_a", p.name), size));
+                out.push((format!("{}_b", p.name), size));
             } else {
-                out.push((p.name.clone(), p.size.0));
+                out.push((p.name.clone(), size));
             }
         }
         out
+    }
+
+    /// Size of the system filesystem image.
+    pub fn system_image_size(&self) -> u64 {
+        self.system.size.or_else(|| self.partition(&self.system.partition).and_then(|p| p.size)).map_or(0, |s| s.0)
     }
 
     pub fn partition(&self, name: &str) -> Option<&Partition> {
