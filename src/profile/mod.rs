@@ -122,8 +122,11 @@ pub fn variant_names(repo: &Path, name: &str) -> Result<Vec<String>> {
     })
 }
 
-/// Every device and variant in the tree, loaded: (device, variant, result).
-pub fn load_all(repo: &Path) -> Result<Vec<(Codename, Option<String>, Result<Profile>)>> {
+/// A device and variant of the tree, and what loading it gave.
+pub type Loaded = (Codename, Option<String>, Result<Profile>);
+
+/// Every device and variant in the tree, loaded.
+pub fn load_all(repo: &Path) -> Result<Vec<Loaded>> {
     let mut out = Vec::new();
     for d in list_devices(repo)? {
         let variants = variant_names(repo, d.as_str())?;
