@@ -4,9 +4,10 @@
 //! a gigabyte.
 
 use super::Ctx;
-use crate::format::{bootimg::BootImage, sparse};
+use crate::format::{arm64, bootimg::BootImage, compress, fdt, sparse, vbmeta as vbmeta_fmt};
 use crate::hash::{sha256_file, Sha256Digest};
-use crate::plan::{BootHeader, Planned};
+use crate::plan::{BootHeader, DtbPlan, Planned};
+use crate::profile::{Compression, DtbMode};
 use crate::store::StorePath;
 use crate::util;
 use anyhow::{Context, Result};
@@ -42,14 +43,44 @@ pub fn read_sums(dir: &Path) -> Result<BTreeMap<String, Sha256Digest>> {
         .collect()
 }
 
-pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> Result<()> {
-    let kernel = fs::read(ctx.input(planned, "kernel")?.join("Image"))?;
-    super::check_kernel(&kernel)?;
+pub fn boot_image(
+    ctx: &Ctx,
+    planned: &Planned,
+    h: &BootHeader,
+    kernel_compression: Compression,
+    dtb_plan: Option<&DtbPlan>,
+    out: &Path,
+) -> Result<()> {
+    let kernel_dir = ctx.input(planned, "kernel")?;
+    let image = fs::read(kernel_dir.join("Image"))?;
+    super::check_kernel(&image)?;
+    let mut kernel = compress::compress(&image, kernel_compression)?;
     let ramdisk = fs::read(ctx.input(planned, "initrd")?)?;
-    let dtb = match planned.recipe.inputs.get("dtb") {
-        Some(p) => fs::read(ctx.store.host_path(p))?,
-        None => Vec::new(),
-    };
+    // The device trees: QEMU's (the `dtb` input) or the named files of the kernel's dtbs.
+    let mut dtbs = Vec::new();
+    if let Some(p) = planned.recipe.inputs.get("dtb") {
+        dtbs.push(fs::read(ctx.store.host_path(p))?);
+    }
+    for f in dtb_plan.map(|d| d.files.as_slice()).unwrap_or_default() {
+        let path = kernel_dir.join("dtbs").join(f);
+        let data = fs::read(&path).map_err(|e| {
+            util::user_error(
+                e,
+                format!("device tree {f} is not among the kernel's dtbs ({})", kernel_dir.join("dtbs").display()),
+            )
+        })?;
+        fdt::header(&data).map_err(|e| util::user_error(e, format!("device tree {f}")))?;
+        dtbs.push(data);
+    }
+    let mut dtb = Vec::new();
+    match dtb_plan.map(|d| d.mode) {
+        Some(DtbMode::Append) => {
+            let refs: Vec<&[u8]> = dtbs.iter().map(|d| d.as_slice()).collect();
+            kernel = arm64::append_dtbs(&kernel, &refs).map_err(|e| util::user_error(e, "appending device trees"))?;
+        }
+        Some(DtbMode::Header) => dtb = dtbs.into_iter().next().unwrap_or_default(),
+        None => {}
+    }
     let img = BootImage {
         header_version: h.header_version,
         page_size: h.page_size,
@@ -69,6 +100,12 @@ pub fn boot_image(ctx: &Ctx, planned: &Planned, h: &BootHeader, out: &Path) -> R
     fs::create_dir(out)?;
     fs::write(out.join("boot.img"), img.to_bytes()?)?;
     write_sums(out, &["boot.img"])
+}
+
+pub fn vbmeta(flags: u32, out: &Path) -> Result<()> {
+    fs::create_dir(out)?;
+    fs::write(out.join("vbmeta.img"), vbmeta_fmt::disabled(flags, vbmeta_fmt::DEFAULT_RELEASE, 4096)?)?;
+    write_sums(out, &["vbmeta.img"])
 }
 
 /// A UUID (RFC 4122 version 4 layout) derived from a store path: fixed for fixed inputs.

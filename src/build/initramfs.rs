@@ -158,9 +158,19 @@ pub fn build(
     entries.insert("init".into(), Entry::file("init", 0o755, init_bin));
     let mut in_ramfs = Vec::new();
     for rel in &order {
+        // Compressed modules (Debian's 6.12 ships .ko.xz) go in decompressed, so stage-1
+        // loads plain .ko files whatever the kernel's module decompression support.
+        let raw = fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?;
+        let (rel, data) = match rel.rsplit_once(".ko.") {
+            Some((stem, _)) => (
+                format!("{stem}.ko"),
+                crate::format::compress::decompress(&raw, 256 << 20)
+                    .with_context(|| format!("decompressing module {rel}"))?,
+            ),
+            None => (rel.clone(), raw),
+        };
         let path = format!("lib/modules/{release}/{rel}");
         add_parents(&mut entries, &path);
-        let data = fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?;
         entries.insert(path.clone(), Entry::file(path.clone(), 0o644, data));
         in_ramfs.push(format!("/{path}"));
     }

@@ -105,7 +105,10 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         }
         Builder::Toplevel { cmdline, label } => toplevel(ctx, planned, cmdline, label, out),
         Builder::QemuDtb { machine, cpu, memory_mib, smp, .. } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),
-        Builder::BootImage { header } => images::boot_image(ctx, planned, header, out),
+        Builder::BootImage { header, kernel_compression, dtb } => {
+            images::boot_image(ctx, planned, header, *kernel_compression, dtb.as_ref(), out)
+        }
+        Builder::Vbmeta { flags } => images::vbmeta(*flags, out),
         Builder::SystemImage { size, generations, .. } => images::system_image(ctx, planned, *size, generations, out),
     }
 }
@@ -140,6 +143,11 @@ fn kernel(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     fs::write(out.join("Image"), &image)?;
     fs::copy(deb.join("boot").join(format!("config-{rel}")), out.join("config"))?;
     fs::write(out.join("release"), format!("{rel}\n"))?;
+    // Debian ships the device trees beside the kernel, per vendor directory.
+    let dtbs = deb.join("usr/lib").join(format!("linux-image-{rel}"));
+    if dtbs.is_dir() {
+        util::copy_tree(&dtbs, &out.join("dtbs"))?;
+    }
     Ok(())
 }
 

@@ -50,6 +50,9 @@ enum Cmd {
     Run(RunArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
+    /// List, show and check device profiles.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Read, unpack and repack the image formats phones use.
     #[command(subcommand)]
     Inspect(inspect::Format),
@@ -122,6 +125,35 @@ struct RunArgs {
     append: String,
 }
 
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// The devices (and their variants) under devices/.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fully merged profile of a device (family, device, variant, config).
+    Show {
+        /// The device.
+        name: String,
+        /// Its variant.
+        #[arg(long)]
+        variant: Option<String>,
+        /// A system configuration to merge last.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON (with a `version` field).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate every profile (or one device, all its variants) without building.
+    Check {
+        /// The device [default: all].
+        name: Option<String>,
+    },
+}
+
 #[derive(Args, Debug)]
 struct DoctorArgs {
     /// Print the checks as JSON on stdout.
@@ -170,6 +202,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Run(a) => cmd_run(&cli.global, a),
         Cmd::Doctor(a) => cmd_doctor(a),
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
+        Cmd::Device(d) => cmd_device(&cli.global, d),
     }
 }
 
@@ -256,13 +289,12 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     };
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
     let label = format!("mobix on {}", profile.device.name);
-    let (rec, new) = generation::record(&store, &profile.codename, &sys.toplevel, &label)?;
+    let (rec, new) = generation::record(&store, &profile.instance(), &sys.toplevel, &label)?;
     let gens = std::collections::BTreeMap::from([(rec.generation, sys.toplevel.clone())]);
-    let (plan, boot, system) = plan::images(&profile, &sys, &gens, &inputs)?;
-    let r2 = build::realise(&ctx, &plan, &[boot.clone(), system.clone()])?;
+    let (plan, imgs) = plan::images(&profile, &sys, &gens, &inputs)?;
+    let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
-    let manifest =
-        image::publish(&store, &out, profile.codename.as_str(), rec.generation, &sys.toplevel, &[&boot, &system])?;
+    let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
     let built = r1.built.len() + r2.built.len();
     if built == 0 {
         progress(&format!(
@@ -317,6 +349,78 @@ fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target)?;
     let status = vm::run(&profile, &prepared, &a.append)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    match d {
+        DeviceCmd::List { json } => {
+            let mut rows = Vec::new();
+            for (c, v, r) in profile::load_all(&repo)? {
+                let name = r.as_ref().map(|p| p.device.name.clone()).unwrap_or_else(|e| format!("(invalid: {e})"));
+                rows.push(serde_json::json!({"device": c, "variant": v, "name": name}));
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "devices": rows}))?);
+            } else {
+                for r in rows {
+                    let id = match r["variant"].as_str() {
+                        Some(v) => format!("{} --variant {v}", r["device"].as_str().unwrap_or("")),
+                        None => r["device"].as_str().unwrap_or("").to_string(),
+                    };
+                    println!("{id:<40} {}", r["name"].as_str().unwrap_or(""));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeviceCmd::Show { name, variant, config, json } => {
+            let p = profile::load_with(
+                &repo,
+                name,
+                profile::Selection { variant: variant.as_deref(), config: config.as_deref() },
+            )?;
+            let mut v = serde_json::to_value(&p)?;
+            v["version"] = serde_json::json!(1);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                v.as_object_mut().map(|m| m.remove("version"));
+                print!("{}", serde_norway::to_string(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeviceCmd::Check { name } => {
+            let all = profile::load_all(&repo)?;
+            let mut checked = 0;
+            let mut first_err = None;
+            for (c, v, r) in all {
+                if name.as_deref().is_some_and(|n| n != c.as_str()) {
+                    continue;
+                }
+                checked += 1;
+                let id = v.as_ref().map_or(c.to_string(), |v| format!("{c} --variant {v}"));
+                match r {
+                    Ok(_) => progress(&format!("ok: {id}")),
+                    Err(e) => {
+                        progress(&format!("FAILED: {id}"));
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if checked == 0 {
+                if let Some(n) = name {
+                    profile::load(&repo, n)?; // says why (unknown device)
+                }
+            }
+            match first_err {
+                Some(e) => Err(e),
+                None => {
+                    progress(&format!("{checked} profiles are valid"));
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
 }
 
 fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {

@@ -2,11 +2,13 @@
 //!
 //! Pipeline stage: image. Input: the realised boot and system image store paths and the
 //! generation they carry; output: links in the out directory to the images in the store,
-//! and `manifest.json` (device, generation, toplevel, sha256 of each image). Writes only
-//! the out directory, atomically.
+//! `manifest.json` (device, generation, toplevel, sha256 of each image) and
+//! `flash-plan.json` (which image goes to which partition). Writes only the out directory,
+//! atomically.
 
 use crate::build::images::read_sums;
 use crate::hash::Sha256Digest;
+use crate::profile::Profile;
 use crate::store::{Store, StorePath};
 use crate::util;
 use anyhow::{Context, Result};
@@ -27,20 +29,75 @@ pub struct ImageInfo {
 pub struct Manifest {
     pub version: u32,
     pub device: String,
+    #[serde(default)]
+    pub variant: Option<String>,
     pub generation: u32,
     pub toplevel: StorePath,
     /// Image file name (as in the out directory) to its digest and origin.
     pub images: BTreeMap<String, ImageInfo>,
 }
 
-/// Links the images into `out` and writes the manifest. Returns it.
+pub const FLASH_PLAN: &str = "flash-plan.json";
+
+/// One step of flashing a build onto its phone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Step {
+    /// Erase a partition (full name, slot suffix included).
+    Erase { partition: String },
+    /// Write an image of the out directory to a partition. `slotted`: the partition exists
+    /// per slot, and the image goes to the slot being flashed.
+    Flash { partition: String, slotted: bool, image: String },
+}
+
+/// Which image goes to which partition, in order: `flash-plan.json` of a build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlashPlan {
+    pub version: u32,
+    pub device: String,
+    /// fastboot `getvar:product` values this plan is for.
+    pub products: Vec<String>,
+    /// Whether the phone has A/B slots (boot is slotted).
+    pub ab: bool,
+    pub steps: Vec<Step>,
+}
+
+/// The flash plan of a profile: erase steps, then boot, vbmeta, and the system partition.
+pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
+    let d = &profile.device;
+    let slotted = |name: &str| d.partition(name).is_some_and(|p| p.slotted);
+    let mut steps: Vec<Step> =
+        d.flash.iter().flat_map(|f| f.erase.iter()).map(|p| Step::Erase { partition: p.clone() }).collect();
+    steps.push(Step::Flash { partition: "boot".into(), slotted: slotted("boot"), image: "boot.img".into() });
+    if let (true, Some(v)) = (has_vbmeta, &d.vbmeta) {
+        steps.push(Step::Flash {
+            partition: v.partition.clone(),
+            slotted: slotted(&v.partition),
+            image: "vbmeta.img".into(),
+        });
+    }
+    steps.push(Step::Flash {
+        partition: d.system.partition.clone(),
+        slotted: slotted(&d.system.partition),
+        image: "system.img".into(),
+    });
+    FlashPlan {
+        version: 1,
+        device: profile.codename.to_string(),
+        products: d.identity.fastboot_products.clone(),
+        ab: d.is_ab(),
+        steps,
+    }
+}
+
+/// Links the images into `out`, writes the manifest and the flash plan. Returns the manifest.
 pub fn publish(
     store: &Store,
     out: &Path,
-    device: &str,
+    profile: &Profile,
     generation: u32,
     toplevel: &StorePath,
-    image_paths: &[&StorePath],
+    image_paths: &[StorePath],
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out)
         .map_err(|e| util::user_error(e, format!("creating the out directory {}", out.display())))?;
@@ -54,7 +111,16 @@ pub fn publish(
             images.insert(name, ImageInfo { sha256: digest.hex(), size, store_path: (*sp).clone() });
         }
     }
-    let m = Manifest { version: 1, device: device.to_string(), generation, toplevel: toplevel.clone(), images };
+    let plan = flash_plan(profile, images.contains_key("vbmeta.img"));
+    util::write_atomic(&out.join(FLASH_PLAN), (serde_json::to_string_pretty(&plan)? + "\n").as_bytes())?;
+    let m = Manifest {
+        version: 1,
+        device: profile.codename.to_string(),
+        variant: profile.variant.clone(),
+        generation,
+        toplevel: toplevel.clone(),
+        images,
+    };
     util::write_atomic(&out.join(MANIFEST), (serde_json::to_string_pretty(&m)? + "\n").as_bytes())?;
     Ok(m)
 }

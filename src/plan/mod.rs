@@ -9,7 +9,7 @@
 //! version, and the store paths of its inputs; change any of them and the path changes.
 
 use crate::hash::Sha256Digest;
-use crate::profile::{Compression, Filesystem, Profile, QemuDisk};
+use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Profile, QemuDisk};
 use crate::store::lock::{DebPin, Lock};
 use crate::store::StorePath;
 use anyhow::Result;
@@ -50,7 +50,9 @@ pub enum Builder {
     /// The device tree QEMU builds for its machine model, dumped (deterministically).
     QemuDtb { qemu: String, machine: String, cpu: String, memory_mib: u32, smp: u32, disk: QemuDisk },
     /// boot.img (inputs `kernel`, `initrd`, optional `dtb`).
-    BootImage { header: BootHeader },
+    BootImage { header: BootHeader, kernel_compression: Compression, dtb: Option<DtbPlan> },
+    /// The minimal top-level vbmeta with verity and/or verification disabled.
+    Vbmeta { flags: u32 },
     /// The system partition (ext4 + Android sparse), holding the closure of the listed
     /// generations (inputs `gen-<n>`).
     SystemImage { size: u64, filesystem: Filesystem, mke2fs: String, generations: BTreeMap<u32, StorePath> },
@@ -61,15 +63,16 @@ impl Builder {
     pub fn version(&self) -> u32 {
         match self {
             Builder::Deb { .. } => 1,
-            Builder::Kernel => 1,
+            Builder::Kernel => 2,
             Builder::KernelModules => 1,
             Builder::Sw => 1,
             Builder::Cargo { .. } => 1,
             Builder::Etc { .. } => 1,
-            Builder::Initramfs { .. } => 1,
+            Builder::Initramfs { .. } => 2,
             Builder::Toplevel { .. } => 1,
             Builder::QemuDtb { .. } => 2,
-            Builder::BootImage { .. } => 1,
+            Builder::BootImage { .. } => 2,
+            Builder::Vbmeta { .. } => 1,
             Builder::SystemImage { .. } => 1,
         }
     }
@@ -86,6 +89,7 @@ impl Builder {
             Builder::Toplevel { .. } => "toplevel",
             Builder::QemuDtb { .. } => "qemu-dtb",
             Builder::BootImage { .. } => "boot-image",
+            Builder::Vbmeta { .. } => "vbmeta",
             Builder::SystemImage { .. } => "system-image",
         }
     }
@@ -98,6 +102,14 @@ pub struct Stage1Config {
     pub system_partition: String,
     pub filesystem: String,
     pub console: String,
+}
+
+/// Where boot.img's device tree comes from and where it goes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DtbPlan {
+    pub mode: DtbMode,
+    /// Paths under the kernel's `dtbs/`; empty when the dtb is the `dtb` input (QEMU's).
+    pub files: Vec<String>,
 }
 
 /// boot.img header parameters, resolved from the profile.
@@ -302,7 +314,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         ]),
     });
     let dtb = match &d.bootimg.dtb {
-        Some(_) => {
+        Some(spec) if spec.source == DtbSource::Qemu => {
             let q = d.qemu.as_ref().expect("validated: qemu dtb needs a qemu section");
             Some(plan.add(Recipe {
                 name: format!("{}-dtb", profile.codename),
@@ -317,7 +329,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 inputs: BTreeMap::new(),
             }))
         }
-        None => None,
+        _ => None,
     };
     Ok(SystemPlan { plan, toplevel, kernel, initrd, dtb })
 }
@@ -339,14 +351,28 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
     ])
 }
 
-/// Plans the images of a build: boot.img from the system's kernel and initrd, and the
-/// system partition holding the given generations.
+/// The images a build produces, by store path.
+#[derive(Debug, Clone)]
+pub struct ImagePaths {
+    pub boot: StorePath,
+    pub system: StorePath,
+    pub vbmeta: Option<StorePath>,
+}
+
+impl ImagePaths {
+    pub fn all(&self) -> Vec<StorePath> {
+        [Some(self.boot.clone()), Some(self.system.clone()), self.vbmeta.clone()].into_iter().flatten().collect()
+    }
+}
+
+/// Plans the images of a build: boot.img from the system's kernel and initrd, the system
+/// partition holding the given generations, and a vbmeta where the device needs one.
 pub fn images(
     profile: &Profile,
     sys: &SystemPlan,
     generations: &BTreeMap<u32, StorePath>,
     inp: &Inputs,
-) -> Result<(Plan, StorePath, StorePath)> {
+) -> Result<(Plan, ImagePaths)> {
     let d = &profile.device;
     let b = &d.bootimg;
     let mut plan = sys.plan.clone();
@@ -376,8 +402,12 @@ pub fn images(
     if let Some(dtb) = &sys.dtb {
         boot_inputs.insert("dtb".into(), dtb.clone());
     }
-    let boot =
-        plan.add(Recipe { name: "boot.img".into(), builder: Builder::BootImage { header }, inputs: boot_inputs });
+    let dtb = b.dtb.as_ref().map(|d| DtbPlan { mode: d.mode, files: d.files.clone() });
+    let boot = plan.add(Recipe {
+        name: "boot.img".into(),
+        builder: Builder::BootImage { header, kernel_compression: b.kernel_compression, dtb },
+        inputs: boot_inputs,
+    });
     let size = d.system_image_size();
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
@@ -394,7 +424,14 @@ pub fn images(
         },
         inputs: gen_inputs,
     });
-    Ok((plan, boot, system))
+    let vbmeta = d.vbmeta.as_ref().map(|v| {
+        plan.add(Recipe {
+            name: "vbmeta.img".into(),
+            builder: Builder::Vbmeta { flags: v.flags },
+            inputs: BTreeMap::new(),
+        })
+    });
+    Ok((plan, ImagePaths { boot, system, vbmeta }))
 }
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ fn plan_is_in_dependency_order() {
     let (p, l, i) = fixture();
     let s = system(&p, &l, &i).unwrap();
     let gens = BTreeMap::from([(1, s.toplevel.clone())]);
-    let (plan, boot, system) = images(&p, &s, &gens, &i).unwrap();
+    let (plan, imgs) = images(&p, &s, &gens, &i).unwrap();
+    let (boot, system) = (imgs.boot, imgs.system);
     for (idx, r) in plan.recipes.iter().enumerate() {
         for inp in r.recipe.inputs.values() {
             let pos = plan.recipes.iter().position(|q| &q.path == inp).unwrap();

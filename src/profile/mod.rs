@@ -61,6 +61,17 @@ pub struct Profile {
     pub sources: Vec<PathBuf>,
 }
 
+impl Profile {
+    /// The device and variant as one name (`xiaomi-beryllium-ebbg`): what generations and
+    /// out directories are kept per, since variants are different hardware.
+    pub fn instance(&self) -> Codename {
+        match &self.variant {
+            Some(v) => Codename(format!("{}-{v}", self.codename)),
+            None => self.codename.clone(),
+        }
+    }
+}
+
 /// The user's system configuration (`--config FILE`). Its `device:` mapping overrides
 /// device keys (merged after the variant); the keys here describe the system itself.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -138,7 +138,7 @@ pub struct Prepared {
 /// Builds the phone's disk from the out directory and unpacks boot.img for QEMU.
 pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let manifest = image::load_manifest(out)?;
-    if manifest.device != profile.codename.as_str() {
+    if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
         return Err(Fail::new(format!(
             "{} holds a build for {}, not {}",
             out.display(),

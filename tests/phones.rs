@@ -1,0 +1,126 @@
+//! Every real phone profile builds, and its images carry what the profile says: boot image
+//! header values read back by unpack_bootimg, the appended device tree being the one the
+//! profile (and variant) names, vbmeta where needed, and a flash plan naming the right
+//! partitions. The phones use their substitute kernel (Debian's arm64 6.12 package).
+
+mod common;
+use common::tool;
+use mobix::format::{arm64, bootimg::BootImage, compress, cpio, vbmeta};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));
+    cmd.args(["build", "--json", "--device", device, "--repo"])
+        .arg(repo())
+        .arg("--store")
+        .arg(store)
+        .arg("--out")
+        .arg(out);
+    if let Some(v) = variant {
+        cmd.args(["--variant", v]);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "building {device} {variant:?}:\n{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The kernel store path of a store holding one kernel.
+fn kernel_dtbs(store: &Path) -> PathBuf {
+    let k = fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-kernel"))
+        .unwrap();
+    k.join("dtbs")
+}
+
+fn field(f: &str, k: &str) -> String {
+    f.lines()
+        .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+        .unwrap_or_else(|| panic!("no {k}:\n{f}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn every_phone_builds_with_its_profile_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let cases = [
+        ("oneplus-enchilada", None, "qcom/sdm845-oneplus-enchilada.dtb", "0x00000000"),
+        ("xiaomi-beryllium", Some("tianma"), "qcom/sdm845-xiaomi-beryllium-tianma.dtb", "0x00000000"),
+        ("xiaomi-beryllium", Some("ebbg"), "qcom/sdm845-xiaomi-beryllium-ebbg.dtb", "0x00000000"),
+        ("google-sargo", None, "qcom/sdm670-google-sargo.dtb", "0x00000000"),
+    ];
+    for (device, variant, dtb, _) in cases {
+        let out = tmp.path().join(format!("{device}-{}", variant.unwrap_or("")));
+        let manifest = build(&store, &out, device, variant);
+        assert_eq!(manifest["device"], device);
+        assert_eq!(manifest["variant"].as_str(), variant);
+        // unpack_bootimg reports the profile's header values.
+        let f = tool(
+            Command::new("unpack_bootimg")
+                .arg("--boot_img")
+                .arg(out.join("boot.img"))
+                .arg("--out")
+                .arg(tmp.path().join("un")),
+        );
+        assert_eq!(field(&f, "boot image header version"), "0", "{device}");
+        assert_eq!(field(&f, "page size"), "4096");
+        assert_eq!(field(&f, "kernel load address"), "0x8000");
+        assert_eq!(field(&f, "ramdisk load address"), "0x1000000");
+        assert_eq!(field(&f, "kernel tags load address"), "0x100");
+        assert_eq!(field(&f, "command line args"), "console=ttyMSM0,115200");
+        // The kernel is Image.gz with exactly the named device tree appended.
+        let img = BootImage::parse(&fs::read(out.join("boot.img")).unwrap()).unwrap();
+        let (kernel_gz, dtbs) = arm64::split_appended_dtbs(&img.kernel).unwrap();
+        assert_eq!(compress::Compression::detect(&kernel_gz), compress::Compression::Gzip);
+        assert_eq!(dtbs.len(), 1, "{device}");
+        assert!(
+            dtbs[0] == fs::read(kernel_dtbs(&store).join(dtb)).unwrap(),
+            "{device} {variant:?}: appended dtb is {dtb}"
+        );
+        // The initramfs holds the variant's modules, decompressed.
+        let entries = cpio::read(&compress::decompress(&img.ramdisk, 1 << 30).unwrap()).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(names.iter().all(|n| !n.ends_with(".ko.xz")), "modules are decompressed");
+        let has = |m: &str| names.iter().any(|n| n.ends_with(&format!("/{m}.ko")));
+        assert!(has("ufs-qcom") || has("sdhci-msm"), "{device}: a storage driver");
+        assert_eq!(has("edt-ft5x06"), variant == Some("ebbg"), "{device} {variant:?}: the ebbg touchscreen only");
+        // The flash plan.
+        let plan: Value = serde_json::from_str(&fs::read_to_string(out.join("flash-plan.json")).unwrap()).unwrap();
+        let steps = plan["steps"].as_array().unwrap();
+        let last = steps.last().unwrap();
+        assert_eq!(
+            (last["partition"].as_str(), last["image"].as_str()),
+            (Some("userdata"), Some("system.img")),
+            "{device}: the system goes to userdata"
+        );
+        assert_eq!(plan["ab"], device != "xiaomi-beryllium");
+        let flashed: Vec<&str> =
+            steps.iter().filter(|s| s["action"] == "flash").map(|s| s["partition"].as_str().unwrap()).collect();
+        let erased: Vec<&str> =
+            steps.iter().filter(|s| s["action"] == "erase").map(|s| s["partition"].as_str().unwrap()).collect();
+        match device {
+            "google-sargo" => {
+                assert_eq!(flashed, ["boot", "vbmeta", "userdata"]);
+                let (h, _) = vbmeta::parse(&fs::read(out.join("vbmeta.img")).unwrap()).unwrap();
+                assert_eq!(h.flags, 3, "verity and verification disabled");
+            }
+            "oneplus-enchilada" => {
+                assert_eq!(flashed, ["boot", "userdata"]);
+                assert_eq!(erased, ["dtbo_a", "dtbo_b"]);
+            }
+            _ => assert_eq!(flashed, ["boot", "userdata"]),
+        }
+        assert_eq!(out.join("vbmeta.img").exists(), device == "google-sargo");
+    }
+    let _ = mobix::util::remove_tree(&store);
+}
