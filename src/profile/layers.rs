@@ -166,7 +166,12 @@ pub fn origin<'a>(layers: &'a [Layer], key: &str) -> &'a Layer {
             best = Some((d, l));
         }
     }
-    best.map(|(_, l)| l).unwrap_or(&layers[layers.len() - 1])
+    match best {
+        Some((d, l)) if d > 0 => l,
+        // No layer has any part of the key (a missing top-level key): the device file, the
+        // last whole file before variants and overrides.
+        _ => layers.iter().rev().find(|l| l.prefix.is_empty()).unwrap_or(&layers[layers.len() - 1]),
+    }
 }
 
 #[cfg(test)]

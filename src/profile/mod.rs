@@ -220,7 +220,16 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     }
     let mut layers = chain;
     layers.push(device.clone());
-    // The variant.
+    // The variant. A default must name a variant, whichever is chosen now.
+    if let (Some(d), Some(Value::Mapping(m))) = (&default_variant, &variants) {
+        let d = check_name(&device, "default_variant", d, "variant")?;
+        if !m.contains_key(d.as_str()) {
+            let names: Vec<&str> = m.keys().filter_map(|k| k.as_str()).collect();
+            return Err(
+                device.error("default_variant", format!("variant {d} does not exist (variants: {})", names.join(", ")))
+            );
+        }
+    }
     let wanted = match (sel.variant, &default_variant) {
         (Some(v), _) => Some(v.to_string()),
         (None, Some(d)) => Some(check_name(&device, "default_variant", d, "variant")?),
