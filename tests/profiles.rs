@@ -40,6 +40,8 @@ const BE: &str = "devices/xiaomi-beryllium/device.yaml";
 const QEMU: &str = "devices/qemu-aarch64/device.yaml";
 const SARGO: &str = "devices/google-sargo/device.yaml";
 
+/// One row of the corpus table.
+#[allow(clippy::too_many_arguments)]
 fn c(
     what: &'static str,
     file: &'static str,
