@@ -8,6 +8,8 @@
 mod deb;
 pub mod images;
 mod initramfs;
+pub mod kconfig;
+pub mod kernel;
 
 use crate::plan::{Builder, Plan, Planned};
 use crate::store::{Store, StorePath};
@@ -89,6 +91,10 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
 fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     match &planned.recipe.builder {
         Builder::Deb { pin } => deb::build(ctx, pin, out),
+        Builder::KernelConfig { arch, base, fragments, required, .. } => {
+            kernel::config(ctx, planned, arch, base, fragments, required, out)
+        }
+        Builder::KernelBuild { arch, .. } => kernel::build(ctx, planned, arch, out),
         Builder::Kernel => kernel(ctx, planned, out),
         Builder::KernelModules => kernel_modules(ctx, planned, out),
         Builder::Sw => sw(ctx, planned, out),

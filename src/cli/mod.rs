@@ -50,6 +50,9 @@ enum Cmd {
     Run(RunArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
+    /// Assemble and check a device's kernel configuration (kernels built from source).
+    #[command(subcommand)]
+    Kernel(KernelCmd),
     /// List, show and check device profiles.
     #[command(subcommand)]
     Device(DeviceCmd),
@@ -102,6 +105,10 @@ struct BuildArgs {
     /// Print the plan (every recipe, its store path, whether it is built) as JSON and stop.
     #[arg(long)]
     dry_run: bool,
+    /// For profiles naming both a kernel source and a package: build the kernel from
+    /// source, or use the prebuilt package (the substitute).
+    #[arg(long, value_enum, default_value = "source")]
+    kernel_from: plan::KernelFrom,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +130,28 @@ struct RunArgs {
     /// Extra kernel arguments, appended as a bootloader would (e.g. `mobix.poweroff`).
     #[arg(long, value_name = "ARGS", default_value = "")]
     append: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelCmd {
+    /// Assemble the configuration (base, fragments, mobix's options, olddefconfig) and
+    /// write the final .config; reports options that were dropped (exit 1).
+    Config {
+        #[command(flatten)]
+        target: DeviceOut,
+        /// Where to write the .config [default: <out>/kernel.config].
+        #[arg(long, value_name = "FILE")]
+        config_out: Option<PathBuf>,
+    },
+    /// Report, without building, whether every option asked for survives, and if not,
+    /// which dependency dropped it (exit 1).
+    Check {
+        #[command(flatten)]
+        target: DeviceOut,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +232,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Doctor(a) => cmd_doctor(a),
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
         Cmd::Device(d) => cmd_device(&cli.global, d),
+        Cmd::Kernel(k) => cmd_kernel(&cli.global, k),
     }
 }
 
@@ -245,11 +275,31 @@ fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&text).trim().to_string())
 }
 
-fn gather_inputs(repo: &Path) -> Result<Inputs> {
+fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) -> Result<Inputs> {
+    let k = &profile.device.kernel;
+    let from_source = k.source.is_some() && (kernel_from == plan::KernelFrom::Source || k.package.is_none());
+    let (kernel_spec, cross_gcc) = if from_source {
+        let spec = profile::load_kernel(repo, k.source.as_deref().expect("checked"))?;
+        let gcc = tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"])?;
+        (Some(spec), Some(gcc.lines().next().unwrap_or("").to_string()))
+    } else {
+        (None, None)
+    };
+    let mut inputs = gather_common(repo)?;
+    inputs.kernel_from = kernel_from;
+    inputs.kernel_spec = kernel_spec;
+    inputs.cross_gcc = cross_gcc;
+    Ok(inputs)
+}
+
+fn gather_common(repo: &Path) -> Result<Inputs> {
     let init_dir = repo.join("init");
     let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
         .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
     Ok(Inputs {
+        kernel_from: plan::KernelFrom::Source,
+        kernel_spec: None,
+        cross_gcc: None,
         repo: repo.to_path_buf(),
         init_source,
         rustc_version: tool_version("rustc", &["-vV"])?,
@@ -263,7 +313,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = gather_inputs(&repo)?;
+    let inputs = gather_inputs(&repo, &profile, a.kernel_from)?;
     let store = Store::open(&store_dir(g))?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     if a.dry_run {
@@ -287,6 +337,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         cargo_cache: cache_dir().join("cargo-target"),
         progress: &progress,
     };
+    progress(&format!("kernel: {}", sys.kernel_origin));
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
     let label = format!("mobix on {}", profile.device.name);
     let (rec, new) = generation::record(&store, &profile.instance(), &sys.toplevel, &label)?;
@@ -349,6 +400,58 @@ fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target)?;
     let status = vm::run(&profile, &prepared, &a.append)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
+    let (target, json) = match k {
+        KernelCmd::Config { target, .. } => (target, false),
+        KernelCmd::Check { target, json } => (target, *json),
+    };
+    let repo = find_repo(g)?;
+    let profile = target.load(&repo)?;
+    if profile.device.kernel.source.is_none() {
+        return Err(Fail::new(format!(
+            "{} uses a prebuilt kernel package; it has no kernel to configure",
+            profile.instance()
+        ))
+        .hint("a profile's `kernel.source` names a kernels/ spec")
+        .into());
+    }
+    let lock = Lock::load(&repo)?;
+    let inputs = gather_inputs(&repo, &profile, plan::KernelFrom::Source)?;
+    let sys = plan::system(&profile, &lock, &inputs)?;
+    let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
+    let store = Store::open(&store_dir(g))?;
+    let ctx = Ctx {
+        store: &store,
+        downloads: cache_dir().join("downloads"),
+        cargo_cache: cache_dir().join("cargo-target"),
+        progress: &progress,
+    };
+    build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
+    let dir = store.host_path(&cfg);
+    let report = build::kernel::read_report(&dir)?;
+    if let KernelCmd::Config { config_out, .. } = k {
+        let dest = config_out.clone().unwrap_or_else(|| target.out_dir().join("kernel.config"));
+        util::write_atomic(&dest, &std::fs::read(dir.join("config"))?)?;
+        progress(&format!("wrote {}", dest.display()));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "report": report}))?);
+    }
+    if report.dropped.is_empty() {
+        progress(&format!("all {} options asked for are in the configuration ({})", report.asked, sys.kernel_origin));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail::new(format!(
+            "{} of {} options asked for were dropped by olddefconfig:\n{}",
+            report.dropped.len(),
+            report.asked,
+            report.describe()
+        ))
+        .hint("enable what each one depends on in its fragment")
+        .into())
+    }
 }
 
 fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {

@@ -23,6 +23,13 @@ use std::path::PathBuf;
 pub enum Builder {
     /// An arm64 Debian package: fetched with apt-get, checked against its pin, unpacked.
     Deb { pin: DebPin },
+    /// A kernel configuration assembled from a source tree (input `source`): the base
+    /// target, the fragments in order, then the options mobix needs; `olddefconfig`; and a
+    /// report of every asked-for option that did not survive.
+    KernelConfig { arch: String, base: String, fragments: Vec<(String, String)>, required: String, cross: String },
+    /// A kernel cross-compiled from source (inputs `source`, `config`), laid out as Debian's
+    /// kernel packages are (boot/vmlinuz-*, lib/modules/*, usr/lib/linux-image-*/).
+    KernelBuild { arch: String, cross: String },
     /// The kernel `Image` and its config, from an unpacked kernel package (input `deb`).
     Kernel,
     /// The kernel's module tree with a fresh `modules.dep` (input `deb`).
@@ -63,6 +70,8 @@ impl Builder {
     pub fn version(&self) -> u32 {
         match self {
             Builder::Deb { .. } => 1,
+            Builder::KernelConfig { .. } => 1,
+            Builder::KernelBuild { .. } => 1,
             Builder::Kernel => 2,
             Builder::KernelModules => 1,
             Builder::Sw => 1,
@@ -80,6 +89,8 @@ impl Builder {
     pub fn kind(&self) -> &'static str {
         match self {
             Builder::Deb { .. } => "deb",
+            Builder::KernelConfig { .. } => "kernel-config",
+            Builder::KernelBuild { .. } => "kernel-build",
             Builder::Kernel => "kernel",
             Builder::KernelModules => "kernel-modules",
             Builder::Sw => "sw",
@@ -213,9 +224,24 @@ impl Plan {
     }
 }
 
+/// Where the kernel comes from when a profile names both a source and a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KernelFrom {
+    /// Build the `kernels/` spec from source.
+    #[default]
+    Source,
+    /// Use the prebuilt package the profile names as substitute.
+    Substitute,
+}
+
 /// Facts about the world the plan depends on, gathered before planning.
 #[derive(Debug, Clone)]
 pub struct Inputs {
+    pub kernel_from: KernelFrom,
+    /// The profile's `kernels/` spec, read (when it has one).
+    pub kernel_spec: Option<crate::profile::LoadedKernel>,
+    /// `aarch64-linux-gnu-gcc --version`, when a kernel is built from source.
+    pub cross_gcc: Option<String>,
     pub repo: PathBuf,
     /// Hash of `init/` (sources and lock file).
     pub init_source: Sha256Digest,
@@ -230,6 +256,8 @@ pub const INIT_TARGET: &str = "aarch64-unknown-linux-musl";
 #[derive(Debug, Clone)]
 pub struct SystemPlan {
     pub plan: Plan,
+    /// Where the kernel comes from, for people.
+    pub kernel_origin: String,
     pub toplevel: StorePath,
     pub kernel: StorePath,
     pub initrd: StorePath,
@@ -256,14 +284,13 @@ pub fn cmdline(profile: &Profile) -> String {
 pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan> {
     let d = &profile.device;
     let mut plan = Plan::default();
-    let kpin = lock.deb(&d.kernel.package)?.clone();
-    let kdeb = plan.add(Recipe { name: name_of(&kpin), builder: Builder::Deb { pin: kpin }, inputs: BTreeMap::new() });
+    let (kpkg, kernel_origin) = kernel_package(profile, lock, inp, &mut plan)?;
     let kernel =
-        plan.add(Recipe { name: "kernel".into(), builder: Builder::Kernel, inputs: inputs(&[("deb", &kdeb)]) });
+        plan.add(Recipe { name: "kernel".into(), builder: Builder::Kernel, inputs: inputs(&[("deb", &kpkg)]) });
     let modules = plan.add(Recipe {
         name: "kernel-modules".into(),
         builder: Builder::KernelModules,
-        inputs: inputs(&[("deb", &kdeb)]),
+        inputs: inputs(&[("deb", &kpkg)]),
     });
     let bpin = lock.deb("busybox")?.clone();
     let bdeb = plan.add(Recipe { name: name_of(&bpin), builder: Builder::Deb { pin: bpin }, inputs: BTreeMap::new() });
@@ -331,7 +358,86 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         _ => None,
     };
-    Ok(SystemPlan { plan, toplevel, kernel, initrd, dtb })
+    Ok(SystemPlan { plan, kernel_origin, toplevel, kernel, initrd, dtb })
+}
+
+/// The options mobix itself needs from a kernel it builds: devtmpfs (stage-1 mounts it),
+/// an initramfs in the profile's compression, proc/sys/tmpfs, ELF binaries and futexes
+/// (the Rust init), GPT partition names (stage-1 finds the system partition by name), the
+/// system filesystem, and module loading when stage-1 loads modules.
+pub fn required_options(profile: &Profile) -> crate::build::kconfig::Config {
+    let d = &profile.device;
+    let mut c = crate::build::kconfig::Config::new();
+    for o in ["DEVTMPFS", "BLK_DEV_INITRD", "PROC_FS", "SYSFS", "TMPFS", "SHMEM", "BINFMT_ELF", "FUTEX", "MULTIUSER"] {
+        c.insert(o.into(), "y".into());
+    }
+    for o in ["BLOCK", "PARTITION_ADVANCED", "EFI_PARTITION", "PRINTK", "TTY"] {
+        c.insert(o.into(), "y".into());
+    }
+    let rd = match d.stage1.compression {
+        Compression::Gzip => Some("RD_GZIP"),
+        Compression::Lz4 => Some("RD_LZ4"),
+        Compression::Xz => Some("RD_XZ"),
+        Compression::Zstd => Some("RD_ZSTD"),
+        Compression::None => None,
+    };
+    if let Some(rd) = rd {
+        c.insert(rd.into(), "y".into());
+    }
+    let fs_module = match d.system.filesystem {
+        Filesystem::Ext4 => ("EXT4_FS", "ext4"),
+    };
+    let loads_fs = d.stage1.modules.iter().any(|m| m == fs_module.1);
+    c.insert(fs_module.0.into(), if loads_fs { "m".into() } else { "y".into() });
+    if !d.stage1.modules.is_empty() {
+        c.insert("MODULES".into(), "y".into());
+    }
+    c
+}
+
+/// Plans the kernel package the system uses: a pinned Debian package, or a kernel built
+/// from its `kernels/` spec. Returns its path and, for people, where it comes from.
+fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan) -> Result<(StorePath, String)> {
+    let k = &profile.device.kernel;
+    let use_source = match (&k.source, &k.package, inp.kernel_from) {
+        (Some(_), _, KernelFrom::Source) | (Some(_), None, _) => true,
+        (_, Some(_), _) => false,
+        (None, None, _) => anyhow::bail!("validated: a kernel is named"),
+    };
+    if !use_source {
+        let name = k.package.as_ref().expect("checked above");
+        let pin = lock.deb(name)?.clone();
+        let origin = format!("prebuilt package {} {}", pin.package, pin.version);
+        let p = plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin }, inputs: BTreeMap::new() });
+        return Ok((p, origin));
+    }
+    let spec = inp.kernel_spec.as_ref().ok_or_else(|| anyhow::anyhow!("the kernel spec was not loaded"))?;
+    let cross = inp.cross_gcc.clone().ok_or_else(|| anyhow::anyhow!("the cross compiler version was not gathered"))?;
+    let pin = lock.deb(&spec.spec.source)?.clone();
+    let src =
+        plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin: pin.clone() }, inputs: BTreeMap::new() });
+    let config = plan.add(Recipe {
+        name: format!("kernel-config-{}", spec.name),
+        builder: Builder::KernelConfig {
+            arch: "arm64".into(),
+            base: spec.spec.base.clone(),
+            fragments: spec.fragments.clone(),
+            required: crate::build::kconfig::render(&required_options(profile)),
+            cross: cross.clone(),
+        },
+        inputs: inputs(&[("source", &src)]),
+    });
+    let build = plan.add(Recipe {
+        name: format!("kernel-build-{}", spec.name),
+        builder: Builder::KernelBuild { arch: "arm64".into(), cross },
+        inputs: inputs(&[("source", &src), ("config", &config)]),
+    });
+    Ok((build, format!("built from source: kernels/{} ({} {})", spec.name, pin.package, pin.version)))
+}
+
+/// The kernel-config recipe of a system plan, if its kernel is built from source.
+pub fn kernel_config_recipe(plan: &Plan) -> Option<&Planned> {
+    plan.recipes.iter().find(|r| matches!(r.recipe.builder, Builder::KernelConfig { .. }))
 }
 
 /// `/etc` of the system: hostname, users and groups.

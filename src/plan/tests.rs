@@ -6,6 +6,9 @@ fn fixture() -> (Profile, Lock, Inputs) {
     let profile = crate::profile::load(repo, "qemu-aarch64").unwrap();
     let lock = Lock::load(repo).unwrap();
     let inputs = Inputs {
+        kernel_from: KernelFrom::Source,
+        kernel_spec: None,
+        cross_gcc: None,
         repo: PathBuf::from("/somewhere/else"),
         init_source: Sha256Digest::of(b"init sources"),
         rustc_version: "rustc 1.95.0".into(),

@@ -72,6 +72,60 @@ impl Profile {
     }
 }
 
+/// A kernel built from source: `kernels/<name>/kernel.yaml`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// A `debs` entry of `mobix.lock` holding the source tarball (Debian's linux-source-X.Y).
+    pub source: String,
+    /// The base configuration: a make target of the tree (`tinyconfig`, `defconfig`, ...).
+    pub base: String,
+    /// Config fragments in the spec's directory, applied in order after the base.
+    #[serde(default)]
+    pub fragments: Vec<String>,
+}
+
+/// A kernel spec with its fragments read.
+#[derive(Debug, Clone)]
+pub struct LoadedKernel {
+    pub name: String,
+    pub spec: KernelSpec,
+    /// (file name, text) of each fragment, in order.
+    pub fragments: Vec<(String, String)>,
+}
+
+/// Loads `kernels/<name>/kernel.yaml` and its fragments.
+pub fn load_kernel(repo: &Path, name: &str) -> Result<LoadedKernel> {
+    let dir = repo.join("kernels").join(name);
+    let file = dir.join("kernel.yaml");
+    if !file.is_file() {
+        return Err(Fail::new(format!("no kernel spec {} (looked for {})", name, file.display())).into());
+    }
+    let layer = Layer::read(&file)?;
+    let spec: KernelSpec = deserialize_layer(&layer, layer.value.clone())?;
+    let targets = ["tinyconfig", "allnoconfig", "defconfig", "allmodconfig", "allyesconfig"];
+    if !targets.contains(&spec.base.as_str()) && !spec.base.ends_with("_defconfig") {
+        return Err(layer.error(
+            "base",
+            format!("{:?} is not a config target (tinyconfig, allnoconfig, defconfig or *_defconfig)", spec.base),
+        ));
+    }
+    let mut fragments = Vec::new();
+    for (i, f) in spec.fragments.iter().enumerate() {
+        if f.contains('/') || f.starts_with('.') {
+            return Err(
+                layer.error(&format!("fragments[{i}]"), format!("{f:?} must be a file name in {}", dir.display()))
+            );
+        }
+        let text = std::fs::read_to_string(dir.join(f)).map_err(|e| {
+            anyhow::Error::new(e)
+                .context(layer.error(&format!("fragments[{i}]"), format!("cannot read {}", dir.join(f).display())))
+        })?;
+        fragments.push((f.clone(), text));
+    }
+    Ok(LoadedKernel { name: name.to_string(), spec, fragments })
+}
+
 /// The user's system configuration (`--config FILE`). Its `device:` mapping overrides
 /// device keys (merged after the variant); the keys here describe the system itself.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

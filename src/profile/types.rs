@@ -158,8 +158,13 @@ pub struct SystemPartition {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelRef {
-    /// A `debs` entry of `mobix.lock`: a Debian arm64 kernel image package.
-    pub package: String,
+    /// A kernel spec under `kernels/<name>/`, built from source by the store.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A `debs` entry of `mobix.lock`: a prebuilt Debian arm64 kernel image package. With
+    /// `source` it is the substitute (`mobix build --kernel-from substitute`).
+    #[serde(default)]
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -473,6 +478,17 @@ impl Device {
         for (i, m) in self.stage1.modules.iter().enumerate() {
             if !is_module_name(m) {
                 return err(&format!("stage1.modules[{i}]"), format!("{m:?} is not a module name"));
+            }
+        }
+        if self.kernel.source.is_none() && self.kernel.package.is_none() {
+            return err(
+                "kernel",
+                "name a kernel: `source` (a kernels/ spec) and/or `package` (a prebuilt package)".into(),
+            );
+        }
+        if let Some(s) = &self.kernel.source {
+            if super::Codename::new(s).is_err() {
+                return err("kernel.source", format!("{s:?} is not the name of a kernels/ directory"));
             }
         }
         if self.identity.fastboot_products.is_empty() {
