@@ -420,7 +420,11 @@ fn describe(mut key: String, mut msg: String) -> (String, String, Option<String>
 /// `file` is only used in messages.
 pub fn parse_device(text: &str, file: &str) -> Result<Device> {
     let value = layers::parse_value(text, file)?;
-    let layer = Layer { file: PathBuf::from(file), text: text.to_string(), prefix: String::new(), value };
+    let mut layer = Layer { file: PathBuf::from(file), text: text.to_string(), prefix: String::new(), value };
+    // The loader's keys; their targets (families, variants) are not part of one file.
+    for meta in ["family", "variants", "default_variant"] {
+        layer.take(meta);
+    }
     let dev: Device = deserialize_layer(&layer, layer.value.clone())?;
     if let Err((key, msg)) = dev.validate() {
         return Err(layer.error(&key, msg));

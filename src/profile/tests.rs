@@ -28,7 +28,14 @@ fn every_profile_in_the_tree_loads() {
         all.iter().map(|(d, v, _)| v.as_ref().map_or(d.to_string(), |v| format!("{d}/{v}"))).collect();
     assert_eq!(
         names,
-        ["google-sargo", "oneplus-enchilada", "qemu-aarch64", "xiaomi-beryllium/tianma", "xiaomi-beryllium/ebbg"]
+        [
+            "google-sargo",
+            "oneplus-enchilada",
+            "qemu-aarch64/debian",
+            "qemu-aarch64/tiny",
+            "xiaomi-beryllium/tianma",
+            "xiaomi-beryllium/ebbg"
+        ]
     );
     for (d, v, r) in all {
         r.unwrap_or_else(|e| panic!("{d} {v:?}: {e:#}"));
