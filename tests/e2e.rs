@@ -192,7 +192,8 @@ fn unknown_device_and_missing_build_are_user_errors() {
     let r = repo();
     let out = mobix(tmp.path(), &["build", "--repo", r.to_str().unwrap(), "--device", "no-such-phone"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("known devices: qemu-aarch64"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("known devices:") && err.contains("qemu-aarch64"), "{err}");
     let out =
         mobix(tmp.path(), &["test", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--out", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
