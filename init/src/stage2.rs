@@ -77,6 +77,12 @@ fn activate(top: &Path) -> Result<()> {
             .map_err(|e| io("populating /etc", e))?;
     }
     let _ = symlink("/proc/mounts", "/etc/mtab");
+    // The kernel's firmware loader looks in /lib/firmware.
+    if top.join("firmware").exists() {
+        std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
+        let _ = std::fs::remove_file("/lib/firmware");
+        symlink("/run/current-system/firmware", "/lib/firmware").map_err(|e| io("linking /lib/firmware", e))?;
+    }
     std::fs::create_dir_all("/root").map_err(|e| io("creating /root", e))?;
     std::fs::create_dir_all("/bin").map_err(|e| io("creating /bin", e))?;
     let busybox = top.join("sw/bin/busybox");

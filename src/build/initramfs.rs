@@ -143,6 +143,7 @@ pub fn build(
     modules: &[String],
     compression: Compression,
     config: &Stage1Config,
+    firmware: &[String],
     out: &Path,
 ) -> Result<()> {
     let init = ctx.input(planned, "init")?;
@@ -173,6 +174,17 @@ pub fn build(
         add_parents(&mut entries, &path);
         entries.insert(path.clone(), Entry::file(path.clone(), 0o644, data));
         in_ramfs.push(format!("/{path}"));
+    }
+    // The firmware stage-1 needs, where the kernel's loader looks for it.
+    if !firmware.is_empty() {
+        let fw = ctx.input(planned, "firmware")?;
+        for path in firmware {
+            let dst = format!("lib/firmware/{path}");
+            add_parents(&mut entries, &dst);
+            let data =
+                fs::read(fw.join("lib/firmware").join(path)).with_context(|| format!("reading firmware {path}"))?;
+            entries.insert(dst.clone(), Entry::file(dst, 0o644, data));
+        }
     }
     let json = Stage1Json { config: config.clone(), kernel_release: release, modules: in_ramfs };
     let cfg = "etc/mobix/stage1.json";

@@ -98,6 +98,7 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::Kernel => kernel(ctx, planned, out),
         Builder::KernelModules => kernel_modules(ctx, planned, out),
         Builder::Sw => sw(ctx, planned, out),
+        Builder::Firmware { files, directory } => firmware(ctx, planned, files, directory.as_deref(), out),
         Builder::Cargo { binary, target, source_dir, dir, .. } => cargo(ctx, source_dir, dir, binary, target, out),
         Builder::Etc { files } => {
             fs::create_dir(out)?;
@@ -106,8 +107,8 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             }
             Ok(())
         }
-        Builder::Initramfs { modules, compression, config } => {
-            initramfs::build(ctx, planned, modules, *compression, config, out)
+        Builder::Initramfs { modules, compression, config, firmware } => {
+            initramfs::build(ctx, planned, modules, *compression, config, firmware, out)
         }
         Builder::Toplevel { cmdline, label } => toplevel(ctx, planned, cmdline, label, out),
         Builder::QemuDtb { machine, cpu, memory_mib, smp, .. } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),
@@ -178,6 +179,39 @@ fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies each pinned firmware file from the package or the user's directory, refusing a
+/// missing file or one whose sha256 differs from its pin.
+fn firmware(
+    ctx: &Ctx,
+    planned: &Planned,
+    files: &[(String, String, bool)],
+    directory: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let base = match planned.recipe.inputs.get("package") {
+        Some(p) => ctx.store.host_path(p).join("lib/firmware"),
+        None => directory.context("firmware comes from a package or a directory")?.to_path_buf(),
+    };
+    for (path, sha, _) in files {
+        let src = base.join(path);
+        let got = crate::hash::sha256_file(&src)
+            .map_err(|e| util::user_error(e, format!("firmware {path} is not in {}", base.display())))?;
+        if got.hex() != *sha {
+            return Err(Fail::new(format!(
+                "firmware {} does not match its pin: expected sha256 {sha}, got {got}",
+                src.display()
+            ))
+            .hint("nothing was added to the store; if the new file is trusted, update the profile's pin")
+            .into());
+        }
+        let dst = out.join("lib/firmware").join(path);
+        fs::create_dir_all(dst.parent().context("a path under lib/firmware")?)?;
+        fs::copy(&src, &dst)?;
+    }
+    fs::create_dir_all(out.join("lib/firmware"))?;
+    Ok(())
+}
+
 fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Path) -> Result<()> {
     let target_dir = ctx.cargo_cache.join(dir);
     let cargo_home = std::env::var_os("CARGO_HOME")
@@ -238,6 +272,9 @@ fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path
     link(inp("sw")?, "sw")?;
     link(inp("etc")?, "etc")?;
     link(format!("{}/lib/modules", inp("modules")?), "kernel-modules")?;
+    if planned.recipe.inputs.contains_key("firmware") {
+        link(format!("{}/lib/firmware", inp("firmware")?), "firmware")?;
+    }
     let release = fs::read_to_string(ctx.input(planned, "kernel")?.join("release"))?.trim().to_string();
     let boot = BootJson {
         version: 1,

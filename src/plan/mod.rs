@@ -36,6 +36,13 @@ pub enum Builder {
     KernelModules,
     /// The software tree: busybox (input `busybox`) as `bin/busybox` and `bin/sh`.
     Sw,
+    /// Firmware files, each checked against its pin, under `lib/firmware` (from input
+    /// `package`, or from `directory`, which is not hashed: the files' pins are).
+    Firmware {
+        files: Vec<(String, String, bool)>,
+        #[serde(skip)]
+        directory: Option<PathBuf>,
+    },
     /// A Rust crate from this repository, cross-compiled and statically linked.
     Cargo {
         /// Crate directory, relative to the repository.
@@ -50,8 +57,9 @@ pub enum Builder {
     },
     /// Files of `/etc`, generated from the configuration.
     Etc { files: BTreeMap<String, String> },
-    /// The stage-1 initramfs (inputs `init`, `modules`).
-    Initramfs { modules: Vec<String>, compression: Compression, config: Stage1Config },
+    /// The stage-1 initramfs (inputs `init`, `modules`, and `firmware` for the files of
+    /// `firmware`, paths under lib/firmware that stage-1 needs).
+    Initramfs { modules: Vec<String>, compression: Compression, config: Stage1Config, firmware: Vec<String> },
     /// A generation's toplevel (inputs `kernel`, `initrd`, `init`, `sw`, `etc`, `modules`).
     Toplevel { cmdline: String, label: String },
     /// The device tree QEMU builds for its machine model, dumped (deterministically).
@@ -75,6 +83,7 @@ impl Builder {
             Builder::Kernel => 2,
             Builder::KernelModules => 1,
             Builder::Sw => 1,
+            Builder::Firmware { .. } => 1,
             Builder::Cargo { .. } => 1,
             Builder::Etc { .. } => 1,
             Builder::Initramfs { .. } => 2,
@@ -94,6 +103,7 @@ impl Builder {
             Builder::Kernel => "kernel",
             Builder::KernelModules => "kernel-modules",
             Builder::Sw => "sw",
+            Builder::Firmware { .. } => "firmware",
             Builder::Cargo { .. } => "cargo",
             Builder::Etc { .. } => "etc",
             Builder::Initramfs { .. } => "initramfs",
@@ -312,6 +322,37 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         builder: Builder::Etc { files: etc_files(profile) },
         inputs: BTreeMap::new(),
     });
+    let firmware = match &d.firmware {
+        Some(fw) => {
+            let files = fw.files.iter().map(|f| (f.path.clone(), f.sha256.clone(), f.stage1)).collect();
+            let mut fw_inputs = BTreeMap::new();
+            let directory = match &fw.package {
+                Some(name) => {
+                    let pin = lock.deb(name)?.clone();
+                    let p = plan.add(Recipe {
+                        name: name_of(&pin),
+                        builder: Builder::Deb { pin },
+                        inputs: BTreeMap::new(),
+                    });
+                    fw_inputs.insert("package".to_string(), p);
+                    None
+                }
+                None => Some(profile.system.firmware_dir.clone().ok_or_else(|| {
+                    crate::util::Fail::new(format!(
+                        "{} lists firmware but no package; name the directory holding it",
+                        profile.instance()
+                    ))
+                    .hint("set `firmware_dir: DIR` in the system config (--config FILE)")
+                })?),
+            };
+            Some(plan.add(Recipe {
+                name: "firmware".into(),
+                builder: Builder::Firmware { files, directory },
+                inputs: fw_inputs,
+            }))
+        }
+        None => None,
+    };
     let fs_name = match d.system.filesystem {
         Filesystem::Ext4 => "ext4",
     };
@@ -320,25 +361,44 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         builder: Builder::Initramfs {
             modules: d.stage1.modules.clone(),
             compression: d.stage1.compression,
+            firmware: d
+                .firmware
+                .iter()
+                .flat_map(|f| f.files.iter())
+                .filter(|f| f.stage1)
+                .map(|f| f.path.clone())
+                .collect(),
             config: Stage1Config {
                 system_partition: d.system.partition.clone(),
                 filesystem: fs_name.into(),
                 console: d.console.clone(),
             },
         },
-        inputs: inputs(&[("init", &init), ("modules", &modules)]),
+        inputs: {
+            let mut i = inputs(&[("init", &init), ("modules", &modules)]);
+            if let Some(fw) = &firmware {
+                i.insert("firmware".into(), fw.clone());
+            }
+            i
+        },
     });
     let toplevel = plan.add(Recipe {
         name: format!("mobix-system-{}", profile.codename),
         builder: Builder::Toplevel { cmdline: cmdline(profile), label: format!("mobix on {}", d.name) },
-        inputs: inputs(&[
-            ("kernel", &kernel),
-            ("initrd", &initrd),
-            ("init", &init),
-            ("sw", &sw),
-            ("etc", &etc),
-            ("modules", &modules),
-        ]),
+        inputs: {
+            let mut i = inputs(&[
+                ("kernel", &kernel),
+                ("initrd", &initrd),
+                ("init", &init),
+                ("sw", &sw),
+                ("etc", &etc),
+                ("modules", &modules),
+            ]);
+            if let Some(fw) = &firmware {
+                i.insert("firmware".into(), fw.clone());
+            }
+            i
+        },
     });
     let dtb = match &d.bootimg.dtb {
         Some(spec) if spec.source == DtbSource::Qemu => {

@@ -137,6 +137,10 @@ pub struct SystemConfig {
     /// Kernel arguments appended to the device's command line.
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// A directory holding the firmware files the device profile lists (for firmware that
+    /// comes from the phone or its vendor rather than a package). Relative to this file.
+    #[serde(default)]
+    pub firmware_dir: Option<PathBuf>,
 }
 
 /// Where a profile error is: file, line (1-based, if known) and dotted key path.
@@ -345,6 +349,10 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
                     layer.error("hostname", format!("{h:?} is not a hostname (letters, digits, dashes; at most 63)"))
                 );
             }
+        }
+        if let Some(d) = &system.firmware_dir {
+            let base = cfg.parent().unwrap_or(Path::new("."));
+            system.firmware_dir = Some(base.join(d));
         }
         for (i, a) in system.cmdline.iter().enumerate() {
             if a.is_empty() || a.contains(char::is_whitespace) {

@@ -71,6 +71,9 @@ pub struct Device {
     #[serde(default)]
     pub cmdline: Vec<String>,
     pub stage1: Stage1,
+    /// Firmware files the phone needs, pinned by hash.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
     /// A top-level vbmeta to flash (phones with AVB need one to boot unsigned images).
     #[serde(default)]
     pub vbmeta: Option<Vbmeta>,
@@ -80,6 +83,28 @@ pub struct Device {
     /// How `mobix run`/`mobix test` emulate this device; only for devices QEMU can play.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    /// A `debs` entry of `mobix.lock` whose `lib/firmware` holds the files. Without it,
+    /// the files come from the directory the system config names (`firmware_dir`).
+    #[serde(default)]
+    pub package: Option<String>,
+    pub files: Vec<FirmwareFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareFile {
+    /// Path under `/lib/firmware` (`qcom/a630_sqe.fw`).
+    pub path: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    /// Whether stage-1 needs it (it goes into the initramfs too).
+    #[serde(default)]
+    pub stage1: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -493,6 +518,29 @@ impl Device {
         }
         if self.identity.fastboot_products.is_empty() {
             return err("identity.fastboot_products", "name at least one product".into());
+        }
+        if let Some(fw) = &self.firmware {
+            let mut seen = BTreeSet::new();
+            for (i, f) in fw.files.iter().enumerate() {
+                let bad = f.path.is_empty()
+                    || f.path.starts_with('/')
+                    || f.path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+                if bad {
+                    return err(
+                        &format!("firmware.files[{i}].path"),
+                        format!("{:?} is not a relative path under /lib/firmware", f.path),
+                    );
+                }
+                if crate::hash::Sha256Digest::parse_hex(&f.sha256).is_none() {
+                    return err(
+                        &format!("firmware.files[{i}].sha256"),
+                        format!("{:?} is not a lowercase hex sha256", f.sha256),
+                    );
+                }
+                if !seen.insert(&f.path) {
+                    return err(&format!("firmware.files[{i}].path"), format!("{} is listed twice", f.path));
+                }
+            }
         }
         if let Some(v) = &self.vbmeta {
             if !(1..=3).contains(&v.flags) {

@@ -1,0 +1,121 @@
+//! Firmware pinned by hash in a profile, taken from the directory the system config names:
+//! the stage-1 files land in the initramfs, all of them in the system under /lib/firmware,
+//! and a file that does not match its pin stops the build with both hashes shown.
+
+use mobix::format::{bootimg::BootImage, compress, cpio};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() != "target" {
+                copy_dir(&e.path(), &dst);
+            }
+        } else {
+            fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn mobix(cwd: &Path, args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().unwrap();
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+#[test]
+fn firmware_is_pinned_and_installed() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    for d in ["devices", "init"] {
+        copy_dir(&repo.join(d), &t.join(d));
+    }
+    fs::copy(repo.join("mobix.lock"), t.join("mobix.lock")).unwrap();
+    // Two "firmware" blobs in a directory of the user's.
+    let fwdir = t.join("vendor-firmware");
+    fs::create_dir_all(fwdir.join("qcom")).unwrap();
+    let gpu: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let modem: Vec<u8> = (0..9000u32).map(|i| (i * 13) as u8).collect();
+    fs::write(fwdir.join("qcom/gpu.fw"), &gpu).unwrap();
+    fs::write(fwdir.join("qcom/modem.mbn"), &modem).unwrap();
+    let sha = |d: &[u8]| mobix::hash::Sha256Digest::of(d).hex();
+    let dev = t.join("devices/qemu-aarch64/device.yaml");
+    let mut text = fs::read_to_string(&dev).unwrap();
+    text.push_str(&format!(
+        "\nfirmware:\n  files:\n    - {{ path: qcom/gpu.fw, sha256: {}, stage1: true }}\n    - {{ path: qcom/modem.mbn, sha256: {} }}\n",
+        sha(&gpu),
+        sha(&modem)
+    ));
+    fs::write(&dev, text).unwrap();
+    fs::write(t.join("system.yaml"), "hostname: fwphone\nfirmware_dir: vendor-firmware\n").unwrap();
+    let store = t.join("store");
+    let args = [
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        "system.yaml",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        "out",
+    ];
+    let o = mobix(t, &args);
+    assert!(o.status.success());
+    // Stage-1's file is in the initramfs, where the kernel's loader looks.
+    let img = BootImage::parse(&fs::read(t.join("out/boot.img")).unwrap()).unwrap();
+    let entries = cpio::read(&compress::decompress(&img.ramdisk, 1 << 30).unwrap()).unwrap();
+    let get = |p: &str| entries.iter().find(|e| e.path == p).map(|e| e.kind.clone());
+    assert_eq!(get("lib/firmware/qcom/gpu.fw"), Some(cpio::Kind::File(gpu.clone())));
+    assert_eq!(get("lib/firmware/qcom/modem.mbn"), None, "only stage-1's files go into the initramfs");
+    // Both are in the system closure, under the toplevel's firmware link.
+    let fw = fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-firmware"))
+        .unwrap();
+    assert_eq!(fs::read(fw.join("lib/firmware/qcom/modem.mbn")).unwrap(), modem);
+    let top = fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("-mobix-system-"))
+        .unwrap();
+    assert!(fs::read_link(top.join("firmware")).unwrap().to_string_lossy().ends_with("-firmware/lib/firmware"));
+    // It boots (stage-2 links /lib/firmware).
+    let test = mobix(t, &["test", "--device", "qemu-aarch64", "--config", "system.yaml", "--out", "out"]);
+    assert!(test.status.success());
+    // A changed file is refused when fetched (an empty store), with both hashes, and no
+    // firmware path enters the store. (A store that has the pinned path does not fetch it
+    // again: the path is named by the pins.)
+    let mut changed = modem.clone();
+    changed[0] ^= 1;
+    fs::write(fwdir.join("qcom/modem.mbn"), &changed).unwrap();
+    let fresh = t.join("fresh-store");
+    let args2 = [
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        "system.yaml",
+        "--store",
+        fresh.to_str().unwrap(),
+        "--out",
+        "out2",
+    ];
+    let o = mobix(t, &args2);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not match its pin") && err.contains(&sha(&modem)) && err.contains(&sha(&changed)),
+        "{err}"
+    );
+    assert!(!fs::read_dir(&fresh).unwrap().any(|e| e.unwrap().path().to_string_lossy().ends_with("-firmware")));
+    let _ = mobix::util::remove_tree(&store);
+    let _ = mobix::util::remove_tree(&fresh);
+}
