@@ -93,3 +93,11 @@ fn a_kernel_built_from_source_boots() {
     assert!(log.contains("Linux version 6.1.176"), "it is the kernel built here");
     assert!(log.contains("mobix: boot-complete generation="));
 }
+
+#[test]
+fn phone_kernel_specs_keep_their_options_on_linux_6_12() {
+    for device in ["oneplus-enchilada", "google-sargo"] {
+        let o = mobix(&repo(), &["kernel", "check", "--device", device]);
+        assert!(o.status.success(), "{device}: every option of its fragment and mobix's survives olddefconfig");
+    }
+}

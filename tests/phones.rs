@@ -17,7 +17,7 @@ fn repo() -> PathBuf {
 
 fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));
-    cmd.args(["build", "--json", "--device", device, "--repo"])
+    cmd.args(["build", "--json", "--kernel-from", "substitute", "--device", device, "--repo"])
         .arg(repo())
         .arg("--store")
         .arg(store)
@@ -27,7 +27,12 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value
         cmd.args(["--variant", v]);
     }
     let o = cmd.output().unwrap();
-    assert!(o.status.success(), "building {device} {variant:?}:\n{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "building {device} {variant:?}:\n{err}");
+    assert!(
+        err.contains("kernel: prebuilt package linux-image-6.12.115"),
+        "the build says it used the substitute:\n{err}"
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

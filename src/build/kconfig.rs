@@ -79,6 +79,8 @@ pub fn dropped(asked: &[(String, Config)], final_: &Config) -> Vec<Dropped> {
 /// Where a symbol is defined and what it depends on.
 #[derive(Debug, Clone, Default)]
 pub struct SymbolDeps {
+    /// Whether some Kconfig file defines the symbol.
+    pub defined: bool,
     /// Each `depends on` of the symbol, and each enclosing `if`/menu condition.
     pub conditions: Vec<String>,
 }
@@ -145,6 +147,7 @@ fn read(
                 current = Some(arg.to_string());
                 menu_pending = false;
                 if let Some(d) = out.get_mut(arg) {
+                    d.defined = true;
                     for b in stack.iter() {
                         match b {
                             Block::If(c) => d.conditions.push(c.clone()),

@@ -112,6 +112,10 @@ pub fn assemble(
         let names: Vec<String> = dropped.iter().map(|d| d.option.clone()).collect();
         let deps = kconfig::dependencies(tree, arch, &names)?;
         for d in &mut dropped {
+            if !deps.get(&d.option).is_some_and(|s| s.defined) {
+                d.because.push("no Kconfig of this kernel defines it (a misspelt or renamed option?)".into());
+                continue;
+            }
             for cond in deps.get(&d.option).map(|s| s.conditions.as_slice()).unwrap_or_default() {
                 let flat = cond.split_whitespace().collect::<Vec<_>>().join(" ");
                 if kconfig::eval(&flat, &final_) == 0 {
