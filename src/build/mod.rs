@@ -105,7 +105,20 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             for (name, content) in files {
                 fs::write(out.join(name), content)?;
             }
+            for ov in overlay_inputs(ctx, planned) {
+                merge_tree(&ov.join("etc"), out)?;
+            }
             Ok(())
+        }
+        Builder::Overlay { source_dir, source_sha256, name } => {
+            let files = source_dir.join("files");
+            let got = crate::hash::sha256_tree(&files, &|_| false)?;
+            if got.hex() != *source_sha256 {
+                anyhow::bail!(
+                    "overlay {name} changed while building (its files hash to {got}, planned {source_sha256})"
+                );
+            }
+            util::copy_tree(&files, out)
         }
         Builder::Initramfs { modules, compression, config, firmware } => {
             initramfs::build(ctx, planned, modules, *compression, config, firmware, out)
@@ -176,7 +189,50 @@ fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     fs::create_dir_all(out.join("bin"))?;
     fs::copy(bb.join("bin/busybox"), out.join("bin/busybox")).context("copying busybox")?;
     std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
+    // Overlays add to the software tree (all but their etc/), later ones winning.
+    for ov in overlay_inputs(ctx, planned) {
+        for e in fs::read_dir(&ov)? {
+            let e = e?;
+            if e.file_name() != "etc" {
+                merge_tree(&e.path(), &out.join(e.file_name()))?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// The host paths of a recipe's overlay inputs, in order.
+fn overlay_inputs(ctx: &Ctx, planned: &Planned) -> Vec<PathBuf> {
+    planned
+        .recipe
+        .inputs
+        .iter()
+        .filter(|(k, _)| k.starts_with("overlay-"))
+        .map(|(_, p)| ctx.store.host_path(p))
+        .collect()
+}
+
+/// Copies `src` (if it exists) onto `dst`, merging directories and replacing files.
+fn merge_tree(src: &Path, dst: &Path) -> Result<()> {
+    let Ok(m) = fs::symlink_metadata(src) else { return Ok(()) };
+    if m.is_dir() {
+        if fs::symlink_metadata(dst).is_ok_and(|d| !d.is_dir()) {
+            fs::remove_file(dst)?;
+        }
+        fs::create_dir_all(dst)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dst, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(src)? {
+            let e = e?;
+            merge_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if fs::symlink_metadata(dst).is_ok() {
+            util::remove_tree(dst)?;
+        }
+        util::copy_tree(src, dst)
+    }
 }
 
 /// Copies each pinned firmware file from the package or the user's directory, refusing a

@@ -286,6 +286,12 @@ fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) 
         (None, None)
     };
     let mut inputs = gather_common(repo)?;
+    for name in &profile.system.overlays {
+        let dir = repo.join("overlays").join(name);
+        let sha = crate::hash::sha256_tree(&dir.join("files"), &|_| false)
+            .map_err(|e| util::user_error(e, format!("hashing overlay {}", dir.display())))?;
+        inputs.overlays.push((name.clone(), sha, dir));
+    }
     inputs.kernel_from = kernel_from;
     inputs.kernel_spec = kernel_spec;
     inputs.cross_gcc = cross_gcc;
@@ -297,6 +303,7 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
     let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
         .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
     Ok(Inputs {
+        overlays: Vec::new(),
         kernel_from: plan::KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,

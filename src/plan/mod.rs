@@ -55,8 +55,16 @@ pub enum Builder {
         #[serde(skip)]
         source_dir: PathBuf,
     },
-    /// Files of `/etc`, generated from the configuration.
+    /// Files of `/etc`, generated from the configuration, with the `etc/` of each
+    /// overlay input (`overlay-NN`, in order) merged on top.
     Etc { files: BTreeMap<String, String> },
+    /// An overlay's file tree (`overlays/<name>/files/`), named by its content.
+    Overlay {
+        name: String,
+        source_sha256: String,
+        #[serde(skip)]
+        source_dir: PathBuf,
+    },
     /// The stage-1 initramfs (inputs `init`, `modules`, and `firmware` for the files of
     /// `firmware`, paths under lib/firmware that stage-1 needs).
     Initramfs { modules: Vec<String>, compression: Compression, config: Stage1Config, firmware: Vec<String> },
@@ -86,6 +94,7 @@ impl Builder {
             Builder::Firmware { .. } => 1,
             Builder::Cargo { .. } => 1,
             Builder::Etc { .. } => 1,
+            Builder::Overlay { .. } => 1,
             Builder::Initramfs { .. } => 2,
             Builder::Toplevel { .. } => 1,
             Builder::QemuDtb { .. } => 2,
@@ -106,6 +115,7 @@ impl Builder {
             Builder::Firmware { .. } => "firmware",
             Builder::Cargo { .. } => "cargo",
             Builder::Etc { .. } => "etc",
+            Builder::Overlay { .. } => "overlay",
             Builder::Initramfs { .. } => "initramfs",
             Builder::Toplevel { .. } => "toplevel",
             Builder::QemuDtb { .. } => "qemu-dtb",
@@ -247,6 +257,8 @@ pub enum KernelFrom {
 /// Facts about the world the plan depends on, gathered before planning.
 #[derive(Debug, Clone)]
 pub struct Inputs {
+    /// The system config's overlays: (name, hash of its files/ tree, directory).
+    pub overlays: Vec<(String, Sha256Digest, PathBuf)>,
     pub kernel_from: KernelFrom,
     /// The profile's `kernels/` spec, read (when it has one).
     pub kernel_spec: Option<crate::profile::LoadedKernel>,
@@ -304,7 +316,28 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let bpin = lock.deb("busybox")?.clone();
     let bdeb = plan.add(Recipe { name: name_of(&bpin), builder: Builder::Deb { pin: bpin }, inputs: BTreeMap::new() });
-    let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: inputs(&[("busybox", &bdeb)]) });
+    let overlays: Vec<(String, StorePath)> = inp
+        .overlays
+        .iter()
+        .enumerate()
+        .map(|(i, (name, sha, dir))| {
+            let p = plan.add(Recipe {
+                name: format!("overlay-{name}"),
+                builder: Builder::Overlay { name: name.clone(), source_sha256: sha.hex(), source_dir: dir.clone() },
+                inputs: BTreeMap::new(),
+            });
+            (format!("overlay-{i:02}"), p)
+        })
+        .collect();
+    let with_overlays = |mut m: BTreeMap<String, StorePath>| {
+        m.extend(overlays.iter().cloned());
+        m
+    };
+    let sw = plan.add(Recipe {
+        name: "sw".into(),
+        builder: Builder::Sw,
+        inputs: with_overlays(inputs(&[("busybox", &bdeb)])),
+    });
     let init = plan.add(Recipe {
         name: "mobix-init".into(),
         builder: Builder::Cargo {
@@ -320,7 +353,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     let etc = plan.add(Recipe {
         name: "etc".into(),
         builder: Builder::Etc { files: etc_files(profile) },
-        inputs: BTreeMap::new(),
+        inputs: with_overlays(BTreeMap::new()),
     });
     let firmware = match &d.firmware {
         Some(fw) => {

@@ -6,6 +6,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
     let profile = crate::profile::load(repo, "qemu-aarch64").unwrap();
     let lock = Lock::load(repo).unwrap();
     let inputs = Inputs {
+        overlays: Vec::new(),
         kernel_from: KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,

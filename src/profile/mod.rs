@@ -141,6 +141,10 @@ pub struct SystemConfig {
     /// comes from the phone or its vendor rather than a package). Relative to this file.
     #[serde(default)]
     pub firmware_dir: Option<PathBuf>,
+    /// Overlays (`overlays/<name>/files/`) layered onto the system, in order (later wins):
+    /// their `etc/` merges into /etc, the rest into the software tree.
+    #[serde(default)]
+    pub overlays: Vec<String>,
 }
 
 /// Where a profile error is: file, line (1-based, if known) and dotted key path.
@@ -353,6 +357,15 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         if let Some(d) = &system.firmware_dir {
             let base = cfg.parent().unwrap_or(Path::new("."));
             system.firmware_dir = Some(base.join(d));
+        }
+        for (i, o) in system.overlays.iter().enumerate() {
+            let dir = repo.join("overlays").join(o);
+            if Codename::new(o).is_err() || !dir.join("files").is_dir() {
+                return Err(layer.error(
+                    &format!("overlays[{i}]"),
+                    format!("no overlay {o:?} (looked for {})", dir.join("files").display()),
+                ));
+            }
         }
         for (i, a) in system.cmdline.iter().enumerate() {
             if a.is_empty() || a.contains(char::is_whitespace) {
