@@ -2,25 +2,13 @@
 //! the stage-1 files land in the initramfs, all of them in the system under /lib/firmware,
 //! and a file that does not match its pin stops the build with both hashes shown.
 
+mod common;
+use common::copy_dir;
+
 use mobix::format::{bootimg::BootImage, compress, cpio};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "target" {
-                copy_dir(&e.path(), &dst);
-            }
-        } else {
-            fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 fn mobix(cwd: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().unwrap();

@@ -4,6 +4,9 @@
 //! target/ so a run (or a rerun) builds each recipe once; the first kernel build takes
 //! about 6 minutes on 2 cores.
 
+mod common;
+use common::copy_dir;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,21 +30,6 @@ fn mobix(repo: &Path, args: &[&str]) -> Output {
         .expect("running mobix");
     eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "target" {
-                copy_dir(&e.path(), &dst);
-            }
-        } else {
-            fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 #[test]

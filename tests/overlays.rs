@@ -1,33 +1,18 @@
 //! Overlays: file trees from overlays/<name>/files/ that the system config lists. Their
 //! etc/ merges into /etc (over generated files), the rest into the software tree.
 
+mod common;
+use common::copy_dir;
+use common::store_entry;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "target" {
-                copy_dir(&e.path(), &dst);
-            }
-        } else {
-            fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 fn mobix(cwd: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().unwrap();
     eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn store_entry(store: &Path, suffix: &str) -> PathBuf {
-    fs::read_dir(store).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(suffix)).unwrap()
 }
 
 #[test]

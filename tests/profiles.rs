@@ -1,22 +1,12 @@
 //! A corpus of broken profiles: each mistake must fail at load with exit code 1 and a message
 //! naming the file where the mistake is, its line, and the key.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::copy_dir;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
 
 struct Case {
     what: &'static str,
