@@ -50,6 +50,9 @@ enum Cmd {
     Run(RunArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
+    /// The generations built for a device: list, show, diff.
+    #[command(subcommand)]
+    Generations(GenCmd),
     /// Assemble and check a device's kernel configuration (kernels built from source).
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -130,6 +133,40 @@ struct RunArgs {
     /// Extra kernel arguments, appended as a bootloader would (e.g. `mobix.poweroff`).
     #[arg(long, value_name = "ARGS", default_value = "")]
     append: String,
+}
+
+#[derive(Args, Debug)]
+struct GenTarget {
+    /// The device.
+    #[arg(long, value_name = "NAME")]
+    device: String,
+    /// Its variant.
+    #[arg(long, value_name = "NAME")]
+    variant: Option<String>,
+    /// Print JSON (with a `version` field).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum GenCmd {
+    /// Every generation recorded for the device in this store.
+    List(GenTarget),
+    /// One generation: its record, boot entry and closure size.
+    Show {
+        #[command(flatten)]
+        target: GenTarget,
+        /// The generation number.
+        number: u32,
+    },
+    /// What changed from generation A to generation B: store paths added, removed and
+    /// changed, with sizes.
+    Diff {
+        #[command(flatten)]
+        target: GenTarget,
+        a: u32,
+        b: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,6 +270,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
         Cmd::Device(d) => cmd_device(&cli.global, d),
         Cmd::Kernel(k) => cmd_kernel(&cli.global, k),
+        Cmd::Generations(c) => cmd_generations(&cli.global, c),
     }
 }
 
@@ -407,6 +445,100 @@ fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target)?;
     let status = vm::run(&profile, &prepared, &a.append)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
+    let t = match c {
+        GenCmd::List(t) | GenCmd::Show { target: t, .. } | GenCmd::Diff { target: t, .. } => t,
+    };
+    let repo = find_repo(g)?;
+    let profile =
+        profile::load_with(&repo, &t.device, profile::Selection { variant: t.variant.as_deref(), config: None })?;
+    let store = Store::open(&store_dir(g))?;
+    let all = generation::list(&store, &profile.instance())?;
+    let get = |n: u32| -> Result<&generation::Record> {
+        all.get(&n).ok_or_else(|| {
+            let known: Vec<String> = all.keys().map(|k| k.to_string()).collect();
+            Fail::new(format!("{} has no generation {n} in {}", profile.instance(), store.root().display()))
+                .hint(if known.is_empty() {
+                    "build it first with `mobix build`".into()
+                } else {
+                    format!("generations: {}", known.join(", "))
+                })
+                .into()
+        })
+    };
+    let print_json = |v: serde_json::Value| -> Result<()> {
+        let mut v = v;
+        v["version"] = serde_json::json!(1);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
+    };
+    let human_time = generation::utc_minutes;
+    match c {
+        GenCmd::List(_) => {
+            if t.json {
+                return print_json(
+                    serde_json::json!({"device": profile.instance(), "generations": all.values().collect::<Vec<_>>()}),
+                )
+                .map(|_| ExitCode::SUCCESS);
+            }
+            let newest = all.keys().next_back().copied();
+            for (n, r) in &all {
+                let mark = if Some(*n) == newest { "  (newest)" } else { "" };
+                println!("{n:>4}  {}  {}{mark}", human_time(r.created), r.toplevel);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GenCmd::Show { number, .. } => {
+            let r = get(*number)?;
+            let closure = store.closure(std::slice::from_ref(&r.toplevel))?;
+            let size: u64 = closure.iter().map(|p| generation::path_size(&store, p)).sum();
+            let boot: serde_json::Value = std::fs::read_to_string(store.host_path(&r.toplevel).join("boot.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let v =
+                serde_json::json!({"record": r, "boot": boot, "closure_paths": closure.len(), "closure_bytes": size});
+            if t.json {
+                return print_json(v).map(|_| ExitCode::SUCCESS);
+            }
+            println!("generation {} of {} ({})", r.generation, r.device, human_time(r.created));
+            println!("toplevel   {}", r.toplevel);
+            println!("label      {}", r.label);
+            println!("kernel     {}", boot["kernel_release"].as_str().unwrap_or("?"));
+            println!("cmdline    {}", boot["cmdline"].as_str().unwrap_or("?"));
+            println!("closure    {} store paths, {} bytes", closure.len(), size);
+            Ok(ExitCode::SUCCESS)
+        }
+        GenCmd::Diff { a, b, .. } => {
+            let (ra, rb) = (get(*a)?, get(*b)?);
+            let ca = store.closure(std::slice::from_ref(&ra.toplevel))?;
+            let cb = store.closure(std::slice::from_ref(&rb.toplevel))?;
+            let changes = generation::diff(&ca, &cb, &|p| generation::path_size(&store, p));
+            if t.json {
+                return print_json(serde_json::json!({"from": a, "to": b, "changes": changes}))
+                    .map(|_| ExitCode::SUCCESS);
+            }
+            for ch in &changes {
+                match (&ch.before, &ch.after) {
+                    (None, Some(p)) => println!("+ {:<28} {:>12}  {p}", ch.name, ch.after_size),
+                    (Some(p), None) => println!("- {:<28} {:>12}  {p}", ch.name, ch.before_size),
+                    (Some(_), Some(p)) => println!(
+                        "~ {:<28} {:>12}  {p} ({:+} bytes)",
+                        ch.name,
+                        ch.after_size,
+                        ch.after_size as i64 - ch.before_size as i64
+                    ),
+                    (None, None) => {}
+                }
+            }
+            if changes.is_empty() {
+                progress(&format!("generations {a} and {b} have the same closure"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
