@@ -5,6 +5,8 @@
 //! written atomically. A build whose toplevel equals the newest generation's reuses it; a
 //! generation is identified by its toplevel, never by its number alone.
 
+pub mod boot;
+
 use crate::profile::Codename;
 use crate::store::{Store, StorePath};
 use crate::util;

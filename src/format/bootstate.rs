@@ -1,0 +1,274 @@
+//! The boot-state record stage-1 keeps on the phone: per generation its status (trial with
+//! tries left, good, bad), the default, and what was booted. One 4 KiB block, two copies;
+//! the reader takes the valid copy with the highest sequence number, the writer writes the
+//! other copy with the next one, so a write torn by a crash leaves the older copy intact.
+//!
+//! Pipeline stage: format (pure). Layout (little-endian), after the design in
+//! shared/reference/boot-counting.md §6.3: magic "PHGEN\0\1", version u16, seq u64,
+//! default_gen u32, booted_gen u32, last_good[2] u32, pending_slot {from u8, to u8,
+//! gen u32, valid u8}, entry count u8, entries {gen u32, id [16]u8, kernel_slot u8,
+//! tries_left u8, tries_done u8, status u8, bad_reason u8} (at most 32), then CRC-32 (as
+//! zlib computes it, like `bootloader_control`) of everything before it.
+
+use super::crc32::crc32;
+
+pub const BLOCK: usize = 4096;
+pub const MAGIC: &[u8; 7] = b"PHGEN\0\x01";
+pub const VERSION: u16 = 1;
+pub const MAX_ENTRIES: usize = 32;
+const ENTRY_LEN: usize = 4 + 16 + 5;
+const HEADER_LEN: usize = 7 + 2 + 8 + 4 + 4 + 8 + 7 + 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Trial,
+    Good,
+    Bad,
+}
+
+/// Why a generation became bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadReason {
+    None,
+    /// Its tries ran out without a blessing (crash, hang, failed health check).
+    Tries,
+    /// The bootloader went back to the old slot: the new kernel did not come up.
+    Kernel,
+    /// Marked bad by hand (`mobix-bless bad`).
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub generation: u32,
+    /// The first 16 bytes of the toplevel's hash part: the generation's identity.
+    pub id: [u8; 16],
+    /// The A/B slot whose kernel this generation runs with (0 = a).
+    pub kernel_slot: u8,
+    pub tries_left: u8,
+    pub tries_done: u8,
+    pub status: Status,
+    pub bad_reason: BadReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PendingSlot {
+    pub from: u8,
+    pub to: u8,
+    pub generation: u32,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Record {
+    pub seq: u64,
+    /// What an unattended boot tries first (0: none, newest first).
+    pub default_gen: u32,
+    /// Written by stage-1 before switch_root.
+    pub booted_gen: u32,
+    /// Last good generation per kernel slot; never garbage-collected.
+    pub last_good: [u32; 2],
+    pub pending_slot: PendingSlot,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("state block is {0} bytes, not 4096")]
+    BadLength(usize),
+    #[error("bad magic (not a mobix boot-state record)")]
+    BadMagic,
+    #[error("unsupported record version {0}")]
+    BadVersion(u16),
+    #[error("record claims {0} entries, more than 32")]
+    TooManyEntries(usize),
+    #[error("CRC-32 {found:#010x} does not match the record ({computed:#010x})")]
+    BadCrc { found: u32, computed: u32 },
+    #[error("entry {index} has an unknown {field} {value}")]
+    BadField { index: usize, field: &'static str, value: u8 },
+}
+
+fn status_byte(s: Status) -> u8 {
+    match s {
+        Status::Trial => 0,
+        Status::Good => 1,
+        Status::Bad => 2,
+    }
+}
+
+fn reason_byte(r: BadReason) -> u8 {
+    match r {
+        BadReason::None => 0,
+        BadReason::Tries => 1,
+        BadReason::Kernel => 2,
+        BadReason::User => 3,
+    }
+}
+
+impl Record {
+    pub fn encode(&self) -> Result<[u8; BLOCK], Error> {
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(Error::TooManyEntries(self.entries.len()));
+        }
+        let mut b = [0u8; BLOCK];
+        let mut o = 0;
+        let mut put = |data: &[u8]| {
+            b[o..o + data.len()].copy_from_slice(data);
+            o += data.len();
+        };
+        put(MAGIC);
+        put(&VERSION.to_le_bytes());
+        put(&self.seq.to_le_bytes());
+        put(&self.default_gen.to_le_bytes());
+        put(&self.booted_gen.to_le_bytes());
+        put(&self.last_good[0].to_le_bytes());
+        put(&self.last_good[1].to_le_bytes());
+        let p = self.pending_slot;
+        put(&[p.from, p.to]);
+        put(&p.generation.to_le_bytes());
+        put(&[p.valid as u8, self.entries.len() as u8]);
+        for e in &self.entries {
+            put(&e.generation.to_le_bytes());
+            put(&e.id);
+            put(&[e.kernel_slot, e.tries_left, e.tries_done, status_byte(e.status), reason_byte(e.bad_reason)]);
+        }
+        let crc = crc32(&b[..BLOCK - 4]);
+        b[BLOCK - 4..].copy_from_slice(&crc.to_le_bytes());
+        Ok(b)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Record, Error> {
+        if b.len() != BLOCK {
+            return Err(Error::BadLength(b.len()));
+        }
+        if &b[..7] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let found = u32::from_le_bytes(b[BLOCK - 4..].try_into().unwrap());
+        let computed = crc32(&b[..BLOCK - 4]);
+        if found != computed {
+            return Err(Error::BadCrc { found, computed });
+        }
+        let version = u16::from_le_bytes([b[7], b[8]]);
+        if version != VERSION {
+            return Err(Error::BadVersion(version));
+        }
+        let le32 = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let count = b[HEADER_LEN - 1] as usize;
+        if count > MAX_ENTRIES {
+            return Err(Error::TooManyEntries(count));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for index in 0..count {
+            let o = HEADER_LEN + index * ENTRY_LEN;
+            let f = &b[o + 20..o + 25];
+            let status = match f[3] {
+                0 => Status::Trial,
+                1 => Status::Good,
+                2 => Status::Bad,
+                v => return Err(Error::BadField { index, field: "status", value: v }),
+            };
+            let bad_reason = match f[4] {
+                0 => BadReason::None,
+                1 => BadReason::Tries,
+                2 => BadReason::Kernel,
+                3 => BadReason::User,
+                v => return Err(Error::BadField { index, field: "bad_reason", value: v }),
+            };
+            entries.push(Entry {
+                generation: le32(o),
+                id: b[o + 4..o + 20].try_into().unwrap(),
+                kernel_slot: f[0],
+                tries_left: f[1],
+                tries_done: f[2],
+                status,
+                bad_reason,
+            });
+        }
+        Ok(Record {
+            seq: u64::from_le_bytes(b[9..17].try_into().unwrap()),
+            default_gen: le32(17),
+            booted_gen: le32(21),
+            last_good: [le32(25), le32(29)],
+            pending_slot: PendingSlot { from: b[33], to: b[34], generation: le32(35), valid: b[39] != 0 },
+            entries,
+        })
+    }
+}
+
+/// The record to use from the two copies: the valid one with the highest sequence number,
+/// and the index (0 or 1) of the copy to write next. `None` when neither is valid.
+pub fn read_pair(a: &[u8], b: &[u8]) -> (Option<Record>, usize) {
+    match (Record::decode(a).ok(), Record::decode(b).ok()) {
+        (Some(x), Some(y)) if y.seq > x.seq => (Some(y), 0),
+        (Some(x), Some(_)) => (Some(x), 1),
+        (Some(x), None) => (Some(x), 1),
+        (None, Some(y)) => (Some(y), 0),
+        (None, None) => (None, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Record {
+        Record {
+            seq: 7,
+            default_gen: 1,
+            booted_gen: 2,
+            last_good: [1, 0],
+            pending_slot: PendingSlot { from: 0, to: 1, generation: 2, valid: true },
+            entries: vec![
+                Entry {
+                    generation: 1,
+                    id: [1; 16],
+                    kernel_slot: 0,
+                    tries_left: 0,
+                    tries_done: 1,
+                    status: Status::Good,
+                    bad_reason: BadReason::None,
+                },
+                Entry {
+                    generation: 2,
+                    id: [2; 16],
+                    kernel_slot: 1,
+                    tries_left: 2,
+                    tries_done: 1,
+                    status: Status::Trial,
+                    bad_reason: BadReason::None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let r = sample();
+        let b = r.encode().unwrap();
+        assert_eq!(Record::decode(&b).unwrap(), r);
+        let mut bad = b;
+        bad[100] ^= 1;
+        assert!(matches!(Record::decode(&bad), Err(Error::BadCrc { .. })));
+        assert_eq!(Record::decode(&b[..100]).err(), Some(Error::BadLength(100)));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert_eq!(Record::decode(&bad).err(), Some(Error::BadMagic));
+    }
+
+    #[test]
+    fn the_newest_valid_copy_wins() {
+        let mut r = sample();
+        let older = r.encode().unwrap();
+        r.seq = 8;
+        let newer = r.encode().unwrap();
+        assert_eq!(read_pair(&older, &newer), (Some(r.clone()), 0), "write over the older copy next");
+        assert_eq!(read_pair(&newer, &older).1, 1);
+        let mut torn = newer;
+        torn[50] ^= 0xff;
+        assert_eq!(read_pair(&older, &torn).0.unwrap().seq, 7, "a torn write falls back to the other copy");
+        assert_eq!(read_pair(&torn, &[0u8; BLOCK]).0, None);
+    }
+}

@@ -1,0 +1,249 @@
+//! Boot counting and automatic fallback, as a pure state machine over the boot-state
+//! record (semantics of systemd's Automatic Boot Assessment; see DESIGN.md and
+//! shared/reference/boot-counting.md §6.4-6.5).
+//!
+//! Stage-1 decrements a trial's tries *before* booting it and persists that first, so a
+//! crash at any later point counts as a failed try without anyone detecting it. A trial
+//! with no tries left becomes bad and the next candidate boots. Stage-2 blesses the running
+//! generation (good) once the system reached its success point. Not yet used by the
+//! on-phone init: the next step of the generations work.
+
+use crate::format::bootstate::{BadReason, Record, Status};
+
+/// What stage-1 does on this boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Boot this generation; `trial` if it still has to prove itself.
+    Boot { generation: u32, trial: bool },
+    /// The record is unreadable: boot the newest generation, count nothing, mark nothing.
+    Degraded { generation: u32 },
+    /// Nothing bootable for the running kernel: a rescue shell, with the reason.
+    Rescue { why: String },
+}
+
+/// Stage-1's choice. `record` is what both copies gave (None: both corrupt); `present` the
+/// generations on the system partition; `slot` the running A/B slot. Returns the decision
+/// and, when the record changed, the record to persist *before* switching root: if that
+/// write fails, only a non-trial decision may go ahead.
+pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, Option<Record>) {
+    let Some(rec) = record else {
+        return match present.iter().max() {
+            Some(&g) => (Decision::Degraded { generation: g }, None),
+            None => (Decision::Rescue { why: "no generation on the system partition".into() }, None),
+        };
+    };
+    let mut r = rec.clone();
+    // The bootloader went back from the new kernel's slot: that generation failed.
+    if r.pending_slot.valid && slot == r.pending_slot.from && slot != r.pending_slot.to {
+        let g = r.pending_slot.generation;
+        if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g) {
+            e.status = Status::Bad;
+            e.bad_reason = BadReason::Kernel;
+        }
+        r.pending_slot.valid = false;
+    }
+    for e in r.entries.iter_mut() {
+        if e.status == Status::Trial && e.tries_left == 0 {
+            e.status = Status::Bad;
+            e.bad_reason = BadReason::Tries;
+        }
+    }
+    let mut candidates: Vec<&crate::format::bootstate::Entry> = r
+        .entries
+        .iter()
+        .filter(|e| e.status != Status::Bad && e.kernel_slot == slot && present.contains(&e.generation))
+        .collect();
+    candidates.sort_by_key(|e| (e.generation != r.default_gen, std::cmp::Reverse(e.generation)));
+    let decision = match candidates.first() {
+        None => Decision::Rescue {
+            why: format!(
+                "no good or trial generation for the kernel in slot {}",
+                crate::format::misc::slot_letter(slot as usize)
+            ),
+        },
+        Some(e) => Decision::Boot { generation: e.generation, trial: e.status == Status::Trial },
+    };
+    if let Decision::Boot { generation, trial } = decision {
+        if trial {
+            let e = r.entries.iter_mut().find(|e| e.generation == generation).expect("a candidate");
+            e.tries_left -= 1;
+            e.tries_done = e.tries_done.saturating_add(1);
+        }
+        r.booted_gen = generation;
+    }
+    if r != *rec {
+        r.seq += 1;
+        (decision, Some(r))
+    } else {
+        (decision, None)
+    }
+}
+
+/// Stage-2 at its success point: the running generation is good (and the last good one of
+/// its kernel slot); a kernel update it came with is complete.
+pub fn bless(rec: &Record) -> Record {
+    let mut r = rec.clone();
+    let g = r.booted_gen;
+    if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g) {
+        if e.status == Status::Trial {
+            e.status = Status::Good;
+        }
+        r.last_good[(e.kernel_slot as usize).min(1)] = g;
+    }
+    if r.pending_slot.generation == g {
+        r.pending_slot.valid = false;
+    }
+    r.seq += 1;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::bootstate::{Entry, PendingSlot};
+
+    fn entry(generation: u32, status: Status, tries: u8) -> Entry {
+        Entry {
+            generation,
+            id: [generation as u8; 16],
+            kernel_slot: 0,
+            tries_left: tries,
+            tries_done: 0,
+            status,
+            bad_reason: BadReason::None,
+        }
+    }
+
+    /// Generation 1 good; generation 2 a fresh trial with `tries` tries and the default.
+    fn update(tries: u8) -> Record {
+        Record {
+            seq: 1,
+            default_gen: 2,
+            booted_gen: 1,
+            last_good: [1, 0],
+            pending_slot: PendingSlot::default(),
+            entries: vec![entry(1, Status::Good, 0), entry(2, Status::Trial, tries)],
+        }
+    }
+
+    #[test]
+    fn a_failing_trial_is_tried_n_times_then_the_good_one_boots() {
+        let mut r = update(3);
+        let mut booted = Vec::new();
+        for _ in 0..6 {
+            let (d, next) = select(Some(&r), &[1, 2], 0);
+            if let Some(n) = next {
+                r = n;
+            }
+            match d {
+                Decision::Boot { generation, .. } => booted.push(generation),
+                other => panic!("{other:?}"),
+            }
+            // Generation 2 never reaches its success point; generation 1 is already good.
+        }
+        assert_eq!(booted, [2, 2, 2, 1, 1, 1]);
+        let g2 = r.entries.iter().find(|e| e.generation == 2).unwrap();
+        assert_eq!((g2.status, g2.bad_reason, g2.tries_done), (Status::Bad, BadReason::Tries, 3));
+    }
+
+    #[test]
+    fn a_blessed_trial_stays_the_default() {
+        let (d, next) = select(Some(&update(3)), &[1, 2], 0);
+        assert_eq!(d, Decision::Boot { generation: 2, trial: true });
+        let r = bless(&next.unwrap());
+        assert_eq!(r.last_good[0], 2);
+        for _ in 0..5 {
+            let (d, next) = select(Some(&r), &[1, 2], 0);
+            assert_eq!(d, Decision::Boot { generation: 2, trial: false });
+            assert!(next.is_none() || next.unwrap().booted_gen == 2, "a good boot changes nothing else");
+        }
+    }
+
+    #[test]
+    fn a_bootloader_fallback_marks_the_new_kernels_generation_bad() {
+        let mut r = update(3);
+        r.entries[1].kernel_slot = 1;
+        r.pending_slot = PendingSlot { from: 0, to: 1, generation: 2, valid: true };
+        // Running slot a again: the bootloader gave up on slot b's kernel.
+        let (d, next) = select(Some(&r), &[1, 2], 0);
+        assert_eq!(d, Decision::Boot { generation: 1, trial: false });
+        let n = next.unwrap();
+        assert_eq!((n.entries[1].status, n.entries[1].bad_reason), (Status::Bad, BadReason::Kernel));
+        assert!(!n.pending_slot.valid);
+    }
+
+    #[test]
+    fn corrupt_state_degrades_and_nothing_bootable_is_rescue() {
+        assert_eq!(select(None, &[1, 3, 2], 0).0, Decision::Degraded { generation: 3 });
+        let mut r = update(0);
+        r.entries[0].status = Status::Bad;
+        assert!(matches!(select(Some(&r), &[1, 2], 0).0, Decision::Rescue { .. }));
+    }
+
+    /// Random interleavings of boots, crashes before and after persisting, failed health
+    /// checks and blessings, against the invariants of boot counting.
+    #[test]
+    fn random_interleavings_keep_the_invariants() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let tries = 1 + rand(5) as u8;
+            let mut disk = update(tries); // what is persisted
+            let mut trial_boots = 0u32;
+            let mut blessed = false;
+            let good_forever = rand(3) == 0; // does generation 2 ever pass its health check?
+            for _ in 0..20 {
+                let (d, next) = select(Some(&disk), &[1, 2], 0);
+                // The write of the decision may be lost (power cut before it lands).
+                let persisted = match next {
+                    Some(n) if rand(4) != 0 => {
+                        disk = n;
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
+                let Decision::Boot { generation, trial } = d else { panic!("{d:?}") };
+                if trial && !persisted {
+                    // Stage-1 may not boot a trial whose try was not recorded: it reboots
+                    // (or boots a good one); nothing else happened.
+                    continue;
+                }
+                if generation == 2 && trial {
+                    trial_boots += 1;
+                }
+                assert!(trial_boots <= tries as u32, "a trial booted more often than its tries");
+                assert!(
+                    !(generation == 1
+                        && !blessed
+                        && good_forever
+                        && disk.entries[1].status == Status::Trial
+                        && disk.entries[1].tries_left > 0),
+                    "a good trial was skipped"
+                );
+                // The system runs: it crashes, hangs, or reaches its success point.
+                if generation == 2 && good_forever && rand(2) == 0 {
+                    disk = bless(&disk);
+                    blessed = true;
+                }
+                assert_ne!(disk.entries[0].status, Status::Bad, "the good generation is never marked bad");
+                if blessed {
+                    assert_eq!(disk.entries[1].status, Status::Good, "a blessed generation stays good");
+                }
+            }
+            if !blessed {
+                // After at most its tries, the update is bad and generation 1 boots.
+                let (d, _) = select(Some(&disk), &[1, 2], 0);
+                let settled = disk.entries[1].tries_left == 0 || disk.entries[1].status == Status::Bad;
+                if settled {
+                    assert_eq!(d, Decision::Boot { generation: 1, trial: false });
+                }
+            }
+        }
+    }
+}
