@@ -258,6 +258,35 @@ mod tests {
         assert_eq!(Record::decode(&bad).err(), Some(Error::BadMagic));
     }
 
+    /// The record scripts/fuzz packs with Python from the documented layout decodes.
+    #[test]
+    fn reads_a_record_packed_from_the_layout() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"PHGEN\0\x01");
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&5u64.to_le_bytes());
+        for v in [2u32, 1, 1, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&[0, 1]);
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&[0, 2]);
+        for (gen, tries, status) in [(1u32, 0u8, 1u8), (2, 3, 0)] {
+            b.extend_from_slice(&gen.to_le_bytes());
+            b.extend_from_slice(&[gen as u8; 16]);
+            b.extend_from_slice(&[0, tries, 0, status, 0]);
+        }
+        b.resize(BLOCK - 4, 0);
+        let crc = crc32(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let r = Record::decode(&b).unwrap();
+        assert_eq!((r.seq, r.default_gen, r.booted_gen, r.last_good), (5, 2, 1, [1, 0]));
+        assert_eq!(r.pending_slot, PendingSlot { from: 0, to: 1, generation: 2, valid: false });
+        assert_eq!(r.entries[1].status, Status::Trial);
+        assert_eq!(r.entries[1].tries_left, 3);
+        assert_eq!(r.encode().unwrap().to_vec(), b);
+    }
+
     #[test]
     fn the_newest_valid_copy_wins() {
         let mut r = sample();
