@@ -3,28 +3,16 @@
 //! and a file that does not match its pin stops the build with both hashes shown.
 
 mod common;
-use common::copy_dir;
+use common::{mobix_in as mobix, repo_copy};
 
 use mobix::format::{bootimg::BootImage, compress, cpio};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mobix(cwd: &Path, args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().unwrap();
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
-}
 
 #[test]
 fn firmware_is_pinned_and_installed() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    for d in ["devices", "init"] {
-        copy_dir(&repo.join(d), &t.join(d));
-    }
-    fs::copy(repo.join("mobix.lock"), t.join("mobix.lock")).unwrap();
+    repo_copy(t);
     // Two "firmware" blobs in a directory of the user's.
     let fwdir = t.join("vendor-firmware");
     fs::create_dir_all(fwdir.join("qcom")).unwrap();

@@ -2,28 +2,16 @@
 //! etc/ merges into /etc (over generated files), the rest into the software tree.
 
 mod common;
-use common::copy_dir;
 use common::store_entry;
+use common::{mobix_in as mobix, repo_copy};
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mobix(cwd: &Path, args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().unwrap();
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
-}
 
 #[test]
 fn overlays_layer_files_onto_the_system() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    for d in ["devices", "init"] {
-        copy_dir(&repo.join(d), &t.join(d));
-    }
-    fs::copy(repo.join("mobix.lock"), t.join("mobix.lock")).unwrap();
+    repo_copy(t);
     for (name, file, text) in [
         ("greeting", "etc/motd", "hello from an overlay\n"),
         ("greeting", "bin/hello", "#!/bin/sh\necho hello\n"),

@@ -41,3 +41,19 @@ pub fn store_entry(store: &Path, suffix: &str) -> PathBuf {
         .find(|p| p.to_string_lossy().ends_with(suffix))
         .unwrap_or_else(|| panic!("no store entry *{suffix} in {}", store.display()))
 }
+
+/// Runs the mobix binary in `cwd`, echoing its stderr into the test's output.
+pub fn mobix_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().expect("running mobix");
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// A copy of the mobix tree a build needs (devices, init, mobix.lock) in `dest`, to edit.
+pub fn repo_copy(dest: &Path) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for d in ["devices", "init"] {
+        copy_dir(&repo.join(d), &dest.join(d));
+    }
+    std::fs::copy(repo.join("mobix.lock"), dest.join("mobix.lock")).unwrap();
+}
