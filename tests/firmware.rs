@@ -3,7 +3,7 @@
 //! and a file that does not match its pin stops the build with both hashes shown.
 
 mod common;
-use common::{mobix_in as mobix, repo_copy};
+use common::{mobix_in as mobix, repo_copy, store_entry};
 
 use mobix::format::{bootimg::BootImage, compress, cpio};
 use std::fs;
@@ -31,18 +31,23 @@ fn firmware_is_pinned_and_installed() {
     fs::write(&dev, text).unwrap();
     fs::write(t.join("system.yaml"), "hostname: fwphone\nfirmware_dir: vendor-firmware\n").unwrap();
     let store = t.join("store");
-    let args = [
-        "build",
-        "--device",
-        "qemu-aarch64",
-        "--config",
-        "system.yaml",
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        "out",
-    ];
-    let o = mobix(t, &args);
+    let build = |store: &std::path::Path, out: &str| {
+        mobix(
+            t,
+            &[
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--config",
+                "system.yaml",
+                "--store",
+                store.to_str().unwrap(),
+                "--out",
+                out,
+            ],
+        )
+    };
+    let o = build(&store, "out");
     assert!(o.status.success());
     // Stage-1's file is in the initramfs, where the kernel's loader looks.
     let img = BootImage::parse(&fs::read(t.join("out/boot.img")).unwrap()).unwrap();
@@ -51,17 +56,9 @@ fn firmware_is_pinned_and_installed() {
     assert_eq!(get("lib/firmware/qcom/gpu.fw"), Some(cpio::Kind::File(gpu.clone())));
     assert_eq!(get("lib/firmware/qcom/modem.mbn"), None, "only stage-1's files go into the initramfs");
     // Both are in the system closure, under the toplevel's firmware link.
-    let fw = fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with("-firmware"))
-        .unwrap();
+    let fw = store_entry(&store, "-firmware");
     assert_eq!(fs::read(fw.join("lib/firmware/qcom/modem.mbn")).unwrap(), modem);
-    let top = fs::read_dir(&store)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("-mobix-system-"))
-        .unwrap();
+    let top = store_entry(&store, "-mobix-system-qemu-aarch64");
     assert!(fs::read_link(top.join("firmware")).unwrap().to_string_lossy().ends_with("-firmware/lib/firmware"));
     // It boots (stage-2 links /lib/firmware).
     let test = mobix(t, &["test", "--device", "qemu-aarch64", "--config", "system.yaml", "--out", "out"]);
@@ -73,18 +70,7 @@ fn firmware_is_pinned_and_installed() {
     changed[0] ^= 1;
     fs::write(fwdir.join("qcom/modem.mbn"), &changed).unwrap();
     let fresh = t.join("fresh-store");
-    let args2 = [
-        "build",
-        "--device",
-        "qemu-aarch64",
-        "--config",
-        "system.yaml",
-        "--store",
-        fresh.to_str().unwrap(),
-        "--out",
-        "out2",
-    ];
-    let o = mobix(t, &args2);
+    let o = build(&fresh, "out2");
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

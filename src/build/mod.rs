@@ -289,9 +289,8 @@ fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Pat
         .env_remove("RUSTFLAGS")
         .env("SOURCE_DATE_EPOCH", "1");
     util::run(&mut cmd).map_err(|e| {
-        if format!("{e:#}").contains("target may not be installed")
-            || format!("{e:#}").contains("can't find crate for `core`")
-        {
+        let text = format!("{e:#}");
+        if text.contains("target may not be installed") || text.contains("can't find crate for `core`") {
             e.context(
                 Fail::new(format!("the Rust target {target} is missing"))
                     .hint(format!("run `rustup target add {target}` (scripts/setup does it)")),
