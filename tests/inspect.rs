@@ -177,7 +177,6 @@ fn gpt_info_and_identity() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let profile = mobix::profile::load(repo, "qemu-aarch64").unwrap();
     let disk = t.join("disk.img");
-    mobix::vm::create_disk(&profile, &disk).unwrap();
     // Put something in a partition so identity covers contents too.
     let layout = mobix::vm::create_disk(&profile, &disk).unwrap();
     mobix::vm::write_partition(&disk, &layout, "boot_a", b"ANDROID! pretend").unwrap();
@@ -185,6 +184,38 @@ fn gpt_info_and_identity() {
     let names: Vec<&str> = i["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["misc", "boot_a", "boot_b", "system", "userdata"]);
     identity("gpt", &disk, t);
+
+    // A hand-edited gpt.json that cannot be laid out is refused (exit 1, no panic), and
+    // neither the output nor a temporary file is left behind.
+    let dir = t.join("disk.img-unpacked");
+    let gpt_json = fs::read_to_string(dir.join("gpt.json")).unwrap();
+    let out = t.join("bad.img");
+    let refuse = |json: &serde_json::Value, what: &str| {
+        fs::write(dir.join("gpt.json"), serde_json::to_string(json).unwrap()).unwrap();
+        let o = mobix(&["inspect", "gpt", "pack", dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(what), "{what}: {err}");
+        assert!(!out.exists());
+        assert_eq!(
+            fs::read_dir(t)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+                .count(),
+            0
+        );
+    };
+    let orig: serde_json::Value = serde_json::from_str(&gpt_json).unwrap();
+    let mut j = orig.clone();
+    let first = j["partitions"][0].clone();
+    j["partitions"] = serde_json::Value::Array(vec![first; 129]);
+    refuse(&j, "more than 128 partitions");
+    let mut j = orig.clone();
+    j["partitions"][1]["last_lba"] = j["partitions"][1]["first_lba"].as_u64().unwrap().saturating_sub(1).into();
+    refuse(&j, "is after its last sector");
+    let mut j = orig.clone();
+    j["partitions"][0]["last_lba"] = j["partitions"][0]["first_lba"].clone();
+    refuse(&j, "is larger than partition misc");
 }
 
 #[test]

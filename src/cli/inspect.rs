@@ -713,36 +713,50 @@ fn gpt_pack(p: &PackArgs) -> Result<()> {
     let j: GptJson = read_json(&p.dir, "gpt.json")?;
     let guid =
         |s: &str| gpt::Guid::parse(s).ok_or_else(|| anyhow::Error::new(Fail::new(format!("{s:?} is not a GUID"))));
-    let tmp = util::tmp_sibling(&p.out);
-    let mut f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-    f.set_len(j.disk_size)?;
-    // Recreate the table with each partition where it was: requests in order, aligned to
-    // one sector, with the gaps between them kept as they were.
-    let mut gpt_t = gptman::GPT::new_from(&mut f, j.sector_size, guid(&j.disk_guid)?.0)
-        .map_err(|e| util::user_error(e, "creating the table"))?;
-    for (i, part) in j.partitions.iter().enumerate() {
-        gpt_t[i as u32 + 1] = gptman::GPTPartitionEntry {
-            partition_type_guid: guid(&part.type_guid)?.0,
-            unique_partition_guid: guid(&part.unique_guid)?.0,
-            starting_lba: part.first_lba,
-            ending_lba: part.last_lba,
-            attribute_bits: parse_hex(&part.attributes)?,
-            partition_name: part.name.as_str().into(),
-        };
-    }
-    gpt_t.write_into(&mut f).map_err(|e| util::user_error(e, "writing the table"))?;
-    gptman::GPT::write_protective_mbr_into(&mut f, j.sector_size)
-        .map_err(|e| util::user_error(e, "writing the MBR"))?;
+    // Recreate the table with each partition where it was.
+    let mut partitions = Vec::with_capacity(j.partitions.len());
     for part in &j.partitions {
-        use std::io::{Seek, SeekFrom};
-        f.seek(SeekFrom::Start(part.first_lba * j.sector_size))?;
-        let mut src = open(&p.dir.join(&part.file))?;
-        std::io::copy(&mut src, &mut f)?;
+        partitions.push(gpt::Partition {
+            name: part.name.clone(),
+            type_guid: guid(&part.type_guid)?,
+            unique_guid: guid(&part.unique_guid)?,
+            first_lba: part.first_lba,
+            last_lba: part.last_lba,
+            attributes: parse_hex(&part.attributes)?,
+        });
     }
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, &p.out)?;
-    Ok(())
+    let table = gpt::Table { sector_size: j.sector_size, disk_guid: guid(&j.disk_guid)?, partitions };
+    let tmp = util::tmp_sibling(&p.out);
+    let written = (|| -> Result<()> {
+        let mut f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        f.set_len(j.disk_size)?;
+        gpt::write(&mut f, &table).map_err(bad(&p.dir.join("gpt.json"), "GPT table"))?;
+        for (part, file) in table.partitions.iter().zip(&j.partitions) {
+            use std::io::{Seek, SeekFrom};
+            let path = p.dir.join(&file.file);
+            let mut src = open(&path)?;
+            let room = part.size(j.sector_size);
+            if src.metadata()?.len() > room {
+                return Err(Fail::new(format!(
+                    "{} is larger than partition {} ({room} bytes)",
+                    path.display(),
+                    part.name
+                ))
+                .into());
+            }
+            f.seek(SeekFrom::Start(part.offset(j.sector_size)))?;
+            std::io::copy(&mut src, &mut f)?;
+        }
+        f.sync_all()?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => Ok(fs::rename(&tmp, &p.out)?),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 // ---- cpio --------------------------------------------------------------------------------

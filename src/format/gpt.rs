@@ -121,6 +121,8 @@ pub enum Error {
     NameTooLong(String),
     #[error("partitions need {need} bytes, but the disk has {have}")]
     DiskTooSmall { need: u64, have: u64 },
+    #[error("partition {name}: first sector {first} is after its last sector {last}")]
+    BadRange { name: String, first: u64, last: u64 },
     #[error("more than 128 partitions")]
     TooManyPartitions,
     #[error("writing the partition table: {0}")]
@@ -176,26 +178,66 @@ pub fn create<D: Read + Write + Seek>(
         disk.seek(SeekFrom::Start(disk_size - 1))?;
         disk.write_all(&[0])?;
     }
+    // Placement only: gptman finds each aligned gap; `write` then writes the table.
     let mut gpt = gptman::GPT::new_from(disk, sector_size, disk_guid.0).map_err(Error::Write)?;
     gpt.align = (align / sector_size).max(1);
+    let mut partitions = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let sectors = r.size / sector_size;
         let start = gpt.find_first_place(sectors).ok_or(Error::DiskTooSmall { need, have: disk_size })?;
         let mut unique = disk_guid.0;
         unique[15] = unique[15].wrapping_add(i as u8 + 1);
-        gpt[i as u32 + 1] = gptman::GPTPartitionEntry {
-            partition_type_guid: r.type_guid.0,
-            unique_partition_guid: unique,
-            starting_lba: start,
-            ending_lba: start + sectors - 1,
-            attribute_bits: r.attributes,
-            partition_name: r.name.as_str().into(),
+        let p = Partition {
+            name: r.name.clone(),
+            type_guid: r.type_guid,
+            unique_guid: Guid(unique),
+            first_lba: start,
+            last_lba: start + sectors - 1,
+            attributes: r.attributes,
         };
+        gpt[i as u32 + 1] = entry(&p);
+        partitions.push(p);
+    }
+    let table = Table { sector_size, disk_guid, partitions };
+    write(disk, &table)?;
+    Ok(table)
+}
+
+fn entry(p: &Partition) -> gptman::GPTPartitionEntry {
+    gptman::GPTPartitionEntry {
+        partition_type_guid: p.type_guid.0,
+        unique_partition_guid: p.unique_guid.0,
+        starting_lba: p.first_lba,
+        ending_lba: p.last_lba,
+        attribute_bits: p.attributes,
+        partition_name: p.name.as_str().into(),
+    }
+}
+
+/// Writes `table` into `disk` (already the disk's size) exactly as given: each partition
+/// at the sectors it names, in table order, with the protective MBR and both headers.
+pub fn write<D: Read + Write + Seek>(disk: &mut D, table: &Table) -> Result<(), Error> {
+    let ss = table.sector_size;
+    if ss != 512 && ss != 4096 {
+        return Err(Error::BadSectorSize(ss));
+    }
+    if table.partitions.len() > 128 {
+        return Err(Error::TooManyPartitions);
+    }
+    let mut gpt = gptman::GPT::new_from(disk, ss, table.disk_guid.0).map_err(Error::Write)?;
+    for (i, p) in table.partitions.iter().enumerate() {
+        if p.name.encode_utf16().count() > 36 {
+            return Err(Error::NameTooLong(p.name.clone()));
+        }
+        if p.first_lba > p.last_lba {
+            return Err(Error::BadRange { name: p.name.clone(), first: p.first_lba, last: p.last_lba });
+        }
+        gpt[i as u32 + 1] = entry(p);
     }
     gpt.write_into(disk).map_err(Error::Write)?;
-    gptman::GPT::write_protective_mbr_into(disk, sector_size).map_err(Error::Write)?;
+    gptman::GPT::write_protective_mbr_into(disk, ss).map_err(Error::Write)?;
     disk.flush()?;
-    read(disk, Some(sector_size))
+    Ok(())
 }
 
 /// Refuses headers whose entry array could not fit the disk, before gptman allocates it:
