@@ -96,88 +96,89 @@ pub fn compress(data: &[u8], c: Compression) -> Result<Vec<u8>, Error> {
     }
 }
 
-fn read_bounded<R: Read>(r: R, limit: u64, format: &'static str) -> Result<Vec<u8>, Error> {
+type Decoder<'a> = (Box<dyn Read + 'a>, &'static str);
+
+/// A decoder over `data` for the stream formats, and the format's name for errors; `None`
+/// for uncompressed data and for legacy lz4, which is read chunk by chunk.
+fn decoder(data: &[u8]) -> Result<Option<Decoder<'_>>, Error> {
+    Ok(Some(match Compression::detect(data) {
+        Compression::None | Compression::Lz4 => return Ok(None),
+        Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip"),
+        Compression::Xz => (Box::new(liblzma::read::XzDecoder::new_multi_decoder(data)), "xz"),
+        Compression::Zstd => (
+            Box::new(
+                zstd::stream::read::Decoder::new(data).map_err(|source| Error::Corrupt { format: "zstd", source })?,
+            ),
+            "zstd",
+        ),
+    }))
+}
+
+/// At most `n` bytes from a decoder.
+fn read_at_most(r: impl Read, n: u64, format: &'static str) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    r.take(limit + 1).read_to_end(&mut out).map_err(|source| Error::Corrupt { format, source })?;
+    r.take(n).read_to_end(&mut out).map_err(|source| Error::Corrupt { format, source })?;
+    Ok(out)
+}
+
+/// Decompresses whatever `data` is (detected by magic), producing at most `limit` bytes.
+pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
+    let out = match decoder(data)? {
+        Some((r, format)) => read_at_most(r, limit.saturating_add(1), format)?,
+        None if Compression::detect(data) == Compression::Lz4 => lz4_legacy(data, limit)?,
+        None if data.len() as u64 > limit => return Err(Error::TooLarge { limit }),
+        None => data.to_vec(),
+    };
     if out.len() as u64 > limit {
         return Err(Error::TooLarge { limit });
     }
     Ok(out)
 }
 
-/// Decompresses whatever `data` is (detected by magic), producing at most `limit` bytes.
-pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
-    match Compression::detect(data) {
-        Compression::None => {
-            if data.len() as u64 > limit {
-                return Err(Error::TooLarge { limit });
-            }
-            Ok(data.to_vec())
+fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut off = 4;
+    // Legacy streams may be followed by zero padding or another magic.
+    while off + 4 <= data.len() {
+        let size = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        if size == LZ4_LEGACY_MAGIC as usize {
+            off += 4;
+            continue;
         }
-        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), limit, "gzip"),
-        Compression::Xz => read_bounded(liblzma::read::XzDecoder::new_multi_decoder(data), limit, "xz"),
-        Compression::Zstd => {
-            let d =
-                zstd::stream::read::Decoder::new(data).map_err(|source| Error::Corrupt { format: "zstd", source })?;
-            read_bounded(d, limit, "zstd")
+        if size == 0 {
+            break;
         }
-        Compression::Lz4 => {
-            let mut out = Vec::new();
-            let mut off = 4;
-            // Legacy streams may be followed by zero padding or another magic.
-            while off + 4 <= data.len() {
-                let size = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-                if size == LZ4_LEGACY_MAGIC as usize {
-                    off += 4;
-                    continue;
-                }
-                if size == 0 {
-                    break;
-                }
-                off += 4;
-                if size > data.len() - off {
-                    return Err(Error::Lz4ChunkPastEnd { offset: off - 4, size, left: data.len() - off });
-                }
-                // A chunk never expands past 8 MiB, so this allocation is bounded.
-                let block = lz4_flex::block::decompress(&data[off..off + size], LZ4_CHUNK)
-                    .map_err(|e| Error::Corrupt { format: "lz4", source: std::io::Error::other(e.to_string()) })?;
-                out.extend_from_slice(&block);
-                if out.len() as u64 > limit {
-                    return Err(Error::TooLarge { limit });
-                }
-                off += size;
-            }
-            Ok(out)
+        off += 4;
+        if size > data.len() - off {
+            return Err(Error::Lz4ChunkPastEnd { offset: off - 4, size, left: data.len() - off });
         }
+        // A chunk never expands past 8 MiB, so this allocation is bounded.
+        let block = lz4_flex::block::decompress(&data[off..off + size], LZ4_CHUNK)
+            .map_err(|e| Error::Corrupt { format: "lz4", source: std::io::Error::other(e.to_string()) })?;
+        out.extend_from_slice(&block);
+        if out.len() as u64 > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        off += size;
     }
+    Ok(out)
 }
 
 /// The first `n` bytes of the decompressed stream (fewer if it is shorter), reading no more
 /// of the input than that needs.
 pub fn decompress_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, Error> {
-    fn prefix<R: Read>(r: R, n: usize, format: &'static str) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::with_capacity(n);
-        r.take(n as u64).read_to_end(&mut out).map_err(|source| Error::Corrupt { format, source })?;
-        Ok(out)
+    if let Some((r, format)) = decoder(data)? {
+        return read_at_most(r, n as u64, format);
     }
-    match Compression::detect(data) {
-        Compression::None => Ok(data[..n.min(data.len())].to_vec()),
-        Compression::Gzip => prefix(flate2::read::GzDecoder::new(data), n, "gzip"),
-        Compression::Xz => prefix(liblzma::read::XzDecoder::new(data), n, "xz"),
-        Compression::Zstd => {
-            let d =
-                zstd::stream::read::Decoder::new(data).map_err(|source| Error::Corrupt { format: "zstd", source })?;
-            prefix(d, n, "zstd")
-        }
-        Compression::Lz4 => {
-            // The first chunk alone (at most 8 MiB) holds the prefix.
-            let size = data.get(4..8).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).unwrap_or(0);
-            let end = 8usize.saturating_add(size).min(data.len());
-            let mut out = decompress(&data[..end], LZ4_CHUNK as u64)?;
-            out.truncate(n);
-            Ok(out)
-        }
+    if Compression::detect(data) == Compression::Lz4 {
+        // The first chunk alone (at most 8 MiB) holds the prefix.
+        let size = data.get(4..8).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).unwrap_or(0);
+        let end = 8usize.saturating_add(size).min(data.len());
+        let mut out = lz4_legacy(&data[..end], LZ4_CHUNK as u64)?;
+        out.truncate(n);
+        return Ok(out);
     }
+    Ok(data[..n.min(data.len())].to_vec())
 }
 
 #[cfg(test)]
