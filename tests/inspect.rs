@@ -88,6 +88,13 @@ fn bootimg_info_and_identity() {
     let out = mobix(&["inspect", "bootimg", "info", t.join("junk").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a valid boot image"));
+    // An address edited past 32 bits is refused, not cut off.
+    let dir = t.join("mk-v0.img-unpacked");
+    let json = fs::read_to_string(dir.join("bootimg.json")).unwrap();
+    fs::write(dir.join("bootimg.json"), json.replace("\"0x80008000\"", "\"0x180008000\"")).unwrap();
+    let out = mobix(&["inspect", "bootimg", "pack", dir.to_str().unwrap(), "--out", t.join("x.img").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not fit in 32 bits"));
 }
 
 #[test]

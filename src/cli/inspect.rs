@@ -171,7 +171,6 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn write_json(dir: &Path, name: &str, v: &impl Serialize) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_file(&dir.join(name), (serde_json::to_string_pretty(v)? + "\n").as_bytes())
 }
 
@@ -222,6 +221,21 @@ fn parse_hex(s: &str) -> Result<u64> {
         None => t.parse(),
     };
     r.map_err(|_| Fail::new(format!("{s:?} is not a number")).into())
+}
+
+/// A 32-bit header field: larger values are refused rather than cut off.
+fn parse_hex32(s: &str) -> Result<u32> {
+    u32::try_from(parse_hex(s)?).map_err(|_| Fail::new(format!("{s:?} does not fit in 32 bits")).into())
+}
+
+/// The file `name` in an unpacked directory, or nothing when the image had no such part.
+fn read_optional(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let f = dir.join(name);
+    if f.exists() {
+        read(&f)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 pub fn run(f: &Format) -> Result<()> {
@@ -345,21 +359,13 @@ fn bootimg_cmd(a: &Action) -> Result<()> {
         }
         Action::Pack(p) => {
             let j: BootJson = read_json(&p.dir, "bootimg.json")?;
-            let part = |name: &str| -> Result<Vec<u8>> {
-                let f = p.dir.join(name);
-                if f.exists() {
-                    read(&f)
-                } else {
-                    Ok(Vec::new())
-                }
-            };
             let mut img = bootimg::BootImage {
                 header_version: j.header_version,
                 page_size: j.page_size,
-                kernel_addr: parse_hex(&j.kernel_addr)? as u32,
-                ramdisk_addr: parse_hex(&j.ramdisk_addr)? as u32,
-                second_addr: parse_hex(&j.second_addr)? as u32,
-                tags_addr: parse_hex(&j.tags_addr)? as u32,
+                kernel_addr: parse_hex32(&j.kernel_addr)?,
+                ramdisk_addr: parse_hex32(&j.ramdisk_addr)?,
+                second_addr: parse_hex32(&j.second_addr)?,
+                tags_addr: parse_hex32(&j.tags_addr)?,
                 dtb_addr: parse_hex(&j.dtb_addr)?,
                 os_version: pack_os(&j.os_version, &j.os_patch_level)?,
                 board: j.board,
@@ -370,7 +376,7 @@ fn bootimg_cmd(a: &Action) -> Result<()> {
             if img.header_version < 3 && !j.extra_cmdline.is_empty() && j.cmdline.len() != 511 {
                 img.cmdline_split = Some(j.cmdline.len());
             }
-            let [k, r, s, dt, rd, d, sig] = BOOT_PARTS.map(part);
+            let [k, r, s, dt, rd, d, sig] = BOOT_PARTS.map(|name| read_optional(&p.dir, name));
             (img.kernel, img.ramdisk, img.second, img.qcdt, img.recovery_dtbo, img.dtb, img.boot_signature) =
                 (k?, r?, s?, dt?, rd?, d?, sig?);
             let bytes = img.to_bytes().map_err(|e| util::user_error(e, format!("packing {}", p.dir.display())))?;
@@ -446,7 +452,6 @@ fn vendor_boot_cmd(a: &Action) -> Result<()> {
                 vendor_boot::VendorBootImage::parse(&read(&u.file)?).map_err(bad(&u.file, "vendor_boot image"))?;
             let j = vendor_json(&img);
             for (r, rj) in img.ramdisks.iter().zip(&j.vendor_ramdisks) {
-                fs::create_dir_all(&u.out)?;
                 write_file(&u.out.join(&rj.file), &r.data)?;
             }
             write_json(&u.out, "vendor_boot.json", &j)?;
@@ -461,14 +466,6 @@ fn vendor_boot_cmd(a: &Action) -> Result<()> {
         }
         Action::Pack(p) => {
             let j: VendorJson = read_json(&p.dir, "vendor_boot.json")?;
-            let opt = |name: &str| -> Result<Vec<u8>> {
-                let f = p.dir.join(name);
-                if f.exists() {
-                    read(&f)
-                } else {
-                    Ok(Vec::new())
-                }
-            };
             let mut ramdisks = Vec::new();
             for r in &j.vendor_ramdisks {
                 let mut board_id = [0u32; 16];
@@ -487,15 +484,15 @@ fn vendor_boot_cmd(a: &Action) -> Result<()> {
             let img = vendor_boot::VendorBootImage {
                 header_version: j.header_version,
                 page_size: j.page_size,
-                kernel_addr: parse_hex(&j.kernel_addr)? as u32,
-                ramdisk_addr: parse_hex(&j.ramdisk_addr)? as u32,
+                kernel_addr: parse_hex32(&j.kernel_addr)?,
+                ramdisk_addr: parse_hex32(&j.ramdisk_addr)?,
                 cmdline: j.vendor_cmdline,
-                tags_addr: parse_hex(&j.tags_addr)? as u32,
+                tags_addr: parse_hex32(&j.tags_addr)?,
                 board: j.board,
-                dtb: opt("dtb")?,
+                dtb: read_optional(&p.dir, "dtb")?,
                 dtb_addr: parse_hex(&j.dtb_addr)?,
                 ramdisks,
-                bootconfig: opt("bootconfig")?,
+                bootconfig: read_optional(&p.dir, "bootconfig")?,
             };
             let bytes = img.to_bytes().map_err(|e| util::user_error(e, format!("packing {}", p.dir.display())))?;
             write_file(&p.out, &bytes)
