@@ -5,14 +5,14 @@
 
 pub mod arm64;
 pub mod bootimg;
-pub mod bootstate;
 pub mod compress;
 pub mod cpio;
-pub mod crc32;
 pub mod fdt;
 pub mod gpt;
-pub mod misc;
 pub mod qcdt;
 pub mod sparse;
 pub mod vbmeta;
 pub mod vendor_boot;
+
+// Shared with the on-phone init (init/bootctl), so both sides apply the same rules.
+pub use mobix_bootctl::{crc32, misc, record as bootstate};

@@ -5,7 +5,8 @@
 //! written atomically. A build whose toplevel equals the newest generation's reuses it; a
 //! generation is identified by its toplevel, never by its number alone.
 
-pub mod boot;
+/// Boot counting, shared with the on-phone init (init/bootctl).
+pub use mobix_bootctl::counting as boot;
 
 use crate::profile::Codename;
 use crate::store::{Store, StorePath};

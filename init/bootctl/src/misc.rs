@@ -7,7 +7,7 @@
 //! Slot selection follows U-Boot's `ab_select_slot` (boot/android_ab.c); the updates of a
 //! running system follow AOSP's default boot_control HAL (`libboot_control.cpp`).
 
-use super::crc32::crc32;
+use crate::crc32::crc32;
 
 pub const BCB_OFFSET: usize = 0;
 pub const BCB_SIZE: usize = 2048;

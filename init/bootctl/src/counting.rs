@@ -8,7 +8,7 @@
 //! generation (good) once the system reached its success point. Not yet used by the
 //! on-phone init: the next step of the generations work.
 
-use crate::format::bootstate::{BadReason, Record, Status};
+use crate::record::{BadReason, Record, Status};
 
 /// What stage-1 does on this boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
             e.bad_reason = BadReason::Tries;
         }
     }
-    let mut candidates: Vec<&crate::format::bootstate::Entry> = r
+    let mut candidates: Vec<&crate::record::Entry> = r
         .entries
         .iter()
         .filter(|e| e.status != Status::Bad && e.kernel_slot == slot && present.contains(&e.generation))
@@ -58,7 +58,7 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
         None => Decision::Rescue {
             why: format!(
                 "no good or trial generation for the kernel in slot {}",
-                crate::format::misc::slot_letter(slot as usize)
+                crate::misc::slot_letter(slot as usize)
             ),
         },
         Some(e) => Decision::Boot { generation: e.generation, trial: e.status == Status::Trial },
@@ -100,7 +100,7 @@ pub fn bless(rec: &Record) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::bootstate::{Entry, PendingSlot};
+    use crate::record::{Entry, PendingSlot};
 
     fn entry(generation: u32, status: Status, tries: u8) -> Entry {
         Entry {

@@ -10,7 +10,7 @@
 //! tries_left u8, tries_done u8, status u8, bad_reason u8} (at most 32), then CRC-32 (as
 //! zlib computes it, like `bootloader_control`) of everything before it.
 
-use super::crc32::crc32;
+use crate::crc32::crc32;
 
 pub const BLOCK: usize = 4096;
 pub const MAGIC: &[u8; 7] = b"PHGEN\0\x01";
