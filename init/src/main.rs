@@ -8,8 +8,10 @@
 //!
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
+mod bless;
 mod stage1;
 mod stage2;
+mod state;
 mod sys;
 
 use std::io::Write;
@@ -17,6 +19,10 @@ use std::io::Write;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let pid = std::process::id();
+    let name = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    if name == "mobix-bless" {
+        std::process::exit(bless::main(&args[1..]));
+    }
     let result = match args.get(1).map(String::as_str) {
         Some("stage2") => stage2::run(&args[2..]),
         _ if pid == 1 => stage1::run(),
@@ -42,7 +48,7 @@ pub fn say(msg: &str) {
 
 /// The last resort: a shell on the console, if there is one; otherwise wait forever
 /// (PID 1 exiting would panic the kernel and hide the message).
-fn rescue(why: &str) -> ! {
+pub fn rescue(why: &str) -> ! {
     say(&format!("dropping to a rescue shell ({why})"));
     for sh in ["/bin/sh", "/run/current-system/sw/bin/sh"] {
         if std::path::Path::new(sh).exists() {

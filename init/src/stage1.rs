@@ -1,6 +1,7 @@
 //! Stage-1: from the initramfs to the chosen generation's init.
 
 use crate::say;
+use crate::state;
 use crate::sys::{self, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,11 @@ pub struct Config {
     pub console: String,
     pub kernel_release: String,
     pub modules: Vec<String>,
+    /// Byte offset of the boot-state area in the system partition.
+    pub state_offset: u64,
+    /// The kernel of this boot image: only generations built with it are booted.
+    pub kernel: String,
+    pub menu_timeout_ms: u32,
 }
 
 /// `/mobix/generations/<n>.json` on the system partition.
@@ -21,6 +27,8 @@ pub struct Config {
 pub struct Generation {
     pub generation: u32,
     pub toplevel: String,
+    #[serde(default)]
+    pub kernel: String,
 }
 
 const SYSROOT: &str = "/sysroot";
@@ -37,7 +45,14 @@ pub fn run() -> Result<()> {
         &std::fs::read("/etc/mobix/stage1.json").map_err(|e| format!("reading /etc/mobix/stage1.json: {e}"))?,
     )
     .map_err(|e| format!("parsing /etc/mobix/stage1.json: {e}"))?;
-    say(&format!("stage-1 on kernel {} (console {})", cfg.kernel_release, cfg.console));
+    let cmdline = sys::kernel_cmdline();
+    let slot = sys::running_slot(&cmdline);
+    say(&format!(
+        "stage-1 on kernel {} (console {}, slot {})",
+        cfg.kernel_release,
+        cfg.console,
+        slot.map_or("-".to_string(), |s| mobix_bootctl::misc::slot_letter(s as usize).to_string())
+    ));
     let mut loaded = 0;
     for m in &cfg.modules {
         if sys::load_module(Path::new(m))? {
@@ -50,18 +65,146 @@ pub fn run() -> Result<()> {
     sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.filesystem), libc::MS_RDONLY, None)?;
     say(&format!("mounted {} ({}) read-only", dev.display(), cfg.system_partition));
     let gens = read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
-    let chosen = choose(&gens).ok_or_else(|| "the system partition holds no generation".to_string())?;
-    say(&format!("booting generation {} ({})", chosen.generation, chosen.toplevel));
+    let loc = state::Location { device: dev.clone(), offset: cfg.state_offset };
+    let boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
+        Ok(b) => b,
+        Err(why) => rescue_with_system(&why),
+    };
+    let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
     sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
     let init = format!("{}/init", chosen.toplevel);
     if !exists_in(Path::new(SYSROOT), &init) {
         return Err(format!("generation {} has no init at {init}", chosen.generation));
     }
+    std::fs::create_dir_all(format!("{SYSROOT}/run/mobix")).map_err(|e| format!("creating /run/mobix: {e}"))?;
+    let json = serde_json::to_vec_pretty(&boot).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{SYSROOT}{}", state::BOOT_FILE), json).map_err(|e| format!("writing boot.json: {e}"))?;
     for d in ["/dev", "/proc", "/sys"] {
         sys::mount(d, &format!("{SYSROOT}{d}"), None, libc::MS_MOVE, None)?;
     }
     say(&format!("stage-1 done in {:.2}s", t0.elapsed().as_secs_f64()));
-    switch_root(&init, chosen)
+    switch_root(&init, &chosen)
+}
+
+/// Chooses the generation to boot and persists what that costs (a trial's try) before
+/// anything of it runs.
+fn pick(
+    cfg: &Config,
+    gens: &[Generation],
+    loc: &state::Location,
+    slot: Option<u8>,
+    cmdline: &str,
+) -> std::result::Result<state::Boot, String> {
+    use mobix_bootctl::counting::{self, Decision};
+    let compatible: Vec<u32> =
+        gens.iter().filter(|g| g.kernel.is_empty() || g.kernel == cfg.kernel).map(|g| g.generation).collect();
+    let record = match state::read(loc) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            say(&format!("warning: boot-state record unreadable: {why}"));
+            None
+        }
+    };
+    let boot = |generation: u32, mode: &str| state::Boot {
+        generation,
+        toplevel: gens.iter().find(|g| g.generation == generation).map(|g| g.toplevel.clone()).unwrap_or_default(),
+        mode: mode.to_string(),
+        state: Some(loc.clone()),
+        slot,
+    };
+    let wants_menu = sys::cmdline_has(cmdline, "mobix.menu")
+        || (cfg.menu_timeout_ms > 0 && {
+            say(&format!("press a key within {:.1}s for the generation menu", cfg.menu_timeout_ms as f64 / 1000.0));
+            sys::key_within(Duration::from_millis(cfg.menu_timeout_ms as u64))
+        });
+    if wants_menu {
+        if let Some(g) = menu(gens, &compatible, record.as_ref()) {
+            say(&format!("generation {g} chosen by hand (its status is left as it is)"));
+            return Ok(boot(g, "manual"));
+        }
+    }
+    let (decision, next) = counting::select(record.as_ref(), &compatible, slot.unwrap_or(0));
+    if let (Some(before), Some(after)) = (&record, &next) {
+        for (b, a) in before.entries.iter().zip(&after.entries) {
+            if b.status != a.status && a.status == mobix_bootctl::record::Status::Bad {
+                say(&format!("generation {} is now bad ({:?})", a.generation, a.bad_reason).to_lowercase());
+            }
+        }
+    }
+    match decision {
+        Decision::Boot { generation, trial } => {
+            let tries_left = next
+                .as_ref()
+                .or(record.as_ref())
+                .and_then(|r| r.entries.iter().find(|e| e.generation == generation))
+                .map_or(0, |e| e.tries_left);
+            if let Some(n) = &next {
+                if let Err(e) = state::write(loc, n) {
+                    if trial {
+                        return Err(format!("cannot record the try of trial generation {generation}: {e}"));
+                    }
+                    say(&format!("warning: cannot update the boot-state record: {e}"));
+                }
+            }
+            say(&format!(
+                "GEN-CHOSEN generation={generation} status={} tries_left={tries_left}",
+                if trial { "trial" } else { "good" }
+            ));
+            Ok(boot(generation, if trial { "trial" } else { "good" }))
+        }
+        Decision::Degraded { generation } => {
+            say(&format!("GEN-CHOSEN generation={generation} status=degraded tries_left=0 (newest; nothing counted)"));
+            Ok(boot(generation, "degraded"))
+        }
+        Decision::Rescue { why } => Err(why),
+    }
+}
+
+/// The generation menu on the console: every generation on the partition with its status.
+/// Returns the one typed (Enter alone: the automatic choice).
+fn menu(gens: &[Generation], compatible: &[u32], record: Option<&mobix_bootctl::record::Record>) -> Option<u32> {
+    use std::io::BufRead;
+    let mut sorted: Vec<&Generation> = gens.iter().collect();
+    sorted.sort_by_key(|g| std::cmp::Reverse(g.generation));
+    say("generations on this phone:");
+    for g in &sorted {
+        let e = record.and_then(|r| r.entries.iter().find(|e| e.generation == g.generation));
+        let status = match e {
+            Some(e) if e.status == mobix_bootctl::record::Status::Trial => {
+                format!("trial, {} tries left", e.tries_left)
+            }
+            Some(e) => format!("{:?}", e.status).to_lowercase(),
+            None => "unknown".into(),
+        };
+        let kernel = if compatible.contains(&g.generation) { "" } else { ", other kernel" };
+        say(&format!("  {:>3}  {}  ({status}{kernel})", g.generation, g.toplevel));
+    }
+    say("choose a generation (number, Enter for the automatic choice):");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).ok()?;
+    let n: u32 = line.trim().parse().ok()?;
+    if gens.iter().any(|g| g.generation == n) {
+        Some(n)
+    } else {
+        say(&format!("no generation {n}; taking the automatic choice"));
+        None
+    }
+}
+
+/// Nothing bootable: say why and give the user a shell, from the initramfs or, failing
+/// that, the busybox of any generation on the system partition.
+fn rescue_with_system(why: &str) -> ! {
+    say(&format!("RESCUE: {why}"));
+    if let Ok(rd) = std::fs::read_dir(format!("{SYSTEM_MOUNT}/mobix/store")) {
+        for e in rd.flatten() {
+            let bb = e.path().join("bin/busybox");
+            if bb.exists() {
+                say(&format!("rescue shell: {} (type `reboot -f` to try again)", bb.display()));
+                let _ = std::process::Command::new(&bb).arg("sh").status();
+            }
+        }
+    }
+    crate::rescue(why)
 }
 
 /// Finds `/dev/<name>` of the partition whose GPT name is `partname`, waiting for the
@@ -113,11 +256,6 @@ fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
         }
     }
     Ok(out)
-}
-
-/// The generation to boot: the newest one.
-pub fn choose(gens: &[Generation]) -> Option<&Generation> {
-    gens.iter().max_by_key(|g| g.generation)
 }
 
 /// Whether `path` exists inside the tree at `root`, following symlinks (absolute ones
@@ -172,10 +310,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chooses_the_newest_generation() {
-        let g = |n, t: &str| Generation { generation: n, toplevel: t.into() };
-        let gens = vec![g(1, "/mobix/store/a"), g(3, "/mobix/store/c"), g(2, "/mobix/store/b")];
-        assert_eq!(choose(&gens).unwrap().generation, 3);
-        assert!(choose(&[]).is_none());
+    fn manifests_without_a_kernel_still_parse() {
+        let g: Generation = serde_json::from_str(r#"{"generation": 2, "toplevel": "/mobix/store/x"}"#).unwrap();
+        assert_eq!((g.generation, g.kernel.as_str()), (2, ""));
     }
 }

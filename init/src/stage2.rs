@@ -1,10 +1,12 @@
 //! Stage-2: the running system, set up from its generation's toplevel.
 
 use crate::say;
+use crate::state;
 use crate::sys::{self, Result};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 struct Args {
@@ -29,6 +31,41 @@ fn parse(args: &[String]) -> Result<Args> {
     })
 }
 
+/// `/etc/mobix/system.json`: what the host's system config asks of stage-2.
+#[derive(serde::Deserialize, Default)]
+struct SystemJson {
+    #[serde(default = "default_deadline")]
+    trial_deadline: u64,
+    #[serde(default)]
+    services: Vec<Service>,
+    #[serde(default)]
+    health_checks: Vec<Check>,
+}
+
+fn default_deadline() -> u64 {
+    300
+}
+
+#[derive(serde::Deserialize, Clone)]
+struct Service {
+    name: String,
+    command: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Check {
+    name: String,
+    command: Vec<String>,
+    #[serde(default = "default_check_timeout")]
+    timeout: u64,
+}
+
+fn default_check_timeout() -> u64 {
+    60
+}
+
+static SUCCEEDED: AtomicBool = AtomicBool::new(false);
+
 pub fn run(args: &[String]) -> Result<()> {
     let a = parse(args)?;
     if std::process::id() != 1 {
@@ -52,13 +89,163 @@ pub fn run(args: &[String]) -> Result<()> {
         let _ = sys::sethostname(h.trim());
     }
     let cmdline = sys::kernel_cmdline();
-    // The success point: everything stage-2 sets up is in place.
-    say(&format!("boot-complete generation={} toplevel={}", a.generation, a.toplevel));
+    let boot: Option<state::Boot> = std::fs::read(state::BOOT_FILE).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let conf: SystemJson = match std::fs::read("/etc/mobix/system.json") {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing /etc/mobix/system.json: {e}"))?,
+        Err(_) => SystemJson { trial_deadline: default_deadline(), ..Default::default() },
+    };
+    let trial = boot.as_ref().is_some_and(|b| b.mode == "trial");
+    if trial {
+        // A hang is a failure: a trial that does not reach its success point in time
+        // reboots, which spends one of its tries.
+        let (deadline, generation) = (conf.trial_deadline, a.generation);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(deadline));
+            if !SUCCEEDED.load(Ordering::SeqCst) {
+                say(&format!("TRIAL-TIMEOUT generation={generation}: no success point within {deadline}s; rebooting"));
+                sys::reboot();
+            }
+        });
+    }
+    let mut services = Vec::new();
+    for s in &conf.services {
+        match spawn_service(s) {
+            Ok(pid) => services.push((pid, s.clone())),
+            Err(e) => say(&format!("service {}: {e}", s.name)),
+        }
+    }
+    match run_checks(&conf.health_checks) {
+        Ok(()) => {
+            SUCCEEDED.store(true, Ordering::SeqCst);
+            let status = match &boot {
+                Some(b) => bless(b),
+                None => "no boot-state information from stage-1; nothing recorded".into(),
+            };
+            say(&format!("BLESSED generation={}: {status}", a.generation));
+            // The success point: everything stage-2 sets up is in place and checked.
+            say(&format!("boot-complete generation={} toplevel={}", a.generation, a.toplevel));
+        }
+        Err(why) => {
+            say(&format!("HEALTH-FAILED generation={}: {why}", a.generation));
+            if trial {
+                say("the trial generation failed its health checks; rebooting (one try spent)");
+                sys::reboot();
+            }
+            say("not rebooting: this generation was already good (a flaky check must not boot-loop it)");
+        }
+    }
     if sys::cmdline_has(&cmdline, "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
         sys::power_off();
     }
-    supervise_shell(&console_tty(&cmdline))
+    supervise(&console_tty(&cmdline), services)
+}
+
+/// Runs the health checks in order; the first failure (exit status or timeout) is the
+/// reason the boot does not count.
+fn run_checks(checks: &[Check]) -> Result<()> {
+    for c in checks {
+        let mut child = Command::new(&c.command[0])
+            .args(&c.command[1..])
+            .env("PATH", "/run/current-system/sw/bin:/bin")
+            .spawn()
+            .map_err(|e| format!("health check {}: starting {}: {e}", c.name, c.command[0]))?;
+        let t0 = std::time::Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) if st.success() => break,
+                Ok(Some(st)) => return Err(format!("health check {} failed ({st})", c.name)),
+                Ok(None) if t0.elapsed() > Duration::from_secs(c.timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("health check {} did not finish within {}s", c.name, c.timeout));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("health check {}: {e}", c.name)),
+            }
+        }
+        say(&format!("health check {} passed", c.name));
+    }
+    Ok(())
+}
+
+/// Marks the running generation good (and the last good one of its slot) and the running
+/// A/B slot successful. In degraded mode (the record was unreadable) writes a fresh
+/// record in which the running generation is the good default.
+pub fn bless(boot: &state::Boot) -> String {
+    use mobix_bootctl::record::{self, BadReason, Entry, Record, Status};
+    let Some(loc) = &boot.state else { return "no boot-state record location".into() };
+    let mut notes = Vec::new();
+    let next = match (boot.mode.as_str(), state::read(loc)) {
+        ("degraded", _) | (_, Err(_)) => {
+            let mut entries: Vec<Entry> = present_generations()
+                .into_iter()
+                .map(|(generation, top)| Entry {
+                    generation,
+                    id: record::id_of(top.rsplit('/').next().unwrap_or("")),
+                    kernel_slot: boot.slot.unwrap_or(0),
+                    tries_left: if generation == boot.generation { 0 } else { 1 },
+                    tries_done: 0,
+                    status: if generation == boot.generation { Status::Good } else { Status::Trial },
+                    bad_reason: BadReason::None,
+                })
+                .collect();
+            entries.sort_by_key(|e| e.generation);
+            entries.truncate(record::MAX_ENTRIES);
+            notes.push("wrote a fresh boot-state record".to_string());
+            let mut last_good = [0, 0];
+            last_good[boot.slot.unwrap_or(0).min(1) as usize] = boot.generation;
+            Record {
+                seq: 1,
+                default_gen: boot.generation,
+                booted_gen: boot.generation,
+                last_good,
+                pending_slot: Default::default(),
+                entries,
+            }
+        }
+        (_, Ok(mut r)) => {
+            r.booted_gen = boot.generation;
+            mobix_bootctl::counting::bless(&r)
+        }
+    };
+    match state::write(loc, &next) {
+        Ok(()) => notes.insert(0, format!("generation {} is good", boot.generation)),
+        Err(e) => notes.insert(0, format!("could not record it: {e}")),
+    }
+    if let Some(slot) = boot.slot {
+        match sys::find_partition("misc") {
+            Some(misc) => notes.push(state::mark_slot_successful(&misc, slot).unwrap_or_else(|e| e)),
+            None => notes.push("no misc partition".into()),
+        }
+    }
+    notes.join("; ")
+}
+
+/// The generations on the system partition: (number, toplevel).
+fn present_generations() -> Vec<(u32, String)> {
+    #[derive(serde::Deserialize)]
+    struct G {
+        generation: u32,
+        toplevel: String,
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/mobix/generations").into_iter().flatten().flatten() {
+        if let Some(g) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<G>(&b).ok()) {
+            out.push((g.generation, g.toplevel));
+        }
+    }
+    out
+}
+
+fn spawn_service(s: &Service) -> Result<libc::pid_t> {
+    let child = Command::new(&s.command[0])
+        .args(&s.command[1..])
+        .env("PATH", "/run/current-system/sw/bin:/bin")
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", s.command[0]))?;
+    say(&format!("service {} started (pid {})", s.name, child.id()));
+    Ok(child.id() as libc::pid_t)
 }
 
 /// Makes the generation current: /run/current-system, /etc and /bin from the toplevel.
@@ -85,6 +272,8 @@ fn activate(top: &Path) -> Result<()> {
     }
     std::fs::create_dir_all("/root").map_err(|e| io("creating /root", e))?;
     std::fs::create_dir_all("/bin").map_err(|e| io("creating /bin", e))?;
+    let _ = std::fs::remove_file("/bin/mobix-bless");
+    let _ = symlink(top.join("init"), "/bin/mobix-bless");
     let busybox = top.join("sw/bin/busybox");
     let _ = symlink(&busybox, "/bin/busybox");
     // Applet links: busybox knows its own applets.
@@ -105,9 +294,9 @@ fn console_tty(cmdline: &str) -> String {
         .unwrap_or_else(|| "/dev/console".into())
 }
 
-/// Keeps a login shell on the console (respawned when it exits) and reaps orphans, as
-/// PID 1 must.
-fn supervise_shell(tty: &str) -> Result<()> {
+/// Keeps a login shell on the console and the services running (each respawned when it
+/// exits) and reaps orphans, as PID 1 must.
+fn supervise(tty: &str, mut services: Vec<(libc::pid_t, Service)>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     loop {
         let tty_owned = tty.to_string();
@@ -146,6 +335,15 @@ fn supervise_shell(tty: &str) -> Result<()> {
             let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
             if pid == shell || pid < 0 {
                 break;
+            }
+            if let Some(i) = services.iter().position(|(p, _)| *p == pid) {
+                let (_, s) = services.remove(i);
+                say(&format!("service {} exited (status {status:#x}); restarting it", s.name));
+                std::thread::sleep(Duration::from_secs(1));
+                match spawn_service(&s) {
+                    Ok(p) => services.push((p, s)),
+                    Err(e) => say(&format!("service {}: {e}", s.name)),
+                }
             }
         }
         std::thread::sleep(Duration::from_secs(1));

@@ -4,7 +4,7 @@
 //! a gigabyte.
 
 use super::Ctx;
-use crate::format::{arm64, bootimg::BootImage, compress, fdt, sparse, vbmeta as vbmeta_fmt};
+use crate::format::{arm64, bootimg::BootImage, bootstate, compress, fdt, sparse, vbmeta as vbmeta_fmt};
 use crate::hash::{sha256_file, Sha256Digest};
 use crate::plan::{BootHeader, DtbPlan, Planned};
 use crate::profile::{Compression, DtbMode};
@@ -13,7 +13,7 @@ use crate::util;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -141,15 +141,22 @@ const MKE2FS_CONF: &str = "\
 pub struct GenerationEntry {
     pub generation: u32,
     pub toplevel: String,
+    /// The kernel `Image` it was built with (from its boot.json).
+    pub kernel: String,
 }
 
+/// The system partition: a filesystem over all but its last 64 KiB, which hold two copies
+/// of the boot-state record `state`.
 pub fn system_image(
     ctx: &Ctx,
     planned: &Planned,
     size: u64,
     gens: &BTreeMap<u32, StorePath>,
+    state: &bootstate::Record,
     out: &Path,
 ) -> Result<()> {
+    anyhow::ensure!(size > bootstate::AREA + (1 << 20), "a system partition of {size} bytes is too small");
+    let fs_size = size - bootstate::AREA;
     let roots: Vec<StorePath> = gens.values().cloned().collect();
     let closure = ctx.store.closure(&roots)?;
     let t0 = std::time::Instant::now();
@@ -169,7 +176,11 @@ pub fn system_image(
         util::copy_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?;
     }
     for (n, top) in gens {
-        let e = GenerationEntry { generation: *n, toplevel: top.phone_path() };
+        let boot_json = ctx.store.host_path(top).join("boot.json");
+        let boot: super::BootJson =
+            serde_json::from_slice(&fs::read(&boot_json).with_context(|| format!("reading {}", boot_json.display()))?)
+                .with_context(|| format!("parsing {}", boot_json.display()))?;
+        let e = GenerationEntry { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel };
         fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");
@@ -188,7 +199,7 @@ pub fn system_image(
             .arg(&root)
             .arg("-F")
             .arg(&raw)
-            .arg(format!("{}k", size / 1024)),
+            .arg(format!("{}k", fs_size / 1024)),
     )?;
     step("mke2fs done");
     // mke2fs -d copies owners, atime and ctime (which no one can set on the host) from the
@@ -220,6 +231,13 @@ pub fn system_image(
     step("debugfs done");
     util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw)).context("the new system image failed e2fsck")?;
     step("e2fsck done");
+    let block = state.encode().context("encoding the boot-state record")?;
+    let mut f = fs::OpenOptions::new().write(true).open(&raw)?;
+    f.set_len(size)?;
+    f.seek(std::io::SeekFrom::Start(fs_size))?;
+    f.write_all(&block)?;
+    f.write_all(&block)?;
+    drop(f);
     let sparse_path = out.join("system.img");
     let input = util::map_file(&raw)?;
     let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(&sparse_path)?);

@@ -103,6 +103,9 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::Etc { files } => {
             fs::create_dir(out)?;
             for (name, content) in files {
+                if let Some(dir) = Path::new(name).parent() {
+                    fs::create_dir_all(out.join(dir))?;
+                }
                 fs::write(out.join(name), content)?;
             }
             for ov in overlay_inputs(ctx, planned) {
@@ -129,7 +132,9 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             images::boot_image(ctx, planned, header, *kernel_compression, dtb.as_ref(), out)
         }
         Builder::Vbmeta { flags } => images::vbmeta(*flags, out),
-        Builder::SystemImage { size, generations, .. } => images::system_image(ctx, planned, *size, generations, out),
+        Builder::SystemImage { size, generations, state, .. } => {
+            images::system_image(ctx, planned, *size, generations, state, out)
+        }
     }
 }
 

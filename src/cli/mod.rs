@@ -386,8 +386,8 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
     let label = format!("mobix on {}", profile.device.name);
     let (rec, new) = generation::record(&store, &profile.instance(), &sys.toplevel, &label)?;
-    let gens = std::collections::BTreeMap::from([(rec.generation, sys.toplevel.clone())]);
-    let (plan, imgs) = plan::images(&profile, &sys, &gens, &inputs)?;
+    let (gens, state) = carried_generations(&store, &profile, rec.generation)?;
+    let (plan, imgs) = plan::images(&profile, &sys, &gens, &state, &inputs)?;
     let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
     let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
@@ -411,6 +411,30 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The generations the system image of `current` carries, and the boot-state record it
+/// starts with (what the host last learned from the phone kept).
+fn carried_generations(
+    store: &Store,
+    profile: &Profile,
+    current: u32,
+) -> Result<(std::collections::BTreeMap<u32, crate::store::StorePath>, crate::format::bootstate::Record)> {
+    let device = profile.instance();
+    let all = generation::list(store, &device)?;
+    let known = generation::ledger(store, &device)?;
+    let protected = known.as_ref().map(generation::protected).unwrap_or_default();
+    let g = &profile.system.generations;
+    let mut gens = generation::carried(&all, g.keep, &g.pinned, &protected);
+    gens.retain(|n, top| {
+        let present = store.contains(top);
+        if !present {
+            progress(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
+        }
+        present || *n == current
+    });
+    let state = generation::initial_state(&gens, current, profile.system.boot.tries, known.as_ref());
+    Ok((gens, state))
 }
 
 fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {

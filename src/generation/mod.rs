@@ -8,6 +8,7 @@
 /// Boot counting, shared with the on-phone init (init/bootctl).
 pub use mobix_bootctl::counting as boot;
 
+use crate::format::bootstate;
 use crate::profile::Codename;
 use crate::store::{Store, StorePath};
 use crate::util;
@@ -77,6 +78,98 @@ pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &st
     let path = dir(store, device).join(format!("{n}.json"));
     util::write_atomic(&path, (serde_json::to_string_pretty(&rec)? + "\n").as_bytes())?;
     Ok((rec, true))
+}
+
+/// The generations a new system image carries: the newest `keep`, the `pinned` ones, and
+/// `protected` (what the phone booted, defaults to, last found good or is switching to,
+/// as far as the host knows), where recorded. Returns the toplevels by number.
+pub fn carried(all: &BTreeMap<u32, Record>, keep: u32, pinned: &[u32], protected: &[u32]) -> BTreeMap<u32, StorePath> {
+    let newest = all.keys().rev().take(keep as usize);
+    newest
+        .chain(pinned.iter().chain(protected).filter(|n| all.contains_key(n)))
+        .map(|n| (*n, all[n].toplevel.clone()))
+        .collect()
+}
+
+/// What the phone must never lose, from the record the host last read off it.
+pub fn protected(state: &bootstate::Record) -> Vec<u32> {
+    let mut v = vec![state.booted_gen, state.default_gen, state.last_good[0], state.last_good[1]];
+    if state.pending_slot.valid {
+        v.push(state.pending_slot.generation);
+    }
+    v.retain(|&n| n != 0);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The boot-state record a fresh system image starts with. `current` becomes the default;
+/// a generation the host knows from the phone's record (`known`, same number and identity)
+/// keeps its status there; the others start as trials: `current` with `tries`, older ones
+/// with one try (nobody has seen them pass on this phone).
+pub fn initial_state(
+    carried: &BTreeMap<u32, StorePath>,
+    current: u32,
+    tries: u8,
+    known: Option<&bootstate::Record>,
+) -> bootstate::Record {
+    use bootstate::{BadReason, Entry, Status};
+    let mut entries: Vec<Entry> = carried
+        .iter()
+        .rev()
+        .take(bootstate::MAX_ENTRIES)
+        .map(|(n, top)| {
+            let id = bootstate::id_of(top.base_name().as_str());
+            let seen = known.and_then(|k| k.entries.iter().find(|e| e.generation == *n && e.id == id));
+            match seen {
+                Some(e) if e.status != Status::Trial || e.tries_left > 0 => *e,
+                _ => Entry {
+                    generation: *n,
+                    id,
+                    kernel_slot: 0,
+                    tries_left: if *n == current { tries } else { 1 },
+                    tries_done: 0,
+                    status: Status::Trial,
+                    bad_reason: BadReason::None,
+                },
+            }
+        })
+        .collect();
+    entries.sort_by_key(|e| e.generation);
+    let kept = |g: u32| if entries.iter().any(|e| e.generation == g) { g } else { 0 };
+    let last_good = known.map_or([0, 0], |k| [kept(k.last_good[0]), kept(k.last_good[1])]);
+    bootstate::Record {
+        seq: known.map_or(1, |k| k.seq + 1),
+        default_gen: current,
+        booted_gen: 0,
+        last_good,
+        pending_slot: Default::default(),
+        entries,
+    }
+}
+
+fn ledger_path(store: &Store, device: &Codename) -> PathBuf {
+    dir(store, device).join("phone-state.bin")
+}
+
+/// The boot-state record last read off the (emulated) phone, if any.
+pub fn ledger(store: &Store, device: &Codename) -> Result<Option<bootstate::Record>> {
+    let p = ledger_path(store, device);
+    match fs::read(&p) {
+        Ok(b) => Ok(Some(
+            bootstate::Record::decode(&b)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("reading {}", p.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// Remembers the record read off the phone, so the next image keeps what it learned.
+pub fn save_ledger(store: &Store, device: &Codename, state: &bootstate::Record) -> Result<()> {
+    let block = state.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
+    util::write_atomic(&ledger_path(store, device), &block)
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of seconds since the epoch.
@@ -165,6 +258,55 @@ mod tests {
             d.iter().map(|c| (c.name.as_str(), c.before.is_some(), c.after.is_some())).collect();
         assert_eq!(summary, [("etc", true, true), ("new-tool", false, true), ("old-tool", true, false)]);
         assert_eq!(d[1].after_size, 8);
+    }
+
+    fn recs(n: u32) -> BTreeMap<u32, Record> {
+        (1..=n)
+            .map(|g| {
+                let r = Record {
+                    generation: g,
+                    device: "phone".into(),
+                    toplevel: sp(&g.to_string(), "sys"),
+                    created: 0,
+                    label: String::new(),
+                };
+                (g, r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn carries_the_newest_the_pinned_and_what_the_phone_needs() {
+        let all = recs(10);
+        let c = carried(&all, 3, &[2, 99], &[1, 5]);
+        assert_eq!(c.keys().copied().collect::<Vec<_>>(), [1, 2, 5, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_fresh_record_keeps_what_the_phone_learned() {
+        use bootstate::Status;
+        let all = recs(4);
+        let first = initial_state(&carried(&all, 2, &[], &[]), 4, 3, None);
+        let st: Vec<(u32, Status, u8)> = first.entries.iter().map(|e| (e.generation, e.status, e.tries_left)).collect();
+        assert_eq!(st, [(3, Status::Trial, 1), (4, Status::Trial, 3)]);
+        assert_eq!((first.default_gen, first.seq), (4, 1));
+        // The phone found 4 good and 3 bad; generation 5 is built next.
+        let mut phone = first.clone();
+        phone.entries[0].status = Status::Bad;
+        phone.entries[1].status = Status::Good;
+        phone.last_good = [4, 0];
+        phone.booted_gen = 4;
+        phone.seq = 9;
+        let all = recs(5);
+        let next = initial_state(&carried(&all, 2, &[], &protected(&phone)), 5, 3, Some(&phone));
+        let st: Vec<(u32, Status, u8)> = next.entries.iter().map(|e| (e.generation, e.status, e.tries_left)).collect();
+        assert_eq!(st, [(4, Status::Good, 3), (5, Status::Trial, 3)]);
+        assert_eq!((next.default_gen, next.last_good, next.seq), (5, [4, 0], 10));
+        // A generation with the same number but another toplevel is not the one the phone knew.
+        let mut other = recs(5);
+        other.get_mut(&4).unwrap().toplevel = sp("rebuilt", "sys");
+        let next = initial_state(&carried(&other, 2, &[], &[]), 5, 3, Some(&phone));
+        assert_eq!((next.entries[0].status, next.entries[0].tries_left), (Status::Trial, 1));
     }
 
     #[test]

@@ -78,7 +78,14 @@ pub enum Builder {
     Vbmeta { flags: u32 },
     /// The system partition (ext4 + Android sparse), holding the closure of the listed
     /// generations (inputs `gen-<n>`).
-    SystemImage { size: u64, filesystem: Filesystem, mke2fs: String, generations: BTreeMap<u32, StorePath> },
+    /// The last 64 KiB hold the boot-state record `state`, twice.
+    SystemImage {
+        size: u64,
+        filesystem: Filesystem,
+        mke2fs: String,
+        generations: BTreeMap<u32, StorePath>,
+        state: crate::format::bootstate::Record,
+    },
 }
 
 impl Builder {
@@ -93,14 +100,14 @@ impl Builder {
             Builder::Sw => 1,
             Builder::Firmware { .. } => 1,
             Builder::Cargo { .. } => 1,
-            Builder::Etc { .. } => 1,
+            Builder::Etc { .. } => 2,
             Builder::Overlay { .. } => 1,
-            Builder::Initramfs { .. } => 2,
+            Builder::Initramfs { .. } => 3,
             Builder::Toplevel { .. } => 1,
             Builder::QemuDtb { .. } => 2,
             Builder::BootImage { .. } => 2,
             Builder::Vbmeta { .. } => 1,
-            Builder::SystemImage { .. } => 1,
+            Builder::SystemImage { .. } => 2,
         }
     }
 
@@ -133,6 +140,13 @@ pub struct Stage1Config {
     pub system_partition: String,
     pub filesystem: String,
     pub console: String,
+    /// Byte offset of the boot-state area inside the system partition.
+    pub state_offset: u64,
+    /// The kernel this boot image carries (its `Image` on the phone): generations built
+    /// with another kernel are not booted with this one.
+    pub kernel: String,
+    /// How long stage-1 waits for a key that opens the generation menu.
+    pub menu_timeout_ms: u32,
 }
 
 /// Where boot.img's device tree comes from and where it goes.
@@ -405,6 +419,9 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 system_partition: d.system.partition.clone(),
                 filesystem: fs_name.into(),
                 console: d.console.clone(),
+                state_offset: d.system_image_size().saturating_sub(crate::format::bootstate::AREA),
+                kernel: format!("{}/Image", kernel.phone_path()),
+                menu_timeout_ms: profile.system.boot.menu_timeout_ms,
             },
         },
         inputs: {
@@ -547,7 +564,19 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
         ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
         ("profile".into(), "export PATH=/run/current-system/sw/bin:/bin\nexport PS1='\\h:\\w\\$ '\n".into()),
         ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
+        ("mobix/system.json".into(), system_json(profile)),
     ])
+}
+
+/// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
+fn system_json(profile: &Profile) -> String {
+    let s = &profile.system;
+    let v = serde_json::json!({
+        "trial_deadline": s.boot.trial_deadline,
+        "services": s.services,
+        "health_checks": s.health_checks,
+    });
+    serde_json::to_string_pretty(&v).expect("serialisable") + "\n"
 }
 
 /// The images a build produces, by store path.
@@ -565,11 +594,13 @@ impl ImagePaths {
 }
 
 /// Plans the images of a build: boot.img from the system's kernel and initrd, the system
-/// partition holding the given generations, and a vbmeta where the device needs one.
+/// partition holding the given generations (toplevels of this plan or already in the
+/// store) and the boot-state record it starts with, and a vbmeta where the device needs one.
 pub fn images(
     profile: &Profile,
     sys: &SystemPlan,
     generations: &BTreeMap<u32, StorePath>,
+    state: &crate::format::bootstate::Record,
     inp: &Inputs,
 ) -> Result<(Plan, ImagePaths)> {
     let d = &profile.device;
@@ -610,9 +641,6 @@ pub fn images(
     let size = d.system_image_size();
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
-    for p in generations.values() {
-        anyhow::ensure!(plan.get(p).is_some(), "generation toplevel {p} is not part of this plan");
-    }
     let system = plan.add(Recipe {
         name: "system.img".into(),
         builder: Builder::SystemImage {
@@ -620,6 +648,7 @@ pub fn images(
             filesystem: d.system.filesystem,
             mke2fs: inp.mke2fs_version.clone(),
             generations: generations.clone(),
+            state: state.clone(),
         },
         inputs: gen_inputs,
     });

@@ -145,6 +145,97 @@ pub struct SystemConfig {
     /// their `etc/` merges into /etc, the rest into the software tree.
     #[serde(default)]
     pub overlays: Vec<String>,
+    /// Which generations the system partition carries.
+    #[serde(default)]
+    pub generations: GenerationsConfig,
+    /// Boot counting: how a new generation proves itself.
+    #[serde(default)]
+    pub boot: BootConfig,
+    /// Long-running programs stage-2 starts and restarts when they exit.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Commands that must all succeed before a boot counts as good (the success point).
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationsConfig {
+    /// The newest this many generations go onto the system partition [default: 3].
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    /// Generation numbers carried whatever their age.
+    #[serde(default)]
+    pub pinned: Vec<u32>,
+}
+
+fn default_keep() -> u32 {
+    3
+}
+
+impl Default for GenerationsConfig {
+    fn default() -> Self {
+        GenerationsConfig { keep: default_keep(), pinned: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// Boots a new generation gets to reach its success point before it is bad [default: 3].
+    #[serde(default = "default_tries")]
+    pub tries: u8,
+    /// Seconds a trial boot may take to reach its success point before stage-2 reboots
+    /// (a hang is a failure) [default: 300].
+    #[serde(default = "default_deadline")]
+    pub trial_deadline: u32,
+    /// Milliseconds stage-1 waits for a key on the console that opens the generation menu
+    /// (0: only `mobix.menu` on the kernel command line opens it) [default: 1000].
+    #[serde(default = "default_menu_timeout")]
+    pub menu_timeout_ms: u32,
+}
+
+fn default_tries() -> u8 {
+    3
+}
+fn default_deadline() -> u32 {
+    300
+}
+fn default_menu_timeout() -> u32 {
+    1000
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            tries: default_tries(),
+            trial_deadline: default_deadline(),
+            menu_timeout_ms: default_menu_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// The program and its arguments (no shell; use `[sh, -c, "..."]` for one).
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    /// Seconds before the check counts as failed [default: 60].
+    #[serde(default = "default_check_timeout")]
+    pub timeout: u32,
+}
+
+fn default_check_timeout() -> u32 {
+    60
 }
 
 /// Where a profile error is: file, line (1-based, if known) and dotted key path.
@@ -365,6 +456,35 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
                     &format!("overlays[{i}]"),
                     format!("no overlay {o:?} (looked for {})", dir.join("files").display()),
                 ));
+            }
+        }
+        if system.generations.keep == 0 {
+            return Err(layer.error("generations.keep", "0 would carry no generation; use 1 or more"));
+        }
+        if !(1..=7).contains(&system.boot.tries) {
+            return Err(layer.error("boot.tries", format!("{} is not from 1 to 7", system.boot.tries)));
+        }
+        if system.boot.trial_deadline < 5 {
+            return Err(layer.error("boot.trial_deadline", "under 5 seconds no system gets to its success point"));
+        }
+        let named: Vec<(String, &String, &Vec<String>)> = (system.services.iter().enumerate())
+            .map(|(i, s)| (format!("services[{i}]"), &s.name, &s.command))
+            .chain(
+                system
+                    .health_checks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("health_checks[{i}]"), &c.name, &c.command)),
+            )
+            .collect();
+        for (key, name, command) in named {
+            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                return Err(
+                    layer.error(&format!("{key}.name"), format!("{name:?} is not a name (letters, digits, - and _)"))
+                );
+            }
+            if command.is_empty() {
+                return Err(layer.error(&format!("{key}.command"), "give the program and its arguments"));
             }
         }
         for (i, a) in system.cmdline.iter().enumerate() {

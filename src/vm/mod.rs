@@ -8,6 +8,7 @@
 
 use crate::format::bootimg::BootImage;
 use crate::format::gpt;
+use crate::format::misc;
 use crate::format::sparse;
 use crate::image::{self, Manifest};
 use crate::profile::Profile;
@@ -124,18 +125,16 @@ pub fn write_sparse_partition(disk: &Path, layout: &Layout, name: &str, sparse_i
     Ok(())
 }
 
-/// Everything a QEMU run needs, prepared in `<out>/vm/`.
+/// The emulated phone, prepared in `<out>/vm/`: its GPT disk as a freshly flashed phone
+/// has it. Each boot goes through [`bootloader`], as on a phone.
 pub struct Prepared {
     pub dir: PathBuf,
     pub disk: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub dtb: Option<PathBuf>,
-    pub cmdline: String,
+    pub layout: Layout,
     pub manifest: Manifest,
 }
 
-/// Builds the phone's disk from the out directory and unpacks boot.img for QEMU.
+/// Builds the phone's disk from the out directory.
 pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let manifest = image::load_manifest(out)?;
     if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
@@ -154,8 +153,9 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))
 }
 
-/// Prepares a run in `dir` from a boot image and a sparse system image: the disk as a
-/// freshly flashed phone has it, and what a bootloader takes out of boot.img.
+/// Prepares a phone in `dir` from a boot image and a sparse system image: a fresh GPT disk
+/// with boot.img in `boot` (slot a on A/B phones) and the system partition written, as
+/// `fastboot flash` leaves a new phone.
 pub fn prepare_from(
     profile: &Profile,
     dir: &Path,
@@ -164,28 +164,91 @@ pub fn prepare_from(
     manifest: Manifest,
 ) -> Result<Prepared> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let boot = BootImage::parse(boot_bytes).map_err(|e| util::user_error(e, "reading the boot image"))?;
+    BootImage::parse(boot_bytes).map_err(|e| util::user_error(e, "reading the boot image"))?;
     let disk = dir.join("disk.img");
     let layout = create_disk(profile, &disk)?;
     let slot_boot = if profile.device.is_ab() { "boot_a" } else { "boot" };
     write_partition(&disk, &layout, slot_boot, boot_bytes)?;
     write_sparse_partition(&disk, &layout, &profile.device.system.partition, system_img)?;
-    let kernel = dir.join("kernel");
-    let initrd = dir.join("initrd");
+    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest })
+}
+
+/// Reads `len` bytes at `offset` of partition `name`.
+pub fn read_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
+    anyhow::ensure!(offset + len as u64 <= size, "reading past the end of partition {name}");
+    let mut f = fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    f.seek(SeekFrom::Start(start + offset))?;
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Writes `data` at `offset` of partition `name`.
+pub fn patch_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
+    anyhow::ensure!(offset + data.len() as u64 <= size, "writing past the end of partition {name}");
+    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
+    f.seek(SeekFrom::Start(start + offset))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// What the bootloader took for one boot.
+pub struct Loaded {
+    /// The slot (0 = a) on A/B phones.
+    pub slot: Option<usize>,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub dtb: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+/// The phone's bootloader, as Android's A/B rules have it (U-Boot's `ab_select_slot`): on
+/// A/B phones it reads misc, picks the slot, spends one try of an unproven slot and writes
+/// misc back, all before loading that slot's boot.img; then it takes kernel, ramdisk, dtb
+/// and command line out of the boot image and appends `androidboot.slot_suffix`.
+pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result<Loaded, String>> {
+    let (slot, part) = if profile.device.is_ab() {
+        let raw = read_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE)?;
+        let sel = misc::select_slot(raw[..].try_into().expect("32 bytes"), true)
+            .map_err(|e| util::user_error(e, "reading the A/B metadata in misc"))?;
+        if sel.store {
+            let mut c = sel.control;
+            patch_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, &c.encode())?;
+        }
+        let Some(slot) = sel.slot else { return Ok(Err("no bootable slot in misc".into())) };
+        (Some(slot), format!("boot_{}", misc::slot_letter(slot)))
+    } else {
+        (None, "boot".to_string())
+    };
+    let (_, size) = p.layout.find(&part).with_context(|| format!("the disk has no partition {part}"))?;
+    let bytes = read_partition(&p.disk, &p.layout, &part, 0, size as usize)?;
+    let boot = match BootImage::parse(&bytes) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(format!("{part} holds no bootable image ({e})"))),
+    };
+    let kernel = p.dir.join("kernel");
+    let initrd = p.dir.join("initrd");
     fs::write(&kernel, &boot.kernel)?;
     fs::write(&initrd, &boot.ramdisk)?;
     let dtb = if boot.dtb.is_empty() {
         None
     } else {
-        let p = dir.join("dtb");
-        fs::write(&p, &boot.dtb)?;
-        Some(p)
+        let d = p.dir.join("dtb");
+        fs::write(&d, &boot.dtb)?;
+        Some(d)
     };
-    Ok(Prepared { dir: dir.to_path_buf(), disk, kernel, initrd, dtb, cmdline: boot.cmdline, manifest })
+    let mut cmdline = boot.cmdline.clone();
+    if let Some(s) = slot {
+        cmdline.push_str(&format!(" androidboot.slot_suffix=_{}", misc::slot_letter(s)));
+    }
+    Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
 }
 
-/// The QEMU command line for a prepared run.
-pub fn qemu_command(profile: &Profile, p: &Prepared, cmdline: &str) -> Result<Command> {
+/// The QEMU command line for one boot.
+pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
         Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
@@ -193,19 +256,278 @@ pub fn qemu_command(profile: &Profile, p: &Prepared, cmdline: &str) -> Result<Co
     c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
         .args(["-nographic", "-nic", "none", "-no-reboot"])
         .arg("-kernel")
-        .arg(&p.kernel)
+        .arg(&l.kernel)
         .arg("-initrd")
-        .arg(&p.initrd)
+        .arg(&l.initrd)
         .arg("-append")
         .arg(cmdline)
         .arg("-drive")
         .arg(format!("if=none,id=disk0,format=raw,file={}", p.disk.display()))
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()));
-    if let Some(dtb) = &p.dtb {
+    if let Some(dtb) = &l.dtb {
         c.arg("-dtb").arg(dtb);
     }
     Ok(c)
+}
+
+/// How one boot of the emulated phone ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// Reached boot-complete and powered off (or was stopped there).
+    Complete,
+    /// The guest restarted (a failed trial, a kernel panic): the next power cycle follows.
+    Rebooted,
+    /// The guest powered off without reaching boot-complete.
+    PoweredOff,
+    /// Stage-1 found nothing to boot and dropped to its rescue shell.
+    Rescue,
+    /// The bootloader found nothing to boot.
+    NoBoot,
+    /// Nothing happened within the time allowed: the battery is pulled.
+    Timeout,
+    /// QEMU ended on its own (crashed, or quit by the user).
+    Exited,
+}
+
+/// One power cycle of the emulated phone, as the serial console told it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Boot {
+    pub slot: Option<char>,
+    pub generation: Option<u32>,
+    /// trial, good, degraded or manual: how stage-1 chose the generation.
+    pub status: Option<String>,
+    pub tries_left: Option<u8>,
+    pub toplevel: Option<String>,
+    pub health_failed: bool,
+    pub trial_timeout: bool,
+    pub kernel_panic: bool,
+    pub blessed: bool,
+    pub ending: Ending,
+    /// The reason for the ending in words (the bootloader's or stage-1's message).
+    pub note: String,
+    pub seconds: f64,
+}
+
+impl Boot {
+    /// One line for the user: slot, generation, tries, outcome.
+    pub fn summary(&self) -> String {
+        let slot = self.slot.map(|c| format!("slot {c}, ")).unwrap_or_default();
+        let generation = match (self.generation, &self.status) {
+            (Some(g), Some(st)) => format!("generation {g} ({st}, {} tries left)", self.tries_left.unwrap_or(0)),
+            _ => "no generation".into(),
+        };
+        let outcome = match self.ending {
+            Ending::Complete => "boot-complete, blessed".to_string(),
+            _ if self.health_failed => "health check failed, rebooted".into(),
+            _ if self.trial_timeout => "no success point in time, rebooted".into(),
+            _ if self.kernel_panic => "kernel panic, rebooted".into(),
+            Ending::Rescue => format!("rescue shell: {}", self.note),
+            Ending::NoBoot => format!("bootloader: {}", self.note),
+            e => format!("{e:?}").to_lowercase(),
+        };
+        format!("{slot}{generation}: {outcome} ({:.1}s)", self.seconds)
+    }
+}
+
+/// A reply typed on the serial console when a line containing `when` appears.
+pub struct Answer {
+    pub when: String,
+    pub reply: String,
+}
+
+/// Runs one power cycle: the bootloader, then QEMU with the serial console captured into
+/// `log` until the guest powers off or restarts, or `timeout` passes.
+pub fn boot_once(
+    profile: &Profile,
+    p: &Prepared,
+    extra: &str,
+    timeout: Duration,
+    answers: &[Answer],
+    log: &mut fs::File,
+) -> Result<Boot> {
+    let t0 = Instant::now();
+    let mut boot = Boot {
+        slot: None,
+        generation: None,
+        status: None,
+        tries_left: None,
+        toplevel: None,
+        health_failed: false,
+        trial_timeout: false,
+        kernel_panic: false,
+        blessed: false,
+        ending: Ending::Timeout,
+        note: String::new(),
+        seconds: 0.0,
+    };
+    let loaded = match bootloader(profile, p)? {
+        Ok(l) => l,
+        Err(why) => {
+            writeln!(log, "# bootloader: {why}")?;
+            boot.ending = Ending::NoBoot;
+            boot.note = why;
+            return Ok(boot);
+        }
+    };
+    boot.slot = loaded.slot.map(misc::slot_letter);
+    let cmdline = if extra.is_empty() { loaded.cmdline.clone() } else { format!("{} {extra}", loaded.cmdline) };
+    let mut cmd = qemu_command(profile, p, &loaded, &cmdline)?;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    writeln!(log, "# {}", util::show_command(&cmd))?;
+    let mut child =
+        cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
+    // QEMU has its own process group (so a timeout can kill all of it); if mobix itself is
+    // interrupted, take that group down too instead of leaving QEMU running.
+    let _guard = interrupt::KillGroupOnSignal::new(child.id());
+    let mut stdin = child.stdin.take();
+    let rx = lines_of(&mut child);
+    let mut answered = vec![false; answers.len()];
+    let mut tail: Vec<String> = Vec::new();
+    let deadline = t0 + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            boot.note = format!("nothing more within {}s", timeout.as_secs());
+            boot.ending = if boot.blessed { Ending::Complete } else { Ending::Timeout };
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                writeln!(log, "{line}")?;
+                tail.push(line.clone());
+                if tail.len() > 30 {
+                    tail.remove(0);
+                }
+                for (i, a) in answers.iter().enumerate() {
+                    if !answered[i] && line.contains(&a.when) {
+                        answered[i] = true;
+                        if let Some(w) = stdin.as_mut() {
+                            let _ = w.write_all(a.reply.as_bytes());
+                            let _ = w.flush();
+                        }
+                    }
+                }
+                scan(&line, &mut boot);
+                if line.contains("reboot: Restarting system") {
+                    boot.ending = Ending::Rebooted;
+                } else if line.contains("reboot: Power down") {
+                    boot.ending = if boot.blessed { Ending::Complete } else { Ending::PoweredOff };
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                if !matches!(boot.ending, Ending::Rebooted | Ending::Complete | Ending::PoweredOff) {
+                    boot.ending = if boot.note.starts_with("RESCUE") { Ending::Rescue } else { Ending::Exited };
+                    if boot.ending == Ending::Exited {
+                        boot.note = format!("QEMU exited ({status})");
+                    }
+                }
+                break;
+            }
+        }
+        if boot.ending == Ending::Rescue {
+            break;
+        }
+    }
+    kill_group(&mut child);
+    boot.seconds = t0.elapsed().as_secs_f64();
+    if matches!(boot.ending, Ending::Timeout | Ending::Exited | Ending::Rescue | Ending::PoweredOff) {
+        boot.note = format!("{}; the serial log ends with:\n{}", boot.note, tail.join("\n"));
+    }
+    Ok(boot)
+}
+
+/// What one serial line says about the boot.
+fn scan(line: &str, boot: &mut Boot) {
+    let fields = |rest: &str| -> Vec<(String, String)> {
+        rest.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_end_matches(':').to_string()))
+            .collect()
+    };
+    if let Some(i) = line.find("mobix: GEN-CHOSEN") {
+        for (k, v) in fields(&line[i..]) {
+            match k.as_str() {
+                "generation" => boot.generation = v.parse().ok(),
+                "status" => boot.status = Some(v),
+                "tries_left" => boot.tries_left = v.parse().ok(),
+                _ => {}
+            }
+        }
+    } else if let Some(i) = line.find(BOOT_COMPLETE) {
+        for (k, v) in fields(&line[i..]) {
+            match k.as_str() {
+                "generation" => boot.generation = v.parse().ok(),
+                "toplevel" => boot.toplevel = Some(v),
+                _ => {}
+            }
+        }
+        boot.blessed = true;
+        boot.ending = Ending::Complete;
+    } else if line.contains("mobix: HEALTH-FAILED") {
+        boot.health_failed = true;
+    } else if line.contains("mobix: TRIAL-TIMEOUT") {
+        boot.trial_timeout = true;
+    } else if line.contains("Kernel panic") {
+        boot.kernel_panic = true;
+    } else if let Some(i) = line.find("mobix: RESCUE:") {
+        boot.note = format!("RESCUE{}", &line[i + "mobix: RESCUE".len()..]);
+        boot.ending = Ending::Rescue;
+    }
+}
+
+/// The serial console (QEMU's stdout and stderr), line by line.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    rx
+}
+
+/// Power-cycles the phone until a boot completes, nothing is bootable, or `max_boots`
+/// power cycles are spent; `extra` is appended to every command line.
+pub fn boot_until_complete(
+    profile: &Profile,
+    p: &Prepared,
+    extra: &str,
+    per_boot: Duration,
+    max_boots: usize,
+    log: &mut fs::File,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Boot>> {
+    let mut boots = Vec::new();
+    while boots.len() < max_boots {
+        writeln!(log, "# power cycle {}", boots.len() + 1)?;
+        let b = boot_once(profile, p, extra, per_boot, &[], log)?;
+        progress(&format!("boot {}: {}", boots.len() + 1, b.summary()));
+        let again = matches!(b.ending, Ending::Rebooted | Ending::Timeout);
+        boots.push(b);
+        if !again {
+            break;
+        }
+    }
+    Ok(boots)
 }
 
 /// What `mobix test` saw.
@@ -218,6 +540,8 @@ pub struct TestOutcome {
     pub seconds: f64,
     pub serial_log: PathBuf,
     pub reason: String,
+    /// Every power cycle, in order.
+    pub boots: Vec<Boot>,
 }
 
 mod interrupt {
@@ -275,127 +599,86 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Boots the prepared disk and waits for boot-complete.
+/// Boots the prepared phone (power cycling it while it restarts by itself) and checks
+/// that the build's generation reaches boot-complete.
 pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn Fn(&str)) -> Result<TestOutcome> {
-    let cmdline = format!("{} {POWEROFF_ARG}", p.cmdline);
-    let mut cmd = qemu_command(profile, p, &cmdline)?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let shown = util::show_command(&cmd);
     let log_path = p.dir.join("serial.log");
     let mut log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    writeln!(log, "# {shown}")?;
-    let t0 = Instant::now();
-    let mut child =
-        cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
-    // QEMU has its own process group (so a timeout can kill all of it); if mobix itself is
-    // interrupted, take that group down too instead of leaving QEMU running.
-    let _guard = interrupt::KillGroupOnSignal::new(child.id());
-    let (tx, rx) = mpsc::channel::<String>();
-    for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stream);
-            let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-                if tx.send(line).is_err() {
-                    break;
-                }
-                buf.clear();
-            }
-        });
-    }
-    drop(tx);
     progress(&format!(
-        "booting {} in QEMU (timeout {}s, serial log {})",
+        "booting {} in QEMU (timeout {}s per boot, serial log {})",
         profile.codename,
         timeout.as_secs(),
         log_path.display()
     ));
+    let boots = boot_until_complete(profile, p, POWEROFF_ARG, timeout, 8, &mut log, progress)?;
+    let last = boots.last().expect("at least one boot");
+    let want_top = p.manifest.toplevel.phone_path();
     let mut outcome = TestOutcome {
-        version: 1,
+        version: 2,
         passed: false,
-        generation: None,
-        toplevel: None,
-        seconds: 0.0,
-        serial_log: log_path.clone(),
+        generation: last.generation,
+        toplevel: last.toplevel.clone(),
+        seconds: boots.iter().map(|b| b.seconds).sum(),
+        serial_log: log_path,
         reason: String::new(),
+        boots: boots.clone(),
     };
-    let mut tail: Vec<String> = Vec::new();
-    let deadline = t0 + timeout;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            outcome.reason = format!("no boot-complete line within {}s", timeout.as_secs());
-            break;
-        }
-        match rx.recv_timeout(deadline - now) {
-            Ok(line) => {
-                writeln!(log, "{line}")?;
-                tail.push(line.clone());
-                if tail.len() > 30 {
-                    tail.remove(0);
-                }
-                if let Some(rest) = line.find(BOOT_COMPLETE).map(|i| &line[i + BOOT_COMPLETE.len()..]) {
-                    for kv in rest.split_whitespace() {
-                        match kv.split_once('=') {
-                            Some(("generation", v)) => outcome.generation = v.parse().ok(),
-                            Some(("toplevel", v)) => outcome.toplevel = Some(v.to_string()),
-                            _ => {}
-                        }
-                    }
-                    outcome.seconds = t0.elapsed().as_secs_f64();
-                    let want_top = p.manifest.toplevel.phone_path();
-                    if outcome.generation == Some(p.manifest.generation)
-                        && outcome.toplevel.as_deref() == Some(want_top.as_str())
-                    {
-                        outcome.passed = true;
-                        outcome.reason = "boot-complete".into();
-                    } else {
-                        outcome.reason = format!(
-                            "booted generation {:?} toplevel {:?}, expected generation {} toplevel {want_top}",
-                            outcome.generation, outcome.toplevel, p.manifest.generation
-                        );
-                    }
-                    break;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait()?;
-                outcome.reason = format!("QEMU exited ({status}) before boot-complete");
-                break;
-            }
-        }
-    }
-    if outcome.passed {
-        // Stage-2 powers off when asked; give it a moment to do so cleanly, and record it.
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => writeln!(log, "{line}")?,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(_) => {}
-            }
-        }
-    }
-    kill_group(&mut child);
-    if !outcome.passed {
-        outcome.reason = format!("{}; the serial log ends with:\n{}", outcome.reason, tail.join("\n"));
+    if last.ending != Ending::Complete {
+        outcome.reason = format!("no boot-complete after {} power cycles; last: {}", boots.len(), last.note);
+    } else if last.generation == Some(p.manifest.generation) && last.toplevel.as_deref() == Some(want_top.as_str()) {
+        outcome.passed = true;
+        outcome.reason = "boot-complete".into();
+    } else {
+        outcome.reason = format!(
+            "booted generation {:?} toplevel {:?}, expected generation {} toplevel {want_top}",
+            last.generation, last.toplevel, p.manifest.generation
+        );
     }
     Ok(outcome)
 }
 
-/// Boots the prepared disk with the console attached to this terminal.
+/// Boots the prepared phone with the console on this terminal; a guest restart is a power
+/// cycle through the bootloader again, a power-off (or quitting QEMU) ends it.
 pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::process::ExitStatus> {
-    let cmdline = if extra_cmdline.is_empty() { p.cmdline.clone() } else { format!("{} {extra_cmdline}", p.cmdline) };
-    let mut cmd = qemu_command(profile, p, &cmdline)?;
-    eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
-    cmd.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))
+    loop {
+        let loaded = match bootloader(profile, p)? {
+            Ok(l) => l,
+            Err(why) => return Err(Fail::new(format!("the emulated bootloader cannot boot: {why}")).into()),
+        };
+        let cmdline = if extra_cmdline.is_empty() {
+            loaded.cmdline.clone()
+        } else {
+            format!("{} {extra_cmdline}", loaded.cmdline)
+        };
+        let mut cmd = qemu_command(profile, p, &loaded, &cmdline)?;
+        eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
+        cmd.stdout(Stdio::piped());
+        let mut child =
+            cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
+        // Pass the console through while watching for a restart.
+        let mut out = child.stdout.take().expect("piped");
+        let mut restarted = false;
+        let mut window: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut stdout = std::io::stdout();
+        loop {
+            let n = out.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            stdout.write_all(&buf[..n])?;
+            stdout.flush()?;
+            window.extend_from_slice(&buf[..n]);
+            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some() {
+                restarted = true;
+            }
+            let keep = window.len().saturating_sub(64);
+            window.drain(..keep);
+        }
+        let status = child.wait()?;
+        if !restarted {
+            return Ok(status);
+        }
+        eprintln!("\nmobix: the phone restarted: power cycle through the bootloader");
+    }
 }

@@ -22,7 +22,8 @@ pub enum Decision {
 }
 
 /// Stage-1's choice. `record` is what both copies gave (None: both corrupt); `present` the
-/// generations on the system partition; `slot` the running A/B slot. Returns the decision
+/// generations on the system partition that can run with the running kernel; `slot` the
+/// running A/B slot. Returns the decision
 /// and, when the record changed, the record to persist *before* switching root: if that
 /// write fails, only a non-trial decision may go ahead.
 pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, Option<Record>) {
@@ -48,11 +49,8 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
             e.bad_reason = BadReason::Tries;
         }
     }
-    let mut candidates: Vec<&crate::record::Entry> = r
-        .entries
-        .iter()
-        .filter(|e| e.status != Status::Bad && e.kernel_slot == slot && present.contains(&e.generation))
-        .collect();
+    let mut candidates: Vec<&crate::record::Entry> =
+        r.entries.iter().filter(|e| e.status != Status::Bad && present.contains(&e.generation)).collect();
     candidates.sort_by_key(|e| (e.generation != r.default_gen, std::cmp::Reverse(e.generation)));
     let decision = match candidates.first() {
         None => Decision::Rescue {
@@ -89,6 +87,11 @@ pub fn bless(rec: &Record) -> Record {
             e.status = Status::Good;
         }
         r.last_good[(e.kernel_slot as usize).min(1)] = g;
+    }
+    // A default that failed gives way to the generation that just proved itself.
+    let default_ok = r.entries.iter().any(|e| e.generation == r.default_gen && e.status != Status::Bad);
+    if !default_ok {
+        r.default_gen = g;
     }
     if r.pending_slot.generation == g {
         r.pending_slot.valid = false;

@@ -16,6 +16,20 @@ pub const BLOCK: usize = 4096;
 pub const MAGIC: &[u8; 7] = b"PHGEN\0\x01";
 pub const VERSION: u16 = 1;
 pub const MAX_ENTRIES: usize = 32;
+/// The state area at the end of the system partition, outside its filesystem: copy A at
+/// its start, copy B right after it; the rest is reserved.
+pub const AREA: u64 = 64 * 1024;
+
+/// A generation's identity in the record: the first 16 characters of its toplevel's hash
+/// part (the name of `/mobix/store/<hash>-<name>`), so that a renumbered generation is
+/// never mistaken for another.
+pub fn id_of(toplevel_base_name: &str) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    for (d, s) in id.iter_mut().zip(toplevel_base_name.bytes().take_while(|&c| c != b'-')) {
+        *d = s;
+    }
+    id
+}
 const ENTRY_LEN: usize = 4 + 16 + 5;
 const HEADER_LEN: usize = 7 + 2 + 8 + 4 + 4 + 8 + 7 + 1;
 

@@ -1,0 +1,71 @@
+//! The boot-state record on the phone (two copies in the last 64 KiB of the system
+//! partition) and the A/B metadata in misc: reading and writing them on the block devices.
+//! The rules themselves are mobix-bootctl's, the same code the host uses.
+
+use crate::sys::{self, Result};
+use mobix_bootctl::misc::{BootloaderControl, CONTROL_OFFSET, CONTROL_SIZE};
+use mobix_bootctl::record::{self, Record, BLOCK};
+use std::path::{Path, PathBuf};
+
+/// Where the record lives: a block device and the byte offset of its state area.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    pub device: PathBuf,
+    pub offset: u64,
+}
+
+/// The record from the valid copy with the highest sequence number; None if both copies
+/// are corrupt (or unreadable), with the reason.
+pub fn read(loc: &Location) -> std::result::Result<Record, String> {
+    let both = sys::read_at(&loc.device, loc.offset, 2 * BLOCK)?;
+    let (a, b) = both.split_at(BLOCK);
+    match record::read_pair(a, b).0 {
+        Some(r) => Ok(r),
+        None => {
+            let why = |x: &[u8]| Record::decode(x).err().map(|e| e.to_string()).unwrap_or_default();
+            Err(format!("both copies are invalid (A: {}; B: {})", why(a), why(b)))
+        }
+    }
+}
+
+/// Persists `rec` with the next sequence number to both copies, the older one first: a
+/// crash during either write leaves one valid copy, old or new.
+pub fn write(loc: &Location, rec: &Record) -> Result<()> {
+    let block = rec.encode().map_err(|e| format!("encoding the boot-state record: {e}"))?;
+    let current = sys::read_at(&loc.device, loc.offset, 2 * BLOCK)?;
+    let (_, older) = record::read_pair(&current[..BLOCK], &current[BLOCK..]);
+    for copy in [older, 1 - older] {
+        sys::write_at(&loc.device, loc.offset + (copy * BLOCK) as u64, &block)?;
+    }
+    Ok(())
+}
+
+/// Marks `slot` successful in misc's `bootloader_control`, as the boot_control HAL does,
+/// so the bootloader stops counting its tries. Returns what it did, for the console.
+pub fn mark_slot_successful(misc: &Path, slot: u8) -> Result<String> {
+    let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
+    let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
+    if !ctl.crc_ok() {
+        return Ok("misc holds no valid A/B metadata; nothing marked".into());
+    }
+    let letter = mobix_bootctl::misc::slot_letter(slot as usize);
+    if ctl.slot_info.get(slot as usize).is_some_and(|s| s.successful_boot) {
+        return Ok(format!("slot {letter} was already marked successful"));
+    }
+    ctl.mark_successful(slot as usize).map_err(|e| format!("marking slot {letter}: {e}"))?;
+    sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())?;
+    Ok(format!("slot {letter} marked successful in misc"))
+}
+
+/// What stage-1 decided, handed to stage-2 and `mobix-bless` in `/run/mobix/boot.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Boot {
+    pub generation: u32,
+    pub toplevel: String,
+    /// trial, good, degraded (the record was unreadable) or manual (picked in the menu).
+    pub mode: String,
+    pub state: Option<Location>,
+    pub slot: Option<u8>,
+}
+
+pub const BOOT_FILE: &str = "/run/mobix/boot.json";
