@@ -120,6 +120,7 @@ fn pick(
     if wants_menu {
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {
             say(&format!("generation {g} chosen by hand (its status is left as it is)"));
+            say(&format!("GEN-CHOSEN generation={g} status=manual tries_left=0"));
             return Ok(boot(g, "manual"));
         }
     }

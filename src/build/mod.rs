@@ -57,6 +57,13 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     for t in targets {
         needed.extend(plan.input_closure(t));
     }
+    for p in needed.iter().filter(|p| plan.existing.contains(p)) {
+        if !ctx.store.contains(p) {
+            return Err(Fail::new(format!("{p} is needed but not in the store, and this plan cannot build it"))
+                .hint("it belongs to an older generation: build that generation again, or drop it")
+                .into());
+        }
+    }
     let todo: Vec<&Planned> = plan.recipes.iter().filter(|r| needed.contains(&r.path)).collect();
     let mut report = Report::default();
     if todo.iter().all(|r| ctx.store.contains(&r.path)) {

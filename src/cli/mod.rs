@@ -124,6 +124,14 @@ struct TestArgs {
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Run a fallback scenario instead (s0-s7, menu: see `mobix test --list-scenarios`):
+    /// builds its generations, boots them power cycle after power cycle in `<out>/scenario-NAME/`
+    /// and reports each boot.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// List the fallback scenarios.
+    #[arg(long)]
+    list_scenarios: bool,
 }
 
 #[derive(Args, Debug)]
@@ -444,9 +452,83 @@ fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {
     Ok((profile, prepared))
 }
 
+/// Builds scenario generations through the plan and the store, like `mobix build`.
+struct ScenarioSystems<'a> {
+    ctx: &'a Ctx<'a>,
+    profile: &'a Profile,
+    lock: &'a Lock,
+    inputs: &'a Inputs,
+}
+
+impl vm::scenario::Systems for ScenarioSystems<'_> {
+    fn build(
+        &self,
+        number: u32,
+        tweak: &dyn Fn(&mut profile::SystemConfig),
+        carried: &std::collections::BTreeMap<u32, crate::store::StorePath>,
+        state: &dyn Fn(&std::collections::BTreeMap<u32, crate::store::StorePath>) -> crate::format::bootstate::Record,
+    ) -> Result<vm::scenario::Built> {
+        let mut profile = self.profile.clone();
+        tweak(&mut profile.system);
+        let sys = plan::system(&profile, self.lock, self.inputs)?;
+        build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
+        let mut gens = carried.clone();
+        gens.insert(number, sys.toplevel.clone());
+        let (plan, imgs) = plan::images(&profile, &sys, &gens, &state(&gens), self.inputs)?;
+        build::realise(self.ctx, &plan, &imgs.all())?;
+        Ok(vm::scenario::Built {
+            toplevel: sys.toplevel,
+            boot_img: self.ctx.store.host_path(&imgs.boot).join("boot.img"),
+            system_img: self.ctx.store.host_path(&imgs.system).join("system.img"),
+        })
+    }
+}
+
+fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let lock = Lock::load(&repo)?;
+    let inputs = gather_inputs(&repo, &profile, plan::KernelFrom::Source)?;
+    let store = Store::open(&store_dir(g))?;
+    let ctx = Ctx {
+        store: &store,
+        downloads: cache_dir().join("downloads"),
+        cargo_cache: cache_dir().join("cargo-target"),
+        progress: &progress,
+    };
+    let systems = ScenarioSystems { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
+    let dir = a.target.out_dir().join(format!("scenario-{name}"));
+    let report = vm::scenario::run(name, &profile, &systems, &dir, &progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if report.passed {
+        progress(&format!("scenario {name} passed ({} boots)", report.boots.len()));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail::new(format!("scenario {name} failed: {}", report.failures.join("; ")))
+            .hint(format!("the whole serial log is in {}", report.serial_log.display()))
+            .into())
+    }
+}
+
 fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
+    if a.list_scenarios {
+        for (n, what) in vm::scenario::NAMES {
+            println!("{n:6} {what}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(name) = &a.scenario {
+        return cmd_scenario(g, a, name);
+    }
     let (profile, prepared) = load_for_vm(g, &a.target)?;
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
+    // What the phone learned (which generations are good or bad) goes into the next image.
+    if let Some(state) = vm::read_state(&profile, &prepared)? {
+        let store = Store::open(&store_dir(g))?;
+        generation::save_ledger(&store, &profile.instance(), &state)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }

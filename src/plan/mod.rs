@@ -214,13 +214,20 @@ pub struct Planned {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     pub recipes: Vec<Planned>,
+    /// Paths used as inputs that this plan does not build: they must be in the store
+    /// already (the toplevels of older generations a system image carries).
+    pub existing: BTreeSet<StorePath>,
 }
 
 impl Plan {
     /// Adds a recipe (once) and returns its path. Inputs must already be in the plan.
     pub fn add(&mut self, recipe: Recipe) -> StorePath {
         for (k, p) in &recipe.inputs {
-            assert!(self.get(p).is_some(), "input {k} of {} added before its recipe", recipe.name);
+            assert!(
+                self.get(p).is_some() || self.existing.contains(p),
+                "input {k} of {} added before its recipe",
+                recipe.name
+            );
         }
         let path = recipe.store_path();
         if self.get(&path).is_none() {
@@ -250,6 +257,7 @@ impl Plan {
 
     /// Appends another plan's recipes that are not here yet.
     pub fn merge(&mut self, other: Plan) {
+        self.existing.extend(other.existing);
         for r in other.recipes {
             if self.get(&r.path).is_none() {
                 self.recipes.push(r);
@@ -641,6 +649,11 @@ pub fn images(
     let size = d.system_image_size();
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
+    for p in generations.values() {
+        if plan.get(p).is_none() {
+            plan.existing.insert(p.clone());
+        }
+    }
     let system = plan.add(Recipe {
         name: "system.img".into(),
         builder: Builder::SystemImage {

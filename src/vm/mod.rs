@@ -22,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod scenario;
+
 /// The line stage-2 prints once the system is up.
 pub const BOOT_COMPLETE: &str = "mobix: boot-complete";
 /// Kernel argument asking stage-2 to power off after boot-complete.
@@ -195,6 +197,14 @@ pub fn patch_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, da
     Ok(())
 }
 
+/// The boot-state record on the phone's system partition, if a copy is valid.
+pub fn read_state(profile: &Profile, p: &Prepared) -> Result<Option<crate::format::bootstate::Record>> {
+    use crate::format::bootstate::{read_pair, AREA, BLOCK};
+    let at = profile.device.system_image_size() - AREA;
+    let raw = read_partition(&p.disk, &p.layout, &profile.device.system.partition, at, 2 * BLOCK)?;
+    Ok(read_pair(&raw[..BLOCK], &raw[BLOCK..]).0)
+}
+
 /// What the bootloader took for one boot.
 pub struct Loaded {
     /// The slot (0 = a) on A/B phones.
@@ -315,7 +325,10 @@ impl Boot {
     pub fn summary(&self) -> String {
         let slot = self.slot.map(|c| format!("slot {c}, ")).unwrap_or_default();
         let generation = match (self.generation, &self.status) {
-            (Some(g), Some(st)) => format!("generation {g} ({st}, {} tries left)", self.tries_left.unwrap_or(0)),
+            (Some(g), Some(st)) if st == "trial" => {
+                format!("generation {g} (trial, {} tries left)", self.tries_left.unwrap_or(0))
+            }
+            (Some(g), Some(st)) => format!("generation {g} ({st})"),
             _ => "no generation".into(),
         };
         let outcome = match self.ending {
@@ -419,7 +432,10 @@ pub fn boot_once(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait()?;
-                if !matches!(boot.ending, Ending::Rebooted | Ending::Complete | Ending::PoweredOff) {
+                if boot.kernel_panic && boot.ending == Ending::Timeout {
+                    // panic=N restarts without a "reboot:" line; -no-reboot makes that an exit.
+                    boot.ending = Ending::Rebooted;
+                } else if !matches!(boot.ending, Ending::Rebooted | Ending::Complete | Ending::PoweredOff) {
                     boot.ending = if boot.note.starts_with("RESCUE") { Ending::Rescue } else { Ending::Exited };
                     if boot.ending == Ending::Exited {
                         boot.note = format!("QEMU exited ({status})");

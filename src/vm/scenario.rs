@@ -1,0 +1,408 @@
+//! Fallback scenarios on the emulated phone: generations that pass, fail their health
+//! check, hang, or come with a kernel that panics, installed the way a host re-flash does,
+//! booted power cycle after power cycle, with each boot's slot, generation, tries and
+//! outcome reported and the end state checked.
+//!
+//! Pipeline stage: vm. The scenario asks its [`Systems`] to build each generation (the
+//! device's system with one change to its system config) and installs the images itself:
+//! the system partition, boot_b and misc for a kernel update.
+
+use super::{boot_once, patch_partition, read_partition, write_partition, write_sparse_partition, Boot, Ending};
+use super::{Answer, Prepared, POWEROFF_ARG};
+use crate::format::bootstate::{self, BadReason, Record, Status};
+use crate::format::misc;
+use crate::profile::{HealthCheck, Profile, SystemConfig};
+use crate::store::StorePath;
+use crate::util::Fail;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A generation built for a scenario.
+pub struct Built {
+    pub toplevel: StorePath,
+    pub boot_img: PathBuf,
+    pub system_img: PathBuf,
+}
+
+/// How a scenario gets its generations built.
+pub trait Systems {
+    /// Builds generation `number`: the device's system with `tweak` applied to its system
+    /// config, and images whose system partition carries `carried` (toplevels by number)
+    /// with `number` added, and starts with `state(all carried)`.
+    fn build(
+        &self,
+        number: u32,
+        tweak: &dyn Fn(&mut SystemConfig),
+        carried: &BTreeMap<u32, StorePath>,
+        state: &dyn Fn(&BTreeMap<u32, StorePath>) -> Record,
+    ) -> Result<Built>;
+}
+
+pub const NAMES: &[(&str, &str)] = &[
+    ("s0", "a good generation boots, is marked good, its slot successful"),
+    ("s1", "an update to a good generation 2 boots once as a trial and is marked good"),
+    ("s2", "generation 2's health check fails: tried N times, then generation 1 boots and stays the default"),
+    ("s3", "generation 2 hangs before its success point: same outcome as s2"),
+    ("s4", "a new kernel in the inactive slot panics: the bootloader returns, stage-1 marks generation 2 bad"),
+    ("s5", "one copy of the state record corrupt: the other is used; both corrupt: degraded boot of the newest"),
+    ("s6", "ten updates with keep=3: the booted, default and last good generations survive"),
+    ("s7", "eight good reboots in a row never leave the slot unbootable"),
+    ("menu", "an older generation picked by hand in the menu boots"),
+];
+
+/// What a scenario did: every boot, and whether its expectations held.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub passed: bool,
+    pub boots: Vec<Boot>,
+    /// The expectations that failed (empty when passed).
+    pub failures: Vec<String>,
+    pub serial_log: PathBuf,
+}
+
+const TRIES: u8 = 3;
+const PER_BOOT: Duration = Duration::from_secs(120);
+
+struct Run<'a> {
+    profile: &'a Profile,
+    systems: &'a dyn Systems,
+    phone: Prepared,
+    log: fs::File,
+    boots: Vec<Boot>,
+    failures: Vec<String>,
+    progress: &'a dyn Fn(&str),
+    gens: BTreeMap<u32, StorePath>,
+}
+
+pub fn run(
+    name: &str,
+    profile: &Profile,
+    systems: &dyn Systems,
+    dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Report> {
+    if !NAMES.iter().any(|(n, _)| *n == name) {
+        let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+        return Err(Fail::new(format!("no scenario {name:?}")).hint(format!("scenarios: {}", known.join(", "))).into());
+    }
+    if !profile.device.is_ab() {
+        return Err(Fail::new(format!("{} is not an A/B device; the scenarios need slots", profile.codename)).into());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_path = dir.join("serial.log");
+    let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Generation 1, freshly flashed.
+    let g1 = systems.build(1, &|_| {}, &BTreeMap::new(), &|g| fresh(g, 1))?;
+    let manifest = crate::image::Manifest {
+        version: 1,
+        device: profile.codename.to_string(),
+        variant: profile.variant.clone(),
+        generation: 1,
+        toplevel: g1.toplevel.clone(),
+        images: BTreeMap::new(),
+    };
+    let boot_bytes = fs::read(&g1.boot_img).with_context(|| format!("reading {}", g1.boot_img.display()))?;
+    let phone = super::prepare_from(profile, dir, &boot_bytes, &g1.system_img, manifest)?;
+    let mut r = Run {
+        profile,
+        systems,
+        phone,
+        log,
+        boots: Vec::new(),
+        failures: Vec::new(),
+        progress,
+        gens: BTreeMap::from([(1, g1.toplevel)]),
+    };
+    match name {
+        "s0" => s0(&mut r)?,
+        "s1" => s1(&mut r)?,
+        "s2" => failing_update(&mut r, false)?,
+        "s3" => failing_update(&mut r, true)?,
+        "s4" => s4(&mut r)?,
+        "s5" => s5(&mut r)?,
+        "s6" => s6(&mut r)?,
+        "s7" => s7(&mut r)?,
+        "menu" => menu(&mut r)?,
+        _ => unreachable!("checked above"),
+    }
+    Ok(Report {
+        scenario: name.to_string(),
+        passed: r.failures.is_empty(),
+        boots: r.boots,
+        failures: r.failures,
+        serial_log: log_path,
+    })
+}
+
+/// The record of a freshly flashed image: `current` a trial with all its tries.
+fn fresh(gens: &BTreeMap<u32, StorePath>, current: u32) -> Record {
+    crate::generation::initial_state(gens, current, TRIES, None)
+}
+
+impl Run<'_> {
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            let w = what.into();
+            (self.progress)(&format!("FAILED: {w}"));
+            self.failures.push(w);
+        }
+    }
+
+    /// Power-cycles until a boot completes (or `max` boots); returns those boots.
+    fn boot(&mut self, max: usize, extra: &str, answers: &[Answer]) -> Result<Vec<Boot>> {
+        let mut out = Vec::new();
+        let cmdline = if extra.is_empty() { POWEROFF_ARG.to_string() } else { format!("{POWEROFF_ARG} {extra}") };
+        for _ in 0..max {
+            use std::io::Write;
+            writeln!(self.log, "# power cycle {}", self.boots.len() + 1)?;
+            let b = boot_once(self.profile, &self.phone, &cmdline, PER_BOOT, answers, &mut self.log)?;
+            (self.progress)(&format!("boot {}: {}", self.boots.len() + 1, b.summary()));
+            self.boots.push(b.clone());
+            let again = matches!(b.ending, Ending::Rebooted | Ending::Timeout);
+            out.push(b);
+            if !again {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn state(&self) -> Result<Option<Record>> {
+        let (at, _) = self.state_area()?;
+        let raw = read_partition(&self.phone.disk, &self.phone.layout, &self.system(), at, 2 * bootstate::BLOCK)?;
+        Ok(bootstate::read_pair(&raw[..bootstate::BLOCK], &raw[bootstate::BLOCK..]).0)
+    }
+
+    fn system(&self) -> String {
+        self.profile.device.system.partition.clone()
+    }
+
+    fn state_area(&self) -> Result<(u64, u64)> {
+        let size = self.profile.device.system_image_size();
+        Ok((size - bootstate::AREA, size))
+    }
+
+    fn misc(&self) -> Result<misc::BootloaderControl> {
+        let raw = read_partition(
+            &self.phone.disk,
+            &self.phone.layout,
+            "misc",
+            misc::CONTROL_OFFSET as u64,
+            misc::CONTROL_SIZE,
+        )?;
+        Ok(misc::BootloaderControl::decode(raw[..].try_into().expect("32 bytes")))
+    }
+
+    fn entry(&self, state: &Record, g: u32) -> Option<bootstate::Entry> {
+        state.entries.iter().find(|e| e.generation == g).copied()
+    }
+
+    /// A userspace update, as a host re-flash of the system partition does it: the new
+    /// image carries the newest `keep` generations plus what the phone's record protects,
+    /// and its record keeps what the phone learned.
+    fn update(&mut self, number: u32, keep: usize, tweak: &dyn Fn(&mut SystemConfig)) -> Result<Built> {
+        let known = self.state()?;
+        let protected = known.as_ref().map(crate::generation::protected).unwrap_or_default();
+        let carried: BTreeMap<u32, StorePath> = self
+            .gens
+            .iter()
+            .rev()
+            .take(keep.saturating_sub(1))
+            .chain(self.gens.iter().filter(|(n, _)| protected.contains(n)))
+            .map(|(n, p)| (*n, p.clone()))
+            .collect();
+        let built = self
+            .systems
+            .build(number, tweak, &carried, &|g| crate::generation::initial_state(g, number, TRIES, known.as_ref()))?;
+        self.gens.insert(number, built.toplevel.clone());
+        let sys = self.system();
+        write_sparse_partition(&self.phone.disk, &self.phone.layout, &sys, &built.system_img)?;
+        (self.progress)(&format!("installed generation {number} on the system partition"));
+        Ok(built)
+    }
+
+    fn expect_chosen(&mut self, boots: &[Boot], want: &[(Option<u32>, Option<char>)]) {
+        let got: Vec<(Option<u32>, Option<char>)> = boots.iter().map(|b| (b.generation, b.slot)).collect();
+        self.check(got == want, format!("boots went {got:?}, expected {want:?}"));
+    }
+}
+
+fn s0(r: &mut Run) -> Result<()> {
+    let boots = r.boot(1, "", &[])?;
+    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
+    let st = r.state()?.context("no valid boot-state record after the boot")?;
+    let e = r.entry(&st, 1);
+    r.check(e.is_some_and(|e| e.status == Status::Good), format!("generation 1 is good: {e:?}"));
+    r.check(st.last_good[0] == 1, format!("last good of slot a is 1: {:?}", st.last_good));
+    let m = r.misc()?;
+    r.check(m.slot_info[0].successful_boot, "slot a is marked successful in misc");
+    Ok(())
+}
+
+fn s1(r: &mut Run) -> Result<()> {
+    s0(r)?;
+    r.update(2, 3, &|c| c.hostname = Some("generation-2".into()))?;
+    let boots = r.boot(2, "", &[])?;
+    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.check(boots[0].status.as_deref() == Some("trial"), "generation 2 boots as a trial");
+    let st = r.state()?.context("no valid boot-state record")?;
+    let e = r.entry(&st, 2);
+    r.check(
+        e.is_some_and(|e| e.status == Status::Good && e.tries_done == 1),
+        format!("generation 2 is good after one try: {e:?}"),
+    );
+    r.check(st.default_gen == 2, format!("generation 2 is the default: {}", st.default_gen));
+    Ok(())
+}
+
+/// S2 (`hang` false: its health check fails) and S3 (`hang`: it never gets to its success
+/// point; the trial deadline reboots it).
+fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
+    s0(r)?;
+    r.update(2, 3, &|c| {
+        let command = if hang { "sleep 100000" } else { "echo 'this update is broken'; exit 1" };
+        c.health_checks.push(HealthCheck {
+            name: if hang { "hangs".into() } else { "fails".into() },
+            command: vec!["/bin/sh".into(), "-c".into(), command.into()],
+            timeout: 100_000,
+        });
+        c.boot.trial_deadline = 8;
+    })?;
+    let boots = r.boot(TRIES as usize + 2, "", &[])?;
+    let mut want = vec![(Some(2), Some('a')); TRIES as usize];
+    want.push((Some(1), Some('a')));
+    r.expect_chosen(&boots, &want);
+    for b in &boots[..boots.len().min(TRIES as usize)] {
+        let how = if hang { b.trial_timeout } else { b.health_failed };
+        r.check(how && b.ending == Ending::Rebooted, format!("trial boot failed as planned and rebooted: {b:?}"));
+    }
+    let st = r.state()?.context("no valid boot-state record")?;
+    let e2 = r.entry(&st, 2);
+    r.check(
+        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Tries && e.tries_done == TRIES),
+        format!("generation 2 is bad after {TRIES} tries: {e2:?}"),
+    );
+    r.check(st.default_gen == 1, format!("generation 1 is the default again: {}", st.default_gen));
+    // And it stays so.
+    let again = r.boot(1, "", &[])?;
+    r.expect_chosen(&again, &[(Some(1), Some('a'))]);
+    Ok(())
+}
+
+fn s4(r: &mut Run) -> Result<()> {
+    s0(r)?;
+    // Generation 2 comes with a boot image whose kernel cannot start its init: it panics.
+    let known = r.state()?;
+    let carried = r.gens.clone();
+    let built = r.systems.build(2, &|c| c.cmdline.push("rdinit=/no-such-init".into()), &carried, &|g| {
+        let mut s = crate::generation::initial_state(g, 2, TRIES, known.as_ref());
+        if let Some(e) = s.entries.iter_mut().find(|e| e.generation == 2) {
+            e.kernel_slot = 1;
+        }
+        s.pending_slot = bootstate::PendingSlot { from: 0, to: 1, generation: 2, valid: true };
+        s
+    })?;
+    r.gens.insert(2, built.toplevel.clone());
+    let sys = r.system();
+    write_sparse_partition(&r.phone.disk, &r.phone.layout, &sys, &built.system_img)?;
+    let boot_b = fs::read(&built.boot_img)?;
+    write_partition(&r.phone.disk, &r.phone.layout, "boot_b", &boot_b)?;
+    // Switch to slot b with three tries, as the boot_control HAL's setActiveBootSlot does.
+    let mut m = r.misc()?;
+    m.set_active(1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    m.slot_info[1].tries_remaining = TRIES;
+    patch_partition(&r.phone.disk, &r.phone.layout, "misc", misc::CONTROL_OFFSET as u64, &m.encode())?;
+    (r.progress)("installed generation 2 with a new kernel in boot_b; slot b active with 3 tries");
+    let boots = r.boot(TRIES as usize + 2, "", &[])?;
+    let mut want = vec![(None, Some('b')); TRIES as usize];
+    want.push((Some(1), Some('a')));
+    r.expect_chosen(&boots, &want);
+    for b in &boots[..boots.len().min(TRIES as usize)] {
+        r.check(b.kernel_panic && b.ending == Ending::Rebooted, format!("slot b's kernel panicked: {b:?}"));
+    }
+    let st = r.state()?.context("no valid boot-state record")?;
+    let e2 = r.entry(&st, 2);
+    r.check(
+        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Kernel),
+        format!("stage-1 marked generation 2 bad for its kernel: {e2:?}"),
+    );
+    r.check(!st.pending_slot.valid, "the pending slot switch is cleared");
+    let m = r.misc()?;
+    r.check(m.slot_info[1].tries_remaining == 0, "slot b has no tries left");
+    Ok(())
+}
+
+fn s5(r: &mut Run) -> Result<()> {
+    s1(r)?;
+    let (at, _) = r.state_area()?;
+    let sys = r.system();
+    let before = r.state()?.context("no valid boot-state record")?;
+    // One copy torn.
+    patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + 100, b"torn write")?;
+    let boots = r.boot(1, "", &[])?;
+    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.check(boots[0].status.as_deref() == Some("good"), "the intact copy says generation 2 is good");
+    let st = r.state()?.context("no valid boot-state record")?;
+    let same = |a: &Record, b: &Record| {
+        a.entries.iter().map(|e| (e.generation, e.status)).eq(b.entries.iter().map(|e| (e.generation, e.status)))
+    };
+    r.check(same(&before, &st), format!("nothing lost: {:?} then {:?}", before.entries, st.entries));
+    // Both copies corrupt.
+    patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + 100, b"torn write")?;
+    patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + bootstate::BLOCK as u64 + 100, b"torn write")?;
+    let boots = r.boot(1, "", &[])?;
+    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.check(boots[0].status.as_deref() == Some("degraded"), "a degraded boot of the newest generation");
+    let st = r.state()?.context("stage-2 wrote no fresh record after the degraded boot")?;
+    r.check(st.entries.iter().all(|e| e.status != Status::Bad), format!("nothing marked bad: {:?}", st.entries));
+    Ok(())
+}
+
+fn s6(r: &mut Run) -> Result<()> {
+    s0(r)?;
+    for n in 2..=10 {
+        let host = format!("generation-{n}");
+        r.update(n, 3, &move |c| {
+            c.hostname = Some(host.clone());
+            c.generations.keep = 3;
+        })?;
+    }
+    let st = r.state()?.context("no valid boot-state record")?;
+    let carried: Vec<u32> = st.entries.iter().map(|e| e.generation).collect();
+    r.check(carried == [1, 8, 9, 10], format!("the partition carries 1 (booted, last good) and 8-10: {carried:?}"));
+    let boots = r.boot(2, "", &[])?;
+    r.expect_chosen(&boots, &[(Some(10), Some('a'))]);
+    // Generation 1 is still there to be picked by hand.
+    let boots = r.boot(1, "mobix.menu", &[Answer { when: "choose a generation".into(), reply: "1\n".into() }])?;
+    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    Ok(())
+}
+
+fn s7(r: &mut Run) -> Result<()> {
+    for i in 0..8 {
+        let boots = r.boot(1, "", &[])?;
+        r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+        let m = r.misc()?;
+        let sel = misc::select_slot(&m.clone().encode(), false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        r.check(
+            sel.slot == Some(0) && m.slot_info[0].tries_remaining > 0,
+            format!("after good boot {}: slot a still bootable ({:?})", i + 1, m.slot_info[0]),
+        );
+    }
+    Ok(())
+}
+
+fn menu(r: &mut Run) -> Result<()> {
+    s1(r)?;
+    let answers = [Answer { when: "choose a generation".into(), reply: "1\n".into() }];
+    let boots = r.boot(1, "mobix.menu", &answers)?;
+    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.check(boots[0].status.as_deref() == Some("manual"), "generation 1 was chosen by hand");
+    r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
+    Ok(())
+}
