@@ -361,6 +361,16 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
     })
 }
 
+/// What builders share, for a store: the host's download and cargo caches, progress on stderr.
+fn builder_ctx(store: &Store) -> Ctx<'_> {
+    Ctx {
+        store,
+        downloads: cache_dir().join("downloads"),
+        cargo_cache: cache_dir().join("cargo-target"),
+        progress: &progress,
+    }
+}
+
 fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let repo = find_repo(g)?;
@@ -384,12 +394,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let ctx = Ctx {
-        store: &store,
-        downloads: cache_dir().join("downloads"),
-        cargo_cache: cache_dir().join("cargo-target"),
-        progress: &progress,
-    };
+    let ctx = builder_ctx(&store);
     progress(&format!("kernel: {}", sys.kernel_origin));
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
     let label = format!("mobix on {}", profile.device.name);
@@ -490,12 +495,7 @@ fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     let lock = Lock::load(&repo)?;
     let inputs = gather_inputs(&repo, &profile, plan::KernelFrom::Source)?;
     let store = Store::open(&store_dir(g))?;
-    let ctx = Ctx {
-        store: &store,
-        downloads: cache_dir().join("downloads"),
-        cargo_cache: cache_dir().join("cargo-target"),
-        progress: &progress,
-    };
+    let ctx = builder_ctx(&store);
     let systems = ScenarioSystems { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir().join(format!("scenario-{name}"));
     let report = vm::scenario::run(name, &profile, &systems, &dir, &progress)?;
@@ -667,12 +667,7 @@ fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
     let sys = plan::system(&profile, &lock, &inputs)?;
     let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
     let store = Store::open(&store_dir(g))?;
-    let ctx = Ctx {
-        store: &store,
-        downloads: cache_dir().join("downloads"),
-        cargo_cache: cache_dir().join("cargo-target"),
-        progress: &progress,
-    };
+    let ctx = builder_ctx(&store);
     build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
     let dir = store.host_path(&cfg);
     let report = build::kernel::read_report(&dir)?;
