@@ -213,28 +213,8 @@ fn rescue_with_system(why: &str) -> ! {
 fn wait_for_partition(partname: &str, timeout: Duration) -> Result<PathBuf> {
     let t0 = Instant::now();
     loop {
-        if let Ok(rd) = std::fs::read_dir("/sys/class/block") {
-            for e in rd.flatten() {
-                let uevent = std::fs::read_to_string(e.path().join("uevent")).unwrap_or_default();
-                let mut name = None;
-                let mut devname = None;
-                for l in uevent.lines() {
-                    if let Some(v) = l.strip_prefix("PARTNAME=") {
-                        name = Some(v.to_string());
-                    }
-                    if let Some(v) = l.strip_prefix("DEVNAME=") {
-                        devname = Some(v.to_string());
-                    }
-                }
-                if name.as_deref() == Some(partname) {
-                    if let Some(d) = devname {
-                        let p = PathBuf::from("/dev").join(d);
-                        if p.exists() {
-                            return Ok(p);
-                        }
-                    }
-                }
-            }
+        if let Some(p) = sys::find_partition(partname) {
+            return Ok(p);
         }
         if t0.elapsed() > timeout {
             return Err(format!("no partition named {partname:?} appeared within {}s", timeout.as_secs()));
@@ -243,7 +223,8 @@ fn wait_for_partition(partname: &str, timeout: Duration) -> Result<PathBuf> {
     }
 }
 
-fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
+/// The generation manifests in `dir` (`/mobix/generations`), skipping unreadable ones.
+pub fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for e in rd.flatten() {

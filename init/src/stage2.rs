@@ -178,15 +178,16 @@ pub fn bless(boot: &state::Boot) -> String {
     let mut notes = Vec::new();
     let next = match (boot.mode.as_str(), state::read(loc)) {
         ("degraded", _) | (_, Err(_)) => {
-            let mut entries: Vec<Entry> = present_generations()
+            let present = crate::stage1::read_generations(Path::new("/mobix/generations")).unwrap_or_default();
+            let mut entries: Vec<Entry> = present
                 .into_iter()
-                .map(|(generation, top)| Entry {
-                    generation,
-                    id: record::id_of(top.rsplit('/').next().unwrap_or("")),
+                .map(|g| Entry {
+                    generation: g.generation,
+                    id: record::id_of(g.toplevel.rsplit('/').next().unwrap_or("")),
                     kernel_slot: boot.slot.unwrap_or(0),
-                    tries_left: if generation == boot.generation { 0 } else { 1 },
+                    tries_left: if g.generation == boot.generation { 0 } else { 1 },
                     tries_done: 0,
-                    status: if generation == boot.generation { Status::Good } else { Status::Trial },
+                    status: if g.generation == boot.generation { Status::Good } else { Status::Trial },
                     bad_reason: BadReason::None,
                 })
                 .collect();
@@ -220,22 +221,6 @@ pub fn bless(boot: &state::Boot) -> String {
         }
     }
     notes.join("; ")
-}
-
-/// The generations on the system partition: (number, toplevel).
-fn present_generations() -> Vec<(u32, String)> {
-    #[derive(serde::Deserialize)]
-    struct G {
-        generation: u32,
-        toplevel: String,
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/mobix/generations").into_iter().flatten().flatten() {
-        if let Some(g) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<G>(&b).ok()) {
-            out.push((g.generation, g.toplevel));
-        }
-    }
-    out
 }
 
 fn spawn_service(s: &Service) -> Result<libc::pid_t> {
