@@ -438,7 +438,7 @@ fn carried_generations(
     let known = generation::ledger(store, &device)?;
     let protected = known.as_ref().map(generation::protected).unwrap_or_default();
     let g = &profile.system.generations;
-    let mut gens = generation::carried(&all, g.keep, &g.pinned, &protected);
+    let mut gens = generation::carried(&generation::toplevels(&all), g.keep, &g.pinned, &protected);
     gens.retain(|n, top| {
         let present = store.contains(top);
         if !present {

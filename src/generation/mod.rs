@@ -80,15 +80,22 @@ pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &st
     Ok((rec, true))
 }
 
-/// The generations a new system image carries: the newest `keep`, the `pinned` ones, and
-/// `protected` (what the phone booted, defaults to, last found good or is switching to,
-/// as far as the host knows), where recorded. Returns the toplevels by number.
-pub fn carried(all: &BTreeMap<u32, Record>, keep: u32, pinned: &[u32], protected: &[u32]) -> BTreeMap<u32, StorePath> {
+/// The generations a new system image carries, from `all` (toplevels by number): the
+/// newest `keep`, the `pinned` ones, and `protected` (what the phone booted, defaults to,
+/// last found good or is switching to, as far as the host knows), where they exist.
+pub fn carried(
+    all: &BTreeMap<u32, StorePath>,
+    keep: u32,
+    pinned: &[u32],
+    protected: &[u32],
+) -> BTreeMap<u32, StorePath> {
     let newest = all.keys().rev().take(keep as usize);
-    newest
-        .chain(pinned.iter().chain(protected).filter(|n| all.contains_key(n)))
-        .map(|n| (*n, all[n].toplevel.clone()))
-        .collect()
+    newest.chain(pinned.iter().chain(protected).filter(|n| all.contains_key(n))).map(|n| (*n, all[n].clone())).collect()
+}
+
+/// Toplevels by number, as [`carried`] takes them.
+pub fn toplevels(all: &BTreeMap<u32, Record>) -> BTreeMap<u32, StorePath> {
+    all.iter().map(|(n, r)| (*n, r.toplevel.clone())).collect()
 }
 
 /// What the phone must never lose, from the record the host last read off it.
@@ -156,11 +163,7 @@ fn ledger_path(store: &Store, device: &Codename) -> PathBuf {
 pub fn ledger(store: &Store, device: &Codename) -> Result<Option<bootstate::Record>> {
     let p = ledger_path(store, device);
     match fs::read(&p) {
-        Ok(b) => Ok(Some(
-            bootstate::Record::decode(&b)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("reading {}", p.display()))?,
-        )),
+        Ok(b) => Ok(Some(bootstate::Record::decode(&b).with_context(|| format!("reading {}", p.display()))?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
@@ -168,7 +171,7 @@ pub fn ledger(store: &Store, device: &Codename) -> Result<Option<bootstate::Reco
 
 /// Remembers the record read off the phone, so the next image keeps what it learned.
 pub fn save_ledger(store: &Store, device: &Codename, state: &bootstate::Record) -> Result<()> {
-    let block = state.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let block = state.encode()?;
     util::write_atomic(&ledger_path(store, device), &block)
 }
 
@@ -260,19 +263,8 @@ mod tests {
         assert_eq!(d[1].after_size, 8);
     }
 
-    fn recs(n: u32) -> BTreeMap<u32, Record> {
-        (1..=n)
-            .map(|g| {
-                let r = Record {
-                    generation: g,
-                    device: "phone".into(),
-                    toplevel: sp(&g.to_string(), "sys"),
-                    created: 0,
-                    label: String::new(),
-                };
-                (g, r)
-            })
-            .collect()
+    fn recs(n: u32) -> BTreeMap<u32, StorePath> {
+        (1..=n).map(|g| (g, sp(&g.to_string(), "sys"))).collect()
     }
 
     #[test]
@@ -304,7 +296,7 @@ mod tests {
         assert_eq!((next.default_gen, next.last_good, next.seq), (5, [4, 0], 10));
         // A generation with the same number but another toplevel is not the one the phone knew.
         let mut other = recs(5);
-        other.get_mut(&4).unwrap().toplevel = sp("rebuilt", "sys");
+        other.insert(4, sp("rebuilt", "sys"));
         let next = initial_state(&carried(&other, 2, &[], &[]), 5, 3, Some(&phone));
         assert_eq!((next.entries[0].status, next.entries[0].tries_left), (Status::Trial, 1));
     }

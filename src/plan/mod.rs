@@ -427,7 +427,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 system_partition: d.system.partition.clone(),
                 filesystem: fs_name.into(),
                 console: d.console.clone(),
-                state_offset: d.system_image_size().saturating_sub(crate::format::bootstate::AREA),
+                state_offset: d.state_offset(),
                 kernel: format!("{}/Image", kernel.phone_path()),
                 menu_timeout_ms: profile.system.boot.menu_timeout_ms,
             },

@@ -593,6 +593,12 @@ impl Device {
         self.system.size.or_else(|| self.partition(&self.system.partition).and_then(|p| p.size)).map_or(0, |s| s.0)
     }
 
+    /// Byte offset, inside the system partition, of the boot-state area that ends the
+    /// system image (two copies of the record, after the filesystem).
+    pub fn state_offset(&self) -> u64 {
+        self.system_image_size().saturating_sub(crate::format::bootstate::AREA)
+    }
+
     pub fn partition(&self, name: &str) -> Option<&Partition> {
         self.storage.partitions.iter().find(|p| p.name == name)
     }

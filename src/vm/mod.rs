@@ -199,8 +199,8 @@ pub fn patch_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, da
 
 /// The boot-state record on the phone's system partition, if a copy is valid.
 pub fn read_state(profile: &Profile, p: &Prepared) -> Result<Option<crate::format::bootstate::Record>> {
-    use crate::format::bootstate::{read_pair, AREA, BLOCK};
-    let at = profile.device.system_image_size() - AREA;
+    use crate::format::bootstate::{read_pair, BLOCK};
+    let at = profile.device.state_offset();
     let raw = read_partition(&p.disk, &p.layout, &profile.device.system.partition, at, 2 * BLOCK)?;
     Ok(read_pair(&raw[..BLOCK], &raw[BLOCK..]).0)
 }
@@ -213,6 +213,17 @@ pub struct Loaded {
     pub initrd: PathBuf,
     pub dtb: Option<PathBuf>,
     pub cmdline: String,
+}
+
+impl Loaded {
+    /// The command line with `extra` appended, as a bootloader adds its own arguments.
+    pub fn cmdline_with(&self, extra: &str) -> String {
+        if extra.is_empty() {
+            self.cmdline.clone()
+        } else {
+            format!("{} {extra}", self.cmdline)
+        }
+    }
 }
 
 /// The phone's bootloader, as Android's A/B rules have it (U-Boot's `ab_select_slot`): on
@@ -313,7 +324,6 @@ pub struct Boot {
     pub health_failed: bool,
     pub trial_timeout: bool,
     pub kernel_panic: bool,
-    pub blessed: bool,
     pub ending: Ending,
     /// The reason for the ending in words (the bootloader's or stage-1's message).
     pub note: String,
@@ -332,7 +342,7 @@ impl Boot {
             _ => "no generation".into(),
         };
         let outcome = match self.ending {
-            Ending::Complete => "boot-complete, blessed".to_string(),
+            Ending::Complete => "boot-complete".to_string(),
             _ if self.health_failed => "health check failed, rebooted".into(),
             _ if self.trial_timeout => "no success point in time, rebooted".into(),
             _ if self.kernel_panic => "kernel panic, rebooted".into(),
@@ -370,7 +380,6 @@ pub fn boot_once(
         health_failed: false,
         trial_timeout: false,
         kernel_panic: false,
-        blessed: false,
         ending: Ending::Timeout,
         note: String::new(),
         seconds: 0.0,
@@ -385,8 +394,7 @@ pub fn boot_once(
         }
     };
     boot.slot = loaded.slot.map(misc::slot_letter);
-    let cmdline = if extra.is_empty() { loaded.cmdline.clone() } else { format!("{} {extra}", loaded.cmdline) };
-    let mut cmd = qemu_command(profile, p, &loaded, &cmdline)?;
+    let mut cmd = qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra))?;
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     writeln!(log, "# {}", util::show_command(&cmd))?;
     let mut child =
@@ -403,7 +411,9 @@ pub fn boot_once(
         let now = Instant::now();
         if now >= deadline {
             boot.note = format!("nothing more within {}s", timeout.as_secs());
-            boot.ending = if boot.blessed { Ending::Complete } else { Ending::Timeout };
+            if boot.ending != Ending::Complete {
+                boot.ending = Ending::Timeout;
+            }
             break;
         }
         match rx.recv_timeout(deadline - now) {
@@ -425,8 +435,8 @@ pub fn boot_once(
                 scan(&line, &mut boot);
                 if line.contains("reboot: Restarting system") {
                     boot.ending = Ending::Rebooted;
-                } else if line.contains("reboot: Power down") {
-                    boot.ending = if boot.blessed { Ending::Complete } else { Ending::PoweredOff };
+                } else if line.contains("reboot: Power down") && boot.ending != Ending::Complete {
+                    boot.ending = Ending::PoweredOff;
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -435,11 +445,10 @@ pub fn boot_once(
                 if boot.kernel_panic && boot.ending == Ending::Timeout {
                     // panic=N restarts without a "reboot:" line; -no-reboot makes that an exit.
                     boot.ending = Ending::Rebooted;
-                } else if !matches!(boot.ending, Ending::Rebooted | Ending::Complete | Ending::PoweredOff) {
-                    boot.ending = if boot.note.starts_with("RESCUE") { Ending::Rescue } else { Ending::Exited };
-                    if boot.ending == Ending::Exited {
-                        boot.note = format!("QEMU exited ({status})");
-                    }
+                } else if boot.ending == Ending::Timeout {
+                    // (A rescue ends the loop as soon as it is seen.)
+                    boot.ending = Ending::Exited;
+                    boot.note = format!("QEMU exited ({status})");
                 }
                 break;
             }
@@ -481,7 +490,6 @@ fn scan(line: &str, boot: &mut Boot) {
                 _ => {}
             }
         }
-        boot.blessed = true;
         boot.ending = Ending::Complete;
     } else if line.contains("mobix: HEALTH-FAILED") {
         boot.health_failed = true;
@@ -521,22 +529,32 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Power-cycles the phone until a boot completes, nothing is bootable, or `max_boots`
-/// power cycles are spent; `extra` is appended to every command line.
+/// How a series of power cycles runs: what to append to every command line, how long one
+/// boot may take, at most how many, what to type on the console, and the number the
+/// first boot is reported with (boots before it in the same log).
+pub struct Cycles<'a> {
+    pub extra: &'a str,
+    pub per_boot: Duration,
+    pub max_boots: usize,
+    pub answers: &'a [Answer],
+    pub numbered_from: usize,
+}
+
+/// Power-cycles the phone until a boot completes, nothing is bootable, or the power
+/// cycles are spent; a boot that restarts or hangs is followed by the next one.
 pub fn boot_until_complete(
     profile: &Profile,
     p: &Prepared,
-    extra: &str,
-    per_boot: Duration,
-    max_boots: usize,
+    c: &Cycles,
     log: &mut fs::File,
     progress: &dyn Fn(&str),
 ) -> Result<Vec<Boot>> {
     let mut boots = Vec::new();
-    while boots.len() < max_boots {
-        writeln!(log, "# power cycle {}", boots.len() + 1)?;
-        let b = boot_once(profile, p, extra, per_boot, &[], log)?;
-        progress(&format!("boot {}: {}", boots.len() + 1, b.summary()));
+    while boots.len() < c.max_boots {
+        let n = c.numbered_from + boots.len() + 1;
+        writeln!(log, "# power cycle {n}")?;
+        let b = boot_once(profile, p, c.extra, c.per_boot, c.answers, log)?;
+        progress(&format!("boot {n}: {}", b.summary()));
         let again = matches!(b.ending, Ending::Rebooted | Ending::Timeout);
         boots.push(b);
         if !again {
@@ -626,7 +644,8 @@ pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn F
         timeout.as_secs(),
         log_path.display()
     ));
-    let boots = boot_until_complete(profile, p, POWEROFF_ARG, timeout, 8, &mut log, progress)?;
+    let cycles = Cycles { extra: POWEROFF_ARG, per_boot: timeout, max_boots: 8, answers: &[], numbered_from: 0 };
+    let boots = boot_until_complete(profile, p, &cycles, &mut log, progress)?;
     let last = boots.last().expect("at least one boot");
     let want_top = p.manifest.toplevel.phone_path();
     let mut outcome = TestOutcome {
@@ -661,12 +680,7 @@ pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::
             Ok(l) => l,
             Err(why) => return Err(Fail::new(format!("the emulated bootloader cannot boot: {why}")).into()),
         };
-        let cmdline = if extra_cmdline.is_empty() {
-            loaded.cmdline.clone()
-        } else {
-            format!("{} {extra_cmdline}", loaded.cmdline)
-        };
-        let mut cmd = qemu_command(profile, p, &loaded, &cmdline)?;
+        let mut cmd = qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra_cmdline))?;
         eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
         cmd.stdout(Stdio::piped());
         let mut child =

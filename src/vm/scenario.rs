@@ -7,8 +7,8 @@
 //! device's system with one change to its system config) and installs the images itself:
 //! the system partition, boot_b and misc for a kernel update.
 
-use super::{boot_once, patch_partition, read_partition, write_partition, write_sparse_partition, Boot, Ending};
-use super::{Answer, Prepared, POWEROFF_ARG};
+use super::{boot_until_complete, patch_partition, read_partition, write_partition, write_sparse_partition};
+use super::{Answer, Boot, Cycles, Ending, Prepared, POWEROFF_ARG};
 use crate::format::bootstate::{self, BadReason, Record, Status};
 use crate::format::misc;
 use crate::profile::{HealthCheck, Profile, SystemConfig};
@@ -154,36 +154,20 @@ impl Run<'_> {
 
     /// Power-cycles until a boot completes (or `max` boots); returns those boots.
     fn boot(&mut self, max: usize, extra: &str, answers: &[Answer]) -> Result<Vec<Boot>> {
-        let mut out = Vec::new();
-        let cmdline = if extra.is_empty() { POWEROFF_ARG.to_string() } else { format!("{POWEROFF_ARG} {extra}") };
-        for _ in 0..max {
-            use std::io::Write;
-            writeln!(self.log, "# power cycle {}", self.boots.len() + 1)?;
-            let b = boot_once(self.profile, &self.phone, &cmdline, PER_BOOT, answers, &mut self.log)?;
-            (self.progress)(&format!("boot {}: {}", self.boots.len() + 1, b.summary()));
-            self.boots.push(b.clone());
-            let again = matches!(b.ending, Ending::Rebooted | Ending::Timeout);
-            out.push(b);
-            if !again {
-                break;
-            }
-        }
+        let extra = if extra.is_empty() { POWEROFF_ARG.to_string() } else { format!("{POWEROFF_ARG} {extra}") };
+        let cycles =
+            Cycles { extra: &extra, per_boot: PER_BOOT, max_boots: max, answers, numbered_from: self.boots.len() };
+        let out = boot_until_complete(self.profile, &self.phone, &cycles, &mut self.log, self.progress)?;
+        self.boots.extend(out.iter().cloned());
         Ok(out)
     }
 
     fn state(&self) -> Result<Option<Record>> {
-        let (at, _) = self.state_area()?;
-        let raw = read_partition(&self.phone.disk, &self.phone.layout, &self.system(), at, 2 * bootstate::BLOCK)?;
-        Ok(bootstate::read_pair(&raw[..bootstate::BLOCK], &raw[bootstate::BLOCK..]).0)
+        super::read_state(self.profile, &self.phone)
     }
 
     fn system(&self) -> String {
         self.profile.device.system.partition.clone()
-    }
-
-    fn state_area(&self) -> Result<(u64, u64)> {
-        let size = self.profile.device.system_image_size();
-        Ok((size - bootstate::AREA, size))
     }
 
     fn misc(&self) -> Result<misc::BootloaderControl> {
@@ -204,17 +188,11 @@ impl Run<'_> {
     /// A userspace update, as a host re-flash of the system partition does it: the new
     /// image carries the newest `keep` generations plus what the phone's record protects,
     /// and its record keeps what the phone learned.
-    fn update(&mut self, number: u32, keep: usize, tweak: &dyn Fn(&mut SystemConfig)) -> Result<Built> {
+    fn update(&mut self, number: u32, keep: u32, tweak: &dyn Fn(&mut SystemConfig)) -> Result<Built> {
         let known = self.state()?;
         let protected = known.as_ref().map(crate::generation::protected).unwrap_or_default();
-        let carried: BTreeMap<u32, StorePath> = self
-            .gens
-            .iter()
-            .rev()
-            .take(keep.saturating_sub(1))
-            .chain(self.gens.iter().filter(|(n, _)| protected.contains(n)))
-            .map(|(n, p)| (*n, p.clone()))
-            .collect();
+        // The new generation is the newest of the `keep`.
+        let carried = crate::generation::carried(&self.gens, keep.saturating_sub(1), &[], &protected);
         let built = self
             .systems
             .build(number, tweak, &carried, &|g| crate::generation::initial_state(g, number, TRIES, known.as_ref()))?;
@@ -339,7 +317,7 @@ fn s4(r: &mut Run) -> Result<()> {
 
 fn s5(r: &mut Run) -> Result<()> {
     s1(r)?;
-    let (at, _) = r.state_area()?;
+    let at = r.profile.device.state_offset();
     let sys = r.system();
     let before = r.state()?.context("no valid boot-state record")?;
     // One copy torn.
@@ -367,10 +345,7 @@ fn s6(r: &mut Run) -> Result<()> {
     s0(r)?;
     for n in 2..=10 {
         let host = format!("generation-{n}");
-        r.update(n, 3, &move |c| {
-            c.hostname = Some(host.clone());
-            c.generations.keep = 3;
-        })?;
+        r.update(n, 3, &move |c| c.hostname = Some(host.clone()))?;
     }
     let st = r.state()?.context("no valid boot-state record")?;
     let carried: Vec<u32> = st.entries.iter().map(|e| e.generation).collect();
