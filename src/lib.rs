@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod flash;
 pub mod format;
 pub mod generation;
 pub mod hash;

@@ -99,12 +99,33 @@ fn build_check_reproduce_and_boot() {
     assert_eq!(field("product name"), "qemu-aarch64");
     assert_eq!(field("os version"), "14.0.0");
 
-    // 3. simg2img gives exactly the raw ext4 image, and e2fsck finds nothing wrong in it.
+    // 3. simg2img and mobix expand the sparse image to the same raw partition, and e2fsck
+    // finds nothing wrong in its filesystem.
     let back = tmp.path().join("system.back");
+    let ours = tmp.path().join("system.ours");
     tool(Command::new("simg2img").arg(out_a.join("system.img")).arg(&back));
-    tool(Command::new("cmp").arg(&back).arg(out_a.join("system.ext4")));
+    tool(
+        Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["inspect", "sparse", "unpack"])
+            .arg(out_a.join("system.img"))
+            .arg("-o")
+            .arg(&ours),
+    );
+    tool(Command::new("cmp").arg(&back).arg(&ours));
+    tool(Command::new("e2fsck").arg("-fn").arg(&back));
     fs::remove_file(&back).unwrap();
-    tool(Command::new("e2fsck").arg("-fn").arg(out_a.join("system.ext4")));
+    fs::remove_file(&ours).unwrap();
+
+    // 3b. The system carries the modules the profile lists with their dependencies, not
+    // the whole of Debian's kernel: virtio_net (listed), virtio_blk (stage-1), net_failover
+    // (virtio_net needs it), and no GPU driver.
+    let mods = store_entries(&store_a).into_iter().find(|e| e.ends_with("-kernel-modules")).unwrap();
+    let dep = fs::read_dir(store_a.join(&mods).join("lib/modules")).unwrap().next().unwrap().unwrap().path();
+    let dep = fs::read_to_string(dep.join("modules.dep")).unwrap();
+    for m in ["/virtio_net.ko:", "/virtio_blk.ko:", "/net_failover.ko:"] {
+        assert!(dep.contains(m), "modules.dep lacks {m}:\n{dep}");
+    }
+    assert!(!dep.contains("/nouveau.ko:") && dep.lines().count() < 60, "unlisted modules kept:\n{dep}");
 
     // 4. A rebuild with nothing changed builds nothing and says so.
     let before = store_entries(&store_a);

@@ -2,6 +2,12 @@
 //! `mobix test --scenario NAME` builds each scenario's generations, boots them power cycle
 //! after power cycle through the A/B bootloader, and checks slot, generation, tries and
 //! outcome of every boot and the boot-state record at the end.
+//!
+//! Every scenario runs under the real bootloader, U-Boot built by the store from Debian's
+//! source (`--bootloader u-boot`); at each of those boots mobix also runs its own model of
+//! the A/B rules on the same misc and fails if the slot or the metadata left in misc
+//! differ, which is what lets the model stand in elsewhere. One scenario runs under the
+//! model too.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,22 +16,31 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs one scenario in the shared test store; returns its JSON report.
+/// Runs one scenario in the shared test store under U-Boot; returns its JSON report.
 fn scenario(name: &str) -> serde_json::Value {
+    scenario_with(name, "u-boot")
+}
+
+fn scenario_with(name: &str, bootloader: &str) -> serde_json::Value {
     let store = repo().join("target/mobix-test-store");
     let out = tempfile::tempdir().unwrap();
     let r = repo();
     let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
         .args(["test", "--device", "qemu-aarch64", "--json", "--scenario", name])
         .args(["--repo", r.to_str().unwrap(), "--store", store.to_str().unwrap()])
-        .args(["--out", out.path().to_str().unwrap()])
+        .args(["--out", out.path().to_str().unwrap(), "--bootloader", bootloader])
         .output()
         .expect("running mobix");
     let err = String::from_utf8_lossy(&o.stderr);
     let progress: Vec<&str> = err.lines().filter(|l| !l.starts_with("mobix: build")).collect();
     eprintln!("{}", progress.join("\n"));
     assert!(o.status.success(), "scenario {name} failed ({}):\n{err}", o.status);
-    serde_json::from_slice(&o.stdout).expect("a JSON report")
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    let log = std::fs::read_to_string(report["serial_log"].as_str().unwrap()).unwrap();
+    let by_u_boot = log.lines().filter(|l| l.starts_with("MOBIX-UBOOT slot=")).count();
+    let boots = report["boots"].as_array().unwrap().len();
+    assert_eq!(by_u_boot, if bootloader == "u-boot" { boots } else { 0 }, "boots U-Boot chose a slot for");
+    report
 }
 
 fn chosen(report: &serde_json::Value) -> Vec<(Option<u64>, String, String)> {
@@ -77,6 +92,18 @@ fn fallback_scenarios_on_the_emulated_phone() {
     let r = scenario("s7");
     assert_eq!(chosen(&r).len(), 8);
 
+    let r = scenario("s8");
+    let b2 = s(2, "b", "trial");
+    assert_eq!(
+        chosen(&r)[1..],
+        [b2.clone(), b2.clone(), b2, (None, "b".into(), "-".into()), s(1, "a", "good")],
+        "generation 2 fails its tries on slot b, stage-1 switches back, generation 1 boots on slot a"
+    );
+
     let r = scenario("menu");
     assert_eq!(chosen(&r).last().unwrap(), &s(1, "a", "manual"));
+
+    // The model that `mobix test` uses by default takes the same path.
+    let r = scenario_with("s4", "model");
+    assert_eq!(chosen(&r)[1..], c[1..]);
 }

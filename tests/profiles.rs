@@ -96,6 +96,16 @@ fn cases() -> Vec<Case> {
             "invalid type",
         ),
         c(
+            "a kernel module name with a path in it",
+            QEMU,
+            "modules: [virtio_net,",
+            "modules: [../virtio_net,",
+            QEMU,
+            Some("modules: [../virtio_net,"),
+            "kernel.modules[0]",
+            "is not a module name",
+        ),
+        c(
             "page size not a power of two",
             FAM,
             "page_size: 4096",

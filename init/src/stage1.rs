@@ -19,6 +19,9 @@ pub struct Config {
     pub state_offset: u64,
     /// The kernel of this boot image: only generations built with it are booted.
     pub kernel: String,
+    /// The command line of this boot image (part of what a generation must be built for).
+    #[serde(default)]
+    pub cmdline: String,
     pub menu_timeout_ms: u32,
 }
 
@@ -29,6 +32,16 @@ pub struct Generation {
     pub toplevel: String,
     #[serde(default)]
     pub kernel: String,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+impl Generation {
+    /// Whether this generation was built for the boot image stage-1 runs from.
+    fn runs_under(&self, cfg: &Config) -> bool {
+        self.kernel.is_empty()
+            || (self.kernel == cfg.kernel && (self.cmdline.is_empty() || self.cmdline == cfg.cmdline))
+    }
 }
 
 const SYSROOT: &str = "/sysroot";
@@ -96,8 +109,7 @@ fn pick(
     cmdline: &str,
 ) -> std::result::Result<state::Boot, String> {
     use mobix_bootctl::counting::{self, Decision};
-    let compatible: Vec<u32> =
-        gens.iter().filter(|g| g.kernel.is_empty() || g.kernel == cfg.kernel).map(|g| g.generation).collect();
+    let compatible: Vec<u32> = gens.iter().filter(|g| g.runs_under(cfg)).map(|g| g.generation).collect();
     let record = match state::read(loc) {
         Ok(r) => Some(r),
         Err(why) => {
@@ -157,8 +169,36 @@ fn pick(
             say(&format!("GEN-CHOSEN generation={generation} status=degraded tries_left=0 (newest; nothing counted)"));
             Ok(boot(generation, "degraded"))
         }
-        Decision::Rescue { why } => Err(why),
+        Decision::Rescue { why } => {
+            let latest = next.as_ref().or(record.as_ref());
+            if let (Some(s), Some(r)) = (slot, latest) {
+                if let Some(other) = counting::slot_to_return_to(r, s) {
+                    return Err(return_to_slot(loc, next.as_ref(), other, &why));
+                }
+            }
+            Err(why)
+        }
     }
+}
+
+/// Undoes a kernel update whose generations all failed: records what was learned, makes
+/// `other` the active slot in misc and restarts into it. Returns only on failure, with
+/// the reason for the rescue shell.
+fn return_to_slot(loc: &state::Location, next: Option<&mobix_bootctl::record::Record>, other: u8, why: &str) -> String {
+    let letter = mobix_bootctl::misc::slot_letter(other as usize);
+    if let Some(n) = next {
+        if let Err(e) = state::write(loc, n) {
+            say(&format!("warning: cannot update the boot-state record: {e}"));
+        }
+    }
+    let Some(misc) = sys::find_partition("misc") else {
+        return format!("{why}; no misc partition to switch back to slot {letter}");
+    };
+    if let Err(e) = state::switch_slot(&misc, other) {
+        return format!("{why}; switching back to slot {letter} failed: {e}");
+    }
+    say(&format!("SLOT-SWITCH to slot {letter}: {why}; its kernel booted a good generation before"));
+    sys::reboot()
 }
 
 /// The generation menu on the console: every generation on the partition with its status.

@@ -57,6 +57,18 @@ pub fn mark_slot_successful(misc: &Path, slot: u8) -> Result<String> {
     Ok(format!("slot {letter} marked successful in misc"))
 }
 
+/// Makes `slot` the active one in misc (as the boot_control HAL's setActiveBootSlot does:
+/// highest priority, fresh tries, its successful bit kept).
+pub fn switch_slot(misc: &Path, slot: u8) -> Result<()> {
+    let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
+    let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
+    if !ctl.crc_ok() {
+        return Err("misc holds no valid A/B metadata".into());
+    }
+    ctl.set_active(slot as usize).map_err(|e| format!("setting slot {slot} active: {e}"))?;
+    sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
+}
+
 /// What stage-1 decided, handed to stage-2 and `mobix-bless` in `/run/mobix/boot.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Boot {

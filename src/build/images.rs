@@ -143,6 +143,8 @@ pub struct GenerationEntry {
     pub toplevel: String,
     /// The kernel `Image` it was built with (from its boot.json).
     pub kernel: String,
+    /// The command line its boot image carries (from its boot.json).
+    pub cmdline: String,
 }
 
 /// The system partition: a filesystem over all but its last 64 KiB, which hold two copies
@@ -180,13 +182,16 @@ pub fn system_image(
         let boot: super::BootJson =
             serde_json::from_slice(&fs::read(&boot_json).with_context(|| format!("reading {}", boot_json.display()))?)
                 .with_context(|| format!("parsing {}", boot_json.display()))?;
-        let e = GenerationEntry { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel };
+        let e =
+            GenerationEntry { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel, cmdline: boot.cmdline };
         fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");
     let conf = work.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF)?;
-    let raw = out.join("system.ext4");
+    // The raw filesystem is only a step: the store keeps the sparse image (simg2img or
+    // `mobix inspect sparse unpack` give the raw one back).
+    let raw = work.join("system.ext4");
     let uuid = uuid_from(&planned.path);
     util::run(
         Command::new("mke2fs")
@@ -245,7 +250,8 @@ pub fn system_image(
     w.flush()?;
     step("sparse written");
     util::remove_tree(&root)?;
-    write_sums(out, &["system.ext4", "system.img"])?;
+    fs::remove_file(&raw)?;
+    write_sums(out, &["system.img"])?;
     step("digests written");
     Ok(())
 }

@@ -25,7 +25,7 @@ pub struct Stage1Json {
 /// Resolves module names to `.ko` paths (relative to `lib/modules/<release>`) in load
 /// order: soft pre-dependencies (modules.softdep, names through modules.alias) and hard
 /// dependencies (modules.dep) before each module, each module once.
-pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> {
+pub fn resolve_modules(moddir: &Path, wanted: &[String], key: &str) -> Result<Vec<String>> {
     let read =
         |n: &str| fs::read_to_string(moddir.join(n)).with_context(|| format!("reading {}/{n}", moddir.display()));
     let norm = |s: &str| s.replace('-', "_");
@@ -87,7 +87,7 @@ pub fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> 
             Some(m) => r.visit(&m, &mut done, &mut order, 0)?,
             None if builtin.contains(&norm(w)) => {}
             None => {
-                return Err(Fail::new(format!("stage-1 module {w:?} is neither a module of this kernel nor built in"))
+                return Err(Fail::new(format!("{key}: {w:?} is neither a module of this kernel nor built in"))
                     .hint(format!("see {}/modules.dep for the kernel's modules", moddir.display()))
                     .into())
             }
@@ -150,7 +150,7 @@ pub fn build(
     let mods = ctx.input(planned, "modules")?;
     let release = fs::read_to_string(mods.join("release"))?.trim().to_string();
     let moddir = mods.join("lib/modules").join(&release);
-    let order = resolve_modules(&moddir, modules)?;
+    let order = resolve_modules(&moddir, modules, "stage1.modules")?;
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "sysroot"] {
         entries.insert(d.into(), Entry::dir(d));

@@ -10,6 +10,8 @@ pub mod images;
 mod initramfs;
 pub mod kconfig;
 pub mod kernel;
+pub mod source;
+mod uboot;
 
 use crate::plan::{Builder, Plan, Planned};
 use crate::store::{Store, StorePath};
@@ -103,7 +105,9 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         }
         Builder::KernelBuild { arch, .. } => kernel::build(ctx, planned, arch, out),
         Builder::Kernel => kernel(ctx, planned, out),
-        Builder::KernelModules => kernel_modules(ctx, planned, out),
+        Builder::DebSource { pin } => source::build(ctx, pin, out),
+        Builder::UBoot { defconfig, fragments, .. } => uboot::build(ctx, planned, defconfig, fragments, out),
+        Builder::KernelModules { only } => kernel_modules(ctx, planned, only.as_deref(), out),
         Builder::Sw => sw(ctx, planned, out),
         Builder::Firmware { files, directory } => firmware(ctx, planned, files, directory.as_deref(), out),
         Builder::Cargo { binary, target, source_dir, dir, .. } => cargo(ctx, source_dir, dir, binary, target, out),
@@ -183,17 +187,49 @@ fn kernel(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn kernel_modules(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+fn kernel_modules(ctx: &Ctx, planned: &Planned, only: Option<&[String]>, out: &Path) -> Result<()> {
     let deb = ctx.input(planned, "deb")?;
     let rel = kernel_release(&deb)?;
     let src = deb.join("lib/modules").join(&rel);
+    let dst = out.join("lib/modules").join(&rel);
     fs::create_dir_all(out.join("lib/modules"))?;
-    util::copy_tree(&src, &out.join("lib/modules").join(&rel))?;
+    util::copy_tree(&src, &dst)?;
     // Debian ships no modules.dep (its postinst makes it); depmod works on arm64 modules
     // from an x86 host.
-    util::run(Command::new("depmod").arg("-b").arg(out).arg(&rel))?;
+    let depmod = || util::run(Command::new("depmod").arg("-b").arg(out).arg(&rel));
+    depmod()?;
+    if let Some(only) = only {
+        let keep: std::collections::BTreeSet<String> =
+            initramfs::resolve_modules(&dst, only, "kernel.modules")?.into_iter().collect();
+        let mut drop = Vec::new();
+        util::walk(&dst, &mut |p, m| {
+            if m.is_file() && p.contains(".ko") && !keep.contains(p) {
+                drop.push(p.to_string());
+            }
+            Ok(true)
+        })?;
+        for p in drop {
+            fs::remove_file(dst.join(p))?;
+        }
+        prune_empty_dirs(&dst)?;
+        depmod()?;
+    }
     fs::write(out.join("release"), format!("{rel}\n"))?;
     Ok(())
+}
+
+/// Removes the directories under `dir` that hold no file (after modules were dropped).
+fn prune_empty_dirs(dir: &Path) -> Result<bool> {
+    let mut empty = true;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() && prune_empty_dirs(&e.path())? {
+            fs::remove_dir(e.path())?;
+        } else {
+            empty = false;
+        }
+    }
+    Ok(empty)
 }
 
 fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {

@@ -28,11 +28,13 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "flex", package: "flex", used_by: "build, kernel (kernels from source)" },
     Tool { name: "bc", package: "bc", used_by: "build (kernels from source)" },
     Tool { name: "tar", package: "tar", used_by: "build (kernel source tarballs)" },
+    Tool { name: "patch", package: "patch", used_by: "test --bootloader u-boot (Debian's U-Boot patches)" },
     Tool { name: "unpack_bootimg", package: "mkbootimg", used_by: "test suite (boot image check)" },
     Tool { name: "simg2img", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
     Tool { name: "img2simg", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
     Tool { name: "cpio", package: "cpio", used_by: "test suite (initramfs check)" },
     Tool { name: "sgdisk", package: "gdisk", used_by: "test suite (GPT check)" },
+    Tool { name: "fastboot", package: "fastboot", used_by: "test suite (the stock client flashes the emulated phone)" },
 ];
 
 /// The Debian package that provides `tool`, if mobix knows it.

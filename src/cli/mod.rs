@@ -10,7 +10,7 @@ use crate::plan::{self, Inputs};
 use crate::profile::{self, Profile};
 use crate::store::{lock::Lock, Store};
 use crate::util::{self, Fail};
-use crate::{generation, image, vm};
+use crate::{flash, generation, image, vm};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -40,17 +40,21 @@ struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Build a device's images: boot.img, system.img (sparse) and system.ext4 (raw), with
-    /// manifest.json, into the out directory. Every build with a new system is a new
+    /// Build a device's images: boot.img, system.img (Android sparse) and, where the profile
+    /// says, vbmeta.img, with manifest.json, into the out directory. Every build with a new system is a new
     /// generation.
     Build(BuildArgs),
     /// Boot the built images in QEMU and wait for the system to report boot-complete.
     Test(TestArgs),
-    /// Boot the built images in QEMU with the console on this terminal.
+    /// Boot the built images in QEMU with the console on this terminal, or (--fastboot) put
+    /// the emulated phone in fastboot mode.
     Run(RunArgs),
+    /// Flash the last build onto a phone in fastboot mode, following its flash plan; on A/B
+    /// phones the inactive slot, made active only once every image is written.
+    Flash(FlashArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
-    /// The generations built for a device: list, show, diff.
+    /// The generations built for a device: list, show, diff, rollback, delete.
     #[command(subcommand)]
     Generations(GenCmd),
     /// Assemble and check a device's kernel configuration (kernels built from source).
@@ -124,7 +128,7 @@ struct TestArgs {
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Run a fallback scenario instead (s0-s7, menu: see `mobix test --list-scenarios`):
+    /// Run a fallback scenario instead (s0-s8, menu: see `mobix test --list-scenarios`):
     /// builds its generations, boots them power cycle after power cycle in `<out>/scenario-NAME/`
     /// and reports each boot.
     #[arg(long, value_name = "NAME")]
@@ -132,6 +136,20 @@ struct TestArgs {
     /// List the fallback scenarios.
     #[arg(long)]
     list_scenarios: bool,
+    /// Boot the emulated phone's own disk (`<out>/phone/`, as `mobix flash` left it)
+    /// instead of a disk assembled fresh from the build.
+    #[arg(long)]
+    flashed: bool,
+    /// What boots the phone: mobix's model of the A/B rules (fast), or the profile's U-Boot
+    /// (`qemu.u_boot`, built by the store), checked against the model at every boot.
+    #[arg(long, value_enum, default_value = "model")]
+    bootloader: BootloaderArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BootloaderArg {
+    Model,
+    UBoot,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +159,57 @@ struct RunArgs {
     /// Extra kernel arguments, appended as a bootloader would (e.g. `mobix.poweroff`).
     #[arg(long, value_name = "ARGS", default_value = "")]
     append: String,
+    /// What boots the phone (see `mobix test --help`).
+    #[arg(long, value_enum, default_value = "model")]
+    bootloader: BootloaderArg,
+    /// Boot the emulated phone's own disk (`<out>/phone/`, as `mobix flash` left it) instead
+    /// of a disk assembled fresh from the build.
+    #[arg(long)]
+    flashed: bool,
+    /// Instead of booting, serve fastboot on TCP (loopback) and write into the emulated
+    /// phone's disk (`<out>/phone/disk.img`, created empty the first time) until the host
+    /// sends `reboot`.
+    #[arg(long)]
+    fastboot: bool,
+    /// The TCP port for --fastboot.
+    #[arg(long, default_value_t = flash::tcp::DEFAULT_PORT)]
+    port: u16,
+    /// The max-download-size the emulated phone reports (small, so images are split).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_download_size: u32,
+    /// Tests: drop the fastboot connection after this many bytes of download data.
+    #[arg(long, hide = true)]
+    drop_after_bytes: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct FlashArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// The phone: `tcp:HOST[:PORT]` (the emulated phone: `tcp:127.0.0.1:5554`).
+    #[arg(long, short = 's', value_name = "SERIAL")]
+    serial: String,
+    /// Which slot to write on A/B phones.
+    #[arg(long, value_enum, default_value = "inactive")]
+    slot: flash::SlotChoice,
+    /// Print the commands that would be sent (after reading the device's variables).
+    #[arg(long)]
+    dry_run: bool,
+    /// Flash only these partitions (comma-separated, without slot suffix).
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    only: Vec<String>,
+    /// Skip partitions whose image is the one this host last flashed there.
+    #[arg(long)]
+    skip_unchanged: bool,
+    /// Flash even if the device reports another product than the profile's.
+    #[arg(long)]
+    force: bool,
+    /// Reboot the phone when done.
+    #[arg(long)]
+    reboot: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +243,29 @@ enum GenCmd {
         target: GenTarget,
         a: u32,
         b: u32,
+    },
+    /// Forget generation N: later system images no longer carry it (its store paths stay
+    /// until garbage collection). The newest generation cannot be deleted; one the phone
+    /// needs (booted, default, last good, as the host last saw it) only with --force.
+    Delete {
+        #[command(flatten)]
+        target: GenTarget,
+        number: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write images into the out directory that boot an older generation by default (the
+    /// newest older one the phone has not found bad, or --to N): its boot.img, and a system
+    /// image carrying the usual generations with N as the default. Flash them, or `mobix test`.
+    Rollback {
+        #[command(flatten)]
+        target: DeviceOut,
+        /// The generation to roll back to.
+        #[arg(long, value_name = "N")]
+        to: Option<u32>,
+        /// Print the manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -274,6 +366,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Build(a) => cmd_build(&cli.global, a),
         Cmd::Test(a) => cmd_test(&cli.global, a),
         Cmd::Run(a) => cmd_run(&cli.global, a),
+        Cmd::Flash(a) => cmd_flash(&cli.global, a),
         Cmd::Doctor(a) => cmd_doctor(a),
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
         Cmd::Device(d) => cmd_device(&cli.global, d),
@@ -404,6 +497,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
     let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
+    generation::set_boot_image(&store, &profile.instance(), &rec, &imgs.boot)?;
     let built = r1.built.len() + r2.built.len();
     if built == 0 {
         progress(&format!(
@@ -450,11 +544,31 @@ fn carried_generations(
     Ok((gens, state))
 }
 
-fn load_for_vm(g: &Global, t: &DeviceOut) -> Result<(Profile, vm::Prepared)> {
+fn load_for_vm(g: &Global, t: &DeviceOut, bl: BootloaderArg, flashed: bool) -> Result<(Profile, vm::Prepared)> {
     let repo = find_repo(g)?;
     let profile = t.load(&repo)?;
-    let prepared = vm::prepare(&profile, &t.out_dir())?;
+    let mut prepared =
+        if flashed { vm::flashed_phone(&profile, &t.out_dir())? } else { vm::prepare(&profile, &t.out_dir())? };
+    prepared.firmware = firmware(g, &repo, &profile, bl)?;
     Ok((profile, prepared))
+}
+
+/// The emulated phone's bootloader; for U-Boot, built (or found) in the store first.
+fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: BootloaderArg) -> Result<vm::Firmware> {
+    if bl == BootloaderArg::Model {
+        return Ok(vm::Firmware::Model);
+    }
+    let name = profile.device.qemu.as_ref().and_then(|q| q.u_boot.as_ref()).ok_or_else(|| {
+        Fail::new(format!("device {} names no U-Boot to boot with", profile.codename))
+            .hint("set `qemu.u_boot` in its profile to a bootloaders/ spec, or use --bootloader model")
+    })?;
+    let spec = profile::load_u_boot(repo, name)?;
+    let lock = Lock::load(repo)?;
+    let gcc = tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"])?;
+    let (plan, bin) = plan::u_boot(&lock, &spec, gcc.lines().next().unwrap_or(""))?;
+    let store = Store::open(&store_dir(g))?;
+    build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
+    Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
 }
 
 /// Builds scenario generations through the plan and the store, like `mobix build`.
@@ -498,7 +612,8 @@ fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     let ctx = builder_ctx(&store);
     let systems = ScenarioSystems { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir().join(format!("scenario-{name}"));
-    let report = vm::scenario::run(name, &profile, &systems, &dir, &progress)?;
+    let fw = firmware(g, &repo, &profile, a.bootloader)?;
+    let report = vm::scenario::run(name, &profile, &systems, &fw, &dir, &progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
@@ -522,7 +637,7 @@ fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(name) = &a.scenario {
         return cmd_scenario(g, a, name);
     }
-    let (profile, prepared) = load_for_vm(g, &a.target)?;
+    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
     if let Some(state) = vm::read_state(&profile, &prepared)? {
@@ -548,14 +663,115 @@ fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
 }
 
 fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
-    let (profile, prepared) = load_for_vm(g, &a.target)?;
+    if a.fastboot {
+        return cmd_fastboot_mode(g, a);
+    }
+    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
     let status = vm::run(&profile, &prepared, &a.append)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// `mobix run --fastboot`: the emulated phone in fastboot mode.
+fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir())?;
+    let product =
+        profile.device.identity.fastboot_products.first().cloned().unwrap_or_else(|| profile.codename.to_string());
+    let device = flash::device::Device {
+        disk: disk.clone(),
+        layout,
+        product,
+        // One serial number per emulated phone (its disk), as phones have.
+        serialno: format!(
+            "mobix-{}-{}",
+            profile.codename,
+            &crate::hash::Sha256Digest::of(disk.to_string_lossy().as_bytes()).hex()[..8]
+        ),
+        max_download: a.max_download_size,
+        ab: profile.device.is_ab(),
+        drop_after: a.drop_after_bytes,
+    };
+    let listener = std::net::TcpListener::bind(("127.0.0.1", a.port))
+        .map_err(|e| util::user_error(e, format!("listening on 127.0.0.1:{}", a.port)))?;
+    progress(&format!(
+        "{} in fastboot mode on tcp:127.0.0.1:{} (disk {}, max-download-size {} bytes); `fastboot reboot` ends it",
+        profile.codename,
+        listener.local_addr()?.port(),
+        disk.display(),
+        a.max_download_size
+    ));
+    let left = device.serve(&listener, &|line| progress(&format!("fastboot: {line}")))?;
+    progress(&format!("left fastboot mode ({left:?})"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let out = a.target.out_dir();
+    let manifest = image::load_manifest(&out)?;
+    if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
+        return Err(Fail::new(format!(
+            "{} holds a build for {}, not {}",
+            out.display(),
+            manifest.device,
+            profile.codename
+        ))
+        .into());
+    }
+    let plan_path = out.join(image::FLASH_PLAN);
+    let plan: image::FlashPlan = serde_json::from_slice(
+        &std::fs::read(&plan_path).map_err(|e| util::user_error(e, format!("reading {}", plan_path.display())))?,
+    )
+    .map_err(|e| util::user_error(e, format!("parsing {}", plan_path.display())))?;
+    let mut images = std::collections::BTreeMap::new();
+    for (name, info) in &manifest.images {
+        let path = image::image_file(&out, &manifest, name)?;
+        images.insert(name.clone(), flash::Image { path, sha256: info.sha256.clone() });
+    }
+    let store = Store::open(&store_dir(g))?;
+    let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
+    let mut client = flash::client::Client::new(flash::client::connect(&a.serial)?);
+    client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
+    progress(&format!("flashing generation {} of {} over {}", manifest.generation, profile.instance(), client.name()));
+    let opts = flash::Options {
+        slot: a.slot,
+        only: (!a.only.is_empty()).then_some(a.only.as_slice()),
+        skip_unchanged: a.skip_unchanged,
+        dry_run: a.dry_run,
+        force: a.force,
+        reboot: a.reboot,
+    };
+    let report = flash::run(&mut client, &plan, &images, &opts, &flashed, &progress)?;
+    for note in &report.assumed {
+        progress(&format!("assumed: {note}"));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.dry_run {
+        for c in &report.commands {
+            println!("{c}");
+        }
+    }
+    if !a.dry_run {
+        let sent: u64 = report.steps.iter().map(|s| s.bytes).sum();
+        progress(&format!(
+            "done: {} partition(s) written, {} skipped, {sent} bytes sent",
+            report.steps.iter().filter(|s| !s.skipped).count(),
+            report.steps.iter().filter(|s| s.skipped).count()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let t = match c {
-        GenCmd::List(t) | GenCmd::Show { target: t, .. } | GenCmd::Diff { target: t, .. } => t,
+        GenCmd::Rollback { target, to, json } => return cmd_rollback(g, target, *to, *json),
+        GenCmd::List(t)
+        | GenCmd::Show { target: t, .. }
+        | GenCmd::Diff { target: t, .. }
+        | GenCmd::Delete { target: t, .. } => t,
     };
     let repo = find_repo(g)?;
     let profile =
@@ -596,6 +812,27 @@ fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        GenCmd::Delete { number, force, .. } => {
+            let known = generation::ledger(&store, &profile.instance())?;
+            let protected = known.as_ref().map(generation::protected).unwrap_or_default();
+            if let Some(why) = generation::refuse_delete(&all, *number, &protected, *force) {
+                let hint = if protected.contains(number) && all.keys().next_back() != Some(number) {
+                    "--force deletes it anyway; the phone keeps it until an image without it is flashed"
+                } else {
+                    "`mobix generations list` shows the generations"
+                };
+                return Err(Fail::new(format!("not deleting generation {number} of {}: {why}", profile.instance()))
+                    .hint(hint)
+                    .into());
+            }
+            generation::delete(&store, &profile.instance(), *number)?;
+            progress(&format!(
+                "deleted generation {number} of {}; system images built from now on do not carry it",
+                profile.instance()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        GenCmd::Rollback { .. } => unreachable!("handled above"),
         GenCmd::Show { number, .. } => {
             let r = get(*number)?;
             let closure = store.closure(std::slice::from_ref(&r.toplevel))?;
@@ -645,6 +882,62 @@ fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `mobix generations rollback`: images that boot an older generation by default.
+fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = t.load(&repo)?;
+    let store = Store::open(&store_dir(g))?;
+    let device = profile.instance();
+    let all = generation::list(&store, &device)?;
+    let out = t.out_dir();
+    let current = image::load_manifest(&out)
+        .ok()
+        .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
+        .map(|m| m.generation)
+        .or_else(|| all.keys().next_back().copied())
+        .ok_or_else(|| Fail::new(format!("{device} has no generations yet")).hint("build one with `mobix build`"))?;
+    let known = generation::ledger(&store, &device)?;
+    let target = match to {
+        Some(n) => n,
+        None => generation::rollback_target(&all, current, known.as_ref()).ok_or_else(|| {
+            Fail::new(format!("{device} has no generation older than {current} to roll back to"))
+                .hint("`mobix generations list` shows the generations; --to N picks one")
+        })?,
+    };
+    let rec = all.get(&target).ok_or_else(|| {
+        Fail::new(format!("{device} has no generation {target}")).hint("`mobix generations list` shows the generations")
+    })?;
+    let missing = |what: &str| {
+        Fail::new(format!("cannot roll back to generation {target}: its {what} is no longer in the store"))
+            .hint("build that system again (same configuration) with `mobix build`, then roll back")
+    };
+    if !store.contains(&rec.toplevel) {
+        return Err(missing("toplevel").into());
+    }
+    let boot = rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing("boot.img"))?;
+    let (mut gens, _) = carried_generations(&store, &profile, target)?;
+    gens.insert(target, rec.toplevel.clone());
+    let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
+    let inputs = gather_common(&repo)?;
+    let mut plan = plan::Plan::default();
+    let system = plan::system_image(&mut plan, &profile, &gens, &state, &inputs);
+    let vbmeta = plan::vbmeta(&mut plan, &profile);
+    let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
+    build::realise(&builder_ctx(&store), &plan, &wanted)?;
+    let images: Vec<_> = [boot, system].into_iter().chain(vbmeta).collect();
+    let manifest = image::publish(&store, &out, &profile, target, &rec.toplevel, &images)?;
+    progress(&format!(
+        "rolled back from generation {current} to {target}: {} now boots generation {target} by default \
+         (carrying {}); flash it, or try it with `mobix test`",
+        out.display(),
+        gens.keys().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {

@@ -677,13 +677,7 @@ where
 }
 
 fn crc_fill(crc: &mut super::crc32::Crc32, value: u32, len: u64) {
-    let pattern: Vec<u8> = value.to_le_bytes().iter().copied().cycle().take(4096).collect();
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(pattern.len() as u64) as usize;
-        crc.update(&pattern[..n]);
-        left -= n as u64;
-    }
+    crc.update_repeated(value.to_le_bytes(), len);
 }
 
 /// Expands a sparse stream into `out` (DONT_CARE regions are zeros, as simg2img writes them).

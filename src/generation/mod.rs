@@ -26,6 +26,10 @@ pub struct Record {
     /// Seconds since the epoch when the generation was first built.
     pub created: u64,
     pub label: String,
+    /// The boot.img store path the last build of this generation made (what a rollback to
+    /// it flashes); absent in records older than rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_image: Option<StorePath>,
 }
 
 fn dir(store: &Store, device: &Codename) -> PathBuf {
@@ -74,10 +78,56 @@ pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &st
         toplevel: toplevel.clone(),
         created,
         label: label.to_string(),
+        boot_image: None,
     };
-    let path = dir(store, device).join(format!("{n}.json"));
-    util::write_atomic(&path, (serde_json::to_string_pretty(&rec)? + "\n").as_bytes())?;
+    write(store, device, &rec)?;
     Ok((rec, true))
+}
+
+fn write(store: &Store, device: &Codename, rec: &Record) -> Result<()> {
+    let path = dir(store, device).join(format!("{}.json", rec.generation));
+    util::write_atomic(&path, (serde_json::to_string_pretty(rec)? + "\n").as_bytes())
+}
+
+/// Remembers which boot.img a build of generation `rec` made.
+pub fn set_boot_image(store: &Store, device: &Codename, rec: &Record, boot: &StorePath) -> Result<()> {
+    if rec.boot_image.as_ref() == Some(boot) {
+        return Ok(());
+    }
+    write(store, device, &Record { boot_image: Some(boot.clone()), ..rec.clone() })
+}
+
+/// Why generation `n` may not be deleted, if it may not: the newest (builds compare with
+/// it, and numbers must not be reused) never; one the phone needs (`protected`) only
+/// with `force`.
+pub fn refuse_delete(all: &BTreeMap<u32, Record>, n: u32, protected: &[u32], force: bool) -> Option<String> {
+    if !all.contains_key(&n) {
+        return Some(format!("there is no generation {n}"));
+    }
+    if all.keys().next_back() == Some(&n) {
+        return Some(format!("generation {n} is the newest; the next build compares with it"));
+    }
+    if protected.contains(&n) && !force {
+        return Some(format!(
+            "the phone needs generation {n} (it booted it, defaults to it or last found it good, as the host last saw)"
+        ));
+    }
+    None
+}
+
+/// Forgets generation `n` (its record; the store paths stay until garbage collection).
+pub fn delete(store: &Store, device: &Codename, n: u32) -> Result<()> {
+    let path = dir(store, device).join(format!("{n}.json"));
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// The generation a rollback from `current` goes to: the newest older one the phone has
+/// not found bad (as far as the host knows).
+pub fn rollback_target(all: &BTreeMap<u32, Record>, current: u32, known: Option<&bootstate::Record>) -> Option<u32> {
+    let bad = |n: u32| {
+        known.is_some_and(|k| k.entries.iter().any(|e| e.generation == n && e.status == bootstate::Status::Bad))
+    };
+    all.keys().rev().copied().find(|&n| n < current && !bad(n))
 }
 
 /// The generations a new system image carries, from `all` (toplevels by number): the

@@ -101,6 +101,7 @@ pub fn publish(
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out)
         .map_err(|e| util::user_error(e, format!("creating the out directory {}", out.display())))?;
+    let old = load_manifest(out).ok();
     let mut images = BTreeMap::new();
     for sp in image_paths {
         let dir = store.host_path(sp);
@@ -109,6 +110,14 @@ pub fn publish(
             let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
             util::symlink_atomic(&file, &out.join(&name))?;
             images.insert(name, ImageInfo { sha256: digest.hex(), size, store_path: (*sp).clone() });
+        }
+    }
+    // A link an earlier build made to an image this one does not have (system.ext4 before
+    // the store kept only the sparse image) would show another generation: drop it.
+    for name in old.iter().flat_map(|m| m.images.keys()).filter(|n| !images.contains_key(*n)) {
+        let p = out.join(name);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
     let plan = flash_plan(profile, images.contains_key("vbmeta.img"));

@@ -30,10 +30,17 @@ pub enum Builder {
     /// A kernel cross-compiled from source (inputs `source`, `config`), laid out as Debian's
     /// kernel packages are (boot/vmlinuz-*, lib/modules/*, usr/lib/linux-image-*/).
     KernelBuild { arch: String, cross: String },
+    /// A Debian source package's files (`apt-get source --download-only`), each checked
+    /// against its pin.
+    DebSource { pin: crate::store::lock::SourcePin },
+    /// U-Boot from a Debian source package (input `source`): Debian's patches, the board's
+    /// defconfig, the fragments in order; `u-boot.bin` and its config.
+    UBoot { defconfig: String, fragments: Vec<(String, String)>, cross: String },
     /// The kernel `Image` and its config, from an unpacked kernel package (input `deb`).
     Kernel,
-    /// The kernel's module tree with a fresh `modules.dep` (input `deb`).
-    KernelModules,
+    /// The kernel's module tree with a fresh `modules.dep` (input `deb`): with `only`, just
+    /// those modules and what they depend on.
+    KernelModules { only: Option<Vec<String>> },
     /// The software tree: busybox (input `busybox`) as `bin/busybox` and `bin/sh`.
     Sw,
     /// Firmware files, each checked against its pin, under `lib/firmware` (from input
@@ -95,19 +102,21 @@ impl Builder {
             Builder::Deb { .. } => 1,
             Builder::KernelConfig { .. } => 1,
             Builder::KernelBuild { .. } => 1,
+            Builder::DebSource { .. } => 1,
+            Builder::UBoot { .. } => 1,
             Builder::Kernel => 2,
-            Builder::KernelModules => 1,
+            Builder::KernelModules { .. } => 1,
             Builder::Sw => 1,
             Builder::Firmware { .. } => 1,
             Builder::Cargo { .. } => 1,
             Builder::Etc { .. } => 2,
             Builder::Overlay { .. } => 1,
-            Builder::Initramfs { .. } => 3,
+            Builder::Initramfs { .. } => 4,
             Builder::Toplevel { .. } => 1,
             Builder::QemuDtb { .. } => 2,
             Builder::BootImage { .. } => 2,
             Builder::Vbmeta { .. } => 1,
-            Builder::SystemImage { .. } => 2,
+            Builder::SystemImage { .. } => 3,
         }
     }
 
@@ -116,8 +125,10 @@ impl Builder {
             Builder::Deb { .. } => "deb",
             Builder::KernelConfig { .. } => "kernel-config",
             Builder::KernelBuild { .. } => "kernel-build",
+            Builder::DebSource { .. } => "deb-source",
+            Builder::UBoot { .. } => "u-boot",
             Builder::Kernel => "kernel",
-            Builder::KernelModules => "kernel-modules",
+            Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
             Builder::Firmware { .. } => "firmware",
             Builder::Cargo { .. } => "cargo",
@@ -145,6 +156,9 @@ pub struct Stage1Config {
     /// The kernel this boot image carries (its `Image` on the phone): generations built
     /// with another kernel are not booted with this one.
     pub kernel: String,
+    /// The command line in this boot image: with `kernel`, the identity of what the boot
+    /// image starts (a generation built for another command line is not booted with it).
+    pub cmdline: String,
     /// How long stage-1 waits for a key that opens the generation menu.
     pub menu_timeout_ms: u32,
 }
@@ -333,7 +347,15 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         plan.add(Recipe { name: "kernel".into(), builder: Builder::Kernel, inputs: inputs(&[("deb", &kpkg)]) });
     let modules = plan.add(Recipe {
         name: "kernel-modules".into(),
-        builder: Builder::KernelModules,
+        builder: Builder::KernelModules {
+            // Stage-1's modules come from this tree too: keep them whatever the list says.
+            only: d.kernel.modules.as_ref().map(|m| {
+                let mut all: Vec<String> = m.iter().chain(&d.stage1.modules).cloned().collect();
+                all.sort();
+                all.dedup();
+                all
+            }),
+        },
         inputs: inputs(&[("deb", &kpkg)]),
     });
     let bpin = lock.deb("busybox")?.clone();
@@ -429,6 +451,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 console: d.console.clone(),
                 state_offset: d.state_offset(),
                 kernel: format!("{}/Image", kernel.phone_path()),
+                cmdline: cmdline(profile),
                 menu_timeout_ms: profile.system.boot.menu_timeout_ms,
             },
         },
@@ -553,6 +576,31 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
     Ok((build, format!("built from source: kernels/{} ({} {})", spec.name, pin.package, pin.version)))
 }
 
+/// The plan of a U-Boot spec: its pinned source package, then the build.
+pub fn u_boot(lock: &Lock, spec: &crate::profile::LoadedUBoot, cross: &str) -> Result<(Plan, StorePath)> {
+    let mut plan = Plan::default();
+    let pin = lock.source(&spec.spec.source)?.clone();
+    let src = plan.add(Recipe {
+        name: format!(
+            "{}-{}-source",
+            pin.package,
+            pin.version.rsplit_once(':').map(|(_, v)| v).unwrap_or(&pin.version)
+        ),
+        builder: Builder::DebSource { pin },
+        inputs: BTreeMap::new(),
+    });
+    let bin = plan.add(Recipe {
+        name: spec.name.clone(),
+        builder: Builder::UBoot {
+            defconfig: spec.spec.defconfig.clone(),
+            fragments: spec.fragments.clone(),
+            cross: cross.to_string(),
+        },
+        inputs: inputs(&[("source", &src)]),
+    });
+    Ok((plan, bin))
+}
+
 /// The kernel-config recipe of a system plan, if its kernel is built from source.
 pub fn kernel_config_recipe(plan: &Plan) -> Option<&Planned> {
     plan.recipes.iter().find(|r| matches!(r.recipe.builder, Builder::KernelConfig { .. }))
@@ -646,7 +694,32 @@ pub fn images(
         builder: Builder::BootImage { header, kernel_compression: b.kernel_compression, dtb },
         inputs: boot_inputs,
     });
-    let size = d.system_image_size();
+    let system = system_image(&mut plan, profile, generations, state, inp);
+    let vbmeta = vbmeta(&mut plan, profile);
+    Ok((plan, ImagePaths { boot, system, vbmeta }))
+}
+
+/// Adds the profile's vbmeta image, if it has one.
+pub fn vbmeta(plan: &mut Plan, profile: &Profile) -> Option<StorePath> {
+    profile.device.vbmeta.as_ref().map(|v| {
+        plan.add(Recipe {
+            name: "vbmeta.img".into(),
+            builder: Builder::Vbmeta { flags: v.flags },
+            inputs: BTreeMap::new(),
+        })
+    })
+}
+
+/// Adds the system image carrying `generations` (their toplevels, built or already in the
+/// store) and starting with the boot-state record `state`.
+pub fn system_image(
+    plan: &mut Plan,
+    profile: &Profile,
+    generations: &BTreeMap<u32, StorePath>,
+    state: &crate::format::bootstate::Record,
+    inp: &Inputs,
+) -> StorePath {
+    let d = &profile.device;
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
     for p in generations.values() {
@@ -654,25 +727,17 @@ pub fn images(
             plan.existing.insert(p.clone());
         }
     }
-    let system = plan.add(Recipe {
+    plan.add(Recipe {
         name: "system.img".into(),
         builder: Builder::SystemImage {
-            size,
+            size: d.system_image_size(),
             filesystem: d.system.filesystem,
             mke2fs: inp.mke2fs_version.clone(),
             generations: generations.clone(),
             state: state.clone(),
         },
         inputs: gen_inputs,
-    });
-    let vbmeta = d.vbmeta.as_ref().map(|v| {
-        plan.add(Recipe {
-            name: "vbmeta.img".into(),
-            builder: Builder::Vbmeta { flags: v.flags },
-            inputs: BTreeMap::new(),
-        })
-    });
-    Ok((plan, ImagePaths { boot, system, vbmeta }))
+    })
 }
 
 #[cfg(test)]

@@ -110,8 +110,14 @@ pub fn load_kernel(repo: &Path, name: &str) -> Result<LoadedKernel> {
             format!("{:?} is not a config target (tinyconfig, allnoconfig, defconfig or *_defconfig)", spec.base),
         ));
     }
+    let fragments = read_fragments(&layer, &dir, &spec.fragments)?;
+    Ok(LoadedKernel { name: name.to_string(), spec, fragments })
+}
+
+/// Reads a spec's config fragments (file names in its directory), in order.
+fn read_fragments(layer: &Layer, dir: &Path, names: &[String]) -> Result<Vec<(String, String)>> {
     let mut fragments = Vec::new();
-    for (i, f) in spec.fragments.iter().enumerate() {
+    for (i, f) in names.iter().enumerate() {
         if f.contains('/') || f.starts_with('.') {
             return Err(
                 layer.error(&format!("fragments[{i}]"), format!("{f:?} must be a file name in {}", dir.display()))
@@ -123,7 +129,44 @@ pub fn load_kernel(repo: &Path, name: &str) -> Result<LoadedKernel> {
         })?;
         fragments.push((f.clone(), text));
     }
-    Ok(LoadedKernel { name: name.to_string(), spec, fragments })
+    Ok(fragments)
+}
+
+/// A U-Boot built from Debian's source package: `bootloaders/<name>/u-boot.yaml`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UBootSpec {
+    /// A `sources` entry of `mobix.lock` (Debian's `u-boot` source package).
+    pub source: String,
+    /// The board's defconfig (`qemu_arm64_defconfig`).
+    pub defconfig: String,
+    /// Config fragments in the spec's directory, applied in order after the defconfig.
+    #[serde(default)]
+    pub fragments: Vec<String>,
+}
+
+/// A U-Boot spec with its fragments read.
+#[derive(Debug, Clone)]
+pub struct LoadedUBoot {
+    pub name: String,
+    pub spec: UBootSpec,
+    pub fragments: Vec<(String, String)>,
+}
+
+/// Loads `bootloaders/<name>/u-boot.yaml` and its fragments.
+pub fn load_u_boot(repo: &Path, name: &str) -> Result<LoadedUBoot> {
+    let dir = repo.join("bootloaders").join(name);
+    let file = dir.join("u-boot.yaml");
+    if !file.is_file() {
+        return Err(Fail::new(format!("no U-Boot spec {} (looked for {})", name, file.display())).into());
+    }
+    let layer = Layer::read(&file)?;
+    let spec: UBootSpec = deserialize_layer(&layer, layer.value.clone())?;
+    if !spec.defconfig.ends_with("_defconfig") || spec.defconfig.contains('/') {
+        return Err(layer.error("defconfig", format!("{:?} is not a board defconfig (NAME_defconfig)", spec.defconfig)));
+    }
+    let fragments = read_fragments(&layer, &dir, &spec.fragments)?;
+    Ok(LoadedUBoot { name: name.to_string(), spec, fragments })
 }
 
 /// The user's system configuration (`--config FILE`). Its `device:` mapping overrides

@@ -190,6 +190,11 @@ pub struct KernelRef {
     /// `source` it is the substitute (`mobix build --kernel-from substitute`).
     #[serde(default)]
     pub package: Option<String>,
+    /// The modules installed on the system partition, by name, each with its dependencies
+    /// (and stage-1's modules always). Absent: every module the kernel has. Debian's generic
+    /// kernel carries about 300 MB of drivers for every arm64 board; a phone needs a few.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,6 +302,10 @@ pub struct Qemu {
     /// How the phone's disk is attached.
     #[serde(default)]
     pub disk: QemuDisk,
+    /// A U-Boot spec (`bootloaders/<name>/`) the store builds; `mobix test --bootloader
+    /// u-boot` boots the phone through it instead of mobix's model of the A/B rules.
+    #[serde(default)]
+    pub u_boot: Option<String>,
 }
 
 fn default_machine() -> String {
@@ -505,11 +514,21 @@ impl Device {
                 return err(&format!("stage1.modules[{i}]"), format!("{m:?} is not a module name"));
             }
         }
+        for (i, m) in self.kernel.modules.iter().flatten().enumerate() {
+            if !is_module_name(m) {
+                return err(&format!("kernel.modules[{i}]"), format!("{m:?} is not a module name"));
+            }
+        }
         if self.kernel.source.is_none() && self.kernel.package.is_none() {
             return err(
                 "kernel",
                 "name a kernel: `source` (a kernels/ spec) and/or `package` (a prebuilt package)".into(),
             );
+        }
+        if let Some(u) = self.qemu.as_ref().and_then(|q| q.u_boot.as_ref()) {
+            if super::Codename::new(u).is_err() {
+                return err("qemu.u_boot", format!("{u:?} is not the name of a bootloaders/ directory"));
+            }
         }
         if let Some(s) = &self.kernel.source {
             if super::Codename::new(s).is_err() {

@@ -14,6 +14,10 @@ pub struct Lock {
     pub version: u32,
     #[serde(default)]
     pub debs: BTreeMap<String, DebPin>,
+    /// Debian source packages (`apt-get source`), for what mobix builds from Debian's own
+    /// sources with Debian's patches (U-Boot).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourcePin>,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -42,6 +46,28 @@ impl DebPin {
     }
 }
 
+/// A Debian source package, pinned by the sha256 of each of its files except the .dsc
+/// (whose signature apt does not check for `--download-only`; its contents are the pins).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePin {
+    pub package: String,
+    pub version: String,
+    /// File name to sha256: the upstream tarball and the Debian tarball (patches).
+    pub files: BTreeMap<String, String>,
+}
+
+impl SourcePin {
+    /// `package=version`, as `apt-get source` takes it.
+    pub fn apt_spec(&self) -> String {
+        format!("{}={}", self.package, self.version)
+    }
+}
+
+fn well_formed(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b".+-:~_".contains(&c))
+}
+
 impl Lock {
     pub fn load(repo: &Path) -> Result<Lock> {
         let file = repo.join("mobix.lock");
@@ -67,8 +93,7 @@ impl Lock {
                 ))
                 .into());
             }
-            let ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b".+-:~_".contains(&c));
-            if !ok(&pin.package) || !ok(&pin.version) || !ok(&pin.arch) {
+            if !well_formed(&pin.package) || !well_formed(&pin.version) || !well_formed(&pin.arch) {
                 return Err(Fail::new(format!(
                     "{}: debs.{name} has a malformed package, version or arch",
                     file.display()
@@ -76,7 +101,44 @@ impl Lock {
                 .into());
             }
         }
+        for (name, pin) in &lock.sources {
+            if !well_formed(&pin.package) || !well_formed(&pin.version) {
+                return Err(Fail::new(format!(
+                    "{}: sources.{name} has a malformed package or version",
+                    file.display()
+                ))
+                .into());
+            }
+            if pin.files.is_empty() {
+                return Err(Fail::new(format!("{}: sources.{name}.files is empty", file.display())).into());
+            }
+            for (f, sha) in &pin.files {
+                if !well_formed(f) || f.contains(':') {
+                    return Err(Fail::new(format!(
+                        "{}: sources.{name}.files: {f:?} is not a file name",
+                        file.display()
+                    ))
+                    .into());
+                }
+                if Sha256Digest::parse_hex(sha).is_none() {
+                    return Err(Fail::new(format!(
+                        "{}: sources.{name}.files.{f} {sha:?} is not a lowercase hex sha256",
+                        file.display()
+                    ))
+                    .into());
+                }
+            }
+        }
         Ok(lock)
+    }
+
+    pub fn source(&self, name: &str) -> Result<&SourcePin> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(|s| s.as_str()).collect();
+            Fail::new(format!("{} has no sources entry {name:?}", self.file.display()))
+                .hint(format!("pinned source packages: {}", known.join(", ")))
+                .into()
+        })
     }
 
     pub fn deb(&self, name: &str) -> Result<&DebPin> {

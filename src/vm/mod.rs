@@ -46,12 +46,32 @@ impl Layout {
     }
 }
 
+/// Size of a partition the profile leaves unsized (real phones' sizes vary by model and
+/// are read from the device when flashing) on the emulated phone.
+const UNSIZED_PARTITION: u64 = 64 * MIB;
+
+/// The emulated phone's partitions: the profile's, with sizes for those it leaves open
+/// (the system partition as large as the system image, others [`UNSIZED_PARTITION`]).
+pub fn emulated_partitions(profile: &Profile) -> Vec<(String, u64)> {
+    let d = &profile.device;
+    d.gpt_partitions()
+        .into_iter()
+        .map(|(name, size)| {
+            let size = match size {
+                0 if name == d.system.partition => d.system_image_size().max(UNSIZED_PARTITION),
+                0 => UNSIZED_PARTITION,
+                s => s,
+            };
+            (name, size)
+        })
+        .collect()
+}
+
 /// Creates an empty disk image with the profile's GPT (partitions 1 MiB aligned).
 pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
     let d = &profile.device;
     let ss = d.storage.sector_size as u64;
-    let requests: Vec<gpt::Request> = d
-        .gpt_partitions()
+    let requests: Vec<gpt::Request> = emulated_partitions(profile)
         .into_iter()
         .map(|(name, size)| gpt::Request { type_guid: gpt::android_type_for(&name), name, size, attributes: 0 })
         .collect();
@@ -134,6 +154,21 @@ pub struct Prepared {
     pub disk: PathBuf,
     pub layout: Layout,
     pub manifest: Manifest,
+    /// What boots it: mobix's model of the bootloader, or U-Boot.
+    pub firmware: Firmware,
+}
+
+/// The emulated phone's bootloader.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Firmware {
+    /// mobix's model of U-Boot's A/B rules ([`bootloader`]), run on the host before each
+    /// boot; QEMU then starts the kernel directly. The fast path.
+    #[default]
+    Model,
+    /// U-Boot itself (`-bios`), its environment in QEMU's second flash bank: it runs
+    /// `ab_select` on misc, loads that slot's boot.img and `bootm`s it. Every boot through it
+    /// also runs the model on the same misc and fails if the two disagree.
+    UBoot { bin: PathBuf },
 }
 
 /// Builds the phone's disk from the out directory.
@@ -172,7 +207,42 @@ pub fn prepare_from(
     let slot_boot = if profile.device.is_ab() { "boot_a" } else { "boot" };
     write_partition(&disk, &layout, slot_boot, boot_bytes)?;
     write_sparse_partition(&disk, &layout, &profile.device.system.partition, system_img)?;
-    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest })
+    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model })
+}
+
+/// The emulated phone's own disk, `<out>/phone/disk.img`: what `mobix run --fastboot`
+/// writes into and `--flashed` boots. Created the first time, partitioned as the profile
+/// says and otherwise empty, like a phone whose partitions were never flashed.
+pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
+    let dir = out.join("phone");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let disk = dir.join("disk.img");
+    if !disk.exists() {
+        let layout = create_disk(profile, &disk)?;
+        return Ok((disk, layout));
+    }
+    let ss = profile.device.storage.sector_size as u64;
+    let mut f = fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
+    let table = gpt::read(&mut f, Some(ss))
+        .map_err(|e| util::user_error(e, format!("reading the GPT of {}", disk.display())))?;
+    let partitions: Vec<(String, u64, u64)> =
+        table.partitions.iter().map(|p| (p.name.clone(), p.offset(ss), p.size(ss))).collect();
+    for (name, _) in profile.device.gpt_partitions() {
+        if !partitions.iter().any(|p| p.0 == name) {
+            return Err(Fail::new(format!("{} has no partition {name}, which the profile has", disk.display()))
+                .hint("delete it to start a fresh emulated phone")
+                .into());
+        }
+    }
+    Ok((disk, Layout { sector_size: ss, partitions, disk_size: f.metadata()?.len() }))
+}
+
+/// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
+/// test expects).
+pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
+    let manifest = image::load_manifest(out)?;
+    let (disk, layout) = phone_disk(profile, out)?;
+    Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model })
 }
 
 /// Reads `len` bytes at `offset` of partition `name`.
@@ -268,27 +338,101 @@ pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result
     Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
 }
 
-/// The QEMU command line for one boot.
-pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
+/// QEMU with the phone's machine and disk, before anything is loaded.
+fn qemu_base(profile: &Profile, p: &Prepared) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
         Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
     let mut c = Command::new("qemu-system-aarch64");
     c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
         .args(["-nographic", "-nic", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&l.kernel)
-        .arg("-initrd")
-        .arg(&l.initrd)
-        .arg("-append")
-        .arg(cmdline)
         .arg("-drive")
         .arg(format!("if=none,id=disk0,format=raw,file={}", p.disk.display()))
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()));
+    Ok(c)
+}
+
+/// The QEMU command line for one boot of what the model loaded.
+pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
+    let mut c = qemu_base(profile, p)?;
+    c.arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd).arg("-append").arg(cmdline);
     if let Some(dtb) = &l.dtb {
         c.arg("-dtb").arg(dtb);
     }
+    Ok(c)
+}
+
+/// Where U-Boot loads the boot partition (above the kernel's and ramdisk's load addresses
+/// of the qemu-aarch64 header, below U-Boot's own copy at the top of RAM).
+const UBOOT_LOAD: u64 = 0x4800_0000;
+/// Scratch RAM for the misc sector U-Boot prints.
+const UBOOT_SCRATCH: u64 = 0x4700_0000;
+/// Size of U-Boot's environment (qemu_arm64_defconfig: CONFIG_ENV_SIZE).
+const UBOOT_ENV_SIZE: usize = 0x40000;
+/// QEMU's flash banks on virt are 64 MiB each.
+const PFLASH_SIZE: u64 = 64 << 20;
+
+/// The marker U-Boot's boot command prints, for the host to follow.
+const UBOOT_MARK: &str = "MOBIX-UBOOT";
+
+/// U-Boot's boot command for this phone: on A/B phones `ab_select` on misc (printing the
+/// slot and the A/B metadata it left), then that slot's boot partition, `bootm` with the
+/// header's command line after `androidboot.slot_suffix` and `extra`. The device tree is
+/// the one QEMU hands U-Boot (a v2 header's dtb was dumped without `-bios` and differs).
+pub fn u_boot_command(profile: &Profile, p: &Prepared, extra: &str) -> String {
+    let ss = p.layout.sector_size;
+    let mut cmd = vec!["virtio scan".to_string()];
+    let part = if profile.device.is_ab() {
+        let off = misc::CONTROL_OFFSET as u64;
+        cmd.push(format!(
+            "if ab_select slot virtio 0#misc; then echo {UBOOT_MARK} slot=${{slot}}; else echo {UBOOT_MARK} no-slot; poweroff; fi"
+        ));
+        cmd.push(format!(
+            "part start virtio 0 misc mst; setexpr mb ${{mst}} + {:x}; virtio read {UBOOT_SCRATCH:x} ${{mb}} 1; echo {UBOOT_MARK} misc:; md.b {:x} {:x}",
+            off / ss,
+            UBOOT_SCRATCH + off % ss,
+            misc::CONTROL_SIZE
+        ));
+        "boot_${slot}"
+    } else {
+        "boot"
+    };
+    let mut args = Vec::new();
+    if profile.device.is_ab() {
+        args.push("androidboot.slot_suffix=_${slot}".to_string());
+    }
+    if !extra.is_empty() {
+        args.push(extra.to_string());
+    }
+    cmd.push(format!(
+        "part start virtio 0 {part} bst; part size virtio 0 {part} bsz; virtio read {UBOOT_LOAD:x} ${{bst}} ${{bsz}}"
+    ));
+    // Double quotes: hush expands ${slot} in them (not in single quotes).
+    cmd.push(format!("setenv bootargs \"{}\"", args.join(" ")));
+    cmd.push(format!("bootm {UBOOT_LOAD:x} {UBOOT_LOAD:x} ${{fdtcontroladdr}}"));
+    cmd.push(format!("echo {UBOOT_MARK} bootm-failed; poweroff"));
+    cmd.join("; ")
+}
+
+/// QEMU booting U-Boot, its environment (written into `<dir>/u-boot-env.img`) carrying
+/// the boot command.
+fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &str) -> Result<Command> {
+    if let Some(c) = extra.chars().find(|c| matches!(c, '"' | '$' | '\\' | ';' | '\'')) {
+        return Err(Fail::new(format!("kernel arguments for U-Boot may not contain {c:?}: {extra}"))
+            .hint("U-Boot's shell would read it; use --bootloader model for such arguments")
+            .into());
+    }
+    let bootcmd = u_boot_command(profile, p, extra);
+    let env = crate::format::ubootenv::encode(&[("bootdelay", "0"), ("bootcmd", &bootcmd)], UBOOT_ENV_SIZE)
+        .map_err(|e| anyhow::anyhow!("writing U-Boot's environment: {e}"))?;
+    let flash = p.dir.join("u-boot-env.img");
+    let mut f = fs::File::create(&flash).with_context(|| format!("creating {}", flash.display()))?;
+    f.write_all(&env)?;
+    f.set_len(PFLASH_SIZE)?;
+    drop(f);
+    let mut c = qemu_base(profile, p)?;
+    c.arg("-bios").arg(bin).arg("-drive").arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()));
     Ok(c)
 }
 
@@ -346,6 +490,9 @@ impl Boot {
             _ if self.health_failed => "health check failed, rebooted".into(),
             _ if self.trial_timeout => "no success point in time, rebooted".into(),
             _ if self.kernel_panic => "kernel panic, rebooted".into(),
+            Ending::Rebooted if self.note.starts_with("SLOT-SWITCH") => {
+                "nothing to boot with this slot's kernel: back to the other slot, rebooted".into()
+            }
             Ending::Rescue => format!("rescue shell: {}", self.note),
             Ending::NoBoot => format!("bootloader: {}", self.note),
             e => format!("{e:?}").to_lowercase(),
@@ -384,17 +531,26 @@ pub fn boot_once(
         note: String::new(),
         seconds: 0.0,
     };
-    let loaded = match bootloader(profile, p)? {
-        Ok(l) => l,
-        Err(why) => {
-            writeln!(log, "# bootloader: {why}")?;
-            boot.ending = Ending::NoBoot;
-            boot.note = why;
-            return Ok(boot);
+    let (mut cmd, expect) = match &p.firmware {
+        Firmware::Model => {
+            let loaded = match bootloader(profile, p)? {
+                Ok(l) => l,
+                Err(why) => {
+                    writeln!(log, "# bootloader: {why}")?;
+                    boot.ending = Ending::NoBoot;
+                    boot.note = why;
+                    return Ok(boot);
+                }
+            };
+            boot.slot = loaded.slot.map(misc::slot_letter);
+            (qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra))?, None)
+        }
+        Firmware::UBoot { bin } => {
+            let expect = if profile.device.is_ab() { Some(model_choice(p)?) } else { None };
+            (qemu_u_boot(profile, p, bin, extra)?, expect)
         }
     };
-    boot.slot = loaded.slot.map(misc::slot_letter);
-    let mut cmd = qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra))?;
+    let mut seen = UBootSaw::default();
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     writeln!(log, "# {}", util::show_command(&cmd))?;
     let mut child =
@@ -433,6 +589,9 @@ pub fn boot_once(
                     }
                 }
                 scan(&line, &mut boot);
+                if !matches!(p.firmware, Firmware::Model) {
+                    seen.scan(&line, &mut boot);
+                }
                 if line.contains("reboot: Restarting system") {
                     boot.ending = Ending::Rebooted;
                 } else if line.contains("reboot: Power down") && boot.ending != Ending::Complete {
@@ -459,10 +618,99 @@ pub fn boot_once(
     }
     kill_group(&mut child);
     boot.seconds = t0.elapsed().as_secs_f64();
+    if let Some(want) = expect {
+        if let Err(why) = seen.agrees_with(&want) {
+            writeln!(log, "# U-Boot and the model disagree: {why}")?;
+            return Err(Fail::new(format!("U-Boot and mobix's model of its A/B rules disagree: {why}"))
+                .hint("the model (src/vm, init/bootctl misc.rs) must follow U-Boot's ab_select; see the serial log")
+                .into());
+        }
+    }
     if matches!(boot.ending, Ending::Timeout | Ending::Exited | Ending::Rescue | Ending::PoweredOff) {
         boot.note = format!("{}; the serial log ends with:\n{}", boot.note, tail.join("\n"));
     }
     Ok(boot)
+}
+
+/// What mobix's model of the bootloader would do on the phone's misc now: the slot (or
+/// why none) and the 32 bytes of A/B metadata it leaves there.
+pub fn model_choice(p: &Prepared) -> Result<(std::result::Result<char, String>, [u8; misc::CONTROL_SIZE])> {
+    let raw = read_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE)?;
+    let raw: [u8; misc::CONTROL_SIZE] = raw[..].try_into().expect("32 bytes");
+    Ok(match misc::select_slot(&raw, true) {
+        Ok(sel) => {
+            let bytes = if sel.store { sel.control.clone().encode() } else { raw };
+            (sel.slot.map(misc::slot_letter).ok_or_else(|| "no bootable slot".to_string()), bytes)
+        }
+        Err(e) => (Err(e.to_string()), raw),
+    })
+}
+
+/// What U-Boot's boot command printed (see [`u_boot_command`]).
+#[derive(Default)]
+struct UBootSaw {
+    slot: Option<char>,
+    no_slot: bool,
+    /// The A/B metadata read back right after `ab_select`, as `md.b` printed it.
+    misc: Vec<u8>,
+    reading_misc: bool,
+}
+
+impl UBootSaw {
+    fn scan(&mut self, line: &str, boot: &mut Boot) {
+        if let Some(i) = line.find(UBOOT_MARK) {
+            let rest = line[i + UBOOT_MARK.len()..].trim();
+            if let Some(c) = rest.strip_prefix("slot=").and_then(|v| v.chars().next()) {
+                self.slot = Some(c);
+                boot.slot = Some(c);
+            } else if rest == "no-slot" {
+                self.no_slot = true;
+                boot.ending = Ending::NoBoot;
+                boot.note = "U-Boot's ab_select found no bootable slot".into();
+            } else if rest == "misc:" {
+                self.reading_misc = true;
+            } else if rest == "bootm-failed" {
+                boot.ending = Ending::NoBoot;
+                boot.note = "U-Boot could not boot the slot's boot image".into();
+            }
+        } else if self.reading_misc {
+            // `47000800: 61 00 00 00 42 43 41 42 01 02 00 00 9f 00 7f 00  a...BCAB........`
+            let Some((_, bytes)) = line.split_once(": ") else { return };
+            let hex = bytes.split("  ").next().unwrap_or("");
+            self.misc.extend(hex.split_whitespace().filter_map(|b| u8::from_str_radix(b, 16).ok()));
+            if self.misc.len() >= misc::CONTROL_SIZE {
+                self.reading_misc = false;
+            }
+        }
+    }
+
+    /// Whether U-Boot chose what the model chose and left the same bytes in misc.
+    fn agrees_with(
+        &self,
+        want: &(std::result::Result<char, String>, [u8; misc::CONTROL_SIZE]),
+    ) -> std::result::Result<(), String> {
+        match (&want.0, self.slot, self.no_slot) {
+            (Ok(m), Some(u), _) if *m == u => {}
+            (Err(_), None, true) => return Ok(()),
+            (m, u, _) => {
+                let m = m.as_ref().map(|c| format!("slot {c}")).unwrap_or_else(|e| format!("no slot ({e})"));
+                let u = u.map(|c| format!("slot {c}")).unwrap_or_else(|| "no slot".into());
+                return Err(format!("U-Boot chose {u}, the model {m}"));
+            }
+        }
+        if self.misc.len() < misc::CONTROL_SIZE {
+            return Err("U-Boot did not print the A/B metadata it left in misc".into());
+        }
+        if self.misc[..misc::CONTROL_SIZE] != want.1[..] {
+            let show = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+            return Err(format!(
+                "misc after U-Boot: {}; after the model: {}",
+                show(&self.misc[..misc::CONTROL_SIZE]),
+                show(&want.1)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What one serial line says about the boot.
@@ -497,6 +745,8 @@ fn scan(line: &str, boot: &mut Boot) {
         boot.trial_timeout = true;
     } else if line.contains("Kernel panic") {
         boot.kernel_panic = true;
+    } else if let Some(i) = line.find("mobix: SLOT-SWITCH") {
+        boot.note = line[i + "mobix: ".len()..].to_string();
     } else if let Some(i) = line.find("mobix: RESCUE:") {
         boot.note = format!("RESCUE{}", &line[i + "mobix: RESCUE".len()..]);
         boot.ending = Ending::Rescue;
@@ -676,11 +926,16 @@ pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn F
 /// cycle through the bootloader again, a power-off (or quitting QEMU) ends it.
 pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::process::ExitStatus> {
     loop {
-        let loaded = match bootloader(profile, p)? {
-            Ok(l) => l,
-            Err(why) => return Err(Fail::new(format!("the emulated bootloader cannot boot: {why}")).into()),
+        let mut cmd = match &p.firmware {
+            Firmware::Model => {
+                let loaded = match bootloader(profile, p)? {
+                    Ok(l) => l,
+                    Err(why) => return Err(Fail::new(format!("the emulated bootloader cannot boot: {why}")).into()),
+                };
+                qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra_cmdline))?
+            }
+            Firmware::UBoot { bin } => qemu_u_boot(profile, p, bin, extra_cmdline)?,
         };
-        let mut cmd = qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra_cmdline))?;
         eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
         cmd.stdout(Stdio::piped());
         let mut child =
@@ -710,5 +965,61 @@ pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::
             return Ok(status);
         }
         eprintln!("\nmobix: the phone restarted: power cycle through the bootloader");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot() -> Boot {
+        Boot {
+            slot: None,
+            generation: None,
+            status: None,
+            tries_left: None,
+            toplevel: None,
+            health_failed: false,
+            trial_timeout: false,
+            kernel_panic: false,
+            ending: Ending::Timeout,
+            note: String::new(),
+            seconds: 0.0,
+        }
+    }
+
+    /// What U-Boot printed on this machine after re-initialising an all-zero misc.
+    const SEEN: &str =
+        "ANDROID: Booting slot: a\nMOBIX-UBOOT slot=a\n\nvirtio read: device 0 block # 2052, count 1 ... OK\n\
+        MOBIX-UBOOT misc:\n47000000: 61 00 00 00 42 43 41 42 01 02 00 00 6f 00 7f 00  a...BCAB....o...\n\
+        47000010: 00 00 00 00 00 00 00 00 00 00 00 00 91 a3 0d 81  ................\n\nvirtio read: ...";
+
+    #[test]
+    fn reads_what_u_boot_printed_and_compares_it_with_the_model() {
+        let mut saw = UBootSaw::default();
+        let mut b = boot();
+        for l in SEEN.lines() {
+            saw.scan(l, &mut b);
+        }
+        assert_eq!(b.slot, Some('a'));
+        assert_eq!(saw.misc.len(), 32);
+        // The model on an all-zero misc: re-initialised, slot a, one try spent.
+        let sel = misc::select_slot(&[0; 32], true).unwrap();
+        let want = (Ok('a'), sel.control.clone().encode());
+        assert_eq!(saw.agrees_with(&want), Ok(()));
+        let mut other = want.1;
+        other[12] ^= 0x10;
+        assert!(saw.agrees_with(&(Ok('a'), other)).unwrap_err().contains("misc after U-Boot"));
+        assert!(saw.agrees_with(&(Ok('b'), want.1)).unwrap_err().contains("U-Boot chose slot a, the model slot b"));
+    }
+
+    #[test]
+    fn no_slot_agrees_only_with_no_slot() {
+        let mut saw = UBootSaw::default();
+        let mut b = boot();
+        saw.scan("MOBIX-UBOOT no-slot", &mut b);
+        assert_eq!(b.ending, Ending::NoBoot);
+        assert_eq!(saw.agrees_with(&(Err("no bootable slot".into()), [0; 32])), Ok(()));
+        assert!(saw.agrees_with(&(Ok('a'), [0; 32])).is_err());
     }
 }

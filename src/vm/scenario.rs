@@ -50,6 +50,7 @@ pub const NAMES: &[(&str, &str)] = &[
     ("s5", "one copy of the state record corrupt: the other is used; both corrupt: degraded boot of the newest"),
     ("s6", "ten updates with keep=3: the booted, default and last good generations survive"),
     ("s7", "eight good reboots in a row never leave the slot unbootable"),
+    ("s8", "a new kernel boots but all its generations fail: stage-1 switches back to the old slot"),
     ("menu", "an older generation picked by hand in the menu boots"),
 ];
 
@@ -82,6 +83,7 @@ pub fn run(
     name: &str,
     profile: &Profile,
     systems: &dyn Systems,
+    firmware: &super::Firmware,
     dir: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<Report> {
@@ -106,7 +108,8 @@ pub fn run(
         images: BTreeMap::new(),
     };
     let boot_bytes = fs::read(&g1.boot_img).with_context(|| format!("reading {}", g1.boot_img.display()))?;
-    let phone = super::prepare_from(profile, dir, &boot_bytes, &g1.system_img, manifest)?;
+    let mut phone = super::prepare_from(profile, dir, &boot_bytes, &g1.system_img, manifest)?;
+    phone.firmware = firmware.clone();
     let mut r = Run {
         profile,
         systems,
@@ -126,6 +129,7 @@ pub fn run(
         "s5" => s5(&mut r)?,
         "s6" => s6(&mut r)?,
         "s7" => s7(&mut r)?,
+        "s8" => s8(&mut r)?,
         "menu" => menu(&mut r)?,
         _ => unreachable!("checked above"),
     }
@@ -272,12 +276,13 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
     Ok(())
 }
 
-fn s4(r: &mut Run) -> Result<()> {
-    s0(r)?;
-    // Generation 2 comes with a boot image whose kernel cannot start its init: it panics.
+/// Installs generation 2 as a kernel update: its boot image into boot_b, a system image
+/// whose record says slot a is switching to b for it, and slot b active in misc with
+/// `slot_tries` (as the boot_control HAL's setActiveBootSlot leaves it).
+fn kernel_update(r: &mut Run, tweak: &dyn Fn(&mut SystemConfig), slot_tries: u8) -> Result<()> {
     let known = r.state()?;
     let carried = r.gens.clone();
-    let built = r.systems.build(2, &|c| c.cmdline.push("rdinit=/no-such-init".into()), &carried, &|g| {
+    let built = r.systems.build(2, tweak, &carried, &|g| {
         let mut s = crate::generation::initial_state(g, 2, TRIES, known.as_ref());
         if let Some(e) = s.entries.iter_mut().find(|e| e.generation == 2) {
             e.kernel_slot = 1;
@@ -290,12 +295,20 @@ fn s4(r: &mut Run) -> Result<()> {
     write_sparse_partition(&r.phone.disk, &r.phone.layout, &sys, &built.system_img)?;
     let boot_b = fs::read(&built.boot_img)?;
     write_partition(&r.phone.disk, &r.phone.layout, "boot_b", &boot_b)?;
-    // Switch to slot b with three tries, as the boot_control HAL's setActiveBootSlot does.
     let mut m = r.misc()?;
     m.set_active(1).map_err(|e| anyhow::anyhow!("{e}"))?;
-    m.slot_info[1].tries_remaining = TRIES;
+    m.slot_info[1].tries_remaining = slot_tries;
     patch_partition(&r.phone.disk, &r.phone.layout, "misc", misc::CONTROL_OFFSET as u64, &m.encode())?;
-    (r.progress)("installed generation 2 with a new kernel in boot_b; slot b active with 3 tries");
+    (r.progress)(&format!(
+        "installed generation 2 with a new boot image in boot_b; slot b active with {slot_tries} tries"
+    ));
+    Ok(())
+}
+
+fn s4(r: &mut Run) -> Result<()> {
+    s0(r)?;
+    // Generation 2 comes with a boot image whose kernel cannot start its init: it panics.
+    kernel_update(r, &|c| c.cmdline.push("rdinit=/no-such-init".into()), TRIES)?;
     let boots = r.boot(TRIES as usize + 2, "", &[])?;
     let mut want = vec![(None, Some('b')); TRIES as usize];
     want.push((Some(1), Some('a')));
@@ -312,6 +325,49 @@ fn s4(r: &mut Run) -> Result<()> {
     r.check(!st.pending_slot.valid, "the pending slot switch is cleared");
     let m = r.misc()?;
     r.check(m.slot_info[1].tries_remaining == 0, "slot b has no tries left");
+    Ok(())
+}
+
+fn s8(r: &mut Run) -> Result<()> {
+    s0(r)?;
+    // Generation 2 comes with a new boot image (its command line differs, so generation 1
+    // cannot run under it) that boots, but generation 2 fails its health check; slot b
+    // has the 7 tries Android's setActiveBootSlot gives, more than the generation's.
+    kernel_update(
+        r,
+        &|c| {
+            c.cmdline.push("mobix.test-kernel=2".into());
+            c.health_checks.push(HealthCheck {
+                name: "fails".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), "exit 1".into()],
+                timeout: 60,
+            });
+        },
+        7,
+    )?;
+    let boots = r.boot(TRIES as usize + 3, "", &[])?;
+    let mut want = vec![(Some(2), Some('b')); TRIES as usize];
+    want.push((None, Some('b')));
+    want.push((Some(1), Some('a')));
+    r.expect_chosen(&boots, &want);
+    if let Some(b) = boots.get(TRIES as usize) {
+        r.check(
+            b.note.contains("SLOT-SWITCH") && b.ending == Ending::Rebooted,
+            format!("stage-1 on slot b found nothing to boot and switched back to slot a: {b:?}"),
+        );
+    }
+    let st = r.state()?.context("no valid boot-state record")?;
+    let e2 = r.entry(&st, 2);
+    r.check(
+        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Tries),
+        format!("generation 2 is bad after its tries: {e2:?}"),
+    );
+    r.check(!st.pending_slot.valid, "the pending slot switch is cleared");
+    let m = r.misc()?;
+    r.check(
+        m.slot_info[0].priority > m.slot_info[1].priority && m.slot_info[0].successful_boot,
+        format!("slot a is active again and marked successful: {:?}", m.slot_info),
+    );
     Ok(())
 }
 

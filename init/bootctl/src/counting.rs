@@ -21,6 +21,18 @@ pub enum Decision {
     Rescue { why: String },
 }
 
+/// Where stage-1 goes when nothing can boot with the kernel of `slot` (step 7 of the
+/// design): back to the other slot of an A/B pair, if a generation last found good there is
+/// still not bad, undoing a kernel update whose generations all failed. None: rescue.
+pub fn slot_to_return_to(r: &Record, slot: u8) -> Option<u8> {
+    if slot > 1 {
+        return None;
+    }
+    let other = 1 - slot;
+    let g = r.last_good[other as usize];
+    (g != 0 && r.entries.iter().any(|e| e.generation == g && e.status != Status::Bad)).then_some(other)
+}
+
 /// Stage-1's choice. `record` is what both copies gave (None: both corrupt); `present` the
 /// generations on the system partition that can run with the running kernel; `slot` the
 /// running A/B slot. Returns the decision
@@ -37,7 +49,9 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
     // The bootloader went back from the new kernel's slot: that generation failed.
     if r.pending_slot.valid && slot == r.pending_slot.from && slot != r.pending_slot.to {
         let g = r.pending_slot.generation;
-        if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g) {
+        // (Unless it was found bad already, e.g. its tries used up under the new kernel:
+        // the first reason stays.)
+        if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g && e.status != Status::Bad) {
             e.status = Status::Bad;
             e.bad_reason = BadReason::Kernel;
         }
@@ -181,6 +195,25 @@ mod tests {
         let mut r = update(0);
         r.entries[0].status = Status::Bad;
         assert!(matches!(select(Some(&r), &[1, 2], 0).0, Decision::Rescue { .. }));
+    }
+
+    #[test]
+    fn nothing_for_the_new_kernel_returns_to_the_slot_that_was_good() {
+        let mut r = update(0);
+        r.last_good = [1, 0];
+        // Running slot b, whose generation 2 used up its tries: go back to a.
+        let (d, next) = select(Some(&r), &[2], 1);
+        assert!(matches!(d, Decision::Rescue { .. }), "{d:?}");
+        let next = next.unwrap_or(r.clone());
+        assert_eq!(slot_to_return_to(&next, 1), Some(0));
+        // Not when slot a's last good generation is bad too, or unknown.
+        let mut bad = next.clone();
+        bad.entries.iter_mut().filter(|e| e.generation == 1).for_each(|e| e.status = Status::Bad);
+        assert_eq!(slot_to_return_to(&bad, 1), None);
+        let mut none = next.clone();
+        none.last_good = [0, 0];
+        assert_eq!(slot_to_return_to(&none, 1), None);
+        assert_eq!(slot_to_return_to(&next, 2), None);
     }
 
     /// Random interleavings of boots, crashes before and after persisting, failed health

@@ -1,0 +1,136 @@
+//! The fastboot client: the protocol core driven over a transport. One command at a time:
+//! send it, read INFO/TEXT until OKAY or FAIL, or run the data phase after DATA.
+
+use super::protocol::{self, Command, Reply};
+use super::tcp::Tcp;
+use crate::util::Fail;
+use anyhow::{Context, Result};
+use std::io::{self, Read};
+
+/// A way to the device that moves whole fastboot packets.
+pub trait Transport {
+    fn send(&mut self, data: &[u8]) -> io::Result<()>;
+    fn recv(&mut self) -> io::Result<Vec<u8>>;
+    /// What the user named (`tcp:127.0.0.1:5554`).
+    fn name(&self) -> String;
+}
+
+impl Transport for Tcp {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        Tcp::send(self, data)
+    }
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        Tcp::recv(self)
+    }
+    fn name(&self) -> String {
+        format!("tcp:{}", self.peer)
+    }
+}
+
+/// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]`. (`udp:` and USB serial
+/// numbers are not supported yet: the error says so.)
+pub fn connect(serial: &str) -> Result<Box<dyn Transport>> {
+    if let Some(t) = serial.strip_prefix("tcp:") {
+        let tcp = Tcp::connect(t).map_err(|e| {
+            anyhow::Error::new(e).context(
+                Fail::new(format!("cannot reach a fastboot device at {serial}"))
+                    .hint("is the phone in fastboot mode (`mobix run --device NAME --fastboot` for the emulated one)?"),
+            )
+        })?;
+        return Ok(Box::new(tcp));
+    }
+    Err(Fail::new(format!("{serial:?}: this mobix speaks fastboot over TCP only (tcp:HOST[:PORT])"))
+        .hint(
+            "UDP (U-Boot's network fastboot) and USB are not implemented yet; the stock `fastboot` client speaks them",
+        )
+        .into())
+}
+
+/// A fastboot session.
+pub struct Client {
+    t: Box<dyn Transport>,
+    /// Where INFO and TEXT lines go.
+    pub on_info: Box<dyn FnMut(&str)>,
+    /// Every command sent, in order (for the report).
+    pub sent: Vec<String>,
+}
+
+impl Client {
+    pub fn new(t: Box<dyn Transport>) -> Client {
+        Client { t, on_info: Box::new(|m| eprintln!("(bootloader) {m}")), sent: Vec::new() }
+    }
+
+    pub fn name(&self) -> String {
+        self.t.name()
+    }
+
+    fn send(&mut self, c: &Command) -> Result<()> {
+        let bytes = c.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.sent.push(c.show());
+        self.t.send(&bytes).with_context(|| format!("sending `{}` to {}", c.show(), self.t.name()))
+    }
+
+    /// Reads replies until one that is not INFO or TEXT.
+    fn reply(&mut self, c: &Command) -> Result<Reply> {
+        loop {
+            let b = self.t.recv().with_context(|| format!("waiting for the answer to `{}`", c.show()))?;
+            match Reply::parse(&b).map_err(|e| anyhow::anyhow!("answer to `{}`: {e}", c.show()))? {
+                Reply::Info(m) | Reply::Text(m) => (self.on_info)(&m),
+                r => return Ok(r),
+            }
+        }
+    }
+
+    /// Runs a command without a data phase; its OKAY value, or an error with the device's
+    /// FAIL message.
+    pub fn command(&mut self, c: &Command) -> Result<String> {
+        self.send(c)?;
+        match self.reply(c)? {
+            Reply::Okay(v) => Ok(v),
+            Reply::Fail(m) => Err(Fail::new(format!("the device refused `{}`: {m}", c.show())).into()),
+            r => Err(anyhow::anyhow!("unexpected answer to `{}`: {r:?}", c.show())),
+        }
+    }
+
+    /// A variable, or None when the device does not know it (FAIL): bootloaders differ in
+    /// which they implement.
+    pub fn getvar(&mut self, name: &str) -> Result<Option<String>> {
+        let c = Command::GetVar(name.into());
+        self.send(&c)?;
+        match self.reply(&c)? {
+            Reply::Okay(v) => Ok(Some(v)),
+            Reply::Fail(_) => Ok(None),
+            r => Err(anyhow::anyhow!("unexpected answer to `{}`: {r:?}", c.show())),
+        }
+    }
+
+    /// Downloads `len` bytes from `data` into the device's buffer, calling `progress` with
+    /// the bytes sent so far.
+    pub fn download(&mut self, data: &mut dyn Read, len: u64, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let n = u32::try_from(len).map_err(|_| anyhow::anyhow!("{}", protocol::Error::TooBig(len)))?;
+        let c = Command::Download(n);
+        self.send(&c)?;
+        match self.reply(&c)? {
+            Reply::Data(m) if m == n => {}
+            Reply::Data(m) => anyhow::bail!("the device asked for {m} bytes, not {n}"),
+            Reply::Fail(m) => return Err(Fail::new(format!("the device refused `{}`: {m}", c.show())).into()),
+            r => anyhow::bail!("unexpected answer to `{}`: {r:?}", c.show()),
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < len {
+            let want = (len - sent).min(buf.len() as u64) as usize;
+            data.read_exact(&mut buf[..want]).context("reading the image")?;
+            self.t
+                .send(&buf[..want])
+                .with_context(|| format!("sending data to {} after {sent} bytes", self.t.name()))?;
+            sent += want as u64;
+            progress(sent);
+        }
+        match self.reply(&c)? {
+            Reply::Okay(_) => Ok(()),
+            Reply::Fail(m) => Err(Fail::new(format!("the device refused the download: {m}")).into()),
+            r => anyhow::bail!("unexpected answer after the download: {r:?}"),
+        }
+    }
+}

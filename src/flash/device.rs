@@ -1,0 +1,288 @@
+//! The emulated phone in fastboot mode: the device side of the protocol over TCP on
+//! loopback, writing into the phone's GPT disk (the profile's partitions and slots, its
+//! product name, a small max-download-size so that images are split as on real phones).
+//! Sparse images are expanded with DONT_CARE left alone, as bootloaders do, so a flash in
+//! several pieces works; `set_active` changes misc as the boot_control HAL does.
+
+use super::protocol::{Command, Reply};
+use super::tcp::Tcp;
+use crate::format::{misc, sparse};
+use crate::vm::{patch_partition, read_partition, Layout};
+use anyhow::Result;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// What the device answers and how it behaves.
+pub struct Device {
+    pub disk: PathBuf,
+    pub layout: Layout,
+    pub product: String,
+    pub serialno: String,
+    pub max_download: u32,
+    /// Whether the phone has A/B slots (boot_a/boot_b).
+    pub ab: bool,
+    /// For tests of interrupted flashing: drop the connection once this many bytes of
+    /// download data have arrived (over the whole session).
+    pub drop_after: Option<u64>,
+}
+
+/// Why serving ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Left {
+    /// `reboot` or `continue`: the phone leaves fastboot mode.
+    Reboot,
+    /// The connection was dropped on purpose (`drop_after`).
+    Dropped,
+}
+
+struct Session {
+    buffer: Vec<u8>,
+    received: u64,
+}
+
+impl Device {
+    fn partition(&self, name: &str) -> Option<(u64, u64)> {
+        self.layout.find(name)
+    }
+
+    fn misc_control(&self) -> Option<misc::BootloaderControl> {
+        let raw =
+            read_partition(&self.disk, &self.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE).ok()?;
+        let c = misc::BootloaderControl::decode(raw[..].try_into().ok()?);
+        c.crc_ok().then_some(c)
+    }
+
+    fn current_slot(&self) -> char {
+        let raw = read_partition(&self.disk, &self.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE);
+        raw.ok()
+            .and_then(|r| misc::select_slot(r[..].try_into().ok()?, false).ok())
+            .and_then(|s| s.slot)
+            .map_or('a', misc::slot_letter)
+    }
+
+    fn getvar(&self, name: &str) -> Reply {
+        let exists = |p: &str| self.partition(p).is_some();
+        let ok = |v: String| Reply::Okay(v);
+        let fail = || Reply::Fail("unknown variable".into());
+        if let Some(p) = name.strip_prefix("has-slot:") {
+            return if exists(&format!("{p}_a")) {
+                ok("yes".into())
+            } else if exists(p) {
+                ok("no".into())
+            } else {
+                fail()
+            };
+        }
+        if let Some(p) = name.strip_prefix("partition-size:") {
+            return self.partition(p).map_or_else(fail, |(_, size)| ok(format!("0x{size:016X}")));
+        }
+        if let Some(p) = name.strip_prefix("partition-type:") {
+            return if exists(p) { ok("raw".into()) } else { fail() };
+        }
+        if let Some(p) = name.strip_prefix("is-logical:") {
+            return if exists(p) { ok("no".into()) } else { fail() };
+        }
+        match name {
+            "version" => ok("0.4".into()),
+            "version-bootloader" => ok("mobix-emulated-1".into()),
+            "product" => ok(self.product.clone()),
+            "serialno" => ok(self.serialno.clone()),
+            "max-download-size" => ok(format!("0x{:X}", self.max_download)),
+            "slot-count" if self.ab => ok("2".into()),
+            "current-slot" if self.ab => ok(self.current_slot().to_string()),
+            "secure" => ok("no".into()),
+            "unlocked" => ok("yes".into()),
+            "is-userspace" => ok("no".into()),
+            _ => fail(),
+        }
+    }
+
+    fn flash(&self, name: &str, data: &[u8]) -> Reply {
+        let Some((start, size)) = self.partition(name) else {
+            return Reply::Fail(format!("no partition {name}"));
+        };
+        let res = (|| -> Result<()> {
+            let mut f = fs::OpenOptions::new().write(true).open(&self.disk)?;
+            if data.len() >= 4 && data[..4] == sparse::MAGIC.to_le_bytes() {
+                sparse::decode(data, |op| {
+                    let (off, len) = match &op {
+                        sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
+                        sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => (*offset, *len),
+                    };
+                    if off + len > size {
+                        return Err(std::io::Error::other(format!("the image is larger than {name}")));
+                    }
+                    match op {
+                        sparse::Op::Data { offset, data } => {
+                            f.seek(SeekFrom::Start(start + offset))?;
+                            f.write_all(data)
+                        }
+                        sparse::Op::Fill { offset, len, value: 0 } if punch_hole(&f, start + offset, len) => Ok(()),
+                        sparse::Op::Fill { offset, len, value } => {
+                            f.seek(SeekFrom::Start(start + offset))?;
+                            let block: Vec<u8> = value.to_le_bytes().iter().copied().cycle().take(1 << 16).collect();
+                            let mut left = len;
+                            while left > 0 {
+                                let n = left.min(block.len() as u64) as usize;
+                                f.write_all(&block[..n])?;
+                                left -= n as u64;
+                            }
+                            Ok(())
+                        }
+                        sparse::Op::DontCare { .. } => Ok(()),
+                    }
+                })?;
+            } else {
+                anyhow::ensure!(data.len() as u64 <= size, "the image ({} bytes) is larger than {name}", data.len());
+                f.seek(SeekFrom::Start(start))?;
+                f.write_all(data)?;
+            }
+            f.sync_all()?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Reply::Okay(String::new()),
+            Err(e) => Reply::Fail(format!("{e:#}")),
+        }
+    }
+
+    fn erase(&self, name: &str) -> Reply {
+        let Some((start, size)) = self.partition(name) else {
+            return Reply::Fail(format!("no partition {name}"));
+        };
+        if fs::OpenOptions::new().write(true).open(&self.disk).is_ok_and(|f| punch_hole(&f, start, size)) {
+            return Reply::Okay(String::new());
+        }
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(zeros.len() as u64) as usize;
+            if let Err(e) = patch_partition(&self.disk, &self.layout, name, off, &zeros[..n]) {
+                return Reply::Fail(format!("{e:#}"));
+            }
+            off += n as u64;
+        }
+        Reply::Okay(String::new())
+    }
+
+    fn set_active(&self, slot: char) -> Reply {
+        if !self.ab {
+            return Reply::Fail("this device has no slots".into());
+        }
+        let Some(index) = ('a'..='b').position(|c| c == slot) else {
+            return Reply::Fail(format!("no slot {slot}"));
+        };
+        let mut c = self.misc_control().unwrap_or_else(|| misc::BootloaderControl::uboot_default(2));
+        if let Err(e) = c.set_active(index) {
+            return Reply::Fail(e.to_string());
+        }
+        match patch_partition(&self.disk, &self.layout, "misc", misc::CONTROL_OFFSET as u64, &c.encode()) {
+            Ok(()) => Reply::Okay(String::new()),
+            Err(e) => Reply::Fail(format!("{e:#}")),
+        }
+    }
+
+    /// Serves connections one after another until the host reboots the phone (or, in a
+    /// test, the connection is dropped on purpose). `log` gets one line per command.
+    pub fn serve(&self, listener: &TcpListener, log: &dyn Fn(&str)) -> Result<Left> {
+        let mut s = Session { buffer: Vec::new(), received: 0 };
+        loop {
+            let (stream, _) = listener.accept()?;
+            let mut t = match Tcp::accept(stream) {
+                Ok(t) => t,
+                Err(e) => {
+                    log(&format!("handshake failed: {e}"));
+                    continue;
+                }
+            };
+            match self.session(&mut t, &mut s, log) {
+                Ok(Some(left)) => return Ok(left),
+                Ok(None) => {}
+                Err(e) => log(&format!("connection ended: {e}")),
+            }
+        }
+    }
+
+    /// One connection; Some when the phone leaves fastboot mode.
+    fn session(&self, t: &mut Tcp, s: &mut Session, log: &dyn Fn(&str)) -> Result<Option<Left>> {
+        loop {
+            let packet = match t.recv() {
+                Ok(p) => p,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let cmd = Command::parse(&packet);
+            log(&cmd.show());
+            let reply = match &cmd {
+                Command::GetVar(v) if v == "all" => {
+                    for name in ["version", "product", "serialno", "max-download-size", "slot-count", "current-slot"] {
+                        if let Reply::Okay(v) = self.getvar(name) {
+                            t.send(&Reply::Info(format!("{name}:{v}")).encode())?;
+                        }
+                    }
+                    Reply::Okay(String::new())
+                }
+                Command::GetVar(v) => self.getvar(v),
+                Command::Download(n) if *n > self.max_download => {
+                    Reply::Fail(format!("download of {n} bytes is over max-download-size {}", self.max_download))
+                }
+                Command::Download(n) => {
+                    t.send(&Reply::Data(*n).encode())?;
+                    s.buffer.clear();
+                    while s.buffer.len() < *n as usize {
+                        let chunk = match t.recv() {
+                            Ok(c) => c,
+                            Err(e) => {
+                                log(&format!("the host went away during the download: {e}"));
+                                return Ok(None);
+                            }
+                        };
+                        s.received += chunk.len() as u64;
+                        if self.drop_after.is_some_and(|limit| s.received >= limit) {
+                            log(&format!("dropping the connection after {} bytes (as asked)", s.received));
+                            t.close();
+                            return Ok(Some(Left::Dropped));
+                        }
+                        s.buffer.extend_from_slice(&chunk);
+                    }
+                    if s.buffer.len() != *n as usize {
+                        Reply::Fail(format!("received {} bytes, announced {n}", s.buffer.len()))
+                    } else {
+                        Reply::Okay(String::new())
+                    }
+                }
+                Command::Flash(p) => {
+                    let r = self.flash(p, &s.buffer);
+                    s.buffer.clear();
+                    r
+                }
+                Command::Erase(p) => self.erase(p),
+                Command::SetActive(slot) => self.set_active(*slot),
+                Command::Reboot | Command::Continue => {
+                    t.send(&Reply::Okay(String::new()).encode())?;
+                    return Ok(Some(Left::Reboot));
+                }
+                Command::RebootBootloader => Reply::Okay(String::new()),
+                Command::Boot => Reply::Fail("the emulated phone cannot boot from RAM; use `mobix test`".into()),
+                Command::Other(c) => Reply::Fail(format!("unknown command {c}")),
+            };
+            if let Reply::Fail(m) = &reply {
+                log(&format!("  FAIL {m}"));
+            }
+            t.send(&reply.encode())?;
+        }
+    }
+}
+
+/// Zeroes `len` bytes at `offset` of the disk file by deallocating them (the disk image
+/// stays sparse and zeroing a partition takes no time). False if the filesystem cannot.
+fn punch_hole(f: &fs::File, offset: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: fallocate on an open file descriptor with plain integer arguments.
+    unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, n) == 0 }
+}
