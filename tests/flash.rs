@@ -4,9 +4,9 @@
 //! Also: a second build to the inactive slot, an interrupted flash, a wrong product, an
 //! image too large for its partition.
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -38,35 +38,45 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The emulated phone in fastboot mode, killed when dropped.
 struct Phone {
     child: Child,
     port: u16,
+    /// Its stderr, past the line that named the port.
+    err: BufReader<ChildStderr>,
+    said: String,
 }
 
 impl Phone {
+    /// Starts it on a port it picks itself (`--port 0`), read back from what it prints, so
+    /// that tests running side by side cannot take each other's port.
     fn start(device: &str, out: &Path, extra: &[&str]) -> Phone {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["run", "--device", device, "--fastboot", "--port", &port.to_string()])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["run", "--device", device, "--fastboot", "--port", "0"])
             .arg("--out")
             .arg(out)
             .args(extra)
             .arg("--repo")
             .arg(repo())
+            // The console of a boot from RAM.
+            .stdout(std::fs::File::create(out.with_extension("console.log")).unwrap())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "the emulated phone did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Phone { child, port }
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        let port = loop {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                panic!("the emulated phone did not start:\n{said}");
+            }
+            said.push_str(&line);
+            if let Some(rest) = line.split("on tcp:127.0.0.1:").nth(1) {
+                break rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+            }
+        };
+        Phone { child, port, err, said }
     }
 
     fn serial(&self) -> String {
@@ -75,7 +85,17 @@ impl Phone {
 
     /// Waits until the phone leaves fastboot mode; returns what it logged.
     fn wait(mut self) -> String {
-        let status = self.child.wait().unwrap();
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed() > Duration::from_secs(180) {
+                let _ = self.child.kill();
+                panic!("the emulated phone did not finish within 180 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let log = self.log();
         assert!(status.success(), "the fastboot device failed:\n{log}");
         log
@@ -89,10 +109,9 @@ impl Phone {
     }
 
     fn log(&mut self) -> String {
-        use std::io::Read;
-        let mut log = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-        log
+        let mut rest = String::new();
+        self.err.read_to_string(&mut rest).unwrap();
+        format!("{}{rest}", self.said)
     }
 }
 
@@ -155,6 +174,39 @@ fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
     let t = test_flashed(&out, None);
     assert_eq!(t["passed"], true, "{t}");
     assert_eq!(t["boots"][0]["slot"], "a");
+
+    // The build's flash.sh, for people with only the stock client: slot a runs, so it
+    // writes slot b and makes it active.
+    let phone = Phone::start("qemu-aarch64", &out, &[]);
+    let s = phone.serial();
+    let said = tool(Command::new("timeout").arg("300").arg(out.join("flash.sh")).args(["-s", &s]));
+    assert!(said.contains("writing slot b"), "{said}");
+    tool(Command::new("timeout").args(["60", "fastboot", "-s", &s, "reboot"]));
+    phone.wait();
+    let t = test_flashed(&out, None);
+    assert_eq!((t["passed"].as_bool(), t["boots"][0]["slot"].as_str()), (Some(true), Some("b")), "{t}");
+
+    // `fastboot flashall` reads the build's android-info.txt: a fresh phone takes it and
+    // boots; another model is refused.
+    std::fs::remove_dir_all(out.join("phone")).unwrap();
+    let flashall = |phone: &Phone| {
+        Command::new("timeout")
+            .args(["300", "fastboot", "-s", &phone.serial(), "flashall"])
+            .env("ANDROID_PRODUCT_OUT", &out)
+            .output()
+            .unwrap()
+    };
+    let phone = Phone::start("qemu-aarch64", &out, &[]);
+    let o = flashall(&phone);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    phone.wait();
+    assert_eq!(test_flashed(&out, None)["passed"], true);
+    let other = Phone::start("google-sargo", &tmp.path().join("other"), &[]);
+    let o = flashall(&other);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qemu-aarch64"), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = other.stop();
+    assert!(!log.contains("download:"), "nothing was sent to the wrong phone:\n{log}");
 }
 
 #[test]
@@ -182,6 +234,15 @@ fn mobix_flash_then_boot_then_an_update_to_the_inactive_slot() {
     let t = test_flashed(&out, None);
     assert_eq!(t["passed"], true, "{t}");
     assert_eq!((t["boots"][0]["slot"].as_str(), t["generation"].as_u64()), (Some("b"), Some(first)));
+
+    // `mobix boot`: the boot image from RAM, nothing flashed; it finds the system flashed
+    // above and reaches boot-complete (then powers off, as asked).
+    let phone = Phone::start("qemu-aarch64", &out, &["--max-download-size", "67108864", "--append", "mobix.poweroff"]);
+    ok(&mobix(&["boot", "--device", "qemu-aarch64", "--out", out.to_str().unwrap(), "-s", &phone.serial()]));
+    let log = phone.wait();
+    assert!(log.contains("booting the"), "{log}");
+    let console = std::fs::read_to_string(out.with_extension("console.log")).unwrap();
+    assert!(console.contains("mobix: boot-complete"), "{console}");
 
     // The same build again with --skip-unchanged sends nothing.
     let phone = Phone::start("qemu-aarch64", &out, &[]);

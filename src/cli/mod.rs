@@ -52,6 +52,8 @@ enum Cmd {
     /// Flash the last build onto a phone in fastboot mode, following its flash plan; on A/B
     /// phones the inactive slot, made active only once every image is written.
     Flash(FlashArgs),
+    /// Boot the last build's boot.img from RAM (`fastboot boot`) without flashing anything.
+    Boot(BootArgs),
     /// List the host tools each command needs, which are missing, and their packages.
     Doctor(DoctorArgs),
     /// The generations built for a device: list, show, diff, rollback, delete.
@@ -180,6 +182,18 @@ struct RunArgs {
     /// Tests: drop the fastboot connection after this many bytes of download data.
     #[arg(long, hide = true)]
     drop_after_bytes: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct BootArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// The phone: `tcp:HOST[:PORT]`.
+    #[arg(long, short = 's', value_name = "SERIAL")]
+    serial: String,
+    /// Boot even if the device reports another product than the profile's.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -367,6 +381,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Test(a) => cmd_test(&cli.global, a),
         Cmd::Run(a) => cmd_run(&cli.global, a),
         Cmd::Flash(a) => cmd_flash(&cli.global, a),
+        Cmd::Boot(a) => cmd_boot(&cli.global, a),
         Cmd::Doctor(a) => cmd_doctor(a),
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
         Cmd::Device(d) => cmd_device(&cli.global, d),
@@ -702,15 +717,20 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         a.max_download_size
     ));
     let left = device.serve(&listener, &|line| progress(&format!("fastboot: {line}")))?;
+    if let flash::device::Left::BootRam { image, slot } = left {
+        drop(listener);
+        progress(&format!("booting the {} bytes sent from RAM", image.len()));
+        let dir = a.target.out_dir().join("phone");
+        let status = vm::boot_from_ram(&profile, &dir, &disk, &image, slot, &a.append)?;
+        return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     progress(&format!("left fastboot mode ({left:?})"));
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
-    let repo = find_repo(g)?;
-    let profile = a.target.load(&repo)?;
-    let out = a.target.out_dir();
-    let manifest = image::load_manifest(&out)?;
+/// Loads the manifest and flash plan of the build in `out`, checking they are `profile`'s.
+fn load_build(profile: &Profile, out: &Path) -> Result<(image::Manifest, image::FlashPlan)> {
+    let manifest = image::load_manifest(out)?;
     if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
         return Err(Fail::new(format!(
             "{} holds a build for {}, not {}",
@@ -725,6 +745,27 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         &std::fs::read(&plan_path).map_err(|e| util::user_error(e, format!("reading {}", plan_path.display())))?,
     )
     .map_err(|e| util::user_error(e, format!("parsing {}", plan_path.display())))?;
+    Ok((manifest, plan))
+}
+
+fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let out = a.target.out_dir();
+    let (manifest, plan) = load_build(&profile, &out)?;
+    let boot = image::image_file(&out, &manifest, "boot.img")?;
+    let mut client = flash::client::Client::new(flash::client::connect(&a.serial)?);
+    client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
+    flash::boot(&mut client, &plan, &boot, a.force, &progress)?;
+    progress(&format!("booting generation {}'s boot.img from RAM on {}", manifest.generation, client.name()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let out = a.target.out_dir();
+    let (manifest, plan) = load_build(&profile, &out)?;
     let mut images = std::collections::BTreeMap::new();
     for (name, info) in &manifest.images {
         let path = image::image_file(&out, &manifest, name)?;

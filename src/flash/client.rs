@@ -27,8 +27,20 @@ impl Transport for Tcp {
     }
 }
 
-/// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]`. (`udp:` and USB serial
-/// numbers are not supported yet: the error says so.)
+impl Transport for super::udp::Udp {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        super::udp::Udp::send(self, data)
+    }
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        super::udp::Udp::recv(self)
+    }
+    fn name(&self) -> String {
+        format!("udp:{}", self.peer)
+    }
+}
+
+/// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]` or `udp:HOST[:PORT]`. (USB
+/// serial numbers are not supported yet: the error says so.)
 pub fn connect(serial: &str) -> Result<Box<dyn Transport>> {
     if let Some(t) = serial.strip_prefix("tcp:") {
         let tcp = Tcp::connect(t).map_err(|e| {
@@ -39,11 +51,20 @@ pub fn connect(serial: &str) -> Result<Box<dyn Transport>> {
         })?;
         return Ok(Box::new(tcp));
     }
-    Err(Fail::new(format!("{serial:?}: this mobix speaks fastboot over TCP only (tcp:HOST[:PORT])"))
-        .hint(
-            "UDP (U-Boot's network fastboot) and USB are not implemented yet; the stock `fastboot` client speaks them",
-        )
-        .into())
+    if let Some(t) = serial.strip_prefix("udp:") {
+        let udp = super::udp::Udp::connect(t).map_err(|e| {
+            anyhow::Error::new(e).context(
+                Fail::new(format!("cannot reach a fastboot device at {serial}"))
+                    .hint("is the bootloader running `fastboot udp` and reachable on that port?"),
+            )
+        })?;
+        return Ok(Box::new(udp));
+    }
+    Err(Fail::new(format!(
+        "{serial:?}: this mobix speaks fastboot over TCP and UDP (tcp:HOST[:PORT], udp:HOST[:PORT])"
+    ))
+    .hint("USB is not implemented yet; the stock `fastboot` client speaks it")
+    .into())
 }
 
 /// A fastboot session.

@@ -33,6 +33,8 @@ pub struct Device {
 pub enum Left {
     /// `reboot` or `continue`: the phone leaves fastboot mode.
     Reboot,
+    /// `boot`: start the downloaded boot image from RAM (on the current slot).
+    BootRam { image: Vec<u8>, slot: Option<usize> },
     /// The connection was dropped on purpose (`drop_after`).
     Dropped,
 }
@@ -265,7 +267,12 @@ impl Device {
                     return Ok(Some(Left::Reboot));
                 }
                 Command::RebootBootloader => Reply::Okay(String::new()),
-                Command::Boot => Reply::Fail("the emulated phone cannot boot from RAM; use `mobix test`".into()),
+                Command::Boot if s.buffer.is_empty() => Reply::Fail("nothing downloaded to boot".into()),
+                Command::Boot => {
+                    t.send(&Reply::Okay(String::new()).encode())?;
+                    let slot = self.ab.then(|| if self.current_slot() == 'b' { 1 } else { 0 });
+                    return Ok(Some(Left::BootRam { image: std::mem::take(&mut s.buffer), slot }));
+                }
                 Command::Other(c) => Reply::Fail(format!("unknown command {c}")),
             };
             if let Reply::Fail(m) = &reply {

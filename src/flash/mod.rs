@@ -12,6 +12,7 @@ pub mod client;
 pub mod device;
 pub mod protocol;
 pub mod tcp;
+pub mod udp;
 
 use crate::format::sparse;
 use crate::image::{FlashPlan, Step};
@@ -159,6 +160,59 @@ fn pieces(path: &Path, max: u64) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Refuses a device whose `product` is not one the build is for (unless `force`); notes
+/// it as assumed when the device does not say. Returns what it said.
+pub fn check_product(
+    client: &mut Client,
+    plan: &FlashPlan,
+    force: bool,
+    assumed: &mut Vec<String>,
+    progress: &dyn Fn(&str),
+) -> Result<Option<String>> {
+    let product = client.getvar("product")?.map(|p| p.trim().to_string());
+    match &product {
+        Some(p) if plan.products.iter().any(|w| w == p) => {}
+        Some(p) if force => {
+            progress(&format!("warning: the device says product {p:?}, the build is for {:?}; --force", plan.products))
+        }
+        Some(p) => {
+            return Err(Fail::new(format!(
+                "the device is a {p:?}, but this build is for {} (product {})",
+                plan.device,
+                plan.products.join(" or ")
+            ))
+            .hint("use the build for this phone, or pass --force if the profile's fastboot_products is wrong")
+            .into())
+        }
+        None => assumed.push("product: the device does not report it, so its identity was not checked".into()),
+    }
+    Ok(product)
+}
+
+/// `fastboot boot`: sends a boot image and starts it from RAM, flashing nothing.
+pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, progress: &dyn Fn(&str)) -> Result<()> {
+    let mut assumed = Vec::new();
+    check_product(client, plan, force, &mut assumed, progress)?;
+    for a in &assumed {
+        progress(&format!("assumed: {a}"));
+    }
+    let bytes = fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    if let Some(max) = client.getvar("max-download-size")?.as_deref().and_then(protocol::parse_number) {
+        if bytes.len() as u64 > max {
+            return Err(Fail::new(format!(
+                "{} ({} bytes) is larger than the device's max-download-size ({max} bytes)",
+                image.display(),
+                bytes.len()
+            ))
+            .hint("a boot from RAM cannot be split; flash it instead (`mobix flash --only boot`)")
+            .into());
+        }
+    }
+    client.download(&mut &bytes[..], bytes.len() as u64, &mut |_| {})?;
+    client.command(&Command::Boot)?;
+    Ok(())
+}
+
 /// One write the plan makes, resolved for the device.
 struct Resolved {
     partition: String,
@@ -177,24 +231,7 @@ pub fn run(
     progress: &dyn Fn(&str),
 ) -> Result<Report> {
     let mut assumed = Vec::new();
-    let product = client.getvar("product")?;
-    match &product {
-        Some(p) if plan.products.iter().any(|w| w == p.trim()) => {}
-        Some(p) if opts.force => {
-            progress(&format!("warning: the device says product {p:?}, the build is for {:?}; --force", plan.products))
-        }
-        Some(p) => {
-            return Err(Fail::new(format!(
-                "the device is a {:?}, but this build is for {} (product {})",
-                p.trim(),
-                plan.device,
-                plan.products.join(" or ")
-            ))
-            .hint("flash the build for this phone, or pass --force if the profile's fastboot_products is wrong")
-            .into())
-        }
-        None => assumed.push("product: the device does not report it, so its identity was not checked".into()),
-    }
+    let product = check_product(client, plan, opts.force, &mut assumed, progress)?;
     let max_download = match client.getvar("max-download-size")?.as_deref().and_then(protocol::parse_number) {
         Some(n) if n > 0 => n,
         _ => {
@@ -286,7 +323,7 @@ pub fn run(
         version: 1,
         device: plan.device.clone(),
         transport: key.clone(),
-        product: product.map(|p| p.trim().to_string()),
+        product,
         max_download_size: max_download,
         current_slot: current,
         slots: slots.clone(),

@@ -90,6 +90,60 @@ pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
     }
 }
 
+/// The files that let people with only the stock tools flash a build: `android-info.txt`
+/// (the product requirement `fastboot flashall`/`update` check), `fastboot-info.txt` (the
+/// flashing manifest of newer fastboot clients) and `flash.sh` (the flash plan with the
+/// stock client: the inactive slot, `--set-active` only after every write).
+pub fn stock_tool_files(plan: &FlashPlan, generation: u32) -> Vec<(&'static str, String)> {
+    let products = plan.products.join("|");
+    let android_info = format!("require board={products}\n");
+    let mut info = String::from("version 1\n");
+    let mut sh = format!(
+        "#!/bin/sh\n\
+         # Flashes generation {generation} of {device} with the stock fastboot client, as `mobix flash`\n\
+         # does{ab}.\n\
+         # Usage: ./flash.sh [-s SERIAL]   (FASTBOOT=path overrides the client)\n\
+         set -eu\n\
+         cd \"$(dirname \"$0\")\"\n\
+         fb() {{ \"${{FASTBOOT:-fastboot}}\" \"$@\"; }}\n\
+         product=$(fb \"$@\" getvar product 2>&1 | sed -n 's/^product: *//p' | head -n 1)\n\
+         case \"$product\" in\n  {case}) ;;\n  \
+         *) echo \"flash.sh: the device is '$product', this build is for {device} ({products})\" >&2; exit 1 ;;\n\
+         esac\n",
+        device = plan.device,
+        ab = if plan.ab { ": the inactive slot, made active only after every image is written" } else { "" },
+        case = plan.products.join("|"),
+    );
+    if plan.ab {
+        sh.push_str(
+            "current=$(fb \"$@\" getvar current-slot 2>&1 | sed -n 's/^current-slot: *_\\{0,1\\}//p' | head -n 1)\n\
+             case \"$current\" in\n  a) slot=b ;;\n  b) slot=a ;;\n  \
+             *) echo \"flash.sh: cannot read the current slot ('$current')\" >&2; exit 1 ;;\nesac\n\
+             echo \"flash.sh: the phone runs slot $current; writing slot $slot\"\n",
+        );
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Erase { partition } => {
+                info.push_str(&format!("erase {partition}\n"));
+                sh.push_str(&format!("fb \"$@\" erase {partition}\n"));
+            }
+            Step::Flash { partition, slotted, image } => {
+                let vbmeta = if image == "vbmeta.img" { "--apply-vbmeta " } else { "" };
+                info.push_str(&format!("flash {vbmeta}{partition} {image}\n"));
+                let target = if *slotted { format!("{partition}_$slot") } else { partition.clone() };
+                sh.push_str(&format!("fb \"$@\" flash {target} {image}\n"));
+            }
+        }
+    }
+    if plan.ab {
+        sh.push_str("fb \"$@\" --set-active=\"$slot\"\necho \"flash.sh: done; slot $slot is active (reboot: fastboot reboot)\"\n");
+    } else {
+        sh.push_str("echo \"flash.sh: done (reboot: fastboot reboot)\"\n");
+    }
+    vec![("android-info.txt", android_info), ("fastboot-info.txt", info), ("flash.sh", sh)]
+}
+
 /// Links the images into `out`, writes the manifest and the flash plan. Returns the manifest.
 pub fn publish(
     store: &Store,
@@ -122,6 +176,15 @@ pub fn publish(
     }
     let plan = flash_plan(profile, images.contains_key("vbmeta.img"));
     util::write_atomic(&out.join(FLASH_PLAN), (serde_json::to_string_pretty(&plan)? + "\n").as_bytes())?;
+    for (name, text) in stock_tool_files(&plan, generation) {
+        let path = out.join(name);
+        util::write_atomic(&path, text.as_bytes())?;
+        if name.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", path.display()))?;
+        }
+    }
     let m = Manifest {
         version: 1,
         device: profile.codename.to_string(),

@@ -316,18 +316,25 @@ pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result
     };
     let (_, size) = p.layout.find(&part).with_context(|| format!("the disk has no partition {part}"))?;
     let bytes = read_partition(&p.disk, &p.layout, &part, 0, size as usize)?;
-    let boot = match BootImage::parse(&bytes) {
+    load(&p.dir, &bytes, slot).map(|r| r.map_err(|e| format!("{part} holds no bootable image ({e})")))
+}
+
+/// Takes kernel, ramdisk, dtb and command line out of a boot image (into `dir`), as a
+/// bootloader does, appending `androidboot.slot_suffix` for `slot`. The inner error says
+/// why the bytes are not a bootable image.
+pub fn load(dir: &Path, bytes: &[u8], slot: Option<usize>) -> Result<std::result::Result<Loaded, String>> {
+    let boot = match BootImage::parse(bytes) {
         Ok(b) => b,
-        Err(e) => return Ok(Err(format!("{part} holds no bootable image ({e})"))),
+        Err(e) => return Ok(Err(e.to_string())),
     };
-    let kernel = p.dir.join("kernel");
-    let initrd = p.dir.join("initrd");
+    let kernel = dir.join("kernel");
+    let initrd = dir.join("initrd");
     fs::write(&kernel, &boot.kernel)?;
     fs::write(&initrd, &boot.ramdisk)?;
     let dtb = if boot.dtb.is_empty() {
         None
     } else {
-        let d = p.dir.join("dtb");
+        let d = dir.join("dtb");
         fs::write(&d, &boot.dtb)?;
         Some(d)
     };
@@ -339,23 +346,59 @@ pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result
 }
 
 /// QEMU with the phone's machine and disk, before anything is loaded.
-fn qemu_base(profile: &Profile, p: &Prepared) -> Result<Command> {
+fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
         Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
     let mut c = Command::new("qemu-system-aarch64");
+    // QEMU must not outlive mobix, even one killed with SIGKILL (which no handler sees).
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
         .args(["-nographic", "-nic", "none", "-no-reboot"])
         .arg("-drive")
-        .arg(format!("if=none,id=disk0,format=raw,file={}", p.disk.display()))
+        .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()));
     Ok(c)
 }
 
+/// Boots a boot image from RAM on the phone's disk (`fastboot boot`): once, with the
+/// console on this terminal, the current slot's suffix appended as bootloaders do.
+pub fn boot_from_ram(
+    profile: &Profile,
+    dir: &Path,
+    disk: &Path,
+    bytes: &[u8],
+    slot: Option<usize>,
+    extra: &str,
+) -> Result<std::process::ExitStatus> {
+    let loaded =
+        load(dir, bytes, slot)?.map_err(|e| Fail::new(format!("the image sent to boot is not bootable: {e}")))?;
+    let mut c = qemu_base(profile, disk)?;
+    c.arg("-kernel")
+        .arg(&loaded.kernel)
+        .arg("-initrd")
+        .arg(&loaded.initrd)
+        .arg("-append")
+        .arg(loaded.cmdline_with(extra));
+    if let Some(dtb) = &loaded.dtb {
+        c.arg("-dtb").arg(dtb);
+    }
+    eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&c));
+    let status =
+        c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
+    Ok(status)
+}
+
 /// The QEMU command line for one boot of what the model loaded.
 pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
-    let mut c = qemu_base(profile, p)?;
+    let mut c = qemu_base(profile, &p.disk)?;
     c.arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd).arg("-append").arg(cmdline);
     if let Some(dtb) = &l.dtb {
         c.arg("-dtb").arg(dtb);
@@ -431,7 +474,7 @@ fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &str) -> Resu
     f.write_all(&env)?;
     f.set_len(PFLASH_SIZE)?;
     drop(f);
-    let mut c = qemu_base(profile, p)?;
+    let mut c = qemu_base(profile, &p.disk)?;
     c.arg("-bios").arg(bin).arg("-drive").arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()));
     Ok(c)
 }
