@@ -2,7 +2,8 @@
 //! --fastboot`, TCP on loopback, writing into its GPT disk) flashed by the stock AOSP
 //! client and by `mobix flash`, then booted from that disk (`mobix test --flashed`).
 //! Also: a second build to the inactive slot, an interrupted flash, a wrong product, an
-//! image too large for its partition.
+//! image too large for its partition; and `mobix flash` over UDP to the emulated phone's
+//! real bootloader, U-Boot's `fastboot udp`, after which U-Boot boots what was flashed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -310,4 +311,109 @@ fn an_interrupted_flash_keeps_the_old_slot_and_a_wrong_phone_or_size_is_refused(
     assert!(err.contains("does not fit partition boot_b") && err.contains("nothing was written"), "{err}");
     let log = phone.stop();
     assert!(!log.contains("download:"), "no byte was sent:\n{log}");
+}
+
+#[test]
+fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // U-Boot writes the emulated SD card at about 5 MB/s, FILL regions included: a small
+    // system partition keeps this test short.
+    let cfg = tmp.path().join("small.yaml");
+    std::fs::write(
+        &cfg,
+        "device:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
+         - { name: boot, size: 64MiB, slotted: true }\n      - { name: system, size: 96MiB }\n",
+    )
+    .unwrap();
+    build(&out, Some(&cfg));
+    let (o, c) = (out.to_str().unwrap(), cfg.to_str().unwrap());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut phone = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(["run", "--device", "qemu-aarch64", "--fastboot", "--bootloader", "u-boot", "--port", &port])
+        .args(["--out", o, "--config", c, "--store", store().to_str().unwrap()])
+        .arg("--repo")
+        .arg(repo())
+        .spawn()
+        .unwrap();
+    let serial = format!("udp:127.0.0.1:{port}");
+    let f = mobix(
+        &["flash", "--device", "qemu-aarch64", "--out", o, "--config", c, "-s", &serial, "--slot", "b"]
+            .into_iter()
+            .chain(["--reboot", "--json"])
+            .collect::<Vec<_>>(),
+    );
+    if !f.status.success() {
+        let _ = phone.kill();
+    }
+    let r: serde_json::Value = serde_json::from_str(&ok(&f)).unwrap();
+    assert_eq!(r["transport"].as_str().map(|t| t.starts_with("udp:")), Some(true), "{r}");
+    // U-Boot 2023.01 reports no product and no slot-count: said, and the switch to slot b
+    // went through misc.
+    let assumed = r["assumed"].to_string();
+    assert!(assumed.contains("product") && assumed.contains("slot-count"), "{assumed}");
+    assert_eq!(r["set_active"], "b");
+    assert!(r["commands"].as_array().unwrap().iter().any(|c| c == "flash:misc"), "{r}");
+    let t0 = Instant::now();
+    while phone.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "U-Boot did not reboot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = mobix(&[
+        "test",
+        "--device",
+        "qemu-aarch64",
+        "--flashed",
+        "--bootloader",
+        "u-boot",
+        "--json",
+        "--out",
+        o,
+        "--config",
+        c,
+    ]);
+    let t: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    assert_eq!(t["passed"], true, "{t}");
+    assert_eq!((t["boots"][0]["slot"].as_str(), t["generation"].as_u64()), (Some("b"), Some(generation(&out))));
+}
+
+#[test]
+fn a_phone_with_erase_steps_gets_them_first() {
+    // The OnePlus 6 profile erases dtbo (so its bootloader does not apply Android's
+    // overlays before the kernel's device tree); its emulated phone in fastboot mode takes
+    // the plan (it cannot boot: no QEMU model for it).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    ok(&mobix(&["build", "--device", "oneplus-enchilada", "--kernel-from", "substitute", "--out", o]));
+    let phone = Phone::start("oneplus-enchilada", &out, &[]);
+    let serial = phone.serial();
+    let r: serde_json::Value = serde_json::from_str(&ok(&mobix(&[
+        "flash",
+        "--device",
+        "oneplus-enchilada",
+        "--out",
+        o,
+        "-s",
+        &serial,
+        "--reboot",
+        "--json",
+    ])))
+    .unwrap();
+    let steps: Vec<(&str, &str)> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["action"].as_str().unwrap(), s["partition"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [("erase", "dtbo_a"), ("erase", "dtbo_b"), ("flash", "boot_b"), ("flash", "userdata")],
+        "erase first, then boot to the inactive slot, then the system image to userdata"
+    );
+    let cmds = r["commands"].as_array().unwrap();
+    let last_write = cmds.iter().rposition(|c| c.as_str().unwrap().starts_with("flash:")).unwrap();
+    assert_eq!(cmds[last_write + 1], "set_active:b", "set_active comes after every write");
+    let log = phone.wait();
+    assert!(log.contains("erase:dtbo_a") && log.contains("flash:userdata"), "{log}");
 }

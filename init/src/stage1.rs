@@ -124,10 +124,20 @@ fn pick(
         state: Some(loc.clone()),
         slot,
     };
+    let keys = sys::volume_key_devices();
+    let held = sys::volume_key_held(&keys);
+    if held {
+        say("a volume key is held: generation menu");
+    }
     let wants_menu = sys::cmdline_has(cmdline, "mobix.menu")
+        || held
         || (cfg.menu_timeout_ms > 0 && {
-            say(&format!("press a key within {:.1}s for the generation menu", cfg.menu_timeout_ms as f64 / 1000.0));
-            sys::key_within(Duration::from_millis(cfg.menu_timeout_ms as u64))
+            let volume = if keys.is_empty() { "" } else { " (or a volume key)" };
+            say(&format!(
+                "press a key{volume} within {:.1}s for the generation menu",
+                cfg.menu_timeout_ms as f64 / 1000.0
+            ));
+            sys::key_within(Duration::from_millis(cfg.menu_timeout_ms as u64), &keys)
         });
     if wants_menu {
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {

@@ -172,8 +172,10 @@ pub fn write_at(dev: &Path, offset: u64, data: &[u8]) -> Result<()> {
 }
 
 /// Waits up to `timeout` for one key on stdin (the console), without waiting for Enter.
-pub fn key_within(timeout: std::time::Duration) -> bool {
-    // SAFETY: termios calls on fd 0 with a valid struct; poll with one valid pollfd.
+pub fn key_within(timeout: std::time::Duration, keys: &[std::fs::File]) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: termios calls on fd 0 with a valid struct; poll on valid pollfds; reads into
+    // buffers of the given sizes.
     unsafe {
         let mut old: libc::termios = std::mem::zeroed();
         let is_tty = libc::tcgetattr(0, &mut old) == 0;
@@ -182,17 +184,96 @@ pub fn key_within(timeout: std::time::Duration) -> bool {
             raw.c_lflag &= !(libc::ICANON | libc::ECHO);
             libc::tcsetattr(0, libc::TCSANOW, &raw);
         }
-        let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
-        let got = libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) > 0 && p.revents & libc::POLLIN != 0;
-        if got {
-            let mut b = [0u8; 16];
-            libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len());
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = false;
+        while !got {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> = std::iter::once(0)
+                .chain(keys.iter().map(|k| k.as_raw_fd()))
+                .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+                .collect();
+            if libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as libc::c_int) <= 0 {
+                break;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                let mut b = [0u8; 16];
+                libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len());
+                got = true;
+            }
+            for f in &fds[1..] {
+                if f.revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                // struct input_event on 64-bit: timeval (16), type u16, code u16, value i32.
+                let mut ev = [0u8; 24 * 16];
+                let n = libc::read(f.fd, ev.as_mut_ptr() as *mut libc::c_void, ev.len());
+                for e in ev[..n.max(0) as usize].chunks_exact(24) {
+                    let kind = u16::from_ne_bytes([e[16], e[17]]);
+                    let code = u16::from_ne_bytes([e[18], e[19]]);
+                    let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
+                    got |= kind == EV_KEY && VOLUME_KEYS.contains(&code) && value == 1;
+                }
+            }
         }
         if is_tty {
             libc::tcsetattr(0, libc::TCSANOW, &old);
         }
         got
     }
+}
+
+const EV_KEY: u16 = 1;
+/// KEY_VOLUMEDOWN and KEY_VOLUMEUP.
+const VOLUME_KEYS: [u16; 2] = [114, 115];
+/// Bytes of a key bitmap (KEY_MAX 0x2ff).
+const KEY_BYTES: usize = 0x300 / 8;
+
+/// `_IOC(_IOC_READ, 'E', nr, len)`.
+fn eviocg(nr: u32, len: usize) -> libc::Ioctl {
+    // (The request is an int on musl, an unsigned long on glibc: the same 32 bits.)
+    ((2u32 << 30) | ((len as u32) << 16) | ((b'E' as u32) << 8) | nr) as libc::Ioctl
+}
+
+fn has_bit(bits: &[u8], n: u16) -> bool {
+    bits.get(n as usize / 8).is_some_and(|b| b >> (n % 8) & 1 == 1)
+}
+
+/// The input devices (evdev) that have a volume key, opened non-blocking: on phones the
+/// buttons (gpio-keys), on the emulated phone its virtio keyboard.
+pub fn volume_key_devices() -> Vec<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(rd) = std::fs::read_dir("/dev/input") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("event") {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(e.path()) else {
+            continue;
+        };
+        let mut bits = [0u8; KEY_BYTES];
+        // SAFETY: EVIOCGBIT(EV_KEY) fills at most KEY_BYTES bytes of `bits`.
+        let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x20 + EV_KEY as u32, KEY_BYTES), bits.as_mut_ptr()) } >= 0;
+        if ok && VOLUME_KEYS.iter().any(|&k| has_bit(&bits, k)) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Whether a volume key is held down now (as a phone user holds it while powering on).
+pub fn volume_key_held(keys: &[std::fs::File]) -> bool {
+    use std::os::fd::AsRawFd;
+    keys.iter().any(|f| {
+        let mut bits = [0u8; KEY_BYTES];
+        // SAFETY: EVIOCGKEY fills at most KEY_BYTES bytes of `bits`.
+        let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x18, KEY_BYTES), bits.as_mut_ptr()) } >= 0;
+        ok && VOLUME_KEYS.iter().any(|&k| has_bit(&bits, k))
+    })
 }
 
 pub fn kernel_cmdline() -> String {
@@ -206,6 +287,14 @@ pub fn cmdline_has(cmdline: &str, word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ioctl_numbers_are_linux_ones() {
+        // EVIOCGKEY(96) and EVIOCGBIT(EV_KEY, 96) as <linux/input.h> computes them.
+        assert_eq!(super::eviocg(0x18, 96) as u32, 0x8060_4518);
+        assert_eq!(super::eviocg(0x21, 96) as u32, 0x8060_4521);
+        assert!(super::has_bit(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0b1000], 115));
+    }
+
     #[test]
     fn cmdline_words() {
         let c = "console=ttyAMA0 panic=5 mobix.poweroff";

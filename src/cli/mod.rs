@@ -691,6 +691,21 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir())?;
+    if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
+        let dir = a.target.out_dir().join("phone");
+        let log = dir.join("u-boot-fastboot.log");
+        progress(&format!(
+            "{}: U-Boot in fastboot mode on udp:127.0.0.1:{} (disk {} as an SD card, console in {}); \
+             `fastboot reboot` ends it",
+            profile.codename,
+            a.port,
+            disk.display(),
+            log.display()
+        ));
+        vm::u_boot_fastboot(&profile, &dir, &disk, &bin, a.port, &log)?;
+        progress("U-Boot left fastboot mode");
+        return Ok(ExitCode::SUCCESS);
+    }
     let product =
         profile.device.identity.fastboot_products.first().cloned().unwrap_or_else(|| profile.codename.to_string());
     let device = flash::device::Device {
@@ -766,12 +781,12 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
+    let store = Store::open(&store_dir(g))?;
     let mut images = std::collections::BTreeMap::new();
     for (name, info) in &manifest.images {
-        let path = image::image_file(&out, &manifest, name)?;
+        let path = image::image_file_linked(&store, &out, &manifest, name)?;
         images.insert(name.clone(), flash::Image { path, sha256: info.sha256.clone() });
     }
-    let store = Store::open(&store_dir(g))?;
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
     let mut client = flash::client::Client::new(flash::client::connect(&a.serial)?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));

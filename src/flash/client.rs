@@ -13,6 +13,10 @@ pub trait Transport {
     fn recv(&mut self) -> io::Result<Vec<u8>>;
     /// What the user named (`tcp:127.0.0.1:5554`).
     fn name(&self) -> String;
+    /// Called before each command is sent.
+    fn before_command(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Transport for Tcp {
@@ -36,6 +40,9 @@ impl Transport for super::udp::Udp {
     }
     fn name(&self) -> String {
         format!("udp:{}", self.peer)
+    }
+    fn before_command(&mut self) -> io::Result<()> {
+        self.resync()
     }
 }
 
@@ -88,6 +95,7 @@ impl Client {
     fn send(&mut self, c: &Command) -> Result<()> {
         let bytes = c.encode().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.sent.push(c.show());
+        self.t.before_command().with_context(|| format!("reaching {} before `{}`", self.t.name(), c.show()))?;
         self.t.send(&bytes).with_context(|| format!("sending `{}` to {}", c.show(), self.t.name()))
     }
 

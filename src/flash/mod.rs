@@ -213,6 +213,23 @@ pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, pr
     Ok(())
 }
 
+/// The start of a misc partition that makes `slot` active: an empty bootloader message,
+/// then fresh A/B metadata (the slot at priority 15 with 7 tries, the other at 14), for
+/// bootloaders whose fastboot has no working `set_active` (U-Boot 2023.01). The other
+/// slot's successful mark is not kept: its next boot proves it again.
+fn misc_switch(slot: char) -> Result<Vec<u8>> {
+    use crate::format::misc;
+    let index = match slot {
+        'a' => 0,
+        'b' => 1,
+        _ => anyhow::bail!("no slot {slot}"),
+    };
+    let mut c = misc::BootloaderControl::fresh(2, index, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut img = vec![0u8; misc::CONTROL_OFFSET + misc::CONTROL_SIZE];
+    img[misc::CONTROL_OFFSET..].copy_from_slice(&c.encode());
+    Ok(img)
+}
+
 /// One write the plan makes, resolved for the device.
 struct Resolved {
     partition: String,
@@ -239,9 +256,15 @@ pub fn run(
             256 << 20
         }
     };
+    let mut slots_reported = true;
     let (current, slots) = if plan.ab {
         if client.getvar("slot-count")?.is_none() {
-            assumed.push("slot-count: not reported; the profile's two slots assumed".into());
+            slots_reported = false;
+            assumed.push(
+                "slot-count: not reported; the profile's two slots assumed, and a slot switch is written to misc \
+                 (the A/B metadata bootloaders read) instead of sent as set_active"
+                    .into(),
+            );
         }
         let current = match client.getvar("current-slot")?.as_deref().and_then(protocol::parse_slot) {
             Some(c) => c,
@@ -357,7 +380,12 @@ pub fn run(
             }
         }
         if let Some(s) = switch {
-            report.commands.push(Command::SetActive(s).show());
+            if slots_reported {
+                report.commands.push(Command::SetActive(s).show());
+            } else {
+                report.commands.push(Command::Download(misc_switch(s)?.len() as u32).show());
+                report.commands.push(Command::Flash("misc".into()).show());
+            }
             report.set_active = Some(s);
         }
         if opts.reboot {
@@ -482,9 +510,14 @@ pub fn run(
         }
     }
     if let Some(s) = switch {
-        client
-            .command(&Command::SetActive(s))
-            .context("every image is written, but setting the new slot active failed")?;
+        let failed = "every image is written, but making the new slot active failed";
+        if slots_reported {
+            client.command(&Command::SetActive(s)).context(failed)?;
+        } else {
+            let img = misc_switch(s)?;
+            client.download(&mut &img[..], img.len() as u64, &mut |_| {}).context(failed)?;
+            client.command(&Command::Flash("misc".into())).context(failed)?;
+        }
         progress(&format!("slot {s} is now active (it was {})", current.unwrap_or('?')));
         report.set_active = Some(s);
     }

@@ -21,6 +21,7 @@ const VERSION: u16 = 1;
 /// The largest packet the host offers (fastboot's `kHostMaxPacketSize`).
 const HOST_MAX_PACKET: u16 = 8192;
 const RESEND: Duration = Duration::from_millis(500);
+const MAX_RESEND: Duration = Duration::from_secs(8);
 /// How long one exchange may take, resends included (fastboot gives up after 60 s).
 const GIVE_UP: Duration = Duration::from_secs(60);
 
@@ -30,6 +31,9 @@ pub struct Udp {
     pub peer: SocketAddr,
     seq: u16,
     max_data: usize,
+    /// Messages the device slipped in while acknowledging data (U-Boot sends an INFO every
+    /// 30 s of a long operation, numbered as the next packet), handed out by `recv` first.
+    pending: std::collections::VecDeque<Vec<u8>>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -50,9 +54,10 @@ impl Udp {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{target} has no address")))?;
         let socket = UdpSocket::bind(if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         socket.connect(peer)?;
-        let mut u = Udp { socket, peer, seq: 0, max_data: 512 - HEADER };
+        let mut u = Udp { socket, peer, seq: 0, max_data: 512 - HEADER, pending: Default::default() };
         // Query: the device says which sequence number it expects next.
-        let (_, answer) = u.exchange(ID_QUERY, 0, &[], Duration::from_secs(5))?;
+        // (Generous: a bootloader may still be starting its network.)
+        let (_, answer) = u.exchange(ID_QUERY, 0, &[], Duration::from_secs(30))?;
         let next = answer.get(..2).ok_or_else(|| invalid("a query answer without a sequence number".into()))?;
         u.seq = u16::from_be_bytes([next[0], next[1]]);
         let mut init = VERSION.to_be_bytes().to_vec();
@@ -79,9 +84,18 @@ impl Udp {
         packet.extend_from_slice(data);
         let t0 = Instant::now();
         let mut buf = vec![0u8; 65536];
+        let mut wait = RESEND;
         loop {
-            self.socket.send(&packet)?;
-            let resend_at = Instant::now() + RESEND;
+            match self.socket.send(&packet) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                r => {
+                    r?;
+                }
+            }
+            let resend_at = Instant::now() + wait;
+            // Back off while the device is busy (a long flash): U-Boot queues what arrives
+            // meanwhile, and too many queued packets stop its network for good.
+            wait = (wait * 2).min(MAX_RESEND);
             loop {
                 let now = Instant::now();
                 if now >= resend_at {
@@ -90,7 +104,15 @@ impl Udp {
                 self.socket.set_read_timeout(Some(resend_at - now))?;
                 let n = match self.socket.recv(&mut buf) {
                     Ok(n) => n,
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                    // Refused: nothing listens yet (a bootloader still starting); try again.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::ConnectionRefused
+                        ) =>
+                    {
+                        break
+                    }
                     Err(e) => return Err(e),
                 };
                 if n < HEADER {
@@ -115,13 +137,31 @@ impl Udp {
         }
     }
 
+    /// Asks the device which sequence number it expects next and takes it. Done before each
+    /// command: U-Boot's counter can run ahead of the host's (an INFO it sent during a long
+    /// flash and the host's resends while it was busy), after which it drops every packet.
+    pub fn resync(&mut self) -> io::Result<()> {
+        let (_, answer) = self.exchange(ID_QUERY, 0, &[], GIVE_UP)?;
+        let next = answer.get(..2).ok_or_else(|| invalid("a query answer without a sequence number".into()))?;
+        self.seq = u16::from_be_bytes([next[0], next[1]]);
+        Ok(())
+    }
+
     /// Sends one fastboot message (a command, or a piece of download data).
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         let mut chunks = data.chunks(self.max_data).peekable();
         while let Some(chunk) = chunks.next() {
             let flags = if chunks.peek().is_some() { FLAG_CONTINUATION } else { 0 };
-            self.exchange(ID_FASTBOOT, flags, chunk, GIVE_UP)?;
+            let (_, mut body) = self.exchange(ID_FASTBOOT, flags, chunk, GIVE_UP)?;
             self.seq = self.seq.wrapping_add(1);
+            // Not an acknowledgement but an INFO the device sent while working on this
+            // packet: the acknowledgement follows, numbered one on. Asking with that number
+            // makes the device repeat its last packet, and processes nothing twice.
+            while !body.is_empty() {
+                self.pending.push_back(body);
+                body = self.exchange(ID_FASTBOOT, flags, chunk, GIVE_UP)?.1;
+                self.seq = self.seq.wrapping_add(1);
+            }
         }
         Ok(())
     }
@@ -129,6 +169,9 @@ impl Udp {
     /// Receives one fastboot message (a reply): empty packets ask for data until an answer
     /// holds some and is not continued.
     pub fn recv(&mut self) -> io::Result<Vec<u8>> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
         let mut out = Vec::new();
         let t0 = Instant::now();
         loop {

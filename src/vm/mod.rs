@@ -69,13 +69,22 @@ pub fn emulated_partitions(profile: &Profile) -> Vec<(String, u64)> {
 
 /// Creates an empty disk image with the profile's GPT (partitions 1 MiB aligned).
 pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
+    create_disk_with(profile, path, false)
+}
+
+/// [`create_disk`], its size rounded up to a power of two when `pow2` (QEMU's SD cards
+/// want that, and U-Boot flashes only MMC storage).
+pub fn create_disk_with(profile: &Profile, path: &Path, pow2: bool) -> Result<Layout> {
     let d = &profile.device;
     let ss = d.storage.sector_size as u64;
     let requests: Vec<gpt::Request> = emulated_partitions(profile)
         .into_iter()
         .map(|(name, size)| gpt::Request { type_guid: gpt::android_type_for(&name), name, size, attributes: 0 })
         .collect();
-    let disk_size = gpt::disk_size_for(&requests, MIB);
+    let mut disk_size = gpt::disk_size_for(&requests, MIB);
+    if pow2 {
+        disk_size = disk_size.next_power_of_two();
+    }
     let _ = fs::remove_file(path);
     let mut f = fs::OpenOptions::new()
         .read(true)
@@ -218,7 +227,8 @@ pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let disk = dir.join("disk.img");
     if !disk.exists() {
-        let layout = create_disk(profile, &disk)?;
+        // A power of two, so that the same disk can also be U-Boot's SD card.
+        let layout = create_disk_with(profile, &disk, true)?;
         return Ok((disk, layout));
     }
     let ss = profile.device.storage.sector_size as u64;
@@ -364,7 +374,9 @@ fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
         .arg("-drive")
         .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
         .arg("-device")
-        .arg(format!("{},drive=disk0", q.disk.qemu_device()));
+        .arg(format!("{},drive=disk0", q.disk.qemu_device()))
+        // The phone's keys (volume up and down, as a keyboard), pressed through QMP.
+        .args(["-device", "virtio-keyboard-pci"]);
     Ok(c)
 }
 
@@ -394,6 +406,60 @@ pub fn boot_from_ram(
     let status =
         c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
     Ok(status)
+}
+
+/// The emulated phone's U-Boot in fastboot mode (`fastboot udp`), until the host reboots
+/// it: the disk as an SD card on PCI (U-Boot 2023.01 flashes only MMC storage), its NIC
+/// with the device's UDP port 5554 forwarded from `127.0.0.1:port`. U-Boot's console goes
+/// to `log`.
+pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, port: u16, log: &Path) -> Result<()> {
+    let len = fs::metadata(disk).with_context(|| format!("reading {}", disk.display()))?.len();
+    if !len.is_power_of_two() {
+        return Err(Fail::new(format!("{} is {len} bytes; QEMU's SD card needs a power of two", disk.display()))
+            .hint("delete it: `mobix run --fastboot` makes a new one of the right size")
+            .into());
+    }
+    let env = crate::format::ubootenv::encode(
+        &[("bootdelay", "0"), ("ipaddr", "10.0.2.15"), ("bootcmd", "mmc list; mmc dev 0; fastboot udp")],
+        UBOOT_ENV_SIZE,
+    )
+    .map_err(|e| anyhow::anyhow!("writing U-Boot's environment: {e}"))?;
+    let flash = dir.join("u-boot-fastboot-env.img");
+    let mut f = fs::File::create(&flash).with_context(|| format!("creating {}", flash.display()))?;
+    f.write_all(&env)?;
+    f.set_len(PFLASH_SIZE)?;
+    drop(f);
+    let q = profile.device.qemu.as_ref().ok_or_else(|| {
+        Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
+    })?;
+    let mut c = Command::new("qemu-system-aarch64");
+    // SAFETY: as in qemu_base.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
+        .args(["-nographic", "-no-reboot"])
+        .arg("-bios")
+        .arg(bin)
+        .arg("-drive")
+        .arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()))
+        .args(["-device", "sdhci-pci", "-drive"])
+        .arg(format!("if=none,id=card0,format=raw,file={}", disk.display()))
+        .args(["-device", "sd-card,drive=card0", "-netdev"])
+        .arg(format!("user,id=n0,hostfwd=udp:127.0.0.1:{port}-10.0.2.15:5554"))
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(log).with_context(|| format!("creating {}", log.display()))?)
+        .stderr(Stdio::inherit());
+    let status =
+        c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
+    if !status.success() {
+        return Err(Fail::new(format!("QEMU ended with {status}")).hint(format!("see {}", log.display())).into());
+    }
+    Ok(())
 }
 
 /// The QEMU command line for one boot of what the model loaded.
@@ -548,6 +614,37 @@ impl Boot {
 pub struct Answer {
     pub when: String,
     pub reply: String,
+    /// A key of the phone to press (a QEMU qcode, `volumeup`) instead of typing `reply`.
+    pub key: Option<String>,
+}
+
+/// Presses a key of the emulated phone (its virtio keyboard) through QEMU's QMP socket,
+/// holding it for `hold_ms`.
+fn press_key(qmp: &Path, qcode: &str, hold_ms: u32) -> Result<()> {
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(qmp).with_context(|| format!("connecting to {}", qmp.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // the greeting
+    for cmd in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        serde_json::json!({"execute": "send-key", "arguments": {
+            "keys": [{"type": "qcode", "data": qcode}], "hold-time": hold_ms}}),
+    ] {
+        s.write_all(format!("{cmd}\n").as_bytes())?;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                anyhow::bail!("QMP closed the connection");
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+            anyhow::ensure!(!line.contains("\"error\""), "QMP refused {cmd}: {line}");
+        }
+    }
+    Ok(())
 }
 
 /// Runs one power cycle: the bootloader, then QEMU with the serial console captured into
@@ -594,6 +691,12 @@ pub fn boot_once(
         }
     };
     let mut seen = UBootSaw::default();
+    if answers.iter().any(|a| a.key.is_some()) {
+        // QMP, to press the phone's keys (a socket path has at most 107 bytes).
+        let sock = p.dir.join("qmp.sock");
+        anyhow::ensure!(sock.as_os_str().len() < 108, "{} is too long for a socket path", sock.display());
+        cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     writeln!(log, "# {}", util::show_command(&cmd))?;
     let mut child =
@@ -625,6 +728,12 @@ pub fn boot_once(
                 for (i, a) in answers.iter().enumerate() {
                     if !answered[i] && line.contains(&a.when) {
                         answered[i] = true;
+                        if let Some(k) = &a.key {
+                            if let Err(e) = press_key(&p.dir.join("qmp.sock"), k, 300) {
+                                writeln!(log, "# pressing {k} failed: {e:#}")?;
+                            }
+                            continue;
+                        }
                         if let Some(w) = stdin.as_mut() {
                             let _ = w.write_all(a.reply.as_bytes());
                             let _ = w.flush();

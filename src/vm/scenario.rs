@@ -51,7 +51,7 @@ pub const NAMES: &[(&str, &str)] = &[
     ("s6", "ten updates with keep=3: the booted, default and last good generations survive"),
     ("s7", "eight good reboots in a row never leave the slot unbootable"),
     ("s8", "a new kernel boots but all its generations fail: stage-1 switches back to the old slot"),
-    ("menu", "an older generation picked by hand in the menu boots"),
+    ("menu", "an older generation picked by hand in the menu (mobix.menu, then a volume key) boots"),
 ];
 
 /// What a scenario did: every boot, and whether its expectations held.
@@ -409,7 +409,8 @@ fn s6(r: &mut Run) -> Result<()> {
     let boots = r.boot(2, "", &[])?;
     r.expect_chosen(&boots, &[(Some(10), Some('a'))]);
     // Generation 1 is still there to be picked by hand.
-    let boots = r.boot(1, "mobix.menu", &[Answer { when: "choose a generation".into(), reply: "1\n".into() }])?;
+    let boots =
+        r.boot(1, "mobix.menu", &[Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }])?;
     r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
     Ok(())
 }
@@ -430,10 +431,18 @@ fn s7(r: &mut Run) -> Result<()> {
 
 fn menu(r: &mut Run) -> Result<()> {
     s1(r)?;
-    let answers = [Answer { when: "choose a generation".into(), reply: "1\n".into() }];
+    let answers = [Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }];
     let boots = r.boot(1, "mobix.menu", &answers)?;
     r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
     r.check(boots[0].status.as_deref() == Some("manual"), "generation 1 was chosen by hand");
     r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
+    // As on a phone: a volume key pressed while stage-1 waits opens the menu.
+    let answers = [
+        Answer { when: "for the generation menu".into(), reply: String::new(), key: Some("volumeup".into()) },
+        Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None },
+    ];
+    let boots = r.boot(1, "", &answers)?;
+    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.check(boots[0].status.as_deref() == Some("manual"), "the volume key opened the menu and generation 1 was chosen");
     Ok(())
 }
