@@ -745,16 +745,7 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
 
 /// Loads the manifest and flash plan of the build in `out`, checking they are `profile`'s.
 fn load_build(profile: &Profile, out: &Path) -> Result<(image::Manifest, image::FlashPlan)> {
-    let manifest = image::load_manifest(out)?;
-    if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
-        return Err(Fail::new(format!(
-            "{} holds a build for {}, not {}",
-            out.display(),
-            manifest.device,
-            profile.codename
-        ))
-        .into());
-    }
+    let manifest = image::load_manifest_for(profile, out)?;
     let plan_path = out.join(image::FLASH_PLAN);
     let plan: image::FlashPlan = serde_json::from_slice(
         &std::fs::read(&plan_path).map_err(|e| util::user_error(e, format!("reading {}", plan_path.display())))?,

@@ -18,6 +18,19 @@ pub struct Tcp {
     pub peer: SocketAddr,
 }
 
+/// `host[:port]` (the port defaulting to `default_port`) as an address.
+pub fn resolve(target: &str, default_port: u16) -> io::Result<SocketAddr> {
+    let with_port = if target.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        target.to_string()
+    } else {
+        format!("{target}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{target} has no address")))
+}
+
 fn handshake(stream: &mut TcpStream) -> io::Result<()> {
     stream.write_all(HANDSHAKE)?;
     let mut theirs = [0u8; 4];
@@ -31,15 +44,7 @@ fn handshake(stream: &mut TcpStream) -> io::Result<()> {
 impl Tcp {
     /// Connects to `host[:port]` and shakes hands (2 s, as fastboot allows).
     pub fn connect(target: &str) -> io::Result<Tcp> {
-        let with_port = if target.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            target.to_string()
-        } else {
-            format!("{target}:{DEFAULT_PORT}")
-        };
-        let addr = with_port
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{target} has no address")))?;
+        let addr = resolve(target, DEFAULT_PORT)?;
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         handshake(&mut stream)?;

@@ -7,7 +7,7 @@
 //! empty fastboot packet and the device answers with data.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_PORT: u16 = 5554;
@@ -43,15 +43,7 @@ fn invalid(msg: String) -> io::Error {
 impl Udp {
     /// Reaches `host[:port]`: query, then init.
     pub fn connect(target: &str) -> io::Result<Udp> {
-        let with_port = if target.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            target.to_string()
-        } else {
-            format!("{target}:{DEFAULT_PORT}")
-        };
-        let peer = with_port
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{target} has no address")))?;
+        let peer = super::tcp::resolve(target, DEFAULT_PORT)?;
         let socket = UdpSocket::bind(if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         socket.connect(peer)?;
         let mut u = Udp { socket, peer, seq: 0, max_data: 512 - HEADER, pending: Default::default() };

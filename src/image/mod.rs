@@ -209,6 +209,23 @@ pub fn load_manifest(out: &Path) -> Result<Manifest> {
     serde_json::from_str(&text).map_err(|e| util::user_error(e, format!("parsing {}", f.display())))
 }
 
+/// Reads the manifest of the last build in `out`, refusing one made for another device or
+/// variant than `profile`.
+pub fn load_manifest_for(profile: &Profile, out: &Path) -> Result<Manifest> {
+    let m = load_manifest(out)?;
+    if m.device != profile.codename.as_str() || m.variant != profile.variant {
+        return Err(util::Fail::new(format!(
+            "{} holds a build for {}, not {}",
+            out.display(),
+            m.device,
+            profile.instance()
+        ))
+        .hint("pass the --device and --variant it was built with, or another --out")
+        .into());
+    }
+    Ok(m)
+}
+
 /// The path of an image of the manifest, cheaply: when the out directory's entry is the
 /// link a build made into the store path the manifest names, the store's content (named
 /// by its recipe, written once, read-only) is trusted without hashing; anything else is

@@ -182,16 +182,7 @@ pub enum Firmware {
 
 /// Builds the phone's disk from the out directory.
 pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
-    let manifest = image::load_manifest(out)?;
-    if manifest.device != profile.codename.as_str() || manifest.variant != profile.variant {
-        return Err(Fail::new(format!(
-            "{} holds a build for {}, not {}",
-            out.display(),
-            manifest.device,
-            profile.codename
-        ))
-        .into());
-    }
+    let manifest = image::load_manifest_for(profile, out)?;
     let boot_path = image::image_file(out, &manifest, "boot.img")?;
     let system_path = image::image_file(out, &manifest, "system.img")?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
@@ -250,7 +241,7 @@ pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
 /// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
 /// test expects).
 pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
-    let manifest = image::load_manifest(out)?;
+    let manifest = image::load_manifest_for(profile, out)?;
     let (disk, layout) = phone_disk(profile, out)?;
     Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model })
 }
@@ -355,8 +346,9 @@ pub fn load(dir: &Path, bytes: &[u8], slot: Option<usize>) -> Result<std::result
     Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
 }
 
-/// QEMU with the phone's machine and disk, before anything is loaded.
-fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
+/// QEMU with the phone's machine (no devices yet): console on stdio, a guest restart ends
+/// the process, and it dies with mobix.
+fn qemu_machine(profile: &Profile) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
         Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
@@ -370,7 +362,15 @@ fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
         });
     }
     c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
-        .args(["-nographic", "-nic", "none", "-no-reboot"])
+        .args(["-nographic", "-no-reboot"]);
+    Ok(c)
+}
+
+/// QEMU with the phone's machine and disk, before anything is loaded.
+fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
+    let mut c = qemu_machine(profile)?;
+    let q = profile.device.qemu.as_ref().expect("qemu_machine checked it");
+    c.args(["-nic", "none"])
         .arg("-drive")
         .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
         .arg("-device")
@@ -429,20 +429,8 @@ pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, p
     f.write_all(&env)?;
     f.set_len(PFLASH_SIZE)?;
     drop(f);
-    let q = profile.device.qemu.as_ref().ok_or_else(|| {
-        Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
-    })?;
-    let mut c = Command::new("qemu-system-aarch64");
-    // SAFETY: as in qemu_base.
-    unsafe {
-        c.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
-        .args(["-nographic", "-no-reboot"])
-        .arg("-bios")
+    let mut c = qemu_machine(profile)?;
+    c.arg("-bios")
         .arg(bin)
         .arg("-drive")
         .arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()))
@@ -584,6 +572,23 @@ pub struct Boot {
 }
 
 impl Boot {
+    /// A boot nothing is known of yet (it ends in a timeout unless the console says more).
+    pub fn unseen() -> Boot {
+        Boot {
+            slot: None,
+            generation: None,
+            status: None,
+            tries_left: None,
+            toplevel: None,
+            health_failed: false,
+            trial_timeout: false,
+            kernel_panic: false,
+            ending: Ending::Timeout,
+            note: String::new(),
+            seconds: 0.0,
+        }
+    }
+
     /// One line for the user: slot, generation, tries, outcome.
     pub fn summary(&self) -> String {
         let slot = self.slot.map(|c| format!("slot {c}, ")).unwrap_or_default();
@@ -658,19 +663,7 @@ pub fn boot_once(
     log: &mut fs::File,
 ) -> Result<Boot> {
     let t0 = Instant::now();
-    let mut boot = Boot {
-        slot: None,
-        generation: None,
-        status: None,
-        tries_left: None,
-        toplevel: None,
-        health_failed: false,
-        trial_timeout: false,
-        kernel_panic: false,
-        ending: Ending::Timeout,
-        note: String::new(),
-        seconds: 0.0,
-    };
+    let mut boot = Boot::unseen();
     let (mut cmd, expect) = match &p.firmware {
         Firmware::Model => {
             let loaded = match bootloader(profile, p)? {
@@ -1125,19 +1118,7 @@ mod tests {
     use super::*;
 
     fn boot() -> Boot {
-        Boot {
-            slot: None,
-            generation: None,
-            status: None,
-            tries_left: None,
-            toplevel: None,
-            health_failed: false,
-            trial_timeout: false,
-            kernel_panic: false,
-            ending: Ending::Timeout,
-            note: String::new(),
-            seconds: 0.0,
-        }
+        Boot::unseen()
     }
 
     /// What U-Boot printed on this machine after re-initialising an all-zero misc.
