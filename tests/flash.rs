@@ -417,3 +417,35 @@ fn a_phone_with_erase_steps_gets_them_first() {
     let log = phone.wait();
     assert!(log.contains("erase:dtbo_a") && log.contains("flash:userdata"), "{log}");
 }
+
+#[test]
+fn a_phone_with_vbmeta_gets_it_with_verification_disabled() {
+    // The Pixel 3a refuses unsigned images unless vbmeta says verification is off: its
+    // plan flashes the build's vbmeta.img (flags 3) to the slot being written.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    ok(&mobix(&["build", "--device", "google-sargo", "--kernel-from", "substitute", "--out", o]));
+    let vbmeta = std::fs::read(out.join("vbmeta.img")).unwrap();
+    assert_eq!(&vbmeta[..4], b"AVB0");
+    assert_eq!(vbmeta[123] & 3, 3, "verity and verification disabled in the image");
+    let phone = Phone::start("google-sargo", &out, &[]);
+    let serial = phone.serial();
+    let r: serde_json::Value = serde_json::from_str(&ok(&mobix(&[
+        "flash",
+        "--device",
+        "google-sargo",
+        "--out",
+        o,
+        "-s",
+        &serial,
+        "--reboot",
+        "--json",
+    ])))
+    .unwrap();
+    let flashed: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["partition"].as_str().unwrap()).collect();
+    assert_eq!(flashed, ["boot_b", "vbmeta_b", "userdata"], "{r}");
+    assert_eq!(r["set_active"], "b");
+    let log = phone.wait();
+    assert!(log.contains("flash:vbmeta_b"), "{log}");
+}
