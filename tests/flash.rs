@@ -377,44 +377,47 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     assert_eq!((t["boots"][0]["slot"].as_str(), t["generation"].as_u64()), (Some("b"), Some(generation(&out))));
 }
 
-#[test]
-fn a_phone_with_erase_steps_gets_them_first() {
-    // The OnePlus 6 profile erases dtbo (so its bootloader does not apply Android's
-    // overlays before the kernel's device tree); its emulated phone in fastboot mode takes
-    // the plan (it cannot boot: no QEMU model for it).
+/// Builds `device` (with its prebuilt kernel), flashes it to its emulated phone in
+/// fastboot mode (which cannot boot: no QEMU model for it); the partitions written in
+/// order, the slot made active, what the phone logged.
+fn flash_a_real_phone(device: &str) -> (Vec<(String, String)>, serde_json::Value, String, PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    ok(&mobix(&["build", "--device", "oneplus-enchilada", "--kernel-from", "substitute", "--out", o]));
-    let phone = Phone::start("oneplus-enchilada", &out, &[]);
+    ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", o]));
+    let phone = Phone::start(device, &out, &[]);
     let serial = phone.serial();
     let r: serde_json::Value = serde_json::from_str(&ok(&mobix(&[
-        "flash",
-        "--device",
-        "oneplus-enchilada",
-        "--out",
-        o,
-        "-s",
-        &serial,
-        "--reboot",
-        "--json",
+        "flash", "--device", device, "--out", o, "-s", &serial, "--reboot", "--json",
     ])))
     .unwrap();
-    let steps: Vec<(&str, &str)> = r["steps"]
+    let steps = r["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["action"].as_str().unwrap(), s["partition"].as_str().unwrap()))
+        .map(|s| (s["action"].as_str().unwrap().to_string(), s["partition"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(
-        steps,
-        [("erase", "dtbo_a"), ("erase", "dtbo_b"), ("flash", "boot_b"), ("flash", "userdata")],
-        "erase first, then boot to the inactive slot, then the system image to userdata"
-    );
     let cmds = r["commands"].as_array().unwrap();
     let last_write = cmds.iter().rposition(|c| c.as_str().unwrap().starts_with("flash:")).unwrap();
     assert_eq!(cmds[last_write + 1], "set_active:b", "set_active comes after every write");
-    let log = phone.wait();
+    (steps, r["set_active"].clone(), phone.wait(), out, tmp)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn a_phone_with_erase_steps_gets_them_first() {
+    // The OnePlus 6 profile erases dtbo (so its bootloader does not apply Android's
+    // overlays before the kernel's device tree).
+    let (steps, active, log, _, _tmp) = flash_a_real_phone("oneplus-enchilada");
+    assert_eq!(
+        steps,
+        pairs(&[("erase", "dtbo_a"), ("erase", "dtbo_b"), ("flash", "boot_b"), ("flash", "userdata")]),
+        "erase first, then boot to the inactive slot, then the system image to userdata"
+    );
+    assert_eq!(active, "b");
     assert!(log.contains("erase:dtbo_a") && log.contains("flash:userdata"), "{log}");
 }
 
@@ -422,30 +425,11 @@ fn a_phone_with_erase_steps_gets_them_first() {
 fn a_phone_with_vbmeta_gets_it_with_verification_disabled() {
     // The Pixel 3a refuses unsigned images unless vbmeta says verification is off: its
     // plan flashes the build's vbmeta.img (flags 3) to the slot being written.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
-    ok(&mobix(&["build", "--device", "google-sargo", "--kernel-from", "substitute", "--out", o]));
+    let (steps, active, log, out, _tmp) = flash_a_real_phone("google-sargo");
     let vbmeta = std::fs::read(out.join("vbmeta.img")).unwrap();
     assert_eq!(&vbmeta[..4], b"AVB0");
     assert_eq!(vbmeta[123] & 3, 3, "verity and verification disabled in the image");
-    let phone = Phone::start("google-sargo", &out, &[]);
-    let serial = phone.serial();
-    let r: serde_json::Value = serde_json::from_str(&ok(&mobix(&[
-        "flash",
-        "--device",
-        "google-sargo",
-        "--out",
-        o,
-        "-s",
-        &serial,
-        "--reboot",
-        "--json",
-    ])))
-    .unwrap();
-    let flashed: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["partition"].as_str().unwrap()).collect();
-    assert_eq!(flashed, ["boot_b", "vbmeta_b", "userdata"], "{r}");
-    assert_eq!(r["set_active"], "b");
-    let log = phone.wait();
+    assert_eq!(steps, pairs(&[("flash", "boot_b"), ("flash", "vbmeta_b"), ("flash", "userdata")]));
+    assert_eq!(active, "b");
     assert!(log.contains("flash:vbmeta_b"), "{log}");
 }
