@@ -7,7 +7,7 @@
 use super::protocol::{Command, Reply};
 use super::tcp::Tcp;
 use crate::format::{misc, sparse};
-use crate::vm::{patch_partition, read_partition, Layout};
+use crate::vm::{patch_partition, punch_hole, read_partition, write_sparse_at, Layout};
 use anyhow::Result;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -108,34 +108,7 @@ impl Device {
         let res = (|| -> Result<()> {
             let mut f = fs::OpenOptions::new().write(true).open(&self.disk)?;
             if data.len() >= 4 && data[..4] == sparse::MAGIC.to_le_bytes() {
-                sparse::decode(data, |op| {
-                    let (off, len) = match &op {
-                        sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
-                        sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => (*offset, *len),
-                    };
-                    if off + len > size {
-                        return Err(std::io::Error::other(format!("the image is larger than {name}")));
-                    }
-                    match op {
-                        sparse::Op::Data { offset, data } => {
-                            f.seek(SeekFrom::Start(start + offset))?;
-                            f.write_all(data)
-                        }
-                        sparse::Op::Fill { offset, len, value: 0 } if punch_hole(&f, start + offset, len) => Ok(()),
-                        sparse::Op::Fill { offset, len, value } => {
-                            f.seek(SeekFrom::Start(start + offset))?;
-                            let block: Vec<u8> = value.to_le_bytes().iter().copied().cycle().take(1 << 16).collect();
-                            let mut left = len;
-                            while left > 0 {
-                                let n = left.min(block.len() as u64) as usize;
-                                f.write_all(&block[..n])?;
-                                left -= n as u64;
-                            }
-                            Ok(())
-                        }
-                        sparse::Op::DontCare { .. } => Ok(()),
-                    }
-                })?;
+                write_sparse_at(&f, start, size, name, data)?;
             } else {
                 anyhow::ensure!(data.len() as u64 <= size, "the image ({} bytes) is larger than {name}", data.len());
                 f.seek(SeekFrom::Start(start))?;
@@ -281,15 +254,4 @@ impl Device {
             t.send(&reply.encode())?;
         }
     }
-}
-
-/// Zeroes `len` bytes at `offset` of the disk file by deallocating them (the disk image
-/// stays sparse and zeroing a partition takes no time). False if the filesystem cannot.
-fn punch_hole(f: &fs::File, offset: u64, len: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return false;
-    };
-    // SAFETY: fallocate on an open file descriptor with plain integer arguments.
-    unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, n) == 0 }
 }

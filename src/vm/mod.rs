@@ -116,15 +116,29 @@ pub fn write_partition(disk: &Path, layout: &Layout, name: &str, data: &[u8]) ->
     Ok(())
 }
 
-/// Expands a sparse image into partition `name` of a freshly created (all-zero) disk.
-/// Zero fills and don't-care regions stay holes.
+/// Expands a sparse image into partition `name` of the disk. Zero fills become holes
+/// (the disk file stays sparse), don't-care regions are left as they are.
 pub fn write_sparse_partition(disk: &Path, layout: &Layout, name: &str, sparse_img: &Path) -> Result<()> {
     let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
     let input = std::io::BufReader::new(
         fs::File::open(sparse_img).with_context(|| format!("opening {}", sparse_img.display()))?,
     );
-    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
-    let res = sparse::decode(input, |op| {
+    let f = fs::OpenOptions::new().write(true).open(disk)?;
+    write_sparse_at(&f, start, size, name, input)
+        .map_err(|e| util::user_error(e, format!("writing {} into partition {name}", sparse_img.display())))?;
+    Ok(())
+}
+
+/// Expands the sparse image read from `input` into the `size` bytes at `start` of `disk`
+/// (partition `name`, for the error), as a bootloader's `fastboot flash` does.
+pub fn write_sparse_at<R: Read>(
+    mut disk: &fs::File,
+    start: u64,
+    size: u64,
+    name: &str,
+    input: R,
+) -> std::result::Result<(), sparse::Error> {
+    sparse::decode(input, |op| {
         let (off, len) = match &op {
             sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
             sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => (*offset, *len),
@@ -134,26 +148,37 @@ pub fn write_sparse_partition(disk: &Path, layout: &Layout, name: &str, sparse_i
         }
         match op {
             sparse::Op::Data { offset, data } => {
-                f.seek(SeekFrom::Start(start + offset))?;
-                f.write_all(data)
+                disk.seek(SeekFrom::Start(start + offset))?;
+                disk.write_all(data)
             }
-            sparse::Op::Fill { offset, len, value } if value != 0 => {
-                f.seek(SeekFrom::Start(start + offset))?;
+            sparse::Op::Fill { offset, len, value: 0 } if punch_hole(disk, start + offset, len) => Ok(()),
+            sparse::Op::Fill { offset, len, value } => {
+                disk.seek(SeekFrom::Start(start + offset))?;
                 let pat: Vec<u8> =
                     value.to_le_bytes().iter().copied().cycle().take(len.min(1 << 20) as usize).collect();
                 let mut left = len;
                 while left > 0 {
                     let n = left.min(pat.len() as u64) as usize;
-                    f.write_all(&pat[..n])?;
+                    disk.write_all(&pat[..n])?;
                     left -= n as u64;
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            sparse::Op::DontCare { .. } => Ok(()),
         }
-    });
-    res.map_err(|e| util::user_error(e, format!("writing {} into partition {name}", sparse_img.display())))?;
-    Ok(())
+    })
+    .map(|_| ())
+}
+
+/// Zeroes `len` bytes at `offset` of a disk file by deallocating them (the file stays
+/// sparse and zeroing takes no time). False if the filesystem cannot.
+pub fn punch_hole(f: &fs::File, offset: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: fallocate on an open file descriptor with plain integer arguments.
+    unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, n) == 0 }
 }
 
 /// The emulated phone, prepared in `<out>/vm/`: its GPT disk as a freshly flashed phone
