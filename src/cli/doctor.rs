@@ -33,6 +33,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "simg2img", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
     Tool { name: "img2simg", package: "android-sdk-libsparse-utils", used_by: "test suite (sparse check)" },
     Tool { name: "cpio", package: "cpio", used_by: "test suite (initramfs check)" },
+    Tool { name: "modinfo", package: "kmod", used_by: "test suite (the USB test's VM modules)" },
     Tool { name: "sgdisk", package: "gdisk", used_by: "test suite (GPT check)" },
     Tool { name: "fastboot", package: "fastboot", used_by: "test suite (the stock client flashes the emulated phone)" },
 ];

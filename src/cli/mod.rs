@@ -173,6 +173,11 @@ struct RunArgs {
     /// sends `reboot`.
     #[arg(long)]
     fastboot: bool,
+    /// With --fastboot: serve fastboot as a USB gadget (configfs and FunctionFS, on this
+    /// machine's first USB device controller) instead of TCP, as a phone running Linux
+    /// does. Needs root and the libcomposite and usb_f_fs modules.
+    #[arg(long, requires = "fastboot")]
+    usb: bool,
     /// The TCP port for --fastboot.
     #[arg(long, default_value_t = flash::tcp::DEFAULT_PORT)]
     port: u16,
@@ -188,9 +193,10 @@ struct RunArgs {
 struct BootArgs {
     #[command(flatten)]
     target: DeviceOut,
-    /// The phone: `tcp:HOST[:PORT]`.
+    /// The phone: its USB serial number (default: the only USB fastboot device),
+    /// `tcp:HOST[:PORT]` or `udp:HOST[:PORT]`.
     #[arg(long, short = 's', value_name = "SERIAL")]
-    serial: String,
+    serial: Option<String>,
     /// Boot even if the device reports another product than the profile's.
     #[arg(long)]
     force: bool,
@@ -200,9 +206,11 @@ struct BootArgs {
 struct FlashArgs {
     #[command(flatten)]
     target: DeviceOut,
-    /// The phone: `tcp:HOST[:PORT]` (the emulated phone: `tcp:127.0.0.1:5554`).
+    /// The phone: its USB serial number (default: the only USB fastboot device),
+    /// `tcp:HOST[:PORT]` (the emulated phone: `tcp:127.0.0.1:5554`) or `udp:HOST[:PORT]`
+    /// (U-Boot's `fastboot udp`).
     #[arg(long, short = 's', value_name = "SERIAL")]
-    serial: String,
+    serial: Option<String>,
     /// Which slot to write on A/B phones.
     #[arg(long, value_enum, default_value = "inactive")]
     slot: flash::SlotChoice,
@@ -722,6 +730,22 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         ab: profile.device.is_ab(),
         drop_after: a.drop_after_bytes,
     };
+    if a.usb {
+        let mut gadget = flash::usb::Gadget::start(&device.serialno, &profile.device.name)
+            .map_err(|e| util::user_error(e, "making the USB fastboot gadget"))?;
+        progress(&format!(
+            "{} in fastboot mode on USB (controller {}, serial number {}, disk {}, max-download-size {} bytes); \
+             `fastboot reboot` ends it",
+            profile.codename,
+            gadget.udc,
+            device.serialno,
+            disk.display(),
+            a.max_download_size
+        ));
+        let left = device.serve_usb(&mut gadget, &|line| progress(&format!("fastboot: {line}")))?;
+        progress(&format!("left fastboot mode ({left:?})"));
+        return Ok(ExitCode::SUCCESS);
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", a.port))
         .map_err(|e| util::user_error(e, format!("listening on 127.0.0.1:{}", a.port)))?;
     progress(&format!(
@@ -760,7 +784,7 @@ fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
     let boot = image::image_file(&out, &manifest, "boot.img")?;
-    let mut client = flash::client::Client::new(flash::client::connect(&a.serial)?);
+    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     flash::boot(&mut client, &plan, &boot, a.force, &progress)?;
     progress(&format!("booting generation {}'s boot.img from RAM on {}", manifest.generation, client.name()));
@@ -779,7 +803,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         images.insert(name.clone(), flash::Image { path, sha256: info.sha256.clone() });
     }
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
-    let mut client = flash::client::Client::new(flash::client::connect(&a.serial)?);
+    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     progress(&format!("flashing generation {} of {} over {}", manifest.generation, profile.instance(), client.name()));
     let opts = flash::Options {

@@ -46,9 +46,25 @@ impl Transport for super::udp::Udp {
     }
 }
 
-/// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]` or `udp:HOST[:PORT]`. (USB
-/// serial numbers are not supported yet: the error says so.)
-pub fn connect(serial: &str) -> Result<Box<dyn Transport>> {
+impl Transport for super::usb::Usb {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        super::usb::Usb::send(self, data)
+    }
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        super::usb::Usb::recv(self)
+    }
+    fn name(&self) -> String {
+        super::usb::Usb::name(self)
+    }
+}
+
+/// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]`, `udp:HOST[:PORT]`, or a
+/// USB device's serial number (also as `usb:SERIAL`, or its bus path `usb:1-2.3`); None is
+/// the only USB fastboot device connected.
+pub fn connect(serial: Option<&str>) -> Result<Box<dyn Transport>> {
+    let Some(serial) = serial else {
+        return usb(None);
+    };
     if let Some(t) = serial.strip_prefix("tcp:") {
         let tcp = Tcp::connect(t).map_err(|e| {
             anyhow::Error::new(e).context(
@@ -67,11 +83,23 @@ pub fn connect(serial: &str) -> Result<Box<dyn Transport>> {
         })?;
         return Ok(Box::new(udp));
     }
-    Err(Fail::new(format!(
-        "{serial:?}: this mobix speaks fastboot over TCP and UDP (tcp:HOST[:PORT], udp:HOST[:PORT])"
-    ))
-    .hint("USB is not implemented yet; the stock `fastboot` client speaks it")
-    .into())
+    let s = serial.strip_prefix("usb:").unwrap_or(serial);
+    usb((!s.is_empty()).then_some(s))
+}
+
+fn usb(which: Option<&str>) -> Result<Box<dyn Transport>> {
+    let what = which.map_or("the USB fastboot device".to_string(), |w| format!("USB fastboot device {w}"));
+    match super::usb::Usb::open(which) {
+        Ok(u) => Ok(Box::new(u)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(anyhow::Error::new(e).context(
+            Fail::new(format!("cannot open {what}"))
+                .hint("this user may not open the phone's USB device: add a udev rule for 18d1:4ee0 (or the phone's ids), or run as root"),
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context(
+            Fail::new(format!("cannot open {what}"))
+                .hint("is the phone in fastboot mode and plugged in (`lsusb` shows it)? For a phone on the network use -s tcp:HOST or udp:HOST"),
+        )),
+    }
 }
 
 /// A fastboot session.

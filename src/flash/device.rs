@@ -14,6 +14,42 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+/// The device's end of a connection: whole packets, or for USB, what one read returns.
+trait Link {
+    /// Receives the next packet; `max` bounds what a USB read asks for (TCP frames are
+    /// whole anyway).
+    fn recv(&mut self, max: usize) -> std::io::Result<Vec<u8>>;
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()>;
+    fn close(&mut self);
+}
+
+impl Link for Tcp {
+    fn recv(&mut self, _max: usize) -> std::io::Result<Vec<u8>> {
+        Tcp::recv(self)
+    }
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        Tcp::send(self, data)
+    }
+    fn close(&mut self) {
+        Tcp::close(self)
+    }
+}
+
+impl Link for super::usb::Gadget {
+    fn recv(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
+        super::usb::Gadget::recv(self, max)
+    }
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        super::usb::Gadget::send(self, data)
+    }
+    fn close(&mut self) {}
+}
+
+/// What a command read asks for: fastboot commands are at most 4 KiB.
+const COMMAND_MAX: usize = 4096;
+/// One read of download data.
+const DATA_MAX: usize = 1 << 20;
+
 /// What the device answers and how it behaves.
 pub struct Device {
     pub disk: PathBuf,
@@ -180,10 +216,26 @@ impl Device {
         }
     }
 
-    /// One connection; Some when the phone leaves fastboot mode.
-    fn session(&self, t: &mut Tcp, s: &mut Session, log: &dyn Fn(&str)) -> Result<Option<Left>> {
+    /// Serves fastboot as a USB gadget until the host reboots the phone. A host that goes
+    /// away (unplugged, reset) is waited for again.
+    pub fn serve_usb(&self, gadget: &mut super::usb::Gadget, log: &dyn Fn(&str)) -> Result<Left> {
+        let mut s = Session { buffer: Vec::new(), received: 0 };
         loop {
-            let packet = match t.recv() {
+            match self.session(gadget, &mut s, log) {
+                Ok(Some(left)) => return Ok(left),
+                Ok(None) => {}
+                Err(e) => {
+                    log(&format!("USB: {e}"));
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// One connection; Some when the phone leaves fastboot mode.
+    fn session(&self, t: &mut dyn Link, s: &mut Session, log: &dyn Fn(&str)) -> Result<Option<Left>> {
+        loop {
+            let packet = match t.recv(COMMAND_MAX) {
                 Ok(p) => p,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
                 Err(e) => return Err(e.into()),
@@ -207,7 +259,7 @@ impl Device {
                     t.send(&Reply::Data(*n).encode())?;
                     s.buffer.clear();
                     while s.buffer.len() < *n as usize {
-                        let chunk = match t.recv() {
+                        let chunk = match t.recv((*n as usize - s.buffer.len()).min(DATA_MAX)) {
                             Ok(c) => c,
                             Err(e) => {
                                 log(&format!("the host went away during the download: {e}"));

@@ -5,14 +5,16 @@
 //! flashed slot made active only after every write succeeded, so that a failed or
 //! interrupted flash leaves the phone booting what it booted before.
 //!
-//! [`protocol`] is the sans-IO core; [`client`] drives it over a transport ([`tcp`]);
-//! [`device`] is the emulated phone's side, for tests and `mobix run --fastboot`.
+//! [`protocol`] is the sans-IO core; [`client`] drives it over a transport ([`usb`],
+//! [`tcp`], [`udp`]); [`device`] is the emulated phone's side, for tests and `mobix run
+//! --fastboot` (over TCP, or over USB as a gadget).
 
 pub mod client;
 pub mod device;
 pub mod protocol;
 pub mod tcp;
 pub mod udp;
+pub mod usb;
 
 use crate::format::sparse;
 use crate::image::{FlashPlan, Step};
@@ -74,7 +76,11 @@ pub struct Done {
 pub struct Report {
     pub version: u32,
     pub device: String,
+    /// How the phone was reached (`usb:SERIAL`, `tcp:…`, `udp:…`).
     pub transport: String,
+    /// What --skip-unchanged keys its memory on: the phone's serial number where it
+    /// reports one, else the transport.
+    pub phone: String,
     pub product: Option<String>,
     pub max_download_size: u64,
     pub current_slot: Option<char>,
@@ -345,7 +351,8 @@ pub fn run(
     let mut report = Report {
         version: 1,
         device: plan.device.clone(),
-        transport: key.clone(),
+        transport: client.name(),
+        phone: key.clone(),
         product,
         max_download_size: max_download,
         current_slot: current,
