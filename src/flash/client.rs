@@ -5,7 +5,7 @@ use super::protocol::{self, Command, Reply};
 use super::tcp::Tcp;
 use crate::util::Fail;
 use anyhow::{Context, Result};
-use std::io::{self, Read};
+use std::io;
 
 /// A way to the device that moves whole fastboot packets.
 pub trait Transport {
@@ -161,9 +161,10 @@ impl Client {
         }
     }
 
-    /// Downloads `len` bytes from `data` into the device's buffer, calling `progress` with
-    /// the bytes sent so far.
-    pub fn download(&mut self, data: &mut dyn Read, len: u64, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    /// Downloads `data` into the device's buffer, calling `progress` with the bytes sent
+    /// so far.
+    pub fn download(&mut self, data: &[u8], progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let len = data.len() as u64;
         let n = u32::try_from(len).map_err(|_| anyhow::anyhow!("{}", protocol::Error::TooBig(len)))?;
         let c = Command::Download(n);
         self.send(&c)?;
@@ -173,15 +174,10 @@ impl Client {
             Reply::Fail(m) => return Err(Fail::new(format!("the device refused `{}`: {m}", c.show())).into()),
             r => anyhow::bail!("unexpected answer to `{}`: {r:?}", c.show()),
         }
-        let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
-        while sent < len {
-            let want = (len - sent).min(buf.len() as u64) as usize;
-            data.read_exact(&mut buf[..want]).context("reading the image")?;
-            self.t
-                .send(&buf[..want])
-                .with_context(|| format!("sending data to {} after {sent} bytes", self.t.name()))?;
-            sent += want as u64;
+        for chunk in data.chunks(1 << 20) {
+            self.t.send(chunk).with_context(|| format!("sending data to {} after {sent} bytes", self.t.name()))?;
+            sent += chunk.len() as u64;
             progress(sent);
         }
         match self.reply(&c)? {

@@ -135,35 +135,58 @@ pub fn expanded_size(path: &Path) -> Result<u64> {
 }
 
 /// The pieces an image is sent in: the file itself when it fits `max`, else sparse pieces
-/// of at most `max` bytes, cut as fastboot cuts them.
-fn pieces(path: &Path, max: u64) -> Result<Vec<Vec<u8>>> {
-    let len = fs::metadata(path)?.len();
-    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+/// of at most `max` bytes, cut as fastboot cuts them. Their sizes are known at once; the
+/// bytes come from a thread that makes each piece while the one before it is sent and
+/// written, so the device never waits for the host to cut the next one.
+struct Pieces {
+    sizes: Vec<u64>,
+    rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+}
+
+/// (With `make` false, only their sizes: nothing is read but the sparse index.)
+fn pieces(path: &Path, max: u64, make: bool) -> Result<Pieces> {
+    let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     if len <= max {
+        if !make {
+            return Ok(Pieces { sizes: vec![len], rx });
+        }
         let mut b = Vec::with_capacity(len as usize);
-        f.read_to_end(&mut b)?;
-        return Ok(vec![b]);
+        (&f).read_to_end(&mut b).with_context(|| format!("reading {}", path.display()))?;
+        tx.send(Ok(b)).expect("the receiver is alive");
+        return Ok(Pieces { sizes: vec![len], rx });
     }
-    let mut magic = [0u8; 4];
-    let is_sparse = f.read_exact(&mut magic).is_ok() && u32::from_le_bytes(magic) == sparse::MAGIC;
-    f.rewind()?;
-    let bad = |e: sparse::Error| util::user_error(e, format!("splitting {}", path.display()));
+    // SAFETY: images are read-only store files (or the user's own), not changed while flashing.
+    let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("mapping {}", path.display()))?;
+    let is_sparse = map.len() >= 4 && u32::from_le_bytes(map[..4].try_into().expect("4 bytes")) == sparse::MAGIC;
+    let shown = path.display().to_string();
+    let bad = |e: sparse::Error| util::user_error(e, format!("splitting {shown}"));
     let layout = if is_sparse {
-        sparse::Layout::from_sparse(&mut f).map_err(bad)?
+        sparse::Layout::from_sparse(std::io::Cursor::new(&map[..])).map_err(bad)?
     } else {
         // A raw image whose size is not a multiple of the block size gets a padded tail
         // block (the stock client's pieces are broken then; these are not).
-        sparse::Layout::from_raw(&mut f, 4096, sparse::Zeros::Fill).map_err(bad)?
+        sparse::Layout::from_raw_slice(&map, 4096, sparse::Zeros::Fill).map_err(bad)?
     };
-    let max32 = u32::try_from(max).unwrap_or(u32::MAX);
-    let mut out = Vec::new();
-    for piece in layout.split(max32).map_err(bad)? {
-        let mut b = Vec::new();
-        f.rewind()?;
-        piece.write(&mut f, &mut b).map_err(bad)?;
-        out.push(b);
+    let split = layout.split(u32::try_from(max).unwrap_or(u32::MAX)).map_err(bad)?;
+    let sizes = split.iter().map(|p| p.sparse_len()).collect();
+    if !make {
+        return Ok(Pieces { sizes, rx });
     }
-    Ok(out)
+    std::thread::spawn(move || {
+        for piece in split {
+            let mut b = Vec::with_capacity(piece.sparse_len() as usize);
+            let r = piece
+                .write_slice(&map, &mut b)
+                .map(|_| b)
+                .map_err(|e| util::user_error(e, format!("splitting {shown}")));
+            if tx.send(r).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Pieces { sizes, rx })
 }
 
 /// Refuses a device whose `product` is not one the build is for (unless `force`); notes
@@ -214,7 +237,7 @@ pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, pr
             .into());
         }
     }
-    client.download(&mut &bytes[..], bytes.len() as u64, &mut |_| {})?;
+    client.download(&bytes, &mut |_| {})?;
     client.command(&Command::Boot)?;
     Ok(())
 }
@@ -379,8 +402,8 @@ pub fn run(
                         report.commands.push(format!("# {} unchanged: skipped", r.partition));
                         continue;
                     }
-                    for p in pieces(&img.path, max_download)? {
-                        report.commands.push(Command::Download(p.len() as u32).show());
+                    for size in pieces(&img.path, max_download, false)?.sizes {
+                        report.commands.push(Command::Download(size as u32).show());
                         report.commands.push(Command::Flash(r.partition.clone()).show());
                     }
                 }
@@ -442,13 +465,14 @@ pub fn run(
                         skipped: true,
                     });
                 }
-                let parts = pieces(&img.path, max_download)?;
-                let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+                let parts = pieces(&img.path, max_download, true)?;
+                let total: u64 = parts.sizes.iter().sum();
                 let mut sent = 0u64;
                 let mut last_shown = Instant::now();
-                for p in &parts {
+                for _ in 0..parts.sizes.len() {
+                    let p = parts.rx.recv().context("the thread cutting the image's pieces died")??;
                     let base = sent;
-                    client.download(&mut &p[..], p.len() as u64, &mut |n| {
+                    client.download(&p, &mut |n| {
                         if last_shown.elapsed().as_secs_f64() > 1.0 {
                             last_shown = Instant::now();
                             let secs = t0.elapsed().as_secs_f64().max(1e-3);
@@ -469,7 +493,7 @@ pub fn run(
                     action: "flash",
                     image: Some(name.clone()),
                     bytes: total,
-                    pieces: parts.len(),
+                    pieces: parts.sizes.len(),
                     seconds: t0.elapsed().as_secs_f64(),
                     skipped: false,
                 })
@@ -522,7 +546,7 @@ pub fn run(
             client.command(&Command::SetActive(s)).context(failed)?;
         } else {
             let img = misc_switch(s)?;
-            client.download(&mut &img[..], img.len() as u64, &mut |_| {}).context(failed)?;
+            client.download(&img, &mut |_| {}).context(failed)?;
             client.command(&Command::Flash("misc".into())).context(failed)?;
         }
         progress(&format!("slot {s} is now active (it was {})", current.unwrap_or('?')));
@@ -534,4 +558,56 @@ pub fn run(
     }
     report.commands = client.sent.clone();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes a dry run prints are the sizes of the pieces a flash sends, and the pieces
+    /// put back together are the image.
+    #[test]
+    fn pieces_are_cut_as_announced_and_cover_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        // A raw image of 41 blocks and a bit: data, zeros, data, a short tail.
+        let mut raw = Vec::new();
+        for i in 0..41u32 {
+            if (10..30).contains(&i) {
+                raw.extend(std::iter::repeat_n(0u8, 4096));
+            } else {
+                raw.extend((0..4096u32).map(|j| (i * 7 + j * 13) as u8));
+            }
+        }
+        raw.extend_from_slice(b"tail");
+        let path = dir.path().join("raw.img");
+        fs::write(&path, &raw).unwrap();
+        let announced = pieces(&path, 48 << 10, false).unwrap().sizes;
+        let made = pieces(&path, 48 << 10, true).unwrap();
+        assert!(announced.len() > 1, "{announced:?}");
+        let bodies: Vec<Vec<u8>> = (0..made.sizes.len()).map(|_| made.rx.recv().unwrap().unwrap()).collect();
+        assert_eq!(bodies.iter().map(|b| b.len() as u64).collect::<Vec<_>>(), announced);
+        assert!(bodies.iter().all(|b| b.len() <= 48 << 10));
+        // Written one over the other, don't-care left alone, they give the padded image.
+        let mut disk = vec![0u8; raw.len().div_ceil(4096) * 4096];
+        for b in &bodies {
+            sparse::decode(&b[..], |op| {
+                match op {
+                    sparse::Op::Data { offset, data } => {
+                        disk[offset as usize..offset as usize + data.len()].copy_from_slice(data)
+                    }
+                    sparse::Op::Fill { offset, len, value } => {
+                        for (i, byte) in disk[offset as usize..(offset + len) as usize].iter_mut().enumerate() {
+                            *byte = value.to_le_bytes()[i % 4];
+                        }
+                    }
+                    sparse::Op::DontCare { .. } => {}
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(&disk[..raw.len()], &raw[..]);
+        // An image that fits is sent whole.
+        assert_eq!(pieces(&path, 1 << 20, false).unwrap().sizes, vec![raw.len() as u64]);
+    }
 }

@@ -66,10 +66,14 @@ impl Tcp {
 
     /// Sends one packet.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(8 + data.len());
-        frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
-        frame.extend_from_slice(data);
-        self.stream.write_all(&frame)
+        let len = (data.len() as u64).to_be_bytes();
+        if data.len() <= 4096 {
+            // One segment for a command or reply.
+            return self.stream.write_all(&[&len[..], data].concat());
+        }
+        // Data: the header, then the bytes where they are, no copy.
+        self.stream.write_all(&len)?;
+        self.stream.write_all(data)
     }
 
     /// Receives one packet (at most 64 MiB).
