@@ -143,6 +143,7 @@ fn build_check_reproduce_and_boot() {
     let manifest_b: serde_json::Value = serde_json::from_str(&ok(&build(&elsewhere, &store_b, &out_b, true))).unwrap();
     assert_eq!(sha256s(&manifest), sha256s(&manifest_b), "builds from two empty stores differ");
     assert_eq!(manifest["toplevel"], manifest_b["toplevel"]);
+    assert_eq!(store_entries(&store_a), store_entries(&store_b), "the same store paths in both stores");
     drop(out_b);
     let _ = mobix_util_remove(&store_b);
 

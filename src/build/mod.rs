@@ -33,6 +33,10 @@ pub struct Ctx<'a> {
     /// Cache of cargo's target directories, so dependencies are compiled once per host.
     pub cargo_cache: PathBuf,
     pub progress: &'a dyn Fn(&str),
+    /// Binary caches to take paths from before building them (`--substituter`).
+    pub substituters: Vec<PathBuf>,
+    /// Keys whose signatures on cache entries are trusted (`--trust`).
+    pub trusted: Vec<crate::store::cache::PublicKey>,
 }
 
 impl Ctx<'_> {
@@ -50,30 +54,68 @@ impl Ctx<'_> {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {
     pub built: Vec<StorePath>,
+    /// Taken from a binary cache instead of built (with what they refer to).
+    pub substituted: Vec<StorePath>,
     pub cached: usize,
 }
 
-/// Realises `targets` and everything they need, in plan order.
+/// Realises `targets` and everything they need, in plan order. From the targets down,
+/// a path already in the store or in a binary cache ([`Ctx::substituters`]) needs none of
+/// its recipe's inputs: only those recipes run that nothing can stand in for.
 pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> {
     let mut needed = BTreeSet::new();
-    for t in targets {
-        needed.extend(plan.input_closure(t));
+    let mut substitute: std::collections::BTreeMap<StorePath, &Path> = Default::default();
+    let mut todo: Vec<StorePath> = targets.to_vec();
+    while let Some(p) = todo.pop() {
+        if !needed.insert(p.clone()) || ctx.store.contains(&p) {
+            continue;
+        }
+        if let Some(dir) = ctx.substituters.iter().find(|d| crate::store::cache::has(d, &p)) {
+            substitute.insert(p, dir.as_path());
+            continue;
+        }
+        if let Some(r) = plan.get(&p) {
+            todo.extend(r.recipe.inputs.values().cloned());
+        }
     }
     for p in needed.iter().filter(|p| plan.existing.contains(p)) {
-        if !ctx.store.contains(p) {
+        if !ctx.store.contains(p) && !substitute.contains_key(p) {
             return Err(Fail::new(format!("{p} is needed but not in the store, and this plan cannot build it"))
                 .hint("it belongs to an older generation: build that generation again, or drop it")
                 .into());
         }
     }
-    let todo: Vec<&Planned> = plan.recipes.iter().filter(|r| needed.contains(&r.path)).collect();
     let mut report = Report::default();
-    if todo.iter().all(|r| ctx.store.contains(&r.path)) {
-        report.cached = todo.len();
+    let mut order: Vec<&StorePath> = plan.recipes.iter().map(|r| &r.path).filter(|p| needed.contains(*p)).collect();
+    // Substitutable paths the plan does not build (older generations) go first.
+    let extra: Vec<&StorePath> = substitute.keys().filter(|p| plan.get(p).is_none()).collect();
+    order.splice(0..0, extra);
+    if order.iter().all(|p| ctx.store.contains(p)) {
+        report.cached = order.len();
         return Ok(report);
     }
     let lock = ctx.store.lock()?;
-    for planned in todo {
+    for path in order {
+        if ctx.store.contains(path) {
+            report.cached += 1;
+            continue;
+        }
+        if let Some(dir) = substitute.get(path) {
+            let t0 = Instant::now();
+            let before = ctx.store.paths()?.len();
+            crate::store::cache::import(ctx.store, &lock, dir, path, &ctx.trusted)
+                .with_context(|| format!("substituting {path} from {}", dir.display()))?;
+            (ctx.progress)(&format!(
+                "substituted {} from {} ({} store paths, {:.1}s)",
+                path.name(),
+                dir.display(),
+                ctx.store.paths()?.len() - before,
+                t0.elapsed().as_secs_f64()
+            ));
+            report.substituted.push(path.clone());
+            continue;
+        }
+        let planned = plan.get(path).expect("only planned paths are left");
         let candidates = plan.input_closure(&planned.path);
         let t0 = Instant::now();
         let mut announced = false;

@@ -4,6 +4,7 @@
 
 pub mod doctor;
 pub mod inspect;
+mod store;
 
 use crate::build::{self, Ctx};
 use crate::plan::{self, Inputs};
@@ -68,6 +69,11 @@ enum Cmd {
     /// Read, unpack and repack the image formats phones use.
     #[command(subcommand)]
     Inspect(inspect::Format),
+    /// The store: closures, why one path depends on another, verification, binary caches.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
+    /// Remove store paths no generation and no out directory needs.
+    Gc(store::GcArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +124,13 @@ struct BuildArgs {
     /// source, or use the prebuilt package (the substitute).
     #[arg(long, value_enum, default_value = "source")]
     kernel_from: plan::KernelFrom,
+    /// A binary cache directory (`mobix store export`) to take store paths from before
+    /// building them; repeatable. Needs --trust.
+    #[arg(long, value_name = "DIR", requires = "trust")]
+    substituter: Vec<PathBuf>,
+    /// A public key whose signatures on cache entries are trusted; repeatable.
+    #[arg(long, value_name = "FILE")]
+    trust: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -395,6 +408,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Device(d) => cmd_device(&cli.global, d),
         Cmd::Kernel(k) => cmd_kernel(&cli.global, k),
         Cmd::Generations(c) => cmd_generations(&cli.global, c),
+        Cmd::Store(c) => store::cmd_store(&cli.global, c),
+        Cmd::Gc(a) => store::cmd_gc(&cli.global, a),
     }
 }
 
@@ -484,6 +499,8 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
         downloads: cache_dir().join("downloads"),
         cargo_cache: cache_dir().join("cargo-target"),
         progress: &progress,
+        substituters: Vec::new(),
+        trusted: Vec::new(),
     }
 }
 
@@ -510,7 +527,9 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let ctx = builder_ctx(&store);
+    let mut ctx = builder_ctx(&store);
+    ctx.substituters = a.substituter.clone();
+    ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
     progress(&format!("kernel: {}", sys.kernel_origin));
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
     let label = format!("mobix on {}", profile.device.name);
@@ -522,13 +541,18 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
     generation::set_boot_image(&store, &profile.instance(), &rec, &imgs.boot)?;
     let built = r1.built.len() + r2.built.len();
-    if built == 0 {
+    let substituted = r1.substituted.len() + r2.substituted.len();
+    if built + substituted == 0 {
         progress(&format!(
             "nothing to build: every store path was already present ({:.2}s)",
             t0.elapsed().as_secs_f64()
         ));
     } else {
-        progress(&format!("built {built} store paths in {:.1}s", t0.elapsed().as_secs_f64()));
+        progress(&format!(
+            "built {built} store paths, substituted {substituted}, {} already present, in {:.1}s",
+            r1.cached + r2.cached,
+            t0.elapsed().as_secs_f64()
+        ));
     }
     progress(&format!(
         "{} generation {} ({}) -> {}",

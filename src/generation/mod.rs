@@ -61,6 +61,26 @@ pub fn list(store: &Store, device: &Codename) -> Result<BTreeMap<u32, Record>> {
     Ok(out)
 }
 
+/// What every device's generations keep alive: each record's toplevel and boot image.
+pub fn roots(store: &Store) -> Result<Vec<StorePath>> {
+    let base = store.root().join(".mobix/generations");
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(&base) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
+    };
+    for e in rd {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let Ok(device) = Codename::new(&name) else { continue };
+        for rec in list(store, &device)?.into_values() {
+            out.push(rec.toplevel);
+            out.extend(rec.boot_image);
+        }
+    }
+    Ok(out)
+}
+
 /// The generation for `toplevel`: the newest one if it has that toplevel, else a new one.
 /// Returns the record and whether it is new.
 pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {

@@ -174,6 +174,8 @@ pub fn publish(
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
     }
+    // The out directory keeps what it links to alive (`mobix gc`).
+    store.register_out(out)?;
     let plan = flash_plan(profile, images.contains_key("vbmeta.img"));
     util::write_atomic(&out.join(FLASH_PLAN), (serde_json::to_string_pretty(&plan)? + "\n").as_bytes())?;
     for (name, text) in stock_tool_files(&plan, generation) {

@@ -5,11 +5,16 @@
 //! the only module that creates store paths. A build runs in a temporary directory under
 //! `<dir>/.mobix/tmp` and is renamed into place only when complete and normalised, so an
 //! interrupted build never leaves a store path behind. One process at a time builds in a
-//! store (an exclusive `flock` on `<dir>/.mobix/lock`).
+//! store (an exclusive `flock` on `<dir>/.mobix/lock`). Each path's references and content
+//! hash are recorded (`.mobix/refs/`, `.mobix/hashes/`) before it appears, so
+//! [`Store::verify`] can rehash it later; [`archive`] moves paths in and out as tar
+//! streams, [`cache`] as signed binary cache entries.
 //!
 //! On the phone the store is mounted at [`PHONE_STORE`]; outputs refer to each other by
 //! that absolute path, wherever the host keeps its store directory.
 
+pub mod archive;
+pub mod cache;
 pub mod lock;
 mod refs;
 
@@ -119,7 +124,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
         let meta = root.join(".mobix");
-        for d in [meta.join("tmp"), meta.join("refs")] {
+        for d in [meta.join("tmp"), meta.join("refs"), meta.join("hashes")] {
             fs::create_dir_all(&d)
                 .map_err(|e| util::user_error(e, format!("creating the store directory {}", d.display())))?;
         }
@@ -193,12 +198,150 @@ impl Store {
         util::normalize_tree(&out).with_context(|| format!("normalising the output of {path}"))?;
         let refs =
             scan_references(&out, candidates, path).with_context(|| format!("scanning {path} for references"))?;
-        let refs_text: String = refs.iter().map(|r| format!("{}\n", r.phone_path())).collect();
-        util::write_atomic(&self.refs_file(path), refs_text.as_bytes())?;
-        fs::rename(&out, self.host_path(path))
-            .with_context(|| format!("moving the output of {path} into the store"))?;
+        self.add_finished(path, &out, &refs)?;
         drop(guard);
         Ok(true)
+    }
+
+    /// Moves a finished, normalised output into the store, after recording its references
+    /// and content hash (so a path in the store always has both).
+    fn add_finished(&self, path: &StorePath, out: &Path, refs: &BTreeSet<StorePath>) -> Result<()> {
+        let refs_text: String = refs.iter().map(|r| format!("{}\n", r.phone_path())).collect();
+        util::write_atomic(&self.refs_file(path), refs_text.as_bytes())?;
+        let digest = content_hash(out).with_context(|| format!("hashing the output of {path}"))?;
+        util::write_atomic(&self.hash_file(path), format!("{}\n", digest.hex()).as_bytes())?;
+        fs::rename(out, self.host_path(path)).with_context(|| format!("moving the output of {path} into the store"))?;
+        Ok(())
+    }
+
+    /// Adds `path` from an unpacked archive at `out` (a binary cache entry), whose content
+    /// hash and references the caller has checked. Needs the store lock.
+    pub fn add_unpacked(
+        &self,
+        _lock: &StoreLock,
+        path: &StorePath,
+        out: &Path,
+        refs: &BTreeSet<StorePath>,
+        want: &crate::hash::Sha256Digest,
+    ) -> Result<()> {
+        util::normalize_tree(out).with_context(|| format!("normalising {path}"))?;
+        let got = content_hash(out).with_context(|| format!("hashing {path}"))?;
+        if &got != want {
+            return Err(Fail::new(format!(
+                "{path}: its unpacked content hashes to {}, but its signed metadata says {}",
+                got.hex(),
+                want.hex()
+            ))
+            .into());
+        }
+        for r in refs {
+            if !self.contains(r) {
+                return Err(Fail::new(format!("{path} refers to {r}, which is not in the store")).into());
+            }
+        }
+        self.add_finished(path, out, refs)
+    }
+
+    fn hash_file(&self, p: &StorePath) -> PathBuf {
+        self.root.join(".mobix/hashes").join(p.base_name())
+    }
+
+    /// The content hash recorded when `p` was added (None for paths an older mobix built).
+    pub fn recorded_hash(&self, p: &StorePath) -> Result<Option<crate::hash::Sha256Digest>> {
+        match fs::read_to_string(self.hash_file(p)) {
+            Ok(t) => Ok(Some(
+                crate::hash::Sha256Digest::parse_hex(t.trim())
+                    .with_context(|| format!("{} is not a sha256", self.hash_file(p).display()))?,
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.hash_file(p).display())),
+        }
+    }
+
+    /// Every path in the store.
+    pub fn paths(&self) -> Result<Vec<StorePath>> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(&self.root).with_context(|| format!("reading {}", self.root.display()))? {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Ok(p) = StorePath::parse(&name) {
+                v.push(p);
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// Rehashes `paths` and checks their references are present: what is wrong with each.
+    pub fn verify(&self, paths: &[StorePath]) -> Result<Vec<(StorePath, String)>> {
+        let mut bad = Vec::new();
+        for p in paths {
+            let host = self.host_path(p);
+            let Some(want) = self.recorded_hash(p)? else {
+                bad.push((p.clone(), "no recorded content hash (added by an older mobix): rebuild it".into()));
+                continue;
+            };
+            match content_hash(&host) {
+                Ok(got) if got == want => {}
+                Ok(got) => {
+                    bad.push((p.clone(), format!("content changed: hashes to {}, recorded {}", got.hex(), want.hex())))
+                }
+                Err(e) => bad.push((p.clone(), format!("cannot be read: {e}"))),
+            }
+            match self.references(p) {
+                Ok(refs) => {
+                    for r in refs.iter().filter(|r| !self.contains(r)) {
+                        bad.push((p.clone(), format!("refers to {r}, which is missing")));
+                    }
+                }
+                Err(e) => bad.push((p.clone(), format!("{e:#}"))),
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Removes `p` (the caller holds the lock and knows nothing rooted needs it): first
+    /// renamed out of sight, so a crash never leaves half a path under its name.
+    pub fn remove(&self, _lock: &StoreLock, p: &StorePath) -> Result<()> {
+        let host = self.host_path(p);
+        let trash = self.root.join(".mobix/tmp").join(format!("gc-{}", p.base_name()));
+        let _ = util::remove_tree(&trash);
+        fs::rename(&host, &trash).with_context(|| format!("moving {} out of the store", host.display()))?;
+        for f in [self.refs_file(p), self.hash_file(p)] {
+            let _ = fs::remove_file(f);
+        }
+        util::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))
+    }
+
+    /// Remembers an out directory as a garbage-collection root (its manifest's paths).
+    pub fn register_out(&self, out: &Path) -> Result<()> {
+        let out = out.canonicalize().with_context(|| format!("resolving {}", out.display()))?;
+        let dir = self.root.join(".mobix/outs");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = crate::hash::Sha256Digest::of(out.as_os_str().as_encoded_bytes()).hex();
+        util::symlink_atomic(&out, &dir.join(&key[..32]))
+    }
+
+    /// The out directories registered as roots that still exist.
+    pub fn registered_outs(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.root.join(".mobix/outs");
+        let mut v = Vec::new();
+        let Ok(rd) = fs::read_dir(&dir) else { return Ok(v) };
+        for e in rd {
+            let link = e?.path();
+            match fs::read_link(&link) {
+                Ok(target) if target.is_dir() => v.push(target),
+                // The out directory is gone: so is the root.
+                _ => {
+                    let _ = fs::remove_file(&link);
+                }
+            }
+        }
+        v.sort();
+        Ok(v)
     }
 
     fn refs_file(&self, p: &StorePath) -> PathBuf {
@@ -230,6 +373,26 @@ impl Store {
         }
         Ok(seen)
     }
+}
+
+/// What a store path holds, hashed: its type, and for a directory every entry's relative
+/// path, type, executable bit, contents and link target (timestamps and owners do not
+/// count). What `mobix store verify` compares and binary caches sign.
+pub fn content_hash(path: &Path) -> io::Result<crate::hash::Sha256Digest> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = fs::symlink_metadata(path)?;
+    let mut h = crate::hash::Hasher::new();
+    if m.file_type().is_symlink() {
+        h.update(b"symlink\0");
+        h.update(fs::read_link(path)?.as_os_str().as_encoded_bytes());
+    } else if m.is_dir() {
+        h.update(b"directory\0");
+        h.update(crate::hash::sha256_tree(path, &|_| false)?.bytes());
+    } else {
+        h.update(if m.permissions().mode() & 0o111 != 0 { b"executable\0" } else { b"regular\0\0\0\0" });
+        h.update(crate::hash::sha256_file(path)?.bytes());
+    }
+    Ok(h.finish())
 }
 
 /// Removes a build's temporary directory however the build ends (error, panic).

@@ -104,3 +104,100 @@ fn helper_build_forever() {
         }
     });
 }
+
+/// Two store paths, `b` referring to `a`.
+fn two_paths(store: &Store, lock: &StoreLock) -> (StorePath, StorePath) {
+    let a = sp("a", "a");
+    let b = sp("b", "b");
+    store.realise(lock, &a, &BTreeSet::new(), |out| Ok(fs::write(out, "leaf")?)).unwrap();
+    let cands: BTreeSet<_> = [a.clone()].into();
+    store
+        .realise(lock, &b, &cands, |out| {
+            fs::create_dir_all(out.join("bin"))?;
+            fs::write(out.join("bin/tool"), format!("#!{}\n", a.phone_path()))?;
+            fs::set_permissions(out.join("bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            std::os::unix::fs::symlink(a.phone_path(), out.join("leaf"))?;
+            Ok(())
+        })
+        .unwrap();
+    (a, b)
+}
+
+#[test]
+fn verify_finds_changed_and_missing_content() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path()).unwrap();
+    let lock = store.lock().unwrap();
+    let (a, b) = two_paths(&store, &lock);
+    assert_eq!(store.verify(&store.paths().unwrap()).unwrap(), vec![]);
+    // Someone edits a file in the store.
+    let f = store.host_path(&b).join("bin/tool");
+    fs::set_permissions(store.host_path(&b).join("bin"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(&f, "#!/bin/evil\n").unwrap();
+    let bad = store.verify(&store.paths().unwrap()).unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].0 == b && bad[0].1.contains("content changed"), "{bad:?}");
+    // A reference disappears.
+    store.remove(&lock, &a).unwrap();
+    let bad = store.verify(std::slice::from_ref(&b)).unwrap();
+    assert!(bad.iter().any(|(_, why)| why.contains("missing")), "{bad:?}");
+}
+
+#[test]
+fn a_binary_cache_round_trips_and_refuses_what_was_tampered_with() {
+    use super::cache;
+    let d = tempfile::tempdir().unwrap();
+    let from = Store::open(&d.path().join("from")).unwrap();
+    let (a, b) = {
+        let lock = from.lock().unwrap();
+        two_paths(&from, &lock)
+    };
+    let key = cache::SecretKey::generate("team-1").unwrap();
+    let dir = d.path().join("cache");
+    let written = cache::export(&from, std::slice::from_ref(&b), &dir, &key).unwrap();
+    assert_eq!(written.into_iter().collect::<BTreeSet<_>>(), [a.clone(), b.clone()].into());
+    // Again: nothing to write.
+    assert!(cache::export(&from, std::slice::from_ref(&b), &dir, &key).unwrap().is_empty());
+    let trusted = [cache::PublicKey::parse(&key.public().to_text(), "test").unwrap()];
+
+    let fresh = |n: &str| Store::open(&d.path().join(n)).unwrap();
+    // Untrusted: refused, nothing added.
+    let s = fresh("untrusted");
+    let other = cache::SecretKey::generate("someone-else").unwrap().public();
+    let err = cache::import(&s, &s.lock().unwrap(), &dir, &b, &[other]).unwrap_err();
+    assert!(format!("{err:#}").contains("not signed by a trusted key (signed by: team-1)"), "{err:#}");
+    assert!(s.paths().unwrap().is_empty());
+
+    // Trusted: b and what it refers to arrive, identical.
+    let s = fresh("to");
+    assert!(cache::import(&s, &s.lock().unwrap(), &dir, &b, &trusted).unwrap());
+    assert_eq!(s.paths().unwrap().into_iter().collect::<BTreeSet<_>>(), [a.clone(), b.clone()].into());
+    assert_eq!(s.verify(&s.paths().unwrap()).unwrap(), vec![]);
+    assert_eq!(s.references(&b).unwrap(), [a.clone()].into());
+    assert_eq!(
+        content_hash(&s.host_path(&b)).unwrap(),
+        content_hash(&from.host_path(&b)).unwrap(),
+        "same content in both stores"
+    );
+
+    // A changed archive: refused before it is unpacked.
+    let arch = dir.join(format!("{}.tar.zst", a.base_name()));
+    let mut bytes = fs::read(&arch).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    fs::write(&arch, &bytes).unwrap();
+    let s = fresh("tampered");
+    let err = cache::import(&s, &s.lock().unwrap(), &dir, &a, &trusted).unwrap_err();
+    assert!(format!("{err:#}").contains("was tampered with or damaged"), "{err:#}");
+    assert!(s.paths().unwrap().is_empty() && fs::read_dir(s.root().join(".mobix/tmp")).unwrap().next().is_none());
+
+    // Metadata edited to match the changed archive: the signature no longer matches.
+    let info_path = dir.join(format!("{}.json", a.base_name()));
+    let mut info: cache::Info = serde_json::from_slice(&fs::read(&info_path).unwrap()).unwrap();
+    info.archive_sha256 = crate::hash::sha256_file(&arch).unwrap().hex();
+    fs::write(&info_path, serde_json::to_vec(&info).unwrap()).unwrap();
+    let err = cache::import(&s, &s.lock().unwrap(), &dir, &a, &trusted).unwrap_err();
+    assert!(format!("{err:#}").contains("changed after signing"), "{err:#}");
+    assert!(s.paths().unwrap().is_empty());
+}

@@ -1,0 +1,372 @@
+//! `mobix store …` and `mobix gc`: looking into the store, checking it, sharing it,
+//! cleaning it.
+
+use super::{progress, store_dir, Global};
+use crate::generation;
+use crate::image;
+use crate::store::{cache, Store, StorePath};
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Print the closure of store paths: them and everything they refer to, transitively.
+    Closure {
+        /// Store paths (`/mobix/store/…`, `<hash>-<name>`, a file inside the store such as an
+        /// out directory's image link, or an out directory: its toplevel and images).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Print each path's size too.
+        #[arg(long)]
+        size: bool,
+    },
+    /// Show why A depends on B: a chain of references from A to B, with the file in each
+    /// path that mentions the next.
+    WhyDepends { a: String, b: String },
+    /// Rehash store paths (default: all) against the hashes recorded when they were added,
+    /// and check their references are present. Exit 1 when something is wrong.
+    Verify { paths: Vec<String> },
+    /// Make a signing key for binary caches: FILE (secret, mode 0600) and FILE.pub.
+    Keygen {
+        /// Who signs (shown in caches and errors), e.g. `team-ci-1`.
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Write store paths and their closures to a binary cache directory, signed (an out
+    /// directory: its toplevel and images).
+    Export {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The secret key to sign with (`mobix store keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Add store paths from a binary cache directory (default: all it has), checking each
+    /// signature, archive hash and content hash.
+    Import {
+        dir: PathBuf,
+        /// Only these paths (and what they refer to).
+        paths: Vec<String>,
+        /// A public key whose signatures are trusted (FILE.pub from `mobix store keygen`).
+        #[arg(long, value_name = "FILE", required = true)]
+        trust: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The store paths an argument names: one, or for an out directory its toplevel and images.
+fn resolve_all(store: &Store, args: &[String]) -> Result<Vec<StorePath>> {
+    let mut v = Vec::new();
+    for s in args {
+        let host = Path::new(s);
+        if StorePath::parse(s).is_err() && host.join("manifest.json").is_file() {
+            let m = image::load_manifest(host)?;
+            v.push(m.toplevel);
+            v.extend(m.images.into_values().map(|i| i.store_path));
+        } else {
+            v.push(resolve(store, s)?);
+        }
+    }
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// A store path named on the command line.
+fn resolve(store: &Store, s: &str) -> Result<StorePath> {
+    if let Ok(p) = StorePath::parse(s) {
+        return Ok(p);
+    }
+    let host = Path::new(s);
+    if host.join("manifest.json").is_file() {
+        return Ok(image::load_manifest(host)?.toplevel);
+    }
+    let real = host.canonicalize().map_err(|e| util::user_error(e, format!("{s} is not a store path")))?;
+    let first = real
+        .strip_prefix(store.root())
+        .ok()
+        .and_then(|rel| rel.components().next())
+        .and_then(|c| StorePath::parse(&c.as_os_str().to_string_lossy()).ok());
+    first.ok_or_else(|| {
+        Fail::new(format!("{s} is not a store path, nor inside the store {}", store.root().display()))
+            .hint("name /mobix/store/<hash>-<name>, <hash>-<name>, a file in the store, or an out directory")
+            .into()
+    })
+}
+
+fn present(store: &Store, p: &StorePath) -> Result<()> {
+    if store.contains(p) {
+        Ok(())
+    } else {
+        Err(Fail::new(format!("{p} is not in the store {}", store.root().display())).into())
+    }
+}
+
+pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
+    let store = Store::open(&store_dir(g))?;
+    match c {
+        StoreCmd::Closure { paths, size } => {
+            let roots = resolve_all(&store, paths)?;
+            for r in &roots {
+                present(&store, r)?;
+            }
+            let mut total = 0;
+            for p in store.closure(&roots)? {
+                if *size {
+                    let n = du(&store.host_path(&p));
+                    total += n;
+                    println!("{p}\t{}", human(n));
+                } else {
+                    println!("{p}");
+                }
+            }
+            if *size {
+                println!("total\t{}", human(total));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::WhyDepends { a, b } => {
+            let (a, b) = (resolve(&store, a)?, resolve(&store, b)?);
+            present(&store, &a)?;
+            match chain(&store, &a, &b)? {
+                None => {
+                    println!("{a} does not depend on {b}");
+                    Ok(ExitCode::from(1))
+                }
+                Some(chain) => {
+                    println!("{}", chain[0]);
+                    for w in chain.windows(2) {
+                        let why = mention(&store, &w[0], &w[1]).unwrap_or_default();
+                        println!("└─ {}{}", w[1], if why.is_empty() { String::new() } else { format!("  (in {why})") });
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        StoreCmd::Verify { paths } => {
+            let targets = if paths.is_empty() { store.paths()? } else { resolve_all(&store, paths)? };
+            for t in &targets {
+                present(&store, t)?;
+            }
+            let bad = store.verify(&targets)?;
+            for (p, why) in &bad {
+                println!("{p}: {why}");
+            }
+            if bad.is_empty() {
+                progress(&format!("{} store paths verified: content and references intact", targets.len()));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let n = bad.iter().map(|b| &b.0).collect::<BTreeSet<_>>().len();
+                Err(Fail::new(format!("{n} of {} store paths failed verification", targets.len()))
+                    .hint("rebuild them (delete the damaged paths, then `mobix build`), or import them from a cache")
+                    .into())
+            }
+        }
+        StoreCmd::Keygen { name, to } => {
+            let key = cache::SecretKey::generate(name)?;
+            let public = PathBuf::from(format!("{}.pub", to.display()));
+            if to.exists() {
+                return Err(Fail::new(format!("{} exists; not overwriting a key", to.display())).into());
+            }
+            write_private(to, key.to_text().as_bytes())?;
+            util::write_atomic(&public, key.public().to_text().as_bytes())?;
+            progress(&format!(
+                "secret key {} (keep it), public key {} (give it to whoever imports)",
+                to.display(),
+                public.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Export { paths, to, key } => {
+            let key = cache::SecretKey::load(key)?;
+            let roots = resolve_all(&store, paths)?;
+            for r in &roots {
+                present(&store, r)?;
+            }
+            let written = cache::export(&store, &roots, to, &key)?;
+            for p in &written {
+                println!("{p}");
+            }
+            progress(&format!(
+                "exported {} store paths to {} (signed by {}); the rest were there already",
+                written.len(),
+                to.display(),
+                key.name
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Import { dir, paths, trust } => {
+            let trusted = trust.iter().map(|f| cache::PublicKey::load(f)).collect::<Result<Vec<_>>>()?;
+            let wanted = if paths.is_empty() {
+                cache::list(dir)?
+            } else {
+                paths.iter().map(|s| resolve(&store, s)).collect::<Result<Vec<_>>>()?
+            };
+            let lock = store.lock()?;
+            let before: BTreeSet<StorePath> = store.paths()?.into_iter().collect();
+            for p in &wanted {
+                if !cache::import(&store, &lock, dir, p, &trusted)? {
+                    return Err(Fail::new(format!("the cache {} has no {p}", dir.display())).into());
+                }
+            }
+            let added: Vec<StorePath> = store.paths()?.into_iter().filter(|p| !before.contains(p)).collect();
+            for p in &added {
+                println!("{p}");
+            }
+            progress(&format!("imported {} store paths from {}", added.len(), dir.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| util::user_error(e, format!("creating {}", path.display())))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The shortest chain of references from `a` to `b`.
+fn chain(store: &Store, a: &StorePath, b: &StorePath) -> Result<Option<Vec<StorePath>>> {
+    let mut prev: BTreeMap<StorePath, StorePath> = BTreeMap::new();
+    let mut seen = BTreeSet::from([a.clone()]);
+    let mut todo = VecDeque::from([a.clone()]);
+    while let Some(p) = todo.pop_front() {
+        if &p == b {
+            let mut chain = vec![p.clone()];
+            let mut cur = p;
+            while let Some(q) = prev.get(&cur) {
+                chain.push(q.clone());
+                cur = q.clone();
+            }
+            chain.reverse();
+            return Ok(Some(chain));
+        }
+        for r in store.references(&p)? {
+            if seen.insert(r.clone()) {
+                prev.insert(r.clone(), p.clone());
+                todo.push_back(r);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The first file (or link) in `from` that mentions `to`'s hash, relative to `from`.
+fn mention(store: &Store, from: &StorePath, to: &StorePath) -> Option<String> {
+    let root = store.host_path(from);
+    let needle = to.hash_part().as_bytes();
+    let hit = |p: &Path, m: &std::fs::Metadata| -> bool {
+        if m.file_type().is_symlink() {
+            std::fs::read_link(p)
+                .is_ok_and(|t| memchr::memmem::find(t.as_os_str().as_encoded_bytes(), needle).is_some())
+        } else if m.is_file() {
+            util::map_file(p).is_ok_and(|d| memchr::memmem::find(&d, needle).is_some())
+        } else {
+            false
+        }
+    };
+    let m = std::fs::symlink_metadata(&root).ok()?;
+    if !m.is_dir() {
+        return hit(&root, &m).then(|| ".".to_string());
+    }
+    let mut found = None;
+    let _ = util::walk(&root, &mut |rel, m| {
+        if found.is_none() && hit(&root.join(rel), m) {
+            found = Some(rel.to_string());
+        }
+        Ok(found.is_none())
+    });
+    found
+}
+
+/// Bytes a tree takes (file sizes; links and directories count nothing).
+fn du(path: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(path) else { return 0 };
+    if m.is_file() {
+        return m.len();
+    }
+    let mut n = 0;
+    if m.is_dir() {
+        let _ = util::walk(path, &mut |_, m| {
+            if m.is_file() {
+                n += m.len();
+            }
+            Ok(true)
+        });
+    }
+    n
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// What garbage collection keeps: every device's generations, and what each registered
+/// out directory (every build's `--out`, while it exists) links to.
+fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, Vec<PathBuf>)> {
+    let mut roots = generation::roots(store)?;
+    let outs = store.registered_outs()?;
+    for out in &outs {
+        if let Ok(m) = image::load_manifest(out) {
+            roots.push(m.toplevel);
+            roots.extend(m.images.into_values().map(|i| i.store_path));
+        }
+    }
+    roots.retain(|r| store.contains(r));
+    roots.sort();
+    roots.dedup();
+    Ok((roots, outs))
+}
+
+pub fn cmd_gc(g: &Global, a: &GcArgs) -> Result<ExitCode> {
+    let store = Store::open(&store_dir(g))?;
+    let lock = store.lock()?;
+    let (roots, outs) = gc_roots(&store)?;
+    let records = generation::roots(&store)?.len();
+    let live = store.closure(&roots).context("computing what the roots need")?;
+    let dead: Vec<StorePath> = store.paths()?.into_iter().filter(|p| !live.contains(p)).collect();
+    let mut freed = 0;
+    for p in &dead {
+        let n = du(&store.host_path(p));
+        freed += n;
+        println!("{p}\t{}", human(n));
+        if !a.dry_run {
+            store.remove(&lock, p)?;
+        }
+    }
+    progress(&format!(
+        "{} {} store paths ({}); kept {}: what generations ({records} toplevels and boot images) and {} out \
+         directories need",
+        if a.dry_run { "would remove" } else { "removed" },
+        dead.len(),
+        human(freed),
+        live.len(),
+        outs.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
