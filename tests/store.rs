@@ -218,3 +218,38 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
     assert_eq!(sha256s(&t.join("out")), sha256s(&t.join("out-ref")), "interrupted builds change nothing");
     let _ = mobix::util::remove_tree(&t.join("s"));
 }
+
+#[test]
+fn lock_update_repins_to_what_apt_has_and_dry_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    repo_copy(t);
+    let lock_path = t.join("mobix.lock");
+    let original: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
+    // An old pin of busybox (a version and hash the mirror does not have).
+    let mut old = original.clone();
+    old["debs"]["busybox"]["version"] = "1:1.30.1-1".into();
+    old["debs"]["busybox"]["sha256"] = "00".repeat(32).into();
+    fs::write(&lock_path, serde_json::to_string_pretty(&old).unwrap() + "\n").unwrap();
+    let before = fs::read(&lock_path).unwrap();
+
+    let dry = ok(&mobix(t, &["lock", "update", "busybox", "--dry-run"]));
+    assert!(dry.contains("debs.busybox: busybox-static 1:1.30.1-1 -> "), "{dry}");
+    assert_eq!(fs::read(&lock_path).unwrap(), before, "--dry-run leaves mobix.lock alone");
+
+    ok(&mobix(t, &["lock", "update", "busybox"]));
+    let now: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
+    // What apt's index says about its candidate, independently.
+    let show = common::tool(Command::new("apt-cache").args(["show", "--no-all-versions", "busybox-static:arm64"]));
+    let field = |k: &str| show.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).unwrap().trim().to_string();
+    assert_eq!(now["debs"]["busybox"]["version"], field("Version"));
+    assert_eq!(now["debs"]["busybox"]["sha256"], field("SHA256"));
+    // Nothing else moved.
+    let mut rest = now.clone();
+    rest["debs"]["busybox"] = original["debs"]["busybox"].clone();
+    assert_eq!(rest, original);
+
+    let o = mobix(t, &["lock", "update", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no entry \"nope\""));
+}

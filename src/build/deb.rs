@@ -47,7 +47,7 @@ pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
             want,
             got
         ))
-        .hint("nothing was added to the store; if the new package is trusted, update the pin")
+        .hint("nothing was added to the store; if the new package is trusted, re-pin it (`mobix lock update NAME`)")
         .into());
     }
     fs::rename(&got_file, &file)?;
@@ -74,4 +74,28 @@ pub fn build(ctx: &Ctx, pin: &DebPin, out: &Path) -> Result<()> {
         anyhow::bail!("dpkg-deb --fsys-tarfile {} failed: {}", file.display(), String::from_utf8_lossy(&status.stderr));
     }
     Ok(())
+}
+
+/// The version of `pin`'s package apt would install now (its candidate), pinned by the
+/// sha256 in apt's signed package index. The package name stays: a kernel whose ABI
+/// changed is a new package, named in the lock by hand.
+pub fn candidate(pin: &DebPin) -> Result<DebPin> {
+    let spec = format!("{}:{}", pin.package, pin.arch);
+    let out = util::run(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).map_err(|e| {
+        e.context(
+            Fail::new(format!("apt does not know {spec}"))
+                .hint("run `apt-get update` (scripts/setup does), and check the package name in mobix.lock"),
+        )
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::trim));
+    let (Some(version), Some(sha256)) = (field("Version"), field("SHA256")) else {
+        return Err(Fail::new(format!("apt-cache show {spec} gave no version and sha256")).into());
+    };
+    Ok(DebPin {
+        package: pin.package.clone(),
+        version: version.to_string(),
+        arch: pin.arch.clone(),
+        sha256: sha256.to_string(),
+    })
 }

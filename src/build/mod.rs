@@ -5,7 +5,7 @@
 //! store hands over. Builders run external tools (apt-get, dpkg-deb, depmod, cargo,
 //! qemu, mke2fs, debugfs, e2fsck) through [`crate::util::run`].
 
-mod deb;
+pub mod deb;
 pub mod images;
 mod initramfs;
 pub mod kconfig;

@@ -58,7 +58,7 @@ pub fn host_apt_sources(list: &str, deb822: &[String]) -> Vec<(String, Vec<Strin
 }
 
 /// The private apt state (`<downloads>/apt-src`), its lists fetched once per day at most.
-fn apt_options(ctx: &Ctx) -> Result<Vec<String>> {
+pub(crate) fn apt_options(ctx: &Ctx) -> Result<Vec<String>> {
     let base = ctx.downloads.join("apt-src");
     let lists = base.join("lists");
     let cache = base.join("cache");
@@ -227,6 +227,54 @@ pub fn unpack(src: &Path, dest: &Path) -> Result<PathBuf> {
         .with_context(|| format!("applying Debian's patch {name}"))?;
     }
     Ok(tree)
+}
+
+/// The newest version of `pin`'s source package the mirror has, pinned by the checksums
+/// in apt's signed index (the .dsc left out, as in every pin).
+pub fn candidate(ctx: &Ctx, pin: &SourcePin) -> Result<SourcePin> {
+    let opts = apt_options(ctx)?;
+    let out = util::run(Command::new("apt-cache").args(&opts).args(["showsrc", &pin.package]))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut best: Option<SourcePin> = None;
+    for stanza in text.split("\n\n") {
+        let field = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::trim));
+        if field("Package") != Some(pin.package.as_str()) {
+            continue;
+        }
+        let Some(version) = field("Version") else { continue };
+        let mut files = std::collections::BTreeMap::new();
+        let mut in_sums = false;
+        for l in stanza.lines() {
+            if l.starts_with("Checksums-Sha256:") {
+                in_sums = true;
+                continue;
+            }
+            if in_sums {
+                let Some(rest) = l.strip_prefix(' ') else { break };
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                if let [sha, _size, name] = parts[..] {
+                    if !name.ends_with(".dsc") {
+                        files.insert(name.to_string(), sha.to_string());
+                    }
+                }
+            }
+        }
+        let newer = match &best {
+            None => true,
+            Some(b) => Command::new("dpkg")
+                .args(["--compare-versions", version, "gt", &b.version])
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
+        if newer && !files.is_empty() {
+            best = Some(SourcePin { package: pin.package.clone(), version: version.to_string(), files });
+        }
+    }
+    best.ok_or_else(|| {
+        Fail::new(format!("the mirror has no source package {}", pin.package))
+            .hint("check the name in mobix.lock and apt's sources")
+            .into()
+    })
 }
 
 #[cfg(test)]

@@ -74,6 +74,22 @@ enum Cmd {
     Store(store::StoreCmd),
     /// Remove store paths no generation and no out directory needs.
     Gc(store::GcArgs),
+    /// mobix.lock: move pins to what the Debian mirror has now.
+    #[command(subcommand)]
+    Lock(LockCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCmd {
+    /// Re-pin packages (default: all) to apt's candidate version, with the sha256 from apt's
+    /// signed index; print what changed.
+    Update {
+        /// Lock entries (`debs` or `sources` names) to update.
+        names: Vec<String>,
+        /// Print the changes without writing mobix.lock.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -410,6 +426,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Generations(c) => cmd_generations(&cli.global, c),
         Cmd::Store(c) => store::cmd_store(&cli.global, c),
         Cmd::Gc(a) => store::cmd_gc(&cli.global, a),
+        Cmd::Lock(LockCmd::Update { names, dry_run }) => cmd_lock_update(&cli.global, names, *dry_run),
     }
 }
 
@@ -502,6 +519,57 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
         substituters: Vec::new(),
         trusted: Vec::new(),
     }
+}
+
+fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let mut lock = Lock::load(&repo)?;
+    for n in names {
+        if !lock.debs.contains_key(n) && !lock.sources.contains_key(n) {
+            let known: Vec<&str> = lock.debs.keys().chain(lock.sources.keys()).map(|s| s.as_str()).collect();
+            return Err(Fail::new(format!("{} has no entry {n:?}", lock.file.display()))
+                .hint(format!("entries: {}", known.join(", ")))
+                .into());
+        }
+    }
+    let wanted = |n: &str| names.is_empty() || names.iter().any(|w| w == n);
+    let mut changes = 0;
+    for (name, pin) in lock.debs.iter_mut().filter(|(n, _)| wanted(n)) {
+        let new = anyhow::Context::with_context(build::deb::candidate(pin), || format!("updating debs.{name}"))?;
+        if new == *pin {
+            progress(&format!("debs.{name}: {} {} is current", pin.package, pin.version));
+        } else {
+            println!("debs.{name}: {} {} -> {} (sha256 {})", pin.package, pin.version, new.version, new.sha256);
+            *pin = new;
+            changes += 1;
+        }
+    }
+    if lock.sources.keys().any(|n| wanted(n)) {
+        let store = Store::open(&store_dir(g))?;
+        let ctx = builder_ctx(&store);
+        for (name, pin) in lock.sources.iter_mut().filter(|(n, _)| wanted(n)) {
+            let new = anyhow::Context::with_context(build::source::candidate(&ctx, pin), || {
+                format!("updating sources.{name}")
+            })?;
+            if new == *pin {
+                progress(&format!("sources.{name}: {} {} is current", pin.package, pin.version));
+            } else {
+                println!("sources.{name}: {} {} -> {}", pin.package, pin.version, new.version);
+                *pin = new;
+                changes += 1;
+            }
+        }
+    }
+    if changes > 0 && !dry_run {
+        lock.save()?;
+        progress(&format!(
+            "wrote {} ({changes} pins changed); the next build fetches and checks them",
+            lock.file.display()
+        ));
+    } else if changes > 0 {
+        progress(&format!("{changes} pins would change (--dry-run: {} left alone)", lock.file.display()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {

@@ -132,6 +132,11 @@ impl Lock {
         Ok(lock)
     }
 
+    /// Writes the lock back (atomically), in the form it is read.
+    pub fn save(&self) -> Result<()> {
+        crate::util::write_atomic(&self.file, (serde_json::to_string_pretty(self)? + "\n").as_bytes())
+    }
+
     pub fn source(&self, name: &str) -> Result<&SourcePin> {
         self.sources.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.sources.keys().map(|s| s.as_str()).collect();
