@@ -280,6 +280,64 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Serialises writes to the terminal between [`say`] and a running [`Ticker`].
+static TERM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stderr_is_tty() -> bool {
+    // SAFETY: isatty on a file descriptor number; no memory involved.
+    unsafe { libc::isatty(2) == 1 }
+}
+
+/// Prints one progress line on stderr (`mobix: …`), first clearing a ticker's line.
+pub fn say(msg: &str) {
+    let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
+    if stderr_is_tty() {
+        eprint!("\r\x1b[K");
+    }
+    eprintln!("mobix: {msg}");
+}
+
+/// A live status line for a step that runs a while (`⠙ building sw (sw) 3.4s`), redrawn
+/// ten times a second below the progress lines, on a terminal only; gone when dropped.
+pub struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub fn start(label: String) -> Ticker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = stderr_is_tty().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let t0 = std::time::Instant::now();
+                let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    {
+                        let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
+                        eprint!("\r\x1b[K{} {label} {:.1}s", frames[i % frames.len()], t0.elapsed().as_secs_f64());
+                    }
+                    i += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
+                eprint!("\r\x1b[K");
+            })
+        });
+        Ticker { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

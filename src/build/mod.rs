@@ -124,6 +124,11 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
             .realise(&lock, &planned.path, &candidates, |out| {
                 (ctx.progress)(&format!("building {} ({})", planned.path, planned.recipe.builder.kind()));
                 announced = true;
+                let _ticker = util::Ticker::start(format!(
+                    "building {} ({})",
+                    planned.recipe.name,
+                    planned.recipe.builder.kind()
+                ));
                 build_one(ctx, planned, out)
             })
             .with_context(|| format!("building {}", planned.path))?;

@@ -409,7 +409,7 @@ fn report(e: &anyhow::Error) -> ExitCode {
 }
 
 fn progress(msg: &str) {
-    eprintln!("mobix: {msg}");
+    util::say(msg);
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
