@@ -11,28 +11,7 @@ use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tool;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn store() -> PathBuf {
-    repo().join("target/mobix-test-store")
-}
-
-fn mobix(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(args)
-        .arg("--repo")
-        .arg(repo())
-        .arg("--store")
-        .arg(store())
-        .output()
-        .expect("running mobix");
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
-}
+use common::{mobix_shared as mobix, repo, shared_store as store, tool};
 
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));

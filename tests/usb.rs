@@ -15,28 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tool;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn store() -> PathBuf {
-    repo().join("target/mobix-test-store")
-}
-
-fn mobix(args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(args)
-        .arg("--repo")
-        .arg(repo())
-        .arg("--store")
-        .arg(store())
-        .output()
-        .expect("running mobix");
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
-}
+use common::{mobix_shared as mobix, repo, shared_store as store, tool};
 
 /// mobix for arm64: static (glibc), so the VM needs no libraries.
 fn mobix_arm64() -> PathBuf {

@@ -57,3 +57,27 @@ pub fn repo_copy(dest: &Path) {
     }
     std::fs::copy(repo.join("mobix.lock"), dest.join("mobix.lock")).unwrap();
 }
+
+/// The mobix tree these tests run from.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The store the integration tests share (builds of the same inputs are reused).
+pub fn shared_store() -> PathBuf {
+    repo().join("target/mobix-test-store")
+}
+
+/// Runs mobix with `--repo` this tree and `--store` the shared store, echoing its stderr.
+pub fn mobix_shared(args: &[&str]) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(args)
+        .arg("--repo")
+        .arg(repo())
+        .arg("--store")
+        .arg(shared_store())
+        .output()
+        .expect("running mobix");
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
