@@ -253,3 +253,37 @@ fn lock_update_repins_to_what_apt_has_and_dry_run_writes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no entry \"nope\""));
 }
+
+/// The init programs compile from their vendored crates, offline: with the crates path
+/// imported from a cache, a build with an empty cargo home and cargo's network off
+/// succeeds and gives the same binary.
+#[test]
+fn the_init_programs_build_offline_from_their_vendored_crates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    ok(&build(t, "a", "out-a", &[]));
+    let crates = entries(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init-crates")).unwrap();
+    let init = entries(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init")).unwrap();
+    assert!(t.join("a").join(&crates).join(".").read_dir().unwrap().count() > 5, "crates were vendored");
+    ok(&mobix(t, &["store", "keygen", "k", "--to", "k.key"]));
+    ok(&mobix(t, &["--store", "a", "store", "export", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
+    ok(&mobix(t, &["--store", "b", "store", "import", "cache", "--trust", "k.key.pub"]));
+    fs::create_dir(t.join("empty-cargo-home")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(["build", "--device", "qemu-aarch64", "--store", "b", "--out", "out-b", "--repo"])
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(t)
+        .env("CARGO_HOME", t.join("empty-cargo-home"))
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    ok(&o);
+    let bin = |s: &str| fs::read(t.join(s).join(&init).join("bin/mobix-init")).unwrap();
+    assert_eq!(bin("a"), bin("b"), "the offline build gives the same binary");
+    // The phone's system does not carry the crates' sources.
+    let why = mobix(t, &["--store", "a", "store", "why-depends", "out-a", &crates]);
+    assert_eq!(why.status.code(), Some(1), "{}", String::from_utf8_lossy(&why.stdout));
+    for s in ["a", "b"] {
+        let _ = mobix::util::remove_tree(&t.join(s));
+    }
+}

@@ -157,7 +157,11 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::KernelModules { only } => kernel_modules(ctx, planned, only.as_deref(), out),
         Builder::Sw => sw(ctx, planned, out),
         Builder::Firmware { files, directory } => firmware(ctx, planned, files, directory.as_deref(), out),
-        Builder::Cargo { binary, target, source_dir, dir, .. } => cargo(ctx, source_dir, dir, binary, target, out),
+        Builder::CargoVendor { source_dir, .. } => cargo_vendor(source_dir, out),
+        Builder::Cargo { binary, target, source_dir, dir, .. } => {
+            let vendor = ctx.input(planned, "vendor")?;
+            cargo(ctx, source_dir, dir, binary, target, &vendor, out)
+        }
         Builder::Etc { files } => {
             fs::create_dir(out)?;
             for (name, content) in files {
@@ -363,7 +367,26 @@ fn firmware(
     Ok(())
 }
 
-fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Path) -> Result<()> {
+/// `cargo vendor --locked`: the crates of the lock file, from crates.io or cargo's cache
+/// (the one step of a Rust build that may use the network), each with its checksum file.
+fn cargo_vendor(src: &Path, out: &Path) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["vendor", "--locked", "--versioned-dirs", "--quiet", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+    util::run(&mut cmd).map_err(|e| {
+        e.context(
+            Fail::new(format!("vendoring the crates of {}", src.join("Cargo.lock").display())).hint(
+                "cargo fetches what its cache lacks from crates.io: check the network, or `cargo fetch` there once",
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, vendor: &Path, out: &Path) -> Result<()> {
     let target_dir = ctx.cargo_cache.join(dir);
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -374,10 +397,17 @@ fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, out: &Pat
         "-Clinker=rust-lld".to_string(),
         format!("--remap-path-prefix={}=/build/{dir}", src.display()),
         format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        format!("--remap-path-prefix={}=/vendor", vendor.display()),
     ]
     .join("\x1f");
     let mut cmd = Command::new("cargo");
-    cmd.args(["build", "--release", "--locked", "--target", target, "--bin", binary, "--manifest-path"])
+    // Offline, from the vendored crates only: a rebuild needs no network.
+    cmd.args(["build", "--release", "--locked", "--offline", "--target", target, "--bin", binary])
+        .arg("--config")
+        .arg("source.crates-io.replace-with=\"mobix-vendored\"")
+        .arg("--config")
+        .arg(format!("source.mobix-vendored.directory={:?}", vendor.display().to_string()))
+        .arg("--manifest-path")
         .arg(src.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", flags)

@@ -496,6 +496,9 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
     let init_dir = repo.join("init");
     let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
         .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
+    let lock_file = init_dir.join("Cargo.lock");
+    let init_lock = crate::hash::sha256_file(&lock_file)
+        .map_err(|e| util::user_error(e, format!("reading {}", lock_file.display())))?;
     Ok(Inputs {
         overlays: Vec::new(),
         kernel_from: plan::KernelFrom::Source,
@@ -503,6 +506,7 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
         cross_gcc: None,
         repo: repo.to_path_buf(),
         init_source,
+        init_lock,
         rustc_version: tool_version("rustc", &["-vV"])?,
         qemu_version: tool_version("qemu-system-aarch64", &["--version"])?.lines().next().unwrap_or("").to_string(),
         mke2fs_version: tool_version("mke2fs", &["-V"])?.lines().next().unwrap_or("").to_string(),

@@ -50,7 +50,16 @@ pub enum Builder {
         #[serde(skip)]
         directory: Option<PathBuf>,
     },
-    /// A Rust crate from this repository, cross-compiled and statically linked.
+    /// The registry crates a Rust crate of this repository depends on (`cargo vendor
+    /// --locked`), named by its Cargo.lock, so that compiling it needs no network.
+    CargoVendor {
+        dir: String,
+        lock_sha256: String,
+        #[serde(skip)]
+        source_dir: PathBuf,
+    },
+    /// A Rust crate from this repository, cross-compiled and statically linked, offline
+    /// from its vendored crates (input `vendor`).
     Cargo {
         /// Crate directory, relative to the repository.
         dir: String,
@@ -108,7 +117,8 @@ impl Builder {
             Builder::KernelModules { .. } => 1,
             Builder::Sw => 1,
             Builder::Firmware { .. } => 1,
-            Builder::Cargo { .. } => 1,
+            Builder::CargoVendor { .. } => 1,
+            Builder::Cargo { .. } => 2,
             Builder::Etc { .. } => 2,
             Builder::Overlay { .. } => 1,
             Builder::Initramfs { .. } => 4,
@@ -131,6 +141,7 @@ impl Builder {
             Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
             Builder::Firmware { .. } => "firmware",
+            Builder::CargoVendor { .. } => "cargo-vendor",
             Builder::Cargo { .. } => "cargo",
             Builder::Etc { .. } => "etc",
             Builder::Overlay { .. } => "overlay",
@@ -303,6 +314,8 @@ pub struct Inputs {
     pub repo: PathBuf,
     /// Hash of `init/` (sources and lock file).
     pub init_source: Sha256Digest,
+    /// Hash of `init/Cargo.lock`: what names its vendored crates.
+    pub init_lock: Sha256Digest,
     pub rustc_version: String,
     pub qemu_version: String,
     pub mke2fs_version: String,
@@ -382,6 +395,15 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         builder: Builder::Sw,
         inputs: with_overlays(inputs(&[("busybox", &bdeb)])),
     });
+    let vendor = plan.add(Recipe {
+        name: "mobix-init-crates".into(),
+        builder: Builder::CargoVendor {
+            dir: "init".into(),
+            lock_sha256: inp.init_lock.hex(),
+            source_dir: inp.repo.join("init"),
+        },
+        inputs: BTreeMap::new(),
+    });
     let init = plan.add(Recipe {
         name: "mobix-init".into(),
         builder: Builder::Cargo {
@@ -392,7 +414,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
             source_sha256: inp.init_source.hex(),
             source_dir: inp.repo.join("init"),
         },
-        inputs: BTreeMap::new(),
+        inputs: inputs(&[("vendor", &vendor)]),
     });
     let etc = plan.add(Recipe {
         name: "etc".into(),

@@ -12,6 +12,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
         cross_gcc: None,
         repo: PathBuf::from("/somewhere/else"),
         init_source: Sha256Digest::of(b"init sources"),
+        init_lock: Sha256Digest::of(b"init lock"),
         rustc_version: "rustc 1.95.0".into(),
         qemu_version: "QEMU emulator version 7.2".into(),
         mke2fs_version: "mke2fs 1.47.0".into(),
