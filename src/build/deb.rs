@@ -55,7 +55,9 @@ pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
     Ok(file)
 }
 
-pub fn build(ctx: &Ctx, pin: &DebPin, out: &Path) -> Result<()> {
+/// Unpacks the package; with `depends`, also writes their store paths to
+/// `share/mobix/depends`, which makes them references (in every closure holding this one).
+pub fn build(ctx: &Ctx, pin: &DebPin, depends: &[crate::store::StorePath], out: &Path) -> Result<()> {
     let file = fetch(ctx, pin)?;
     fs::create_dir(out)?;
     let mut child = Command::new("dpkg-deb")
@@ -73,13 +75,20 @@ pub fn build(ctx: &Ctx, pin: &DebPin, out: &Path) -> Result<()> {
     if !status.status.success() {
         anyhow::bail!("dpkg-deb --fsys-tarfile {} failed: {}", file.display(), String::from_utf8_lossy(&status.stderr));
     }
+    if !depends.is_empty() {
+        let dir = out.join("share/mobix");
+        fs::create_dir_all(&dir)?;
+        let text: String = depends.iter().map(|d| format!("{d}\n")).collect();
+        fs::write(dir.join("depends"), text)?;
+    }
     Ok(())
 }
 
 /// The version of `pin`'s package apt would install now (its candidate), pinned by the
 /// sha256 in apt's signed package index. The package name stays: a kernel whose ABI
 /// changed is a new package, named in the lock by hand.
-pub fn candidate(pin: &DebPin) -> Result<DebPin> {
+/// Also returns the packages apt says it depends on (first alternatives, no versions).
+pub fn candidate(pin: &DebPin) -> Result<(DebPin, Vec<String>)> {
     let spec = format!("{}:{}", pin.package, pin.arch);
     let out = util::run(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).map_err(|e| {
         e.context(
@@ -92,10 +101,22 @@ pub fn candidate(pin: &DebPin) -> Result<DebPin> {
     let (Some(version), Some(sha256)) = (field("Version"), field("SHA256")) else {
         return Err(Fail::new(format!("apt-cache show {spec} gave no version and sha256")).into());
     };
-    Ok(DebPin {
+    let mut apt_depends = Vec::new();
+    for k in ["Pre-Depends", "Depends"] {
+        for d in field(k).unwrap_or("").split(',') {
+            let first = d.split('|').next().unwrap_or("").trim();
+            let name = first.split([' ', '(', ':']).next().unwrap_or("");
+            if !name.is_empty() {
+                apt_depends.push(name.to_string());
+            }
+        }
+    }
+    let new = DebPin {
         package: pin.package.clone(),
         version: version.to_string(),
         arch: pin.arch.clone(),
         sha256: sha256.to_string(),
-    })
+        depends: pin.depends.clone(),
+    };
+    Ok((new, apt_depends))
 }

@@ -146,7 +146,10 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
 
 fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     match &planned.recipe.builder {
-        Builder::Deb { pin } => deb::build(ctx, pin, out),
+        Builder::Deb { pin } => {
+            let deps: Vec<StorePath> = planned.recipe.inputs.values().cloned().collect();
+            deb::build(ctx, pin, &deps, out)
+        }
         Builder::KernelConfig { arch, base, fragments, required, .. } => {
             kernel::config(ctx, planned, arch, base, fragments, required, out)
         }

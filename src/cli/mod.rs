@@ -538,8 +538,22 @@ fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCo
     }
     let wanted = |n: &str| names.is_empty() || names.iter().any(|w| w == n);
     let mut changes = 0;
+    let packages: std::collections::BTreeMap<String, String> =
+        lock.debs.iter().map(|(n, p)| (p.package.clone(), n.clone())).collect();
     for (name, pin) in lock.debs.iter_mut().filter(|(n, _)| wanted(n)) {
-        let new = anyhow::Context::with_context(build::deb::candidate(pin), || format!("updating debs.{name}"))?;
+        let (new, apt_depends) =
+            anyhow::Context::with_context(build::deb::candidate(pin), || format!("updating debs.{name}"))?;
+        // What apt says the package needs that the pin does not list (as a lock entry).
+        let unlisted: Vec<&String> =
+            apt_depends.iter().filter(|d| !packages.get(*d).is_some_and(|entry| pin.depends.contains(entry))).collect();
+        if !unlisted.is_empty() {
+            progress(&format!(
+                "note: debs.{name}: apt says {} depends on {}, which its `depends` does not list (fine if only its \
+                 maintainer scripts need them: mobix runs none)",
+                pin.package,
+                unlisted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
         if new == *pin {
             progress(&format!("debs.{name}: {} {} is current", pin.package, pin.version));
         } else {

@@ -335,6 +335,17 @@ pub struct SystemPlan {
     pub dtb: Option<StorePath>,
 }
 
+/// The recipe of the lock's `debs` entry `name`, after those of what it depends on (inputs
+/// `dep-<name>`).
+fn deb(plan: &mut Plan, lock: &Lock, name: &str) -> Result<StorePath> {
+    let pin = lock.deb(name)?.clone();
+    let mut inputs = BTreeMap::new();
+    for d in &pin.depends {
+        inputs.insert(format!("dep-{d}"), deb(plan, lock, d)?);
+    }
+    Ok(plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin }, inputs }))
+}
+
 fn name_of(pin: &DebPin) -> String {
     // Store names allow no ':' (epochs): drop the epoch, keep the rest readable.
     let v = pin.version.rsplit_once(':').map(|(_, v)| v).unwrap_or(&pin.version);
@@ -371,8 +382,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         },
         inputs: inputs(&[("deb", &kpkg)]),
     });
-    let bpin = lock.deb("busybox")?.clone();
-    let bdeb = plan.add(Recipe { name: name_of(&bpin), builder: Builder::Deb { pin: bpin }, inputs: BTreeMap::new() });
+    let bdeb = deb(&mut plan, lock, "busybox")?;
     let overlays: Vec<(String, StorePath)> = inp
         .overlays
         .iter()
@@ -427,12 +437,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
             let mut fw_inputs = BTreeMap::new();
             let directory = match &fw.package {
                 Some(name) => {
-                    let pin = lock.deb(name)?.clone();
-                    let p = plan.add(Recipe {
-                        name: name_of(&pin),
-                        builder: Builder::Deb { pin },
-                        inputs: BTreeMap::new(),
-                    });
+                    let p = deb(&mut plan, lock, name)?;
                     fw_inputs.insert("package".to_string(), p);
                     None
                 }
@@ -571,14 +576,12 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
         let name = k.package.as_ref().expect("checked above");
         let pin = lock.deb(name)?.clone();
         let origin = format!("prebuilt package {} {}", pin.package, pin.version);
-        let p = plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin }, inputs: BTreeMap::new() });
-        return Ok((p, origin));
+        return Ok((deb(plan, lock, name)?, origin));
     }
     let spec = inp.kernel_spec.as_ref().ok_or_else(|| anyhow::anyhow!("the kernel spec was not loaded"))?;
     let cross = inp.cross_gcc.clone().ok_or_else(|| anyhow::anyhow!("the cross compiler version was not gathered"))?;
     let pin = lock.deb(&spec.spec.source)?.clone();
-    let src =
-        plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin: pin.clone() }, inputs: BTreeMap::new() });
+    let src = deb(plan, lock, &spec.spec.source)?;
     let config = plan.add(Recipe {
         name: format!("kernel-config-{}", spec.name),
         builder: Builder::KernelConfig {

@@ -87,3 +87,22 @@ fn plan_is_in_dependency_order() {
     assert!(plan.input_closure(&system).contains(&s.toplevel));
     assert!(plan.input_closure(&boot).contains(&s.initrd));
 }
+
+#[test]
+fn a_debs_dependencies_are_its_inputs_and_change_its_path() {
+    let (p, l, i) = fixture();
+    let base = system(&p, &l, &i).unwrap();
+    let mut l2 = l.clone();
+    l2.debs.get_mut("busybox").unwrap().depends = vec!["linux-image".into()];
+    let with = system(&p, &l2, &i).unwrap();
+    let bb =
+        |s: &SystemPlan| s.plan.recipes.iter().find(|r| r.recipe.name.starts_with("busybox-static")).unwrap().clone();
+    let (a, b) = (bb(&base), bb(&with));
+    assert!(a.recipe.inputs.is_empty());
+    assert_eq!(b.recipe.inputs.keys().collect::<Vec<_>>(), ["dep-linux-image"]);
+    assert_ne!(a.path, b.path, "a dependency is part of the recipe");
+    assert_ne!(base.toplevel, with.toplevel);
+    // Dependencies come before their users in the plan.
+    let pos = |name: &str| with.plan.recipes.iter().position(|r| r.recipe.name.starts_with(name)).unwrap();
+    assert!(pos("linux-image") < pos("busybox-static"));
+}

@@ -30,6 +30,10 @@ pub struct DebPin {
     pub version: String,
     pub arch: String,
     pub sha256: String,
+    /// Other `debs` entries this package needs, by name: built with it and referred to by
+    /// its store path, so they are in every closure that holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
 }
 
 impl DebPin {
@@ -62,6 +66,24 @@ impl SourcePin {
     pub fn apt_spec(&self) -> String {
         format!("{}={}", self.package, self.version)
     }
+}
+
+/// A dependency cycle reachable from the last entry of `path`, shown as `a -> b -> a`.
+fn find_cycle<'a>(debs: &'a BTreeMap<String, DebPin>, path: &mut Vec<&'a str>) -> Option<String> {
+    let last = *path.last()?;
+    for d in debs.get(last).map(|p| p.depends.as_slice()).unwrap_or_default() {
+        if let Some(i) = path.iter().position(|p| p == d) {
+            let mut c: Vec<&str> = path[i..].to_vec();
+            c.push(d);
+            return Some(c.join(" -> "));
+        }
+        path.push(d);
+        if let Some(c) = find_cycle(debs, path) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    None
 }
 
 fn well_formed(s: &str) -> bool {
@@ -99,6 +121,24 @@ impl Lock {
                     file.display()
                 ))
                 .into());
+            }
+        }
+        for (name, pin) in &lock.debs {
+            for d in &pin.depends {
+                if !lock.debs.contains_key(d) {
+                    return Err(Fail::new(format!(
+                        "{}: debs.{name}.depends names {d:?}, which is not a debs entry",
+                        file.display()
+                    ))
+                    .into());
+                }
+            }
+            // A dependency cycle would have no order to build in.
+            let mut path = vec![name.as_str()];
+            if let Some(cycle) = find_cycle(&lock.debs, &mut path) {
+                return Err(
+                    Fail::new(format!("{}: debs depend on each other in a cycle: {cycle}", file.display())).into()
+                );
             }
         }
         for (name, pin) in &lock.sources {
