@@ -180,13 +180,17 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
     let _ = mobix::util::remove_tree(&t.join("reference"));
     let mut rng = Lcg(0x6d6f6269785f6b39);
     let mut finished_early = 0;
+    // Kills are spread over half a cold build; a build that finished before its kill (the
+    // machine was faster than when timed) halves that span, so kills keep landing mid-build
+    // however loaded the machine is.
+    let mut cap_ms = cold.as_millis() as u64 / 2;
     for round in 0..20 {
         // Every fifth round starts from an empty store again, so kills keep landing in the
         // middle of a build rather than after it finished.
         if round % 5 == 0 {
             let _ = mobix::util::remove_tree(&t.join("s"));
         }
-        let delay = Duration::from_millis(rng.next() % (cold.as_millis() as u64 / 2).max(500));
+        let delay = Duration::from_millis(rng.next() % cap_ms.max(300));
         let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
             .args(["build", "--device", "qemu-aarch64", "--store", "s", "--out", "out", "--repo"])
             .arg(env!("CARGO_MANIFEST_DIR"))
@@ -199,6 +203,7 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
             finished_early += 1;
+            cap_ms /= 2;
         }
         // SIGKILL to mobix and the tools it runs: no destructor, no cleanup.
         // SAFETY: a plain syscall on the build's own process group.
