@@ -327,9 +327,11 @@ fn human(n: u64) -> String {
 }
 
 /// What garbage collection keeps: every device's generations, and what each registered
-/// out directory (every build's `--out`, while it exists) links to.
-fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, Vec<PathBuf>)> {
+/// out directory (every build's `--out`, while it exists) links to. Also how many roots
+/// the generations gave, and the out directories.
+fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, usize, Vec<PathBuf>)> {
     let mut roots = generation::roots(store)?;
+    let from_generations = roots.len();
     let outs = store.registered_outs()?;
     for out in &outs {
         if let Ok(m) = image::load_manifest(out) {
@@ -340,14 +342,13 @@ fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, Vec<PathBuf>)> {
     roots.retain(|r| store.contains(r));
     roots.sort();
     roots.dedup();
-    Ok((roots, outs))
+    Ok((roots, from_generations, outs))
 }
 
 pub fn cmd_gc(g: &Global, a: &GcArgs) -> Result<ExitCode> {
     let store = Store::open(&store_dir(g))?;
     let lock = store.lock()?;
-    let (roots, outs) = gc_roots(&store)?;
-    let records = generation::roots(&store)?.len();
+    let (roots, records, outs) = gc_roots(&store)?;
     let live = store.closure(&roots).context("computing what the roots need")?;
     let dead: Vec<StorePath> = store.paths()?.into_iter().filter(|p| !live.contains(p)).collect();
     let mut freed = 0;

@@ -276,9 +276,8 @@ impl Gadget {
             })?;
         let gadgets = Path::new(CONFIGFS).join("usb_gadget");
         if !gadgets.is_dir() {
-            if !Path::new(CONFIGFS).join("usb_gadget").exists() {
-                let _ = mount("none", CONFIGFS, "configfs");
-            }
+            // configfs may just not be mounted yet.
+            let _ = mount("none", CONFIGFS, "configfs");
             if !gadgets.is_dir() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
