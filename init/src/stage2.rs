@@ -147,7 +147,7 @@ fn run_checks(checks: &[Check]) -> Result<()> {
     for c in checks {
         let mut child = Command::new(&c.command[0])
             .args(&c.command[1..])
-            .env("PATH", "/run/current-system/sw/bin:/bin")
+            .env("PATH", PATH)
             .spawn()
             .map_err(|e| format!("health check {}: starting {}: {e}", c.name, c.command[0]))?;
         let t0 = std::time::Instant::now();
@@ -226,14 +226,19 @@ pub fn bless(boot: &state::Boot) -> String {
 fn spawn_service(s: &Service) -> Result<libc::pid_t> {
     let child = Command::new(&s.command[0])
         .args(&s.command[1..])
-        .env("PATH", "/run/current-system/sw/bin:/bin")
+        .env("PATH", PATH)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", s.command[0]))?;
     say(&format!("service {} started (pid {})", s.name, child.id()));
     Ok(child.id() as libc::pid_t)
 }
 
-/// Makes the generation current: /run/current-system, /etc and /bin from the toplevel.
+/// Where programs are found: the software tree (packages and overlays), then busybox.
+const PATH: &str = "/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin";
+
+/// Makes the generation current: /run/current-system, /etc and /bin from the toplevel;
+/// /usr and the entries of /lib from the software tree, so that Debian's programs find
+/// their loader (/lib/ld-linux-aarch64.so.1) and libraries where they expect them.
 fn activate(top: &Path) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     std::fs::create_dir_all("/run").map_err(|e| io("creating /run", e))?;
@@ -254,6 +259,19 @@ fn activate(top: &Path) -> Result<()> {
         std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
         let _ = std::fs::remove_file("/lib/firmware");
         symlink("/run/current-system/firmware", "/lib/firmware").map_err(|e| io("linking /lib/firmware", e))?;
+    }
+    if let Ok(rd) = std::fs::read_dir(top.join("sw/lib")) {
+        std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
+        for e in rd.flatten() {
+            let dst = Path::new("/lib").join(e.file_name());
+            if e.file_name() != "firmware" && std::fs::symlink_metadata(&dst).is_err() {
+                symlink(Path::new("/run/current-system/sw/lib").join(e.file_name()), &dst)
+                    .map_err(|e| io("populating /lib", e))?;
+            }
+        }
+    }
+    if std::fs::symlink_metadata("/usr").is_err() {
+        symlink("/run/current-system/sw", "/usr").map_err(|e| io("linking /usr", e))?;
     }
     std::fs::create_dir_all("/root").map_err(|e| io("creating /root", e))?;
     std::fs::create_dir_all("/bin").map_err(|e| io("creating /bin", e))?;
@@ -286,11 +304,7 @@ fn supervise(tty: &str, mut services: Vec<(libc::pid_t, Service)>) -> Result<()>
     loop {
         let tty_owned = tty.to_string();
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-l")
-            .env_clear()
-            .env("HOME", "/root")
-            .env("TERM", "linux")
-            .env("PATH", "/run/current-system/sw/bin:/bin");
+        cmd.arg("-l").env_clear().env("HOME", "/root").env("TERM", "linux").env("PATH", PATH);
         // SAFETY: only async-signal-safe calls (setsid, open, ioctl, dup2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {

@@ -5,6 +5,7 @@
 //! store hands over. Builders run external tools (apt-get, dpkg-deb, depmod, cargo,
 //! qemu, mke2fs, debugfs, e2fsck) through [`crate::util::run`].
 
+mod cc;
 pub mod deb;
 pub mod images;
 mod initramfs;
@@ -17,7 +18,7 @@ use crate::plan::{Builder, Plan, Planned};
 use crate::store::{Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,6 +161,7 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::KernelModules { only } => kernel_modules(ctx, planned, only.as_deref(), out),
         Builder::Sw => sw(ctx, planned, out),
         Builder::Firmware { files, directory } => firmware(ctx, planned, files, directory.as_deref(), out),
+        Builder::Cc { make, cflags, install, .. } => cc::build(ctx, planned, make, cflags, install, out),
         Builder::CargoVendor { source_dir, .. } => cargo_vendor(source_dir, out),
         Builder::Cargo { binary, target, source_dir, dir, .. } => {
             let vendor = ctx.input(planned, "vendor")?;
@@ -291,6 +293,11 @@ fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     fs::create_dir_all(out.join("bin"))?;
     fs::copy(bb.join("bin/busybox"), out.join("bin/busybox")).context("copying busybox")?;
     std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
+    let mut owners: BTreeMap<String, String> =
+        ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), "busybox".to_string())).collect();
+    for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")) {
+        link_package(&ctx.store.host_path(p), p, out, &mut owners).with_context(|| format!("adding {key} ({p})"))?;
+    }
     // Overlays add to the software tree (all but their etc/), later ones winning.
     for ov in overlay_inputs(ctx, planned) {
         for e in fs::read_dir(&ov)? {
@@ -301,6 +308,81 @@ fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a package's file goes in the software tree: `usr/` merged into the top (Debian's
+/// merged /usr), so `usr/bin/tree` is `bin/tree` and libraries from `lib/` and `usr/lib/`
+/// meet in `lib/`. `None` for what the tree does not take: a package's `etc/` (its
+/// configuration; overlays provide /etc) and mobix's own `share/mobix/depends`.
+fn sw_place(rel: &str) -> Option<&str> {
+    if rel == "etc" || rel.starts_with("etc/") || rel == "share/mobix/depends" {
+        return None;
+    }
+    Some(rel.strip_prefix("usr/").unwrap_or(rel))
+}
+
+/// Links every file of the package at `host` (store path `p`) into the software tree `out`,
+/// each as a symlink to its path in the phone's store, directories made real. A place
+/// already taken with different content is refused, naming both packages.
+fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut BTreeMap<String, String>) -> Result<()> {
+    let mut err = None;
+    util::walk(host, &mut |rel, m| {
+        if rel == "usr" {
+            return Ok(true);
+        }
+        let Some(place) = sw_place(rel) else { return Ok(false) };
+        let dst = out.join(place);
+        let existing = fs::symlink_metadata(&dst).ok();
+        if m.is_dir() {
+            // Made when a file goes in (so no empty directories).
+            if existing.is_some_and(|e| !e.is_dir()) {
+                err = Some(collision(place, owners.get(place), p));
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        if existing.is_some() {
+            let ours = fs::read_link(&dst).ok().and_then(|t| {
+                let (base, inner) =
+                    t.to_str()?.strip_prefix(crate::store::PHONE_STORE)?.trim_start_matches('/').split_once('/')?;
+                let host_store = host.parent()?;
+                Some(host_store.join(base).join(inner))
+            });
+            let same = ours.is_some_and(|o| same_content(&o, &host.join(rel)).unwrap_or(false));
+            if !same {
+                err = Some(collision(place, owners.get(place), p));
+                return Ok(false);
+            }
+            return Ok(false);
+        }
+        fs::create_dir_all(dst.parent().expect("below out"))?;
+        std::os::unix::fs::symlink(format!("{}/{rel}", p.phone_path()), &dst)?;
+        owners.insert(place.to_string(), p.to_string());
+        Ok(false)
+    })
+    .with_context(|| format!("linking {}", host.display()))?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn collision(place: &str, owner: Option<&String>, p: &StorePath) -> anyhow::Error {
+    let first = owner.map(String::as_str).unwrap_or("another package");
+    Fail::new(format!("two packages hold /run/current-system/sw/{place} differently: {first} and {p}"))
+        .hint("drop one of them from `packages`, or replace the file with an overlay")
+        .into()
+}
+
+/// Whether two store files are the same: equal link targets, or equal bytes.
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+    if ma.file_type().is_symlink() || mb.file_type().is_symlink() {
+        return Ok(ma.file_type().is_symlink()
+            && mb.file_type().is_symlink()
+            && fs::read_link(a)? == fs::read_link(b)?);
+    }
+    Ok(ma.is_file() && mb.is_file() && ma.len() == mb.len() && fs::read(a)? == fs::read(b)?)
 }
 
 /// The host paths of a recipe's overlay inputs, in order.
@@ -487,4 +569,72 @@ fn qemu_dtb(machine: &str, cpu: &str, memory_mib: u32, smp: u32, out: &Path) -> 
     fs::write(out, packed)?;
     fs::remove_file(&dump)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A package at `<store>/<hash>-<name>` with `files` (path, content; `@target` is a symlink).
+    fn package(store: &Path, hash: &str, name: &str, files: &[(&str, &str)]) -> StorePath {
+        let p = StorePath::new(hash.into(), name).unwrap();
+        for (rel, content) in files {
+            let f = store.join(p.base_name()).join(rel);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            match content.strip_prefix('@') {
+                Some(t) => std::os::unix::fs::symlink(t, &f).unwrap(),
+                None => fs::write(&f, content).unwrap(),
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn packages_link_into_the_software_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        let out = d.path().join("sw");
+        fs::create_dir_all(out.join("bin")).unwrap();
+        let h = |c: char| c.to_string().repeat(32);
+        let libc = package(
+            &store,
+            &h('a'),
+            "libc",
+            &[
+                ("lib/aarch64-linux-gnu/libc.so.6", "libc"),
+                ("lib/ld-linux-aarch64.so.1", "@aarch64-linux-gnu/ld.so"),
+                ("usr/share/doc/libc/copyright", "c"),
+                ("etc/ld.so.conf.d/x.conf", "x"),
+            ],
+        );
+        let tree = package(
+            &store,
+            &h('b'),
+            "tree",
+            &[
+                ("usr/bin/tree", "elf"),
+                ("share/mobix/depends", "/mobix/store/..."),
+                ("usr/share/doc/libc/copyright", "c"),
+            ],
+        );
+        let mut owners = BTreeMap::new();
+        link_package(&store.join(libc.base_name()), &libc, &out, &mut owners).unwrap();
+        link_package(&store.join(tree.base_name()), &tree, &out, &mut owners).unwrap();
+        let link = |rel: &str| fs::read_link(out.join(rel)).unwrap().to_string_lossy().into_owned();
+        assert_eq!(link("bin/tree"), format!("{}/usr/bin/tree", tree.phone_path()));
+        assert_eq!(link("lib/ld-linux-aarch64.so.1"), format!("{}/lib/ld-linux-aarch64.so.1", libc.phone_path()));
+        // The same file in two packages is one link (the first's).
+        assert_eq!(link("share/doc/libc/copyright"), format!("{}/usr/share/doc/libc/copyright", libc.phone_path()));
+        assert!(!out.join("etc").exists() && !out.join("share/mobix").exists() && !out.join("usr").exists());
+
+        // A path two packages hold differently is refused, naming both.
+        let other = package(&store, &h('c'), "other", &[("bin/tree", "another tree")]);
+        let err = link_package(&store.join(other.base_name()), &other, &out, &mut owners).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("sw/bin/tree") && msg.contains("-tree") && msg.contains("-other"), "{msg}");
+        // A file where a package has a directory, too.
+        let clash = package(&store, &h('d'), "clash", &[("usr/lib", "a file")]);
+        let err = link_package(&store.join(clash.base_name()), &clash, &out, &mut owners).unwrap_err();
+        assert!(format!("{err:#}").contains("sw/lib"), "{err:#}");
+    }
 }

@@ -191,6 +191,43 @@ pub fn build(ctx: &Ctx, pin: &SourcePin, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Unpacks a (compressed) tarball into `dest` with the store's safe unpacker: an entry
+/// that would land outside `dest` (absolute, `..`, through or as an escaping link) fails
+/// the build, naming the entry.
+fn untar(file: &Path, dest: &Path) -> Result<()> {
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let tool = match name.rsplit('.').next() {
+        Some("gz" | "tgz") => "gzip",
+        Some("xz") => "xz",
+        Some("bz2") => "bzip2",
+        Some("zst") => "zstd",
+        Some("tar") => "cat",
+        _ => {
+            return Err(Fail::new(format!(
+                "{} is not a tarball mobix can unpack (tar, gz, xz, bz2, zst)",
+                file.display()
+            ))
+            .into())
+        }
+    };
+    let mut child = Command::new(tool)
+        .args(if tool == "cat" { &[][..] } else { &["-dc"][..] })
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| util::user_error(e, format!("running {tool}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let res = crate::store::archive::unpack(stdout, dest, crate::store::archive::AbsoluteLinks::Refuse)
+        .with_context(|| format!("unpacking {}", file.display()));
+    let out = child.wait_with_output()?;
+    res?;
+    if !out.status.success() {
+        anyhow::bail!("{tool} -dc {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// Unpacks a `deb-source` store path into `dest` the way `dpkg-source -x` does for the
 /// "3.0 (quilt)" format: the upstream tarball, then `debian/` from the Debian tarball, then
 /// every patch of `debian/patches/series` in order. Returns the tree.
@@ -209,10 +246,21 @@ pub fn unpack(src: &Path, dest: &Path) -> Result<PathBuf> {
     let (Some(orig), Some(debian)) = (orig, debian) else {
         return Err(Fail::new(format!("{} lacks an .orig.tar.* or a .debian.tar.* file", src.display())).into());
     };
+    // The upstream tarball's one top directory is the tree (tar's --strip-components=1);
+    // a tarball without one is the tree itself.
+    let top = dest.join("orig");
+    fs::create_dir_all(&top)?;
+    untar(&orig, &top)?;
+    let entries: Vec<PathBuf> = fs::read_dir(&top)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     let tree = dest.join("src");
-    fs::create_dir_all(&tree)?;
-    util::run(Command::new("tar").arg("-xf").arg(&orig).arg("-C").arg(&tree).arg("--strip-components=1"))?;
-    util::run(Command::new("tar").arg("-xf").arg(&debian).arg("-C").arg(&tree))?;
+    match entries.as_slice() {
+        [one] if fs::symlink_metadata(one)?.is_dir() => fs::rename(one, &tree)?,
+        _ => fs::rename(&top, &tree)?,
+    }
+    let _ = fs::remove_dir(&top);
+    // As dpkg-source does: the Debian tarball's debian/ replaces any the upstream one had.
+    util::remove_tree(&tree.join("debian"))?;
+    untar(&debian, &tree)?;
     let series = tree.join("debian/patches/series");
     let list = fs::read_to_string(&series).unwrap_or_default();
     for name in list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {

@@ -90,6 +90,26 @@ enum LockCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Pin a new package at apt's candidate version: an arm64 binary package (`deb`, for
+    /// `packages:` and profiles) or a source package (`source`, for `packages/` specs).
+    Add {
+        #[arg(value_enum)]
+        kind: LockKind,
+        /// The entry's name in mobix.lock.
+        name: String,
+        /// The Debian package [default: NAME].
+        #[arg(long)]
+        package: Option<String>,
+        /// Other `debs` entries this one needs (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        depends: Vec<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LockKind {
+    Deb,
+    Source,
 }
 
 #[derive(Args, Debug)]
@@ -427,6 +447,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Store(c) => store::cmd_store(&cli.global, c),
         Cmd::Gc(a) => store::cmd_gc(&cli.global, a),
         Cmd::Lock(LockCmd::Update { names, dry_run }) => cmd_lock_update(&cli.global, names, *dry_run),
+        Cmd::Lock(LockCmd::Add { kind, name, package, depends }) => {
+            cmd_lock_add(&cli.global, *kind, name, package.as_deref(), depends)
+        }
     }
 }
 
@@ -472,12 +495,17 @@ fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
 fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) -> Result<Inputs> {
     let k = &profile.device.kernel;
     let from_source = k.source.is_some() && (kernel_from == plan::KernelFrom::Source || k.package.is_none());
-    let (kernel_spec, cross_gcc) = if from_source {
-        let spec = profile::load_kernel(repo, k.source.as_deref().expect("checked"))?;
+    let kernel_spec =
+        if from_source { Some(profile::load_kernel(repo, k.source.as_deref().expect("checked"))?) } else { None };
+    let packages: Vec<profile::LoadedPackage> = (profile.system.packages.iter())
+        .filter(|n| repo.join("packages").join(n).join("package.yaml").is_file())
+        .map(|n| profile::load_package(repo, n))
+        .collect::<Result<_>>()?;
+    let cross_gcc = if from_source || !packages.is_empty() {
         let gcc = tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"])?;
-        (Some(spec), Some(gcc.lines().next().unwrap_or("").to_string()))
+        Some(gcc.lines().next().unwrap_or("").to_string())
     } else {
-        (None, None)
+        None
     };
     let mut inputs = gather_common(repo)?;
     for name in &profile.system.overlays {
@@ -489,6 +517,7 @@ fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) 
     inputs.kernel_from = kernel_from;
     inputs.kernel_spec = kernel_spec;
     inputs.cross_gcc = cross_gcc;
+    inputs.packages = packages;
     Ok(inputs)
 }
 
@@ -504,6 +533,7 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
         kernel_from: plan::KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,
+        packages: Vec::new(),
         repo: repo.to_path_buf(),
         init_source,
         init_lock,
@@ -523,6 +553,69 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
         substituters: Vec::new(),
         trusted: Vec::new(),
     }
+}
+
+fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, depends: &[String]) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let mut lock = Lock::load(&repo)?;
+    if lock.debs.contains_key(name) || lock.sources.contains_key(name) {
+        return Err(Fail::new(format!("{} already has an entry {name:?}", lock.file.display()))
+            .hint(format!("`mobix lock update {name}` re-pins it"))
+            .into());
+    }
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._".contains(&c));
+    let package = package.unwrap_or(name);
+    if !ok(name) || !ok(package) {
+        return Err(Fail::new(format!("{name:?} / {package:?}: names are letters, digits and + - . _")).into());
+    }
+    match kind {
+        LockKind::Deb => {
+            for d in depends {
+                if !lock.debs.contains_key(d) {
+                    return Err(Fail::new(format!("--depends {d}: {} has no debs entry {d:?}", lock.file.display()))
+                        .hint(format!("add it first: `mobix lock add deb {d}`"))
+                        .into());
+                }
+            }
+            let ask = crate::store::lock::DebPin {
+                package: package.to_string(),
+                version: String::new(),
+                arch: "arm64".into(),
+                sha256: String::new(),
+                depends: depends.to_vec(),
+            };
+            let (pin, apt_depends) = build::deb::candidate(&ask)?;
+            println!("debs.{name}: {} {} (sha256 {})", pin.package, pin.version, pin.sha256);
+            let listed: Vec<&str> = depends.iter().map(|d| lock.debs[d].package.as_str()).collect();
+            let unlisted: Vec<&str> = apt_depends.iter().map(String::as_str).filter(|d| !listed.contains(d)).collect();
+            if !unlisted.is_empty() {
+                progress(&format!(
+                    "note: apt says {package} also depends on {} (not listed: fine if only its maintainer scripts \
+                     need them; otherwise add them and list them with --depends)",
+                    unlisted.join(", ")
+                ));
+            }
+            lock.debs.insert(name.to_string(), pin);
+        }
+        LockKind::Source => {
+            if !depends.is_empty() {
+                return Err(Fail::new("--depends is for debs entries; a source package's build needs none").into());
+            }
+            let store = Store::open(&store_dir(g))?;
+            let ctx = builder_ctx(&store);
+            let ask = crate::store::lock::SourcePin {
+                package: package.to_string(),
+                version: String::new(),
+                files: Default::default(),
+            };
+            let pin = build::source::candidate(&ctx, &ask)?;
+            println!("sources.{name}: {} {} ({} files)", pin.package, pin.version, pin.files.len());
+            lock.sources.insert(name.to_string(), pin);
+        }
+    }
+    lock.save()?;
+    progress(&format!("wrote {}; the next build that uses {name} fetches and checks it", lock.file.display()));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCode> {

@@ -41,7 +41,9 @@ pub enum Builder {
     /// The kernel's module tree with a fresh `modules.dep` (input `deb`): with `only`, just
     /// those modules and what they depend on.
     KernelModules { only: Option<Vec<String>> },
-    /// The software tree: busybox (input `busybox`) as `bin/busybox` and `bin/sh`.
+    /// The software tree: busybox (input `busybox`) as `bin/busybox` and `bin/sh`; the
+    /// files of each package input (`pkg-NN`) as links into it, `usr/` merged into the top
+    /// (a path two packages hold differently is refused); the overlays' files on top.
     Sw,
     /// Firmware files, each checked against its pin, under `lib/firmware` (from input
     /// `package`, or from `directory`, which is not hashed: the files' pins are).
@@ -49,6 +51,16 @@ pub enum Builder {
         files: Vec<(String, String, bool)>,
         #[serde(skip)]
         directory: Option<PathBuf>,
+    },
+    /// A C program from a Debian source package (input `source`, Debian's patches
+    /// applied), built by `make` with `aarch64-linux-gnu-gcc`, statically linked; the
+    /// `install` files (output path to path in the tree), ELF files stripped.
+    Cc {
+        make: Vec<String>,
+        cflags: Vec<String>,
+        install: BTreeMap<String, String>,
+        /// `aarch64-linux-gnu-gcc --version`: a compiler change is an input change.
+        cross: String,
     },
     /// The registry crates a Rust crate of this repository depends on (`cargo vendor
     /// --locked`), named by its Cargo.lock, so that compiling it needs no network.
@@ -115,8 +127,9 @@ impl Builder {
             Builder::UBoot { .. } => 1,
             Builder::Kernel => 2,
             Builder::KernelModules { .. } => 1,
-            Builder::Sw => 1,
+            Builder::Sw => 2,
             Builder::Firmware { .. } => 1,
+            Builder::Cc { .. } => 1,
             Builder::CargoVendor { .. } => 1,
             Builder::Cargo { .. } => 2,
             Builder::Etc { .. } => 2,
@@ -141,6 +154,7 @@ impl Builder {
             Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
             Builder::Firmware { .. } => "firmware",
+            Builder::Cc { .. } => "cc",
             Builder::CargoVendor { .. } => "cargo-vendor",
             Builder::Cargo { .. } => "cargo",
             Builder::Etc { .. } => "etc",
@@ -309,8 +323,10 @@ pub struct Inputs {
     pub kernel_from: KernelFrom,
     /// The profile's `kernels/` spec, read (when it has one).
     pub kernel_spec: Option<crate::profile::LoadedKernel>,
-    /// `aarch64-linux-gnu-gcc --version`, when a kernel is built from source.
+    /// `aarch64-linux-gnu-gcc --version`, when a kernel or a package is built from source.
     pub cross_gcc: Option<String>,
+    /// The `packages/` specs the system config names (the others are `debs` entries).
+    pub packages: Vec<crate::profile::LoadedPackage>,
     pub repo: PathBuf,
     /// Hash of `init/` (sources and lock file).
     pub init_source: Sha256Digest,
@@ -346,10 +362,67 @@ fn deb(plan: &mut Plan, lock: &Lock, name: &str) -> Result<StorePath> {
     Ok(plan.add(Recipe { name: name_of(&pin), builder: Builder::Deb { pin }, inputs }))
 }
 
+/// The lock's `debs` entry `name` and everything it depends on, each once, dependencies
+/// after what needs them.
+fn deb_closure(lock: &Lock, name: &str, out: &mut Vec<String>) -> Result<()> {
+    if out.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    out.push(name.to_string());
+    for d in &lock.deb(name)?.depends {
+        deb_closure(lock, d, out)?;
+    }
+    Ok(())
+}
+
+/// The recipe of the lock's `sources` entry `name` (the source package's files).
+fn deb_source(plan: &mut Plan, lock: &Lock, name: &str) -> Result<StorePath> {
+    let pin = lock.source(name)?.clone();
+    Ok(plan.add(Recipe {
+        name: format!("{}-{}-source", pin.package, without_epoch(&pin.version)),
+        builder: Builder::DebSource { pin },
+        inputs: BTreeMap::new(),
+    }))
+}
+
+fn without_epoch(version: &str) -> &str {
+    version.rsplit_once(':').map(|(_, v)| v).unwrap_or(version)
+}
+
+/// The recipes of the system config's packages: each a store path, in order, with what
+/// the `debs` among them depend on after them.
+fn packages(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan) -> Result<Vec<StorePath>> {
+    let mut paths = Vec::new();
+    let mut debs = Vec::new();
+    for name in &profile.system.packages {
+        if let Some(p) = inp.packages.iter().find(|p| &p.name == name) {
+            let src = deb_source(plan, lock, &p.spec.source)?;
+            let version = without_epoch(&lock.source(&p.spec.source)?.version).replace('~', "_");
+            let cross =
+                inp.cross_gcc.clone().ok_or_else(|| anyhow::anyhow!("the cross compiler version was not gathered"))?;
+            paths.push(plan.add(Recipe {
+                name: format!("{name}-{version}"),
+                builder: Builder::Cc {
+                    make: p.spec.make.clone(),
+                    cflags: p.spec.cflags.clone(),
+                    install: p.spec.install.clone(),
+                    cross,
+                },
+                inputs: inputs(&[("source", &src)]),
+            }));
+        } else {
+            deb_closure(lock, name, &mut debs)?;
+        }
+    }
+    for name in &debs {
+        paths.push(deb(plan, lock, name)?);
+    }
+    Ok(paths)
+}
+
 fn name_of(pin: &DebPin) -> String {
     // Store names allow no ':' (epochs): drop the epoch, keep the rest readable.
-    let v = pin.version.rsplit_once(':').map(|(_, v)| v).unwrap_or(&pin.version);
-    format!("{}-{}", pin.package, v.replace('~', "_"))
+    format!("{}-{}", pin.package, without_epoch(&pin.version).replace('~', "_"))
 }
 
 fn inputs(pairs: &[(&str, &StorePath)]) -> BTreeMap<String, StorePath> {
@@ -400,11 +473,11 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         m.extend(overlays.iter().cloned());
         m
     };
-    let sw = plan.add(Recipe {
-        name: "sw".into(),
-        builder: Builder::Sw,
-        inputs: with_overlays(inputs(&[("busybox", &bdeb)])),
-    });
+    let mut sw_inputs = with_overlays(inputs(&[("busybox", &bdeb)]));
+    for (i, p) in packages(profile, lock, inp, &mut plan)?.into_iter().enumerate() {
+        sw_inputs.insert(format!("pkg-{i:02}"), p);
+    }
+    let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: sw_inputs });
     let vendor = plan.add(Recipe {
         name: "mobix-init-crates".into(),
         builder: Builder::CargoVendor {
@@ -604,16 +677,7 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
 /// The plan of a U-Boot spec: its pinned source package, then the build.
 pub fn u_boot(lock: &Lock, spec: &crate::profile::LoadedUBoot, cross: &str) -> Result<(Plan, StorePath)> {
     let mut plan = Plan::default();
-    let pin = lock.source(&spec.spec.source)?.clone();
-    let src = plan.add(Recipe {
-        name: format!(
-            "{}-{}-source",
-            pin.package,
-            pin.version.rsplit_once(':').map(|(_, v)| v).unwrap_or(&pin.version)
-        ),
-        builder: Builder::DebSource { pin },
-        inputs: BTreeMap::new(),
-    });
+    let src = deb_source(&mut plan, lock, &spec.spec.source)?;
     let bin = plan.add(Recipe {
         name: spec.name.clone(),
         builder: Builder::UBoot {
@@ -643,7 +707,11 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
         ),
         ("group".into(), "root:x:0:\nnogroup:x:65534:\n".into()),
         ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
-        ("profile".into(), "export PATH=/run/current-system/sw/bin:/bin\nexport PS1='\\h:\\w\\$ '\n".into()),
+        (
+            "profile".into(),
+            "export PATH=/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n"
+                .into(),
+        ),
         ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
         ("mobix/system.json".into(), system_json(profile)),
     ])

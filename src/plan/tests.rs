@@ -10,6 +10,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
         kernel_from: KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,
+        packages: Vec::new(),
         repo: PathBuf::from("/somewhere/else"),
         init_source: Sha256Digest::of(b"init sources"),
         init_lock: Sha256Digest::of(b"init lock"),

@@ -132,6 +132,69 @@ fn read_fragments(layer: &Layer, dir: &Path, names: &[String]) -> Result<Vec<(St
     Ok(fragments)
 }
 
+/// A C program built from a Debian source package with `aarch64-linux-gnu-gcc`:
+/// `packages/<name>/package.yaml`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSpec {
+    /// A `sources` entry of `mobix.lock`: the Debian source package (Debian's patches are
+    /// applied).
+    pub source: String,
+    /// Arguments to `make` (targets, `VAR=value`), run in the unpacked tree with `CC`,
+    /// `CFLAGS` and `LDFLAGS` set for a static aarch64 build.
+    #[serde(default)]
+    pub make: Vec<String>,
+    /// Extra `CFLAGS` (after mobix's `-O2` and path remapping).
+    #[serde(default)]
+    pub cflags: Vec<String>,
+    /// What the package holds: its path in the output (`bin/mmc`) to the file the build made
+    /// (relative to the source tree). ELF files are stripped.
+    pub install: std::collections::BTreeMap<String, String>,
+}
+
+/// A package spec, read.
+#[derive(Debug, Clone)]
+pub struct LoadedPackage {
+    pub name: String,
+    pub spec: PackageSpec,
+}
+
+/// Whether a relative path stays where it is put (no `..`, not absolute, not empty).
+fn plain_rel(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Loads `packages/<name>/package.yaml`.
+pub fn load_package(repo: &Path, name: &str) -> Result<LoadedPackage> {
+    let file = repo.join("packages").join(name).join("package.yaml");
+    if !file.is_file() {
+        return Err(Fail::new(format!("no package spec {} (looked for {})", name, file.display())).into());
+    }
+    let layer = Layer::read(&file)?;
+    let spec: PackageSpec = deserialize_layer(&layer, layer.value.clone())?;
+    if spec.install.is_empty() {
+        return Err(layer.error("install", "a package must install at least one file"));
+    }
+    for (dest, built) in &spec.install {
+        if !plain_rel(dest) || dest == "share/mobix" || dest.starts_with("share/mobix/") {
+            return Err(layer.error(&format!("install.{dest}"), "must be a relative path inside the package"));
+        }
+        if !plain_rel(built) {
+            return Err(
+                layer.error(&format!("install.{dest}"), format!("{built:?} must be a path inside the source tree"))
+            );
+        }
+    }
+    for (i, a) in spec.make.iter().chain(&spec.cflags).enumerate() {
+        if a.is_empty() || a.contains(char::is_whitespace) {
+            let key =
+                if i < spec.make.len() { format!("make[{i}]") } else { format!("cflags[{}]", i - spec.make.len()) };
+            return Err(layer.error(&key, format!("{a:?} must be one argument without spaces")));
+        }
+    }
+    Ok(LoadedPackage { name: name.to_string(), spec })
+}
+
 /// A U-Boot built from Debian's source package: `bootloaders/<name>/u-boot.yaml`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +251,10 @@ pub struct SystemConfig {
     /// their `etc/` merges into /etc, the rest into the software tree.
     #[serde(default)]
     pub overlays: Vec<String>,
+    /// Packages in the software tree, in order: each a `packages/<name>/` spec (built from
+    /// source) or a `debs` entry of `mobix.lock` (with what it `depends` on).
+    #[serde(default)]
+    pub packages: Vec<String>,
     /// Which generations the system partition carries.
     #[serde(default)]
     pub generations: GenerationsConfig,
@@ -498,6 +565,30 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
                 return Err(layer.error(
                     &format!("overlays[{i}]"),
                     format!("no overlay {o:?} (looked for {})", dir.join("files").display()),
+                ));
+            }
+        }
+        let mut lock_debs = None;
+        for (i, p) in system.packages.iter().enumerate() {
+            let key = format!("packages[{i}]");
+            if Codename::new(p).is_err() {
+                return Err(layer.error(&key, format!("{p:?} is not a package name")));
+            }
+            if system.packages[..i].contains(p) {
+                return Err(layer.error(&key, format!("{p} is listed twice")));
+            }
+            let spec = repo.join("packages").join(p).join("package.yaml");
+            if spec.is_file() {
+                continue;
+            }
+            let debs = match &lock_debs {
+                Some(d) => d,
+                None => lock_debs.insert(crate::store::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
+            };
+            if !debs.contains(p) {
+                return Err(layer.error(
+                    &key,
+                    format!("no package {p:?}: neither {} nor a `debs` entry of mobix.lock", spec.display()),
                 ));
             }
         }

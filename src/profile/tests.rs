@@ -136,3 +136,48 @@ fn unknown_device_lists_known_ones() {
     assert!(fail.hint.as_deref().unwrap().contains("qemu-aarch64"));
     assert!(load(repo(), "../etc").is_err());
 }
+
+#[test]
+fn packages_are_specs_or_lock_entries() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    std::fs::write(&cfg, "packages: [mmc-utils, tree]\n").unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.packages, ["mmc-utils", "tree"]);
+    for (text, line, key, says) in [
+        ("hostname: x\npackages: [tree, nosuch]\n", 2, "packages[1]", "neither"),
+        ("packages:\n  - tree\n  - tree\n", 2, "packages[1]", "listed twice"),
+        ("packages: [../etc]\n", 1, "packages[0]", "not a package name"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
+        assert_eq!(pe.key, key, "{text}");
+        assert!(pe.line.is_some_and(|l| l >= line), "{text}: {pe:?}");
+        assert!(format!("{err:#}").contains(says), "{text}: {err:#}");
+    }
+}
+
+#[test]
+fn package_specs_are_checked() {
+    let spec = super::load_package(repo(), "mmc-utils").unwrap();
+    assert_eq!(spec.spec.source, "mmc-utils");
+    assert_eq!(spec.spec.install["bin/mmc"], "mmc");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("packages/x");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, key) in [
+        ("source: s\ninstall: {}\n", "install"),
+        ("source: s\ninstall:\n  ../bin/x: x\n", "install.../bin/x"),
+        ("source: s\ninstall:\n  bin/x: /etc/passwd\n", "install.bin/x"),
+        ("source: s\nmake: [\"a b\"]\ninstall:\n  bin/x: x\n", "make[0]"),
+        ("source: s\nmaek: []\ninstall:\n  bin/x: x\n", "maek"),
+    ] {
+        std::fs::write(dir.join("package.yaml"), text).unwrap();
+        let err = super::load_package(d.path(), "x").unwrap_err();
+        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{text}: {err:#}"));
+        assert_eq!(pe.key, key, "{text}");
+        assert!(pe.file.ends_with("packages/x/package.yaml"));
+    }
+    assert!(format!("{:#}", super::load_package(d.path(), "y").unwrap_err()).contains("no package spec y"));
+}

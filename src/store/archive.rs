@@ -94,6 +94,10 @@ pub fn unpack<R: io::Read>(r: R, dest: &Path, links: AbsoluteLinks) -> Result<()
     let mut ar = tar::Archive::new(r);
     for entry in ar.entries()? {
         let mut e = entry?;
+        // A pax global header (git archive writes one) describes the archive, not a file.
+        if e.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue;
+        }
         let path = e.path()?.into_owned();
         let rel = safe_rel(&path)?;
         if rel.as_os_str().is_empty() {
@@ -266,6 +270,8 @@ mod tests {
         use tar::EntryType::*;
         let d = tempfile::tempdir().unwrap();
         let t = hostile(&[
+            // git archive's pax global header (upstream tarballs) is not a file.
+            ("pax_global_header", XGlobalHeader, None, b"52 comment=d7b343fd\n"),
             ("./usr/bin/tool", Regular, None, b"#!"),
             ("usr/bin/alias", Symlink, Some("tool"), b""),
             ("usr/lib/up", Symlink, Some("../bin/tool"), b""),
@@ -277,6 +283,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         unpack(&t[..], d.path(), AbsoluteLinks::PhoneStore).unwrap();
         assert_eq!(fs::read(d.path().join("usr/bin/copy")).unwrap(), b"#!");
+        assert!(!d.path().join("pax_global_header").exists());
         assert_eq!(fs::read_link(d.path().join("usr/lib/up")).unwrap(), Path::new("../bin/tool"));
     }
 

@@ -95,8 +95,10 @@ impl Lock {
         let file = repo.join("mobix.lock");
         let text = std::fs::read_to_string(&file)
             .map_err(|e| crate::util::user_error(e, format!("reading {}", file.display())))?;
-        let mut lock: Lock = serde_json::from_str(&text)
-            .map_err(|e| crate::util::user_error(e, format!("invalid lock file {}:{}", file.display(), 0)))?;
+        let mut lock: Lock = serde_json::from_str(&text).map_err(|e| {
+            let at = format!("{}:{}", file.display(), e.line());
+            crate::util::user_error(e, format!("invalid lock file {at}"))
+        })?;
         lock.file = file.clone();
         if lock.version != 1 {
             return Err(Fail::new(format!(
