@@ -71,17 +71,25 @@ fn an_overlay_change_rebuilds_only_what_depends_on_it() {
 
     fs::write(&motd, "two\n").unwrap();
     let plan = unbuilt(t, "store", &cfg);
-    // The overlay, the /etc and software tree it merges into and the toplevel above them:
-    // not the kernel, its modules, busybox, the init programs or the initramfs.
-    let want: BTreeSet<String> =
-        ["overlay-greeting", "etc", "sw", "mobix-system-qemu-aarch64"].into_iter().map(String::from).collect();
+    // The overlay, the /etc and software tree it merges into, the toplevel above them and the
+    // system image that carries the new generation: not the kernel, its modules, busybox,
+    // the init programs, the initramfs or the boot image.
+    let want: BTreeSet<String> = ["overlay-greeting", "etc", "sw", "mobix-system-qemu-aarch64", "system.img"]
+        .into_iter()
+        .map(String::from)
+        .collect();
     assert_eq!(plan, want, "the plan rebuilds exactly what depends on the overlay");
+    let dry: serde_json::Value = serde_json::from_str(&ok(&mobix(
+        t,
+        &[&["build", "--device", "qemu-aarch64", "--store", "store", "--dry-run"][..], &cfg[..]].concat(),
+    )))
+    .unwrap();
+    assert_eq!((dry["generation"].as_u64(), dry["new_generation"].as_bool()), (Some(2), Some(true)), "{dry}");
     let o = build(t, "store", "out", &cfg);
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
-    // ...and the system image that carries the new generation (the plan of the images comes
-    // after the generation number is known, so the dry run does not list it).
-    assert!(err.contains(&format!("built {} store paths", want.len() + 1)), "{err}");
+    assert!(err.contains(&format!("built {} store paths", want.len())), "the build did what the plan said: {err}");
+    assert!(err.contains("new generation 2"), "{err}");
     let _ = mobix::util::remove_tree(&t.join("store"));
 }
 

@@ -96,13 +96,17 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         return Ok(report);
     }
     let lock = ctx.store.lock()?;
+    // The bar counts what is left to do: paths to build or substitute.
+    let total = order.iter().filter(|p| !ctx.store.contains(p)).count();
     for path in order {
+        let step = util::Step { done: report.built.len() + report.substituted.len(), total };
         if ctx.store.contains(path) {
             report.cached += 1;
             continue;
         }
         if let Some(dir) = substitute.get(path) {
             let t0 = Instant::now();
+            let _ticker = util::Ticker::start(format!("substituting {}", path.name()), Some(step));
             let before = ctx.store.paths()?.len();
             crate::store::cache::import(ctx.store, &lock, dir, path, &ctx.trusted)
                 .with_context(|| format!("substituting {path} from {}", dir.display()))?;
@@ -125,11 +129,10 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
             .realise(&lock, &planned.path, &candidates, |out| {
                 (ctx.progress)(&format!("building {} ({})", planned.path, planned.recipe.builder.kind()));
                 announced = true;
-                let _ticker = util::Ticker::start(format!(
-                    "building {} ({})",
-                    planned.recipe.name,
-                    planned.recipe.builder.kind()
-                ));
+                let _ticker = util::Ticker::start(
+                    format!("building {} ({})", planned.recipe.name, planned.recipe.builder.kind()),
+                    Some(step),
+                );
                 build_one(ctx, planned, out)
             })
             .with_context(|| format!("building {}", planned.path))?;

@@ -691,29 +691,17 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let inputs = gather_inputs(&repo, &profile, a.kernel_from)?;
     let store = Store::open(&store_dir(g))?;
     let sys = plan::system(&profile, &lock, &inputs)?;
+    let label = format!("mobix on {}", profile.device.name);
     if a.dry_run {
-        let recipes: Vec<serde_json::Value> = sys
-            .plan
-            .recipes
-            .iter()
-            .map(|r| serde_json::json!({"path": r.path, "name": r.recipe.name, "builder": r.recipe.builder.kind(), "built": store.contains(&r.path)}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"version": 1, "toplevel": sys.toplevel, "recipes": recipes})
-            )?
-        );
-        return Ok(ExitCode::SUCCESS);
+        return dry_run(&store, &profile, &sys, &inputs, &label);
     }
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
     progress(&format!("kernel: {}", sys.kernel_origin));
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
-    let label = format!("mobix on {}", profile.device.name);
     let (rec, new) = generation::record(&store, &profile.instance(), &sys.toplevel, &label)?;
-    let (gens, state) = carried_generations(&store, &profile, rec.generation)?;
+    let (gens, state) = carried_generations(&store, &profile, &rec)?;
     let (plan, imgs) = plan::images(&profile, &sys, &gens, &state, &inputs)?;
     let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
@@ -748,20 +736,62 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
 
 /// The generations the system image of `current` carries, and the boot-state record it
 /// starts with (what the host last learned from the phone kept).
+/// `build --dry-run`: the plan as JSON, system and images, each recipe with its store path
+/// and whether the store has it; nothing is built or recorded. The images' recipes hold
+/// the generation number, which is the newest generation's if the toplevel is unchanged
+/// and the next one otherwise.
+fn dry_run(store: &Store, profile: &Profile, sys: &plan::SystemPlan, inputs: &Inputs, label: &str) -> Result<ExitCode> {
+    let (rec, new) = generation::next(store, &profile.instance(), &sys.toplevel, label)?;
+    let (gens, state) = carried_generations(store, profile, &rec)?;
+    let (images, imgs) = plan::images(profile, sys, &gens, &state, inputs)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let recipes: Vec<serde_json::Value> = (sys.plan.recipes.iter().chain(&images.recipes))
+        .filter(|r| seen.insert(r.path.clone()))
+        .map(|r| {
+            serde_json::json!({
+                "path": r.path,
+                "name": r.recipe.name,
+                "builder": r.recipe.builder.kind(),
+                "built": store.contains(&r.path),
+            })
+        })
+        .collect();
+    let todo = recipes.iter().filter(|r| r["built"] == false).count();
+    progress(&format!(
+        "{todo} of {} recipes to build; {} generation {}",
+        recipes.len(),
+        if new { "new" } else { "unchanged" },
+        rec.generation
+    ));
+    let out = serde_json::json!({
+        "version": 1,
+        "toplevel": sys.toplevel,
+        "generation": rec.generation,
+        "new_generation": new,
+        "images": imgs.all(),
+        "recipes": recipes,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn carried_generations(
     store: &Store,
     profile: &Profile,
-    current: u32,
+    rec: &generation::Record,
 ) -> Result<(std::collections::BTreeMap<u32, crate::store::StorePath>, crate::format::bootstate::Record)> {
     let device = profile.instance();
-    let all = generation::list(store, &device)?;
+    let current = rec.generation;
+    let mut all = generation::list(store, &device)?;
+    // A dry run's generation is not recorded.
+    all.entry(current).or_insert_with(|| rec.clone());
     let known = generation::ledger(store, &device)?;
     let protected = known.as_ref().map(generation::protected).unwrap_or_default();
     let g = &profile.system.generations;
     let mut gens = generation::carried(&generation::toplevels(&all), g.keep, &g.pinned, &protected);
     gens.retain(|n, top| {
         let present = store.contains(top);
-        if !present {
+        if !present && *n != current {
             progress(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
         }
         present || *n == current
@@ -1191,7 +1221,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
         return Err(missing("toplevel").into());
     }
     let boot = rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing("boot.img"))?;
-    let (mut gens, _) = carried_generations(&store, &profile, target)?;
+    let (mut gens, _) = carried_generations(&store, &profile, rec)?;
     gens.insert(target, rec.toplevel.clone());
     let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
     let inputs = gather_common(&repo)?;

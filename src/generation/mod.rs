@@ -84,6 +84,16 @@ pub fn roots(store: &Store) -> Result<Vec<StorePath>> {
 /// The generation for `toplevel`: the newest one if it has that toplevel, else a new one.
 /// Returns the record and whether it is new.
 pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {
+    let (rec, new) = next(store, device, toplevel, label)?;
+    if new {
+        write(store, device, &rec)?;
+    }
+    Ok((rec, new))
+}
+
+/// The generation a build of `toplevel` is: the newest one if it has this toplevel
+/// (`false`), else a new one numbered after it (`true`), not yet written.
+pub fn next(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {
     let all = list(store, device)?;
     if let Some((_, newest)) = all.iter().next_back() {
         if &newest.toplevel == toplevel {
@@ -100,7 +110,6 @@ pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &st
         label: label.to_string(),
         boot_image: None,
     };
-    write(store, device, &rec)?;
     Ok((rec, true))
 }
 
