@@ -305,3 +305,45 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
         let _ = mobix::util::remove_tree(&t.join(s));
     }
 }
+
+#[test]
+fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let spawn = |host: &str| {
+        let cfg = t.join(format!("{host}.yaml"));
+        fs::write(&cfg, format!("hostname: {host}\n")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
+            .arg(&cfg)
+            .args(["--out", &format!("out-{host}")])
+            .current_dir(t)
+            .output()
+    };
+    // Two systems that share everything but /etc, started together on one empty store.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn("alpha").unwrap());
+        let b = s.spawn(|| spawn("beta").unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ok(&a);
+    ok(&b);
+    let both = format!("{}{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    assert!(both.contains("waiting for another mobix process"), "one build waited for the other:\n{both}");
+    ok(&mobix(t, &["--store", "store", "store", "verify"]));
+    // Each got a generation of its own: numbers are not handed out twice.
+    let gen = |host: &str| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&fs::read(t.join(format!("out-{host}/manifest.json"))).unwrap()).unwrap();
+        (m["generation"].as_u64().unwrap(), m["toplevel"].as_str().unwrap().to_string())
+    };
+    let (ga, ta) = gen("alpha");
+    let (gb, tb) = gen("beta");
+    assert_ne!(ta, tb);
+    let mut numbers = [ga, gb];
+    numbers.sort();
+    assert_eq!(numbers, [1, 2], "generations of alpha and beta");
+    let list = ok(&mobix(t, &["--store", "store", "generations", "list", "--device", "qemu-aarch64", "--repo", repo]));
+    assert!(list.contains(&ta) && list.contains(&tb), "both generations are recorded:\n{list}");
+}

@@ -52,6 +52,7 @@ pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
     }
     fs::rename(&got_file, &file)?;
     let _ = fs::remove_dir_all(&partial);
+    ctx.fetched_one();
     Ok(file)
 }
 

@@ -38,6 +38,19 @@ pub struct Ctx<'a> {
     pub substituters: Vec<PathBuf>,
     /// Keys whose signatures on cache entries are trusted (`--trust`).
     pub trusted: Vec<crate::store::cache::PublicKey>,
+    /// Files downloaded so far (packages, source packages), for the summary.
+    pub fetched: std::sync::atomic::AtomicUsize,
+}
+
+impl Ctx<'_> {
+    /// Counts one download.
+    fn fetched_one(&self) {
+        self.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// How many files builders downloaded through this context.
+    pub fn downloads(&self) -> usize {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Ctx<'_> {

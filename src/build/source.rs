@@ -176,6 +176,7 @@ pub fn fetch(ctx: &Ctx, pin: &SourcePin) -> Result<Vec<PathBuf>> {
                 .into());
             }
             fs::rename(&got_file, dir.join(f))?;
+            ctx.fetched_one();
         }
         let _ = fs::remove_dir_all(&partial);
     }

@@ -552,6 +552,7 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
         progress: &progress,
         substituters: Vec::new(),
         trusted: Vec::new(),
+        fetched: Default::default(),
     }
 }
 
@@ -700,13 +701,13 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
     progress(&format!("kernel: {}", sys.kernel_origin));
     let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
-    let (rec, new) = generation::record(&store, &profile.instance(), &sys.toplevel, &label)?;
+    let (rec, new) = generation::record(&store, &store.lock()?, &profile.instance(), &sys.toplevel, &label)?;
     let (gens, state) = carried_generations(&store, &profile, &rec)?;
     let (plan, imgs) = plan::images(&profile, &sys, &gens, &state, &inputs)?;
     let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
     let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
-    generation::set_boot_image(&store, &profile.instance(), &rec, &imgs.boot)?;
+    generation::set_boot_image(&store, &store.lock()?, &profile.instance(), &rec, &imgs.boot)?;
     let built = r1.built.len() + r2.built.len();
     let substituted = r1.substituted.len() + r2.substituted.len();
     if built + substituted == 0 {
@@ -715,8 +716,13 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
             t0.elapsed().as_secs_f64()
         ));
     } else {
+        let downloads = match ctx.downloads() {
+            0 => String::new(),
+            1 => " (1 download)".to_string(),
+            n => format!(" ({n} downloads)"),
+        };
         progress(&format!(
-            "built {built} store paths, substituted {substituted}, {} already present, in {:.1}s",
+            "built {built} store paths{downloads}, substituted {substituted}, {} already present, in {:.1}s",
             r1.cached + r2.cached,
             t0.elapsed().as_secs_f64()
         ));

@@ -81,9 +81,15 @@ pub fn roots(store: &Store) -> Result<Vec<StorePath>> {
     Ok(out)
 }
 
-/// The generation for `toplevel`: the newest one if it has that toplevel, else a new one.
-/// Returns the record and whether it is new.
-pub fn record(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {
+/// Records a build of `toplevel` as [`next`] says. Holding the store lock, so that two
+/// builds on one store never take the same number.
+pub fn record(
+    store: &Store,
+    _lock: &crate::store::StoreLock,
+    device: &Codename,
+    toplevel: &StorePath,
+    label: &str,
+) -> Result<(Record, bool)> {
     let (rec, new) = next(store, device, toplevel, label)?;
     if new {
         write(store, device, &rec)?;
@@ -119,7 +125,13 @@ fn write(store: &Store, device: &Codename, rec: &Record) -> Result<()> {
 }
 
 /// Remembers which boot.img a build of generation `rec` made.
-pub fn set_boot_image(store: &Store, device: &Codename, rec: &Record, boot: &StorePath) -> Result<()> {
+pub fn set_boot_image(
+    store: &Store,
+    _lock: &crate::store::StoreLock,
+    device: &Codename,
+    rec: &Record,
+    boot: &StorePath,
+) -> Result<()> {
     if rec.boot_image.as_ref() == Some(boot) {
         return Ok(());
     }
@@ -392,9 +404,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path()).unwrap();
         let dev = Codename::new("phone").unwrap();
-        let (r1, new1) = record(&store, &dev, &sp("a", "sys"), "first").unwrap();
-        let (r1b, new1b) = record(&store, &dev, &sp("a", "sys"), "first").unwrap();
-        let (r2, new2) = record(&store, &dev, &sp("b", "sys"), "second").unwrap();
+        let lock = store.lock().unwrap();
+        assert!(next(&store, &dev, &sp("a", "sys"), "first").unwrap().1);
+        assert!(list(&store, &dev).unwrap().is_empty(), "next records nothing");
+        let (r1, new1) = record(&store, &lock, &dev, &sp("a", "sys"), "first").unwrap();
+        let (r1b, new1b) = record(&store, &lock, &dev, &sp("a", "sys"), "first").unwrap();
+        let (r2, new2) = record(&store, &lock, &dev, &sp("b", "sys"), "second").unwrap();
         assert_eq!((r1.generation, new1, r1b.generation, new1b, r2.generation, new2), (1, true, 1, false, 2, true));
         assert_eq!(list(&store, &dev).unwrap().len(), 2);
     }

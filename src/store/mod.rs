@@ -156,7 +156,7 @@ impl Store {
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!("waiting for another mobix process to release the store lock {}", path.display());
+            util::say(&format!("waiting for another mobix process to release the store lock {}", path.display()));
             // SAFETY: as above.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
                 return Err(io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
