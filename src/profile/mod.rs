@@ -164,6 +164,44 @@ fn plain_rel(p: &str) -> bool {
     !p.is_empty() && !p.starts_with('/') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
+/// What an overlay adds besides its files: `overlays/<name>/overlay.yaml`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySpec {
+    /// Packages the overlay needs, as in the system config's `packages`.
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+/// Checks a `packages` list of `layer`: names, no repeats, each a `packages/` spec or a
+/// `debs` entry of the lock (read once, into `lock_debs`).
+fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &mut Option<Vec<String>>) -> Result<()> {
+    for (i, p) in packages.iter().enumerate() {
+        let key = format!("packages[{i}]");
+        if Codename::new(p).is_err() {
+            return Err(layer.error(&key, format!("{p:?} is not a package name")));
+        }
+        if packages[..i].contains(p) {
+            return Err(layer.error(&key, format!("{p} is listed twice")));
+        }
+        let spec = repo.join("packages").join(p).join("package.yaml");
+        if spec.is_file() {
+            continue;
+        }
+        let debs = match lock_debs {
+            Some(d) => d,
+            None => lock_debs.insert(crate::store::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
+        };
+        if !debs.contains(p) {
+            return Err(layer.error(
+                &key,
+                format!("no package {p:?}: neither {} nor a `debs` entry of mobix.lock", spec.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads `packages/<name>/package.yaml`.
 pub fn load_package(repo: &Path, name: &str) -> Result<LoadedPackage> {
     let file = repo.join("packages").join(name).join("package.yaml");
@@ -569,27 +607,20 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
             }
         }
         let mut lock_debs = None;
-        for (i, p) in system.packages.iter().enumerate() {
-            let key = format!("packages[{i}]");
-            if Codename::new(p).is_err() {
-                return Err(layer.error(&key, format!("{p:?} is not a package name")));
-            }
-            if system.packages[..i].contains(p) {
-                return Err(layer.error(&key, format!("{p} is listed twice")));
-            }
-            let spec = repo.join("packages").join(p).join("package.yaml");
-            if spec.is_file() {
+        check_packages(repo, &layer, &system.packages, &mut lock_debs)?;
+        // Overlays may bring packages (`overlays/<name>/overlay.yaml`): after the system's own.
+        for o in &system.overlays {
+            let file = repo.join("overlays").join(o).join("overlay.yaml");
+            if !file.is_file() {
                 continue;
             }
-            let debs = match &lock_debs {
-                Some(d) => d,
-                None => lock_debs.insert(crate::store::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
-            };
-            if !debs.contains(p) {
-                return Err(layer.error(
-                    &key,
-                    format!("no package {p:?}: neither {} nor a `debs` entry of mobix.lock", spec.display()),
-                ));
+            let ol = Layer::read(&file)?;
+            let spec: OverlaySpec = deserialize_layer(&ol, ol.value.clone())?;
+            check_packages(repo, &ol, &spec.packages, &mut lock_debs)?;
+            for p in spec.packages {
+                if !system.packages.contains(&p) {
+                    system.packages.push(p);
+                }
             }
         }
         if system.generations.keep == 0 {

@@ -181,3 +181,33 @@ fn package_specs_are_checked() {
     }
     assert!(format!("{:#}", super::load_package(d.path(), "y").unwrap_err()).contains("no package spec y"));
 }
+
+#[test]
+fn overlays_bring_their_packages() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    let qemu = r.join("devices/qemu-aarch64");
+    std::fs::create_dir_all(&qemu).unwrap();
+    std::fs::write(qemu.join("device.yaml"), qemu_text()).unwrap();
+    std::fs::copy(repo().join("mobix.lock"), r.join("mobix.lock")).unwrap();
+    std::fs::create_dir_all(r.join("overlays/tools/files")).unwrap();
+    std::fs::create_dir_all(r.join("packages/mmc-utils")).unwrap();
+    std::fs::copy(repo().join("packages/mmc-utils/package.yaml"), r.join("packages/mmc-utils/package.yaml")).unwrap();
+    let cfg = r.join("system.yaml");
+    std::fs::write(&cfg, "packages: [tree]\noverlays: [tools]\n").unwrap();
+    let load = || load_with(r, "qemu-aarch64", Selection { variant: None, config: Some(&cfg) });
+    // No overlay.yaml: only the files.
+    assert_eq!(load().unwrap().system.packages, ["tree"]);
+    // The overlay's packages follow the system's own, each once.
+    std::fs::write(r.join("overlays/tools/overlay.yaml"), "packages: [mmc-utils, tree]\n").unwrap();
+    assert_eq!(load().unwrap().system.packages, ["tree", "mmc-utils"]);
+    // Its errors name its own file, line and key.
+    std::fs::write(r.join("overlays/tools/overlay.yaml"), "# tools\npackages:\n  - mmc-utils\n  - nosuch\n").unwrap();
+    let err = load().unwrap_err();
+    let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
+    assert!(pe.file.ends_with("overlays/tools/overlay.yaml"), "{pe:?}");
+    assert_eq!((pe.line, pe.key.as_str()), (Some(4), "packages[1]"));
+    std::fs::write(r.join("overlays/tools/overlay.yaml"), "pakages: [tree]\n").unwrap();
+    let err = load().unwrap_err();
+    assert_eq!(err.downcast_ref::<ProfileError>().map(|e| e.key.as_str()), Some("pakages"), "{err:#}");
+}
