@@ -5,9 +5,8 @@
 //! what they need; the phone runs both programs as health checks.
 
 mod common;
-use common::{mobix_in as mobix, repo, tool};
+use common::{mobix_in as mobix, repo, store_names, tool};
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,18 +25,10 @@ health_checks:
     command: [tree, /run/current-system/sw/bin]
 ";
 
-fn entries(store: &Path) -> BTreeSet<String> {
-    fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}
-
 /// The one store entry whose name holds `contains` (source packages left out).
 fn entry(store: &Path, contains: &str) -> PathBuf {
     let names: Vec<String> =
-        entries(store).into_iter().filter(|n| n.contains(contains) && !n.ends_with("-source")).collect();
+        store_names(store).into_iter().filter(|n| n.contains(contains) && !n.ends_with("-source")).collect();
     assert_eq!(names.len(), 1, "one store entry with {contains:?}: {names:?}");
     store.join(&names[0])
 }
@@ -65,7 +56,7 @@ fn packages_build_reproducibly_and_run_on_the_phone() {
         stores.push((store, out));
     }
     let ((s1, o1), (s2, o2)) = (&stores[0], &stores[1]);
-    assert_eq!(entries(s1), entries(s2), "both stores hold the same paths");
+    assert_eq!(store_names(s1), store_names(s2), "both stores hold the same paths");
     for img in ["boot.img", "system.img"] {
         assert!(fs::read(o1.join(img)).unwrap() == fs::read(o2.join(img)).unwrap(), "{img} differs between the stores");
     }

@@ -3,7 +3,7 @@
 //! killed with SIGKILL at random moments that leave a store `mobix store verify` accepts.
 
 mod common;
-use common::{mobix_in as mobix, repo_copy};
+use common::{mobix_in as mobix, repo_copy, store_names};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -32,14 +32,6 @@ fn build(t: &Path, store: &str, out: &str, extra: &[&str]) -> Output {
 fn sha256s(out: &Path) -> serde_json::Value {
     let m: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
     m["images"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["sha256"].clone())).collect()
-}
-
-fn entries(store: &Path) -> BTreeSet<String> {
-    fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect()
 }
 
 /// The recipes of `mobix build --dry-run --json` not yet built, by name.
@@ -128,18 +120,18 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("-sw.tar.zst was tampered with or damaged"), "{err}");
-    assert!(!entries(&t.join("d")).iter().any(|e| e.ends_with("-sw")), "the tampered path is not in the store");
+    assert!(!store_names(&t.join("d")).iter().any(|e| e.ends_with("-sw")), "the tampered path is not in the store");
 
     // gc: the first store's out directory and generation keep the system; what only the
     // build needed (Debian's kernel package, busybox's) goes, and the store still verifies
     // and rebuilds nothing.
-    let before = entries(&t.join("a"));
+    let before = store_names(&t.join("a"));
     let dry = mobix(t, &["--store", "a", "gc", "--dry-run"]);
     let listed = ok(&dry);
-    assert_eq!(entries(&t.join("a")), before, "--dry-run removes nothing");
+    assert_eq!(store_names(&t.join("a")), before, "--dry-run removes nothing");
     assert!(listed.contains("-linux-image-") && listed.contains("-busybox-static-"), "{listed}");
     ok(&mobix(t, &["--store", "a", "gc"]));
-    let after = entries(&t.join("a"));
+    let after = store_names(&t.join("a"));
     assert!(!after.iter().any(|e| e.contains("-linux-image-")), "{after:?}");
     let closure = ok(&mobix(t, &["--store", "a", "store", "closure", "out-a"]));
     for line in closure.lines() {
@@ -155,7 +147,7 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     mobix::util::remove_tree(&t.join("out-a")).unwrap();
     let freed = ok(&mobix(t, &["--store", "a", "gc"]));
     assert!(freed.contains("-system.img"), "{freed}");
-    let left = entries(&t.join("a"));
+    let left = store_names(&t.join("a"));
     assert!(left.iter().any(|e| e.ends_with("-mobix-system-qemu-aarch64")), "{left:?}");
     assert!(left.iter().any(|e| e.ends_with("-boot.img")), "{left:?}");
     for s in ["a", "b", "c", "d"] {
@@ -224,7 +216,7 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
             String::from_utf8_lossy(&v.stdout),
             String::from_utf8_lossy(&v.stderr)
         );
-        for e in entries(&t.join("s")) {
+        for e in store_names(&t.join("s")) {
             assert!(!e.contains(".tmp") && !e.ends_with(".partial"), "round {round}: {e} left behind");
         }
     }
@@ -280,8 +272,8 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     ok(&build(t, "a", "out-a", &[]));
-    let crates = entries(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init-crates")).unwrap();
-    let init = entries(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init")).unwrap();
+    let crates = store_names(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init-crates")).unwrap();
+    let init = store_names(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init")).unwrap();
     assert!(t.join("a").join(&crates).join(".").read_dir().unwrap().count() > 5, "crates were vendored");
     ok(&mobix(t, &["store", "keygen", "k", "--to", "k.key"]));
     ok(&mobix(t, &["--store", "a", "store", "export", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));

@@ -61,21 +61,7 @@ pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
 pub fn build(ctx: &Ctx, pin: &DebPin, depends: &[crate::store::StorePath], out: &Path) -> Result<()> {
     let file = fetch(ctx, pin)?;
     fs::create_dir(out)?;
-    let mut child = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| util::user_error(e, "running dpkg-deb (package dpkg)"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let res = crate::store::archive::unpack(stdout, out, crate::store::archive::AbsoluteLinks::Refuse)
-        .with_context(|| format!("unpacking {}", file.display()));
-    let status = child.wait_with_output()?;
-    res?;
-    if !status.status.success() {
-        anyhow::bail!("dpkg-deb --fsys-tarfile {} failed: {}", file.display(), String::from_utf8_lossy(&status.stderr));
-    }
+    super::unpack_piped(Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&file), &file, out)?;
     if !depends.is_empty() {
         let dir = out.join("share/mobix");
         fs::create_dir_all(&dir)?;

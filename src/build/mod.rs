@@ -64,6 +64,27 @@ impl Ctx<'_> {
     }
 }
 
+/// Unpacks the tar stream `cmd` writes on its stdout (a decompressor, `dpkg-deb
+/// --fsys-tarfile`) of `file` into `dest` with the store's safe unpacker, which refuses
+/// anything that would land outside `dest` and no absolute links.
+pub(crate) fn unpack_piped(cmd: &mut Command, file: &Path, dest: &Path) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| util::user_error(e, format!("running {what}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let res = crate::store::archive::unpack(stdout, dest, crate::store::archive::AbsoluteLinks::Refuse)
+        .with_context(|| format!("unpacking {}", file.display()));
+    let out = child.wait_with_output()?;
+    res?;
+    if !out.status.success() {
+        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// What a realisation did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {

@@ -211,22 +211,9 @@ fn untar(file: &Path, dest: &Path) -> Result<()> {
             .into())
         }
     };
-    let mut child = Command::new(tool)
-        .args(if tool == "cat" { &[][..] } else { &["-dc"][..] })
-        .arg(file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| util::user_error(e, format!("running {tool}")))?;
-    let stdout = child.stdout.take().expect("piped");
-    let res = crate::store::archive::unpack(stdout, dest, crate::store::archive::AbsoluteLinks::Refuse)
-        .with_context(|| format!("unpacking {}", file.display()));
-    let out = child.wait_with_output()?;
-    res?;
-    if !out.status.success() {
-        anyhow::bail!("{tool} -dc {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    let mut cmd = Command::new(tool);
+    cmd.args(if tool == "cat" { &[][..] } else { &["-dc"][..] }).arg(file);
+    super::unpack_piped(&mut cmd, file, dest)
 }
 
 /// Unpacks a `deb-source` store path into `dest` the way `dpkg-source -x` does for the

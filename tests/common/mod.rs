@@ -33,6 +33,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The names of a store's paths (its `.mobix` state left out), sorted.
+pub fn store_names(store: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
 /// The store entry whose name ends with `suffix` (`-etc`, `-firmware`).
 pub fn store_entry(store: &Path, suffix: &str) -> PathBuf {
     std::fs::read_dir(store)
