@@ -9,12 +9,12 @@ use crate::hash::{sha256_file, Sha256Digest};
 use crate::plan::{BootHeader, DtbPlan, Planned};
 use crate::profile::{Compression, DtbMode};
 use crate::store::StorePath;
-use crate::util;
+use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufWriter, Seek, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The ext4 image's fixed timestamp: every inode and the superblock carry it.
@@ -153,6 +153,7 @@ pub fn system_image(
     ctx: &Ctx,
     planned: &Planned,
     size: u64,
+    filesystem: crate::profile::Filesystem,
     gens: &BTreeMap<u32, StorePath>,
     state: &bootstate::Record,
     out: &Path,
@@ -187,21 +188,49 @@ pub fn system_image(
         fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");
+    let uuid = uuid_from(&planned.path);
+    let raw = match filesystem {
+        crate::profile::Filesystem::Ext4 => ext4(work, &root, &uuid, fs_size, &step)?,
+        crate::profile::Filesystem::Erofs => erofs(work, &root, &uuid, fs_size)?,
+    };
+    step("filesystem checked");
+    let block = state.encode().context("encoding the boot-state record")?;
+    let mut f = fs::OpenOptions::new().write(true).open(&raw)?;
+    f.set_len(size)?;
+    f.seek(std::io::SeekFrom::Start(fs_size))?;
+    f.write_all(&block)?;
+    f.write_all(&block)?;
+    drop(f);
+    let sparse_path = out.join("system.img");
+    let input = util::map_file(&raw)?;
+    let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(&sparse_path)?);
+    sparse::encode_slice(&input, 4096, sparse::Zeros::Fill, &mut w)?;
+    w.flush()?;
+    step("sparse written");
+    util::remove_tree(&root)?;
+    fs::remove_file(&raw)?;
+    write_sums(out, &["system.img"])?;
+    step("digests written");
+    Ok(())
+}
+
+/// The ext4 filesystem of `root`, `fs_size` bytes, reproducible: fixed UUID, hash seed and
+/// times, owners root (checked by e2fsck).
+fn ext4(work: &Path, root: &Path, uuid: &str, fs_size: u64, step: &dyn Fn(&str)) -> Result<PathBuf> {
     let conf = work.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF)?;
     // The raw filesystem is only a step: the store keeps the sparse image (simg2img or
     // `mobix inspect sparse unpack` give the raw one back).
     let raw = work.join("system.ext4");
-    let uuid = uuid_from(&planned.path);
     util::run(
         Command::new("mke2fs")
             .env("MKE2FS_CONFIG", &conf)
             .env("E2FSPROGS_FAKE_TIME", FS_TIME)
-            .args(["-q", "-t", "ext4", "-L", "system", "-U", &uuid])
+            .args(["-q", "-t", "ext4", "-L", "system", "-U", uuid])
             .arg("-E")
             .arg(format!("hash_seed={uuid},root_owner=0:0"))
             .arg("-d")
-            .arg(&root)
+            .arg(root)
             .arg("-F")
             .arg(&raw)
             .arg(format!("{}k", fs_size / 1024)),
@@ -226,7 +255,7 @@ pub fn system_image(
     };
     sif("/", None);
     sif("/lost+found", None);
-    util::walk(&root, &mut |rel, m| {
+    util::walk(root, &mut |rel, m| {
         sif(&format!("/{rel}"), Some(m));
         Ok(true)
     })?;
@@ -235,23 +264,25 @@ pub fn system_image(
     util::run(Command::new("debugfs").env("E2FSPROGS_FAKE_TIME", FS_TIME).arg("-w").arg("-f").arg(&cmdfile).arg(&raw))?;
     step("debugfs done");
     util::run(Command::new("e2fsck").args(["-fn"]).arg(&raw)).context("the new system image failed e2fsck")?;
-    step("e2fsck done");
-    let block = state.encode().context("encoding the boot-state record")?;
-    let mut f = fs::OpenOptions::new().write(true).open(&raw)?;
-    f.set_len(size)?;
-    f.seek(std::io::SeekFrom::Start(fs_size))?;
-    f.write_all(&block)?;
-    f.write_all(&block)?;
-    drop(f);
-    let sparse_path = out.join("system.img");
-    let input = util::map_file(&raw)?;
-    let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(&sparse_path)?);
-    sparse::encode_slice(&input, 4096, sparse::Zeros::Fill, &mut w)?;
-    w.flush()?;
-    step("sparse written");
-    util::remove_tree(&root)?;
-    fs::remove_file(&raw)?;
-    write_sums(out, &["system.img"])?;
-    step("digests written");
-    Ok(())
+    Ok(raw)
+}
+
+/// The erofs filesystem of `root` (uncompressed), reproducible: fixed UUID, every time 0,
+/// owners root (checked by fsck.erofs). Refused if it does not fit in `fs_size` bytes.
+fn erofs(work: &Path, root: &Path, uuid: &str, fs_size: u64) -> Result<PathBuf> {
+    let raw = work.join("system.erofs");
+    util::run(
+        Command::new("mkfs.erofs").args(["--quiet", "-T0", "--all-root"]).arg(format!("-U{uuid}")).arg(&raw).arg(root),
+    )
+    .map_err(|e| util::user_error(e, "running mkfs.erofs (package erofs-utils)"))?;
+    util::run(Command::new("fsck.erofs").arg(&raw)).context("the new system image failed fsck.erofs")?;
+    let len = fs::metadata(&raw)?.len();
+    if len > fs_size {
+        return Err(Fail::new(format!(
+            "the system's erofs image is {len} bytes, more than the {fs_size} the partition leaves for it"
+        ))
+        .hint("carry fewer generations (generations.keep) or give `system.size` more room")
+        .into());
+    }
+    Ok(raw)
 }

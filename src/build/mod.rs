@@ -236,8 +236,8 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             images::boot_image(ctx, planned, header, *kernel_compression, dtb.as_ref(), out)
         }
         Builder::Vbmeta { flags } => images::vbmeta(*flags, out),
-        Builder::SystemImage { size, generations, state, .. } => {
-            images::system_image(ctx, planned, *size, generations, state, out)
+        Builder::SystemImage { size, filesystem, generations, state, .. } => {
+            images::system_image(ctx, planned, *size, *filesystem, generations, state, out)
         }
     }
 }

@@ -17,6 +17,8 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "mke2fs", package: "e2fsprogs", used_by: "build (system partition)" },
     Tool { name: "debugfs", package: "e2fsprogs", used_by: "build (reproducible timestamps)" },
     Tool { name: "e2fsck", package: "e2fsprogs", used_by: "build (checking the system partition)" },
+    Tool { name: "mkfs.erofs", package: "erofs-utils", used_by: "build (erofs system partitions)" },
+    Tool { name: "fsck.erofs", package: "erofs-utils", used_by: "build (checking erofs system partitions)" },
     Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", used_by: "build (QEMU device tree), run, test" },
     Tool {
         name: "aarch64-linux-gnu-gcc",

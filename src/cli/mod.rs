@@ -540,6 +540,9 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
         rustc_version: tool_version("rustc", &["-vV"])?,
         qemu_version: tool_version("qemu-system-aarch64", &["--version"])?.lines().next().unwrap_or("").to_string(),
         mke2fs_version: tool_version("mke2fs", &["-V"])?.lines().next().unwrap_or("").to_string(),
+        mkfs_erofs_version: tool_version("fsck.erofs", &["-V"])
+            .ok()
+            .map(|v| v.lines().next().unwrap_or("").to_string()),
     })
 }
 
@@ -1232,7 +1235,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
     let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
     let inputs = gather_common(&repo)?;
     let mut plan = plan::Plan::default();
-    let system = plan::system_image(&mut plan, &profile, &gens, &state, &inputs);
+    let system = plan::system_image(&mut plan, &profile, &gens, &state, &inputs)?;
     let vbmeta = plan::vbmeta(&mut plan, &profile);
     let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
     build::realise(&builder_ctx(&store), &plan, &wanted)?;

@@ -12,6 +12,7 @@ use crate::hash::Sha256Digest;
 use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Profile, QemuDisk};
 use crate::store::lock::{DebPin, Lock};
 use crate::store::StorePath;
+use crate::util::Fail;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,7 +111,11 @@ pub enum Builder {
     SystemImage {
         size: u64,
         filesystem: Filesystem,
+        /// `mke2fs -V` for ext4 (empty for erofs).
         mke2fs: String,
+        /// `fsck.erofs -V` (erofs-utils) for erofs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mkfs_erofs: Option<String>,
         generations: BTreeMap<u32, StorePath>,
         state: crate::format::bootstate::Record,
     },
@@ -335,6 +340,8 @@ pub struct Inputs {
     pub rustc_version: String,
     pub qemu_version: String,
     pub mke2fs_version: String,
+    /// `fsck.erofs -V`, when erofs-utils is installed.
+    pub mkfs_erofs_version: Option<String>,
 }
 
 pub const INIT_TARGET: &str = "aarch64-unknown-linux-musl";
@@ -420,6 +427,20 @@ fn packages(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan) -> Re
     Ok(paths)
 }
 
+/// The modules stage-1 loads: the profile's, and the system filesystem's module when
+/// stage-1 loads modules at all (a kernel with everything built in needs none).
+fn stage1_modules(d: &crate::profile::Device) -> Vec<String> {
+    let mut m = d.stage1.modules.clone();
+    let fs = match d.system.filesystem {
+        Filesystem::Ext4 => "ext4",
+        Filesystem::Erofs => "erofs",
+    };
+    if !m.is_empty() && !m.iter().any(|x| x == fs) {
+        m.push(fs.to_string());
+    }
+    m
+}
+
 fn name_of(pin: &DebPin) -> String {
     // Store names allow no ':' (epochs): drop the epoch, keep the rest readable.
     format!("{}-{}", pin.package, without_epoch(&pin.version).replace('~', "_"))
@@ -447,7 +468,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         builder: Builder::KernelModules {
             // Stage-1's modules come from this tree too: keep them whatever the list says.
             only: d.kernel.modules.as_ref().map(|m| {
-                let mut all: Vec<String> = m.iter().chain(&d.stage1.modules).cloned().collect();
+                let mut all: Vec<String> = m.iter().chain(&stage1_modules(d)).cloned().collect();
                 all.sort();
                 all.dedup();
                 all
@@ -532,11 +553,12 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     };
     let fs_name = match d.system.filesystem {
         Filesystem::Ext4 => "ext4",
+        Filesystem::Erofs => "erofs",
     };
     let initrd = plan.add(Recipe {
         name: "initrd".into(),
         builder: Builder::Initramfs {
-            modules: d.stage1.modules.clone(),
+            modules: stage1_modules(d),
             compression: d.stage1.compression,
             firmware: d
                 .firmware
@@ -627,6 +649,7 @@ pub fn required_options(profile: &Profile) -> crate::build::kconfig::Config {
     }
     let fs_module = match d.system.filesystem {
         Filesystem::Ext4 => ("EXT4_FS", "ext4"),
+        Filesystem::Erofs => ("EROFS_FS", "erofs"),
     };
     let loads_fs = d.stage1.modules.iter().any(|m| m == fs_module.1);
     c.insert(fs_module.0.into(), if loads_fs { "m".into() } else { "y".into() });
@@ -787,7 +810,7 @@ pub fn images(
         builder: Builder::BootImage { header, kernel_compression: b.kernel_compression, dtb },
         inputs: boot_inputs,
     });
-    let system = system_image(&mut plan, profile, generations, state, inp);
+    let system = system_image(&mut plan, profile, generations, state, inp)?;
     let vbmeta = vbmeta(&mut plan, profile);
     Ok((plan, ImagePaths { boot, system, vbmeta }))
 }
@@ -811,7 +834,7 @@ pub fn system_image(
     generations: &BTreeMap<u32, StorePath>,
     state: &crate::format::bootstate::Record,
     inp: &Inputs,
-) -> StorePath {
+) -> Result<StorePath> {
     let d = &profile.device;
     let gen_inputs: BTreeMap<String, StorePath> =
         generations.iter().map(|(n, p)| (format!("gen-{n}"), p.clone())).collect();
@@ -820,17 +843,28 @@ pub fn system_image(
             plan.existing.insert(p.clone());
         }
     }
-    plan.add(Recipe {
+    let (mke2fs, mkfs_erofs) = match d.system.filesystem {
+        Filesystem::Ext4 => (inp.mke2fs_version.clone(), None),
+        Filesystem::Erofs => (
+            String::new(),
+            Some(inp.mkfs_erofs_version.clone().ok_or_else(|| {
+                Fail::new("the system filesystem is erofs, but erofs-utils (mkfs.erofs) is not installed")
+                    .hint("run scripts/setup (or apt-get install erofs-utils)")
+            })?),
+        ),
+    };
+    Ok(plan.add(Recipe {
         name: "system.img".into(),
         builder: Builder::SystemImage {
             size: d.system_image_size(),
             filesystem: d.system.filesystem,
-            mke2fs: inp.mke2fs_version.clone(),
+            mke2fs,
+            mkfs_erofs,
             generations: generations.clone(),
             state: state.clone(),
         },
         inputs: gen_inputs,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
         rustc_version: "rustc 1.95.0".into(),
         qemu_version: "QEMU emulator version 7.2".into(),
         mke2fs_version: "mke2fs 1.47.0".into(),
+        mkfs_erofs_version: Some("fsck.erofs 1.5".into()),
     };
     (profile, lock, inputs)
 }

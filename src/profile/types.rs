@@ -167,6 +167,8 @@ pub struct Partition {
 #[serde(rename_all = "lowercase")]
 pub enum Filesystem {
     Ext4,
+    /// Read-only, compact (what Android uses for its system partitions): `mkfs.erofs`.
+    Erofs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
