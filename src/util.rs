@@ -298,8 +298,8 @@ pub fn say(msg: &str) {
 }
 
 /// A live status line for a step that runs a while, redrawn ten times a second below the
-/// progress lines, on a terminal only; gone when dropped. With a [`Step`], a bar of the
-/// whole run leads it (`[#######-------------]  5/17 ⠙ building sw (sw) 3.4s`).
+/// progress lines, on a terminal only; gone when dropped. A bar of the whole run ([`Step`])
+/// leads it (`[#######-------------]  5/17 ⠙ building sw (sw) 3.4s`).
 pub struct Ticker {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -313,11 +313,11 @@ pub struct Step {
 }
 
 /// The status line's text at `elapsed` seconds, frame `i`.
-pub fn status_line(label: &str, step: Option<Step>, elapsed: f64, i: usize) -> String {
+pub fn status_line(label: &str, step: Step, elapsed: f64, i: usize) -> String {
     let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
     let spin = frames[i % frames.len()];
     match step {
-        Some(Step { done, total }) if total > 0 => {
+        Step { done, total } if total > 0 => {
             const WIDTH: usize = 20;
             let filled = (done.min(total) * WIDTH) / total;
             let w = total.to_string().len();
@@ -332,7 +332,7 @@ pub fn status_line(label: &str, step: Option<Step>, elapsed: f64, i: usize) -> S
 }
 
 impl Ticker {
-    pub fn start(label: String, step: Option<Step>) -> Ticker {
+    pub fn start(label: String, step: Step) -> Ticker {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = stderr_is_tty().then(|| {
             let stop = stop.clone();
@@ -381,15 +381,12 @@ mod tests {
     #[test]
     fn the_status_line_draws_the_run_as_a_bar() {
         assert_eq!(
-            status_line("building sw (sw)", Some(Step { done: 5, total: 17 }), 3.44, 1),
+            status_line("building sw (sw)", Step { done: 5, total: 17 }, 3.44, 1),
             "[#####---------------]  5/17 ⠙ building sw (sw) 3.4s"
         );
-        assert!(
-            status_line("x", Some(Step { done: 17, total: 17 }), 0.0, 0).starts_with("[####################] 17/17")
-        );
-        assert!(status_line("x", Some(Step { done: 0, total: 3 }), 0.0, 0).starts_with("[--------------------] 0/3"));
-        assert_eq!(status_line("x", None, 1.0, 0), "⠋ x 1.0s");
-        assert_eq!(status_line("x", Some(Step { done: 0, total: 0 }), 1.0, 0), "⠋ x 1.0s");
+        assert!(status_line("x", Step { done: 17, total: 17 }, 0.0, 0).starts_with("[####################] 17/17"));
+        assert!(status_line("x", Step { done: 0, total: 3 }, 0.0, 0).starts_with("[--------------------] 0/3"));
+        assert_eq!(status_line("x", Step { done: 0, total: 0 }, 1.0, 0), "⠋ x 1.0s");
     }
 
     #[test]

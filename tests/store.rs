@@ -222,7 +222,7 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
     }
     eprintln!("{finished_early} of 20 builds finished before their kill");
     // Kills after the end prove nothing; most must land mid-build (here: 0 of 20 finish).
-    assert!(finished_early <= 10, "too few builds were interrupted ({finished_early} of 20 finished)");
+    assert!(finished_early <= 8, "too few builds were interrupted ({finished_early} of 20 finished)");
     ok(&build(t, "s", "out", &[]));
     ok(&mobix(t, &["--store", "s", "store", "verify"]));
     assert_eq!(sha256s(&t.join("out")), sha256s(&t.join("out-ref")), "interrupted builds change nothing");

@@ -273,8 +273,7 @@ fn erofs(work: &Path, root: &Path, uuid: &str, fs_size: u64) -> Result<PathBuf> 
     let raw = work.join("system.erofs");
     util::run(
         Command::new("mkfs.erofs").args(["--quiet", "-T0", "--all-root"]).arg(format!("-U{uuid}")).arg(&raw).arg(root),
-    )
-    .map_err(|e| util::user_error(e, "running mkfs.erofs (package erofs-utils)"))?;
+    )?;
     util::run(Command::new("fsck.erofs").arg(&raw)).context("the new system image failed fsck.erofs")?;
     let len = fs::metadata(&raw)?.len();
     if len > fs_size {

@@ -51,9 +51,7 @@ impl Ctx<'_> {
     pub fn downloads(&self) -> usize {
         self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
 
-impl Ctx<'_> {
     fn input(&self, planned: &Planned, name: &str) -> Result<PathBuf> {
         let p = planned
             .recipe
@@ -140,7 +138,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         }
         if let Some(dir) = substitute.get(path) {
             let t0 = Instant::now();
-            let _ticker = util::Ticker::start(format!("substituting {}", path.name()), Some(step));
+            let _ticker = util::Ticker::start(format!("substituting {}", path.name()), step);
             let before = ctx.store.paths()?.len();
             crate::store::cache::import(ctx.store, &lock, dir, path, &ctx.trusted)
                 .with_context(|| format!("substituting {path} from {}", dir.display()))?;
@@ -165,7 +163,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
                 announced = true;
                 let _ticker = util::Ticker::start(
                     format!("building {} ({})", planned.recipe.name, planned.recipe.builder.kind()),
-                    Some(step),
+                    step,
                 );
                 build_one(ctx, planned, out)
             })
@@ -330,8 +328,8 @@ fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     fs::create_dir_all(out.join("bin"))?;
     fs::copy(bb.join("bin/busybox"), out.join("bin/busybox")).context("copying busybox")?;
     std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
-    let mut owners: BTreeMap<String, String> =
-        ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), "busybox".to_string())).collect();
+    let mut owners: Owners =
+        ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), ("busybox".to_string(), out.join(f)))).collect();
     for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")) {
         link_package(&ctx.store.host_path(p), p, out, &mut owners).with_context(|| format!("adding {key} ({p})"))?;
     }
@@ -358,10 +356,13 @@ fn sw_place(rel: &str) -> Option<&str> {
     Some(rel.strip_prefix("usr/").unwrap_or(rel))
 }
 
+/// Who took each place of the software tree: the package's name and the file's host path.
+type Owners = BTreeMap<String, (String, PathBuf)>;
+
 /// Links every file of the package at `host` (store path `p`) into the software tree `out`,
 /// each as a symlink to its path in the phone's store, directories made real. A place
 /// already taken with different content is refused, naming both packages.
-fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut BTreeMap<String, String>) -> Result<()> {
+fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut Owners) -> Result<()> {
     let mut err = None;
     util::walk(host, &mut |rel, m| {
         if rel == "usr" {
@@ -379,22 +380,16 @@ fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut BTreeMap<St
             return Ok(true);
         }
         if existing.is_some() {
-            let ours = fs::read_link(&dst).ok().and_then(|t| {
-                let (base, inner) =
-                    t.to_str()?.strip_prefix(crate::store::PHONE_STORE)?.trim_start_matches('/').split_once('/')?;
-                let host_store = host.parent()?;
-                Some(host_store.join(base).join(inner))
-            });
-            let same = ours.is_some_and(|o| same_content(&o, &host.join(rel)).unwrap_or(false));
+            // The same file from two packages is linked once; anything else is a clash.
+            let same = owners.get(place).is_some_and(|(_, f)| same_content(f, &host.join(rel)).unwrap_or(false));
             if !same {
                 err = Some(collision(place, owners.get(place), p));
-                return Ok(false);
             }
             return Ok(false);
         }
         fs::create_dir_all(dst.parent().expect("below out"))?;
         std::os::unix::fs::symlink(format!("{}/{rel}", p.phone_path()), &dst)?;
-        owners.insert(place.to_string(), p.to_string());
+        owners.insert(place.to_string(), (p.to_string(), host.join(rel)));
         Ok(false)
     })
     .with_context(|| format!("linking {}", host.display()))?;
@@ -404,8 +399,8 @@ fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut BTreeMap<St
     }
 }
 
-fn collision(place: &str, owner: Option<&String>, p: &StorePath) -> anyhow::Error {
-    let first = owner.map(String::as_str).unwrap_or("another package");
+fn collision(place: &str, owner: Option<&(String, PathBuf)>, p: &StorePath) -> anyhow::Error {
+    let first = owner.map(|(name, _)| name.as_str()).unwrap_or("another package");
     Fail::new(format!("two packages hold /run/current-system/sw/{place} differently: {first} and {p}"))
         .hint("drop one of them from `packages`, or replace the file with an overlay")
         .into()

@@ -498,7 +498,7 @@ fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) 
     let kernel_spec =
         if from_source { Some(profile::load_kernel(repo, k.source.as_deref().expect("checked"))?) } else { None };
     let packages: Vec<profile::LoadedPackage> = (profile.system.packages.iter())
-        .filter(|n| repo.join("packages").join(n).join("package.yaml").is_file())
+        .filter(|n| profile::package_spec(repo, n).is_file())
         .map(|n| profile::load_package(repo, n))
         .collect::<Result<_>>()?;
     let cross_gcc = if from_source || !packages.is_empty() {
@@ -507,7 +507,7 @@ fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) 
     } else {
         None
     };
-    let mut inputs = gather_common(repo)?;
+    let mut inputs = gather_common(repo, profile)?;
     for name in &profile.system.overlays {
         let dir = repo.join("overlays").join(name);
         let sha = crate::hash::sha256_tree(&dir.join("files"), &|_| false)
@@ -521,7 +521,9 @@ fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) 
     Ok(inputs)
 }
 
-fn gather_common(repo: &Path) -> Result<Inputs> {
+/// What every plan needs: the init crate's hashes and the host tools' versions (the
+/// filesystem tool of the profile's system partition only).
+fn gather_common(repo: &Path, profile: &Profile) -> Result<Inputs> {
     let init_dir = repo.join("init");
     let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
         .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
@@ -540,9 +542,10 @@ fn gather_common(repo: &Path) -> Result<Inputs> {
         rustc_version: tool_version("rustc", &["-vV"])?,
         qemu_version: tool_version("qemu-system-aarch64", &["--version"])?.lines().next().unwrap_or("").to_string(),
         mke2fs_version: tool_version("mke2fs", &["-V"])?.lines().next().unwrap_or("").to_string(),
-        mkfs_erofs_version: tool_version("fsck.erofs", &["-V"])
-            .ok()
-            .map(|v| v.lines().next().unwrap_or("").to_string()),
+        mkfs_erofs_version: match profile.device.system.filesystem {
+            profile::Filesystem::Erofs => tool_version("fsck.erofs", &["-V"])?.lines().next().map(String::from),
+            profile::Filesystem::Ext4 => None,
+        },
     })
 }
 
@@ -591,14 +594,7 @@ fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, d
             let (pin, apt_depends) = build::deb::candidate(&ask)?;
             println!("debs.{name}: {} {} (sha256 {})", pin.package, pin.version, pin.sha256);
             let listed: Vec<&str> = depends.iter().map(|d| lock.debs[d].package.as_str()).collect();
-            let unlisted: Vec<&str> = apt_depends.iter().map(String::as_str).filter(|d| !listed.contains(d)).collect();
-            if !unlisted.is_empty() {
-                progress(&format!(
-                    "note: apt says {package} also depends on {} (not listed: fine if only its maintainer scripts \
-                     need them; otherwise add them and list them with --depends)",
-                    unlisted.join(", ")
-                ));
-            }
+            note_unlisted(name, package, &apt_depends, &listed);
             lock.debs.insert(name.to_string(), pin);
         }
         LockKind::Source => {
@@ -622,6 +618,19 @@ fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, d
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says which of the packages apt lists as `package`'s dependencies the `debs.<name>` entry
+/// does not cover (`listed`: the Debian packages of the entries its `depends` names).
+fn note_unlisted(name: &str, package: &str, apt_depends: &[String], listed: &[&str]) {
+    let unlisted: Vec<&str> = apt_depends.iter().map(String::as_str).filter(|d| !listed.contains(d)).collect();
+    if !unlisted.is_empty() {
+        progress(&format!(
+            "note: debs.{name}: apt says {package} depends on {}, which its `depends` does not list (fine if only its \
+             maintainer scripts need them: mobix runs none; otherwise pin them and list them)",
+            unlisted.join(", ")
+        ));
+    }
+}
+
 fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let mut lock = Lock::load(&repo)?;
@@ -635,22 +644,14 @@ fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCo
     }
     let wanted = |n: &str| names.is_empty() || names.iter().any(|w| w == n);
     let mut changes = 0;
-    let packages: std::collections::BTreeMap<String, String> =
-        lock.debs.iter().map(|(n, p)| (p.package.clone(), n.clone())).collect();
+    // Each entry's Debian package, to tell what a pin's `depends` already covers.
+    let package_of: std::collections::BTreeMap<String, String> =
+        lock.debs.iter().map(|(n, p)| (n.clone(), p.package.clone())).collect();
     for (name, pin) in lock.debs.iter_mut().filter(|(n, _)| wanted(n)) {
         let (new, apt_depends) =
             anyhow::Context::with_context(build::deb::candidate(pin), || format!("updating debs.{name}"))?;
-        // What apt says the package needs that the pin does not list (as a lock entry).
-        let unlisted: Vec<&String> =
-            apt_depends.iter().filter(|d| !packages.get(*d).is_some_and(|entry| pin.depends.contains(entry))).collect();
-        if !unlisted.is_empty() {
-            progress(&format!(
-                "note: debs.{name}: apt says {} depends on {}, which its `depends` does not list (fine if only its \
-                 maintainer scripts need them: mobix runs none)",
-                pin.package,
-                unlisted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            ));
-        }
+        let listed: Vec<&str> = pin.depends.iter().filter_map(|d| package_of.get(d)).map(String::as_str).collect();
+        note_unlisted(name, &pin.package, &apt_depends, &listed);
         if new == *pin {
             progress(&format!("debs.{name}: {} {} is current", pin.package, pin.version));
         } else {
@@ -1233,7 +1234,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
     let (mut gens, _) = carried_generations(&store, &profile, rec)?;
     gens.insert(target, rec.toplevel.clone());
     let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
-    let inputs = gather_common(&repo)?;
+    let inputs = gather_common(&repo, &profile)?;
     let mut plan = plan::Plan::default();
     let system = plan::system_image(&mut plan, &profile, &gens, &state, &inputs)?;
     let vbmeta = plan::vbmeta(&mut plan, &profile);

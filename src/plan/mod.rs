@@ -12,7 +12,6 @@ use crate::hash::Sha256Digest;
 use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Profile, QemuDisk};
 use crate::store::lock::{DebPin, Lock};
 use crate::store::StorePath;
-use crate::util::Fail;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -431,10 +430,7 @@ fn packages(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan) -> Re
 /// stage-1 loads modules at all (a kernel with everything built in needs none).
 fn stage1_modules(d: &crate::profile::Device) -> Vec<String> {
     let mut m = d.stage1.modules.clone();
-    let fs = match d.system.filesystem {
-        Filesystem::Ext4 => "ext4",
-        Filesystem::Erofs => "erofs",
-    };
+    let fs = d.system.filesystem.name();
     if !m.is_empty() && !m.iter().any(|x| x == fs) {
         m.push(fs.to_string());
     }
@@ -551,10 +547,6 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         None => None,
     };
-    let fs_name = match d.system.filesystem {
-        Filesystem::Ext4 => "ext4",
-        Filesystem::Erofs => "erofs",
-    };
     let initrd = plan.add(Recipe {
         name: "initrd".into(),
         builder: Builder::Initramfs {
@@ -569,7 +561,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 .collect(),
             config: Stage1Config {
                 system_partition: d.system.partition.clone(),
-                filesystem: fs_name.into(),
+                filesystem: d.system.filesystem.name().into(),
                 console: d.console.clone(),
                 state_offset: d.state_offset(),
                 kernel: format!("{}/Image", kernel.phone_path()),
@@ -647,12 +639,10 @@ pub fn required_options(profile: &Profile) -> crate::build::kconfig::Config {
     if let Some(rd) = rd {
         c.insert(rd.into(), "y".into());
     }
-    let fs_module = match d.system.filesystem {
-        Filesystem::Ext4 => ("EXT4_FS", "ext4"),
-        Filesystem::Erofs => ("EROFS_FS", "erofs"),
-    };
-    let loads_fs = d.stage1.modules.iter().any(|m| m == fs_module.1);
-    c.insert(fs_module.0.into(), if loads_fs { "m".into() } else { "y".into() });
+    // Built in unless stage-1 loads it as a module (which it does whenever it loads any).
+    let fs = d.system.filesystem;
+    let loads_fs = stage1_modules(d).iter().any(|m| m == fs.name());
+    c.insert(fs.kernel_option().into(), if loads_fs { "m".into() } else { "y".into() });
     if !d.stage1.modules.is_empty() {
         c.insert("MODULES".into(), "y".into());
     }
@@ -847,10 +837,11 @@ pub fn system_image(
         Filesystem::Ext4 => (inp.mke2fs_version.clone(), None),
         Filesystem::Erofs => (
             String::new(),
-            Some(inp.mkfs_erofs_version.clone().ok_or_else(|| {
-                Fail::new("the system filesystem is erofs, but erofs-utils (mkfs.erofs) is not installed")
-                    .hint("run scripts/setup (or apt-get install erofs-utils)")
-            })?),
+            Some(
+                inp.mkfs_erofs_version
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("the erofs tools' version was not gathered"))?,
+            ),
         ),
     };
     Ok(plan.add(Recipe {

@@ -184,7 +184,7 @@ fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &m
         if packages[..i].contains(p) {
             return Err(layer.error(&key, format!("{p} is listed twice")));
         }
-        let spec = repo.join("packages").join(p).join("package.yaml");
+        let spec = package_spec(repo, p);
         if spec.is_file() {
             continue;
         }
@@ -202,9 +202,15 @@ fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &m
     Ok(())
 }
 
+/// Where the spec of package `name` is: `packages/<name>/package.yaml` (a package without
+/// one is a `debs` entry of the lock).
+pub fn package_spec(repo: &Path, name: &str) -> PathBuf {
+    repo.join("packages").join(name).join("package.yaml")
+}
+
 /// Loads `packages/<name>/package.yaml`.
 pub fn load_package(repo: &Path, name: &str) -> Result<LoadedPackage> {
-    let file = repo.join("packages").join(name).join("package.yaml");
+    let file = package_spec(repo, name);
     if !file.is_file() {
         return Err(Fail::new(format!("no package spec {} (looked for {})", name, file.display())).into());
     }

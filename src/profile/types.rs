@@ -171,6 +171,24 @@ pub enum Filesystem {
     Erofs,
 }
 
+impl Filesystem {
+    /// The kernel's name for it: what `mount` takes, and its module's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Erofs => "erofs",
+        }
+    }
+
+    /// The kernel option that builds it.
+    pub fn kernel_option(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "EXT4_FS",
+            Filesystem::Erofs => "EROFS_FS",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemPartition {
