@@ -74,7 +74,7 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let prog = cmd.get_program().to_string_lossy().into_owned();
-            let hint = match crate::cli::doctor::package_for(&prog) {
+            let hint = match crate::host::package_for(&prog) {
                 Some(pkg) => format!(
                     "install it with `apt-get install {pkg}` or run `scripts/setup`; `mobix doctor` lists every tool"
                 ),

@@ -24,7 +24,7 @@ fn every_header_version_and_compression_boots() {
         .unwrap();
     assert!(status.success(), "mobix build failed");
     let profile = mobix::profile::load(&repo, "qemu-aarch64").unwrap();
-    let manifest = mobix::image::load_manifest(&out).unwrap();
+    let manifest = mobix::publish::load_manifest(&out).unwrap();
     let built = BootImage::parse(&std::fs::read(out.join("boot.img")).unwrap()).unwrap();
     let cpio = compress::decompress(&built.ramdisk, 1 << 30).unwrap();
     let cases = [

@@ -4,7 +4,7 @@
 
 use super::Ctx;
 use crate::hash::sha256_file;
-use crate::store::lock::DebPin;
+use crate::lock::DebPin;
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::fs;

@@ -7,8 +7,8 @@
 //! report has dropped options, then builds `Image` (and dtbs and modules when configured)
 //! with `aarch64-linux-gnu-gcc`, laid out like Debian's kernel packages.
 
-use super::kconfig::{self, Config, Dropped};
 use super::Ctx;
+use crate::plan::kconfig::{self, Config, Dropped};
 use crate::plan::Planned;
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};

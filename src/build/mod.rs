@@ -9,7 +9,6 @@ mod cc;
 pub mod deb;
 pub mod images;
 mod initramfs;
-pub mod kconfig;
 pub mod kernel;
 pub mod source;
 mod uboot;

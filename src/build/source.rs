@@ -9,7 +9,7 @@
 
 use super::Ctx;
 use crate::hash::{sha256_file, Sha256Digest};
-use crate::store::lock::SourcePin;
+use crate::lock::SourcePin;
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::fs;

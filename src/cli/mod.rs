@@ -7,11 +7,12 @@ pub mod inspect;
 mod store;
 
 use crate::build::{self, Ctx};
+use crate::lock::Lock;
 use crate::plan::{self, Inputs};
 use crate::profile::{self, Profile};
-use crate::store::{lock::Lock, Store};
+use crate::store::Store;
 use crate::util::{self, Fail};
-use crate::{flash, generation, image, vm};
+use crate::{flash, generation, publish, vm};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -159,7 +160,7 @@ struct BuildArgs {
     /// For profiles naming both a kernel source and a package: build the kernel from
     /// source, or use the prebuilt package (the substitute).
     #[arg(long, value_enum, default_value = "source")]
-    kernel_from: plan::KernelFrom,
+    kernel_from: KernelFromArg,
     /// A binary cache directory (`mobix store export`) to take store paths from before
     /// building them; repeatable. Needs --trust.
     #[arg(long, value_name = "DIR", requires = "trust")]
@@ -167,6 +168,48 @@ struct BuildArgs {
     /// A public key whose signatures on cache entries are trusted; repeatable.
     #[arg(long, value_name = "FILE")]
     trust: Vec<PathBuf>,
+}
+
+/// `--kernel-from`: the command line's words for [`plan::KernelFrom`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KernelFromArg {
+    /// Build the `kernels/` spec from source.
+    Source,
+    /// Use the prebuilt package the profile names as substitute.
+    Substitute,
+}
+
+impl From<KernelFromArg> for plan::KernelFrom {
+    fn from(a: KernelFromArg) -> Self {
+        match a {
+            KernelFromArg::Source => plan::KernelFrom::Source,
+            KernelFromArg::Substitute => plan::KernelFrom::Substitute,
+        }
+    }
+}
+
+/// `flash --slot`: the command line's words for [`flash::SlotChoice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SlotArg {
+    /// The slot the phone is not running: what it boots now stays intact until the end.
+    Inactive,
+    /// Slot a.
+    A,
+    /// Slot b.
+    B,
+    /// Both slots.
+    All,
+}
+
+impl From<SlotArg> for flash::SlotChoice {
+    fn from(a: SlotArg) -> Self {
+        match a {
+            SlotArg::Inactive => flash::SlotChoice::Inactive,
+            SlotArg::A => flash::SlotChoice::A,
+            SlotArg::B => flash::SlotChoice::B,
+            SlotArg::All => flash::SlotChoice::All,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -262,7 +305,7 @@ struct FlashArgs {
     serial: Option<String>,
     /// Which slot to write on A/B phones.
     #[arg(long, value_enum, default_value = "inactive")]
-    slot: flash::SlotChoice,
+    slot: SlotArg,
     /// Print the commands that would be sent (after reading the device's variables).
     #[arg(long)]
     dry_run: bool,
@@ -584,7 +627,7 @@ fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, d
                         .into());
                 }
             }
-            let ask = crate::store::lock::DebPin {
+            let ask = crate::lock::DebPin {
                 package: package.to_string(),
                 version: String::new(),
                 arch: "arm64".into(),
@@ -603,7 +646,7 @@ fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, d
             }
             let store = Store::open(&store_dir(g))?;
             let ctx = builder_ctx(&store);
-            let ask = crate::store::lock::SourcePin {
+            let ask = crate::lock::SourcePin {
                 package: package.to_string(),
                 version: String::new(),
                 files: Default::default(),
@@ -693,7 +736,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = gather_inputs(&repo, &profile, a.kernel_from)?;
+    let inputs = gather_inputs(&repo, &profile, a.kernel_from.into())?;
     let store = Store::open(&store_dir(g))?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     let label = format!("mobix on {}", profile.device.name);
@@ -710,7 +753,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let (plan, imgs) = plan::images(&profile, &sys, &gens, &state, &inputs)?;
     let r2 = build::realise(&ctx, &plan, &imgs.all())?;
     let out = a.target.out_dir();
-    let manifest = image::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
+    let manifest = publish::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
     generation::set_boot_image(&store, &store.lock()?, &profile.instance(), &rec, &imgs.boot)?;
     let built = r1.built.len() + r2.built.len();
     let substituted = r1.substituted.len() + r2.substituted.len();
@@ -959,7 +1002,7 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     }
     let product =
         profile.device.identity.fastboot_products.first().cloned().unwrap_or_else(|| profile.codename.to_string());
-    let device = flash::device::Device {
+    let device = vm::fastboot::Device {
         disk: disk.clone(),
         layout,
         product,
@@ -999,7 +1042,7 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         a.max_download_size
     ));
     let left = device.serve(&listener, &|line| progress(&format!("fastboot: {line}")))?;
-    if let flash::device::Left::BootRam { image, slot } = left {
+    if let vm::fastboot::Left::BootRam { image, slot } = left {
         drop(listener);
         progress(&format!("booting the {} bytes sent from RAM", image.len()));
         let dir = a.target.out_dir().join("phone");
@@ -1011,10 +1054,10 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
 }
 
 /// Loads the manifest and flash plan of the build in `out`, checking they are `profile`'s.
-fn load_build(profile: &Profile, out: &Path) -> Result<(image::Manifest, image::FlashPlan)> {
-    let manifest = image::load_manifest_for(profile, out)?;
-    let plan_path = out.join(image::FLASH_PLAN);
-    let plan: image::FlashPlan = serde_json::from_slice(
+fn load_build(profile: &Profile, out: &Path) -> Result<(publish::Manifest, publish::FlashPlan)> {
+    let manifest = publish::load_manifest_for(profile, out)?;
+    let plan_path = out.join(publish::FLASH_PLAN);
+    let plan: publish::FlashPlan = serde_json::from_slice(
         &std::fs::read(&plan_path).map_err(|e| util::user_error(e, format!("reading {}", plan_path.display())))?,
     )
     .map_err(|e| util::user_error(e, format!("parsing {}", plan_path.display())))?;
@@ -1026,7 +1069,7 @@ fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
-    let boot = image::image_file(&out, &manifest, "boot.img")?;
+    let boot = publish::image_file(&out, &manifest, "boot.img")?;
     let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     flash::boot(&mut client, &plan, &boot, a.force, &progress)?;
@@ -1042,7 +1085,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let store = Store::open(&store_dir(g))?;
     let mut images = std::collections::BTreeMap::new();
     for (name, info) in &manifest.images {
-        let path = image::image_file_linked(&store, &out, &manifest, name)?;
+        let path = publish::image_file_linked(&store, &out, &manifest, name)?;
         images.insert(name.clone(), flash::Image { path, sha256: info.sha256.clone() });
     }
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
@@ -1050,7 +1093,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     progress(&format!("flashing generation {} of {} over {}", manifest.generation, profile.instance(), client.name()));
     let opts = flash::Options {
-        slot: a.slot,
+        slot: a.slot.into(),
         only: (!a.only.is_empty()).then_some(a.only.as_slice()),
         skip_unchanged: a.skip_unchanged,
         dry_run: a.dry_run,
@@ -1206,7 +1249,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
     let device = profile.instance();
     let all = generation::list(&store, &device)?;
     let out = t.out_dir();
-    let current = image::load_manifest(&out)
+    let current = publish::load_manifest(&out)
         .ok()
         .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
         .map(|m| m.generation)
@@ -1241,7 +1284,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
     let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
     build::realise(&builder_ctx(&store), &plan, &wanted)?;
     let images: Vec<_> = [boot, system].into_iter().chain(vbmeta).collect();
-    let manifest = image::publish(&store, &out, &profile, target, &rec.toplevel, &images)?;
+    let manifest = publish::publish(&store, &out, &profile, target, &rec.toplevel, &images)?;
     progress(&format!(
         "rolled back from generation {current} to {target}: {} now boots generation {target} by default \
          (carrying {}); flash it, or try it with `mobix test`",

@@ -3,7 +3,7 @@
 
 use super::{progress, store_dir, Global};
 use crate::generation;
-use crate::image;
+use crate::publish;
 use crate::store::{cache, Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
@@ -73,7 +73,7 @@ fn resolve_all(store: &Store, args: &[String]) -> Result<Vec<StorePath>> {
     for s in args {
         let host = Path::new(s);
         if StorePath::parse(s).is_err() && host.join("manifest.json").is_file() {
-            let m = image::load_manifest(host)?;
+            let m = publish::load_manifest(host)?;
             v.push(m.toplevel);
             v.extend(m.images.into_values().map(|i| i.store_path));
         } else {
@@ -92,7 +92,7 @@ fn resolve(store: &Store, s: &str) -> Result<StorePath> {
     }
     let host = Path::new(s);
     if host.join("manifest.json").is_file() {
-        return Ok(image::load_manifest(host)?.toplevel);
+        return Ok(publish::load_manifest(host)?.toplevel);
     }
     let real = host.canonicalize().map_err(|e| util::user_error(e, format!("{s} is not a store path")))?;
     let first = real
@@ -334,7 +334,7 @@ fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, usize, Vec<PathBuf>)> {
     let from_generations = roots.len();
     let outs = store.registered_outs()?;
     for out in &outs {
-        if let Ok(m) = image::load_manifest(out) {
+        if let Ok(m) = publish::load_manifest(out) {
             roots.push(m.toplevel);
             roots.extend(m.images.into_values().map(|i| i.store_path));
         }

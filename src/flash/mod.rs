@@ -6,18 +6,16 @@
 //! interrupted flash leaves the phone booting what it booted before.
 //!
 //! [`protocol`] is the sans-IO core; [`client`] drives it over a transport ([`usb`],
-//! [`tcp`], [`udp`]); [`device`] is the emulated phone's side, for tests and `mobix run
-//! --fastboot` (over TCP, or over USB as a gadget).
+//! [`tcp`], [`udp`]). The emulated phone's side of the protocol lives in `vm::fastboot`.
 
 pub mod client;
-pub mod device;
 pub mod protocol;
 pub mod tcp;
 pub mod udp;
 pub mod usb;
 
 use crate::format::sparse;
-use crate::image::{FlashPlan, Step};
+use crate::publish::{FlashPlan, Step};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use client::Client;
@@ -30,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Which slot(s) of an A/B phone to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotChoice {
     /// The slot the phone is not running: what it boots now stays intact until the end.
     Inactive,

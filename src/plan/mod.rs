@@ -9,13 +9,15 @@
 //! version, and the store paths of its inputs; change any of them and the path changes.
 
 use crate::hash::Sha256Digest;
+use crate::lock::{DebPin, Lock};
 use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Profile, QemuDisk};
-use crate::store::lock::{DebPin, Lock};
 use crate::store::StorePath;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+pub mod kconfig;
 
 /// What a recipe's builder does, with every parameter that shapes its output.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -32,7 +34,7 @@ pub enum Builder {
     KernelBuild { arch: String, cross: String },
     /// A Debian source package's files (`apt-get source --download-only`), each checked
     /// against its pin.
-    DebSource { pin: crate::store::lock::SourcePin },
+    DebSource { pin: crate::lock::SourcePin },
     /// U-Boot from a Debian source package (input `source`): Debian's patches, the board's
     /// defconfig, the fragments in order; `u-boot.bin` and its config.
     UBoot { defconfig: String, fragments: Vec<(String, String)>, cross: String },
@@ -310,7 +312,7 @@ impl Plan {
 }
 
 /// Where the kernel comes from when a profile names both a source and a package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KernelFrom {
     /// Build the `kernels/` spec from source.
     #[default]
@@ -620,9 +622,9 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
 /// an initramfs in the profile's compression, proc/sys/tmpfs, ELF binaries and futexes
 /// (the Rust init), GPT partition names (stage-1 finds the system partition by name), the
 /// system filesystem, and module loading when stage-1 loads modules.
-pub fn required_options(profile: &Profile) -> crate::build::kconfig::Config {
+pub fn required_options(profile: &Profile) -> kconfig::Config {
     let d = &profile.device;
-    let mut c = crate::build::kconfig::Config::new();
+    let mut c = kconfig::Config::new();
     for o in ["DEVTMPFS", "BLK_DEV_INITRD", "PROC_FS", "SYSFS", "TMPFS", "SHMEM", "BINFMT_ELF", "FUTEX", "MULTIUSER"] {
         c.insert(o.into(), "y".into());
     }
@@ -674,7 +676,7 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
             arch: "arm64".into(),
             base: spec.spec.base.clone(),
             fragments: spec.fragments.clone(),
-            required: crate::build::kconfig::render(&required_options(profile)),
+            required: kconfig::render(&required_options(profile)),
             cross: cross.clone(),
         },
         inputs: inputs(&[("source", &src)]),

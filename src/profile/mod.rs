@@ -190,7 +190,7 @@ fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &m
         }
         let debs = match lock_debs {
             Some(d) => d,
-            None => lock_debs.insert(crate::store::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
+            None => lock_debs.insert(crate::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
         };
         if !debs.contains(p) {
             return Err(layer.error(

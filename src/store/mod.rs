@@ -15,7 +15,6 @@
 
 pub mod archive;
 pub mod cache;
-pub mod lock;
 mod refs;
 
 use crate::util::{self, Fail};

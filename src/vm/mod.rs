@@ -10,8 +10,8 @@ use crate::format::bootimg::BootImage;
 use crate::format::gpt;
 use crate::format::misc;
 use crate::format::sparse;
-use crate::image::{self, Manifest};
 use crate::profile::Profile;
+use crate::publish::{self, Manifest};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::fs;
@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod fastboot;
 pub mod scenario;
 
 /// The line stage-2 prints once the system is up.
@@ -207,9 +208,9 @@ pub enum Firmware {
 
 /// Builds the phone's disk from the out directory.
 pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
-    let manifest = image::load_manifest_for(profile, out)?;
-    let boot_path = image::image_file(out, &manifest, "boot.img")?;
-    let system_path = image::image_file(out, &manifest, "system.img")?;
+    let manifest = publish::load_manifest_for(profile, out)?;
+    let boot_path = publish::image_file(out, &manifest, "boot.img")?;
+    let system_path = publish::image_file(out, &manifest, "system.img")?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
     prepare_from(profile, &out.join("vm"), &boot_bytes, &system_path, manifest)
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))
@@ -266,7 +267,7 @@ pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
 /// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
 /// test expects).
 pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
-    let manifest = image::load_manifest_for(profile, out)?;
+    let manifest = publish::load_manifest_for(profile, out)?;
     let (disk, layout) = phone_disk(profile, out)?;
     Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model })
 }

@@ -99,7 +99,7 @@ pub fn run(
     let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     // Generation 1, freshly flashed.
     let g1 = systems.build(1, &|_| {}, &BTreeMap::new(), &|g| fresh(g, 1))?;
-    let manifest = crate::image::Manifest {
+    let manifest = crate::publish::Manifest {
         version: 1,
         device: profile.codename.to_string(),
         variant: profile.variant.clone(),

@@ -4,10 +4,10 @@
 //! Sparse images are expanded with DONT_CARE left alone, as bootloaders do, so a flash in
 //! several pieces works; `set_active` changes misc as the boot_control HAL does.
 
-use super::protocol::{Command, Reply};
-use super::tcp::Tcp;
+use super::{patch_partition, punch_hole, read_partition, write_sparse_at, Layout};
+use crate::flash::protocol::{Command, Reply};
+use crate::flash::tcp::Tcp;
 use crate::format::{misc, sparse};
-use crate::vm::{patch_partition, punch_hole, read_partition, write_sparse_at, Layout};
 use anyhow::Result;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -35,12 +35,12 @@ impl Link for Tcp {
     }
 }
 
-impl Link for super::usb::Gadget {
+impl Link for crate::flash::usb::Gadget {
     fn recv(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
-        super::usb::Gadget::recv(self, max)
+        crate::flash::usb::Gadget::recv(self, max)
     }
     fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
-        super::usb::Gadget::send(self, data)
+        crate::flash::usb::Gadget::send(self, data)
     }
     fn close(&mut self) {}
 }
@@ -218,7 +218,7 @@ impl Device {
 
     /// Serves fastboot as a USB gadget until the host reboots the phone. A host that goes
     /// away (unplugged, reset) is waited for again.
-    pub fn serve_usb(&self, gadget: &mut super::usb::Gadget, log: &dyn Fn(&str)) -> Result<Left> {
+    pub fn serve_usb(&self, gadget: &mut crate::flash::usb::Gadget, log: &dyn Fn(&str)) -> Result<Left> {
         let mut s = Session { buffer: Vec::new(), received: 0 };
         loop {
             match self.session(gadget, &mut s, log) {

@@ -197,3 +197,32 @@ impl Lock {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_refuses_unknown_and_cyclic_deb_dependencies() {
+        let d = tempfile::tempdir().unwrap();
+        let pin = |deps: &str| {
+            format!(
+                r#"{{"package": "p", "version": "1", "arch": "arm64", "sha256": "{}", "depends": [{deps}]}}"#,
+                "ab".repeat(32)
+            )
+        };
+        let write = |a: &str, b: &str| {
+            std::fs::write(d.path().join("mobix.lock"), format!(r#"{{"version": 1, "debs": {{"a": {a}, "b": {b}}}}}"#))
+                .unwrap()
+        };
+        write(&pin(r#""b""#), &pin(""));
+        let l = Lock::load(d.path()).unwrap();
+        assert_eq!(l.debs["a"].depends, ["b"]);
+        write(&pin(r#""nope""#), &pin(""));
+        let e = format!("{:#}", Lock::load(d.path()).unwrap_err());
+        assert!(e.contains("debs.a.depends names \"nope\""), "{e}");
+        write(&pin(r#""b""#), &pin(r#""a""#));
+        let e = format!("{:#}", Lock::load(d.path()).unwrap_err());
+        assert!(e.contains("cycle: a -> b -> a"), "{e}");
+    }
+}
