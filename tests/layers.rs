@@ -100,7 +100,7 @@ fn group_heads(s: &str) -> Vec<String> {
 fn referenced(path: &[String], src: &str) -> BTreeSet<String> {
     let code = code_only(src);
     let mut found = BTreeSet::new();
-    let mut add = |rest: &str, found: &mut BTreeSet<String>| {
+    let add = |rest: &str, found: &mut BTreeSet<String>| {
         if rest.starts_with('{') {
             found.extend(group_heads(rest));
         } else {
