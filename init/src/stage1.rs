@@ -3,50 +3,15 @@
 use crate::say;
 use crate::state;
 use crate::sys::{self, Result};
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// `etc/mobix/stage1.json`, written by the host's initramfs builder.
-#[derive(Deserialize)]
-pub struct Config {
-    pub system_partition: String,
-    pub filesystem: String,
-    pub console: String,
-    pub kernel_release: String,
-    pub modules: Vec<String>,
-    /// Byte offset of the boot-state area in the system partition.
-    pub state_offset: u64,
-    /// The kernel of this boot image: only generations built with it are booted.
-    pub kernel: String,
-    /// The command line of this boot image (part of what a generation must be built for).
-    #[serde(default)]
-    pub cmdline: String,
-    pub menu_timeout_ms: u32,
-}
-
-/// `/mobix/generations/<n>.json` on the system partition.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-pub struct Generation {
-    pub generation: u32,
-    pub toplevel: String,
-    #[serde(default)]
-    pub kernel: String,
-    #[serde(default)]
-    pub cmdline: String,
-}
-
-impl Generation {
-    /// Whether this generation was built for the boot image stage-1 runs from.
-    fn runs_under(&self, cfg: &Config) -> bool {
-        self.kernel.is_empty()
-            || (self.kernel == cfg.kernel && (self.cmdline.is_empty() || self.cmdline == cfg.cmdline))
-    }
-}
+/// `etc/mobix/stage1.json` and `/mobix/generations/<n>.json`: the host writes them with
+/// these very types.
+use mobix_bootctl::contract::{Generation, Slot, Stage1 as Config, STAGE1_FILE};
 
 const SYSROOT: &str = "/sysroot";
 const SYSTEM_MOUNT: &str = "/sysroot/run/mobix/system";
-const STORE_PREFIX: &str = "/mobix/store/";
 
 pub fn run() -> Result<()> {
     sys::mount("proc", "/proc", Some("proc"), 0, None)?;
@@ -54,17 +19,16 @@ pub fn run() -> Result<()> {
     sys::mount("devtmpfs", "/dev", Some("devtmpfs"), 0, Some("mode=0755"))?;
     sys::attach_console("/dev/console")?;
     let t0 = Instant::now();
-    let cfg: Config = serde_json::from_slice(
-        &std::fs::read("/etc/mobix/stage1.json").map_err(|e| format!("reading /etc/mobix/stage1.json: {e}"))?,
-    )
-    .map_err(|e| format!("parsing /etc/mobix/stage1.json: {e}"))?;
+    let cfg: Config =
+        serde_json::from_slice(&std::fs::read(STAGE1_FILE).map_err(|e| format!("reading {STAGE1_FILE}: {e}"))?)
+            .map_err(|e| format!("parsing {STAGE1_FILE}: {e}"))?;
     let cmdline = sys::kernel_cmdline();
     let slot = sys::running_slot(&cmdline);
     say(&format!(
         "stage-1 on kernel {} (console {}, slot {})",
         cfg.kernel_release,
-        cfg.console,
-        slot.map_or("-".to_string(), |s| mobix_bootctl::misc::slot_letter(s as usize).to_string())
+        cfg.config.console,
+        slot.map_or("-".to_string(), |s| s.to_string())
     ));
     let mut loaded = 0;
     for m in &cfg.modules {
@@ -73,12 +37,12 @@ pub fn run() -> Result<()> {
         }
     }
     say(&format!("loaded {loaded} modules"));
-    let dev = wait_for_partition(&cfg.system_partition, Duration::from_secs(15))?;
+    let dev = wait_for_partition(&cfg.config.system_partition, Duration::from_secs(15))?;
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
-    sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.filesystem), libc::MS_RDONLY, None)?;
-    say(&format!("mounted {} ({}) read-only", dev.display(), cfg.system_partition));
+    sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.config.filesystem), libc::MS_RDONLY, None)?;
+    say(&format!("mounted {} ({}) read-only", dev.display(), cfg.config.system_partition));
     let gens = read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
-    let loc = state::Location { device: dev.clone(), offset: cfg.state_offset };
+    let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
     let boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
         Ok(b) => b,
         Err(why) => rescue_with_system(&why),
@@ -105,11 +69,11 @@ fn pick(
     cfg: &Config,
     gens: &[Generation],
     loc: &state::Location,
-    slot: Option<u8>,
+    slot: Option<Slot>,
     cmdline: &str,
 ) -> std::result::Result<state::Boot, String> {
     use mobix_bootctl::counting::{self, Decision};
-    let compatible: Vec<u32> = gens.iter().filter(|g| g.runs_under(cfg)).map(|g| g.generation).collect();
+    let compatible: Vec<u32> = gens.iter().filter(|g| g.runs_under(&cfg.config)).map(|g| g.generation).collect();
     let record = match state::read(loc) {
         Ok(r) => Some(r),
         Err(why) => {
@@ -131,13 +95,13 @@ fn pick(
     }
     let wants_menu = sys::cmdline_has(cmdline, "mobix.menu")
         || held
-        || (cfg.menu_timeout_ms > 0 && {
+        || (cfg.config.menu_timeout_ms > 0 && {
             let volume = if keys.is_empty() { "" } else { " (or a volume key)" };
             say(&format!(
                 "press a key{volume} within {:.1}s for the generation menu",
-                cfg.menu_timeout_ms as f64 / 1000.0
+                cfg.config.menu_timeout_ms as f64 / 1000.0
             ));
-            sys::key_within(Duration::from_millis(cfg.menu_timeout_ms as u64), &keys)
+            sys::key_within(Duration::from_millis(cfg.config.menu_timeout_ms as u64), &keys)
         });
     if wants_menu {
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {
@@ -146,7 +110,7 @@ fn pick(
             return Ok(boot(g, "manual"));
         }
     }
-    let (decision, next) = counting::select(record.as_ref(), &compatible, slot.unwrap_or(0));
+    let (decision, next) = counting::select(record.as_ref(), &compatible, slot.map_or(0, |s| s.index() as u8));
     if let (Some(before), Some(after)) = (&record, &next) {
         for (b, a) in before.entries.iter().zip(&after.entries) {
             if b.status != a.status && a.status == mobix_bootctl::record::Status::Bad {
@@ -182,7 +146,9 @@ fn pick(
         Decision::Rescue { why } => {
             let latest = next.as_ref().or(record.as_ref());
             if let (Some(s), Some(r)) = (slot, latest) {
-                if let Some(other) = counting::slot_to_return_to(r, s) {
+                if let Some(other) =
+                    counting::slot_to_return_to(r, s.index() as u8).and_then(|o| Slot::from_index(o.into()))
+                {
                     return Err(return_to_slot(loc, next.as_ref(), other, &why));
                 }
             }
@@ -194,8 +160,13 @@ fn pick(
 /// Undoes a kernel update whose generations all failed: records what was learned, makes
 /// `other` the active slot in misc and restarts into it. Returns only on failure, with
 /// the reason for the rescue shell.
-fn return_to_slot(loc: &state::Location, next: Option<&mobix_bootctl::record::Record>, other: u8, why: &str) -> String {
-    let letter = mobix_bootctl::misc::slot_letter(other as usize);
+fn return_to_slot(
+    loc: &state::Location,
+    next: Option<&mobix_bootctl::record::Record>,
+    other: Slot,
+    why: &str,
+) -> String {
+    let letter = other.letter();
     if let Some(n) = next {
         if let Err(e) = state::write(loc, n) {
             say(&format!("warning: cannot update the boot-state record: {e}"));
@@ -283,7 +254,7 @@ pub fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
             continue;
         }
         match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Generation>(&b).ok()) {
-            Some(g) if g.toplevel.starts_with(STORE_PREFIX) && !g.toplevel.contains("..") => out.push(g),
+            Some(g) if g.toplevel_is_in_store() => out.push(g),
             _ => say(&format!("ignoring unreadable generation entry {}", p.display())),
         }
     }
@@ -345,5 +316,25 @@ mod tests {
     fn manifests_without_a_kernel_still_parse() {
         let g: Generation = serde_json::from_str(r#"{"generation": 2, "toplevel": "/mobix/store/x"}"#).unwrap();
         assert_eq!((g.generation, g.kernel.as_str()), (2, ""));
+    }
+
+    #[test]
+    fn the_phone_reads_the_entries_the_host_writes() {
+        let dir = std::env::temp_dir().join(format!("mobix-gens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = Generation {
+            generation: 4,
+            toplevel: "/mobix/store/abc-mobix-system".into(),
+            kernel: "/mobix/store/k-kernel/Image".into(),
+            cmdline: "console=ttyAMA0".into(),
+        };
+        // As the host's system-image builder writes them: pretty JSON and a newline.
+        std::fs::write(dir.join("4.json"), serde_json::to_string_pretty(&good).unwrap() + "\n").unwrap();
+        let escaping = Generation { generation: 5, toplevel: "/mobix/store/../../etc".into(), ..good.clone() };
+        std::fs::write(dir.join("5.json"), serde_json::to_string_pretty(&escaping).unwrap()).unwrap();
+        std::fs::write(dir.join("6.json"), "{not json").unwrap();
+        let got = read_generations(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, vec![good]);
     }
 }

@@ -31,38 +31,9 @@ fn parse(args: &[String]) -> Result<Args> {
     })
 }
 
-/// `/etc/mobix/system.json`: what the host's system config asks of stage-2.
-#[derive(serde::Deserialize, Default)]
-struct SystemJson {
-    #[serde(default = "default_deadline")]
-    trial_deadline: u64,
-    #[serde(default)]
-    services: Vec<Service>,
-    #[serde(default)]
-    health_checks: Vec<Check>,
-}
-
-fn default_deadline() -> u64 {
-    300
-}
-
-#[derive(serde::Deserialize, Clone)]
-struct Service {
-    name: String,
-    command: Vec<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct Check {
-    name: String,
-    command: Vec<String>,
-    #[serde(default = "default_check_timeout")]
-    timeout: u64,
-}
-
-fn default_check_timeout() -> u64 {
-    60
-}
+/// `/etc/mobix/system.json`: what the host's system config asks of stage-2 (the host
+/// writes it with this very type).
+use mobix_bootctl::contract::{HealthCheck as Check, Service, SystemSpec as SystemJson, SYSTEM_FILE};
 
 static SUCCEEDED: AtomicBool = AtomicBool::new(false);
 
@@ -90,9 +61,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let cmdline = sys::kernel_cmdline();
     let boot: Option<state::Boot> = std::fs::read(state::BOOT_FILE).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let conf: SystemJson = match std::fs::read("/etc/mobix/system.json") {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing /etc/mobix/system.json: {e}"))?,
-        Err(_) => SystemJson { trial_deadline: default_deadline(), ..Default::default() },
+    let conf: SystemJson = match std::fs::read(SYSTEM_FILE) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing {SYSTEM_FILE}: {e}"))?,
+        Err(_) => SystemJson::default(),
     };
     let trial = boot.as_ref().is_some_and(|b| b.mode == "trial");
     if trial {
@@ -100,7 +71,7 @@ pub fn run(args: &[String]) -> Result<()> {
         // reboots, which spends one of its tries.
         let (deadline, generation) = (conf.trial_deadline, a.generation);
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(deadline));
+            std::thread::sleep(Duration::from_secs(deadline.into()));
             if !SUCCEEDED.load(Ordering::SeqCst) {
                 say(&format!("TRIAL-TIMEOUT generation={generation}: no success point within {deadline}s; rebooting"));
                 sys::reboot();
@@ -155,7 +126,7 @@ fn run_checks(checks: &[Check]) -> Result<()> {
             match child.try_wait() {
                 Ok(Some(st)) if st.success() => break,
                 Ok(Some(st)) => return Err(format!("health check {} failed ({st})", c.name)),
-                Ok(None) if t0.elapsed() > Duration::from_secs(c.timeout) => {
+                Ok(None) if t0.elapsed() > Duration::from_secs(c.timeout.into()) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(format!("health check {} did not finish within {}s", c.name, c.timeout));
@@ -184,7 +155,7 @@ pub fn bless(boot: &state::Boot) -> String {
                 .map(|g| Entry {
                     generation: g.generation,
                     id: record::id_of(g.toplevel.rsplit('/').next().unwrap_or("")),
-                    kernel_slot: boot.slot.unwrap_or(0),
+                    kernel_slot: boot.slot.map_or(0, |s| s.index() as u8),
                     tries_left: if g.generation == boot.generation { 0 } else { 1 },
                     tries_done: 0,
                     status: if g.generation == boot.generation { Status::Good } else { Status::Trial },
@@ -195,7 +166,7 @@ pub fn bless(boot: &state::Boot) -> String {
             entries.truncate(record::MAX_ENTRIES);
             notes.push("wrote a fresh boot-state record".to_string());
             let mut last_good = [0, 0];
-            last_good[boot.slot.unwrap_or(0).min(1) as usize] = boot.generation;
+            last_good[boot.slot.map_or(0, |s| s.index())] = boot.generation;
             Record {
                 seq: 1,
                 default_gen: boot.generation,

@@ -3,16 +3,13 @@
 //! The rules themselves are mobix-bootctl's, the same code the host uses.
 
 use crate::sys::{self, Result};
+use mobix_bootctl::contract::Slot;
 use mobix_bootctl::misc::{BootloaderControl, CONTROL_OFFSET, CONTROL_SIZE};
 use mobix_bootctl::record::{self, Record, BLOCK};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where the record lives: a block device and the byte offset of its state area.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Location {
-    pub device: PathBuf,
-    pub offset: u64,
-}
+pub use mobix_bootctl::contract::RecordLocation as Location;
 
 /// The record from the valid copy with the highest sequence number; None if both copies
 /// are corrupt (or unreadable), with the reason.
@@ -42,42 +39,32 @@ pub fn write(loc: &Location, rec: &Record) -> Result<()> {
 
 /// Marks `slot` successful in misc's `bootloader_control`, as the boot_control HAL does,
 /// so the bootloader stops counting its tries. Returns what it did, for the console.
-pub fn mark_slot_successful(misc: &Path, slot: u8) -> Result<String> {
+pub fn mark_slot_successful(misc: &Path, slot: Slot) -> Result<String> {
     let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
     let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
     if !ctl.crc_ok() {
         return Ok("misc holds no valid A/B metadata; nothing marked".into());
     }
-    let letter = mobix_bootctl::misc::slot_letter(slot as usize);
-    if ctl.slot_info.get(slot as usize).is_some_and(|s| s.successful_boot) {
+    let letter = slot.letter();
+    if ctl.slot_info.get(slot.index()).is_some_and(|s| s.successful_boot) {
         return Ok(format!("slot {letter} was already marked successful"));
     }
-    ctl.mark_successful(slot as usize).map_err(|e| format!("marking slot {letter}: {e}"))?;
+    ctl.mark_successful(slot.index()).map_err(|e| format!("marking slot {letter}: {e}"))?;
     sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())?;
     Ok(format!("slot {letter} marked successful in misc"))
 }
 
 /// Makes `slot` the active one in misc (as the boot_control HAL's setActiveBootSlot does:
 /// highest priority, fresh tries, its successful bit kept).
-pub fn switch_slot(misc: &Path, slot: u8) -> Result<()> {
+pub fn switch_slot(misc: &Path, slot: Slot) -> Result<()> {
     let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
     let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
     if !ctl.crc_ok() {
         return Err("misc holds no valid A/B metadata".into());
     }
-    ctl.set_active(slot as usize).map_err(|e| format!("setting slot {slot} active: {e}"))?;
+    ctl.set_active(slot.index()).map_err(|e| format!("setting slot {slot} active: {e}"))?;
     sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
 }
 
-/// What stage-1 decided, handed to stage-2 and `mobix-bless` in `/run/mobix/boot.json`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Boot {
-    pub generation: u32,
-    pub toplevel: String,
-    /// trial, good, degraded (the record was unreadable) or manual (picked in the menu).
-    pub mode: String,
-    pub state: Option<Location>,
-    pub slot: Option<u8>,
-}
-
-pub const BOOT_FILE: &str = "/run/mobix/boot.json";
+/// What stage-1 decided, handed to stage-2 and `mobix-bless` in [`BOOT_FILE`].
+pub use mobix_bootctl::contract::{Booted as Boot, BOOTED_FILE as BOOT_FILE};

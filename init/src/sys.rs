@@ -122,15 +122,11 @@ pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline.split_whitespace().rev().find_map(|a| a.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
-/// The running A/B slot (0 = a, 1 = b) from `androidboot.slot_suffix` (or
-/// `androidboot.slot`), if the bootloader passed one.
-pub fn running_slot(cmdline: &str) -> Option<u8> {
+/// The running A/B slot from `androidboot.slot_suffix` (or `androidboot.slot`), if the
+/// bootloader passed one.
+pub fn running_slot(cmdline: &str) -> Option<mobix_bootctl::contract::Slot> {
     let v = cmdline_value(cmdline, "androidboot.slot_suffix").or_else(|| cmdline_value(cmdline, "androidboot.slot"))?;
-    match v.trim_start_matches('_') {
-        "a" => Some(0),
-        "b" => Some(1),
-        _ => None,
-    }
+    mobix_bootctl::contract::Slot::parse(v)
 }
 
 /// `/dev/<name>` of the partition whose GPT name is `partname`, if the kernel has it.
@@ -305,8 +301,9 @@ mod tests {
 
     #[test]
     fn slot_from_cmdline() {
-        assert_eq!(super::running_slot("x androidboot.slot_suffix=_b y"), Some(1));
-        assert_eq!(super::running_slot("androidboot.slot=a"), Some(0));
+        use mobix_bootctl::contract::Slot;
+        assert_eq!(super::running_slot("x androidboot.slot_suffix=_b y"), Some(Slot::B));
+        assert_eq!(super::running_slot("androidboot.slot=a"), Some(Slot::A));
         assert_eq!(super::running_slot("console=ttyAMA0"), None);
         assert_eq!(super::cmdline_value("a=1 b=2 a=3", "a"), Some("3"));
     }

@@ -11,6 +11,7 @@ use crate::profile::{Compression, DtbMode};
 use crate::store::StorePath;
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
+use mobix_bootctl::contract::{BootSpec, Generation};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufWriter, Seek, Write};
@@ -136,17 +137,6 @@ const MKE2FS_CONF: &str = "\
 \t}
 ";
 
-/// The generation entry the system partition carries for stage-1.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct GenerationEntry {
-    pub generation: u32,
-    pub toplevel: String,
-    /// The kernel `Image` it was built with (from its boot.json).
-    pub kernel: String,
-    /// The command line its boot image carries (from its boot.json).
-    pub cmdline: String,
-}
-
 /// The system partition: a filesystem over all but its last 64 KiB, which hold two copies
 /// of the boot-state record `state`.
 pub fn system_image(
@@ -180,11 +170,10 @@ pub fn system_image(
     }
     for (n, top) in gens {
         let boot_json = ctx.store.host_path(top).join("boot.json");
-        let boot: super::BootJson =
+        let boot: BootSpec =
             serde_json::from_slice(&fs::read(&boot_json).with_context(|| format!("reading {}", boot_json.display()))?)
                 .with_context(|| format!("parsing {}", boot_json.display()))?;
-        let e =
-            GenerationEntry { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel, cmdline: boot.cmdline };
+        let e = Generation { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel, cmdline: boot.cmdline };
         fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");

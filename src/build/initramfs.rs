@@ -8,19 +8,10 @@ use crate::format::cpio::{self, Entry};
 use crate::plan::{Planned, Stage1Config};
 use crate::util::Fail;
 use anyhow::{Context, Result};
+use mobix_bootctl::contract::{Stage1, STAGE1_FILE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-
-/// What stage-1 reads from `etc/mobix/stage1.json`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Stage1Json {
-    #[serde(flatten)]
-    pub config: Stage1Config,
-    pub kernel_release: String,
-    /// Absolute paths inside the initramfs, in load order.
-    pub modules: Vec<String>,
-}
 
 /// Resolves module names to `.ko` paths (relative to `lib/modules/<release>`) in load
 /// order: soft pre-dependencies (modules.softdep, names through modules.alias) and hard
@@ -186,8 +177,8 @@ pub fn build(
             entries.insert(dst.clone(), Entry::file(dst, 0o644, data));
         }
     }
-    let json = Stage1Json { config: config.clone(), kernel_release: release, modules: in_ramfs };
-    let cfg = "etc/mobix/stage1.json";
+    let json = Stage1 { config: config.clone(), kernel_release: release, modules: in_ramfs };
+    let cfg = STAGE1_FILE.trim_start_matches('/');
     add_parents(&mut entries, cfg);
     entries.insert(cfg.into(), Entry::file(cfg, 0o644, serde_json::to_vec_pretty(&json)?));
     let archive = cpio::write(&entries.into_values().collect::<Vec<_>>())?;

@@ -545,19 +545,6 @@ fn cargo(ctx: &Ctx, src: &Path, dir: &str, binary: &str, target: &str, vendor: &
     Ok(())
 }
 
-/// `boot.json`: what a bootloader entry for this generation needs (bootspec-like).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct BootJson {
-    pub version: u32,
-    pub label: String,
-    pub kernel: String,
-    pub kernel_release: String,
-    pub initrd: String,
-    pub init: String,
-    pub cmdline: String,
-    pub toplevel: String,
-}
-
 fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path) -> Result<()> {
     let inp = |n: &str| planned.recipe.inputs.get(n).map(|p| p.phone_path()).with_context(|| format!("no input {n}"));
     fs::create_dir(out)?;
@@ -572,7 +559,7 @@ fn toplevel(ctx: &Ctx, planned: &Planned, cmdline: &str, label: &str, out: &Path
         link(format!("{}/lib/firmware", inp("firmware")?), "firmware")?;
     }
     let release = fs::read_to_string(ctx.input(planned, "kernel")?.join("release"))?.trim().to_string();
-    let boot = BootJson {
+    let boot = mobix_bootctl::contract::BootSpec {
         version: 1,
         label: label.to_string(),
         kernel: format!("{}/Image", inp("kernel")?),

@@ -175,24 +175,8 @@ impl Builder {
     }
 }
 
-/// What stage-1 needs to know, written into the initramfs as `etc/mobix/stage1.json`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct Stage1Config {
-    /// GPT name of the partition holding `/mobix`.
-    pub system_partition: String,
-    pub filesystem: String,
-    pub console: String,
-    /// Byte offset of the boot-state area inside the system partition.
-    pub state_offset: u64,
-    /// The kernel this boot image carries (its `Image` on the phone): generations built
-    /// with another kernel are not booted with this one.
-    pub kernel: String,
-    /// The command line in this boot image: with `kernel`, the identity of what the boot
-    /// image starts (a generation built for another command line is not booted with it).
-    pub cmdline: String,
-    /// How long stage-1 waits for a key that opens the generation menu.
-    pub menu_timeout_ms: u32,
-}
+/// What stage-1 needs to know (the phone contract: `etc/mobix/stage1.json`).
+pub use mobix_bootctl::contract::Stage1Config;
 
 /// Where boot.img's device tree comes from and where it goes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -734,12 +718,15 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
 
 /// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
 fn system_json(profile: &Profile) -> String {
+    use mobix_bootctl::contract::{HealthCheck, Service, SystemSpec};
     let s = &profile.system;
-    let v = serde_json::json!({
-        "trial_deadline": s.boot.trial_deadline,
-        "services": s.services,
-        "health_checks": s.health_checks,
-    });
+    let v = SystemSpec {
+        trial_deadline: s.boot.trial_deadline,
+        services: (s.services.iter()).map(|x| Service { name: x.name.clone(), command: x.command.clone() }).collect(),
+        health_checks: (s.health_checks.iter())
+            .map(|c| HealthCheck { name: c.name.clone(), command: c.command.clone(), timeout: c.timeout })
+            .collect(),
+    };
     serde_json::to_string_pretty(&v).expect("serialisable") + "\n"
 }
 

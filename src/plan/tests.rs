@@ -116,3 +116,59 @@ fn a_debs_dependencies_are_its_inputs_and_change_its_path() {
     let pos = |name: &str| with.plan.recipes.iter().position(|r| r.recipe.name.starts_with(name)).unwrap();
     assert!(pos("linux-image") < pos("busybox-static"));
 }
+
+/// Golden: the whole plan of the qemu-aarch64 profile (system and images) for fixed inputs.
+/// Every contract file the host writes for the phone (stage1.json, system.json, the
+/// generation entries) is inside these recipes, so moving a type must not rename a path.
+#[test]
+fn the_qemu_profile_plans_to_golden_store_paths() {
+    let (p, l, i) = fixture();
+    let s = system(&p, &l, &i).unwrap();
+    let gens = BTreeMap::from([(1, s.toplevel.clone())]);
+    let state = crate::format::bootstate::Record {
+        seq: 1,
+        default_gen: 1,
+        booted_gen: 0,
+        last_good: [0, 0],
+        pending_slot: Default::default(),
+        entries: Vec::new(),
+    };
+    let (_, imgs) = images(&p, &s, &gens, &state, &i).unwrap();
+    let got = [s.toplevel.base_name(), s.initrd.base_name(), imgs.boot.base_name(), imgs.system.base_name()];
+    assert_eq!(got.map(|n| n.to_string()), GOLDEN_QEMU.map(String::from));
+}
+const GOLDEN_QEMU: [&str; 4] = [
+    "x0ijk9xsqh06v2xlkxz3v02fjjxbwp2v-mobix-system-qemu-aarch64",
+    "j4w4s9g4zpi0s0sns215lm13wgj0x949-initrd",
+    "sljaivhpb5lpdi4gs6djw4cl0iyj68y5-boot.img",
+    "3sgwmagclzldkp3crkm0jklqrpxzp3sk-system.img",
+];
+
+/// The phone contract from the host's side: what the plan writes for stage-1 and stage-2
+/// reads back through the shared types into what the profile asked for.
+#[test]
+fn the_plans_contract_files_parse_as_the_phone_reads_them() {
+    use mobix_bootctl::contract::{Stage1, SystemSpec};
+    let (mut p, l, i) = fixture();
+    p.system.health_checks.push(crate::profile::HealthCheck {
+        name: "c".into(),
+        command: vec!["true".into()],
+        timeout: 9,
+    });
+    p.system
+        .services
+        .push(crate::profile::Service { name: "s".into(), command: vec!["/bin/sleep".into(), "9".into()] });
+    let s = system(&p, &l, &i).unwrap();
+    let etc = s.plan.recipes.iter().find(|r| r.recipe.name == "etc").unwrap();
+    let Builder::Etc { files } = &etc.recipe.builder else { panic!("etc is built by the etc builder") };
+    let spec: SystemSpec = serde_json::from_str(&files["mobix/system.json"]).unwrap();
+    assert_eq!(spec.trial_deadline, p.system.boot.trial_deadline);
+    assert_eq!((spec.health_checks[0].name.as_str(), spec.health_checks[0].timeout), ("c", 9));
+    assert_eq!(spec.services[0].command, ["/bin/sleep", "9"]);
+    let initrd = s.plan.get(&s.initrd).unwrap();
+    let Builder::Initramfs { config, .. } = &initrd.recipe.builder else { panic!("the initrd is an initramfs") };
+    let written = Stage1 { config: config.clone(), kernel_release: "6.1".into(), modules: vec![] };
+    let read: Stage1 = serde_json::from_slice(&serde_json::to_vec_pretty(&written).unwrap()).unwrap();
+    assert_eq!(read, written);
+    assert_eq!(read.config.system_partition, p.device.system.partition);
+}

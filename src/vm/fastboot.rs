@@ -9,6 +9,7 @@ use crate::flash::protocol::{Command, Reply};
 use crate::flash::tcp::Tcp;
 use crate::format::{misc, sparse};
 use anyhow::Result;
+use mobix_bootctl::contract::Slot;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::net::TcpListener;
@@ -70,7 +71,7 @@ pub enum Left {
     /// `reboot` or `continue`: the phone leaves fastboot mode.
     Reboot,
     /// `boot`: start the downloaded boot image from RAM (on the current slot).
-    BootRam { image: Vec<u8>, slot: Option<usize> },
+    BootRam { image: Vec<u8>, slot: Option<Slot> },
     /// The connection was dropped on purpose (`drop_after`).
     Dropped,
 }
@@ -92,12 +93,13 @@ impl Device {
         c.crc_ok().then_some(c)
     }
 
-    fn current_slot(&self) -> char {
+    fn current_slot(&self) -> Slot {
         let raw = read_partition(&self.disk, &self.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE);
         raw.ok()
             .and_then(|r| misc::select_slot(r[..].try_into().ok()?, false).ok())
             .and_then(|s| s.slot)
-            .map_or('a', misc::slot_letter)
+            .and_then(Slot::from_index)
+            .unwrap_or(Slot::A)
     }
 
     fn getvar(&self, name: &str) -> Reply {
@@ -182,7 +184,7 @@ impl Device {
         if !self.ab {
             return Reply::Fail("this device has no slots".into());
         }
-        let Some(index) = ('a'..='b').position(|c| c == slot) else {
+        let Some(index) = Slot::parse(&slot.to_string()).map(Slot::index) else {
             return Reply::Fail(format!("no slot {slot}"));
         };
         let mut c = self.misc_control().unwrap_or_else(|| misc::BootloaderControl::uboot_default(2));
@@ -295,7 +297,7 @@ impl Device {
                 Command::Boot if s.buffer.is_empty() => Reply::Fail("nothing downloaded to boot".into()),
                 Command::Boot => {
                     t.send(&Reply::Okay(String::new()).encode())?;
-                    let slot = self.ab.then(|| if self.current_slot() == 'b' { 1 } else { 0 });
+                    let slot = self.ab.then(|| self.current_slot());
                     return Ok(Some(Left::BootRam { image: std::mem::take(&mut s.buffer), slot }));
                 }
                 Command::Other(c) => Reply::Fail(format!("unknown command {c}")),

@@ -14,6 +14,7 @@ use crate::profile::Profile;
 use crate::publish::{self, Manifest};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
+use mobix_bootctl::contract::Slot;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -304,8 +305,8 @@ pub fn read_state(profile: &Profile, p: &Prepared) -> Result<Option<crate::forma
 
 /// What the bootloader took for one boot.
 pub struct Loaded {
-    /// The slot (0 = a) on A/B phones.
-    pub slot: Option<usize>,
+    /// The slot on A/B phones.
+    pub slot: Option<Slot>,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub dtb: Option<PathBuf>,
@@ -336,8 +337,10 @@ pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result
             let mut c = sel.control;
             patch_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, &c.encode())?;
         }
-        let Some(slot) = sel.slot else { return Ok(Err("no bootable slot in misc".into())) };
-        (Some(slot), format!("boot_{}", misc::slot_letter(slot)))
+        let Some(slot) = sel.slot.and_then(Slot::from_index) else {
+            return Ok(Err("no bootable slot in misc".into()));
+        };
+        (Some(slot), format!("boot{}", slot.suffix()))
     } else {
         (None, "boot".to_string())
     };
@@ -349,7 +352,7 @@ pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result
 /// Takes kernel, ramdisk, dtb and command line out of a boot image (into `dir`), as a
 /// bootloader does, appending `androidboot.slot_suffix` for `slot`. The inner error says
 /// why the bytes are not a bootable image.
-pub fn load(dir: &Path, bytes: &[u8], slot: Option<usize>) -> Result<std::result::Result<Loaded, String>> {
+pub fn load(dir: &Path, bytes: &[u8], slot: Option<Slot>) -> Result<std::result::Result<Loaded, String>> {
     let boot = match BootImage::parse(bytes) {
         Ok(b) => b,
         Err(e) => return Ok(Err(e.to_string())),
@@ -367,7 +370,7 @@ pub fn load(dir: &Path, bytes: &[u8], slot: Option<usize>) -> Result<std::result
     };
     let mut cmdline = boot.cmdline.clone();
     if let Some(s) = slot {
-        cmdline.push_str(&format!(" androidboot.slot_suffix=_{}", misc::slot_letter(s)));
+        cmdline.push_str(&format!(" androidboot.slot_suffix={}", s.suffix()));
     }
     Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
 }
@@ -413,7 +416,7 @@ pub fn boot_from_ram(
     dir: &Path,
     disk: &Path,
     bytes: &[u8],
-    slot: Option<usize>,
+    slot: Option<Slot>,
     extra: &str,
 ) -> Result<std::process::ExitStatus> {
     let loaded =
@@ -701,7 +704,7 @@ pub fn boot_once(
                     return Ok(boot);
                 }
             };
-            boot.slot = loaded.slot.map(misc::slot_letter);
+            boot.slot = loaded.slot.map(Slot::letter);
             (qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra))?, None)
         }
         Firmware::UBoot { bin } => {

@@ -1,10 +1,12 @@
 //! Boot control, shared by the host tool and the on-phone init so that both apply the very
 //! same rules: the boot-state record (`record`), boot counting and fallback (`counting`),
-//! the misc partition's A/B metadata and bootloader message (`misc`), and their CRC-32.
+//! the misc partition's A/B metadata and bootloader message (`misc`), their CRC-32, and the
+//! JSON files the host writes for the phone (`contract`).
 //!
 //! Pure: bytes in, bytes out; nothing here opens a file or prints. The host re-exports
 //! these as `mobix::format::{bootstate, misc, crc32}` and `mobix::generation::boot`.
 
+pub mod contract;
 pub mod counting;
 pub mod crc32;
 pub mod misc;

@@ -1,0 +1,366 @@
+//! The files the host writes for the phone and reads back, as one set of types: the host
+//! serialises them, the on-phone init deserialises the very same ones, so a renamed field
+//! fails a unit test instead of a boot.
+//!
+//! - `etc/mobix/stage1.json` in the initramfs: [`Stage1`] (what stage-1 needs to find and
+//!   judge the system partition);
+//! - `/mobix/generations/<n>.json` on the system partition: [`Generation`];
+//! - `boot.json` in a generation's toplevel: [`BootSpec`] (bootspec-like);
+//! - `etc/mobix/system.json` in the generation's /etc: [`SystemSpec`] (what stage-2 runs,
+//!   checks and waits for);
+//! - `/run/mobix/boot.json` on the running phone: [`Booted`] (what stage-1 decided, for
+//!   stage-2 and `mobix-bless`);
+//! - the boot-state record itself is [`crate::record`], a binary format of its own.
+//!
+//! The field order is part of the contract: the host's JSON is hashed into store paths.
+
+use serde::{Deserialize, Serialize};
+
+/// The store's path on the phone; every toplevel a generation entry names lies under it.
+pub const STORE_DIR: &str = "/mobix/store";
+/// Where the system partition keeps one [`Generation`] per carried generation.
+pub const GENERATIONS_DIR: &str = "/mobix/generations";
+/// Where stage-1 finds its [`Stage1`] inside the initramfs.
+pub const STAGE1_FILE: &str = "/etc/mobix/stage1.json";
+/// Where stage-2 finds its [`SystemSpec`] (in the generation's /etc).
+pub const SYSTEM_FILE: &str = "/etc/mobix/system.json";
+/// Where stage-1 leaves its [`Booted`] for stage-2 and `mobix-bless`.
+pub const BOOTED_FILE: &str = "/run/mobix/boot.json";
+
+/// An A/B slot. Slot `a` is index 0 in misc's `slot_info` and in the boot-state record,
+/// and JSON carries it as that index too (as every stage-1 and stage-2 has read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub const BOTH: [Slot; 2] = [Slot::A, Slot::B];
+
+    /// The slot of index `i` (0 = a, 1 = b); None past the two slots mobix knows.
+    pub fn from_index(i: usize) -> Option<Slot> {
+        match i {
+            0 => Some(Slot::A),
+            1 => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    /// The slot a suffix or a letter names: `a`, `b`, `_a`, `_b`.
+    pub fn parse(s: &str) -> Option<Slot> {
+        match s.trim_start_matches('_') {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            Slot::A => 'a',
+            Slot::B => 'b',
+        }
+    }
+
+    /// The partition-name suffix (`_a`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Slot::A => "_a",
+            Slot::B => "_b",
+        }
+    }
+
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.index() as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let i = u8::deserialize(d)?;
+        Slot::from_index(i as usize)
+            .ok_or_else(|| serde::de::Error::custom(format!("slot index {i} is not 0 (a) or 1 (b)")))
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.letter())
+    }
+}
+
+/// What the boot image tells stage-1 about the phone and about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stage1Config {
+    /// GPT name of the partition holding `/mobix`.
+    pub system_partition: String,
+    /// The system partition's filesystem (`ext4`, `erofs`): what stage-1 mounts it as.
+    pub filesystem: String,
+    pub console: String,
+    /// Byte offset of the boot-state area inside the system partition.
+    pub state_offset: u64,
+    /// The kernel this boot image carries (its `Image` on the phone): generations built
+    /// with another kernel are not booted with this one.
+    pub kernel: String,
+    /// The command line in this boot image: with `kernel`, the identity of what the boot
+    /// image starts (a generation built for another command line is not booted with it).
+    #[serde(default)]
+    pub cmdline: String,
+    /// How long stage-1 waits for a key that opens the generation menu.
+    pub menu_timeout_ms: u32,
+}
+
+/// `etc/mobix/stage1.json`: the boot image's [`Stage1Config`] and the modules stage-1 loads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage1 {
+    #[serde(flatten)]
+    pub config: Stage1Config,
+    pub kernel_release: String,
+    /// Absolute paths inside the initramfs, in load order.
+    pub modules: Vec<String>,
+}
+
+/// `/mobix/generations/<n>.json`: one generation the system partition carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub generation: u32,
+    /// The toplevel's path on the phone (`/mobix/store/<hash>-<name>`).
+    pub toplevel: String,
+    /// The kernel `Image` it was built with (from its boot.json); empty in entries older
+    /// than boot images that name their kernel.
+    #[serde(default)]
+    pub kernel: String,
+    /// The command line its boot image carries (from its boot.json).
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+impl Generation {
+    /// Whether this generation was built for the boot image that `cfg` describes.
+    pub fn runs_under(&self, cfg: &Stage1Config) -> bool {
+        self.kernel.is_empty()
+            || (self.kernel == cfg.kernel && (self.cmdline.is_empty() || self.cmdline == cfg.cmdline))
+    }
+
+    /// Whether the entry names a path inside the store (and nothing that climbs out).
+    pub fn toplevel_is_in_store(&self) -> bool {
+        self.toplevel.strip_prefix(STORE_DIR).is_some_and(|r| r.starts_with('/')) && !self.toplevel.contains("..")
+    }
+}
+
+/// `boot.json` of a generation's toplevel: what a bootloader entry for it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub version: u32,
+    pub label: String,
+    pub kernel: String,
+    pub kernel_release: String,
+    pub initrd: String,
+    pub init: String,
+    pub cmdline: String,
+    pub toplevel: String,
+}
+
+/// A long-running program stage-2 starts and restarts when it exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// The program and its arguments (no shell).
+    pub command: Vec<String>,
+}
+
+/// A command that must succeed before a boot counts as good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    /// Seconds before the check counts as failed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: u32,
+}
+
+fn default_check_timeout() -> u32 {
+    60
+}
+
+fn default_trial_deadline() -> u32 {
+    300
+}
+
+/// `etc/mobix/system.json`: what stage-2 runs, checks and waits for. Fields in the order
+/// the host has always written them (alphabetical).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemSpec {
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Seconds a trial boot has to reach its success point before it reboots.
+    #[serde(default = "default_trial_deadline")]
+    pub trial_deadline: u32,
+}
+
+impl Default for SystemSpec {
+    fn default() -> Self {
+        SystemSpec { health_checks: Vec::new(), services: Vec::new(), trial_deadline: default_trial_deadline() }
+    }
+}
+
+/// Where the boot-state record lives: a block device and its state area's byte offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordLocation {
+    pub device: std::path::PathBuf,
+    pub offset: u64,
+}
+
+/// `/run/mobix/boot.json`: what stage-1 decided, handed to stage-2 and `mobix-bless`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booted {
+    pub generation: u32,
+    pub toplevel: String,
+    /// trial, good, degraded (the record was unreadable) or manual (picked in the menu).
+    pub mode: String,
+    pub state: Option<RecordLocation>,
+    /// The A/B slot the bootloader booted (from `androidboot.slot_suffix`), if any.
+    pub slot: Option<Slot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_name_and_number_themselves_one_way() {
+        for s in Slot::BOTH {
+            assert_eq!(Slot::from_index(s.index()), Some(s));
+            assert_eq!(Slot::parse(s.suffix()), Some(s));
+            assert_eq!(Slot::parse(&s.letter().to_string()), Some(s));
+            assert_eq!(s.other().other(), s);
+        }
+        assert_eq!((Slot::from_index(2), Slot::parse("c")), (None, None));
+        assert_eq!(Slot::B.to_string(), "b");
+    }
+
+    #[test]
+    fn an_old_entry_without_a_kernel_runs_under_any_boot_image() {
+        let g =
+            Generation { generation: 2, toplevel: "/mobix/store/x-y".into(), kernel: "".into(), cmdline: "".into() };
+        let cfg = Stage1Config {
+            system_partition: "system".into(),
+            filesystem: "ext4".into(),
+            console: "ttyAMA0".into(),
+            state_offset: 0,
+            kernel: "/mobix/store/k-kernel/Image".into(),
+            cmdline: "console=ttyAMA0".into(),
+            menu_timeout_ms: 0,
+        };
+        assert!(g.runs_under(&cfg));
+        let other = Generation { kernel: "/mobix/store/o-kernel/Image".into(), ..g.clone() };
+        assert!(!other.runs_under(&cfg));
+        let same = Generation { kernel: cfg.kernel.clone(), cmdline: "quiet".into(), ..g.clone() };
+        assert!(!same.runs_under(&cfg), "another command line is another boot image");
+        assert!(g.toplevel_is_in_store());
+        assert!(!Generation { toplevel: "/mobix/store/../etc".into(), ..g.clone() }.toplevel_is_in_store());
+        assert!(!Generation { toplevel: "/mobix/storex/y".into(), ..g }.toplevel_is_in_store());
+    }
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> String {
+        // The host writes pretty JSON; the phone parses it.
+        let text = serde_json::to_string_pretty(v).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, v);
+        text
+    }
+
+    fn stage1() -> Stage1 {
+        Stage1 {
+            config: Stage1Config {
+                system_partition: "system".into(),
+                filesystem: "erofs".into(),
+                console: "ttyAMA0".into(),
+                state_offset: 1 << 30,
+                kernel: "/mobix/store/k-kernel/Image".into(),
+                cmdline: "console=ttyAMA0 quiet".into(),
+                menu_timeout_ms: 1500,
+            },
+            kernel_release: "6.1.0-18-arm64".into(),
+            modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/fs/erofs/erofs.ko".into()],
+        }
+    }
+
+    #[test]
+    fn every_contract_file_round_trips() {
+        let s1 = round_trip(&stage1());
+        // stage1.json is flat: the config's fields, then the initramfs's own.
+        assert!(s1.find("\"system_partition\"").unwrap() < s1.find("\"kernel_release\"").unwrap(), "{s1}");
+        round_trip(&Generation {
+            generation: 7,
+            toplevel: "/mobix/store/t-mobix-system".into(),
+            kernel: "/mobix/store/k-kernel/Image".into(),
+            cmdline: "console=ttyAMA0".into(),
+        });
+        round_trip(&BootSpec {
+            version: 1,
+            label: "mobix on QEMU".into(),
+            kernel: "/mobix/store/k-kernel/Image".into(),
+            kernel_release: "6.1.0-18-arm64".into(),
+            initrd: "/mobix/store/i-initrd".into(),
+            init: "/mobix/store/n-init/bin/mobix-init".into(),
+            cmdline: "console=ttyAMA0".into(),
+            toplevel: "/mobix/store/t-mobix-system".into(),
+        });
+        let sys = round_trip(&SystemSpec {
+            health_checks: vec![HealthCheck { name: "ok".into(), command: vec!["true".into()], timeout: 5 }],
+            services: vec![Service { name: "s".into(), command: vec!["/bin/sh".into()] }],
+            trial_deadline: 120,
+        });
+        assert!(sys.find("health_checks") < sys.find("trial_deadline"), "{sys}");
+        let booted = round_trip(&Booted {
+            generation: 3,
+            toplevel: "/mobix/store/t-mobix-system".into(),
+            mode: "trial".into(),
+            state: Some(RecordLocation { device: "/dev/vda4".into(), offset: 4096 }),
+            slot: Some(Slot::B),
+        });
+        assert!(booted.contains("\"slot\": 1"), "the slot is its index on the wire: {booted}");
+    }
+
+    /// Files as hosts and stage-1s before the shared types wrote them still parse.
+    #[test]
+    fn files_written_before_the_shared_types_parse() {
+        let old_stage1 = r#"{"system_partition": "system", "filesystem": "ext4", "console": "ttyAMA0",
+            "state_offset": 4096, "kernel": "/mobix/store/k/Image", "menu_timeout_ms": 0,
+            "kernel_release": "6.1", "modules": []}"#;
+        let s: Stage1 = serde_json::from_str(old_stage1).unwrap();
+        assert_eq!((s.config.cmdline.as_str(), s.config.state_offset), ("", 4096));
+        let g: Generation = serde_json::from_str(r#"{"generation": 2, "toplevel": "/mobix/store/x"}"#).unwrap();
+        assert_eq!((g.generation, g.kernel.as_str()), (2, ""));
+        let sys: SystemSpec = serde_json::from_str(r#"{"services": []}"#).unwrap();
+        assert_eq!((sys.trial_deadline, sys.health_checks.len()), (300, 0));
+        let c: HealthCheck = serde_json::from_str(r#"{"name": "x", "command": ["true"]}"#).unwrap();
+        assert_eq!(c.timeout, 60);
+        let b: Booted = serde_json::from_str(
+            r#"{"generation": 1, "toplevel": "/mobix/store/t", "mode": "good", "state": null, "slot": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(b.slot, Some(Slot::A));
+        assert!(serde_json::from_str::<Booted>(
+            r#"{"generation": 1, "toplevel": "/mobix/store/t", "mode": "good", "state": null, "slot": 2}"#
+        )
+        .is_err());
+    }
+}
