@@ -13,6 +13,7 @@ pub mod generation;
 pub mod hash;
 pub mod host;
 pub mod lock;
+pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod publish;

@@ -8,15 +8,15 @@ mod store;
 
 use crate::build::{self, Ctx};
 use crate::lock::Lock;
-use crate::plan::{self, Inputs};
+use crate::plan;
 use crate::profile::{self, Profile};
 use crate::store::Store;
 use crate::util::{self, Fail};
-use crate::{flash, generation, publish, vm};
+use crate::{flash, generation, pipeline, publish, vm};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Build bootable, NixOS-style system images for aarch64 Android phones.
@@ -528,70 +528,6 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache").join("mobix"))
 }
 
-/// The first line of `prog args…`'s output (stdout, else stderr): a tool's version.
-fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
-    let out = util::run(Command::new(prog).args(args))?;
-    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    Ok(String::from_utf8_lossy(&text).trim().to_string())
-}
-
-fn gather_inputs(repo: &Path, profile: &Profile, kernel_from: plan::KernelFrom) -> Result<Inputs> {
-    let k = &profile.device.kernel;
-    let from_source = k.source.is_some() && (kernel_from == plan::KernelFrom::Source || k.package.is_none());
-    let kernel_spec =
-        if from_source { Some(profile::load_kernel(repo, k.source.as_deref().expect("checked"))?) } else { None };
-    let packages: Vec<profile::LoadedPackage> = (profile.system.packages.iter())
-        .filter(|n| profile::package_spec(repo, n).is_file())
-        .map(|n| profile::load_package(repo, n))
-        .collect::<Result<_>>()?;
-    let cross_gcc = if from_source || !packages.is_empty() {
-        let gcc = tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"])?;
-        Some(gcc.lines().next().unwrap_or("").to_string())
-    } else {
-        None
-    };
-    let mut inputs = gather_common(repo, profile)?;
-    for name in &profile.system.overlays {
-        let dir = repo.join("overlays").join(name);
-        let sha = crate::hash::sha256_tree(&dir.join("files"), &|_| false)
-            .map_err(|e| util::user_error(e, format!("hashing overlay {}", dir.display())))?;
-        inputs.overlays.push((name.clone(), sha, dir));
-    }
-    inputs.kernel_from = kernel_from;
-    inputs.kernel_spec = kernel_spec;
-    inputs.cross_gcc = cross_gcc;
-    inputs.packages = packages;
-    Ok(inputs)
-}
-
-/// What every plan needs: the init crate's hashes and the host tools' versions (the
-/// filesystem tool of the profile's system partition only).
-fn gather_common(repo: &Path, profile: &Profile) -> Result<Inputs> {
-    let init_dir = repo.join("init");
-    let init_source = crate::hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
-        .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
-    let lock_file = init_dir.join("Cargo.lock");
-    let init_lock = crate::hash::sha256_file(&lock_file)
-        .map_err(|e| util::user_error(e, format!("reading {}", lock_file.display())))?;
-    Ok(Inputs {
-        overlays: Vec::new(),
-        kernel_from: plan::KernelFrom::Source,
-        kernel_spec: None,
-        cross_gcc: None,
-        packages: Vec::new(),
-        repo: repo.to_path_buf(),
-        init_source,
-        init_lock,
-        rustc_version: tool_version("rustc", &["-vV"])?,
-        qemu_version: tool_version("qemu-system-aarch64", &["--version"])?.lines().next().unwrap_or("").to_string(),
-        mke2fs_version: tool_version("mke2fs", &["-V"])?.lines().next().unwrap_or("").to_string(),
-        mkfs_erofs_version: match profile.device.system.filesystem {
-            profile::Filesystem::Erofs => tool_version("fsck.erofs", &["-V"])?.lines().next().map(String::from),
-            profile::Filesystem::Ext4 => None,
-        },
-    })
-}
-
 /// What builders share, for a store: the host's download and cargo caches, progress on stderr.
 fn builder_ctx(store: &Store) -> Ctx<'_> {
     Ctx {
@@ -736,121 +672,57 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = gather_inputs(&repo, &profile, a.kernel_from.into())?;
+    let inputs = pipeline::host_facts(&repo, &profile, a.kernel_from.into())?;
     let store = Store::open(&store_dir(g))?;
-    let sys = plan::system(&profile, &lock, &inputs)?;
-    let label = format!("mobix on {}", profile.device.name);
-    if a.dry_run {
-        return dry_run(&store, &profile, &sys, &inputs, &label);
-    }
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
-    progress(&format!("kernel: {}", sys.kernel_origin));
-    let r1 = build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
-    let (rec, new) = generation::record(&store, &store.lock()?, &profile.instance(), &sys.toplevel, &label)?;
-    let (gens, state) = carried_generations(&store, &profile, &rec)?;
-    let (plan, imgs) = plan::images(&profile, &sys, &gens, &state, &inputs)?;
-    let r2 = build::realise(&ctx, &plan, &imgs.all())?;
+    let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
+    if a.dry_run {
+        let d = pipe.dry_run()?;
+        let todo = d.recipes.iter().filter(|r| !r.built).count();
+        progress(&format!(
+            "{todo} of {} recipes to build; {} generation {}",
+            d.recipes.len(),
+            if d.new_generation { "new" } else { "unchanged" },
+            d.generation
+        ));
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let out = a.target.out_dir();
-    let manifest = publish::publish(&store, &out, &profile, rec.generation, &sys.toplevel, &imgs.all())?;
-    generation::set_boot_image(&store, &store.lock()?, &profile.instance(), &rec, &imgs.boot)?;
-    let built = r1.built.len() + r2.built.len();
-    let substituted = r1.substituted.len() + r2.substituted.len();
-    if built + substituted == 0 {
+    let b = pipe.build(&out)?;
+    let c = b.counts;
+    if c.built + c.substituted == 0 {
         progress(&format!(
             "nothing to build: every store path was already present ({:.2}s)",
             t0.elapsed().as_secs_f64()
         ));
     } else {
-        let downloads = match ctx.downloads() {
+        let downloads = match c.downloads {
             0 => String::new(),
             1 => " (1 download)".to_string(),
             n => format!(" ({n} downloads)"),
         };
         progress(&format!(
-            "built {built} store paths{downloads}, substituted {substituted}, {} already present, in {:.1}s",
-            r1.cached + r2.cached,
+            "built {} store paths{downloads}, substituted {}, {} already present, in {:.1}s",
+            c.built,
+            c.substituted,
+            c.present,
             t0.elapsed().as_secs_f64()
         ));
     }
     progress(&format!(
         "{} generation {} ({}) -> {}",
-        if new { "new" } else { "unchanged" },
-        rec.generation,
-        sys.toplevel,
+        if b.new_generation { "new" } else { "unchanged" },
+        b.generation,
+        b.images.toplevel,
         out.display()
     ));
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        println!("{}", serde_json::to_string_pretty(&b.manifest)?);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The generations the system image of `current` carries, and the boot-state record it
-/// starts with (what the host last learned from the phone kept).
-/// `build --dry-run`: the plan as JSON, system and images, each recipe with its store path
-/// and whether the store has it; nothing is built or recorded. The images' recipes hold
-/// the generation number, which is the newest generation's if the toplevel is unchanged
-/// and the next one otherwise.
-fn dry_run(store: &Store, profile: &Profile, sys: &plan::SystemPlan, inputs: &Inputs, label: &str) -> Result<ExitCode> {
-    let (rec, new) = generation::next(store, &profile.instance(), &sys.toplevel, label)?;
-    let (gens, state) = carried_generations(store, profile, &rec)?;
-    let (images, imgs) = plan::images(profile, sys, &gens, &state, inputs)?;
-    let mut seen = std::collections::BTreeSet::new();
-    let recipes: Vec<serde_json::Value> = (sys.plan.recipes.iter().chain(&images.recipes))
-        .filter(|r| seen.insert(r.path.clone()))
-        .map(|r| {
-            serde_json::json!({
-                "path": r.path,
-                "name": r.recipe.name,
-                "builder": r.recipe.builder.kind(),
-                "built": store.contains(&r.path),
-            })
-        })
-        .collect();
-    let todo = recipes.iter().filter(|r| r["built"] == false).count();
-    progress(&format!(
-        "{todo} of {} recipes to build; {} generation {}",
-        recipes.len(),
-        if new { "new" } else { "unchanged" },
-        rec.generation
-    ));
-    let out = serde_json::json!({
-        "version": 1,
-        "toplevel": sys.toplevel,
-        "generation": rec.generation,
-        "new_generation": new,
-        "images": imgs.all(),
-        "recipes": recipes,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn carried_generations(
-    store: &Store,
-    profile: &Profile,
-    rec: &generation::Record,
-) -> Result<(std::collections::BTreeMap<u32, crate::store::StorePath>, crate::format::bootstate::Record)> {
-    let device = profile.instance();
-    let current = rec.generation;
-    let mut all = generation::list(store, &device)?;
-    // A dry run's generation is not recorded.
-    all.entry(current).or_insert_with(|| rec.clone());
-    let known = generation::ledger(store, &device)?;
-    let protected = known.as_ref().map(generation::protected).unwrap_or_default();
-    let g = &profile.system.generations;
-    let mut gens = generation::carried(&generation::toplevels(&all), g.keep, &g.pinned, &protected);
-    gens.retain(|n, top| {
-        let present = store.contains(top);
-        if !present && *n != current {
-            progress(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
-        }
-        present || *n == current
-    });
-    let state = generation::initial_state(&gens, current, profile.system.boot.tries, known.as_ref());
-    Ok((gens, state))
 }
 
 fn load_for_vm(g: &Global, t: &DeviceOut, bl: BootloaderArg, flashed: bool) -> Result<(Profile, vm::Prepared)> {
@@ -873,53 +745,20 @@ fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: BootloaderArg) -> Re
     })?;
     let spec = profile::load_u_boot(repo, name)?;
     let lock = Lock::load(repo)?;
-    let gcc = tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"])?;
-    let (plan, bin) = plan::u_boot(&lock, &spec, gcc.lines().next().unwrap_or(""))?;
+    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version()?)?;
     let store = Store::open(&store_dir(g))?;
     build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
-}
-
-/// Builds scenario generations through the plan and the store, like `mobix build`.
-struct ScenarioSystems<'a> {
-    ctx: &'a Ctx<'a>,
-    profile: &'a Profile,
-    lock: &'a Lock,
-    inputs: &'a Inputs,
-}
-
-impl vm::scenario::Systems for ScenarioSystems<'_> {
-    fn build(
-        &self,
-        number: u32,
-        tweak: &dyn Fn(&mut profile::SystemConfig),
-        carried: &std::collections::BTreeMap<u32, crate::store::StorePath>,
-        state: &dyn Fn(&std::collections::BTreeMap<u32, crate::store::StorePath>) -> crate::format::bootstate::Record,
-    ) -> Result<vm::scenario::Built> {
-        let mut profile = self.profile.clone();
-        tweak(&mut profile.system);
-        let sys = plan::system(&profile, self.lock, self.inputs)?;
-        build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
-        let mut gens = carried.clone();
-        gens.insert(number, sys.toplevel.clone());
-        let (plan, imgs) = plan::images(&profile, &sys, &gens, &state(&gens), self.inputs)?;
-        build::realise(self.ctx, &plan, &imgs.all())?;
-        Ok(vm::scenario::Built {
-            toplevel: sys.toplevel,
-            boot_img: self.ctx.store.host_path(&imgs.boot).join("boot.img"),
-            system_img: self.ctx.store.host_path(&imgs.system).join("system.img"),
-        })
-    }
 }
 
 fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = gather_inputs(&repo, &profile, plan::KernelFrom::Source)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
     let store = Store::open(&store_dir(g))?;
     let ctx = builder_ctx(&store);
-    let systems = ScenarioSystems { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
+    let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir().join(format!("scenario-{name}"));
     let fw = firmware(g, &repo, &profile, a.bootloader)?;
     let report = vm::scenario::run(name, &profile, &systems, &fw, &dir, &progress)?;
@@ -1245,54 +1084,24 @@ fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
 fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = t.load(&repo)?;
+    let lock = Lock::load(&repo)?;
     let store = Store::open(&store_dir(g))?;
-    let device = profile.instance();
-    let all = generation::list(&store, &device)?;
+    let ctx = builder_ctx(&store);
+    let inputs = pipeline::image_facts(&repo, &profile)?;
+    let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let out = t.out_dir();
-    let current = publish::load_manifest(&out)
-        .ok()
-        .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
-        .map(|m| m.generation)
-        .or_else(|| all.keys().next_back().copied())
-        .ok_or_else(|| Fail::new(format!("{device} has no generations yet")).hint("build one with `mobix build`"))?;
-    let known = generation::ledger(&store, &device)?;
-    let target = match to {
-        Some(n) => n,
-        None => generation::rollback_target(&all, current, known.as_ref()).ok_or_else(|| {
-            Fail::new(format!("{device} has no generation older than {current} to roll back to"))
-                .hint("`mobix generations list` shows the generations; --to N picks one")
-        })?,
-    };
-    let rec = all.get(&target).ok_or_else(|| {
-        Fail::new(format!("{device} has no generation {target}")).hint("`mobix generations list` shows the generations")
-    })?;
-    let missing = |what: &str| {
-        Fail::new(format!("cannot roll back to generation {target}: its {what} is no longer in the store"))
-            .hint("build that system again (same configuration) with `mobix build`, then roll back")
-    };
-    if !store.contains(&rec.toplevel) {
-        return Err(missing("toplevel").into());
-    }
-    let boot = rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing("boot.img"))?;
-    let (mut gens, _) = carried_generations(&store, &profile, rec)?;
-    gens.insert(target, rec.toplevel.clone());
-    let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
-    let inputs = gather_common(&repo, &profile)?;
-    let mut plan = plan::Plan::default();
-    let system = plan::system_image(&mut plan, &profile, &gens, &state, &inputs)?;
-    let vbmeta = plan::vbmeta(&mut plan, &profile);
-    let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
-    build::realise(&builder_ctx(&store), &plan, &wanted)?;
-    let images: Vec<_> = [boot, system].into_iter().chain(vbmeta).collect();
-    let manifest = publish::publish(&store, &out, &profile, target, &rec.toplevel, &images)?;
+    let r = pipe.rollback(&out, to)?;
     progress(&format!(
-        "rolled back from generation {current} to {target}: {} now boots generation {target} by default \
+        "rolled back from generation {} to {}: {} now boots generation {} by default \
          (carrying {}); flash it, or try it with `mobix test`",
+        r.from,
+        r.to,
         out.display(),
-        gens.keys().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+        r.to,
+        r.carried.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
     ));
     if json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        println!("{}", serde_json::to_string_pretty(&r.manifest)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1313,7 +1122,7 @@ fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
         .into());
     }
     let lock = Lock::load(&repo)?;
-    let inputs = gather_inputs(&repo, &profile, plan::KernelFrom::Source)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
     let store = Store::open(&store_dir(g))?;

@@ -1,0 +1,368 @@
+//! The pipeline, wired once: host facts → plan the system → realise it → plan the images →
+//! realise them → record the generation → publish the out directory.
+//!
+//! Pipeline stage: all of them, in order. Every caller that turns a profile into images
+//! goes through here (`mobix build` and its dry run, `generations rollback`, the fallback
+//! scenarios), so they cannot drift apart. Each step's result is a plain value that prints
+//! as JSON. I/O: runs the builders through [`build::realise`], records generations and
+//! writes the out directory; it prints nothing (progress goes to the context's reporter).
+
+use crate::build::{self, Ctx};
+use crate::format::bootstate;
+use crate::generation;
+use crate::hash;
+use crate::lock::Lock;
+use crate::plan::{self, Inputs, KernelFrom, SystemPlan};
+use crate::profile::{self, Profile};
+use crate::publish::{self, Manifest};
+use crate::store::{Store, StorePath};
+use crate::util::{self, Fail};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+/// The first line of `prog args…`'s output (stdout, else stderr): a tool's version.
+pub fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
+    let out = util::run(Command::new(prog).args(args))?;
+    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+    Ok(String::from_utf8_lossy(&text).trim().to_string())
+}
+
+fn first_line(s: String) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// The version line of the cross compiler, which C builds (kernels, `packages/`) hash.
+pub fn cross_gcc_version() -> Result<String> {
+    tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"]).map(first_line)
+}
+
+/// The host facts a system plan depends on: the init crate's hashes, the host tools'
+/// versions, the overlays' and packages' specs, where the kernel comes from.
+pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom) -> Result<Inputs> {
+    let k = &profile.device.kernel;
+    let from_source = k.source.is_some() && (kernel_from == KernelFrom::Source || k.package.is_none());
+    let kernel_spec =
+        if from_source { Some(profile::load_kernel(repo, k.source.as_deref().expect("checked"))?) } else { None };
+    let packages: Vec<profile::LoadedPackage> = (profile.system.packages.iter())
+        .filter(|n| profile::package_spec(repo, n).is_file())
+        .map(|n| profile::load_package(repo, n))
+        .collect::<Result<_>>()?;
+    let cross_gcc = if from_source || !packages.is_empty() { Some(cross_gcc_version()?) } else { None };
+    let mut inputs = image_facts(repo, profile)?;
+    for name in &profile.system.overlays {
+        let dir = repo.join("overlays").join(name);
+        let sha = hash::sha256_tree(&dir.join("files"), &|_| false)
+            .map_err(|e| util::user_error(e, format!("hashing overlay {}", dir.display())))?;
+        inputs.overlays.push((name.clone(), sha, dir));
+    }
+    inputs.kernel_from = kernel_from;
+    inputs.kernel_spec = kernel_spec;
+    inputs.cross_gcc = cross_gcc;
+    inputs.packages = packages;
+    Ok(inputs)
+}
+
+/// What every plan needs, images included: the init crate's hashes and the host tools'
+/// versions (the filesystem tool of the profile's system partition only).
+pub fn image_facts(repo: &Path, profile: &Profile) -> Result<Inputs> {
+    let init_dir = repo.join("init");
+    let init_source = hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
+        .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
+    let lock_file = init_dir.join("Cargo.lock");
+    let init_lock =
+        hash::sha256_file(&lock_file).map_err(|e| util::user_error(e, format!("reading {}", lock_file.display())))?;
+    Ok(Inputs {
+        overlays: Vec::new(),
+        kernel_from: KernelFrom::Source,
+        kernel_spec: None,
+        cross_gcc: None,
+        packages: Vec::new(),
+        repo: repo.to_path_buf(),
+        init_source,
+        init_lock,
+        rustc_version: tool_version("rustc", &["-vV"])?,
+        qemu_version: first_line(tool_version("qemu-system-aarch64", &["--version"])?),
+        mke2fs_version: first_line(tool_version("mke2fs", &["-V"])?),
+        mkfs_erofs_version: match profile.device.system.filesystem {
+            profile::Filesystem::Erofs => Some(first_line(tool_version("fsck.erofs", &["-V"])?)),
+            profile::Filesystem::Ext4 => None,
+        },
+    })
+}
+
+/// One device's pipeline: its profile, the pins, the host facts, and the builders' context.
+pub struct Pipeline<'a> {
+    pub ctx: &'a Ctx<'a>,
+    pub profile: &'a Profile,
+    pub lock: &'a Lock,
+    pub inputs: &'a Inputs,
+}
+
+/// How many store paths a run built, substituted and found present.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub built: usize,
+    pub substituted: usize,
+    pub present: usize,
+    /// Files downloaded for what was built (packages, sources).
+    pub downloads: usize,
+}
+
+impl Counts {
+    fn add(&mut self, r: &build::Report) {
+        self.built += r.built.len();
+        self.substituted += r.substituted.len();
+        self.present += r.cached;
+    }
+}
+
+/// The images of one generation, realised in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Images {
+    pub toplevel: StorePath,
+    pub boot: StorePath,
+    pub system: StorePath,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vbmeta: Option<StorePath>,
+}
+
+impl Images {
+    pub fn all(&self) -> Vec<StorePath> {
+        [Some(self.boot.clone()), Some(self.system.clone()), self.vbmeta.clone()].into_iter().flatten().collect()
+    }
+}
+
+/// `mobix build`: the generation, its images, what the run did, and the out directory's
+/// manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Built {
+    pub generation: u32,
+    /// Whether this build recorded a new generation (false: the toplevel is the newest's).
+    pub new_generation: bool,
+    pub kernel_origin: String,
+    pub images: Images,
+    pub counts: Counts,
+    pub manifest: Manifest,
+}
+
+/// One recipe of a dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRecipe {
+    pub path: StorePath,
+    pub name: String,
+    pub builder: &'static str,
+    /// Whether the store has it already.
+    pub built: bool,
+}
+
+/// `mobix build --dry-run`: what a build would build and which generation it would be.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub version: u32,
+    pub toplevel: StorePath,
+    pub generation: u32,
+    pub new_generation: bool,
+    pub images: Vec<StorePath>,
+    pub recipes: Vec<PlannedRecipe>,
+}
+
+/// `generations rollback`: the out directory now boots `to` by default.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBack {
+    pub from: u32,
+    pub to: u32,
+    /// The generations the new system image carries.
+    pub carried: Vec<u32>,
+    pub manifest: Manifest,
+}
+
+impl Pipeline<'_> {
+    fn store(&self) -> &Store {
+        self.ctx.store
+    }
+
+    fn label(&self) -> String {
+        format!("mobix on {}", self.profile.device.name)
+    }
+
+    /// Plans the system (pure: nothing is built).
+    pub fn plan_system(&self) -> Result<SystemPlan> {
+        plan::system(self.profile, self.lock, self.inputs)
+    }
+
+    /// The whole build: realise the system, record its generation, realise the images that
+    /// carry it, publish them to `out`.
+    pub fn build(&self, out: &Path) -> Result<Built> {
+        let store = self.store();
+        let sys = self.plan_system()?;
+        (self.ctx.progress)(&format!("kernel: {}", sys.kernel_origin));
+        let mut counts = Counts::default();
+        counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        let device = self.profile.instance();
+        let (rec, new) = generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?;
+        let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+        let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
+        counts.add(&build::realise(self.ctx, &plan, &imgs.all())?);
+        let manifest = publish::publish(store, out, self.profile, rec.generation, &sys.toplevel, &imgs.all())?;
+        generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
+        counts.downloads = self.ctx.downloads();
+        Ok(Built {
+            generation: rec.generation,
+            new_generation: new,
+            kernel_origin: sys.kernel_origin,
+            images: Images { toplevel: sys.toplevel, boot: imgs.boot, system: imgs.system, vbmeta: imgs.vbmeta },
+            counts,
+            manifest,
+        })
+    }
+
+    /// What [`Pipeline::build`] would do, system and images, without building or recording
+    /// anything. The images' recipes hold the generation number, which is the newest
+    /// generation's if the toplevel is unchanged and the next one otherwise.
+    pub fn dry_run(&self) -> Result<DryRun> {
+        let store = self.store();
+        let sys = self.plan_system()?;
+        let (rec, new) = generation::next(store, &self.profile.instance(), &sys.toplevel, &self.label())?;
+        let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+        let (images, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
+        let mut seen = std::collections::BTreeSet::new();
+        let recipes = (sys.plan.recipes.iter().chain(&images.recipes))
+            .filter(|r| seen.insert(r.path.clone()))
+            .map(|r| PlannedRecipe {
+                path: r.path.clone(),
+                name: r.recipe.name.clone(),
+                builder: r.recipe.builder.kind(),
+                built: store.contains(&r.path),
+            })
+            .collect();
+        Ok(DryRun {
+            version: 1,
+            toplevel: sys.toplevel,
+            generation: rec.generation,
+            new_generation: new,
+            images: imgs.all(),
+            recipes,
+        })
+    }
+
+    /// Builds generation `number` of a scenario: this device's system with `tweak` applied
+    /// to its config, and images carrying `carried` plus it, starting with `state`. Records
+    /// nothing (the scenario keeps its own phone and numbering).
+    pub fn build_unrecorded(
+        &self,
+        number: u32,
+        tweak: &dyn Fn(&mut profile::SystemConfig),
+        carried: &BTreeMap<u32, StorePath>,
+        state: &dyn Fn(&BTreeMap<u32, StorePath>) -> bootstate::Record,
+    ) -> Result<Images> {
+        let mut profile = self.profile.clone();
+        tweak(&mut profile.system);
+        let sys = plan::system(&profile, self.lock, self.inputs)?;
+        build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?;
+        let mut gens = carried.clone();
+        gens.insert(number, sys.toplevel.clone());
+        let (plan, imgs) = plan::images(&profile, &sys, &gens, &state(&gens), self.inputs)?;
+        build::realise(self.ctx, &plan, &imgs.all())?;
+        Ok(Images { toplevel: sys.toplevel, boot: imgs.boot, system: imgs.system, vbmeta: imgs.vbmeta })
+    }
+
+    /// Writes images into `out` that boot generation `to` by default (default: the newest
+    /// older one the phone has not found bad, as far as the host knows): its boot.img as
+    /// its build made it, and a system image carrying the usual generations with `to` as
+    /// the default. Needs no system plan: `self.inputs` may be [`image_facts`] alone.
+    pub fn rollback(&self, out: &Path, to: Option<u32>) -> Result<RolledBack> {
+        let (store, profile) = (self.store(), self.profile);
+        let device = profile.instance();
+        let all = generation::list(store, &device)?;
+        let current = publish::load_manifest(out)
+            .ok()
+            .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
+            .map(|m| m.generation)
+            .or_else(|| all.keys().next_back().copied())
+            .ok_or_else(|| {
+                Fail::new(format!("{device} has no generations yet")).hint("build one with `mobix build`")
+            })?;
+        let known = generation::ledger(store, &device)?;
+        let target = match to {
+            Some(n) => n,
+            None => generation::rollback_target(&all, current, known.as_ref()).ok_or_else(|| {
+                Fail::new(format!("{device} has no generation older than {current} to roll back to"))
+                    .hint("`mobix generations list` shows the generations; --to N picks one")
+            })?,
+        };
+        let rec = all.get(&target).ok_or_else(|| {
+            Fail::new(format!("{device} has no generation {target}"))
+                .hint("`mobix generations list` shows the generations")
+        })?;
+        let missing = |what: &str| {
+            Fail::new(format!("cannot roll back to generation {target}: its {what} is no longer in the store"))
+                .hint("build that system again (same configuration) with `mobix build`, then roll back")
+        };
+        if !store.contains(&rec.toplevel) {
+            return Err(missing("toplevel").into());
+        }
+        let boot = rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing("boot.img"))?;
+        let (mut gens, _) = carried_generations(store, profile, rec, self.ctx.progress)?;
+        gens.insert(target, rec.toplevel.clone());
+        let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
+        let mut plan = plan::Plan::default();
+        let system = plan::system_image(&mut plan, profile, &gens, &state, self.inputs)?;
+        let vbmeta = plan::vbmeta(&mut plan, profile);
+        let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
+        build::realise(self.ctx, &plan, &wanted)?;
+        let images: Vec<_> = [boot, system].into_iter().chain(vbmeta).collect();
+        let manifest = publish::publish(store, out, profile, target, &rec.toplevel, &images)?;
+        Ok(RolledBack { from: current, to: target, carried: gens.keys().copied().collect(), manifest })
+    }
+}
+
+/// The generations the system image of `rec` carries, and the boot-state record it starts
+/// with (what the host last learned from the phone kept). A generation whose toplevel left
+/// the store is not carried, and `progress` says so.
+pub fn carried_generations(
+    store: &Store,
+    profile: &Profile,
+    rec: &generation::Record,
+    progress: &dyn Fn(&str),
+) -> Result<(BTreeMap<u32, StorePath>, bootstate::Record)> {
+    let device = profile.instance();
+    let current = rec.generation;
+    let mut all = generation::list(store, &device)?;
+    // A dry run's generation is not recorded.
+    all.entry(current).or_insert_with(|| rec.clone());
+    let known = generation::ledger(store, &device)?;
+    let protected = known.as_ref().map(generation::protected).unwrap_or_default();
+    let g = &profile.system.generations;
+    let mut gens = generation::carried(&generation::toplevels(&all), g.keep, &g.pinned, &protected);
+    gens.retain(|n, top| {
+        let present = store.contains(top);
+        if !present && *n != current {
+            progress(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
+        }
+        present || *n == current
+    });
+    let state = generation::initial_state(&gens, current, profile.system.boot.tries, known.as_ref());
+    Ok((gens, state))
+}
+
+/// The fallback scenarios build their generations through the same pipeline.
+impl crate::vm::scenario::Systems for Pipeline<'_> {
+    fn build(
+        &self,
+        number: u32,
+        tweak: &dyn Fn(&mut profile::SystemConfig),
+        carried: &BTreeMap<u32, StorePath>,
+        state: &dyn Fn(&BTreeMap<u32, StorePath>) -> bootstate::Record,
+    ) -> Result<crate::vm::scenario::Built> {
+        let imgs = self.build_unrecorded(number, tweak, carried, state)?;
+        let store = self.store();
+        Ok(crate::vm::scenario::Built {
+            boot_img: store.host_path(&imgs.boot).join("boot.img"),
+            system_img: store.host_path(&imgs.system).join("system.img"),
+            toplevel: imgs.toplevel,
+        })
+    }
+}
