@@ -315,6 +315,9 @@ struct FlashArgs {
     /// Skip partitions whose image is the one this host last flashed there.
     #[arg(long)]
     skip_unchanged: bool,
+    /// With --only: make the written slot active too (a whole flash does so by itself).
+    #[arg(long)]
+    set_active: bool,
     /// Flash even if the device reports another product than the profile's.
     #[arg(long)]
     force: bool,
@@ -930,7 +933,13 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
     let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
-    progress(&format!("flashing generation {} of {} over {}", manifest.generation, profile.instance(), client.name()));
+    progress(&format!(
+        "{} generation {} of {} over {}",
+        if a.dry_run { "planning to flash" } else { "flashing" },
+        manifest.generation,
+        profile.instance(),
+        client.name()
+    ));
     let opts = flash::Options {
         slot: a.slot.into(),
         only: (!a.only.is_empty()).then_some(a.only.as_slice()),
@@ -938,6 +947,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         force: a.force,
         reboot: a.reboot,
+        set_active: a.set_active,
     };
     let report = flash::run(&mut client, &plan, &images, &opts, &flashed, &progress)?;
     for note in &report.assumed {
@@ -946,8 +956,11 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.dry_run {
-        for c in &report.commands {
-            println!("{c}");
+        for action in &report.actions {
+            println!("would {action}");
+        }
+        if report.actions.is_empty() {
+            println!("would write nothing");
         }
     }
     if !a.dry_run {

@@ -19,6 +19,7 @@ use crate::publish::{FlashPlan, Step};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use client::Client;
+use mobix_bootctl::contract::Slot;
 use protocol::Command;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -45,6 +46,9 @@ pub struct Options<'a> {
     pub dry_run: bool,
     /// Flash even if the device reports another product.
     pub force: bool,
+    /// Make the written slot active even though `only` limits the flash to some
+    /// partitions (a whole flash does so by itself).
+    pub set_active: bool,
     /// Reboot the phone when done.
     pub reboot: bool,
 }
@@ -90,6 +94,8 @@ pub struct Report {
     /// The slot made active at the end, if any.
     pub set_active: Option<char>,
     pub dry_run: bool,
+    /// What the flash does (with --dry-run: would do), in words, in order.
+    pub actions: Vec<String>,
     /// Every command sent (with --dry-run: the ones that would be sent after the getvars).
     pub commands: Vec<String>,
 }
@@ -244,94 +250,142 @@ pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, pr
 /// then fresh A/B metadata (the slot at priority 15 with 7 tries, the other at 14), for
 /// bootloaders whose fastboot has no working `set_active` (U-Boot 2023.01). The other
 /// slot's successful mark is not kept: its next boot proves it again.
-fn misc_switch(slot: char) -> Result<Vec<u8>> {
+fn misc_switch(slot: Slot) -> Result<Vec<u8>> {
     use crate::format::misc;
-    let index = match slot {
-        'a' => 0,
-        'b' => 1,
-        _ => anyhow::bail!("no slot {slot}"),
-    };
-    let mut c = misc::BootloaderControl::fresh(2, index, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut c = misc::BootloaderControl::fresh(2, slot.index(), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut img = vec![0u8; misc::CONTROL_OFFSET + misc::CONTROL_SIZE];
     img[misc::CONTROL_OFFSET..].copy_from_slice(&c.encode());
     Ok(img)
 }
 
-/// One write the plan makes, resolved for the device.
-struct Resolved {
-    partition: String,
-    /// None for an erase.
-    image: Option<String>,
+/// What the device said about itself before anything is decided: the probe's result.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFacts {
+    /// How the phone was reached (`usb:SERIAL`, `tcp:…`, `udp:…`).
+    pub transport: String,
+    pub product: Option<String>,
+    pub max_download_size: Option<u64>,
+    /// Whether the device reported `slot-count` (U-Boot 2023.01 does not, nor can it
+    /// `set_active`).
+    pub slot_count_reported: bool,
+    pub current_slot: Option<Slot>,
+    pub serialno: Option<String>,
+    /// `partition-size` of each partition asked about (None: not reported).
+    pub partition_sizes: BTreeMap<String, Option<u64>>,
 }
 
-/// Runs the flash plan of a build against a connected device.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    client: &mut Client,
-    plan: &FlashPlan,
-    images: &BTreeMap<String, Image>,
-    opts: &Options,
-    flashed_dir: &Path,
-    progress: &dyn Fn(&str),
-) -> Result<Report> {
-    let mut assumed = Vec::new();
-    let product = check_product(client, plan, opts.force, &mut assumed, progress)?;
-    let max_download = match client.getvar("max-download-size")?.as_deref().and_then(protocol::parse_number) {
-        Some(n) if n > 0 => n,
-        _ => {
-            assumed.push("max-download-size: not reported; 256 MiB assumed".into());
-            256 << 20
-        }
-    };
-    let mut slots_reported = true;
-    let (current, slots) = if plan.ab {
-        if client.getvar("slot-count")?.is_none() {
-            slots_reported = false;
-            assumed.push(
-                "slot-count: not reported; the profile's two slots assumed, and a slot switch is written to misc \
-                 (the A/B metadata bootloaders read) instead of sent as set_active"
-                    .into(),
-            );
-        }
-        let current = match client.getvar("current-slot")?.as_deref().and_then(protocol::parse_slot) {
-            Some(c) => c,
-            None => {
-                assumed.push("current-slot: not reported; slot a assumed".into());
-                'a'
+/// An image of the build, as the resolver sees it.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    pub sha256: String,
+    /// Its size once written (a sparse image's partition size).
+    pub expanded: u64,
+    /// The sizes of the pieces it is sent in for the device's max-download-size.
+    pub pieces: Vec<u64>,
+}
+
+/// One thing the flash does, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Erase {
+        partition: String,
+    },
+    Flash {
+        partition: String,
+        image: String,
+        pieces: Vec<u64>,
+    },
+    /// `--skip-unchanged`: this host flashed the same image there last time.
+    Skip {
+        partition: String,
+        image: String,
+    },
+    /// Make `slot` active: by `set_active`, or where the device cannot, by writing misc.
+    SetActive {
+        slot: Slot,
+        via_misc: bool,
+    },
+    Reboot,
+}
+
+impl Action {
+    /// The action in words, for `--dry-run` ("would …") and progress.
+    pub fn describe(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        match self {
+            Action::Erase { partition } => format!("erase {partition}"),
+            Action::Flash { partition, image, pieces } => {
+                let total: u64 = pieces.iter().sum();
+                let how = if pieces.len() == 1 { String::new() } else { format!(" in {} pieces", pieces.len()) };
+                format!("write {image} to {partition} ({:.1} MiB{how})", mib(total))
             }
-        };
-        let slots = match opts.slot {
-            SlotChoice::Inactive => vec![if current == 'a' { 'b' } else { 'a' }],
-            SlotChoice::A => vec!['a'],
-            SlotChoice::B => vec!['b'],
-            SlotChoice::All => vec!['a', 'b'],
-        };
-        (Some(current), slots)
-    } else {
-        if opts.slot != SlotChoice::Inactive {
-            return Err(Fail::new(format!("{} has no A/B slots; --slot does not apply", plan.device)).into());
-        }
-        (None, Vec::new())
-    };
-    // Resolve the plan: full partition names, the --only filter.
-    let mut todo = Vec::new();
-    for step in &plan.steps {
-        let (base, slotted, image) = match step {
-            Step::Erase { partition } => (partition.clone(), false, None),
-            Step::Flash { partition, slotted, image } => (partition.clone(), *slotted, Some(image.clone())),
-        };
-        if opts.only.is_some_and(|only| !only.contains(&base)) {
-            continue;
-        }
-        if slotted {
-            for s in &slots {
-                todo.push(Resolved { partition: format!("{base}_{s}"), image: image.clone() });
+            Action::Skip { partition, image } => format!("skip {partition}: {image} is unchanged since the last flash"),
+            Action::SetActive { slot, via_misc: false } => format!("make slot {slot} active (set_active)"),
+            Action::SetActive { slot, via_misc: true } => {
+                format!("make slot {slot} active by writing A/B metadata to misc (the device has no set_active)")
             }
-        } else {
-            todo.push(Resolved { partition: base, image });
+            Action::Reboot => "reboot the phone".into(),
         }
     }
-    if let Some(only) = opts.only {
+
+    fn writes(&self) -> bool {
+        matches!(self, Action::Erase { .. } | Action::Flash { .. })
+    }
+}
+
+/// The flash resolved for one device: what to do, in order, and what was assumed.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub actions: Vec<Action>,
+    pub assumed: Vec<String>,
+    pub current: Option<Slot>,
+    /// The slots written.
+    pub slots: Vec<Slot>,
+    pub max_download_size: u64,
+    /// What --skip-unchanged keys its memory on: the phone's serial number where it
+    /// reports one, else the transport.
+    pub phone: String,
+}
+
+impl Resolution {
+    /// The slot the flash makes active, if it does.
+    pub fn switch(&self) -> Option<Slot> {
+        self.actions.iter().find_map(|a| match a {
+            Action::SetActive { slot, .. } => Some(*slot),
+            _ => None,
+        })
+    }
+}
+
+/// What a flash without a reported max-download-size sends at once.
+pub const ASSUMED_MAX_DOWNLOAD: u64 = 256 << 20;
+
+/// The slots a flash writes, for the device's current slot.
+pub fn slots_to_write(plan: &FlashPlan, choice: SlotChoice, current: Option<Slot>) -> Result<Vec<Slot>> {
+    if !plan.ab {
+        if choice != SlotChoice::Inactive {
+            return Err(Fail::new(format!("{} has no A/B slots; --slot does not apply", plan.device)).into());
+        }
+        return Ok(Vec::new());
+    }
+    Ok(match choice {
+        SlotChoice::Inactive => vec![current.unwrap_or(Slot::A).other()],
+        SlotChoice::A => vec![Slot::A],
+        SlotChoice::B => vec![Slot::B],
+        SlotChoice::All => Slot::BOTH.to_vec(),
+    })
+}
+
+/// One partition of the plan, with its full name: an image to write, or None to erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub partition: String,
+    pub image: Option<String>,
+}
+
+/// The plan's steps for `slots`, full partition names, filtered by `--only`.
+pub fn targets(plan: &FlashPlan, only: Option<&[String]>, slots: &[Slot]) -> Result<Vec<Target>> {
+    if let Some(only) = only {
         for o in only {
             if !plan
                 .steps
@@ -342,91 +396,247 @@ pub fn run(
             }
         }
     }
+    let mut todo = Vec::new();
+    for step in &plan.steps {
+        let (base, slotted, image) = match step {
+            Step::Erase { partition } => (partition.clone(), false, None),
+            Step::Flash { partition, slotted, image } => (partition.clone(), *slotted, Some(image.clone())),
+        };
+        if only.is_some_and(|only| !only.contains(&base)) {
+            continue;
+        }
+        if slotted {
+            for s in slots {
+                todo.push(Target { partition: format!("{base}{}", s.suffix()), image: image.clone() });
+            }
+        } else {
+            todo.push(Target { partition: base, image });
+        }
+    }
+    Ok(todo)
+}
+
+/// Decides the whole flash from what the device said: refuses another product (unless
+/// `force`), an image larger than its partition, an `--only` the plan does not have;
+/// skips unchanged images; and makes the written slot active last, and only when
+/// something was written and the flash is whole (or `set_active` asks for it). Pure.
+pub fn resolve(
+    plan: &FlashPlan,
+    images: &BTreeMap<String, ImageFacts>,
+    opts: &Options,
+    dev: &DeviceFacts,
+    flashed: &Flashed,
+) -> Result<Resolution> {
+    let mut assumed = Vec::new();
+    match &dev.product {
+        Some(p) if plan.products.iter().any(|w| w == p) => {}
+        Some(p) if opts.force => {
+            assumed.push(format!("product: the device says {p:?}, the build is for {:?}; --force", plan.products))
+        }
+        Some(p) => {
+            return Err(Fail::new(format!(
+                "the device is a {p:?}, but this build is for {} (product {})",
+                plan.device,
+                plan.products.join(" or ")
+            ))
+            .hint("use the build for this phone, or pass --force if the profile's fastboot_products is wrong")
+            .into())
+        }
+        None => assumed.push("product: the device does not report it, so its identity was not checked".into()),
+    }
+    let max_download_size = match dev.max_download_size {
+        Some(n) if n > 0 => n,
+        _ => {
+            assumed.push("max-download-size: not reported; 256 MiB assumed".into());
+            ASSUMED_MAX_DOWNLOAD
+        }
+    };
+    if plan.ab && !dev.slot_count_reported {
+        assumed.push(
+            "slot-count: not reported; the profile's two slots assumed, and a slot switch is written to misc \
+             (the A/B metadata bootloaders read) instead of sent as set_active"
+                .into(),
+        );
+    }
+    if plan.ab && dev.current_slot.is_none() {
+        assumed.push("current-slot: not reported; slot a assumed".into());
+    }
+    let current = plan.ab.then(|| dev.current_slot.unwrap_or(Slot::A));
+    let slots = slots_to_write(plan, opts.slot, current)?;
+    let todo = targets(plan, opts.only, &slots)?;
     // Every image must fit its partition before a byte is sent.
-    for r in &todo {
-        let Some(name) = &r.image else { continue };
+    for t in &todo {
+        let Some(name) = &t.image else { continue };
         let img = images.get(name).with_context(|| format!("the build has no {name}"))?;
-        let need = expanded_size(&img.path)?;
-        match client.getvar(&format!("partition-size:{}", r.partition))?.as_deref().and_then(protocol::parse_number) {
-            Some(size) if need > size => {
+        match dev.partition_sizes.get(&t.partition).copied().flatten() {
+            Some(size) if img.expanded > size => {
                 return Err(Fail::new(format!(
-                    "{name} ({need} bytes) does not fit partition {} ({size} bytes); nothing was written",
-                    r.partition
+                    "{name} ({} bytes) does not fit partition {} ({size} bytes); nothing was written",
+                    img.expanded, t.partition
                 ))
                 .hint("check the profile's partition sizes against the phone (`fastboot getvar all`)")
                 .into())
             }
             Some(_) => {}
             None => assumed
-                .push(format!("partition-size:{}: not reported; the image was not checked against it", r.partition)),
+                .push(format!("partition-size:{}: not reported; the image was not checked against it", t.partition)),
         }
     }
-    // What --skip-unchanged remembers is per phone: its serial number where it has one.
-    let key = match client.getvar("serialno")?.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-        Some(s) => format!("serialno:{s}"),
-        None => client.name(),
+    let mut actions: Vec<Action> = todo
+        .into_iter()
+        .map(|t| match t.image {
+            None => Action::Erase { partition: t.partition },
+            Some(image) => {
+                let img = &images[&image];
+                if opts.skip_unchanged && flashed.get(&t.partition) == Some(&img.sha256) {
+                    Action::Skip { partition: t.partition, image }
+                } else {
+                    Action::Flash { partition: t.partition, image, pieces: img.pieces.clone() }
+                }
+            }
+        })
+        .collect();
+    let wrote = actions.iter().any(Action::writes);
+    let whole = opts.only.is_none() || opts.set_active;
+    if let (Some(c), [s]) = (current, slots.as_slice()) {
+        if *s != c && wrote && whole {
+            actions.push(Action::SetActive { slot: *s, via_misc: !dev.slot_count_reported });
+        }
+    }
+    if opts.reboot {
+        actions.push(Action::Reboot);
+    }
+    Ok(Resolution { actions, assumed, current, slots, max_download_size, phone: phone_key(dev) })
+}
+
+/// Asks the device what [`resolve`] needs: its variables, then the size of every
+/// partition the flash could write.
+pub fn probe(client: &mut Client, plan: &FlashPlan, opts: &Options) -> Result<DeviceFacts> {
+    let num = |v: Option<String>| v.as_deref().and_then(protocol::parse_number);
+    let mut dev = DeviceFacts {
+        transport: client.name(),
+        product: client.getvar("product")?.map(|p| p.trim().to_string()),
+        max_download_size: num(client.getvar("max-download-size")?),
+        ..Default::default()
     };
-    let flashed_path = flashed_file(flashed_dir, &key);
-    let flashed_path = flashed_path.as_path();
-    let mut flashed = load_flashed(flashed_path)?;
+    if plan.ab {
+        dev.slot_count_reported = client.getvar("slot-count")?.is_some();
+        dev.current_slot = (client.getvar("current-slot")?.as_deref())
+            .and_then(protocol::parse_slot)
+            .and_then(|c| Slot::parse(&c.to_string()));
+    }
+    dev.serialno = client.getvar("serialno")?;
+    let current = plan.ab.then(|| dev.current_slot.unwrap_or(Slot::A));
+    // A wrong --slot or --only is reported by resolve; ask about nothing then.
+    if let Ok(slots) = slots_to_write(plan, opts.slot, current) {
+        for t in targets(plan, opts.only, &slots).unwrap_or_default() {
+            if t.image.is_some() {
+                let size = num(client.getvar(&format!("partition-size:{}", t.partition))?);
+                dev.partition_sizes.insert(t.partition, size);
+            }
+        }
+    }
+    Ok(dev)
+}
+
+/// Runs the flash plan of a build against a connected device: probe, resolve, then (unless
+/// a dry run) execute.
+pub fn run(
+    client: &mut Client,
+    plan: &FlashPlan,
+    images: &BTreeMap<String, Image>,
+    opts: &Options,
+    flashed_dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Report> {
+    let dev = probe(client, plan, opts)?;
+    let max = dev.max_download_size.filter(|n| *n > 0).unwrap_or(ASSUMED_MAX_DOWNLOAD);
+    let mut facts = BTreeMap::new();
+    for (name, img) in images {
+        let f = ImageFacts {
+            sha256: img.sha256.clone(),
+            expanded: expanded_size(&img.path)?,
+            pieces: pieces(&img.path, max, false)?.sizes,
+        };
+        facts.insert(name.clone(), f);
+    }
+    let flashed_path = flashed_file(flashed_dir, &phone_key(&dev));
+    let mut flashed = load_flashed(&flashed_path)?;
+    let res = resolve(plan, &facts, opts, &dev, &flashed)?;
     let mut report = Report {
         version: 1,
         device: plan.device.clone(),
-        transport: client.name(),
-        phone: key.clone(),
-        product,
-        max_download_size: max_download,
-        current_slot: current,
-        slots: slots.clone(),
-        assumed,
+        transport: dev.transport.clone(),
+        phone: res.phone.clone(),
+        product: dev.product.clone(),
+        max_download_size: res.max_download_size,
+        current_slot: res.current.map(Slot::letter),
+        slots: res.slots.iter().map(|s| s.letter()).collect(),
+        assumed: res.assumed.clone(),
         steps: Vec::new(),
-        set_active: None,
+        set_active: res.switch().map(Slot::letter),
         dry_run: opts.dry_run,
+        actions: res.actions.iter().map(Action::describe).collect(),
         commands: Vec::new(),
-    };
-    let switch = match (current, slots.as_slice()) {
-        (Some(c), [s]) if *s != c => Some(*s),
-        _ => None,
     };
     if opts.dry_run {
         report.commands = client.sent.clone();
-        for r in &todo {
-            match &r.image {
-                None => report.commands.push(Command::Erase(r.partition.clone()).show()),
-                Some(name) => {
-                    let img = &images[name];
-                    let unchanged = flashed.get(&r.partition) == Some(&img.sha256);
-                    if opts.skip_unchanged && unchanged {
-                        report.commands.push(format!("# {} unchanged: skipped", r.partition));
-                        continue;
-                    }
-                    for size in pieces(&img.path, max_download, false)?.sizes {
-                        report.commands.push(Command::Download(size as u32).show());
-                        report.commands.push(Command::Flash(r.partition.clone()).show());
-                    }
-                }
-            }
-        }
-        if let Some(s) = switch {
-            if slots_reported {
-                report.commands.push(Command::SetActive(s).show());
-            } else {
-                report.commands.push(Command::Download(misc_switch(s)?.len() as u32).show());
-                report.commands.push(Command::Flash("misc".into()).show());
-            }
-            report.set_active = Some(s);
-        }
-        if opts.reboot {
-            report.commands.push(Command::Reboot.show());
+        for a in &res.actions {
+            report.commands.extend(commands_of(a)?);
         }
         return Ok(report);
     }
+    execute(client, &res, images, &flashed_path, &mut flashed, &mut report, progress)?;
+    report.commands = client.sent.clone();
+    Ok(report)
+}
+
+fn phone_key(dev: &DeviceFacts) -> String {
+    match dev.serialno.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => format!("serialno:{s}"),
+        None => dev.transport.clone(),
+    }
+}
+
+/// The protocol commands an action sends (for the dry run's `commands`).
+fn commands_of(a: &Action) -> Result<Vec<String>> {
+    Ok(match a {
+        Action::Erase { partition } => vec![Command::Erase(partition.clone()).show()],
+        Action::Flash { partition, pieces, .. } => pieces
+            .iter()
+            .flat_map(|size| [Command::Download(*size as u32).show(), Command::Flash(partition.clone()).show()])
+            .collect(),
+        Action::Skip { partition, .. } => vec![format!("# {partition} unchanged: skipped")],
+        Action::SetActive { slot, via_misc: false } => vec![Command::SetActive(slot.letter()).show()],
+        Action::SetActive { slot, via_misc: true } => {
+            vec![Command::Download(misc_switch(*slot)?.len() as u32).show(), Command::Flash("misc".into()).show()]
+        }
+        Action::Reboot => vec![Command::Reboot.show()],
+    })
+}
+
+/// Carries out a resolution in order. A failed write stops the flash before any slot
+/// switch (those come last) and says what was and was not written.
+fn execute(
+    client: &mut Client,
+    res: &Resolution,
+    images: &BTreeMap<String, Image>,
+    flashed_path: &Path,
+    flashed: &mut Flashed,
+    report: &mut Report,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
     let mut written: Vec<String> = Vec::new();
-    let fail_note = |written: &[String], r: &Resolved, left: &[Resolved]| {
-        let not: Vec<&str> =
-            std::iter::once(r.partition.as_str()).chain(left.iter().map(|x| x.partition.as_str())).collect();
-        let kept = match current {
-            Some(c) => format!("; set_active was not sent, so the phone still boots slot {c}"),
+    let fail_note = |written: &[String], left: &[Action]| {
+        let not: Vec<&str> = left
+            .iter()
+            .filter_map(|a| match a {
+                Action::Erase { partition } | Action::Flash { partition, .. } => Some(partition.as_str()),
+                _ => None,
+            })
+            .collect();
+        let kept = match res.current {
+            Some(c) => format!("; no slot was switched, so the phone still boots slot {c}"),
             None => String::new(),
         };
         format!(
@@ -435,132 +645,329 @@ pub fn run(
             not.join(", ")
         )
     };
-    for (i, r) in todo.iter().enumerate() {
+    for (i, a) in res.actions.iter().enumerate() {
         let t0 = Instant::now();
-        let res: Result<Done> = (|| match &r.image {
-            None => {
-                client.command(&Command::Erase(r.partition.clone()))?;
-                Ok(Done {
-                    partition: r.partition.clone(),
-                    action: "erase",
-                    image: None,
+        match a {
+            Action::Erase { partition } | Action::Flash { partition, .. } => {
+                match write_one(client, a, images, res.max_download_size, progress) {
+                    Ok(d) => {
+                        progress(&d.summary());
+                        match a {
+                            Action::Flash { image, .. } => {
+                                flashed.insert(partition.clone(), images[image].sha256.clone())
+                            }
+                            _ => flashed.remove(partition),
+                        };
+                        save_flashed(flashed_path, flashed)?;
+                        written.push(partition.clone());
+                        report.steps.push(d);
+                    }
+                    Err(e) => {
+                        // What this partition holds now is unknown: forget its digest.
+                        if flashed.remove(partition).is_some() {
+                            let _ = save_flashed(flashed_path, flashed);
+                        }
+                        let note = fail_note(&written, &res.actions[i..]);
+                        return Err(e.context(Fail::new(format!("flashing {partition} failed ({note})")).hint(
+                            "run the same `mobix flash` again to retry; nothing switches slots until every write \
+                             succeeds",
+                        )));
+                    }
+                }
+            }
+            Action::Skip { partition, image } => {
+                progress(&format!("{partition}: unchanged since the last flash, skipped"));
+                report.steps.push(Done {
+                    partition: partition.clone(),
+                    action: "flash",
+                    image: Some(image.clone()),
                     bytes: 0,
                     pieces: 0,
                     seconds: t0.elapsed().as_secs_f64(),
-                    skipped: false,
-                })
-            }
-            Some(name) => {
-                let img = &images[name];
-                if opts.skip_unchanged && flashed.get(&r.partition) == Some(&img.sha256) {
-                    return Ok(Done {
-                        partition: r.partition.clone(),
-                        action: "flash",
-                        image: Some(name.clone()),
-                        bytes: 0,
-                        pieces: 0,
-                        seconds: 0.0,
-                        skipped: true,
-                    });
-                }
-                let parts = pieces(&img.path, max_download, true)?;
-                let total: u64 = parts.sizes.iter().sum();
-                let mut sent = 0u64;
-                let mut last_shown = Instant::now();
-                for _ in 0..parts.sizes.len() {
-                    let p = parts.rx.recv().context("the thread cutting the image's pieces died")??;
-                    let base = sent;
-                    client.download(&p, &mut |n| {
-                        if last_shown.elapsed().as_secs_f64() > 1.0 {
-                            last_shown = Instant::now();
-                            let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                            progress(&format!(
-                                "  {}: {} of {} bytes ({:.1} MB/s)",
-                                r.partition,
-                                base + n,
-                                total,
-                                (base + n) as f64 / secs / 1e6
-                            ));
-                        }
-                    })?;
-                    sent += p.len() as u64;
-                    client.command(&Command::Flash(r.partition.clone()))?;
-                }
-                Ok(Done {
-                    partition: r.partition.clone(),
-                    action: "flash",
-                    image: Some(name.clone()),
-                    bytes: total,
-                    pieces: parts.sizes.len(),
-                    seconds: t0.elapsed().as_secs_f64(),
-                    skipped: false,
-                })
-            }
-        })();
-        match res {
-            Ok(d) => {
-                let secs = d.seconds.max(1e-3);
-                progress(&match (d.action, d.skipped) {
-                    ("erase", _) => format!("erased {}", d.partition),
-                    (_, true) => format!("{}: unchanged since the last flash, skipped", d.partition),
-                    _ => format!(
-                        "flashed {} to {}: {} bytes in {} piece(s), {:.1}s ({:.1} MB/s)",
-                        d.image.as_deref().unwrap_or("?"),
-                        d.partition,
-                        d.bytes,
-                        d.pieces,
-                        d.seconds,
-                        d.bytes as f64 / secs / 1e6
-                    ),
+                    skipped: true,
                 });
-                if let Some(name) = &r.image {
-                    if !d.skipped {
-                        flashed.insert(r.partition.clone(), images[name].sha256.clone());
-                        save_flashed(flashed_path, &flashed)?;
+            }
+            Action::SetActive { slot, via_misc } => {
+                let failed = "every image is written, but making the new slot active failed";
+                if *via_misc {
+                    let img = misc_switch(*slot)?;
+                    client.download(&img, &mut |_| {}).context(failed)?;
+                    client.command(&Command::Flash("misc".into())).context(failed)?;
+                } else {
+                    client.command(&Command::SetActive(slot.letter())).context(failed)?;
+                }
+                progress(&format!(
+                    "slot {slot} is now active (it was {})",
+                    res.current.map_or("?".to_string(), |c| c.to_string())
+                ));
+            }
+            Action::Reboot => {
+                client.command(&Command::Reboot)?;
+                progress("rebooting the phone");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Erases or writes one partition.
+fn write_one(
+    client: &mut Client,
+    a: &Action,
+    images: &BTreeMap<String, Image>,
+    max_download: u64,
+    progress: &dyn Fn(&str),
+) -> Result<Done> {
+    let t0 = Instant::now();
+    match a {
+        Action::Erase { partition } => {
+            client.command(&Command::Erase(partition.clone()))?;
+            Ok(Done {
+                partition: partition.clone(),
+                action: "erase",
+                image: None,
+                bytes: 0,
+                pieces: 0,
+                seconds: t0.elapsed().as_secs_f64(),
+                skipped: false,
+            })
+        }
+        Action::Flash { partition, image, .. } => {
+            let img = &images[image];
+            let parts = pieces(&img.path, max_download, true)?;
+            let total: u64 = parts.sizes.iter().sum();
+            let mut sent = 0u64;
+            let mut last_shown = Instant::now();
+            for _ in 0..parts.sizes.len() {
+                let p = parts.rx.recv().context("the thread cutting the image's pieces died")??;
+                let base = sent;
+                client.download(&p, &mut |n| {
+                    if last_shown.elapsed().as_secs_f64() > 1.0 {
+                        last_shown = Instant::now();
+                        let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                        progress(&format!(
+                            "  {partition}: {} of {total} bytes ({:.1} MB/s)",
+                            base + n,
+                            (base + n) as f64 / secs / 1e6
+                        ));
                     }
-                } else if flashed.remove(&r.partition).is_some() {
-                    save_flashed(flashed_path, &flashed)?;
-                }
-                if !d.skipped {
-                    written.push(d.partition.clone());
-                }
-                report.steps.push(d);
+                })?;
+                sent += p.len() as u64;
+                client.command(&Command::Flash(partition.clone()))?;
             }
-            Err(e) => {
-                // What this partition holds now is unknown: forget its digest.
-                if flashed.remove(&r.partition).is_some() {
-                    let _ = save_flashed(flashed_path, &flashed);
-                }
-                let note = fail_note(&written, r, &todo[i + 1..]);
-                return Err(e.context(Fail::new(format!("flashing {} failed ({note})", r.partition)).hint(
-                    "run the same `mobix flash` again to retry; nothing switches slots until every write succeeds",
-                )));
-            }
+            Ok(Done {
+                partition: partition.clone(),
+                action: "flash",
+                image: Some(image.clone()),
+                bytes: total,
+                pieces: parts.sizes.len(),
+                seconds: t0.elapsed().as_secs_f64(),
+                skipped: false,
+            })
+        }
+        _ => unreachable!("write_one is called for erases and flashes"),
+    }
+}
+
+impl Done {
+    fn summary(&self) -> String {
+        let secs = self.seconds.max(1e-3);
+        match self.action {
+            "erase" => format!("erased {}", self.partition),
+            _ => format!(
+                "flashed {} to {}: {} bytes in {} piece(s), {:.1}s ({:.1} MB/s)",
+                self.image.as_deref().unwrap_or("?"),
+                self.partition,
+                self.bytes,
+                self.pieces,
+                self.seconds,
+                self.bytes as f64 / secs / 1e6
+            ),
         }
     }
-    if let Some(s) = switch {
-        let failed = "every image is written, but making the new slot active failed";
-        if slots_reported {
-            client.command(&Command::SetActive(s)).context(failed)?;
-        } else {
-            let img = misc_switch(s)?;
-            client.download(&img, &mut |_| {}).context(failed)?;
-            client.command(&Command::Flash("misc".into())).context(failed)?;
-        }
-        progress(&format!("slot {s} is now active (it was {})", current.unwrap_or('?')));
-        report.set_active = Some(s);
-    }
-    if opts.reboot {
-        client.command(&Command::Reboot)?;
-        progress("rebooting the phone");
-    }
-    report.commands = client.sent.clone();
-    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ab_plan() -> FlashPlan {
+        FlashPlan {
+            version: 1,
+            device: "phone".into(),
+            products: vec!["sdm845".into()],
+            ab: true,
+            steps: vec![
+                Step::Erase { partition: "dtbo_a".into() },
+                Step::Flash { partition: "boot".into(), slotted: true, image: "boot.img".into() },
+                Step::Flash { partition: "vbmeta".into(), slotted: true, image: "vbmeta.img".into() },
+                Step::Flash { partition: "system".into(), slotted: false, image: "system.img".into() },
+            ],
+        }
+    }
+
+    fn facts() -> BTreeMap<String, ImageFacts> {
+        let f = |sha: &str, expanded: u64, pieces: Vec<u64>| ImageFacts { sha256: sha.into(), expanded, pieces };
+        BTreeMap::from([
+            ("boot.img".to_string(), f("b", 30 << 20, vec![30 << 20])),
+            ("vbmeta.img".to_string(), f("v", 4096, vec![4096])),
+            ("system.img".to_string(), f("s", 900 << 20, vec![200 << 20, 200 << 20, 100 << 20])),
+        ])
+    }
+
+    fn device(current: Option<Slot>) -> DeviceFacts {
+        DeviceFacts {
+            transport: "tcp:127.0.0.1:5554".into(),
+            product: Some("sdm845".into()),
+            max_download_size: Some(256 << 20),
+            slot_count_reported: true,
+            current_slot: current,
+            serialno: Some("abc".into()),
+            partition_sizes: BTreeMap::from([
+                ("boot_a".into(), Some(64 << 20)),
+                ("boot_b".into(), Some(64 << 20)),
+                ("system".into(), Some(1 << 30)),
+            ]),
+        }
+    }
+
+    fn opts() -> Options<'static> {
+        Options {
+            slot: SlotChoice::Inactive,
+            only: None,
+            skip_unchanged: false,
+            dry_run: false,
+            force: false,
+            reboot: false,
+            set_active: false,
+        }
+    }
+
+    fn partitions(r: &Resolution) -> Vec<String> {
+        r.actions
+            .iter()
+            .map(|a| match a {
+                Action::Erase { partition } => format!("erase {partition}"),
+                Action::Flash { partition, .. } => format!("flash {partition}"),
+                Action::Skip { partition, .. } => format!("skip {partition}"),
+                Action::SetActive { slot, via_misc } => {
+                    format!("set_active {slot}{}", if *via_misc { " (misc)" } else { "" })
+                }
+                Action::Reboot => "reboot".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_inactive_slot_is_written_and_made_active_after_every_write() {
+        let r =
+            resolve(&ab_plan(), &facts(), &Options { reboot: true, ..opts() }, &device(Some(Slot::A)), &Flashed::new())
+                .unwrap();
+        assert_eq!(
+            partitions(&r),
+            ["erase dtbo_a", "flash boot_b", "flash vbmeta_b", "flash system", "set_active b", "reboot"]
+        );
+        assert_eq!((r.current, r.slots.as_slice(), r.switch()), (Some(Slot::A), &[Slot::B][..], Some(Slot::B)));
+        assert_eq!(r.phone, "serialno:abc");
+        // vbmeta_b's size was not reported: assumed, not refused.
+        assert!(r.assumed.iter().any(|a| a.starts_with("partition-size:vbmeta_b")), "{:?}", r.assumed);
+    }
+
+    #[test]
+    fn nothing_written_switches_nothing() {
+        let flashed = Flashed::from([
+            ("boot_b".into(), "b".into()),
+            ("vbmeta_b".into(), "v".into()),
+            ("system".into(), "s".into()),
+        ]);
+        let o = Options { skip_unchanged: true, only: None, ..opts() };
+        let mut plan = ab_plan();
+        plan.steps.remove(0);
+        let r = resolve(&plan, &facts(), &o, &device(Some(Slot::A)), &flashed).unwrap();
+        assert_eq!(partitions(&r), ["skip boot_b", "skip vbmeta_b", "skip system"]);
+        assert_eq!(r.switch(), None);
+        // One changed image is a write: then the slot switches, after it.
+        let flashed = Flashed::from([("boot_b".into(), "old".into()), ("system".into(), "s".into())]);
+        let r = resolve(&plan, &facts(), &o, &device(Some(Slot::A)), &flashed).unwrap();
+        assert_eq!(partitions(&r), ["flash boot_b", "flash vbmeta_b", "skip system", "set_active b"]);
+    }
+
+    #[test]
+    fn a_partial_flash_switches_only_when_asked() {
+        let only = ["boot".to_string()];
+        let o = Options { only: Some(&only), ..opts() };
+        let r = resolve(&ab_plan(), &facts(), &o, &device(Some(Slot::A)), &Flashed::new()).unwrap();
+        assert_eq!(partitions(&r), ["flash boot_b"]);
+        let o = Options { only: Some(&only), set_active: true, ..opts() };
+        let r = resolve(&ab_plan(), &facts(), &o, &device(Some(Slot::A)), &Flashed::new()).unwrap();
+        assert_eq!(partitions(&r), ["flash boot_b", "set_active b"]);
+        let nope = ["recovery".to_string()];
+        let e = resolve(&ab_plan(), &facts(), &Options { only: Some(&nope), ..opts() }, &device(None), &Flashed::new());
+        assert!(format!("{:#}", e.unwrap_err()).contains("the flash plan has no partition recovery"));
+    }
+
+    #[test]
+    fn writing_the_running_slot_or_both_switches_nothing() {
+        let r = resolve(
+            &ab_plan(),
+            &facts(),
+            &Options { slot: SlotChoice::B, ..opts() },
+            &device(Some(Slot::B)),
+            &Flashed::new(),
+        )
+        .unwrap();
+        assert_eq!(r.switch(), None);
+        let r = resolve(
+            &ab_plan(),
+            &facts(),
+            &Options { slot: SlotChoice::All, ..opts() },
+            &device(Some(Slot::A)),
+            &Flashed::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            partitions(&r),
+            ["erase dtbo_a", "flash boot_a", "flash boot_b", "flash vbmeta_a", "flash vbmeta_b", "flash system"]
+        );
+    }
+
+    #[test]
+    fn a_device_without_slot_count_gets_its_switch_through_misc_and_slot_a_assumed() {
+        let mut d = device(None);
+        d.slot_count_reported = false;
+        d.product = None;
+        d.max_download_size = None;
+        let r = resolve(&ab_plan(), &facts(), &opts(), &d, &Flashed::new()).unwrap();
+        assert_eq!(r.actions.last(), Some(&Action::SetActive { slot: Slot::B, via_misc: true }));
+        assert_eq!(r.max_download_size, ASSUMED_MAX_DOWNLOAD);
+        assert_eq!(r.assumed.len(), 5, "{:#?}", r.assumed);
+    }
+
+    #[test]
+    fn refusals_come_before_anything_is_written() {
+        let mut d = device(Some(Slot::A));
+        d.product = Some("walleye".into());
+        let e = format!("{:#}", resolve(&ab_plan(), &facts(), &opts(), &d, &Flashed::new()).unwrap_err());
+        assert!(e.contains("the device is a \"walleye\""), "{e}");
+        let r = resolve(&ab_plan(), &facts(), &Options { force: true, ..opts() }, &d, &Flashed::new()).unwrap();
+        assert!(r.assumed.iter().any(|a| a.contains("--force")));
+        let mut d = device(Some(Slot::A));
+        d.partition_sizes.insert("system".into(), Some(512 << 20));
+        let e = format!("{:#}", resolve(&ab_plan(), &facts(), &opts(), &d, &Flashed::new()).unwrap_err());
+        assert!(e.contains("does not fit partition system") && e.contains("nothing was written"), "{e}");
+        let mut plan = ab_plan();
+        plan.ab = false;
+        let e = resolve(&plan, &facts(), &Options { slot: SlotChoice::B, ..opts() }, &device(None), &Flashed::new());
+        assert!(format!("{:#}", e.unwrap_err()).contains("has no A/B slots"));
+    }
+
+    #[test]
+    fn actions_read_as_words() {
+        let a =
+            Action::Flash { partition: "system".into(), image: "system.img".into(), pieces: vec![1 << 20, 1 << 20] };
+        assert_eq!(a.describe(), "write system.img to system (2.0 MiB in 2 pieces)");
+        assert_eq!(Action::SetActive { slot: Slot::B, via_misc: false }.describe(), "make slot b active (set_active)");
+    }
 
     /// The sizes a dry run prints are the sizes of the pieces a flash sends, and the pieces
     /// put back together are the image.
