@@ -3,15 +3,10 @@
 //! phone through to boot-complete.
 
 mod common;
-use common::{mobix_in as mobix, repo, tool};
+use common::{mobix_in as mobix, ok, repo, tool};
 
 use std::fs;
-use std::process::{Command, Output};
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::process::Command;
 
 #[test]
 fn an_erofs_system_builds_reproducibly_checks_and_boots() {

@@ -9,12 +9,10 @@
 //! differ, which is what lets the model stand in elsewhere. One scenario runs under the
 //! model too.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::repo;
 
 /// Runs one scenario in the shared test store under U-Boot; returns its JSON report.
 fn scenario(name: &str) -> serde_json::Value {

@@ -11,12 +11,7 @@ use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{mobix_shared as mobix, repo, shared_store as store, tool};
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{mobix_shared as mobix, ok, repo, shared_store as store, tool};
 
 /// The emulated phone in fastboot mode, killed when dropped.
 struct Phone {

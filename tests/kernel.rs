@@ -5,15 +5,11 @@
 //! about 6 minutes on 2 cores.
 
 mod common;
-use common::copy_dir;
+use common::{copy_dir, repo};
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn store() -> PathBuf {
     repo().join("target/mobix-test-store")

@@ -5,16 +5,11 @@
 //! what they need; the phone runs both programs as health checks.
 
 mod common;
-use common::{mobix_in as mobix, repo, store_names, tool};
+use common::{mobix_in as mobix, ok, repo, store_names, tool};
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::process::Command;
 
 const CONFIG: &str = "\
 packages: [mmc-utils, tree]

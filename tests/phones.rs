@@ -4,16 +4,12 @@
 //! partitions. The phones use their substitute kernel (Debian's arm64 6.12 package).
 
 mod common;
-use common::tool;
+use common::{repo, tool};
 use mobix::format::{arm64, bootimg::BootImage, compress, cpio, vbmeta};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));

@@ -3,7 +3,7 @@
 //! killed with SIGKILL at random moments that leave a store `mobix store verify` accepts.
 
 mod common;
-use common::{mobix_in as mobix, repo_copy, store_names};
+use common::{mobix_in as mobix, ok, repo_copy, store_names};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,11 +11,6 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn build(t: &Path, store: &str, out: &str, extra: &[&str]) -> Output {
     let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--out", out];

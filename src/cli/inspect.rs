@@ -60,7 +60,9 @@ pub enum SparseAction {
 
 #[derive(Subcommand, Debug)]
 pub enum VbmetaAction {
+    /// Print the header and the descriptors.
     Info(InfoArgs),
+    /// Write the header, descriptors and a JSON description into a directory.
     Unpack(UnpackArgs),
     /// Rebuild from an unpacked directory, or write the minimal image with verification
     /// and/or verity disabled.
@@ -71,6 +73,7 @@ pub enum VbmetaAction {
 pub enum CpioAction {
     /// List the entries.
     Info(InfoArgs),
+    /// Extract the entries (tree/) and a JSON description into a directory.
     Unpack(UnpackArgs),
     /// Archive a directory deterministically (sorted, uid/gid 0, mtime 0); a directory
     /// written by unpack is archived as it was (its tree/, with its compression).
@@ -106,6 +109,7 @@ pub struct PackArgs {
 
 #[derive(Args, Debug)]
 pub struct SparseUnpackArgs {
+    /// The sparse image.
     file: PathBuf,
     /// The raw image to write.
     #[arg(long, short)]
@@ -136,6 +140,7 @@ pub struct SparsePackArgs {
 pub struct VbmetaPackArgs {
     /// Directory written by unpack (omit with --flags).
     dir: Option<PathBuf>,
+    /// The file to write.
     #[arg(long, short)]
     out: PathBuf,
     /// Write the minimal image with these flags: 1 disables verity, 2 verification, 3 both.
@@ -150,6 +155,7 @@ pub struct VbmetaPackArgs {
 pub struct CpioPackArgs {
     /// Directory to archive.
     dir: PathBuf,
+    /// The archive to write.
     #[arg(long, short)]
     out: PathBuf,
     /// none, gzip, lz4, xz or zstd [default: as unpacked, else none].

@@ -94,6 +94,7 @@ enum LockCmd {
     /// Pin a new package at apt's candidate version: an arm64 binary package (`deb`, for
     /// `packages:` and profiles) or a source package (`source`, for `packages/` specs).
     Add {
+        /// `deb`: an arm64 binary package; `source`: a Debian source package.
         #[arg(value_enum)]
         kind: LockKind,
         /// The entry's name in mobix.lock.
@@ -358,7 +359,9 @@ enum GenCmd {
     Diff {
         #[command(flatten)]
         target: GenTarget,
+        /// The older generation.
         a: u32,
+        /// The newer generation.
         b: u32,
     },
     /// Forget generation N: later system images no longer carry it (its store paths stay
@@ -367,7 +370,9 @@ enum GenCmd {
     Delete {
         #[command(flatten)]
         target: GenTarget,
+        /// The generation to forget.
         number: u32,
+        /// Delete it even if the phone still needs it (booted, default or last good).
         #[arg(long)]
         force: bool,
     },

@@ -26,22 +26,33 @@ pub enum StoreCmd {
     },
     /// Show why A depends on B: a chain of references from A to B, with the file in each
     /// path that mentions the next.
-    WhyDepends { a: String, b: String },
+    WhyDepends {
+        /// The path that (perhaps) depends.
+        a: String,
+        /// The path depended on.
+        b: String,
+    },
     /// Rehash store paths (default: all) against the hashes recorded when they were added,
     /// and check their references are present. Exit 1 when something is wrong.
-    Verify { paths: Vec<String> },
+    Verify {
+        /// Store paths to check (default: every path in the store).
+        paths: Vec<String>,
+    },
     /// Make a signing key for binary caches: FILE (secret, mode 0600) and FILE.pub.
     Keygen {
         /// Who signs (shown in caches and errors), e.g. `team-ci-1`.
         name: String,
+        /// Where the secret key goes (the public key goes to FILE.pub).
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
     /// Write store paths and their closures to a binary cache directory, signed (an out
     /// directory: its toplevel and images).
     Export {
+        /// Store paths, files in the store or out directories to export.
         #[arg(required = true)]
         paths: Vec<String>,
+        /// The binary cache directory (created if missing).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
         /// The secret key to sign with (`mobix store keygen`).
@@ -51,6 +62,7 @@ pub enum StoreCmd {
     /// Add store paths from a binary cache directory (default: all it has), checking each
     /// signature, archive hash and content hash.
     Import {
+        /// The binary cache directory.
         dir: PathBuf,
         /// Only these paths (and what they refer to).
         paths: Vec<String>,

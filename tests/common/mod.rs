@@ -67,6 +67,12 @@ pub fn repo_copy(dest: &Path) {
     std::fs::copy(repo.join("mobix.lock"), dest.join("mobix.lock")).unwrap();
 }
 
+/// The stdout of a mobix run that must have succeeded (else the test fails with its stderr).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "mobix failed ({}):\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The mobix tree these tests run from.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
