@@ -1,9 +1,10 @@
 //! mobix: declarative, reproducible system images for aarch64 Android phones.
 //!
-//! The pipeline, one module per stage (see DESIGN.md):
-//! [`profile`] → [`plan`] → [`store`] (running [`build`]ers) → closure → [`image`] →
-//! [`generation`] → flash / [`vm`]. [`format`] holds the pure codecs every stage uses and
-//! [`cli`] is the only part that knows about the terminal.
+//! The pipeline, one module per stage (ARCHITECTURE.md is the map, with the layering
+//! `tests/layers.rs` enforces): [`profile`] → [`plan`] → [`store`] (running [`build`]ers)
+//! → [`generation`] → [`publish`] → [`flash`] / [`vm`], wired once in [`pipeline`].
+//! [`format`] holds the pure codecs every stage uses and [`cli`] is the only part that
+//! knows about the terminal.
 
 pub mod build;
 pub mod cli;

@@ -1,6 +1,6 @@
 //! The fastboot protocol without any I/O: commands as the host sends them, replies as the
 //! device sends them, and the lenient reading of variable values that real bootloaders
-//! need (see `../shared/reference/android-formats.md`, fastboot). Both the client and the
+//! need (AOSP's fastboot client and fastbootd are the reference). Both the client and the
 //! emulated phone's device side use these.
 
 /// Longest command a device accepts (fastboot's `FB_COMMAND_SZ`).

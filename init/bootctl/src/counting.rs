@@ -1,6 +1,6 @@
 //! Boot counting and automatic fallback, as a pure state machine over the boot-state
-//! record (semantics of systemd's Automatic Boot Assessment; see DESIGN.md and
-//! shared/reference/boot-counting.md §6.4-6.5).
+//! record (the semantics of systemd's Automatic Boot Assessment; ARCHITECTURE.md says who
+//! uses it).
 //!
 //! Stage-1 decrements a trial's tries *before* booting it and persists that first, so a
 //! crash at any later point counts as a failed try without anyone detecting it. A trial

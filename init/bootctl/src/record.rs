@@ -3,8 +3,7 @@
 //! the reader takes the valid copy with the highest sequence number, the writer writes the
 //! other copy with the next one, so a write torn by a crash leaves the older copy intact.
 //!
-//! Pipeline stage: format (pure). Layout (little-endian), after the design in
-//! shared/reference/boot-counting.md §6.3: magic "PHGEN\0\1", version u16, seq u64,
+//! Pipeline stage: format (pure). Layout (little-endian): magic "PHGEN\0\1", version u16, seq u64,
 //! default_gen u32, booted_gen u32, last_good[2] u32, pending_slot {from u8, to u8,
 //! gen u32, valid u8}, entry count u8, entries {gen u32, id [16]u8, kernel_slot u8,
 //! tries_left u8, tries_done u8, status u8, bad_reason u8} (at most 32), then CRC-32 (as
