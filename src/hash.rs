@@ -12,6 +12,21 @@ use std::path::Path;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256Digest([u8; 32]);
 
+/// In JSON a digest is its lowercase hex, as sha256sum prints it; anything else is refused.
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Sha256Digest::parse_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a lowercase hex sha256")))
+    }
+}
+
 impl Sha256Digest {
     pub fn of(data: &[u8]) -> Self {
         Sha256Digest(Sha256::digest(data).into())
@@ -143,6 +158,17 @@ pub fn sha256_tree(root: &Path, skip: &dyn Fn(&str) -> bool) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_its_hex_in_json_and_nothing_else_parses() {
+        let d = Sha256Digest::of(b"mobix");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.hex()));
+        assert_eq!(serde_json::from_str::<Sha256Digest>(&json).unwrap(), d);
+        for bad in ["\"abc\"", &format!("\"{}\"", d.hex().to_uppercase()), "12"] {
+            assert!(serde_json::from_str::<Sha256Digest>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn nix32_matches_nix() {

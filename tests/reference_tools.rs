@@ -182,7 +182,7 @@ fn sgdisk_accepts_our_disks() {
     let v = run(Command::new("sgdisk").arg("-v").arg(&disk));
     assert!(v.contains("No problems found"), "{v}");
     let p = run(Command::new("sgdisk").arg("-p").arg(&disk));
-    for (name, start, size) in &layout.partitions {
+    for mobix::vm::Extent { name, offset: start, size } in &layout.partitions {
         let line = p
             .lines()
             .find(|l| l.split_whitespace().last() == Some(name.as_str()))

@@ -933,7 +933,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let mut images = std::collections::BTreeMap::new();
     for (name, info) in &manifest.images {
         let path = publish::image_file_linked(&store, &out, &manifest, name)?;
-        images.insert(name.clone(), flash::Image { path, sha256: info.sha256.clone() });
+        images.insert(name.clone(), flash::Image { path, sha256: info.sha256.hex() });
     }
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
     let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);

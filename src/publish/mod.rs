@@ -20,7 +20,7 @@ pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageInfo {
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     pub size: u64,
     pub store_path: StorePath,
 }
@@ -163,7 +163,7 @@ pub fn publish(
             let file = dir.join(&name);
             let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
             util::symlink_atomic(&file, &out.join(&name))?;
-            images.insert(name, ImageInfo { sha256: digest.hex(), size, store_path: (*sp).clone() });
+            images.insert(name, ImageInfo { sha256: digest, size, store_path: (*sp).clone() });
         }
     }
     // A link an earlier build made to an image this one does not have (system.ext4 before
@@ -247,7 +247,7 @@ pub fn image_file(out: &Path, m: &Manifest, name: &str) -> Result<PathBuf> {
     let info = m.images.get(name).with_context(|| format!("the build in {} has no {name}", out.display()))?;
     let p = out.join(name);
     let got = crate::hash::sha256_file(&p).map_err(|e| util::user_error(e, format!("reading {}", p.display())))?;
-    if Some(got) != Sha256Digest::parse_hex(&info.sha256) {
+    if got != info.sha256 {
         return Err(util::Fail::new(format!(
             "{} does not match manifest.json (sha256 {} expected, {} found)",
             p.display(),

@@ -33,18 +33,26 @@ pub const POWEROFF_ARG: &str = "mobix.poweroff";
 
 const MIB: u64 = 1 << 20;
 
+/// Where one partition lies on the emulated phone's disk, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
 /// Where each partition landed on the disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
     pub sector_size: u64,
     /// (GPT name, first byte, size in bytes), in profile order.
-    pub partitions: Vec<(String, u64, u64)>,
+    pub partitions: Vec<Extent>,
     pub disk_size: u64,
 }
 
 impl Layout {
     pub fn find(&self, name: &str) -> Option<(u64, u64)> {
-        self.partitions.iter().find(|p| p.0 == name).map(|p| (p.1, p.2))
+        self.partitions.iter().find(|p| p.name == name).map(|p| (p.offset, p.size))
     }
 }
 
@@ -100,7 +108,9 @@ pub fn create_disk_with(profile: &Profile, path: &Path, pow2: bool) -> Result<La
     let table = gpt::create(&mut f, disk_size, ss, guid, MIB, &requests)
         .with_context(|| format!("partitioning {}", path.display()))?;
     f.sync_all()?;
-    let partitions = table.partitions.iter().map(|p| (p.name.clone(), p.offset(ss), p.size(ss))).collect();
+    let partitions = (table.partitions.iter())
+        .map(|p| Extent { name: p.name.clone(), offset: p.offset(ss), size: p.size(ss) })
+        .collect();
     Ok(Layout { sector_size: ss, partitions, disk_size })
 }
 
@@ -253,10 +263,11 @@ pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
     let mut f = fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
     let table = gpt::read(&mut f, Some(ss))
         .map_err(|e| util::user_error(e, format!("reading the GPT of {}", disk.display())))?;
-    let partitions: Vec<(String, u64, u64)> =
-        table.partitions.iter().map(|p| (p.name.clone(), p.offset(ss), p.size(ss))).collect();
+    let partitions: Vec<Extent> = (table.partitions.iter())
+        .map(|p| Extent { name: p.name.clone(), offset: p.offset(ss), size: p.size(ss) })
+        .collect();
     for (name, _) in profile.device.gpt_partitions() {
-        if !partitions.iter().any(|p| p.0 == name) {
+        if !partitions.iter().any(|p| p.name == name) {
             return Err(Fail::new(format!("{} has no partition {name}, which the profile has", disk.display()))
                 .hint("delete it to start a fresh emulated phone")
                 .into());
