@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod publish;
+pub mod report;
 pub mod store;
 pub mod util;
 pub mod vm;

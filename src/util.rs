@@ -1,6 +1,6 @@
 //! Small helpers every stage shares: running external tools with useful errors, atomic
 //! writes, walking and normalising file trees, and the marker that makes an error a
-//! user's mistake (exit 1) rather than an internal failure (exit 2).
+//! user's mistake (exit 1) rather than an internal failure (exit 2). Nothing here prints.
 
 use anyhow::{Context, Result};
 use std::fs;
@@ -280,90 +280,6 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Serialises writes to the terminal between [`say`] and a running [`Ticker`].
-static TERM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn stderr_is_tty() -> bool {
-    // SAFETY: isatty on a file descriptor number; no memory involved.
-    unsafe { libc::isatty(2) == 1 }
-}
-
-/// Prints one progress line on stderr (`mobix: …`), first clearing a ticker's line.
-pub fn say(msg: &str) {
-    let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
-    if stderr_is_tty() {
-        eprint!("\r\x1b[K");
-    }
-    eprintln!("mobix: {msg}");
-}
-
-/// A live status line for a step that runs a while, redrawn ten times a second below the
-/// progress lines, on a terminal only; gone when dropped. A bar of the whole run ([`Step`])
-/// leads it (`[#######-------------]  5/17 ⠙ building sw (sw) 3.4s`).
-pub struct Ticker {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Where a step stands in a run of `total` steps, `done` of them finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub done: usize,
-    pub total: usize,
-}
-
-/// The status line's text at `elapsed` seconds, frame `i`.
-pub fn status_line(label: &str, step: Step, elapsed: f64, i: usize) -> String {
-    let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-    let spin = frames[i % frames.len()];
-    match step {
-        Step { done, total } if total > 0 => {
-            const WIDTH: usize = 20;
-            let filled = (done.min(total) * WIDTH) / total;
-            let w = total.to_string().len();
-            format!(
-                "[{}{}] {done:>w$}/{total} {spin} {label} {elapsed:.1}s",
-                "#".repeat(filled),
-                "-".repeat(WIDTH - filled)
-            )
-        }
-        _ => format!("{spin} {label} {elapsed:.1}s"),
-    }
-}
-
-impl Ticker {
-    pub fn start(label: String, step: Step) -> Ticker {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let thread = stderr_is_tty().then(|| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let t0 = std::time::Instant::now();
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    {
-                        let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
-                        eprint!("\r\x1b[K{}", status_line(&label, step, t0.elapsed().as_secs_f64(), i));
-                    }
-                    i += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                let _g = TERM.lock().unwrap_or_else(|e| e.into_inner());
-                eprint!("\r\x1b[K");
-            })
-        });
-        Ticker { stop, thread }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,17 +292,6 @@ mod tests {
         assert!(s.contains("boom"), "{s}");
         let err = run(&mut Command::new("mobix-no-such-tool")).unwrap_err();
         assert!(find_fail(&err).is_some(), "a missing tool is the user's to fix");
-    }
-
-    #[test]
-    fn the_status_line_draws_the_run_as_a_bar() {
-        assert_eq!(
-            status_line("building sw (sw)", Step { done: 5, total: 17 }, 3.44, 1),
-            "[#####---------------]  5/17 ⠙ building sw (sw) 3.4s"
-        );
-        assert!(status_line("x", Step { done: 17, total: 17 }, 0.0, 0).starts_with("[####################] 17/17"));
-        assert!(status_line("x", Step { done: 0, total: 3 }, 0.0, 0).starts_with("[--------------------] 0/3"));
-        assert_eq!(status_line("x", Step { done: 0, total: 0 }, 1.0, 0), "⠋ x 1.0s");
     }
 
     #[test]

@@ -181,6 +181,31 @@ fn modules_import_only_layers_below_them() {
     assert!(bad.is_empty(), "imports against the layering (ARCHITECTURE.md):\n{}", bad.join("\n"));
 }
 
+/// Files outside `cli` that print to the terminal themselves.
+fn printers(src_dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    sources(src_dir, &[], &mut files);
+    let mut bad = Vec::new();
+    for (path, file) in files {
+        if path.first().is_some_and(|m| m == "cli") || path.is_empty() {
+            continue;
+        }
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        for mac in ["println!", "eprintln!", "print!", "eprint!", "dbg!"] {
+            if code.match_indices(mac).any(|(i, _)| !code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')) {
+                bad.push(format!("{}: {mac}", file.display()));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn only_the_cli_talks_to_the_terminal() {
+    let bad = printers(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(bad.is_empty(), "printing outside cli (report progress as events instead):\n{}", bad.join("\n"));
+}
+
 #[test]
 fn every_top_level_module_has_a_layer() {
     let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
@@ -204,7 +229,12 @@ fn the_checker_finds_planted_upward_imports() {
     std::fs::write(src.join("format/mod.rs"), "use crate::format::x;\nuse super::util;\n").unwrap();
     std::fs::write(src.join("plan/mod.rs"), "use crate::{\n    profile::Profile,\n    build::{self, Ctx},\n};\n")
         .unwrap();
-    std::fs::write(src.join("plan/kconfig.rs"), "use super::Planned;\nfn f() { crate::vm::run(); }\n").unwrap();
+    std::fs::write(src.join("plan/kconfig.rs"), "use super::Planned;\nfn f() { crate::vm::run(); eprintln!(); }\n")
+        .unwrap();
+    std::fs::create_dir_all(src.join("cli")).unwrap();
+    std::fs::write(src.join("cli/mod.rs"), "fn f() { println!(\"fine here\"); }\n").unwrap();
+    let p = printers(src);
+    assert!(p.len() == 1 && p[0].ends_with("plan/kconfig.rs: eprintln!"), "{p:?}");
     let bad = violations(src);
     let mut names: Vec<&str> = bad.iter().map(|l| l.rsplit_once('/').map_or(l.as_str(), |(_, t)| t)).collect();
     names.sort();

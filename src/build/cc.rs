@@ -74,12 +74,12 @@ pub fn build(
     let name = &planned.recipe.name;
     let src = ctx.input(planned, "source")?;
     let work = out.parent().context("output has a parent")?.join("work");
-    (ctx.progress)(&format!("unpacking the source of {name} and applying Debian's patches"));
+    ctx.progress.note(&format!("unpacking the source of {name} and applying Debian's patches"));
     let tree = source::unpack(&src, &work)?;
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut flags = vec!["-O2".to_string(), format!("-ffile-prefix-map={}=/build", tree.display())];
     flags.extend(cflags.iter().cloned());
-    (ctx.progress)(&format!("building {name} (make {})", make_args.join(" ")));
+    ctx.progress.note(&format!("building {name} (make {})", make_args.join(" ")));
     let mut make = Command::new("make");
     make.arg("-C")
         .arg(&tree)

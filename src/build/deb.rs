@@ -20,10 +20,10 @@ pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
         if sha256_file(&file)? == want {
             return Ok(file);
         }
-        (ctx.progress)(&format!("cached {} does not match its pin; downloading again", file.display()));
+        ctx.progress.note(&format!("cached {} does not match its pin; downloading again", file.display()));
         fs::remove_file(&file)?;
     }
-    (ctx.progress)(&format!("downloading {} with apt-get", pin.apt_spec()));
+    ctx.progress.note(&format!("downloading {} with apt-get", pin.apt_spec()));
     let partial = ctx.downloads.join(format!(".partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial)?;

@@ -155,7 +155,7 @@ pub fn system_image(
     let t0 = std::time::Instant::now();
     let step = |what: &str| {
         if std::env::var_os("MOBIX_TIMING").is_some() {
-            (ctx.progress)(&format!("  system image: {what} at {:.2}s", t0.elapsed().as_secs_f64()));
+            ctx.progress.note(&format!("  system image: {what} at {:.2}s", t0.elapsed().as_secs_f64()));
         }
     };
     fs::create_dir(out)?;

@@ -151,9 +151,9 @@ pub fn config(
 ) -> Result<()> {
     let pkg = ctx.input(planned, "source")?;
     let work = out.parent().context("output has a parent")?.join("work");
-    (ctx.progress)("unpacking the kernel source");
+    ctx.progress.note("unpacking the kernel source");
     let tree = unpack_source(&pkg, &work)?;
-    (ctx.progress)(&format!(
+    ctx.progress.note(&format!(
         "assembling the kernel configuration ({base} + {} fragments + mobix's options)",
         fragments.len()
     ));
@@ -187,7 +187,7 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
     }
     let pkg = ctx.input(planned, "source")?;
     let work = out.parent().context("output has a parent")?.join("work");
-    (ctx.progress)("unpacking the kernel source");
+    ctx.progress.note("unpacking the kernel source");
     let tree = unpack_source(&pkg, &work)?;
     let build = work.join("build");
     fs::create_dir_all(&build)?;
@@ -204,7 +204,7 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
     if has_dtbs {
         targets.push("dtbs");
     }
-    (ctx.progress)(&format!("compiling the kernel ({}; -j{jobs}; this takes minutes)", targets.join(", ")));
+    ctx.progress.note(&format!("compiling the kernel ({}; -j{jobs}; this takes minutes)", targets.join(", ")));
     let mut args = vec!["-j", jobs.as_str()];
     args.extend(&targets);
     util::run(&mut make(&tree, &build, arch, &args))?;

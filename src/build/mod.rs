@@ -32,7 +32,7 @@ pub struct Ctx<'a> {
     pub downloads: PathBuf,
     /// Cache of cargo's target directories, so dependencies are compiled once per host.
     pub cargo_cache: PathBuf,
-    pub progress: &'a dyn Fn(&str),
+    pub progress: &'a dyn crate::report::Reporter,
     /// Binary caches to take paths from before building them (`--substituter`).
     pub substituters: Vec<PathBuf>,
     /// Keys whose signatures on cache entries are trusted (`--trust`).
@@ -130,18 +130,18 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     // The bar counts what is left to do: paths to build or substitute.
     let total = order.iter().filter(|p| !ctx.store.contains(p)).count();
     for path in order {
-        let step = util::Step { done: report.built.len() + report.substituted.len(), total };
+        let done = report.built.len() + report.substituted.len();
         if ctx.store.contains(path) {
             report.cached += 1;
             continue;
         }
         if let Some(dir) = substitute.get(path) {
             let t0 = Instant::now();
-            let _ticker = util::Ticker::start(format!("substituting {}", path.name()), step);
+            let _step = crate::report::step(ctx.progress, &format!("substituting {}", path.name()), done, total);
             let before = ctx.store.paths()?.len();
             crate::store::cache::import(ctx.store, &lock, dir, path, &ctx.trusted)
                 .with_context(|| format!("substituting {path} from {}", dir.display()))?;
-            (ctx.progress)(&format!(
+            ctx.progress.note(&format!(
                 "substituted {} from {} ({} store paths, {:.1}s)",
                 path.name(),
                 dir.display(),
@@ -158,18 +158,16 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         let built = ctx
             .store
             .realise(&lock, &planned.path, &candidates, |out| {
-                (ctx.progress)(&format!("building {} ({})", planned.path, planned.recipe.builder.kind()));
+                ctx.progress.note(&format!("building {} ({})", planned.path, planned.recipe.builder.kind()));
                 announced = true;
-                let _ticker = util::Ticker::start(
-                    format!("building {} ({})", planned.recipe.name, planned.recipe.builder.kind()),
-                    step,
-                );
+                let label = format!("building {} ({})", planned.recipe.name, planned.recipe.builder.kind());
+                let _step = crate::report::step(ctx.progress, &label, done, total);
                 build_one(ctx, planned, out)
             })
             .with_context(|| format!("building {}", planned.path))?;
         if built {
             if announced {
-                (ctx.progress)(&format!("built {} in {:.1}s", planned.recipe.name, t0.elapsed().as_secs_f64()));
+                ctx.progress.note(&format!("built {} in {:.1}s", planned.recipe.name, t0.elapsed().as_secs_f64()));
             }
             report.built.push(planned.path.clone());
         } else {

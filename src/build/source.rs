@@ -108,7 +108,7 @@ pub(crate) fn apt_options(ctx: &Ctx) -> Result<Vec<String>> {
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 24 * 3600));
     if changed || !fresh {
-        (ctx.progress)("updating the private apt source lists");
+        ctx.progress.note("updating the private apt source lists");
         // apt drops privileges to _apt for downloads; let it write there.
         let _ = Command::new("chown").arg("-R").arg("_apt").arg(&lists).stderr(Stdio::null()).status();
         util::run(Command::new("apt-get").args(&opts).args(["-q", "update"])).map_err(|e| {
@@ -129,14 +129,14 @@ pub fn fetch(ctx: &Ctx, pin: &SourcePin) -> Result<Vec<PathBuf>> {
     for f in pin.files.keys() {
         let p = dir.join(f);
         if p.exists() && sha256_file(&p)? != want(f)? {
-            (ctx.progress)(&format!("cached {} does not match its pin; downloading again", p.display()));
+            ctx.progress.note(&format!("cached {} does not match its pin; downloading again", p.display()));
             fs::remove_file(&p)?;
         }
         missing |= !p.exists();
     }
     if missing {
         let opts = apt_options(ctx)?;
-        (ctx.progress)(&format!("downloading the source of {} with apt-get", pin.apt_spec()));
+        ctx.progress.note(&format!("downloading the source of {} with apt-get", pin.apt_spec()));
         let partial = ctx.downloads.join(format!(".partial-src-{}", std::process::id()));
         let _ = fs::remove_dir_all(&partial);
         fs::create_dir_all(&partial)?;

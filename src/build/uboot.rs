@@ -28,9 +28,9 @@ fn make(tree: &Path, args: &[&str]) -> Command {
 pub fn build(ctx: &Ctx, planned: &Planned, defconfig: &str, fragments: &[(String, String)], out: &Path) -> Result<()> {
     let src = ctx.input(planned, "source")?;
     let work = out.parent().context("output has a parent")?.join("work");
-    (ctx.progress)("unpacking U-Boot's source and applying Debian's patches");
+    ctx.progress.note("unpacking U-Boot's source and applying Debian's patches");
     let tree = source::unpack(&src, &work)?;
-    (ctx.progress)(&format!("configuring U-Boot ({defconfig} + {} fragments)", fragments.len()));
+    ctx.progress.note(&format!("configuring U-Boot ({defconfig} + {} fragments)", fragments.len()));
     let (config, report) = kernel::assemble(&tree, &work.join("cfg"), ARCH, defconfig, fragments, "")?;
     if !report.dropped.is_empty() {
         return Err(Fail::new(format!(
@@ -45,7 +45,7 @@ pub fn build(ctx: &Ctx, planned: &Planned, defconfig: &str, fragments: &[(String
     fs::write(tree.join(".config"), &config)?;
     util::run(&mut make(&tree, &["olddefconfig"]))?;
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
-    (ctx.progress)(&format!("building U-Boot (make -j{jobs}, about a minute on 2 cores)"));
+    ctx.progress.note(&format!("building U-Boot (make -j{jobs}, about a minute on 2 cores)"));
     util::run(&mut make(&tree, &[&format!("-j{jobs}"), "u-boot.bin"]))?;
     fs::create_dir(out)?;
     fs::copy(tree.join("u-boot.bin"), out.join("u-boot.bin")).context("copying u-boot.bin")?;

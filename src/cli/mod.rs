@@ -5,11 +5,13 @@
 pub mod doctor;
 pub mod inspect;
 mod store;
+mod term;
 
 use crate::build::{self, Ctx};
 use crate::lock::Lock;
 use crate::plan;
 use crate::profile::{self, Profile};
+use crate::report::Reporter;
 use crate::store::Store;
 use crate::util::{self, Fail};
 use crate::{flash, generation, pipeline, publish, vm};
@@ -480,7 +482,7 @@ fn report(e: &anyhow::Error) -> ExitCode {
 }
 
 fn progress(msg: &str) {
-    util::say(msg);
+    term::TERMINAL.note(msg);
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -526,6 +528,11 @@ fn home_dir(env: &str, fallback: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
+/// The store, telling the terminal when it waits for another mobix process.
+fn open_store(g: &Global) -> Result<Store> {
+    Ok(Store::open(&store_dir(g))?.with_reporter(&*term::TERMINAL))
+}
+
 fn store_dir(g: &Global) -> PathBuf {
     g.store.clone().unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("mobix/store"))
 }
@@ -542,7 +549,7 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
         store,
         downloads: cache_dir().join("downloads"),
         cargo_cache: cache_dir().join("cargo-target"),
-        progress: &progress,
+        progress: &*term::TERMINAL,
         substituters: Vec::new(),
         trusted: Vec::new(),
         fetched: Default::default(),
@@ -588,7 +595,7 @@ fn cmd_lock_add(g: &Global, kind: LockKind, name: &str, package: Option<&str>, d
             if !depends.is_empty() {
                 return Err(Fail::new("--depends is for debs entries; a source package's build needs none").into());
             }
-            let store = Store::open(&store_dir(g))?;
+            let store = open_store(g)?;
             let ctx = builder_ctx(&store);
             let ask = crate::lock::SourcePin {
                 package: package.to_string(),
@@ -648,7 +655,7 @@ fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Result<ExitCo
         }
     }
     if lock.sources.keys().any(|n| wanted(n)) {
-        let store = Store::open(&store_dir(g))?;
+        let store = open_store(g)?;
         let ctx = builder_ctx(&store);
         for (name, pin) in lock.sources.iter_mut().filter(|(n, _)| wanted(n)) {
             let new = anyhow::Context::with_context(build::source::candidate(&ctx, pin), || {
@@ -681,7 +688,7 @@ fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
     let inputs = pipeline::host_facts(&repo, &profile, a.kernel_from.into())?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
@@ -754,7 +761,7 @@ fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: BootloaderArg) -> Re
     let spec = profile::load_u_boot(repo, name)?;
     let lock = Lock::load(repo)?;
     let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version()?)?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
 }
@@ -764,7 +771,7 @@ fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let ctx = builder_ctx(&store);
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir().join(format!("scenario-{name}"));
@@ -797,7 +804,7 @@ fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
     if let Some(state) = vm::read_state(&profile, &prepared)? {
-        let store = Store::open(&store_dir(g))?;
+        let store = open_store(g)?;
         generation::save_ledger(&store, &profile.instance(), &state)?;
     }
     if a.json {
@@ -823,7 +830,7 @@ fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         return cmd_fastboot_mode(g, a);
     }
     let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
-    let status = vm::run(&profile, &prepared, &a.append)?;
+    let status = vm::run(&profile, &prepared, &a.append, &progress)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -893,7 +900,7 @@ fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         drop(listener);
         progress(&format!("booting the {} bytes sent from RAM", image.len()));
         let dir = a.target.out_dir().join("phone");
-        let status = vm::boot_from_ram(&profile, &dir, &disk, &image, slot, &a.append)?;
+        let status = vm::boot_from_ram(&profile, &dir, &disk, &image, slot, &a.append, &progress)?;
         return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     progress(&format!("left fastboot mode ({left:?})"));
@@ -929,7 +936,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let mut images = std::collections::BTreeMap::new();
     for (name, info) in &manifest.images {
         let path = publish::image_file_linked(&store, &out, &manifest, name)?;
@@ -954,7 +961,7 @@ fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         reboot: a.reboot,
         set_active: a.set_active,
     };
-    let report = flash::run(&mut client, &plan, &images, &opts, &flashed, &progress)?;
+    let report = flash::run(&mut client, &plan, &images, &opts, &flashed, &*term::TERMINAL)?;
     for note in &report.assumed {
         progress(&format!("assumed: {note}"));
     }
@@ -990,7 +997,7 @@ fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile =
         profile::load_with(&repo, &t.device, profile::Selection { variant: t.variant.as_deref(), config: None })?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let all = generation::list(&store, &profile.instance())?;
     let get = |n: u32| -> Result<&generation::Record> {
         all.get(&n).ok_or_else(|| {
@@ -1103,7 +1110,7 @@ fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: bool) -> Resul
     let repo = find_repo(g)?;
     let profile = t.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let ctx = builder_ctx(&store);
     let inputs = pipeline::image_facts(&repo, &profile)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
@@ -1143,7 +1150,7 @@ fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
-    let store = Store::open(&store_dir(g))?;
+    let store = open_store(g)?;
     let ctx = builder_ctx(&store);
     build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
     let dir = store.host_path(&cfg);

@@ -1,7 +1,7 @@
 //! `mobix store …` and `mobix gc`: looking into the store, checking it, sharing it,
 //! cleaning it.
 
-use super::{progress, store_dir, Global};
+use super::{progress, Global};
 use crate::generation;
 use crate::publish;
 use crate::store::{cache, Store, StorePath};
@@ -128,7 +128,7 @@ fn present(store: &Store, p: &StorePath) -> Result<()> {
 }
 
 pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
-    let store = Store::open(&store_dir(g))?;
+    let store = super::open_store(g)?;
     match c {
         StoreCmd::Closure { paths, size } => {
             let roots = resolve_all(&store, paths)?;
@@ -358,7 +358,7 @@ fn gc_roots(store: &Store) -> Result<(Vec<StorePath>, usize, Vec<PathBuf>)> {
 }
 
 pub fn cmd_gc(g: &Global, a: &GcArgs) -> Result<ExitCode> {
-    let store = Store::open(&store_dir(g))?;
+    let store = super::open_store(g)?;
     let lock = store.lock()?;
     let (roots, records, outs) = gc_roots(&store)?;
     let live = store.closure(&roots).context("computing what the roots need")?;

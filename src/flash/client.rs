@@ -113,7 +113,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(t: Box<dyn Transport>) -> Client {
-        Client { t, on_info: Box::new(|m| eprintln!("(bootloader) {m}")), sent: Vec::new() }
+        Client { t, on_info: Box::new(|_| {}), sent: Vec::new() }
     }
 
     pub fn name(&self) -> String {

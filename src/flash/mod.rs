@@ -16,6 +16,7 @@ pub mod usb;
 
 use crate::format::sparse;
 use crate::publish::{FlashPlan, Step};
+use crate::report::{Event, Reporter};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use client::Client;
@@ -256,6 +257,15 @@ fn misc_switch(slot: Slot) -> Result<Vec<u8>> {
     let mut img = vec![0u8; misc::CONTROL_OFFSET + misc::CONTROL_SIZE];
     img[misc::CONTROL_OFFSET..].copy_from_slice(&c.encode());
     Ok(img)
+}
+
+/// Ends a byte transfer's progress when dropped (also when the transfer fails).
+struct BytesFinished<'a>(&'a dyn Reporter);
+
+impl Drop for BytesFinished<'_> {
+    fn drop(&mut self) {
+        self.0.event(Event::BytesFinished);
+    }
 }
 
 /// What the device said about itself before anything is decided: the probe's result.
@@ -547,7 +557,7 @@ pub fn run(
     images: &BTreeMap<String, Image>,
     opts: &Options,
     flashed_dir: &Path,
-    progress: &dyn Fn(&str),
+    progress: &dyn Reporter,
 ) -> Result<Report> {
     let dev = probe(client, plan, opts)?;
     let max = dev.max_download_size.filter(|n| *n > 0).unwrap_or(ASSUMED_MAX_DOWNLOAD);
@@ -624,7 +634,7 @@ fn execute(
     flashed_path: &Path,
     flashed: &mut Flashed,
     report: &mut Report,
-    progress: &dyn Fn(&str),
+    progress: &dyn Reporter,
 ) -> Result<()> {
     let mut written: Vec<String> = Vec::new();
     let fail_note = |written: &[String], left: &[Action]| {
@@ -651,7 +661,7 @@ fn execute(
             Action::Erase { partition } | Action::Flash { partition, .. } => {
                 match write_one(client, a, images, res.max_download_size, progress) {
                     Ok(d) => {
-                        progress(&d.summary());
+                        progress.note(&d.summary());
                         match a {
                             Action::Flash { image, .. } => {
                                 flashed.insert(partition.clone(), images[image].sha256.clone())
@@ -676,7 +686,7 @@ fn execute(
                 }
             }
             Action::Skip { partition, image } => {
-                progress(&format!("{partition}: unchanged since the last flash, skipped"));
+                progress.note(&format!("{partition}: unchanged since the last flash, skipped"));
                 report.steps.push(Done {
                     partition: partition.clone(),
                     action: "flash",
@@ -696,14 +706,14 @@ fn execute(
                 } else {
                     client.command(&Command::SetActive(slot.letter())).context(failed)?;
                 }
-                progress(&format!(
+                progress.note(&format!(
                     "slot {slot} is now active (it was {})",
                     res.current.map_or("?".to_string(), |c| c.to_string())
                 ));
             }
             Action::Reboot => {
                 client.command(&Command::Reboot)?;
-                progress("rebooting the phone");
+                progress.note("rebooting the phone");
             }
         }
     }
@@ -716,7 +726,7 @@ fn write_one(
     a: &Action,
     images: &BTreeMap<String, Image>,
     max_download: u64,
-    progress: &dyn Fn(&str),
+    progress: &dyn Reporter,
 ) -> Result<Done> {
     let t0 = Instant::now();
     match a {
@@ -737,24 +747,18 @@ fn write_one(
             let parts = pieces(&img.path, max_download, true)?;
             let total: u64 = parts.sizes.iter().sum();
             let mut sent = 0u64;
-            let mut last_shown = Instant::now();
+            let label = format!("{image} to {partition}");
+            let finish = BytesFinished(progress);
             for _ in 0..parts.sizes.len() {
                 let p = parts.rx.recv().context("the thread cutting the image's pieces died")??;
                 let base = sent;
                 client.download(&p, &mut |n| {
-                    if last_shown.elapsed().as_secs_f64() > 1.0 {
-                        last_shown = Instant::now();
-                        let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                        progress(&format!(
-                            "  {partition}: {} of {total} bytes ({:.1} MB/s)",
-                            base + n,
-                            (base + n) as f64 / secs / 1e6
-                        ));
-                    }
+                    progress.event(Event::Bytes { label: &label, done: base + n, total });
                 })?;
                 sent += p.len() as u64;
                 client.command(&Command::Flash(partition.clone()))?;
             }
+            drop(finish);
             Ok(Done {
                 partition: partition.clone(),
                 action: "flash",

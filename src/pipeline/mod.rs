@@ -15,6 +15,7 @@ use crate::lock::Lock;
 use crate::plan::{self, Inputs, KernelFrom, SystemPlan};
 use crate::profile::{self, Profile};
 use crate::publish::{self, Manifest};
+use crate::report::Reporter;
 use crate::store::{Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::Result;
@@ -198,7 +199,7 @@ impl Pipeline<'_> {
     pub fn build(&self, out: &Path) -> Result<Built> {
         let store = self.store();
         let sys = self.plan_system()?;
-        (self.ctx.progress)(&format!("kernel: {}", sys.kernel_origin));
+        self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut counts = Counts::default();
         counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
         let device = self.profile.instance();
@@ -326,7 +327,7 @@ pub fn carried_generations(
     store: &Store,
     profile: &Profile,
     rec: &generation::Record,
-    progress: &dyn Fn(&str),
+    progress: &dyn Reporter,
 ) -> Result<(BTreeMap<u32, StorePath>, bootstate::Record)> {
     let device = profile.instance();
     let current = rec.generation;
@@ -340,7 +341,7 @@ pub fn carried_generations(
     gens.retain(|n, top| {
         let present = store.contains(top);
         if !present && *n != current {
-            progress(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
+            progress.note(&format!("generation {n} is not carried: its toplevel {top} is no longer in the store"));
         }
         present || *n == current
     });

@@ -109,9 +109,11 @@ impl<'de> serde::Deserialize<'de> for StorePath {
 }
 
 /// A store directory on the host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Told when the store waits for another process.
+    reporter: &'static dyn crate::report::Reporter,
 }
 
 /// Held while building: other mobix processes wait for it.
@@ -128,7 +130,12 @@ impl Store {
                 .map_err(|e| util::user_error(e, format!("creating the store directory {}", d.display())))?;
         }
         let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-        Ok(Store { root })
+        Ok(Store { root, reporter: &crate::report::Silent })
+    }
+
+    /// The same store, telling `reporter` when it waits for another mobix process.
+    pub fn with_reporter(self, reporter: &'static dyn crate::report::Reporter) -> Store {
+        Store { reporter, ..self }
     }
 
     pub fn root(&self) -> &Path {
@@ -155,7 +162,8 @@ impl Store {
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            util::say(&format!("waiting for another mobix process to release the store lock {}", path.display()));
+            (self.reporter)
+                .note(&format!("waiting for another mobix process to release the store lock {}", path.display()));
             // SAFETY: as above.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
                 return Err(io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));

@@ -429,6 +429,7 @@ pub fn boot_from_ram(
     bytes: &[u8],
     slot: Option<Slot>,
     extra: &str,
+    progress: &dyn Fn(&str),
 ) -> Result<std::process::ExitStatus> {
     let loaded =
         load(dir, bytes, slot)?.map_err(|e| Fail::new(format!("the image sent to boot is not bootable: {e}")))?;
@@ -442,7 +443,7 @@ pub fn boot_from_ram(
     if let Some(dtb) = &loaded.dtb {
         c.arg("-dtb").arg(dtb);
     }
-    eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&c));
+    progress(&format!("{} (quit with Ctrl-A X)", util::show_command(&c)));
     let status =
         c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
     Ok(status)
@@ -1109,7 +1110,12 @@ pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn F
 
 /// Boots the prepared phone with the console on this terminal; a guest restart is a power
 /// cycle through the bootloader again, a power-off (or quitting QEMU) ends it.
-pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::process::ExitStatus> {
+pub fn run(
+    profile: &Profile,
+    p: &Prepared,
+    extra_cmdline: &str,
+    progress: &dyn Fn(&str),
+) -> Result<std::process::ExitStatus> {
     loop {
         let mut cmd = match &p.firmware {
             Firmware::Model => {
@@ -1121,7 +1127,7 @@ pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::
             }
             Firmware::UBoot { bin } => qemu_u_boot(profile, p, bin, extra_cmdline)?,
         };
-        eprintln!("mobix: {} (quit with Ctrl-A X)", util::show_command(&cmd));
+        progress(&format!("{} (quit with Ctrl-A X)", util::show_command(&cmd)));
         cmd.stdout(Stdio::piped());
         let mut child =
             cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
@@ -1149,7 +1155,7 @@ pub fn run(profile: &Profile, p: &Prepared, extra_cmdline: &str) -> Result<std::
         if !restarted {
             return Ok(status);
         }
-        eprintln!("\nmobix: the phone restarted: power cycle through the bootloader");
+        progress("the phone restarted: power cycle through the bootloader");
     }
 }
 
