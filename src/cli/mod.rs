@@ -819,9 +819,22 @@ fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
         ));
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Fail::new(format!("{} did not boot: {}", profile.codename, outcome.reason))
-            .hint(format!("the whole serial log is in {}", outcome.serial_log.display()))
-            .into())
+        let hint = format!("the whole serial log is in {}", outcome.serial_log.display());
+        let msg = match outcome.fell_back_to {
+            Some(_) => format!(
+                "generation {} of {} did not boot: {}",
+                prepared.manifest.generation, profile.codename, outcome.reason
+            ),
+            None => format!("{} did not boot: {}", profile.codename, outcome.reason),
+        };
+        let hint = match outcome.fell_back_to {
+            Some(g) => format!(
+                "the phone keeps booting generation {g}; fix the system config and build again \
+                 (`mobix generations list` shows each generation's standing); {hint}"
+            ),
+            None => hint,
+        };
+        Err(Fail::new(msg).hint(hint).into())
     }
 }
 

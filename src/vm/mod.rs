@@ -229,7 +229,9 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
 
 /// Prepares a phone in `dir` from a boot image and a sparse system image: a fresh GPT disk
 /// with boot.img in `boot` (slot a on A/B phones) and the system partition written, as
-/// `fastboot flash` leaves a new phone.
+/// `fastboot flash` leaves a new phone. On A/B phones misc says what flashing slot a and
+/// `set_active` leave: slot a active with its tries, slot b (its boot partition empty)
+/// unbootable, so a failing generation falls back within slot a as on a phone.
 pub fn prepare_from(
     profile: &Profile,
     dir: &Path,
@@ -244,7 +246,18 @@ pub fn prepare_from(
     let slot_boot = if profile.device.is_ab() { "boot_a" } else { "boot" };
     write_partition(&disk, &layout, slot_boot, boot_bytes)?;
     write_sparse_partition(&disk, &layout, &profile.device.system.partition, system_img)?;
+    if profile.device.is_ab() {
+        patch_partition(&disk, &layout, "misc", misc::CONTROL_OFFSET as u64, &flashed_misc(Slot::A)?)?;
+    }
     Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model })
+}
+
+/// The A/B metadata of a phone whose `slot` was just flashed and made active and whose
+/// other slot holds nothing: `slot` first with fresh tries, the other unbootable.
+pub fn flashed_misc(slot: Slot) -> Result<[u8; misc::CONTROL_SIZE]> {
+    let mut c = misc::BootloaderControl::fresh(2, slot.index(), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    c.set_unbootable(slot.other().index()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(c.encode())
 }
 
 /// The emulated phone's own disk, `<out>/phone/disk.img`: what `mobix run --fastboot`
@@ -1010,8 +1023,32 @@ pub struct TestOutcome {
     pub seconds: f64,
     pub serial_log: PathBuf,
     pub reason: String,
+    /// The generation the phone fell back to by itself when the build's did not boot.
+    pub fell_back_to: Option<u32>,
     /// Every power cycle, in order.
     pub boots: Vec<Boot>,
+}
+
+/// What became of generation `g` in `boots`, in words: "failed its health check 3 times".
+pub fn failures_of(boots: &[Boot], g: u32) -> String {
+    let mine: Vec<&Boot> = boots.iter().filter(|b| b.generation == Some(g)).collect();
+    let count = |f: &dyn Fn(&Boot) -> bool| mine.iter().filter(|b| f(b)).count();
+    let times = |n: usize| if n == 1 { "once".to_string() } else { format!("{n} times") };
+    let mut what = Vec::new();
+    for (n, words) in [
+        (count(&|b| b.health_failed), "failed its health check"),
+        (count(&|b| b.trial_timeout), "missed its success point"),
+        (count(&|b| b.kernel_panic), "ended in a kernel panic"),
+    ] {
+        if n > 0 {
+            what.push(format!("{words} {}", times(n)));
+        }
+    }
+    match (mine.len(), what.is_empty()) {
+        (0, _) => "never booted".into(),
+        (n, true) => format!("booted {} without reaching boot-complete", times(n)),
+        _ => what.join(" and "),
+    }
 }
 
 mod interrupt {
@@ -1092,17 +1129,25 @@ pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn F
         seconds: boots.iter().map(|b| b.seconds).sum(),
         serial_log: log_path,
         reason: String::new(),
+        fell_back_to: None,
         boots: boots.clone(),
     };
-    if last.ending != Ending::Complete {
-        outcome.reason = format!("no boot-complete after {} power cycles; last: {}", boots.len(), last.note);
-    } else if last.generation == Some(p.manifest.generation) && last.toplevel.as_deref() == Some(want_top.as_str()) {
+    let want = p.manifest.generation;
+    if last.ending == Ending::Complete && last.generation == Some(want) && last.toplevel.as_deref() == Some(&want_top) {
         outcome.passed = true;
         outcome.reason = "boot-complete".into();
+    } else if let (Ending::Complete, Some(other)) = (last.ending, last.generation.filter(|g| *g != want)) {
+        outcome.fell_back_to = Some(other);
+        outcome.reason = format!(
+            "generation {want} {}; the phone fell back to generation {other}, which is good",
+            failures_of(&boots, want)
+        );
+    } else if last.ending != Ending::Complete {
+        outcome.reason = format!("no boot-complete after {} power cycles; last: {}", boots.len(), last.note);
     } else {
         outcome.reason = format!(
-            "booted generation {:?} toplevel {:?}, expected generation {} toplevel {want_top}",
-            last.generation, last.toplevel, p.manifest.generation
+            "booted generation {:?} toplevel {:?}, expected generation {want} toplevel {want_top}",
+            last.generation, last.toplevel
         );
     }
     Ok(outcome)

@@ -1,0 +1,67 @@
+//! The mission's headline in its simplest form, exactly as a user would try it: build a
+//! good generation and `mobix test` it; build one whose health check fails and `mobix test`
+//! again. The phone tries the bad one its N times and falls back to the good one by itself,
+//! and `mobix test` says so (exit 1: the build under test did not boot).
+
+use std::path::Path;
+
+mod common;
+use common::{mobix_shared as mobix, ok};
+
+fn build(out: &Path, config: &Path) -> u64 {
+    ok(&mobix(&[
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    m["generation"].as_u64().unwrap()
+}
+
+fn test(out: &Path) -> (std::process::Output, serde_json::Value) {
+    let o = mobix(&["test", "--device", "qemu-aarch64", "--json", "--out", out.to_str().unwrap()]);
+    let v = serde_json::from_slice(&o.stdout).expect("a JSON outcome, pass or fail");
+    (o, v)
+}
+
+#[test]
+fn a_bad_update_falls_back_by_itself_under_plain_mobix_test() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let good = t.path().join("good.yaml");
+    let bad = t.path().join("bad.yaml");
+    std::fs::write(&good, "hostname: plain-fallback\n").unwrap();
+    std::fs::write(&bad, "hostname: plain-fallback\nhealth_checks: [{name: bad, command: [\"false\"]}]\n").unwrap();
+
+    let g1 = build(&out, &good);
+    let (o, v) = test(&out);
+    assert!(o.status.success(), "the good generation boots: {v:#}");
+    assert_eq!(v["generation"].as_u64(), Some(g1));
+
+    let g2 = build(&out, &bad);
+    assert!(g2 > g1, "a new generation: {g1} then {g2}");
+    let (o, v) = test(&out);
+    assert_eq!(o.status.code(), Some(1), "the generation under test did not boot: {v:#}");
+    let boots = v["boots"].as_array().unwrap();
+    let gens: Vec<(Option<u64>, bool)> =
+        boots.iter().map(|b| (b["generation"].as_u64(), b["health_failed"] == true)).collect();
+    assert_eq!(
+        gens,
+        [(Some(g2), true), (Some(g2), true), (Some(g2), true), (Some(g1), false)],
+        "tried its three times, then the good one: {v:#}"
+    );
+    assert!(boots.iter().all(|b| b["slot"] == "a"), "all within slot a: {v:#}");
+    assert_eq!(boots.last().unwrap()["ending"], "complete");
+    assert_eq!(v["fell_back_to"].as_u64(), Some(g1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let said = format!(
+        "error: generation {g2} of qemu-aarch64 did not boot: generation {g2} failed its health check 3 times; \
+         the phone fell back to generation {g1}, which is good"
+    );
+    assert!(err.contains(&said), "{err}");
+}
