@@ -33,7 +33,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 let s = match e.status {
                     Status::Trial => format!("trial, {} tries left", e.tries_left),
                     Status::Good => "good".into(),
-                    Status::Bad => format!("bad ({:?})", e.bad_reason).to_lowercase(),
+                    Status::Bad(r) => format!("bad ({})", r.name()),
                 };
                 println!("  {:>3}  {s}", e.generation);
             }
@@ -46,8 +46,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 .iter_mut()
                 .find(|e| e.generation == boot.generation)
                 .ok_or_else(|| format!("generation {} is not in the boot-state record", boot.generation))?;
-            e.status = Status::Bad;
-            e.bad_reason = BadReason::User;
+            e.status = Status::Bad(BadReason::User);
             r.seq += 1;
             state::write(loc, &r)?;
             println!("generation {} marked bad; the next boot takes another one", boot.generation);

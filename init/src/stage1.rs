@@ -113,8 +113,8 @@ fn pick(
     let (decision, next) = counting::select(record.as_ref(), &compatible, slot.map_or(0, |s| s.index() as u8));
     if let (Some(before), Some(after)) = (&record, &next) {
         for (b, a) in before.entries.iter().zip(&after.entries) {
-            if b.status != a.status && a.status == mobix_bootctl::record::Status::Bad {
-                say(&format!("generation {} is now bad ({:?})", a.generation, a.bad_reason).to_lowercase());
+            if let (false, mobix_bootctl::record::Status::Bad(why)) = (b.status.is_bad(), a.status) {
+                say(&format!("generation {} is now bad ({})", a.generation, why.name()));
             }
         }
     }

@@ -144,7 +144,7 @@ fn run_checks(checks: &[Check]) -> Result<()> {
 /// A/B slot successful. In degraded mode (the record was unreadable) writes a fresh
 /// record in which the running generation is the good default.
 pub fn bless(boot: &state::Boot) -> String {
-    use mobix_bootctl::record::{self, BadReason, Entry, Record, Status};
+    use mobix_bootctl::record::{self, Entry, Record, Status};
     let Some(loc) = &boot.state else { return "no boot-state record location".into() };
     let mut notes = Vec::new();
     let next = match (boot.mode.as_str(), state::read(loc)) {
@@ -159,7 +159,6 @@ pub fn bless(boot: &state::Boot) -> String {
                     tries_left: if g.generation == boot.generation { 0 } else { 1 },
                     tries_done: 0,
                     status: if g.generation == boot.generation { Status::Good } else { Status::Trial },
-                    bad_reason: BadReason::None,
                 })
                 .collect();
             entries.sort_by_key(|e| e.generation);

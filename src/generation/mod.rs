@@ -165,9 +165,7 @@ pub fn delete(store: &Store, device: &Codename, n: u32) -> Result<()> {
 /// The generation a rollback from `current` goes to: the newest older one the phone has
 /// not found bad (as far as the host knows).
 pub fn rollback_target(all: &BTreeMap<u32, Record>, current: u32, known: Option<&bootstate::Record>) -> Option<u32> {
-    let bad = |n: u32| {
-        known.is_some_and(|k| k.entries.iter().any(|e| e.generation == n && e.status == bootstate::Status::Bad))
-    };
+    let bad = |n: u32| known.is_some_and(|k| k.entries.iter().any(|e| e.generation == n && e.status.is_bad()));
     all.keys().rev().copied().find(|&n| n < current && !bad(n))
 }
 
@@ -211,7 +209,7 @@ pub fn initial_state(
     tries: u8,
     known: Option<&bootstate::Record>,
 ) -> bootstate::Record {
-    use bootstate::{BadReason, Entry, Status};
+    use bootstate::{Entry, Status};
     let mut entries: Vec<Entry> = carried
         .iter()
         .rev()
@@ -228,7 +226,6 @@ pub fn initial_state(
                     tries_left: if *n == current { tries } else { 1 },
                     tries_done: 0,
                     status: Status::Trial,
-                    bad_reason: BadReason::None,
                 },
             }
         })
@@ -375,7 +372,7 @@ mod tests {
         assert_eq!((first.default_gen, first.seq), (4, 1));
         // The phone found 4 good and 3 bad; generation 5 is built next.
         let mut phone = first.clone();
-        phone.entries[0].status = Status::Bad;
+        phone.entries[0].status = Status::Bad(bootstate::BadReason::Tries);
         phone.entries[1].status = Status::Good;
         phone.last_good = [4, 0];
         phone.booted_gen = 4;

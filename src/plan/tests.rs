@@ -122,6 +122,7 @@ fn a_debs_dependencies_are_its_inputs_and_change_its_path() {
 /// generation entries) is inside these recipes, so moving a type must not rename a path.
 #[test]
 fn the_qemu_profile_plans_to_golden_store_paths() {
+    use crate::format::bootstate::{BadReason, Entry, Status};
     let (p, l, i) = fixture();
     let s = system(&p, &l, &i).unwrap();
     let gens = BTreeMap::from([(1, s.toplevel.clone())]);
@@ -131,7 +132,17 @@ fn the_qemu_profile_plans_to_golden_store_paths() {
         booted_gen: 0,
         last_good: [0, 0],
         pending_slot: Default::default(),
-        entries: Vec::new(),
+        entries: vec![
+            Entry {
+                generation: 1,
+                id: [1; 16],
+                kernel_slot: 0,
+                tries_left: 0,
+                tries_done: 3,
+                status: Status::Bad(BadReason::Tries),
+            },
+            Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 3, tries_done: 0, status: Status::Trial },
+        ],
     };
     let (_, imgs) = images(&p, &s, &gens, &state, &i).unwrap();
     let got = [s.toplevel.base_name(), s.initrd.base_name(), imgs.boot.base_name(), imgs.system.base_name()];
@@ -141,7 +152,7 @@ const GOLDEN_QEMU: [&str; 4] = [
     "x0ijk9xsqh06v2xlkxz3v02fjjxbwp2v-mobix-system-qemu-aarch64",
     "j4w4s9g4zpi0s0sns215lm13wgj0x949-initrd",
     "sljaivhpb5lpdi4gs6djw4cl0iyj68y5-boot.img",
-    "3sgwmagclzldkp3crkm0jklqrpxzp3sk-system.img",
+    "iprjz52mpgngvbimzxj7z7bmzqzl273s-system.img",
 ];
 
 /// The phone contract from the host's side: what the plan writes for stage-1 and stage-2

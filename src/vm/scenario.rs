@@ -266,7 +266,7 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
     let st = r.state()?.context("no valid boot-state record")?;
     let e2 = r.entry(&st, 2);
     r.check(
-        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Tries && e.tries_done == TRIES),
+        e2.is_some_and(|e| e.status == Status::Bad(BadReason::Tries) && e.tries_done == TRIES),
         format!("generation 2 is bad after {TRIES} tries: {e2:?}"),
     );
     r.check(st.default_gen == 1, format!("generation 1 is the default again: {}", st.default_gen));
@@ -319,7 +319,7 @@ fn s4(r: &mut Run) -> Result<()> {
     let st = r.state()?.context("no valid boot-state record")?;
     let e2 = r.entry(&st, 2);
     r.check(
-        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Kernel),
+        e2.is_some_and(|e| e.status == Status::Bad(BadReason::Kernel)),
         format!("stage-1 marked generation 2 bad for its kernel: {e2:?}"),
     );
     r.check(!st.pending_slot.valid, "the pending slot switch is cleared");
@@ -359,7 +359,7 @@ fn s8(r: &mut Run) -> Result<()> {
     let st = r.state()?.context("no valid boot-state record")?;
     let e2 = r.entry(&st, 2);
     r.check(
-        e2.is_some_and(|e| e.status == Status::Bad && e.bad_reason == BadReason::Tries),
+        e2.is_some_and(|e| e.status == Status::Bad(BadReason::Tries)),
         format!("generation 2 is bad after its tries: {e2:?}"),
     );
     r.check(!st.pending_slot.valid, "the pending slot switch is cleared");
@@ -393,7 +393,7 @@ fn s5(r: &mut Run) -> Result<()> {
     r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
     r.check(boots[0].status.as_deref() == Some("degraded"), "a degraded boot of the newest generation");
     let st = r.state()?.context("stage-2 wrote no fresh record after the degraded boot")?;
-    r.check(st.entries.iter().all(|e| e.status != Status::Bad), format!("nothing marked bad: {:?}", st.entries));
+    r.check(st.entries.iter().all(|e| !e.status.is_bad()), format!("nothing marked bad: {:?}", st.entries));
     Ok(())
 }
 

@@ -30,7 +30,7 @@ pub fn slot_to_return_to(r: &Record, slot: u8) -> Option<u8> {
     }
     let other = 1 - slot;
     let g = r.last_good[other as usize];
-    (g != 0 && r.entries.iter().any(|e| e.generation == g && e.status != Status::Bad)).then_some(other)
+    (g != 0 && r.entries.iter().any(|e| e.generation == g && !e.status.is_bad())).then_some(other)
 }
 
 /// Stage-1's choice. `record` is what both copies gave (None: both corrupt); `present` the
@@ -51,20 +51,18 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
         let g = r.pending_slot.generation;
         // (Unless it was found bad already, e.g. its tries used up under the new kernel:
         // the first reason stays.)
-        if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g && e.status != Status::Bad) {
-            e.status = Status::Bad;
-            e.bad_reason = BadReason::Kernel;
+        if let Some(e) = r.entries.iter_mut().find(|e| e.generation == g && !e.status.is_bad()) {
+            e.status = Status::Bad(BadReason::Kernel);
         }
         r.pending_slot.valid = false;
     }
     for e in r.entries.iter_mut() {
         if e.status == Status::Trial && e.tries_left == 0 {
-            e.status = Status::Bad;
-            e.bad_reason = BadReason::Tries;
+            e.status = Status::Bad(BadReason::Tries);
         }
     }
     let mut candidates: Vec<&crate::record::Entry> =
-        r.entries.iter().filter(|e| e.status != Status::Bad && present.contains(&e.generation)).collect();
+        r.entries.iter().filter(|e| !e.status.is_bad() && present.contains(&e.generation)).collect();
     candidates.sort_by_key(|e| (e.generation != r.default_gen, std::cmp::Reverse(e.generation)));
     let decision = match candidates.first() {
         None => Decision::Rescue {
@@ -103,7 +101,7 @@ pub fn bless(rec: &Record) -> Record {
         r.last_good[(e.kernel_slot as usize).min(1)] = g;
     }
     // A default that failed gives way to the generation that just proved itself.
-    let default_ok = r.entries.iter().any(|e| e.generation == r.default_gen && e.status != Status::Bad);
+    let default_ok = r.entries.iter().any(|e| e.generation == r.default_gen && !e.status.is_bad());
     if !default_ok {
         r.default_gen = g;
     }
@@ -120,15 +118,7 @@ mod tests {
     use crate::record::{Entry, PendingSlot};
 
     fn entry(generation: u32, status: Status, tries: u8) -> Entry {
-        Entry {
-            generation,
-            id: [generation as u8; 16],
-            kernel_slot: 0,
-            tries_left: tries,
-            tries_done: 0,
-            status,
-            bad_reason: BadReason::None,
-        }
+        Entry { generation, id: [generation as u8; 16], kernel_slot: 0, tries_left: tries, tries_done: 0, status }
     }
 
     /// Generation 1 good; generation 2 a fresh trial with `tries` tries and the default.
@@ -160,7 +150,7 @@ mod tests {
         }
         assert_eq!(booted, [2, 2, 2, 1, 1, 1]);
         let g2 = r.entries.iter().find(|e| e.generation == 2).unwrap();
-        assert_eq!((g2.status, g2.bad_reason, g2.tries_done), (Status::Bad, BadReason::Tries, 3));
+        assert_eq!((g2.status, g2.tries_done), (Status::Bad(BadReason::Tries), 3));
     }
 
     #[test]
@@ -185,7 +175,7 @@ mod tests {
         let (d, next) = select(Some(&r), &[1, 2], 0);
         assert_eq!(d, Decision::Boot { generation: 1, trial: false });
         let n = next.unwrap();
-        assert_eq!((n.entries[1].status, n.entries[1].bad_reason), (Status::Bad, BadReason::Kernel));
+        assert_eq!(n.entries[1].status, Status::Bad(BadReason::Kernel));
         assert!(!n.pending_slot.valid);
     }
 
@@ -193,7 +183,7 @@ mod tests {
     fn corrupt_state_degrades_and_nothing_bootable_is_rescue() {
         assert_eq!(select(None, &[1, 3, 2], 0).0, Decision::Degraded { generation: 3 });
         let mut r = update(0);
-        r.entries[0].status = Status::Bad;
+        r.entries[0].status = Status::Bad(BadReason::User);
         assert!(matches!(select(Some(&r), &[1, 2], 0).0, Decision::Rescue { .. }));
     }
 
@@ -208,7 +198,7 @@ mod tests {
         assert_eq!(slot_to_return_to(&next, 1), Some(0));
         // Not when slot a's last good generation is bad too, or unknown.
         let mut bad = next.clone();
-        bad.entries.iter_mut().filter(|e| e.generation == 1).for_each(|e| e.status = Status::Bad);
+        bad.entries.iter_mut().filter(|e| e.generation == 1).for_each(|e| e.status = Status::Bad(BadReason::User));
         assert_eq!(slot_to_return_to(&bad, 1), None);
         let mut none = next.clone();
         none.last_good = [0, 0];
@@ -264,7 +254,7 @@ mod tests {
                     disk = bless(&disk);
                     blessed = true;
                 }
-                assert_ne!(disk.entries[0].status, Status::Bad, "the good generation is never marked bad");
+                assert!(!disk.entries[0].status.is_bad(), "the good generation is never marked bad");
                 if blessed {
                     assert_eq!(disk.entries[1].status, Status::Good, "a blessed generation stays good");
                 }
@@ -272,7 +262,7 @@ mod tests {
             if !blessed {
                 // After at most its tries, the update is bad and generation 1 boots.
                 let (d, _) = select(Some(&disk), &[1, 2], 0);
-                let settled = disk.entries[1].tries_left == 0 || disk.entries[1].status == Status::Bad;
+                let settled = disk.entries[1].tries_left == 0 || disk.entries[1].status.is_bad();
                 if settled {
                     assert_eq!(d, Decision::Boot { generation: 1, trial: false });
                     settled_runs += 1;

@@ -32,19 +32,34 @@ pub fn id_of(toplevel_base_name: &str) -> [u8; 16] {
 const ENTRY_LEN: usize = 4 + 16 + 5;
 const HEADER_LEN: usize = 7 + 2 + 8 + 4 + 4 + 8 + 7 + 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// A generation's standing; a bad one carries why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Trial,
     Good,
-    Bad,
+    Bad(BadReason),
+}
+
+impl Status {
+    pub fn is_bad(self) -> bool {
+        matches!(self, Status::Bad(_))
+    }
+
+    /// `trial`, `good` or `bad`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Trial => "trial",
+            Status::Good => "good",
+            Status::Bad(_) => "bad",
+        }
+    }
 }
 
 /// Why a generation became bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadReason {
-    None,
+    /// A record written without a reason (older versions, or by hand).
+    Unspecified,
     /// Its tries ran out without a blessing (crash, hang, failed health check).
     Tries,
     /// The bootloader went back to the old slot: the new kernel did not come up.
@@ -53,7 +68,7 @@ pub enum BadReason {
     User,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub generation: u32,
     /// The first 16 bytes of the toplevel's hash part: the generation's identity.
@@ -63,7 +78,48 @@ pub struct Entry {
     pub tries_left: u8,
     pub tries_done: u8,
     pub status: Status,
-    pub bad_reason: BadReason,
+}
+
+impl BadReason {
+    /// `tries`, `kernel`, `user` (and `none` for a reason never written).
+    pub fn name(self) -> &'static str {
+        match self {
+            BadReason::Unspecified => "none",
+            BadReason::Tries => "tries",
+            BadReason::Kernel => "kernel",
+            BadReason::User => "user",
+        }
+    }
+}
+
+/// In JSON an entry keeps the shape it always had (a `status` and a `bad_reason` field):
+/// the host's recipes hash it.
+impl serde::Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Wire {
+            generation: u32,
+            id: [u8; 16],
+            kernel_slot: u8,
+            tries_left: u8,
+            tries_done: u8,
+            status: &'static str,
+            bad_reason: &'static str,
+        }
+        Wire {
+            generation: self.generation,
+            id: self.id,
+            kernel_slot: self.kernel_slot,
+            tries_left: self.tries_left,
+            tries_done: self.tries_done,
+            status: self.status.name(),
+            bad_reason: match self.status {
+                Status::Bad(r) => r.name(),
+                _ => "none",
+            },
+        }
+        .serialize(s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -103,20 +159,20 @@ pub enum Error {
     BadField { index: usize, field: &'static str, value: u8 },
 }
 
-fn status_byte(s: Status) -> u8 {
+/// The status and bad-reason bytes of an entry.
+fn status_bytes(s: Status) -> [u8; 2] {
     match s {
-        Status::Trial => 0,
-        Status::Good => 1,
-        Status::Bad => 2,
-    }
-}
-
-fn reason_byte(r: BadReason) -> u8 {
-    match r {
-        BadReason::None => 0,
-        BadReason::Tries => 1,
-        BadReason::Kernel => 2,
-        BadReason::User => 3,
+        Status::Trial => [0, 0],
+        Status::Good => [1, 0],
+        Status::Bad(r) => [
+            2,
+            match r {
+                BadReason::Unspecified => 0,
+                BadReason::Tries => 1,
+                BadReason::Kernel => 2,
+                BadReason::User => 3,
+            },
+        ],
     }
 }
 
@@ -145,7 +201,8 @@ impl Record {
         for e in &self.entries {
             put(&e.generation.to_le_bytes());
             put(&e.id);
-            put(&[e.kernel_slot, e.tries_left, e.tries_done, status_byte(e.status), reason_byte(e.bad_reason)]);
+            let [status, reason] = status_bytes(e.status);
+            put(&[e.kernel_slot, e.tries_left, e.tries_done, status, reason]);
         }
         let crc = crc32(&b[..BLOCK - 4]);
         b[BLOCK - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -177,18 +234,18 @@ impl Record {
         for index in 0..count {
             let o = HEADER_LEN + index * ENTRY_LEN;
             let f = &b[o + 20..o + 25];
-            let status = match f[3] {
-                0 => Status::Trial,
-                1 => Status::Good,
-                2 => Status::Bad,
-                v => return Err(Error::BadField { index, field: "status", value: v }),
-            };
-            let bad_reason = match f[4] {
-                0 => BadReason::None,
+            let reason = match f[4] {
+                0 => BadReason::Unspecified,
                 1 => BadReason::Tries,
                 2 => BadReason::Kernel,
                 3 => BadReason::User,
                 v => return Err(Error::BadField { index, field: "bad_reason", value: v }),
+            };
+            let status = match f[3] {
+                0 => Status::Trial,
+                1 => Status::Good,
+                2 => Status::Bad(reason),
+                v => return Err(Error::BadField { index, field: "status", value: v }),
             };
             entries.push(Entry {
                 generation: le32(o),
@@ -197,7 +254,6 @@ impl Record {
                 tries_left: f[1],
                 tries_done: f[2],
                 status,
-                bad_reason,
             });
         }
         Ok(Record {
@@ -242,7 +298,6 @@ mod tests {
                     tries_left: 0,
                     tries_done: 1,
                     status: Status::Good,
-                    bad_reason: BadReason::None,
                 },
                 Entry {
                     generation: 2,
@@ -251,10 +306,31 @@ mod tests {
                     tries_left: 2,
                     tries_done: 1,
                     status: Status::Trial,
-                    bad_reason: BadReason::None,
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_bad_entry_keeps_its_reason_through_the_bytes() {
+        for why in [BadReason::Tries, BadReason::Kernel, BadReason::User, BadReason::Unspecified] {
+            let mut r = sample();
+            r.entries[1].status = Status::Bad(why);
+            let back = Record::decode(&r.encode().unwrap()).unwrap();
+            assert_eq!(back.entries[1].status, Status::Bad(why));
+        }
+        // Status and reason are two bytes on disk, as before the reason moved into the
+        // status: a bad entry without a reason reads as Unspecified, an unknown reason is
+        // refused.
+        let mut r = sample();
+        r.entries[1].status = Status::Bad(BadReason::Tries);
+        let mut b = r.encode().unwrap();
+        let at = HEADER_LEN + ENTRY_LEN + 24; // entry 1's reason byte
+        assert_eq!((b[at - 1], b[at]), (2, 1));
+        b[at] = 9;
+        let crc = crc32(&b[..BLOCK - 4]);
+        b[BLOCK - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(Record::decode(&b), Err(Error::BadField { field: "bad_reason", value: 9, .. })));
     }
 
     #[test]
