@@ -6,7 +6,7 @@
 use super::Ctx;
 use crate::format::{arm64, bootimg::BootImage, bootstate, compress, fdt, sparse, vbmeta as vbmeta_fmt};
 use crate::hash::{sha256_file, Sha256Digest};
-use crate::plan::{BootHeader, DtbPlan, Planned};
+use crate::plan::{BootHeader, DtbPlan, ImageName, Planned};
 use crate::profile::{Compression, DtbMode};
 use crate::store::StorePath;
 use crate::util::{self, Fail};
@@ -99,14 +99,16 @@ pub fn boot_image(
         ..BootImage::default()
     };
     fs::create_dir(out)?;
-    fs::write(out.join("boot.img"), img.to_bytes()?)?;
-    write_sums(out, &["boot.img"])
+    let name = ImageName::Boot.file_name();
+    fs::write(out.join(name), img.to_bytes()?)?;
+    write_sums(out, &[name])
 }
 
 pub fn vbmeta(flags: u32, out: &Path) -> Result<()> {
     fs::create_dir(out)?;
-    fs::write(out.join("vbmeta.img"), vbmeta_fmt::disabled(flags, vbmeta_fmt::DEFAULT_RELEASE, 4096)?)?;
-    write_sums(out, &["vbmeta.img"])
+    let name = ImageName::Vbmeta.file_name();
+    fs::write(out.join(name), vbmeta_fmt::disabled(flags, vbmeta_fmt::DEFAULT_RELEASE, 4096)?)?;
+    write_sums(out, &[name])
 }
 
 /// A UUID (RFC 4122 version 4 layout) derived from a store path: fixed for fixed inputs.
@@ -190,7 +192,7 @@ pub fn system_image(
     f.write_all(&block)?;
     f.write_all(&block)?;
     drop(f);
-    let sparse_path = out.join("system.img");
+    let sparse_path = out.join(ImageName::System.file_name());
     let input = util::map_file(&raw)?;
     let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(&sparse_path)?);
     sparse::encode_slice(&input, 4096, sparse::Zeros::Fill, &mut w)?;
@@ -198,7 +200,7 @@ pub fn system_image(
     step("sparse written");
     util::remove_tree(&root)?;
     fs::remove_file(&raw)?;
-    write_sums(out, &["system.img"])?;
+    write_sums(out, &[ImageName::System.file_name()])?;
     step("digests written");
     Ok(())
 }

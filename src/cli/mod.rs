@@ -936,7 +936,7 @@ fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
-    let boot = publish::image_file(&out, &manifest, "boot.img")?;
+    let boot = publish::image_file(&out, &manifest, plan::ImageName::Boot.file_name())?;
     let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     flash::boot(&mut client, &plan, &boot, a.force, &progress)?;

@@ -12,7 +12,7 @@ use crate::format::bootstate;
 use crate::generation;
 use crate::hash;
 use crate::lock::Lock;
-use crate::plan::{self, Inputs, KernelFrom, SystemPlan};
+use crate::plan::{self, ImageName, Inputs, KernelFrom, SystemPlan};
 use crate::profile::{self, Profile};
 use crate::publish::{self, Manifest};
 use crate::report::Reporter;
@@ -305,7 +305,8 @@ impl Pipeline<'_> {
         if !store.contains(&rec.toplevel) {
             return Err(missing("toplevel").into());
         }
-        let boot = rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing("boot.img"))?;
+        let boot =
+            rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing(ImageName::Boot.file_name()))?;
         let (mut gens, _) = carried_generations(store, profile, rec, self.ctx.progress)?;
         gens.insert(target, rec.toplevel.clone());
         let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
@@ -361,8 +362,8 @@ impl crate::vm::scenario::Systems for Pipeline<'_> {
         let imgs = self.build_unrecorded(number, tweak, carried, state)?;
         let store = self.store();
         Ok(crate::vm::scenario::Built {
-            boot_img: store.host_path(&imgs.boot).join("boot.img"),
-            system_img: store.host_path(&imgs.system).join("system.img"),
+            boot_img: store.host_path(&imgs.boot).join(ImageName::Boot.file_name()),
+            system_img: store.host_path(&imgs.system).join(ImageName::System.file_name()),
             toplevel: imgs.toplevel,
         })
     }

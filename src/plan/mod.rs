@@ -546,7 +546,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 .map(|f| f.path.clone())
                 .collect(),
             config: Stage1Config {
-                system_partition: d.system.partition.clone(),
+                system_partition: d.system.partition.to_string(),
                 filesystem: d.system.filesystem.name().into(),
                 console: d.console.clone(),
                 state_offset: d.state_offset(),
@@ -730,6 +730,38 @@ fn system_json(profile: &Profile) -> String {
     serde_json::to_string_pretty(&v).expect("serialisable") + "\n"
 }
 
+/// The images a build writes for the phone, each a file of that name in its store path and
+/// in the out directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ImageName {
+    Boot,
+    System,
+    Vbmeta,
+}
+
+impl ImageName {
+    pub const ALL: [ImageName; 3] = [ImageName::Boot, ImageName::System, ImageName::Vbmeta];
+
+    /// `boot.img`, `system.img`, `vbmeta.img`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ImageName::Boot => "boot.img",
+            ImageName::System => "system.img",
+            ImageName::Vbmeta => "vbmeta.img",
+        }
+    }
+
+    pub fn from_file_name(name: &str) -> Option<ImageName> {
+        ImageName::ALL.into_iter().find(|i| i.file_name() == name)
+    }
+}
+
+impl std::fmt::Display for ImageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
 /// The images a build produces, by store path.
 #[derive(Debug, Clone)]
 pub struct ImagePaths {
@@ -785,7 +817,7 @@ pub fn images(
     }
     let dtb = b.dtb.as_ref().map(|d| DtbPlan { mode: d.mode, files: d.files.clone() });
     let boot = plan.add(Recipe {
-        name: "boot.img".into(),
+        name: ImageName::Boot.file_name().into(),
         builder: Builder::BootImage { header, kernel_compression: b.kernel_compression, dtb },
         inputs: boot_inputs,
     });
@@ -798,7 +830,7 @@ pub fn images(
 pub fn vbmeta(plan: &mut Plan, profile: &Profile) -> Option<StorePath> {
     profile.device.vbmeta.as_ref().map(|v| {
         plan.add(Recipe {
-            name: "vbmeta.img".into(),
+            name: ImageName::Vbmeta.file_name().into(),
             builder: Builder::Vbmeta { flags: v.flags },
             inputs: BTreeMap::new(),
         })
@@ -834,7 +866,7 @@ pub fn system_image(
         ),
     };
     Ok(plan.add(Recipe {
-        name: "system.img".into(),
+        name: ImageName::System.file_name().into(),
         builder: Builder::SystemImage {
             size: d.system_image_size(),
             filesystem: d.system.filesystem,

@@ -181,5 +181,5 @@ fn the_plans_contract_files_parse_as_the_phone_reads_them() {
     let written = Stage1 { config: config.clone(), kernel_release: "6.1".into(), modules: vec![] };
     let read: Stage1 = serde_json::from_slice(&serde_json::to_vec_pretty(&written).unwrap()).unwrap();
     assert_eq!(read, written);
-    assert_eq!(read.config.system_partition, p.device.system.partition);
+    assert_eq!(read.config.system_partition, p.device.system.partition.as_str());
 }

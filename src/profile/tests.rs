@@ -211,3 +211,17 @@ fn overlays_bring_their_packages() {
     let err = load().unwrap_err();
     assert_eq!(err.downcast_ref::<ProfileError>().map(|e| e.key.as_str()), Some("pakages"), "{err:#}");
 }
+
+#[test]
+fn a_partition_name_is_checked_where_it_is_read() {
+    let text = qemu_text();
+    let (line, key, msg, _) = broken(|t| t.replace("{ name: userdata", "{ name: User-Data"));
+    assert_eq!(key, "storage.partitions[3].name");
+    assert_eq!(line, Some(line_containing(&text, "name: userdata")));
+    assert!(msg.contains("\"User-Data\" is not a partition name"), "{msg}");
+    let (_, key, msg, _) = broken(|t| t.replace("partition: system", "partition: \"\""));
+    assert_eq!(key, "system.partition");
+    assert!(msg.contains("is not a partition name"), "{msg}");
+    assert!(PartitionName::try_from("boot_a").is_ok());
+    assert!(PartitionName::try_from("x".repeat(32)).is_err());
+}

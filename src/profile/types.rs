@@ -111,7 +111,7 @@ pub struct FirmwareFile {
 #[serde(deny_unknown_fields)]
 pub struct Vbmeta {
     /// Partition name without slot suffix (`vbmeta`).
-    pub partition: String,
+    pub partition: PartitionName,
     /// 1 disables verity, 2 verification, 3 both (fastboot's --disable-verity and
     /// --disable-verification).
     pub flags: u32,
@@ -123,7 +123,7 @@ pub struct Flash {
     /// Partitions to erase before flashing (some phones need `dtbo` erased to boot a
     /// mainline kernel). Full names, slot suffixes included.
     #[serde(default)]
-    pub erase: Vec<String>,
+    pub erase: Vec<PartitionName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ pub struct Storage {
 #[serde(deny_unknown_fields)]
 pub struct Partition {
     /// GPT name without slot suffix (`boot`, `system`).
-    pub name: String,
+    pub name: PartitionName,
     /// Size in bytes, when known: the emulated phone needs it, flashing checks against it.
     #[serde(default)]
     pub size: Option<Size>,
@@ -193,7 +193,7 @@ impl Filesystem {
 #[serde(deny_unknown_fields)]
 pub struct SystemPartition {
     /// Which partition (from `storage.partitions`) holds the mobix store.
-    pub partition: String,
+    pub partition: PartitionName,
     pub filesystem: Filesystem,
     /// Size of the filesystem image [default: the partition's size].
     #[serde(default)]
@@ -358,8 +358,69 @@ impl QemuDisk {
     }
 }
 
-fn is_partition_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 31 && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+/// A GPT partition name as a profile writes it, without slot suffix: lowercase letters,
+/// digits and `_`, at most 31 (GPT holds 36 characters; `_a` must still fit). The only way
+/// to make one is [`PartitionName::try_from`], which profiles go through when they load.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartitionName(String);
+
+impl TryFrom<String> for PartitionName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 31
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+        if ok {
+            Ok(PartitionName(s))
+        } else {
+            Err(format!("{s:?} is not a partition name (lowercase letters, digits, _; at most 31)"))
+        }
+    }
+}
+
+impl TryFrom<&str> for PartitionName {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, String> {
+        PartitionName::try_from(s.to_string())
+    }
+}
+
+impl From<PartitionName> for String {
+    fn from(p: PartitionName) -> String {
+        p.0
+    }
+}
+
+impl PartitionName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PartitionName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PartitionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for PartitionName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PartitionName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 fn is_module_name(s: &str) -> bool {
@@ -379,14 +440,11 @@ impl Device {
         let mut seen = BTreeSet::new();
         for (i, p) in self.storage.partitions.iter().enumerate() {
             let key = format!("storage.partitions[{i}]");
-            if !is_partition_name(&p.name) {
-                return err(
-                    &format!("{key}.name"),
-                    format!("{:?} is not a partition name (lowercase letters, digits, _; at most 31)", p.name),
-                );
-            }
-            let names: Vec<String> =
-                if p.slotted { vec![format!("{}_a", p.name), format!("{}_b", p.name)] } else { vec![p.name.clone()] };
+            let names: Vec<String> = if p.slotted {
+                vec![format!("{}_a", p.name), format!("{}_b", p.name)]
+            } else {
+                vec![p.name.to_string()]
+            };
             for n in names {
                 if !seen.insert(n.clone()) {
                     return err(&format!("{key}.name"), format!("partition {n} is defined twice"));
@@ -585,14 +643,6 @@ impl Device {
             if !(1..=3).contains(&v.flags) {
                 return err("vbmeta.flags", format!("{} is not 1, 2 or 3", v.flags));
             }
-            if !is_partition_name(&v.partition) {
-                return err("vbmeta.partition", format!("{:?} is not a partition name", v.partition));
-            }
-        }
-        for (i, e) in self.flash.iter().flat_map(|f| f.erase.iter()).enumerate() {
-            if !is_partition_name(e) {
-                return err(&format!("flash.erase[{i}]"), format!("{e:?} is not a partition name"));
-            }
         }
         if let Some(q) = &self.qemu {
             if let Some((i, _)) = self.storage.partitions.iter().enumerate().find(|(_, p)| p.size.is_none()) {
@@ -621,7 +671,7 @@ impl Device {
                 out.push((format!("{}_a", p.name), size));
                 out.push((format!("{}_b", p.name), size));
             } else {
-                out.push((p.name.clone(), size));
+                out.push((p.name.to_string(), size));
             }
         }
         out

@@ -8,6 +8,7 @@
 
 use crate::build::images::read_sums;
 use crate::hash::Sha256Digest;
+use crate::plan::ImageName;
 use crate::profile::Profile;
 use crate::store::{Store, StorePath};
 use crate::util;
@@ -67,19 +68,23 @@ pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
     let d = &profile.device;
     let slotted = |name: &str| d.partition(name).is_some_and(|p| p.slotted);
     let mut steps: Vec<Step> =
-        d.flash.iter().flat_map(|f| f.erase.iter()).map(|p| Step::Erase { partition: p.clone() }).collect();
-    steps.push(Step::Flash { partition: "boot".into(), slotted: slotted("boot"), image: "boot.img".into() });
+        d.flash.iter().flat_map(|f| f.erase.iter()).map(|p| Step::Erase { partition: p.to_string() }).collect();
+    steps.push(Step::Flash {
+        partition: "boot".into(),
+        slotted: slotted("boot"),
+        image: ImageName::Boot.file_name().into(),
+    });
     if let (true, Some(v)) = (has_vbmeta, &d.vbmeta) {
         steps.push(Step::Flash {
-            partition: v.partition.clone(),
+            partition: v.partition.to_string(),
             slotted: slotted(&v.partition),
-            image: "vbmeta.img".into(),
+            image: ImageName::Vbmeta.file_name().into(),
         });
     }
     steps.push(Step::Flash {
-        partition: d.system.partition.clone(),
+        partition: d.system.partition.to_string(),
         slotted: slotted(&d.system.partition),
-        image: "system.img".into(),
+        image: ImageName::System.file_name().into(),
     });
     FlashPlan {
         version: 1,
@@ -129,7 +134,7 @@ pub fn stock_tool_files(plan: &FlashPlan, generation: u32) -> Vec<(&'static str,
                 sh.push_str(&format!("fb \"$@\" erase {partition}\n"));
             }
             Step::Flash { partition, slotted, image } => {
-                let vbmeta = if image == "vbmeta.img" { "--apply-vbmeta " } else { "" };
+                let vbmeta = if image == ImageName::Vbmeta.file_name() { "--apply-vbmeta " } else { "" };
                 info.push_str(&format!("flash {vbmeta}{partition} {image}\n"));
                 let target = if *slotted { format!("{partition}_$slot") } else { partition.clone() };
                 sh.push_str(&format!("fb \"$@\" flash {target} {image}\n"));
@@ -176,7 +181,7 @@ pub fn publish(
     }
     // The out directory keeps what it links to alive (`mobix gc`).
     store.register_out(out)?;
-    let plan = flash_plan(profile, images.contains_key("vbmeta.img"));
+    let plan = flash_plan(profile, images.contains_key(ImageName::Vbmeta.file_name()));
     util::write_atomic(&out.join(FLASH_PLAN), (serde_json::to_string_pretty(&plan)? + "\n").as_bytes())?;
     for (name, text) in stock_tool_files(&plan, generation) {
         let path = out.join(name);

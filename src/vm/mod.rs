@@ -10,6 +10,7 @@ use crate::format::bootimg::BootImage;
 use crate::format::gpt;
 use crate::format::misc;
 use crate::format::sparse;
+use crate::plan::ImageName;
 use crate::profile::Profile;
 use crate::publish::{self, Manifest};
 use crate::util::{self, Fail};
@@ -68,7 +69,7 @@ pub fn emulated_partitions(profile: &Profile) -> Vec<(String, u64)> {
         .into_iter()
         .map(|(name, size)| {
             let size = match size {
-                0 if name == d.system.partition => d.system_image_size().max(UNSIZED_PARTITION),
+                0 if d.system.partition == name.as_str() => d.system_image_size().max(UNSIZED_PARTITION),
                 0 => UNSIZED_PARTITION,
                 s => s,
             };
@@ -220,8 +221,8 @@ pub enum Firmware {
 /// Builds the phone's disk from the out directory.
 pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let manifest = publish::load_manifest_for(profile, out)?;
-    let boot_path = publish::image_file(out, &manifest, "boot.img")?;
-    let system_path = publish::image_file(out, &manifest, "system.img")?;
+    let boot_path = publish::image_file(out, &manifest, ImageName::Boot.file_name())?;
+    let system_path = publish::image_file(out, &manifest, ImageName::System.file_name())?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
     prepare_from(profile, &out.join("vm"), &boot_bytes, &system_path, manifest)
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))

@@ -171,7 +171,7 @@ impl Run<'_> {
     }
 
     fn system(&self) -> String {
-        self.profile.device.system.partition.clone()
+        self.profile.device.system.partition.to_string()
     }
 
     fn misc(&self) -> Result<misc::BootloaderControl> {
