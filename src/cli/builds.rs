@@ -1,0 +1,171 @@
+//! `mobix build` and `mobix kernel check|config`: the pipeline's results, printed.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct BuildArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print the plan (every recipe, its store path, whether it is built) as JSON and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// For profiles naming both a kernel source and a package: build the kernel from
+    /// source, or use the prebuilt package (the substitute).
+    #[arg(long, value_enum, default_value = "source")]
+    kernel_from: KernelFromArg,
+    /// A binary cache directory (`mobix store export`) to take store paths from before
+    /// building them; repeatable. Needs --trust.
+    #[arg(long, value_name = "DIR", requires = "trust")]
+    substituter: Vec<PathBuf>,
+    /// A public key whose signatures on cache entries are trusted; repeatable.
+    #[arg(long, value_name = "FILE")]
+    trust: Vec<PathBuf>,
+}
+
+/// `--kernel-from`: the command line's words for [`plan::KernelFrom`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum KernelFromArg {
+    /// Build the `kernels/` spec from source.
+    Source,
+    /// Use the prebuilt package the profile names as substitute.
+    Substitute,
+}
+
+impl From<KernelFromArg> for plan::KernelFrom {
+    fn from(a: KernelFromArg) -> Self {
+        match a {
+            KernelFromArg::Source => plan::KernelFrom::Source,
+            KernelFromArg::Substitute => plan::KernelFrom::Substitute,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum KernelCmd {
+    /// Assemble the configuration (base, fragments, mobix's options, olddefconfig) and
+    /// write the final .config; reports options that were dropped (exit 1).
+    Config {
+        #[command(flatten)]
+        target: DeviceOut,
+        /// Where to write the .config [default: <out>/kernel.config].
+        #[arg(long, value_name = "FILE")]
+        config_out: Option<PathBuf>,
+    },
+    /// Report, without building, whether every option asked for survives, and if not,
+    /// which dependency dropped it (exit 1).
+    Check {
+        #[command(flatten)]
+        target: DeviceOut,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let lock = Lock::load(&repo)?;
+    let inputs = pipeline::host_facts(&repo, &profile, a.kernel_from.into())?;
+    let store = open_store(g)?;
+    let mut ctx = builder_ctx(&store);
+    ctx.substituters = a.substituter.clone();
+    ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
+    let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
+    if a.dry_run {
+        let d = pipe.dry_run()?;
+        let todo = d.recipes.iter().filter(|r| !r.built).count();
+        progress(&format!(
+            "{todo} of {} recipes to build; {} generation {}",
+            d.recipes.len(),
+            if d.new_generation { "new" } else { "unchanged" },
+            d.generation
+        ));
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = a.target.out_dir();
+    let b = pipe.build(&out)?;
+    let c = b.counts;
+    if c.built + c.substituted == 0 {
+        progress(&format!(
+            "nothing to build: every store path was already present ({:.2}s)",
+            t0.elapsed().as_secs_f64()
+        ));
+    } else {
+        let downloads = match c.downloads {
+            0 => String::new(),
+            1 => " (1 download)".to_string(),
+            n => format!(" ({n} downloads)"),
+        };
+        progress(&format!(
+            "built {} store paths{downloads}, substituted {}, {} already present, in {:.1}s",
+            c.built,
+            c.substituted,
+            c.present,
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    progress(&format!(
+        "{} generation {} ({}) -> {}",
+        if b.new_generation { "new" } else { "unchanged" },
+        b.generation,
+        b.images.toplevel,
+        out.display()
+    ));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&b.manifest)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
+    let (target, json) = match k {
+        KernelCmd::Config { target, .. } => (target, false),
+        KernelCmd::Check { target, json } => (target, *json),
+    };
+    let repo = find_repo(g)?;
+    let profile = target.load(&repo)?;
+    if profile.device.kernel.source.is_none() {
+        return Err(Fail::new(format!(
+            "{} uses a prebuilt kernel package; it has no kernel to configure",
+            profile.instance()
+        ))
+        .hint("a profile's `kernel.source` names a kernels/ spec")
+        .into());
+    }
+    let lock = Lock::load(&repo)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
+    let sys = plan::system(&profile, &lock, &inputs)?;
+    let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
+    let store = open_store(g)?;
+    let ctx = builder_ctx(&store);
+    build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
+    let dir = store.host_path(&cfg);
+    let report = build::kernel::read_report(&dir)?;
+    if let KernelCmd::Config { config_out, .. } = k {
+        let dest = config_out.clone().unwrap_or_else(|| target.out_dir().join("kernel.config"));
+        util::write_atomic(&dest, &std::fs::read(dir.join("config"))?)?;
+        progress(&format!("wrote {}", dest.display()));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "report": report}))?);
+    }
+    if report.dropped.is_empty() {
+        progress(&format!("all {} options asked for are in the configuration ({})", report.asked, sys.kernel_origin));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail::new(format!(
+            "{} of {} options asked for were dropped by olddefconfig:\n{}",
+            report.dropped.len(),
+            report.asked,
+            report.describe()
+        ))
+        .hint("enable what each one depends on in its fragment")
+        .into())
+    }
+}

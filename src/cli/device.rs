@@ -1,0 +1,139 @@
+//! `mobix device list|show|check` and `mobix doctor`.
+
+use super::*;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum DeviceCmd {
+    /// The devices (and their variants) under devices/.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fully merged profile of a device (family, device, variant, config).
+    Show {
+        /// The device.
+        name: String,
+        /// Its variant.
+        #[arg(long)]
+        variant: Option<String>,
+        /// A system configuration to merge last.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON (with a `version` field).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate every profile (or one device, all its variants) without building.
+    Check {
+        /// The device [default: all].
+        name: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(super) struct DoctorArgs {
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    match d {
+        DeviceCmd::List { json } => {
+            let mut rows = Vec::new();
+            for (c, v, r) in profile::load_all(&repo)? {
+                let name = r.as_ref().map(|p| p.device.name.clone()).unwrap_or_else(|e| format!("(invalid: {e})"));
+                rows.push(serde_json::json!({"device": c, "variant": v, "name": name}));
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "devices": rows}))?);
+            } else {
+                for r in rows {
+                    let id = match r["variant"].as_str() {
+                        Some(v) => format!("{} --variant {v}", r["device"].as_str().unwrap_or("")),
+                        None => r["device"].as_str().unwrap_or("").to_string(),
+                    };
+                    println!("{id:<40} {}", r["name"].as_str().unwrap_or(""));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeviceCmd::Show { name, variant, config, json } => {
+            let p = profile::load_with(
+                &repo,
+                name,
+                profile::Selection { variant: variant.as_deref(), config: config.as_deref() },
+            )?;
+            let mut v = serde_json::to_value(&p)?;
+            v["version"] = serde_json::json!(1);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                v.as_object_mut().map(|m| m.remove("version"));
+                print!("{}", serde_norway::to_string(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeviceCmd::Check { name } => {
+            let all = profile::load_all(&repo)?;
+            let mut checked = 0;
+            let mut first_err = None;
+            for (c, v, r) in all {
+                if name.as_deref().is_some_and(|n| n != c.as_str()) {
+                    continue;
+                }
+                checked += 1;
+                let id = v.as_ref().map_or(c.to_string(), |v| format!("{c} --variant {v}"));
+                match r {
+                    Ok(_) => progress(&format!("ok: {id}")),
+                    Err(e) => {
+                        progress(&format!("FAILED: {id}"));
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if checked == 0 {
+                if let Some(n) = name {
+                    profile::load(&repo, n)?; // says why (unknown device)
+                }
+            }
+            match first_err {
+                Some(e) => Err(e),
+                None => {
+                    progress(&format!("{checked} profiles are valid"));
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
+    let checks = doctor::checks();
+    let missing: Vec<&doctor::Check> = checks.iter().filter(|c| c.found.is_none()).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "checks": checks}))?);
+    } else {
+        for c in &checks {
+            let state = c.found.as_deref().unwrap_or("MISSING");
+            println!(
+                "{:<28} {:<10} {:<40} {}",
+                c.tool,
+                if c.found.is_some() { "ok" } else { "missing" },
+                c.package,
+                c.used_by
+            );
+            let _ = state;
+        }
+    }
+    if missing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let pkgs: Vec<&str> = missing.iter().map(|c| c.package.as_str()).collect();
+        Err(Fail::new(format!("{} of {} host requirements are missing", missing.len(), checks.len()))
+            .hint(format!("install: {} (or run scripts/setup)", pkgs.join(", ")))
+            .into())
+    }
+}

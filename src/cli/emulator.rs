@@ -1,0 +1,257 @@
+//! `mobix test` and `mobix run`: the emulated phone, its scenarios and its fastboot mode.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct TestArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Seconds to wait for boot-complete.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Run a fallback scenario instead (s0-s8, menu: see `mobix test --list-scenarios`):
+    /// builds its generations, boots them power cycle after power cycle in `<out>/scenario-NAME/`
+    /// and reports each boot.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// List the fallback scenarios.
+    #[arg(long)]
+    list_scenarios: bool,
+    /// Boot the emulated phone's own disk (`<out>/phone/`, as `mobix flash` left it)
+    /// instead of a disk assembled fresh from the build.
+    #[arg(long)]
+    flashed: bool,
+    /// What boots the phone: mobix's model of the A/B rules (fast), or the profile's U-Boot
+    /// (`qemu.u_boot`, built by the store), checked against the model at every boot.
+    #[arg(long, value_enum, default_value = "model")]
+    bootloader: BootloaderArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BootloaderArg {
+    Model,
+    UBoot,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    target: DeviceOut,
+    /// Extra kernel arguments, appended as a bootloader would (e.g. `mobix.poweroff`).
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    append: String,
+    /// What boots the phone (see `mobix test --help`).
+    #[arg(long, value_enum, default_value = "model")]
+    bootloader: BootloaderArg,
+    /// Boot the emulated phone's own disk (`<out>/phone/`, as `mobix flash` left it) instead
+    /// of a disk assembled fresh from the build.
+    #[arg(long)]
+    flashed: bool,
+    /// Instead of booting, serve fastboot on TCP (loopback) and write into the emulated
+    /// phone's disk (`<out>/phone/disk.img`, created empty the first time) until the host
+    /// sends `reboot`.
+    #[arg(long)]
+    fastboot: bool,
+    /// With --fastboot: serve fastboot as a USB gadget (configfs and FunctionFS, on this
+    /// machine's first USB device controller) instead of TCP, as a phone running Linux
+    /// does. Needs root and the libcomposite and usb_f_fs modules.
+    #[arg(long, requires = "fastboot")]
+    usb: bool,
+    /// The TCP port for --fastboot.
+    #[arg(long, default_value_t = flash::tcp::DEFAULT_PORT)]
+    port: u16,
+    /// The max-download-size the emulated phone reports (small, so images are split).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_download_size: u32,
+    /// Tests: drop the fastboot connection after this many bytes of download data.
+    #[arg(long, hide = true)]
+    drop_after_bytes: Option<u64>,
+}
+
+pub(super) fn load_for_vm(
+    g: &Global,
+    t: &DeviceOut,
+    bl: BootloaderArg,
+    flashed: bool,
+) -> Result<(Profile, vm::Prepared)> {
+    let repo = find_repo(g)?;
+    let profile = t.load(&repo)?;
+    let mut prepared =
+        if flashed { vm::flashed_phone(&profile, &t.out_dir())? } else { vm::prepare(&profile, &t.out_dir())? };
+    prepared.firmware = firmware(g, &repo, &profile, bl)?;
+    Ok((profile, prepared))
+}
+
+/// The emulated phone's bootloader; for U-Boot, built (or found) in the store first.
+pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: BootloaderArg) -> Result<vm::Firmware> {
+    if bl == BootloaderArg::Model {
+        return Ok(vm::Firmware::Model);
+    }
+    let name = profile.device.qemu.as_ref().and_then(|q| q.u_boot.as_ref()).ok_or_else(|| {
+        Fail::new(format!("device {} names no U-Boot to boot with", profile.codename))
+            .hint("set `qemu.u_boot` in its profile to a bootloaders/ spec, or use --bootloader model")
+    })?;
+    let spec = profile::load_u_boot(repo, name)?;
+    let lock = Lock::load(repo)?;
+    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version()?)?;
+    let store = open_store(g)?;
+    build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
+    Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
+}
+
+pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let lock = Lock::load(&repo)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
+    let store = open_store(g)?;
+    let ctx = builder_ctx(&store);
+    let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
+    let dir = a.target.out_dir().join(format!("scenario-{name}"));
+    let fw = firmware(g, &repo, &profile, a.bootloader)?;
+    let report = vm::scenario::run(name, &profile, &systems, &fw, &dir, &progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if report.passed {
+        progress(&format!("scenario {name} passed ({} boots)", report.boots.len()));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail::new(format!("scenario {name} failed: {}", report.failures.join("; ")))
+            .hint(format!("the whole serial log is in {}", report.serial_log.display()))
+            .into())
+    }
+}
+
+pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
+    if a.list_scenarios {
+        for (n, what) in vm::scenario::NAMES {
+            println!("{n:6} {what}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(name) = &a.scenario {
+        return cmd_scenario(g, a, name);
+    }
+    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
+    // What the phone learned (which generations are good or bad) goes into the next image.
+    if let Some(state) = vm::read_state(&profile, &prepared)? {
+        let store = open_store(g)?;
+        generation::save_ledger(&store, &profile.instance(), &state)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    }
+    if outcome.passed {
+        progress(&format!(
+            "boot-complete: generation {} ({}) after {:.1}s",
+            outcome.generation.unwrap_or(0),
+            outcome.toplevel.as_deref().unwrap_or("?"),
+            outcome.seconds
+        ));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let hint = format!("the whole serial log is in {}", outcome.serial_log.display());
+        let msg = match outcome.fell_back_to {
+            Some(_) => format!(
+                "generation {} of {} did not boot: {}",
+                prepared.manifest.generation, profile.codename, outcome.reason
+            ),
+            None => format!("{} did not boot: {}", profile.codename, outcome.reason),
+        };
+        let hint = match outcome.fell_back_to {
+            Some(g) => format!(
+                "the phone keeps booting generation {g}; fix the system config and build again \
+                 (`mobix generations list` shows each generation's standing); {hint}"
+            ),
+            None => hint,
+        };
+        Err(Fail::new(msg).hint(hint).into())
+    }
+}
+
+pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
+    if a.fastboot {
+        return cmd_fastboot_mode(g, a);
+    }
+    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let status = vm::run(&profile, &prepared, &a.append, &progress)?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `mobix run --fastboot`: the emulated phone in fastboot mode.
+pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
+    let repo = find_repo(g)?;
+    let profile = a.target.load(&repo)?;
+    let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir())?;
+    if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
+        let dir = a.target.out_dir().join("phone");
+        let log = dir.join("u-boot-fastboot.log");
+        progress(&format!(
+            "{}: U-Boot in fastboot mode on udp:127.0.0.1:{} (disk {} as an SD card, console in {}); \
+             `fastboot reboot` ends it",
+            profile.codename,
+            a.port,
+            disk.display(),
+            log.display()
+        ));
+        vm::u_boot_fastboot(&profile, &dir, &disk, &bin, a.port, &log)?;
+        progress("U-Boot left fastboot mode");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let product =
+        profile.device.identity.fastboot_products.first().cloned().unwrap_or_else(|| profile.codename.to_string());
+    let device = vm::fastboot::Device {
+        disk: disk.clone(),
+        layout,
+        product,
+        // One serial number per emulated phone (its disk), as phones have.
+        serialno: format!(
+            "mobix-{}-{}",
+            profile.codename,
+            &crate::hash::Sha256Digest::of(disk.to_string_lossy().as_bytes()).hex()[..8]
+        ),
+        max_download: a.max_download_size,
+        ab: profile.device.is_ab(),
+        drop_after: a.drop_after_bytes,
+    };
+    if a.usb {
+        let mut gadget = flash::usb::Gadget::start(&device.serialno, &profile.device.name)
+            .map_err(|e| util::user_error(e, "making the USB fastboot gadget"))?;
+        progress(&format!(
+            "{} in fastboot mode on USB (controller {}, serial number {}, disk {}, max-download-size {} bytes); \
+             `fastboot reboot` ends it",
+            profile.codename,
+            gadget.udc,
+            device.serialno,
+            disk.display(),
+            a.max_download_size
+        ));
+        let left = device.serve_usb(&mut gadget, &|line| progress(&format!("fastboot: {line}")))?;
+        progress(&format!("left fastboot mode ({left:?})"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listener = std::net::TcpListener::bind(("127.0.0.1", a.port))
+        .map_err(|e| util::user_error(e, format!("listening on 127.0.0.1:{}", a.port)))?;
+    progress(&format!(
+        "{} in fastboot mode on tcp:127.0.0.1:{} (disk {}, max-download-size {} bytes); `fastboot reboot` ends it",
+        profile.codename,
+        listener.local_addr()?.port(),
+        disk.display(),
+        a.max_download_size
+    ));
+    let left = device.serve(&listener, &|line| progress(&format!("fastboot: {line}")))?;
+    if let vm::fastboot::Left::BootRam { image, slot } = left {
+        drop(listener);
+        progress(&format!("booting the {} bytes sent from RAM", image.len()));
+        let dir = a.target.out_dir().join("phone");
+        let status = vm::boot_from_ram(&profile, &dir, &disk, &image, slot, &a.append, &progress)?;
+        return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    progress(&format!("left fastboot mode ({left:?})"));
+    Ok(ExitCode::SUCCESS)
+}
