@@ -5,6 +5,11 @@
 //! and a QEMU run on it. The kernel, ramdisk, dtb and command line come out of boot.img
 //! through mobix's own boot image reader, as a bootloader would take them; the system
 //! partition is written from the sparse image through mobix's own sparse reader.
+//!
+//! [`disk`] is the phone's GPT disk, [`qemu`] its machine and bootloaders (mobix's A/B
+//! model and U-Boot); this file boots it power cycle after power cycle and judges what the
+//! console says; [`scenario`] runs the fallback scenarios; [`fastboot`] is the phone in
+//! fastboot mode.
 
 use crate::format::bootimg::BootImage;
 use crate::format::gpt;
@@ -24,175 +29,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod disk;
 pub mod fastboot;
+mod qemu;
 pub mod scenario;
+
+pub use disk::*;
+pub use qemu::*;
 
 /// The line stage-2 prints once the system is up.
 pub const BOOT_COMPLETE: &str = "mobix: boot-complete";
 /// Kernel argument asking stage-2 to power off after boot-complete.
 pub const POWEROFF_ARG: &str = "mobix.poweroff";
-
-const MIB: u64 = 1 << 20;
-
-/// Where one partition lies on the emulated phone's disk, in bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extent {
-    pub name: String,
-    pub offset: u64,
-    pub size: u64,
-}
-
-/// Where each partition landed on the disk.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Layout {
-    pub sector_size: u64,
-    /// (GPT name, first byte, size in bytes), in profile order.
-    pub partitions: Vec<Extent>,
-    pub disk_size: u64,
-}
-
-impl Layout {
-    pub fn find(&self, name: &str) -> Option<(u64, u64)> {
-        self.partitions.iter().find(|p| p.name == name).map(|p| (p.offset, p.size))
-    }
-}
-
-/// Size of a partition the profile leaves unsized (real phones' sizes vary by model and
-/// are read from the device when flashing) on the emulated phone.
-const UNSIZED_PARTITION: u64 = 64 * MIB;
-
-/// The emulated phone's partitions: the profile's, with sizes for those it leaves open
-/// (the system partition as large as the system image, others [`UNSIZED_PARTITION`]).
-pub fn emulated_partitions(profile: &Profile) -> Vec<(String, u64)> {
-    let d = &profile.device;
-    d.gpt_partitions()
-        .into_iter()
-        .map(|(name, size)| {
-            let size = match size {
-                0 if d.system.partition == name.as_str() => d.system_image_size().max(UNSIZED_PARTITION),
-                0 => UNSIZED_PARTITION,
-                s => s,
-            };
-            (name, size)
-        })
-        .collect()
-}
-
-/// Creates an empty disk image with the profile's GPT (partitions 1 MiB aligned).
-pub fn create_disk(profile: &Profile, path: &Path) -> Result<Layout> {
-    create_disk_with(profile, path, false)
-}
-
-/// [`create_disk`], its size rounded up to a power of two when `pow2` (QEMU's SD cards
-/// want that, and U-Boot flashes only MMC storage).
-pub fn create_disk_with(profile: &Profile, path: &Path, pow2: bool) -> Result<Layout> {
-    let d = &profile.device;
-    let ss = d.storage.sector_size as u64;
-    let requests: Vec<gpt::Request> = emulated_partitions(profile)
-        .into_iter()
-        .map(|(name, size)| gpt::Request { type_guid: gpt::android_type_for(&name), name, size, attributes: 0 })
-        .collect();
-    let mut disk_size = gpt::disk_size_for(&requests, MIB);
-    if pow2 {
-        disk_size = disk_size.next_power_of_two();
-    }
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(disk_size)?;
-    let guid = gpt::Guid::parse("6D6F6269-7800-4000-8000-000000000001").expect("valid constant");
-    let table = gpt::create(&mut f, disk_size, ss, guid, MIB, &requests)
-        .with_context(|| format!("partitioning {}", path.display()))?;
-    f.sync_all()?;
-    let partitions = (table.partitions.iter())
-        .map(|p| Extent { name: p.name.clone(), offset: p.offset(ss), size: p.size(ss) })
-        .collect();
-    Ok(Layout { sector_size: ss, partitions, disk_size })
-}
-
-/// Writes `data` into partition `name`, refusing what does not fit.
-pub fn write_partition(disk: &Path, layout: &Layout, name: &str, data: &[u8]) -> Result<()> {
-    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
-    if data.len() as u64 > size {
-        return Err(
-            Fail::new(format!("{name}: image of {} bytes does not fit the {size}-byte partition", data.len())).into()
-        );
-    }
-    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
-    f.seek(SeekFrom::Start(start))?;
-    f.write_all(data)?;
-    Ok(())
-}
-
-/// Expands a sparse image into partition `name` of the disk. Zero fills become holes
-/// (the disk file stays sparse), don't-care regions are left as they are.
-pub fn write_sparse_partition(disk: &Path, layout: &Layout, name: &str, sparse_img: &Path) -> Result<()> {
-    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
-    let input = std::io::BufReader::new(
-        fs::File::open(sparse_img).with_context(|| format!("opening {}", sparse_img.display()))?,
-    );
-    let f = fs::OpenOptions::new().write(true).open(disk)?;
-    write_sparse_at(&f, start, size, name, input)
-        .map_err(|e| util::user_error(e, format!("writing {} into partition {name}", sparse_img.display())))?;
-    Ok(())
-}
-
-/// Expands the sparse image read from `input` into the `size` bytes at `start` of `disk`
-/// (partition `name`, for the error), as a bootloader's `fastboot flash` does.
-pub fn write_sparse_at<R: Read>(
-    mut disk: &fs::File,
-    start: u64,
-    size: u64,
-    name: &str,
-    input: R,
-) -> std::result::Result<(), sparse::Error> {
-    sparse::decode(input, |op| {
-        let (off, len) = match &op {
-            sparse::Op::Data { offset, data } => (*offset, data.len() as u64),
-            sparse::Op::Fill { offset, len, .. } | sparse::Op::DontCare { offset, len } => (*offset, *len),
-        };
-        if off + len > size {
-            return Err(std::io::Error::other(format!("image is larger than the {size}-byte partition {name}")));
-        }
-        match op {
-            sparse::Op::Data { offset, data } => {
-                disk.seek(SeekFrom::Start(start + offset))?;
-                disk.write_all(data)
-            }
-            sparse::Op::Fill { offset, len, value: 0 } if punch_hole(disk, start + offset, len) => Ok(()),
-            sparse::Op::Fill { offset, len, value } => {
-                disk.seek(SeekFrom::Start(start + offset))?;
-                let pat: Vec<u8> =
-                    value.to_le_bytes().iter().copied().cycle().take(len.min(1 << 20) as usize).collect();
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(pat.len() as u64) as usize;
-                    disk.write_all(&pat[..n])?;
-                    left -= n as u64;
-                }
-                Ok(())
-            }
-            sparse::Op::DontCare { .. } => Ok(()),
-        }
-    })
-    .map(|_| ())
-}
-
-/// Zeroes `len` bytes at `offset` of a disk file by deallocating them (the file stays
-/// sparse and zeroing takes no time). False if the filesystem cannot.
-pub fn punch_hole(f: &fs::File, offset: u64, len: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return false;
-    };
-    // SAFETY: fallocate on an open file descriptor with plain integer arguments.
-    unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, n) == 0 }
-}
 
 /// The emulated phone, prepared in `<out>/vm/`: its GPT disk as a freshly flashed phone
 /// has it. Each boot goes through [`bootloader`], as on a phone.
@@ -253,43 +101,6 @@ pub fn prepare_from(
     Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model })
 }
 
-/// The A/B metadata of a phone whose `slot` was just flashed and made active and whose
-/// other slot holds nothing: `slot` first with fresh tries, the other unbootable.
-pub fn flashed_misc(slot: Slot) -> Result<[u8; misc::CONTROL_SIZE]> {
-    let mut c = misc::BootloaderControl::fresh(2, slot.index(), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
-    c.set_unbootable(slot.other().index()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(c.encode())
-}
-
-/// The emulated phone's own disk, `<out>/phone/disk.img`: what `mobix run --fastboot`
-/// writes into and `--flashed` boots. Created the first time, partitioned as the profile
-/// says and otherwise empty, like a phone whose partitions were never flashed.
-pub fn phone_disk(profile: &Profile, out: &Path) -> Result<(PathBuf, Layout)> {
-    let dir = out.join("phone");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let disk = dir.join("disk.img");
-    if !disk.exists() {
-        // A power of two, so that the same disk can also be U-Boot's SD card.
-        let layout = create_disk_with(profile, &disk, true)?;
-        return Ok((disk, layout));
-    }
-    let ss = profile.device.storage.sector_size as u64;
-    let mut f = fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
-    let table = gpt::read(&mut f, Some(ss))
-        .map_err(|e| util::user_error(e, format!("reading the GPT of {}", disk.display())))?;
-    let partitions: Vec<Extent> = (table.partitions.iter())
-        .map(|p| Extent { name: p.name.clone(), offset: p.offset(ss), size: p.size(ss) })
-        .collect();
-    for (name, _) in profile.device.gpt_partitions() {
-        if !partitions.iter().any(|p| p.name == name) {
-            return Err(Fail::new(format!("{} has no partition {name}, which the profile has", disk.display()))
-                .hint("delete it to start a fresh emulated phone")
-                .into());
-        }
-    }
-    Ok((disk, Layout { sector_size: ss, partitions, disk_size: f.metadata()?.len() }))
-}
-
 /// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
 /// test expects).
 pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
@@ -298,294 +109,12 @@ pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
     Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model })
 }
 
-/// Reads `len` bytes at `offset` of partition `name`.
-pub fn read_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
-    anyhow::ensure!(offset + len as u64 <= size, "reading past the end of partition {name}");
-    let mut f = fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
-    f.seek(SeekFrom::Start(start + offset))?;
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// Writes `data` at `offset` of partition `name`.
-pub fn patch_partition(disk: &Path, layout: &Layout, name: &str, offset: u64, data: &[u8]) -> Result<()> {
-    let (start, size) = layout.find(name).with_context(|| format!("the disk has no partition {name}"))?;
-    anyhow::ensure!(offset + data.len() as u64 <= size, "writing past the end of partition {name}");
-    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
-    f.seek(SeekFrom::Start(start + offset))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The boot-state record on the phone's system partition, if a copy is valid.
 pub fn read_state(profile: &Profile, p: &Prepared) -> Result<Option<crate::format::bootstate::Record>> {
     use crate::format::bootstate::{read_pair, BLOCK};
     let at = profile.device.state_offset();
     let raw = read_partition(&p.disk, &p.layout, &profile.device.system.partition, at, 2 * BLOCK)?;
     Ok(read_pair(&raw[..BLOCK], &raw[BLOCK..]).0)
-}
-
-/// What the bootloader took for one boot.
-pub struct Loaded {
-    /// The slot on A/B phones.
-    pub slot: Option<Slot>,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub dtb: Option<PathBuf>,
-    pub cmdline: String,
-}
-
-impl Loaded {
-    /// The command line with `extra` appended, as a bootloader adds its own arguments.
-    pub fn cmdline_with(&self, extra: &str) -> String {
-        if extra.is_empty() {
-            self.cmdline.clone()
-        } else {
-            format!("{} {extra}", self.cmdline)
-        }
-    }
-}
-
-/// The phone's bootloader, as Android's A/B rules have it (U-Boot's `ab_select_slot`): on
-/// A/B phones it reads misc, picks the slot, spends one try of an unproven slot and writes
-/// misc back, all before loading that slot's boot.img; then it takes kernel, ramdisk, dtb
-/// and command line out of the boot image and appends `androidboot.slot_suffix`.
-pub fn bootloader(profile: &Profile, p: &Prepared) -> Result<std::result::Result<Loaded, String>> {
-    let (slot, part) = if profile.device.is_ab() {
-        let raw = read_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE)?;
-        let sel = misc::select_slot(raw[..].try_into().expect("32 bytes"), true)
-            .map_err(|e| util::user_error(e, "reading the A/B metadata in misc"))?;
-        if sel.store {
-            let mut c = sel.control;
-            patch_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, &c.encode())?;
-        }
-        let Some(slot) = sel.slot.and_then(Slot::from_index) else {
-            return Ok(Err("no bootable slot in misc".into()));
-        };
-        (Some(slot), format!("boot{}", slot.suffix()))
-    } else {
-        (None, "boot".to_string())
-    };
-    let (_, size) = p.layout.find(&part).with_context(|| format!("the disk has no partition {part}"))?;
-    let bytes = read_partition(&p.disk, &p.layout, &part, 0, size as usize)?;
-    load(&p.dir, &bytes, slot).map(|r| r.map_err(|e| format!("{part} holds no bootable image ({e})")))
-}
-
-/// Takes kernel, ramdisk, dtb and command line out of a boot image (into `dir`), as a
-/// bootloader does, appending `androidboot.slot_suffix` for `slot`. The inner error says
-/// why the bytes are not a bootable image.
-pub fn load(dir: &Path, bytes: &[u8], slot: Option<Slot>) -> Result<std::result::Result<Loaded, String>> {
-    let boot = match BootImage::parse(bytes) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let kernel = dir.join("kernel");
-    let initrd = dir.join("initrd");
-    fs::write(&kernel, &boot.kernel)?;
-    fs::write(&initrd, &boot.ramdisk)?;
-    let dtb = if boot.dtb.is_empty() {
-        None
-    } else {
-        let d = dir.join("dtb");
-        fs::write(&d, &boot.dtb)?;
-        Some(d)
-    };
-    let mut cmdline = boot.cmdline.clone();
-    if let Some(s) = slot {
-        cmdline.push_str(&format!(" androidboot.slot_suffix={}", s.suffix()));
-    }
-    Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
-}
-
-/// QEMU with the phone's machine (no devices yet): console on stdio, a guest restart ends
-/// the process, and it dies with mobix.
-fn qemu_machine(profile: &Profile) -> Result<Command> {
-    let q = profile.device.qemu.as_ref().ok_or_else(|| {
-        Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
-    })?;
-    let mut c = Command::new("qemu-system-aarch64");
-    // QEMU must not outlive mobix, even one killed with SIGKILL (which no handler sees).
-    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
-    unsafe {
-        c.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
-        .args(["-nographic", "-no-reboot"]);
-    Ok(c)
-}
-
-/// QEMU with the phone's machine and disk, before anything is loaded.
-fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
-    let mut c = qemu_machine(profile)?;
-    let q = profile.device.qemu.as_ref().expect("qemu_machine checked it");
-    c.args(["-nic", "none"])
-        .arg("-drive")
-        .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
-        .arg("-device")
-        .arg(format!("{},drive=disk0", q.disk.qemu_device()))
-        // The phone's keys (volume up and down, as a keyboard), pressed through QMP.
-        .args(["-device", "virtio-keyboard-pci"]);
-    Ok(c)
-}
-
-/// Boots a boot image from RAM on the phone's disk (`fastboot boot`): once, with the
-/// console on this terminal, the current slot's suffix appended as bootloaders do.
-pub fn boot_from_ram(
-    profile: &Profile,
-    dir: &Path,
-    disk: &Path,
-    bytes: &[u8],
-    slot: Option<Slot>,
-    extra: &str,
-    progress: &dyn Fn(&str),
-) -> Result<std::process::ExitStatus> {
-    let loaded =
-        load(dir, bytes, slot)?.map_err(|e| Fail::new(format!("the image sent to boot is not bootable: {e}")))?;
-    let mut c = qemu_base(profile, disk)?;
-    c.arg("-kernel")
-        .arg(&loaded.kernel)
-        .arg("-initrd")
-        .arg(&loaded.initrd)
-        .arg("-append")
-        .arg(loaded.cmdline_with(extra));
-    if let Some(dtb) = &loaded.dtb {
-        c.arg("-dtb").arg(dtb);
-    }
-    progress(&format!("{} (quit with Ctrl-A X)", util::show_command(&c)));
-    let status =
-        c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
-    Ok(status)
-}
-
-/// The emulated phone's U-Boot in fastboot mode (`fastboot udp`), until the host reboots
-/// it: the disk as an SD card on PCI (U-Boot 2023.01 flashes only MMC storage), its NIC
-/// with the device's UDP port 5554 forwarded from `127.0.0.1:port`. U-Boot's console goes
-/// to `log`.
-pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, port: u16, log: &Path) -> Result<()> {
-    let len = fs::metadata(disk).with_context(|| format!("reading {}", disk.display()))?.len();
-    if !len.is_power_of_two() {
-        return Err(Fail::new(format!("{} is {len} bytes; QEMU's SD card needs a power of two", disk.display()))
-            .hint("delete it: `mobix run --fastboot` makes a new one of the right size")
-            .into());
-    }
-    let env = crate::format::ubootenv::encode(
-        &[("bootdelay", "0"), ("ipaddr", "10.0.2.15"), ("bootcmd", "mmc list; mmc dev 0; fastboot udp")],
-        UBOOT_ENV_SIZE,
-    )
-    .map_err(|e| anyhow::anyhow!("writing U-Boot's environment: {e}"))?;
-    let flash = dir.join("u-boot-fastboot-env.img");
-    let mut f = fs::File::create(&flash).with_context(|| format!("creating {}", flash.display()))?;
-    f.write_all(&env)?;
-    f.set_len(PFLASH_SIZE)?;
-    drop(f);
-    let mut c = qemu_machine(profile)?;
-    c.arg("-bios")
-        .arg(bin)
-        .arg("-drive")
-        .arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()))
-        .args(["-device", "sdhci-pci", "-drive"])
-        .arg(format!("if=none,id=card0,format=raw,file={}", disk.display()))
-        .args(["-device", "sd-card,drive=card0", "-netdev"])
-        .arg(format!("user,id=n0,hostfwd=udp:127.0.0.1:{port}-10.0.2.15:5554"))
-        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(log).with_context(|| format!("creating {}", log.display()))?)
-        .stderr(Stdio::inherit());
-    let status =
-        c.status().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
-    if !status.success() {
-        return Err(Fail::new(format!("QEMU ended with {status}")).hint(format!("see {}", log.display())).into());
-    }
-    Ok(())
-}
-
-/// The QEMU command line for one boot of what the model loaded.
-pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
-    let mut c = qemu_base(profile, &p.disk)?;
-    c.arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd).arg("-append").arg(cmdline);
-    if let Some(dtb) = &l.dtb {
-        c.arg("-dtb").arg(dtb);
-    }
-    Ok(c)
-}
-
-/// Where U-Boot loads the boot partition (above the kernel's and ramdisk's load addresses
-/// of the qemu-aarch64 header, below U-Boot's own copy at the top of RAM).
-const UBOOT_LOAD: u64 = 0x4800_0000;
-/// Scratch RAM for the misc sector U-Boot prints.
-const UBOOT_SCRATCH: u64 = 0x4700_0000;
-/// Size of U-Boot's environment (qemu_arm64_defconfig: CONFIG_ENV_SIZE).
-const UBOOT_ENV_SIZE: usize = 0x40000;
-/// QEMU's flash banks on virt are 64 MiB each.
-const PFLASH_SIZE: u64 = 64 << 20;
-
-/// The marker U-Boot's boot command prints, for the host to follow.
-const UBOOT_MARK: &str = "MOBIX-UBOOT";
-
-/// U-Boot's boot command for this phone: on A/B phones `ab_select` on misc (printing the
-/// slot and the A/B metadata it left), then that slot's boot partition, `bootm` with the
-/// header's command line after `androidboot.slot_suffix` and `extra`. The device tree is
-/// the one QEMU hands U-Boot (a v2 header's dtb was dumped without `-bios` and differs).
-pub fn u_boot_command(profile: &Profile, p: &Prepared, extra: &str) -> String {
-    let ss = p.layout.sector_size;
-    let mut cmd = vec!["virtio scan".to_string()];
-    let part = if profile.device.is_ab() {
-        let off = misc::CONTROL_OFFSET as u64;
-        cmd.push(format!(
-            "if ab_select slot virtio 0#misc; then echo {UBOOT_MARK} slot=${{slot}}; else echo {UBOOT_MARK} no-slot; poweroff; fi"
-        ));
-        cmd.push(format!(
-            "part start virtio 0 misc mst; setexpr mb ${{mst}} + {:x}; virtio read {UBOOT_SCRATCH:x} ${{mb}} 1; echo {UBOOT_MARK} misc:; md.b {:x} {:x}",
-            off / ss,
-            UBOOT_SCRATCH + off % ss,
-            misc::CONTROL_SIZE
-        ));
-        "boot_${slot}"
-    } else {
-        "boot"
-    };
-    let mut args = Vec::new();
-    if profile.device.is_ab() {
-        args.push("androidboot.slot_suffix=_${slot}".to_string());
-    }
-    if !extra.is_empty() {
-        args.push(extra.to_string());
-    }
-    cmd.push(format!(
-        "part start virtio 0 {part} bst; part size virtio 0 {part} bsz; virtio read {UBOOT_LOAD:x} ${{bst}} ${{bsz}}"
-    ));
-    // Double quotes: hush expands ${slot} in them (not in single quotes).
-    cmd.push(format!("setenv bootargs \"{}\"", args.join(" ")));
-    cmd.push(format!("bootm {UBOOT_LOAD:x} {UBOOT_LOAD:x} ${{fdtcontroladdr}}"));
-    cmd.push(format!("echo {UBOOT_MARK} bootm-failed; poweroff"));
-    cmd.join("; ")
-}
-
-/// QEMU booting U-Boot, its environment (written into `<dir>/u-boot-env.img`) carrying
-/// the boot command.
-fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &str) -> Result<Command> {
-    if let Some(c) = extra.chars().find(|c| matches!(c, '"' | '$' | '\\' | ';' | '\'')) {
-        return Err(Fail::new(format!("kernel arguments for U-Boot may not contain {c:?}: {extra}"))
-            .hint("U-Boot's shell would read it; use --bootloader model for such arguments")
-            .into());
-    }
-    let bootcmd = u_boot_command(profile, p, extra);
-    let env = crate::format::ubootenv::encode(&[("bootdelay", "0"), ("bootcmd", &bootcmd)], UBOOT_ENV_SIZE)
-        .map_err(|e| anyhow::anyhow!("writing U-Boot's environment: {e}"))?;
-    let flash = p.dir.join("u-boot-env.img");
-    let mut f = fs::File::create(&flash).with_context(|| format!("creating {}", flash.display()))?;
-    f.write_all(&env)?;
-    f.set_len(PFLASH_SIZE)?;
-    drop(f);
-    let mut c = qemu_base(profile, &p.disk)?;
-    c.arg("-bios").arg(bin).arg("-drive").arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()));
-    Ok(c)
 }
 
 /// How one boot of the emulated phone ended.
@@ -830,20 +359,6 @@ pub fn boot_once(
         boot.note = format!("{}; the serial log ends with:\n{}", boot.note, tail.join("\n"));
     }
     Ok(boot)
-}
-
-/// What mobix's model of the bootloader would do on the phone's misc now: the slot (or
-/// why none) and the 32 bytes of A/B metadata it leaves there.
-pub fn model_choice(p: &Prepared) -> Result<(std::result::Result<char, String>, [u8; misc::CONTROL_SIZE])> {
-    let raw = read_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE)?;
-    let raw: [u8; misc::CONTROL_SIZE] = raw[..].try_into().expect("32 bytes");
-    Ok(match misc::select_slot(&raw, true) {
-        Ok(sel) => {
-            let bytes = if sel.store { sel.control.clone().encode() } else { raw };
-            (sel.slot.map(misc::slot_letter).ok_or_else(|| "no bootable slot".to_string()), bytes)
-        }
-        Err(e) => (Err(e.to_string()), raw),
-    })
 }
 
 /// What U-Boot's boot command printed (see [`u_boot_command`]).
