@@ -453,7 +453,7 @@ fn merge_tree(src: &Path, dst: &Path) -> Result<()> {
 fn firmware(
     ctx: &Ctx,
     planned: &Planned,
-    files: &[(String, String, bool)],
+    files: &[crate::plan::FirmwareFile],
     directory: Option<&Path>,
     out: &Path,
 ) -> Result<()> {
@@ -461,7 +461,7 @@ fn firmware(
         Some(p) => ctx.store.host_path(p).join("lib/firmware"),
         None => directory.context("firmware comes from a package or a directory")?.to_path_buf(),
     };
-    for (path, sha, _) in files {
+    for crate::plan::FirmwareFile { path, sha256: sha, .. } in files {
         let src = base.join(path);
         let got = crate::hash::sha256_file(&src)
             .map_err(|e| util::user_error(e, format!("firmware {path} is not in {}", base.display())))?;

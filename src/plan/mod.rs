@@ -50,7 +50,7 @@ pub enum Builder {
     /// Firmware files, each checked against its pin, under `lib/firmware` (from input
     /// `package`, or from `directory`, which is not hashed: the files' pins are).
     Firmware {
-        files: Vec<(String, String, bool)>,
+        files: Vec<FirmwareFile>,
         #[serde(skip)]
         directory: Option<PathBuf>,
     },
@@ -120,6 +120,24 @@ pub enum Builder {
         generations: BTreeMap<u32, StorePath>,
         state: crate::format::bootstate::Record,
     },
+}
+
+/// One pinned firmware file of a [`Builder::Firmware`] recipe. Hashed as the
+/// `[path, sha256, stage1]` triple it has always been, so store paths stay put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareFile {
+    /// Path under `lib/firmware`.
+    pub path: String,
+    /// Lowercase hex, validated by the profile.
+    pub sha256: String,
+    /// Whether stage-1 needs it.
+    pub stage1: bool,
+}
+
+impl Serialize for FirmwareFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.path, &self.sha256, self.stage1).serialize(s)
+    }
 }
 
 impl Builder {
@@ -509,7 +527,9 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let firmware = match &d.firmware {
         Some(fw) => {
-            let files = fw.files.iter().map(|f| (f.path.clone(), f.sha256.clone(), f.stage1)).collect();
+            let files = (fw.files.iter())
+                .map(|f| FirmwareFile { path: f.path.clone(), sha256: f.sha256.clone(), stage1: f.stage1 })
+                .collect();
             let mut fw_inputs = BTreeMap::new();
             let directory = match &fw.package {
                 Some(name) => {

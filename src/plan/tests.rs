@@ -183,3 +183,9 @@ fn the_plans_contract_files_parse_as_the_phone_reads_them() {
     assert_eq!(read, written);
     assert_eq!(read.config.system_partition, p.device.system.partition.as_str());
 }
+
+#[test]
+fn a_firmware_file_hashes_as_the_triple_it_always_was() {
+    let f = FirmwareFile { path: "qcom/a.mbn".into(), sha256: "ab".repeat(32), stage1: true };
+    assert_eq!(serde_json::to_string(&f).unwrap(), format!("[\"qcom/a.mbn\",\"{}\",true]", "ab".repeat(32)));
+}
