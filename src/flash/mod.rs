@@ -194,20 +194,13 @@ fn pieces(path: &Path, max: u64, make: bool) -> Result<Pieces> {
     Ok(Pieces { sizes, rx })
 }
 
-/// Refuses a device whose `product` is not one the build is for (unless `force`); notes
-/// it as assumed when the device does not say. Returns what it said.
-pub fn check_product(
-    client: &mut Client,
-    plan: &FlashPlan,
-    force: bool,
-    assumed: &mut Vec<String>,
-    progress: &dyn Fn(&str),
-) -> Result<Option<String>> {
-    let product = client.getvar("product")?.map(|p| p.trim().to_string());
-    match &product {
+/// Refuses a device whose `product` is not one the build is for (unless `force`); notes in
+/// `assumed` what was let through or not checked. Pure.
+pub fn check_product(plan: &FlashPlan, product: Option<&str>, force: bool, assumed: &mut Vec<String>) -> Result<()> {
+    match product {
         Some(p) if plan.products.iter().any(|w| w == p) => {}
         Some(p) if force => {
-            progress(&format!("warning: the device says product {p:?}, the build is for {:?}; --force", plan.products))
+            assumed.push(format!("product: the device says {p:?}, the build is for {:?}; --force", plan.products))
         }
         Some(p) => {
             return Err(Fail::new(format!(
@@ -220,13 +213,14 @@ pub fn check_product(
         }
         None => assumed.push("product: the device does not report it, so its identity was not checked".into()),
     }
-    Ok(product)
+    Ok(())
 }
 
 /// `fastboot boot`: sends a boot image and starts it from RAM, flashing nothing.
 pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, progress: &dyn Fn(&str)) -> Result<()> {
     let mut assumed = Vec::new();
-    check_product(client, plan, force, &mut assumed, progress)?;
+    let product = client.getvar("product")?.map(|p| p.trim().to_string());
+    check_product(plan, product.as_deref(), force, &mut assumed)?;
     for a in &assumed {
         progress(&format!("assumed: {a}"));
     }
@@ -438,22 +432,7 @@ pub fn resolve(
     flashed: &Flashed,
 ) -> Result<Resolution> {
     let mut assumed = Vec::new();
-    match &dev.product {
-        Some(p) if plan.products.iter().any(|w| w == p) => {}
-        Some(p) if opts.force => {
-            assumed.push(format!("product: the device says {p:?}, the build is for {:?}; --force", plan.products))
-        }
-        Some(p) => {
-            return Err(Fail::new(format!(
-                "the device is a {p:?}, but this build is for {} (product {})",
-                plan.device,
-                plan.products.join(" or ")
-            ))
-            .hint("use the build for this phone, or pass --force if the profile's fastboot_products is wrong")
-            .into())
-        }
-        None => assumed.push("product: the device does not report it, so its identity was not checked".into()),
-    }
+    check_product(plan, dev.product.as_deref(), opts.force, &mut assumed)?;
     let max_download_size = match dev.max_download_size {
         Some(n) if n > 0 => n,
         _ => {

@@ -1,6 +1,18 @@
 use super::*;
 use std::path::Path;
 
+/// A boot-state record with generation 1 the default and these entries.
+fn record(entries: Vec<crate::format::bootstate::Entry>) -> crate::format::bootstate::Record {
+    crate::format::bootstate::Record {
+        seq: 1,
+        default_gen: 1,
+        booted_gen: 0,
+        last_good: [0, 0],
+        pending_slot: Default::default(),
+        entries,
+    }
+}
+
 fn fixture() -> (Profile, Lock, Inputs) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let profile = crate::profile::load(repo, "qemu-aarch64").unwrap();
@@ -78,14 +90,7 @@ fn plan_is_in_dependency_order() {
     let s = system(&p, &l, &i).unwrap();
     let gens = BTreeMap::from([(1, s.toplevel.clone())]);
     // Any valid record will do: the order of the recipes does not depend on it.
-    let state = crate::format::bootstate::Record {
-        seq: 1,
-        default_gen: 1,
-        booted_gen: 0,
-        last_good: [0, 0],
-        pending_slot: Default::default(),
-        entries: Vec::new(),
-    };
+    let state = record(Vec::new());
     let (plan, imgs) = images(&p, &s, &gens, &state, &i).unwrap();
     let (boot, system) = (imgs.boot, imgs.system);
     for (idx, r) in plan.recipes.iter().enumerate() {
@@ -126,24 +131,17 @@ fn the_qemu_profile_plans_to_golden_store_paths() {
     let (p, l, i) = fixture();
     let s = system(&p, &l, &i).unwrap();
     let gens = BTreeMap::from([(1, s.toplevel.clone())]);
-    let state = crate::format::bootstate::Record {
-        seq: 1,
-        default_gen: 1,
-        booted_gen: 0,
-        last_good: [0, 0],
-        pending_slot: Default::default(),
-        entries: vec![
-            Entry {
-                generation: 1,
-                id: [1; 16],
-                kernel_slot: 0,
-                tries_left: 0,
-                tries_done: 3,
-                status: Status::Bad(BadReason::Tries),
-            },
-            Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 3, tries_done: 0, status: Status::Trial },
-        ],
-    };
+    let state = record(vec![
+        Entry {
+            generation: 1,
+            id: [1; 16],
+            kernel_slot: 0,
+            tries_left: 0,
+            tries_done: 3,
+            status: Status::Bad(BadReason::Tries),
+        },
+        Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 3, tries_done: 0, status: Status::Trial },
+    ]);
     let (_, imgs) = images(&p, &s, &gens, &state, &i).unwrap();
     let got = [s.toplevel.base_name(), s.initrd.base_name(), imgs.boot.base_name(), imgs.system.base_name()];
     assert_eq!(got.map(|n| n.to_string()), GOLDEN_QEMU.map(String::from));
