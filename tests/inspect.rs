@@ -268,3 +268,36 @@ fn misc_identity_and_edit() {
     assert_eq!(i["bootloader_control"]["crc_ok"], true);
     assert_eq!(i["bootloader_would_boot"], "b");
 }
+
+/// `mobix … | head -1`: the reader goes away and mobix ends quietly (by SIGPIPE, as other
+/// tools do), never with a panic.
+#[test]
+fn a_closed_pipe_ends_mobix_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    // A listing far larger than a pipe holds, so mobix is still writing when the reader
+    // goes away.
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..3000 {
+        fs::write(tree.join(format!("a-file-with-a-rather-long-name-to-fill-the-pipe-{i:05}")), b"x").unwrap();
+    }
+    let archive = d.path().join("a.cpio");
+    ok(&["inspect", "cpio", "pack", tree.to_str().unwrap(), "--out", archive.to_str().unwrap()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(["inspect", "cpio", "info"])
+        .arg(&archive)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is closed now; what mobix still writes meets no reader.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("bug in mobix") && !err.contains("panicked"), "{err}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "ended with {:?}: {err}", out.status);
+}

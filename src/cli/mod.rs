@@ -131,6 +131,12 @@ impl DeviceOut {
 
 /// Entry point of the binary: runs the command and turns errors into exit codes.
 pub fn main() -> ExitCode {
+    // A reader that goes away (`mobix … | head`) ends mobix quietly, as it ends other
+    // command-line tools, instead of a write error turning into a panic.
+    // SAFETY: restoring the default disposition of a signal; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = std::panic::catch_unwind(|| dispatch(cli));
     match result {
