@@ -334,3 +334,63 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     let list = ok(&mobix(t, &["--store", "store", "generations", "list", "--device", "qemu-aarch64", "--repo", repo]));
     assert!(list.contains(&ta) && list.contains(&tb), "both generations are recorded:\n{list}");
 }
+
+/// `store verify`'s hint, followed as written, repairs the store: the damaged path is
+/// deleted, the next build realises it again under the present paths that refer to it.
+/// A build that fails records no generation.
+#[test]
+fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    ok(&build(t, "s", "o", &[]));
+    let gens = |t: &Path| -> usize {
+        let o = ok(&mobix(
+            t,
+            &[
+                "generations",
+                "list",
+                "--device",
+                "qemu-aarch64",
+                "--store",
+                "s",
+                "--json",
+                "--repo",
+                env!("CARGO_MANIFEST_DIR"),
+            ],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        v["generations"].as_array().unwrap().len()
+    };
+    assert_eq!(gens(t), 1);
+
+    // Damage the etc path (a user's stray edit).
+    let etc = common::store_entry(&t.join("s"), "-etc");
+    let victim = etc.join("hostname");
+    let mut perm = fs::metadata(&etc).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    fs::set_permissions(&etc, perm).unwrap();
+    fs::remove_file(&victim).unwrap();
+    fs::write(&victim, "tampered\n").unwrap();
+    let v = mobix(t, &["store", "verify", "--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    assert_eq!(v.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&v.stderr);
+    let hint = err.lines().find_map(|l| l.strip_prefix("hint: delete them with `")).expect("a hint").to_string();
+    let command = hint.split('`').next().unwrap();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(&words[..3], ["mobix", "store", "delete"], "{command}");
+    let mut args: Vec<&str> = words[1..].to_vec();
+    args.extend(["--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    ok(&mobix(t, &args));
+    // Its dependants (toplevel, system image) are still there; the build puts etc back.
+    let o = ok(&build(t, "s", "o", &[]));
+    let _ = o;
+    ok(&mobix(t, &["store", "verify", "--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]));
+    assert_eq!(gens(t), 1, "the same system: no new generation");
+
+    // A system whose image cannot be made (a partition far too small) fails after its
+    // system is built: no generation is recorded for it.
+    fs::write(t.join("small.yaml"), "hostname: too-big\ndevice:\n  system: { size: 1MiB }\n").unwrap();
+    let failed = build(t, "s", "o", &["--config", "small.yaml"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert_eq!(gens(t), 1, "a failed build records no generation");
+}

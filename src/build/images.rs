@@ -150,7 +150,11 @@ pub fn system_image(
     state: &bootstate::Record,
     out: &Path,
 ) -> Result<()> {
-    anyhow::ensure!(size > bootstate::AREA + (1 << 20), "a system partition of {size} bytes is too small");
+    if size <= bootstate::AREA + (1 << 20) {
+        return Err(Fail::new(format!("a system partition of {size} bytes is too small for a filesystem"))
+            .hint("give `system.size` (or the system partition's size) room for the system's closure")
+            .into());
+    }
     let fs_size = size - bootstate::AREA;
     let roots: Vec<StorePath> = gens.values().cloned().collect();
     let closure = ctx.store.closure(&roots)?;

@@ -99,7 +99,13 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     let mut substitute: std::collections::BTreeMap<StorePath, &Path> = Default::default();
     let mut todo: Vec<StorePath> = targets.to_vec();
     while let Some(p) = todo.pop() {
-        if !needed.insert(p.clone()) || ctx.store.contains(&p) {
+        if !needed.insert(p.clone()) {
+            continue;
+        }
+        if ctx.store.contains(&p) {
+            // Present, but its whole closure must be too (a damaged path deleted for
+            // repair is realised again, under whatever refers to it).
+            todo.extend(ctx.store.references(&p).unwrap_or_default());
             continue;
         }
         if let Some(dir) = ctx.substituters.iter().find(|d| crate::store::cache::has(d, &p)) {
@@ -110,10 +116,15 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
             todo.extend(r.recipe.inputs.values().cloned());
         }
     }
-    for p in needed.iter().filter(|p| plan.existing.contains(p)) {
+    for p in needed.iter().filter(|p| plan.get(p).is_none()) {
         if !ctx.store.contains(p) && !substitute.contains_key(p) {
+            let hint = if plan.existing.contains(p) {
+                "it belongs to an older generation: build that generation again, or drop it"
+            } else {
+                "a present store path refers to it: `mobix store verify` names what is damaged"
+            };
             return Err(Fail::new(format!("{p} is needed but not in the store, and this plan cannot build it"))
-                .hint("it belongs to an older generation: build that generation again, or drop it")
+                .hint(hint)
                 .into());
         }
     }

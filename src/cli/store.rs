@@ -38,6 +38,13 @@ pub enum StoreCmd {
         /// Store paths to check (default: every path in the store).
         paths: Vec<String>,
     },
+    /// Delete store paths, whatever refers to them (to repair damaged ones: the next build
+    /// realises them again under what needs them). `gc` is the way to free space.
+    Delete {
+        /// Store paths to delete.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Make a signing key for binary caches: FILE (secret, mode 0600) and FILE.pub.
     Keygen {
         /// Who signs (shown in caches and errors), e.g. `team-ci-1`.
@@ -181,11 +188,32 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
                 progress(&format!("{} store paths verified: content and references intact", targets.len()));
                 Ok(ExitCode::SUCCESS)
             } else {
-                let n = bad.iter().map(|b| &b.0).collect::<BTreeSet<_>>().len();
-                Err(Fail::new(format!("{n} of {} store paths failed verification", targets.len()))
-                    .hint("rebuild them (delete the damaged paths, then `mobix build`), or import them from a cache")
+                let damaged: BTreeSet<&StorePath> = bad.iter().map(|b| &b.0).collect();
+                let list: Vec<String> = damaged.iter().map(|p| p.base_name()).collect();
+                Err(Fail::new(format!("{} of {} store paths failed verification", damaged.len(), targets.len()))
+                    .hint(format!(
+                        "delete them with `mobix store delete {}`, then build again: the build realises them anew \
+                         (or import them from a cache)",
+                        list.join(" ")
+                    ))
                     .into())
             }
+        }
+        StoreCmd::Delete { paths } => {
+            let targets = resolve_all(&store, paths)?;
+            for t in &targets {
+                present(&store, t)?;
+            }
+            let lock = store.lock()?;
+            for t in &targets {
+                store.remove(&lock, t)?;
+                println!("deleted {t}");
+            }
+            progress(&format!(
+                "deleted {} store paths; a build realises them again where something needs them",
+                targets.len()
+            ));
+            Ok(ExitCode::SUCCESS)
         }
         StoreCmd::Keygen { name, to } => {
             let key = cache::SecretKey::generate(name)?;

@@ -203,10 +203,25 @@ impl Pipeline<'_> {
         let mut counts = Counts::default();
         counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
         let device = self.profile.instance();
-        let (rec, new) = generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?;
-        let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
-        let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
-        counts.add(&build::realise(self.ctx, &plan, &imgs.all())?);
+        // The generation is recorded only once its images are built: a failed build leaves
+        // no generation behind. Its number is taken under the store lock; if another build
+        // took it meanwhile, the images are planned again for the number this one got.
+        let (mut rec, _) = generation::next(store, &device, &sys.toplevel, &self.label())?;
+        let (imgs, new) = loop {
+            let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+            let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
+            counts.add(&build::realise(self.ctx, &plan, &imgs.all())?);
+            let (got, wrote) = generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?;
+            let planned = rec.generation;
+            rec = got;
+            if rec.generation == planned {
+                break (imgs, wrote);
+            }
+            self.ctx.progress.note(&format!(
+                "another build took generation {planned} meanwhile; this one is generation {}",
+                rec.generation
+            ));
+        };
         let manifest = publish::publish(store, out, self.profile, rec.generation, &sys.toplevel, &imgs.all())?;
         generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
         counts.downloads = self.ctx.downloads();
