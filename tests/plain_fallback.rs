@@ -64,4 +64,18 @@ fn a_bad_update_falls_back_by_itself_under_plain_mobix_test() {
          the phone fell back to generation {g1}, which is good"
     );
     assert!(err.contains(&said), "{err}");
+
+    // What the phone reported is what `generations list` shows.
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&mobix(&["generations", "list", "--device", "qemu-aarch64", "--json"]))).unwrap();
+    let phone = |g: u64| {
+        list["generations"].as_array().unwrap().iter().find(|r| r["generation"] == g).unwrap()["phone"].clone()
+    };
+    assert_eq!(phone(g2)["status"], "bad", "{list:#}");
+    assert_eq!(phone(g2)["bad_reason"], "tries");
+    assert_eq!((phone(g1)["status"].as_str(), phone(g1)["booted"].as_bool()), (Some("good"), Some(true)));
+    let text = ok(&mobix(&["generations", "list", "--device", "qemu-aarch64"]));
+    let line = |g: u64| text.lines().find(|l| l.trim_start().starts_with(&format!("{g} "))).unwrap().to_string();
+    assert!(line(g2).contains("bad (tries)"), "{text}");
+    assert!(line(g1).contains("good, booted"), "{text}");
 }

@@ -97,16 +97,30 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let human_time = generation::utc_minutes;
     match c {
         GenCmd::List(_) => {
+            // As the phone last reported (what `mobix test` read back off it).
+            let known = generation::ledger(&store, &profile.instance())?;
+            let standing =
+                |n: u32, r: &generation::Record| known.as_ref().and_then(|k| generation::standing(k, n, &r.toplevel));
             if t.json {
-                return print_json(
-                    serde_json::json!({"device": profile.instance(), "generations": all.values().collect::<Vec<_>>()}),
-                )
-                .map(|_| ExitCode::SUCCESS);
+                let gens: Vec<serde_json::Value> = (all.iter())
+                    .map(|(n, r)| {
+                        let mut v = serde_json::to_value(r).expect("serialisable");
+                        v["phone"] = serde_json::to_value(standing(*n, r)).expect("serialisable");
+                        v
+                    })
+                    .collect();
+                return print_json(serde_json::json!({"device": profile.instance(), "generations": gens}))
+                    .map(|_| ExitCode::SUCCESS);
             }
             let newest = all.keys().next_back().copied();
-            for (n, r) in &all {
+            let words: Vec<String> = all
+                .iter()
+                .map(|(n, r)| standing(*n, r).map_or("not seen on the phone".into(), |s| s.words()))
+                .collect();
+            let width = words.iter().map(|w| w.len()).max().unwrap_or(0);
+            for ((n, r), w) in all.iter().zip(&words) {
                 let mark = if Some(*n) == newest { "  (newest)" } else { "" };
-                println!("{n:>4}  {}  {}{mark}", human_time(r.created), r.toplevel);
+                println!("{n:>4}  {}  {w:width$}  {}{mark}", human_time(r.created), r.toplevel);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -199,6 +199,58 @@ pub fn protected(state: &bootstate::Record) -> Vec<u32> {
     v
 }
 
+/// How the phone last reported a generation: its status and the roles it plays.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Standing {
+    /// `trial`, `good` or `bad`.
+    pub status: &'static str,
+    /// Why a bad one is bad: `tries` (its tries ran out: a crash, a hang, a failed health
+    /// check), `kernel` (its kernel did not come up), `user` (marked by hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries_left: Option<u8>,
+    /// The generation the phone booted last.
+    pub booted: bool,
+    /// What the phone boots when nobody chooses.
+    pub default: bool,
+}
+
+impl Standing {
+    /// `good, booted, default`; `bad (tries)`; `trial (2 tries left)`.
+    pub fn words(&self) -> String {
+        let mut w = match (self.status, self.bad_reason, self.tries_left) {
+            ("bad", Some(r), _) => format!("bad ({r})"),
+            ("trial", _, Some(t)) => format!("trial ({t} tries left)"),
+            (s, _, _) => s.to_string(),
+        };
+        for (on, role) in [(self.booted, "booted"), (self.default, "default")] {
+            if on {
+                w.push_str(", ");
+                w.push_str(role);
+            }
+        }
+        w
+    }
+}
+
+/// Generation `n` (with toplevel `top`) as the phone's record `state` has it; None when the
+/// record does not know it (never on that phone, or the host never read it back).
+pub fn standing(state: &bootstate::Record, n: u32, top: &StorePath) -> Option<Standing> {
+    let id = bootstate::id_of(top.base_name().as_str());
+    let e = state.entries.iter().find(|e| e.generation == n && e.id == id)?;
+    Some(Standing {
+        status: e.status.name(),
+        bad_reason: match e.status {
+            bootstate::Status::Bad(r) => Some(r.name()),
+            _ => None,
+        },
+        tries_left: (e.status == bootstate::Status::Trial).then_some(e.tries_left),
+        booted: state.booted_gen == n,
+        default: state.default_gen == n,
+    })
+}
+
 /// The boot-state record a fresh system image starts with. `current` becomes the default;
 /// a generation the host knows from the phone's record (`known`, same number and identity)
 /// keeps its status there; the others start as trials: `current` with `tries`, older ones
@@ -335,6 +387,38 @@ pub fn path_size(store: &Store, p: &StorePath) -> u64 {
 mod tests {
     use super::*;
     use crate::hash::Sha256Digest;
+
+    #[test]
+    fn a_generations_standing_is_what_the_phone_record_says() {
+        use bootstate::{BadReason, Entry, Status};
+        let top = |c: char| StorePath::new(c.to_string().repeat(32), "mobix-system").unwrap();
+        let entry = |generation, c, status, tries_left| Entry {
+            generation,
+            id: bootstate::id_of(top(c).base_name().as_str()),
+            kernel_slot: 0,
+            tries_left,
+            tries_done: 0,
+            status,
+        };
+        let state = bootstate::Record {
+            seq: 3,
+            default_gen: 1,
+            booted_gen: 1,
+            last_good: [1, 0],
+            pending_slot: Default::default(),
+            entries: vec![
+                entry(1, 'a', Status::Good, 0),
+                entry(2, 'b', Status::Bad(BadReason::Tries), 0),
+                entry(3, 'c', Status::Trial, 2),
+            ],
+        };
+        let words = |n, c| standing(&state, n, &top(c)).map(|s| s.words());
+        assert_eq!(words(1, 'a').as_deref(), Some("good, booted, default"));
+        assert_eq!(words(2, 'b').as_deref(), Some("bad (tries)"));
+        assert_eq!(words(3, 'c').as_deref(), Some("trial (2 tries left)"));
+        assert_eq!(words(3, 'd'), None, "another toplevel under the same number is another generation");
+        assert_eq!(words(4, 'c'), None);
+    }
 
     fn sp(seed: &str, name: &str) -> StorePath {
         StorePath::new(Sha256Digest::of(seed.as_bytes()).store_hash(), name).unwrap()
