@@ -280,6 +280,33 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive advisory lock (flock) on a file, held until dropped. Another process
+/// holding it makes [`FileLock::take`] call `waiting` once, then wait.
+pub struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    pub fn take(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| user_error(e, format!("opening the lock file {}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            waiting();
+            // SAFETY: as above.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        Ok(FileLock { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,6 +333,31 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     assert_eq!(numbers, [1, 2], "generations of alpha and beta");
     let list = ok(&mobix(t, &["--store", "store", "generations", "list", "--device", "qemu-aarch64", "--repo", repo]));
     assert!(list.contains(&ta) && list.contains(&tb), "both generations are recorded:\n{list}");
+
+    // Two builds at once into one out directory: the second waits for the first, so the
+    // out directory ends with the newer generation (not whichever was slower).
+    let spawn_to = |host: &str, out: &str| {
+        let cfg = t.join(format!("{host}.yaml"));
+        fs::write(&cfg, format!("hostname: {host}\n")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
+            .arg(&cfg)
+            .args(["--out", out])
+            .current_dir(t)
+            .output()
+            .unwrap()
+    };
+    let (c, d) = std::thread::scope(|s| {
+        let c = s.spawn(|| spawn_to("gamma", "shared-out"));
+        let d = s.spawn(|| spawn_to("delta", "shared-out"));
+        (c.join().unwrap(), d.join().unwrap())
+    });
+    ok(&c);
+    ok(&d);
+    let both = format!("{}{}", String::from_utf8_lossy(&c.stderr), String::from_utf8_lossy(&d.stderr));
+    assert!(both.contains("another mobix build is writing"), "one build waited:\n{both}");
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(t.join("shared-out/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["generation"].as_u64(), Some(4), "the out directory holds the newest generation: {m}");
 }
 
 /// `store verify`'s hint, followed as written, repairs the store: the damaged path is

@@ -198,6 +198,12 @@ impl Pipeline<'_> {
     /// carry it, publish them to `out`.
     pub fn build(&self, out: &Path) -> Result<Built> {
         let store = self.store();
+        // One build at a time writes an out directory: a second waits for the first, so
+        // the out directory always ends with the later build's generation.
+        std::fs::create_dir_all(out).map_err(|e| util::user_error(e, format!("creating {}", out.display())))?;
+        let _out_lock = util::FileLock::take(&out.join(".mobix-build.lock"), || {
+            self.ctx.progress.note(&format!("another mobix build is writing {}; waiting for it", out.display()))
+        })?;
         let sys = self.plan_system()?;
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut counts = Counts::default();

@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub use refs::scan_references;
@@ -118,7 +117,7 @@ pub struct Store {
 
 /// Held while building: other mobix processes wait for it.
 pub struct StoreLock {
-    _file: fs::File,
+    _file: util::FileLock,
 }
 
 impl Store {
@@ -154,21 +153,10 @@ impl Store {
     /// Takes the store's build lock, waiting for another mobix process if it holds it.
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.root.join(".mobix/lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let file = util::FileLock::take(&path, || {
             (self.reporter)
-                .note(&format!("waiting for another mobix process to release the store lock {}", path.display()));
-            // SAFETY: as above.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
-            }
-        }
+                .note(&format!("waiting for another mobix process to release the store lock {}", path.display()))
+        })?;
         // With the lock held, no build is running: leftovers of interrupted ones can go.
         let tmp = self.root.join(".mobix/tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
