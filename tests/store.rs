@@ -419,3 +419,19 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
     assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
     assert_eq!(gens(t), 1, "a failed build records no generation");
 }
+
+/// What a build killed by a signal leaves in the store's temporary directory goes with the
+/// next build or `mobix gc`, which says so.
+#[test]
+fn gc_clears_and_reports_what_an_interrupted_build_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let left = t.join("store/.mobix/tmp/build-xyz-kernel/linux");
+    fs::create_dir_all(&left).unwrap();
+    fs::write(left.join("vmlinux.o"), vec![7u8; 3 << 20]).unwrap();
+    let o = mobix(t, &["gc", "--store", "store", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("removed what 1 interrupted build(s) left in") && err.contains("(3.0 MiB)"), "{err}");
+    assert!(!t.join("store/.mobix/tmp/build-xyz-kernel").exists());
+}

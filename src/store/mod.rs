@@ -159,10 +159,25 @@ impl Store {
         })?;
         // With the lock held, no build is running: leftovers of interrupted ones can go.
         let tmp = self.root.join(".mobix/tmp");
+        let (mut count, mut bytes) = (0, 0u64);
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = util::remove_tree(&e.path());
+                let mut size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = util::walk(&e.path(), &mut |_, m| {
+                    size += m.len();
+                    Ok(true)
+                });
+                if util::remove_tree(&e.path()).is_ok() {
+                    (count, bytes) = (count + 1, bytes + size);
+                }
             }
+        }
+        if count > 0 {
+            self.reporter.note(&format!(
+                "removed what {count} interrupted build(s) left in {} ({:.1} MiB)",
+                tmp.display(),
+                bytes as f64 / (1 << 20) as f64
+            ));
         }
         Ok(StoreLock { _file: file })
     }
