@@ -289,12 +289,18 @@ pub struct FileLock {
 impl FileLock {
     pub fn take(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
         use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| user_error(e, format!("opening the lock file {}", path.display())))?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| {
+            let read_only = matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM));
+            let err = user_error(e, format!("opening the lock file {}", path.display()));
+            match read_only {
+                true => {
+                    err.context(Fail::new(format!("{} is not writable", path.parent().unwrap_or(path).display())).hint(
+                        "a build that has something to do writes to the store: give a writable one with --store DIR",
+                    ))
+                }
+                false => err,
+            }
+        })?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             waiting();

@@ -212,11 +212,16 @@ impl Pipeline<'_> {
         // The generation is recorded only once its images are built: a failed build leaves
         // no generation behind. Its number is taken under the store lock; if another build
         // took it meanwhile, the images are planned again for the number this one got.
-        let (mut rec, _) = generation::next(store, &device, &sys.toplevel, &self.label())?;
+        let (mut rec, planned_new) = generation::next(store, &device, &sys.toplevel, &self.label())?;
         let (imgs, new) = loop {
             let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
             counts.add(&build::realise(self.ctx, &plan, &imgs.all())?);
+            if !planned_new && rec.boot_image.as_ref() == Some(&imgs.boot) {
+                // The newest generation already, with this boot image: nothing to record,
+                // so a build with nothing to do needs no writable store.
+                break (imgs, false);
+            }
             let (got, wrote) = generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?;
             let planned = rec.generation;
             rec = got;
@@ -229,7 +234,9 @@ impl Pipeline<'_> {
             ));
         };
         let manifest = publish::publish(store, out, self.profile, rec.generation, &sys.toplevel, &imgs.all())?;
-        generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
+        if rec.boot_image.as_ref() != Some(&imgs.boot) {
+            generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
+        }
         counts.downloads = self.ctx.downloads();
         Ok(Built {
             generation: rec.generation,

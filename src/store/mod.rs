@@ -332,7 +332,11 @@ impl Store {
         let dir = self.root.join(".mobix/outs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let key = crate::hash::Sha256Digest::of(out.as_os_str().as_encoded_bytes()).hex();
-        util::symlink_atomic(&out, &dir.join(&key[..32]))
+        let link = dir.join(&key[..32]);
+        if fs::read_link(&link).is_ok_and(|t| t == out) {
+            return Ok(()); // registered already: nothing to write
+        }
+        util::symlink_atomic(&out, &link)
     }
 
     /// The out directories registered as roots that still exist.
