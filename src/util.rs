@@ -287,6 +287,20 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// The lock if nobody holds it; None if another process does.
+    pub fn try_take(path: &Path) -> Result<Option<FileLock>> {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| user_error(e, format!("opening the lock file {}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own.
+        let got = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        Ok(got.then_some(FileLock { _file: file }))
+    }
+
     pub fn take(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
         use std::os::fd::AsRawFd;
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| {

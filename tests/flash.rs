@@ -407,3 +407,23 @@ fn a_phone_with_vbmeta_gets_it_with_verification_disabled() {
     assert_eq!(active, "b");
     assert!(log.contains("flash:vbmeta_b"), "{log}");
 }
+
+/// The phone's disk has one user at a time: booting it while it is still in fastboot mode
+/// is refused with what to do, and a second fastboot-mode phone on it likewise.
+#[test]
+fn the_flashed_disk_is_not_booted_while_fastboot_mode_serves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    build(&out, None);
+    let phone = Phone::start("qemu-aarch64", &out, &[]);
+    let o = mobix(&["test", "--device", "qemu-aarch64", "--flashed", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is in use by another mobix process; cannot boot it") && err.contains("fastboot reboot"),
+        "{err}"
+    );
+    let o = mobix(&["run", "--device", "qemu-aarch64", "--fastboot", "--port", "0", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    drop(phone);
+}

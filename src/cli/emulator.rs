@@ -187,6 +187,7 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
 pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
+    let _in_use = vm::use_phone(&a.target.out_dir(), "serve fastboot on it")?;
     let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir())?;
     if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
         let dir = a.target.out_dir().join("phone");

@@ -51,6 +51,21 @@ pub struct Prepared {
     pub manifest: Manifest,
     /// What boots it: mobix's model of the bootloader, or U-Boot.
     pub firmware: Firmware,
+    /// Held while the phone's own disk is in use (see [`use_phone`]).
+    pub phone_lock: Option<util::FileLock>,
+}
+
+/// Claims the emulated phone's own disk (`<out>/phone/`) for one user at a time: the
+/// fastboot-mode phone writing into it, or a boot of it. Refused while another holds it.
+pub fn use_phone(out: &Path, what: &str) -> Result<util::FileLock> {
+    let dir = out.join("phone");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("in-use.lock");
+    util::FileLock::try_take(&path)?.ok_or_else(|| {
+        Fail::new(format!("the emulated phone in {} is in use by another mobix process; cannot {what}", dir.display()))
+            .hint("it is in fastboot mode (`mobix run --fastboot`) or booting: end that first (`fastboot reboot` ends fastboot mode)")
+            .into()
+    })
 }
 
 /// The emulated phone's bootloader.
@@ -98,15 +113,16 @@ pub fn prepare_from(
     if profile.device.is_ab() {
         patch_partition(&disk, &layout, "misc", misc::CONTROL_OFFSET as u64, &flashed_misc(Slot::A)?)?;
     }
-    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model })
+    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model, phone_lock: None })
 }
 
 /// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
 /// test expects).
 pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
     let manifest = publish::load_manifest_for(profile, out)?;
+    let lock = use_phone(out, "boot it")?;
     let (disk, layout) = phone_disk(profile, out)?;
-    Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model })
+    Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model, phone_lock: Some(lock) })
 }
 
 /// The boot-state record on the phone's system partition, if a copy is valid.
