@@ -13,9 +13,10 @@ pub(super) struct BuildArgs {
     #[arg(long)]
     dry_run: bool,
     /// For profiles naming both a kernel source and a package: build the kernel from
-    /// source, or use the prebuilt package (the substitute).
-    #[arg(long, value_enum, default_value = "source")]
-    kernel_from: KernelFromArg,
+    /// source, or use the prebuilt package (the substitute) [default: the package where
+    /// the profile names one, else the source].
+    #[arg(long, value_enum)]
+    kernel_from: Option<KernelFromArg>,
     /// A binary cache directory (`mobix store export`) to take store paths from before
     /// building them; repeatable. Needs --trust.
     #[arg(long, value_name = "DIR", requires = "trust")]
@@ -70,7 +71,8 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = pipeline::host_facts(&repo, &profile, a.kernel_from.into())?;
+    let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
+    let inputs = pipeline::host_facts(&repo, &profile, kernel_from)?;
     let store = open_store(g)?;
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();

@@ -106,7 +106,7 @@ pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitC
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile))?;
     let store = open_store(g)?;
     let ctx = builder_ctx(&store);
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };

@@ -323,6 +323,17 @@ pub enum KernelFrom {
     Substitute,
 }
 
+impl KernelFrom {
+    /// What a build uses unless told: the prebuilt package where the profile names one (a
+    /// newcomer should not compile a kernel for hours), else the source.
+    pub fn default_for(profile: &Profile) -> KernelFrom {
+        match profile.device.kernel.package {
+            Some(_) => KernelFrom::Substitute,
+            None => KernelFrom::Source,
+        }
+    }
+}
+
 /// Facts about the world the plan depends on, gathered before planning.
 #[derive(Debug, Clone)]
 pub struct Inputs {
@@ -667,7 +678,12 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
     if !use_source {
         let name = k.package.as_ref().expect("checked above");
         let pin = lock.deb(name)?.clone();
-        let origin = format!("prebuilt package {} {}", pin.package, pin.version);
+        let mut origin = format!("prebuilt package {} {}", pin.package, pin.version);
+        if let Some(src) = &k.source {
+            origin.push_str(&format!(
+                " (`--kernel-from source` compiles kernels/{src} instead: hours on a machine of a few cores)"
+            ));
+        }
         return Ok((deb(plan, lock, name)?, origin));
     }
     let spec = inp.kernel_spec.as_ref().ok_or_else(|| anyhow::anyhow!("the kernel spec was not loaded"))?;
@@ -690,7 +706,11 @@ fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan)
         builder: Builder::KernelBuild { arch: "arm64".into(), cross },
         inputs: inputs(&[("source", &src), ("config", &config)]),
     });
-    Ok((build, format!("built from source: kernels/{} ({} {})", spec.name, pin.package, pin.version)))
+    let mut origin = format!("built from source: kernels/{} ({} {})", spec.name, pin.package, pin.version);
+    if let Some(p) = &k.package {
+        origin.push_str(&format!(" (`--kernel-from substitute` takes the prebuilt {p} instead)"));
+    }
+    Ok((build, origin))
 }
 
 /// The plan of a U-Boot spec: its pinned source package, then the build.
