@@ -79,3 +79,46 @@ fn a_bad_update_falls_back_by_itself_under_plain_mobix_test() {
     assert!(line(g2).contains("bad (tries)"), "{text}");
     assert!(line(g1).contains("good, booted"), "{text}");
 }
+
+/// `mobix test` boots what was built: with the system config the build used (its manifest
+/// names it), never with another one, and only for profiles that can be emulated.
+#[test]
+fn mobix_test_boots_the_config_the_build_used() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let built = t.path().join("built.yaml");
+    let other = t.path().join("other.yaml");
+    std::fs::write(&built, "hostname: config-kept\nhealth_checks: [{name: bad, command: [\"false\"]}]\n").unwrap();
+    std::fs::write(&other, "hostname: config-other\n").unwrap();
+    build(&out, &built);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["path"], built.canonicalize().unwrap().to_str().unwrap(), "{m:#}");
+
+    let o = mobix(&[
+        "test",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        other.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("was made with") && err.contains("not with") && err.contains("other.yaml"), "{err}");
+    assert!(err.contains("hint: build it first: `mobix build --device qemu-aarch64 --config"), "{err}");
+    assert!(!err.contains("booting"), "refused before booting anything: {err}");
+
+    std::fs::write(&built, "hostname: config-edited\n").unwrap();
+    let o = mobix(&["test", "--device", "qemu-aarch64", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("built.yaml that the build in") && err.contains("has changed or is gone"), "{err}");
+
+    let o = mobix(&["test", "--device", "oneplus-enchilada", "--out", t.path().join("none").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("device oneplus-enchilada cannot be emulated"), "{err}");
+    assert!(!err.contains("booting"), "{err}");
+}

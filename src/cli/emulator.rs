@@ -78,9 +78,21 @@ pub(super) fn load_for_vm(
     flashed: bool,
 ) -> Result<(Profile, vm::Prepared)> {
     let repo = find_repo(g)?;
-    let profile = t.load(&repo)?;
-    let mut prepared =
-        if flashed { vm::flashed_phone(&profile, &t.out_dir())? } else { vm::prepare(&profile, &t.out_dir())? };
+    let out = t.out_dir();
+    let profile = profile_of_build(&repo, t, &out)?;
+    if profile.device.qemu.is_none() {
+        return Err(Fail::new(format!(
+            "device {} cannot be emulated: its profile has no qemu section",
+            profile.codename
+        ))
+        .hint(format!(
+            "flash it to the phone instead (`mobix flash --device {}`); `mobix test` and `run` boot profiles with \
+                 a qemu section, such as qemu-aarch64",
+            t.device
+        ))
+        .into());
+    }
+    let mut prepared = if flashed { vm::flashed_phone(&profile, &out)? } else { vm::prepare(&profile, &out)? };
     prepared.firmware = firmware(g, &repo, &profile, bl)?;
     Ok((profile, prepared))
 }
@@ -96,7 +108,7 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
     })?;
     let spec = profile::load_u_boot(repo, name)?;
     let lock = Lock::load(repo)?;
-    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version()?)?;
+    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version(&open_store(g)?)?)?;
     let store = open_store(g)?;
     build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
@@ -106,8 +118,8 @@ pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitC
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
-    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile))?;
     let store = open_store(g)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
     let ctx = builder_ctx(&store);
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir().join(format!("scenario-{name}"));
@@ -181,6 +193,51 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
     let status = vm::run(&profile, &prepared, &a.append, &progress)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The profile as the build in `out` loaded it: with the system config it used (recorded
+/// in its manifest) unless `--config` names one, which must then be that very config:
+/// `test` and `run` boot what was built, they build nothing.
+fn profile_of_build(repo: &Path, t: &DeviceOut, out: &Path) -> Result<Profile> {
+    let used = publish::load_manifest(out).ok().and_then(|m| m.config);
+    match (&t.config, &used) {
+        (Some(given), _) => {
+            let given_now = publish::ConfigUsed::of(given)?;
+            if used.as_ref().map(|u| u.sha256) != Some(given_now.sha256) {
+                let built = match &used {
+                    Some(u) => format!("with {}", u.path.display()),
+                    None => "without a system config".into(),
+                };
+                return Err(Fail::new(format!(
+                    "the build in {} was made {built}, not with {}; `mobix test` boots what was built",
+                    out.display(),
+                    given.display()
+                ))
+                .hint(format!("build it first: `mobix build --device {} --config {}`", t.device, given.display()))
+                .into());
+            }
+            t.load(repo)
+        }
+        (None, Some(u)) => {
+            let now = publish::ConfigUsed::of(&u.path).ok();
+            if now.map(|n| n.sha256) != Some(u.sha256) {
+                return Err(Fail::new(format!(
+                    "the system config {} that the build in {} used has changed or is gone since",
+                    u.path.display(),
+                    out.display()
+                ))
+                .hint(format!(
+                    "build again to boot what it says now: `mobix build --device {} --config {}`",
+                    t.device,
+                    u.path.display()
+                ))
+                .into());
+            }
+            let t2 = DeviceOut { config: Some(u.path.clone()), ..t.clone() };
+            t2.load(repo)
+        }
+        (None, None) => t.load(repo),
+    }
 }
 
 /// `mobix run --fastboot`: the emulated phone in fastboot mode.

@@ -95,7 +95,7 @@ enum Cmd {
     Lock(LockCmd),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct DeviceOut {
     /// The device profile (a directory name under devices/).
     #[arg(long, value_name = "NAME")]
@@ -103,7 +103,9 @@ struct DeviceOut {
     /// The device variant (for profiles with `variants:`).
     #[arg(long, value_name = "NAME")]
     variant: Option<String>,
-    /// The system configuration (YAML: hostname, cmdline, and `device:` overrides).
+    /// The system config (YAML: hostname, cmdline, packages, overlays, services,
+    /// health checks, generations, boot counting, `device:` overrides; devices/README.md).
+    /// `test` and `run` take the one the build used and refuse another.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where the build's images go [default: out/<device>/].

@@ -59,6 +59,9 @@ pub struct Profile {
     pub system: SystemConfig,
     /// Every file merged into this profile, in merge order.
     pub sources: Vec<PathBuf>,
+    /// The system config it was loaded with, if any.
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
 }
 
 impl Profile {
@@ -679,6 +682,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         device: dev,
         system,
         sources: layers.iter().map(|l| l.file.clone()).collect(),
+        config: sel.config.map(Path::to_path_buf),
     })
 }
 

@@ -36,6 +36,27 @@ pub struct Manifest {
     pub toplevel: StorePath,
     /// Image file name (as in the out directory) to its digest and origin.
     pub images: BTreeMap<String, ImageInfo>,
+    /// The system config the build used, so that `mobix test` and `run` load the profile as
+    /// the build did (and refuse another one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigUsed>,
+}
+
+/// A system config file as a build read it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigUsed {
+    pub path: PathBuf,
+    pub sha256: Sha256Digest,
+}
+
+impl ConfigUsed {
+    /// `path` as it is now (its absolute path and content hash).
+    pub fn of(path: &Path) -> Result<ConfigUsed> {
+        let abs = path.canonicalize().map_err(|e| util::user_error(e, format!("reading {}", path.display())))?;
+        let sha256 =
+            crate::hash::sha256_file(&abs).map_err(|e| util::user_error(e, format!("reading {}", abs.display())))?;
+        Ok(ConfigUsed { path: abs, sha256 })
+    }
 }
 
 pub const FLASH_PLAN: &str = "flash-plan.json";
@@ -199,6 +220,7 @@ pub fn publish(
         generation,
         toplevel: toplevel.clone(),
         images,
+        config: profile.config.as_deref().map(ConfigUsed::of).transpose()?,
     };
     util::write_atomic(&out.join(MANIFEST), (serde_json::to_string_pretty(&m)? + "\n").as_bytes())?;
     Ok(m)

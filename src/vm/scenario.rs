@@ -106,6 +106,7 @@ pub fn run(
         generation: 1,
         toplevel: g1.toplevel.clone(),
         images: BTreeMap::new(),
+        config: None,
     };
     let boot_bytes = fs::read(&g1.boot_img).with_context(|| format!("reading {}", g1.boot_img.display()))?;
     let mut phone = super::prepare_from(profile, dir, &boot_bytes, &g1.system_img, manifest)?;
