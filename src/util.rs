@@ -44,6 +44,11 @@ pub fn user_error<E: Into<anyhow::Error>>(e: E, msg: impl Into<String>) -> anyho
     e.into().context(Fail::new(msg))
 }
 
+/// Whether `e` says a program or file was not there (an [`io::ErrorKind::NotFound`] in its chain).
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::NotFound))
+}
+
 /// Quotes a command line for messages (not for a shell).
 pub fn show_command(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();

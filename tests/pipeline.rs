@@ -24,8 +24,8 @@ fn a_build_through_the_library_matches_its_dry_run() {
     let repo = common::repo();
     let profile = mobix::profile::load(&repo, "qemu-aarch64").unwrap();
     let lock = mobix::lock::Lock::load(&repo).unwrap();
-    let inputs = pipeline::host_facts(&repo, &profile, mobix::plan::KernelFrom::default_for(&profile)).unwrap();
     let store = mobix::store::Store::open(&common::shared_store()).unwrap();
+    let inputs = pipeline::host_facts(&repo, &profile, mobix::plan::KernelFrom::default_for(&profile), &store).unwrap();
     let lines = std::sync::Mutex::new(Vec::new());
     let progress = |m: &str| lines.lock().unwrap().push(m.to_string());
     let ctx = Ctx {

@@ -72,8 +72,8 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let profile = a.target.load(&repo)?;
     let lock = Lock::load(&repo)?;
     let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
-    let inputs = pipeline::host_facts(&repo, &profile, kernel_from)?;
     let store = open_store(g)?;
+    let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
@@ -141,10 +141,10 @@ pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
         .into());
     }
     let lock = Lock::load(&repo)?;
-    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source)?;
+    let store = open_store(g)?;
+    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source, &store)?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
-    let store = open_store(g)?;
     let ctx = builder_ctx(&store);
     build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
     let dir = store.host_path(&cfg);

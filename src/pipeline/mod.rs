@@ -21,14 +21,48 @@ use crate::util::{self, Fail};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-/// The first line of `prog args…`'s output (stdout, else stderr): a tool's version.
-pub fn tool_version(prog: &str, args: &[&str]) -> Result<String> {
-    let out = util::run(Command::new(prog).args(args))?;
-    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    Ok(String::from_utf8_lossy(&text).trim().to_string())
+/// `prog args…`'s output (stdout, else stderr): a tool's version, which recipes hash.
+///
+/// Every answer is remembered in the store (`.mobix/host-tools.json`), so that a build whose
+/// store paths are all present plans without the tool: when `prog` is not installed, the
+/// version the last run saw stands in (and the reporter says so); a builder that needs the
+/// tool then fails with the usual "not installed" error. With nothing remembered, a missing
+/// tool is that error (exit 1, with the package to install).
+pub fn tool_version(store: &Store, prog: &str, args: &[&str]) -> Result<String> {
+    let memo_file = store.root().join(".mobix/host-tools.json");
+    let mut memo: BTreeMap<String, String> =
+        fs::read(&memo_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let key = format!("{prog} {}", args.join(" "));
+    match util::run(Command::new(prog).args(args)) {
+        Ok(out) => {
+            let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+            let version = String::from_utf8_lossy(&text).trim().to_string();
+            if memo.get(&key) != Some(&version) {
+                memo.insert(key, version.clone());
+                // Best effort: a read-only store still plans, it only remembers nothing.
+                let _ = fs::create_dir_all(store.root().join(".mobix"))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| util::write_atomic(&memo_file, &serde_json::to_vec_pretty(&memo)?));
+            }
+            Ok(version)
+        }
+        Err(e) if util::is_not_found(&e) => match memo.get(&key) {
+            Some(v) => {
+                store.reporter().note(&format!(
+                    "{prog} is not installed: planning with the version the last build saw ({}); \
+                     anything that must be built with it will fail",
+                    first_line(v.clone())
+                ));
+                Ok(v.clone())
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 fn first_line(s: String) -> String {
@@ -36,13 +70,13 @@ fn first_line(s: String) -> String {
 }
 
 /// The version line of the cross compiler, which C builds (kernels, `packages/`) hash.
-pub fn cross_gcc_version() -> Result<String> {
-    tool_version(&format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"]).map(first_line)
+pub fn cross_gcc_version(store: &Store) -> Result<String> {
+    tool_version(store, &format!("{}gcc", build::kernel::CROSS_COMPILE), &["--version"]).map(first_line)
 }
 
 /// The host facts a system plan depends on: the init crate's hashes, the host tools'
 /// versions, the overlays' and packages' specs, where the kernel comes from.
-pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom) -> Result<Inputs> {
+pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom, store: &Store) -> Result<Inputs> {
     let k = &profile.device.kernel;
     let from_source = k.source.is_some() && (kernel_from == KernelFrom::Source || k.package.is_none());
     let kernel_spec =
@@ -51,8 +85,8 @@ pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom) -> Re
         .filter(|n| profile::package_spec(repo, n).is_file())
         .map(|n| profile::load_package(repo, n))
         .collect::<Result<_>>()?;
-    let cross_gcc = if from_source || !packages.is_empty() { Some(cross_gcc_version()?) } else { None };
-    let mut inputs = image_facts(repo, profile)?;
+    let cross_gcc = if from_source || !packages.is_empty() { Some(cross_gcc_version(store)?) } else { None };
+    let mut inputs = image_facts(repo, profile, store)?;
     for name in &profile.system.overlays {
         let dir = repo.join("overlays").join(name);
         let sha = hash::sha256_tree(&dir.join("files"), &|_| false)
@@ -68,7 +102,7 @@ pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom) -> Re
 
 /// What every plan needs, images included: the init crate's hashes and the host tools'
 /// versions (the filesystem tool of the profile's system partition only).
-pub fn image_facts(repo: &Path, profile: &Profile) -> Result<Inputs> {
+pub fn image_facts(repo: &Path, profile: &Profile, store: &Store) -> Result<Inputs> {
     let init_dir = repo.join("init");
     let init_source = hash::sha256_tree(&init_dir, &|rel| rel == "target" || rel.starts_with("target/"))
         .map_err(|e| util::user_error(e, format!("hashing the init sources in {}", init_dir.display())))?;
@@ -84,11 +118,11 @@ pub fn image_facts(repo: &Path, profile: &Profile) -> Result<Inputs> {
         repo: repo.to_path_buf(),
         init_source,
         init_lock,
-        rustc_version: tool_version("rustc", &["-vV"])?,
-        qemu_version: first_line(tool_version("qemu-system-aarch64", &["--version"])?),
-        mke2fs_version: first_line(tool_version("mke2fs", &["-V"])?),
+        rustc_version: tool_version(store, "rustc", &["-vV"])?,
+        qemu_version: first_line(tool_version(store, "qemu-system-aarch64", &["--version"])?),
+        mke2fs_version: first_line(tool_version(store, "mke2fs", &["-V"])?),
         mkfs_erofs_version: match profile.device.system.filesystem {
-            profile::Filesystem::Erofs => Some(first_line(tool_version("fsck.erofs", &["-V"])?)),
+            profile::Filesystem::Erofs => Some(first_line(tool_version(store, "fsck.erofs", &["-V"])?)),
             profile::Filesystem::Ext4 => None,
         },
     })

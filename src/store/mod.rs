@@ -132,6 +132,11 @@ impl Store {
         Ok(Store { root, reporter: &crate::report::Silent })
     }
 
+    /// Where this store's notes go.
+    pub fn reporter(&self) -> &'static dyn crate::report::Reporter {
+        self.reporter
+    }
+
     /// The same store, telling `reporter` when it waits for another mobix process.
     pub fn with_reporter(self, reporter: &'static dyn crate::report::Reporter) -> Store {
         Store { reporter, ..self }
