@@ -210,7 +210,15 @@ fn unknown_device_and_missing_build_are_user_errors() {
     let out =
         mobix(tmp.path(), &["test", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--out", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("run `mobix build"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hint: run `mobix build --device qemu-aarch64` first, with the same --out"), "{err}");
+    let out = mobix(
+        tmp.path(),
+        &["flash", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--variant", "tiny", "--out", "nowhere"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `mobix build --device qemu-aarch64 --variant tiny` first"), "{err}");
 }
 
 #[test]

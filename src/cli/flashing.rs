@@ -91,7 +91,7 @@ pub(super) fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
     let out = a.target.out_dir();
     let (manifest, plan) = load_build(&profile, &out)?;
     let boot = publish::image_file(&out, &manifest, plan::ImageName::Boot.file_name())?;
-    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
+    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref(), &*term::TERMINAL)?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     flash::boot(&mut client, &plan, &boot, a.force, &progress)?;
     progress(&format!("booting generation {}'s boot.img from RAM on {}", manifest.generation, client.name()));
@@ -110,7 +110,7 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         images.insert(name.clone(), flash::Image { path, sha256: info.sha256.hex() });
     }
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
-    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref())?);
+    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref(), &*term::TERMINAL)?);
     client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
     progress(&format!(
         "{} generation {} of {} over {}",

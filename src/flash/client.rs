@@ -61,21 +61,27 @@ impl Transport for super::usb::Usb {
 /// Opens a transport from a `--serial` value: `tcp:HOST[:PORT]`, `udp:HOST[:PORT]`, or a
 /// USB device's serial number (also as `usb:SERIAL`, or its bus path `usb:1-2.3`); None is
 /// the only USB fastboot device connected.
-pub fn connect(serial: Option<&str>) -> Result<Box<dyn Transport>> {
+pub fn connect(serial: Option<&str>, progress: &dyn crate::report::Reporter) -> Result<Box<dyn Transport>> {
     let Some(serial) = serial else {
         return usb(None);
     };
     if let Some(t) = serial.strip_prefix("tcp:") {
         let tcp = Tcp::connect(t).map_err(|e| {
-            anyhow::Error::new(e).context(
-                Fail::new(format!("cannot reach a fastboot device at {serial}"))
-                    .hint("is the phone in fastboot mode (`mobix run --device NAME --fastboot` for the emulated one)?"),
-            )
+            anyhow::Error::new(e).context(Fail::new(format!("cannot reach a fastboot device at {serial}")).hint(
+                "is the phone in fastboot mode (for the emulated phone: `mobix run --device qemu-aarch64 --fastboot`)?",
+            ))
         })?;
         return Ok(Box::new(tcp));
     }
     if let Some(t) = serial.strip_prefix("udp:") {
-        let udp = super::udp::Udp::connect(t).map_err(|e| {
+        let patience = std::time::Duration::from_secs(30);
+        let mut waiting = |peer| {
+            progress.note(&format!(
+                "waiting up to {} s for a fastboot device to answer on udp:{peer} (a bootloader running `fastboot udp`)",
+                patience.as_secs()
+            ))
+        };
+        let udp = super::udp::Udp::connect(t, patience, &mut waiting).map_err(|e| {
             anyhow::Error::new(e).context(
                 Fail::new(format!("cannot reach a fastboot device at {serial}"))
                     .hint("is the bootloader running `fastboot udp` and reachable on that port?"),

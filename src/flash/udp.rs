@@ -41,15 +41,24 @@ fn invalid(msg: String) -> io::Error {
 }
 
 impl Udp {
-    /// Reaches `host[:port]`: query, then init.
-    pub fn connect(target: &str) -> io::Result<Udp> {
+    /// Reaches `host[:port]`: query, then init. When nothing has answered after a second,
+    /// `waiting` is told once (the query goes on for `patience` in all: a bootloader may still
+    /// be starting its network).
+    pub fn connect(target: &str, patience: Duration, waiting: &mut dyn FnMut(SocketAddr)) -> io::Result<Udp> {
         let peer = super::tcp::resolve(target, DEFAULT_PORT)?;
         let socket = UdpSocket::bind(if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         socket.connect(peer)?;
         let mut u = Udp { socket, peer, seq: 0, max_data: 512 - HEADER, pending: Default::default() };
         // Query: the device says which sequence number it expects next.
-        // (Generous: a bootloader may still be starting its network.)
-        let (_, answer) = u.exchange(ID_QUERY, 0, &[], Duration::from_secs(30))?;
+        let first = Duration::from_secs(1).min(patience);
+        let answer = match u.exchange(ID_QUERY, 0, &[], first) {
+            Ok((_, a)) => a,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && patience > first => {
+                waiting(peer);
+                u.exchange(ID_QUERY, 0, &[], patience - first)?.1
+            }
+            Err(e) => return Err(e),
+        };
         let next = answer.get(..2).ok_or_else(|| invalid("a query answer without a sequence number".into()))?;
         u.seq = u16::from_be_bytes([next[0], next[1]]);
         let mut init = VERSION.to_be_bytes().to_vec();
@@ -96,14 +105,12 @@ impl Udp {
                 self.socket.set_read_timeout(Some(resend_at - now))?;
                 let n = match self.socket.recv(&mut buf) {
                     Ok(n) => n,
-                    // Refused: nothing listens yet (a bootloader still starting); try again.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::ConnectionRefused
-                        ) =>
-                    {
-                        break
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                    // Refused: nothing listens yet (a bootloader still starting). Wait out the
+                    // resend interval rather than resending at once, which would spin.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        std::thread::sleep(resend_at.saturating_duration_since(Instant::now()));
+                        break;
                     }
                     Err(e) => return Err(e),
                 };
@@ -123,7 +130,7 @@ impl Udp {
                 }
                 return Ok((buf[1], buf[HEADER..n].to_vec()));
             }
-            if t0.elapsed() > give_up {
+            if t0.elapsed() >= give_up {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {} over UDP", self.peer)));
             }
         }
@@ -177,5 +184,34 @@ impl Udp {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no reply from the device within 30 s"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU time this thread has used, from /proc (utime + stime, in clock ticks).
+    fn cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after_name.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    #[test]
+    fn nothing_listening_is_waited_for_quietly_and_said() {
+        // A port nothing listens on: bound, then released.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut told = Vec::new();
+        let (t0, c0) = (Instant::now(), cpu_ticks());
+        let r = Udp::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(3), &mut |p| told.push(p));
+        let (took, cpu) = (t0.elapsed(), cpu_ticks() - c0);
+        assert_eq!(r.err().map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        assert_eq!(told.len(), 1, "told once that it waits: {told:?}");
+        assert_eq!(told[0].port(), port);
+        assert!(took >= Duration::from_secs(3), "waited its patience: {took:?}");
+        // Spinning would use about as much CPU as wall time (300 ticks at 100 Hz).
+        assert!(cpu < 30, "{cpu} clock ticks of CPU in {took:?}: it must sleep between resends");
     }
 }
