@@ -62,6 +62,20 @@ pub struct Profile {
     /// The system config it was loaded with, if any.
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Whether the variant was asked for (`--variant`) rather than the profile's default.
+    #[serde(skip)]
+    pub variant_chosen: bool,
+}
+
+impl Profile {
+    /// The command-line arguments that select this profile, for hints:
+    /// `--device NAME` and `--variant V` when one was asked for.
+    pub fn selection_args(&self) -> String {
+        match (&self.variant, self.variant_chosen) {
+            (Some(v), true) => format!("--device {} --variant {v}", self.codename),
+            _ => format!("--device {}", self.codename),
+        }
+    }
 }
 
 impl Profile {
@@ -683,6 +697,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         system,
         sources: layers.iter().map(|l| l.file.clone()).collect(),
         config: sel.config.map(Path::to_path_buf),
+        variant_chosen: sel.variant.is_some(),
     })
 }
 

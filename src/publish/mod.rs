@@ -228,11 +228,14 @@ pub fn publish(
 
 /// Reads the manifest of the last build in `out`.
 pub fn load_manifest(out: &Path) -> Result<Manifest> {
+    load_manifest_hinting(out, &format!("build into it first: `mobix build --device <name> --out {}`", out.display()))
+}
+
+fn load_manifest_hinting(out: &Path, hint: &str) -> Result<Manifest> {
     let f = out.join(MANIFEST);
     let text = std::fs::read_to_string(&f).map_err(|e| {
         anyhow::Error::new(e).context(
-            util::Fail::new(format!("no build found in {} (reading {})", out.display(), f.display()))
-                .hint("run `mobix build --device NAME` first, with the same --out"),
+            util::Fail::new(format!("no build found in {} (reading {})", out.display(), f.display())).hint(hint),
         )
     })?;
     serde_json::from_str(&text).map_err(|e| util::user_error(e, format!("parsing {}", f.display())))
@@ -241,7 +244,10 @@ pub fn load_manifest(out: &Path) -> Result<Manifest> {
 /// Reads the manifest of the last build in `out`, refusing one made for another device or
 /// variant than `profile`.
 pub fn load_manifest_for(profile: &Profile, out: &Path) -> Result<Manifest> {
-    let m = load_manifest(out)?;
+    let m = load_manifest_hinting(
+        out,
+        &format!("run `mobix build {}` first, with the same --out", profile.selection_args()),
+    )?;
     if m.device != profile.codename.as_str() || m.variant != profile.variant {
         return Err(util::Fail::new(format!(
             "{} holds a build for {}, not {}",
