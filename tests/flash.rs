@@ -140,7 +140,7 @@ fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
         tool(Command::new("timeout").args(["120", "fastboot", "-s", &s]).args(args));
     };
     fb(&["flash", "boot_a", out.join("boot.img").to_str().unwrap()]);
-    // Larger than the phone's 16 MiB max-download-size: the client splits it.
+    // Larger than the phone's 48 MiB max-download-size: the client splits it.
     fb(&["flash", "system", out.join("system.img").to_str().unwrap()]);
     fb(&["--set-active=a"]);
     fb(&["reboot"]);
@@ -212,7 +212,8 @@ fn mobix_flash_then_boot_then_an_update_to_the_inactive_slot() {
 
     // `mobix boot`: the boot image from RAM, nothing flashed; it finds the system flashed
     // above and reaches boot-complete (then powers off, as asked).
-    let phone = Phone::start("qemu-aarch64", &out, &["--max-download-size", "67108864", "--append", "mobix.poweroff"]);
+    // The default max-download-size has room for the default boot image.
+    let phone = Phone::start("qemu-aarch64", &out, &["--append", "mobix.poweroff"]);
     ok(&mobix(&["boot", "--device", "qemu-aarch64", "--out", out.to_str().unwrap(), "-s", &phone.serial()]));
     let log = phone.wait();
     assert!(log.contains("booting the"), "{log}");
@@ -308,8 +309,22 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
         .args(["--out", o, "--config", c, "--store", store().to_str().unwrap()])
         .arg("--repo")
         .arg(repo())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Flash once U-Boot is starting (building it first takes a minute in a fresh store).
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let stderr = phone.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("U-Boot in fastboot mode") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready.recv_timeout(std::time::Duration::from_secs(600)).expect("U-Boot starts in fastboot mode");
     let serial = format!("udp:127.0.0.1:{port}");
     let f = mobix(
         &["flash", "--device", "qemu-aarch64", "--out", o, "--config", c, "-s", &serial, "--slot", "b"]
