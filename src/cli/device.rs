@@ -72,7 +72,7 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 v.as_object_mut().map(|m| m.remove("version"));
-                print!("{}", serde_norway::to_string(&v)?);
+                print!("{}", hex_addresses(&serde_norway::to_string(&v)?));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -135,5 +135,40 @@ pub(super) fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
         Err(Fail::new(format!("{} of {} host requirements are missing", missing.len(), checks.len()))
             .hint(format!("install: {} (or run scripts/setup)", pkgs.join(", ")))
             .into())
+    }
+}
+
+/// Addresses and USB ids as profiles and deviceinfo files write them: in hex
+/// (`kernel_offset: 0x00008000`, `vendor_id: 0x18d1`). A YAML integer either way.
+fn hex_addresses(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        let hexed = line.split_once(": ").and_then(|(key, value)| {
+            let name = key.trim_start().trim_start_matches("- ");
+            let n: u64 = value.trim().parse().ok()?;
+            if name == "base" || name.ends_with("_offset") {
+                Some(format!("{key}: 0x{n:08x}"))
+            } else if name == "vendor_id" || name == "product_id" {
+                Some(format!("{key}: 0x{n:04x}"))
+            } else {
+                None
+            }
+        });
+        out.push_str(hexed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_and_usb_ids_print_in_hex() {
+        let yaml =
+            "bootimg:\n  base: 0\n  kernel_offset: 32768\n  page_size: 4096\nidentity:\n  usb:\n    vendor_id: 6353\n";
+        assert_eq!(
+            super::hex_addresses(yaml),
+            "bootimg:\n  base: 0x00000000\n  kernel_offset: 0x00008000\n  page_size: 4096\nidentity:\n  usb:\n    vendor_id: 0x18d1\n"
+        );
     }
 }
