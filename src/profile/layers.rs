@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub file: PathBuf,
+    /// What the file is, for messages ("device profile", "system config", …).
+    pub kind: &'static str,
     pub text: String,
     /// Where this layer's value sits inside its file (`variants.tianma`, `device`), for
     /// locating lines; empty for a whole file.
@@ -24,21 +26,26 @@ pub struct Layer {
 
 impl Layer {
     /// Reads and parses a YAML file; syntax errors name the file and line.
-    pub fn read(file: &Path) -> Result<Layer> {
+    pub fn read(file: &Path, kind: &'static str) -> Result<Layer> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| crate::util::user_error(e, format!("reading {}", file.display())))?;
         let value = parse_value(&text, &file.display().to_string())?;
-        Ok(Layer { file: file.to_path_buf(), text, prefix: String::new(), value })
+        Ok(Layer { file: file.to_path_buf(), kind, text, prefix: String::new(), value })
     }
 
     /// A part of this layer's file, at `key` of its value.
     pub fn sub(&self, key: &str, value: Value) -> Layer {
         let prefix = if self.prefix.is_empty() { key.to_string() } else { format!("{}.{key}", self.prefix) };
-        Layer { file: self.file.clone(), text: self.text.clone(), prefix, value }
+        Layer { file: self.file.clone(), kind: self.kind, text: self.text.clone(), prefix, value }
     }
 
     /// An error about `key` (a dotted path within this layer).
     pub fn error(&self, key: &str, msg: impl Into<String>) -> anyhow::Error {
+        self.error_hinted(key, msg, None)
+    }
+
+    /// An error about `key`, with a hint for the user.
+    pub fn error_hinted(&self, key: &str, msg: impl Into<String>, hint: Option<String>) -> anyhow::Error {
         let full = if self.prefix.is_empty() { key.to_string() } else { format!("{}.{key}", self.prefix) };
         // A missing key has no line: report its nearest enclosing key, else the document.
         let mut path = full.as_str();
@@ -58,7 +65,7 @@ impl Layer {
             }
         };
         anyhow::Error::new(ProfileError { file: self.file.display().to_string(), line, key: full, msg: msg.into() })
-            .context(Fail::new(format!("invalid profile {}", self.file.display())))
+            .context(Fail { msg: format!("invalid {} {}", self.kind, self.file.display()), hint })
     }
 
     /// Removes and returns a top-level key of this layer's mapping.
@@ -193,6 +200,7 @@ mod tests {
     fn origin_is_the_last_layer_with_the_key() {
         let mk = |file: &str, text: &str| Layer {
             file: file.into(),
+            kind: "device profile",
             text: text.into(),
             prefix: String::new(),
             value: v(text),

@@ -118,7 +118,7 @@ pub fn load_kernel(repo: &Path, name: &str) -> Result<LoadedKernel> {
     if !file.is_file() {
         return Err(Fail::new(format!("no kernel spec {} (looked for {})", name, file.display())).into());
     }
-    let layer = Layer::read(&file)?;
+    let layer = Layer::read(&file, "kernel spec")?;
     let spec: KernelSpec = deserialize_layer(&layer, layer.value.clone())?;
     let targets = ["tinyconfig", "allnoconfig", "defconfig", "allmodconfig", "allyesconfig"];
     if !targets.contains(&spec.base.as_str()) && !spec.base.ends_with("_defconfig") {
@@ -210,9 +210,27 @@ fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &m
             None => lock_debs.insert(crate::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
         };
         if !debs.contains(p) {
-            return Err(layer.error(
+            let specs = std::fs::read_dir(repo.join("packages")).into_iter().flatten().flatten();
+            let known: Vec<String> = (specs.filter_map(|e| e.file_name().into_string().ok()))
+                .filter(|n| package_spec(repo, n).is_file())
+                .chain(debs.iter().cloned())
+                .collect();
+            let close = (known.iter())
+                .map(|k| (edit_distance(p, k), k))
+                .filter(|(d, k)| *d <= (k.len().max(p.len()) / 3).max(1))
+                .min();
+            let add = format!(
+                "a Debian package is added with `mobix lock add deb {p}`, a package built from source with {}",
+                spec.display()
+            );
+            let hint = match close {
+                Some((_, k)) => format!("did you mean `{k}`? Otherwise {add}"),
+                None => add,
+            };
+            return Err(layer.error_hinted(
                 &key,
                 format!("no package {p:?}: neither {} nor a `debs` entry of mobix.lock", spec.display()),
+                Some(hint),
             ));
         }
     }
@@ -231,7 +249,7 @@ pub fn load_package(repo: &Path, name: &str) -> Result<LoadedPackage> {
     if !file.is_file() {
         return Err(Fail::new(format!("no package spec {} (looked for {})", name, file.display())).into());
     }
-    let layer = Layer::read(&file)?;
+    let layer = Layer::read(&file, "package spec")?;
     let spec: PackageSpec = deserialize_layer(&layer, layer.value.clone())?;
     if spec.install.is_empty() {
         return Err(layer.error("install", "a package must install at least one file"));
@@ -284,7 +302,7 @@ pub fn load_u_boot(repo: &Path, name: &str) -> Result<LoadedUBoot> {
     if !file.is_file() {
         return Err(Fail::new(format!("no U-Boot spec {} (looked for {})", name, file.display())).into());
     }
-    let layer = Layer::read(&file)?;
+    let layer = Layer::read(&file, "U-Boot spec")?;
     let spec: UBootSpec = deserialize_layer(&layer, layer.value.clone())?;
     if !spec.defconfig.ends_with("_defconfig") || spec.defconfig.contains('/') {
         return Err(layer.error("defconfig", format!("{:?} is not a board defconfig (NAME_defconfig)", spec.defconfig)));
@@ -447,7 +465,7 @@ pub fn list_devices(repo: &Path) -> Result<Vec<Codename>> {
 /// The variant names a device file declares (empty when it has none).
 pub fn variant_names(repo: &Path, name: &str) -> Result<Vec<String>> {
     let codename = Codename::new(name).map_err(|m| anyhow::Error::new(Fail::new(m)))?;
-    let layer = Layer::read(&device_file(repo, &codename))?;
+    let layer = Layer::read(&device_file(repo, &codename), "device profile")?;
     Ok(match &layer.value {
         Value::Mapping(m) => match m.get("variants") {
             Some(Value::Mapping(v)) => v.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
@@ -515,7 +533,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         });
         return Err(f.into());
     }
-    let mut device = Layer::read(&file)?;
+    let mut device = Layer::read(&file, "device profile")?;
     let family = device.take("family");
     let variants = device.take("variants");
     let default_variant = device.take("default_variant");
@@ -533,7 +551,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         if !path.is_file() {
             return Err(from.error("family", format!("no family file {}", path.display())));
         }
-        let mut layer = Layer::read(&path)?;
+        let mut layer = Layer::read(&path, "device family")?;
         for meta in ["variants", "default_variant"] {
             if layer.take(meta).is_some() {
                 return Err(layer.error(meta, format!("`{meta}` belongs in a device file, not in a family")));
@@ -596,7 +614,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     // The user's system config: its own keys, and `device:` overrides as the last layer.
     let mut system = SystemConfig::default();
     if let Some(cfg) = sel.config {
-        let mut layer = Layer::read(cfg)?;
+        let mut layer = Layer::read(cfg, "system config")?;
         let overrides = layer.take("device");
         system = deserialize_layer::<SystemConfig>(&layer, layer.value.clone())?;
         if let Some(o) = overrides {
@@ -637,7 +655,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
             if !file.is_file() {
                 continue;
             }
-            let ol = Layer::read(&file)?;
+            let ol = Layer::read(&file, "overlay")?;
             let spec: OverlaySpec = deserialize_layer(&ol, ol.value.clone())?;
             check_packages(repo, &ol, &spec.packages, &mut lock_debs)?;
             for p in spec.packages {
@@ -715,11 +733,7 @@ fn deserialize_merged<T: serde::de::DeserializeOwned>(layers: &[Layer], merged: 
             let (key, msg, hint) = describe(if path == "." { String::new() } else { path }, e.into_inner().to_string());
             let origin = layers::origin(layers, &key);
             // The origin's own key path: strip nothing, the layer adds its prefix.
-            let mut err = origin.error(&key, msg);
-            if let Some(h) = hint {
-                err = err.context(Fail::new(format!("invalid profile {}", origin.file.display())).hint(h));
-            }
-            Err(err)
+            Err(origin.error_hinted(&key, msg, hint))
         }
     }
 }
@@ -743,15 +757,39 @@ fn describe(mut key: String, mut msg: String) -> (String, String, Option<String>
     if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
         key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
     }
-    let hint = unknown.and_then(|(_, close)| close).map(|c| format!("did you mean `{c}`?"));
+    let hint =
+        unknown.and_then(|(_, close)| close).map(|c| format!("did you mean `{c}`?")).or_else(|| quote_hint(&msg));
     (key, msg, hint)
+}
+
+/// For a YAML scalar read as something other than the text meant (`command: [false]`,
+/// `hostname: 1234`): the hint to quote it.
+fn quote_hint(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("invalid type: ")?;
+    let (what, rest) = rest.split_once(' ')?;
+    let what = match what {
+        "boolean" => "a boolean",
+        "integer" => "a number",
+        "floating" => "a number",
+        _ => return None,
+    };
+    let rest = rest.strip_prefix("point ").unwrap_or(rest);
+    let value = rest.strip_prefix('`')?.split('`').next()?;
+    rest.contains("expected a string")
+        .then(|| format!("YAML reads {value} as {what}: quote it to mean the text (\"{value}\")"))
 }
 
 /// Parses and validates one device profile's text, alone (no family, variant or config).
 /// `file` is only used in messages.
 pub fn parse_device(text: &str, file: &str) -> Result<Device> {
     let value = layers::parse_value(text, file)?;
-    let mut layer = Layer { file: PathBuf::from(file), text: text.to_string(), prefix: String::new(), value };
+    let mut layer = Layer {
+        file: PathBuf::from(file),
+        kind: "device profile",
+        text: text.to_string(),
+        prefix: String::new(),
+        value,
+    };
     // The loader's keys; their targets (families, variants) are not part of one file.
     for meta in ["family", "variants", "default_variant"] {
         layer.take(meta);

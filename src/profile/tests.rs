@@ -225,3 +225,32 @@ fn a_partition_name_is_checked_where_it_is_read() {
     assert!(PartitionName::try_from("boot_a").is_ok());
     assert!(PartitionName::try_from("x".repeat(32)).is_err());
 }
+
+#[test]
+fn system_config_errors_say_system_config_and_hint_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let load = || load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+    for (text, says, hint) in [
+        (
+            "health_checks: [{name: bad, command: [false]}]\n",
+            "invalid type: boolean `false`",
+            "YAML reads false as a boolean: quote it to mean the text (\"false\")",
+        ),
+        ("hostname: 1234\n", "invalid type: integer", "YAML reads 1234 as a number: quote it"),
+        (
+            "packages: [mmc-util]\n",
+            "no package \"mmc-util\"",
+            "did you mean `mmc-utils`? Otherwise a Debian package is added with `mobix lock add deb mmc-util`",
+        ),
+        ("packages: [zzzzqqq]\n", "no package", "a Debian package is added with `mobix lock add deb zzzzqqq`"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let err = load();
+        let fail = crate::util::find_fail(&err).unwrap();
+        assert_eq!(fail.msg, format!("invalid system config {}", cfg.display()), "{text}");
+        assert!(format!("{err:#}").contains(says), "{text}: {err:#}");
+        assert!(fail.hint.as_deref().is_some_and(|h| h.contains(hint)), "{text}: {:?}", fail.hint);
+        assert_eq!(format!("{err:#}").matches("invalid system config").count(), 1, "said once: {err:#}");
+    }
+}
