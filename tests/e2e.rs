@@ -229,4 +229,9 @@ fn doctor_finds_every_tool_after_setup() {
         v["checks"].as_array().unwrap().iter().filter(|c| c["found"].is_null()).collect();
     assert!(missing.is_empty(), "missing after scripts/setup: {missing:?}");
     assert!(out.status.success());
+    // The text table's columns line up however long a tool's name is.
+    let text = String::from_utf8(mobix(&repo(), &["doctor"]).stdout).unwrap();
+    let state_at = |l: &str| l.find("  ok  ").or_else(|| l.find("  missing  ")).unwrap();
+    let columns: std::collections::BTreeSet<usize> = text.lines().map(state_at).collect();
+    assert_eq!(columns.len(), 1, "one column for ok/missing:\n{text}");
 }

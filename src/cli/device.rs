@@ -116,16 +116,12 @@ pub(super) fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"version": 1, "checks": checks}))?);
     } else {
+        // Columns as wide as their longest entry, so long names never push the next one.
+        let tool_w = checks.iter().map(|c| c.tool.len()).max().unwrap_or(0);
+        let pkg_w = checks.iter().map(|c| c.package.len()).max().unwrap_or(0);
         for c in &checks {
-            let state = c.found.as_deref().unwrap_or("MISSING");
-            println!(
-                "{:<28} {:<10} {:<40} {}",
-                c.tool,
-                if c.found.is_some() { "ok" } else { "missing" },
-                c.package,
-                c.used_by
-            );
-            let _ = state;
+            let state = if c.found.is_some() { "ok" } else { "missing" };
+            println!("{:<tool_w$}  {state:<7}  {:<pkg_w$}  {}", c.tool, c.package, c.used_by);
         }
     }
     if missing.is_empty() {
