@@ -110,8 +110,8 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
     })?;
     let spec = profile::load_u_boot(repo, name)?;
     let lock = Lock::load(repo)?;
-    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version(&open_store(g)?)?)?;
     let store = open_store(g)?;
+    let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version(&store)?)?;
     build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
 }
@@ -202,44 +202,33 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
 /// `test` and `run` boot what was built, they build nothing.
 fn profile_of_build(repo: &Path, t: &DeviceOut, out: &Path) -> Result<Profile> {
     let used = publish::load_manifest(out).ok().and_then(|m| m.config);
-    match (&t.config, &used) {
-        (Some(given), _) => {
-            let given_now = publish::ConfigUsed::of(given)?;
-            if used.as_ref().map(|u| u.sha256) != Some(given_now.sha256) {
-                let built = match &used {
-                    Some(u) => format!("with {}", u.path.display()),
-                    None => "without a system config".into(),
-                };
-                return Err(Fail::new(format!(
-                    "the build in {} was made {built}, not with {}; `mobix test` boots what was built",
-                    out.display(),
-                    given.display()
-                ))
-                .hint(format!("build it first: `mobix build --device {} --config {}`", t.device, given.display()))
-                .into());
+    let Some(config) = t.config.as_ref().or(used.as_ref().map(|u| &u.path)) else {
+        return t.load(repo);
+    };
+    let now =
+        if t.config.is_some() { Some(publish::ConfigUsed::of(config)?) } else { publish::ConfigUsed::of(config).ok() };
+    if now.map(|n| n.sha256) != used.as_ref().map(|u| u.sha256) {
+        let said = match (&t.config, &used) {
+            (Some(given), Some(u)) => format!(
+                "the build in {} was made with {}, not with {}",
+                out.display(),
+                u.path.display(),
+                given.display()
+            ),
+            (Some(given), None) => {
+                format!("the build in {} was made without a system config, not with {}", out.display(), given.display())
             }
-            t.load(repo)
-        }
-        (None, Some(u)) => {
-            let now = publish::ConfigUsed::of(&u.path).ok();
-            if now.map(|n| n.sha256) != Some(u.sha256) {
-                return Err(Fail::new(format!(
-                    "the system config {} that the build in {} used has changed or is gone since",
-                    u.path.display(),
-                    out.display()
-                ))
-                .hint(format!(
-                    "build again to boot what it says now: `mobix build --device {} --config {}`",
-                    t.device,
-                    u.path.display()
-                ))
-                .into());
-            }
-            let t2 = DeviceOut { config: Some(u.path.clone()), ..t.clone() };
-            t2.load(repo)
-        }
-        (None, None) => t.load(repo),
+            (None, _) => format!(
+                "the system config {} that the build in {} used has changed or is gone since",
+                config.display(),
+                out.display()
+            ),
+        };
+        return Err(Fail::new(format!("{said}; `mobix test` and `run` boot what was built"))
+            .hint(format!("build it first: `mobix build --device {} --config {}`", t.device, config.display()))
+            .into());
     }
+    DeviceOut { config: Some(config.clone()), ..t.clone() }.load(repo)
 }
 
 /// `mobix run --fastboot`: the emulated phone in fastboot mode.
