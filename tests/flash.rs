@@ -133,7 +133,14 @@ fn flash(out: &Path, phone: &Phone, extra: &[&str]) -> Output {
 fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    build(&out, None);
+    // `--export`: the same build as real files, for a machine without this store.
+    let export = tmp.path().join("export");
+    let o = out.to_str().unwrap();
+    ok(&mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--export", export.to_str().unwrap()]));
+    for e in std::fs::read_dir(&export).unwrap() {
+        let e = e.unwrap();
+        assert!(e.file_type().unwrap().is_file(), "{:?} is a real file", e.path());
+    }
     let phone = Phone::start("qemu-aarch64", &out, &[]);
     let s = phone.serial();
     let fb = |args: &[&str]| {
@@ -150,11 +157,12 @@ fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
     assert_eq!(t["passed"], true, "{t}");
     assert_eq!(t["boots"][0]["slot"], "a");
 
-    // The build's flash.sh, for people with only the stock client: slot a runs, so it
-    // writes slot b and makes it active.
+    // The build's flash.sh, for people with only the stock client, run from the export:
+    // slot a runs, so it writes slot b and makes it active.
     let phone = Phone::start("qemu-aarch64", &out, &[]);
     let s = phone.serial();
-    let said = tool(Command::new("timeout").arg("300").arg(out.join("flash.sh")).args(["-s", &s]));
+    let said =
+        tool(Command::new("timeout").arg("300").arg(export.join("flash.sh")).args(["-s", &s]).current_dir(tmp.path()));
     assert!(said.contains("writing slot b"), "{said}");
     tool(Command::new("timeout").args(["60", "fastboot", "-s", &s, "reboot"]));
     phone.wait();
@@ -376,10 +384,14 @@ fn flash_a_real_phone(device: &str) -> (Vec<(String, String)>, serde_json::Value
     ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", o]));
     let phone = Phone::start(device, &out, &[]);
     let serial = phone.serial();
-    let r: serde_json::Value = serde_json::from_str(&ok(&mobix(&[
-        "flash", "--device", device, "--out", o, "-s", &serial, "--reboot", "--json",
-    ])))
-    .unwrap();
+    let flashed = mobix(&["flash", "--device", device, "--out", o, "-s", &serial, "--reboot", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&ok(&flashed)).unwrap();
+    // Before the first write it says what is lost: both phones keep their system on userdata.
+    let said = String::from_utf8_lossy(&flashed.stderr);
+    let lost = "userdata is overwritten: everything stored on the phone";
+    assert!(r["destroys"][0].as_str().is_some_and(|d| d.starts_with(lost)), "{}", r["destroys"]);
+    let (warned, wrote) = (said.find(&format!("this flash destroys: {lost}")), said.find("flashed boot.img"));
+    assert!(warned.is_some() && warned < wrote, "the warning comes before the first write:\n{said}");
     let steps = r["steps"]
         .as_array()
         .unwrap()
@@ -408,6 +420,20 @@ fn a_phone_with_erase_steps_gets_them_first() {
     );
     assert_eq!(active, "b");
     assert!(log.contains("erase:dtbo_a") && log.contains("flash:userdata"), "{log}");
+}
+
+#[test]
+fn a_dry_run_says_what_the_flash_would_destroy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let device = "oneplus-enchilada";
+    ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", o]));
+    let phone = Phone::start(device, &out, &[]);
+    let text = ok(&mobix(&["flash", "--device", device, "--out", o, "-s", &phone.serial(), "--dry-run"]));
+    assert!(text.contains("would destroy: userdata is overwritten"), "{text}");
+    assert!(text.contains("would destroy: dtbo_a and dtbo_b are erased"), "{text}");
+    assert!(text.contains("would destroy: slot b's boot is replaced"), "{text}");
 }
 
 #[test]

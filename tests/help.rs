@@ -1,8 +1,6 @@
 //! Every command, subcommand, option and argument of `mobix` says what it is for: walks
 //! clap's command tree, so a new option without a doc comment fails here.
 
-use clap::CommandFactory;
-
 fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
     for arg in cmd.get_arguments() {
         let id = arg.get_id().as_str();
@@ -29,7 +27,7 @@ fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
 
 #[test]
 fn every_command_and_option_has_a_description() {
-    let cmd = mobix::cli::Cli::command();
+    let cmd = mobix::cli::command();
     cmd.clone().debug_assert();
     let mut missing = Vec::new();
     missing_help(&cmd, "mobix", &mut missing);

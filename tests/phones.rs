@@ -29,6 +29,13 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value
         err.contains("kernel: prebuilt package linux-image-6.12.115"),
         "the build says it used the substitute:\n{err}"
     );
+    // It ends with what comes next on a real phone, with this phone's own flash command.
+    let flash = match variant {
+        Some(v) => format!("`mobix flash --device {device} --variant {v} --out {} --dry-run`", out.display()),
+        None => format!("`mobix flash --device {device} --out {} --dry-run`", out.display()),
+    };
+    assert!(err.contains("next, to put it on the") && err.contains("fastboot flashing unlock"), "{err}");
+    assert!(err.contains(&flash), "the flash command for this phone ({flash}):\n{err}");
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

@@ -86,7 +86,7 @@ fn make(tree: &Path, build: &Path, arch: &str, args: &[&str]) -> Command {
 /// Runs a kernel `make`, telling `progress` how many objects it has compiled so far (from
 /// Kbuild's short log lines) every so often; fails as [`util::run`] does, with the tail
 /// of its output.
-fn compile_counting(cmd: &mut Command, progress: &dyn crate::report::Reporter) -> Result<()> {
+fn compile_counting(cmd: &mut Command, estimate: usize, progress: &dyn crate::report::Reporter) -> Result<()> {
     use std::io::BufRead;
     let shown = util::show_command(cmd);
     let mut child = cmd
@@ -116,10 +116,15 @@ fn compile_counting(cmd: &mut Command, progress: &dyn crate::report::Reporter) -
         if last_said.elapsed().as_secs() >= 30 {
             last_said = std::time::Instant::now();
             let secs = t0.elapsed().as_secs_f64();
+            let rate = objects as f64 / secs.max(1.0);
+            let left = match estimate.checked_sub(objects) {
+                Some(n) if objects > 0 => format!(", about {:.0} min left", n as f64 / rate / 60.0),
+                _ => String::new(),
+            };
             progress.note(&format!(
-                "kernel: {objects} objects compiled in {:.0} min ({:.1} a second)",
+                "kernel: {objects} of about {estimate} objects compiled ({:.0}%) in {:.0} min{left}",
+                100.0 * objects as f64 / estimate.max(1) as f64,
                 secs / 60.0,
-                objects as f64 / secs.max(1.0)
             ));
         }
     }
@@ -128,7 +133,10 @@ fn compile_counting(cmd: &mut Command, progress: &dyn crate::report::Reporter) -
     if !status.success() {
         anyhow::bail!("`{shown}` failed ({status}); its stderr ends with:\n{tail}");
     }
-    progress.note(&format!("kernel: {objects} objects compiled in {:.1} min", t0.elapsed().as_secs_f64() / 60.0));
+    progress.note(&format!(
+        "kernel: {objects} objects compiled (about {estimate} estimated) in {:.1} min",
+        t0.elapsed().as_secs_f64() / 60.0
+    ));
     Ok(())
 }
 
@@ -254,14 +262,18 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
         targets.push("dtbs");
     }
     let enabled = config.values().filter(|v| *v == "y" || *v == "m").count();
+    let estimate = super::kbuild::estimate_objects(&tree, arch, &config);
+    let n_jobs: f64 = jobs.parse().unwrap_or(1.0);
+    // Cross-compiling a kernel object takes a core about 0.7 to 2 seconds.
+    let (lo, hi) = (estimate as f64 * 0.7 / n_jobs / 60.0, estimate as f64 * 2.0 / n_jobs / 60.0);
     ctx.progress.note(&format!(
-        "compiling the kernel ({}; {enabled} options enabled; -j{jobs}): a small config takes minutes, a \
-         distribution-sized one (the arm64 defconfig enables about 4000) hours on 2 cores",
+        "compiling the kernel ({}; {enabled} options enabled): about {estimate} objects, which takes roughly \
+         {lo:.0} to {hi:.0} minutes with -j{jobs}",
         targets.join(", ")
     ));
     let mut args = vec!["-j", jobs.as_str()];
     args.extend(&targets);
-    compile_counting(&mut make(&tree, &build, arch, &args), ctx.progress)?;
+    compile_counting(&mut make(&tree, &build, arch, &args), estimate, ctx.progress)?;
     let release = String::from_utf8(util::run(&mut make(&tree, &build, arch, &["-s", "kernelrelease"]))?.stdout)?
         .trim()
         .to_string();

@@ -9,6 +9,7 @@ mod cc;
 pub mod deb;
 pub mod images;
 mod initramfs;
+pub mod kbuild;
 pub mod kernel;
 pub mod source;
 mod uboot;

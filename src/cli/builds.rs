@@ -24,6 +24,10 @@ pub(super) struct BuildArgs {
     /// A public key whose signatures on cache entries are trusted; repeatable.
     #[arg(long, value_name = "FILE")]
     trust: Vec<PathBuf>,
+    /// Also copy the images, flash plan, flash.sh and manifest to DIR as real files (the out
+    /// directory links into the store), to flash from another machine.
+    #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+    export: Option<PathBuf>,
 }
 
 /// `--kernel-from`: the command line's words for [`plan::KernelFrom`].
@@ -90,7 +94,7 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let out = a.target.out_dir();
+    let out = a.target.out_dir(&repo);
     let b = pipe.build(&out)?;
     let c = b.counts;
     if c.built + c.substituted == 0 {
@@ -119,10 +123,59 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         b.images.toplevel,
         out.display()
     ));
+    if let Some(dest) = &a.export {
+        let bytes = publish::export(&store, &out, dest)?;
+        progress(&format!(
+            "exported the images and flash plan to {} as files ({:.1} MiB): copy that directory to another \
+             machine and flash it there with `./flash.sh` or `mobix flash {} --out DIR`",
+            dest.display(),
+            bytes as f64 / (1u64 << 20) as f64,
+            profile.selection_args()
+        ));
+    }
+    for line in next_steps(&profile, a.target.out.as_deref()) {
+        progress(&line);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&b.manifest)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to do with a build next, for the device it is for: on a real phone unlocking,
+/// fastboot mode and the flash command (with what flashing overwrites); on the emulated
+/// phone `mobix test`.
+fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
+    let mut args = profile.selection_args();
+    if let Some(o) = out {
+        args.push_str(&format!(" --out {}", o.display()));
+    }
+    if profile.device.qemu.is_some() {
+        return vec![format!("next: `mobix test {args}` boots it in QEMU; `mobix run {args}` gives you its console")];
+    }
+    let plan = publish::flash_plan(profile, false);
+    let userdata =
+        plan.steps.iter().any(|s| matches!(s, publish::Step::Flash { partition, .. } if partition == "userdata"));
+    let mut lines = vec![
+        format!("next, to put it on the {}:", profile.device.name),
+        "  1. unlock its bootloader, once: allow OEM unlocking in Android's developer options, then \
+         `fastboot flashing unlock` (older phones: `fastboot oem unlock`); unlocking erases the phone"
+            .to_string(),
+        "  2. put it in fastboot mode: power it off, then hold Volume Down while pressing Power (the usual \
+         keys; some phones differ), and connect it by USB"
+            .to_string(),
+        format!(
+            "  3. `mobix flash {args} --dry-run` says what would be written{}; then `mobix flash {args} --reboot`",
+            if userdata { " and that userdata (the phone's data) is overwritten" } else { "" }
+        ),
+    ];
+    if plan.ab {
+        lines.push(
+            "     it writes the inactive slot and switches to it last; the other slot keeps what the phone booted"
+                .to_string(),
+        );
+    }
+    lines
 }
 
 pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
@@ -150,7 +203,7 @@ pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
     let dir = store.host_path(&cfg);
     let report = build::kernel::read_report(&dir)?;
     if let KernelCmd::Config { config_out, .. } = k {
-        let dest = config_out.clone().unwrap_or_else(|| target.out_dir().join("kernel.config"));
+        let dest = config_out.clone().unwrap_or_else(|| target.out_dir(&repo).join("kernel.config"));
         util::write_atomic(&dest, &std::fs::read(dir.join("config"))?)?;
         progress(&format!("wrote {}", dest.display()));
     }

@@ -1,6 +1,7 @@
 //! `mobix device list|show|check` and `mobix doctor`.
 
 use super::*;
+use anyhow::Context;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum DeviceCmd {
@@ -29,6 +30,10 @@ pub(super) enum DeviceCmd {
         /// The device [default: all].
         name: Option<String>,
     },
+    /// Print udev rules that let a logged-in user (and the plugdev group) flash the
+    /// profiles' phones over USB without root: one rule per USB id the profiles name
+    /// (`identity.usb`). udev/51-mobix-fastboot.rules is this output for the shipped profiles.
+    UdevRules,
 }
 
 #[derive(Args, Debug)]
@@ -107,7 +112,40 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
                 }
             }
         }
+        DeviceCmd::UdevRules => {
+            print!("{}", udev_rules(&repo)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The udev rules for every USB id the profiles under `repo` name, sorted and without
+/// duplicates, each with the profiles that use it.
+fn udev_rules(repo: &Path) -> Result<String> {
+    let mut ids: std::collections::BTreeMap<(u16, u16), std::collections::BTreeSet<String>> = Default::default();
+    for (c, _, r) in profile::load_all(repo)? {
+        let p = r.with_context(|| format!("reading the profile of {c}"))?;
+        if let Some(u) = &p.device.identity.usb {
+            ids.entry((u.vendor_id, u.product_id)).or_default().insert(c.to_string());
+        }
+    }
+    let mut out = String::from(
+        "# udev rules for flashing phones with mobix over USB without root, made by\n\
+         # `mobix device udev-rules` from the device profiles' identity.usb ids.\n\
+         # Install: sudo install -m 644 THIS_FILE /etc/udev/rules.d/51-mobix-fastboot.rules\n\
+         #          sudo udevadm control --reload-rules && sudo udevadm trigger\n\
+         # then unplug and replug the phone. `uaccess` gives the user logged in at the seat\n\
+         # access; members of the plugdev group have it on any login.\n",
+    );
+    for ((vendor, product), devices) in ids {
+        let names: Vec<&str> = devices.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "# {}\nSUBSYSTEM==\"usb\", ATTR{{idVendor}}==\"{vendor:04x}\", ATTR{{idProduct}}==\"{product:04x}\", \
+             MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\"\n",
+            names.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 pub(super) fn cmd_doctor(a: &DoctorArgs) -> Result<ExitCode> {

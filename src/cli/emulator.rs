@@ -80,7 +80,7 @@ pub(super) fn load_for_vm(
     flashed: bool,
 ) -> Result<(Profile, vm::Prepared)> {
     let repo = find_repo(g)?;
-    let out = t.out_dir();
+    let out = t.out_dir(&repo);
     let profile = profile_of_build(&repo, t, &out)?;
     if profile.device.qemu.is_none() {
         return Err(Fail::new(format!(
@@ -124,7 +124,7 @@ pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitC
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
     let ctx = builder_ctx(&store);
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
-    let dir = a.target.out_dir().join(format!("scenario-{name}"));
+    let dir = a.target.out_dir(&repo).join(format!("scenario-{name}"));
     let fw = firmware(g, &repo, &profile, a.bootloader)?;
     let report = vm::scenario::run(name, &profile, &systems, &fw, &dir, &progress)?;
     if a.json {
@@ -235,10 +235,10 @@ fn profile_of_build(repo: &Path, t: &DeviceOut, out: &Path) -> Result<Profile> {
 pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let _in_use = vm::use_phone(&a.target.out_dir(), "serve fastboot on it")?;
-    let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir())?;
+    let _in_use = vm::use_phone(&a.target.out_dir(&repo), "serve fastboot on it")?;
+    let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir(&repo))?;
     if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
-        let dir = a.target.out_dir().join("phone");
+        let dir = a.target.out_dir(&repo).join("phone");
         let log = dir.join("u-boot-fastboot.log");
         progress(&format!(
             "{}: U-Boot in fastboot mode on udp:127.0.0.1:{} (disk {} as an SD card, console in {}); \
@@ -297,7 +297,7 @@ pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     if let vm::fastboot::Left::BootRam { image, slot } = left {
         drop(listener);
         progress(&format!("booting the {} bytes sent from RAM", image.len()));
-        let dir = a.target.out_dir().join("phone");
+        let dir = a.target.out_dir(&repo).join("phone");
         let status = vm::boot_from_ram(&profile, &dir, &disk, &image, slot, &a.append, &progress)?;
         return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }

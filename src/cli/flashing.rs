@@ -88,7 +88,7 @@ pub(super) fn load_build(profile: &Profile, out: &Path) -> Result<(publish::Mani
 pub(super) fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let out = a.target.out_dir();
+    let out = a.target.out_dir(&repo);
     let (manifest, plan) = load_build(&profile, &out)?;
     let boot = publish::image_file(&out, &manifest, plan::ImageName::Boot.file_name())?;
     let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref(), &*term::TERMINAL)?);
@@ -101,7 +101,7 @@ pub(super) fn cmd_boot(g: &Global, a: &BootArgs) -> Result<ExitCode> {
 pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let out = a.target.out_dir();
+    let out = a.target.out_dir(&repo);
     let (manifest, plan) = load_build(&profile, &out)?;
     let store = open_store(g)?;
     let mut images = std::collections::BTreeMap::new();
@@ -140,6 +140,9 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         }
         if report.actions.is_empty() {
             println!("would write nothing");
+        }
+        for d in &report.destroys {
+            println!("would destroy: {d}");
         }
     }
     if !a.dry_run {

@@ -205,7 +205,7 @@ pub(super) fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: boo
     let ctx = builder_ctx(&store);
     let inputs = pipeline::image_facts(&repo, &profile, &store)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
-    let out = t.out_dir();
+    let out = t.out_dir(&repo);
     let r = pipe.rollback(&out, to)?;
     progress(&format!(
         "rolled back from generation {} to {}: {} now boots generation {} by default \

@@ -29,7 +29,7 @@ use crate::store::Store;
 use crate::util::{self, Fail};
 use crate::{flash, generation, pipeline, publish, vm};
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -108,18 +108,22 @@ struct DeviceOut {
     /// `test` and `run` take the one the build used and refuse another.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where the build's images go [default: out/<device>/].
+    /// Where the build's images go [default: out/<device>/ in the mobix tree, wherever in it
+    /// mobix runs].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
 
 impl DeviceOut {
-    fn out_dir(&self) -> PathBuf {
+    /// The out directory: `--out` as given (relative to the working directory, as paths
+    /// on a command line are), else `out/<device>[-<variant>]` in the mobix tree, so that
+    /// running from a subdirectory finds the build the tree's root made.
+    fn out_dir(&self, repo: &Path) -> PathBuf {
         let name = match &self.variant {
             Some(v) => format!("{}-{v}", self.device),
             None => self.device.clone(),
         };
-        self.out.clone().unwrap_or_else(|| PathBuf::from("out").join(name))
+        self.out.clone().unwrap_or_else(|| repo.join("out").join(name))
     }
 
     fn load(&self, repo: &Path) -> Result<Profile> {
@@ -139,7 +143,15 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(c) => c,
+        // --help and --version print to stdout and succeed; a command line clap cannot
+        // parse is bad input, exit 1 as for every other bad input (clap's own is 2).
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let result = std::panic::catch_unwind(|| dispatch(cli));
     match result {
         Ok(Ok(code)) => code,
@@ -149,6 +161,30 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line as clap parses it: the derived commands, with `--store` and `--repo`
+/// taken away from the commands that use neither (`inspect` reads only the files it is
+/// given, `doctor` only the host), so their help does not offer them and giving them is an
+/// error instead of being ignored.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for name in ["inspect", "doctor"] {
+        cmd = cmd.mut_subcommand(name, |sub| {
+            let unused = |id: &'static str| {
+                clap::Arg::new(id).long(id).hide(true).help("Not used by this command (refused)").value_parser(
+                    move |_: &str| {
+                        Err::<String, String>(format!(
+                            "`mobix {name}` uses no {}",
+                            if id == "store" { "store" } else { "mobix tree" }
+                        ))
+                    },
+                )
+            };
+            sub.arg(unused("store")).arg(unused("repo"))
+        });
+    }
+    cmd
 }
 
 /// Prints `error: …`, the `caused by:` chain and a hint; returns the exit code.

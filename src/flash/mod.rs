@@ -97,6 +97,8 @@ pub struct Report {
     pub dry_run: bool,
     /// What the flash does (with --dry-run: would do), in words, in order.
     pub actions: Vec<String>,
+    /// What it destroys (with --dry-run: would destroy), in words.
+    pub destroys: Vec<String>,
     /// Every command sent (with --dry-run: the ones that would be sent after the getvars).
     pub commands: Vec<String>,
 }
@@ -274,6 +276,8 @@ pub struct DeviceFacts {
     pub slot_count_reported: bool,
     pub current_slot: Option<Slot>,
     pub serialno: Option<String>,
+    /// `unlocked`: whether the bootloader says it accepts flashing (None: not reported).
+    pub unlocked: Option<bool>,
     /// `partition-size` of each partition asked about (None: not reported).
     pub partition_sizes: BTreeMap<String, Option<u64>>,
 }
@@ -349,6 +353,8 @@ pub struct Resolution {
     /// What --skip-unchanged keys its memory on: the phone's serial number where it
     /// reports one, else the transport.
     pub phone: String,
+    /// What the flash destroys, in words (said before the first write).
+    pub destroys: Vec<String>,
 }
 
 impl Resolution {
@@ -486,6 +492,23 @@ pub fn resolve(
         })
         .collect();
     let wrote = actions.iter().any(Action::writes);
+    match dev.unlocked {
+        Some(false) if wrote && !opts.force => {
+            return Err(Fail::new(format!(
+                "the bootloader of this {} is locked (`getvar unlocked` says no): it refuses to flash; nothing \
+                 was written",
+                plan.device
+            ))
+            .hint(
+                "unlock it first: `fastboot flashing unlock` (older phones: `fastboot oem unlock`), confirmed on \
+                 the phone; unlocking erases all data on it. --force tries anyway",
+            )
+            .into())
+        }
+        Some(false) if wrote => assumed.push("unlocked: the device says no; --force tries anyway".into()),
+        None if wrote => assumed.push("unlocked: not reported; the bootloader was assumed to accept flashing".into()),
+        _ => {}
+    }
     let whole = opts.only.is_none() || opts.set_active;
     if let (Some(c), [s]) = (current, slots.as_slice()) {
         if *s != c && wrote && whole {
@@ -495,7 +518,53 @@ pub fn resolve(
     if opts.reboot {
         actions.push(Action::Reboot);
     }
-    Ok(Resolution { actions, assumed, current, slots, max_download_size, phone: phone_key(dev) })
+    let destroys = destroys(&actions);
+    Ok(Resolution { actions, assumed, current, slots, max_download_size, phone: phone_key(dev), destroys })
+}
+
+/// What `actions` destroy, in words: the owner's data on userdata, erased partitions, and
+/// what the written slot held before. Pure.
+pub fn destroys(actions: &[Action]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut erased = Vec::new();
+    let mut per_slot: BTreeMap<char, Vec<&str>> = BTreeMap::new();
+    for a in actions {
+        let (partition, erase) = match a {
+            Action::Erase { partition } => (partition.as_str(), true),
+            Action::Flash { partition, .. } => (partition.as_str(), false),
+            _ => continue,
+        };
+        let base = partition.strip_suffix("_a").or_else(|| partition.strip_suffix("_b"));
+        if partition == "userdata" || base == Some("userdata") {
+            out.push(format!(
+                "{partition} is {}: everything stored on the phone (apps' data, photos, files) is lost",
+                if erase { "erased" } else { "overwritten" }
+            ));
+        } else if erase {
+            erased.push(partition);
+        } else if let Some(base) = base {
+            per_slot.entry(partition.chars().last().expect("a suffix")).or_default().push(base);
+        }
+    }
+    if !erased.is_empty() {
+        let both = erased.len() > 1;
+        out.push(format!(
+            "{} {} erased: an Android on {} will not boot until {} flashed back",
+            erased.join(" and "),
+            if both { "are" } else { "is" },
+            if both { "either slot" } else { "that slot" },
+            if both { "they are" } else { "it is" }
+        ));
+    }
+    for (slot, parts) in per_slot {
+        out.push(format!(
+            "slot {slot}'s {} {} replaced: what slot {slot} held before (often the stock Android of the last \
+             update) is gone",
+            parts.join(", "),
+            if parts.len() > 1 { "are" } else { "is" }
+        ));
+    }
+    out
 }
 
 /// Asks the device what [`resolve`] needs: its variables, then the size of every
@@ -515,6 +584,11 @@ pub fn probe(client: &mut Client, plan: &FlashPlan, opts: &Options) -> Result<De
             .and_then(|c| Slot::parse(&c.to_string()));
     }
     dev.serialno = client.getvar("serialno")?;
+    dev.unlocked = match client.getvar("unlocked")?.as_deref().map(str::trim) {
+        Some("yes" | "true" | "1") => Some(true),
+        Some("no" | "false" | "0") => Some(false),
+        _ => None,
+    };
     let current = plan.ab.then(|| dev.current_slot.unwrap_or(Slot::A));
     // A wrong --slot or --only is reported by resolve; ask about nothing then.
     if let Ok(slots) = slots_to_write(plan, opts.slot, current) {
@@ -566,6 +640,7 @@ pub fn run(
         set_active: res.switch().map(Slot::letter),
         dry_run: opts.dry_run,
         actions: res.actions.iter().map(Action::describe).collect(),
+        destroys: res.destroys.clone(),
         commands: Vec::new(),
     };
     if opts.dry_run {
@@ -574,6 +649,9 @@ pub fn run(
             report.commands.extend(commands_of(a)?);
         }
         return Ok(report);
+    }
+    for d in &res.destroys {
+        progress.note(&format!("this flash destroys: {d}"));
     }
     execute(client, &res, images, &flashed_path, &mut flashed, &mut report, progress)?;
     report.commands = client.sent.clone();
@@ -806,6 +884,7 @@ mod tests {
             slot_count_reported: true,
             current_slot: current,
             serialno: Some("abc".into()),
+            unlocked: Some(true),
             partition_sizes: BTreeMap::from([
                 ("boot_a".into(), Some(64 << 20)),
                 ("boot_b".into(), Some(64 << 20)),
@@ -854,6 +933,43 @@ mod tests {
         assert_eq!(r.phone, "serialno:abc");
         // vbmeta_b's size was not reported: assumed, not refused.
         assert!(r.assumed.iter().any(|a| a.starts_with("partition-size:vbmeta_b")), "{:?}", r.assumed);
+    }
+
+    #[test]
+    fn a_locked_bootloader_is_refused_before_anything_is_written() {
+        let locked = DeviceFacts { unlocked: Some(false), ..device(Some(Slot::A)) };
+        let e = resolve(&ab_plan(), &facts(), &opts(), &locked, &Flashed::new()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("is locked") && msg.contains("nothing was written"), "{msg}");
+        assert!(util::find_fail(&e).and_then(|f| f.hint.as_deref()).is_some_and(|h| h.contains("flashing unlock")));
+        // --force tries anyway, and says so; a device that does not say is assumed unlocked.
+        let r = resolve(&ab_plan(), &facts(), &Options { force: true, ..opts() }, &locked, &Flashed::new()).unwrap();
+        assert!(r.assumed.iter().any(|a| a.starts_with("unlocked: the device says no")), "{:?}", r.assumed);
+        let silent = DeviceFacts { unlocked: None, ..device(Some(Slot::A)) };
+        let r = resolve(&ab_plan(), &facts(), &opts(), &silent, &Flashed::new()).unwrap();
+        assert!(r.assumed.iter().any(|a| a.starts_with("unlocked: not reported")), "{:?}", r.assumed);
+    }
+
+    #[test]
+    fn what_a_flash_destroys_is_said_in_words() {
+        let mut plan = ab_plan();
+        plan.steps.insert(1, Step::Erase { partition: "dtbo_b".into() });
+        plan.steps.push(Step::Flash { partition: "userdata".into(), slotted: false, image: "system.img".into() });
+        let r = resolve(&plan, &facts(), &opts(), &device(Some(Slot::A)), &Flashed::new()).unwrap();
+        assert_eq!(
+            r.destroys,
+            [
+                "userdata is overwritten: everything stored on the phone (apps' data, photos, files) is lost",
+                "dtbo_a and dtbo_b are erased: an Android on either slot will not boot until they are flashed back",
+                "slot b's boot, vbmeta are replaced: what slot b held before (often the stock Android of the last \
+                 update) is gone",
+            ]
+        );
+        // Skipped images destroy nothing.
+        let flashed = Flashed::from([("boot_b".into(), "b".into()), ("vbmeta_b".into(), "v".into())]);
+        let o = Options { skip_unchanged: true, only: Some(&["boot".to_string()]), ..opts() };
+        let r = resolve(&plan, &facts(), &o, &device(Some(Slot::A)), &flashed).unwrap();
+        assert!(r.destroys.is_empty(), "{:?}", r.destroys);
     }
 
     #[test]
