@@ -8,7 +8,11 @@ pub struct Tool {
 }
 
 pub const TOOLS: &[Tool] = &[
-    Tool { name: "apt-get", package: "apt", used_by: "build (fetching pinned arm64 packages)" },
+    Tool {
+        name: "apt-get",
+        package: "apt",
+        used_by: "build (resolving and fetching arm64 packages in its private root)",
+    },
     Tool { name: "dpkg-deb", package: "dpkg", used_by: "build (unpacking packages)" },
     Tool { name: "depmod", package: "kmod", used_by: "build (modules.dep)" },
     Tool { name: "cargo", package: "rustup", used_by: "build (stage-1/stage-2 init)" },

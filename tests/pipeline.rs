@@ -31,6 +31,7 @@ fn a_build_through_the_library_matches_its_dry_run() {
     let ctx = Ctx {
         store: &store,
         downloads: cache_dir().join("downloads"),
+        apt_root: cache_dir().join("apt"),
         cargo_cache: cache_dir().join("cargo-target"),
         progress: &progress,
         substituters: Vec::new(),

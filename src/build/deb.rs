@@ -5,63 +5,111 @@
 use super::Ctx;
 use crate::hash::sha256_file;
 use crate::lock::DebPin;
-use crate::util::{self, Fail};
+use crate::util::Fail;
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The cached package file, downloaded if missing, with its hash checked.
 pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
-    let want = pin.digest().context("lock entries are validated")?;
+    Ok(fetch_all(ctx, std::slice::from_ref(pin))?.remove(0))
+}
+
+/// The cached files of `pins`, those missing downloaded in one `apt-get download` by
+/// mobix's private apt root (`lock::apt`), each checked against its pin before it enters
+/// the cache. With every file cached, no network and no apt is needed.
+pub fn fetch_all(ctx: &Ctx, pins: &[DebPin]) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(&ctx.downloads).with_context(|| format!("creating {}", ctx.downloads.display()))?;
-    let file = ctx.downloads.join(pin.file_name());
-    if file.exists() {
-        if sha256_file(&file)? == want {
-            return Ok(file);
+    let mut missing = Vec::new();
+    for pin in pins {
+        let want = pin.digest().context("lock entries are validated")?;
+        let file = ctx.downloads.join(pin.file_name());
+        if file.exists() {
+            if sha256_file(&file)? == want {
+                continue;
+            }
+            ctx.progress.note(&format!("cached {} does not match its pin; downloading again", file.display()));
+            fs::remove_file(&file)?;
         }
-        ctx.progress.note(&format!("cached {} does not match its pin; downloading again", file.display()));
-        fs::remove_file(&file)?;
+        missing.push(pin);
     }
-    ctx.progress.note(&format!("downloading {} with apt-get", pin.apt_spec()));
+    if !missing.is_empty() {
+        download(ctx, &missing)?;
+    }
+    Ok(pins.iter().map(|p| ctx.downloads.join(p.file_name())).collect())
+}
+
+fn download(ctx: &Ctx, pins: &[&DebPin]) -> Result<()> {
+    let specs: Vec<String> = pins.iter().map(|p| p.apt_spec()).collect();
+    let shown = if specs.len() == 1 { specs[0].clone() } else { format!("{} packages", specs.len()) };
+    ctx.progress.note(&format!("downloading {shown} with apt-get"));
     let partial = ctx.downloads.join(format!(".partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial)?;
-    // apt-get drops privileges to _apt for downloads; let it write here.
-    let _ = Command::new("chown").arg("_apt").arg(&partial).stderr(Stdio::null()).status();
-    let res = util::run(Command::new("apt-get").arg("download").arg("-q").arg(pin.apt_spec()).current_dir(&partial));
-    if let Err(e) = res {
-        let _ = fs::remove_dir_all(&partial);
-        return Err(e.context(Fail::new(format!("downloading {} failed", pin.apt_spec())).hint(
-            "run `scripts/setup` (it enables the arm64 architecture and updates apt's lists); if the \
-                 archive no longer has this version, pin a current one in mobix.lock",
-        )));
-    }
-    let got_file = partial.join(pin.file_name());
-    let got = sha256_file(&got_file).with_context(|| format!("apt-get did not produce {}", got_file.display()))?;
-    if got != want {
-        let _ = fs::remove_dir_all(&partial);
-        return Err(Fail::new(format!(
-            "{} does not match its pin in mobix.lock: expected sha256 {}, got {}",
-            pin.file_name(),
-            want,
-            got
-        ))
-        .hint("nothing was added to the store; if the new package is trusted, re-pin it (`mobix lock update NAME`)")
-        .into());
-    }
-    fs::rename(&got_file, &file)?;
+    let res = (|| -> Result<()> {
+        let apt = crate::lock::apt::Apt::open(&ctx.apt_root)?;
+        apt.ensure_lists(ctx.progress)?;
+        apt.download(&specs, &partial).map_err(|e| {
+            // `E: Version '9.9-1' for 'htop' was not found`: the pin outlived the archive.
+            let text = format!("{e:#}");
+            let gone: Vec<&str> =
+                text.lines().filter_map(|l| l.split("' for '").nth(1)?.strip_suffix("' was not found")).collect();
+            if gone.is_empty() {
+                e.context(Fail::new(format!("downloading {shown} failed")).hint(
+                    "check the network (deb.debian.org); a build whose packages are all in the download cache \
+                     needs none",
+                ))
+            } else {
+                e.context(
+                    Fail::new(format!(
+                        "the archive no longer has the version of {} that mobix.lock pins",
+                        gone.join(", ")
+                    ))
+                    .hint(format!("`mobix lock update {}` pins what the archive has now", gone.join(" "))),
+                )
+            }
+        })?;
+        for pin in pins {
+            let got_file = partial.join(pin.file_name());
+            let got =
+                sha256_file(&got_file).with_context(|| format!("apt-get did not produce {}", got_file.display()))?;
+            let want = pin.digest().context("lock entries are validated")?;
+            if got != want {
+                return Err(Fail::new(format!(
+                    "{} does not match its pin in mobix.lock: expected sha256 {want}, got {got}",
+                    pin.file_name()
+                ))
+                .hint(
+                    "nothing was added to the store; if the new package is trusted, re-pin it (`mobix lock update \
+                     NAME`)",
+                )
+                .into());
+            }
+            fs::rename(&got_file, ctx.downloads.join(pin.file_name()))?;
+            ctx.fetched_one();
+        }
+        Ok(())
+    })();
     let _ = fs::remove_dir_all(&partial);
-    ctx.fetched_one();
-    Ok(file)
+    res
 }
 
-/// Unpacks the package; with `depends`, also writes their store paths to
-/// `share/mobix/depends`, which makes them references (in every closure holding this one).
-pub fn build(ctx: &Ctx, pin: &DebPin, depends: &[crate::store::StorePath], out: &Path) -> Result<()> {
-    let file = fetch(ctx, pin)?;
+/// Unpacks the packages (one, or several that depend on each other in a cycle) into one
+/// output; with `depends`, also writes their store paths to `share/mobix/depends`, which
+/// makes them references (in every closure holding this one). Absolute links in the
+/// packages are kept: they point into the phone's root.
+pub fn build(ctx: &Ctx, pins: &[DebPin], depends: &[crate::store::StorePath], out: &Path) -> Result<()> {
+    let files = fetch_all(ctx, pins)?;
     fs::create_dir(out)?;
-    super::unpack_piped(Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&file), &file, out)?;
+    for file in &files {
+        super::unpack_piped(
+            Command::new("dpkg-deb").arg("--fsys-tarfile").arg(file),
+            file,
+            out,
+            crate::store::archive::AbsoluteLinks::PhoneRoot,
+        )?;
+    }
     if !depends.is_empty() {
         let dir = out.join("share/mobix");
         fs::create_dir_all(&dir)?;
@@ -75,15 +123,11 @@ pub fn build(ctx: &Ctx, pin: &DebPin, depends: &[crate::store::StorePath], out: 
 /// sha256 in apt's signed package index. The package name stays: a kernel whose ABI
 /// changed is a new package, named in the lock by hand.
 /// Also returns the packages apt says it depends on (first alternatives, no versions).
-pub fn candidate(pin: &DebPin) -> Result<(DebPin, Vec<String>)> {
+pub fn candidate(apt: &crate::lock::apt::Apt, pin: &DebPin) -> Result<(DebPin, Vec<String>)> {
     let spec = format!("{}:{}", pin.package, pin.arch);
-    let out = util::run(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).map_err(|e| {
-        e.context(
-            Fail::new(format!("apt does not know {spec}"))
-                .hint("run `apt-get update` (scripts/setup does), and check the package name in mobix.lock"),
-        )
+    let text = apt.show_candidate(&spec).map_err(|e| {
+        e.context(Fail::new(format!("apt does not know {spec}")).hint("check the package name in mobix.lock"))
     })?;
-    let text = String::from_utf8_lossy(&out.stdout);
     let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::trim));
     let (Some(version), Some(sha256)) = (field("Version"), field("SHA256")) else {
         return Err(Fail::new(format!("apt-cache show {spec} gave no version and sha256")).into());

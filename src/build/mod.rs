@@ -31,6 +31,8 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     /// Cache of downloaded packages (kept between stores).
     pub downloads: PathBuf,
+    /// mobix's private apt root (`lock::apt`), which downloads Debian packages.
+    pub apt_root: PathBuf,
     /// Cache of cargo's target directories, so dependencies are compiled once per host.
     pub cargo_cache: PathBuf,
     pub progress: &'a dyn crate::report::Reporter,
@@ -65,7 +67,12 @@ impl Ctx<'_> {
 /// Unpacks the tar stream `cmd` writes on its stdout (a decompressor, `dpkg-deb
 /// --fsys-tarfile`) of `file` into `dest` with the store's safe unpacker, which refuses
 /// anything that would land outside `dest` and no absolute links.
-pub(crate) fn unpack_piped(cmd: &mut Command, file: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn unpack_piped(
+    cmd: &mut Command,
+    file: &Path,
+    dest: &Path,
+    links: crate::store::archive::AbsoluteLinks,
+) -> Result<()> {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -73,8 +80,8 @@ pub(crate) fn unpack_piped(cmd: &mut Command, file: &Path, dest: &Path) -> Resul
         .spawn()
         .map_err(|e| util::user_error(e, format!("running {what}")))?;
     let stdout = child.stdout.take().expect("piped");
-    let res = crate::store::archive::unpack(stdout, dest, crate::store::archive::AbsoluteLinks::Refuse)
-        .with_context(|| format!("unpacking {}", file.display()));
+    let res =
+        crate::store::archive::unpack(stdout, dest, links).with_context(|| format!("unpacking {}", file.display()));
     let out = child.wait_with_output()?;
     res?;
     if !out.status.success() {
@@ -193,7 +200,11 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     match &planned.recipe.builder {
         Builder::Deb { pin } => {
             let deps: Vec<StorePath> = planned.recipe.inputs.values().cloned().collect();
-            deb::build(ctx, pin, &deps, out)
+            deb::build(ctx, std::slice::from_ref(pin), &deps, out)
+        }
+        Builder::DebGroup { pins } => {
+            let deps: Vec<StorePath> = planned.recipe.inputs.values().cloned().collect();
+            deb::build(ctx, pins, &deps, out)
         }
         Builder::KernelConfig { arch, base, fragments, required, .. } => {
             kernel::config(ctx, planned, arch, base, fragments, required, out)

@@ -213,7 +213,7 @@ fn untar(file: &Path, dest: &Path) -> Result<()> {
     };
     let mut cmd = Command::new(tool);
     cmd.args(if tool == "cat" { &[][..] } else { &["-dc"][..] }).arg(file);
-    super::unpack_piped(&mut cmd, file, dest)
+    super::unpack_piped(&mut cmd, file, dest, crate::store::archive::AbsoluteLinks::Refuse)
 }
 
 /// Unpacks a `deb-source` store path into `dest` the way `dpkg-source -x` does for the

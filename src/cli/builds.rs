@@ -28,6 +28,10 @@ pub(super) struct BuildArgs {
     /// directory links into the store), to flash from another machine.
     #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
     export: Option<PathBuf>,
+    /// Refuse to change mobix.lock: fail when the config names a Debian package the lock
+    /// does not pin yet (for CI).
+    #[arg(long)]
+    locked: bool,
 }
 
 /// `--kernel-from`: the command line's words for [`plan::KernelFrom`].
@@ -74,13 +78,14 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let lock = Lock::load(&repo)?;
+    let mut lock = Lock::load(&repo)?;
     let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
     let store = open_store(g)?;
     let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
+    super::pins::complete_lock(&profile, &mut lock, &ctx, a.locked, a.dry_run)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
         let d = pipe.dry_run()?;

@@ -37,16 +37,12 @@ pub fn checks() -> Vec<Check> {
         used_by: "build (stage-1/stage-2 init)".into(),
         found: musl_target_installed().filter(|x| *x).map(|_| "installed".into()),
     });
-    let arm64 = std::process::Command::new("dpkg")
-        .arg("--print-foreign-architectures")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "arm64"))
-        .unwrap_or(false);
+    let keyring = std::path::Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
     v.push(Check {
-        tool: "dpkg architecture arm64".into(),
-        package: "dpkg --add-architecture arm64 && apt-get update".into(),
-        used_by: "build (apt-get download of arm64 packages)".into(),
-        found: arm64.then(|| "enabled".into()),
+        tool: "Debian archive keyring".into(),
+        package: "debian-archive-keyring".into(),
+        used_by: "build (apt checks the Release files of Debian's arm64 archive against it)".into(),
+        found: keyring.is_file().then(|| keyring.display().to_string()),
     });
     v
 }

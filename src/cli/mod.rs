@@ -9,7 +9,7 @@ mod emulator;
 mod flashing;
 mod generations;
 pub mod inspect;
-mod pins;
+pub(crate) mod pins;
 mod store;
 mod term;
 
@@ -270,6 +270,7 @@ fn builder_ctx(store: &Store) -> Ctx<'_> {
     Ctx {
         store,
         downloads: cache_dir().join("downloads"),
+        apt_root: cache_dir().join("apt"),
         cargo_cache: cache_dir().join("cargo-target"),
         progress: &*term::TERMINAL,
         substituters: Vec::new(),

@@ -71,7 +71,9 @@ pub(super) fn cmd_lock_add(
                 sha256: String::new(),
                 depends: depends.to_vec(),
             };
-            let (pin, apt_depends) = build::deb::candidate(&ask)?;
+            let apt = crate::lock::apt::Apt::open(&cache_dir().join("apt"))?;
+            apt.ensure_lists(&*term::TERMINAL)?;
+            let (pin, apt_depends) = build::deb::candidate(&apt, &ask)?;
             println!("debs.{name}: {} {} (sha256 {})", pin.package, pin.version, pin.sha256);
             let listed: Vec<&str> = depends.iter().map(|d| lock.debs[d].package.as_str()).collect();
             note_unlisted(name, package, &apt_depends, &listed);
@@ -115,21 +117,51 @@ pub(super) fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Re
     let repo = find_repo(g)?;
     let mut lock = Lock::load(&repo)?;
     for n in names {
-        if !lock.debs.contains_key(n) && !lock.sources.contains_key(n) {
+        if !lock.debs.contains_key(n) && !lock.sources.contains_key(n) && !lock.apt.packages.contains_key(n) {
             let known: Vec<&str> = lock.debs.keys().chain(lock.sources.keys()).map(|s| s.as_str()).collect();
             return Err(Fail::new(format!("{} has no entry {n:?}", lock.file.display()))
-                .hint(format!("entries: {}", known.join(", ")))
+                .hint(format!(
+                    "hand-pinned entries: {}; and the {} packages apt resolved (apt.packages)",
+                    known.join(", "),
+                    lock.apt.packages.len()
+                ))
                 .into());
         }
     }
     let wanted = |n: &str| names.is_empty() || names.iter().any(|w| w == n);
-    let mut changes = 0;
+    let mut changes: usize = 0;
+    let apt_names: Vec<&str> =
+        names.iter().map(String::as_str).filter(|n| lock.apt.packages.contains_key(*n)).collect();
+    let apt = crate::lock::apt::Apt::open(&cache_dir().join("apt"))?;
+    let needs_apt = !lock.apt.is_empty() && (names.is_empty() || !apt_names.is_empty());
+    if needs_apt || (names.is_empty() && !lock.debs.is_empty()) {
+        // What the archive has now.
+        apt.update(&*term::TERMINAL)?;
+    }
+    if needs_apt {
+        // Re-resolve: everything (no names), or the named packages and what they depend
+        // on, the rest held at their pins.
+        let requests: Vec<crate::lock::apt::Request> =
+            lock.apt.requested.iter().filter_map(|r| crate::lock::apt::Request::parse(r)).collect();
+        let held: std::collections::BTreeSet<String> = if names.is_empty() {
+            Default::default()
+        } else {
+            let free = crate::lock::apt::closure(&lock.apt, &apt_names);
+            lock.apt.packages.keys().filter(|n| !free.contains(*n)).cloned().collect()
+        };
+        let r = crate::lock::apt::resolve(&apt, &lock.apt, &requests, &held)?;
+        changes += report_resolution(&r);
+        lock.apt = r.lock;
+    }
+    if !names.is_empty() && apt_names.len() == names.len() {
+        return finish_update(&lock, changes, dry_run);
+    }
     // Each entry's Debian package, to tell what a pin's `depends` already covers.
     let package_of: std::collections::BTreeMap<String, String> =
         lock.debs.iter().map(|(n, p)| (n.clone(), p.package.clone())).collect();
     for (name, pin) in lock.debs.iter_mut().filter(|(n, _)| wanted(n)) {
         let (new, apt_depends) =
-            anyhow::Context::with_context(build::deb::candidate(pin), || format!("updating debs.{name}"))?;
+            anyhow::Context::with_context(build::deb::candidate(&apt, pin), || format!("updating debs.{name}"))?;
         let listed: Vec<&str> = pin.depends.iter().filter_map(|d| package_of.get(d)).map(String::as_str).collect();
         note_unlisted(name, &pin.package, &apt_depends, &listed);
         if new == *pin {
@@ -156,6 +188,10 @@ pub(super) fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Re
             }
         }
     }
+    finish_update(&lock, changes, dry_run)
+}
+
+fn finish_update(lock: &Lock, changes: usize, dry_run: bool) -> Result<ExitCode> {
     if changes > 0 && !dry_run {
         lock.save()?;
         progress(&format!(
@@ -166,4 +202,120 @@ pub(super) fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Re
         progress(&format!("{changes} pins would change (--dry-run: {} left alone)", lock.file.display()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what a resolution changed (stdout: one line per package); returns how many.
+fn report_resolution(r: &crate::lock::apt::Resolved) -> usize {
+    for (n, v) in &r.added {
+        println!("apt.{n}: added {v}");
+    }
+    for (n, old, new) in &r.changed {
+        println!("apt.{n}: {old} -> {new}");
+    }
+    for n in &r.removed {
+        println!("apt.{n}: removed (nothing needs it any more)");
+    }
+    r.added.len() + r.changed.len() + r.removed.len()
+}
+
+/// Makes the lock pin every Debian package the profile names, as Cargo completes
+/// Cargo.lock: nothing when it does already; else apt resolves the new names with every
+/// pinned package held, the result is written (unless `dry_run`), and the build says what
+/// it added and what the new packages' maintainer scripts would have done. `--locked`
+/// refuses any change. Errors (an unknown name, a conflict, a vanished version) leave the
+/// lock as it was.
+pub(super) fn complete_lock(profile: &Profile, lock: &mut Lock, ctx: &Ctx, locked: bool, dry_run: bool) -> Result<()> {
+    use crate::lock::apt::{self, Request};
+    let mut wanted = Vec::new();
+    for p in &profile.system.packages {
+        if lock.debs.contains_key(p) || profile::package_spec(&ctx_repo(lock), p).is_file() {
+            continue;
+        }
+        if let Some(r) = Request::parse(p) {
+            wanted.push(r);
+        }
+    }
+    let missing: Vec<&Request> = wanted.iter().filter(|r| !r.satisfied_by(&lock.apt)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = missing.iter().map(|r| r.to_string()).collect();
+    if locked {
+        return Err(Fail::new(format!(
+            "{} does not pin {} and --locked forbids changing it",
+            lock.file.display(),
+            shown.join(", ")
+        ))
+        .hint("build once without --locked (it adds them), or `mobix lock update`, and commit mobix.lock")
+        .into());
+    }
+    progress(&format!("resolving {} with apt (Debian bookworm, arm64)", shown.join(", ")));
+    let requests = apt::merge_requests(&lock.apt, &wanted);
+    let held: std::collections::BTreeSet<String> = lock.apt.packages.keys().cloned().collect();
+    let r = {
+        let root = apt::Apt::open(&ctx.apt_root)?;
+        root.ensure_lists(ctx.progress)?;
+        apt::resolve(&root, &lock.apt, &requests, &held).map_err(|e| locate_unknown(profile, e))?
+    };
+    // The new packages' files (the build needs them anyway), and what their maintainer
+    // scripts would have done: mobix runs none of them.
+    let new_names = r.added.iter().map(|(n, _)| n).chain(r.changed.iter().map(|(n, _, _)| n));
+    let new_pins: Vec<crate::lock::DebPin> = new_names.map(|n| r.lock.packages[n].deb_pin(n)).collect();
+    let files = build::deb::fetch_all(ctx, &new_pins)?;
+    let mut effects: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
+    let scratch = ctx.apt_root.join(format!("scripts-{}", std::process::id()));
+    for (pin, file) in new_pins.iter().zip(&files) {
+        for e in apt::script_effects(file, &scratch)? {
+            effects.entry(e).or_default().push(pin.package.clone());
+        }
+    }
+    let added: Vec<String> = r.added.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    progress(&format!(
+        "mobix.lock: {} {} package(s) for {}: {}",
+        if dry_run { "would add" } else { "added" },
+        r.added.len(),
+        shown.join(", "),
+        added.join(", ")
+    ));
+    for (n, old, new) in &r.changed {
+        progress(&format!("mobix.lock: {n} {old} -> {new}"));
+    }
+    for (what, pkgs) in &effects {
+        progress(&format!(
+            "note: maintainer scripts mobix does not run: {} {what} ({})",
+            pkgs.join(", "),
+            script_hint(what)
+        ));
+    }
+    lock.apt = r.lock;
+    if !dry_run {
+        lock.save()?;
+    }
+    Ok(())
+}
+
+/// How mobix does declaratively what a kind of maintainer script does (README: "Debian
+/// packages").
+fn script_hint(what: &str) -> &'static str {
+    match what {
+        "creates users or groups" => "declare users and groups in the system config",
+        "generates keys" => "keys are made at first boot by the service that needs them",
+        "registers alternatives" => "the software tree links each program under its own name",
+        "installs config files in /etc" => "/etc comes from overlays and the system config",
+        "enables services" => "services start when the system config enables them",
+        _ => "see README, Debian packages",
+    }
+}
+
+/// An apt "no such package" error, located where the profile named the package.
+fn locate_unknown(profile: &Profile, e: anyhow::Error) -> anyhow::Error {
+    let Some(fail) = util::find_fail(&e) else { return e };
+    let Some(rest) = fail.msg.split(" has no package ").nth(1) else { return e };
+    let first = rest.split(", ").next().unwrap_or(rest);
+    profile.package_error(first, fail.msg.clone(), fail.hint.clone()).unwrap_or(e)
+}
+
+/// The mobix tree a lock belongs to.
+fn ctx_repo(lock: &Lock) -> std::path::PathBuf {
+    lock.file.parent().map(Path::to_path_buf).unwrap_or_default()
 }

@@ -187,3 +187,18 @@ fn a_firmware_file_hashes_as_the_triple_it_always_was() {
     let f = FirmwareFile { path: "qcom/a.mbn".into(), sha256: "ab".repeat(32), stage1: true };
     assert_eq!(serde_json::to_string(&f).unwrap(), format!("[\"qcom/a.mbn\",\"{}\",true]", "ab".repeat(32)));
 }
+
+#[test]
+fn dependency_cycles_become_one_group_after_what_they_need() {
+    let g: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("htop", vec!["libc6", "libtinfo6"]),
+        ("libtinfo6", vec!["libc6"]),
+        ("libc6", vec!["libgcc-s1"]),
+        ("libgcc-s1", vec!["libc6", "gcc-12-base"]),
+        ("gcc-12-base", vec![]),
+    ]);
+    let nodes: BTreeSet<String> = g.keys().map(|s| s.to_string()).collect();
+    let edges = |n: &str| g[n].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let groups = super::strongly_connected(&nodes, &edges);
+    assert_eq!(groups, [vec!["gcc-12-base"], vec!["libc6", "libgcc-s1"], vec!["libtinfo6"], vec!["htop"]]);
+}

@@ -65,6 +65,9 @@ pub struct Profile {
     /// Whether the variant was asked for (`--variant`) rather than the profile's default.
     #[serde(skip)]
     pub variant_chosen: bool,
+    /// Where each package of `system.packages` was named.
+    #[serde(skip)]
+    pub package_origins: Vec<PackageOrigin>,
 }
 
 impl Profile {
@@ -79,6 +82,14 @@ impl Profile {
 }
 
 impl Profile {
+    /// An error about package `name` of the system, located where the config (or overlay)
+    /// named it; None when no layer named it.
+    pub fn package_error(&self, name: &str, msg: String, hint: Option<String>) -> Option<anyhow::Error> {
+        let base = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+        let o = self.package_origins.iter().find(|o| base(&o.name) == base(name))?;
+        Some(o.layer.error_hinted(&o.key, msg, hint))
+    }
+
     /// The device and variant as one name (`xiaomi-beryllium-ebbg`): what generations and
     /// out directories are kept per, since variants are different hardware.
     pub fn instance(&self) -> Codename {
@@ -190,49 +201,38 @@ pub struct OverlaySpec {
     pub packages: Vec<String>,
 }
 
-/// Checks a `packages` list of `layer`: names, no repeats, each a `packages/` spec or a
-/// `debs` entry of the lock (read once, into `lock_debs`).
-fn check_packages(repo: &Path, layer: &Layer, packages: &[String], lock_debs: &mut Option<Vec<String>>) -> Result<()> {
+/// Where a package of the system was named: the layer (system config or overlay) and
+/// its key, so that an error found later (apt knows no such package) points at it.
+#[derive(Debug, Clone)]
+pub struct PackageOrigin {
+    pub name: String,
+    pub layer: Layer,
+    pub key: String,
+}
+
+/// Checks a `packages` list of `layer`: each a `packages/` spec, a `debs` entry of the
+/// lock, or a Debian package name (`htop`, `vim=2:9.0.1378-2`) that apt resolves; no
+/// package twice. Records where each was named.
+fn check_packages(repo: &Path, layer: &Layer, packages: &[String], origins: &mut Vec<PackageOrigin>) -> Result<()> {
+    let name_of = |p: &str| p.split('=').next().unwrap_or(p).to_string();
     for (i, p) in packages.iter().enumerate() {
         let key = format!("packages[{i}]");
-        if Codename::new(p).is_err() {
-            return Err(layer.error(&key, format!("{p:?} is not a package name")));
-        }
-        if packages[..i].contains(p) {
-            return Err(layer.error(&key, format!("{p} is listed twice")));
-        }
-        let spec = package_spec(repo, p);
-        if spec.is_file() {
-            continue;
-        }
-        let debs = match lock_debs {
-            Some(d) => d,
-            None => lock_debs.insert(crate::lock::Lock::load(repo)?.debs.into_keys().collect::<Vec<_>>()),
-        };
-        if !debs.contains(p) {
-            let specs = std::fs::read_dir(repo.join("packages")).into_iter().flatten().flatten();
-            let known: Vec<String> = (specs.filter_map(|e| e.file_name().into_string().ok()))
-                .filter(|n| package_spec(repo, n).is_file())
-                .chain(debs.iter().cloned())
-                .collect();
-            let close = (known.iter())
-                .map(|k| (edit_distance(p, k), k))
-                .filter(|(d, k)| *d <= (k.len().max(p.len()) / 3).max(1))
-                .min();
-            let add = format!(
-                "a Debian package is added with `mobix lock add deb {p}`, a package built from source with {}",
-                spec.display()
-            );
-            let hint = match close {
-                Some((_, k)) => format!("did you mean `{k}`? Otherwise {add}"),
-                None => add,
-            };
+        let local = Codename::new(p).is_ok() && package_spec(repo, p).is_file();
+        if !local && crate::lock::apt::Request::parse(p).is_none() && Codename::new(p).is_err() {
             return Err(layer.error_hinted(
                 &key,
-                format!("no package {p:?}: neither {} nor a `debs` entry of mobix.lock", spec.display()),
-                Some(hint),
+                format!("{p:?} is not a package name"),
+                Some(
+                    "a Debian package name (`htop`), optionally with a version (`vim=2:9.0.1378-2`), or a \
+                      packages/ spec's name"
+                        .into(),
+                ),
             ));
         }
+        if packages[..i].iter().any(|q| name_of(q) == name_of(p)) {
+            return Err(layer.error(&key, format!("{} is listed twice", name_of(p))));
+        }
+        origins.push(PackageOrigin { name: p.clone(), layer: layer.clone(), key });
     }
     Ok(())
 }
@@ -613,6 +613,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     };
     // The user's system config: its own keys, and `device:` overrides as the last layer.
     let mut system = SystemConfig::default();
+    let mut package_origins = Vec::new();
     if let Some(cfg) = sel.config {
         let mut layer = Layer::read(cfg, "system config")?;
         let overrides = layer.take("device");
@@ -647,8 +648,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
                 ));
             }
         }
-        let mut lock_debs = None;
-        check_packages(repo, &layer, &system.packages, &mut lock_debs)?;
+        check_packages(repo, &layer, &system.packages, &mut package_origins)?;
         // Overlays may bring packages (`overlays/<name>/overlay.yaml`): after the system's own.
         for o in &system.overlays {
             let file = repo.join("overlays").join(o).join("overlay.yaml");
@@ -657,7 +657,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
             }
             let ol = Layer::read(&file, "overlay")?;
             let spec: OverlaySpec = deserialize_layer(&ol, ol.value.clone())?;
-            check_packages(repo, &ol, &spec.packages, &mut lock_debs)?;
+            check_packages(repo, &ol, &spec.packages, &mut package_origins)?;
             for p in spec.packages {
                 if !system.packages.contains(&p) {
                     system.packages.push(p);
@@ -716,6 +716,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         sources: layers.iter().map(|l| l.file.clone()).collect(),
         config: sel.config.map(Path::to_path_buf),
         variant_chosen: sel.variant.is_some(),
+        package_origins,
     })
 }
 
@@ -808,25 +809,11 @@ fn unknown_field_hint(msg: &str) -> Option<(String, Option<String>)> {
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     let best = candidates
         .iter()
-        .map(|c| (edit_distance(field, c), *c))
+        .map(|c| (crate::util::edit_distance(field, c), *c))
         .filter(|(d, c)| *d <= (c.len().max(field.len()) / 3).max(2))
         .min()
         .map(|(_, c)| c.to_string());
     Some((field.to_string(), best))
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

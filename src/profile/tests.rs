@@ -144,9 +144,18 @@ fn packages_are_specs_or_lock_entries() {
     std::fs::write(&cfg, "packages: [mmc-utils, tree]\n").unwrap();
     let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
     assert_eq!(p.system.packages, ["mmc-utils", "tree"]);
+    // Debian names (with a version or without) are for apt to resolve; a later error about
+    // one (apt knows no such package) points where it was named.
+    std::fs::write(&cfg, "hostname: x\npackages:\n  - tree\n  - vim=2:9.0.1378-2\n").unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    let err = p.package_error("vim", "no such package".into(), Some("try another".into())).unwrap();
+    let pe = err.downcast_ref::<ProfileError>().unwrap();
+    assert_eq!((pe.line, pe.key.as_str()), (Some(4), "packages[1]"));
+    assert!(p.package_error("htop", String::new(), None).is_none());
     for (text, line, key, says) in [
-        ("hostname: x\npackages: [tree, nosuch]\n", 2, "packages[1]", "neither"),
+        ("hostname: x\npackages: [tree, Not_Debian]\n", 2, "packages[1]", "not a package name"),
         ("packages:\n  - tree\n  - tree\n", 2, "packages[1]", "listed twice"),
+        ("packages:\n  - htop\n  - htop=3.2.2-2\n", 2, "packages[1]", "htop is listed twice"),
         ("packages: [../etc]\n", 1, "packages[0]", "not a package name"),
     ] {
         std::fs::write(&cfg, text).unwrap();
@@ -202,7 +211,7 @@ fn overlays_bring_their_packages() {
     std::fs::write(r.join("overlays/tools/overlay.yaml"), "packages: [mmc-utils, tree]\n").unwrap();
     assert_eq!(load().unwrap().system.packages, ["tree", "mmc-utils"]);
     // Its errors name its own file, line and key.
-    std::fs::write(r.join("overlays/tools/overlay.yaml"), "# tools\npackages:\n  - mmc-utils\n  - nosuch\n").unwrap();
+    std::fs::write(r.join("overlays/tools/overlay.yaml"), "# tools\npackages:\n  - mmc-utils\n  - no/such\n").unwrap();
     let err = load().unwrap_err();
     let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
     assert!(pe.file.ends_with("overlays/tools/overlay.yaml"), "{pe:?}");
@@ -238,12 +247,7 @@ fn system_config_errors_say_system_config_and_hint_the_fix() {
             "YAML reads false as a boolean: quote it to mean the text (\"false\")",
         ),
         ("hostname: 1234\n", "invalid type: integer", "YAML reads 1234 as a number: quote it"),
-        (
-            "packages: [mmc-util]\n",
-            "no package \"mmc-util\"",
-            "did you mean `mmc-utils`? Otherwise a Debian package is added with `mobix lock add deb mmc-util`",
-        ),
-        ("packages: [zzzzqqq]\n", "no package", "a Debian package is added with `mobix lock add deb zzzzqqq`"),
+        ("packages: [Mmc_Utils]\n", "\"Mmc_Utils\" is not a package name", "a Debian package name (`htop`)"),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let err = load();

@@ -25,6 +25,10 @@ pub enum AbsoluteLinks {
     /// Only into the phone's store (`/mobix/store/...`): what store paths refer to each
     /// other by.
     PhoneStore,
+    /// Any: a Debian package's links into the phone's root (`/dev/null` for a masked unit,
+    /// `/lib/systemd/systemd`). They are kept as written and only resolve on the phone;
+    /// nothing on the host follows a link inside a store path.
+    PhoneRoot,
 }
 
 /// The name every entry of a packed store path starts with (the path itself is `out`).
@@ -126,6 +130,7 @@ pub fn unpack<R: io::Read>(r: R, dest: &Path, links: AbsoluteLinks) -> Result<()
                             && safe_rel(link.strip_prefix(super::PHONE_STORE).expect("checked")).is_ok()
                     }
                     AbsoluteLinks::Refuse => false,
+                    AbsoluteLinks::PhoneRoot => link.is_absolute(),
                 };
                 if !allowed && !link_stays_inside(&rel, &link) {
                     return Err(refuse(

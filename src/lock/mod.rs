@@ -1,5 +1,11 @@
 //! `mobix.lock`: every fetched input pinned by sha256, like flake.lock. A build whose
 //! input does not match its pin fails before anything enters the store.
+//!
+//! `debs` and `sources` are pinned by hand (`mobix lock add`); `apt` is what Debian's own
+//! resolver chose for the packages system configs name ([`apt`]), completed by builds as
+//! Cargo completes Cargo.lock.
+
+pub mod apt;
 
 use crate::hash::Sha256Digest;
 use crate::util::Fail;
@@ -18,8 +24,56 @@ pub struct Lock {
     /// sources with Debian's patches (U-Boot).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sources: BTreeMap<String, SourcePin>,
+    /// Debian packages named in system configs, with every package apt resolved for them.
+    #[serde(default, skip_serializing_if = "AptLock::is_empty")]
+    pub apt: AptLock,
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+/// What apt resolved: the requests and the solution, pinned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AptLock {
+    /// What system configs asked for (`htop`, `vim=2:9.0.1378-2`), sorted: where a full
+    /// re-resolution (`mobix lock update`) starts.
+    pub requested: Vec<String>,
+    /// Every package of the solution, by name.
+    pub packages: BTreeMap<String, AptPin>,
+}
+
+impl AptLock {
+    pub fn is_empty(&self) -> bool {
+        self.requested.is_empty() && self.packages.is_empty()
+    }
+}
+
+/// One package of apt's solution, with the sha256 from the signed index and the packages
+/// of the solution it depends on (for an alternative, the one apt chose).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AptPin {
+    pub version: String,
+    pub arch: String,
+    /// Its path in the archive (`pool/main/h/htop/htop_3.2.2-2_arm64.deb`).
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
+}
+
+impl AptPin {
+    /// As a binary package pin (what the `deb` builder fetches and unpacks).
+    pub fn deb_pin(&self, name: &str) -> DebPin {
+        DebPin {
+            package: name.to_string(),
+            version: self.version.clone(),
+            arch: self.arch.clone(),
+            sha256: self.sha256.clone(),
+            depends: self.depends.clone(),
+        }
+    }
 }
 
 /// A Debian binary package, pinned.
@@ -141,6 +195,18 @@ impl Lock {
                 return Err(
                     Fail::new(format!("{}: debs depend on each other in a cycle: {cycle}", file.display())).into()
                 );
+            }
+        }
+        for (name, pin) in &lock.apt.packages {
+            let bad = |what: &str| Fail::new(format!("{}: apt.packages.{name}: {what}", file.display()));
+            if Sha256Digest::parse_hex(&pin.sha256).is_none() {
+                return Err(bad(&format!("sha256 {:?} is not a lowercase hex sha256", pin.sha256)).into());
+            }
+            if !well_formed(name) || !well_formed(&pin.version) || !well_formed(&pin.arch) {
+                return Err(bad("a malformed name, version or arch").into());
+            }
+            if let Some(d) = pin.depends.iter().find(|d| !lock.apt.packages.contains_key(*d)) {
+                return Err(bad(&format!("depends names {d:?}, which is not an apt.packages entry")).into());
             }
         }
         for (name, pin) in &lock.sources {

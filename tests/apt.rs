@@ -1,0 +1,174 @@
+//! Packages by name: `packages:` takes Debian names, a build completes mobix.lock with what
+//! apt itself resolves in mobix's private root (equal to `apt-get install --simulate`
+//! there), the lock builds the same images in any store, with the network cut too, and
+//! the programs run on the emulated phone. Bad names, conflicts, vanished versions and
+//! `--locked` fail with exit 1 and leave the lock as it was.
+
+mod common;
+use common::{mobix_in, ok, repo_copy};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FULL: &str = "packages: [openssh-server, systemd, htop]
+health_checks:
+  - {name: htop, command: [htop, --version]}
+  - {name: ssh, command: [ssh, -V]}
+";
+
+/// mobix's private apt root, as the binary finds it.
+fn apt_conf() -> PathBuf {
+    let cache = std::env::var_os("MOBIX_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+            .join("mobix")
+    });
+    cache.join("apt/apt.conf")
+}
+
+fn lock_apt(repo: &Path) -> serde_json::Value {
+    let l: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("mobix.lock")).unwrap()).unwrap();
+    l["apt"].clone()
+}
+
+fn build(repo: &Path, store: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["build", "--device", "qemu-aarch64", "--config", "system.yaml", "--store", s, "--out", o];
+    args.extend(extra);
+    mobix_in(repo, &args)
+}
+
+#[test]
+fn the_lock_holds_apts_own_solution_and_builds_the_same_anywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("tree");
+    repo_copy(&repo);
+    fs::write(repo.join("system.yaml"), FULL).unwrap();
+    let (s1, o1) = (t.path().join("s1"), t.path().join("o1"));
+    let first = build(&repo, &s1, &o1, &[]);
+    ok(&first);
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(said.contains("resolving openssh-server, systemd, htop with apt"), "{said}");
+    assert!(said.contains("mobix.lock: added"), "{said}");
+    assert!(said.contains("maintainer scripts mobix does not run: openssh-server"), "{said}");
+    assert!(said.contains("generates keys"), "{said}");
+
+    // What mobix pinned is what apt installs for the same names in the same root.
+    let sim = Command::new("apt-get")
+        .args(["install", "--simulate", "-q", "openssh-server", "systemd", "htop"])
+        .env("APT_CONFIG", apt_conf())
+        .output()
+        .unwrap();
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+    let apt: BTreeMap<String, String> = String::from_utf8_lossy(&sim.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("Inst ")?;
+            let (name, rest) = rest.split_once(' ')?;
+            let version = rest[rest.find('(')? + 1..].split_whitespace().next()?;
+            Some((name.to_string(), version.to_string()))
+        })
+        .collect();
+    let lock = lock_apt(&repo);
+    let pinned: BTreeMap<String, String> = lock["packages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(n, p)| (n.clone(), p["version"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(apt.len() > 50, "{apt:?}");
+    assert_eq!(pinned, apt, "mobix pins exactly apt's solution, version for version");
+    assert_eq!(lock["requested"], serde_json::json!(["htop", "openssh-server", "systemd"]));
+    // Each pin has its file, size and index sha256, and edges inside the solution.
+    let htop = &lock["packages"]["htop"];
+    assert!(htop["file"].as_str().unwrap().starts_with("pool/main/h/htop/htop_"));
+    assert!(htop["size"].as_u64().unwrap() > 10_000 && htop["sha256"].as_str().unwrap().len() == 64);
+    for d in ["libc6", "libncursesw6"] {
+        assert!(htop["depends"].as_array().unwrap().iter().any(|x| x == d), "htop depends on {d}: {htop}");
+    }
+    // libc6 and libgcc-s1 need each other: one store path holds both.
+    let group = fs::read_dir(&s1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.contains("-libc6-") && n.ends_with("-and-1-more"));
+    assert!(group.is_some(), "a libc6 group in the store");
+
+    // The lock is complete now: a second store builds the same bytes without resolving,
+    // and so does a third with the network cut (the download cache is warm) and --locked.
+    let (s2, o2) = (t.path().join("s2"), t.path().join("o2"));
+    let second = build(&repo, &s2, &o2, &["--locked"]);
+    ok(&second);
+    assert!(!String::from_utf8_lossy(&second.stderr).contains("resolving"));
+    let offline = Command::new("unshare")
+        .args(["-n", env!("CARGO_BIN_EXE_mobix"), "build", "--device", "qemu-aarch64", "--config", "system.yaml"])
+        .arg("--store")
+        .arg(t.path().join("s3"))
+        .arg("--out")
+        .arg(t.path().join("o3"))
+        .arg("--locked")
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    ok(&offline);
+    for img in ["boot.img", "system.img"] {
+        let a = fs::read(o1.join(img)).unwrap();
+        assert!(a == fs::read(o2.join(img)).unwrap(), "{img} differs between two stores");
+        assert!(a == fs::read(t.path().join("o3").join(img)).unwrap(), "{img} differs when built offline");
+    }
+
+    // On the phone: `htop --version` and `ssh -V` are the generation's health checks.
+    let s = s1.to_str().unwrap();
+    let test = mobix_in(&repo, &["test", "--device", "qemu-aarch64", "--store", s, "--out", o1.to_str().unwrap()]);
+    ok(&test);
+    assert!(String::from_utf8_lossy(&test.stderr).contains("boot-complete: generation 1"));
+}
+
+#[test]
+fn a_bad_name_a_conflict_a_vanished_version_and_locked_change_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("tree");
+    repo_copy(&repo);
+    let (store, out) = (t.path().join("s"), t.path().join("o"));
+    let before = fs::read(repo.join("mobix.lock")).unwrap();
+    let fails = |config: &str, extra: &[&str], says: &[&str]| {
+        fs::write(repo.join("system.yaml"), config).unwrap();
+        let o = build(&repo, &store, &out, extra);
+        assert_eq!(o.status.code(), Some(1), "{config}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        for s in says {
+            assert!(err.contains(s), "{config}: wanted {s:?} in:\n{err}");
+        }
+    };
+    fails(
+        "hostname: typo\npackages:\n  - htop\n  - htpo\n",
+        &[],
+        &["system.yaml:4: key `packages[1]`", "has no package htpo", "hint: did you mean `htop`?"],
+    );
+    fails(
+        "packages: [postfix, exim4-daemon-light]\n",
+        &[],
+        &["apt cannot install these packages together", "Conflicts:", "E: Unable to correct problems"],
+    );
+    fails("packages: [htop]\n", &["--locked"], &["does not pin htop and --locked forbids changing it"]);
+    assert!(fs::read(repo.join("mobix.lock")).unwrap() == before, "the lock is unchanged");
+
+    // A pinned version the archive dropped: said, with the command that fixes it.
+    fs::write(repo.join("system.yaml"), "packages: [tree]\n").unwrap();
+    let mut lock: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    lock["apt"] = serde_json::json!({"requested": ["htop"], "packages": {"htop": {
+        "version": "9.9-1", "arch": "arm64", "file": "pool/main/h/htop/htop_9.9-1_arm64.deb", "size": 1,
+        "sha256": "ab".repeat(32)}}});
+    let vanished = serde_json::to_string_pretty(&lock).unwrap() + "\n";
+    fs::write(repo.join("mobix.lock"), &vanished).unwrap();
+    fails("packages: [htop, evtest]\n", &[], &["no longer has htop 9.9-1", "hint: `mobix lock update htop`"]);
+    assert_eq!(fs::read_to_string(repo.join("mobix.lock")).unwrap(), vanished);
+    fails("packages: [htop]\n", &[], &["no longer has the version of htop", "hint: `mobix lock update htop`"]);
+    let up = mobix_in(&repo, &["lock", "update", "htop"]);
+    let said = ok(&up);
+    assert!(said.contains("apt.htop: 9.9-1 -> "), "{said}");
+    let fixed = lock_apt(&repo);
+    assert_ne!(fixed["packages"]["htop"]["version"], "9.9-1");
+    assert!(fixed["packages"]["libc6"].is_object(), "its dependencies are pinned too: {fixed}");
+}
