@@ -396,8 +396,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 mod edit_distance_tests {
     #[test]
     fn a_swap_is_one_edit() {
-        assert_eq!(super::edit_distance("htpo", "htop"), 1);
-        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
-        assert_eq!(super::edit_distance("", "abc"), 3);
+        assert_eq!(crate::util::edit_distance("htpo", "htop"), 1);
+        assert_eq!(crate::util::edit_distance("kitten", "sitting"), 3);
+        assert_eq!(crate::util::edit_distance("", "abc"), 3);
     }
 }
