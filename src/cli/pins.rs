@@ -134,7 +134,7 @@ pub(super) fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Re
         names.iter().map(String::as_str).filter(|n| lock.apt.packages.contains_key(*n)).collect();
     let apt = crate::lock::apt::Apt::open(&cache_dir().join("apt"))?;
     let needs_apt = !lock.apt.is_empty() && (names.is_empty() || !apt_names.is_empty());
-    if needs_apt || (names.is_empty() && !lock.debs.is_empty()) {
+    if needs_apt || lock.debs.keys().any(|n| wanted(n)) {
         // What the archive has now.
         apt.update(&*term::TERMINAL)?;
     }
