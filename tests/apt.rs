@@ -56,8 +56,10 @@ fn the_lock_holds_apts_own_solution_and_builds_the_same_anywhere() {
     assert!(said.contains("generates keys"), "{said}");
 
     // What mobix pinned is what apt installs for the same names in the same root.
-    let sim = Command::new("apt-get")
-        .args(["install", "--simulate", "-q", "openssh-server", "systemd", "htop"])
+    // (Under the root's lock, as mobix takes it: another test may be updating its lists.)
+    let sim = Command::new("flock")
+        .arg(apt_conf().with_file_name("lock"))
+        .args(["apt-get", "install", "--simulate", "-q", "openssh-server", "systemd", "htop"])
         .env("APT_CONFIG", apt_conf())
         .output()
         .unwrap();

@@ -226,7 +226,9 @@ impl Apt {
             .collect();
         why.extend(stderr.lines().filter(|l| l.starts_with("E: ")));
         anyhow::anyhow!("{}", why.join("\n")).context(Fail::new("apt cannot install these packages together").hint(
-            "apt's explanation is above: drop or replace one of the packages it names, or ask for another version",
+            "apt's explanation is above: drop or replace one of the packages it names, or ask for another \
+             version; when a new package needs a newer version of one mobix.lock already pins, `mobix lock update` \
+             moves the pins",
         ))
     }
 
