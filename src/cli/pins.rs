@@ -298,11 +298,11 @@ pub(super) fn complete_lock(profile: &Profile, lock: &mut Lock, ctx: &Ctx, locke
 /// packages").
 fn script_hint(what: &str) -> &'static str {
     match what {
-        "creates users or groups" => "declare users and groups in the system config",
-        "generates keys" => "keys are made at first boot by the service that needs them",
+        "creates users or groups" => "systems have root only until `users:` comes to the system config",
+        "generates keys" => "no keys are made for it: a service that needs one makes it at first boot",
         "registers alternatives" => "the software tree links each program under its own name",
         "installs config files in /etc" => "/etc comes from overlays and the system config",
-        "enables services" => "services start when the system config enables them",
+        "enables services" => "only the system config's services run",
         _ => "see README, Debian packages",
     }
 }
