@@ -150,6 +150,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     res.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Copies `from` to `to` atomically (a temporary file beside `to`, fsync, rename), with
+/// permissions `mode`. Returns the bytes copied.
+pub fn copy_atomic(from: &Path, to: &Path, mode: u32) -> Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tmp_sibling(to);
+    let res = (|| -> io::Result<u64> {
+        let n = fs::copy(from, &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, to)?;
+        Ok(n)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(|e| user_error(e, format!("copying {} to {}", from.display(), to.display())))
+}
+
 /// A temporary name beside `path`, unique to this process.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -366,6 +384,17 @@ mod tests {
         remove_tree(&t).unwrap();
         assert!(!t.exists());
     }
+}
+
+/// The candidate closest to `to`, when it is close enough to be a typo of it: within a
+/// third of the longer name's length, and at least `floor` edits.
+pub fn closest<'a>(to: &str, candidates: impl IntoIterator<Item = &'a str>, floor: usize) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(to, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(to.len()) / 3).max(floor))
+        .min()
+        .map(|(_, c)| c)
 }
 
 /// The edit distance between two names, a swap of neighbours counting as one edit (what

@@ -52,13 +52,16 @@ pub struct Request {
 }
 
 impl Request {
+    /// The package a `packages` entry names: what comes before `=VERSION`.
+    pub fn name_of(entry: &str) -> &str {
+        entry.split_once('=').map_or(entry, |(n, _)| n)
+    }
+
     /// `htop` or `vim=2:9.0.1378-2`; None when it is not a Debian package name (letters,
     /// digits, `+ - .`, starting with a letter or digit) with an optional version.
     pub fn parse(s: &str) -> Option<Request> {
-        let (name, version) = match s.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (s, None),
-        };
+        let name = Self::name_of(s);
+        let version = s.split_once('=').map(|(_, v)| v);
         let name_ok = name.len() >= 2
             && name.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+-.".contains(&c));
@@ -188,7 +191,7 @@ impl Apt {
             let hints: Vec<String> = unknown
                 .iter()
                 .filter_map(|u| {
-                    let c = closest(u, &names)?;
+                    let c = util::closest(u, names.iter().map(String::as_str), 1)?;
                     Some(if unknown.len() == 1 { format!("did you mean `{c}`?") } else { format!("`{c}` for `{u}`?") })
                 })
                 .collect();
@@ -204,21 +207,8 @@ impl Apt {
             .hint(hint)
             .into();
         }
-        let vanished: Vec<(String, String)> = stderr
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix("E: Version '")?;
-                let (version, rest) = rest.split_once("' for '")?;
-                let name = rest.split('\'').next()?;
-                Some((name.to_string(), version.to_string()))
-            })
-            .collect();
-        if !vanished.is_empty() {
-            let what: Vec<String> = vanished.iter().map(|(n, v)| format!("{n} {v}")).collect();
-            let names: Vec<&str> = vanished.iter().map(|(n, _)| n.as_str()).collect();
-            return Fail::new(format!("the archive no longer has {} (pinned or asked for)", what.join(", ")))
-                .hint(format!("`mobix lock update {}` pins what the archive has now", names.join(" ")))
-                .into();
+        if let Some(fail) = vanished(stderr) {
+            return fail.into();
         }
         let mut why: Vec<&str> = stdout
             .lines()
@@ -254,21 +244,38 @@ impl Apt {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `apt-get download` of `specs` (`name:arch=version`) into `dir`.
+    /// `apt-get download` of `specs` (`name:arch=version`) into `dir`. A version the
+    /// archive no longer has is said as such, with the command that re-pins it.
     pub fn download(&self, specs: &[String], dir: &Path) -> Result<()> {
-        util::run(self.cmd("apt-get").arg("download").arg("-q").args(specs).current_dir(dir))?;
+        util::run(self.cmd("apt-get").arg("download").arg("-q").args(specs).current_dir(dir)).map_err(|e| {
+            match vanished(&format!("{e:#}")) {
+                Some(fail) => e.context(fail),
+                None => e,
+            }
+        })?;
         Ok(())
     }
 }
 
-/// The closest name to `to` among `names`, when one is close enough to be a typo.
-pub fn closest<'a>(to: &str, names: &'a [String]) -> Option<&'a str> {
-    names
-        .iter()
-        .map(|n| (crate::util::edit_distance(to, n), n))
-        .filter(|(d, n)| *d <= (n.len().max(to.len()) / 3).max(1))
-        .min()
-        .map(|(_, n)| n.as_str())
+/// apt's `E: Version '9.9-1' for 'htop' was not found` lines in `text`, as the failure that
+/// says which pins outlived the archive and how to move them; None without such lines.
+fn vanished(text: &str) -> Option<Fail> {
+    let gone: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let (version, rest) = l.split_once("E: Version '")?.1.split_once("' for '")?;
+            Some((rest.split('\'').next()?, version))
+        })
+        .collect();
+    if gone.is_empty() {
+        return None;
+    }
+    let what: Vec<String> = gone.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    let names: Vec<&str> = gone.iter().map(|(n, _)| *n).collect();
+    Some(
+        Fail::new(format!("the archive no longer has {} (pinned in mobix.lock or asked for)", what.join(", ")))
+            .hint(format!("`mobix lock update {}` pins what the archive has now", names.join(" "))),
+    )
 }
 
 /// The packages `apt-get install --simulate` would install: its `Inst` lines, as
@@ -376,26 +383,28 @@ pub struct Resolved {
 /// and pins the solution. Fails (changing nothing) on an unknown name, a version the
 /// archive lacks, or a set apt cannot install.
 pub fn resolve(apt: &Apt, old: &AptLock, requested: &[Request], held: &BTreeSet<String>) -> Result<Resolved> {
+    // Held packages go in at their pinned versions, requests without a version included.
+    let held_pin = |name: &str| old.packages.get(name).filter(|_| held.contains(name));
     let asked: BTreeSet<&str> = requested.iter().map(|r| r.name.as_str()).collect();
-    let mut specs: Vec<String> = requested.iter().map(Request::to_string).collect();
-    for (name, pin) in old.packages.iter().filter(|(n, _)| held.contains(*n) && !asked.contains(n.as_str())) {
-        specs.push(format!("{name}={}", pin.version));
-    }
-    // A held request keeps its pinned version too.
-    for s in specs.iter_mut() {
-        if let Some(r) = Request::parse(s).filter(|r| r.version.is_none() && held.contains(&r.name)) {
-            if let Some(pin) = old.packages.get(&r.name) {
-                *s = format!("{}={}", r.name, pin.version);
-            }
-        }
-    }
+    let mut specs: Vec<String> = requested
+        .iter()
+        .map(|r| match (&r.version, held_pin(&r.name)) {
+            (None, Some(pin)) => format!("{}={}", r.name, pin.version),
+            _ => r.to_string(),
+        })
+        .collect();
+    specs.extend(
+        (old.packages.iter())
+            .filter(|(n, _)| held.contains(*n) && !asked.contains(n.as_str()))
+            .map(|(n, pin)| format!("{n}={}", pin.version)),
+    );
     let solution = apt.solve(&specs)?;
     let show: Vec<String> = solution.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    let stanzas = apt.show(&show)?;
+    let chosen: BTreeSet<(&str, &str)> = solution.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let mut by_name: BTreeMap<String, Stanza> = BTreeMap::new();
-    for s in stanzas {
+    for s in apt.show(&show)? {
         let (Some(n), Some(v)) = (s.get("Package"), s.get("Version")) else { continue };
-        if solution.iter().any(|(sn, sv)| sn == n && sv == v) && !by_name.contains_key(n) {
+        if chosen.contains(&(n.as_str(), v.as_str())) && !by_name.contains_key(n) {
             by_name.insert(n.clone(), s);
         }
     }
@@ -543,10 +552,20 @@ mod tests {
     }
 
     #[test]
+    fn versions_the_archive_dropped_are_named_with_their_fix() {
+        let text = "`apt-get download` failed; its stderr ends with:\nE: Version '9.9-1' for 'htop' was not found\n\
+                    E: Version '1:2' for 'vim' was not found";
+        let f = vanished(text).unwrap();
+        assert_eq!(f.msg, "the archive no longer has htop 9.9-1, vim 1:2 (pinned in mobix.lock or asked for)");
+        assert_eq!(f.hint.as_deref(), Some("`mobix lock update htop vim` pins what the archive has now"));
+        assert!(vanished("E: Unable to locate package htpo").is_none());
+    }
+
+    #[test]
     fn a_typo_finds_its_package() {
-        let names: Vec<String> = ["htop", "btop", "openssh-server"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(closest("htpo", &names), Some("htop"));
-        assert_eq!(closest("opnssh-server", &names), Some("openssh-server"));
-        assert_eq!(closest("zzzzqqq", &names), None);
+        let names = ["htop", "btop", "openssh-server"];
+        assert_eq!(util::closest("htpo", names, 1), Some("htop"));
+        assert_eq!(util::closest("opnssh-server", names, 1), Some("openssh-server"));
+        assert_eq!(util::closest("zzzzqqq", names, 1), None);
     }
 }

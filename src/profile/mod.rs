@@ -85,7 +85,7 @@ impl Profile {
     /// An error about package `name` of the system, located where the config (or overlay)
     /// named it; None when no layer named it.
     pub fn package_error(&self, name: &str, msg: String, hint: Option<String>) -> Option<anyhow::Error> {
-        let base = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+        let base = crate::lock::apt::Request::name_of;
         let o = self.package_origins.iter().find(|o| base(&o.name) == base(name))?;
         Some(o.layer.error_hinted(&o.key, msg, hint))
     }
@@ -213,12 +213,11 @@ pub struct PackageOrigin {
 /// Checks a `packages` list of `layer`: each a `packages/` spec, a `debs` entry of the
 /// lock, or a Debian package name (`htop`, `vim=2:9.0.1378-2`) that apt resolves; no
 /// package twice. Records where each was named.
-fn check_packages(repo: &Path, layer: &Layer, packages: &[String], origins: &mut Vec<PackageOrigin>) -> Result<()> {
-    let name_of = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+fn check_packages(layer: &Layer, packages: &[String], origins: &mut Vec<PackageOrigin>) -> Result<()> {
+    let name_of = crate::lock::apt::Request::name_of;
     for (i, p) in packages.iter().enumerate() {
         let key = format!("packages[{i}]");
-        let local = Codename::new(p).is_ok() && package_spec(repo, p).is_file();
-        if !local && crate::lock::apt::Request::parse(p).is_none() && Codename::new(p).is_err() {
+        if crate::lock::apt::Request::parse(p).is_none() && Codename::new(p).is_err() {
             return Err(layer.error_hinted(
                 &key,
                 format!("{p:?} is not a package name"),
@@ -238,7 +237,7 @@ fn check_packages(repo: &Path, layer: &Layer, packages: &[String], origins: &mut
 }
 
 /// Where the spec of package `name` is: `packages/<name>/package.yaml` (a package without
-/// one is a `debs` entry of the lock).
+/// one is a `debs` entry of the lock or a Debian package apt resolves).
 pub fn package_spec(repo: &Path, name: &str) -> PathBuf {
     repo.join("packages").join(name).join("package.yaml")
 }
@@ -331,7 +330,8 @@ pub struct SystemConfig {
     #[serde(default)]
     pub overlays: Vec<String>,
     /// Packages in the software tree, in order: each a `packages/<name>/` spec (built from
-    /// source) or a `debs` entry of `mobix.lock` (with what it `depends` on).
+    /// source), a `debs` entry of `mobix.lock` (with what it `depends` on), or a Debian
+    /// package name (`htop`, `vim=2:9.0.1378-2`) resolved by apt into the lock's `apt`.
     #[serde(default)]
     pub packages: Vec<String>,
     /// Which generations the system partition carries.
@@ -648,7 +648,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
                 ));
             }
         }
-        check_packages(repo, &layer, &system.packages, &mut package_origins)?;
+        check_packages(&layer, &system.packages, &mut package_origins)?;
         // Overlays may bring packages (`overlays/<name>/overlay.yaml`): after the system's own.
         for o in &system.overlays {
             let file = repo.join("overlays").join(o).join("overlay.yaml");
@@ -657,7 +657,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
             }
             let ol = Layer::read(&file, "overlay")?;
             let spec: OverlaySpec = deserialize_layer(&ol, ol.value.clone())?;
-            check_packages(repo, &ol, &spec.packages, &mut package_origins)?;
+            check_packages(&ol, &spec.packages, &mut package_origins)?;
             for p in spec.packages {
                 if !system.packages.contains(&p) {
                     system.packages.push(p);
@@ -807,12 +807,7 @@ fn unknown_field_hint(msg: &str) -> Option<(String, Option<String>)> {
     let rest = msg.strip_prefix("unknown field `")?;
     let (field, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let best = candidates
-        .iter()
-        .map(|c| (crate::util::edit_distance(field, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(field.len()) / 3).max(2))
-        .min()
-        .map(|(_, c)| c.to_string());
+    let best = crate::util::closest(field, candidates, 2).map(str::to_string);
     Some((field.to_string(), best))
 }
 
