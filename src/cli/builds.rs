@@ -85,7 +85,7 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let mut ctx = builder_ctx(&store);
     ctx.substituters = a.substituter.clone();
     ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
-    super::pins::complete_lock(&profile, &mut lock, &ctx, a.locked, a.dry_run)?;
+    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, a.locked, a.dry_run)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
         let d = pipe.dry_run()?;

@@ -9,7 +9,7 @@ mod emulator;
 mod flashing;
 mod generations;
 pub mod inspect;
-pub(crate) mod pins;
+mod pins;
 mod store;
 mod term;
 

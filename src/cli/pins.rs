@@ -224,17 +224,20 @@ fn report_resolution(r: &crate::lock::apt::Resolved) -> usize {
 /// it added and what the new packages' maintainer scripts would have done. `--locked`
 /// refuses any change. Errors (an unknown name, a conflict, a vanished version) leave the
 /// lock as it was.
-pub(super) fn complete_lock(profile: &Profile, lock: &mut Lock, ctx: &Ctx, locked: bool, dry_run: bool) -> Result<()> {
+/// `specs` are the profile's `packages/` specs, as the pipeline loaded them.
+pub(super) fn complete_lock(
+    profile: &Profile,
+    specs: &[profile::LoadedPackage],
+    lock: &mut Lock,
+    ctx: &Ctx,
+    locked: bool,
+    dry_run: bool,
+) -> Result<()> {
     use crate::lock::apt::{self, Request};
-    let mut wanted = Vec::new();
-    for p in &profile.system.packages {
-        if lock.debs.contains_key(p) || profile::package_spec(&ctx_repo(lock), p).is_file() {
-            continue;
-        }
-        if let Some(r) = Request::parse(p) {
-            wanted.push(r);
-        }
-    }
+    let wanted: Vec<Request> = (profile.system.packages.iter())
+        .filter(|p| !lock.debs.contains_key(*p) && !specs.iter().any(|s| s.name == **p))
+        .filter_map(|p| Request::parse(p))
+        .collect();
     let missing: Vec<&Request> = wanted.iter().filter(|r| !r.satisfied_by(&lock.apt)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -313,9 +316,4 @@ fn locate_unknown(profile: &Profile, e: anyhow::Error) -> anyhow::Error {
     let Some(rest) = fail.msg.split(" has no package ").nth(1) else { return e };
     let first = rest.split(", ").next().unwrap_or(rest);
     profile.package_error(first, fail.msg.clone(), fail.hint.clone()).unwrap_or(e)
-}
-
-/// The mobix tree a lock belongs to.
-fn ctx_repo(lock: &Lock) -> std::path::PathBuf {
-    lock.file.parent().map(Path::to_path_buf).unwrap_or_default()
 }
