@@ -5,16 +5,11 @@
 use super::Ctx;
 use crate::hash::sha256_file;
 use crate::lock::DebPin;
-use crate::util::Fail;
+use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The cached package file, downloaded if missing, with its hash checked.
-pub fn fetch(ctx: &Ctx, pin: &DebPin) -> Result<PathBuf> {
-    Ok(fetch_all(ctx, std::slice::from_ref(pin))?.remove(0))
-}
 
 /// The cached files of `pins`, those missing downloaded in one `apt-get download` by
 /// mobix's private apt root (`lock::apt`), each checked against its pin before it enters
@@ -51,24 +46,13 @@ fn download(ctx: &Ctx, pins: &[&DebPin]) -> Result<()> {
         let apt = crate::lock::apt::Apt::open(&ctx.apt_root)?;
         apt.ensure_lists(ctx.progress)?;
         apt.download(&specs, &partial).map_err(|e| {
-            // `E: Version '9.9-1' for 'htop' was not found`: the pin outlived the archive.
-            let text = format!("{e:#}");
-            let gone: Vec<&str> =
-                text.lines().filter_map(|l| l.split("' for '").nth(1)?.strip_suffix("' was not found")).collect();
-            if gone.is_empty() {
-                e.context(Fail::new(format!("downloading {shown} failed")).hint(
-                    "check the network (deb.debian.org); a build whose packages are all in the download cache \
-                     needs none",
-                ))
-            } else {
-                e.context(
-                    Fail::new(format!(
-                        "the archive no longer has the version of {} that mobix.lock pins",
-                        gone.join(", ")
-                    ))
-                    .hint(format!("`mobix lock update {}` pins what the archive has now", gone.join(" "))),
-                )
+            if util::find_fail(&e).is_some() {
+                return e; // a version the archive dropped: said, with the fix
             }
+            e.context(Fail::new(format!("downloading {shown} failed")).hint(
+                "check the network (deb.debian.org); a build whose packages are all in the download cache needs \
+                 none",
+            ))
         })?;
         for pin in pins {
             let got_file = partial.join(pin.file_name());
