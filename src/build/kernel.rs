@@ -252,7 +252,8 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
     util::run(&mut make(&tree, &build, arch, &["olddefconfig"]))?;
     let config = kconfig::parse(&fs::read_to_string(build.join(".config"))?);
     let on = |k: &str| config.get(k).is_some_and(|v| v == "y");
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = cores.to_string();
     let mut targets = vec!["Image"];
     if on("MODULES") {
         targets.push("modules");
@@ -263,9 +264,9 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
     }
     let enabled = config.values().filter(|v| *v == "y" || *v == "m").count();
     let estimate = super::kbuild::estimate_objects(&tree, arch, &config);
-    let n_jobs: f64 = jobs.parse().unwrap_or(1.0);
     // Cross-compiling a kernel object takes a core about 0.7 to 2 seconds.
-    let (lo, hi) = (estimate as f64 * 0.7 / n_jobs / 60.0, estimate as f64 * 2.0 / n_jobs / 60.0);
+    let minutes = |secs_per_object: f64| estimate as f64 * secs_per_object / cores as f64 / 60.0;
+    let (lo, hi) = (minutes(0.7), minutes(2.0));
     ctx.progress.note(&format!(
         "compiling the kernel ({}; {enabled} options enabled): about {estimate} objects, which takes roughly \
          {lo:.0} to {hi:.0} minutes with -j{jobs}",

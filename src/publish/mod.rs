@@ -226,15 +226,12 @@ pub fn publish(
     Ok(m)
 }
 
-/// The files besides the images a build writes into its out directory, as real files.
-pub const OUT_FILES: [&str; 4] = [FLASH_PLAN, "android-info.txt", "fastboot-info.txt", "flash.sh"];
-
 /// Copies the build in `out` to `dest` as real files (the out directory links into the
 /// store, so a copy of it elsewhere would hold dangling links): the images, each checked
-/// against the manifest after the copy, the flash plan, the stock-tool files, and the
-/// manifest last. Each file is written atomically. Returns the bytes copied.
+/// against the manifest after the copy, every other file the build wrote there (flash
+/// plan, stock-tool files), and the manifest last. Each file is written atomically;
+/// directories (`vm/`, `phone/`) and hidden files stay behind. Returns the bytes copied.
 pub fn export(store: &Store, out: &Path, dest: &Path) -> Result<u64> {
-    use std::os::unix::fs::PermissionsExt;
     let m = load_manifest(out)?;
     let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
     if same(out, dest) {
@@ -244,33 +241,25 @@ pub fn export(store: &Store, out: &Path, dest: &Path) -> Result<u64> {
     }
     std::fs::create_dir_all(dest)
         .map_err(|e| util::user_error(e, format!("creating the export directory {}", dest.display())))?;
-    let copy = |from: &Path, name: &str, mode: u32| -> Result<u64> {
-        let to = dest.join(name);
-        let tmp = util::tmp_sibling(&to);
-        let res = (|| -> std::io::Result<u64> {
-            let n = std::fs::copy(from, &tmp)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &to)?;
-            Ok(n)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res.map_err(|e| util::user_error(e, format!("copying {} to {}", from.display(), to.display())))
-    };
     let mut bytes = 0;
     for name in m.images.keys() {
-        bytes += copy(&image_file_linked(store, out, &m, name)?, name, 0o644)?;
+        bytes += util::copy_atomic(&image_file_linked(store, out, &m, name)?, &dest.join(name), 0o644)?;
         image_file(dest, &m, name).context("checking the exported copy")?;
     }
-    for name in OUT_FILES {
+    let mut others: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && n != MANIFEST && !m.images.contains_key(n) && out.join(n).is_file())
+        .collect();
+    others.sort();
+    for name in others.iter().map(String::as_str).chain([MANIFEST]) {
         let from = out.join(name);
-        if from.is_file() {
-            bytes += copy(&from, name, if name.ends_with(".sh") { 0o755 } else { 0o644 })?;
-        }
+        let executable = std::fs::metadata(&from).is_ok_and(|md| {
+            use std::os::unix::fs::PermissionsExt;
+            md.permissions().mode() & 0o111 != 0
+        });
+        bytes += util::copy_atomic(&from, &dest.join(name), if executable { 0o755 } else { 0o644 })?;
     }
-    bytes += copy(&out.join(MANIFEST), MANIFEST, 0o644)?;
     Ok(bytes)
 }
 
