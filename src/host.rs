@@ -45,6 +45,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "modinfo", package: "kmod", used_by: "test suite (the USB test's VM modules)" },
     Tool { name: "sgdisk", package: "gdisk", used_by: "test suite (GPT check)" },
     Tool { name: "fastboot", package: "fastboot", used_by: "test suite (the stock client flashes the emulated phone)" },
+    Tool { name: "ssh", package: "openssh-client", used_by: "run --ssh-port (logging in to the emulated phone)" },
 ];
 
 /// The Debian package that provides `tool`, if mobix knows it.

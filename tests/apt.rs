@@ -33,6 +33,16 @@ fn lock_apt(repo: &Path) -> serde_json::Value {
     l["apt"].clone()
 }
 
+/// Leaves the copy's lock without apt's solution (and the ids that go with it): resolution
+/// starts from nothing, as in a tree that never named a Debian package.
+fn without_apt(repo: &Path) {
+    let mut l: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("mobix.lock")).unwrap()).unwrap();
+    let o = l.as_object_mut().unwrap();
+    o.remove("apt");
+    o.remove("ids");
+    fs::write(repo.join("mobix.lock"), serde_json::to_string_pretty(&l).unwrap() + "\n").unwrap();
+}
+
 fn build(repo: &Path, store: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
     let mut args = vec!["build", "--device", "qemu-aarch64", "--config", "system.yaml", "--store", s, "--out", o];
@@ -45,6 +55,7 @@ fn the_lock_holds_apts_own_solution_and_builds_the_same_anywhere() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("tree");
     repo_copy(&repo);
+    without_apt(&repo);
     fs::write(repo.join("system.yaml"), FULL).unwrap();
     let (s1, o1) = (t.path().join("s1"), t.path().join("o1"));
     let first = build(&repo, &s1, &o1, &[]);

@@ -4,7 +4,9 @@
 //! modules, find the system partition by its GPT name, pick a generation and switch_root
 //! into that generation's init. Run as `<toplevel>/init stage2 ...` it is stage-2: set up
 //! the running system, report boot-complete, and keep a shell on the console (or power off
-//! when the kernel command line says `mobix.poweroff`).
+//! when the kernel command line says `mobix.poweroff`); with `init: systemd` it activates
+//! the generation and executes systemd, whose units call `check NAME`, `success` and
+//! `deadline`.
 //!
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
@@ -13,6 +15,7 @@ mod stage1;
 mod stage2;
 mod state;
 mod sys;
+mod systemd;
 
 use std::io::Write;
 
@@ -23,12 +26,27 @@ fn main() {
     if name == "mobix-bless" {
         std::process::exit(bless::main(&args[1..]));
     }
+    // The units of a systemd system call these; a failure is the unit's failure.
+    let unit = match args.get(1).map(String::as_str) {
+        Some("check") => Some(systemd::check(&args[2..])),
+        Some("success") => Some(systemd::success()),
+        Some("deadline") => Some(systemd::deadline()),
+        _ => None,
+    };
+    if let Some(r) = unit {
+        if let Err(e) = r {
+            eprintln!("mobix-init: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
     let result = match args.get(1).map(String::as_str) {
         Some("stage2") => stage2::run(&args[2..]),
         _ if pid == 1 => stage1::run(),
         _ => {
             eprintln!(
-                "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`"
+                "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`; \
+                 systemd's units run `mobix-init check NAME`, `success` and `deadline`"
             );
             std::process::exit(2);
         }

@@ -33,7 +33,7 @@ fn parse(args: &[String]) -> Result<Args> {
 
 /// `/etc/mobix/system.json`: what the host's system config asks of stage-2 (the host
 /// writes it with this very type).
-use mobix_bootctl::contract::{HealthCheck as Check, Service, SystemSpec as SystemJson, SYSTEM_FILE};
+use mobix_bootctl::contract::{HealthCheck as Check, Init, Service, SystemSpec as SystemJson};
 
 static SUCCEEDED: AtomicBool = AtomicBool::new(false);
 
@@ -55,27 +55,20 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let top = Path::new(&a.toplevel);
+    let conf = read_conf(&top.join("etc/mobix/system.json"))?;
+    if conf.init == Init::Systemd {
+        return crate::systemd::start(a.generation, top, &conf);
+    }
     activate(top)?;
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let _ = sys::sethostname(h.trim());
     }
     let cmdline = sys::kernel_cmdline();
-    let boot: Option<state::Boot> = std::fs::read(state::BOOT_FILE).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let conf: SystemJson = match std::fs::read(SYSTEM_FILE) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing {SYSTEM_FILE}: {e}"))?,
-        Err(_) => SystemJson::default(),
-    };
-    let trial = boot.as_ref().is_some_and(|b| b.mode == "trial");
-    if trial {
-        // A hang is a failure: a trial that does not reach its success point in time
-        // reboots, which spends one of its tries.
+    let boot = booted();
+    if boot.as_ref().is_some_and(|b| b.mode == "trial") {
         let (deadline, generation) = (conf.trial_deadline, a.generation);
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(deadline.into()));
-            if !SUCCEEDED.load(Ordering::SeqCst) {
-                say(&format!("TRIAL-TIMEOUT generation={generation}: no success point within {deadline}s; rebooting"));
-                sys::reboot();
-            }
+            watch_deadline(generation, deadline, &|| SUCCEEDED.load(Ordering::SeqCst), sys::reboot)
         });
     }
     let mut services = Vec::new();
@@ -88,22 +81,9 @@ pub fn run(args: &[String]) -> Result<()> {
     match run_checks(&conf.health_checks) {
         Ok(()) => {
             SUCCEEDED.store(true, Ordering::SeqCst);
-            let status = match &boot {
-                Some(b) => bless(b),
-                None => "no boot-state information from stage-1; nothing recorded".into(),
-            };
-            say(&format!("BLESSED generation={}: {status}", a.generation));
-            // The success point: everything stage-2 sets up is in place and checked.
-            say(&format!("boot-complete generation={} toplevel={}", a.generation, a.toplevel));
+            success_point(a.generation, &a.toplevel, boot.as_ref());
         }
-        Err(why) => {
-            say(&format!("HEALTH-FAILED generation={}: {why}", a.generation));
-            if trial {
-                say("the trial generation failed its health checks; rebooting (one try spent)");
-                sys::reboot();
-            }
-            say("not rebooting: this generation was already good (a flaky check must not boot-loop it)");
-        }
+        Err(why) => health_failed(a.generation, &why, boot.as_ref(), sys::reboot),
     }
     if sys::cmdline_has(&cmdline, "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
@@ -112,9 +92,55 @@ pub fn run(args: &[String]) -> Result<()> {
     supervise(&console_tty(&cmdline), services)
 }
 
+/// The generation's system.json (a generation without one asks for nothing).
+pub fn read_conf(path: &Path) -> Result<SystemJson> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing {}: {e}", path.display())),
+        Err(_) => Ok(SystemJson::default()),
+    }
+}
+
+/// What stage-1 decided for this boot, if it said.
+pub fn booted() -> Option<state::Boot> {
+    std::fs::read(state::BOOT_FILE).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// The trial deadline, under either init: a trial that has not `reached` its success
+/// point `deadline` seconds from now reboots, which spends one of its tries (a hang is a
+/// failure).
+pub fn watch_deadline(generation: u32, deadline: u32, reached: &dyn Fn() -> bool, reboot: fn() -> !) {
+    std::thread::sleep(Duration::from_secs(deadline.into()));
+    if !reached() {
+        say(&format!("TRIAL-TIMEOUT generation={generation}: no success point within {deadline}s; rebooting"));
+        reboot();
+    }
+}
+
+/// The success point, under either init: every health check passed. Blesses the running
+/// generation and says so on the console.
+pub fn success_point(generation: u32, toplevel: &str, boot: Option<&state::Boot>) {
+    let status = match boot {
+        Some(b) => bless(b),
+        None => "no boot-state information from stage-1; nothing recorded".into(),
+    };
+    say(&format!("BLESSED generation={generation}: {status}"));
+    say(&format!("boot-complete generation={generation} toplevel={toplevel}"));
+}
+
+/// A failed health check, under either init: a trial reboots (one try spent); a
+/// generation already good does not (a flaky check must not boot-loop it).
+pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reboot: fn() -> !) {
+    say(&format!("HEALTH-FAILED generation={generation}: {why}"));
+    if boot.is_some_and(|b| b.mode == "trial") {
+        say("the trial generation failed its health checks; rebooting (one try spent)");
+        reboot();
+    }
+    say("not rebooting: this generation was already good (a flaky check must not boot-loop it)");
+}
+
 /// Runs the health checks in order; the first failure (exit status or timeout) is the
 /// reason the boot does not count.
-fn run_checks(checks: &[Check]) -> Result<()> {
+pub fn run_checks(checks: &[Check]) -> Result<()> {
     for c in checks {
         let mut child = Command::new(&c.command[0])
             .args(&c.command[1..])
@@ -204,7 +230,7 @@ fn spawn_service(s: &Service) -> Result<libc::pid_t> {
 }
 
 /// Where programs are found: the software tree (packages and overlays), then busybox.
-const PATH: &str = "/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin";
+pub const PATH: &str = "/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin";
 
 /// Makes the generation current: /run/current-system, /etc and /bin from the toplevel;
 /// /usr and the entries of /lib from the software tree, so that Debian's programs find
@@ -307,6 +333,11 @@ fn supervise(tty: &str, mut services: Vec<(libc::pid_t, Service)>) -> Result<()>
             }
             if let Some(i) = services.iter().position(|(p, _)| *p == pid) {
                 let (_, s) = services.remove(i);
+                let failed = !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+                if s.restart == "no" || (s.restart == "on-failure" && !failed) {
+                    say(&format!("service {} exited (status {status:#x})", s.name));
+                    continue;
+                }
                 say(&format!("service {} exited (status {status:#x}); restarting it", s.name));
                 std::thread::sleep(Duration::from_secs(1));
                 match spawn_service(&s) {

@@ -222,12 +222,23 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             let vendor = ctx.input(planned, "vendor")?;
             cargo(ctx, source_dir, dir, binary, target, &vendor, out)
         }
-        Builder::Etc { files } => {
+        Builder::Etc { files, links } => {
             fs::create_dir(out)?;
+            // Debian's configuration files first, as dpkg would have unpacked them.
+            for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")) {
+                merge_tree(&ctx.store.host_path(p).join("etc"), out).with_context(|| format!("/etc of {key} ({p})"))?;
+            }
+            for (name, target) in links {
+                let at = out.join(name);
+                fs::create_dir_all(at.parent().expect("below out"))?;
+                let _ = fs::remove_file(&at);
+                std::os::unix::fs::symlink(target, &at)?;
+            }
             for (name, content) in files {
                 if let Some(dir) = Path::new(name).parent() {
                     fs::create_dir_all(out.join(dir))?;
                 }
+                let _ = fs::remove_file(out.join(name));
                 fs::write(out.join(name), content)?;
             }
             for ov in overlay_inputs(ctx, planned) {

@@ -28,6 +28,9 @@ pub(super) struct TestArgs {
     /// (`qemu.u_boot`, built by the store), checked against the model at every boot.
     #[arg(long, value_enum, default_value = "model")]
     bootloader: BootloaderArg,
+    /// Forward 127.0.0.1:PORT to the phone's ssh (needs `ssh: {enable: true}`).
+    #[arg(long, value_name = "PORT")]
+    ssh_port: Option<u16>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +63,10 @@ pub(super) struct RunArgs {
     /// does. Needs root and the libcomposite and usb_f_fs modules.
     #[arg(long, requires = "fastboot")]
     usb: bool,
+    /// Forward 127.0.0.1:PORT to the phone's ssh (needs `ssh: {enable: true}`) and print
+    /// the ssh command that logs in.
+    #[arg(long, value_name = "PORT", conflicts_with = "fastboot")]
+    ssh_port: Option<u16>,
     /// The TCP port for --fastboot.
     #[arg(long, default_value_t = flash::tcp::DEFAULT_PORT)]
     port: u16,
@@ -119,10 +126,12 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
 pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let lock = Lock::load(&repo)?;
+    let mut lock = Lock::load(&repo)?;
     let store = open_store(g)?;
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
     let ctx = builder_ctx(&store);
+    // The scenario builds its generations from this config: the lock must pin what it names.
+    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, false, false)?;
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir(&repo).join(format!("scenario-{name}"));
     let fw = firmware(g, &repo, &profile, a.bootloader)?;
@@ -150,7 +159,10 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(name) = &a.scenario {
         return cmd_scenario(g, a, name);
     }
-    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    if let Some(port) = a.ssh_port {
+        prepared.net = ssh_forward(&profile, port)?;
+    }
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
     if let Some(state) = vm::read_state(&profile, &prepared)? {
@@ -192,9 +204,32 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     if a.fastboot {
         return cmd_fastboot_mode(g, a);
     }
-    let (profile, prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    if let Some(port) = a.ssh_port {
+        prepared.net = ssh_forward(&profile, port)?;
+        let user = (profile.system.users.iter())
+            .find(|(_, u)| !u.authorized_keys.is_empty())
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("root");
+        progress(&format!(
+            "ssh: `ssh -p {port} {user}@127.0.0.1` once the phone is up (its host key is made on the first boot              and kept in its state partition)"
+        ));
+    }
     let status = vm::run(&profile, &prepared, &a.append, &progress)?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The emulated phone's network with its ssh forwarded to 127.0.0.1:`port`.
+fn ssh_forward(profile: &Profile, port: u16) -> Result<vm::Net> {
+    if !profile.system.ssh.enable {
+        return Err(Fail::new(format!("the system built for {} runs no ssh server", profile.codename))
+            .hint("set `init: systemd` and `ssh: { enable: true }` in the system config, build, then run again")
+            .into());
+    }
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return Err(Fail::new(format!("127.0.0.1:{port} is in use; --ssh-port needs a free port")).into());
+    }
+    Ok(vm::Net::with_ssh(profile, port))
 }
 
 /// The profile as the build in `out` loaded it: with the system config it used (recorded

@@ -233,6 +233,56 @@ pub(super) fn complete_lock(
     locked: bool,
     dry_run: bool,
 ) -> Result<()> {
+    complete_apt(profile, specs, lock, ctx, locked, dry_run)?;
+    complete_ids(profile, lock, locked, dry_run)
+}
+
+/// Hands out uids and gids to the accounts a systemd system has that the lock gives none
+/// yet (`lock::ids`): the config's users and groups and the packages' system accounts.
+fn complete_ids(profile: &Profile, lock: &mut Lock, locked: bool, dry_run: bool) -> Result<()> {
+    if profile.system.init != profile::Init::Systemd {
+        return Ok(());
+    }
+    let names = plan::etc::package_names(profile, lock);
+    let (users, groups) = plan::etc::wanted_ids(&profile.system, &names);
+    let mut ids = lock.ids.clone();
+    let added = ids.complete(&users, &groups).map_err(Fail::new)?;
+    if added.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = (added.users.iter().map(|(n, i)| format!("user {n} {i}")))
+        .chain(added.groups.iter().map(|(n, i)| format!("group {n} {i}")))
+        .collect();
+    if locked {
+        return Err(Fail::new(format!(
+            "{} gives no id to {} and --locked forbids changing it",
+            lock.file.display(),
+            shown.join(", ")
+        ))
+        .hint("build once without --locked (it hands them out), and commit mobix.lock")
+        .into());
+    }
+    progress(&format!(
+        "mobix.lock: {} ids: {}",
+        if dry_run { "would hand out" } else { "handed out" },
+        shown.join(", ")
+    ));
+    lock.ids = ids;
+    if !dry_run {
+        lock.save()?;
+    }
+    Ok(())
+}
+
+/// Resolves the Debian package names of the system config the lock does not pin yet.
+fn complete_apt(
+    profile: &Profile,
+    specs: &[profile::LoadedPackage],
+    lock: &mut Lock,
+    ctx: &Ctx,
+    locked: bool,
+    dry_run: bool,
+) -> Result<()> {
     use crate::lock::apt::{self, Request};
     let wanted: Vec<Request> = (profile.system.packages.iter())
         .filter(|p| !lock.debs.contains_key(*p) && !specs.iter().any(|s| s.name == **p))

@@ -6,6 +6,7 @@
 //! Cargo completes Cargo.lock.
 
 pub mod apt;
+pub mod ids;
 
 use crate::hash::Sha256Digest;
 use crate::util::Fail;
@@ -27,6 +28,9 @@ pub struct Lock {
     /// Debian packages named in system configs, with every package apt resolved for them.
     #[serde(default, skip_serializing_if = "AptLock::is_empty")]
     pub apt: AptLock,
+    /// User and group ids handed out so far ([`ids`]): never taken back.
+    #[serde(default, skip_serializing_if = "ids::Ids::is_empty")]
+    pub ids: ids::Ids,
     #[serde(skip)]
     pub file: PathBuf,
 }

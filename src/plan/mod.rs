@@ -10,7 +10,7 @@
 
 use crate::hash::Sha256Digest;
 use crate::lock::{DebPin, Lock};
-use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Profile, QemuDisk};
+use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Init, Profile, QemuDisk};
 use crate::store::StorePath;
 use crate::util::Fail;
 use anyhow::{Context, Result};
@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+pub mod etc;
 pub mod kconfig;
 
 /// What a recipe's builder does, with every parameter that shapes its output.
@@ -89,9 +90,14 @@ pub enum Builder {
         #[serde(skip)]
         source_dir: PathBuf,
     },
-    /// Files of `/etc`, generated from the configuration, with the `etc/` of each
-    /// overlay input (`overlay-NN`, in order) merged on top.
-    Etc { files: BTreeMap<String, String> },
+    /// Files of `/etc`: the `etc/` of each package input (`pkg-NN`, in order: Debian's
+    /// configuration files), the files and links generated from the configuration, then
+    /// the `etc/` of each overlay input (`overlay-NN`, in order) merged on top.
+    Etc {
+        files: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        links: BTreeMap<String, String>,
+    },
     /// An overlay's file tree (`overlays/<name>/files/`), named by its content.
     Overlay {
         name: String,
@@ -619,9 +625,12 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         m
     };
     let mut sw_inputs = with_overlays(inputs(&[("busybox", &bdeb)]));
-    for (i, p) in packages(profile, lock, inp, &mut plan)?.into_iter().enumerate() {
-        sw_inputs.insert(format!("pkg-{i:02}"), p);
-    }
+    let pkgs: BTreeMap<String, StorePath> = packages(profile, lock, inp, &mut plan)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (format!("pkg-{i:02}"), p))
+        .collect();
+    sw_inputs.extend(pkgs.clone());
     let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: sw_inputs });
     let vendor = plan.add(Recipe {
         name: "mobix-init-crates".into(),
@@ -644,11 +653,16 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         },
         inputs: inputs(&[("vendor", &vendor)]),
     });
-    let etc = plan.add(Recipe {
-        name: "etc".into(),
-        builder: Builder::Etc { files: etc_files(profile) },
-        inputs: with_overlays(BTreeMap::new()),
-    });
+    let (files, links, etc_inputs) = match profile.system.init {
+        Init::Minimal => (etc_files(profile, &[]), BTreeMap::new(), with_overlays(BTreeMap::new())),
+        Init::Systemd => {
+            let gen = etc::systemd(profile, lock)?;
+            let mut files = etc_files(profile, &gen.copies);
+            files.extend(gen.files);
+            (files, gen.links, with_overlays(pkgs.clone()))
+        }
+    };
+    let etc = plan.add(Recipe { name: "etc".into(), builder: Builder::Etc { files, links }, inputs: etc_inputs });
     let firmware = match &d.firmware {
         Some(fw) => {
             let files = (fw.files.iter())
@@ -847,8 +861,9 @@ pub fn kernel_config_recipe(plan: &Plan) -> Option<&Planned> {
     plan.recipes.iter().find(|r| matches!(r.recipe.builder, Builder::KernelConfig { .. }))
 }
 
-/// `/etc` of the system: hostname, users and groups.
-fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
+/// `/etc` of the system: hostname, users and groups (a systemd system's are replaced by
+/// [`etc::systemd`]'s).
+fn etc_files(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> BTreeMap<String, String> {
     let host = profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string());
     BTreeMap::from([
         ("hostname".into(), format!("{host}\n")),
@@ -865,17 +880,26 @@ fn etc_files(profile: &Profile) -> BTreeMap<String, String> {
                 .into(),
         ),
         ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
-        ("mobix/system.json".into(), system_json(profile)),
+        ("mobix/system.json".into(), system_json(profile, copies)),
     ])
 }
 
 /// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
-fn system_json(profile: &Profile) -> String {
-    use mobix_bootctl::contract::{HealthCheck, Service, SystemSpec};
+fn system_json(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> String {
+    use mobix_bootctl::contract::{HealthCheck, Service, StateSpec, SystemSpec};
     let s = &profile.system;
+    let systemd = s.init == Init::Systemd;
     let v = SystemSpec {
+        copies: copies.to_vec(),
+        init: s.init,
+        // The minimal init keeps everything in memory, as it always has.
+        state: (profile.device.state.as_ref())
+            .filter(|_| systemd)
+            .map(|st| StateSpec { partition: st.partition.to_string() }),
         trial_deadline: s.boot.trial_deadline,
-        services: (s.services.iter()).map(|x| Service { name: x.name.clone(), command: x.command.clone() }).collect(),
+        services: (s.services.iter())
+            .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart.name().into() })
+            .collect(),
         health_checks: (s.health_checks.iter())
             .map(|c| HealthCheck { name: c.name.clone(), command: c.command.clone(), timeout: c.timeout })
             .collect(),

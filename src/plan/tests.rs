@@ -38,7 +38,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
 fn store_path_is_stable_for_a_fixed_recipe() {
     let r = Recipe {
         name: "etc".into(),
-        builder: Builder::Etc { files: BTreeMap::from([("hostname".into(), "x\n".into())]) },
+        builder: Builder::Etc { files: BTreeMap::from([("hostname".into(), "x\n".into())]), links: BTreeMap::new() },
         inputs: BTreeMap::new(),
     };
     // Golden: changing how recipes hash renames every store path; do it on purpose only.
@@ -164,12 +164,10 @@ fn the_plans_contract_files_parse_as_the_phone_reads_them() {
         command: vec!["true".into()],
         timeout: 9,
     });
-    p.system
-        .services
-        .push(crate::profile::Service { name: "s".into(), command: vec!["/bin/sleep".into(), "9".into()] });
+    p.system.services.push(crate::profile::Service::new("s", &["/bin/sleep", "9"]));
     let s = system(&p, &l, &i).unwrap();
     let etc = s.plan.recipes.iter().find(|r| r.recipe.name == "etc").unwrap();
-    let Builder::Etc { files } = &etc.recipe.builder else { panic!("etc is built by the etc builder") };
+    let Builder::Etc { files, .. } = &etc.recipe.builder else { panic!("etc is built by the etc builder") };
     let spec: SystemSpec = serde_json::from_str(&files["mobix/system.json"]).unwrap();
     assert_eq!(spec.trial_deadline, p.system.boot.trial_deadline);
     assert_eq!((spec.health_checks[0].name.as_str(), spec.health_checks[0].timeout), ("c", 9));
@@ -201,4 +199,46 @@ fn dependency_cycles_become_one_group_after_what_they_need() {
     let edges = |n: &str| g[n].iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let groups = super::strongly_connected(&nodes, &edges);
     assert_eq!(groups, [vec!["gcc-12-base"], vec!["libc6", "libgcc-s1"], vec!["libtinfo6"], vec!["htop"]]);
+}
+
+#[test]
+fn a_systemd_etc_has_the_locks_ids_and_the_same_files_for_the_same_config() {
+    let (mut p, mut l, _) = fixture();
+    l.ids = Default::default();
+    p.system.init = crate::profile::Init::Systemd;
+    p.system.ssh.enable = true;
+    let alice = crate::profile::User {
+        groups: vec!["wheel".into()],
+        authorized_keys: vec!["ssh-ed25519 AAAA alice@laptop".into()],
+        ..Default::default()
+    };
+    p.system.users.insert("alice".into(), alice);
+    p.system.services.push(crate::profile::Service::new("hello", &["/bin/sh", "-c", "date >> /var/lib/hello.log"]));
+    p.system.health_checks.push(crate::profile::HealthCheck {
+        name: "sshd".into(),
+        command: vec!["true".into()],
+        timeout: 5,
+    });
+    let e = etc::systemd(&p, &l).unwrap_err();
+    assert!(format!("{e:#}").contains("has no id for"), "{e:#}");
+    let packages = etc::package_names(&p, &l);
+    let (users, groups) = etc::wanted_ids(&p.system, &packages);
+    l.ids.complete(&users, &groups).unwrap();
+    let a = etc::systemd(&p, &l).unwrap();
+    assert_eq!(a, etc::systemd(&p, &l).unwrap(), "identical configs give identical files");
+    assert!(a.files["passwd"].contains("alice:x:1000:1000::/home/alice:/bin/sh\n"), "{}", a.files["passwd"]);
+    assert!(a.files["group"].contains("wheel:x:999:alice\n"), "{}", a.files["group"]);
+    assert!(a.files["shadow"].starts_with("root:!:"), "root is locked: {}", a.files["shadow"]);
+    assert!(a.files["shadow"].contains("alice:!:"), "no password given: locked");
+    assert_eq!(a.files["ssh/authorized_keys.d/alice"], "ssh-ed25519 AAAA alice@laptop\n");
+    assert!(a.files["ssh/sshd_config"].contains("PermitRootLogin prohibit-password\nPasswordAuthentication no\n"));
+    assert!(a.files["systemd/system/mobix-check-sshd.service"].contains("Before=boot-complete.target"));
+    assert_eq!(
+        a.links["systemd/system/boot-complete.target.requires/mobix-check-sshd.service"],
+        "../mobix-check-sshd.service"
+    );
+    assert_eq!(a.links["systemd/system/multi-user.target.wants/hello.service"], "../hello.service");
+    assert!(a.files["systemd/system/hello.service"]
+        .contains("ExecStart=\"/bin/sh\" \"-c\" \"date >> /var/lib/hello.log\"\nRestart=on-failure\n"));
+    assert_eq!(a.copies[0].path, "shadow");
 }

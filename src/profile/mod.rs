@@ -15,6 +15,7 @@ pub use types::*;
 
 use crate::util::Fail;
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A device codename: lowercase letters, digits and dashes (`qemu-aarch64`).
@@ -318,6 +319,21 @@ pub struct SystemConfig {
     /// The system's hostname [default: the device codename].
     #[serde(default)]
     pub hostname: Option<String>,
+    /// PID 1 after stage-1: `systemd` (Debian's, after mobix's activation) or `minimal`
+    /// (mobix's own small stage-2: services and health checks, a shell on the console)
+    /// [default: minimal].
+    #[serde(default)]
+    pub init: Init,
+    /// Login accounts, by name (systemd only). Their uids and gids are kept in mobix.lock.
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// Extra groups users can be members of (besides the system's own, such as `wheel`,
+    /// `audio`, `video`, `input`, `dialout`, `plugdev`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The OpenSSH server (systemd only).
+    #[serde(default)]
+    pub ssh: Ssh,
     /// Kernel arguments appended to the device's command line.
     #[serde(default)]
     pub cmdline: Vec<String>,
@@ -411,6 +427,120 @@ pub struct Service {
     pub name: String,
     /// The program and its arguments (no shell; use `[sh, -c, "..."]` for one).
     pub command: Vec<String>,
+    /// When it starts again after it exits [default: on-failure].
+    #[serde(default)]
+    pub restart: Restart,
+    /// systemd: units it starts after (`network.target`, `ssh.service`).
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// systemd: units it starts with it.
+    #[serde(default)]
+    pub wants: Vec<String>,
+    /// systemd: the target that starts it [default: multi-user.target].
+    #[serde(default = "default_wanted_by")]
+    pub wanted_by: String,
+    /// systemd: the user it runs as [default: root].
+    #[serde(default)]
+    pub user: Option<String>,
+    /// systemd: environment variables.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Service {
+    /// A service running `command`, every other key at its default.
+    pub fn new(name: &str, command: &[&str]) -> Service {
+        Service {
+            name: name.to_string(),
+            command: command.iter().map(|c| c.to_string()).collect(),
+            restart: Restart::default(),
+            after: Vec::new(),
+            wants: Vec::new(),
+            wanted_by: default_wanted_by(),
+            user: None,
+            environment: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_wanted_by() -> String {
+    "multi-user.target".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    Always,
+    #[default]
+    OnFailure,
+    No,
+}
+
+impl Restart {
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::No => "no",
+        }
+    }
+}
+
+pub use mobix_bootctl::contract::Init;
+
+/// A login account of the system config.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Groups besides its own (`wheel`, `audio`, or one of `groups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Login shell [default: /bin/sh].
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Home directory, on the persistent state [default: /home/NAME; /root for root].
+    #[serde(default)]
+    pub home: Option<String>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA… comment`).
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// A crypt(3) hash (`mkpasswd -m yescrypt`); without it the password is locked.
+    #[serde(default)]
+    pub hashed_password: Option<String>,
+}
+
+/// The OpenSSH server.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// `prohibit-password` (keys only), `yes` or `no` [default: prohibit-password].
+    #[serde(default = "default_root_login")]
+    pub permit_root_login: String,
+    /// Password logins [default: false: keys only].
+    #[serde(default)]
+    pub password_authentication: bool,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_root_login() -> String {
+    "prohibit-password".into()
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            enable: false,
+            port: default_ssh_port(),
+            permit_root_login: default_root_login(),
+            password_authentication: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -425,6 +555,151 @@ pub struct HealthCheck {
 
 fn default_check_timeout() -> u32 {
     60
+}
+
+/// The Debian packages every `init: systemd` system has: systemd and udev, what a console
+/// login and a user's `systemctl` need (util-linux, login, dbus, libpam-systemd), kmod for
+/// udev's module loading, e2fsprogs to make the state filesystem, coreutils and hostname
+/// for the everyday commands, and usr-is-merged (which keeps apt from pulling usrmerge
+/// and perl).
+pub const SYSTEMD_BASE: &[&str] = &[
+    "systemd",
+    "udev",
+    "kmod",
+    "util-linux",
+    "login",
+    "dbus",
+    "libpam-systemd",
+    "e2fsprogs",
+    "coreutils",
+    "hostname",
+    "usr-is-merged",
+];
+
+/// The checks of users, groups, ssh and services that serde cannot make: the dotted key
+/// and what is wrong.
+fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
+    let err = |k: String, m: String| Err((k, m));
+    let systemd = s.init == Init::Systemd;
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 32
+            && n.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+            && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+    };
+    if !systemd {
+        if let Some(u) = s.users.keys().next() {
+            return err(format!("users.{u}"), "users need `init: systemd` (the minimal init has only root)".into());
+        }
+        if s.ssh.enable {
+            return err("ssh.enable".into(), "ssh needs `init: systemd`".into());
+        }
+    }
+    for (i, g) in s.groups.iter().enumerate() {
+        if !name_ok(g) {
+            return err(
+                format!("groups[{i}]"),
+                format!("{g:?} is not a group name (lowercase letters, digits, _ and -)"),
+            );
+        }
+        if crate::lock::ids::is_system_group(g) {
+            return err(format!("groups[{i}]"), format!("{g} is a system group already"));
+        }
+    }
+    for (name, u) in &s.users {
+        let key = |k: &str| format!("users.{name}.{k}");
+        if !name_ok(name) {
+            return err(
+                format!("users.{name}"),
+                format!("{name:?} is not a user name (lowercase letters, digits, _ and -; at most 32)"),
+            );
+        }
+        if name != "root" && crate::lock::ids::is_system_user(name) {
+            return err(format!("users.{name}"), format!("{name} is a system account"));
+        }
+        for (i, g) in u.groups.iter().enumerate() {
+            if !crate::lock::ids::is_system_group(g) && !s.groups.contains(g) {
+                return err(
+                    format!("{}[{i}]", key("groups")),
+                    format!("no group {g:?}: declare it in `groups` (system groups: wheel, audio, video, input, …)"),
+                );
+            }
+        }
+        for (k, v) in [("shell", &u.shell), ("home", &u.home)] {
+            if let Some(v) = v {
+                if !v.starts_with('/') || v.contains(':') || v.contains(char::is_whitespace) {
+                    return err(key(k), format!("{v:?} is not an absolute path"));
+                }
+            }
+        }
+        for (i, k) in u.authorized_keys.iter().enumerate() {
+            let kind = k.split_whitespace().next().unwrap_or("");
+            let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+            if !known || k.split_whitespace().count() < 2 || k.contains('\n') {
+                return err(
+                    format!("{}[{i}]", key("authorized_keys")),
+                    "not an OpenSSH public key (one line: `ssh-ed25519 AAAA… comment`)".into(),
+                );
+            }
+        }
+        if let Some(h) = &u.hashed_password {
+            if !h.starts_with('$') || h.contains(':') || h.contains(char::is_whitespace) {
+                return err(
+                    key("hashed_password"),
+                    "not a crypt(3) hash (make one with `mkpasswd -m yescrypt`); never the password itself".into(),
+                );
+            }
+        }
+        if name == "root" && !u.groups.is_empty() {
+            return err(key("groups"), "root's groups are fixed".into());
+        }
+    }
+    if !["prohibit-password", "yes", "no"].contains(&s.ssh.permit_root_login.as_str()) {
+        return err(
+            "ssh.permit_root_login".into(),
+            format!("{:?} is not prohibit-password, yes or no", s.ssh.permit_root_login),
+        );
+    }
+    if s.ssh.port == 0 {
+        return err("ssh.port".into(), "0 is not a port".into());
+    }
+    for (i, sv) in s.services.iter().enumerate() {
+        let key = |k: &str| format!("services[{i}].{k}");
+        if !systemd {
+            let set = !sv.after.is_empty()
+                || !sv.wants.is_empty()
+                || sv.user.is_some()
+                || !sv.environment.is_empty()
+                || sv.wanted_by != "multi-user.target";
+            if set {
+                return err(key("name"), "after, wants, wanted_by, user and environment need `init: systemd`".into());
+            }
+        }
+        let unit_ok =
+            |u: &str| u.contains('.') && !u.contains('/') && !u.contains(char::is_whitespace) && !u.starts_with('.');
+        for (k, list) in [("after", &sv.after), ("wants", &sv.wants)] {
+            for (j, u) in list.iter().enumerate() {
+                if !unit_ok(u) {
+                    return err(format!("{}[{j}]", key(k)), format!("{u:?} is not a unit name (such as ssh.service)"));
+                }
+            }
+        }
+        if !sv.wanted_by.ends_with(".target") || !unit_ok(&sv.wanted_by) {
+            return err(key("wanted_by"), format!("{:?} is not a target (such as multi-user.target)", sv.wanted_by));
+        }
+        if let Some(u) = &sv.user {
+            if !s.users.contains_key(u) && !crate::lock::ids::is_system_user(u) {
+                return err(key("user"), format!("no user {u:?}: declare it in `users`"));
+            }
+        }
+        for k in sv.environment.keys() {
+            let ok = !k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+            if !ok {
+                return err(format!("{}.{k}", key("environment")), format!("{k:?} is not a variable name"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where a profile error is: file, line (1-based, if known) and dotted key path.
@@ -696,6 +971,16 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         for (i, a) in system.cmdline.iter().enumerate() {
             if a.is_empty() || a.contains(char::is_whitespace) {
                 return Err(layer.error(&format!("cmdline[{i}]"), format!("{a:?} must be one argument without spaces")));
+            }
+        }
+        check_accounts(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
+        // What a systemd system is made of, resolved by apt like the config's own names.
+        if system.init == Init::Systemd {
+            let ssh = system.ssh.enable.then_some("openssh-server");
+            for p in SYSTEMD_BASE.iter().copied().chain(ssh) {
+                if !system.packages.iter().any(|q| crate::lock::apt::Request::name_of(q) == p) {
+                    system.packages.push(p.to_string());
+                }
             }
         }
     }

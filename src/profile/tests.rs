@@ -258,3 +258,43 @@ fn system_config_errors_say_system_config_and_hint_the_fix() {
         assert_eq!(format!("{err:#}").matches("invalid system config").count(), 1, "said once: {err:#}");
     }
 }
+
+#[test]
+fn accounts_ssh_and_services_are_checked_where_written() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE8f alice@laptop";
+    let ok = format!(
+        "init: systemd\nusers:\n  alice:\n    groups: [wheel, friends]\n    authorized_keys: [\"{key}\"]\n\
+         groups: [friends]\nssh: {{ enable: true }}\nservices:\n  - {{ name: web, command: [/bin/true], user: alice, \
+         after: [network.target], environment: {{ PORT: \"80\" }} }}\n"
+    );
+    std::fs::write(&cfg, &ok).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    for base in super::SYSTEMD_BASE.iter().chain(&["openssh-server"]) {
+        assert!(p.system.packages.iter().any(|x| x == base), "{base} joins the packages: {:?}", p.system.packages);
+    }
+    let located = |text: &str, line: usize, key: &str, says: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
+        assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
+        assert!(pe.msg.contains(says), "{pe}");
+    };
+    located(&ok.replace("init: systemd\n", ""), 2, "users.alice", "need `init: systemd`");
+    located(&ok.replace("wheel, friends", "wheel, enemies"), 4, "users.alice.groups[1]", "no group \"enemies\"");
+    located(&ok.replace(key, "AAAA alice"), 5, "users.alice.authorized_keys[0]", "not an OpenSSH public key");
+    located(&ok.replace("user: alice", "user: bob"), 9, "services[0].user", "no user \"bob\"");
+    located(
+        &ok.replace("    authorized_keys", "    hashed_password: hunter2\n    authorized_keys"),
+        5,
+        "users.alice.hashed_password",
+        "never the password itself",
+    );
+    located(
+        &ok.replace("ssh: { enable: true }", "ssh: { enable: true, permit_root_login: maybe }"),
+        7,
+        "ssh.permit_root_login",
+        "maybe",
+    );
+}

@@ -83,6 +83,18 @@ pub struct Device {
     /// How `mobix run`/`mobix test` emulate this device; only for devices QEMU can play.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+    /// Where the running system keeps what survives reboots and generations (/var,
+    /// /home, the machine id, ssh host keys): a partition of its own, formatted to fill
+    /// it on first boot. Without it they live in memory.
+    #[serde(default)]
+    pub state: Option<State>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// A partition from `storage.partitions`, not slotted, not the system partition.
+    pub partition: PartitionName,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -637,6 +649,19 @@ impl Device {
                 if !seen.insert(&f.path) {
                     return err(&format!("firmware.files[{i}].path"), format!("{} is listed twice", f.path));
                 }
+            }
+        }
+        if let Some(st) = &self.state {
+            match self.partition(&st.partition) {
+                None => return err("state.partition", format!("{:?} is not in storage.partitions", st.partition)),
+                Some(p) if p.slotted => return err("state.partition", format!("{:?} is slotted", st.partition)),
+                Some(_) if st.partition == self.system.partition => {
+                    return err(
+                        "state.partition",
+                        "the system partition holds the store; keeping state beside it is not supported yet".into(),
+                    )
+                }
+                Some(_) => {}
             }
         }
         if let Some(v) = &self.vbmeta {

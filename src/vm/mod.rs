@@ -53,6 +53,30 @@ pub struct Prepared {
     pub firmware: Firmware,
     /// Held while the phone's own disk is in use (see [`use_phone`]).
     pub phone_lock: Option<util::FileLock>,
+    /// The phone's network: QEMU's user-mode network on a virtio NIC.
+    pub net: Net,
+}
+
+/// The emulated phone's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Net {
+    /// A virtio NIC on QEMU's user-mode network (the phone gets 10.0.2.15 by DHCP).
+    pub nic: bool,
+    /// Host port (on 127.0.0.1) forwarded to the phone's ssh port.
+    pub ssh: Option<(u16, u16)>,
+}
+
+impl Net {
+    /// A NIC for systems that configure one (systemd's networkd); none for the minimal
+    /// init, which has no network.
+    pub fn for_profile(profile: &Profile) -> Net {
+        Net { nic: profile.system.init == crate::profile::Init::Systemd, ssh: None }
+    }
+
+    /// Forwards 127.0.0.1:`port` to the phone's ssh.
+    pub fn with_ssh(profile: &Profile, port: u16) -> Net {
+        Net { nic: true, ssh: Some((port, profile.system.ssh.port)) }
+    }
 }
 
 /// Claims the emulated phone's own disk (`<out>/phone/`) for one user at a time: the
@@ -87,8 +111,43 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let boot_path = publish::image_file(out, &manifest, ImageName::Boot.file_name())?;
     let system_path = publish::image_file(out, &manifest, ImageName::System.file_name())?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
-    prepare_from(profile, &out.join("vm"), &boot_bytes, &system_path, manifest)
-        .with_context(|| format!("preparing the emulated phone from {}", out.display()))
+    // Flashing keeps a phone's data: the state partition of the last run stays.
+    let dir = out.join("vm");
+    let old = dir.join("disk.img.old");
+    let had = fs::rename(dir.join("disk.img"), &old).is_ok();
+    let p = prepare_from(profile, &dir, &boot_bytes, &system_path, manifest)
+        .with_context(|| format!("preparing the emulated phone from {}", out.display()))?;
+    if had {
+        carry_state(profile, &old, &p)?;
+        fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(p)
+}
+
+/// Copies the state partition of an earlier disk (with the same layout) into `p`'s.
+fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<()> {
+    let Some(st) = &profile.device.state else { return Ok(()) };
+    let Some((offset, size)) = p.layout.find(&st.partition) else { return Ok(()) };
+    if fs::metadata(old)?.len() != p.layout.disk_size {
+        return Ok(());
+    }
+    let mut from = fs::File::open(old)?;
+    let mut to = fs::OpenOptions::new().write(true).open(&p.disk)?;
+    use std::io::{Seek, SeekFrom};
+    let mut buf = vec![0u8; MIB as usize];
+    let mut done = 0;
+    while done < size {
+        let n = buf.len().min((size - done) as usize);
+        from.seek(SeekFrom::Start(offset + done))?;
+        from.read_exact(&mut buf[..n])?;
+        // Holes stay holes: the disk file is sparse.
+        if buf[..n].iter().any(|b| *b != 0) {
+            to.seek(SeekFrom::Start(offset + done))?;
+            to.write_all(&buf[..n])?;
+        }
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Prepares a phone in `dir` from a boot image and a sparse system image: a fresh GPT disk
@@ -113,7 +172,15 @@ pub fn prepare_from(
     if profile.device.is_ab() {
         patch_partition(&disk, &layout, "misc", misc::CONTROL_OFFSET as u64, &flashed_misc(Slot::A)?)?;
     }
-    Ok(Prepared { dir: dir.to_path_buf(), disk, layout, manifest, firmware: Firmware::Model, phone_lock: None })
+    Ok(Prepared {
+        dir: dir.to_path_buf(),
+        disk,
+        layout,
+        manifest,
+        firmware: Firmware::Model,
+        phone_lock: None,
+        net: Net::for_profile(profile),
+    })
 }
 
 /// The emulated phone as flashing left it, to boot the build in `out` (whose generation a
@@ -122,7 +189,15 @@ pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
     let manifest = publish::load_manifest_for(profile, out)?;
     let lock = use_phone(out, "boot it")?;
     let (disk, layout) = phone_disk(profile, out)?;
-    Ok(Prepared { dir: out.join("phone"), disk, layout, manifest, firmware: Firmware::Model, phone_lock: Some(lock) })
+    Ok(Prepared {
+        dir: out.join("phone"),
+        disk,
+        layout,
+        manifest,
+        firmware: Firmware::Model,
+        phone_lock: Some(lock),
+        net: Net::for_profile(profile),
+    })
 }
 
 /// The boot-state record on the phone's system partition, if a copy is valid.

@@ -96,11 +96,18 @@ pub(super) fn qemu_machine(profile: &Profile) -> Result<Command> {
 }
 
 /// QEMU with the phone's machine and disk, before anything is loaded.
-pub(super) fn qemu_base(profile: &Profile, disk: &Path) -> Result<Command> {
+pub(super) fn qemu_base(profile: &Profile, disk: &Path, net: &Net) -> Result<Command> {
     let mut c = qemu_machine(profile)?;
     let q = profile.device.qemu.as_ref().expect("qemu_machine checked it");
-    c.args(["-nic", "none"])
-        .arg("-drive")
+    // `-M virt` adds a NIC of its own unless told not to.
+    c.args(["-nic", "none"]);
+    if net.nic {
+        let fwd = net.ssh.map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}")).unwrap_or_default();
+        // romfile= : the NIC's boot ROM (for firmware network boot) is neither needed nor
+        // installed by Debian's qemu-system-arm.
+        c.arg("-netdev").arg(format!("user,id=net0{fwd}")).args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
+    }
+    c.arg("-drive")
         .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()))
@@ -122,7 +129,7 @@ pub fn boot_from_ram(
 ) -> Result<std::process::ExitStatus> {
     let loaded =
         load(dir, bytes, slot)?.map_err(|e| Fail::new(format!("the image sent to boot is not bootable: {e}")))?;
-    let mut c = qemu_base(profile, disk)?;
+    let mut c = qemu_base(profile, disk, &Net::for_profile(profile))?;
     c.arg("-kernel")
         .arg(&loaded.kernel)
         .arg("-initrd")
@@ -182,7 +189,7 @@ pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, p
 
 /// The QEMU command line for one boot of what the model loaded.
 pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
-    let mut c = qemu_base(profile, &p.disk)?;
+    let mut c = qemu_base(profile, &p.disk, &p.net)?;
     c.arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd).arg("-append").arg(cmdline);
     if let Some(dtb) = &l.dtb {
         c.arg("-dtb").arg(dtb);
@@ -261,7 +268,7 @@ pub(super) fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &s
     f.write_all(&env)?;
     f.set_len(PFLASH_SIZE)?;
     drop(f);
-    let mut c = qemu_base(profile, &p.disk)?;
+    let mut c = qemu_base(profile, &p.disk, &p.net)?;
     c.arg("-bios").arg(bin).arg("-drive").arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()));
     Ok(c)
 }

@@ -175,12 +175,24 @@ pub struct BootSpec {
     pub toplevel: String,
 }
 
-/// A long-running program stage-2 starts and restarts when it exits.
+/// A long-running program stage-2 starts (under systemd: a unit the host wrote).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     /// The program and its arguments (no shell).
     pub command: Vec<String>,
+    /// When it is started again after it exits: `always`, `on-failure` or `no`. Older
+    /// hosts wrote nothing, which meant always.
+    #[serde(default = "default_restart", skip_serializing_if = "is_always")]
+    pub restart: String,
+}
+
+fn default_restart() -> String {
+    "always".into()
+}
+
+fn is_always(s: &String) -> bool {
+    s == "always"
 }
 
 /// A command that must succeed before a boot counts as good.
@@ -205,10 +217,22 @@ fn default_trial_deadline() -> u32 {
 /// the host has always written them (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemSpec {
+    /// Files of /etc that must be real files with their own mode and group (not links
+    /// into the read-only store): `shadow`. Written only when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<EtcCopy>,
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// What runs as PID 1 after activation. Written only for systemd (older hosts wrote
+    /// nothing, and meant mobix's own stage-2).
+    #[serde(default, skip_serializing_if = "Init::is_minimal")]
+    pub init: Init,
     #[serde(default)]
     pub services: Vec<Service>,
+    /// The writable filesystem that survives reboots and generations (/var, /home, the
+    /// machine id, ssh host keys). Written only when the device has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateSpec>,
     /// Seconds a trial boot has to reach its success point before it reboots.
     #[serde(default = "default_trial_deadline")]
     pub trial_deadline: u32,
@@ -216,9 +240,53 @@ pub struct SystemSpec {
 
 impl Default for SystemSpec {
     fn default() -> Self {
-        SystemSpec { health_checks: Vec::new(), services: Vec::new(), trial_deadline: default_trial_deadline() }
+        SystemSpec {
+            copies: Vec::new(),
+            health_checks: Vec::new(),
+            init: Init::Minimal,
+            services: Vec::new(),
+            state: None,
+            trial_deadline: default_trial_deadline(),
+        }
     }
 }
+
+/// PID 1 of the running system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// mobix's own small stage-2: services, health checks and a shell on the console.
+    #[default]
+    Minimal,
+    /// Debian's systemd, after mobix's activation; health checks and blessing are units.
+    Systemd,
+}
+
+impl Init {
+    pub fn is_minimal(&self) -> bool {
+        *self == Init::Minimal
+    }
+}
+
+/// An /etc file stage-2 copies out of the generation instead of linking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcCopy {
+    /// Relative to /etc.
+    pub path: String,
+    pub mode: u32,
+    pub gid: u32,
+}
+
+/// The persistent state filesystem: the partition (by GPT name) stage-2 mounts at
+/// [`STATE_DIR`], making an ext4 filesystem filling it on first boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSpec {
+    pub partition: String,
+}
+
+/// Where the persistent state is mounted on the running phone; `/var` and `/home` are its
+/// `var/` and `home/`, bound in place.
+pub const STATE_DIR: &str = "/mobix-state";
 
 /// Where the boot-state record lives: a block device and its state area's byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,10 +393,20 @@ mod tests {
         });
         let sys = round_trip(&SystemSpec {
             health_checks: vec![HealthCheck { name: "ok".into(), command: vec!["true".into()], timeout: 5 }],
-            services: vec![Service { name: "s".into(), command: vec!["/bin/sh".into()] }],
+            services: vec![Service { name: "s".into(), command: vec!["/bin/sh".into()], restart: "always".into() }],
             trial_deadline: 120,
+            ..SystemSpec::default()
         });
         assert!(sys.find("health_checks") < sys.find("trial_deadline"), "{sys}");
+        assert!(!sys.contains("init") && !sys.contains("restart") && !sys.contains("state"), "as before: {sys}");
+        let systemd = round_trip(&SystemSpec {
+            init: Init::Systemd,
+            copies: vec![EtcCopy { path: "shadow".into(), mode: 0o640, gid: 42 }],
+            state: Some(StateSpec { partition: "userdata".into() }),
+            services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: "no".into() }],
+            ..SystemSpec::default()
+        });
+        assert!(systemd.contains("\"init\": \"systemd\"") && systemd.contains("\"restart\": \"no\""), "{systemd}");
         let booted = round_trip(&Booted {
             generation: 3,
             toplevel: "/mobix/store/t-mobix-system".into(),

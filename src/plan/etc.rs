@@ -1,0 +1,348 @@
+//! The generated part of a systemd system's /etc (pure): accounts, PAM, OpenSSH, the
+//! units of the config's services and health checks, mobix's own units (success point,
+//! trial deadline, ssh host key), what maintainer scripts would have enabled, and the
+//! network. Debian's packages' own /etc files are merged underneath by the etc builder.
+
+use crate::lock::ids::{self, Ids, SystemUser, STATIC_GROUPS, STATIC_USERS};
+use crate::lock::Lock;
+use crate::profile::{Profile, Service, SystemConfig};
+use crate::util::Fail;
+use anyhow::Result;
+use mobix_bootctl::contract::EtcCopy;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the etc recipe writes: files, symlinks (path → target) and the files stage-2
+/// copies out with their modes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EtcPlan {
+    pub files: BTreeMap<String, String>,
+    pub links: BTreeMap<String, String>,
+    pub copies: Vec<EtcCopy>,
+}
+
+/// Where the running generation's init is (a link in the toplevel), for units.
+const INIT: &str = "/run/current-system/init";
+/// Where the ssh host key is kept: the persistent state's /var.
+pub const HOST_KEY: &str = "/var/lib/mobix/ssh/ssh_host_ed25519_key";
+const UNITS: &str = "systemd/system";
+
+/// The accounts the system needs and their ids (from the lock): the users and groups
+/// that must have ids, as `lock::ids::Ids::complete` takes them.
+pub fn wanted_ids(system: &SystemConfig, packages: &BTreeSet<String>) -> (ids::Wanted, ids::Wanted) {
+    let (sys_users, sys_groups) = ids::system_accounts(packages);
+    let mut users: ids::Wanted = sys_users.iter().map(|u| (u.name.to_string(), ids::Kind::System)).collect();
+    let mut groups: ids::Wanted = sys_groups.iter().map(|g| (g.to_string(), ids::Kind::System)).collect();
+    for u in sys_users.iter().filter(|u| u.group.is_none()) {
+        groups.push((u.name.to_string(), ids::Kind::System));
+    }
+    for name in system.users.keys().filter(|n| *n != "root") {
+        users.push((name.clone(), ids::Kind::Person));
+        groups.push((name.clone(), ids::Kind::Person));
+    }
+    for g in &system.groups {
+        groups.push((g.clone(), ids::Kind::Person));
+    }
+    (users, groups)
+}
+
+/// The names of every apt-resolved package of the lock the system config reaches.
+pub fn package_names(profile: &Profile, lock: &Lock) -> BTreeSet<String> {
+    let roots: Vec<&str> = profile
+        .system
+        .packages
+        .iter()
+        .map(|p| crate::lock::apt::Request::name_of(p))
+        .filter(|n| lock.apt.packages.contains_key(*n))
+        .collect();
+    crate::lock::apt::closure(&lock.apt, &roots)
+}
+
+/// The generated /etc of a systemd system.
+pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
+    let s = &profile.system;
+    let packages = package_names(profile, lock);
+    let mut e = EtcPlan::default();
+    accounts(s, &packages, &lock.ids, &mut e).map_err(|missing| {
+        Fail::new(format!("{} has no id for {missing}", lock.file.display()))
+            .hint("`mobix build` without --locked hands out ids and records them in mobix.lock")
+    })?;
+    pam(&mut e);
+    let unit = |e: &mut EtcPlan, name: &str, text: String| {
+        e.files.insert(format!("{UNITS}/{name}"), text);
+    };
+    // The GPT auto-generator looks for the root's disk and fails on a root in memory.
+    e.links.insert("systemd/system-generators/systemd-gpt-auto-generator".into(), "/dev/null".into());
+    let want = |e: &mut EtcPlan, by: &str, name: &str, target: &str| {
+        e.links.insert(format!("{UNITS}/{by}.wants/{name}"), target.to_string());
+    };
+    // The success point and the health checks before it (systemd's boot assessment).
+    for c in &s.health_checks {
+        let name = format!("mobix-check-{}.service", c.name);
+        unit(
+            &mut e,
+            &name,
+            format!(
+                "[Unit]\nDescription=mobix health check {n}\nDefaultDependencies=no\n\
+                 After=default.target multi-user.target\nBefore=boot-complete.target shutdown.target\n\
+                 Conflicts=shutdown.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+                 ExecStart={INIT} check {n}\nTimeoutStartSec=infinity\nStandardOutput=journal+console\n",
+                n = c.name
+            ),
+        );
+        e.links.insert(format!("{UNITS}/boot-complete.target.requires/{name}"), format!("../{name}"));
+    }
+    unit(
+        &mut e,
+        "mobix-success.service",
+        format!(
+            "[Unit]\nDescription=mobix: this generation reached its success point\nDefaultDependencies=no\n\
+             Requires=boot-complete.target\nAfter=boot-complete.target default.target multi-user.target\n\
+             Before=shutdown.target\nConflicts=shutdown.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+             ExecStart={INIT} success\nStandardOutput=journal+console\n"
+        ),
+    );
+    want(&mut e, "multi-user.target", "mobix-success.service", "../mobix-success.service");
+    unit(
+        &mut e,
+        "mobix-deadline.service",
+        format!(
+            "[Unit]\nDescription=mobix: the trial generation's deadline\nDefaultDependencies=no\n\
+             ConditionPathExists=/run/mobix/trial\nBefore=shutdown.target\nConflicts=shutdown.target\n\n\
+             [Service]\nExecStart={INIT} deadline\nStandardOutput=journal+console\n"
+        ),
+    );
+    want(&mut e, "sysinit.target", "mobix-deadline.service", "../mobix-deadline.service");
+    // The config's services.
+    for sv in &s.services {
+        let name = format!("{}.service", sv.name);
+        unit(&mut e, &name, service_unit(sv));
+        want(&mut e, &sv.wanted_by, &name, &format!("../{name}"));
+    }
+    // What Debian's maintainer scripts would have enabled.
+    let lib = |u: &str| format!("/lib/systemd/system/{u}");
+    if packages.contains("systemd") {
+        want(&mut e, "multi-user.target", "systemd-networkd.service", &lib("systemd-networkd.service"));
+        want(&mut e, "sockets.target", "systemd-networkd.socket", &lib("systemd-networkd.socket"));
+        e.links.insert(format!("{UNITS}/dbus-org.freedesktop.network1.service"), lib("systemd-networkd.service"));
+        e.files.insert(
+            "systemd/network/50-mobix-wired.network".into(),
+            "# Wired and emulated network interfaces: an address by DHCP.\n[Match]\nName=en* eth*\n\n\
+             [Network]\nDHCP=ipv4\n"
+                .into(),
+        );
+    }
+    if packages.contains("dbus") {
+        want(&mut e, "sockets.target", "dbus.socket", &lib("dbus.socket"));
+    }
+    if s.ssh.enable {
+        ssh(profile, &mut e);
+        want(&mut e, "multi-user.target", "ssh.service", &lib("ssh.service"));
+        e.links.insert(format!("{UNITS}/sshd.service"), lib("ssh.service"));
+        unit(
+            &mut e,
+            "mobix-ssh-host-key.service",
+            format!(
+                "[Unit]\nDescription=mobix: make the ssh host key once (kept in the persistent state)\n\
+                 Before=ssh.service\nConditionPathExists=!{HOST_KEY}\n\n[Service]\nType=oneshot\n\
+                 ExecStart=/bin/sh -c 'rm -rf /var/lib/mobix/ssh.new && mkdir -p /var/lib/mobix/ssh.new && \
+                 ssh-keygen -q -t ed25519 -N \"\" -C root@{host} -f /var/lib/mobix/ssh.new/ssh_host_ed25519_key && \
+                 sync && rm -rf /var/lib/mobix/ssh && mv /var/lib/mobix/ssh.new /var/lib/mobix/ssh && sync'\n",
+                host = hostname(profile)
+            ),
+        );
+        want(&mut e, "ssh.service", "mobix-ssh-host-key.service", "../mobix-ssh-host-key.service");
+    }
+    // Home directories, made on the persistent state at boot.
+    let mut tmp = String::from("# Home directories of the system config's users.\n");
+    for (name, u) in &s.users {
+        if name != "root" {
+            tmp.push_str(&format!("d {} 0700 {name} {name} -\n", home(name, u)));
+        }
+    }
+    e.files.insert("tmpfiles.d/mobix-users.conf".into(), tmp);
+    e.files.insert(
+        "profile".into(),
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\u@\\h:\\w\\$ '\n"
+            .into(),
+    );
+    Ok(e)
+}
+
+fn hostname(profile: &Profile) -> String {
+    profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string())
+}
+
+fn home(name: &str, u: &crate::profile::User) -> String {
+    u.home.clone().unwrap_or_else(|| if name == "root" { "/root".into() } else { format!("/home/{name}") })
+}
+
+/// passwd, group and shadow: Debian's fixed accounts, the packages' system accounts and
+/// the config's users, each with the id the lock gives it. Err: the name without an id.
+fn accounts(s: &SystemConfig, packages: &BTreeSet<String>, ids: &Ids, e: &mut EtcPlan) -> Result<(), String> {
+    let (sys_users, sys_groups) = ids::system_accounts(packages);
+    let uid = |n: &str| ids.users.get(n).copied().ok_or_else(|| format!("user {n}"));
+    let gid = |n: &str| ids.groups.get(n).copied().ok_or_else(|| format!("group {n}"));
+    let static_gid = |n: &str| STATIC_GROUPS.iter().find(|g| g.0 == n).map(|g| g.1);
+    // (name, uid, gid, gecos, home, shell, password hash)
+    let mut users: Vec<(String, u32, u32, String, String, String, String)> = Vec::new();
+    let root = s.users.get("root");
+    for (name, u, g, home, shell) in STATIC_USERS {
+        let (shell, hash) = match (*name, root) {
+            ("root", Some(r)) => (
+                r.shell.clone().unwrap_or_else(|| shell.to_string()),
+                r.hashed_password.clone().unwrap_or_else(|| "!".into()),
+            ),
+            _ => (shell.to_string(), if *name == "root" { "!".to_string() } else { "*".to_string() }),
+        };
+        users.push((name.to_string(), *u, *g, name.to_string(), home.to_string(), shell, hash));
+    }
+    for SystemUser { name, group, home } in &sys_users {
+        let g = match group {
+            Some(g) => static_gid(g).map_or_else(|| gid(g), Ok)?,
+            None => gid(name)?,
+        };
+        users.push((
+            name.to_string(),
+            uid(name)?,
+            g,
+            String::new(),
+            home.to_string(),
+            "/usr/sbin/nologin".into(),
+            "!".into(),
+        ));
+    }
+    for (name, u) in s.users.iter().filter(|(n, _)| *n != "root") {
+        users.push((
+            name.clone(),
+            uid(name)?,
+            gid(name)?,
+            String::new(),
+            home(name, u),
+            u.shell.clone().unwrap_or_else(|| "/bin/sh".into()),
+            u.hashed_password.clone().unwrap_or_else(|| "!".into()),
+        ));
+    }
+    // Groups with their members (supplementary memberships).
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, u) in &s.users {
+        for g in &u.groups {
+            members.entry(g.clone()).or_default().push(name.clone());
+        }
+    }
+    let mut groups: Vec<(String, u32)> = STATIC_GROUPS.iter().map(|(n, g)| (n.to_string(), *g)).collect();
+    let mut own: Vec<String> = sys_groups.iter().map(|g| g.to_string()).collect();
+    own.extend(sys_users.iter().filter(|u| u.group.is_none()).map(|u| u.name.to_string()));
+    own.extend(s.users.keys().filter(|n| *n != "root").cloned());
+    own.extend(s.groups.iter().cloned());
+    for g in own {
+        let id = gid(&g)?;
+        if !groups.iter().any(|(n, _)| *n == g) {
+            groups.push((g, id));
+        }
+    }
+    groups.sort_by_key(|(n, g)| (*g, n.clone()));
+    users.sort_by_key(|u| (u.1, u.0.clone()));
+    let mut passwd = String::new();
+    let mut shadow = String::new();
+    for (name, uid, gid, gecos, home, shell, hash) in &users {
+        passwd.push_str(&format!("{name}:x:{uid}:{gid}:{gecos}:{home}:{shell}\n"));
+        shadow.push_str(&format!("{name}:{hash}:1:0:99999:7:::\n"));
+    }
+    let mut group = String::new();
+    for (name, id) in &groups {
+        let m = members.get(name).map(|v| v.join(",")).unwrap_or_default();
+        group.push_str(&format!("{name}:x:{id}:{m}\n"));
+    }
+    e.files.insert("passwd".into(), passwd);
+    e.files.insert("group".into(), group);
+    e.files.insert("shadow".into(), shadow);
+    let shadow_gid = static_gid("shadow").expect("a static group");
+    e.copies.push(EtcCopy { path: "shadow".into(), mode: 0o640, gid: shadow_gid });
+    Ok(())
+}
+
+/// The PAM stacks Debian's pam-auth-update writes (unix accounts, and logind sessions).
+fn pam(e: &mut EtcPlan) {
+    let f = |body: &str| format!("# Written by mobix, as Debian's pam-auth-update writes it.\n{body}");
+    e.files.insert(
+        "pam.d/common-auth".into(),
+        f("auth\t[success=1 default=ignore]\tpam_unix.so nullok\nauth\trequisite\tpam_deny.so\nauth\trequired\tpam_permit.so\n"),
+    );
+    e.files.insert(
+        "pam.d/common-account".into(),
+        f("account\t[success=1 new_authtok_reqd=done default=ignore]\tpam_unix.so\naccount\trequisite\tpam_deny.so\n\
+           account\trequired\tpam_permit.so\n"),
+    );
+    e.files.insert(
+        "pam.d/common-password".into(),
+        f("password\t[success=1 default=ignore]\tpam_unix.so obscure yescrypt\npassword\trequisite\tpam_deny.so\n\
+           password\trequired\tpam_permit.so\n"),
+    );
+    let session =
+        "session\t[default=1]\tpam_permit.so\nsession\trequisite\tpam_deny.so\nsession\trequired\tpam_permit.so\n\
+                   session\trequired\tpam_unix.so\n";
+    e.files.insert("pam.d/common-session".into(), f(&format!("{session}session\toptional\tpam_systemd.so\n")));
+    e.files.insert("pam.d/common-session-noninteractive".into(), f(session));
+}
+
+/// sshd_config and the users' keys.
+fn ssh(profile: &Profile, e: &mut EtcPlan) {
+    let s = &profile.system.ssh;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    e.files.insert(
+        "ssh/sshd_config".into(),
+        format!(
+            "# Written by mobix from the system config's `ssh`.\nPort {}\nHostKey {HOST_KEY}\nPermitRootLogin {}\n\
+             PasswordAuthentication {}\nKbdInteractiveAuthentication no\nUsePAM yes\n\
+             AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys.d/%u\nPrintMotd no\n\
+             AcceptEnv LANG LC_*\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
+            s.port,
+            s.permit_root_login,
+            yes(s.password_authentication)
+        ),
+    );
+    for (name, u) in &profile.system.users {
+        if !u.authorized_keys.is_empty() {
+            e.files.insert(format!("ssh/authorized_keys.d/{name}"), u.authorized_keys.join("\n") + "\n");
+        }
+    }
+}
+
+/// A unit of the config's `services`.
+fn service_unit(sv: &Service) -> String {
+    let mut u = format!("[Unit]\nDescription={} (from the system config)\n", sv.name);
+    if !sv.after.is_empty() {
+        u.push_str(&format!("After={}\n", sv.after.join(" ")));
+    }
+    if !sv.wants.is_empty() {
+        u.push_str(&format!("Wants={}\n", sv.wants.join(" ")));
+    }
+    u.push_str(&format!("\n[Service]\nExecStart={}\nRestart={}\n", exec_line(&sv.command), sv.restart.name()));
+    if let Some(user) = &sv.user {
+        u.push_str(&format!("User={user}\n"));
+    }
+    for (k, v) in &sv.environment {
+        u.push_str(&format!("Environment=\"{k}={}\"\n", quote_inner(v)));
+    }
+    u
+}
+
+/// A command as systemd's ExecStart= reads it: each word quoted, `$` and `%` escaped.
+pub fn exec_line(command: &[String]) -> String {
+    command.iter().map(|w| format!("\"{}\"", quote_inner(w))).collect::<Vec<_>>().join(" ")
+}
+
+fn quote_inner(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%").replace('$', "$$").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_lines_keep_each_word_whole() {
+        let c = vec!["/bin/sh".to_string(), "-c".into(), "date >> /var/lib/hello.log; echo \"$HOME\" 100%".into()];
+        assert_eq!(exec_line(&c), r#""/bin/sh" "-c" "date >> /var/lib/hello.log; echo \"$$HOME\" 100%%""#);
+    }
+}
