@@ -232,10 +232,12 @@ fn spawn_service(s: &Service) -> Result<libc::pid_t> {
 /// Where programs are found: the software tree (packages and overlays), then busybox.
 pub const PATH: &str = "/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin";
 
-/// Makes the generation current: /run/current-system, /etc and /bin from the toplevel;
-/// /usr and the entries of /lib from the software tree, so that Debian's programs find
-/// their loader (/lib/ld-linux-aarch64.so.1) and libraries where they expect them.
-fn activate(top: &Path) -> Result<()> {
+/// Makes the generation current, under either init: /run/current-system; each entry of
+/// its /etc linked into /etc (but those `keep_out` names, which the caller writes); /etc/mtab;
+/// the entries of the software tree's lib/ linked into /lib, so that Debian's programs find
+/// their loader (/lib/ld-linux-aarch64.so.1) and libraries where they expect them; and
+/// /lib/firmware, where the kernel's firmware loader looks.
+pub fn link_generation(top: &Path, keep_out: &dyn Fn(&std::ffi::OsStr) -> bool) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     std::fs::create_dir_all("/run").map_err(|e| io("creating /run", e))?;
     let _ = std::fs::remove_file("/run/current-system");
@@ -243,21 +245,20 @@ fn activate(top: &Path) -> Result<()> {
     std::fs::create_dir_all("/etc").map_err(|e| io("creating /etc", e))?;
     let etc = top.join("etc");
     let rd = std::fs::read_dir(&etc).map_err(|e| io(&format!("reading {}", etc.display()), e))?;
-    for e in rd.flatten() {
+    for e in rd.flatten().filter(|e| !keep_out(&e.file_name())) {
         let dst = Path::new("/etc").join(e.file_name());
         let _ = std::fs::remove_file(&dst);
         symlink(Path::new("/run/current-system/etc").join(e.file_name()), &dst)
             .map_err(|e| io("populating /etc", e))?;
     }
-    let _ = symlink("/proc/mounts", "/etc/mtab");
-    // The kernel's firmware loader looks in /lib/firmware.
+    let _ = std::fs::remove_file("/etc/mtab");
+    let _ = symlink("../proc/self/mounts", "/etc/mtab");
+    std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
     if top.join("firmware").exists() {
-        std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
         let _ = std::fs::remove_file("/lib/firmware");
         symlink("/run/current-system/firmware", "/lib/firmware").map_err(|e| io("linking /lib/firmware", e))?;
     }
     if let Ok(rd) = std::fs::read_dir(top.join("sw/lib")) {
-        std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
         for e in rd.flatten() {
             let dst = Path::new("/lib").join(e.file_name());
             if e.file_name() != "firmware" && std::fs::symlink_metadata(&dst).is_err() {
@@ -266,6 +267,14 @@ fn activate(top: &Path) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The minimal init's activation: [`link_generation`], /usr as the software tree, and
+/// /bin with busybox's applets and `mobix-bless`.
+fn activate(top: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    link_generation(top, &|_| false)?;
     if std::fs::symlink_metadata("/usr").is_err() {
         symlink("/run/current-system/sw", "/usr").map_err(|e| io("linking /usr", e))?;
     }

@@ -54,25 +54,13 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     Err(format!("executing systemd: {err}"))
 }
 
-/// /run/current-system, /etc from the generation (links, and real copies of the files
-/// that need their own mode), merged /usr (/usr is the software tree; /bin, /sbin and
-/// /lib point into it), the kernel's modules and firmware.
+/// The generation made current ([`stage2::link_generation`]), real copies of the /etc files
+/// that need their own mode, merged /usr (/usr is the software tree; /bin and /sbin point
+/// into it), the kernel's modules.
 fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-    let _ = std::fs::remove_file("/run/current-system");
-    symlink(top, "/run/current-system").map_err(|e| io("linking /run/current-system", e))?;
-    std::fs::create_dir_all("/etc").map_err(|e| io("creating /etc", e))?;
+    stage2::link_generation(top, &|name| conf.copies.iter().any(|c| std::ffi::OsStr::new(&c.path) == name))?;
     let etc = top.join("etc");
-    let rd = std::fs::read_dir(&etc).map_err(|e| io(&format!("reading {}", etc.display()), e))?;
-    for e in rd.flatten() {
-        let name = e.file_name();
-        if conf.copies.iter().any(|c| std::ffi::OsStr::new(&c.path) == name) {
-            continue;
-        }
-        let dst = Path::new("/etc").join(&name);
-        let _ = std::fs::remove_file(&dst);
-        symlink(Path::new("/run/current-system/etc").join(&name), &dst).map_err(|e| io("populating /etc", e))?;
-    }
     for c in &conf.copies {
         use std::os::unix::fs::PermissionsExt;
         let dst = Path::new("/etc").join(&c.path);
@@ -83,8 +71,6 @@ fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
             .map_err(|e| io(&format!("chmod /etc/{}", c.path), e))?;
         std::os::unix::fs::chown(&dst, Some(0), Some(c.gid)).map_err(|e| io(&format!("chown /etc/{}", c.path), e))?;
     }
-    let _ = std::fs::remove_file("/etc/mtab");
-    let _ = symlink("../proc/self/mounts", "/etc/mtab");
     let _ = std::fs::remove_file("/usr");
     symlink("/run/current-system/sw", "/usr").map_err(|e| io("linking /usr", e))?;
     for (link, target) in [("/bin", "usr/bin"), ("/sbin", "usr/sbin")] {
@@ -92,24 +78,9 @@ fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
         let _ = std::fs::remove_file(link);
         symlink(target, link).map_err(|e| io(&format!("linking {link}"), e))?;
     }
-    // /lib: the software tree's entries, and the kernel's modules beside them.
-    std::fs::create_dir_all("/lib").map_err(|e| io("creating /lib", e))?;
-    if let Ok(rd) = std::fs::read_dir(top.join("sw/lib")) {
-        for e in rd.flatten() {
-            let dst = Path::new("/lib").join(e.file_name());
-            if std::fs::symlink_metadata(&dst).is_err() {
-                symlink(Path::new("/run/current-system/sw/lib").join(e.file_name()), &dst)
-                    .map_err(|e| io("populating /lib", e))?;
-            }
-        }
-    }
+    // The kernel's modules beside the software tree's lib/ entries (for udev and kmod).
     if std::fs::symlink_metadata("/lib/modules").is_err() {
         symlink("/run/current-system/kernel-modules", "/lib/modules").map_err(|e| io("linking /lib/modules", e))?;
-    }
-    if top.join("firmware").exists() {
-        let _ = std::fs::remove_file("/lib/firmware");
-        let _ = symlink("/run/current-system/firmware", "/lib/firmware");
-        let _ = std::fs::write("/sys/module/firmware_class/parameters/path", "/run/current-system/firmware");
     }
     for (d, mode) in [("/root", 0o700), ("/tmp", 0o1777), ("/home", 0o755), ("/var", 0o755), ("/mnt", 0o755)] {
         use std::os::unix::fs::PermissionsExt;

@@ -254,13 +254,7 @@ fn complete_ids(profile: &Profile, lock: &mut Lock, locked: bool, dry_run: bool)
         .chain(added.groups.iter().map(|(n, i)| format!("group {n} {i}")))
         .collect();
     if locked {
-        return Err(Fail::new(format!(
-            "{} gives no id to {} and --locked forbids changing it",
-            lock.file.display(),
-            shown.join(", ")
-        ))
-        .hint("build once without --locked (it hands them out), and commit mobix.lock")
-        .into());
+        return Err(refused(lock, &format!("gives no id to {}", shown.join(", ")), "it hands them out"));
     }
     progress(&format!(
         "mobix.lock: {} ids: {}",
@@ -272,6 +266,14 @@ fn complete_ids(profile: &Profile, lock: &mut Lock, locked: bool, dry_run: bool)
         lock.save()?;
     }
     Ok(())
+}
+
+/// What `--locked` says when the lock would have to change: the lock `lacks` something,
+/// and a build without --locked would do `what`.
+fn refused(lock: &Lock, lacks: &str, what: &str) -> anyhow::Error {
+    Fail::new(format!("{} {lacks} and --locked forbids changing it", lock.file.display()))
+        .hint(format!("build once without --locked ({what}), and commit mobix.lock"))
+        .into()
 }
 
 /// Resolves the Debian package names of the system config the lock does not pin yet.
@@ -294,13 +296,7 @@ fn complete_apt(
     }
     let shown: Vec<String> = missing.iter().map(|r| r.to_string()).collect();
     if locked {
-        return Err(Fail::new(format!(
-            "{} does not pin {} and --locked forbids changing it",
-            lock.file.display(),
-            shown.join(", ")
-        ))
-        .hint("build once without --locked (it adds them), or `mobix lock update`, and commit mobix.lock")
-        .into());
+        return Err(refused(lock, &format!("does not pin {}", shown.join(", ")), "it adds them; so does `mobix lock update`"));
     }
     progress(&format!("resolving {} with apt (Debian bookworm, arm64)", shown.join(", ")));
     let requests = apt::merge_requests(&lock.apt, &wanted);

@@ -120,6 +120,20 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     }
     // What Debian's maintainer scripts would have enabled.
     let lib = |u: &str| format!("/lib/systemd/system/{u}");
+    for u in &s.enable_units {
+        let target = match u.rsplit('.').next() {
+            Some("socket") => "sockets.target",
+            Some("timer") => "timers.target",
+            Some("path") => "paths.target",
+            _ => "multi-user.target",
+        };
+        // An instance (`getty@tty2.service`) links to its template (`getty@.service`).
+        let file = match (u.split_once('@'), u.rsplit_once('.')) {
+            (Some((unit, _)), Some((_, kind))) => format!("{unit}@.{kind}"),
+            _ => u.clone(),
+        };
+        want(&mut e, target, u, &lib(&file));
+    }
     if packages.contains("systemd") {
         want(&mut e, "multi-user.target", "systemd-networkd.service", &lib("systemd-networkd.service"));
         want(&mut e, "sockets.target", "systemd-networkd.socket", &lib("systemd-networkd.socket"));
@@ -339,6 +353,23 @@ fn quote_inner(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn enabled_units_go_to_their_kinds_target_and_instances_to_their_template() {
+        let mut p = crate::profile::load(Path::new(env!("CARGO_MANIFEST_DIR")), "qemu-aarch64").unwrap();
+        p.system.init = crate::profile::Init::Systemd;
+        p.system.enable_units = vec!["fstrim.timer".into(), "getty@tty2.service".into()];
+        let mut lock = Lock::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let (u, g) = wanted_ids(&p.system, &package_names(&p, &lock));
+        lock.ids.complete(&u, &g).unwrap();
+        let e = systemd(&p, &lock).unwrap();
+        assert_eq!(e.links["systemd/system/timers.target.wants/fstrim.timer"], "/lib/systemd/system/fstrim.timer");
+        assert_eq!(
+            e.links["systemd/system/multi-user.target.wants/getty@tty2.service"],
+            "/lib/systemd/system/getty@.service"
+        );
+    }
 
     #[test]
     fn exec_lines_keep_each_word_whole() {

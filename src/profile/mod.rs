@@ -334,6 +334,10 @@ pub struct SystemConfig {
     /// The OpenSSH server (systemd only).
     #[serde(default)]
     pub ssh: Ssh,
+    /// Units of the packages to start at boot (systemd only): `systemd-timesyncd.service`,
+    /// `fstrim.timer`. A package's units with an install section start only when listed.
+    #[serde(default)]
+    pub enable_units: Vec<String>,
     /// Kernel arguments appended to the device's command line.
     #[serde(default)]
     pub cmdline: Vec<String>,
@@ -425,8 +429,12 @@ impl Default for BootConfig {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
-    /// The program and its arguments (no shell; use `[sh, -c, "..."]` for one).
+    /// The program and its arguments (no shell; `script` for one).
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A shell script instead of `command` (run as `/bin/sh -c SCRIPT`).
+    #[serde(default)]
+    pub script: Option<String>,
     /// When it starts again after it exits [default: on-failure].
     #[serde(default)]
     pub restart: Restart,
@@ -453,6 +461,7 @@ impl Service {
         Service {
             name: name.to_string(),
             command: command.iter().map(|c| c.to_string()).collect(),
+            script: None,
             restart: Restart::default(),
             after: Vec::new(),
             wants: Vec::new(),
@@ -662,6 +671,15 @@ fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)>
     }
     if s.ssh.port == 0 {
         return err("ssh.port".into(), "0 is not a port".into());
+    }
+    for (i, u) in s.enable_units.iter().enumerate() {
+        if !systemd {
+            return err(format!("enable_units[{i}]"), "units need `init: systemd`".into());
+        }
+        let known = [".service", ".socket", ".timer", ".path"].iter().any(|x| u.ends_with(x));
+        if !known || u.contains('/') || u.contains(char::is_whitespace) {
+            return err(format!("enable_units[{i}]"), format!("{u:?} is not a service, socket, timer or path unit"));
+        }
     }
     for (i, sv) in s.services.iter().enumerate() {
         let key = |k: &str| format!("services[{i}].{k}");
@@ -947,6 +965,14 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         }
         if system.boot.trial_deadline < 5 {
             return Err(layer.error("boot.trial_deadline", "under 5 seconds no system gets to its success point"));
+        }
+        for (i, sv) in system.services.iter_mut().enumerate() {
+            if let Some(script) = sv.script.take() {
+                if !sv.command.is_empty() {
+                    return Err(layer.error(&format!("services[{i}].script"), "give `command` or `script`, not both"));
+                }
+                sv.command = vec!["/bin/sh".into(), "-c".into(), script];
+            }
         }
         let named: Vec<(String, &String, &Vec<String>)> = (system.services.iter().enumerate())
             .map(|(i, s)| (format!("services[{i}]"), &s.name, &s.command))
