@@ -5,12 +5,18 @@
 //! health check falls back by itself (scenario s2).
 
 mod common;
-use common::{mobix_in, ok, repo_copy, shared_store};
+use common::{mobix_in, ok, repo, repo_copy};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The store these tests share: not the suite's shared store, whose default system would
+/// otherwise carry these systemd generations (and flash them in the tests after this one).
+fn store() -> PathBuf {
+    repo().join("target/mobix-test-store-systemd")
+}
 
 /// The config as written, with a real key, and two CPUs for the emulated phone.
 fn config(key: &str, extra: &str) -> String {
@@ -32,7 +38,7 @@ struct Phone {
 impl Phone {
     fn mobix(&self, args: &[&str]) -> std::process::Output {
         let mut all: Vec<&str> = args.to_vec();
-        let (store, out) = (shared_store(), self.out.clone());
+        let (store, out) = (store(), self.out.clone());
         let (s, o) = (store.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
         all.extend(["--store", &s, "--out", &o]);
         mobix_in(&self.repo, &all)
@@ -44,7 +50,7 @@ impl Phone {
         let f = fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
             .args(["run", "--device", "qemu-aarch64", "--ssh-port", &self.port.to_string(), "--store"])
-            .arg(shared_store())
+            .arg(store())
             .arg("--out")
             .arg(&self.out)
             .current_dir(&self.repo)
@@ -209,7 +215,7 @@ fn a_failing_health_check_under_systemd_falls_back_by_itself() {
     repo_copy(&repo);
     let alice = keygen(t.path(), "alice");
     fs::write(repo.join("pocket.yaml"), config(&alice, "")).unwrap();
-    let (store, out) = (shared_store(), t.path().join("out"));
+    let (store, out) = (store(), t.path().join("out"));
     let o = mobix_in(
         &repo,
         &[

@@ -296,7 +296,11 @@ fn complete_apt(
     }
     let shown: Vec<String> = missing.iter().map(|r| r.to_string()).collect();
     if locked {
-        return Err(refused(lock, &format!("does not pin {}", shown.join(", ")), "it adds them; so does `mobix lock update`"));
+        return Err(refused(
+            lock,
+            &format!("does not pin {}", shown.join(", ")),
+            "it adds them; so does `mobix lock update`",
+        ));
     }
     progress(&format!("resolving {} with apt (Debian bookworm, arm64)", shown.join(", ")));
     let requests = apt::merge_requests(&lock.apt, &wanted);

@@ -66,7 +66,14 @@ pub struct Report {
 }
 
 const TRIES: u8 = 3;
-const PER_BOOT: Duration = Duration::from_secs(120);
+/// How long one boot may take before the battery is pulled: room for the trial deadline
+/// (and, under systemd, for the clean shutdown after it).
+fn per_boot(profile: &Profile) -> Duration {
+    match profile.system.init {
+        crate::profile::Init::Systemd => Duration::from_secs(240),
+        crate::profile::Init::Minimal => Duration::from_secs(120),
+    }
+}
 
 struct Run<'a> {
     profile: &'a Profile,
@@ -160,8 +167,13 @@ impl Run<'_> {
     /// Power-cycles until a boot completes (or `max` boots); returns those boots.
     fn boot(&mut self, max: usize, extra: &str, answers: &[Answer]) -> Result<Vec<Boot>> {
         let extra = if extra.is_empty() { POWEROFF_ARG.to_string() } else { format!("{POWEROFF_ARG} {extra}") };
-        let cycles =
-            Cycles { extra: &extra, per_boot: PER_BOOT, max_boots: max, answers, numbered_from: self.boots.len() };
+        let cycles = Cycles {
+            extra: &extra,
+            per_boot: per_boot(self.profile),
+            max_boots: max,
+            answers,
+            numbered_from: self.boots.len(),
+        };
         let out = boot_until_complete(self.profile, &self.phone, &cycles, &mut self.log, self.progress)?;
         self.boots.extend(out.iter().cloned());
         Ok(out)
