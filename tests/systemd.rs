@@ -1,8 +1,11 @@
 //! A system to log in to and keep: the system config of the README (`init: systemd`, a
 //! user with a key, ssh, a service, a health check) built and run with `mobix run
 //! --ssh-port`, logged into with the OpenSSH client; its host key, /home and the
-//! service's log survive a power cycle and a new generation; and under systemd a failing
-//! health check falls back by itself (scenario s2).
+//! service's log survive a power cycle and a new generation; under systemd a failing
+//! health check falls back by itself (scenario s2); and USB networking: with dummy_hcd the
+//! phone's own kernel is both the USB gadget stage-1 makes and the host, whose end (moved
+//! into a network namespace of its own) gets 172.16.42.2 from the phone's DHCP server and
+//! logs in with ssh.
 
 mod common;
 use common::{mobix_in, ok, repo, repo_copy};
@@ -208,34 +211,80 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     phone.power_off(run);
 }
 
-#[test]
-fn a_failing_health_check_under_systemd_falls_back_by_itself() {
-    let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("tree");
+/// Run by a health check on the phone: the host's end of the USB link into a namespace of
+/// its own, an address from the phone's DHCP server, an ssh login over USB. (`/bin/ip`:
+/// busybox's sh prefers its own applets, and its `ip` has no `netns`.)
+const USB_CHECK: &str = r#"set -e
+i=0
+until ls /sys/bus/usb/drivers/cdc_ncm/*/net >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -lt 150 ] || { echo "no host-side USB network interface"; exit 1; }; sleep 0.2
+done
+IF=$(basename /sys/bus/usb/drivers/cdc_ncm/*/net/*)
+/bin/ip netns add host
+/bin/ip link set "$IF" netns host
+/bin/ip netns exec host /bin/ip link set lo up
+/bin/ip netns exec host /bin/ip link set "$IF" up
+/bin/ip netns exec host busybox udhcpc -i "$IF" -n -q -t 20 -s /bin/true > /run/udhcpc.log 2>&1 || true
+cat /run/udhcpc.log
+busybox grep -q "lease of 172.16.42.2 obtained" /run/udhcpc.log
+/bin/ip netns exec host /bin/ip addr add 172.16.42.2/24 dev "$IF"
+install -m 600 /etc/usbtest/key /run/usbtest-key
+timeout 60 /bin/ip netns exec host ssh -i /run/usbtest-key -o StrictHostKeyChecking=no \
+  -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o GSSAPIAuthentication=no -o ConnectTimeout=10 alice@172.16.42.1 'echo "USB-LOGIN $(id -un)@$(hostname)"'
+"#;
+
+/// A tree whose `usb.yaml` is the README's config with USB networking: the gadget's
+/// modules and dummy_hcd in stage-1 (the phone's kernel is also the USB host), cdc_ncm for
+/// the host's end, iproute2, and [`USB_CHECK`] as a health check.
+fn usb_tree(t: &Path) -> PathBuf {
+    let repo = t.join("tree");
     repo_copy(&repo);
-    let alice = keygen(t.path(), "alice");
-    fs::write(repo.join("pocket.yaml"), config(&alice, "")).unwrap();
-    let (store, out) = (store(), t.path().join("out"));
-    let o = mobix_in(
-        &repo,
-        &[
-            "test",
-            "--device",
-            "qemu-aarch64",
-            "--config",
-            "pocket.yaml",
-            "--scenario",
-            "s2",
-            "--json",
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+    let alice = keygen(t, "alice");
+    // The private key reaches the phone in an overlay (a test key: the store is world-readable).
+    let files = repo.join("overlays/usbtest/files/etc");
+    fs::create_dir_all(files.join("usbtest")).unwrap();
+    fs::copy(t.join("alice"), files.join("usbtest/key")).unwrap();
+    // The host's end lives in this same kernel: networkd must leave it alone (its DHCP
+    // client would take the one address the phone hands out).
+    fs::create_dir_all(files.join("systemd/network")).unwrap();
+    fs::write(
+        files.join("systemd/network/10-usb-host-end.network"),
+        "[Match]\nDriver=cdc_ncm\n\n[Link]\nUnmanaged=yes\n",
+    )
+    .unwrap();
+    let check = serde_json::to_string(USB_CHECK).unwrap();
+    let extra = format!(
+        "overlays: [usbtest]\npackages: [iproute2]\n\
+         health_checks:\n  - {{ name: usb, command: [/bin/sh, -c, {check}], timeout: 120 }}\n\
+         device:\n  qemu: {{ smp: 2 }}\n  usb_network: {{}}\n\
+         \x20 stage1: {{ modules: [virtio_pci, virtio_mmio, virtio_blk, ext4, virtio_input, evdev, dummy_hcd, usb_f_ncm] }}\n\
+         \x20 kernel: {{ modules: [virtio_net, virtio-rng, virtio_console, virtio_input, erofs, vfat, cdc_ncm] }}\n"
     );
-    let report: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
-    assert_eq!(report["passed"], true, "{report}");
+    // The README's config without its own health check and device keys (given above).
+    let base = config(&alice, "");
+    let base = &base[..base.find("health_checks:").unwrap()];
+    fs::write(repo.join("usb.yaml"), format!("{base}{extra}")).unwrap();
+    repo
+}
+
+/// One system for two things (a systemd system is slow to boot): generation 1 of scenario
+/// s2 reaches boot-complete only when its USB check passes, and generation 2 adds a
+/// failing health check.
+#[test]
+fn usb_networking_works_and_a_failing_health_check_under_systemd_falls_back_by_itself() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = usb_tree(t.path());
+    let (store, out) = (store(), t.path().join("out"));
+    let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["test", "--device", "qemu-aarch64", "--config", "usb.yaml", "--scenario", "s2", "--json"];
+    let run = mobix_in(&repo, &[&args[..], &["--store", s, "--out", o]].concat());
+    let report: serde_json::Value = serde_json::from_str(&ok(&run)).unwrap();
     let log = fs::read_to_string(report["serial_log"].as_str().unwrap()).unwrap();
+    let tail = &log[log.len().saturating_sub(6000)..];
+    assert_eq!(report["passed"], true, "{report}");
     assert!(log.contains("systemd[1]: systemd 252"), "the generations ran systemd");
     assert!(log.contains("HEALTH-FAILED generation=2"), "the check failed as a unit");
+    assert!(log.contains("mobix: USB network on usb0: this phone is 172.16.42.1"), "stage-1 made the gadget: {tail}");
+    assert!(log.contains("lease of 172.16.42.2 obtained"), "the host's end got its address by DHCP: {tail}");
+    assert!(log.contains("USB-LOGIN alice@pocket"), "ssh over USB: {tail}");
 }

@@ -16,6 +16,7 @@ mod stage2;
 mod state;
 mod sys;
 mod systemd;
+mod usbnet;
 
 use std::io::Write;
 

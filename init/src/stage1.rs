@@ -37,6 +37,17 @@ pub fn run() -> Result<()> {
         }
     }
     say(&format!("loaded {loaded} modules"));
+    if let Some(u) = &cfg.config.usb_network {
+        // Before anything that can fail: a phone whose system does not come up can still
+        // be reached over USB.
+        match crate::usbnet::start(u) {
+            Ok(Some(ifname)) => {
+                say(&format!("USB network on {ifname}: this phone is {}", mobix_bootctl::contract::USB_PHONE_ADDRESS))
+            }
+            Ok(None) => say("no USB device controller: no USB network"),
+            Err(e) => say(&format!("warning: no USB network: {e}")),
+        }
+    }
     let dev = wait_for_partition(&cfg.config.system_partition, Duration::from_secs(15))?;
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
     sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.config.filesystem), libc::MS_RDONLY, None)?;

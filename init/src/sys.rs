@@ -281,6 +281,67 @@ pub fn cmdline_has(cmdline: &str, word: &str) -> bool {
     cmdline.split_whitespace().any(|a| a == word || a.strip_prefix(word).is_some_and(|r| r.starts_with('=')))
 }
 
+/// Gives the network interface `ifname` an IPv4 address and netmask and brings it up
+/// (the SIOCSIFADDR, SIOCSIFNETMASK and SIOCSIFFLAGS ioctls, as `ifconfig` does).
+pub fn set_ipv4(ifname: &str, address: &str, netmask: &str) -> Result<()> {
+    let parse = |a: &str| a.parse::<std::net::Ipv4Addr>().map_err(|e| format!("{a:?}: {e}"));
+    let (addr, mask) = (parse(address)?, parse(netmask)?);
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(format!("{ifname:?} is not an interface name"));
+    }
+    // SAFETY: a plain socket for the ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", io::Error::last_os_error()));
+    }
+    let request = || {
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in r.ifr_name.iter_mut().zip(ifname.bytes()) {
+            *d = s as libc::c_char;
+        }
+        r
+    };
+    let with_addr = |a: std::net::Ipv4Addr| {
+        let mut r = request();
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.octets()) },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in the union's sockaddr and is what these ioctls read.
+        unsafe { std::ptr::write(&mut r.ifr_ifru.ifru_addr as *mut libc::sockaddr as *mut libc::sockaddr_in, sin) };
+        r
+    };
+    let result = (|| {
+        for (req, r, what) in
+            [(libc::SIOCSIFADDR, with_addr(addr), "address"), (libc::SIOCSIFNETMASK, with_addr(mask), "netmask")]
+        {
+            // SAFETY: a valid socket and ifreq for the call's duration.
+            let rc = unsafe { libc::ioctl(fd, req as _, &r) };
+            if rc < 0 {
+                return Err(format!("setting the {what} of {ifname}: {}", io::Error::last_os_error()));
+            }
+        }
+        let mut r = request();
+        // SAFETY: as above; SIOCGIFFLAGS fills ifru_flags.
+        if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut r) } < 0 {
+            return Err(format!("reading the flags of {ifname}: {}", io::Error::last_os_error()));
+        }
+        // SAFETY: the union holds the flags SIOCGIFFLAGS wrote.
+        unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above.
+        if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &r) } < 0 {
+            return Err(format!("bringing {ifname} up: {}", io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket made above.
+    unsafe { libc::close(fd) };
+    result
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -212,7 +212,8 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
             .map(|(n, _)| n.as_str())
             .unwrap_or("root");
         progress(&format!(
-            "ssh: `ssh -p {port} {user}@127.0.0.1` once the phone is up (its host key is made on the first boot              and kept in its state partition)"
+            "ssh: `ssh -p {port} {user}@127.0.0.1` once the phone is up (its host key is made on the first boot \
+             and kept in its state partition)"
         ));
     }
     let status = vm::run(&profile, &prepared, &a.append, &progress)?;

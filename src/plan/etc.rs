@@ -145,6 +145,17 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
                 .into(),
         );
     }
+    if let (Some(_), true) = (&profile.device.usb_network, packages.contains("systemd")) {
+        use mobix_bootctl::contract::{USB_HOST_ADDRESS, USB_PHONE_ADDRESS};
+        e.files.insert(
+            "systemd/network/40-mobix-usb.network".into(),
+            format!(
+                "# The phone's end of USB networking (stage-1 made the gadget): the host gets\n\
+                 # {USB_HOST_ADDRESS} by DHCP.\n[Match]\nName=usb0\n\n[Network]\nAddress={USB_PHONE_ADDRESS}/24\n\
+                 DHCPServer=yes\n\n[DHCPServer]\nPoolOffset=2\nPoolSize=1\nEmitDNS=no\nEmitRouter=no\n"
+            ),
+        );
+    }
     if packages.contains("dbus") {
         want(&mut e, "sockets.target", "dbus.socket", &lib("dbus.socket"));
     }

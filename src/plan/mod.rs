@@ -711,6 +711,11 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 kernel: format!("{}/Image", kernel.phone_path()),
                 cmdline: cmdline(profile),
                 menu_timeout_ms: profile.system.boot.menu_timeout_ms,
+                usb_network: d.usb_network.as_ref().map(|u| mobix_bootctl::contract::UsbNetwork {
+                    vendor_id: u.vendor_id,
+                    product_id: u.product_id,
+                    product: d.name.clone(),
+                }),
             },
         },
         inputs: {

@@ -88,6 +88,27 @@ pub struct Device {
     /// it on first boot. Without it they live in memory.
     #[serde(default)]
     pub state: Option<State>,
+    /// USB networking (the phone at 172.16.42.1, the host given 172.16.42.2 by DHCP), set
+    /// up by stage-1 when the phone has a USB device controller.
+    #[serde(default)]
+    pub usb_network: Option<UsbNetwork>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbNetwork {
+    /// The gadget's USB ids [default: 18d1:d001, as postmarketOS uses].
+    #[serde(default = "default_usb_net_vendor")]
+    pub vendor_id: u16,
+    #[serde(default = "default_usb_net_product")]
+    pub product_id: u16,
+}
+
+fn default_usb_net_vendor() -> u16 {
+    0x18d1
+}
+fn default_usb_net_product() -> u16 {
+    0xd001
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -122,7 +122,25 @@ pub struct Stage1Config {
     pub cmdline: String,
     /// How long stage-1 waits for a key that opens the generation menu.
     pub menu_timeout_ms: u32,
+    /// The USB network gadget stage-1 makes when the phone has a USB device controller.
+    /// Written only when the profile asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_network: Option<UsbNetwork>,
 }
+
+/// The phone's end of USB networking, as postmarketOS sets it up: a configfs gadget with an
+/// NCM function (RNDIS where the kernel has no NCM), the phone at [`USB_PHONE_ADDRESS`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsbNetwork {
+    pub vendor_id: u16,
+    pub product_id: u16,
+    /// The product string the host sees.
+    pub product: String,
+}
+
+/// The phone's address on its USB network; the host gets [`USB_HOST_ADDRESS`] by DHCP.
+pub const USB_PHONE_ADDRESS: &str = "172.16.42.1";
+pub const USB_HOST_ADDRESS: &str = "172.16.42.2";
 
 /// `etc/mobix/stage1.json`: the boot image's [`Stage1Config`] and the modules stage-1 loads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +353,7 @@ mod tests {
             kernel: "/mobix/store/k-kernel/Image".into(),
             cmdline: "console=ttyAMA0".into(),
             menu_timeout_ms: 0,
+            usb_network: None,
         };
         assert!(g.runs_under(&cfg));
         let other = Generation { kernel: "/mobix/store/o-kernel/Image".into(), ..g.clone() };
@@ -364,6 +383,7 @@ mod tests {
                 kernel: "/mobix/store/k-kernel/Image".into(),
                 cmdline: "console=ttyAMA0 quiet".into(),
                 menu_timeout_ms: 1500,
+                usb_network: Some(UsbNetwork { vendor_id: 0x18d1, product_id: 0xd001, product: "p".into() }),
             },
             kernel_release: "6.1.0-18-arm64".into(),
             modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/fs/erofs/erofs.ko".into()],
