@@ -12,9 +12,7 @@ use std::time::Duration;
 fn every_header_version_and_compression_boots() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
-    // The shared test store: the system is the one other tests build (only its boot
-    // image is taken apart here).
-    let (store, out) = (repo.join("target/mobix-test-store"), tmp.path().join("out"));
+    let (store, out) = (tmp.path().join("store"), tmp.path().join("out"));
     let status = Command::new(env!("CARGO_BIN_EXE_mobix"))
         .args(["build", "--device", "qemu-aarch64", "--repo"])
         .arg(&repo)
@@ -72,5 +70,6 @@ fn every_header_version_and_compression_boots() {
             failures.push(format!("v{version}/{}: {}", c.name(), outcome.reason));
         }
     }
+    let _ = mobix::util::remove_tree(&store);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -284,7 +284,8 @@ fn an_interrupted_flash_keeps_the_old_slot_and_a_wrong_phone_or_size_is_refused(
     std::fs::write(
         &small,
         "device:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
-         - { name: boot, size: 8MiB, slotted: true }\n      - { name: system, size: 1GiB }\n",
+         - { name: boot, size: 8MiB, slotted: true }\n      - { name: system, size: 1GiB }\n  \
+         state: null\n",
     )
     .unwrap();
     let phone = Phone::start("qemu-aarch64", &tmp.path().join("small-phone"), &["--config", small.to_str().unwrap()]);
@@ -306,7 +307,8 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     std::fs::write(
         &cfg,
         "device:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
-         - { name: boot, size: 64MiB, slotted: true }\n      - { name: system, size: 96MiB }\n",
+         - { name: boot, size: 64MiB, slotted: true }\n      - { name: system, size: 96MiB }\n  \
+         state: null\n",
     )
     .unwrap();
     build(&out, Some(&cfg));

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::{mobix_shared as mobix, ok};
+use common::{mobix_in, mobix_shared as mobix, ok, repo};
 
 fn build(out: &Path, config: &Path) -> u64 {
     ok(&mobix(&[
@@ -90,7 +90,22 @@ fn mobix_test_boots_the_config_the_build_used() {
     let other = t.path().join("other.yaml");
     std::fs::write(&built, "hostname: config-kept\nhealth_checks: [{name: bad, command: [\"false\"]}]\n").unwrap();
     std::fs::write(&other, "hostname: config-other\n").unwrap();
-    build(&out, &built);
+    // A store of its own: a generation of this test's in the shared store, never booted and
+    // so still a trial, would be carried and tried by the other test's builds running beside.
+    let store = t.path().join("store");
+    let mobix = |args: &[&str]| {
+        let r = repo();
+        mobix_in(t.path(), &[args, &["--repo", r.to_str().unwrap(), "--store", store.to_str().unwrap()]].concat())
+    };
+    ok(&mobix(&[
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        built.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["config"]["path"], built.canonicalize().unwrap().to_str().unwrap(), "{m:#}");

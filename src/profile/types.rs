@@ -674,8 +674,16 @@ impl Device {
         }
         if let Some(st) = &self.state {
             match self.partition(&st.partition) {
-                None => return err("state.partition", format!("{:?} is not in storage.partitions", st.partition)),
-                Some(p) if p.slotted => return err("state.partition", format!("{:?} is slotted", st.partition)),
+                None => {
+                    return err(
+                        "state.partition",
+                        format!(
+                            "{} is not in storage.partitions (`state: null` for no persistent state)",
+                            st.partition
+                        ),
+                    )
+                }
+                Some(p) if p.slotted => return err("state.partition", format!("{} is slotted", st.partition)),
                 Some(_) if st.partition == self.system.partition => {
                     return err(
                         "state.partition",
