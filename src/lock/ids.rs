@@ -90,9 +90,9 @@ pub struct SystemUser {
 }
 
 /// The system users and groups each package needs (its postinst or sysusers.d file),
-/// and the groups mobix itself provides (`wheel`, as NixOS has it).
-pub fn system_accounts(packages: &BTreeSet<String>) -> (Vec<SystemUser>, Vec<&'static str>) {
-    let has = |p: &str| packages.contains(p);
+/// and the groups mobix itself provides (`wheel`, as NixOS has it), for a system whose
+/// packages are those `has` says yes to.
+pub fn system_accounts(has: &dyn Fn(&str) -> bool) -> (Vec<SystemUser>, Vec<&'static str>) {
     let mut users = Vec::new();
     let mut groups = vec!["wheel"];
     if has("systemd") {
@@ -111,15 +111,15 @@ pub fn system_accounts(packages: &BTreeSet<String>) -> (Vec<SystemUser>, Vec<&'s
     (users, groups)
 }
 
-/// Whether `name` is a group every system has (static, or one mobix always provides).
+/// Whether `name` is a group a system can have without declaring it: Debian's fixed ones,
+/// or one that mobix or a package provides.
 pub fn is_system_group(name: &str) -> bool {
-    STATIC_GROUPS.iter().any(|(g, _)| *g == name)
-        || ["wheel", "systemd-journal", "input", "kvm", "render", "sgx"].contains(&name)
+    STATIC_GROUPS.iter().any(|(g, _)| *g == name) || system_accounts(&|_| true).1.contains(&name)
 }
 
 /// Whether `name` is one of Debian's fixed users or a system account of a package.
 pub fn is_system_user(name: &str) -> bool {
-    STATIC_USERS.iter().any(|(u, ..)| *u == name) || ["systemd-network", "messagebus", "sshd"].contains(&name)
+    STATIC_USERS.iter().any(|(u, ..)| *u == name) || system_accounts(&|_| true).0.iter().any(|u| u.name == name)
 }
 
 /// Where ids come from: people from 1000 up, system accounts from 999 down to 100 (as

@@ -29,7 +29,7 @@ const UNITS: &str = "systemd/system";
 /// The accounts the system needs and their ids (from the lock): the users and groups
 /// that must have ids, as `lock::ids::Ids::complete` takes them.
 pub fn wanted_ids(system: &SystemConfig, packages: &BTreeSet<String>) -> (ids::Wanted, ids::Wanted) {
-    let (sys_users, sys_groups) = ids::system_accounts(packages);
+    let (sys_users, sys_groups) = ids::system_accounts(&|p| packages.contains(p));
     let mut users: ids::Wanted = sys_users.iter().map(|u| (u.name.to_string(), ids::Kind::System)).collect();
     let mut groups: ids::Wanted = sys_groups.iter().map(|g| (g.to_string(), ids::Kind::System)).collect();
     for u in sys_users.iter().filter(|u| u.group.is_none()) {
@@ -172,7 +172,7 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
                  ExecStart=/bin/sh -c 'rm -rf /var/lib/mobix/ssh.new && mkdir -p /var/lib/mobix/ssh.new && \
                  ssh-keygen -q -t ed25519 -N \"\" -C root@{host} -f /var/lib/mobix/ssh.new/ssh_host_ed25519_key && \
                  sync && rm -rf /var/lib/mobix/ssh && mv /var/lib/mobix/ssh.new /var/lib/mobix/ssh && sync'\n",
-                host = hostname(profile)
+                host = super::hostname(profile)
             ),
         );
         want(&mut e, "ssh.service", "mobix-ssh-host-key.service", "../mobix-ssh-host-key.service");
@@ -193,10 +193,6 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     Ok(e)
 }
 
-fn hostname(profile: &Profile) -> String {
-    profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string())
-}
-
 fn home(name: &str, u: &crate::profile::User) -> String {
     u.home.clone().unwrap_or_else(|| if name == "root" { "/root".into() } else { format!("/home/{name}") })
 }
@@ -204,7 +200,7 @@ fn home(name: &str, u: &crate::profile::User) -> String {
 /// passwd, group and shadow: Debian's fixed accounts, the packages' system accounts and
 /// the config's users, each with the id the lock gives it. Err: the name without an id.
 fn accounts(s: &SystemConfig, packages: &BTreeSet<String>, ids: &Ids, e: &mut EtcPlan) -> Result<(), String> {
-    let (sys_users, sys_groups) = ids::system_accounts(packages);
+    let (sys_users, _) = ids::system_accounts(&|p| packages.contains(p));
     let uid = |n: &str| ids.users.get(n).copied().ok_or_else(|| format!("user {n}"));
     let gid = |n: &str| ids.groups.get(n).copied().ok_or_else(|| format!("group {n}"));
     let static_gid = |n: &str| STATIC_GROUPS.iter().find(|g| g.0 == n).map(|g| g.1);
@@ -255,11 +251,8 @@ fn accounts(s: &SystemConfig, packages: &BTreeSet<String>, ids: &Ids, e: &mut Et
         }
     }
     let mut groups: Vec<(String, u32)> = STATIC_GROUPS.iter().map(|(n, g)| (n.to_string(), *g)).collect();
-    let mut own: Vec<String> = sys_groups.iter().map(|g| g.to_string()).collect();
-    own.extend(sys_users.iter().filter(|u| u.group.is_none()).map(|u| u.name.to_string()));
-    own.extend(s.users.keys().filter(|n| *n != "root").cloned());
-    own.extend(s.groups.iter().cloned());
-    for g in own {
+    // The groups that have ids: those the lock was asked to give ids to.
+    for (g, _) in wanted_ids(s, packages).1 {
         let id = gid(&g)?;
         if !groups.iter().any(|(n, _)| *n == g) {
             groups.push((g, id));

@@ -866,10 +866,15 @@ pub fn kernel_config_recipe(plan: &Plan) -> Option<&Planned> {
     plan.recipes.iter().find(|r| matches!(r.recipe.builder, Builder::KernelConfig { .. }))
 }
 
+/// The system's hostname: the config's, or the device's codename.
+fn hostname(profile: &Profile) -> String {
+    profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string())
+}
+
 /// `/etc` of the system: hostname, users and groups (a systemd system's are replaced by
 /// [`etc::systemd`]'s).
 fn etc_files(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> BTreeMap<String, String> {
-    let host = profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string());
+    let host = hostname(profile);
     BTreeMap::from([
         ("hostname".into(), format!("{host}\n")),
         ("hosts".into(), format!("127.0.0.1 localhost\n127.0.1.1 {host}\n")),
