@@ -124,8 +124,12 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     Ok(p)
 }
 
-/// Copies the state partition of an earlier disk (with the same layout) into `p`'s.
+/// Copies the state partition of an earlier disk (with the same layout) into `p`'s, for
+/// systems that keep state there (the minimal init keeps none: nothing to read).
 fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<()> {
+    if profile.system.init != crate::profile::Init::Systemd {
+        return Ok(());
+    }
     let Some(st) = &profile.device.state else { return Ok(()) };
     let Some((offset, size)) = p.layout.find(&st.partition) else { return Ok(()) };
     if fs::metadata(old)?.len() != p.layout.disk_size {
