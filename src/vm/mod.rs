@@ -268,6 +268,14 @@ impl Boot {
         }
     }
 
+    /// "health check failed (health check usb failed (exit status: 1))", from the console.
+    fn health_words(&self) -> String {
+        match self.note.as_str() {
+            "" => "health check failed".into(),
+            why => format!("health check failed ({why})"),
+        }
+    }
+
     /// One line for the user: slot, generation, tries, outcome.
     pub fn summary(&self) -> String {
         let slot = self.slot.map(|c| format!("slot {c}, ")).unwrap_or_default();
@@ -280,7 +288,10 @@ impl Boot {
         };
         let outcome = match self.ending {
             Ending::Complete => "boot-complete".to_string(),
-            _ if self.health_failed => "health check failed, rebooted".into(),
+            Ending::Rebooted if self.health_failed => format!("{}, rebooted", self.health_words()),
+            _ if self.health_failed => {
+                format!("{}; not rebooted (the generation was already good), no boot-complete", self.health_words())
+            }
             _ if self.trial_timeout => "no success point in time, rebooted".into(),
             _ if self.kernel_panic => "kernel panic, rebooted".into(),
             Ending::Rebooted if self.note.starts_with("SLOT-SWITCH") => {
@@ -549,8 +560,17 @@ fn scan(line: &str, boot: &mut Boot) {
             }
         }
         boot.ending = Ending::Complete;
-    } else if line.contains("mobix: HEALTH-FAILED") {
+    } else if let Some(i) = line.find("mobix: HEALTH-FAILED") {
         boot.health_failed = true;
+        // `HEALTH-FAILED generation=N: why`: the first failure is the reason.
+        if boot.note.is_empty() {
+            boot.note = line[i..]
+                .split_once(": ")
+                .and_then(|(_, r)| r.split_once(": "))
+                .map_or("", |(_, why)| why)
+                .trim()
+                .to_string();
+        }
     } else if line.contains("mobix: TRIAL-TIMEOUT") {
         boot.trial_timeout = true;
     } else if line.contains("Kernel panic") {
@@ -856,5 +876,24 @@ mod tests {
         assert_eq!(b.ending, Ending::NoBoot);
         assert_eq!(saw.agrees_with(&(Err("no bootable slot".into()), [0; 32])), Ok(()));
         assert!(saw.agrees_with(&(Ok('a'), [0; 32])).is_err());
+    }
+
+    #[test]
+    fn a_failed_health_check_is_told_with_its_reason_and_what_followed() {
+        let mut b = boot();
+        scan("mobix: GEN-CHOSEN generation=1 status=good tries_left=0", &mut b);
+        scan(
+            "[   41.2] mobix-init[301]: mobix: HEALTH-FAILED generation=1: health check usb failed (exit status: 1)",
+            &mut b,
+        );
+        scan("mobix: HEALTH-FAILED generation=1: health check other failed (exit status: 2)", &mut b);
+        assert!(b.health_failed);
+        assert_eq!(b.note, "health check usb failed (exit status: 1)", "the first failure is the reason");
+        // A good generation is not rebooted: the boot ends when its time is up.
+        assert!(b.summary().contains("health check failed (health check usb failed (exit status: 1)); not rebooted"));
+        b.ending = Ending::Rebooted;
+        assert!(b
+            .summary()
+            .ends_with("health check failed (health check usb failed (exit status: 1)), rebooted (0.0s)"));
     }
 }
