@@ -306,3 +306,62 @@ fn usb_networking_works_and_a_failing_health_check_under_systemd_falls_back_by_i
     assert!(log.contains("lease of 172.16.42.2 obtained"), "the host's end got its address by DHCP: {tail}");
     assert!(log.contains("USB-LOGIN alice@pocket"), "ssh over USB: {tail}");
 }
+
+/// `mobix.debug-shell`: before it picks a generation, stage-1 gives a shell on the console
+/// (busybox from the system partition) with a DHCP server and telnetd on the USB network;
+/// leaving the shell goes on booting. (The minimal init: the shell is stage-1's.)
+#[test]
+fn the_debug_shell_comes_before_the_system_and_serves_the_usb_network() {
+    use std::io::{BufRead, BufReader, Write};
+    let _one = one_phone();
+    let t = tempfile::tempdir().unwrap();
+    let config = t.path().join("debug.yaml");
+    fs::write(
+        &config,
+        "device:\n  usb_network: {}\n  stage1: { modules: [virtio_pci, virtio_mmio, virtio_blk, ext4, erofs, dummy_hcd, usb_f_ncm] }\n",
+    )
+    .unwrap();
+    let (store, out) = (store(), t.path().join("out"));
+    let c = config.to_str().unwrap();
+    let common =
+        ["--device", "qemu-aarch64", "--config", c, "--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    ok(&mobix_in(&repo(), &[&["build"][..], &common].concat()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(["run", "--append", "mobix.debug-shell mobix.poweroff"])
+        .args(common)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let (mut console, t0) = (String::new(), Instant::now());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(180).saturating_sub(t0.elapsed())) {
+        if line.contains("mobix: debug shell (mobix.debug-shell)") {
+            stdin.write_all(b"echo DEBUG-$((6*7)); netstat -ltun; exit\n").unwrap();
+        }
+        console.push_str(&line);
+        console.push('\n');
+    }
+    // SAFETY: the child leads its own process group (QEMU is in it).
+    unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let tail = &console[console.len().saturating_sub(5000)..];
+    assert!(console.contains("debug shell over USB: the host gets 172.16.42.2 by DHCP"), "{tail}");
+    assert!(console.lines().any(|l| l.trim() == "DEBUG-42"), "the shell ran the command: {tail}");
+    let listening =
+        |what: &str| console.lines().any(|l| l.contains(what) && (l.contains("LISTEN") || l.starts_with("udp")));
+    assert!(listening("172.16.42.1:23"), "telnetd listens on the phone's USB address: {tail}");
+    assert!(listening(":67 "), "udhcpd listens: {tail}");
+    let shell_ended = console.find("DEBUG-42\n").unwrap();
+    assert!(console[shell_ended..].contains("mobix: boot-complete"), "leaving the shell went on booting: {tail}");
+}

@@ -11,6 +11,7 @@
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
 mod bless;
+mod debugshell;
 mod stage1;
 mod stage2;
 mod state;

@@ -1,5 +1,6 @@
 //! Stage-1: from the initramfs to the chosen generation's init.
 
+use crate::debugshell;
 use crate::say;
 use crate::state;
 use crate::sys::{self, Result};
@@ -37,12 +38,14 @@ pub fn run() -> Result<()> {
         }
     }
     say(&format!("loaded {loaded} modules"));
+    let mut usb_if = None;
     if let Some(u) = &cfg.config.usb_network {
         // Before anything that can fail: a phone whose system does not come up can still
         // be reached over USB.
         match crate::usbnet::start(u) {
             Ok(Some(ifname)) => {
-                say(&format!("USB network on {ifname}: this phone is {}", mobix_bootctl::contract::USB_PHONE_ADDRESS))
+                say(&format!("USB network on {ifname}: this phone is {}", mobix_bootctl::contract::USB_PHONE_ADDRESS));
+                usb_if = Some(ifname);
             }
             Ok(None) => say("no USB device controller: no USB network"),
             Err(e) => say(&format!("warning: no USB network: {e}")),
@@ -53,10 +56,14 @@ pub fn run() -> Result<()> {
     sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.config.filesystem), libc::MS_RDONLY, None)?;
     say(&format!("mounted {} ({}) read-only", dev.display(), cfg.config.system_partition));
     let gens = read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
+    if sys::cmdline_has(&cmdline, "mobix.debug-shell") {
+        say("debug shell (mobix.debug-shell): `exit` goes on booting");
+        shell(&gens, usb_if.as_deref());
+    }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
     let boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
         Ok(b) => b,
-        Err(why) => rescue_with_system(&why),
+        Err(why) => rescue_with_system(&why, &gens, usb_if.as_deref()),
     };
     let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
     sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
@@ -224,20 +231,33 @@ fn menu(gens: &[Generation], compatible: &[u32], record: Option<&mobix_bootctl::
     }
 }
 
-/// Nothing bootable: say why and give the user a shell, from the initramfs or, failing
-/// that, the busybox of any generation on the system partition.
-fn rescue_with_system(why: &str) -> ! {
+/// Nothing bootable: say why and give the user a shell (on the console, and over USB
+/// where the USB network is up) with a generation's busybox.
+fn rescue_with_system(why: &str, gens: &[Generation], usb_if: Option<&str>) -> ! {
     say(&format!("RESCUE: {why}"));
-    if let Ok(rd) = std::fs::read_dir(format!("{SYSTEM_MOUNT}/mobix/store")) {
-        for e in rd.flatten() {
-            let bb = e.path().join("bin/busybox");
-            if bb.exists() {
-                say(&format!("rescue shell: {} (type `reboot -f` to try again)", bb.display()));
-                let _ = std::process::Command::new(&bb).arg("sh").status();
-            }
-        }
-    }
+    say("rescue shell (type `reboot -f` to try again)");
+    shell(gens, usb_if);
     crate::rescue(why)
+}
+
+/// The debug or rescue shell: busybox from the newest generation that has one (else from
+/// any store path), on the console until it exits; udhcpd and telnetd on the USB network
+/// meanwhile.
+fn shell(gens: &[Generation], usb_if: Option<&str>) {
+    // A generation's `sw` is an absolute link as the booted system sees it.
+    let sw = |g: &Generation| {
+        let link = std::fs::read_link(format!("{SYSTEM_MOUNT}{}/sw", g.toplevel)).ok()?;
+        Some(Path::new(SYSTEM_MOUNT).join(link.strip_prefix("/").ok()?))
+    };
+    let mut newest_first: Vec<&Generation> = gens.iter().collect();
+    newest_first.sort_by_key(|g| std::cmp::Reverse(g.generation));
+    let trees: Vec<PathBuf> = newest_first.into_iter().filter_map(sw).collect();
+    let Some(busybox) = debugshell::find_busybox(&Path::new(SYSTEM_MOUNT).join("mobix/store"), &trees) else {
+        say("no busybox on the system partition: no shell");
+        return;
+    };
+    let _servers = usb_if.map(|i| debugshell::usb_services(&busybox, i));
+    debugshell::console_shell(&busybox);
 }
 
 /// Finds `/dev/<name>` of the partition whose GPT name is `partname`, waiting for the
