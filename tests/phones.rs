@@ -102,6 +102,16 @@ fn every_phone_builds_with_its_profile_values() {
         let has = |m: &str| names.iter().any(|n| n.ends_with(&format!("/{m}.ko")));
         assert!(has("ufs-qcom") || has("sdhci-msm"), "{device}: a storage driver");
         assert_eq!(has("edt-ft5x06"), variant == Some("ebbg"), "{device} {variant:?}: the ebbg touchscreen only");
+        // The SDM845 phones get the USB network from stage-1 on: its config, the device
+        // controller's driver and the NCM function with what it needs (from modules.dep).
+        let stage1 = entries.iter().find(|e| e.path == "etc/mobix/stage1.json").expect("stage1.json");
+        let cpio::Kind::File(json) = &stage1.kind else { panic!("stage1.json is a file") };
+        let stage1: Value = serde_json::from_slice(json).unwrap();
+        let sdm845 = device != "google-sargo";
+        assert_eq!(stage1["usb_network"]["product_id"].as_u64(), sdm845.then_some(0xd001), "{device}: {stage1}");
+        for m in ["dwc3-qcom", "dwc3", "phy-qcom-qusb2", "usb_f_ncm", "u_ether", "libcomposite"] {
+            assert_eq!(has(m), sdm845, "{device} {variant:?}: module {m}");
+        }
         // The flash plan.
         let plan: Value = serde_json::from_str(&fs::read_to_string(out.join("flash-plan.json")).unwrap()).unwrap();
         let steps = plan["steps"].as_array().unwrap();

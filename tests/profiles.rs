@@ -88,7 +88,7 @@ fn cases() -> Vec<Case> {
         c(
             "wrong type: map for a list",
             EN,
-            "  modules: [ufs-qcom, phy-qcom-qmp-ufs, i2c-qcom-geni, gpi, rmi_core, ext4]",
+            "  modules: [ufs-qcom, phy-qcom-qmp-ufs, i2c-qcom-geni, gpi, rmi_core, ext4, qcom-rpmh-regulator, phy-qcom-qusb2, phy-qcom-qmp-combo, dwc3, dwc3-qcom, usb_f_ncm]",
             "  modules: { a: b }",
             EN,
             Some("modules: { a: b }"),
@@ -298,7 +298,7 @@ fn cases() -> Vec<Case> {
         c(
             "wrong type inside a variant",
             BE,
-            "      modules: [ufs-qcom, phy-qcom-qmp-ufs, i2c-qcom-geni, gpi, qcom_pmi8998_charger, ext4]",
+            "      modules: [ufs-qcom, phy-qcom-qmp-ufs, i2c-qcom-geni, gpi, qcom_pmi8998_charger, ext4, qcom-rpmh-regulator, phy-qcom-qusb2, phy-qcom-qmp-combo, dwc3, dwc3-qcom, usb_f_ncm]",
             "      modules: 12",
             BE,
             Some("modules: 12"),

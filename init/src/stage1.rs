@@ -47,7 +47,9 @@ pub fn run() -> Result<()> {
                 say(&format!("USB network on {ifname}: this phone is {}", mobix_bootctl::contract::USB_PHONE_ADDRESS));
                 usb_if = Some(ifname);
             }
-            Ok(None) => say("no USB device controller: no USB network"),
+            Ok(None) => {
+                say(&format!("no USB device controller within {}s: no USB network", crate::usbnet::UDC_WAIT.as_secs()))
+            }
             Err(e) => say(&format!("warning: no USB network: {e}")),
         }
     }

@@ -9,10 +9,21 @@ use std::path::Path;
 
 const CONFIGFS: &str = "/sys/kernel/config";
 
+/// How long a device controller may take to appear after its modules are loaded (a real
+/// phone's dwc3 probes only once its PHYs and regulators have).
+pub const UDC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Makes the gadget and gives its interface the phone's address. Returns the interface's
-/// name, or None when the phone has no USB device controller.
+/// name, or None when no USB device controller appeared within [`UDC_WAIT`].
 pub fn start(cfg: &UsbNetwork) -> Result<Option<String>> {
-    let Some(udc) = first_udc() else { return Ok(None) };
+    let t0 = std::time::Instant::now();
+    let udc = loop {
+        match first_udc() {
+            Some(u) => break u,
+            None if t0.elapsed() >= UDC_WAIT => return Ok(None),
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
     let gadgets = Path::new(CONFIGFS).join("usb_gadget");
     if !gadgets.is_dir() {
         sys::mount("configfs", CONFIGFS, Some("configfs"), 0, None)?;
