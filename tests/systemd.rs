@@ -5,7 +5,8 @@
 //! health check falls back by itself (scenario s2); and USB networking: with dummy_hcd the
 //! phone's own kernel is both the USB gadget stage-1 makes and the host, whose end (moved
 //! into a network namespace of its own) gets 172.16.42.2 from the phone's DHCP server and
-//! logs in with ssh.
+//! logs in with ssh. `mobix.debug-shell` gives a shell in stage-1 and serves the USB
+//! network (DHCP, telnet), as the minimal system does once it runs.
 
 mod common;
 use common::{mobix_in, ok, repo, repo_copy};
@@ -309,9 +310,10 @@ fn usb_networking_works_and_a_failing_health_check_under_systemd_falls_back_by_i
 
 /// `mobix.debug-shell`: before it picks a generation, stage-1 gives a shell on the console
 /// (busybox from the system partition) with a DHCP server and telnetd on the USB network;
-/// leaving the shell goes on booting. (The minimal init: the shell is stage-1's.)
+/// leaving the shell goes on booting, and the minimal system serves the USB network the
+/// same way once it runs.
 #[test]
-fn the_debug_shell_comes_before_the_system_and_serves_the_usb_network() {
+fn the_debug_shell_and_the_minimal_system_serve_the_usb_network() {
     use std::io::{BufRead, BufReader, Write};
     let _one = one_phone();
     let t = tempfile::tempdir().unwrap();
@@ -327,7 +329,7 @@ fn the_debug_shell_comes_before_the_system_and_serves_the_usb_network() {
         ["--device", "qemu-aarch64", "--config", c, "--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()];
     ok(&mobix_in(&repo(), &[&["build"][..], &common].concat()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(["run", "--append", "mobix.debug-shell mobix.poweroff"])
+        .args(["run", "--append", "mobix.debug-shell"])
         .args(common)
         .current_dir(repo())
         .stdin(Stdio::piped())
@@ -349,19 +351,32 @@ fn the_debug_shell_comes_before_the_system_and_serves_the_usb_network() {
         if line.contains("mobix: debug shell (mobix.debug-shell)") {
             stdin.write_all(b"echo DEBUG-$((6*7)); netstat -ltun; exit\n").unwrap();
         }
+        if line.contains("mobix: boot-complete") {
+            stdin.write_all(b"netstat -ltun; echo STAGE2-$((6*7))\n").unwrap();
+        }
         console.push_str(&line);
         console.push('\n');
+        if line.trim() == "STAGE2-42" {
+            break;
+        }
     }
     // SAFETY: the child leads its own process group (QEMU is in it).
     unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let tail = &console[console.len().saturating_sub(5000)..];
-    assert!(console.contains("debug shell over USB: the host gets 172.16.42.2 by DHCP"), "{tail}");
-    assert!(console.lines().any(|l| l.trim() == "DEBUG-42"), "the shell ran the command: {tail}");
-    let listening =
-        |what: &str| console.lines().any(|l| l.contains(what) && (l.contains("LISTEN") || l.starts_with("udp")));
-    assert!(listening("172.16.42.1:23"), "telnetd listens on the phone's USB address: {tail}");
-    assert!(listening(":67 "), "udhcpd listens: {tail}");
-    let shell_ended = console.find("DEBUG-42\n").unwrap();
-    assert!(console[shell_ended..].contains("mobix: boot-complete"), "leaving the shell went on booting: {tail}");
+    let listening = |text: &str, what: &str| {
+        text.lines().any(|l| l.contains(what) && (l.contains("LISTEN") || l.starts_with("udp")))
+    };
+    // The debug shell, in stage-1.
+    let Some(shell_ended) = console.find("\nDEBUG-42\n") else { panic!("the shell ran no command: {tail}") };
+    let (stage1, rest) = console.split_at(shell_ended);
+    assert!(stage1.contains("over USB: the host gets 172.16.42.2 by DHCP"), "{tail}");
+    assert!(listening(rest, "172.16.42.1:23"), "telnetd listens on the phone's USB address: {tail}");
+    assert!(listening(rest, ":67 "), "udhcpd listens: {tail}");
+    // Leaving it went on booting; the minimal system serves the USB network.
+    let Some(booted) = rest.find("mobix: boot-complete") else { panic!("leaving the shell went on booting: {tail}") };
+    assert!(rest[..booted].contains("over USB: the host gets 172.16.42.2"), "stage-2 started its own: {tail}");
+    let stage2 = &rest[booted..];
+    assert!(stage2.lines().any(|l| l.trim() == "STAGE2-42"), "the console shell of stage-2 answered: {tail}");
+    assert!(listening(stage2, "172.16.42.1:23") && listening(stage2, ":67 "), "stage-2's telnetd and udhcpd: {tail}");
 }

@@ -1,7 +1,8 @@
 //! `mobix.debug-shell` on the kernel command line, and the rescue shell: a shell on the
 //! console and, when stage-1 brought the USB network up, a DHCP server handing the host
 //! its one address and a telnet server at the phone's address, so a phone whose screen
-//! and serial port are out of reach can still be looked into.
+//! and serial port are out of reach can still be looked into. The minimal init serves
+//! the USB network the same way for as long as it runs.
 //!
 //! The initramfs carries no shell: busybox comes from a generation on the system
 //! partition (the newest that has one), which is why these shells exist only once that
@@ -71,9 +72,7 @@ pub fn usb_services(busybox: &Path, ifname: &str) -> UsbServices {
     }
     start("telnetd", &["telnetd", "-F", "-b", USB_PHONE_ADDRESS, "-l", &format!("{TOOLS}/sh")]);
     if !up.is_empty() {
-        say(&format!(
-            "debug shell over USB: the host gets {USB_HOST_ADDRESS} by DHCP; `telnet {USB_PHONE_ADDRESS}` for a shell"
-        ));
+        say(&format!("over USB: the host gets {USB_HOST_ADDRESS} by DHCP; `telnet {USB_PHONE_ADDRESS}` for a shell"));
     }
     UsbServices(up)
 }
