@@ -303,6 +303,7 @@ fn usb_networking_works_and_a_failing_health_check_under_systemd_falls_back_by_i
     assert_eq!(report["passed"], true, "{report}");
     assert!(log.contains("systemd[1]: systemd 252"), "the generations ran systemd");
     assert!(log.contains("HEALTH-FAILED generation=2"), "the check failed as a unit");
+    assert!(log.contains("Stopped target") && !log.contains("Failed unmounting"), "clean shutdowns: {tail}");
     assert!(log.contains("mobix: USB network on usb0: this phone is 172.16.42.1"), "stage-1 made the gadget: {tail}");
     assert!(log.contains("lease of 172.16.42.2 obtained"), "the host's end got its address by DHCP: {tail}");
     assert!(log.contains("USB-LOGIN alice@pocket"), "ssh over USB: {tail}");

@@ -72,6 +72,12 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     };
     // The GPT auto-generator looks for the root's disk and fails on a root in memory.
     e.links.insert("systemd/system-generators/systemd-gpt-auto-generator".into(), "/dev/null".into());
+    // The store (read-only, its programs running to the end) and the system partition
+    // under it stay mounted until systemd-shutdown remounts everything read-only; stopping
+    // them with the other mounts only fails, in red, at every shutdown.
+    for m in ["mobix.mount", "run-mobix-system.mount"] {
+        unit(&mut e, &format!("{m}.d/mobix.conf"), "[Unit]\nDefaultDependencies=no\n".into());
+    }
     let want = |e: &mut EtcPlan, by: &str, name: &str, target: &str| {
         e.links.insert(format!("{UNITS}/{by}.wants/{name}"), target.to_string());
     };
