@@ -36,6 +36,11 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value
     };
     assert!(err.contains("next, to put it on the") && err.contains("fastboot flashing unlock"), "{err}");
     assert!(err.contains(&flash), "the flash command for this phone ({flash}):\n{err}");
+    // And how to reach it: a shell over the USB network (the SDM845 phones' minimal
+    // system), else its serial console.
+    let reach =
+        if device == "google-sargo" { "its console is the serial port ttyMSM0" } else { "`telnet 172.16.42.1`" };
+    assert!(err.contains(reach), "{reach}:\n{err}");
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

@@ -59,11 +59,16 @@ impl Phone {
 
     /// `mobix run --ssh-port` with nothing on its stdin, in its own process group.
     fn power_on(&self) -> (Child, PathBuf) {
+        self.power_on_with(&[])
+    }
+
+    fn power_on_with(&self, extra: &[&str]) -> (Child, PathBuf) {
         let log = self.out.join(format!("run-{}.log", Instant::now().elapsed().as_nanos()));
         let f = fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
             .args(["run", "--device", "qemu-aarch64", "--ssh-port", &self.port.to_string(), "--store"])
             .arg(store())
+            .args(extra)
             .arg("--out")
             .arg(&self.out)
             .current_dir(&self.repo)
@@ -157,6 +162,7 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
         let o = phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]);
         ok(&o);
         let said = String::from_utf8_lossy(&o.stderr);
+        assert!(said.contains("--ssh-port 2222`, then `ssh -p 2222 alice@127.0.0.1`"), "how to log in: {said}");
         let n = said.split("new generation ").nth(1).and_then(|r| r.split_whitespace().next());
         n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no new generation: {said}"))
     };
@@ -170,7 +176,12 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     eprintln!("first ssh login {:.1}s after power-on", first.as_secs_f64());
     let said = fs::read_to_string(&log).unwrap();
     assert!(said.contains(&format!("`ssh -p {} alice@127.0.0.1`", phone.port)), "the ssh command is printed: {said}");
-    let o = phone.ssh("alice", "alice", &[], "id; hostname; systemctl is-system-running --wait");
+    let o = phone.ssh(
+        "alice",
+        "alice",
+        &[],
+        "id; hostname; systemctl is-system-running --wait; grep -c ' /srv/scratch tmpfs rw,.*size=16384k' /proc/mounts",
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("uid=1000(alice) gid=1000(alice)") && out.contains("(wheel)"), "{out}");
@@ -219,6 +230,17 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     let run = check(3);
     let o = phone.ssh("alice", "alice", &[], "tree --version");
     assert!(o.status.success() && text(&o).starts_with("tree v"), "{}", String::from_utf8_lossy(&o.stderr));
+    phone.power_off(run);
+
+    // `--fresh`: an empty phone, with a new host key and no data.
+    let (run, log) = phone.power_on_with(&["--fresh"]);
+    let fresh_hosts = format!("UserKnownHostsFile={}", keys.join("known_hosts.fresh").display());
+    let new_key = ["-o", "StrictHostKeyChecking=accept-new", "-o", &fresh_hosts];
+    phone.wait_for_login(&log, &new_key);
+    let o = phone.ssh("alice", "alice", &new_key, "ls ~; wc -l < /var/lib/hello.log");
+    assert_eq!(text(&o).trim(), "1", "nothing kept: {}", String::from_utf8_lossy(&o.stderr));
+    let o = phone.ssh("alice", "alice", &[], "true");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "a new host key");
     phone.power_off(run);
 }
 

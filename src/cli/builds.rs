@@ -1,6 +1,8 @@
 //! `mobix build` and `mobix kernel check|config`: the pipeline's results, printed.
 
 use super::*;
+use crate::profile::Init;
+use mobix_bootctl::contract::{USB_HOST_ADDRESS, USB_PHONE_ADDRESS};
 
 #[derive(Args, Debug)]
 pub(super) struct BuildArgs {
@@ -156,7 +158,15 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         args.push_str(&format!(" --out {}", o.display()));
     }
     if profile.device.qemu.is_some() {
-        return vec![format!("next: `mobix test {args}` boots it in QEMU; `mobix run {args}` gives you its console")];
+        let mut lines =
+            vec![format!("next: `mobix test {args}` boots it in QEMU; `mobix run {args}` gives you its console")];
+        if profile.system.ssh.enable {
+            lines.push(format!(
+                "  to log in: `mobix run {args} --ssh-port 2222`, then `ssh -p 2222 {}@127.0.0.1`",
+                login_user(profile)
+            ));
+        }
+        return lines;
     }
     let plan = publish::flash_plan(profile, false);
     let userdata =
@@ -180,7 +190,34 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
                 .to_string(),
         );
     }
+    lines.push(match (&profile.device.usb_network, profile.system.init, profile.system.ssh.enable) {
+        (Some(_), Init::Systemd, true) => format!(
+            "  4. to log in, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
+             `ssh {}@{USB_PHONE_ADDRESS}`",
+            login_user(profile)
+        ),
+        (Some(_), Init::Systemd, false) => format!(
+            "  4. it answers at {USB_PHONE_ADDRESS} over the USB cable, but runs no ssh server: set `ssh: {{ enable: true }}` \
+             and a user with `authorized_keys` in the system config to log in"
+        ),
+        (Some(_), Init::Minimal, _) => format!(
+            "  4. for a shell, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
+             `telnet {USB_PHONE_ADDRESS}`"
+        ),
+        (None, _, _) => format!("  4. its console is the serial port {}", profile.device.console),
+    });
     lines
+}
+
+/// The account the build's ssh lets in: the first user with a key, else the first user,
+/// else root.
+fn login_user(profile: &Profile) -> &str {
+    let users = &profile.system.users;
+    users
+        .iter()
+        .find(|(_, u)| !u.authorized_keys.is_empty())
+        .or_else(|| users.iter().next())
+        .map_or("root", |(name, _)| name.as_str())
 }
 
 pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {

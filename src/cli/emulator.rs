@@ -31,6 +31,11 @@ pub(super) struct TestArgs {
     /// Forward 127.0.0.1:PORT to the phone's ssh (needs `ssh: {enable: true}`).
     #[arg(long, value_name = "PORT")]
     ssh_port: Option<u16>,
+    /// Keep the state partition (/var, /home, host keys) of the last `mobix run` or `test`
+    /// of this out directory, as flashing keeps a phone's data; without it the test
+    /// starts from an empty phone.
+    #[arg(long)]
+    keep_state: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,10 @@ pub(super) struct RunArgs {
     /// sends `reboot`.
     #[arg(long)]
     fastboot: bool,
+    /// Start from an empty phone: drop the state partition (/var, /home, host keys) that
+    /// `mobix run` otherwise keeps from its last run, as flashing keeps a phone's data.
+    #[arg(long, conflicts_with = "flashed")]
+    fresh: bool,
     /// With --fastboot: serve fastboot as a USB gadget (configfs and FunctionFS, on this
     /// machine's first USB device controller) instead of TCP, as a phone running Linux
     /// does. Needs root and the libcomposite and usb_f_fs modules.
@@ -85,6 +94,7 @@ pub(super) fn load_for_vm(
     t: &DeviceOut,
     bl: BootloaderArg,
     flashed: bool,
+    keep_state: bool,
 ) -> Result<(Profile, vm::Prepared)> {
     let repo = find_repo(g)?;
     let out = t.out_dir(&repo);
@@ -101,7 +111,8 @@ pub(super) fn load_for_vm(
         ))
         .into());
     }
-    let mut prepared = if flashed { vm::flashed_phone(&profile, &out)? } else { vm::prepare(&profile, &out)? };
+    let mut prepared =
+        if flashed { vm::flashed_phone(&profile, &out)? } else { vm::prepare(&profile, &out, keep_state)? };
     prepared.firmware = firmware(g, &repo, &profile, bl)?;
     Ok((profile, prepared))
 }
@@ -159,7 +170,7 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(name) = &a.scenario {
         return cmd_scenario(g, a, name);
     }
-    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed, a.keep_state)?;
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
     }
@@ -204,7 +215,7 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     if a.fastboot {
         return cmd_fastboot_mode(g, a);
     }
-    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed)?;
+    let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed, !a.fresh)?;
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
         let user = (profile.system.users.iter())

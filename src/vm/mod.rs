@@ -105,8 +105,9 @@ pub enum Firmware {
     UBoot { bin: PathBuf },
 }
 
-/// Builds the phone's disk from the out directory.
-pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
+/// Builds the phone's disk from the out directory; with `keep_state`, the state partition
+/// of the disk before it stays (as flashing keeps a phone's data).
+pub fn prepare(profile: &Profile, out: &Path, keep_state: bool) -> Result<Prepared> {
     let manifest = publish::load_manifest_for(profile, out)?;
     let boot_path = publish::image_file(out, &manifest, ImageName::Boot.file_name())?;
     let system_path = publish::image_file(out, &manifest, ImageName::System.file_name())?;
@@ -118,7 +119,9 @@ pub fn prepare(profile: &Profile, out: &Path) -> Result<Prepared> {
     let p = prepare_from(profile, &dir, &boot_bytes, &system_path, manifest)
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))?;
     if had {
-        carry_state(profile, &old, &p)?;
+        if keep_state {
+            carry_state(profile, &old, &p)?;
+        }
         fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(p)
