@@ -154,7 +154,9 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     fs::create_dir_all(&keys).unwrap();
     let alice = keygen(&keys, "alice");
     keygen(&keys, "stranger");
-    fs::write(repo.join("pocket.yaml"), config(&alice, "")).unwrap();
+    // With a mount point of its own (as NixOS's fileSystems).
+    let scratch = "filesystems:\n  - { mount_point: /srv/scratch, device: tmpfs, type: tmpfs, options: [size=16m] }\n";
+    fs::write(repo.join("pocket.yaml"), config(&alice, scratch)).unwrap();
     let phone = Phone { repo: repo.clone(), out: t.path().join("out"), keys: keys.clone(), port: free_port() };
     // The number of the generation a build made (the shared store numbers them for all
     // the tests that build this device).
@@ -187,6 +189,7 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     assert!(out.contains("uid=1000(alice) gid=1000(alice)") && out.contains("(wheel)"), "{out}");
     assert!(out.lines().any(|l| l == "pocket"), "{out}");
     assert!(out.lines().any(|l| l == "running"), "systemd says running: {out}");
+    assert_eq!(out.lines().last(), Some("1"), "the mount point is mounted: {out}");
     // Refused: another key, a password, root.
     for (key, user, extra) in [
         ("stranger", "alice", vec![]),

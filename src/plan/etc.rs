@@ -72,6 +72,16 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     };
     // The GPT auto-generator looks for the root's disk and fails on a root in memory.
     e.links.insert("systemd/system-generators/systemd-gpt-auto-generator".into(), "/dev/null".into());
+    // Mount points, as NixOS writes them: /etc/fstab, which systemd's fstab generator
+    // turns into mount units wanted by local-fs.target.
+    if !s.filesystems.is_empty() {
+        let mut fstab = String::from("# Written by mobix from the system config's `filesystems`.\n");
+        for f in &s.filesystems {
+            let options = if f.options.is_empty() { "defaults".to_string() } else { f.options.join(",") };
+            fstab.push_str(&format!("{} {} {} {options} 0 0\n", f.device, f.mount_point, f.fstype));
+        }
+        e.files.insert("fstab".into(), fstab);
+    }
     // The store (read-only, its programs running to the end) and the system partition
     // under it stay mounted until systemd-shutdown remounts everything read-only; stopping
     // them with the other mounts only fails, in red, at every shutdown.
@@ -378,6 +388,36 @@ mod tests {
         assert_eq!(
             e.links["systemd/system/multi-user.target.wants/getty@tty2.service"],
             "/lib/systemd/system/getty@.service"
+        );
+    }
+
+    #[test]
+    fn filesystems_become_fstab_lines() {
+        let mut p = crate::profile::load(Path::new(env!("CARGO_MANIFEST_DIR")), "qemu-aarch64").unwrap();
+        p.system.init = crate::profile::Init::Systemd;
+        let mut lock = Lock::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let (u, g) = wanted_ids(&p.system, &package_names(&p, &lock));
+        lock.ids.complete(&u, &g).unwrap();
+        assert!(!systemd(&p, &lock).unwrap().files.contains_key("fstab"), "no filesystems, no fstab");
+        p.system.filesystems = vec![
+            crate::profile::FileSystem {
+                mount_point: "/srv/scratch".into(),
+                device: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: vec!["size=16m".into(), "mode=1777".into()],
+            },
+            crate::profile::FileSystem {
+                mount_point: "/media/sd".into(),
+                device: "PARTLABEL=sdcard".into(),
+                fstype: "vfat".into(),
+                options: vec![],
+            },
+        ];
+        let fstab = systemd(&p, &lock).unwrap().files["fstab"].clone();
+        let lines: Vec<&str> = fstab.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            ["tmpfs /srv/scratch tmpfs size=16m,mode=1777 0 0", "PARTLABEL=sdcard /media/sd vfat defaults 0 0"]
         );
     }
 

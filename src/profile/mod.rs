@@ -338,6 +338,11 @@ pub struct SystemConfig {
     /// `fstrim.timer`. A package's units with an install section start only when listed.
     #[serde(default)]
     pub enable_units: Vec<String>,
+    /// Mount points (systemd only), as NixOS's `fileSystems`: they become /etc/fstab,
+    /// which systemd turns into mount units. A mount that fails fails the boot (a trial
+    /// falls back) unless its options say `nofail`.
+    #[serde(default)]
+    pub filesystems: Vec<FileSystem>,
     /// Kernel arguments appended to the device's command line.
     #[serde(default)]
     pub cmdline: Vec<String>,
@@ -366,6 +371,23 @@ pub struct SystemConfig {
     /// Commands that must all succeed before a boot counts as good (the success point).
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+}
+
+/// One entry of `filesystems`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSystem {
+    /// Where it is mounted (an absolute path outside what mobix manages).
+    pub mount_point: String,
+    /// What is mounted: `PARTLABEL=NAME` (a GPT partition name), `LABEL=…`, `UUID=…`, a
+    /// `/dev/…` path, or a name for filesystems without a device (`tmpfs`).
+    pub device: String,
+    /// The filesystem type (`ext4`, `vfat`, `tmpfs`, …).
+    #[serde(rename = "type")]
+    pub fstype: String,
+    /// Mount options [default: defaults].
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -587,6 +609,60 @@ pub const SYSTEMD_BASE: &[&str] = &[
 
 /// The checks of users, groups, ssh and services that serde cannot make: the dotted key
 /// and what is wrong.
+/// Mount points mobix does not own, with fstab-safe fields.
+fn check_filesystems(fss: &[FileSystem]) -> std::result::Result<(), (String, String)> {
+    const OWNED: [&str; 14] = [
+        "/",
+        "/mobix",
+        "/mobix-state",
+        "/etc",
+        "/usr",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/run",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/var",
+        "/home",
+    ];
+    let field_ok = |v: &str| !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '#' || c.is_control());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, f) in fss.iter().enumerate() {
+        let key = |k: &str| format!("filesystems[{i}].{k}");
+        let mp = f.mount_point.trim_end_matches('/');
+        if !f.mount_point.starts_with('/') || !field_ok(&f.mount_point) || mp.split('/').any(|c| c == "..") {
+            return Err((key("mount_point"), format!("{:?} is not an absolute path without spaces", f.mount_point)));
+        }
+        if let Some(o) = OWNED.iter().find(|o| {
+            mp.is_empty()
+                || mp == **o
+                || (**o != "/" && mp.starts_with(&format!("{o}/")) && !matches!(**o, "/var" | "/home"))
+        }) {
+            return Err((key("mount_point"), format!("{} is mobix's own ({o})", f.mount_point)));
+        }
+        if !seen.insert(mp.to_string()) {
+            return Err((key("mount_point"), format!("{} is mounted twice", f.mount_point)));
+        }
+        if !field_ok(&f.device) {
+            return Err((
+                key("device"),
+                format!("{:?}: give PARTLABEL=, LABEL=, UUID=, a /dev path or a name", f.device),
+            ));
+        }
+        if !field_ok(&f.fstype) || !f.fstype.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_') {
+            return Err((key("type"), format!("{:?} is not a filesystem type", f.fstype)));
+        }
+        for (j, o) in f.options.iter().enumerate() {
+            if !field_ok(o) || o.contains(',') {
+                return Err((format!("filesystems[{i}].options[{j}]"), format!("{o:?} must be one option")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
     let err = |k: String, m: String| Err((k, m));
     let systemd = s.init == Init::Systemd;
@@ -603,7 +679,11 @@ fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)>
         if s.ssh.enable {
             return err("ssh.enable".into(), "ssh needs `init: systemd`".into());
         }
+        if !s.filesystems.is_empty() {
+            return err("filesystems[0]".into(), "mount points need `init: systemd`".into());
+        }
     }
+    check_filesystems(&s.filesystems)?;
     for (i, g) in s.groups.iter().enumerate() {
         if !name_ok(g) {
             return err(

@@ -297,4 +297,21 @@ fn accounts_ssh_and_services_are_checked_where_written() {
         "ssh.permit_root_login",
         "maybe",
     );
+    let fs = "filesystems:\n  - { mount_point: /srv/x, device: tmpfs, type: tmpfs, options: [size=1m] }\n";
+    std::fs::write(&cfg, format!("{ok}{fs}")).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.filesystems[0].options, ["size=1m"]);
+    located(&format!("{ok}{}", fs.replace("/srv/x", "/etc/x")), 11, "filesystems[0].mount_point", "mobix's own (/etc)");
+    located(&format!("{ok}{}", fs.replace("/srv/x", "srv")), 11, "filesystems[0].mount_point", "not an absolute path");
+    located(&format!("{ok}{}", fs.replace("size=1m", "\"a b\"")), 11, "filesystems[0].options[0]", "one option");
+    located(
+        &format!("{ok}{}", fs.replace("type: tmpfs", "type: \"x y\"")),
+        11,
+        "filesystems[0].type",
+        "not a filesystem type",
+    );
+    located(&format!("init: minimal\n{fs}"), 3, "filesystems[0]", "need `init: systemd`");
+    // Below /var and /home (on the state partition) is the user's.
+    std::fs::write(&cfg, format!("{ok}{}", fs.replace("/srv/x", "/var/lib/big"))).unwrap();
+    assert!(load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).is_ok());
 }
