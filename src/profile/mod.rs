@@ -607,62 +607,57 @@ pub const SYSTEMD_BASE: &[&str] = &[
     "usr-is-merged",
 ];
 
-/// The checks of users, groups, ssh and services that serde cannot make: the dotted key
+/// `filesystems` (systemd only): mount points outside what mobix manages (below /var and
+/// /home, the state partition, is the user's), each field one fstab word. The dotted key
 /// and what is wrong.
-/// Mount points mobix does not own, with fstab-safe fields.
-fn check_filesystems(fss: &[FileSystem]) -> std::result::Result<(), (String, String)> {
-    const OWNED: [&str; 14] = [
-        "/",
-        "/mobix",
-        "/mobix-state",
-        "/etc",
-        "/usr",
-        "/bin",
-        "/sbin",
-        "/lib",
-        "/run",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/var",
-        "/home",
-    ];
-    let field_ok = |v: &str| !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '#' || c.is_control());
+fn check_filesystems(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
+    // Mounted over whole; the next list also below.
+    const EXACT: [&str; 3] = ["/", "/var", "/home"];
+    const TREES: [&str; 11] =
+        ["/mobix", "/mobix-state", "/etc", "/usr", "/bin", "/sbin", "/lib", "/run", "/proc", "/sys", "/dev"];
+    if s.init != Init::Systemd && !s.filesystems.is_empty() {
+        return Err(("filesystems[0]".into(), "mount points need `init: systemd`".into()));
+    }
+    let word = |v: &str| !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '#' || c.is_control());
     let mut seen = std::collections::BTreeSet::new();
-    for (i, f) in fss.iter().enumerate() {
+    for (i, f) in s.filesystems.iter().enumerate() {
         let key = |k: &str| format!("filesystems[{i}].{k}");
-        let mp = f.mount_point.trim_end_matches('/');
-        if !f.mount_point.starts_with('/') || !field_ok(&f.mount_point) || mp.split('/').any(|c| c == "..") {
+        let mp = match f.mount_point.trim_end_matches('/') {
+            "" => "/",
+            m => m,
+        };
+        if !f.mount_point.starts_with('/') || !word(mp) || mp.split('/').any(|c| c == "..") {
             return Err((key("mount_point"), format!("{:?} is not an absolute path without spaces", f.mount_point)));
         }
-        if let Some(o) = OWNED.iter().find(|o| {
-            mp.is_empty()
-                || mp == **o
-                || (**o != "/" && mp.starts_with(&format!("{o}/")) && !matches!(**o, "/var" | "/home"))
-        }) {
+        let owned = EXACT
+            .iter()
+            .chain(&TREES)
+            .find(|o| mp == **o)
+            .or_else(|| TREES.iter().find(|o| mp.starts_with(&format!("{o}/"))));
+        if let Some(o) = owned {
             return Err((key("mount_point"), format!("{} is mobix's own ({o})", f.mount_point)));
         }
-        if !seen.insert(mp.to_string()) {
+        if !seen.insert(mp) {
             return Err((key("mount_point"), format!("{} is mounted twice", f.mount_point)));
         }
-        if !field_ok(&f.device) {
+        if !word(&f.device) {
             return Err((
                 key("device"),
                 format!("{:?}: give PARTLABEL=, LABEL=, UUID=, a /dev path or a name", f.device),
             ));
         }
-        if !field_ok(&f.fstype) || !f.fstype.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_') {
+        if f.fstype.is_empty() || !f.fstype.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_') {
             return Err((key("type"), format!("{:?} is not a filesystem type", f.fstype)));
         }
-        for (j, o) in f.options.iter().enumerate() {
-            if !field_ok(o) || o.contains(',') {
-                return Err((format!("filesystems[{i}].options[{j}]"), format!("{o:?} must be one option")));
-            }
+        if let Some((j, o)) = f.options.iter().enumerate().find(|(_, o)| !word(o) || o.contains(',')) {
+            return Err((format!("filesystems[{i}].options[{j}]"), format!("{o:?} must be one option")));
         }
     }
     Ok(())
 }
 
+/// The checks of users, groups, ssh and services that serde cannot make: the dotted key
+/// and what is wrong.
 fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
     let err = |k: String, m: String| Err((k, m));
     let systemd = s.init == Init::Systemd;
@@ -679,11 +674,7 @@ fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)>
         if s.ssh.enable {
             return err("ssh.enable".into(), "ssh needs `init: systemd`".into());
         }
-        if !s.filesystems.is_empty() {
-            return err("filesystems[0]".into(), "mount points need `init: systemd`".into());
-        }
     }
-    check_filesystems(&s.filesystems)?;
     for (i, g) in s.groups.iter().enumerate() {
         if !name_ok(g) {
             return err(
@@ -1080,6 +1071,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
             }
         }
         check_accounts(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
+        check_filesystems(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
         // What a systemd system is made of, resolved by apt like the config's own names.
         if system.init == Init::Systemd {
             let ssh = system.ssh.enable.then_some("openssh-server");

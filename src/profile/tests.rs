@@ -311,6 +311,15 @@ fn accounts_ssh_and_services_are_checked_where_written() {
         "not a filesystem type",
     );
     located(&format!("init: minimal\n{fs}"), 3, "filesystems[0]", "need `init: systemd`");
+    for (mp, owner) in [("/", "(/)"), ("/var/", "(/var)"), ("/run/x", "(/run)")] {
+        located(&format!("{ok}{}", fs.replace("/srv/x", mp)), 11, "filesystems[0].mount_point", owner);
+    }
+    located(
+        &format!("{ok}{}", fs.replace("type: tmpfs", "type: \"\"")),
+        11,
+        "filesystems[0].type",
+        "not a filesystem type",
+    );
     // Below /var and /home (on the state partition) is the user's.
     std::fs::write(&cfg, format!("{ok}{}", fs.replace("/srv/x", "/var/lib/big"))).unwrap();
     assert!(load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).is_ok());
