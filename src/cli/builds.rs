@@ -162,8 +162,8 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
             vec![format!("next: `mobix test {args}` boots it in QEMU; `mobix run {args}` gives you its console")];
         if profile.system.ssh.enable {
             lines.push(format!(
-                "  to log in: `mobix run {args} --ssh-port 2222`, then `ssh -p 2222 {}@127.0.0.1`",
-                login_user(profile)
+                "  to log in: `mobix run {args} --ssh-port 2222`, then `{}`",
+                profile.system.ssh_command("127.0.0.1", Some(2222))
             ));
         }
         return lines;
@@ -193,8 +193,8 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
     lines.push(match (&profile.device.usb_network, profile.system.init, profile.system.ssh.enable) {
         (Some(_), Init::Systemd, true) => format!(
             "  4. to log in, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
-             `ssh {}@{USB_PHONE_ADDRESS}`",
-            login_user(profile)
+             `{}`",
+            profile.system.ssh_command(USB_PHONE_ADDRESS, None)
         ),
         (Some(_), Init::Systemd, false) => format!(
             "  4. it answers at {USB_PHONE_ADDRESS} over the USB cable, but runs no ssh server: set `ssh: {{ enable: true }}` \
@@ -207,17 +207,6 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         (None, _, _) => format!("  4. its console is the serial port {}", profile.device.console),
     });
     lines
-}
-
-/// The account the build's ssh lets in: the first user with a key, else the first user,
-/// else root.
-fn login_user(profile: &Profile) -> &str {
-    let users = &profile.system.users;
-    users
-        .iter()
-        .find(|(_, u)| !u.authorized_keys.is_empty())
-        .or_else(|| users.iter().next())
-        .map_or("root", |(name, _)| name.as_str())
 }
 
 pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {

@@ -218,13 +218,10 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed, !a.fresh)?;
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
-        let user = (profile.system.users.iter())
-            .find(|(_, u)| !u.authorized_keys.is_empty())
-            .map(|(n, _)| n.as_str())
-            .unwrap_or("root");
         progress(&format!(
-            "ssh: `ssh -p {port} {user}@127.0.0.1` once the phone is up (its host key is made on the first boot \
-             and kept in its state partition)"
+            "ssh: `{}` once the phone is up (its host key is made on the first boot \
+             and kept in its state partition)",
+            profile.system.ssh_command("127.0.0.1", Some(port))
         ));
     }
     let status = vm::run(&profile, &prepared, &a.append, &progress)?;

@@ -373,6 +373,25 @@ pub struct SystemConfig {
     pub health_checks: Vec<HealthCheck>,
 }
 
+impl SystemConfig {
+    /// The account an ssh login is suggested for: the first user with a key, else the
+    /// first user, else root.
+    pub fn login_user(&self) -> &str {
+        (self.users.iter().find(|(_, u)| !u.authorized_keys.is_empty()))
+            .or_else(|| self.users.iter().next())
+            .map_or("root", |(name, _)| name.as_str())
+    }
+
+    /// `ssh [-p PORT] USER@HOST`: the command that logs in at `host` (on the ssh port the
+    /// config gives, or `port` where a forward decides it).
+    pub fn ssh_command(&self, host: &str, port: Option<u16>) -> String {
+        match port.unwrap_or(self.ssh.port) {
+            22 => format!("ssh {}@{host}", self.login_user()),
+            p => format!("ssh -p {p} {}@{host}", self.login_user()),
+        }
+    }
+}
+
 /// One entry of `filesystems`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

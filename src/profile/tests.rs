@@ -324,3 +324,21 @@ fn accounts_ssh_and_services_are_checked_where_written() {
     std::fs::write(&cfg, format!("{ok}{}", fs.replace("/srv/x", "/var/lib/big"))).unwrap();
     assert!(load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).is_ok());
 }
+
+#[test]
+fn the_suggested_login_is_the_first_user_with_a_key_on_the_configs_port() {
+    let mut s = SystemConfig::default();
+    s.ssh.port = 22;
+    assert_eq!(s.ssh_command("172.16.42.1", None), "ssh root@172.16.42.1");
+    let user = |keys: &[&str]| super::User {
+        authorized_keys: keys.iter().map(|k| k.to_string()).collect(),
+        ..Default::default()
+    };
+    s.users.insert("bob".into(), user(&[]));
+    assert_eq!(s.login_user(), "bob", "no one has a key: the first user");
+    s.users.insert("carol".into(), user(&["ssh-ed25519 AAAA carol"]));
+    assert_eq!(s.login_user(), "carol");
+    s.ssh.port = 2200;
+    assert_eq!(s.ssh_command("172.16.42.1", None), "ssh -p 2200 carol@172.16.42.1");
+    assert_eq!(s.ssh_command("127.0.0.1", Some(2222)), "ssh -p 2222 carol@127.0.0.1");
+}
