@@ -71,7 +71,7 @@ pub fn run(args: &[String]) -> Result<()> {
             watch_deadline(generation, deadline, &|| SUCCEEDED.load(Ordering::SeqCst), sys::reboot)
         });
     }
-    usb_services();
+    let _usb = usb_services();
     let mut services = Vec::new();
     for s in &conf.services {
         match spawn_service(s) {
@@ -96,12 +96,10 @@ pub fn run(args: &[String]) -> Result<()> {
 /// When stage-1 made the USB network: the minimal system's way in over the cable, as its
 /// console is over the serial port (DHCP for the host, telnet for a shell); a systemd
 /// system has networkd and ssh instead.
-fn usb_services() {
+fn usb_services() -> Option<crate::debugshell::UsbServices> {
     let busybox = Path::new("/run/current-system/sw/bin/busybox");
-    if Path::new("/sys/class/net/usb0").exists() && busybox.exists() {
-        // They run for as long as the system does (PID 1 reaps them should they end).
-        std::mem::forget(crate::debugshell::usb_services(busybox, "usb0"));
-    }
+    let ifname = crate::usbnet::gadget_ifname().filter(|_| busybox.exists())?;
+    Some(crate::debugshell::usb_services(busybox, &ifname))
 }
 
 /// The generation's system.json (a generation without one asks for nothing).

@@ -9,6 +9,9 @@ use std::path::Path;
 
 const CONFIGFS: &str = "/sys/kernel/config";
 
+/// The gadget's network functions, the first the kernel has: NCM, else RNDIS.
+const FUNCTIONS: [&str; 2] = ["ncm.usb0", "rndis.usb0"];
+
 /// How long a device controller may take to appear after its modules are loaded (a real
 /// phone's dwc3 probes only once its PHYs and regulators have).
 pub const UDC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -43,7 +46,7 @@ pub fn start(cfg: &UsbNetwork) -> Result<Option<String>> {
     w(&strings.join("manufacturer"), "mobix")?;
     w(&strings.join("product"), &cfg.product)?;
     w(&strings.join("serialnumber"), "mobix")?;
-    let function = ["ncm.usb0", "rndis.usb0"]
+    let function = FUNCTIONS
         .iter()
         .map(|f| g.join("functions").join(f))
         .find(|f| f.is_dir() || std::fs::create_dir(f).is_ok())
@@ -62,6 +65,17 @@ pub fn start(cfg: &UsbNetwork) -> Result<Option<String>> {
         .to_string();
     sys::set_ipv4(&ifname, USB_PHONE_ADDRESS, "255.255.255.0")?;
     Ok(Some(ifname))
+}
+
+/// The interface of the gadget stage-1 made, once the system runs (configfs moved along
+/// with /sys); None without one.
+pub fn gadget_ifname() -> Option<String> {
+    let functions = Path::new(CONFIGFS).join("usb_gadget/mobix/functions");
+    FUNCTIONS
+        .iter()
+        .find_map(|f| std::fs::read_to_string(functions.join(f).join("ifname")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty() && Path::new("/sys/class/net").join(n).exists())
 }
 
 fn first_udc() -> Option<String> {
