@@ -247,6 +247,90 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     phone.power_off(run);
 }
 
+/// The device keys of a phone whose store lives on userdata (as the real phones' does),
+/// with the state beside it: the 1 GiB system image, then 256 MiB of state.
+const STORE_ON_USERDATA: &str = "  storage:\n    partitions:\n      - { name: misc, size: 1MiB }\n\
+     \x20     - { name: boot, size: 64MiB, slotted: true }\n      - { name: userdata, size: 1280MiB }\n\
+     \x20 system: { partition: userdata, size: 1GiB }\n";
+
+/// The first byte of a GPT partition of a disk image, from `sgdisk -p`.
+fn partition_start(disk: &Path, name: &str) -> u64 {
+    let o = Command::new("sgdisk").arg("-p").arg(disk).output().unwrap();
+    let table = text(&o);
+    let line = table.lines().find(|l| l.split_whitespace().last() == Some(name)).unwrap_or_else(|| panic!("{table}"));
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 512
+}
+
+/// Phones whose store is on userdata keep their state after the system image: the data
+/// survives a new generation's system image written over the first (as flashing it
+/// does), and a state filesystem smaller than its room (here shrunk on the host) grows to
+/// fill it on the next boot, keeping its files.
+#[test]
+fn the_state_beside_the_store_survives_a_new_system_image_and_grows() {
+    let _one = one_phone();
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("tree");
+    repo_copy(&repo);
+    let keys = t.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    let alice = keygen(&keys, "alice");
+    fs::write(repo.join("pocket.yaml"), config(&alice, STORE_ON_USERDATA)).unwrap();
+    let phone = Phone { repo: repo.clone(), out: t.path().join("out"), keys, port: free_port() };
+    ok(&phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]));
+    let state_mib = "df -m /mobix-state | tail -n 1 | awk '{ print $2 }'";
+
+    let (run, log) = phone.power_on();
+    phone.wait_for_login(&log, &["-o", "StrictHostKeyChecking=accept-new"]);
+    let o = phone.ssh("alice", "alice", &[], &format!("echo kept > ~/notes && sync && {state_mib}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mib: u64 = text(&o).trim().parse().unwrap();
+    assert!((200..=256).contains(&mib), "the state fills the 256 MiB after the image: {mib} MiB");
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("first boot: making the state filesystem on /dev/loop"), "{said}");
+    phone.power_off(run);
+
+    // A new generation: `mobix run` writes its system image over the first.
+    fs::write(repo.join("pocket.yaml"), config(&alice, &format!("{STORE_ON_USERDATA}packages: [tree]\n"))).unwrap();
+    ok(&phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]));
+    // The state filesystem shrunk to 96 MiB on the host (as if flashed small): it grows.
+    let disk = phone.out.join("vm/disk.img");
+    let at = partition_start(&disk, "userdata") + (1 << 30);
+    let state = t.path().join("state.img");
+    let st = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", state.display()))
+        .args(["bs=1M", "count=256", "status=none", "iflag=skip_bytes"])
+        .arg(format!("skip={at}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // e2fsck replays the journal of the powered-off phone (exit 1: it corrected something).
+    let o = Command::new("e2fsck").arg("-fy").arg(&state).output().unwrap();
+    assert!(o.status.code().is_some_and(|c| c <= 1), "e2fsck: {}", text(&o));
+    let o = Command::new("resize2fs").arg(&state).arg("96M").output().unwrap();
+    assert!(o.status.success(), "resize2fs: {}", String::from_utf8_lossy(&o.stderr));
+    let st = Command::new("dd")
+        .arg(format!("if={}", state.display()))
+        .arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "count=96", "status=none", "conv=notrunc", "oflag=seek_bytes"])
+        .arg(format!("seek={at}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (run, log) = phone.power_on();
+    phone.wait_for_login(&log, &[]);
+    let o = phone.ssh("alice", "alice", &[], &format!("cat ~/notes; tree --version | cut -c1-6; {state_mib}"));
+    let out = text(&o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["kept", "tree v"], "the data and the new generation: {out}");
+    let mib: u64 = lines[2].parse().unwrap();
+    assert!(mib >= 200, "the state filesystem grew back: {mib} MiB");
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("growing the state filesystem on /dev/loop0 from 96 MiB to 256 MiB"), "{said}");
+    phone.power_off(run);
+}
+
 /// Run by a health check on the phone: the host's end of the USB link into a namespace of
 /// its own, an address from the phone's DHCP server, an ssh login over USB. (`/bin/ip`:
 /// busybox's sh prefers its own applets, and its `ip` has no `netns`.)

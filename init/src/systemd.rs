@@ -7,7 +7,7 @@ use crate::say;
 use crate::stage2;
 use crate::state;
 use crate::sys::{self, Result};
-use mobix_bootctl::contract::{SystemSpec, STATE_DIR};
+use mobix_bootctl::contract::{SystemSpec, MIN_STATE, STATE_DIR};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
@@ -91,34 +91,118 @@ fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
 }
 
 /// Mounts the persistent state and binds its var/ and home/ over /var and /home; a
-/// partition holding no filesystem yet (the first boot) gets one that fills it. Returns
-/// whether there is persistent state.
+/// partition holding no filesystem yet (the first boot) gets one that fills it, and a
+/// filesystem smaller than its partition (flashed small, or the partition grew) grows to
+/// fill it. Where the system image shares the partition, the state filesystem is what
+/// follows the image, reached through a loop device. Returns whether there is persistent
+/// state.
 fn mount_state(conf: &SystemSpec) -> Result<bool> {
     let Some(st) = &conf.state else { return Ok(false) };
-    let Some(dev) = wait_for(&st.partition, Duration::from_secs(5)) else {
+    let Some(part) = wait_for(&st.partition, Duration::from_secs(5)) else {
         say(&format!("warning: no partition {:?} for the persistent state; /var and /home in memory", st.partition));
         return Ok(false);
+    };
+    let dev = if st.offset == 0 {
+        part
+    } else {
+        let size = device_bytes(&part)?;
+        if size < st.offset + MIN_STATE {
+            say(&format!(
+                "warning: {} ({}) has {} MiB after the system image, less than {} MiB; /var and /home in memory",
+                part.display(),
+                st.partition,
+                size.saturating_sub(st.offset) >> 20,
+                MIN_STATE >> 20
+            ));
+            return Ok(false);
+        }
+        loop_device(&part, st.offset)?
     };
     let magic = sys::read_at(&dev, 1080, 2).unwrap_or_default();
     if magic != [0x53, 0xef] {
         say(&format!("first boot: making the state filesystem on {} ({})", dev.display(), st.partition));
-        let status = Command::new("/run/current-system/sw/sbin/mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-L", "mobix-state", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
-            .arg(&dev)
-            .env("PATH", stage2::PATH)
-            .status()
-            .map_err(|e| format!("running mke2fs: {e}"))?;
-        if !status.success() {
-            return Err(format!("mke2fs on {} failed ({status})", dev.display()));
-        }
+        run_tool(
+            Command::new("/run/current-system/sw/sbin/mke2fs")
+                .args(["-q", "-F", "-t", "ext4", "-L", "mobix-state", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+                .arg(&dev),
+        )?;
     }
     sys::mount(&dev.to_string_lossy(), STATE_DIR, Some("ext4"), libc::MS_NOATIME, None)?;
+    grow(&dev)?;
     for d in ["var", "home"] {
         let src = format!("{STATE_DIR}/{d}");
         std::fs::create_dir_all(&src).map_err(|e| format!("creating {src}: {e}"))?;
         sys::mount(&src, &format!("/{d}"), None, libc::MS_BIND, None)?;
     }
     Ok(true)
+}
+
+/// Grows the mounted state filesystem on `dev` to the device's size when the device is
+/// larger by more than the slack resize2fs may leave (a last block group too small to keep).
+fn grow(dev: &Path) -> Result<()> {
+    const SLACK: u64 = 16 << 20;
+    let have = fs_bytes(&sys::read_at(dev, 1024, 1024)?).ok_or("the state filesystem's superblock is unreadable")?;
+    let room = device_bytes(dev)?;
+    if room <= have + SLACK {
+        return Ok(());
+    }
+    say(&format!("growing the state filesystem on {} from {} MiB to {} MiB", dev.display(), have >> 20, room >> 20));
+    run_tool(Command::new("/run/current-system/sw/sbin/resize2fs").arg(dev))
+}
+
+/// The size in bytes an ext2/3/4 superblock (the 1024 bytes at offset 1024) gives its
+/// filesystem: blocks count (with its high half on 64-bit filesystems) times block size.
+pub fn fs_bytes(sb: &[u8]) -> Option<u64> {
+    let u32_at = |o: usize| sb.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as u64);
+    if sb.get(56..58)? != [0x53, 0xef] {
+        return None;
+    }
+    let log = u32_at(24)?;
+    if log > 6 {
+        return None;
+    }
+    let incompat_64bit = u32_at(0x60)? & 0x80 != 0;
+    let hi = if incompat_64bit { u32_at(0x150)? } else { 0 };
+    Some(((hi << 32) | u32_at(4)?) << (10 + log))
+}
+
+fn device_bytes(dev: &Path) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;
+    f.seek(SeekFrom::End(0)).map_err(|e| format!("sizing {}: {e}", dev.display()))
+}
+
+/// A loop device over `part` from `offset` to its end (util-linux's losetup; the loop
+/// module loaded first where the kernel has it as a module).
+fn loop_device(part: &Path, offset: u64) -> Result<std::path::PathBuf> {
+    if !Path::new("/dev/loop-control").exists() {
+        let _ = Command::new("/run/current-system/sw/sbin/modprobe").arg("loop").env("PATH", stage2::PATH).status();
+    }
+    let out = Command::new("/run/current-system/sw/sbin/losetup")
+        .args(["--find", "--show", "--offset", &offset.to_string()])
+        .arg(part)
+        .env("PATH", stage2::PATH)
+        .output()
+        .map_err(|e| format!("running losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "losetup --offset {offset} {} failed ({}): {}",
+            part.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+}
+
+fn run_tool(cmd: &mut Command) -> Result<()> {
+    let what = format!("{:?}", cmd.get_program());
+    let status = cmd.env("PATH", stage2::PATH).status().map_err(|e| format!("running {what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
 }
 
 fn wait_for(partname: &str, timeout: Duration) -> Option<std::path::PathBuf> {
@@ -206,4 +290,33 @@ pub fn deadline() -> Result<()> {
         reboot_via_systemd,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fs_bytes;
+
+    /// The size read from superblocks mke2fs made: 32-bit and 64-bit layouts, 1 KiB and
+    /// 4 KiB blocks.
+    #[test]
+    fn filesystem_size_from_the_superblock() {
+        let dir = std::env::temp_dir().join(format!("mobix-sb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (mib, opts) in [(40u64, &["-b", "4096", "-O", "64bit"][..]), (24, &["-b", "1024", "-O", "^64bit"][..])] {
+            let img = dir.join(format!("{mib}.img"));
+            std::fs::File::create(&img).unwrap().set_len(mib << 20).unwrap();
+            let st = std::process::Command::new("mke2fs")
+                .args(["-q", "-F", "-t", "ext4"])
+                .args(opts)
+                .arg(&img)
+                .status()
+                .expect("mke2fs (e2fsprogs) runs");
+            assert!(st.success());
+            let sb = &std::fs::read(&img).unwrap()[1024..2048];
+            assert_eq!(fs_bytes(sb), Some(mib << 20), "{opts:?}");
+        }
+        assert_eq!(fs_bytes(&[0u8; 1024]), None);
+        assert_eq!(fs_bytes(&[0u8; 10]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

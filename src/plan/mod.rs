@@ -599,6 +599,10 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
             // Stage-1's modules come from this tree too: keep them whatever the list says.
             only: d.kernel.modules.as_ref().map(|m| {
                 let mut all: Vec<String> = m.iter().chain(&stage1_modules(d)).cloned().collect();
+                // The state beside the store is reached through a loop device.
+                if d.persistent_state_start() > 0 && profile.system.init == Init::Systemd {
+                    all.push("loop".into());
+                }
                 all.sort();
                 all.dedup();
                 all
@@ -903,9 +907,10 @@ fn system_json(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -
         copies: copies.to_vec(),
         init: s.init,
         // The minimal init keeps everything in memory, as it always has.
-        state: (profile.device.state.as_ref())
-            .filter(|_| systemd)
-            .map(|st| StateSpec { partition: st.partition.to_string() }),
+        state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {
+            partition: st.partition.to_string(),
+            offset: profile.device.persistent_state_start(),
+        }),
         trial_deadline: s.boot.trial_deadline,
         services: (s.services.iter())
             .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart.name().into() })

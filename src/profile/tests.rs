@@ -129,6 +129,27 @@ fn semantic_errors_are_located() {
     assert_eq!(key, "bootimg.kernel_offset");
 }
 
+/// The state beside the store: it starts where the system image ends, which needs the
+/// image's size and room after it.
+#[test]
+fn state_beside_the_store_follows_the_system_image() {
+    let beside = |t: String, size: &str| {
+        t.replace("  partition: system\n", &format!("  partition: userdata\n{size}"))
+            .replace("{ name: userdata, size: 256MiB }", "{ name: userdata, size: 1GiB }")
+    };
+    let d = parse_device(&beside(qemu_text(), "  size: 512MiB\n"), "devices/x/device.yaml").unwrap();
+    assert_eq!(d.persistent_state_start(), 512 << 20);
+    assert_eq!(d.state_offset(), (512 << 20) - crate::format::bootstate::AREA, "the boot-state area ends the image");
+    let q = parse_device(&qemu_text(), "devices/x/device.yaml").unwrap();
+    assert_eq!(q.persistent_state_start(), 0, "a partition of its own");
+    let (_, key, msg, _) = broken(|t| beside(t, ""));
+    assert_eq!(key, "state.partition");
+    assert!(msg.contains("needs `system.size`"), "{msg}");
+    let (_, key, msg, _) = broken(|t| beside(t, "  size: 1000MiB\n"));
+    assert_eq!(key, "system.size");
+    assert!(msg.contains("less than 64 MiB of userdata"), "{msg}");
+}
+
 #[test]
 fn unknown_device_lists_known_ones() {
     let err = load(repo(), "no-such-phone").unwrap_err();

@@ -684,11 +684,32 @@ impl Device {
                     )
                 }
                 Some(p) if p.slotted => return err("state.partition", format!("{} is slotted", st.partition)),
-                Some(_) if st.partition == self.system.partition => {
-                    return err(
-                        "state.partition",
-                        "the system partition holds the store; keeping state beside it is not supported yet".into(),
-                    )
+                // Beside the store: the state filesystem follows the system image, whose
+                // size must then be set smaller than the partition.
+                Some(p) if st.partition == self.system.partition => {
+                    let image = self.system_image_size();
+                    match (self.system.size, p.size) {
+                        (None, _) => {
+                            return err(
+                                "state.partition",
+                                format!(
+                                    "{} holds the system image; keeping the state beside it needs `system.size`",
+                                    st.partition
+                                ),
+                            )
+                        }
+                        (Some(_), Some(part)) if part.0 < image + mobix_bootctl::contract::MIN_STATE => {
+                            return err(
+                                "system.size",
+                                format!(
+                                    "leaves less than {} MiB of {} for the state beside it",
+                                    mobix_bootctl::contract::MIN_STATE >> 20,
+                                    st.partition
+                                ),
+                            )
+                        }
+                        _ => {}
+                    }
                 }
                 Some(_) => {}
             }
@@ -740,6 +761,15 @@ impl Device {
     /// system image (two copies of the record, after the filesystem).
     pub fn state_offset(&self) -> u64 {
         self.system_image_size().saturating_sub(crate::format::bootstate::AREA)
+    }
+
+    /// Where the persistent state filesystem starts in its partition: after the system
+    /// image (and its boot-state area) when the two share a partition, else at 0.
+    pub fn persistent_state_start(&self) -> u64 {
+        match &self.state {
+            Some(st) if st.partition == self.system.partition => self.system_image_size(),
+            _ => 0,
+        }
     }
 
     pub fn partition(&self, name: &str) -> Option<&Partition> {

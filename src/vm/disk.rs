@@ -31,15 +31,21 @@ impl Layout {
 /// Size of a partition the profile leaves unsized (real phones' sizes vary by model and
 /// are read from the device when flashing) on the emulated phone.
 pub(super) const UNSIZED_PARTITION: u64 = 64 * MIB;
+/// Room for the state after the system image in an unsized partition holding both.
+const STATE_ROOM: u64 = 256 * MIB;
 
 /// The emulated phone's partitions: the profile's, with sizes for those it leaves open
-/// (the system partition as large as the system image, others [`UNSIZED_PARTITION`]).
+/// (the system partition as large as the system image, with [`STATE_ROOM`] more where the
+/// state follows the image; others [`UNSIZED_PARTITION`]).
 pub fn emulated_partitions(profile: &Profile) -> Vec<(String, u64)> {
     let d = &profile.device;
     d.gpt_partitions()
         .into_iter()
         .map(|(name, size)| {
             let size = match size {
+                0 if d.system.partition == name.as_str() && d.persistent_state_start() > 0 => {
+                    d.system_image_size() + STATE_ROOM
+                }
                 0 if d.system.partition == name.as_str() => d.system_image_size().max(UNSIZED_PARTITION),
                 0 => UNSIZED_PARTITION,
                 s => s,

@@ -134,7 +134,10 @@ fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<()> {
         return Ok(());
     }
     let Some(st) = &profile.device.state else { return Ok(()) };
-    let Some((offset, size)) = p.layout.find(&st.partition) else { return Ok(()) };
+    let Some((start, size)) = p.layout.find(&st.partition) else { return Ok(()) };
+    // Beside the store, only what follows the system image is state.
+    let skip = profile.device.persistent_state_start().min(size);
+    let (offset, size) = (start + skip, size - skip);
     if fs::metadata(old)?.len() != p.layout.disk_size {
         return Ok(());
     }

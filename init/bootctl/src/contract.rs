@@ -296,10 +296,23 @@ pub struct EtcCopy {
 }
 
 /// The persistent state filesystem: the partition (by GPT name) stage-2 mounts at
-/// [`STATE_DIR`], making an ext4 filesystem filling it on first boot.
+/// [`STATE_DIR`], making an ext4 filesystem filling it on first boot and growing it when
+/// the partition is larger than the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSpec {
     pub partition: String,
+    /// Where the filesystem starts in the partition: 0, or, where the partition also holds
+    /// the system image (the store on userdata), the end of that image.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+/// The smallest state filesystem stage-2 makes: a partition with less room after the
+/// system image keeps /var and /home in memory.
+pub const MIN_STATE: u64 = 64 << 20;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where the persistent state is mounted on the running phone; `/var` and `/home` are its
@@ -422,11 +435,18 @@ mod tests {
         let systemd = round_trip(&SystemSpec {
             init: Init::Systemd,
             copies: vec![EtcCopy { path: "shadow".into(), mode: 0o640, gid: 42 }],
-            state: Some(StateSpec { partition: "userdata".into() }),
+            state: Some(StateSpec { partition: "userdata".into(), offset: 0 }),
             services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: "no".into() }],
             ..SystemSpec::default()
         });
         assert!(systemd.contains("\"init\": \"systemd\"") && systemd.contains("\"restart\": \"no\""), "{systemd}");
+        assert!(!systemd.contains("offset"), "a state partition of its own is written as before: {systemd}");
+        let beside = round_trip(&SystemSpec {
+            init: Init::Systemd,
+            state: Some(StateSpec { partition: "userdata".into(), offset: 2 << 30 }),
+            ..SystemSpec::default()
+        });
+        assert!(beside.contains("\"offset\": 2147483648"), "{beside}");
         let booted = round_trip(&Booted {
             generation: 3,
             toplevel: "/mobix/store/t-mobix-system".into(),
