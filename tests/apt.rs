@@ -15,6 +15,7 @@ const FULL: &str = "packages: [openssh-server, systemd, htop]
 health_checks:
   - {name: htop, command: [htop, --version]}
   - {name: ssh, command: [ssh, -V]}
+init: minimal
 ";
 
 /// mobix's private apt root, as the binary finds it.
@@ -155,20 +156,20 @@ fn a_bad_name_a_conflict_a_vanished_version_and_locked_change_nothing() {
         }
     };
     fails(
-        "hostname: typo\npackages:\n  - htop\n  - htpo\n",
+        "hostname: typo\npackages:\n  - htop\n  - htpo\ninit: minimal\n",
         &[],
         &["system.yaml:4: key `packages[1]`", "has no package htpo", "hint: did you mean `htop`?"],
     );
     fails(
-        "packages: [postfix, exim4-daemon-light]\n",
+        "packages: [postfix, exim4-daemon-light]\ninit: minimal\n",
         &[],
         &["apt cannot install these packages together", "Conflicts:", "E: Unable to correct problems"],
     );
-    fails("packages: [htop]\n", &["--locked"], &["does not pin htop and --locked forbids changing it"]);
+    fails("packages: [htop]\ninit: minimal\n", &["--locked"], &["does not pin htop and --locked forbids changing it"]);
     assert!(fs::read(repo.join("mobix.lock")).unwrap() == before, "the lock is unchanged");
 
     // A pinned version the archive dropped: said, with the command that fixes it.
-    fs::write(repo.join("system.yaml"), "packages: [tree]\n").unwrap();
+    fs::write(repo.join("system.yaml"), "packages: [tree]\ninit: minimal\n").unwrap();
     let mut lock: serde_json::Value = serde_json::from_slice(&before).unwrap();
     lock["apt"] = serde_json::json!({"requested": ["htop"], "packages": {"htop": {
         "version": "9.9-1", "arch": "arm64", "file": "pool/main/h/htop/htop_9.9-1_arm64.deb", "size": 1,
@@ -179,7 +180,7 @@ fn a_bad_name_a_conflict_a_vanished_version_and_locked_change_nothing() {
     assert_eq!(fs::read_to_string(repo.join("mobix.lock")).unwrap(), vanished);
     // The download says the same when the lock is complete and only the archive moved.
     let download = ["no longer has htop 9.9-1", "caused by: `apt-get download", "hint: `mobix lock update htop`"];
-    fails("packages: [htop]\n", &[], &download);
+    fails("packages: [htop]\ninit: minimal\n", &[], &download);
     let up = mobix_in(&repo, &["lock", "update", "htop"]);
     let said = ok(&up);
     assert!(said.contains("apt.htop: 9.9-1 -> "), "{said}");

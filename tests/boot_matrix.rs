@@ -13,9 +13,12 @@ fn every_header_version_and_compression_boots() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let (store, out) = (tmp.path().join("store"), tmp.path().join("out"));
+    let minimal = repo.join("tests/fixtures/systems/minimal.yaml");
     let status = Command::new(env!("CARGO_BIN_EXE_mobix"))
         .args(["build", "--device", "qemu-aarch64", "--repo"])
         .arg(&repo)
+        .arg("--config")
+        .arg(&minimal)
         .arg("--store")
         .arg(&store)
         .arg("--out")
@@ -23,7 +26,8 @@ fn every_header_version_and_compression_boots() {
         .status()
         .unwrap();
     assert!(status.success(), "mobix build failed");
-    let profile = mobix::profile::load(&repo, "qemu-aarch64").unwrap();
+    let sel = mobix::profile::Selection { variant: None, config: Some(&minimal) };
+    let profile = mobix::profile::load_with(&repo, "qemu-aarch64", sel).unwrap();
     let manifest = mobix::publish::load_manifest(&out).unwrap();
     let built = BootImage::parse(&std::fs::read(out.join("boot.img")).unwrap()).unwrap();
     let cpio = compress::decompress(&built.ramdisk, 1 << 30).unwrap();

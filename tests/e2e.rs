@@ -1,5 +1,6 @@
-//! End to end, through the `mobix` binary: build the qemu-aarch64 images, judge them with
-//! the reference tools, rebuild from a second empty store and compare, boot them in QEMU.
+//! End to end, through the `mobix` binary: build the qemu-aarch64 images of the default
+//! system (as the quick start does: `init: systemd`), judge them with the reference tools,
+//! rebuild from a second empty store and compare, boot them in QEMU.
 //! Needs what `scripts/setup` installs; downloads the pinned packages once per host.
 
 use std::collections::BTreeMap;
@@ -58,8 +59,10 @@ fn build_check_reproduce_and_boot() {
     let (store_a, out_a) = (tmp.path().join("store-a"), tmp.path().join("out-a"));
     let oa = out_a.to_str().unwrap();
 
-    // 1. A build from an empty store.
-    let manifest: serde_json::Value = serde_json::from_str(&ok(&build(tmp.path(), &store_a, &out_a, true))).unwrap();
+    // 1. A build from an empty store; it says how to get in (nobody can yet).
+    let first = build(tmp.path(), &store_a, &out_a, true);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("no account can log in yet (root is locked)"));
+    let manifest: serde_json::Value = serde_json::from_str(&ok(&first)).unwrap();
     assert_eq!(manifest["device"], "qemu-aarch64");
     assert_eq!(manifest["generation"], 1);
     let toplevel = manifest["toplevel"].as_str().unwrap().to_string();
@@ -150,6 +153,8 @@ fn build_check_reproduce_and_boot() {
     let log = fs::read_to_string(out_a.join("vm/serial.log")).unwrap();
     assert!(log.contains(&format!("mobix: boot-complete generation=1 toplevel={toplevel}")));
     assert!(log.contains("reboot: Power down"), "stage-2 powers off cleanly when asked");
+    assert!(log.contains("systemd[1]: systemd 252"), "the default system runs Debian's systemd");
+    assert!(log.contains("first boot: making the state filesystem"), "with its state on userdata");
     mobix_util_remove(&store_a).unwrap();
 }
 

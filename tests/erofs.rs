@@ -12,7 +12,7 @@ use std::process::Command;
 fn an_erofs_system_builds_reproducibly_checks_and_boots() {
     let d = tempfile::tempdir().unwrap();
     let t = d.path();
-    fs::write(t.join("system.yaml"), "device:\n  system: { filesystem: erofs }\n").unwrap();
+    fs::write(t.join("system.yaml"), "init: minimal\ndevice:\n  system: { filesystem: erofs }\n").unwrap();
     let repo = repo();
     let repo = repo.to_str().unwrap();
     for (store, out) in [("s1", "o1"), ("s2", "o2")] {

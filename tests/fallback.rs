@@ -24,7 +24,7 @@ fn scenario_with(name: &str, bootloader: &str) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
     let r = repo();
     let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(["test", "--device", "qemu-aarch64", "--json", "--scenario", name])
+        .args(["test", "--device", "qemu-aarch64", "--json", "--scenario", name, "--config", &common::minimal()])
         .args(["--repo", r.to_str().unwrap(), "--store", store.to_str().unwrap()])
         .args(["--out", out.path().to_str().unwrap(), "--bootloader", bootloader])
         .output()

@@ -29,7 +29,7 @@ fn firmware_is_pinned_and_installed() {
         sha(&modem)
     ));
     fs::write(&dev, text).unwrap();
-    fs::write(t.join("system.yaml"), "hostname: fwphone\nfirmware_dir: vendor-firmware\n").unwrap();
+    fs::write(t.join("system.yaml"), "hostname: fwphone\ninit: minimal\nfirmware_dir: vendor-firmware\n").unwrap();
     let store = t.join("store");
     let build = |store: &std::path::Path, out: &str| {
         mobix(

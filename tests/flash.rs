@@ -97,13 +97,12 @@ impl Drop for Phone {
     }
 }
 
+/// Builds the qemu-aarch64 system of `config` [the minimal one] into `out`.
 fn build(out: &Path, config: Option<&Path>) {
     let o = out.to_str().unwrap();
-    let mut a = vec!["build", "--device", "qemu-aarch64", "--out", o];
-    if let Some(c) = config {
-        a.extend(["--config", c.to_str().unwrap()]);
-    }
-    ok(&mobix(&a));
+    let minimal = common::minimal();
+    let c = config.map_or(minimal.clone(), |c| c.to_str().unwrap().to_string());
+    ok(&mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &c]));
 }
 
 fn test_flashed(out: &Path, config: Option<&Path>) -> serde_json::Value {
@@ -136,7 +135,18 @@ fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
     // `--export`: the same build as real files, for a machine without this store.
     let export = tmp.path().join("export");
     let o = out.to_str().unwrap();
-    ok(&mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--export", export.to_str().unwrap()]));
+    let minimal = common::minimal();
+    ok(&mobix(&[
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--out",
+        o,
+        "--config",
+        &minimal,
+        "--export",
+        export.to_str().unwrap(),
+    ]));
     for e in std::fs::read_dir(&export).unwrap() {
         let e = e.unwrap();
         assert!(e.file_type().unwrap().is_file(), "{:?} is a real file", e.path());
@@ -237,7 +247,7 @@ fn mobix_flash_then_boot_then_an_update_to_the_inactive_slot() {
 
     // An update (a new command line: a new boot image) goes to slot a, the inactive one.
     let cfg = tmp.path().join("update.yaml");
-    std::fs::write(&cfg, "cmdline: [quiet]\n").unwrap();
+    std::fs::write(&cfg, "init: minimal\ncmdline: [quiet]\n").unwrap();
     build(&out, Some(&cfg));
     let phone = Phone::start("qemu-aarch64", &out, &[]);
     let r: serde_json::Value = serde_json::from_str(&ok(&flash(&out, &phone, &["--reboot"]))).unwrap();
@@ -283,7 +293,7 @@ fn an_interrupted_flash_keeps_the_old_slot_and_a_wrong_phone_or_size_is_refused(
     let small = tmp.path().join("small.yaml");
     std::fs::write(
         &small,
-        "device:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
+        "init: minimal\ndevice:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
          - { name: boot, size: 8MiB, slotted: true }\n      - { name: system, size: 1GiB }\n  \
          state: null\n",
     )
@@ -306,7 +316,7 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     let cfg = tmp.path().join("small.yaml");
     std::fs::write(
         &cfg,
-        "device:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
+        "init: minimal\ndevice:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
          - { name: boot, size: 64MiB, slotted: true }\n      - { name: system, size: 96MiB }\n  \
          state: null\n",
     )
@@ -383,7 +393,17 @@ fn flash_a_real_phone(device: &str) -> (Vec<(String, String)>, serde_json::Value
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", o]));
+    ok(&mobix(&[
+        "build",
+        "--device",
+        device,
+        "--kernel-from",
+        "substitute",
+        "--out",
+        o,
+        "--config",
+        &common::minimal(),
+    ]));
     let phone = Phone::start(device, &out, &[]);
     let serial = phone.serial();
     let flashed = mobix(&["flash", "--device", device, "--out", o, "-s", &serial, "--reboot", "--json"]);
@@ -430,7 +450,17 @@ fn a_dry_run_says_what_the_flash_would_destroy() {
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
     let device = "oneplus-enchilada";
-    ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", o]));
+    ok(&mobix(&[
+        "build",
+        "--device",
+        device,
+        "--kernel-from",
+        "substitute",
+        "--out",
+        o,
+        "--config",
+        &common::minimal(),
+    ]));
     let phone = Phone::start(device, &out, &[]);
     let text = ok(&mobix(&["flash", "--device", device, "--out", o, "-s", &phone.serial(), "--dry-run"]));
     assert!(text.contains("would destroy: userdata is overwritten"), "{text}");

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod common;
+
 fn mobix(args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
         .args(args)
@@ -22,9 +24,12 @@ fn builds_become_generations_and_diff_shows_what_changed() {
     let store = tmp.path().join("store");
     let (s, out) = (store.to_str().unwrap(), tmp.path().join("out"));
     let o = out.to_str().unwrap();
-    assert!(mobix(&["build", "--device", "qemu-aarch64", "--store", s, "--out", o]).status.success());
+    let minimal = common::minimal();
+    assert!(mobix(&["build", "--device", "qemu-aarch64", "--store", s, "--out", o, "--config", &minimal])
+        .status
+        .success());
     let cfg = tmp.path().join("system.yaml");
-    std::fs::write(&cfg, "hostname: pocket\ncmdline: [quiet]\n").unwrap();
+    std::fs::write(&cfg, "hostname: pocket\ninit: minimal\ncmdline: [quiet]\n").unwrap();
     let c = cfg.to_str().unwrap();
     assert!(mobix(&["build", "--device", "qemu-aarch64", "--store", s, "--out", o, "--config", c]).status.success());
     // The same system again is not a new generation.

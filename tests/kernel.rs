@@ -68,7 +68,10 @@ fn a_kernel_built_from_source_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    let b = mobix(&repo(), &["build", "--device", "qemu-aarch64", "--variant", "tiny", "--out", o]);
+    let b = mobix(
+        &repo(),
+        &["build", "--device", "qemu-aarch64", "--variant", "tiny", "--out", o, "--config", &common::minimal()],
+    );
     assert!(b.status.success(), "building qemu-aarch64 tiny failed");
     let said = String::from_utf8_lossy(&b.stderr);
     assert!(said.contains("kernel: built from source: kernels/qemu-tiny"));

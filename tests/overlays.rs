@@ -22,7 +22,7 @@ fn overlays_layer_files_onto_the_system() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
     }
-    fs::write(t.join("system.yaml"), "overlays: [greeting, shell]\n").unwrap();
+    fs::write(t.join("system.yaml"), "init: minimal\noverlays: [greeting, shell]\n").unwrap();
     let store = t.join("store");
     let s = store.to_str().unwrap();
     let o = mobix(t, &["build", "--device", "qemu-aarch64", "--config", "system.yaml", "--store", s, "--out", "out"]);
@@ -42,7 +42,7 @@ fn overlays_layer_files_onto_the_system() {
     let test = mobix(t, &["test", "--device", "qemu-aarch64", "--config", "system.yaml", "--out", "out"]);
     assert!(test.status.success());
     // An overlay that does not exist is an error at its line in the config.
-    fs::write(t.join("system.yaml"), "hostname: x\noverlays: [greeting, nope]\n").unwrap();
+    fs::write(t.join("system.yaml"), "hostname: x\noverlays: [greeting, nope]\ninit: minimal\n").unwrap();
     let o = mobix(t, &["build", "--device", "qemu-aarch64", "--config", "system.yaml", "--store", s, "--out", "out"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const CONFIG: &str = "\
+init: minimal
 packages: [mmc-utils, tree]
 health_checks:
   - name: mmc

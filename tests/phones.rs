@@ -11,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value {
+/// Builds a phone's default system (`init: systemd`) or, with `minimal`, the minimal one.
+fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>, minimal: bool) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));
     cmd.args(["build", "--json", "--kernel-from", "substitute", "--device", device, "--repo"])
         .arg(repo())
@@ -21,6 +22,9 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value
         .arg(out);
     if let Some(v) = variant {
         cmd.args(["--variant", v]);
+    }
+    if minimal {
+        cmd.args(["--config", &common::minimal()]);
     }
     let o = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -36,10 +40,14 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>) -> Value
     };
     assert!(err.contains("next, to put it on the") && err.contains("fastboot flashing unlock"), "{err}");
     assert!(err.contains(&flash), "the flash command for this phone ({flash}):\n{err}");
-    // And how to reach it: a shell over the USB network (the SDM845 phones' minimal
-    // system), else its serial console.
-    let reach =
-        if device == "google-sargo" { "its console is the serial port ttyMSM0" } else { "`telnet 172.16.42.1`" };
+    // And how to reach it: over the USB network (a shell on the SDM845 phones' minimal
+    // system; the default system has no ssh until the config turns it on), else its
+    // serial console.
+    let reach = match (device, minimal) {
+        ("google-sargo", _) => "its console is the serial port ttyMSM0",
+        (_, true) => "`telnet 172.16.42.1`",
+        (_, false) => "it answers at 172.16.42.1 over the USB cable, but runs no ssh server",
+    };
     assert!(err.contains(reach), "{reach}:\n{err}");
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -74,7 +82,18 @@ fn every_phone_builds_with_its_profile_values() {
     ];
     for (device, variant, dtb, _) in cases {
         let out = tmp.path().join(format!("{device}-{}", variant.unwrap_or("")));
-        let manifest = build(&store, &out, device, variant);
+        // The OnePlus 6 with its default system (systemd); the others minimal, to be quick.
+        let default = device == "oneplus-enchilada";
+        let manifest = build(&store, &out, device, variant, !default);
+        if default {
+            // systemd, its state on userdata after the 2 GiB system image.
+            let top = common::store_entry(&store, "-mobix-system-oneplus-enchilada");
+            // The toplevel's links name paths on the phone (/mobix/store/…).
+            let etc = store.join(fs::read_link(top.join("etc")).unwrap().file_name().unwrap());
+            let spec: Value = serde_json::from_slice(&fs::read(etc.join("mobix/system.json")).unwrap()).unwrap();
+            assert_eq!(spec["init"], "systemd", "{spec}");
+            assert_eq!(spec["state"], serde_json::json!({ "partition": "userdata", "offset": 2u64 << 30 }), "{spec}");
+        }
         assert_eq!(manifest["device"], device);
         assert_eq!(manifest["variant"].as_str(), variant);
         // unpack_bootimg reports the profile's header values.

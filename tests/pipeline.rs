@@ -22,7 +22,10 @@ fn cache_dir() -> PathBuf {
 #[test]
 fn a_build_through_the_library_matches_its_dry_run() {
     let repo = common::repo();
-    let profile = mobix::profile::load(&repo, "qemu-aarch64").unwrap();
+    // The minimal system the other tests build in the shared store too.
+    let minimal = PathBuf::from(common::minimal());
+    let sel = mobix::profile::Selection { variant: None, config: Some(&minimal) };
+    let profile = mobix::profile::load_with(&repo, "qemu-aarch64", sel).unwrap();
     let lock = mobix::lock::Lock::load(&repo).unwrap();
     let store = mobix::store::Store::open(&common::shared_store()).unwrap();
     let inputs = pipeline::host_facts(&repo, &profile, mobix::plan::KernelFrom::default_for(&profile), &store).unwrap();

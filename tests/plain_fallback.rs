@@ -35,8 +35,12 @@ fn a_bad_update_falls_back_by_itself_under_plain_mobix_test() {
     let out = t.path().join("out");
     let good = t.path().join("good.yaml");
     let bad = t.path().join("bad.yaml");
-    std::fs::write(&good, "hostname: plain-fallback\n").unwrap();
-    std::fs::write(&bad, "hostname: plain-fallback\nhealth_checks: [{name: bad, command: [\"false\"]}]\n").unwrap();
+    std::fs::write(&good, "hostname: plain-fallback\ninit: minimal\n").unwrap();
+    std::fs::write(
+        &bad,
+        "hostname: plain-fallback\ninit: minimal\nhealth_checks: [{name: bad, command: [\"false\"]}]\n",
+    )
+    .unwrap();
 
     let g1 = build(&out, &good);
     let (o, v) = test(&out);
@@ -88,8 +92,12 @@ fn mobix_test_boots_the_config_the_build_used() {
     let out = t.path().join("out");
     let built = t.path().join("built.yaml");
     let other = t.path().join("other.yaml");
-    std::fs::write(&built, "hostname: config-kept\nhealth_checks: [{name: bad, command: [\"false\"]}]\n").unwrap();
-    std::fs::write(&other, "hostname: config-other\n").unwrap();
+    std::fs::write(
+        &built,
+        "hostname: config-kept\ninit: minimal\nhealth_checks: [{name: bad, command: [\"false\"]}]\n",
+    )
+    .unwrap();
+    std::fs::write(&other, "hostname: config-other\ninit: minimal\n").unwrap();
     // A store of its own: a generation of this test's in the shared store, never booted and
     // so still a trial, would be carried and tried by the other test's builds running beside.
     let store = t.path().join("store");

@@ -23,8 +23,12 @@ fn a_read_only_store_serves_a_no_op_build_and_refuses_new_work_with_a_hint() {
     let r = repo();
     let store = shared_store();
     let build = |store: &std::path::Path, extra: &[&str]| {
+        let minimal = common::minimal();
         let mut a = vec!["build", "--device", "qemu-aarch64", "--repo", r.to_str().unwrap()];
         a.extend(["--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        if extra.is_empty() {
+            a.extend(["--config", &minimal]);
+        }
         a.extend(extra);
         mobix_in(t.path(), &a)
     };
@@ -41,7 +45,7 @@ fn a_read_only_store_serves_a_no_op_build_and_refuses_new_work_with_a_hint() {
     ok(&noop);
     assert!(String::from_utf8_lossy(&noop.stderr).contains("nothing to build"));
 
-    std::fs::write(t.path().join("new.yaml"), "hostname: read-only-check\n").unwrap();
+    std::fs::write(t.path().join("new.yaml"), "hostname: read-only-check\ninit: minimal\n").unwrap();
     let new = build(&view, &["--config", "new.yaml"]);
     assert_eq!(new.status.code(), Some(1), "{}", String::from_utf8_lossy(&new.stderr));
     let err = String::from_utf8_lossy(&new.stderr);
@@ -73,7 +77,7 @@ fn a_build_with_nothing_to_do_needs_no_rust_toolchain() {
     let no_rust = path_without_rust(&t.path().join("bin"));
     let build = |store: &std::path::Path, without_rust: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
-        c.args(["build", "--device", "qemu-aarch64", "--repo", r.to_str().unwrap()]);
+        c.args(["build", "--device", "qemu-aarch64", "--repo", r.to_str().unwrap(), "--config", &common::minimal()]);
         c.args(["--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()]).current_dir(t.path());
         if without_rust {
             c.env("PATH", &no_rust);

@@ -20,6 +20,10 @@ fn build(t: &Path, store: &str, out: &str, extra: &[&str]) -> Output {
     if !t.join("mobix.lock").exists() {
         a.extend(["--repo", repo]);
     }
+    let minimal = common::minimal();
+    if !extra.contains(&"--config") {
+        a.extend(["--config", &minimal]);
+    }
     a.extend(extra);
     mobix(t, &a)
 }
@@ -32,6 +36,10 @@ fn sha256s(out: &Path) -> serde_json::Value {
 /// The recipes of `mobix build --dry-run --json` not yet built, by name.
 fn unbuilt(t: &Path, store: &str, extra: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--dry-run", "--json"];
+    let minimal = common::minimal();
+    if !extra.contains(&"--config") {
+        a.extend(["--config", &minimal]);
+    }
     a.extend(extra);
     let plan: serde_json::Value = serde_json::from_str(&ok(&mobix(t, &a))).unwrap();
     plan["recipes"]
@@ -51,7 +59,7 @@ fn an_overlay_change_rebuilds_only_what_depends_on_it() {
     let motd = t.join("overlays/greeting/files/etc/motd");
     fs::create_dir_all(motd.parent().unwrap()).unwrap();
     fs::write(&motd, "one\n").unwrap();
-    fs::write(t.join("system.yaml"), "overlays: [greeting]\n").unwrap();
+    fs::write(t.join("system.yaml"), "init: minimal\noverlays: [greeting]\n").unwrap();
     let cfg = ["--config", "system.yaml"];
     ok(&build(t, "store", "out", &cfg));
     assert!(unbuilt(t, "store", &cfg).is_empty(), "a no-op rebuild plans nothing");
@@ -187,7 +195,8 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
         }
         let delay = Duration::from_millis(rng.next() % cap_ms.max(300));
         let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["build", "--device", "qemu-aarch64", "--store", "s", "--out", "out", "--repo"])
+            .args(["build", "--device", "qemu-aarch64", "--store", "s", "--out", "out", "--config", &common::minimal()])
+            .arg("--repo")
             .arg(env!("CARGO_MANIFEST_DIR"))
             .current_dir(t)
             .stdout(std::process::Stdio::null())
@@ -275,7 +284,8 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     ok(&mobix(t, &["--store", "b", "store", "import", "cache", "--trust", "k.key.pub"]));
     fs::create_dir(t.join("empty-cargo-home")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(["build", "--device", "qemu-aarch64", "--store", "b", "--out", "out-b", "--repo"])
+        .args(["build", "--device", "qemu-aarch64", "--store", "b", "--out", "out-b", "--config", &common::minimal()])
+        .arg("--repo")
         .arg(env!("CARGO_MANIFEST_DIR"))
         .current_dir(t)
         .env("CARGO_HOME", t.join("empty-cargo-home"))
@@ -300,7 +310,7 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     let repo = env!("CARGO_MANIFEST_DIR");
     let spawn = |host: &str| {
         let cfg = t.join(format!("{host}.yaml"));
-        fs::write(&cfg, format!("hostname: {host}\n")).unwrap();
+        fs::write(&cfg, format!("hostname: {host}\ninit: minimal\n")).unwrap();
         Command::new(env!("CARGO_BIN_EXE_mobix"))
             .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
             .arg(&cfg)
@@ -338,7 +348,7 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     // out directory ends with the newer generation (not whichever was slower).
     let spawn_to = |host: &str, out: &str| {
         let cfg = t.join(format!("{host}.yaml"));
-        fs::write(&cfg, format!("hostname: {host}\n")).unwrap();
+        fs::write(&cfg, format!("hostname: {host}\ninit: minimal\n")).unwrap();
         Command::new(env!("CARGO_BIN_EXE_mobix"))
             .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
             .arg(&cfg)
@@ -414,7 +424,7 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
 
     // A system whose image cannot be made (a partition far too small) fails after its
     // system is built: no generation is recorded for it.
-    fs::write(t.join("small.yaml"), "hostname: too-big\ndevice:\n  system: { size: 1MiB }\n").unwrap();
+    fs::write(t.join("small.yaml"), "hostname: too-big\ninit: minimal\ndevice:\n  system: { size: 1MiB }\n").unwrap();
     let failed = build(t, "s", "o", &["--config", "small.yaml"]);
     assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
     assert_eq!(gens(t), 1, "a failed build records no generation");

@@ -96,7 +96,7 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o]);
+    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &common::minimal()]);
     assert!(b.status.success());
     let generation = {
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();

@@ -149,6 +149,10 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Said of a systemd system no one can log in to.
+const NO_LOGIN: &str = "no account can log in yet (root is locked): give a user `authorized_keys` and \
+                        `ssh: { enable: true }`, or a `hashed_password`, in a system config (README: A system to log in to)";
+
 /// What to do with a build next, for the device it is for: on a real phone unlocking,
 /// fastboot mode and the flash command (with what flashing overwrites); on the emulated
 /// phone `mobix test`.
@@ -165,6 +169,8 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
                 "  to log in: `mobix run {args} --ssh-port 2222`, then `{}`",
                 profile.system.ssh_command("127.0.0.1", Some(2222))
             ));
+        } else if profile.system.init == Init::Systemd && !profile.system.can_log_in() {
+            lines.push(format!("  {NO_LOGIN}"));
         }
         return lines;
     }
@@ -199,6 +205,10 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         (Some(_), Init::Systemd, false) => format!(
             "  4. it answers at {USB_PHONE_ADDRESS} over the USB cable, but runs no ssh server: set `ssh: {{ enable: true }}` \
              and a user with `authorized_keys` in the system config to log in"
+        ),
+        (None, Init::Systemd, _) if !profile.system.can_log_in() => format!(
+            "  4. its console is the serial port {}; {NO_LOGIN}",
+            profile.device.console
         ),
         (Some(_), Init::Minimal, _) => format!(
             "  4. for a shell, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \

@@ -15,7 +15,10 @@ fn record(entries: Vec<crate::format::bootstate::Entry>) -> crate::format::boots
 
 fn fixture() -> (Profile, Lock, Inputs) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let profile = crate::profile::load(repo, "qemu-aarch64").unwrap();
+    // The minimal system (a build without a config is a systemd one).
+    let minimal = repo.join("tests/fixtures/systems/minimal.yaml");
+    let sel = crate::profile::Selection { variant: None, config: Some(&minimal) };
+    let profile = crate::profile::load_with(repo, "qemu-aarch64", sel).unwrap();
     let lock = Lock::load(repo).unwrap();
     let inputs = Inputs {
         overlays: Vec::new(),

@@ -313,16 +313,16 @@ pub fn load_u_boot(repo: &Path, name: &str) -> Result<LoadedUBoot> {
 
 /// The user's system configuration (`--config FILE`). Its `device:` mapping overrides
 /// device keys (merged after the variant); the keys here describe the system itself.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
     /// The system's hostname [default: the device codename].
     #[serde(default)]
     pub hostname: Option<String>,
     /// PID 1 after stage-1: `systemd` (Debian's, after mobix's activation) or `minimal`
-    /// (mobix's own small stage-2: services and health checks, a shell on the console)
-    /// [default: minimal].
-    #[serde(default)]
+    /// (mobix's own small stage-2: services and health checks, a shell on the console,
+    /// for tiny systems and fast tests) [default: systemd].
+    #[serde(default = "default_init")]
     pub init: Init,
     /// Login accounts, by name (systemd only). Their uids and gids are kept in mobix.lock.
     #[serde(default)]
@@ -373,7 +373,24 @@ pub struct SystemConfig {
     pub health_checks: Vec<HealthCheck>,
 }
 
+fn default_init() -> Init {
+    Init::Systemd
+}
+
+/// A build without `--config` is a build with an empty one: every key its default.
+impl Default for SystemConfig {
+    fn default() -> Self {
+        serde_norway::from_value(Value::Mapping(Default::default())).expect("every system config key has a default")
+    }
+}
+
 impl SystemConfig {
+    /// Whether any account (root included) has a key or a password: a systemd system
+    /// without one has no way in but the debug shell.
+    pub fn can_log_in(&self) -> bool {
+        self.users.values().any(|u| !u.authorized_keys.is_empty() || u.hashed_password.is_some())
+    }
+
     /// The account an ssh login is suggested for: the first user with a key, else the
     /// first user, else root.
     pub fn login_user(&self) -> &str {
@@ -1091,13 +1108,13 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         }
         check_accounts(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
         check_filesystems(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
-        // What a systemd system is made of, resolved by apt like the config's own names.
-        if system.init == Init::Systemd {
-            let ssh = system.ssh.enable.then_some("openssh-server");
-            for p in SYSTEMD_BASE.iter().copied().chain(ssh) {
-                if !system.packages.iter().any(|q| crate::lock::apt::Request::name_of(q) == p) {
-                    system.packages.push(p.to_string());
-                }
+    }
+    // What a systemd system is made of, resolved by apt like the config's own names.
+    if system.init == Init::Systemd {
+        let ssh = system.ssh.enable.then_some("openssh-server");
+        for p in SYSTEMD_BASE.iter().copied().chain(ssh) {
+            if !system.packages.iter().any(|q| crate::lock::apt::Request::name_of(q) == p) {
+                system.packages.push(p.to_string());
             }
         }
     }

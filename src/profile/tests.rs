@@ -162,7 +162,7 @@ fn unknown_device_lists_known_ones() {
 fn packages_are_specs_or_lock_entries() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("system.yaml");
-    std::fs::write(&cfg, "packages: [mmc-utils, tree]\n").unwrap();
+    std::fs::write(&cfg, "init: minimal\npackages: [mmc-utils, tree]\n").unwrap();
     let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
     assert_eq!(p.system.packages, ["mmc-utils", "tree"]);
     // Debian names (with a version or without) are for apt to resolve; a later error about
@@ -224,7 +224,7 @@ fn overlays_bring_their_packages() {
     std::fs::create_dir_all(r.join("packages/mmc-utils")).unwrap();
     std::fs::copy(repo().join("packages/mmc-utils/package.yaml"), r.join("packages/mmc-utils/package.yaml")).unwrap();
     let cfg = r.join("system.yaml");
-    std::fs::write(&cfg, "packages: [tree]\noverlays: [tools]\n").unwrap();
+    std::fs::write(&cfg, "init: minimal\npackages: [tree]\noverlays: [tools]\n").unwrap();
     let load = || load_with(r, "qemu-aarch64", Selection { variant: None, config: Some(&cfg) });
     // No overlay.yaml: only the files.
     assert_eq!(load().unwrap().system.packages, ["tree"]);
@@ -302,7 +302,7 @@ fn accounts_ssh_and_services_are_checked_where_written() {
         assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
         assert!(pe.msg.contains(says), "{pe}");
     };
-    located(&ok.replace("init: systemd\n", ""), 2, "users.alice", "need `init: systemd`");
+    located(&ok.replace("init: systemd\n", "init: minimal\n"), 3, "users.alice", "need `init: systemd`");
     located(&ok.replace("wheel, friends", "wheel, enemies"), 4, "users.alice.groups[1]", "no group \"enemies\"");
     located(&ok.replace(key, "AAAA alice"), 5, "users.alice.authorized_keys[0]", "not an OpenSSH public key");
     located(&ok.replace("user: alice", "user: bob"), 9, "services[0].user", "no user \"bob\"");

@@ -78,6 +78,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The system config of the tests that are not about systemd (`init: minimal`), as an
+/// absolute path.
+pub fn minimal() -> String {
+    repo().join("tests/fixtures/systems/minimal.yaml").to_str().unwrap().to_string()
+}
+
 /// The store the integration tests share (builds of the same inputs are reused).
 pub fn shared_store() -> PathBuf {
     repo().join("target/mobix-test-store")
