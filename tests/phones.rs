@@ -139,6 +139,8 @@ fn every_phone_builds_with_its_profile_values() {
         // The flash plan.
         let plan: Value = serde_json::from_str(&fs::read_to_string(out.join("flash-plan.json")).unwrap()).unwrap();
         let steps = plan["steps"].as_array().unwrap();
+        // Flashing the default (systemd) system keeps the state after the system image.
+        assert_eq!(plan["state_after"].as_u64(), default.then_some(2u64 << 30), "{device}: {plan}");
         let last = steps.last().unwrap();
         assert_eq!(
             (last["partition"].as_str(), last["image"].as_str()),

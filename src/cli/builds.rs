@@ -187,7 +187,14 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
             .to_string(),
         format!(
             "  3. `mobix flash {args} --dry-run` says what would be written{}; then `mobix flash {args} --reboot`",
-            if userdata { " and that userdata (the phone's data) is overwritten" } else { "" }
+            match (userdata, plan.state_after) {
+                (true, Some(at)) => format!(
+                    " and that userdata's first {} MiB (Android's data) are overwritten, the state after them kept",
+                    at >> 20
+                ),
+                (true, None) => " and that userdata (the phone's data) is overwritten".into(),
+                (false, _) => String::new(),
+            }
         ),
     ];
     if plan.ab {

@@ -518,13 +518,14 @@ pub fn resolve(
     if opts.reboot {
         actions.push(Action::Reboot);
     }
-    let destroys = destroys(&actions);
+    let destroys = destroys(&actions, plan.state_after);
     Ok(Resolution { actions, assumed, current, slots, max_download_size, phone: phone_key(dev), destroys })
 }
 
-/// What `actions` destroy, in words: the owner's data on userdata, erased partitions, and
+/// What `actions` destroy, in words: the owner's data on userdata (Android's only, where
+/// mobix's state follows the system image from byte `state_after`), erased partitions, and
 /// what the written slot held before. Pure.
-pub fn destroys(actions: &[Action]) -> Vec<String> {
+pub fn destroys(actions: &[Action], state_after: Option<u64>) -> Vec<String> {
     let mut out = Vec::new();
     let mut erased = Vec::new();
     let mut per_slot: BTreeMap<char, Vec<&str>> = BTreeMap::new();
@@ -535,7 +536,13 @@ pub fn destroys(actions: &[Action]) -> Vec<String> {
             _ => continue,
         };
         let base = partition.strip_suffix("_a").or_else(|| partition.strip_suffix("_b"));
-        if partition == "userdata" || base == Some("userdata") {
+        if let (Some(at), false, true) = (state_after, erase, partition == "userdata") {
+            out.push(format!(
+                "userdata's first {} MiB are overwritten: what Android stored there (apps' data, photos, files) is \
+                 lost; mobix's own state after them (/home, /var) is kept",
+                at >> 20
+            ));
+        } else if partition == "userdata" || base == Some("userdata") {
             out.push(format!(
                 "{partition} is {}: everything stored on the phone (apps' data, photos, files) is lost",
                 if erase { "erased" } else { "overwritten" }
@@ -858,6 +865,7 @@ mod tests {
             device: "phone".into(),
             products: vec!["sdm845".into()],
             ab: true,
+            state_after: None,
             steps: vec![
                 Step::Erase { partition: "dtbo_a".into() },
                 Step::Flash { partition: "boot".into(), slotted: true, image: "boot.img".into() },
@@ -964,6 +972,14 @@ mod tests {
                 "slot b's boot, vbmeta are replaced: what slot b held before (often the stock Android of the last \
                  update) is gone",
             ]
+        );
+        // The store on userdata with the state after it: Android's data goes, mobix's stays.
+        let beside = FlashPlan { state_after: Some(2 << 30), ..plan.clone() };
+        let r = resolve(&beside, &facts(), &opts(), &device(Some(Slot::A)), &Flashed::new()).unwrap();
+        assert_eq!(
+            r.destroys[0],
+            "userdata's first 2048 MiB are overwritten: what Android stored there (apps' data, photos, files) is \
+             lost; mobix's own state after them (/home, /var) is kept"
         );
         // Skipped images destroy nothing.
         let flashed = Flashed::from([("boot_b".into(), "b".into()), ("vbmeta_b".into(), "v".into())]);

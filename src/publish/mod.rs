@@ -82,6 +82,11 @@ pub struct FlashPlan {
     /// Whether the phone has A/B slots (boot is slotted).
     pub ab: bool,
     pub steps: Vec<Step>,
+    /// Where the system partition also holds the persistent state (the store on userdata):
+    /// the byte the state starts at. Flashing writes only the system image before it, so
+    /// a phone flashed again keeps its /home and /var.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
 }
 
 /// The flash plan of a profile: erase steps, then boot, vbmeta, and the system partition.
@@ -113,6 +118,8 @@ pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
         products: d.identity.fastboot_products.clone(),
         ab: d.is_ab(),
         steps,
+        state_after: (profile.system.init == crate::profile::Init::Systemd && d.persistent_state_start() > 0)
+            .then(|| d.persistent_state_start()),
     }
 }
 
