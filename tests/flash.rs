@@ -386,6 +386,12 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     assert_eq!((t["boots"][0]["slot"].as_str(), t["generation"].as_u64()), (Some("b"), Some(generation(&out))));
 }
 
+/// Builds the minimal system of the real phone `device` with its prebuilt kernel into `out`.
+fn build_phone(device: &str, out: &str) {
+    let minimal = common::minimal();
+    ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", out, "--config", &minimal]));
+}
+
 /// Builds `device` (with its prebuilt kernel), flashes it to its emulated phone in
 /// fastboot mode (which cannot boot: no QEMU model for it); the partitions written in
 /// order, the slot made active, what the phone logged.
@@ -393,17 +399,7 @@ fn flash_a_real_phone(device: &str) -> (Vec<(String, String)>, serde_json::Value
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    ok(&mobix(&[
-        "build",
-        "--device",
-        device,
-        "--kernel-from",
-        "substitute",
-        "--out",
-        o,
-        "--config",
-        &common::minimal(),
-    ]));
+    build_phone(device, o);
     let phone = Phone::start(device, &out, &[]);
     let serial = phone.serial();
     let flashed = mobix(&["flash", "--device", device, "--out", o, "-s", &serial, "--reboot", "--json"]);
@@ -450,17 +446,7 @@ fn a_dry_run_says_what_the_flash_would_destroy() {
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
     let device = "oneplus-enchilada";
-    ok(&mobix(&[
-        "build",
-        "--device",
-        device,
-        "--kernel-from",
-        "substitute",
-        "--out",
-        o,
-        "--config",
-        &common::minimal(),
-    ]));
+    build_phone(device, o);
     let phone = Phone::start(device, &out, &[]);
     let text = ok(&mobix(&["flash", "--device", device, "--out", o, "-s", &phone.serial(), "--dry-run"]));
     assert!(text.contains("would destroy: userdata is overwritten"), "{text}");

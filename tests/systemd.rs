@@ -49,6 +49,18 @@ struct Phone {
 }
 
 impl Phone {
+    /// A copy of the tree under `t` whose `pocket.yaml` is the README's config (with `extra`)
+    /// for a key of alice's made in `t/keys`; returns the phone and alice's public key.
+    fn with_config(t: &Path, extra: &str) -> (Phone, String) {
+        let repo = t.join("tree");
+        repo_copy(&repo);
+        let keys = t.join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        let alice = keygen(&keys, "alice");
+        fs::write(repo.join("pocket.yaml"), config(&alice, extra)).unwrap();
+        (Phone { repo, out: t.join("out"), keys, port: free_port() }, alice)
+    }
+
     fn mobix(&self, args: &[&str]) -> std::process::Output {
         let mut all: Vec<&str> = args.to_vec();
         let (store, out) = (store(), self.out.clone());
@@ -148,16 +160,11 @@ fn text(o: &std::process::Output) -> String {
 fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     let _one = one_phone();
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("tree");
-    repo_copy(&repo);
-    let keys = t.path().join("keys");
-    fs::create_dir_all(&keys).unwrap();
-    let alice = keygen(&keys, "alice");
-    keygen(&keys, "stranger");
     // With a mount point of its own (as NixOS's fileSystems).
     let scratch = "filesystems:\n  - { mount_point: /srv/scratch, device: tmpfs, type: tmpfs, options: [size=16m] }\n";
-    fs::write(repo.join("pocket.yaml"), config(&alice, scratch)).unwrap();
-    let phone = Phone { repo: repo.clone(), out: t.path().join("out"), keys: keys.clone(), port: free_port() };
+    let (phone, alice) = Phone::with_config(t.path(), scratch);
+    let (repo, keys) = (phone.repo.clone(), phone.keys.clone());
+    keygen(&keys, "stranger");
     // The number of the generation a build made (the shared store numbers them for all
     // the tests that build this device).
     let build = || -> u32 {
@@ -269,13 +276,8 @@ fn partition_start(disk: &Path, name: &str) -> u64 {
 fn the_state_beside_the_store_survives_a_new_system_image_and_grows() {
     let _one = one_phone();
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("tree");
-    repo_copy(&repo);
-    let keys = t.path().join("keys");
-    fs::create_dir_all(&keys).unwrap();
-    let alice = keygen(&keys, "alice");
-    fs::write(repo.join("pocket.yaml"), config(&alice, STORE_ON_USERDATA)).unwrap();
-    let phone = Phone { repo: repo.clone(), out: t.path().join("out"), keys, port: free_port() };
+    let (phone, alice) = Phone::with_config(t.path(), STORE_ON_USERDATA);
+    let repo = phone.repo.clone();
     ok(&phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]));
     let state_mib = "df -m /mobix-state | tail -n 1 | awk '{ print $2 }'";
 
