@@ -432,7 +432,7 @@ fn the_debug_shell_and_the_minimal_system_serve_the_usb_network() {
     let config = t.path().join("debug.yaml");
     fs::write(
         &config,
-        "device:\n  usb_network: {}\n  stage1: { modules: [virtio_pci, virtio_mmio, virtio_blk, ext4, erofs, dummy_hcd, usb_f_ncm] }\n",
+        "init: minimal\ndevice:\n  usb_network: {}\n  stage1: { modules: [virtio_pci, virtio_mmio, virtio_blk, ext4, erofs, dummy_hcd, usb_f_ncm] }\n",
     )
     .unwrap();
     let (store, out) = (store(), t.path().join("out"));
