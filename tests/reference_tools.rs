@@ -362,5 +362,34 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
         assert_eq!(a.cmdline, "console=ttyMSM0,115200 androidboot.x=y", "case {i}");
         assert_eq!(a.board, "stock", "case {i}");
         assert_eq!(a.dtb, want, "case {i}");
+        // The command prints them as profile keys (JSON here), and what it cannot map.
+        let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["device", "import", "bootimg", "--json"])
+            .arg(&out)
+            .output();
+        let o = o.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let keys = &v["keys"]["bootimg"];
+        assert_eq!(keys["header_version"], version, "case {i}");
+        assert_eq!(keys["base"].as_u64().unwrap() + keys["tags_offset"].as_u64().unwrap(), (base + to) as u64);
+        assert_eq!(v["keys"]["cmdline"], serde_json::json!(["console=ttyMSM0,115200", "androidboot.x=y"]));
+        let mode = match want {
+            DtbPlacement::Appended { .. } => Some("append"),
+            DtbPlacement::Header => Some("header"),
+            _ => None,
+        };
+        assert_eq!(keys["dtb"]["mode"].as_str(), mode, "case {i}");
+        let unmapped = v["unmapped"].to_string();
+        assert_eq!(unmapped.contains("second-stage slot"), want == DtbPlacement::Second, "case {i}: {unmapped}");
     }
+    // Not a boot image: exit 1, naming the file.
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_mobix")).args(["device", "import", "bootimg"]).arg(t.join("ramdisk")).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ramdisk")
+            && String::from_utf8_lossy(&o.stderr).contains("ANDROID!")
+    );
 }

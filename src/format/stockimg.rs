@@ -5,7 +5,8 @@
 //!
 //! Addresses are turned into a base and offsets the way Android's own unpackers do: the
 //! base is the kernel address less mkbootimg's default kernel offset (0x8000), and every
-//! other address is an offset from that base (wrapping, as mkbootimg adds them).
+//! other address is an offset from that base; where that would make an offset negative,
+//! the base is the lowest address rounded down to 16 MiB instead.
 
 use super::bootimg::BootImage;
 use super::compress::Compression;
@@ -102,13 +103,18 @@ pub fn analyze(boot: &BootImage, vendor_boot: Option<&VendorBootImage>) -> Analy
     };
     let appended = appended_dtbs(kernel);
     if boot.header_version <= 2 {
-        let base = boot.kernel_addr.wrapping_sub(DEFAULT_KERNEL_OFFSET);
+        let second = !boot.second.is_empty() || boot.second_addr != 0;
+        let mut addrs = vec![boot.kernel_addr, boot.ramdisk_addr, boot.tags_addr];
+        addrs.extend(second.then_some(boot.second_addr));
+        if boot.header_version == 2 {
+            addrs.extend(u32::try_from(boot.dtb_addr).ok());
+        }
+        let base = base_for(&addrs);
         a.base = Some(base);
         a.kernel_offset = Some(boot.kernel_addr.wrapping_sub(base));
         a.ramdisk_offset = Some(boot.ramdisk_addr.wrapping_sub(base));
         // mkbootimg writes no second address for an image without a second stage.
-        a.second_offset =
-            (!boot.second.is_empty() || boot.second_addr != 0).then(|| boot.second_addr.wrapping_sub(base));
+        a.second_offset = second.then(|| boot.second_addr.wrapping_sub(base));
         a.tags_offset = Some(boot.tags_addr.wrapping_sub(base));
         if boot.header_version == 2 {
             a.dtb_offset = Some(boot.dtb_addr.wrapping_sub(base as u64));
@@ -130,7 +136,9 @@ pub fn analyze(boot: &BootImage, vendor_boot: Option<&VendorBootImage>) -> Analy
         };
     } else if let Some(v) = vendor_boot {
         a.page_size = v.page_size;
-        let base = v.kernel_addr.wrapping_sub(DEFAULT_KERNEL_OFFSET);
+        let mut addrs = vec![v.kernel_addr, v.ramdisk_addr, v.tags_addr];
+        addrs.extend(u32::try_from(v.dtb_addr).ok());
+        let base = base_for(&addrs);
         a.base = Some(base);
         a.kernel_offset = Some(v.kernel_addr.wrapping_sub(base));
         a.ramdisk_offset = Some(v.ramdisk_addr.wrapping_sub(base));
@@ -155,6 +163,17 @@ pub fn analyze(boot: &BootImage, vendor_boot: Option<&VendorBootImage>) -> Analy
         a.dtb = DtbPlacement::Appended { count: appended };
     }
     a
+}
+
+/// The base the addresses were made from: the kernel's (the first) less mkbootimg's default
+/// kernel offset, unless an address lies below that (or the kernel's is below 0x8000);
+/// then the lowest address rounded down to 16 MiB, so that no offset is negative.
+fn base_for(addrs: &[u32]) -> u32 {
+    let low = addrs.iter().copied().min().unwrap_or(0);
+    match addrs.first().and_then(|k| k.checked_sub(DEFAULT_KERNEL_OFFSET)) {
+        Some(b) if b <= low => b,
+        _ => low & !0x00ff_ffff,
+    }
 }
 
 /// The payload after a MediaTek header and its label, or the data as it is.
@@ -218,11 +237,17 @@ mod tests {
             (a.kernel_offset, a.ramdisk_offset, a.second_offset, a.tags_offset),
             (Some(0x8000), Some(0x0100_0000), Some(0x00f0_0000), Some(0x100))
         );
-        // A base of 0 with a kernel offset below 0x8000 wraps, as mkbootimg's sums do.
-        img.kernel_addr = 0x0008_0000 - 0x8000 + 0x8000;
-        img.tags_addr = 0x0700_0100;
+        // A kernel far above the tags (base 0x40000000, kernel offset 0x200000): the base
+        // is the lowest address rounded down, and no offset is negative.
+        img.kernel_addr = 0x4020_0000;
+        img.ramdisk_addr = 0x4400_0000;
+        img.tags_addr = 0x4000_0100;
         let a = analyze(&img, None);
-        assert_eq!(a.base.unwrap().wrapping_add(a.tags_offset.unwrap()), 0x0700_0100);
+        assert_eq!((a.base, a.kernel_offset, a.tags_offset), (Some(0x4000_0000), Some(0x0020_0000), Some(0x100)));
+        // A kernel below 0x8000.
+        img.kernel_addr = 0x1000;
+        img.tags_addr = 0x100;
+        assert_eq!(analyze(&img, None).base, Some(0));
     }
 
     #[test]
