@@ -273,3 +273,123 @@ fn gpt_attributes_and_sgdisk_tables() {
     assert_eq!(misc.size(512), 1 << 20);
     assert_eq!(t.find("userdata").unwrap().attributes, 1 << 60);
 }
+
+/// Stock images as mkbootimg makes them, read back into the arguments that made them
+/// (what `mobix device import bootimg` builds a profile from): base and offsets, page
+/// size, header version, command line, and where the device tree is.
+#[test]
+fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
+    use mobix::format::stockimg::{analyze, DtbPlacement};
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    // The smallest device tree: a root node with nothing in it.
+    let dtb: Vec<u8> = {
+        let words = [0xd00d_feedu32, 72, 56, 72, 40, 17, 16, 0, 0, 16];
+        let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        b.extend_from_slice(&[0u8; 16]);
+        b.extend([1u32, 0, 2, 9].iter().flat_map(|w| w.to_be_bytes()));
+        b
+    };
+    fs::write(t.join("tiny.dtb"), &dtb).unwrap();
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&[7u8; 9000]).unwrap();
+        e.finish().unwrap()
+    };
+    fs::write(t.join("Image.gz"), &gz).unwrap();
+    fs::write(t.join("Image.gz-dtb"), [gz.as_slice(), &dtb, &dtb].concat()).unwrap();
+    fs::write(t.join("ramdisk"), [0x1fu8; 3000]).unwrap();
+    // (kernel, header version, page size, base, kernel/ramdisk/second/tags offsets, extra
+    // mkbootimg arguments, the dtb placement expected)
+    type Case<'a> = (&'a str, u32, u32, u32, [u32; 4], &'a [&'a str], DtbPlacement);
+    let cases: [Case; 5] = [
+        // pmOS's boot-deploy defaults (base 0x10000000) with an Image.gz-dtb (SDM845-like).
+        (
+            "Image.gz-dtb",
+            0,
+            2048,
+            0x1000_0000,
+            [0x8000, 0x0100_0000, 0x00f0_0000, 0x100],
+            &[],
+            DtbPlacement::Appended { count: 2 },
+        ),
+        ("Image.gz", 0, 4096, 0x0000_0000, [0x8000, 0x0100_0000, 0x00f0_0000, 0x100], &["--second", "tiny.dtb"], {
+            DtbPlacement::Second
+        }),
+        ("Image.gz", 1, 4096, 0x8000_0000, [0x8000, 0x0200_0000, 0x00f0_0000, 0x0000_0100], &[], DtbPlacement::None),
+        // Header v2 with its dtb and a kernel offset other than 0x8000 (base moves with it).
+        ("Image.gz", 2, 4096, 0x4000_0000, [0x0020_0000, 0x0400_0000, 0, 0x100], &["--dtb", "tiny.dtb"], {
+            DtbPlacement::Header
+        }),
+        ("Image.gz", 2, 2048, 0x0000_0000, [0x8000, 0x0100_0000, 0, 0x0000_0100], &["--dtb", "tiny.dtb"], {
+            DtbPlacement::Header
+        }),
+    ];
+    for (i, (kernel, version, page, base, [ko, ro, so, to], extra, want)) in cases.into_iter().enumerate() {
+        let out = t.join(format!("stock-{i}.img"));
+        let hex = |v: u32| format!("{v:#x}");
+        let mut c = Command::new("mkbootimg");
+        c.current_dir(t)
+            .args(["--kernel", kernel, "--ramdisk", "ramdisk", "--cmdline", "console=ttyMSM0,115200 androidboot.x=y"])
+            .args(["--header_version", &version.to_string(), "--pagesize", &page.to_string()])
+            .args(["--base", &hex(base), "--kernel_offset", &hex(ko), "--ramdisk_offset", &hex(ro)])
+            .args(["--second_offset", &hex(so), "--tags_offset", &hex(to), "--board", "stock", "-o"])
+            .arg(&out)
+            .args(extra);
+        if version == 2 {
+            c.args(["--dtb_offset", "0x01f00000"]);
+        }
+        run(&mut c);
+        let img = bootimg::BootImage::parse(&fs::read(&out).unwrap()).unwrap();
+        let a = analyze(&img, None);
+        assert_eq!((a.header_version, a.page_size), (version, page), "case {i}");
+        // The base comes back as the kernel address less 0x8000; base + offset is what
+        // mkbootimg wrote, whatever the split.
+        let addr = |o: Option<u32>| a.base.unwrap().wrapping_add(o.unwrap());
+        assert_eq!(addr(a.kernel_offset), base.wrapping_add(ko), "case {i}: kernel");
+        assert_eq!(addr(a.ramdisk_offset), base.wrapping_add(ro), "case {i}: ramdisk");
+        assert_eq!(addr(a.tags_offset), base.wrapping_add(to), "case {i}: tags");
+        if ko == 0x8000 {
+            assert_eq!((a.base, a.ramdisk_offset, a.tags_offset), (Some(base), Some(ro), Some(to)), "case {i}");
+            // Only an image with a second stage has its address.
+            let second = extra.contains(&"--second");
+            assert_eq!(a.second_offset, second.then_some(so), "case {i}");
+        }
+        if version == 2 {
+            assert_eq!(a.dtb_offset.map(|o| o + a.base.unwrap() as u64), Some(base as u64 + 0x01f0_0000), "case {i}");
+        }
+        assert_eq!(a.cmdline, "console=ttyMSM0,115200 androidboot.x=y", "case {i}");
+        assert_eq!(a.board, "stock", "case {i}");
+        assert_eq!(a.dtb, want, "case {i}");
+        // The command prints them as profile keys (JSON here), and what it cannot map.
+        let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .args(["device", "import", "bootimg", "--json"])
+            .arg(&out)
+            .output();
+        let o = o.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let keys = &v["keys"]["bootimg"];
+        assert_eq!(keys["header_version"], version, "case {i}");
+        assert_eq!(keys["base"].as_u64().unwrap() + keys["tags_offset"].as_u64().unwrap(), (base + to) as u64);
+        assert_eq!(v["keys"]["cmdline"], serde_json::json!(["console=ttyMSM0,115200", "androidboot.x=y"]));
+        let mode = match want {
+            DtbPlacement::Appended { .. } => Some("append"),
+            DtbPlacement::Header => Some("header"),
+            _ => None,
+        };
+        assert_eq!(keys["dtb"]["mode"].as_str(), mode, "case {i}");
+        let unmapped = v["unmapped"].to_string();
+        assert_eq!(unmapped.contains("second-stage slot"), want == DtbPlacement::Second, "case {i}: {unmapped}");
+    }
+    // Not a boot image: exit 1, naming the file.
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_mobix")).args(["device", "import", "bootimg"]).arg(t.join("ramdisk")).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ramdisk")
+            && String::from_utf8_lossy(&o.stderr).contains("ANDROID!")
+    );
+}

@@ -1,4 +1,4 @@
-//! `mobix device list|show|check` and `mobix doctor`.
+//! `mobix device list|show|check|udev-rules|import` and `mobix doctor`.
 
 use super::*;
 use anyhow::Context;
@@ -34,6 +34,26 @@ pub(super) enum DeviceCmd {
     /// profiles' phones over USB without root: one rule per USB id the profiles name
     /// (`identity.usb`). udev/51-mobix-fastboot.rules is this output for the shipped profiles.
     UdevRules,
+    /// Profile keys from what another tool or the phone itself knows.
+    #[command(subcommand)]
+    Import(ImportCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ImportCmd {
+    /// The boot image keys of a phone's stock boot.img (read natively): header version,
+    /// page size, base and offsets, command line, where the device tree is. Printed as
+    /// profile YAML, with what a profile cannot say listed after it.
+    Bootimg {
+        /// The stock boot.img (from the phone's boot partition or a firmware package).
+        image: PathBuf,
+        /// Its vendor_boot.img, which holds the addresses of header versions 3 and 4.
+        #[arg(long, value_name = "FILE")]
+        vendor_boot: Option<PathBuf>,
+        /// Print JSON (`keys`, `unmapped`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +64,9 @@ pub(super) struct DoctorArgs {
 }
 
 pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
+    if let DeviceCmd::Import(i) = d {
+        return cmd_import(i);
+    }
     let repo = find_repo(g)?;
     match d {
         DeviceCmd::List { json } => {
@@ -116,7 +139,40 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
             print!("{}", udev_rules(&repo)?);
             Ok(ExitCode::SUCCESS)
         }
+        DeviceCmd::Import(i) => cmd_import(i),
     }
+}
+
+fn cmd_import(i: &ImportCmd) -> Result<ExitCode> {
+    use crate::format::{bootimg::BootImage, stockimg, vendor_boot::VendorBootImage};
+    let ImportCmd::Bootimg { image, vendor_boot, json } = i;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let bytes = read(image)?;
+    let boot = BootImage::parse(&bytes).map_err(|e| util::user_error(e, format!("reading {}", image.display())))?;
+    let vendor = match vendor_boot {
+        Some(v) => Some(
+            VendorBootImage::parse(&read(v)?).map_err(|e| util::user_error(e, format!("reading {}", v.display())))?,
+        ),
+        None => None,
+    };
+    let analysis = stockimg::analyze(&boot, vendor.as_ref());
+    let (keys, unmapped) = profile::import::bootimg_keys(&analysis, boot.os_version);
+    if *json {
+        let unmapped: Vec<_> = unmapped.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect();
+        let out = serde_json::json!({"version": 1, "keys": keys, "unmapped": unmapped});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "# from {} (boot image header version {}): keys for devices/<codename>/device.yaml",
+        image.display(),
+        boot.header_version
+    );
+    print!("{}", hex_addresses(&serde_norway::to_string(&keys)?));
+    for (k, why) in &unmapped {
+        println!("# not mapped: {k}: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The udev rules for every USB id the profiles under `repo` name, sorted and without

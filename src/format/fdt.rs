@@ -118,11 +118,11 @@ pub fn pack(b: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal valid tree: one root node with no properties, padded with free space.
-    fn tiny(padding: usize) -> Vec<u8> {
+    pub(crate) fn tiny(padding: usize) -> Vec<u8> {
         let st: Vec<u8> = [1u32, 0, 2, 9].iter().flat_map(|w| w.to_be_bytes()).collect(); // BEGIN_NODE "" END_NODE END
         let strings = b"".to_vec();
         let mut b = vec![0u8; 40];

@@ -11,6 +11,7 @@ pub mod fdt;
 pub mod gpt;
 pub mod qcdt;
 pub mod sparse;
+pub mod stockimg;
 pub mod ubootenv;
 pub mod vbmeta;
 pub mod vendor_boot;

@@ -1,0 +1,127 @@
+//! Profile keys from what other tools know of a phone: its stock boot image (read by
+//! [`crate::format::stockimg`]). What cannot be said in a mobix profile is listed with why,
+//! never dropped without a word.
+
+use crate::format::bootimg::unpack_os_version;
+use crate::format::compress::Compression;
+use crate::format::stockimg::{Analysis, DtbPlacement};
+use serde_norway::{Mapping, Value};
+
+/// The profile keys a stock boot image gives (a mapping with `bootimg` and `cmdline`), and
+/// what it holds that a profile cannot say: (key or thing, why).
+pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, String)>) {
+    let mut unmapped = Vec::new();
+    let mut b = Mapping::new();
+    let mut put = |k: &str, v: Value| {
+        b.insert(Value::from(k), v);
+    };
+    put("header_version", a.header_version.into());
+    put("page_size", a.page_size.into());
+    match a.base {
+        Some(base) => {
+            put("base", u64::from(base).into());
+            put("kernel_offset", u64::from(a.kernel_offset.unwrap_or_default()).into());
+            put("ramdisk_offset", u64::from(a.ramdisk_offset.unwrap_or_default()).into());
+            if let Some(s) = a.second_offset {
+                put("second_offset", u64::from(s).into());
+            }
+            put("tags_offset", u64::from(a.tags_offset.unwrap_or_default()).into());
+            if let Some(d) = a.dtb_offset {
+                put("dtb_offset", d.into());
+            }
+        }
+        None => unmapped.push((
+            "base and offsets".into(),
+            format!(
+                "a header version {} boot image keeps them in vendor_boot.img: give it with --vendor-boot",
+                a.header_version
+            ),
+        )),
+    }
+    if !a.board.is_empty() {
+        put("board", a.board.clone().into());
+    }
+    if os_version != 0 {
+        let ((x, y, z), (year, month)) = unpack_os_version(os_version);
+        if (x, y, z) != (0, 0, 0) {
+            put("os_version", format!("{x}.{y}.{z}").into());
+        }
+        if year != 0 {
+            put("os_patch_level", format!("{year}-{month:02}").into());
+        }
+    }
+    let compression = match a.kernel_compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Lz4 => "lz4",
+        Compression::Xz => "xz",
+        Compression::Zstd => "zstd",
+    };
+    put("kernel_compression", compression.into());
+    let dtb = |mode: &str| {
+        let mut m = Mapping::new();
+        m.insert("source".into(), "kernel".into());
+        m.insert("mode".into(), mode.into());
+        m.insert("files".into(), Value::Sequence(Vec::new()));
+        Value::Mapping(m)
+    };
+    match &a.dtb {
+        DtbPlacement::None => {}
+        DtbPlacement::Appended { .. } => put("dtb", dtb("append")),
+        DtbPlacement::Header => put("dtb", dtb("header")),
+        other => {
+            unmapped.push(("dtb".into(), format!("the device tree is {}, which mobix cannot write yet", other.name())))
+        }
+    }
+    if matches!(a.dtb, DtbPlacement::Appended { .. } | DtbPlacement::Header) {
+        unmapped.push((
+            "bootimg.dtb.files".into(),
+            "a boot image does not name its device trees: list the kernel's dtb files for this phone".into(),
+        ));
+    }
+    if let Some((k, r)) = &a.mtk_labels {
+        unmapped.push((
+            "MediaTek headers".into(),
+            format!(
+                "the kernel and ramdisk carry MediaTek headers (labels {k:?}, {r:?}), which mobix does not write yet"
+            ),
+        ));
+    }
+    let mut top = Mapping::new();
+    top.insert("bootimg".into(), Value::Mapping(b));
+    let args: Vec<Value> = a.cmdline.split_whitespace().map(Value::from).collect();
+    if !args.is_empty() {
+        top.insert("cmdline".into(), Value::Sequence(args));
+    }
+    (Value::Mapping(top), unmapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{bootimg, stockimg};
+
+    #[test]
+    fn a_stock_image_becomes_bootimg_keys_and_says_what_it_cannot_map() {
+        let mut img = bootimg::sample(0);
+        img.kernel_addr = 0x1000_8000;
+        img.ramdisk_addr = 0x1100_0000;
+        img.tags_addr = 0x1000_0100;
+        img.qcdt = b"QCDT and the rest".to_vec();
+        img.cmdline = "console=ttyMSM0,115200 androidboot.hardware=qcom".into();
+        let (v, unmapped) = bootimg_keys(&stockimg::analyze(&img, None), img.os_version);
+        let b = &v["bootimg"];
+        assert_eq!(b["base"].as_u64(), Some(0x1000_0000));
+        assert_eq!(b["ramdisk_offset"].as_u64(), Some(0x0100_0000));
+        assert_eq!(b["tags_offset"].as_u64(), Some(0x100));
+        assert_eq!(b["os_version"].as_str(), Some("12.0.0"));
+        assert!(b.get("second_offset").is_none(), "no second stage, no address");
+        assert_eq!(v["cmdline"][1].as_str(), Some("androidboot.hardware=qcom"));
+        assert_eq!(unmapped.len(), 1);
+        assert!(unmapped[0].1.contains("QCDT dt.img"), "{unmapped:?}");
+        // Header version 3 without its vendor_boot: no addresses, and it says so.
+        let (v, unmapped) = bootimg_keys(&stockimg::analyze(&bootimg::sample(3), None), 0);
+        assert!(v["bootimg"].get("base").is_none());
+        assert!(unmapped[0].1.contains("--vendor-boot"), "{unmapped:?}");
+    }
+}
