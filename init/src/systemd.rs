@@ -118,8 +118,8 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
         }
         loop_device(&part, st.offset)?
     };
-    let magic = sys::read_at(&dev, 1080, 2).unwrap_or_default();
-    if magic != [0x53, 0xef] {
+    let superblock = sys::read_at(&dev, 1024, 1024).unwrap_or_default();
+    if fs_bytes(&superblock).is_none() {
         say(&format!("first boot: making the state filesystem on {} ({})", dev.display(), st.partition));
         run_tool(
             Command::new("/run/current-system/sw/sbin/mke2fs")
@@ -128,7 +128,10 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
         )?;
     }
     sys::mount(&dev.to_string_lossy(), STATE_DIR, Some("ext4"), libc::MS_NOATIME, None)?;
-    grow(&dev)?;
+    // A state filesystem that cannot grow is still the owner's data: boot with it as it is.
+    if let Err(e) = grow(&dev) {
+        say(&format!("warning: the state filesystem on {} was not grown: {e}", dev.display()));
+    }
     for d in ["var", "home"] {
         let src = format!("{STATE_DIR}/{d}");
         std::fs::create_dir_all(&src).map_err(|e| format!("creating {src}: {e}"))?;
