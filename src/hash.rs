@@ -28,6 +28,9 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
 }
 
 impl Sha256Digest {
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Sha256Digest(b)
+    }
     pub fn of(data: &[u8]) -> Self {
         Sha256Digest(Sha256::digest(data).into())
     }
@@ -126,33 +129,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<Sha256Digest> {
 /// location do not count, so the same sources hash the same in any checkout. Entries for
 /// which `skip` returns true (relative path) are left out with everything below them.
 pub fn sha256_tree(root: &Path, skip: &dyn Fn(&str) -> bool) -> std::io::Result<Sha256Digest> {
-    let mut h = Hasher::new();
-    let mut files = Vec::new();
-    crate::util::walk(root, &mut |rel, meta| {
-        if skip(rel) {
-            return Ok(false);
-        }
-        files.push((rel.to_string(), meta.file_type(), meta.permissions()));
-        Ok(true)
-    })?;
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    for (rel, ty, perm) in files {
-        use std::os::unix::fs::PermissionsExt;
-        let p = root.join(&rel);
-        h.update(rel.as_bytes());
-        h.update(b"\0");
-        if ty.is_symlink() {
-            h.update(b"l");
-            h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes());
-        } else if ty.is_dir() {
-            h.update(b"d");
-        } else {
-            h.update(if perm.mode() & 0o111 != 0 { b"x" } else { b"f" });
-            h.update(sha256_file(&p)?.bytes());
-        }
-        h.update(b"\0");
-    }
-    Ok(h.finish())
+    mobix_bootctl::content::tree(root, skip).map(Sha256Digest)
 }
 
 #[cfg(test)]

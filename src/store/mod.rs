@@ -398,20 +398,8 @@ impl Store {
 /// path, type, executable bit, contents and link target (timestamps and owners do not
 /// count). What `mobix store verify` compares and binary caches sign.
 pub fn content_hash(path: &Path) -> io::Result<crate::hash::Sha256Digest> {
-    use std::os::unix::fs::PermissionsExt;
-    let m = fs::symlink_metadata(path)?;
-    let mut h = crate::hash::Hasher::new();
-    if m.file_type().is_symlink() {
-        h.update(b"symlink\0");
-        h.update(fs::read_link(path)?.as_os_str().as_encoded_bytes());
-    } else if m.is_dir() {
-        h.update(b"directory\0");
-        h.update(crate::hash::sha256_tree(path, &|_| false)?.bytes());
-    } else {
-        h.update(if m.permissions().mode() & 0o111 != 0 { b"executable\0" } else { b"regular\0\0\0\0" });
-        h.update(crate::hash::sha256_file(path)?.bytes());
-    }
-    Ok(h.finish())
+    // The phone's receiver computes it with the same code.
+    mobix_bootctl::content::store_path(path).map(crate::hash::Sha256Digest::from_bytes)
 }
 
 /// Removes a build's temporary directory however the build ends (error, panic).

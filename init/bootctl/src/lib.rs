@@ -1,11 +1,14 @@
 //! Boot control, shared by the host tool and the on-phone init so that both apply the very
 //! same rules: the boot-state record (`record`), boot counting and fallback (`counting`),
 //! the misc partition's A/B metadata and bootloader message (`misc`), their CRC-32, and the
-//! JSON files the host writes for the phone (`contract`).
+//! JSON files the host writes for the phone (`contract`), and the content hash of a store
+//! path (`content`).
 //!
-//! Pure: bytes in, bytes out; nothing here opens a file or prints. The host re-exports
+//! Pure: bytes in, bytes out; nothing here prints, and only `content` (which must walk a
+//! tree the same way on both sides) opens files. The host re-exports
 //! these as `mobix::format::{bootstate, misc, crc32}` and `mobix::generation::boot`.
 
+pub mod content;
 pub mod contract;
 pub mod counting;
 pub mod crc32;
