@@ -338,6 +338,32 @@ pub struct Booted {
     pub slot: Option<Slot>,
 }
 
+/// What `mobix-init phone-status` prints for `mobix deploy`: what the running phone has and
+/// how it booted, so the host sends only what is missing and reads the outcome back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneStatus {
+    /// The kernel's boot id: it changes with every boot.
+    pub boot_id: String,
+    pub booted: Booted,
+    /// The booted toplevel's `boot.json` (what its boot image was made from).
+    pub boot_spec: BootSpec,
+    /// The generation entries on the system partition.
+    pub generations: Vec<Generation>,
+    /// The base names (`<hash>-<name>`) in the phone's store.
+    pub store: Vec<String>,
+    /// The system filesystem's type (`ext4`, `erofs`) and its free bytes.
+    pub filesystem: String,
+    pub free_bytes: u64,
+    /// Both copies of the boot-state record, hex (None: no record location).
+    pub record: Option<String>,
+}
+
+/// The first line of a deploy stream (`mobix-init receive` reads it from stdin). Then, for
+/// each store path, `path <base name> <content hash hex> <tar bytes>` and the tar of the
+/// path (its entries under `out`); then `generation <json bytes> <tries>` and the
+/// [`Generation`] entry; then `end`. Nothing of the generation is committed before `end`.
+pub const DEPLOY_MAGIC: &str = "mobix-deploy 1";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,34 @@ pub fn bless(rec: &Record) -> Record {
     r
 }
 
+/// A deploy's new generation `generation` (toplevel identity `id`, running with the kernel
+/// of `kernel_slot`) joins the record as a trial with `tries` tries and becomes the default,
+/// as a new system image would have it. A full record makes room by dropping its oldest
+/// entry that is not booted, default or last good; the entries stage-1 may fall back to are
+/// never dropped. Refused: the number taken by another toplevel, or no room.
+pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: u8, tries: u8) -> Result<Record, String> {
+    use crate::record::{Entry, MAX_ENTRIES};
+    let mut r = rec.clone();
+    if let Some(e) = r.entries.iter().find(|e| e.generation == generation) {
+        if e.id != id {
+            return Err(format!("the phone's generation {generation} is another system; deploy under a new number"));
+        }
+        r.entries.retain(|e| e.generation != generation);
+    }
+    if r.entries.len() >= MAX_ENTRIES {
+        let keep = |g: u32| g == r.booted_gen || g == r.default_gen || r.last_good.contains(&g);
+        let Some(oldest) = r.entries.iter().map(|e| e.generation).filter(|g| !keep(*g)).min() else {
+            return Err(format!("the boot-state record is full ({MAX_ENTRIES} entries that must stay)"));
+        };
+        r.entries.retain(|e| e.generation != oldest);
+    }
+    r.entries.push(Entry { generation, id, kernel_slot, tries_left: tries, tries_done: 0, status: Status::Trial });
+    r.entries.sort_by_key(|e| e.generation);
+    r.default_gen = generation;
+    r.seq += 1;
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +298,40 @@ mod tests {
             }
         }
         assert!(settled_runs > 100, "the fallback check ran in only {settled_runs} runs");
+    }
+
+    #[test]
+    fn a_deployed_generation_is_the_trial_and_falls_back_like_a_flashed_one() {
+        let mut r = update(3);
+        r.entries[1].status = Status::Good;
+        r.booted_gen = 2;
+        let mut r = add_trial(&r, 3, [3; 16], 0, 2).unwrap();
+        assert_eq!((r.default_gen, r.entries.len()), (3, 3));
+        let mut booted = Vec::new();
+        for _ in 0..4 {
+            let (d, next) = select(Some(&r), &[1, 2, 3], 0);
+            r = next.unwrap_or(r);
+            if let Decision::Boot { generation, .. } = d {
+                booted.push(generation);
+            }
+        }
+        assert_eq!(booted, [3, 3, 2, 2], "two tries, then the newest good one");
+        assert_eq!(
+            add_trial(&r, 3, [9; 16], 0, 2).unwrap_err(),
+            "the phone's generation 3 is another system; deploy under a new number"
+        );
+    }
+
+    #[test]
+    fn a_full_record_drops_its_oldest_entry_but_never_one_to_fall_back_to() {
+        let mut r = update(3);
+        r.entries = (1..=32).map(|g| entry(g, Status::Good, 0)).collect();
+        (r.booted_gen, r.default_gen, r.last_good) = (1, 2, [3, 0]);
+        let n = add_trial(&r, 40, [4; 16], 0, 3).unwrap();
+        assert_eq!(n.entries.len(), 32);
+        assert!(n.entries.iter().all(|e| e.generation != 4), "4 is the oldest that may go");
+        for g in [1, 2, 3, 40] {
+            assert!(n.entries.iter().any(|e| e.generation == g), "{g} stays");
+        }
     }
 }
