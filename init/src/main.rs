@@ -6,12 +6,13 @@
 //! the running system, report boot-complete, and keep a shell on the console (or power off
 //! when the kernel command line says `mobix.poweroff`); with `init: systemd` it activates
 //! the generation and executes systemd, whose units call `check NAME`, `success` and
-//! `deadline`.
+//! `deadline`. `mobix deploy` runs `phone-status` and `receive` over ssh.
 //!
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
 mod bless;
 mod debugshell;
+mod deploy;
 mod stage1;
 mod stage2;
 mod state;
@@ -28,11 +29,19 @@ fn main() {
     if name == "mobix-bless" {
         std::process::exit(bless::main(&args[1..]));
     }
+    // The same, where no `mobix-bless` link is on the PATH (a systemd system).
+    if args.get(1).map(String::as_str) == Some("bless") {
+        std::process::exit(bless::main(&args[2..]));
+    }
     // The units of a systemd system call these; a failure is the unit's failure.
     let unit = match args.get(1).map(String::as_str) {
         Some("check") => Some(systemd::check(&args[2..])),
         Some("success") => Some(systemd::success()),
         Some("deadline") => Some(systemd::deadline()),
+        // `mobix deploy` runs these over ssh.
+        Some("phone-status") => Some(deploy::status()),
+        Some("receive") => Some(deploy::receive()),
+        Some("store-hash") => Some(deploy::store_hash(&args[2..])),
         _ => None,
     };
     if let Some(r) = unit {
@@ -48,7 +57,8 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`; \
-                 systemd's units run `mobix-init check NAME`, `success` and `deadline`"
+                 systemd's units run `mobix-init check NAME`, `success` and `deadline`; \
+                 `mobix deploy` runs `phone-status`, `receive` and `store-hash`; `bless` is `mobix-bless`"
             );
             std::process::exit(2);
         }
