@@ -2,12 +2,13 @@
 //!
 //! The pipeline, one module per stage (ARCHITECTURE.md is the map, with the layering
 //! `tests/layers.rs` enforces): [`profile`] → [`plan`] → [`store`] (running [`build`]ers)
-//! → [`generation`] → [`publish`] → [`flash`] / [`vm`], wired once in [`pipeline`].
+//! → [`generation`] → [`publish`] → [`flash`] / [`deploy`] / [`vm`], wired once in [`pipeline`].
 //! [`format`] holds the pure codecs every stage uses and [`cli`] is the only part that
 //! knows about the terminal.
 
 pub mod build;
 pub mod cli;
+pub mod deploy;
 pub mod flash;
 pub mod format;
 pub mod generation;

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     &["build"],
     &["generation", "publish"],
-    &["flash"],
+    &["flash", "deploy"],
     &["vm"],
     &["pipeline"],
     &["cli"],

@@ -3,6 +3,7 @@
 //! and errors. Exit codes: 0 success, 1 bad input or a failed check, 2 internal error.
 
 mod builds;
+mod deploying;
 mod device;
 pub mod doctor;
 mod emulator;
@@ -14,6 +15,7 @@ mod store;
 mod term;
 
 use builds::{cmd_build, cmd_kernel, BuildArgs, KernelCmd};
+use deploying::{cmd_deploy, DeployArgs};
 use device::{cmd_device, cmd_doctor, DeviceCmd, DoctorArgs};
 use emulator::{cmd_run, cmd_test, RunArgs, TestArgs};
 use flashing::{cmd_boot, cmd_flash, BootArgs, FlashArgs};
@@ -69,6 +71,10 @@ enum Cmd {
     /// Flash the last build onto a phone in fastboot mode, following its flash plan; on A/B
     /// phones the inactive slot, made active only once every image is written.
     Flash(FlashArgs),
+    /// Update a running phone over ssh: send the store paths of a new generation it lacks,
+    /// make that generation its trial, reboot it and report whether it booted and is good
+    /// or the phone fell back by itself. Keeps the phone's data; needs no cable.
+    Deploy(DeployArgs),
     /// Boot the last build's boot.img from RAM (`fastboot boot`) without flashing anything.
     Boot(BootArgs),
     /// List the host tools each command needs, which are missing, and their packages.
@@ -214,6 +220,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Run(a) => cmd_run(&cli.global, a),
         Cmd::Flash(a) => cmd_flash(&cli.global, a),
         Cmd::Boot(a) => cmd_boot(&cli.global, a),
+        Cmd::Deploy(a) => cmd_deploy(&cli.global, a),
         Cmd::Doctor(a) => cmd_doctor(a),
         Cmd::Inspect(f) => inspect::run(f).map(|_| ExitCode::SUCCESS),
         Cmd::Device(d) => cmd_device(&cli.global, d),

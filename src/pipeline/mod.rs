@@ -183,6 +183,15 @@ pub struct Built {
     pub manifest: Manifest,
 }
 
+/// `mobix deploy`'s build: a generation's system without images.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemBuilt {
+    pub generation: u32,
+    pub new_generation: bool,
+    pub toplevel: StorePath,
+    pub counts: Counts,
+}
+
 /// One recipe of a dry run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedRecipe {
@@ -280,6 +289,25 @@ impl Pipeline<'_> {
             counts,
             manifest,
         })
+    }
+
+    /// `mobix deploy`'s build: the system alone, without images, recorded as a generation
+    /// (the newest one again when its toplevel is unchanged). With `record` false nothing
+    /// is recorded and the number is the one a build would take.
+    pub fn build_system(&self, record: bool) -> Result<SystemBuilt> {
+        let store = self.store();
+        let sys = self.plan_system()?;
+        self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
+        let mut counts = Counts::default();
+        counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        let device = self.profile.instance();
+        let (rec, new) = if record {
+            generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?
+        } else {
+            generation::next(store, &device, &sys.toplevel, &self.label())?
+        };
+        counts.downloads = self.ctx.downloads();
+        Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel, counts })
     }
 
     /// What [`Pipeline::build`] would do, system and images, without building or recording

@@ -1,0 +1,402 @@
+//! `mobix deploy`: a new generation onto a running phone over ssh, without flashing.
+//!
+//! The host asks the phone what it has (`mobix-init phone-status`, as
+//! `contract::PhoneStatus`), decides what to send ([`plan`], pure), streams the missing
+//! store paths and the generation's entry to `mobix-init receive` through the OpenSSH
+//! client with its compression on, reboots the phone and reads the outcome back from the
+//! phone's boot-state record ([`judge`], pure). The phone checks every path's content hash
+//! and commits the generation only at the stream's end (init/src/deploy.rs), so a cut
+//! connection leaves it booting what it booted before.
+
+use crate::format::bootstate;
+use crate::store::{archive, Store, StorePath};
+use crate::util::Fail;
+use anyhow::{Context, Result};
+use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, DEPLOY_MAGIC};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The phone's program, as every generation links it.
+const PHONE_INIT: &str = "/run/current-system/init";
+
+/// `ssh://USER@HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub user: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target> {
+        let bad = |why: &str| -> anyhow::Error {
+            Fail::new(format!("--to {s:?}: {why}"))
+                .hint("write it as ssh://USER@HOST[:PORT], e.g. ssh://root@172.16.42.1")
+                .into()
+        };
+        let rest = s.strip_prefix("ssh://").ok_or_else(|| bad("not an ssh:// address"))?;
+        let (user, hostport) =
+            rest.split_once('@').ok_or_else(|| bad("no user (the phone's root receives the paths)"))?;
+        let hostport = hostport.trim_end_matches('/');
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                Some(p.parse().map_err(|_| bad("the port is not a number"))?),
+            ),
+            _ => (hostport, None),
+        };
+        if user.is_empty() || host.is_empty() || host.contains('/') {
+            return Err(bad("no user or host"));
+        }
+        Ok(Target { user: user.into(), host: host.into(), port })
+    }
+}
+
+/// How to reach the phone: the system's OpenSSH client with these settings.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub target: Target,
+    pub identity: Option<std::path::PathBuf>,
+    /// `-o` options, given first (ssh keeps the first value it sees).
+    pub options: Vec<String>,
+}
+
+impl Ssh {
+    pub fn command(&self, remote: &str) -> Command {
+        self.command_with(remote, false)
+    }
+
+    /// With `compress`, OpenSSH compresses the session (zlib).
+    fn command_with(&self, remote: &str, compress: bool) -> Command {
+        let mut c = Command::new("ssh");
+        if compress {
+            c.arg("-C");
+        }
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]);
+        if let Some(i) = &self.identity {
+            c.arg("-i").arg(i).args(["-o", "IdentitiesOnly=yes"]);
+        }
+        if let Some(p) = self.target.port {
+            c.args(["-p", &p.to_string()]);
+        }
+        c.arg(format!("{}@{}", self.target.user, self.target.host)).arg("--").arg(remote);
+        c
+    }
+
+    /// Runs `remote` on the phone; its stdout, or an error with its stderr.
+    pub fn run(&self, remote: &str) -> Result<Vec<u8>> {
+        let o = self
+            .command(remote)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| crate::util::user_error(e, "running ssh (package openssh-client)"))?;
+        if !o.status.success() {
+            return Err(Fail::new(format!(
+                "`{remote}` on {} failed ({}): {}",
+                self.target.host,
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+            .into());
+        }
+        Ok(o.stdout)
+    }
+
+    /// What the phone has and how it booted.
+    pub fn status(&self) -> Result<PhoneStatus> {
+        let out = self.run(&format!("{PHONE_INIT} phone-status"))?;
+        serde_json::from_slice(&out).with_context(|| format!("parsing what `{PHONE_INIT} phone-status` printed"))
+    }
+}
+
+/// The boot-state record the phone reported (None: no record, or both copies invalid).
+pub fn record_of(s: &PhoneStatus) -> Option<bootstate::Record> {
+    let hex = s.record.as_ref()?;
+    let bytes: Vec<u8> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<_>>()?;
+    if bytes.len() != 2 * bootstate::BLOCK {
+        return None;
+    }
+    bootstate::read_pair(&bytes[..bootstate::BLOCK], &bytes[bootstate::BLOCK..]).0
+}
+
+/// What a deploy sends and does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub generation: u32,
+    pub toplevel: StorePath,
+    /// The store paths the phone lacks, with their sizes on the host.
+    pub send: Vec<(StorePath, u64)>,
+    pub send_bytes: u64,
+    /// Paths of the closure the phone has already.
+    pub present: usize,
+    /// Why the boot image would have to change (kernel, initramfs, command line); None
+    /// when the running boot image runs the new generation.
+    pub boot_image_change: Option<String>,
+}
+
+/// The pure decision: `closure` of `toplevel` against what the phone `has`, and whether
+/// the phone's running boot image (`running`) can boot `new`.
+pub fn plan(
+    generation: u32,
+    toplevel: &StorePath,
+    closure: &BTreeSet<StorePath>,
+    sizes: &dyn Fn(&StorePath) -> u64,
+    has: &[String],
+    running: &BootSpec,
+    new: &BootSpec,
+) -> Plan {
+    let has: BTreeSet<&str> = has.iter().map(String::as_str).collect();
+    let send: Vec<(StorePath, u64)> =
+        closure.iter().filter(|p| !has.contains(p.base_name().as_str())).map(|p| (p.clone(), sizes(p))).collect();
+    let mut changed = Vec::new();
+    for (what, a, b) in [
+        ("kernel", &running.kernel, &new.kernel),
+        ("initramfs (stage-1)", &running.initrd, &new.initrd),
+        ("kernel command line", &running.cmdline, &new.cmdline),
+    ] {
+        if a != b {
+            changed.push(format!("its {what} ({a} -> {b})"));
+        }
+    }
+    Plan {
+        generation,
+        toplevel: toplevel.clone(),
+        send_bytes: send.iter().map(|s| s.1).sum(),
+        present: closure.len() - send.len(),
+        send,
+        boot_image_change: (!changed.is_empty()).then(|| changed.join("; ")),
+    }
+}
+
+/// What the stream carried.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sent {
+    pub paths: usize,
+    /// Bytes of the stream before ssh compressed it.
+    pub stream_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Streams the plan's paths and generation entry `entry` (with `tries` tries) to the
+/// phone's receiver, and returns what the receiver said.
+pub fn send(
+    store: &Store,
+    ssh: &Ssh,
+    plan: &Plan,
+    entry: &Generation,
+    tries: u8,
+    progress: &dyn Fn(&str),
+) -> Result<(Sent, String)> {
+    let t0 = Instant::now();
+    // OpenSSH compresses the stream: what crosses the network is smaller than
+    // `stream_bytes`.
+    let mut child = ssh
+        .command_with(&format!("{PHONE_INIT} receive"), true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| crate::util::user_error(e, "running ssh (package openssh-client)"))?;
+    let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
+    let mut bytes = 0u64;
+    let written: Result<()> = (|| {
+        writeln!(stdin, "{DEPLOY_MAGIC}")?;
+        for (i, (p, _)) in plan.send.iter().enumerate() {
+            let host = store.host_path(p);
+            let tar = archive::pack(&host, Vec::new())?;
+            let hash = match store.recorded_hash(p)? {
+                Some(h) => h,
+                None => crate::store::content_hash(&host)?,
+            };
+            writeln!(stdin, "path {} {} {}", p.base_name(), hash.hex(), tar.len())?;
+            stdin.write_all(&tar)?;
+            bytes += tar.len() as u64;
+            progress(&format!("sent {}/{} {}", i + 1, plan.send.len(), p.base_name()));
+        }
+        let json = serde_json::to_vec_pretty(entry)?;
+        writeln!(stdin, "generation {} {tries}", json.len())?;
+        stdin.write_all(&json)?;
+        writeln!(stdin, "end")?;
+        stdin.flush()?;
+        Ok(())
+    })();
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() {
+        return Err(Fail::new(format!(
+            "the phone refused or did not finish receiving generation {}: {err}",
+            plan.generation
+        ))
+        .hint("the phone still boots what it booted before; run the deploy again")
+        .into());
+    }
+    written.context("writing the deploy stream to ssh")?;
+    Ok((Sent { paths: plan.send.len(), stream_bytes: bytes, seconds: t0.elapsed().as_secs_f64() }, said))
+}
+
+/// How a deploy ended, from the record the phone reported after booting again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The new generation booted and reached its success point.
+    Good { generation: u32 },
+    /// It failed and the phone fell back to `booted` by itself.
+    FellBack { generation: u32, booted: u32, reason: String },
+    /// Still proving itself (booted as a trial, not yet blessed).
+    Pending { generation: u32, booted: u32 },
+}
+
+/// The outcome for `generation` from the phone's record and the generation it booted.
+pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>) -> Outcome {
+    let entry = rec.and_then(|r| r.entries.iter().find(|e| e.generation == generation));
+    match entry.map(|e| e.status) {
+        Some(bootstate::Status::Good) if booted == generation => Outcome::Good { generation },
+        Some(bootstate::Status::Bad(r)) => Outcome::FellBack {
+            generation,
+            booted,
+            reason: match r {
+                bootstate::BadReason::Tries => {
+                    "its tries ran out without reaching its success point (a failed health check, a crash or a hang)"
+                        .into()
+                }
+                bootstate::BadReason::Kernel => "its kernel did not come up".into(),
+                bootstate::BadReason::User => "it was marked bad by hand".into(),
+                bootstate::BadReason::Unspecified => "it was marked bad".into(),
+            },
+        },
+        None if booted != generation => Outcome::FellBack {
+            generation,
+            booted,
+            reason: "the phone no longer has it in its boot-state record".into(),
+        },
+        _ => Outcome::Pending { generation, booted },
+    }
+}
+
+/// Waits up to `timeout` for the phone to come back from the reboot (a boot id other
+/// than `before`) and settle on `generation`'s outcome; the last status seen comes back
+/// with it (None: the phone never answered).
+pub fn wait(
+    ssh: &Ssh,
+    before: &str,
+    generation: u32,
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> (Outcome, Option<PhoneStatus>) {
+    let t0 = Instant::now();
+    let mut last = None;
+    let mut outcome = Outcome::Pending { generation, booted: 0 };
+    let mut said = String::new();
+    while t0.elapsed() < timeout {
+        std::thread::sleep(Duration::from_secs(3));
+        let Ok(s) = ssh.status() else { continue };
+        if s.boot_id == before {
+            continue;
+        }
+        outcome = judge(generation, s.booted.generation, record_of(&s).as_ref());
+        let now = format!("{:?}", outcome);
+        if now != said {
+            progress(&format!(
+                "the phone is up ({:.0}s): generation {} booted ({})",
+                t0.elapsed().as_secs_f64(),
+                s.booted.generation,
+                s.booted.mode
+            ));
+            said = now;
+        }
+        last = Some(s);
+        if !matches!(outcome, Outcome::Pending { .. }) {
+            break;
+        }
+    }
+    (outcome, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootstate::{BadReason, Entry, Record, Status};
+
+    #[test]
+    fn targets_are_ssh_addresses_with_a_user() {
+        let t = Target::parse("ssh://root@127.0.0.1:2222").unwrap();
+        assert_eq!((t.user.as_str(), t.host.as_str(), t.port), ("root", "127.0.0.1", Some(2222)));
+        assert_eq!(Target::parse("ssh://root@phone.lan").unwrap().port, None);
+        assert_eq!(Target::parse("ssh://root@[fe80::1]:22").unwrap().host, "fe80::1");
+        for bad in ["root@phone", "ssh://phone", "ssh://root@phone:x", "ssh://@phone"] {
+            let e = Target::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--to {bad:?}")), "{e}");
+        }
+    }
+
+    fn spec(kernel: &str, cmdline: &str) -> BootSpec {
+        BootSpec {
+            version: 1,
+            label: "x".into(),
+            kernel: kernel.into(),
+            kernel_release: "6.1".into(),
+            initrd: "/mobix/store/i-initramfs/initrd".into(),
+            init: "/init".into(),
+            cmdline: cmdline.into(),
+            toplevel: "/mobix/store/t-system".into(),
+        }
+    }
+
+    fn sp(h: &str, n: &str) -> StorePath {
+        StorePath::new(h.repeat(32), n).unwrap()
+    }
+
+    #[test]
+    fn only_what_the_phone_lacks_is_sent_and_a_boot_image_change_is_named() {
+        let (a, b, top) = (sp("a", "busybox"), sp("b", "tree"), sp("c", "system"));
+        let closure: BTreeSet<StorePath> = [a.clone(), b.clone(), top.clone()].into();
+        let has = vec![a.base_name(), "zzz-old".to_string()];
+        let p = plan(3, &top, &closure, &|p| if p == &b { 100 } else { 7 }, &has, &spec("k", "c"), &spec("k", "c"));
+        assert_eq!(p.send.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), [b, top]);
+        assert_eq!((p.send_bytes, p.present, p.boot_image_change), (107, 1, None));
+        let p = plan(3, &sp("c", "system"), &closure, &|_| 1, &has, &spec("k", "c"), &spec("k", "c quiet"));
+        assert_eq!(p.boot_image_change.unwrap(), "its kernel command line (c -> c quiet)");
+    }
+
+    fn rec(status: Status, booted: u32) -> Record {
+        let e = |g, status| Entry { generation: g, id: [0; 16], kernel_slot: 0, tries_left: 0, tries_done: 0, status };
+        Record {
+            seq: 3,
+            default_gen: 2,
+            booted_gen: booted,
+            last_good: [2, 0],
+            pending_slot: Default::default(),
+            entries: vec![e(2, Status::Good), e(3, status)],
+        }
+    }
+
+    #[test]
+    fn the_outcome_is_read_from_the_phones_record() {
+        assert_eq!(judge(3, 3, Some(&rec(Status::Good, 3))), Outcome::Good { generation: 3 });
+        assert_eq!(judge(3, 3, Some(&rec(Status::Trial, 3))), Outcome::Pending { generation: 3, booted: 3 });
+        match judge(3, 2, Some(&rec(Status::Bad(BadReason::Tries), 2))) {
+            Outcome::FellBack { booted: 2, reason, .. } => assert!(reason.contains("health check"), "{reason}"),
+            o => panic!("{o:?}"),
+        }
+        // A trial the phone has not booted yet (still starting) is pending, not a failure.
+        assert_eq!(judge(3, 2, Some(&rec(Status::Trial, 2))), Outcome::Pending { generation: 3, booted: 2 });
+    }
+}
