@@ -13,7 +13,9 @@
 use crate::state;
 use crate::sys::{self, Result};
 use mobix_bootctl::content;
-use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, DEPLOY_MAGIC, GENERATIONS_DIR, STORE_DIR};
+use mobix_bootctl::contract::{
+    BootSpec, Generation, PhoneStatus, DEPLOY_MAGIC, FAILURES_DIR, GENERATIONS_DIR, STORE_DIR,
+};
 use mobix_bootctl::record::{self, BLOCK};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,15 @@ pub fn status() -> Result<()> {
         filesystem,
         free_bytes,
         record,
+        failures: std::fs::read_dir(FAILURES_DIR)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let n: u32 = e.file_name().to_str()?.parse().ok()?;
+                Some((n, std::fs::read_to_string(e.path()).ok()?.trim().to_string()))
+            })
+            .collect(),
     };
     println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
     Ok(())

@@ -141,6 +141,15 @@ pub fn success_point(generation: u32, toplevel: &str, boot: Option<&state::Boot>
 /// generation already good does not (a flaky check must not boot-loop it).
 pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reboot: fn() -> !) {
     say(&format!("HEALTH-FAILED generation={generation}: {why}"));
+    // For `mobix deploy`'s report after the fallback (best effort: the reboot matters more).
+    let dir = std::path::Path::new(mobix_bootctl::contract::FAILURES_DIR);
+    if std::fs::create_dir_all(dir).is_ok() {
+        if let Ok(f) = std::fs::File::create(dir.join(generation.to_string())) {
+            use std::io::Write;
+            let mut f = f;
+            let _ = f.write_all(why.as_bytes()).and_then(|_| f.sync_all());
+        }
+    }
     if boot.is_some_and(|b| b.mode == "trial") {
         say("the trial generation failed its health checks; rebooting (one try spent)");
         reboot();

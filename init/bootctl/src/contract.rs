@@ -356,7 +356,14 @@ pub struct PhoneStatus {
     pub free_bytes: u64,
     /// Both copies of the boot-state record, hex (None: no record location).
     pub record: Option<String>,
+    /// Why generations failed their health checks, by generation (from [`FAILURES_DIR`]).
+    #[serde(default)]
+    pub failures: std::collections::BTreeMap<u32, String>,
 }
+
+/// Where a failed health check leaves its reason (one file per generation, named by its
+/// number), on the state filesystem where there is one, so that it outlives the reboot.
+pub const FAILURES_DIR: &str = "/var/lib/mobix/failures";
 
 /// The first line of a deploy stream (`mobix-init receive` reads it from stdin). Then, for
 /// each store path, `path <base name> <content hash hex> <tar bytes>` and the tar of the
