@@ -60,7 +60,9 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let new: BootSpec = serde_json::from_slice(&std::fs::read(&boot_json)?)?;
     let closure = store.closure(std::slice::from_ref(&built.toplevel))?;
     let sizes = |p: &crate::store::StorePath| generation::path_size(&store, p);
-    let plan = deploy::plan(built.generation, &built.toplevel, &closure, &sizes, &phone.store, &phone.boot_spec, &new);
+    let refs = |p: &crate::store::StorePath| store.references(p).unwrap_or_default();
+    let plan =
+        deploy::plan(built.generation, &built.toplevel, &closure, &refs, &sizes, &phone.store, &phone.boot_spec, &new);
     if let Some(g) = phone.generations.iter().find(|e| e.generation == plan.generation) {
         if g.toplevel != built.toplevel.phone_path() {
             return Err(Fail::new(format!(

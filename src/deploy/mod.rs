@@ -151,19 +151,26 @@ pub struct Plan {
 }
 
 /// The pure decision: `closure` of `toplevel` against what the phone `has`, and whether
-/// the phone's running boot image (`running`) can boot `new`.
+/// the phone's running boot image (`running`) can boot `new`. Paths are sent references
+/// first (`refs` gives a path's references), so that a cut stream leaves no path in the
+/// phone's store whose references are missing.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     generation: u32,
     toplevel: &StorePath,
     closure: &BTreeSet<StorePath>,
+    refs: &dyn Fn(&StorePath) -> BTreeSet<StorePath>,
     sizes: &dyn Fn(&StorePath) -> u64,
     has: &[String],
     running: &BootSpec,
     new: &BootSpec,
 ) -> Plan {
     let has: BTreeSet<&str> = has.iter().map(String::as_str).collect();
-    let send: Vec<(StorePath, u64)> =
-        closure.iter().filter(|p| !has.contains(p.base_name().as_str())).map(|p| (p.clone(), sizes(p))).collect();
+    let send: Vec<(StorePath, u64)> = references_first(closure, refs)
+        .into_iter()
+        .filter(|p| !has.contains(p.base_name().as_str()))
+        .map(|p| (p.clone(), sizes(&p)))
+        .collect();
     let mut changed = Vec::new();
     for (what, a, b) in [
         ("kernel", &running.kernel, &new.kernel),
@@ -182,6 +189,33 @@ pub fn plan(
         send,
         boot_image_change: (!changed.is_empty()).then(|| changed.join("; ")),
     }
+}
+
+/// `paths` ordered so that every path comes after the paths it refers to (references
+/// outside `paths` are ignored; a path referring to itself is fine).
+fn references_first(paths: &BTreeSet<StorePath>, refs: &dyn Fn(&StorePath) -> BTreeSet<StorePath>) -> Vec<StorePath> {
+    fn visit(
+        p: &StorePath,
+        paths: &BTreeSet<StorePath>,
+        refs: &dyn Fn(&StorePath) -> BTreeSet<StorePath>,
+        seen: &mut BTreeSet<StorePath>,
+        out: &mut Vec<StorePath>,
+    ) {
+        if !seen.insert(p.clone()) {
+            return;
+        }
+        for r in refs(p) {
+            if paths.contains(&r) {
+                visit(&r, paths, refs, seen, out);
+            }
+        }
+        out.push(p.clone());
+    }
+    let (mut seen, mut out) = (BTreeSet::new(), Vec::new());
+    for p in paths {
+        visit(p, paths, refs, &mut seen, &mut out);
+    }
+    out
 }
 
 /// What the stream carried.
@@ -264,8 +298,9 @@ pub enum Outcome {
     Pending { generation: u32, booted: u32 },
 }
 
-/// The outcome for `generation` from the phone's record and the generation it booted.
-pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>) -> Outcome {
+/// The outcome for `generation` from the phone's record, the generation it booted and
+/// the reason its health check left, if it failed one.
+pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>, failure: Option<&str>) -> Outcome {
     let entry = rec.and_then(|r| r.entries.iter().find(|e| e.generation == generation));
     match entry.map(|e| e.status) {
         Some(bootstate::Status::Good) if booted == generation => Outcome::Good { generation },
@@ -273,6 +308,9 @@ pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>) -> O
             generation,
             booted,
             reason: match r {
+                bootstate::BadReason::Tries if failure.is_some() => {
+                    format!("{}, on every one of its tries", failure.unwrap_or_default())
+                }
                 bootstate::BadReason::Tries => {
                     "its tries ran out without reaching its success point (a failed health check, a crash or a hang)"
                         .into()
@@ -311,7 +349,8 @@ pub fn wait(
         if s.boot_id == before {
             continue;
         }
-        outcome = judge(generation, s.booted.generation, record_of(&s).as_ref());
+        let failure = s.failures.get(&generation).map(String::as_str);
+        outcome = judge(generation, s.booted.generation, record_of(&s).as_ref(), failure);
         let now = format!("{:?}", outcome);
         if now != said {
             progress(&format!(
@@ -366,13 +405,23 @@ mod tests {
 
     #[test]
     fn only_what_the_phone_lacks_is_sent_and_a_boot_image_change_is_named() {
-        let (a, b, top) = (sp("a", "busybox"), sp("b", "tree"), sp("c", "system"));
+        // Named so that the name order (a, b, c) is not the references-first order.
+        let (a, b, top) = (sp("c", "busybox"), sp("b", "tree"), sp("a", "system"));
         let closure: BTreeSet<StorePath> = [a.clone(), b.clone(), top.clone()].into();
         let has = vec![a.base_name(), "zzz-old".to_string()];
-        let p = plan(3, &top, &closure, &|p| if p == &b { 100 } else { 7 }, &has, &spec("k", "c"), &spec("k", "c"));
-        assert_eq!(p.send.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), [b, top]);
+        // The toplevel ("c…") refers to tree ("b…"), which refers to itself and busybox.
+        let refs = |p: &StorePath| -> BTreeSet<StorePath> {
+            match p.name() {
+                "system" => [b.clone()].into(),
+                "tree" => [a.clone(), b.clone()].into(),
+                _ => BTreeSet::new(),
+            }
+        };
+        let sizes = |p: &StorePath| if p == &b { 100 } else { 7 };
+        let p = plan(3, &top, &closure, &refs, &sizes, &has, &spec("k", "c"), &spec("k", "c"));
+        assert_eq!(p.send.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), [b.clone(), top.clone()]);
         assert_eq!((p.send_bytes, p.present, p.boot_image_change), (107, 1, None));
-        let p = plan(3, &sp("c", "system"), &closure, &|_| 1, &has, &spec("k", "c"), &spec("k", "c quiet"));
+        let p = plan(3, &top, &closure, &refs, &|_| 1, &has, &spec("k", "c"), &spec("k", "c quiet"));
         assert_eq!(p.boot_image_change.unwrap(), "its kernel command line (c -> c quiet)");
     }
 
@@ -390,13 +439,20 @@ mod tests {
 
     #[test]
     fn the_outcome_is_read_from_the_phones_record() {
-        assert_eq!(judge(3, 3, Some(&rec(Status::Good, 3))), Outcome::Good { generation: 3 });
-        assert_eq!(judge(3, 3, Some(&rec(Status::Trial, 3))), Outcome::Pending { generation: 3, booted: 3 });
-        match judge(3, 2, Some(&rec(Status::Bad(BadReason::Tries), 2))) {
+        assert_eq!(judge(3, 3, Some(&rec(Status::Good, 3)), None), Outcome::Good { generation: 3 });
+        assert_eq!(judge(3, 3, Some(&rec(Status::Trial, 3)), None), Outcome::Pending { generation: 3, booted: 3 });
+        let bad = rec(Status::Bad(BadReason::Tries), 2);
+        match judge(3, 2, Some(&bad), None) {
             Outcome::FellBack { booted: 2, reason, .. } => assert!(reason.contains("health check"), "{reason}"),
             o => panic!("{o:?}"),
         }
+        match judge(3, 2, Some(&bad), Some("health check doomed failed (exit status: 1)")) {
+            Outcome::FellBack { reason, .. } => {
+                assert_eq!(reason, "health check doomed failed (exit status: 1), on every one of its tries")
+            }
+            o => panic!("{o:?}"),
+        }
         // A trial the phone has not booted yet (still starting) is pending, not a failure.
-        assert_eq!(judge(3, 2, Some(&rec(Status::Trial, 2))), Outcome::Pending { generation: 3, booted: 2 });
+        assert_eq!(judge(3, 2, Some(&rec(Status::Trial, 2)), None), Outcome::Pending { generation: 3, booted: 2 });
     }
 }
