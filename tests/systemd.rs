@@ -41,6 +41,20 @@ fn config(key: &str, extra: &str) -> String {
     )
 }
 
+/// A running `mobix run`: killed with its QEMU when dropped, also when a test fails (a
+/// phone left running would slow down every test after it).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: the child leads its own process group (QEMU is in it).
+        unsafe {
+            libc::killpg(self.0.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 struct Phone {
     repo: PathBuf,
     out: PathBuf,
@@ -70,11 +84,11 @@ impl Phone {
     }
 
     /// `mobix run --ssh-port` with nothing on its stdin, in its own process group.
-    fn power_on(&self) -> (Child, PathBuf) {
+    fn power_on(&self) -> (Running, PathBuf) {
         self.power_on_with(&[])
     }
 
-    fn power_on_with(&self, extra: &[&str]) -> (Child, PathBuf) {
+    fn power_on_with(&self, extra: &[&str]) -> (Running, PathBuf) {
         let log = self.out.join(format!("run-{}.log", Instant::now().elapsed().as_nanos()));
         let f = fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
@@ -90,15 +104,11 @@ impl Phone {
             .process_group(0)
             .spawn()
             .unwrap();
-        (child, log)
+        (Running(child), log)
     }
 
-    fn power_off(&self, mut child: Child) {
-        // SAFETY: the child leads its own process group (QEMU is in it).
-        unsafe {
-            libc::killpg(child.id() as i32, libc::SIGKILL);
-        }
-        let _ = child.wait();
+    fn power_off(&self, run: Running) {
+        drop(run);
     }
 
     fn ssh(&self, key: &str, user: &str, extra: &[&str], command: &str) -> std::process::Output {
@@ -115,6 +125,110 @@ impl Phone {
             .arg(command)
             .output()
             .unwrap()
+    }
+
+    /// `mobix deploy --json` of `pocket.yaml` to this phone as root; its output and report.
+    fn deploy(&self, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
+        let mut args = vec!["deploy".to_string()];
+        args.extend(self.deploy_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = mobix_in(&self.repo, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let report = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        (o, report)
+    }
+
+    fn deploy_args(&self) -> Vec<String> {
+        [
+            "--device",
+            "qemu-aarch64",
+            "--config",
+            "pocket.yaml",
+            "--timeout",
+            "400",
+            "--json",
+            "--to",
+            &format!("ssh://root@127.0.0.1:{}", self.port),
+            "-i",
+            self.keys.join("root").to_str().unwrap(),
+            "--ssh-option",
+            &format!("UserKnownHostsFile={}", self.keys.join("known_hosts").display()),
+            "--store",
+            store().to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// A deploy killed (with its ssh) `delay` after it said it sent `lines` store paths;
+    /// says where it was cut.
+    fn deploy_cut(&self, lines: usize, delay: Duration) -> String {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+            .arg("deploy")
+            .args(self.deploy_args())
+            .current_dir(&self.repo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = 0;
+        let mut last = String::new();
+        while seen < lines {
+            last.clear();
+            if err.read_line(&mut last).unwrap() == 0 || last.contains("phone: received") {
+                break;
+            }
+            if last.starts_with("mobix: sent ") {
+                seen += 1;
+            }
+        }
+        if lines == 0 {
+            // Cut while it plans or while the stream starts.
+            while err.read_line(&mut last).unwrap() > 0 && !last.contains("store paths to send") {}
+        }
+        std::thread::sleep(delay);
+        // SAFETY: the child leads its own process group (ssh is in it).
+        unsafe {
+            libc::killpg(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        // The phone's receiver sees the end of its input and stops.
+        std::thread::sleep(Duration::from_secs(2));
+        format!("{delay:?} after {seen} paths sent, last said {:?}", last.trim())
+    }
+
+    /// The phone's `phone-status`, asked as root.
+    fn root_status(&self) -> serde_json::Value {
+        let o = self.ssh("root", "root", &[], "/run/current-system/init phone-status");
+        assert!(o.status.success(), "phone-status: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Each of `names` the phone's store has hashes to what the host's store recorded (the
+    /// paths a deploy was sending: the only ones that could be partial).
+    fn store_is_whole(&self, names: &[String], when: &str) {
+        let o = self.ssh("root", "root", &[], "ls /mobix/store");
+        let there: Vec<String> = text(&o).lines().filter(|n| names.iter().any(|s| s == n)).map(String::from).collect();
+        if there.is_empty() {
+            return;
+        }
+        let o = self.ssh("root", "root", &[], &format!("/run/current-system/init store-hash {}", there.join(" ")));
+        assert!(o.status.success(), "store-hash {when}: {}", String::from_utf8_lossy(&o.stderr));
+        let listing = text(&o);
+        assert_eq!(listing.lines().count(), there.len(), "{listing}");
+        for l in listing.lines() {
+            let (hash, name) = l.split_once(' ').unwrap();
+            let host = mobix::store::content_hash(&store().join(name)).unwrap();
+            assert_eq!(hash, host.hex(), "{name} on the phone {when}");
+        }
+        let o = self.ssh("root", "root", &[], "ls -a /mobix");
+        assert!(!text(&o).contains(".receiving"), "nothing half-received is left {when}: {}", text(&o));
     }
 
     /// Waits for the phone's ssh to answer alice (with `extra` ssh options); returns how
@@ -165,6 +279,12 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     let (phone, alice) = Phone::with_config(t.path(), scratch);
     let (repo, keys) = (phone.repo.clone(), phone.keys.clone());
     keygen(&keys, "stranger");
+    // Root logs in with a key of its own: `mobix deploy` needs it.
+    let root = keygen(&keys, "root");
+    let with_root = |extra: &str| {
+        config(&alice, extra).replace("users:\n", &format!("users:\n  root:\n    authorized_keys: [\"{root}\"]\n"))
+    };
+    fs::write(repo.join("pocket.yaml"), with_root(scratch)).unwrap();
     // The number of the generation a build made (the shared store numbers them for all
     // the tests that build this device).
     let build = || -> u32 {
@@ -216,9 +336,7 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     phone.power_off(run);
 
     // A power cycle: same host key (strict checking), same files.
-    let check = |boots: usize| {
-        let (run, log) = phone.power_on();
-        phone.wait_for_login(&log, &[]);
+    let look = |boots: usize| {
         let o = phone.ssh(
             "alice",
             "alice",
@@ -229,19 +347,93 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines, ["kept", &boots.to_string(), "running"], "file, hello's log ({boots} boots), state");
-        run
     };
-    let run = check(2);
-    phone.power_off(run);
+    let (run, log) = phone.power_on();
+    phone.wait_for_login(&log, &[]);
+    look(2);
 
-    // A new generation (a package added): the phone keeps its key and its data.
-    fs::write(repo.join("pocket.yaml"), config(&alice, "packages: [tree]\n")).unwrap();
-    assert!(build() > first_generation, "a new generation");
-    let run = check(3);
+    // A new generation (a package added) deployed over ssh, without flashing: it boots,
+    // the package runs, the phone keeps its key and its data.
+    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\n")).unwrap();
+    let (o, report) = phone.deploy(&[]);
+    assert!(o.status.success(), "deploy: {}", String::from_utf8_lossy(&o.stderr));
+    let second = report["plan"]["generation"].as_u64().unwrap() as u32;
+    assert!(second > first_generation, "a new generation: {report}");
+    assert_eq!(report["outcome"]["outcome"], "good", "{report}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("generation {second} booted and is good")));
+    look(3);
     let o = phone.ssh("alice", "alice", &[], "tree --version");
     assert!(o.status.success() && text(&o).starts_with("tree v"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A generation whose health check fails: the phone falls back to the one before by
+    // itself, and the deploy says so and fails.
+    let doomed = with_root("packages: [tree]\n")
+        .replace("ssh.service] }\n", "ssh.service] }\n  - { name: doomed, command: [/bin/false] }\n");
+    fs::write(repo.join("pocket.yaml"), doomed).unwrap();
+    let (o, report) = phone.deploy(&[]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    let third = report["plan"]["generation"].as_u64().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("generation {third} failed (health check doomed failed (exit status: 1)"))
+            && said.contains(&format!("the phone fell back to generation {second} by itself")),
+        "{said}"
+    );
+    assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+
+    // The connection cut at points all through the stream: the phone keeps booting
+    // generation `second`, every path in its store is whole, and a generation is either
+    // not there at all or there with its trial.
+    // (A host name of this run's own: the store is shared with earlier runs, whose
+    // generations the phone's system image carries.)
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let cut_config =
+        with_root("packages: [tree, file]\n").replace("hostname: pocket", &format!("hostname: pocket{nonce}"));
+    fs::write(repo.join("pocket.yaml"), cut_config).unwrap();
+    let (o, dry) = phone.deploy(&["--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fourth = dry["plan"]["generation"].as_u64().unwrap();
+    let sent: Vec<String> = dry["plan"]["send"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    let paths = sent.len();
+    assert!(paths >= 2, "at least /etc and the toplevel: {dry}");
+    let before = phone.root_status();
+    let t0 = Instant::now();
+    let mut seed = nonce;
+    eprintln!("kill points from seed {seed}");
+    for i in 0..10 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let after_lines = i % paths;
+        let delay = Duration::from_millis((seed >> 33) % 200);
+        let cut = phone.deploy_cut(after_lines, delay);
+        let now = phone.root_status();
+        assert_eq!(now["boot_id"], before["boot_id"], "no reboot at cut {i} ({cut})");
+        let has = now["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
+        let rec = mobix::deploy::record_of(&serde_json::from_value(now.clone()).unwrap()).expect("a valid record");
+        let entry = rec.entries.iter().find(|e| u64::from(e.generation) == fourth);
+        assert_eq!(has, entry.is_some(), "entry and record agree at cut {i} ({cut})");
+        assert_eq!(rec.default_gen as u64, if has { fourth } else { second as u64 }, "the default at cut {i} ({cut})");
+        phone.store_is_whole(&sent, &format!("cut {i} ({cut})"));
+        eprintln!("cut {i}: {cut}; checked at {:.0}s", t0.elapsed().as_secs_f64());
+    }
+    eprintln!("10 cut deploys in {:.0}s", t0.elapsed().as_secs_f64());
+    // Rebooted, the phone boots what it booted before (or, when a cut came after the end
+    // of the stream, the new trial).
+    let committed = phone.root_status()["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
+    let _ = phone.ssh("root", "root", &[], "systemctl reboot");
+    std::thread::sleep(Duration::from_secs(5));
+    phone.wait_for_login(&log, &[]);
+    let after = phone.root_status();
+    assert_ne!(after["boot_id"], before["boot_id"]);
+    assert_eq!(after["booted"]["generation"], if committed { fourth } else { second as u64 }, "{after}");
     phone.power_off(run);
 
+    // `mobix run` boots what was built, with the config it was built with.
+    fs::write(repo.join("pocket.yaml"), with_root(scratch)).unwrap();
     // `--fresh`: an empty phone, with a new host key and no data.
     let (run, log) = phone.power_on_with(&["--fresh"]);
     let fresh_hosts = format!("UserKnownHostsFile={}", keys.join("known_hosts.fresh").display());
