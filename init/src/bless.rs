@@ -40,6 +40,7 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("bad") => {
+            let _turn = state::lock_record();
             let mut r = state::read(loc)?;
             let e = r
                 .entries

@@ -7,7 +7,8 @@
 //! directory beside the store and are renamed in only once their content hash matched and
 //! the filesystem was synced, so a path in the store is whole; the generation's entry and
 //! its trial in the boot-state record are written only after the stream's `end`, the entry
-//! by rename, the record by stage-1's two-copy rule. Until then the phone boots what it
+//! by rename, the record by stage-1's two-copy rule and under the lock stage-2's blessing
+//! takes. Until then the phone boots what it
 //! booted before.
 
 use crate::state;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// Where paths are unpacked before they enter the store: on the store's filesystem, so
 /// that entering is a rename.
 const RECEIVING: &str = "/mobix/.receiving";
-/// One deploy (and one writer of the boot-state record from userspace) at a time.
+/// One deploy at a time.
 const LOCK: &str = "/run/mobix/deploy.lock";
 
 fn booted() -> Result<state::Boot> {
@@ -217,6 +218,7 @@ pub fn receive() -> Result<()> {
     if !g.toplevel_is_in_store() || !Path::new(&g.toplevel).join("init").exists() {
         return Err(format!("generation {}'s toplevel {} is not in the phone's store", g.generation, g.toplevel));
     }
+    let _turn = state::lock_record();
     let rec = state::read(&loc)?;
     let id = record::id_of(g.toplevel.rsplit('/').next().unwrap_or(""));
     let slot = boot.slot.map_or(0, |s| s.index() as u8);

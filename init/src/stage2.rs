@@ -191,6 +191,7 @@ pub fn run_checks(checks: &[Check]) -> Result<()> {
 pub fn bless(boot: &state::Boot) -> String {
     use mobix_bootctl::record::{self, Entry, Record, Status};
     let Some(loc) = &boot.state else { return "no boot-state record location".into() };
+    let _turn = state::lock_record();
     let mut notes = Vec::new();
     let next = match (boot.mode.as_str(), state::read(loc)) {
         ("degraded", _) | (_, Err(_)) => {

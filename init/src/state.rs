@@ -25,6 +25,26 @@ pub fn read(loc: &Location) -> std::result::Result<Record, String> {
     }
 }
 
+/// Where the userspace writers of the record (stage-2's blessing, `mobix-bless`, a
+/// deploy's receiver) take turns, each holding it across its read, change and write.
+/// Stage-1 runs before any of them and alone.
+const RECORD_LOCK: &str = "/run/mobix/record.lock";
+
+/// Holds [`RECORD_LOCK`] while it lives (None: no /run/mobix to lock in, as when nothing
+/// else can run either).
+pub struct RecordLock(#[allow(dead_code)] Option<std::fs::File>);
+
+/// Waits for [`RECORD_LOCK`].
+pub fn lock_record() -> RecordLock {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(RECORD_LOCK).ok();
+    if let Some(f) = &f {
+        // SAFETY: a valid open descriptor.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    }
+    RecordLock(f)
+}
+
 /// Persists `rec` with the next sequence number to both copies, the older one first: a
 /// crash during either write leaves one valid copy, old or new.
 pub fn write(loc: &Location, rec: &Record) -> Result<()> {
