@@ -5,7 +5,6 @@
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 
 /// A SHA-256 digest. Only built from bytes or from validated hex.
@@ -111,17 +110,7 @@ impl std::io::Write for Hasher {
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<Sha256Digest> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finish())
+    mobix_bootctl::content::file(path).map(Sha256Digest)
 }
 
 /// Hashes a directory tree by content: relative paths in byte order, file type, the

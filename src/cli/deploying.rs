@@ -45,13 +45,9 @@ struct Report<'a> {
 pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.to)?;
     let ssh = Ssh { target: target.clone(), identity: a.identity.clone(), options: a.ssh_option.clone() };
-    let repo = find_repo(g)?;
-    let profile = a.target.load(&repo)?;
-    let mut lock = Lock::load(&repo)?;
-    let store = open_store(g)?;
-    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
+    let super::emulator::SystemInputs { profile, lock, store, inputs, .. } =
+        super::emulator::system_inputs(g, &a.target, a.dry_run)?;
     let ctx = builder_ctx(&store);
-    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, false, a.dry_run)?;
     progress(&format!("asking {} what it has", target.host));
     let phone = ssh.status()?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
