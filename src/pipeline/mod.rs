@@ -310,6 +310,16 @@ impl Pipeline<'_> {
         Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel, counts })
     }
 
+    /// The boot image of this system alone (for a deploy whose boot image changed); its
+    /// path in the store.
+    pub fn build_boot_image(&self) -> Result<StorePath> {
+        let mut sys = self.plan_system()?;
+        let mut plan = std::mem::take(&mut sys.plan);
+        let boot = plan::boot_image(&mut plan, self.profile, &sys);
+        build::realise(self.ctx, &plan, std::slice::from_ref(&boot))?;
+        Ok(boot)
+    }
+
     /// What [`Pipeline::build`] would do, system and images, without building or recording
     /// anything. The images' recipes hold the generation number, which is the newest
     /// generation's if the toplevel is unchanged and the next one otherwise.

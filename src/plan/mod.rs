@@ -978,9 +978,17 @@ pub fn images(
     state: &crate::format::bootstate::Record,
     inp: &Inputs,
 ) -> Result<(Plan, ImagePaths)> {
-    let d = &profile.device;
-    let b = &d.bootimg;
     let mut plan = sys.plan.clone();
+    let boot = boot_image(&mut plan, profile, sys);
+    let system = system_image(&mut plan, profile, generations, state, inp)?;
+    let vbmeta = vbmeta(&mut plan, profile);
+    Ok((plan, ImagePaths { boot, system, vbmeta }))
+}
+
+/// Adds boot.img of the system `sys` (its kernel, initrd and dtb, the profile's header and
+/// command line): what a build flashes and what `mobix deploy` writes to the inactive slot.
+pub fn boot_image(plan: &mut Plan, profile: &Profile, sys: &SystemPlan) -> StorePath {
+    let b = &profile.device.bootimg;
     let os_version = match (&b.os_version, &b.os_patch_level) {
         (Some(v), Some(p)) => {
             let v = crate::profile::parse_os_version(v).expect("validated");
@@ -1008,14 +1016,11 @@ pub fn images(
         boot_inputs.insert("dtb".into(), dtb.clone());
     }
     let dtb = b.dtb.as_ref().map(|d| DtbPlan { mode: d.mode, files: d.files.clone() });
-    let boot = plan.add(Recipe {
+    plan.add(Recipe {
         name: ImageName::Boot.file_name().into(),
         builder: Builder::BootImage { header, kernel_compression: b.kernel_compression, dtb },
         inputs: boot_inputs,
-    });
-    let system = system_image(&mut plan, profile, generations, state, inp)?;
-    let vbmeta = vbmeta(&mut plan, profile);
-    Ok((plan, ImagePaths { boot, system, vbmeta }))
+    })
 }
 
 /// Adds the profile's vbmeta image, if it has one.
