@@ -86,5 +86,18 @@ pub fn switch_slot(misc: &Path, slot: Slot) -> Result<()> {
     sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
 }
 
+/// Marks `slot` unbootable in misc (as the boot_control HAL's setSlotAsUnbootable does,
+/// and as an updater does before it writes the slot): no tries, not successful, so a
+/// half-written boot image is never tried.
+pub fn make_slot_unbootable(misc: &Path, slot: Slot) -> Result<()> {
+    let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
+    let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
+    if !ctl.crc_ok() {
+        return Err("misc holds no valid A/B metadata".into());
+    }
+    ctl.set_unbootable(slot.index()).map_err(|e| format!("marking slot {slot} unbootable: {e}"))?;
+    sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
+}
+
 /// What stage-1 decided, handed to stage-2 and `mobix-bless` in [`BOOT_FILE`].
 pub use mobix_bootctl::contract::{Booted as Boot, BOOTED_FILE as BOOT_FILE};

@@ -827,7 +827,12 @@ pub fn run(
             stdout.write_all(&buf[..n])?;
             stdout.flush()?;
             window.extend_from_slice(&buf[..n]);
-            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some() {
+            // A panicking kernel restarts after `panic=N` seconds without a "reboot:" line
+            // (and -no-reboot makes that an exit): a phone would come back through its
+            // bootloader, so the emulated one does too.
+            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some()
+                || memchr::memmem::find(&window, b"Kernel panic").is_some()
+            {
                 restarted = true;
             }
             let keep = window.len().saturating_sub(64);

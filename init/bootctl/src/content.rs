@@ -11,6 +11,11 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
+/// sha256 of bytes in memory (a deploy's boot image).
+pub fn bytes(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
 /// sha256 of a file's bytes.
 pub fn file(path: &Path) -> io::Result<[u8; 32]> {
     let mut f = fs::File::open(path)?;
