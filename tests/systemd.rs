@@ -430,6 +430,70 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     let after = phone.root_status();
     assert_ne!(after["boot_id"], before["boot_id"]);
     assert_eq!(after["booted"]["generation"], if committed { fourth } else { second as u64 }, "{after}");
+
+    // A new boot image (a kernel argument added) deployed over ssh: the phone writes it to
+    // its inactive slot and makes that slot active; the bootloader tries it, the
+    // generation proves itself, the data stays.
+    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [mobix.deployed=1]\n")).unwrap();
+    let (o, report) = phone.deploy(&[]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "deploy of a boot image: {said}");
+    assert_eq!(report["boot_image"]["slot"], "b", "{report}");
+    let fifth = report["plan"]["generation"].as_u64().unwrap();
+    assert!(said.contains(&format!("generation {fifth} booted and is good")), "{said}");
+    let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
+    let out = text(&o);
+    assert!(
+        out.starts_with("kept\n") && out.contains("mobix.deployed=1") && out.contains("androidboot.slot_suffix=_b"),
+        "slot b's boot image runs, the data is kept: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A boot image whose kernel panics, to slot a: the bootloader's tries run out, it
+    // returns to slot b, stage-1 marks the generation bad, and the deploy says so.
+    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [rdinit=/no-such-init]\n")).unwrap();
+    let (o, report) = phone.deploy(&[]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert_eq!(report["boot_image"]["slot"], "a", "{report}");
+    let sixth = report["plan"]["generation"].as_u64().unwrap();
+    assert!(
+        said.contains(&format!(
+            "generation {sixth} failed (its kernel did not come up); the phone fell back to generation {fifth} by itself"
+        )),
+        "{said}"
+    );
+    let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
+    let out = text(&o);
+    assert!(out.starts_with("kept\n") && out.contains("androidboot.slot_suffix=_b"), "back on slot b: {out}");
+    assert_eq!(phone.root_status()["booted"]["generation"], fifth);
+    let failed_toplevel = report["plan"]["toplevel"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+
+    // Garbage: keeping one generation, everything but the booted one goes, the failed
+    // one's own paths with it; the phone refuses to drop what it boots, and boots as before.
+    let o =
+        phone.ssh("root", "root", &[], &format!("printf 'generation {fifth}\\nend\\n' | /run/current-system/init gc"));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("it stays"), "{}", text(&o));
+    let (o, dry) = phone.deploy(&["--gc", "--keep", "1", "--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(dry["gc"]["keep_generations"], serde_json::json!([fifth]), "{dry}");
+    assert!(dry["gc"]["drop_generations"].as_array().unwrap().contains(&sixth.into()), "{dry}");
+    let gone: Vec<String> =
+        dry["gc"]["remove"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    assert!(gone.contains(&failed_toplevel), "{dry}");
+    assert!(phone.root_status()["generations"].as_array().unwrap().len() > 1, "a dry run changes nothing");
+    let (o, _) = phone.deploy(&["--gc", "--keep", "1"]);
+    assert!(o.status.success(), "gc: {}", String::from_utf8_lossy(&o.stderr));
+    let now = phone.root_status();
+    let gens: Vec<u64> =
+        now["generations"].as_array().unwrap().iter().map(|g| g["generation"].as_u64().unwrap()).collect();
+    assert_eq!(gens, [fifth], "{now}");
+    let store: Vec<&str> = now["store"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(gone.iter().all(|g| !store.contains(&g.as_str())), "removed: {gone:?}; left: {store:?}");
+    phone.store_is_whole(&store.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "after gc");
+    let _ = phone.ssh("root", "root", &[], "systemctl reboot");
+    std::thread::sleep(Duration::from_secs(5));
+    phone.wait_for_login(&log, &[]);
+    assert_eq!(phone.root_status()["booted"]["generation"], fifth, "the kept generation boots after gc");
     phone.power_off(run);
 
     // `mobix run` boots what was built, with the config it was built with.

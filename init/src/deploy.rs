@@ -10,6 +10,14 @@
 //! by rename, the record by stage-1's two-copy rule and under the lock stage-2's blessing
 //! takes. Until then the phone boots what it
 //! booted before.
+//!
+//! A generation with a new boot image (A/B phones only) is installed as an updater
+//! installs one: its image is checked against its hash, the inactive slot is marked
+//! unbootable in misc, the image written there and read back, the record gains the trial
+//! with that slot's kernel and a pending slot switch, and only then is the slot made
+//! active in misc, with the bootloader's tries. A kernel that does not come up runs out
+//! of those tries, the bootloader returns to the old slot, and stage-1 marks the
+//! generation bad (`counting::select`).
 
 use crate::state;
 use crate::sys::{self, Result};
@@ -184,6 +192,7 @@ pub fn receive() -> Result<()> {
     std::fs::create_dir_all(RECEIVING).map_err(|e| format!("creating {RECEIVING}: {e}"))?;
     let _clean = Cleanup;
     let (mut received, mut bytes) = (0usize, 0u64);
+    let mut boot_image: Option<Vec<u8>> = None;
     let entry = loop {
         let l = line(&mut r)?;
         let mut f = l.split(' ');
@@ -198,6 +207,17 @@ pub fn receive() -> Result<()> {
                 enter(&mut r, &base, &want, len)?;
                 received += 1;
                 bytes += len;
+            }
+            Some("bootimg") => {
+                let len: usize = number(f.next(), "boot image length")?;
+                let want = f.next().unwrap_or("").to_string();
+                let mut img = vec![0u8; len];
+                r.read_exact(&mut img).map_err(|e| format!("reading the boot image (the connection was cut?): {e}"))?;
+                let got = content::hex(&content::bytes(&img));
+                if got != want {
+                    return Err(format!("the boot image arrived with sha256 {got}, but the host sent {want}"));
+                }
+                boot_image = Some(img);
             }
             Some("generation") => {
                 let len: usize = number(f.next(), "generation length")?;
@@ -222,16 +242,152 @@ pub fn receive() -> Result<()> {
     let rec = state::read(&loc)?;
     let id = record::id_of(g.toplevel.rsplit('/').next().unwrap_or(""));
     let slot = boot.slot.map_or(0, |s| s.index() as u8);
-    let next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, slot, tries)?;
+    let Some(img) = boot_image else {
+        let next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, slot, tries)?;
+        write_file(&Path::new(GENERATIONS_DIR).join(format!("{}.json", g.generation)), &json)?;
+        sync("/mobix");
+        state::write(&loc, &next)?;
+        println!(
+            "received {received} store paths ({} KiB); generation {} is the trial ({tries} tries) and the default",
+            bytes >> 10,
+            g.generation
+        );
+        return Ok(());
+    };
+    let running = boot.slot.ok_or("a new boot image needs an A/B phone (this boot has no slot)")?;
+    let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
+    let misc = sys::find_partition("misc").ok_or("no misc partition to switch slots with")?;
+    let part = format!("boot_{}", other.letter());
+    let dev = sys::find_partition(&part).ok_or_else(|| format!("no {part} partition"))?;
+    let room = partition_bytes(&dev)?;
+    if img.len() as u64 > room {
+        return Err(format!("the boot image ({} bytes) does not fit {part} ({room} bytes)", img.len()));
+    }
+    let mut next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, other.index() as u8, tries)?;
+    // What booted from the slot before is gone with its image.
+    next.last_good[other.index()] = 0;
+    next.pending_slot = record::PendingSlot {
+        from: running.index() as u8,
+        to: other.index() as u8,
+        generation: g.generation,
+        valid: true,
+    };
+    state::make_slot_unbootable(&misc, other)?;
+    sys::write_at(&dev, 0, &img)?;
+    let back = sys::read_at(&dev, 0, img.len())?;
+    if back != img {
+        return Err(format!("{part} reads back other than what was written to it; slot {other} stays unbootable"));
+    }
     write_file(&Path::new(GENERATIONS_DIR).join(format!("{}.json", g.generation)), &json)?;
     sync("/mobix");
     state::write(&loc, &next)?;
+    state::switch_slot(&misc, other)?;
     println!(
-        "received {received} store paths ({} KiB); generation {} is the trial ({tries} tries) and the default",
+        "received {received} store paths ({} KiB) and a boot image ({} KiB, written to {part}); generation {} is \
+         the trial ({tries} tries) and the default, slot {other} is active",
         bytes >> 10,
+        img.len() >> 10,
         g.generation
     );
     Ok(())
+}
+
+/// The size of a block device, from sysfs (512-byte sectors).
+fn partition_bytes(dev: &Path) -> Result<u64> {
+    let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let p = format!("/sys/class/block/{name}/size");
+    let sectors: u64 = std::fs::read_to_string(&p)
+        .map_err(|e| format!("reading {p}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("parsing {p}: {e}"))?;
+    Ok(sectors * 512)
+}
+
+/// `mobix deploy --gc`'s end: reads `generation N` and `path NAME` lines and `end` on
+/// stdin, then drops those generations' entries and moves those paths out of the store
+/// (into [`RECEIVING`], emptied after). Refused whole, before anything is removed: the
+/// booted, default, last good or pending generation, and any path a staying generation's
+/// toplevel is or links to. Entries go before paths, so an entry never names a missing
+/// toplevel; a path leaves the store by one rename, so none is ever half there.
+pub fn gc() -> Result<()> {
+    let boot = booted()?;
+    let loc = boot.state.clone().ok_or("this boot has no boot-state record to protect generations by")?;
+    let _lock = lock()?;
+    let mut r = std::io::BufReader::new(std::io::stdin().lock());
+    let (mut gens, mut paths) = (Vec::new(), Vec::new());
+    loop {
+        let l = line(&mut r)?;
+        match l.split_once(' ') {
+            Some(("generation", n)) => gens.push(number::<u32>(Some(n), "generation number")?),
+            Some(("path", p)) if !p.is_empty() && !p.contains('/') && !p.starts_with('.') => paths.push(p.to_string()),
+            _ if l == "end" => break,
+            _ => return Err(format!("unexpected line in the collection list: {l:?}")),
+        }
+    }
+    let rec = state::read(&loc)?;
+    let mut protected = vec![boot.generation, rec.default_gen, rec.booted_gen];
+    protected.extend(rec.last_good.iter().copied().filter(|&g| g != 0));
+    if rec.pending_slot.valid {
+        protected.push(rec.pending_slot.generation);
+    }
+    if let Some(g) = gens.iter().find(|g| protected.contains(g)) {
+        return Err(format!("generation {g} is booted, the default, last good or pending: it stays"));
+    }
+    let all = crate::stage1::read_generations(Path::new(GENERATIONS_DIR))?;
+    let mut needed = std::collections::BTreeSet::new();
+    for g in all.iter().filter(|g| !gens.contains(&g.generation)) {
+        let top = Path::new(&g.toplevel);
+        needed.insert(base_of(top));
+        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                if let Some(rest) = t.to_str().and_then(|t| t.strip_prefix(STORE_DIR)) {
+                    needed.insert(rest.trim_start_matches('/').split('/').next().unwrap_or("").to_string());
+                }
+            }
+        }
+    }
+    if let Some(p) = paths.iter().find(|p| needed.contains(*p)) {
+        return Err(format!("{p} belongs to a generation that stays; nothing was removed"));
+    }
+    let (_, free_before) = filesystem("/mobix")?;
+    let _rw = Writable::new()?;
+    let _ = std::fs::remove_dir_all(RECEIVING);
+    std::fs::create_dir_all(RECEIVING).map_err(|e| format!("creating {RECEIVING}: {e}"))?;
+    let _clean = Cleanup;
+    for g in &gens {
+        let f = Path::new(GENERATIONS_DIR).join(format!("{g}.json"));
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", f.display())),
+        }
+    }
+    sync("/mobix");
+    let mut removed = 0;
+    for p in &paths {
+        let from = Path::new(STORE_DIR).join(p);
+        if from.symlink_metadata().is_err() {
+            continue;
+        }
+        std::fs::rename(&from, Path::new(RECEIVING).join(p))
+            .map_err(|e| format!("moving {p} out of the store: {e}"))?;
+        removed += 1;
+    }
+    sync("/mobix");
+    let _ = std::fs::remove_dir_all(RECEIVING);
+    sync("/mobix");
+    let (_, free_after) = filesystem("/mobix")?;
+    println!(
+        "dropped {} generations and removed {removed} store paths ({} KiB freed)",
+        gens.len(),
+        free_after.saturating_sub(free_before) >> 10
+    );
+    Ok(())
+}
+
+fn base_of(p: &Path) -> String {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string()
 }
 
 /// Prints `<content hash> <base name>` for each store path named (all of them when none

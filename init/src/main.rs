@@ -6,7 +6,7 @@
 //! the running system, report boot-complete, and keep a shell on the console (or power off
 //! when the kernel command line says `mobix.poweroff`); with `init: systemd` it activates
 //! the generation and executes systemd, whose units call `check NAME`, `success` and
-//! `deadline`. `mobix deploy` runs `phone-status` and `receive` over ssh.
+//! `deadline`. `mobix deploy` runs `phone-status`, `receive` and `gc` over ssh.
 //!
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
@@ -42,6 +42,7 @@ fn main() {
         Some("phone-status") => Some(deploy::status()),
         Some("receive") => Some(deploy::receive()),
         Some("store-hash") => Some(deploy::store_hash(&args[2..])),
+        Some("gc") => Some(deploy::gc()),
         _ => None,
     };
     if let Some(r) = unit {
@@ -58,7 +59,7 @@ fn main() {
             eprintln!(
                 "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`; \
                  systemd's units run `mobix-init check NAME`, `success` and `deadline`; \
-                 `mobix deploy` runs `phone-status`, `receive` and `store-hash`; `bless` is `mobix-bless`"
+                 `mobix deploy` runs `phone-status`, `receive`, `gc` and `store-hash`; `bless` is `mobix-bless`"
             );
             std::process::exit(2);
         }

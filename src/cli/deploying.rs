@@ -30,6 +30,21 @@ pub(super) struct DeployArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Build and send nothing: remove from the phone the generations that failed or that
+    /// its boot-state record no longer holds, and every store path no remaining
+    /// generation needs (never the booted, default or last good generation's).
+    #[arg(long, conflicts_with = "no_reboot")]
+    gc: bool,
+    /// With --gc: keep at most N generations (the booted, default and last good ones
+    /// always stay, then the newest).
+    #[arg(long, value_name = "N", requires = "gc", value_parser = clap::value_parser!(u32).range(1..))]
+    keep: Option<u32>,
+}
+
+#[derive(serde::Serialize)]
+struct BootImage {
+    slot: char,
+    bytes: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -38,6 +53,9 @@ struct Report<'a> {
     plan: &'a deploy::Plan,
     #[serde(skip_serializing_if = "Option::is_none")]
     sent: Option<deploy::Sent>,
+    /// The slot a new boot image goes to, and its size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boot_image: Option<BootImage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
 }
@@ -45,6 +63,9 @@ struct Report<'a> {
 pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.to)?;
     let ssh = Ssh { target: target.clone(), identity: a.identity.clone(), options: a.ssh_option.clone() };
+    if a.gc {
+        return cmd_gc(g, a, &ssh);
+    }
     let super::emulator::SystemInputs { profile, lock, store, inputs, .. } =
         super::emulator::system_inputs(g, &a.target, a.dry_run)?;
     let ctx = builder_ctx(&store);
@@ -79,17 +100,38 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         phone.booted.generation,
         phone.free_bytes >> 20
     ));
-    if let Some(why) = &plan.boot_image_change {
-        return Err(Fail::new(format!(
-            "generation {} needs a new boot image ({why}), and deploying boot images is not supported yet",
-            plan.generation
-        ))
-        .hint(format!(
-            "build and flash it: `mobix build --device {d}` and `mobix flash --device {d}`",
-            d = a.target.device
-        ))
-        .into());
-    }
+    // A new boot image goes to the inactive A/B slot; a phone without slots would have to
+    // overwrite the boot image it runs, and nothing could fall back from that.
+    let boot_image = match (&plan.boot_image_change, phone.booted.slot) {
+        (None, _) => None,
+        (Some(why), None) => {
+            return Err(Fail::new(format!(
+                "generation {} needs a new boot image ({why}), and {} has no A/B slots to put it in beside the \
+                 running one",
+                plan.generation, a.target.device
+            ))
+            .hint(format!(
+                "overwriting the only boot image would leave nothing to fall back to if the new kernel does not \
+                 come up; flash it with a cable instead: `mobix build --device {d}`, then `mobix flash --device {d}` \
+                 in fastboot mode",
+                d = a.target.device
+            ))
+            .into());
+        }
+        (Some(why), Some(running)) => {
+            let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
+            let path = pipe.build_boot_image()?;
+            let file = store.host_path(&path).join(crate::plan::ImageName::Boot.file_name());
+            let img = std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))?;
+            progress(&format!(
+                "generation {} needs a new boot image ({why}): {} KiB for slot {other} (the phone runs slot {running}), \
+                 tried by the bootloader as after a flash",
+                plan.generation,
+                img.len() >> 10
+            ));
+            Some((other, img))
+        }
+    };
     if phone.filesystem != "ext4" {
         return Err(Fail::new(format!(
             "the phone's system filesystem is {}, which cannot take new store paths",
@@ -117,7 +159,20 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             plan.generation,
             if a.no_reboot { "" } else { ", then reboot it" }
         ));
-        return finish(a, &Report { target: &target, plan: &plan, sent: None, outcome: None }, ExitCode::SUCCESS);
+        if let Some((slot, _)) = &boot_image {
+            progress(&format!("would write the boot image to boot_{} and make slot {slot} active", slot.letter()));
+        }
+        return finish(
+            a,
+            &Report {
+                target: &target,
+                plan: &plan,
+                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+                sent: None,
+                outcome: None,
+            },
+            ExitCode::SUCCESS,
+        );
     }
     let entry = Generation {
         generation: plan.generation,
@@ -125,15 +180,32 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         kernel: new.kernel.clone(),
         cmdline: new.cmdline.clone(),
     };
-    let (sent, said) =
-        deploy::send(&store, &ssh, &plan, &entry, profile.system.boot.tries, &|m| term::TERMINAL.note(m))?;
+    let (sent, said) = deploy::send(
+        &store,
+        &ssh,
+        &plan,
+        boot_image.as_ref().map(|b| &b.1[..]),
+        &entry,
+        profile.system.boot.tries,
+        &|m| term::TERMINAL.note(m),
+    )?;
     progress(&format!("phone: {said} ({:.1}s)", sent.seconds));
     if a.no_reboot {
         progress(&format!(
             "generation {} boots at the phone's next reboot, as a trial: if it fails, the phone falls back by itself",
             plan.generation
         ));
-        return finish(a, &Report { target: &target, plan: &plan, sent: Some(sent), outcome: None }, ExitCode::SUCCESS);
+        return finish(
+            a,
+            &Report {
+                target: &target,
+                plan: &plan,
+                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+                sent: Some(sent),
+                outcome: None,
+            },
+            ExitCode::SUCCESS,
+        );
     }
     progress("rebooting the phone");
     // The connection ends with the reboot: its exit status says nothing.
@@ -156,6 +228,10 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         }
         Outcome::Pending { generation, booted } => {
             let seen = match &last {
+                Some(s) if s.boot_id == phone.boot_id => {
+                    "the phone answers but has not restarted since the deploy (does `systemctl reboot` work on it?)"
+                        .into()
+                }
                 Some(s) => format!("the phone last booted generation {booted} ({})", s.booted.mode),
                 None => "the phone did not answer after the reboot".into(),
             };
@@ -166,7 +242,52 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             ExitCode::from(1)
         }
     };
-    finish(a, &Report { target: &target, plan: &plan, sent: Some(sent), outcome: Some(outcome) }, code)
+    finish(
+        a,
+        &Report {
+            target: &target,
+            plan: &plan,
+            boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+            sent: Some(sent),
+            outcome: Some(outcome),
+        },
+        code,
+    )
+}
+
+/// `mobix deploy --gc`: the phone's garbage, decided from what this host's store knows of
+/// the closures of the generations that stay.
+fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
+    let store = open_store(g)?;
+    progress(&format!("asking {} what it has", ssh.target.host));
+    let phone = ssh.status()?;
+    let rec = deploy::record_of(&phone);
+    let closure = |toplevel: &str| -> Result<std::collections::BTreeSet<String>> {
+        let path = crate::store::StorePath::parse(toplevel).ok().filter(|p| store.contains(p)).ok_or_else(|| {
+            Fail::new(format!("{toplevel} is not in this host's store, so what it needs is unknown here"))
+                .hint("collect from the host that built it, or deploy from this one first")
+        })?;
+        Ok(store.closure(&[path])?.iter().map(|p| p.base_name()).collect())
+    };
+    let plan = deploy::gc(&phone, rec.as_ref(), a.keep.map(|k| k as usize), &closure)?;
+    progress(&format!(
+        "generations kept: {:?}; dropped: {:?}; {} of {} store paths to remove",
+        plan.keep_generations,
+        plan.drop_generations,
+        plan.remove.len(),
+        phone.store.len()
+    ));
+    for p in &plan.remove {
+        progress(&format!("  {} {p}", if a.dry_run { "would remove" } else { "removing" }));
+    }
+    if !a.dry_run && (!plan.remove.is_empty() || !plan.drop_generations.is_empty()) {
+        let said = deploy::collect(ssh, &plan)?;
+        progress(&format!("phone: {said}"));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "target": ssh.target, "gc": plan }))?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn finish(a: &DeployArgs, r: &Report, code: ExitCode) -> Result<ExitCode> {

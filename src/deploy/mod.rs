@@ -227,12 +227,14 @@ pub struct Sent {
     pub seconds: f64,
 }
 
-/// Streams the plan's paths and generation entry `entry` (with `tries` tries) to the
-/// phone's receiver, and returns what the receiver said.
+/// Streams the plan's paths, the new boot image if there is one (for the inactive slot)
+/// and generation entry `entry` (with `tries` tries) to the phone's receiver, and returns
+/// what the receiver said.
 pub fn send(
     store: &Store,
     ssh: &Ssh,
     plan: &Plan,
+    boot_image: Option<&[u8]>,
     entry: &Generation,
     tries: u8,
     progress: &dyn Fn(&str),
@@ -262,6 +264,13 @@ pub fn send(
             stdin.write_all(&tar)?;
             bytes += tar.len() as u64;
             progress(&format!("sent {}/{} {}", i + 1, plan.send.len(), p.base_name()));
+        }
+        if let Some(img) = boot_image {
+            let hash = mobix_bootctl::content::hex(&mobix_bootctl::content::bytes(img));
+            writeln!(stdin, "bootimg {} {hash}", img.len())?;
+            stdin.write_all(img)?;
+            bytes += img.len() as u64;
+            progress(&format!("sent the boot image ({} KiB)", img.len() >> 10));
         }
         let json = serde_json::to_vec_pretty(entry)?;
         writeln!(stdin, "generation {} {tries}", json.len())?;
@@ -331,7 +340,7 @@ pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>, fail
 
 /// Waits up to `timeout` for the phone to come back from the reboot (a boot id other
 /// than `before`) and settle on `generation`'s outcome; the last status seen comes back
-/// with it (None: the phone never answered).
+/// with it (None: the phone never answered; its boot id `before`: it never restarted).
 pub fn wait(
     ssh: &Ssh,
     before: &str,
@@ -347,6 +356,8 @@ pub fn wait(
         std::thread::sleep(Duration::from_secs(3));
         let Ok(s) = ssh.status() else { continue };
         if s.boot_id == before {
+            // Not restarted yet (or never: the caller tells by the boot id).
+            last = Some(s);
             continue;
         }
         let failure = s.failures.get(&generation).map(String::as_str);
@@ -367,6 +378,96 @@ pub fn wait(
         }
     }
     (outcome, last)
+}
+
+/// What `mobix deploy --gc` removes from the phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gc {
+    /// Generations whose entries go: failed ones, ones the boot-state record no longer
+    /// holds, and (with a limit) older good ones.
+    pub drop_generations: Vec<u32>,
+    /// Generations that stay, with everything their closures need.
+    pub keep_generations: Vec<u32>,
+    /// Store paths (base names) no staying generation needs.
+    pub remove: Vec<String>,
+}
+
+/// The pure decision of a garbage collection on the phone: `status` is what it reported,
+/// `rec` its boot-state record (None: unreadable, and then nothing is removed),
+/// `keep_newest` a limit on the good and trial generations kept besides the protected ones,
+/// and `closure` gives a toplevel's closure (base names) from the host's store. The
+/// booted, default, last good and pending generations always stay.
+pub fn gc(
+    status: &PhoneStatus,
+    rec: Option<&bootstate::Record>,
+    keep_newest: Option<usize>,
+    closure: &dyn Fn(&str) -> Result<BTreeSet<String>>,
+) -> Result<Gc> {
+    let Some(rec) = rec else {
+        return Err(Fail::new("the phone's boot-state record is unreadable, so what it may boot is unknown")
+            .hint("boot the phone once (stage-1 rewrites the record), then collect again")
+            .into());
+    };
+    let mut protected: BTreeSet<u32> = [status.booted.generation, rec.default_gen, rec.booted_gen].into();
+    protected.extend(rec.last_good.iter().copied().filter(|&g| g != 0));
+    if rec.pending_slot.valid {
+        protected.insert(rec.pending_slot.generation);
+    }
+    let usable = |g: u32| rec.entries.iter().any(|e| e.generation == g && !e.status.is_bad());
+    let mut candidates: Vec<u32> =
+        status.generations.iter().map(|g| g.generation).filter(|g| !protected.contains(g) && usable(*g)).collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    candidates.truncate(keep_newest.map_or(usize::MAX, |n| n.saturating_sub(protected.len())));
+    let (mut keep, mut drop) = (Vec::new(), Vec::new());
+    for g in &status.generations {
+        if protected.contains(&g.generation) || candidates.contains(&g.generation) {
+            keep.push(g);
+        } else {
+            drop.push(g.generation);
+        }
+    }
+    let mut needed = BTreeSet::new();
+    for g in &keep {
+        needed.extend(closure(&g.toplevel).with_context(|| format!("generation {} of the phone", g.generation))?);
+    }
+    Ok(Gc {
+        drop_generations: drop,
+        keep_generations: keep.iter().map(|g| g.generation).collect(),
+        remove: status.store.iter().filter(|n| !n.starts_with('.') && !needed.contains(*n)).cloned().collect(),
+    })
+}
+
+/// Runs `gc` on the phone (`mobix-init gc`, which checks again that it removes nothing a
+/// staying generation links to); what the phone said.
+pub fn collect(ssh: &Ssh, gc: &Gc) -> Result<String> {
+    let mut child = ssh
+        .command(&format!("{PHONE_INIT} gc"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| crate::util::user_error(e, "running ssh (package openssh-client)"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut text = String::new();
+    for g in &gc.drop_generations {
+        text.push_str(&format!("generation {g}\n"));
+    }
+    for p in &gc.remove {
+        text.push_str(&format!("path {p}\n"));
+    }
+    text.push_str("end\n");
+    let written = stdin.write_all(text.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(Fail::new(format!(
+            "the phone refused or did not finish collecting garbage: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+        .into());
+    }
+    written.context("writing the list to ssh")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[cfg(test)]
@@ -454,5 +555,78 @@ mod tests {
         }
         // A trial the phone has not booted yet (still starting) is pending, not a failure.
         assert_eq!(judge(3, 2, Some(&rec(Status::Trial, 2)), None), Outcome::Pending { generation: 3, booted: 2 });
+    }
+
+    fn phone(gens: &[u32], store: &[&str], booted: u32) -> PhoneStatus {
+        PhoneStatus {
+            boot_id: "b".into(),
+            booted: mobix_bootctl::contract::Booted {
+                generation: booted,
+                toplevel: format!("/mobix/store/t{booted}"),
+                mode: "good".into(),
+                state: None,
+                slot: None,
+            },
+            boot_spec: spec("k", ""),
+            generations: gens
+                .iter()
+                .map(|&g| Generation {
+                    generation: g,
+                    toplevel: format!("/mobix/store/t{g}"),
+                    kernel: String::new(),
+                    cmdline: String::new(),
+                })
+                .collect(),
+            store: store.iter().map(|s| s.to_string()).collect(),
+            filesystem: "ext4".into(),
+            free_bytes: 0,
+            record: None,
+            failures: Default::default(),
+        }
+    }
+
+    #[test]
+    fn garbage_is_what_no_staying_generation_needs_and_the_fallbacks_stay() {
+        // 1 good (last good of slot a), 2 good, 3 bad, 4 booted and the default; 5 gone
+        // from the record; a path from a cut deploy.
+        let mut r = rec(Status::Good, 4);
+        r.entries = vec![
+            Entry { generation: 1, id: [1; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
+            Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
+            Entry {
+                generation: 3,
+                id: [3; 16],
+                kernel_slot: 0,
+                tries_left: 0,
+                tries_done: 3,
+                status: Status::Bad(BadReason::Tries),
+            },
+            Entry { generation: 4, id: [4; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
+        ];
+        r.default_gen = 4;
+        r.last_good = [1, 0];
+        let s = phone(&[1, 2, 3, 4, 5], &[".receiving", "half", "only3", "shared", "t1", "t2", "t3", "t4", "t5"], 4);
+        let closure = |t: &str| -> Result<BTreeSet<String>> {
+            let t = t.rsplit('/').next().unwrap().to_string();
+            let mut c: BTreeSet<String> = [t.clone(), "shared".to_string()].into();
+            if t == "t3" {
+                c.insert("only3".into());
+            }
+            Ok(c)
+        };
+        let g = gc(&s, Some(&r), None, &closure).unwrap();
+        assert_eq!(g.drop_generations, [3, 5]);
+        assert_eq!(g.keep_generations, [1, 2, 4]);
+        assert_eq!(g.remove, ["half", "only3", "t3", "t5"]);
+        // Keeping two: the protected ones (4 booted and default, 1 last good) fill it.
+        let g = gc(&s, Some(&r), Some(2), &closure).unwrap();
+        assert_eq!((g.drop_generations, g.keep_generations), (vec![2, 3, 5], vec![1, 4]));
+        // Keeping three: the newest other good one too.
+        let g = gc(&s, Some(&r), Some(3), &closure).unwrap();
+        assert_eq!(g.keep_generations, [1, 2, 4]);
+        // No record, no collection; a closure the host cannot know, no collection.
+        assert!(gc(&s, None, None, &closure).is_err());
+        let unknown = |_: &str| -> Result<BTreeSet<String>> { anyhow::bail!("not in this host's store") };
+        assert!(gc(&s, Some(&r), None, &unknown).is_err());
     }
 }
