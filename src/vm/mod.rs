@@ -798,6 +798,9 @@ pub fn run(
     extra_cmdline: &str,
     progress: &dyn Fn(&str),
 ) -> Result<std::process::ExitStatus> {
+    // More than an A/B bootloader's tries: a phone without slots would boot-loop forever.
+    const MAX_PANICS: u32 = 10;
+    let mut panics = 0;
     loop {
         let mut cmd = match &p.firmware {
             Firmware::Model => {
@@ -815,7 +818,7 @@ pub fn run(
             cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
         // Pass the console through while watching for a restart.
         let mut out = child.stdout.take().expect("piped");
-        let mut restarted = false;
+        let (mut restarted, mut panicked) = (false, false);
         let mut window: Vec<u8> = Vec::new();
         let mut buf = [0u8; 4096];
         let mut stdout = std::io::stdout();
@@ -830,9 +833,10 @@ pub fn run(
             // A panicking kernel restarts after `panic=N` seconds without a "reboot:" line
             // (and -no-reboot makes that an exit): a phone would come back through its
             // bootloader, so the emulated one does too.
-            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some()
-                || memchr::memmem::find(&window, b"Kernel panic").is_some()
-            {
+            if memchr::memmem::find(&window, b"Kernel panic").is_some() {
+                (restarted, panicked) = (true, true);
+            }
+            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some() {
                 restarted = true;
             }
             let keep = window.len().saturating_sub(64);
@@ -842,7 +846,19 @@ pub fn run(
         if !restarted {
             return Ok(status);
         }
-        progress("the phone restarted: power cycle through the bootloader");
+        panics = if panicked { panics + 1 } else { 0 };
+        if panics >= MAX_PANICS {
+            return Err(Fail::new(format!(
+                "the kernel panicked {panics} times in a row; the emulated phone stays off"
+            ))
+            .hint("the console above says why; boot another generation or build a working boot image")
+            .into());
+        }
+        progress(if panicked {
+            "the kernel panicked and the phone restarted: power cycle through the bootloader"
+        } else {
+            "the phone restarted: power cycle through the bootloader"
+        });
     }
 }
 
