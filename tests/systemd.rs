@@ -511,10 +511,16 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
 }
 
 /// The device keys of a phone whose store lives on userdata (as the real phones' does),
-/// with the state beside it: the 1 GiB system image, then 256 MiB of state.
+/// with the state beside it: the 1 GiB system image, then 256 MiB of state; and, as many
+/// older phones, no A/B slots.
 const STORE_ON_USERDATA: &str = "  storage:\n    partitions:\n      - { name: misc, size: 1MiB }\n\
-     \x20     - { name: boot, size: 64MiB, slotted: true }\n      - { name: userdata, size: 1280MiB }\n\
+     \x20     - { name: boot, size: 64MiB }\n      - { name: userdata, size: 1280MiB }\n\
      \x20 system: { partition: userdata, size: 1GiB }\n";
+
+/// `cfg` with root logging in by the key `root` (as `mobix deploy` needs).
+fn add_root(cfg: &str, root: &str) -> String {
+    cfg.replace("users:\n", &format!("users:\n  root:\n    authorized_keys: [\"{root}\"]\n"))
+}
 
 /// The first byte of a GPT partition of a disk image, from `sgdisk -p`.
 fn partition_start(disk: &Path, name: &str) -> u64 {
@@ -534,6 +540,9 @@ fn the_state_beside_the_store_survives_a_new_system_image_and_grows() {
     let t = tempfile::tempdir().unwrap();
     let (phone, alice) = Phone::with_config(t.path(), STORE_ON_USERDATA);
     let repo = phone.repo.clone();
+    let root = keygen(&phone.keys, "root");
+    let pocket = |extra: &str| add_root(&config(&alice, &format!("{STORE_ON_USERDATA}{extra}")), &root);
+    fs::write(repo.join("pocket.yaml"), pocket("")).unwrap();
     ok(&phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]));
     let state_mib = "df -m /mobix-state | tail -n 1 | awk '{ print $2 }'";
 
@@ -548,7 +557,7 @@ fn the_state_beside_the_store_survives_a_new_system_image_and_grows() {
     phone.power_off(run);
 
     // A new generation: `mobix run` writes its system image over the first.
-    fs::write(repo.join("pocket.yaml"), config(&alice, &format!("{STORE_ON_USERDATA}packages: [tree]\n"))).unwrap();
+    fs::write(repo.join("pocket.yaml"), pocket("packages: [tree]\n")).unwrap();
     ok(&phone.mobix(&["build", "--device", "qemu-aarch64", "--config", "pocket.yaml"]));
     // The state filesystem shrunk to 96 MiB on the host (as if flashed small): it grows.
     let disk = phone.out.join("vm/disk.img");
@@ -586,6 +595,22 @@ fn the_state_beside_the_store_survives_a_new_system_image_and_grows() {
     assert!(mib >= 200, "the state filesystem grew back: {mib} MiB");
     let said = fs::read_to_string(&log).unwrap();
     assert!(said.contains("growing the state filesystem on /dev/loop0 from 96 MiB to 256 MiB"), "{said}");
+
+    // Without A/B slots a deploy that changes the boot image is refused, saying why, unless
+    // the owner accepts writing it over the running one.
+    fs::write(repo.join("pocket.yaml"), pocket("packages: [tree]\ncmdline: [mobix.in-place=1]\n")).unwrap();
+    let (o, _) = phone.deploy(&[]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains("has no A/B slots") && said.contains("--kernel-in-place"), "{said}");
+    let (o, report) = phone.deploy(&["--kernel-in-place"]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "deploy --kernel-in-place: {said}");
+    assert_eq!(report["boot_image"]["slot"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["outcome"]["outcome"], "good", "{report}");
+    let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
+    let out = text(&o);
+    assert!(out.starts_with("kept\n") && out.contains("mobix.in-place=1"), "the new boot image runs: {out}");
     phone.power_off(run);
 }
 

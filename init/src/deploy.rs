@@ -193,6 +193,7 @@ pub fn receive() -> Result<()> {
     let _clean = Cleanup;
     let (mut received, mut bytes) = (0usize, 0u64);
     let mut boot_image: Option<Vec<u8>> = None;
+    let mut in_place = false;
     let entry = loop {
         let l = line(&mut r)?;
         let mut f = l.split(' ');
@@ -211,6 +212,7 @@ pub fn receive() -> Result<()> {
             Some("bootimg") => {
                 let len: usize = number(f.next(), "boot image length")?;
                 let want = f.next().unwrap_or("").to_string();
+                in_place = f.next() == Some("in-place");
                 let mut img = vec![0u8; len];
                 r.read_exact(&mut img).map_err(|e| format!("reading the boot image (the connection was cut?): {e}"))?;
                 let got = content::hex(&content::bytes(&img));
@@ -254,7 +256,17 @@ pub fn receive() -> Result<()> {
         );
         return Ok(());
     };
-    let running = boot.slot.ok_or("a new boot image needs an A/B phone (this boot has no slot)")?;
+    let Some(running) = boot.slot else {
+        if !in_place {
+            return Err(
+                "a new boot image needs an A/B phone (this boot has no slot), or the host's --kernel-in-place".into()
+            );
+        }
+        return replace_boot_image(&loc, &rec, &g, &json, id, tries, &img, received, bytes);
+    };
+    if in_place {
+        return Err("the host asked to overwrite the running boot image, but this phone has A/B slots".into());
+    }
     let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
     let misc = sys::find_partition("misc").ok_or("no misc partition to switch slots with")?;
     let part = format!("boot_{}", other.letter());
@@ -285,6 +297,45 @@ pub fn receive() -> Result<()> {
     println!(
         "received {received} store paths ({} KiB) and a boot image ({} KiB, written to {part}); generation {} is \
          the trial ({tries} tries) and the default, slot {other} is active",
+        bytes >> 10,
+        img.len() >> 10,
+        g.generation
+    );
+    Ok(())
+}
+
+/// `--kernel-in-place` on a phone without slots: the generation becomes the trial and the
+/// default first, then its boot image goes over the running one. Power lost before that
+/// write leaves the old boot image, under which the new generation cannot run, so stage-1
+/// boots the one before; lost during it, the phone needs a cable (the host said so).
+#[allow(clippy::too_many_arguments)]
+fn replace_boot_image(
+    loc: &state::Location,
+    rec: &record::Record,
+    g: &Generation,
+    json: &[u8],
+    id: [u8; 16],
+    tries: u8,
+    img: &[u8],
+    received: usize,
+    bytes: u64,
+) -> Result<()> {
+    let dev = sys::find_partition("boot").ok_or("no boot partition")?;
+    let room = partition_bytes(&dev)?;
+    if img.len() as u64 > room {
+        return Err(format!("the boot image ({} bytes) does not fit boot ({room} bytes)", img.len()));
+    }
+    let next = mobix_bootctl::counting::add_trial(rec, g.generation, id, 0, tries)?;
+    write_file(&Path::new(GENERATIONS_DIR).join(format!("{}.json", g.generation)), json)?;
+    sync("/mobix");
+    state::write(loc, &next)?;
+    sys::write_at(&dev, 0, img)?;
+    if sys::read_at(&dev, 0, img.len())? != img {
+        return Err("the boot partition reads back other than what was written to it: flash it with a cable".into());
+    }
+    println!(
+        "received {received} store paths ({} KiB) and a boot image ({} KiB, written over boot); generation {} is \
+         the trial ({tries} tries) and the default",
         bytes >> 10,
         img.len() >> 10,
         g.generation

@@ -30,6 +30,10 @@ pub(super) struct DeployArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// On a phone without A/B slots, write a changed boot image over the running one. If
+    /// the new kernel does not come up, nothing falls back: the phone needs a cable.
+    #[arg(long)]
+    kernel_in_place: bool,
     /// Build and send nothing: remove from the phone the generations that failed or that
     /// its boot-state record no longer holds, and every store path no remaining
     /// generation needs (never the booted, default or last good generation's).
@@ -43,7 +47,8 @@ pub(super) struct DeployArgs {
 
 #[derive(serde::Serialize)]
 struct BootImage {
-    slot: char,
+    /// None: written over the running boot image (--kernel-in-place).
+    slot: Option<char>,
     bytes: usize,
 }
 
@@ -104,32 +109,41 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     // overwrite the boot image it runs, and nothing could fall back from that.
     let boot_image = match (&plan.boot_image_change, phone.booted.slot) {
         (None, _) => None,
-        (Some(why), None) => {
+        (Some(why), None) if !a.kernel_in_place => {
             return Err(Fail::new(format!(
                 "generation {} needs a new boot image ({why}), and {} has no A/B slots to put it in beside the \
                  running one",
                 plan.generation, a.target.device
             ))
             .hint(format!(
-                "overwriting the only boot image would leave nothing to fall back to if the new kernel does not \
-                 come up; flash it with a cable instead: `mobix build --device {d}`, then `mobix flash --device {d}` \
-                 in fastboot mode",
+                "overwriting the only boot image leaves nothing to fall back to: if the new kernel does not come up, \
+                 or no generation runs under it, the phone stays in a boot loop or a rescue shell until you flash it \
+                 with a cable. Flash instead (`mobix build --device {d}`, then `mobix flash --device {d}` in fastboot \
+                 mode), or accept that with --kernel-in-place",
                 d = a.target.device
             ))
             .into());
         }
+        (Some(why), None) => {
+            let img = pipe_boot_image(&pipe, &store)?;
+            progress(&format!(
+                "generation {} needs a new boot image ({why}): {} KiB written over the running one \
+                 (--kernel-in-place: if its kernel does not come up, nothing falls back)",
+                plan.generation,
+                img.len() >> 10
+            ));
+            Some((None, img))
+        }
         (Some(why), Some(running)) => {
             let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
-            let path = pipe.build_boot_image()?;
-            let file = store.host_path(&path).join(crate::plan::ImageName::Boot.file_name());
-            let img = std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))?;
+            let img = pipe_boot_image(&pipe, &store)?;
             progress(&format!(
                 "generation {} needs a new boot image ({why}): {} KiB for slot {other} (the phone runs slot {running}), \
                  tried by the bootloader as after a flash",
                 plan.generation,
                 img.len() >> 10
             ));
-            Some((other, img))
+            Some((Some(other), img))
         }
     };
     if phone.filesystem != "ext4" {
@@ -159,15 +173,19 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             plan.generation,
             if a.no_reboot { "" } else { ", then reboot it" }
         ));
-        if let Some((slot, _)) = &boot_image {
-            progress(&format!("would write the boot image to boot_{} and make slot {slot} active", slot.letter()));
+        match &boot_image {
+            Some((Some(slot), _)) => {
+                progress(&format!("would write the boot image to boot_{} and make slot {slot} active", slot.letter()))
+            }
+            Some((None, _)) => progress("would write the boot image over the running one (boot)"),
+            None => {}
         }
         return finish(
             a,
             &Report {
                 target: &target,
                 plan: &plan,
-                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
                 sent: None,
                 outcome: None,
             },
@@ -184,7 +202,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         &store,
         &ssh,
         &plan,
-        boot_image.as_ref().map(|b| &b.1[..]),
+        boot_image.as_ref().map(|b| (&b.1[..], b.0.is_none())),
         &entry,
         profile.system.boot.tries,
         &|m| term::TERMINAL.note(m),
@@ -200,7 +218,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             &Report {
                 target: &target,
                 plan: &plan,
-                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
                 sent: Some(sent),
                 outcome: None,
             },
@@ -247,7 +265,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         &Report {
             target: &target,
             plan: &plan,
-            boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.letter(), bytes: b.len() }),
+            boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
             sent: Some(sent),
             outcome: Some(outcome),
         },
@@ -288,6 +306,13 @@ fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "target": ssh.target, "gc": plan }))?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The boot image of the system being deployed, built alone.
+fn pipe_boot_image(pipe: &pipeline::Pipeline, store: &crate::store::Store) -> Result<Vec<u8>> {
+    let path = pipe.build_boot_image()?;
+    let file = store.host_path(&path).join(crate::plan::ImageName::Boot.file_name());
+    std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))
 }
 
 fn finish(a: &DeployArgs, r: &Report, code: ExitCode) -> Result<ExitCode> {

@@ -227,14 +227,14 @@ pub struct Sent {
     pub seconds: f64,
 }
 
-/// Streams the plan's paths, the new boot image if there is one (for the inactive slot)
-/// and generation entry `entry` (with `tries` tries) to the phone's receiver, and returns
-/// what the receiver said.
+/// Streams the plan's paths, the new boot image if there is one (for the inactive slot, or
+/// with `true` over the running one) and generation entry `entry` (with `tries` tries) to
+/// the phone's receiver, and returns what the receiver said.
 pub fn send(
     store: &Store,
     ssh: &Ssh,
     plan: &Plan,
-    boot_image: Option<&[u8]>,
+    boot_image: Option<(&[u8], bool)>,
     entry: &Generation,
     tries: u8,
     progress: &dyn Fn(&str),
@@ -265,9 +265,9 @@ pub fn send(
             bytes += tar.len() as u64;
             progress(&format!("sent {}/{} {}", i + 1, plan.send.len(), p.base_name()));
         }
-        if let Some(img) = boot_image {
+        if let Some((img, in_place)) = boot_image {
             let hash = mobix_bootctl::content::hex(&mobix_bootctl::content::bytes(img));
-            writeln!(stdin, "bootimg {} {hash}", img.len())?;
+            writeln!(stdin, "bootimg {} {hash}{}", img.len(), if in_place { " in-place" } else { "" })?;
             stdin.write_all(img)?;
             bytes += img.len() as u64;
             progress(&format!("sent the boot image ({} KiB)", img.len() >> 10));

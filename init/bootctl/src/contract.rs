@@ -368,7 +368,8 @@ pub const FAILURES_DIR: &str = "/var/lib/mobix/failures";
 /// The first line of a deploy stream (`mobix-init receive` reads it from stdin). Then, for
 /// each store path, `path <base name> <content hash hex> <tar bytes>` and the tar of the
 /// path (its entries under `out`); when the generation needs a new boot image,
-/// `bootimg <bytes> <sha256 hex>` and the image (written to the inactive A/B slot); then
+/// `bootimg <bytes> <sha256 hex>` and the image (written to the inactive A/B slot; with a
+/// trailing ` in-place`, over the boot partition of a phone without slots); then
 /// `generation <json bytes> <tries>` and the [`Generation`] entry; then `end`. Nothing of
 /// the generation is committed before `end`.
 pub const DEPLOY_MAGIC: &str = "mobix-deploy 1";
