@@ -54,6 +54,22 @@ pub(super) enum ImportCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Profile keys from a postmarketOS `deviceinfo` file (pmaports' device packages), as
+    /// boot-deploy hands them to mkbootimg: identity, partitions, boot image header, device
+    /// trees (suffixed `deviceinfo_dtb_<variant>` keys become variants), console and
+    /// command line, stage-1 modules. Printed as profile YAML, with every key it read but
+    /// could not map (and every value it assumed) listed after it.
+    Deviceinfo {
+        /// The deviceinfo file.
+        file: PathBuf,
+        /// The device package's kernel-cmdline.conf (deviceinfo's own cmdline keys are
+        /// obsolete and read only without it).
+        #[arg(long, value_name = "FILE")]
+        kernel_cmdline: Option<PathBuf>,
+        /// Print JSON (`codename`, `keys`, `unmapped`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -145,8 +161,32 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
 
 fn cmd_import(i: &ImportCmd) -> Result<ExitCode> {
     use crate::format::{bootimg::BootImage, stockimg, vendor_boot::VendorBootImage};
-    let ImportCmd::Bootimg { image, vendor_boot, json } = i;
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (image, vendor_boot, json) = match i {
+        ImportCmd::Bootimg { image, vendor_boot, json } => (image, vendor_boot, json),
+        ImportCmd::Deviceinfo { file, kernel_cmdline, json } => {
+            let text = |p: &Path| {
+                std::fs::read_to_string(p).map_err(|e| util::user_error(e, format!("reading {}", p.display())))
+            };
+            let di = profile::deviceinfo::parse(&text(file)?, &file.display().to_string())?;
+            let cmdline = kernel_cmdline.as_deref().map(text).transpose()?;
+            let got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref())?;
+            if *json {
+                let unmapped: Vec<_> =
+                    got.notes.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect();
+                let out =
+                    serde_json::json!({"version": 1, "codename": got.codename, "keys": got.keys, "unmapped": unmapped});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("# from {}: keys for devices/{}/device.yaml", file.display(), got.codename);
+            print!("{}", hex_addresses(&serde_norway::to_string(&got.keys)?));
+            for (k, why) in &got.notes {
+                println!("# not mapped: {k}: {why}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let bytes = read(image)?;
     let boot = BootImage::parse(&bytes).map_err(|e| util::user_error(e, format!("reading {}", image.display())))?;
     let vendor = match vendor_boot {

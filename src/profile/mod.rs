@@ -4,6 +4,7 @@
 //! Reads files, nothing else. Every YAML type rejects unknown keys, and every error names
 //! the file, the line and the key, and says what was expected.
 
+pub mod deviceinfo;
 pub mod import;
 mod layers;
 mod locate;

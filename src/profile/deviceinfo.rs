@@ -1,0 +1,556 @@
+//! postmarketOS `deviceinfo` files: what pmOS knows of a phone, as shell assignments
+//! `deviceinfo_KEY="value"` (comments and blank lines between). [`parse`] reads them with
+//! their line numbers; [`profile_keys`] maps them to mobix profile keys the way pmOS's
+//! boot-deploy hands them to mkbootimg, listing every key it read but cannot map, with why.
+//!
+//! Unset and `"false"` mean the same (newer pmaports dropped explicit false values).
+
+use crate::util::Fail;
+use anyhow::Result;
+use serde_norway::{Mapping, Value};
+use std::collections::BTreeMap;
+
+/// The assignments of a deviceinfo file: key (without `deviceinfo_`) to value and line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub origin: String,
+    pub keys: BTreeMap<String, (String, usize)>,
+}
+
+/// mkbootimg's defaults, which a deviceinfo without the key leaves in force.
+pub const MKBOOTIMG_KERNEL_OFFSET: u64 = 0x0000_8000;
+pub const MKBOOTIMG_RAMDISK_OFFSET: u64 = 0x0100_0000;
+pub const MKBOOTIMG_SECOND_OFFSET: u64 = 0x00f0_0000;
+pub const MKBOOTIMG_TAGS_OFFSET: u64 = 0x0000_0100;
+pub const MKBOOTIMG_PAGE_SIZE: u64 = 2048;
+/// boot-deploy's base when `deviceinfo_flash_offset_base` is unset.
+pub const BOOT_DEPLOY_BASE: u64 = 0x1000_0000;
+
+/// Reads `text` (named `origin` in errors). Refused, naming the line: anything but a
+/// comment, a blank line or a `deviceinfo_` assignment; an unclosed quote; a file with no
+/// assignment at all.
+pub fn parse(text: &str, origin: &str) -> Result<DeviceInfo> {
+    let mut keys = BTreeMap::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, raw)) = lines.next() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| -> anyhow::Error {
+            Fail::new(format!("{origin}:{n}: {why}: {line:?}"))
+                .hint("a deviceinfo holds `deviceinfo_KEY=\"value\"` lines (postmarketOS's device packages)")
+                .into()
+        };
+        let Some((name, rest)) = line.split_once('=') else {
+            return Err(bad("not an assignment"));
+        };
+        let Some(key) = name.strip_prefix("deviceinfo_") else {
+            return Err(bad("not a deviceinfo_ key"));
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(bad("not a variable name"));
+        }
+        let value = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                // A quoted value may go on over the next lines.
+                let mut body = rest[1..].to_string();
+                loop {
+                    if let Some(end) = body.find(q) {
+                        let after = body[end + 1..].trim();
+                        if !after.is_empty() && !after.starts_with('#') {
+                            return Err(bad("text after the closing quote"));
+                        }
+                        body.truncate(end);
+                        break body;
+                    }
+                    match lines.next() {
+                        Some((_, more)) => {
+                            body.push('\n');
+                            body.push_str(more);
+                        }
+                        None => return Err(bad("the quote is never closed")),
+                    }
+                }
+            }
+            _ => {
+                let v = rest.split('#').next().unwrap_or("").trim();
+                if v.contains(char::is_whitespace) {
+                    return Err(bad("a value with spaces needs quotes"));
+                }
+                v.to_string()
+            }
+        };
+        keys.insert(key.to_string(), (value, n));
+    }
+    if keys.is_empty() {
+        return Err(Fail::new(format!("{origin} is not a deviceinfo file: it assigns no deviceinfo_ key"))
+            .hint("give the `deviceinfo` file of a pmaports device package (device/*/device-*/deviceinfo)")
+            .into());
+    }
+    Ok(DeviceInfo { origin: origin.to_string(), keys })
+}
+
+impl DeviceInfo {
+    /// The value of `key`, if set and not empty.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).map(|(v, _)| v.as_str()).filter(|v| !v.is_empty())
+    }
+
+    fn line(&self, key: &str) -> usize {
+        self.keys.get(key).map_or(0, |k| k.1)
+    }
+
+    fn required(&self, key: &str) -> Result<&str> {
+        self.get(key).ok_or_else(|| {
+            Fail::new(format!("{}: deviceinfo_{key} is missing", self.origin))
+                .hint("every pmaports deviceinfo sets name, manufacturer, codename and arch")
+                .into()
+        })
+    }
+
+    /// `"true"`; unset and `"false"` are false; anything else is refused.
+    pub fn flag(&self, key: &str) -> Result<bool> {
+        match self.get(key) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(Fail::new(format!(
+                "{}:{}: deviceinfo_{key}: {v:?} is neither \"true\" nor \"false\"",
+                self.origin,
+                self.line(key)
+            ))
+            .into()),
+        }
+    }
+
+    /// A number (decimal or `0x` hex), if set.
+    pub fn number(&self, key: &str) -> Result<Option<u64>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        };
+        parsed.map(Some).ok_or_else(|| {
+            Fail::new(format!("{}:{}: deviceinfo_{key}: {v:?} is not a number", self.origin, self.line(key))).into()
+        })
+    }
+}
+
+/// What [`profile_keys`] made of a deviceinfo.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub codename: String,
+    /// Profile keys (a mapping, as `device.yaml` holds them).
+    pub keys: Value,
+    /// (key or thing, why it is not in `keys` or what was assumed).
+    pub notes: Vec<(String, String)>,
+}
+
+/// The profile keys of `di`; `cmdline` is the device's `kernel-cmdline.conf`, if given
+/// (deviceinfo's own cmdline keys are obsolete and read only without it).
+pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> {
+    let mut notes: Vec<(String, String)> = Vec::new();
+    let mut note = |k: &str, why: String| notes.push((k.to_string(), why));
+    let name = di.required("name")?;
+    let manufacturer = di.required("manufacturer")?;
+    let codename = di.required("codename")?.to_string();
+    let arch = di.required("arch")?;
+    if arch != "aarch64" {
+        return Err(Fail::new(format!(
+            "{}:{}: deviceinfo_arch is {arch:?}; mobix builds aarch64 systems only",
+            di.origin,
+            di.line("arch")
+        ))
+        .into());
+    }
+    let full_name = if name.starts_with(manufacturer) { name.to_string() } else { format!("{manufacturer} {name}") };
+    let mut top = Mapping::new();
+    let put = |m: &mut Mapping, k: &str, v: Value| {
+        m.insert(Value::from(k), v);
+    };
+    put(&mut top, "name", full_name.into());
+    put(&mut top, "arch", "aarch64".into());
+
+    // Identity: pmOS does not record what fastboot calls the phone; the codename's device
+    // part is what most bootloaders answer.
+    let product = codename.split_once('-').map_or(codename.as_str(), |(_, d)| d);
+    let mut identity = Mapping::new();
+    put(&mut identity, "fastboot_products", Value::Sequence(vec![product.into()]));
+    put(&mut top, "identity", Value::Mapping(identity));
+    note(
+        "identity.fastboot_products",
+        format!("{product:?} is a guess from the codename: check it with `fastboot getvar product`"),
+    );
+
+    // Storage and flashing.
+    let method = di.get("flash_method").unwrap_or("none");
+    if method != "fastboot" {
+        note("flash_method", format!("pmOS flashes it with {method}; mobix flashes with fastboot only"));
+    }
+    let kernel_part = di.get("flash_fastboot_partition_kernel").unwrap_or("boot");
+    let rootfs_part = di.get("flash_fastboot_partition_rootfs").unwrap_or("userdata");
+    let sector = di.number("rootfs_image_sector_size")?.unwrap_or(512);
+    let mut parts = Vec::new();
+    let part = |name: &str| {
+        let mut m = Mapping::new();
+        m.insert("name".into(), name.into());
+        Value::Mapping(m)
+    };
+    parts.push(part(kernel_part));
+    for key in ["flash_fastboot_partition_dtbo", "flash_fastboot_partition_vbmeta"] {
+        if let Some(p) = di.get(key) {
+            parts.push(part(p));
+        }
+    }
+    if rootfs_part != kernel_part {
+        parts.push(part(rootfs_part));
+    }
+    let mut storage = Mapping::new();
+    put(&mut storage, "sector_size", sector.into());
+    put(&mut storage, "partitions", Value::Sequence(parts));
+    put(&mut top, "storage", Value::Mapping(storage));
+    note(
+        "storage.partitions",
+        "pmOS does not say whether the phone has A/B slots: if `fastboot getvar slot-count` says 2, add \
+         `slotted: true` to the boot partition (and to dtbo and vbmeta)"
+            .into(),
+    );
+    let mut system = Mapping::new();
+    put(&mut system, "partition", rootfs_part.into());
+    put(&mut system, "filesystem", "ext4".into());
+    put(&mut system, "size", "2GiB".into());
+    put(&mut top, "system", Value::Mapping(system));
+    note("system.size", format!("2GiB of {rootfs_part} for the store; the rest keeps the owner's state"));
+    let mut state = Mapping::new();
+    put(&mut state, "partition", rootfs_part.into());
+    put(&mut top, "state", Value::Mapping(state));
+    if let Some(v) = di.get("flash_fastboot_partition_vbmeta") {
+        let mut m = Mapping::new();
+        put(&mut m, "partition", v.into());
+        put(&mut m, "flags", 3u64.into());
+        put(&mut top, "vbmeta", Value::Mapping(m));
+    }
+    if let Some(v) = di.get("flash_fastboot_partition_dtbo") {
+        note("flash_fastboot_partition_dtbo", format!("pmOS flashes a dtbo from its kernel to {v}; mobix writes none"));
+    }
+
+    // The kernel: pmOS builds its own for each phone.
+    note(
+        "kernel",
+        "pmOS builds this phone's kernel itself: name a kernels/ spec (`kernel: {source: …}`) or a Debian \
+         kernel package that carries its device tree (`kernel: {package: …}`)"
+            .into(),
+    );
+
+    // The boot image, as boot-deploy passes it to mkbootimg.
+    if !di.flag("generate_bootimg")? {
+        note(
+            "generate_bootimg",
+            "pmOS boots it without an Android boot image (extlinux, depthcharge or U-Boot); mobix writes boot.img"
+                .into(),
+        );
+    }
+    let header_version = di.number("header_version")?.unwrap_or(0);
+    let mut b = Mapping::new();
+    put(&mut b, "header_version", header_version.into());
+    let page_size = match di.number("flash_pagesize")? {
+        Some(p) => p,
+        None => {
+            note("flash_pagesize", format!("unset: mkbootimg's default {MKBOOTIMG_PAGE_SIZE}"));
+            MKBOOTIMG_PAGE_SIZE
+        }
+    };
+    put(&mut b, "page_size", page_size.into());
+    if header_version >= 3 {
+        note(
+            "header_version",
+            format!(
+                "version {header_version} puts the addresses and the ramdisk in vendor_boot.img, which mobix build \
+                 does not write yet"
+            ),
+        );
+    } else {
+        let base = di.number("flash_offset_base")?.unwrap_or(BOOT_DEPLOY_BASE);
+        put(&mut b, "base", base.into());
+        let (mut unset, mut highest) = (Vec::new(), 0);
+        for (key, profile_key, default) in [
+            ("flash_offset_kernel", "kernel_offset", MKBOOTIMG_KERNEL_OFFSET),
+            ("flash_offset_ramdisk", "ramdisk_offset", MKBOOTIMG_RAMDISK_OFFSET),
+            ("flash_offset_second", "second_offset", MKBOOTIMG_SECOND_OFFSET),
+            ("flash_offset_tags", "tags_offset", MKBOOTIMG_TAGS_OFFSET),
+        ] {
+            let v = di.number(key)?.unwrap_or_else(|| {
+                unset.push(key);
+                default
+            });
+            highest = highest.max(v);
+            put(&mut b, profile_key, v.into());
+        }
+        if !unset.is_empty() {
+            note("offsets", format!("unset, so mkbootimg's defaults: {}", unset.join(", ")));
+        }
+        if base + highest > u64::from(u32::MAX) {
+            note("flash_offset_base", "base plus an offset does not fit the header's 32 bits".into());
+        }
+    }
+    let dtbs = |v: &str| -> Vec<Value> { v.split_whitespace().map(|d| Value::from(format!("{d}.dtb"))).collect() };
+    let dtb_files = di.get("dtb").map(dtbs).unwrap_or_default();
+    // `dtb_<variant>`: the device tree of a kernel variant (a panel, a board revision).
+    let mut variants = Mapping::new();
+    for (k, (v, line)) in &di.keys {
+        let Some(variant) = k.strip_prefix("dtb_") else { continue };
+        if v.is_empty() {
+            continue;
+        }
+        if matches!(v.as_str(), "true" | "false") {
+            note(&format!("deviceinfo_{k}"), format!("line {line}: a true/false value, not a device tree (ignored)"));
+            continue;
+        }
+        let mut dtb = Mapping::new();
+        put(&mut dtb, "files", Value::Sequence(dtbs(v)));
+        let mut bi = Mapping::new();
+        put(&mut bi, "dtb", Value::Mapping(dtb));
+        let mut var = Mapping::new();
+        put(&mut var, "bootimg", Value::Mapping(bi));
+        put(&mut variants, &variant.replace('_', "-"), Value::Mapping(var));
+    }
+    let has_dtb = !dtb_files.is_empty() || !variants.is_empty();
+    let mode = if di.flag("bootimg_qcdt")? {
+        note("bootimg_qcdt", "the device trees go in a QCDT dt.img, which mobix build does not write yet".into());
+        None
+    } else if di.flag("bootimg_dtb_second")? {
+        note(
+            "bootimg_dtb_second",
+            "the device tree goes in the second stage, which mobix build does not write yet".into(),
+        );
+        None
+    } else if di.flag("append_dtb")? {
+        put(&mut b, "kernel_compression", "gzip".into());
+        Some("append")
+    } else if header_version == 2 {
+        let off = di.number("flash_offset_dtb")?.ok_or_else(|| {
+            Fail::new(format!("{}: header version 2 needs deviceinfo_flash_offset_dtb", di.origin))
+                .hint("boot-deploy refuses such a deviceinfo too")
+        })?;
+        put(&mut b, "dtb_offset", off.into());
+        Some("header")
+    } else {
+        if has_dtb {
+            note("dtb", "neither appended nor in the header: pmOS's bootloader finds it elsewhere".into());
+        }
+        None
+    };
+    if let (Some(mode), true) = (mode, has_dtb) {
+        let mut dtb = Mapping::new();
+        put(&mut dtb, "source", "kernel".into());
+        put(&mut dtb, "mode", mode.into());
+        put(&mut dtb, "files", Value::Sequence(dtb_files));
+        put(&mut b, "dtb", Value::Mapping(dtb));
+    }
+    for key in ["bootimg_append_seandroidenforce", "bootimg_prepend_dhtb", "bootimg_pxa", "bootimg_blobpack"] {
+        if di.get(key).is_some_and(|v| v != "false") {
+            note(key, "a vendor quirk of the boot image that mobix does not write yet".into());
+        }
+    }
+    if let Some(v) = di.get("bootimg_custom_args") {
+        note("bootimg_custom_args", format!("extra mkbootimg arguments {v:?} are not mapped"));
+    }
+    put(&mut top, "bootimg", Value::Mapping(b));
+    if !variants.is_empty() {
+        put(&mut top, "variants", Value::Mapping(variants));
+    }
+
+    // The command line and the console.
+    let text = match cmdline {
+        Some(c) => c.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join(" "),
+        None => {
+            let mut t = di.get("kernel_cmdline").unwrap_or("").to_string();
+            if let Some(a) = di.get("kernel_cmdline_append") {
+                t = format!("{t} {a}");
+            }
+            t
+        }
+    };
+    // `-ARG` in kernel-cmdline.conf takes one of pmOS's default arguments away; mobix adds
+    // none of them.
+    let (removed, args): (Vec<&str>, Vec<&str>) = text.split_whitespace().partition(|a| a.starts_with('-'));
+    if !removed.is_empty() {
+        note("cmdline", format!("{} remove pmOS default arguments, which mobix does not add", removed.join(" ")));
+    }
+    let console = args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("console="))
+        .map(|c| c.split(',').next().unwrap_or(c).to_string())
+        .or_else(|| di.get("getty").map(|g| g.split(';').next().unwrap_or(g).to_string()));
+    match console {
+        Some(c) if !c.is_empty() => put(&mut top, "console", c.into()),
+        _ => note("console", "no console= argument and no getty: name the serial console".into()),
+    }
+    if !args.is_empty() {
+        put(&mut top, "cmdline", Value::Sequence(args.iter().map(|a| Value::from(*a)).collect()));
+    }
+
+    // Stage-1.
+    let mut stage1 = Mapping::new();
+    let modules: Vec<Value> = di.get("modules_initfs").unwrap_or("").split_whitespace().map(Value::from).collect();
+    put(&mut stage1, "modules", Value::Sequence(modules));
+    if let Some(c) = di.get("initfs_compression") {
+        let algo = c.split(':').next().unwrap_or(c);
+        if matches!(algo, "gzip" | "lz4" | "xz" | "zstd" | "none") {
+            put(&mut stage1, "compression", algo.into());
+        } else {
+            note("initfs_compression", format!("{c:?} is not one mobix writes; gzip it is"));
+        }
+    }
+    put(&mut top, "stage1", Value::Mapping(stage1));
+
+    // USB networking: pmOS's gadget ids.
+    if let (Some(v), Some(p)) = (di.number("usb_idVendor")?, di.number("usb_idProduct")?) {
+        let mut u = Mapping::new();
+        put(&mut u, "vendor_id", v.into());
+        put(&mut u, "product_id", p.into());
+        put(&mut top, "usb_network", Value::Mapping(u));
+    }
+
+    // What is read for people only, or has no place in a profile.
+    // (mobix flashes the system image sparse whatever `flash_sparse` says.)
+    const FOR_PEOPLE: &[&str] =
+        &["format_version", "year", "chassis", "external_storage", "keyboard", "drm", "flash_sparse"];
+    let used = |k: &str| {
+        FOR_PEOPLE.contains(&k)
+            || k.starts_with("dtb_")
+            || matches!(
+                k,
+                "name"
+                    | "manufacturer"
+                    | "codename"
+                    | "arch"
+                    | "flash_method"
+                    | "flash_fastboot_partition_kernel"
+                    | "flash_fastboot_partition_rootfs"
+                    | "flash_fastboot_partition_vbmeta"
+                    | "flash_fastboot_partition_dtbo"
+                    | "rootfs_image_sector_size"
+                    | "generate_bootimg"
+                    | "header_version"
+                    | "flash_pagesize"
+                    | "flash_offset_base"
+                    | "flash_offset_kernel"
+                    | "flash_offset_ramdisk"
+                    | "flash_offset_second"
+                    | "flash_offset_tags"
+                    | "flash_offset_dtb"
+                    | "dtb"
+                    | "append_dtb"
+                    | "bootimg_qcdt"
+                    | "bootimg_dtb_second"
+                    | "bootimg_append_seandroidenforce"
+                    | "bootimg_prepend_dhtb"
+                    | "bootimg_pxa"
+                    | "bootimg_blobpack"
+                    | "bootimg_custom_args"
+                    | "kernel_cmdline"
+                    | "kernel_cmdline_append"
+                    | "getty"
+                    | "modules_initfs"
+                    | "initfs_compression"
+                    | "usb_idVendor"
+                    | "usb_idProduct"
+            )
+    };
+    for (k, (v, line)) in &di.keys {
+        if !used(k) && !v.is_empty() && v != "false" {
+            note(&format!("deviceinfo_{k}"), format!("line {line}: {v:?} has no mobix profile key"));
+        }
+    }
+    Ok(Imported { codename, keys: Value::Mapping(top), notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENCHILADA: &str = "# Reference: <https://postmarketos.org/deviceinfo>\n\
+        deviceinfo_format_version=\"0\"\n\
+        deviceinfo_name=\"OnePlus 6\"\n\
+        deviceinfo_manufacturer=\"OnePlus\"\n\
+        deviceinfo_codename=\"oneplus-enchilada\"\n\
+        deviceinfo_arch=\"aarch64\"\n\
+        deviceinfo_dtb=\"qcom/sdm845-oneplus-enchilada\"\n\
+        deviceinfo_append_dtb=\"true\"\n\
+        deviceinfo_flash_method=\"fastboot\"\n\
+        deviceinfo_generate_bootimg=\"true\"\n\
+        deviceinfo_flash_offset_base=\"0x00000000\"\n\
+        deviceinfo_flash_offset_kernel=\"0x00008000\"\n\
+        deviceinfo_flash_offset_ramdisk=\"0x01000000\"\n\
+        deviceinfo_flash_offset_second=\"0x00f00000\"\n\
+        deviceinfo_flash_offset_tags=\"0x00000100\"\n\
+        deviceinfo_flash_pagesize=\"4096\"\n\
+        deviceinfo_flash_sparse=\"true\"\n\
+        deviceinfo_getty=\"ttyMSM0;115200\" # a comment\n\
+        deviceinfo_rootfs_image_sector_size=\"4096\"\n";
+
+    #[test]
+    fn a_deviceinfo_becomes_profile_keys_as_boot_deploy_reads_it() {
+        let di = parse(ENCHILADA, "enchilada/deviceinfo").unwrap();
+        assert_eq!(di.get("getty"), Some("ttyMSM0;115200"));
+        let got = profile_keys(&di, Some("console=ttyMSM0,115200\n# serial\nquiet\n-splash\n")).unwrap();
+        let k = &got.keys;
+        assert_eq!(got.codename, "oneplus-enchilada");
+        assert_eq!(k["name"].as_str(), Some("OnePlus 6"));
+        assert_eq!(k["identity"]["fastboot_products"][0].as_str(), Some("enchilada"));
+        let b = &k["bootimg"];
+        assert_eq!((b["header_version"].as_u64(), b["page_size"].as_u64()), (Some(0), Some(4096)));
+        assert_eq!((b["base"].as_u64(), b["kernel_offset"].as_u64()), (Some(0), Some(0x8000)));
+        assert_eq!(b["dtb"]["mode"].as_str(), Some("append"));
+        assert_eq!(b["dtb"]["files"][0].as_str(), Some("qcom/sdm845-oneplus-enchilada.dtb"));
+        assert_eq!(b["kernel_compression"].as_str(), Some("gzip"));
+        assert_eq!(k["storage"]["sector_size"].as_u64(), Some(4096));
+        assert_eq!(k["console"].as_str(), Some("ttyMSM0"));
+        assert_eq!(k["cmdline"][1].as_str(), Some("quiet"), "comment lines of kernel-cmdline.conf left out");
+        assert!(k["cmdline"].get(2).is_none(), "-splash removes a pmOS default: {:?}", k["cmdline"]);
+        assert!(got.notes.iter().any(|(k, _)| k == "kernel"), "{:?}", got.notes);
+    }
+
+    #[test]
+    fn unset_means_the_defaults_and_variants_come_from_suffixed_dtbs() {
+        let text = "deviceinfo_name=\"Poco F1\"\ndeviceinfo_manufacturer=\"Xiaomi\"\n\
+            deviceinfo_codename=\"xiaomi-beryllium\"\ndeviceinfo_arch=\"aarch64\"\n\
+            deviceinfo_dtb_tianma=\"qcom/sdm845-xiaomi-beryllium-tianma\"\n\
+            deviceinfo_dtb_second=\"false\"\ndeviceinfo_append_dtb=\"true\"\n\
+            deviceinfo_kernel_cmdline='console=ttyS0'\ndeviceinfo_keyboard=false\n";
+        let got = profile_keys(&parse(text, "d").unwrap(), None).unwrap();
+        let b = &got.keys["bootimg"];
+        assert_eq!(b["base"].as_u64(), Some(BOOT_DEPLOY_BASE));
+        assert_eq!(b["tags_offset"].as_u64(), Some(MKBOOTIMG_TAGS_OFFSET));
+        assert_eq!(b["page_size"].as_u64(), Some(MKBOOTIMG_PAGE_SIZE));
+        assert_eq!(
+            got.keys["variants"]["tianma"]["bootimg"]["dtb"]["files"][0].as_str(),
+            Some("qcom/sdm845-xiaomi-beryllium-tianma.dtb")
+        );
+        assert!(got.keys["variants"].get("second").is_none(), "a true/false value is no device tree");
+        assert_eq!(got.keys["name"].as_str(), Some("Xiaomi Poco F1"));
+        assert_eq!(got.keys["console"].as_str(), Some("ttyS0"), "the obsolete cmdline key, read without the file");
+    }
+
+    #[test]
+    fn broken_deviceinfo_names_the_key_and_line() {
+        let err = |text: &str| {
+            let e = parse(text, "x/deviceinfo").and_then(|d| profile_keys(&d, None)).unwrap_err();
+            crate::util::find_fail(&e).map(|f| f.msg.clone()).unwrap_or_else(|| format!("{e:#}"))
+        };
+        let base = "deviceinfo_name=\"N\"\ndeviceinfo_manufacturer=\"M\"\ndeviceinfo_codename=\"m-n\"\n";
+        assert!(err(base).contains("deviceinfo_arch is missing"));
+        let e = err(&format!("{base}deviceinfo_arch=\"aarch64\"\ndeviceinfo_flash_offset_base=\"0xzz\"\n"));
+        assert!(e.contains("x/deviceinfo:5: deviceinfo_flash_offset_base: \"0xzz\" is not a number"), "{e}");
+        assert!(err("[Desktop Entry]\nName=foo\n").contains("x/deviceinfo:1: not an assignment"));
+        assert!(err("Name=foo\n").contains("x/deviceinfo:1: not a deviceinfo_ key"));
+        assert!(err("# only a comment\n").contains("is not a deviceinfo file"));
+        assert!(err("deviceinfo_name=\"open\n").contains("never closed"));
+        assert!(err(&format!("{base}deviceinfo_arch=\"armv7\"\n")).contains("aarch64 systems only"));
+        let e = err(&format!("{base}deviceinfo_arch=\"aarch64\"\ndeviceinfo_append_dtb=\"yes\"\n"));
+        assert!(e.contains(":5: deviceinfo_append_dtb: \"yes\" is neither"), "{e}");
+    }
+}
