@@ -77,25 +77,25 @@ pub fn mark_slot_successful(misc: &Path, slot: Slot) -> Result<String> {
 /// Makes `slot` the active one in misc (as the boot_control HAL's setActiveBootSlot does:
 /// highest priority, fresh tries, its successful bit kept).
 pub fn switch_slot(misc: &Path, slot: Slot) -> Result<()> {
-    let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
-    let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
-    if !ctl.crc_ok() {
-        return Err("misc holds no valid A/B metadata".into());
-    }
-    ctl.set_active(slot.index()).map_err(|e| format!("setting slot {slot} active: {e}"))?;
-    sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
+    edit_misc(misc, |ctl| ctl.set_active(slot.index()).map_err(|e| format!("setting slot {slot} active: {e}")))
 }
 
 /// Marks `slot` unbootable in misc (as the boot_control HAL's setSlotAsUnbootable does,
 /// and as an updater does before it writes the slot): no tries, not successful, so a
 /// half-written boot image is never tried.
 pub fn make_slot_unbootable(misc: &Path, slot: Slot) -> Result<()> {
+    edit_misc(misc, |ctl| ctl.set_unbootable(slot.index()).map_err(|e| format!("marking slot {slot} unbootable: {e}")))
+}
+
+/// Reads misc's A/B metadata, applies `change` and writes it back (refused when misc
+/// holds none that is valid).
+fn edit_misc(misc: &Path, change: impl FnOnce(&mut BootloaderControl) -> Result<()>) -> Result<()> {
     let raw = sys::read_at(misc, CONTROL_OFFSET as u64, CONTROL_SIZE)?;
     let mut ctl = BootloaderControl::decode(raw[..].try_into().expect("32 bytes"));
     if !ctl.crc_ok() {
         return Err("misc holds no valid A/B metadata".into());
     }
-    ctl.set_unbootable(slot.index()).map_err(|e| format!("marking slot {slot} unbootable: {e}"))?;
+    change(&mut ctl)?;
     sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())
 }
 
