@@ -20,6 +20,7 @@ use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -79,9 +80,15 @@ pub(crate) fn unpack_piped(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| util::user_error(e, format!("running {what}")))?;
-    let stdout = child.stdout.take().expect("piped");
-    let res =
-        crate::store::archive::unpack(stdout, dest, links).with_context(|| format!("unpacking {}", file.display()));
+    let mut stdout = child.stdout.take().expect("piped");
+    let res = crate::store::archive::unpack(&mut stdout, dest, links)
+        .with_context(|| format!("unpacking {}", file.display()));
+    // tar stops at its end-of-archive blocks; the decompressor may still be writing the
+    // record padding after them, and closing the pipe on it would kill it with SIGPIPE.
+    if res.is_ok() {
+        io::copy(&mut stdout, &mut io::sink())?;
+    }
+    drop(stdout);
     let out = child.wait_with_output()?;
     res?;
     if !out.status.success() {

@@ -336,4 +336,25 @@ mod tests {
             ]
         );
     }
+
+    /// tar ends at its zero blocks, but the decompressor may have more to write (record
+    /// padding): it must be read to the end, not killed by a closed pipe.
+    #[test]
+    fn a_tarball_with_a_long_tail_after_its_end_unpacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "t/hello", &b"hello"[..]).unwrap();
+        let mut data = b.into_inner().unwrap();
+        data.extend(std::iter::repeat(0u8).take(1 << 20));
+        let file = tmp.path().join("x.tar");
+        fs::write(&file, &data).unwrap();
+        let dest = tmp.path().join("d");
+        fs::create_dir(&dest).unwrap();
+        untar(&file, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("t/hello")).unwrap(), b"hello");
+    }
 }
