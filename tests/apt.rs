@@ -8,7 +8,7 @@ mod common;
 use common::{mobix_in, ok, repo_copy};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const FULL: &str = "packages: [openssh-server, systemd, htop]
@@ -17,17 +17,6 @@ health_checks:
   - {name: ssh, command: [ssh, -V]}
 init: minimal
 ";
-
-/// mobix's private apt root, as the binary finds it.
-fn apt_conf() -> PathBuf {
-    let cache = std::env::var_os("MOBIX_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-            .join("mobix")
-    });
-    cache.join("apt/apt.conf")
-}
 
 fn lock_apt(repo: &Path) -> serde_json::Value {
     let l: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("mobix.lock")).unwrap()).unwrap();
@@ -70,9 +59,9 @@ fn the_lock_holds_apts_own_solution_and_builds_the_same_anywhere() {
     // What mobix pinned is what apt installs for the same names in the same root.
     // (Under the root's lock, as mobix takes it: another test may be updating its lists.)
     let sim = Command::new("flock")
-        .arg(apt_conf().with_file_name("lock"))
+        .arg(common::apt_conf().with_file_name("lock"))
         .args(["apt-get", "install", "--simulate", "-q", "openssh-server", "systemd", "htop"])
-        .env("APT_CONFIG", apt_conf())
+        .env("APT_CONFIG", common::apt_conf())
         .output()
         .unwrap();
     assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));

@@ -9,16 +9,6 @@ use std::path::PathBuf;
 
 mod common;
 
-/// Where the mobix binary keeps its download and cargo caches (as `cli` decides it).
-fn cache_dir() -> PathBuf {
-    std::env::var_os("MOBIX_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-        base.join("mobix")
-    })
-}
-
 #[test]
 fn a_build_through_the_library_matches_its_dry_run() {
     let repo = common::repo();
@@ -33,9 +23,9 @@ fn a_build_through_the_library_matches_its_dry_run() {
     let progress = |m: &str| lines.lock().unwrap().push(m.to_string());
     let ctx = Ctx {
         store: &store,
-        downloads: cache_dir().join("downloads"),
-        apt_root: cache_dir().join("apt"),
-        cargo_cache: cache_dir().join("cargo-target"),
+        downloads: common::cache_dir().join("downloads"),
+        apt_root: common::cache_dir().join("apt"),
+        cargo_cache: common::cache_dir().join("cargo-target"),
         progress: &progress,
         substituters: Vec::new(),
         trusted: Vec::new(),

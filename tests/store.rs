@@ -253,8 +253,15 @@ fn lock_update_repins_to_what_apt_has_and_dry_run_writes_nothing() {
 
     ok(&mobix(t, &["lock", "update", "busybox"]));
     let now: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
-    // What apt's index says about its candidate, independently.
-    let show = common::tool(Command::new("apt-cache").args(["show", "--no-all-versions", "busybox-static:arm64"]));
+    // What apt's index says about its candidate, asked directly (the host's own apt need
+    // not know arm64 at all).
+    // (Under the root's lock, as mobix takes it: another test may be updating its lists.)
+    let show = common::tool(
+        Command::new("flock")
+            .arg(common::apt_conf().with_file_name("lock"))
+            .args(["apt-cache", "show", "--no-all-versions", "busybox-static:arm64"])
+            .env("APT_CONFIG", common::apt_conf()),
+    );
     let field = |k: &str| show.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).unwrap().trim().to_string();
     assert_eq!(now["debs"]["busybox"]["version"], field("Version"));
     assert_eq!(now["debs"]["busybox"]["sha256"], field("SHA256"));

@@ -4,6 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Where the mobix binary keeps its download, apt and cargo caches (as `cli` decides it).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MOBIX_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+        base.join("mobix")
+    })
+}
+
+/// The configuration of mobix's private arm64 apt root: `APT_CONFIG` for an `apt-cache`
+/// that sees what mobix sees, whatever architectures the host has.
+pub fn apt_conf() -> PathBuf {
+    cache_dir().join("apt/apt.conf")
+}
+
 /// Runs a reference tool and returns its stdout and stderr; a failure fails the test with
 /// the tool's output.
 pub fn tool(cmd: &mut Command) -> String {
