@@ -349,7 +349,7 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "t/hello", &b"hello"[..]).unwrap();
         let mut data = b.into_inner().unwrap();
-        data.extend(std::iter::repeat(0u8).take(1 << 20));
+        data.extend(vec![0u8; 1 << 20]);
         let file = tmp.path().join("x.tar");
         fs::write(&file, &data).unwrap();
         let dest = tmp.path().join("d");
