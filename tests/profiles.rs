@@ -126,14 +126,14 @@ fn cases() -> Vec<Case> {
             "from 2048 to 16384",
         ),
         c(
-            "offset overflows 32 bits",
+            "base wider than 32 bits",
             FAM,
             "base: 0x00000000",
-            "base: 0xfffff000",
+            "base: 0x100000000",
             FAM,
-            Some("kernel_offset"),
-            "bootimg.kernel_offset",
-            "32-bit",
+            Some("base: 0x100000000"),
+            "bootimg.base",
+            "does not fit 32 bits",
         ),
         c(
             "partition named twice",
@@ -213,7 +213,7 @@ fn cases() -> Vec<Case> {
             FAM,
             Some("header_version: 7"),
             "bootimg.header_version",
-            "not supported",
+            "is not a boot image header version (0-4)",
         ),
         c(
             "header dtb on a v0 image",

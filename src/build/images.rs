@@ -4,6 +4,7 @@
 //! a gigabyte.
 
 use super::Ctx;
+use crate::format::vendor_boot::{RamdiskType, VendorBootImage, VendorRamdisk};
 use crate::format::{arm64, bootimg::BootImage, bootstate, compress, fdt, sparse, vbmeta as vbmeta_fmt};
 use crate::hash::{sha256_file, Sha256Digest};
 use crate::plan::{BootHeader, DtbPlan, ImageName, Planned};
@@ -73,14 +74,49 @@ pub fn boot_image(
         fdt::header(&data).map_err(|e| util::user_error(e, format!("device tree {f}")))?;
         dtbs.push(data);
     }
-    let mut dtb = Vec::new();
-    match dtb_plan.map(|d| d.mode) {
-        Some(DtbMode::Append) => {
-            let refs: Vec<&[u8]> = dtbs.iter().map(|d| d.as_slice()).collect();
-            kernel = arm64::append_dtbs(&kernel, &refs).map_err(|e| util::user_error(e, "appending device trees"))?;
-        }
-        Some(DtbMode::Header) => dtb = dtbs.into_iter().next().unwrap_or_default(),
-        None => {}
+    let mode = dtb_plan.map(|d| d.mode);
+    if mode.is_some_and(DtbMode::appended) {
+        let refs: Vec<&[u8]> = dtbs.iter().map(|d| d.as_slice()).collect();
+        kernel = arm64::append_dtbs(&kernel, &refs).map_err(|e| util::user_error(e, "appending device trees"))?;
+    }
+    let first = || dtbs.first().cloned().unwrap_or_default();
+    let dtb = if mode.is_some_and(DtbMode::in_header) { first() } else { Vec::new() };
+    let second = if mode.is_some_and(DtbMode::in_second) { first() } else { Vec::new() };
+    fs::create_dir(out)?;
+    let boot_name = ImageName::Boot.file_name();
+    if h.header_version >= 3 {
+        // As mkbootimg makes them from `--vendor_ramdisk --vendor_cmdline --dtb`: boot.img
+        // holds the kernel alone; the addresses, the ramdisk, the command line and the
+        // device tree go in vendor_boot.img.
+        let boot = BootImage {
+            header_version: h.header_version,
+            page_size: crate::format::bootimg::PAGE_SIZE_V3,
+            os_version: h.os_version,
+            kernel,
+            ..BootImage::default()
+        };
+        let vendor = VendorBootImage {
+            header_version: h.header_version,
+            page_size: h.page_size,
+            kernel_addr: h.kernel_addr,
+            ramdisk_addr: h.ramdisk_addr,
+            cmdline: h.cmdline.clone(),
+            tags_addr: h.tags_addr,
+            board: h.board.clone(),
+            dtb,
+            dtb_addr: h.dtb_addr,
+            ramdisks: vec![VendorRamdisk {
+                kind: RamdiskType::Platform,
+                name: String::new(),
+                board_id: Default::default(),
+                data: ramdisk,
+            }],
+            bootconfig: Vec::new(),
+        };
+        let vendor_name = ImageName::VendorBoot.file_name();
+        fs::write(out.join(boot_name), boot.to_bytes()?)?;
+        fs::write(out.join(vendor_name), vendor.to_bytes()?)?;
+        return write_sums(out, &[boot_name, vendor_name]);
     }
     let img = BootImage {
         header_version: h.header_version,
@@ -95,13 +131,12 @@ pub fn boot_image(
         cmdline: h.cmdline.clone(),
         kernel,
         ramdisk,
+        second,
         dtb,
         ..BootImage::default()
     };
-    fs::create_dir(out)?;
-    let name = ImageName::Boot.file_name();
-    fs::write(out.join(name), img.to_bytes()?)?;
-    write_sums(out, &[name])
+    fs::write(out.join(boot_name), img.to_bytes()?)?;
+    write_sums(out, &[boot_name])
 }
 
 pub fn vbmeta(flags: u32, out: &Path) -> Result<()> {

@@ -309,3 +309,46 @@ pub fn build(ctx: &Ctx, planned: &Planned, arch: &str, out: &Path) -> Result<()>
     util::remove_tree(&work)?;
     Ok(())
 }
+
+/// A kernel the user supplies (`kernel.prebuilt`), laid out as Debian's kernel packages
+/// are, so the `kernel` and `kernel-modules` steps take it as they take a package: the
+/// `Image` (a gzip-compressed one unpacked), its embedded configuration when it carries
+/// one (empty otherwise), an empty module tree, the device trees. The release is the one
+/// the Image's banner announces (`0.0.0-prebuilt` when it has none: depmod wants a version). Both inputs are hashed
+/// again: a file changed since planning fails the step.
+pub fn prebuilt(image: &Path, image_sha256: &str, dtbs: Option<(&Path, &str)>, out: &Path) -> Result<()> {
+    let raw = fs::read(image).map_err(|e| util::user_error(e, format!("reading {}", image.display())))?;
+    let got = crate::hash::Sha256Digest::of(&raw).hex();
+    if got != image_sha256 {
+        anyhow::bail!("{} changed while building (sha256 {got}, planned {image_sha256})", image.display());
+    }
+    let what = || format!("the prebuilt kernel {}", image.display());
+    let (head, appended) = crate::format::arm64::split_appended_dtbs(&raw).map_err(|e| util::user_error(e, what()))?;
+    if !appended.is_empty() {
+        return Err(Fail::new(format!(
+            "{} has {} device tree(s) appended to it (an Image.gz-dtb)",
+            image.display(),
+            appended.len()
+        ))
+        .hint("give the plain Image (or Image.gz) as `image` and the device trees as `dtbs`")
+        .into());
+    }
+    let data = crate::format::compress::decompress(&head, 512 << 20).map_err(|e| util::user_error(e, what()))?;
+    super::check_kernel(&data).with_context(what)?;
+    let release = crate::format::arm64::release(&data).unwrap_or_else(|| "0.0.0-prebuilt".into());
+    fs::create_dir_all(out.join("boot"))?;
+    fs::write(out.join("boot").join(format!("vmlinuz-{release}")), &data)?;
+    let config = crate::format::arm64::embedded_config(&data).unwrap_or_default();
+    fs::write(out.join("boot").join(format!("config-{release}")), config)?;
+    fs::create_dir_all(out.join("lib/modules").join(&release))?;
+    if let Some((dir, sha)) = dtbs {
+        let got = crate::hash::sha256_tree(dir, &|_| false)
+            .map_err(|e| util::user_error(e, format!("hashing {}", dir.display())))?;
+        if got.hex() != sha {
+            anyhow::bail!("{} changed while building (its files hash to {got}, planned {sha})", dir.display());
+        }
+        fs::create_dir_all(out.join("usr/lib"))?;
+        util::copy_tree(dir, &out.join("usr/lib").join(format!("linux-image-{release}")))?;
+    }
+    Ok(())
+}

@@ -217,6 +217,9 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             kernel::config(ctx, planned, arch, base, fragments, required, out)
         }
         Builder::KernelBuild { arch, .. } => kernel::build(ctx, planned, arch, out),
+        Builder::KernelPrebuilt { image, image_sha256, dtbs, dtbs_sha256 } => {
+            kernel::prebuilt(image, image_sha256, dtbs.as_deref().zip(dtbs_sha256.as_deref()), out)
+        }
         Builder::Kernel => kernel(ctx, planned, out),
         Builder::DebSource { pin } => source::build(ctx, pin, out),
         Builder::UBoot { defconfig, fragments, .. } => uboot::build(ctx, planned, defconfig, fragments, out),

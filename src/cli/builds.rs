@@ -203,6 +203,12 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
                 .to_string(),
         );
     }
+    // tty0..tty63 are the screen's virtual terminals; the rest are serial ports.
+    let c = &profile.device.console;
+    let console = match c.strip_prefix("tty") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("the screen ({c})"),
+        _ => format!("the serial port {c}"),
+    };
     lines.push(match (&profile.device.usb_network, profile.system.init, profile.system.ssh.enable) {
         (Some(_), Init::Systemd, true) => format!(
             "  4. to log in, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
@@ -213,15 +219,14 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
             "  4. it answers at {USB_PHONE_ADDRESS} over the USB cable, but runs no ssh server: set `ssh: {{ enable: true }}` \
              and a user with `authorized_keys` in the system config to log in"
         ),
-        (None, Init::Systemd, _) if !profile.system.can_log_in() => format!(
-            "  4. its console is the serial port {}; {NO_LOGIN}",
-            profile.device.console
-        ),
+        (None, Init::Systemd, _) if !profile.system.can_log_in() => {
+            format!("  4. its console is {console}; {NO_LOGIN}")
+        }
         (Some(_), Init::Minimal, _) => format!(
             "  4. for a shell, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
              `telnet {USB_PHONE_ADDRESS}`"
         ),
-        (None, _, _) => format!("  4. its console is the serial port {}", profile.device.console),
+        (None, _, _) => format!("  4. its console is {console}"),
     });
     lines
 }

@@ -310,6 +310,19 @@ fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
 
 /// The boot image of the system being deployed, built alone.
 fn pipe_boot_image(pipe: &pipeline::Pipeline, store: &crate::store::Store) -> Result<Vec<u8>> {
+    let v = pipe.profile.device.bootimg.header_version;
+    if v >= 3 {
+        return Err(Fail::new(format!(
+            "this generation needs a new boot image, and {}'s header version {v} splits it over boot and \
+             vendor_boot, which a deploy does not write yet",
+            pipe.profile.instance()
+        ))
+        .hint(format!(
+            "flash it: `mobix build {a}`, then `mobix flash {a}` in fastboot mode",
+            a = pipe.profile.selection_args()
+        ))
+        .into());
+    }
     let path = pipe.build_boot_image()?;
     let file = store.host_path(&path).join(crate::plan::ImageName::Boot.file_name());
     std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))

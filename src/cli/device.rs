@@ -50,15 +50,23 @@ pub(super) enum ImportCmd {
         /// Its vendor_boot.img, which holds the addresses of header versions 3 and 4.
         #[arg(long, value_name = "FILE")]
         vendor_boot: Option<PathBuf>,
+        /// Write devices/CODENAME/device.yaml: a whole profile booting the stock kernel
+        /// (taken out of the image, with its device trees, into devices/CODENAME/stock/).
+        #[arg(long, value_name = "CODENAME")]
+        name: Option<String>,
+        /// With --name: replace an existing profile.
+        #[arg(long, requires = "name")]
+        force: bool,
         /// Print JSON (`keys`, `unmapped`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "name")]
         json: bool,
     },
-    /// Profile keys from a postmarketOS `deviceinfo` file (pmaports' device packages), as
-    /// boot-deploy hands them to mkbootimg: identity, partitions, boot image header, device
-    /// trees (suffixed `deviceinfo_dtb_<variant>` keys become variants), console and
-    /// command line, stage-1 modules. Printed as profile YAML, with every key it read but
-    /// could not map (and every value it assumed) listed after it.
+    /// A device profile from a postmarketOS `deviceinfo` file (pmaports' device packages),
+    /// with the boot image as boot-deploy hands it to mkbootimg: identity, partitions, boot
+    /// image header, device trees (suffixed `deviceinfo_dtb_<variant>` keys become
+    /// variants), console and command line, stage-1 modules. Writes
+    /// devices/<codename>/device.yaml, with every key it read but could not map (and every
+    /// value it assumed) listed at its end, and checks it; `--print` or `--json` only print.
     Deviceinfo {
         /// The deviceinfo file.
         file: PathBuf,
@@ -66,8 +74,24 @@ pub(super) enum ImportCmd {
         /// obsolete and read only without it).
         #[arg(long, value_name = "FILE")]
         kernel_cmdline: Option<PathBuf>,
-        /// Print JSON (`codename`, `keys`, `unmapped`).
+        /// The profile's name (a directory under devices/) [default: the deviceinfo's codename].
+        #[arg(long, value_name = "CODENAME")]
+        name: Option<String>,
+        /// Your kernel Image for the phone (`kernel.prebuilt.image`) [default: Debian's
+        /// generic arm64 kernel package from mobix.lock as a stand-in].
+        #[arg(long, value_name = "FILE", requires = "dtbs")]
+        kernel_image: Option<PathBuf>,
+        /// The directory of your kernel's device trees (`kernel.prebuilt.dtbs`).
+        #[arg(long, value_name = "DIR", requires = "kernel_image")]
+        dtbs: Option<PathBuf>,
+        /// Replace an existing devices/<codename>/device.yaml.
         #[arg(long)]
+        force: bool,
+        /// Print the profile instead of writing it.
+        #[arg(long)]
+        print: bool,
+        /// Print JSON (`codename`, `keys`, `unmapped`) instead of writing.
+        #[arg(long, conflicts_with = "print")]
         json: bool,
     },
 }
@@ -81,7 +105,7 @@ pub(super) struct DoctorArgs {
 
 pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
     if let DeviceCmd::Import(i) = d {
-        return cmd_import(i);
+        return cmd_import(g, i);
     }
     let repo = find_repo(g)?;
     match d {
@@ -155,22 +179,59 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
             print!("{}", udev_rules(&repo)?);
             Ok(ExitCode::SUCCESS)
         }
-        DeviceCmd::Import(i) => cmd_import(i),
+        DeviceCmd::Import(i) => cmd_import(g, i),
     }
 }
 
-fn cmd_import(i: &ImportCmd) -> Result<ExitCode> {
+fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
     use crate::format::{bootimg::BootImage, stockimg, vendor_boot::VendorBootImage};
+    use profile::deviceinfo::KernelChoice;
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let (image, vendor_boot, json) = match i {
-        ImportCmd::Bootimg { image, vendor_boot, json } => (image, vendor_boot, json),
-        ImportCmd::Deviceinfo { file, kernel_cmdline, json } => {
+    let (image, vendor_boot, name, force, json) = match i {
+        ImportCmd::Bootimg { image, vendor_boot, name, force, json } => (image, vendor_boot, name, force, json),
+        ImportCmd::Deviceinfo { file, kernel_cmdline, name, kernel_image, dtbs, force, print, json } => {
             let text = |p: &Path| {
                 std::fs::read_to_string(p).map_err(|e| util::user_error(e, format!("reading {}", p.display())))
             };
             let di = profile::deviceinfo::parse(&text(file)?, &file.display().to_string())?;
             let cmdline = kernel_cmdline.as_deref().map(text).transpose()?;
-            let got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref())?;
+            // A broken deviceinfo is reported as such wherever mobix runs.
+            profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &KernelChoice::Unknown)?;
+            let write = !*print && !*json;
+            let repo = if write { Some(find_repo(g)?) } else { None };
+            let codename = match name {
+                Some(n) => n.clone(),
+                None => di.required("codename")?.to_string(),
+            };
+            let codename = profile::Codename::new(&codename)
+                .map_err(|e| Fail::new(format!("{codename:?} cannot name a profile: {e}")))?;
+            let kernel = match (kernel_image, dtbs, &repo) {
+                (Some(img), Some(d), Some(repo)) => {
+                    let dir = Path::new("devices").join(codename.as_str());
+                    KernelChoice::Prebuilt {
+                        image: path_from(&dir, repo, img, "--kernel-image", false)?,
+                        dtbs: Some(path_from(&dir, repo, d, "--dtbs", true)?),
+                    }
+                }
+                (Some(img), d, None) => KernelChoice::Prebuilt {
+                    image: img.display().to_string(),
+                    dtbs: d.as_ref().map(|d| d.display().to_string()),
+                },
+                (_, _, Some(repo)) => match stand_in_kernel(repo)? {
+                    Some(p) => KernelChoice::Package(p),
+                    None => KernelChoice::Unknown,
+                },
+                _ => KernelChoice::Unknown,
+            };
+            let got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &kernel)?;
+            if let Some(repo) = repo {
+                let sources = std::iter::once(file).chain(kernel_cmdline).map(|p| p.display().to_string());
+                let from = format!(
+                    "`mobix device import deviceinfo` from postmarketOS's {}",
+                    sources.collect::<Vec<_>>().join(" and ")
+                );
+                return write_profile(&repo, &codename, &from, &got.keys, &got.notes, *force);
+            }
             if *json {
                 let unmapped: Vec<_> =
                     got.notes.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect();
@@ -196,6 +257,37 @@ fn cmd_import(i: &ImportCmd) -> Result<ExitCode> {
         None => None,
     };
     let analysis = stockimg::analyze(&boot, vendor.as_ref());
+    if let Some(name) = name {
+        let repo = find_repo(g)?;
+        let codename =
+            profile::Codename::new(name).map_err(|e| Fail::new(format!("{name:?} cannot name a profile: {e}")))?;
+        let file = profile_file(&repo, &codename, *force)?;
+        // The stock kernel and its device trees, beside the profile.
+        let (kernel, dtbs) = stockimg::stock_kernel(&boot, vendor.as_ref(), &analysis);
+        let dtb_files: Vec<String> = (0..dtbs.len()).map(|i| format!("stock-{i}.dtb")).collect();
+        let (keys, notes) = profile::import::bootimg_profile(
+            &analysis,
+            boot.os_version,
+            codename.as_str(),
+            "stock/Image",
+            "stock/dtbs",
+            &dtb_files,
+        )
+        .map_err(|e| Fail::new(format!("{}: {e}", image.display())))?;
+        let stock = file.parent().expect("a directory").join("stock");
+        util::remove_tree(&stock.join("dtbs"))?;
+        std::fs::create_dir_all(stock.join("dtbs"))?;
+        util::write_atomic(&stock.join("Image"), &kernel)?;
+        for (f, d) in dtb_files.iter().zip(&dtbs) {
+            util::write_atomic(&stock.join("dtbs").join(f), d)?;
+        }
+        progress(&format!("wrote the stock kernel and {} device tree(s) to {}", dtbs.len(), stock.display()));
+        let mut from = format!("`mobix device import bootimg` from {}", image.display());
+        if let Some(v) = vendor_boot {
+            from.push_str(&format!(" and {}", v.display()));
+        }
+        return write_profile(&repo, &codename, &from, &keys, &notes, *force);
+    }
     let (keys, unmapped) = profile::import::bootimg_keys(&analysis, boot.os_version);
     if *json {
         let unmapped: Vec<_> = unmapped.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect();
@@ -212,6 +304,91 @@ fn cmd_import(i: &ImportCmd) -> Result<ExitCode> {
     for (k, why) in &unmapped {
         println!("# not mapped: {k}: {why}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A path given on the command line as a profile writes it: relative to the device's
+/// directory `dir` when it lies in the tree `repo`, else absolute. It must exist.
+fn path_from(dir: &Path, repo: &Path, p: &Path, flag: &str, is_dir: bool) -> Result<String> {
+    let abs = p.canonicalize().map_err(|e| util::user_error(e, format!("{flag} {}", p.display())))?;
+    if is_dir != abs.is_dir() {
+        let want = if is_dir { "a directory" } else { "a file" };
+        return Err(Fail::new(format!("{flag} {}: not {want}", p.display())).into());
+    }
+    let repo = repo.canonicalize()?;
+    let dir = dir.strip_prefix(&repo).unwrap_or(dir);
+    Ok(match abs.strip_prefix(&repo) {
+        Ok(rel) => {
+            let up: PathBuf = dir.components().map(|_| "..").collect();
+            up.join(rel).display().to_string()
+        }
+        Err(_) => abs.display().to_string(),
+    })
+}
+
+/// Debian's generic arm64 kernel package `mobix.lock` pins, to stand in for a phone's own:
+/// the newest `linux-image-X.Y` entry, else `linux-image`.
+fn stand_in_kernel(repo: &Path) -> Result<Option<String>> {
+    let lock = crate::lock::Lock::load(repo)?;
+    let mut named: Vec<(Vec<u32>, &String)> = lock
+        .debs
+        .keys()
+        .filter_map(|k| {
+            let v = k.strip_prefix("linux-image-")?;
+            Some((v.split('.').map(|n| n.parse().ok()).collect::<Option<Vec<u32>>>()?, k))
+        })
+        .collect();
+    named.sort();
+    Ok(named
+        .last()
+        .map(|(_, k)| (*k).clone())
+        .or_else(|| lock.debs.contains_key("linux-image").then(|| "linux-image".into())))
+}
+
+/// `devices/<codename>/device.yaml`, refused where it exists unless `force`.
+fn profile_file(repo: &Path, codename: &profile::Codename, force: bool) -> Result<PathBuf> {
+    let file = repo.join("devices").join(codename.as_str()).join("device.yaml");
+    if file.exists() && !force {
+        return Err(Fail::new(format!("{} exists", file.display()))
+            .hint("--force replaces it (or --name gives the import another name)")
+            .into());
+    }
+    Ok(file)
+}
+
+/// Writes `devices/<codename>/device.yaml` from imported keys: a comment naming where they
+/// came from, the keys, then what was not mapped. Refuses to replace a profile without
+/// `force`; checks the written profile (and every variant) as `mobix device check` does.
+fn write_profile(
+    repo: &Path,
+    codename: &profile::Codename,
+    from: &str,
+    keys: &serde_norway::Value,
+    notes: &[(String, String)],
+    force: bool,
+) -> Result<ExitCode> {
+    let file = profile_file(repo, codename, force)?;
+    let mut text = format!("# Written by {from}.\n# Check the notes at the end before flashing.\n");
+    text.push_str(&hex_addresses(&serde_norway::to_string(keys)?));
+    if !notes.is_empty() {
+        text.push_str("\n# Not mapped, or assumed:\n");
+        for (k, why) in notes {
+            text.push_str(&format!("# - {k}: {why}\n"));
+        }
+    }
+    std::fs::create_dir_all(file.parent().expect("a directory"))?;
+    util::write_atomic(&file, text.as_bytes())?;
+    progress(&format!("wrote {}", file.display()));
+    for (k, why) in notes {
+        progress(&format!("  {k}: {why}"));
+    }
+    let mut checked = 0;
+    for (c, v, r) in profile::load_all(repo)?.into_iter().filter(|(c, _, _)| c == codename) {
+        let id = v.as_ref().map_or(c.to_string(), |v| format!("{c} --variant {v}"));
+        r.map_err(|e| e.context(Fail::new(format!("the written profile {id} does not pass its check"))))?;
+        checked += 1;
+    }
+    progress(&format!("checked {checked} profile(s) of {codename}: next, `mobix build --device {codename}`"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -220,6 +220,15 @@ pub fn check_product(plan: &FlashPlan, product: Option<&str>, force: bool, assum
 
 /// `fastboot boot`: sends a boot image and starts it from RAM, flashing nothing.
 pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, progress: &dyn Fn(&str)) -> Result<()> {
+    if plan.steps.iter().any(|s| matches!(s, Step::Flash { partition, .. } if partition == "vendor_boot")) {
+        return Err(Fail::new(format!(
+            "{}'s boot image is split over boot.img and vendor_boot.img (header version 3 or 4); `fastboot boot` \
+             sends one image",
+            plan.device
+        ))
+        .hint("flash it instead (`mobix flash`)")
+        .into());
+    }
     let mut assumed = Vec::new();
     let product = client.getvar("product")?.map(|p| p.trim().to_string());
     check_product(plan, product.as_deref(), force, &mut assumed)?;

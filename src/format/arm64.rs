@@ -134,9 +134,49 @@ pub fn split_appended_dtbs(kernel: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), Err
     Ok((kernel[..gz_len].to_vec(), dtbs))
 }
 
+/// The kernel release an uncompressed `Image` announces (`Linux version 6.1.0-9-arm64 (…`),
+/// when it holds the banner and the word is one a modules directory can be named.
+pub fn release(image: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let at = image.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+    let rest = &image[at..image.len().min(at + 128)];
+    let end = rest.iter().position(|&b| b == b' ' || b == 0 || b == b'\n')?;
+    let word = std::str::from_utf8(&rest[..end]).ok()?;
+    let ok = !word.is_empty()
+        && word != "."
+        && word != ".."
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b));
+    ok.then(|| word.to_string())
+}
+
+/// The kernel configuration an `Image` built with `CONFIG_IKCONFIG` carries (gzip between
+/// the `IKCFG_ST` and `IKCFG_ED` markers), unpacked.
+pub fn embedded_config(image: &[u8]) -> Option<Vec<u8>> {
+    let start = image.windows(8).position(|w| w == b"IKCFG_ST")? + 8;
+    let len = image[start..].windows(8).position(|w| w == b"IKCFG_ED")?;
+    let gz = &image[start..start + len];
+    (Compression::detect(gz) == Compression::Gzip).then(|| compress::decompress(gz, 16 << 20).ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_and_config_come_from_the_banner_and_the_ikconfig_markers() {
+        let mut img = image(0, 1 << 16, 2, 4096);
+        assert_eq!(release(&img), None);
+        assert_eq!(embedded_config(&img), None);
+        img.extend_from_slice(b"\0Linux version 6.1.0-9-arm64 (debian-kernel@lists) #1 SMP\n\0");
+        img.extend_from_slice(b"IKCFG_ST");
+        img.extend(compress::compress(b"CONFIG_FOO=y\n", Compression::Gzip).unwrap());
+        img.extend_from_slice(b"IKCFG_ED");
+        assert_eq!(release(&img).as_deref(), Some("6.1.0-9-arm64"));
+        assert_eq!(embedded_config(&img).as_deref(), Some(&b"CONFIG_FOO=y\n"[..]));
+        // A banner whose word could escape a directory is no release.
+        assert_eq!(release(b"Linux version ../x (y)"), None);
+        assert_eq!(release(b"Linux version a/b (y)"), None);
+    }
 
     /// A minimal Image: header with the given fields, then some code.
     pub(crate) fn image(text_offset: u64, image_size: u64, flags: u64, len: usize) -> Vec<u8> {

@@ -186,6 +186,51 @@ fn strip_mtk(data: &[u8]) -> (&[u8], Option<String>) {
     (&data[MTK_HEADER..], Some(String::from_utf8_lossy(&label[..end]).into_owned()))
 }
 
+/// The stock kernel as a kernel: without a MediaTek header and without the device trees
+/// appended to it; and the device trees where `analysis` found them (appended, the dtb
+/// section of boot.img or vendor_boot.img, the second-stage slot). A `dt.img` (QCDT, SPRD,
+/// DTBH) gives none.
+pub fn stock_kernel(
+    boot: &BootImage,
+    vendor_boot: Option<&VendorBootImage>,
+    analysis: &Analysis,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (kernel, _) = strip_mtk(&boot.kernel);
+    match analysis.dtb {
+        DtbPlacement::Appended { .. } => {
+            if Compression::detect(kernel) == Compression::Gzip {
+                if let Ok((k, dtbs)) = arm64::split_appended_dtbs(kernel) {
+                    return (k, dtbs);
+                }
+            }
+            let magic = [0xd0, 0x0d, 0xfe, 0xed];
+            let mut from = 0;
+            while let Some(at) = kernel[from..].windows(4).position(|w| w == magic).map(|p| p + from) {
+                if fdt_run(&kernel[at..]).is_some() {
+                    let mut dtbs = Vec::new();
+                    let mut off = at;
+                    while let Ok(h) = fdt::header(&kernel[off..]) {
+                        dtbs.push(kernel[off..off + h.totalsize as usize].to_vec());
+                        off += h.totalsize as usize;
+                        if off >= kernel.len() {
+                            break;
+                        }
+                    }
+                    return (kernel[..at].to_vec(), dtbs);
+                }
+                from = at + 1;
+            }
+            (kernel.to_vec(), Vec::new())
+        }
+        DtbPlacement::Header => {
+            let dtb = vendor_boot.filter(|_| boot.header_version >= 3).map_or(&boot.dtb, |v| &v.dtb);
+            (kernel.to_vec(), vec![dtb.clone()])
+        }
+        DtbPlacement::Second => (kernel.to_vec(), vec![boot.second.clone()]),
+        _ => (kernel.to_vec(), Vec::new()),
+    }
+}
+
 /// How many FDTs follow the kernel: after a gzip stream, or, for a kernel that is not
 /// gzip, a run of FDTs that ends exactly where the kernel does.
 fn appended_dtbs(kernel: &[u8]) -> usize {

@@ -93,11 +93,47 @@ pub fn host_facts(repo: &Path, profile: &Profile, kernel_from: KernelFrom, store
             .map_err(|e| util::user_error(e, format!("hashing overlay {}", dir.display())))?;
         inputs.overlays.push((name.clone(), sha, dir));
     }
+    inputs.prebuilt_kernel = prebuilt_kernel(profile)?;
     inputs.kernel_from = kernel_from;
     inputs.kernel_spec = kernel_spec;
     inputs.cross_gcc = cross_gcc;
     inputs.packages = packages;
     Ok(inputs)
+}
+
+/// `kernel.prebuilt` of a profile: its files found (relative to the device's directory)
+/// and hashed.
+pub fn prebuilt_kernel(profile: &Profile) -> Result<Option<plan::PrebuiltKernelFiles>> {
+    let Some(p) = &profile.device.kernel.prebuilt else { return Ok(None) };
+    let base = profile.file.parent().unwrap_or(Path::new("."));
+    let at = |s: &str| base.join(s);
+    let missing = |key: &str, path: &Path, e: anyhow::Error| {
+        e.context(
+            util::Fail::new(format!(
+                "kernel.prebuilt.{key} of {}: cannot read {}",
+                profile.file.display(),
+                path.display()
+            ))
+            .hint("relative paths are relative to the device's directory (where `mobix device import` put the files)"),
+        )
+    };
+    let image = at(&p.image);
+    if !image.is_file() {
+        return Err(missing("image", &image, anyhow::anyhow!("no such file")));
+    }
+    let image_sha256 = hash::sha256_file(&image).map_err(|e| missing("image", &image, e.into()))?;
+    let dtbs = match &p.dtbs {
+        None => None,
+        Some(d) => {
+            let dir = at(d);
+            if !dir.is_dir() {
+                return Err(missing("dtbs", &dir, anyhow::anyhow!("no such directory")));
+            }
+            let sha = hash::sha256_tree(&dir, &|_| false).map_err(|e| missing("dtbs", &dir, e.into()))?;
+            Some((dir, sha))
+        }
+    };
+    Ok(Some(plan::PrebuiltKernelFiles { image, image_sha256, dtbs }))
 }
 
 /// What every plan needs, images included: the init crate's hashes and the host tools'
@@ -114,6 +150,7 @@ pub fn image_facts(repo: &Path, profile: &Profile, store: &Store) -> Result<Inpu
         kernel_from: KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,
+        prebuilt_kernel: None,
         packages: Vec::new(),
         repo: repo.to_path_buf(),
         init_source,

@@ -43,6 +43,18 @@ pub enum Builder {
     /// U-Boot from a Debian source package (input `source`): Debian's patches, the board's
     /// defconfig, the fragments in order; `u-boot.bin` and its config.
     UBoot { defconfig: String, fragments: Vec<(String, String)>, cross: String },
+    /// A kernel the user supplies (`kernel.prebuilt`), laid out as Debian's kernel packages
+    /// are: its `Image` (unpacked if gzip-compressed), no modules, its device trees. Named
+    /// by the files' hashes; the paths are not hashed.
+    KernelPrebuilt {
+        image_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dtbs_sha256: Option<String>,
+        #[serde(skip)]
+        image: PathBuf,
+        #[serde(skip)]
+        dtbs: Option<PathBuf>,
+    },
     /// The kernel `Image` and its config, from an unpacked kernel package (input `deb`).
     Kernel,
     /// The kernel's module tree with a fresh `modules.dep` (input `deb`): with `only`, just
@@ -160,6 +172,7 @@ impl Builder {
             Builder::KernelBuild { .. } => 1,
             Builder::DebSource { .. } => 1,
             Builder::UBoot { .. } => 1,
+            Builder::KernelPrebuilt { .. } => 2,
             Builder::Kernel => 2,
             Builder::KernelModules { .. } => 1,
             Builder::Sw => 2,
@@ -186,6 +199,7 @@ impl Builder {
             Builder::KernelBuild { .. } => "kernel-build",
             Builder::DebSource { .. } => "deb-source",
             Builder::UBoot { .. } => "u-boot",
+            Builder::KernelPrebuilt { .. } => "kernel-prebuilt",
             Builder::Kernel => "kernel",
             Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
@@ -356,6 +370,8 @@ pub struct Inputs {
     pub kernel_spec: Option<crate::profile::LoadedKernel>,
     /// `aarch64-linux-gnu-gcc --version`, when a kernel or a package is built from source.
     pub cross_gcc: Option<String>,
+    /// `kernel.prebuilt`, resolved and hashed.
+    pub prebuilt_kernel: Option<PrebuiltKernelFiles>,
     /// The `packages/` specs the system config names (the others are `debs` entries).
     pub packages: Vec<crate::profile::LoadedPackage>,
     pub repo: PathBuf,
@@ -368,6 +384,15 @@ pub struct Inputs {
     pub mke2fs_version: String,
     /// `fsck.erofs -V`, when erofs-utils is installed.
     pub mkfs_erofs_version: Option<String>,
+}
+
+/// The files of a `kernel.prebuilt`, with their hashes (a directory's as the store hashes
+/// trees).
+#[derive(Debug, Clone)]
+pub struct PrebuiltKernelFiles {
+    pub image: PathBuf,
+    pub image_sha256: Sha256Digest,
+    pub dtbs: Option<(PathBuf, Sha256Digest)>,
 }
 
 pub const INIT_TARGET: &str = "aarch64-unknown-linux-musl";
@@ -806,6 +831,25 @@ pub fn required_options(profile: &Profile) -> kconfig::Config {
 /// from its `kernels/` spec. Returns its path and, for people, where it comes from.
 fn kernel_package(profile: &Profile, lock: &Lock, inp: &Inputs, plan: &mut Plan) -> Result<(StorePath, String)> {
     let k = &profile.device.kernel;
+    if k.prebuilt.is_some() {
+        let files =
+            inp.prebuilt_kernel.as_ref().ok_or_else(|| anyhow::anyhow!("the prebuilt kernel was not hashed"))?;
+        let p = plan.add(Recipe {
+            name: "kernel-prebuilt".into(),
+            builder: Builder::KernelPrebuilt {
+                image_sha256: files.image_sha256.hex(),
+                dtbs_sha256: files.dtbs.as_ref().map(|(_, h)| h.hex()),
+                image: files.image.clone(),
+                dtbs: files.dtbs.as_ref().map(|(d, _)| d.clone()),
+            },
+            inputs: BTreeMap::new(),
+        });
+        let mut origin = format!("prebuilt Image {} (sha256 {})", files.image.display(), files.image_sha256.hex());
+        if let Some((d, _)) = &files.dtbs {
+            origin.push_str(&format!(", device trees from {}", d.display()));
+        }
+        return Ok((p, origin));
+    }
     let use_source = match (&k.source, &k.package, inp.kernel_from) {
         (Some(_), _, KernelFrom::Source) | (Some(_), None, _) => true,
         (_, Some(_), _) => false,
@@ -927,17 +971,20 @@ fn system_json(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ImageName {
     Boot,
+    /// Header versions 3 and 4: written by the boot image step beside boot.img.
+    VendorBoot,
     System,
     Vbmeta,
 }
 
 impl ImageName {
-    pub const ALL: [ImageName; 3] = [ImageName::Boot, ImageName::System, ImageName::Vbmeta];
+    pub const ALL: [ImageName; 4] = [ImageName::Boot, ImageName::VendorBoot, ImageName::System, ImageName::Vbmeta];
 
-    /// `boot.img`, `system.img`, `vbmeta.img`.
+    /// `boot.img`, `vendor_boot.img`, `system.img`, `vbmeta.img`.
     pub fn file_name(self) -> &'static str {
         match self {
             ImageName::Boot => "boot.img",
+            ImageName::VendorBoot => "vendor_boot.img",
             ImageName::System => "system.img",
             ImageName::Vbmeta => "vbmeta.img",
         }
@@ -997,14 +1044,15 @@ pub fn boot_image(plan: &mut Plan, profile: &Profile, sys: &SystemPlan) -> Store
         }
         _ => 0,
     };
-    let addr = |off: u64| (b.base + off) as u32; // validated to fit
+    // Both fit 32 bits (validated); the sum wraps there, as mkbootimg-osm0sis adds them.
+    let addr = |off: u64| (b.base + off) as u32;
     let header = BootHeader {
         header_version: b.header_version,
         page_size: b.page_size,
         kernel_addr: addr(b.kernel_offset),
         ramdisk_addr: addr(b.ramdisk_offset),
         // mkbootimg writes 0 for an absent second stage.
-        second_addr: 0,
+        second_addr: if b.dtb.as_ref().is_some_and(|d| d.mode.in_second()) { addr(b.second_offset) } else { 0 },
         tags_addr: addr(b.tags_offset),
         dtb_addr: if b.header_version >= 2 { b.base + b.dtb_offset } else { 0 },
         os_version,

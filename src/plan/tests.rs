@@ -25,6 +25,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
         kernel_from: KernelFrom::Source,
         kernel_spec: None,
         cross_gcc: None,
+        prebuilt_kernel: None,
         packages: Vec::new(),
         repo: PathBuf::from("/somewhere/else"),
         init_source: Sha256Digest::of(b"init sources"),

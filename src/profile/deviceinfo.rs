@@ -23,6 +23,8 @@ pub const MKBOOTIMG_RAMDISK_OFFSET: u64 = 0x0100_0000;
 pub const MKBOOTIMG_SECOND_OFFSET: u64 = 0x00f0_0000;
 pub const MKBOOTIMG_TAGS_OFFSET: u64 = 0x0000_0100;
 pub const MKBOOTIMG_PAGE_SIZE: u64 = 2048;
+pub const MKBOOTIMG_BASE: u64 = 0x1000_0000;
+pub const MKBOOTIMG_DTB_OFFSET: u64 = 0x01f0_0000;
 /// boot-deploy's base when `deviceinfo_flash_offset_base` is unset.
 pub const BOOT_DEPLOY_BASE: u64 = 0x1000_0000;
 
@@ -102,7 +104,7 @@ impl DeviceInfo {
         self.keys.get(key).map_or(0, |k| k.1)
     }
 
-    fn required(&self, key: &str) -> Result<&str> {
+    pub fn required(&self, key: &str) -> Result<&str> {
         self.get(key).ok_or_else(|| {
             Fail::new(format!("{}: deviceinfo_{key} is missing", self.origin))
                 .hint("every pmaports deviceinfo sets name, manufacturer, codename and arch")
@@ -147,9 +149,20 @@ pub struct Imported {
     pub notes: Vec<(String, String)>,
 }
 
+/// Which kernel an imported profile names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelChoice {
+    /// `kernel.prebuilt` with these paths (as the profile writes them).
+    Prebuilt { image: String, dtbs: Option<String> },
+    /// A `debs` entry of `mobix.lock`: Debian's generic arm64 kernel as a stand-in.
+    Package(String),
+    /// None: the keys are for reading, and say that a kernel is missing.
+    Unknown,
+}
+
 /// The profile keys of `di`; `cmdline` is the device's `kernel-cmdline.conf`, if given
 /// (deviceinfo's own cmdline keys are obsolete and read only without it).
-pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> {
+pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoice) -> Result<Imported> {
     let mut notes: Vec<(String, String)> = Vec::new();
     let mut note = |k: &str, why: String| notes.push((k.to_string(), why));
     let name = di.required("name")?;
@@ -191,31 +204,62 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
     let kernel_part = di.get("flash_fastboot_partition_kernel").unwrap_or("boot");
     let rootfs_part = di.get("flash_fastboot_partition_rootfs").unwrap_or("userdata");
     let sector = di.number("rootfs_image_sector_size")?.unwrap_or(512);
+    // A partition named with its slot (`boot_a`) says the phone has A/B slots.
+    let unslotted = |p: &str| p.strip_suffix("_a").or_else(|| p.strip_suffix("_b")).unwrap_or(p).to_string();
+    let ab = unslotted(kernel_part) != kernel_part;
+    if unslotted(kernel_part) != "boot" {
+        note(
+            "flash_fastboot_partition_kernel",
+            format!("pmOS flashes the kernel to {kernel_part}; mobix writes boot.img to boot"),
+        );
+    }
     let mut parts = Vec::new();
-    let part = |name: &str| {
+    let part = |name: &str, slotted: bool| {
         let mut m = Mapping::new();
         m.insert("name".into(), name.into());
+        if slotted {
+            m.insert("slotted".into(), true.into());
+        }
         Value::Mapping(m)
     };
-    parts.push(part(kernel_part));
+    parts.push(part("boot", ab));
+    if di.number("header_version")?.unwrap_or(0) >= 3 {
+        parts.push(part("vendor_boot", ab));
+    }
+    let mut named = vec!["boot".to_string()];
     for key in ["flash_fastboot_partition_dtbo", "flash_fastboot_partition_vbmeta"] {
         if let Some(p) = di.get(key) {
-            parts.push(part(p));
+            let base = unslotted(p);
+            parts.push(part(&base, ab || base != p));
+            named.push(base);
         }
     }
-    if rootfs_part != kernel_part {
-        parts.push(part(rootfs_part));
+    let rootfs_part = if unslotted(rootfs_part) != rootfs_part {
+        note(
+            "flash_fastboot_partition_rootfs",
+            format!("{rootfs_part} is one slot's; mobix keeps its generations on one unslotted partition: userdata"),
+        );
+        "userdata"
+    } else {
+        rootfs_part
+    };
+    if !named.iter().any(|n| n == rootfs_part) {
+        parts.push(part(rootfs_part, false));
     }
     let mut storage = Mapping::new();
     put(&mut storage, "sector_size", sector.into());
     put(&mut storage, "partitions", Value::Sequence(parts));
     put(&mut top, "storage", Value::Mapping(storage));
-    note(
-        "storage.partitions",
-        "pmOS does not say whether the phone has A/B slots: if `fastboot getvar slot-count` says 2, add \
-         `slotted: true` to the boot partition (and to dtbo and vbmeta)"
-            .into(),
-    );
+    if ab {
+        note("storage.partitions", format!("A/B: pmOS flashes the kernel to {kernel_part}"));
+    } else {
+        note(
+            "storage.partitions",
+            "pmOS does not say whether the phone has A/B slots: if `fastboot getvar slot-count` says 2, add \
+             `slotted: true` to the boot partition (and to vendor_boot, dtbo and vbmeta)"
+                .into(),
+        );
+    }
     let mut system = Mapping::new();
     put(&mut system, "partition", rootfs_part.into());
     put(&mut system, "filesystem", "ext4".into());
@@ -236,12 +280,35 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
     }
 
     // The kernel: pmOS builds its own for each phone.
-    note(
-        "kernel",
-        "pmOS builds this phone's kernel itself: name a kernels/ spec (`kernel: {source: …}`) or a Debian \
-         kernel package that carries its device tree (`kernel: {package: …}`)"
-            .into(),
-    );
+    let mut k = Mapping::new();
+    match kernel {
+        KernelChoice::Prebuilt { image, dtbs } => {
+            if let Value::Mapping(m) = super::import::prebuilt_kernel(image, dtbs.as_deref()) {
+                k = m;
+            }
+        }
+        KernelChoice::Package(name) => {
+            put(&mut k, "package", name.as_str().into());
+            note(
+                "kernel",
+                format!(
+                    "pmOS builds this phone's kernel itself; Debian's generic arm64 kernel ({name}) stands in, \
+                     which boots it only if it carries its device tree and drivers (the build names a device tree \
+                     it lacks): `--kernel-image FILE --dtbs DIR` name your own"
+                ),
+            );
+        }
+        KernelChoice::Unknown => note(
+            "kernel",
+            "pmOS builds this phone's kernel itself: name your own (`kernel: {prebuilt: {image: FILE, dtbs: \
+             DIR}}`), a kernels/ spec (`kernel: {source: …}`) or a Debian kernel package that carries its device \
+             tree (`kernel: {package: …}`)"
+                .into(),
+        ),
+    }
+    if !k.is_empty() {
+        put(&mut top, "kernel", Value::Mapping(k));
+    }
 
     // The boot image, as boot-deploy passes it to mkbootimg.
     if !di.flag("generate_bootimg")? {
@@ -263,11 +330,17 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
     };
     put(&mut b, "page_size", page_size.into());
     if header_version >= 3 {
+        // boot-deploy passes mkbootimg no addresses for these: mkbootimg's defaults.
+        put(&mut b, "base", MKBOOTIMG_BASE.into());
+        put(&mut b, "kernel_offset", MKBOOTIMG_KERNEL_OFFSET.into());
+        put(&mut b, "ramdisk_offset", MKBOOTIMG_RAMDISK_OFFSET.into());
+        put(&mut b, "tags_offset", MKBOOTIMG_TAGS_OFFSET.into());
+        put(&mut b, "dtb_offset", MKBOOTIMG_DTB_OFFSET.into());
         note(
             "header_version",
             format!(
-                "version {header_version} puts the addresses and the ramdisk in vendor_boot.img, which mobix build \
-                 does not write yet"
+                "version {header_version}: boot.img holds the kernel, vendor_boot.img the ramdisk, command line, \
+                 device tree and mkbootimg's default addresses (boot-deploy passes none)"
             ),
         );
     } else {
@@ -284,14 +357,21 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
                 unset.push(key);
                 default
             });
-            highest = highest.max(v);
+            // (mkbootimg adds the second offset only to a second stage it is given.)
+            if key != "flash_offset_second" || di.flag("bootimg_dtb_second")? {
+                highest = highest.max(v);
+            }
             put(&mut b, profile_key, v.into());
         }
         if !unset.is_empty() {
             note("offsets", format!("unset, so mkbootimg's defaults: {}", unset.join(", ")));
         }
         if base + highest > u64::from(u32::MAX) {
-            note("flash_offset_base", "base plus an offset does not fit the header's 32 bits".into());
+            note(
+                "flash_offset_base",
+                "base plus an offset passes 32 bits: the header gets the sum modulo 2^32, as mkbootimg-osm0sis writes it"
+                    .into(),
+            );
         }
     }
     let dtbs = |v: &str| -> Vec<Value> { v.split_whitespace().map(|d| Value::from(format!("{d}.dtb"))).collect() };
@@ -316,18 +396,18 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
         put(&mut variants, &variant.replace('_', "-"), Value::Mapping(var));
     }
     let has_dtb = !dtb_files.is_empty() || !variants.is_empty();
-    let mode = if di.flag("bootimg_qcdt")? {
+    // As boot-deploy hands them to mkbootimg: the kernel is Image.gz-dtb with append_dtb,
+    // and besides that the dtb goes to `--second` (dtb_second), or `--dtb` (header
+    // version 2 with its offset; 3 and 4 into vendor_boot).
+    let append = di.flag("append_dtb")?;
+    if append {
+        put(&mut b, "kernel_compression", "gzip".into());
+    }
+    let also = if di.flag("bootimg_qcdt")? {
         note("bootimg_qcdt", "the device trees go in a QCDT dt.img, which mobix build does not write yet".into());
         None
     } else if di.flag("bootimg_dtb_second")? {
-        note(
-            "bootimg_dtb_second",
-            "the device tree goes in the second stage, which mobix build does not write yet".into(),
-        );
-        None
-    } else if di.flag("append_dtb")? {
-        put(&mut b, "kernel_compression", "gzip".into());
-        Some("append")
+        Some("second")
     } else if header_version == 2 {
         let off = di.number("flash_offset_dtb")?.ok_or_else(|| {
             Fail::new(format!("{}: header version 2 needs deviceinfo_flash_offset_dtb", di.origin))
@@ -335,13 +415,23 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
         })?;
         put(&mut b, "dtb_offset", off.into());
         Some("header")
+    } else if header_version >= 3 {
+        Some("header")
     } else {
-        if has_dtb {
-            note("dtb", "neither appended nor in the header: pmOS's bootloader finds it elsewhere".into());
-        }
         None
     };
-    if let (Some(mode), true) = (mode, has_dtb) {
+    let mode = match (append, also) {
+        (true, Some(place)) => Some(format!("append+{place}")),
+        (true, None) => Some("append".to_string()),
+        (false, Some(place)) => Some(place.to_string()),
+        (false, None) => {
+            if has_dtb && !di.flag("bootimg_qcdt")? {
+                note("dtb", "neither appended nor in the header: pmOS's bootloader finds it elsewhere".into());
+            }
+            None
+        }
+    };
+    if let (Some(mode), true) = (mode.as_deref(), has_dtb) {
         let mut dtb = Mapping::new();
         put(&mut dtb, "source", "kernel".into());
         put(&mut dtb, "mode", mode.into());
@@ -352,6 +442,12 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
         if di.get(key).is_some_and(|v| v != "false") {
             note(key, "a vendor quirk of the boot image that mobix does not write yet".into());
         }
+    }
+    if let Some(v) = di.get("bootimg_override_payload") {
+        note(
+            "bootimg_override_payload",
+            format!("pmOS puts {v:?} in boot.img instead of the kernel (a bootloader that loads it); mobix puts the kernel there"),
+        );
     }
     if let Some(v) = di.get("bootimg_custom_args") {
         note("bootimg_custom_args", format!("extra mkbootimg arguments {v:?} are not mapped"));
@@ -378,15 +474,17 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
     if !removed.is_empty() {
         note("cmdline", format!("{} remove pmOS default arguments, which mobix does not add", removed.join(" ")));
     }
-    let console = args
-        .iter()
-        .rev()
-        .find_map(|a| a.strip_prefix("console="))
-        .map(|c| c.split(',').next().unwrap_or(c).to_string())
+    let console = super::import::console_of(args.iter().copied())
         .or_else(|| di.get("getty").map(|g| g.split(';').next().unwrap_or(g).to_string()));
     match console {
         Some(c) if !c.is_empty() => put(&mut top, "console", c.into()),
-        _ => note("console", "no console= argument and no getty: name the serial console".into()),
+        _ => {
+            put(&mut top, "console", "tty0".into());
+            note(
+                "console",
+                "no console= argument and no getty: tty0 (the screen); name the serial console if it has one".into(),
+            )
+        }
     }
     if !args.is_empty() {
         put(&mut top, "cmdline", Value::Sequence(args.iter().map(|a| Value::from(*a)).collect()));
@@ -394,7 +492,15 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
 
     // Stage-1.
     let mut stage1 = Mapping::new();
-    let modules: Vec<Value> = di.get("modules_initfs").unwrap_or("").split_whitespace().map(Value::from).collect();
+    let mut modules: Vec<Value> = di.get("modules_initfs").unwrap_or("").split_whitespace().map(Value::from).collect();
+    if matches!(kernel, KernelChoice::Prebuilt { .. }) && !modules.is_empty() {
+        let names: Vec<&str> = modules.iter().filter_map(Value::as_str).collect();
+        note(
+            "deviceinfo_modules_initfs",
+            format!("a prebuilt kernel brings no modules: {} must be built into it", names.join(" ")),
+        );
+        modules.clear();
+    }
     put(&mut stage1, "modules", Value::Sequence(modules));
     if let Some(c) = di.get("initfs_compression") {
         let algo = c.split(':').next().unwrap_or(c);
@@ -451,6 +557,7 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>) -> Result<Imported> 
                     | "bootimg_pxa"
                     | "bootimg_blobpack"
                     | "bootimg_custom_args"
+                    | "bootimg_override_payload"
                     | "kernel_cmdline"
                     | "kernel_cmdline_append"
                     | "getty"
@@ -496,7 +603,8 @@ mod tests {
     fn a_deviceinfo_becomes_profile_keys_as_boot_deploy_reads_it() {
         let di = parse(ENCHILADA, "enchilada/deviceinfo").unwrap();
         assert_eq!(di.get("getty"), Some("ttyMSM0;115200"));
-        let got = profile_keys(&di, Some("console=ttyMSM0,115200\n# serial\nquiet\n-splash\n")).unwrap();
+        let got = profile_keys(&di, Some("console=ttyMSM0,115200\n# serial\nquiet\n-splash\n"), &KernelChoice::Unknown)
+            .unwrap();
         let k = &got.keys;
         assert_eq!(got.codename, "oneplus-enchilada");
         assert_eq!(k["name"].as_str(), Some("OnePlus 6"));
@@ -521,7 +629,7 @@ mod tests {
             deviceinfo_dtb_tianma=\"qcom/sdm845-xiaomi-beryllium-tianma\"\n\
             deviceinfo_dtb_second=\"false\"\ndeviceinfo_append_dtb=\"true\"\n\
             deviceinfo_kernel_cmdline='console=ttyS0'\ndeviceinfo_keyboard=false\n";
-        let got = profile_keys(&parse(text, "d").unwrap(), None).unwrap();
+        let got = profile_keys(&parse(text, "d").unwrap(), None, &KernelChoice::Unknown).unwrap();
         let b = &got.keys["bootimg"];
         assert_eq!(b["base"].as_u64(), Some(BOOT_DEPLOY_BASE));
         assert_eq!(b["tags_offset"].as_u64(), Some(MKBOOTIMG_TAGS_OFFSET));
@@ -536,9 +644,32 @@ mod tests {
     }
 
     #[test]
+    fn a_prebuilt_kernel_takes_no_modules_and_a_slot_named_partition_means_a_b() {
+        let text = format!(
+            "{ENCHILADA}deviceinfo_modules_initfs=\"rmi_core\"\n\
+             deviceinfo_flash_fastboot_partition_kernel=\"boot_a\"\n\
+             deviceinfo_flash_fastboot_partition_vbmeta=\"vbmeta\"\n"
+        );
+        let di = parse(&text, "d").unwrap();
+        let prebuilt = KernelChoice::Prebuilt { image: "Image".into(), dtbs: Some("dtbs".into()) };
+        let got = profile_keys(&di, None, &prebuilt).unwrap();
+        assert_eq!(got.keys["kernel"]["prebuilt"]["dtbs"].as_str(), Some("dtbs"));
+        assert_eq!(got.keys["stage1"]["modules"].as_sequence().map(Vec::len), Some(0));
+        assert!(got.notes.iter().any(|(k, why)| k == "deviceinfo_modules_initfs" && why.contains("rmi_core")));
+        let parts = &got.keys["storage"]["partitions"];
+        assert_eq!(parts[0]["name"].as_str(), Some("boot"));
+        assert_eq!(parts[0]["slotted"].as_bool(), Some(true));
+        assert_eq!(parts[1]["slotted"].as_bool(), Some(true), "vbmeta follows boot: {parts:?}");
+        let package = profile_keys(&di, None, &KernelChoice::Package("linux-image-6.12".into())).unwrap();
+        assert_eq!(package.keys["kernel"]["package"].as_str(), Some("linux-image-6.12"));
+        assert_eq!(package.keys["stage1"]["modules"][0].as_str(), Some("rmi_core"));
+    }
+
+    #[test]
     fn broken_deviceinfo_names_the_key_and_line() {
         let err = |text: &str| {
-            let e = parse(text, "x/deviceinfo").and_then(|d| profile_keys(&d, None)).unwrap_err();
+            let e =
+                parse(text, "x/deviceinfo").and_then(|d| profile_keys(&d, None, &KernelChoice::Unknown)).unwrap_err();
             crate::util::find_fail(&e).map(|f| f.msg.clone()).unwrap_or_else(|| format!("{e:#}"))
         };
         let base = "deviceinfo_name=\"N\"\ndeviceinfo_manufacturer=\"M\"\ndeviceinfo_codename=\"m-n\"\n";

@@ -69,11 +69,12 @@ pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, Strin
         DtbPlacement::None => {}
         DtbPlacement::Appended { .. } => put("dtb", dtb("append")),
         DtbPlacement::Header => put("dtb", dtb("header")),
+        DtbPlacement::Second => put("dtb", dtb("second")),
         other => {
             unmapped.push(("dtb".into(), format!("the device tree is {}, which mobix cannot write yet", other.name())))
         }
     }
-    if matches!(a.dtb, DtbPlacement::Appended { .. } | DtbPlacement::Header) {
+    if matches!(a.dtb, DtbPlacement::Appended { .. } | DtbPlacement::Header | DtbPlacement::Second) {
         unmapped.push((
             "bootimg.dtb.files".into(),
             "a boot image does not name its device trees: list the kernel's dtb files for this phone".into(),
@@ -94,6 +95,118 @@ pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, Strin
         top.insert("cmdline".into(), Value::Sequence(args));
     }
     (Value::Mapping(top), unmapped)
+}
+
+/// `kernel: {prebuilt: {image, dtbs}}` as a profile writes it.
+pub fn prebuilt_kernel(image: &str, dtbs: Option<&str>) -> Value {
+    let mut p = Mapping::new();
+    p.insert("image".into(), image.into());
+    if let Some(d) = dtbs {
+        p.insert("dtbs".into(), d.into());
+    }
+    let mut k = Mapping::new();
+    k.insert("prebuilt".into(), Value::Mapping(p));
+    Value::Mapping(k)
+}
+
+/// The console a command line names last (`console=ttyMSM0,115200` gives `ttyMSM0`).
+pub fn console_of<'a>(args: impl DoubleEndedIterator<Item = &'a str>) -> Option<String> {
+    args.rev()
+        .find_map(|a| a.strip_prefix("console="))
+        .map(|c| c.split(',').next().unwrap_or(c).to_string())
+        .filter(|c| !c.is_empty())
+}
+
+/// A whole profile from a stock boot image: its `bootimg` keys and command line, booting
+/// the stock kernel (`kernel.prebuilt` with `image`, the device trees in `dtbs` as
+/// `dtb_files`), with what no boot image says (A/B, the storage, the system partition)
+/// assumed and noted. Refused where the image holds no addresses (header versions 3 and
+/// 4 without their vendor_boot.img).
+pub fn bootimg_profile(
+    a: &Analysis,
+    os_version: u32,
+    codename: &str,
+    image: &str,
+    dtbs: &str,
+    dtb_files: &[String],
+) -> Result<(Value, Vec<(String, String)>), String> {
+    if a.base.is_none() {
+        return Err(format!(
+            "a header version {} boot image keeps its addresses in vendor_boot.img: give it with --vendor-boot",
+            a.header_version
+        ));
+    }
+    let (keys, mut notes) = bootimg_keys(a, os_version);
+    let mut bootimg = keys["bootimg"].clone();
+    if let Some(dtb) = bootimg.get_mut("dtb").and_then(Value::as_mapping_mut) {
+        dtb.insert("files".into(), Value::Sequence(dtb_files.iter().map(|f| Value::from(f.as_str())).collect()));
+        notes.retain(|(k, _)| k != "bootimg.dtb.files");
+    }
+    let mut top = Mapping::new();
+    let mut put = |k: &str, v: Value| {
+        top.insert(Value::from(k), v);
+    };
+    put("name", codename.into());
+    put("arch", "aarch64".into());
+    let product = codename.split_once('-').map_or(codename, |(_, d)| d);
+    let mut identity = Mapping::new();
+    identity.insert("fastboot_products".into(), Value::Sequence(vec![product.into()]));
+    put("identity", Value::Mapping(identity));
+    notes.push((
+        "identity.fastboot_products".into(),
+        format!("{product:?} is a guess from the name: check it with `fastboot getvar product`"),
+    ));
+    let part = |n: &str| {
+        let mut m = Mapping::new();
+        m.insert("name".into(), n.into());
+        Value::Mapping(m)
+    };
+    let mut parts = vec![part("boot")];
+    if a.header_version >= 3 {
+        parts.push(part("vendor_boot"));
+    }
+    parts.push(part("userdata"));
+    let mut storage = Mapping::new();
+    storage.insert("sector_size".into(), 512u64.into());
+    storage.insert("partitions".into(), Value::Sequence(parts));
+    put("storage", Value::Mapping(storage));
+    notes.push((
+        "storage".into(),
+        "a boot image says nothing of the storage: 512-byte sectors (eMMC; UFS phones have 4096) and no A/B slots \
+         assumed; if `fastboot getvar slot-count` says 2, add `slotted: true` to boot"
+            .into(),
+    ));
+    let mut system = Mapping::new();
+    system.insert("partition".into(), "userdata".into());
+    system.insert("filesystem".into(), "ext4".into());
+    system.insert("size".into(), "2GiB".into());
+    put("system", Value::Mapping(system));
+    let mut state = Mapping::new();
+    state.insert("partition".into(), "userdata".into());
+    put("state", Value::Mapping(state));
+    put("kernel", prebuilt_kernel(image, Some(dtbs)));
+    notes.push((
+        "kernel".into(),
+        "the stock kernel, taken out of the image: it boots mobix only if it has built in what stage-1 needs (the \
+         storage driver, ext4, devtmpfs); a mainline kernel is named with `kernel.prebuilt` or `kernel.package`"
+            .into(),
+    ));
+    put("bootimg", bootimg);
+    let args: Vec<&str> = a.cmdline.split_whitespace().collect();
+    match console_of(args.iter().copied()) {
+        Some(c) => put("console", c.into()),
+        None => {
+            put("console", "tty0".into());
+            notes.push(("console".into(), "no console= argument: tty0 (the screen)".into()));
+        }
+    }
+    if let Some(c) = keys.get("cmdline") {
+        put("cmdline", c.clone());
+    }
+    let mut stage1 = Mapping::new();
+    stage1.insert("modules".into(), Value::Sequence(Vec::new()));
+    put("stage1", Value::Mapping(stage1));
+    Ok((Value::Mapping(top), notes))
 }
 
 #[cfg(test)]

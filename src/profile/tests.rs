@@ -125,8 +125,11 @@ fn semantic_errors_are_located() {
     assert_eq!(key, "system.partition");
     let (_, key, _, _) = broken(|t| t.replace("size: 1GiB", "size: 1GB"));
     assert_eq!(key, "storage.partitions[2].size");
-    let (_, key, _, _) = broken(|t| t.replace("base: 0x40000000", "base: 0xfff00000"));
-    assert_eq!(key, "bootimg.kernel_offset");
+    let (_, key, _, _) = broken(|t| t.replace("base: 0x40000000", "base: 0x140000000"));
+    assert_eq!(key, "bootimg.base");
+    let (_, key, msg, _) = broken(|t| t.replace("header_version: 2", "header_version: 4"));
+    assert_eq!(key, "storage.partitions");
+    assert!(msg.contains("needs a vendor_boot partition"), "{msg}");
 }
 
 /// The state beside the store: it starts where the system image ends, which needs the

@@ -243,11 +243,28 @@ pub struct KernelRef {
     /// `source` it is the substitute (`mobix build --kernel-from substitute`).
     #[serde(default)]
     pub package: Option<String>,
+    /// A kernel the user supplies (the phone vendor's, one built elsewhere): its `Image`
+    /// and device trees, hashed into the recipe like any input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuilt: Option<PrebuiltKernel>,
     /// The modules installed on the system partition, by name, each with its dependencies
     /// (and stage-1's modules always). Absent: every module the kernel has. Debian's generic
     /// kernel carries about 300 MB of drivers for every arm64 board; a phone needs a few.
     #[serde(default)]
     pub modules: Option<Vec<String>>,
+}
+
+/// `kernel.prebuilt`: files on the build machine. Relative paths are relative to the device's
+/// directory (`devices/<codename>/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuiltKernel {
+    /// The arm64 kernel `Image` (or `Image.gz`, unpacked by the build).
+    pub image: String,
+    /// A directory of device trees, as the kernel's `dtbs_install` lays them out
+    /// (`qcom/sdm845-oneplus-enchilada.dtb`).
+    #[serde(default)]
+    pub dtbs: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,8 +315,9 @@ pub struct Dtb {
     /// device's `qemu` settings, so that it matches what `mobix test` boots. `kernel`: the
     /// `files` from the kernel's dtbs.
     pub source: DtbSource,
-    /// `header`: the boot image's dtb section (header version 2). `append`: after the
-    /// gzip-compressed kernel (`Image.gz-dtb`, header versions 0 and 1).
+    /// `header`: the dtb section (boot.img's with header version 2, vendor_boot.img's with
+    /// 3 and 4). `append`: after the gzip-compressed kernel (`Image.gz-dtb`). `second`: the
+    /// second-stage slot (versions 0-2). `append+header`, `append+second`: both places.
     #[serde(default = "default_dtb_mode")]
     pub mode: DtbMode,
     /// With `source: kernel`: paths under the kernel's dtbs (`qcom/sdm845-oneplus-enchilada.dtb`).
@@ -318,11 +336,35 @@ pub enum DtbSource {
     Kernel,
 }
 
+/// Where boot.img carries the device tree(s). Combinations are what postmarketOS's
+/// boot-deploy makes for phones whose deviceinfo asks for two places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum DtbMode {
+    /// The dtb section: boot.img's (header version 2) or vendor_boot.img's (3 and 4).
+    #[serde(rename = "header")]
     Header,
+    /// After the gzip-compressed kernel (`Image.gz-dtb`).
+    #[serde(rename = "append")]
     Append,
+    /// The second-stage slot (header versions 0-2), loaded at base + `second_offset`.
+    #[serde(rename = "second")]
+    Second,
+    #[serde(rename = "append+header")]
+    AppendHeader,
+    #[serde(rename = "append+second")]
+    AppendSecond,
+}
+
+impl DtbMode {
+    pub fn appended(self) -> bool {
+        matches!(self, DtbMode::Append | DtbMode::AppendHeader | DtbMode::AppendSecond)
+    }
+    pub fn in_header(self) -> bool {
+        matches!(self, DtbMode::Header | DtbMode::AppendHeader)
+    }
+    pub fn in_second(self) -> bool {
+        matches!(self, DtbMode::Second | DtbMode::AppendSecond)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -517,29 +559,48 @@ impl Device {
             return err("storage.partitions", "there is no boot partition".into());
         }
         let b = &self.bootimg;
-        if b.header_version > 2 {
+        if b.header_version > 4 {
             return err(
                 "bootimg.header_version",
-                format!("{} is not supported yet (mobix writes header versions 0-2)", b.header_version),
+                format!("{} is not a boot image header version (0-4)", b.header_version),
             );
+        }
+        if b.header_version >= 3 {
+            // The addresses, the ramdisk, the command line and the dtb go in vendor_boot.img.
+            match self.partition("vendor_boot") {
+                None => {
+                    return err(
+                        "storage.partitions",
+                        format!("header version {} needs a vendor_boot partition", b.header_version),
+                    )
+                }
+                Some(p) if p.slotted != self.is_ab() => {
+                    return err("storage.partitions", "vendor_boot is slotted exactly when boot is".into())
+                }
+                _ => {}
+            }
+            if self.qemu.is_some() {
+                return err(
+                    "bootimg.header_version",
+                    "the emulated phone (`qemu`) boots header versions 0-2: its boot.img carries the ramdisk".into(),
+                );
+            }
         }
         if !(b.page_size.is_power_of_two() && (2048..=16384).contains(&b.page_size)) {
             return err("bootimg.page_size", format!("{} is not a power of two from 2048 to 16384", b.page_size));
         }
-        for (k, off) in [
+        // Each is a 32-bit number; their sums wrap at 32 bits, as mkbootimg-osm0sis (which
+        // postmarketOS uses for header versions 0-2) computes them: some phones' values
+        // rely on it.
+        for (k, v) in [
+            ("base", b.base),
             ("kernel_offset", b.kernel_offset),
             ("ramdisk_offset", b.ramdisk_offset),
             ("second_offset", b.second_offset),
             ("tags_offset", b.tags_offset),
         ] {
-            match b.base.checked_add(off) {
-                Some(a) if a <= u32::MAX as u64 => {}
-                _ => {
-                    return err(
-                        &format!("bootimg.{k}"),
-                        format!("base {:#x} + {off:#x} does not fit the header's 32-bit address", b.base),
-                    )
-                }
+            if v > u32::MAX as u64 {
+                return err(&format!("bootimg.{k}"), format!("{v:#x} does not fit 32 bits"));
             }
         }
         if b.base.checked_add(b.dtb_offset).is_none() {
@@ -548,14 +609,20 @@ impl Device {
         if b.board.len() > 15 {
             return err("bootimg.board", format!("{:?} is longer than 15 bytes", b.board));
         }
-        let header_dtb = b.dtb.as_ref().is_some_and(|d| d.mode == DtbMode::Header);
+        let header_dtb = b.dtb.as_ref().is_some_and(|d| d.mode.in_header());
         if b.header_version == 2 && !header_dtb {
-            return err("bootimg.dtb", "header version 2 needs a dtb with mode: header".into());
+            return err("bootimg.dtb", "header version 2 needs a dtb with mode: header (or append+header)".into());
         }
         if b.header_version < 2 && header_dtb {
             return err(
                 "bootimg.dtb.mode",
-                format!("header version {} has no dtb section (use mode: append)", b.header_version),
+                format!("header version {} has no dtb section (use mode: append or second)", b.header_version),
+            );
+        }
+        if b.header_version >= 3 && b.dtb.as_ref().is_some_and(|d| d.mode.in_second()) {
+            return err(
+                "bootimg.dtb.mode",
+                format!("header version {} has no second stage (use mode: header)", b.header_version),
             );
         }
         if let Some(d) = &b.dtb {
@@ -568,14 +635,14 @@ impl Device {
                 }
                 _ => {}
             }
-            if d.mode == DtbMode::Append && b.kernel_compression != Compression::Gzip {
+            if d.mode.appended() && b.kernel_compression != Compression::Gzip {
                 return err(
                     "bootimg.kernel_compression",
                     "appended device trees follow a gzip-compressed kernel: use gzip".into(),
                 );
             }
-            if d.mode == DtbMode::Header && d.files.len() > 1 {
-                return err("bootimg.dtb.files", "the header holds one dtb".into());
+            if (d.mode.in_header() || d.mode.in_second()) && d.files.len() > 1 {
+                return err("bootimg.dtb.files", "the header's dtb section and the second stage hold one dtb".into());
             }
             for (i, f) in d.files.iter().enumerate() {
                 if f.starts_with('/') || f.split('/').any(|c| c == ".." || c.is_empty()) || !f.ends_with(".dtb") {
@@ -630,11 +697,27 @@ impl Device {
                 return err(&format!("kernel.modules[{i}]"), format!("{m:?} is not a module name"));
             }
         }
-        if self.kernel.source.is_none() && self.kernel.package.is_none() {
+        if self.kernel.source.is_none() && self.kernel.package.is_none() && self.kernel.prebuilt.is_none() {
             return err(
                 "kernel",
-                "name a kernel: `source` (a kernels/ spec) and/or `package` (a prebuilt package)".into(),
+                "name a kernel: `source` (a kernels/ spec) and/or `package` (a prebuilt package), or `prebuilt` \
+                 (your own Image and dtbs)"
+                    .into(),
             );
+        }
+        if let Some(p) = &self.kernel.prebuilt {
+            if self.kernel.source.is_some() || self.kernel.package.is_some() {
+                return err(
+                    "kernel.prebuilt",
+                    "a prebuilt kernel is the only kernel: drop `source` and `package` (or `prebuilt`)".into(),
+                );
+            }
+            if p.image.is_empty() {
+                return err("kernel.prebuilt.image", "name the kernel Image file".into());
+            }
+            if p.dtbs.as_deref() == Some("") {
+                return err("kernel.prebuilt.dtbs", "name the directory of device trees".into());
+            }
         }
         if let Some(u) = self.qemu.as_ref().and_then(|q| q.u_boot.as_ref()) {
             if super::Codename::new(u).is_err() {

@@ -89,7 +89,8 @@ pub struct FlashPlan {
     pub state_after: Option<u64>,
 }
 
-/// The flash plan of a profile: erase steps, then boot, vbmeta, and the system partition.
+/// The flash plan of a profile: erase steps, then boot (and vendor_boot for header versions
+/// 3 and 4), vbmeta, and the system partition.
 pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
     let d = &profile.device;
     let slotted = |name: &str| d.partition(name).is_some_and(|p| p.slotted);
@@ -100,6 +101,13 @@ pub fn flash_plan(profile: &Profile, has_vbmeta: bool) -> FlashPlan {
         slotted: slotted("boot"),
         image: ImageName::Boot.file_name().into(),
     });
+    if d.bootimg.header_version >= 3 {
+        steps.push(Step::Flash {
+            partition: "vendor_boot".into(),
+            slotted: slotted("vendor_boot"),
+            image: ImageName::VendorBoot.file_name().into(),
+        });
+    }
     if let (true, Some(v)) = (has_vbmeta, &d.vbmeta) {
         steps.push(Step::Flash {
             partition: v.partition.to_string(),
