@@ -382,13 +382,17 @@ fn write_profile(
     for (k, why) in notes {
         progress(&format!("  {k}: {why}"));
     }
-    let mut checked = 0;
+    let mut variants = Vec::new();
     for (c, v, r) in profile::load_all(repo)?.into_iter().filter(|(c, _, _)| c == codename) {
         let id = v.as_ref().map_or(c.to_string(), |v| format!("{c} --variant {v}"));
         r.map_err(|e| e.context(Fail::new(format!("the written profile {id} does not pass its check"))))?;
-        checked += 1;
+        variants.extend(v);
     }
-    progress(&format!("checked {checked} profile(s) of {codename}: next, `mobix build --device {codename}`"));
+    let next = match variants.as_slice() {
+        [] => format!("`mobix build --device {codename}`"),
+        vs => format!("`mobix build --device {codename} --variant V` (V one of {})", vs.join(", ")),
+    };
+    progress(&format!("checked {} profile(s) of {codename}: next, {next}", variants.len().max(1)));
     Ok(ExitCode::SUCCESS)
 }
 
