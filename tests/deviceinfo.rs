@@ -276,6 +276,18 @@ fn stand_in_image() -> Vec<u8> {
     b
 }
 
+/// A mobix tree in `t` with a stand-in kernel (`stand-in/Image`), the directory for
+/// stand-in device trees (`stand-in/dtbs`) and `small.yaml`, the minimal system on a
+/// 64 MiB system image: (Image, dtbs).
+fn stand_in_tree(t: &Path) -> (PathBuf, PathBuf) {
+    repo_copy(t);
+    let image = t.join("stand-in/Image");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, stand_in_image()).unwrap();
+    std::fs::write(t.join("small.yaml"), "init: minimal\ndevice: { system: { size: 64MiB } }\n").unwrap();
+    (image, t.join("stand-in/dtbs"))
+}
+
 /// A device tree that says which file it stands in for.
 fn stand_in_dtb(path: &Path, name: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -306,13 +318,8 @@ fn unpack(img: &Path, dir: &Path) -> BTreeMap<String, String> {
 fn every_fixture_builds_the_boot_image_boot_deploy_would_make() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    repo_copy(t);
-    let image = t.join("stand-in/Image");
-    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-    std::fs::write(&image, stand_in_image()).unwrap();
-    let dtbs = t.join("stand-in/dtbs");
+    let (image, dtbs) = stand_in_tree(t);
     let config = t.join("small.yaml");
-    std::fs::write(&config, "init: minimal\ndevice: { system: { size: 64MiB } }\n").unwrap();
     let store = shared_store();
     let (mut built, mut versions) = (0, BTreeSet::new());
     for dir in fixtures() {
@@ -471,11 +478,7 @@ fn every_fixture_builds_the_boot_image_boot_deploy_would_make() {
 fn a_prebuilt_kernel_is_an_input_and_a_missing_one_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    repo_copy(t);
-    let image = t.join("stand-in/Image");
-    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-    std::fs::write(&image, stand_in_image()).unwrap();
-    let dtbs = t.join("stand-in/dtbs");
+    let (image, dtbs) = stand_in_tree(t);
     stand_in_dtb(&dtbs.join("qcom/sdm845-oneplus-enchilada.dtb"), "enchilada");
     let fixture = repo().join("tests/fixtures/deviceinfo/oneplus-enchilada");
     let (di, conf) = (fixture.join("deviceinfo"), fixture.join("kernel-cmdline.conf"));
@@ -498,7 +501,6 @@ fn a_prebuilt_kernel_is_an_input_and_a_missing_one_is_named() {
     ));
     let profile = std::fs::read_to_string(t.join("devices/mine/device.yaml")).unwrap();
     assert!(profile.contains("image: ../../stand-in/Image"), "paths inside the tree are relative: {profile}");
-    std::fs::write(t.join("small.yaml"), "init: minimal\ndevice: { system: { size: 64MiB } }\n").unwrap();
     let store = shared_store();
     let build = |out: &str| {
         mobix_in(
