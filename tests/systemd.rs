@@ -627,7 +627,7 @@ IF=$(basename /sys/bus/usb/drivers/cdc_ncm/*/net/*)
 /bin/ip link set "$IF" netns host
 /bin/ip netns exec host /bin/ip link set lo up
 /bin/ip netns exec host /bin/ip link set "$IF" up
-/bin/ip netns exec host busybox udhcpc -i "$IF" -n -q -t 20 -s /bin/true > /run/udhcpc.log 2>&1 || true
+/bin/ip netns exec host busybox udhcpc -i "$IF" -n -q -t 40 -s /bin/true > /run/udhcpc.log 2>&1 || true
 cat /run/udhcpc.log
 busybox grep -q "lease of 172.16.42.2 obtained" /run/udhcpc.log || { echo "no DHCP lease of 172.16.42.2"; exit 1; }
 /bin/ip netns exec host /bin/ip addr add 172.16.42.2/24 dev "$IF"
@@ -659,7 +659,7 @@ fn usb_tree(t: &Path) -> PathBuf {
     let check = serde_json::to_string(USB_CHECK).unwrap();
     let extra = format!(
         "overlays: [usbtest]\npackages: [iproute2]\n\
-         health_checks:\n  - {{ name: usb, command: [/bin/sh, -c, {check}], timeout: 150 }}\n\
+         health_checks:\n  - {{ name: usb, command: [/bin/sh, -c, {check}], timeout: 260 }}\n\
          device:\n  qemu: {{ smp: 2 }}\n  usb_network: {{}}\n\
          \x20 stage1: {{ modules: [virtio_pci, virtio_mmio, virtio_blk, ext4, virtio_input, evdev, dummy_hcd, usb_f_ncm] }}\n\
          \x20 kernel: {{ modules: [virtio_net, virtio-rng, virtio_console, virtio_input, erofs, vfat, cdc_ncm] }}\n"
