@@ -195,10 +195,11 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
             };
             let di = profile::deviceinfo::parse(&text(file)?, &file.display().to_string())?;
             let cmdline = kernel_cmdline.as_deref().map(text).transpose()?;
-            // A broken deviceinfo is reported as such wherever mobix runs.
-            profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &KernelChoice::Unknown)?;
+            // The tree is needed only to write; a missing one is reported after the
+            // deviceinfo's own errors, which stand wherever mobix runs.
             let write = !*print && !*json;
-            let repo = if write { Some(find_repo(g)?) } else { None };
+            let found = write.then(|| find_repo(g));
+            let repo = found.as_ref().and_then(|r| r.as_ref().ok());
             let codename = match name {
                 Some(n) => n.clone(),
                 None => di.required("codename")?.to_string(),
@@ -206,13 +207,10 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
             let codename = profile::Codename::new(&codename)
                 .map_err(|e| Fail::new(format!("{codename:?} cannot name a profile: {e}")))?;
             let kernel = match (kernel_image, dtbs, &repo) {
-                (Some(img), Some(d), Some(repo)) => {
-                    let dir = Path::new("devices").join(codename.as_str());
-                    KernelChoice::Prebuilt {
-                        image: path_from(&dir, repo, img, "--kernel-image", false)?,
-                        dtbs: Some(path_from(&dir, repo, d, "--dtbs", true)?),
-                    }
-                }
+                (Some(img), Some(d), Some(repo)) => KernelChoice::Prebuilt {
+                    image: path_from(repo, img, "--kernel-image", false)?,
+                    dtbs: Some(path_from(repo, d, "--dtbs", true)?),
+                },
                 (Some(img), d, None) => KernelChoice::Prebuilt {
                     image: img.display().to_string(),
                     dtbs: d.as_ref().map(|d| d.display().to_string()),
@@ -224,7 +222,7 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
                 _ => KernelChoice::Unknown,
             };
             let got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &kernel)?;
-            if let Some(repo) = repo {
+            if let Some(repo) = found.transpose()? {
                 let sources = std::iter::once(file).chain(kernel_cmdline).map(|p| p.display().to_string());
                 let from = format!(
                     "`mobix device import deviceinfo` from postmarketOS's {}",
@@ -308,20 +306,16 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
 }
 
 /// A path given on the command line as a profile writes it: relative to the device's
-/// directory `dir` when it lies in the tree `repo`, else absolute. It must exist.
-fn path_from(dir: &Path, repo: &Path, p: &Path, flag: &str, is_dir: bool) -> Result<String> {
+/// directory (`devices/<codename>/`, two levels down) when it lies in the tree `repo`,
+/// else absolute. It must exist.
+fn path_from(repo: &Path, p: &Path, flag: &str, is_dir: bool) -> Result<String> {
     let abs = p.canonicalize().map_err(|e| util::user_error(e, format!("{flag} {}", p.display())))?;
     if is_dir != abs.is_dir() {
         let want = if is_dir { "a directory" } else { "a file" };
         return Err(Fail::new(format!("{flag} {}: not {want}", p.display())).into());
     }
-    let repo = repo.canonicalize()?;
-    let dir = dir.strip_prefix(&repo).unwrap_or(dir);
-    Ok(match abs.strip_prefix(&repo) {
-        Ok(rel) => {
-            let up: PathBuf = dir.components().map(|_| "..").collect();
-            up.join(rel).display().to_string()
-        }
+    Ok(match abs.strip_prefix(repo.canonicalize()?) {
+        Ok(rel) => Path::new("../..").join(rel).display().to_string(),
         Err(_) => abs.display().to_string(),
     })
 }

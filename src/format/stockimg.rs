@@ -197,31 +197,7 @@ pub fn stock_kernel(
 ) -> (Vec<u8>, Vec<Vec<u8>>) {
     let (kernel, _) = strip_mtk(&boot.kernel);
     match analysis.dtb {
-        DtbPlacement::Appended { .. } => {
-            if Compression::detect(kernel) == Compression::Gzip {
-                if let Ok((k, dtbs)) = arm64::split_appended_dtbs(kernel) {
-                    return (k, dtbs);
-                }
-            }
-            let magic = [0xd0, 0x0d, 0xfe, 0xed];
-            let mut from = 0;
-            while let Some(at) = kernel[from..].windows(4).position(|w| w == magic).map(|p| p + from) {
-                if fdt_run(&kernel[at..]).is_some() {
-                    let mut dtbs = Vec::new();
-                    let mut off = at;
-                    while let Ok(h) = fdt::header(&kernel[off..]) {
-                        dtbs.push(kernel[off..off + h.totalsize as usize].to_vec());
-                        off += h.totalsize as usize;
-                        if off >= kernel.len() {
-                            break;
-                        }
-                    }
-                    return (kernel[..at].to_vec(), dtbs);
-                }
-                from = at + 1;
-            }
-            (kernel.to_vec(), Vec::new())
-        }
+        DtbPlacement::Appended { .. } => split_appended(kernel),
         DtbPlacement::Header => {
             let dtb = vendor_boot.filter(|_| boot.header_version >= 3).map_or(&boot.dtb, |v| &v.dtb);
             (kernel.to_vec(), vec![dtb.clone()])
@@ -231,32 +207,39 @@ pub fn stock_kernel(
     }
 }
 
-/// How many FDTs follow the kernel: after a gzip stream, or, for a kernel that is not
-/// gzip, a run of FDTs that ends exactly where the kernel does.
+/// How many FDTs follow the kernel (see [`split_appended`]).
 fn appended_dtbs(kernel: &[u8]) -> usize {
+    split_appended(kernel).1.len()
+}
+
+/// The kernel and the FDTs that follow it: after a gzip stream, or, for a kernel that is
+/// not gzip, a run of FDTs that ends exactly where the kernel does. None found: the kernel
+/// whole.
+fn split_appended(kernel: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     if Compression::detect(kernel) == Compression::Gzip {
-        return arm64::split_appended_dtbs(kernel).map_or(0, |(_, d)| d.len());
+        return arm64::split_appended_dtbs(kernel).unwrap_or_else(|_| (kernel.to_vec(), Vec::new()));
     }
     let magic = [0xd0, 0x0d, 0xfe, 0xed];
     let mut from = 0;
     while let Some(at) = kernel[from..].windows(4).position(|w| w == magic).map(|p| p + from) {
-        if let Some(n) = fdt_run(&kernel[at..]) {
-            return n;
+        if let Some(dtbs) = fdt_run(&kernel[at..]) {
+            return (kernel[..at].to_vec(), dtbs);
         }
         from = at + 1;
     }
-    0
+    (kernel.to_vec(), Vec::new())
 }
 
-/// The number of FDTs `data` is made of, end to end, if it is exactly that.
-fn fdt_run(data: &[u8]) -> Option<usize> {
-    let (mut off, mut n) = (0usize, 0);
+/// The FDTs `data` is made of, end to end, if it is exactly that.
+fn fdt_run(data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (mut off, mut dtbs) = (0usize, Vec::new());
     while off < data.len() {
         let h = fdt::header(&data[off..]).ok()?;
-        off = off.checked_add(h.totalsize as usize)?;
-        n += 1;
+        let end = off.checked_add(h.totalsize as usize)?;
+        dtbs.push(data.get(off..end)?.to_vec());
+        off = end;
     }
-    (off == data.len() && n > 0).then_some(n)
+    (off == data.len() && !dtbs.is_empty()).then_some(dtbs)
 }
 
 #[cfg(test)]
