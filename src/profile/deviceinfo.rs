@@ -187,7 +187,7 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
 
     // Identity: pmOS does not record what fastboot calls the phone; the codename's device
     // part is what most bootloaders answer.
-    let product = codename.split_once('-').map_or(codename.as_str(), |(_, d)| d);
+    let product = super::import::guessed_product(&codename);
     let mut identity = Mapping::new();
     put(&mut identity, "fastboot_products", Value::Sequence(vec![product.into()]));
     put(&mut top, "identity", Value::Mapping(identity));
@@ -260,15 +260,10 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
                 .into(),
         );
     }
-    let mut system = Mapping::new();
-    put(&mut system, "partition", rootfs_part.into());
-    put(&mut system, "filesystem", "ext4".into());
-    put(&mut system, "size", "2GiB".into());
-    put(&mut top, "system", Value::Mapping(system));
-    note("system.size", format!("2GiB of {rootfs_part} for the store; the rest keeps the owner's state"));
-    let mut state = Mapping::new();
-    put(&mut state, "partition", rootfs_part.into());
-    put(&mut top, "state", Value::Mapping(state));
+    let (system, state, (k, why)) = super::import::store_on(rootfs_part);
+    put(&mut top, "system", system);
+    put(&mut top, "state", state);
+    note(&k, why);
     if let Some(v) = di.get("flash_fastboot_partition_vbmeta") {
         let mut m = Mapping::new();
         put(&mut m, "partition", v.into());

@@ -109,6 +109,26 @@ pub fn prebuilt_kernel(image: &str, dtbs: Option<&str>) -> Value {
     Value::Mapping(k)
 }
 
+/// The fastboot product most bootloaders answer for a codename: its device part
+/// (`oneplus-enchilada` gives `enchilada`). A guess, and imports say so.
+pub fn guessed_product(codename: &str) -> &str {
+    codename.split_once('-').map_or(codename, |(_, d)| d)
+}
+
+/// `system` and `state` for a store on `partition` (a 2 GiB ext4 image, the owner's state
+/// after it), with the note that says so.
+pub fn store_on(partition: &str) -> (Value, Value, (String, String)) {
+    let mut system = Mapping::new();
+    system.insert("partition".into(), partition.into());
+    system.insert("filesystem".into(), "ext4".into());
+    system.insert("size".into(), "2GiB".into());
+    let mut state = Mapping::new();
+    state.insert("partition".into(), partition.into());
+    let note =
+        ("system.size".to_string(), format!("2GiB of {partition} for the store; the rest keeps the owner's state"));
+    (Value::Mapping(system), Value::Mapping(state), note)
+}
+
 /// The console a command line names last (`console=ttyMSM0,115200` gives `ttyMSM0`).
 pub fn console_of<'a>(args: impl DoubleEndedIterator<Item = &'a str>) -> Option<String> {
     args.rev()
@@ -148,7 +168,7 @@ pub fn bootimg_profile(
     };
     put("name", codename.into());
     put("arch", "aarch64".into());
-    let product = codename.split_once('-').map_or(codename, |(_, d)| d);
+    let product = guessed_product(codename);
     let mut identity = Mapping::new();
     identity.insert("fastboot_products".into(), Value::Sequence(vec![product.into()]));
     put("identity", Value::Mapping(identity));
@@ -176,14 +196,10 @@ pub fn bootimg_profile(
          assumed; if `fastboot getvar slot-count` says 2, add `slotted: true` to boot"
             .into(),
     ));
-    let mut system = Mapping::new();
-    system.insert("partition".into(), "userdata".into());
-    system.insert("filesystem".into(), "ext4".into());
-    system.insert("size".into(), "2GiB".into());
-    put("system", Value::Mapping(system));
-    let mut state = Mapping::new();
-    state.insert("partition".into(), "userdata".into());
-    put("state", Value::Mapping(state));
+    let (system, state, store_note) = store_on("userdata");
+    put("system", system);
+    put("state", state);
+    notes.push(store_note);
     put("kernel", prebuilt_kernel(image, Some(dtbs)));
     notes.push((
         "kernel".into(),
