@@ -40,8 +40,13 @@ echo "dtb=${deviceinfo_dtb}"
 echo "vbmeta=${deviceinfo_flash_fastboot_partition_vbmeta}"
 echo "dtbo=${deviceinfo_flash_fastboot_partition_dtbo}"
 "#;
-    let o = Command::new("bash").args(["-c", script, "oracle"]).arg(deviceinfo).output().unwrap();
-    assert!(o.status.success(), "{}: {}", deviceinfo.display(), String::from_utf8_lossy(&o.stderr));
+    sourced(script, &[deviceinfo])
+}
+
+/// The `key=value` lines a bash script prints, run with `files` as its arguments.
+fn sourced(script: &str, files: &[&Path]) -> BTreeMap<String, String> {
+    let o = Command::new("bash").args(["-c", script, "oracle"]).args(files).output().unwrap();
+    assert!(o.status.success(), "{files:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout)
         .unwrap()
         .lines()
@@ -255,13 +260,7 @@ out=""
 for w in $words; do case "$w" in -*) ;; *) out="$out $w" ;; esac; done
 echo "cmdline=${out# }"
 "#;
-    let o = Command::new("bash").args(["-c", script, "args"]).arg(deviceinfo).arg(cmdline_conf).output().unwrap();
-    assert!(o.status.success(), "{}: {}", deviceinfo.display(), String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+    sourced(script, &[deviceinfo, cmdline_conf])
 }
 
 /// An arm64 kernel Image that is not a kernel: the header bootloaders check, a banner.
