@@ -94,7 +94,7 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     let t = tmp.path();
     ok(&build(t, "a", "out-a", &[]));
     ok(&mobix(t, &["store", "keygen", "team-1", "--to", "team.key"]));
-    ok(&mobix(t, &["--store", "a", "store", "export", "out-a", "--to", "cache", "--key", "team.key"]));
+    ok(&mobix(t, &["--store", "a", "store", "push", "out-a", "--to", "cache", "--key", "team.key"]));
 
     // Another machine: a fresh store takes everything from the cache, builds nothing, and
     // its images are the same bytes.
@@ -105,16 +105,22 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     assert_eq!(sha256s(&t.join("out-a")), sha256s(&t.join("out-b")));
     ok(&mobix(t, &["--store", "b", "store", "verify"]));
 
-    // Without a trusted key the cache is not used at all: it is refused.
-    let o = build(t, "c", "out-c", &["--substituter", "cache", "--trust", "other.pub"]);
+    // Signed by a key nobody trusts: refused, nothing enters the store.
+    ok(&mobix(t, &["store", "keygen", "other", "--to", "other.key"]));
+    let o = build(t, "c", "out-c", &["--substituter", "cache", "--trust", "other.key.pub"]);
     assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not signed by a trusted key (signed by: team-1)"), "{err}");
+    assert!(!t.join("c").exists() || store_names(&t.join("c")).is_empty(), "{:?}", store_names(&t.join("c")));
 
     // One archive changed in the cache: the build fails naming it, nothing from it enters.
-    let victim = fs::read_dir(t.join("cache"))
+    let sw_info = fs::read_dir(t.join("cache"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with("-sw.tar.zst"))
+        .find(|p| p.to_string_lossy().ends_with("-sw.json"))
         .unwrap();
+    let sw_info: serde_json::Value = serde_json::from_slice(&fs::read(sw_info).unwrap()).unwrap();
+    let victim = t.join("cache").join(sw_info["archive"].as_str().unwrap());
     let mut bytes = fs::read(&victim).unwrap();
     let n = bytes.len();
     bytes[n - 40] ^= 0x55;
@@ -122,7 +128,8 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     let o = build(t, "d", "out-d", &["--substituter", "cache", "--trust", "team.key.pub"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("-sw.tar.zst was tampered with or damaged"), "{err}");
+    assert!(err.contains(&format!("{} (the archive of ", sw_info["archive"].as_str().unwrap())), "{err}");
+    assert!(err.contains("-sw) was tampered with or damaged"), "{err}");
     assert!(!store_names(&t.join("d")).iter().any(|e| e.ends_with("-sw")), "the tampered path is not in the store");
 
     // gc: the first store's out directory and generation keep the system; what only the
@@ -287,8 +294,8 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     let init = store_names(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init")).unwrap();
     assert!(t.join("a").join(&crates).join(".").read_dir().unwrap().count() > 5, "crates were vendored");
     ok(&mobix(t, &["store", "keygen", "k", "--to", "k.key"]));
-    ok(&mobix(t, &["--store", "a", "store", "export", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
-    ok(&mobix(t, &["--store", "b", "store", "import", "cache", "--trust", "k.key.pub"]));
+    ok(&mobix(t, &["--store", "a", "store", "push", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
+    ok(&mobix(t, &["--store", "b", "store", "pull", "cache", "--trust", "k.key.pub"]));
     fs::create_dir(t.join("empty-cargo-home")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
         .args(["build", "--device", "qemu-aarch64", "--store", "b", "--out", "out-b", "--config", &common::minimal()])

@@ -37,8 +37,9 @@ pub struct Ctx<'a> {
     /// Cache of cargo's target directories, so dependencies are compiled once per host.
     pub cargo_cache: PathBuf,
     pub progress: &'a dyn crate::report::Reporter,
-    /// Binary caches to take paths from before building them (`--substituter`).
-    pub substituters: Vec<PathBuf>,
+    /// Binary caches to take paths from before building them (`--substituter`, the user's
+    /// configuration file), in the order given.
+    pub substituters: Vec<crate::store::cache::Substituter>,
     /// Keys whose signatures on cache entries are trusted (`--trust`).
     pub trusted: Vec<crate::store::cache::PublicKey>,
     /// Files downloaded so far (packages, source packages), for the summary.
@@ -101,38 +102,80 @@ pub(crate) fn unpack_piped(
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {
     pub built: Vec<StorePath>,
-    /// Taken from a binary cache instead of built (with what they refer to).
+    /// Taken from a binary cache instead of built.
     pub substituted: Vec<StorePath>,
+    /// Archive bytes downloaded from binary caches.
+    pub downloaded: u64,
+    /// Paths a cache had but could not deliver (it stopped answering): built instead.
+    pub built_instead: Vec<StorePath>,
     pub cached: usize,
+}
+
+/// What [`walk`] found: every path the targets need, and those a cache will give.
+struct Walk {
+    needed: BTreeSet<StorePath>,
+    found: BTreeMap<StorePath, crate::store::cache::Found>,
+}
+
+/// From the targets down: a path in the store needs what it refers to; a path a cache has
+/// (unless in `build_anyway`) needs what its metadata says it refers to; any other path
+/// needs its recipe's inputs. Caches are asked one level of the walk at a time.
+fn walk(
+    store: &Store,
+    plan: &Plan,
+    targets: &[StorePath],
+    caches: Option<&crate::store::cache::Caches>,
+    build_anyway: &BTreeSet<StorePath>,
+) -> Result<Walk> {
+    let mut w = Walk { needed: BTreeSet::new(), found: BTreeMap::new() };
+    let mut level: Vec<StorePath> = targets.to_vec();
+    while !level.is_empty() {
+        let new: Vec<StorePath> = level.into_iter().filter(|p| w.needed.insert(p.clone())).collect();
+        let ask: Vec<StorePath> =
+            new.iter().filter(|p| !store.contains(p) && !build_anyway.contains(*p)).cloned().collect();
+        let mut answers = match caches {
+            Some(c) if !ask.is_empty() => c.query(&ask)?,
+            _ => BTreeMap::new(),
+        };
+        level = Vec::new();
+        for p in new {
+            if store.contains(&p) {
+                // Present, but its whole closure must be too (a damaged path deleted for
+                // repair is realised again, under whatever refers to it).
+                level.extend(store.references(&p).unwrap_or_default());
+            } else if let Some(f) = answers.remove(&p) {
+                level.extend(f.info.references.iter().filter(|r| **r != p).cloned());
+                w.found.insert(p, f);
+            } else if let Some(r) = plan.get(&p) {
+                level.extend(r.recipe.inputs.values().cloned());
+            }
+        }
+    }
+    Ok(w)
 }
 
 /// Realises `targets` and everything they need, in plan order. From the targets down,
 /// a path already in the store or in a binary cache ([`Ctx::substituters`]) needs none of
-/// its recipe's inputs: only those recipes run that nothing can stand in for.
+/// its recipe's inputs: only those recipes run that nothing can stand in for. What caches
+/// have is fetched first, several downloads at once; a path the network fails to
+/// deliver is built instead, and the run says so.
 pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> {
-    let mut needed = BTreeSet::new();
-    let mut substitute: std::collections::BTreeMap<StorePath, &Path> = Default::default();
-    let mut todo: Vec<StorePath> = targets.to_vec();
-    while let Some(p) = todo.pop() {
-        if !needed.insert(p.clone()) {
-            continue;
-        }
-        if ctx.store.contains(&p) {
-            // Present, but its whole closure must be too (a damaged path deleted for
-            // repair is realised again, under whatever refers to it).
-            todo.extend(ctx.store.references(&p).unwrap_or_default());
-            continue;
-        }
-        if let Some(dir) = ctx.substituters.iter().find(|d| crate::store::cache::has(d, &p)) {
-            substitute.insert(p, dir.as_path());
-            continue;
-        }
-        if let Some(r) = plan.get(&p) {
-            todo.extend(r.recipe.inputs.values().cloned());
+    let mut report = Report::default();
+    let mut w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
+    if w.needed.iter().all(|p| ctx.store.contains(p)) {
+        report.cached = w.needed.iter().filter(|p| plan.get(p).is_some()).count();
+        return Ok(report);
+    }
+    let lock = ctx.store.lock()?;
+    if !ctx.substituters.is_empty() {
+        let caches = crate::store::cache::Caches::open(&ctx.substituters, &ctx.trusted, ctx.progress)?;
+        if !caches.is_empty() {
+            substitute(ctx, plan, targets, &caches, &lock, &mut report)?;
+            w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
         }
     }
-    for p in needed.iter().filter(|p| plan.get(p).is_none()) {
-        if !ctx.store.contains(p) && !substitute.contains_key(p) {
+    for p in w.needed.iter().filter(|p| plan.get(p).is_none()) {
+        if !ctx.store.contains(p) {
             let hint = if plan.existing.contains(p) {
                 "it belongs to an older generation: build that generation again, or drop it"
             } else {
@@ -143,41 +186,16 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
                 .into());
         }
     }
-    let mut report = Report::default();
-    let mut order: Vec<&StorePath> = plan.recipes.iter().map(|r| &r.path).filter(|p| needed.contains(*p)).collect();
-    // Substitutable paths the plan does not build (older generations) go first.
-    let extra: Vec<&StorePath> = substitute.keys().filter(|p| plan.get(p).is_none()).collect();
-    order.splice(0..0, extra);
-    if order.iter().all(|p| ctx.store.contains(p)) {
-        report.cached = order.len();
-        return Ok(report);
-    }
-    let lock = ctx.store.lock()?;
-    // The bar counts what is left to do: paths to build or substitute.
+    let order: Vec<&StorePath> = plan.recipes.iter().map(|r| &r.path).filter(|p| w.needed.contains(*p)).collect();
+    // The bar counts what is left to do: paths to build.
     let total = order.iter().filter(|p| !ctx.store.contains(p)).count();
     for path in order {
-        let done = report.built.len() + report.substituted.len();
+        let done = report.built.len();
         if ctx.store.contains(path) {
             report.cached += 1;
             continue;
         }
-        if let Some(dir) = substitute.get(path) {
-            let t0 = Instant::now();
-            let _step = crate::report::step(ctx.progress, &format!("substituting {}", path.name()), done, total);
-            let before = ctx.store.paths()?.len();
-            crate::store::cache::import(ctx.store, &lock, dir, path, &ctx.trusted)
-                .with_context(|| format!("substituting {path} from {}", dir.display()))?;
-            ctx.progress.note(&format!(
-                "substituted {} from {} ({} store paths, {:.1}s)",
-                path.name(),
-                dir.display(),
-                ctx.store.paths()?.len() - before,
-                t0.elapsed().as_secs_f64()
-            ));
-            report.substituted.push(path.clone());
-            continue;
-        }
-        let planned = plan.get(path).expect("only planned paths are left");
+        let planned = plan.get(path).expect("only planned paths are in the order");
         let candidates = plan.input_closure(&planned.path);
         let t0 = Instant::now();
         let mut announced = false;
@@ -200,7 +218,91 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
             report.cached += 1;
         }
     }
+    if !report.built_instead.is_empty() {
+        let names: Vec<&str> =
+            report.built_instead.iter().filter(|p| report.built.contains(p)).map(|p| p.name()).collect();
+        ctx.progress.note(&format!(
+            "built {} store paths a binary cache had but could not deliver: {}",
+            names.len(),
+            names.join(", ")
+        ));
+    }
     Ok(report)
+}
+
+/// Takes from the caches every needed path they have (under the store lock). A path the
+/// network fails to deliver is built instead: the walk goes again with it (and what refers
+/// to it) left to the plan, and asks the caches for its inputs in turn.
+fn substitute(
+    ctx: &Ctx,
+    plan: &Plan,
+    targets: &[StorePath],
+    caches: &crate::store::cache::Caches,
+    lock: &crate::store::StoreLock,
+    report: &mut Report,
+) -> Result<()> {
+    let mut build_anyway = BTreeSet::new();
+    loop {
+        let w = walk(ctx.store, plan, targets, Some(caches), &build_anyway)?;
+        // A path can only come from a cache with everything it refers to.
+        let mut found = w.found;
+        loop {
+            let lacking: Vec<StorePath> = found
+                .iter()
+                .filter(|(p, f)| {
+                    f.info.references.iter().any(|r| r != *p && !ctx.store.contains(r) && !found.contains_key(r))
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            if lacking.is_empty() {
+                break;
+            }
+            for p in lacking {
+                found.remove(&p);
+                build_anyway.insert(p);
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let f = caches.fetch(ctx.store, lock, &found)?;
+        if !f.imported.is_empty() {
+            let mut from: BTreeMap<&str, usize> = BTreeMap::new();
+            for p in &f.imported {
+                *from.entry(caches.name(found[p].cache)).or_default() += 1;
+            }
+            let from: Vec<String> = from.iter().map(|(c, n)| format!("{n} from {c}")).collect();
+            ctx.progress.note(&format!(
+                "substituted {} store paths ({}; {:.1} MiB in {:.1}s)",
+                f.imported.len(),
+                from.join(", "),
+                f.bytes as f64 / (1 << 20) as f64,
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+        report.substituted.extend(f.imported);
+        report.downloaded += f.bytes;
+        if f.failed.is_empty() {
+            return Ok(());
+        }
+        if let Some((p, why)) = f.failed.iter().find(|(p, _)| plan.get(p).is_none()) {
+            return Err(Fail::new(format!("{p} could not be substituted ({why}), and this plan cannot build it"))
+                .hint("it belongs to an older generation: try again when the cache answers")
+                .into());
+        }
+        let names: Vec<&str> = f.failed.iter().map(|(p, _)| p.name()).collect();
+        ctx.progress.note(&format!(
+            "could not substitute {} store paths ({}): building them: {}",
+            names.len(),
+            f.failed[0].1,
+            names.join(", ")
+        ));
+        for (p, _) in f.failed {
+            report.built_instead.push(p.clone());
+            build_anyway.insert(p);
+        }
+    }
 }
 
 fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {

@@ -19,13 +19,8 @@ pub(super) struct BuildArgs {
     /// the profile names one, else the source].
     #[arg(long, value_enum)]
     kernel_from: Option<KernelFromArg>,
-    /// A binary cache directory (`mobix store export`) to take store paths from before
-    /// building them; repeatable. Needs --trust.
-    #[arg(long, value_name = "DIR", requires = "trust")]
-    substituter: Vec<PathBuf>,
-    /// A public key whose signatures on cache entries are trusted; repeatable.
-    #[arg(long, value_name = "FILE")]
-    trust: Vec<PathBuf>,
+    #[command(flatten)]
+    caches: super::settings::CacheArgs,
     /// Also copy the images, flash plan, flash.sh and manifest to DIR as real files (the out
     /// directory links into the store), to flash from another machine.
     #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
@@ -84,9 +79,8 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
     let store = open_store(g)?;
     let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
-    let mut ctx = builder_ctx(&store);
-    ctx.substituters = a.substituter.clone();
-    ctx.trusted = a.trust.iter().map(|f| crate::store::cache::PublicKey::load(f)).collect::<Result<_>>()?;
+    let mut ctx = builder_ctx(&store)?;
+    a.caches.apply(&mut ctx)?;
     super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, a.locked, a.dry_run)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
@@ -115,8 +109,12 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
             1 => " (1 download)".to_string(),
             n => format!(" ({n} downloads)"),
         };
+        let from_caches = match c.substituted {
+            0 => String::new(),
+            _ => format!(" ({:.1} MiB from binary caches)", c.substituted_bytes as f64 / (1 << 20) as f64),
+        };
         progress(&format!(
-            "built {} store paths{downloads}, substituted {}, {} already present, in {:.1}s",
+            "built {} store paths{downloads}, substituted {}{from_caches}, {} already present, in {:.1}s",
             c.built,
             c.substituted,
             c.present,
@@ -251,7 +249,7 @@ pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::Source, &store)?;
     let sys = plan::system(&profile, &lock, &inputs)?;
     let cfg = plan::kernel_config_recipe(&sys.plan).expect("a source kernel has a config recipe").path.clone();
-    let ctx = builder_ctx(&store);
+    let ctx = builder_ctx(&store)?;
     build::realise(&ctx, &sys.plan, std::slice::from_ref(&cfg))?;
     let dir = store.host_path(&cfg);
     let report = build::kernel::read_report(&dir)?;

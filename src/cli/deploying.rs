@@ -73,7 +73,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     }
     let super::emulator::SystemInputs { profile, lock, store, inputs, .. } =
         super::emulator::system_inputs(g, &a.target, a.dry_run)?;
-    let ctx = builder_ctx(&store);
+    let ctx = builder_ctx(&store)?;
     progress(&format!("asking {} what it has", target.host));
     let phone = ssh.status()?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };

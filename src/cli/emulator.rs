@@ -130,7 +130,7 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
     let lock = Lock::load(repo)?;
     let store = open_store(g)?;
     let (plan, bin) = plan::u_boot(&lock, &spec, &pipeline::cross_gcc_version(&store)?)?;
-    build::realise(&builder_ctx(&store), &plan, std::slice::from_ref(&bin))?;
+    build::realise(&builder_ctx(&store)?, &plan, std::slice::from_ref(&bin))?;
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
 }
 
@@ -151,14 +151,14 @@ pub(super) fn system_inputs(g: &Global, target: &DeviceOut, dry_run: bool) -> Re
     let mut lock = Lock::load(&repo)?;
     let store = open_store(g)?;
     let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
-    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &builder_ctx(&store), false, dry_run)?;
+    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &builder_ctx(&store)?, false, dry_run)?;
     Ok(SystemInputs { repo, profile, lock, store, inputs })
 }
 
 pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     // The scenario builds its generations from this config: the lock must pin what it names.
     let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, false)?;
-    let ctx = builder_ctx(&store);
+    let ctx = builder_ctx(&store)?;
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir(&repo).join(format!("scenario-{name}"));
     let fw = firmware(g, &repo, &profile, a.bootloader)?;

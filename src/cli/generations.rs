@@ -202,7 +202,7 @@ pub(super) fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: boo
     let profile = t.load(&repo)?;
     let lock = Lock::load(&repo)?;
     let store = open_store(g)?;
-    let ctx = builder_ctx(&store);
+    let ctx = builder_ctx(&store)?;
     let inputs = pipeline::image_facts(&repo, &profile, &store)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let out = t.out_dir(&repo);

@@ -11,6 +11,7 @@ mod flashing;
 mod generations;
 pub mod inspect;
 mod pins;
+mod settings;
 mod store;
 mod term;
 
@@ -272,16 +273,18 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache").join("mobix"))
 }
 
-/// What builders share, for a store: the host's download and cargo caches, progress on stderr.
-fn builder_ctx(store: &Store) -> Ctx<'_> {
-    Ctx {
+/// What builders share, for a store: the host's download and cargo caches, progress on
+/// stderr, and the binary caches of the user's configuration file.
+fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
+    let settings = settings::load()?;
+    Ok(Ctx {
         store,
         downloads: cache_dir().join("downloads"),
         apt_root: cache_dir().join("apt"),
         cargo_cache: cache_dir().join("cargo-target"),
         progress: &*term::TERMINAL,
-        substituters: Vec::new(),
-        trusted: Vec::new(),
+        substituters: settings.substituters,
+        trusted: settings.trusted,
         fetched: Default::default(),
-    }
+    })
 }

@@ -84,7 +84,7 @@ pub(super) fn cmd_lock_add(
                 return Err(Fail::new("--depends is for debs entries; a source package's build needs none").into());
             }
             let store = open_store(g)?;
-            let ctx = builder_ctx(&store);
+            let ctx = builder_ctx(&store)?;
             let ask = crate::lock::SourcePin {
                 package: package.to_string(),
                 version: String::new(),
@@ -174,7 +174,7 @@ pub(super) fn cmd_lock_update(g: &Global, names: &[String], dry_run: bool) -> Re
     }
     if lock.sources.keys().any(|n| wanted(n)) {
         let store = open_store(g)?;
-        let ctx = builder_ctx(&store);
+        let ctx = builder_ctx(&store)?;
         for (name, pin) in lock.sources.iter_mut().filter(|(n, _)| wanted(n)) {
             let new = anyhow::Context::with_context(build::source::candidate(&ctx, pin), || {
                 format!("updating sources.{name}")

@@ -53,28 +53,32 @@ pub enum StoreCmd {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
-    /// Write store paths and their closures to a binary cache directory, signed (an out
-    /// directory: its toplevel and images).
-    Export {
-        /// Store paths, files in the store or out directories to export.
+    /// Write store paths and their closures to a binary cache, signed, skipping what the
+    /// cache has (an out directory: its toplevel and images).
+    #[command(alias = "export")]
+    Push {
+        /// Store paths, files in the store or out directories to push.
         #[arg(required = true)]
         paths: Vec<String>,
-        /// The binary cache directory (created if missing).
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
+        /// The binary cache: a directory (created if missing) or `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`
+        /// (credentials as the AWS tools find them). Serve either with any static HTTP server.
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
         /// The secret key to sign with (`mobix store keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
     },
-    /// Add store paths from a binary cache directory (default: all it has), checking each
-    /// signature, archive hash and content hash.
-    Import {
-        /// The binary cache directory.
-        dir: PathBuf,
-        /// Only these paths (and what they refer to).
+    /// Add store paths and their closures from a binary cache, checking each signature,
+    /// archive hash and content hash (default for a directory: every path it has).
+    #[command(alias = "import")]
+    Pull {
+        /// The binary cache: a directory, `https://HOST/PATH` or `s3://BUCKET[/PREFIX]?…`.
+        from: String,
+        /// Only these paths (and what they refer to); needed for HTTP and S3 caches.
         paths: Vec<String>,
-        /// A public key whose signatures are trusted (FILE.pub from `mobix store keygen`).
-        #[arg(long, value_name = "FILE", required = true)]
+        /// A public key whose signatures are trusted (FILE.pub from `mobix store keygen`);
+        /// added to the configuration file's trusted_keys.
+        #[arg(long, value_name = "FILE")]
         trust: Vec<PathBuf>,
     },
 }
@@ -230,43 +234,73 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
-        StoreCmd::Export { paths, to, key } => {
+        StoreCmd::Push { paths, to, key } => {
             let key = cache::SecretKey::load(key)?;
+            let sub = cache::Substituter::parse(to).map_err(Fail::new)?;
             let roots = resolve_all(&store, paths)?;
             for r in &roots {
                 present(&store, r)?;
             }
-            let written = cache::export(&store, &roots, to, &key)?;
-            for p in &written {
+            let t0 = std::time::Instant::now();
+            let target = cache::Cache::open_for_push(&sub)?;
+            let pushed = cache::push(&store, &roots, &target, &key, &*super::term::TERMINAL)?;
+            for p in &pushed.written {
                 println!("{p}");
             }
             progress(&format!(
-                "exported {} store paths to {} (signed by {}); the rest were there already",
-                written.len(),
-                to.display(),
-                key.name
+                "pushed {} store paths to {} ({:.1} MiB of archives, signed by {}, {:.1}s); {} were there already",
+                pushed.written.len(),
+                sub.text,
+                pushed.bytes as f64 / (1 << 20) as f64,
+                key.name,
+                t0.elapsed().as_secs_f64(),
+                pushed.present
             ));
             Ok(ExitCode::SUCCESS)
         }
-        StoreCmd::Import { dir, paths, trust } => {
-            let trusted = trust.iter().map(|f| cache::PublicKey::load(f)).collect::<Result<Vec<_>>>()?;
-            let wanted = if paths.is_empty() {
-                cache::list(dir)?
-            } else {
-                paths.iter().map(|s| resolve(&store, s)).collect::<Result<Vec<_>>>()?
-            };
-            let lock = store.lock()?;
-            let before: BTreeSet<StorePath> = store.paths()?.into_iter().collect();
-            for p in &wanted {
-                if !cache::import(&store, &lock, dir, p, &trusted)? {
-                    return Err(Fail::new(format!("the cache {} has no {p}", dir.display())).into());
+        StoreCmd::Pull { from, paths, trust } => {
+            let sub = cache::Substituter::parse(from).map_err(Fail::new)?;
+            let mut trusted = trust.iter().map(|f| cache::PublicKey::load(f)).collect::<Result<Vec<_>>>()?;
+            trusted.extend(super::settings::load()?.trusted);
+            if let cache::Location::Dir(d) = &sub.location {
+                if !d.is_dir() {
+                    return Err(Fail::new(format!("the binary cache directory {} does not exist", d.display())).into());
                 }
             }
-            let added: Vec<StorePath> = store.paths()?.into_iter().filter(|p| !before.contains(p)).collect();
-            for p in &added {
+            let caches = cache::Caches::open(std::slice::from_ref(&sub), &trusted, &*super::term::TERMINAL)?;
+            if caches.is_empty() {
+                return Err(Fail::new(format!("cannot pull from {from}: see above")).into());
+            }
+            let wanted = match (&sub.location, paths.is_empty()) {
+                (cache::Location::Dir(d), true) => cache::list_dir(d)?,
+                (_, true) => {
+                    return Err(Fail::new(format!("name the store paths to pull: {from} cannot be listed"))
+                        .hint("`mobix store pull URL /mobix/store/<hash>-<name>…`")
+                        .into())
+                }
+                (_, false) => paths.iter().map(|s| resolve(&store, s)).collect::<Result<Vec<_>>>()?,
+            };
+            let lock = store.lock()?;
+            let (fetched, asked) = caches.pull(&store, &lock, &wanted)?;
+            for p in &fetched.imported {
                 println!("{p}");
             }
-            progress(&format!("imported {} store paths from {}", added.len(), dir.display()));
+            if !fetched.failed.is_empty() {
+                let why: Vec<String> = fetched.failed.iter().map(|(p, w)| format!("{p}: {w}")).collect();
+                return Err(Fail::new(format!(
+                    "could not pull {} of {} store paths from {from}:\n  {}",
+                    fetched.failed.len(),
+                    asked,
+                    why.join("\n  ")
+                ))
+                .hint("what did arrive is in the store; pull again when the cache answers")
+                .into());
+            }
+            progress(&format!(
+                "pulled {} store paths from {from} ({:.1} MiB)",
+                fetched.imported.len(),
+                fetched.bytes as f64 / (1 << 20) as f64
+            ));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -181,12 +181,18 @@ pub struct Counts {
     pub present: usize,
     /// Files downloaded for what was built (packages, sources).
     pub downloads: usize,
+    /// Archive bytes downloaded from binary caches.
+    pub substituted_bytes: u64,
+    /// Paths a binary cache had but could not deliver, built instead.
+    pub built_instead: usize,
 }
 
 impl Counts {
     fn add(&mut self, r: &build::Report) {
         self.built += r.built.len();
         self.substituted += r.substituted.len();
+        self.substituted_bytes += r.downloaded;
+        self.built_instead += r.built_instead.len();
         self.present += r.cached;
     }
 }

@@ -7,10 +7,10 @@
 pub mod deviceinfo;
 pub mod import;
 mod layers;
+pub use layers::Layer;
 mod locate;
 mod types;
 
-use layers::Layer;
 use serde_norway::Value;
 
 pub use types::*;
@@ -1139,6 +1139,14 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         variant_chosen: sel.variant.is_some(),
         package_origins,
     })
+}
+
+/// Reads a YAML file of mobix's own (not a profile layer) into `T`; errors name the file,
+/// line and key. The layer is returned to locate the caller's own checks.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(file: &Path, kind: &'static str) -> Result<(T, Layer)> {
+    let layer = Layer::read(file, kind)?;
+    let v = deserialize_layer(&layer, layer.value.clone())?;
+    Ok((v, layer))
 }
 
 /// Deserialises a whole layer (errors located in it).

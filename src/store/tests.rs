@@ -144,6 +144,16 @@ fn verify_finds_changed_and_missing_content() {
     assert!(bad.iter().any(|(_, why)| why.contains("missing")), "{bad:?}");
 }
 
+/// Pulls `p` (and its closure) from the cache directory `dir` into `s`, trusting `trusted`.
+fn pull(s: &Store, dir: &Path, p: &StorePath, trusted: &[super::cache::PublicKey]) -> anyhow::Result<usize> {
+    use super::cache;
+    let sub = cache::Substituter::parse(dir.to_str().unwrap()).unwrap();
+    let caches = cache::Caches::open(std::slice::from_ref(&sub), trusted, &crate::report::Silent)?;
+    let (f, _) = caches.pull(s, &s.lock()?, std::slice::from_ref(p))?;
+    assert!(f.failed.is_empty(), "{:?}", f.failed);
+    Ok(f.imported.len())
+}
+
 #[test]
 fn a_binary_cache_round_trips_and_refuses_what_was_tampered_with() {
     use super::cache;
@@ -155,23 +165,27 @@ fn a_binary_cache_round_trips_and_refuses_what_was_tampered_with() {
     };
     let key = cache::SecretKey::generate("team-1").unwrap();
     let dir = d.path().join("cache");
-    let written = cache::export(&from, std::slice::from_ref(&b), &dir, &key).unwrap();
-    assert_eq!(written.into_iter().collect::<BTreeSet<_>>(), [a.clone(), b.clone()].into());
-    // Again: nothing to write.
-    assert!(cache::export(&from, std::slice::from_ref(&b), &dir, &key).unwrap().is_empty());
+    let target = cache::Cache::open_for_push(&cache::Substituter::parse(dir.to_str().unwrap()).unwrap()).unwrap();
+    let pushed = cache::push(&from, std::slice::from_ref(&b), &target, &key, &crate::report::Silent).unwrap();
+    // References first: a client that finds b's metadata finds a's.
+    assert_eq!(pushed.written, [a.clone(), b.clone()]);
+    assert_eq!(fs::read_to_string(dir.join("mobix-cache-info")).unwrap(), "StoreDir: /mobix/store\nPriority: 50\n");
+    // Again: nothing to write, nothing sent.
+    let again = cache::push(&from, std::slice::from_ref(&b), &target, &key, &crate::report::Silent).unwrap();
+    assert!(again.written.is_empty() && again.bytes == 0 && again.present == 2, "{again:?}");
     let trusted = [cache::PublicKey::parse(&key.public().to_text(), "test").unwrap()];
 
     let fresh = |n: &str| Store::open(&d.path().join(n)).unwrap();
     // Untrusted: refused, nothing added.
     let s = fresh("untrusted");
     let other = cache::SecretKey::generate("someone-else").unwrap().public();
-    let err = cache::import(&s, &s.lock().unwrap(), &dir, &b, &[other]).unwrap_err();
+    let err = pull(&s, &dir, &b, &[other]).unwrap_err();
     assert!(format!("{err:#}").contains("not signed by a trusted key (signed by: team-1)"), "{err:#}");
     assert!(s.paths().unwrap().is_empty());
 
     // Trusted: b and what it refers to arrive, identical.
     let s = fresh("to");
-    assert!(cache::import(&s, &s.lock().unwrap(), &dir, &b, &trusted).unwrap());
+    assert_eq!(pull(&s, &dir, &b, &trusted).unwrap(), 2);
     assert_eq!(s.paths().unwrap().into_iter().collect::<BTreeSet<_>>(), [a.clone(), b.clone()].into());
     assert_eq!(s.verify(&s.paths().unwrap()).unwrap(), vec![]);
     assert_eq!(s.references(&b).unwrap(), [a.clone()].into());
@@ -181,25 +195,47 @@ fn a_binary_cache_round_trips_and_refuses_what_was_tampered_with() {
         "same content in both stores"
     );
 
-    // A changed archive: refused before it is unpacked.
-    let arch = dir.join(format!("{}.tar.zst", a.base_name()));
+    // A changed archive: refused before it is unpacked, named.
+    let info_path = dir.join(format!("{}.json", a.base_name()));
+    let mut info: cache::Info = serde_json::from_slice(&fs::read(&info_path).unwrap()).unwrap();
+    assert!(
+        info.archive.starts_with("archives/") && info.archive.ends_with(&format!("{}.tar.zst", info.archive_sha256))
+    );
+    let arch = dir.join(&info.archive);
     let mut bytes = fs::read(&arch).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
     fs::write(&arch, &bytes).unwrap();
     let s = fresh("tampered");
-    let err = cache::import(&s, &s.lock().unwrap(), &dir, &a, &trusted).unwrap_err();
-    assert!(format!("{err:#}").contains("was tampered with or damaged"), "{err:#}");
+    let err = pull(&s, &dir, &a, &trusted).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!("{} (the archive of {a}) was tampered with or damaged", info.archive)),
+        "{err:#}"
+    );
     assert!(s.paths().unwrap().is_empty() && fs::read_dir(s.root().join(".mobix/tmp")).unwrap().next().is_none());
 
     // Metadata edited to match the changed archive: the signature no longer matches.
-    let info_path = dir.join(format!("{}.json", a.base_name()));
-    let mut info: cache::Info = serde_json::from_slice(&fs::read(&info_path).unwrap()).unwrap();
     info.archive_sha256 = crate::hash::sha256_file(&arch).unwrap().hex();
     fs::write(&info_path, serde_json::to_vec(&info).unwrap()).unwrap();
-    let err = cache::import(&s, &s.lock().unwrap(), &dir, &a, &trusted).unwrap_err();
+    let err = pull(&s, &dir, &a, &trusted).unwrap_err();
     assert!(format!("{err:#}").contains("changed after signing"), "{err:#}");
     assert!(s.paths().unwrap().is_empty());
+
+    // Metadata pointing outside the cache is refused before anything is read.
+    info.archive = "../../etc/passwd".into();
+    fs::write(&info_path, serde_json::to_vec(&info).unwrap()).unwrap();
+    let err = pull(&s, &dir, &a, &trusted).unwrap_err();
+    assert!(format!("{err:#}").contains("is not a key in the cache"), "{err:#}");
+}
+
+#[test]
+fn a_cache_info_file_names_its_store_and_priority() {
+    use super::cache::CacheInfo;
+    let i = CacheInfo::parse("StoreDir: /mobix/store\nPriority: 30\nWantMassQuery: 1\n").unwrap();
+    assert_eq!(i, CacheInfo { store_dir: "/mobix/store".into(), priority: 30 });
+    assert_eq!(CacheInfo::parse(&i.to_text()).unwrap(), i);
+    assert_eq!(CacheInfo::parse("Priority: 3\n").unwrap_err(), "no StoreDir line");
+    assert!(CacheInfo::parse("StoreDir: /x\nPriority: high\n").unwrap_err().contains("not a number"));
 }
 
 /// A tree with every kind of entry the content hash tells apart, and names whose byte

@@ -1,0 +1,625 @@
+//! Where a binary cache lives, and how its files are read and written: a directory, a
+//! static HTTP server (read only), or an S3 bucket (requests signed with the user's AWS
+//! credentials). All three hold the same files under the same keys; nothing here knows
+//! what the files mean.
+//!
+//! Failures come in two kinds. [`Unreachable`] is the network's fault (refused
+//! connections, timeouts, 5xx answers, a body cut short): worth retrying, and in the end a
+//! reason to build the path instead. Everything else (a refused signature, an unknown
+//! bucket, a 403) is the user's to fix and is reported as such.
+
+use crate::hash::{Hasher, Sha256Digest};
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A substituter as the user wrote it (command line, configuration file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Substituter {
+    pub location: Location,
+    /// `?priority=N` in the URL: overrides the cache's own (lower is tried first).
+    pub priority: Option<u32>,
+    /// The text it was parsed from, for messages.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+    /// `http://` or `https://`, without a trailing slash.
+    Http(String),
+    S3(S3Location),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without slashes at either end (may be empty).
+    pub prefix: String,
+    /// `?endpoint=`: a custom server, addressed path-style. None: AWS, virtual-host style.
+    pub endpoint: Option<String>,
+    pub region: String,
+}
+
+impl Substituter {
+    /// Parses `DIR`, `http(s)://HOST/PATH` or `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`,
+    /// each with an optional `priority=N` query parameter (not for directories).
+    pub fn parse(text: &str) -> Result<Substituter, String> {
+        let Some((scheme, _)) = text.split_once("://") else {
+            if text.is_empty() {
+                return Err("an empty substituter".into());
+            }
+            return Ok(Substituter { location: Location::Dir(PathBuf::from(text)), priority: None, text: text.into() });
+        };
+        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let mut priority = None;
+        let mut endpoint = None;
+        let mut region = None;
+        for (k, v) in url.query_pairs() {
+            match (&*k, scheme) {
+                ("priority", _) => {
+                    priority = Some(v.parse::<u32>().map_err(|_| format!("priority={v} is not a number"))?)
+                }
+                ("endpoint", "s3") => endpoint = Some(v.trim_end_matches('/').to_string()),
+                ("region", "s3") => region = Some(v.to_string()),
+                _ => {
+                    let known = if scheme == "s3" { "endpoint, region, priority" } else { "priority" };
+                    return Err(format!("unknown parameter {k:?} in {text:?} (known: {known})"));
+                }
+            }
+        }
+        let location = match scheme {
+            "http" | "https" => {
+                if url.host_str().is_none() {
+                    return Err(format!("{text:?} names no host"));
+                }
+                let mut base = url.clone();
+                base.set_query(None);
+                base.set_fragment(None);
+                Location::Http(base.as_str().trim_end_matches('/').to_string())
+            }
+            "s3" => {
+                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or(format!("{text:?} names no bucket"))?;
+                if let Some(e) = &endpoint {
+                    let u = url::Url::parse(e).map_err(|err| format!("endpoint {e:?} is not a URL: {err}"))?;
+                    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                        return Err(format!("endpoint {e:?} must be an http:// or https:// URL"));
+                    }
+                }
+                let region = region
+                    .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|r| !r.is_empty()))
+                    .unwrap_or_else(|| "us-east-1".to_string());
+                Location::S3(S3Location {
+                    bucket: bucket.to_string(),
+                    prefix: url.path().trim_matches('/').to_string(),
+                    endpoint,
+                    region,
+                })
+            }
+            other => {
+                return Err(format!("{text:?}: unknown scheme {other}:// (known: http, https, s3, or a directory)"))
+            }
+        };
+        Ok(Substituter { location, priority, text: text.to_string() })
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self.location, Location::Dir(_))
+    }
+}
+
+/// The network failed (after retries): the path can be built instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Whether `e` (anywhere in its chain) is the network's fault.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unreachable>())
+}
+
+/// A cache's files, by key (`mobix-cache-info`, `<hash>-<name>.json`, `archives/…`).
+pub trait Backend: Send + Sync {
+    /// The cache as the user named it, for messages.
+    fn describe(&self) -> &str;
+    /// Opens a file for reading; None when the cache has no such file.
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>>;
+    /// Whether the cache has the file.
+    fn exists(&self, key: &str) -> Result<bool>;
+    /// Writes `file` under `key`, replacing what is there. Callers never replace an
+    /// archive (they are named by their hash); metadata is written after its archive.
+    fn put(&self, key: &str, file: &Path) -> Result<()>;
+}
+
+/// Opens the backend for a substituter. HTTP caches are read only.
+pub fn open(s: &Substituter) -> Result<Box<dyn Backend>> {
+    Ok(match &s.location {
+        Location::Dir(d) => Box::new(DirCache { dir: d.clone(), name: d.display().to_string() }),
+        Location::Http(base) => Box::new(HttpCache { base: base.clone(), agent: agent(), name: base.clone() }),
+        Location::S3(loc) => Box::new(S3Cache::new(loc, &s.text)?),
+    })
+}
+
+/// Reads a whole small file (metadata, cache-info), at most 1 MiB.
+pub fn get_small(b: &dyn Backend, key: &str) -> Result<Option<Vec<u8>>> {
+    retrying(|| {
+        let Some(r) = b.get(key)? else { return Ok(None) };
+        let mut data = Vec::new();
+        r.take(1 << 20).read_to_end(&mut data).map_err(|e| transport(b.describe(), key, &e))?;
+        Ok(Some(data))
+    })
+}
+
+/// Downloads `key` to `to`, hashing as it goes, calling `moved` with each chunk's size
+/// (negative when a retry starts over). Stops with an error past `limit` bytes. None when
+/// the cache has no such file.
+pub fn download(
+    b: &dyn Backend,
+    key: &str,
+    to: &Path,
+    limit: u64,
+    moved: &(dyn Fn(i64) + Sync),
+) -> Result<Option<(Sha256Digest, u64)>> {
+    retrying(|| {
+        let Some(mut r) = b.get(key)? else { return Ok(None) };
+        let mut f = fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n: u64 = 0;
+        let res = (|| -> Result<()> {
+            loop {
+                let k = match r.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(k) => k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(transport(b.describe(), key, &e)),
+                };
+                n += k as u64;
+                if n > limit {
+                    return Err(Fail::new(format!(
+                        "{}/{key} is larger than its signed metadata says ({limit} bytes): tampered with or damaged",
+                        b.describe()
+                    ))
+                    .into());
+                }
+                h.update(&buf[..k]);
+                f.write_all(&buf[..k]).with_context(|| format!("writing {}", to.display()))?;
+                moved(k as i64);
+            }
+        })();
+        if let Err(e) = res {
+            moved(-(n as i64));
+            return Err(e);
+        }
+        f.sync_all()?;
+        Ok(Some((h.finish(), n)))
+    })
+}
+
+/// Runs `f` up to four times while it fails with [`Unreachable`], waiting 0.5 s, 1 s, 2 s
+/// between tries.
+fn retrying<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut wait = Duration::from_millis(500);
+    let mut tries = 1;
+    loop {
+        match f() {
+            Err(e) if is_unreachable(&e) && tries < 4 => {
+                std::thread::sleep(wait);
+                wait *= 2;
+                tries += 1;
+            }
+            Err(e) if is_unreachable(&e) => return Err(e.context(Unreachable(format!("gave up after {tries} tries")))),
+            other => return other,
+        }
+    }
+}
+
+fn transport(cache: &str, key: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
+    Unreachable(format!("reading {cache}/{key}: {e}")).into()
+}
+
+// ---- a directory ----
+
+struct DirCache {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Backend for DirCache {
+    fn describe(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        match fs::File::open(self.dir.join(key)) {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(util::user_error(e, format!("reading {}", self.dir.join(key).display()))),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.dir.join(key).exists())
+    }
+
+    fn put(&self, key: &str, file: &Path) -> Result<()> {
+        let to = self.dir.join(key);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(|e| util::user_error(e, format!("creating {}", parent.display())))?;
+        }
+        util::copy_atomic(file, &to, 0o644)?;
+        Ok(())
+    }
+}
+
+// ---- HTTP ----
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_write(Some(Duration::from_secs(60)))
+        .user_agent(concat!("mobix/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// A ureq failure: the network's (retry, then build) or the user's (a bad URL, TLS).
+fn ureq_error(what: &str, e: ureq::Error) -> anyhow::Error {
+    match e {
+        ureq::Error::Io(_)
+        | ureq::Error::Timeout(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::Protocol(_)
+        | ureq::Error::BodyStalled => Unreachable(format!("{what}: {e}")).into(),
+        other => Fail::new(format!("{what}: {other}")).into(),
+    }
+}
+
+/// What an answer's status means for a read: Some(body), None (absent), or an error.
+fn read_answer(what: &str, resp: ureq::http::Response<ureq::Body>) -> Result<Option<Box<dyn Read + Send>>> {
+    let status = resp.status().as_u16();
+    match status {
+        200..=299 => Ok(Some(Box::new(resp.into_body().into_reader()))),
+        404 | 410 => Ok(None),
+        408 | 429 | 500..=599 => Err(Unreachable(format!("{what}: the server answered {status}")).into()),
+        _ => Err(Fail::new(format!("{what}: the server answered {status}")).into()),
+    }
+}
+
+struct HttpCache {
+    base: String,
+    agent: ureq::Agent,
+    name: String,
+}
+
+impl Backend for HttpCache {
+    fn describe(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        let url = format!("{}/{key}", self.base);
+        let resp = self.agent.get(&url).call().map_err(|e| ureq_error(&format!("GET {url}"), e))?;
+        read_answer(&format!("GET {url}"), resp)
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        let url = format!("{}/{key}", self.base);
+        let resp = self.agent.head(&url).call().map_err(|e| ureq_error(&format!("HEAD {url}"), e))?;
+        Ok(read_answer(&format!("HEAD {url}"), resp)?.is_some())
+    }
+
+    fn put(&self, _key: &str, _file: &Path) -> Result<()> {
+        Err(Fail::new(format!("{} is an HTTP cache: it is read only", self.base))
+            .hint("push to the directory or S3 bucket the server serves (`--to DIR` or `--to s3://…`)")
+            .into())
+    }
+}
+
+// ---- S3 ----
+
+struct S3Cache {
+    bucket: rusty_s3::Bucket,
+    creds: Option<rusty_s3::Credentials>,
+    /// Where the credentials came from, for messages.
+    creds_from: String,
+    prefix: String,
+    agent: ureq::Agent,
+    name: String,
+}
+
+/// How long a signed request stays valid.
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+
+impl S3Cache {
+    fn new(loc: &S3Location, text: &str) -> Result<S3Cache> {
+        let (endpoint, style) = match &loc.endpoint {
+            Some(e) => (e.clone(), rusty_s3::UrlStyle::Path),
+            None => (format!("https://s3.{}.amazonaws.com", loc.region), rusty_s3::UrlStyle::VirtualHost),
+        };
+        let endpoint_url = url::Url::parse(&endpoint)
+            .map_err(|e| Fail::new(format!("{text}: endpoint {endpoint:?} is not a URL: {e}")))?;
+        let bucket = rusty_s3::Bucket::new(endpoint_url, style, loc.bucket.clone(), loc.region.clone())
+            .map_err(|e| Fail::new(format!("{text}: bucket {:?} at {endpoint}: {e:?}", loc.bucket)))?;
+        let (creds, creds_from) = credentials()?;
+        Ok(S3Cache { bucket, creds, creds_from, prefix: loc.prefix.clone(), agent: agent(), name: text.to_string() })
+    }
+
+    fn object(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// An S3 error answer (XML `<Code>`, `<Message>`) as the user's problem or the network's.
+    fn refusal(&self, what: &str, status: u16, body: &str) -> anyhow::Error {
+        let field = |tag: &str| -> Option<String> {
+            let open = format!("<{tag}>");
+            let start = body.find(&open)? + open.len();
+            let end = body[start..].find(&format!("</{tag}>"))? + start;
+            Some(body[start..end].to_string())
+        };
+        let code = field("Code").unwrap_or_default();
+        let key_id = self.creds.as_ref().map(|c| c.key().to_string()).unwrap_or_default();
+        let msg = match code.as_str() {
+            "SignatureDoesNotMatch" => {
+                return Fail::new(format!(
+                    "{what}: the S3 server refused the request's signature (SignatureDoesNotMatch): the secret \
+                     key for access key {key_id} ({}) is wrong",
+                    self.creds_from
+                ))
+                .hint("set AWS_SECRET_ACCESS_KEY (or the profile's aws_secret_access_key) to the key's secret")
+                .into()
+            }
+            "InvalidAccessKeyId" => {
+                return Fail::new(format!(
+                    "{what}: the S3 server does not know the access key {key_id} ({}) (InvalidAccessKeyId)",
+                    self.creds_from
+                ))
+                .hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for ~/.aws/credentials")
+                .into()
+            }
+            "NoSuchBucket" => {
+                return Fail::new(format!("{what}: the bucket {} does not exist", self.bucket.name()))
+                    .hint("create the bucket first; mobix does not create buckets")
+                    .into()
+            }
+            "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                return Unreachable(format!("{what}: the server answered {status} {code}")).into()
+            }
+            "" => format!("{what}: the server answered {status}"),
+            c => format!("{what}: the server answered {status} {c}: {}", field("Message").unwrap_or_default()),
+        };
+        if status >= 500 || status == 429 {
+            return Unreachable(msg).into();
+        }
+        let hint = if status == 403 && self.creds.is_none() {
+            "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        } else {
+            "check the bucket's permissions for this access key"
+        };
+        Fail::new(msg).hint(hint).into()
+    }
+
+    /// Sends a signed GET, or a PUT of `body`: 2xx gives the answer, a missing object
+    /// None, anything else an error.
+    fn send(&self, url: url::Url, key: &str, body: Option<&Path>) -> Result<Option<ureq::http::Response<ureq::Body>>> {
+        let method = if body.is_some() { "PUT" } else { "GET" };
+        let what = format!("{method} {}", self.object_url(key));
+        let resp = match body {
+            Some(file) => {
+                let f = fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+                self.agent.put(url.as_str()).send(&f)
+            }
+            None => self.agent.get(url.as_str()).call(),
+        }
+        .map_err(|e| ureq_error(&what, e))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(Some(resp));
+        }
+        if status == 404 && body.is_none() {
+            // A missing object; a missing bucket says so in the body.
+            let mut body = String::new();
+            let _ = resp.into_body().into_reader().take(64 << 10).read_to_string(&mut body);
+            if body.contains("<Code>NoSuchBucket</Code>") {
+                return Err(self.refusal(&what, status, &body));
+            }
+            return Ok(None);
+        }
+        let mut body = String::new();
+        let _ = resp.into_body().into_reader().take(64 << 10).read_to_string(&mut body);
+        Err(self.refusal(&what, status, &body))
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket.name(), self.object(key))
+    }
+}
+
+impl Backend for S3Cache {
+    fn describe(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        use rusty_s3::actions::S3Action;
+        let url =
+            rusty_s3::actions::GetObject::new(&self.bucket, self.creds.as_ref(), &self.object(key)).sign(SIGNED_FOR);
+        Ok(self.send(url, key, None)?.map(|r| Box::new(r.into_body().into_reader()) as Box<dyn Read + Send>))
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        use rusty_s3::actions::S3Action;
+        retrying(|| {
+            let url = rusty_s3::actions::HeadObject::new(&self.bucket, self.creds.as_ref(), &self.object(key))
+                .sign(SIGNED_FOR);
+            let what = format!("HEAD {}", self.object_url(key));
+            let resp = self.agent.head(url.as_str()).call().map_err(|e| ureq_error(&what, e))?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(true),
+                404 => Ok(false),
+                s @ (429 | 500..=599) => Err(Unreachable(format!("{what}: the server answered {s}")).into()),
+                // A HEAD answer has no body to say why: a GET's does.
+                _ => Ok(self.get(key)?.is_some()),
+            }
+        })
+    }
+
+    fn put(&self, key: &str, file: &Path) -> Result<()> {
+        use rusty_s3::actions::S3Action;
+        retrying(|| {
+            let url = rusty_s3::actions::PutObject::new(&self.bucket, self.creds.as_ref(), &self.object(key))
+                .sign(SIGNED_FOR);
+            self.send(url, key, Some(file)).map(|_| ())
+        })
+    }
+}
+
+/// AWS credentials as the AWS tools find them: the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`) at profile `AWS_PROFILE`
+/// (default `default`). None: unsigned requests, for public buckets.
+fn credentials() -> Result<(Option<rusty_s3::Credentials>, String)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        let c = match env("AWS_SESSION_TOKEN") {
+            Some(t) => rusty_s3::Credentials::new_with_token(id, secret, t),
+            None => rusty_s3::Credentials::new(id, secret),
+        };
+        return Ok((Some(c), "from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_string()));
+    }
+    let file = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
+    let Some(file) = file else { return Ok((None, "none".into())) };
+    let text = match fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, "none".into())),
+        Err(e) => return Err(util::user_error(e, format!("reading {}", file.display()))),
+    };
+    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
+    let Some(section) = ini_section(&text, &profile) else {
+        if env("AWS_PROFILE").is_some() {
+            return Err(Fail::new(format!("{} has no profile [{profile}] (AWS_PROFILE)", file.display())).into());
+        }
+        return Ok((None, "none".into()));
+    };
+    let get = |k: &str| section.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+        (Some(id), Some(secret)) => {
+            let c = match get("aws_session_token") {
+                Some(t) => rusty_s3::Credentials::new_with_token(id, secret, t),
+                None => rusty_s3::Credentials::new(id, secret),
+            };
+            Ok((Some(c), format!("from [{profile}] in {}", file.display())))
+        }
+        _ => Err(Fail::new(format!(
+            "[{profile}] in {} lacks aws_access_key_id or aws_secret_access_key",
+            file.display()
+        ))
+        .into()),
+    }
+}
+
+/// The `key = value` lines of `[name]` in an INI file.
+fn ini_section(text: &str, name: &str) -> Option<Vec<(String, String)>> {
+    let mut inside = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(sec) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            if inside.is_some() {
+                break;
+            }
+            if sec.trim() == name {
+                inside = Some(Vec::new());
+            }
+            continue;
+        }
+        if let (Some(v), Some((k, val))) = (inside.as_mut(), l.split_once('=')) {
+            v.push((k.trim().to_string(), val.trim().to_string()));
+        }
+    }
+    inside
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substituters_parse_from_directories_and_urls() {
+        let d = Substituter::parse("cache").unwrap();
+        assert_eq!(d.location, Location::Dir(PathBuf::from("cache")));
+        let h = Substituter::parse("https://cache.example.org/mobix/?priority=10").unwrap();
+        assert_eq!(h.location, Location::Http("https://cache.example.org/mobix".into()));
+        assert_eq!(h.priority, Some(10));
+        let s = Substituter::parse("s3://team/phones/ci?endpoint=http://127.0.0.1:9000/&region=eu-1").unwrap();
+        assert_eq!(
+            s.location,
+            Location::S3(S3Location {
+                bucket: "team".into(),
+                prefix: "phones/ci".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: "eu-1".into()
+            })
+        );
+        for (bad, says) in [
+            ("ftp://x/y", "unknown scheme ftp://"),
+            ("s3://b?endpoint=nope", "is not a URL"),
+            ("s3://b?endpont=http://x", "unknown parameter \"endpont\""),
+            ("https://x/?priority=high", "priority=high is not a number"),
+            ("https://x/?region=eu", "unknown parameter \"region\""),
+            ("", "empty"),
+        ] {
+            let e = Substituter::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_credentials_file_is_read_by_profile() {
+        let text =
+            "[default]\naws_access_key_id = A\naws_secret_access_key=B\n\n[ci]\n# comment\naws_access_key_id = C\n";
+        assert_eq!(
+            ini_section(text, "default").unwrap(),
+            [("aws_access_key_id".into(), "A".into()), ("aws_secret_access_key".into(), "B".into())]
+        );
+        assert_eq!(ini_section(text, "ci").unwrap().len(), 1);
+        assert!(ini_section(text, "other").is_none());
+    }
+
+    #[test]
+    fn a_directory_cache_reads_what_it_wrote_and_says_what_it_lacks() {
+        let t = tempfile::tempdir().unwrap();
+        let b = open(&Substituter::parse(t.path().join("c").to_str().unwrap()).unwrap()).unwrap();
+        assert!(get_small(&*b, "x.json").unwrap().is_none());
+        let src = t.path().join("src");
+        fs::write(&src, b"hello").unwrap();
+        b.put("archives/x", &src).unwrap();
+        assert!(b.exists("archives/x").unwrap());
+        let moved = std::sync::atomic::AtomicI64::new(0);
+        let add = |n: i64| {
+            moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (h, n) = download(&*b, "archives/x", &t.path().join("dl"), 5, &add).unwrap().unwrap();
+        assert_eq!((h, n, moved.into_inner()), (Sha256Digest::of(b"hello"), 5, 5));
+        // More bytes than the metadata promised: refused before the end.
+        let e = download(&*b, "archives/x", &t.path().join("dl"), 4, &|_| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("larger than its signed metadata says"), "{e:#}");
+        assert!(!is_unreachable(&e));
+    }
+}

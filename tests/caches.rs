@@ -1,0 +1,401 @@
+//! Binary caches on real servers: the qemu-aarch64 system's closure pushed to an S3 server
+//! (s3s-fs, which checks request signatures) and to a directory Debian's nginx serves,
+//! then built into empty stores from them alone, at once, with the wrong secret, an
+//! untrusted key, a tampered archive and a server killed mid-download.
+
+mod common;
+use common::{ok, store_names};
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const ACCESS_KEY: &str = "mobix-test";
+const SECRET: &str = "correct-horse-battery";
+
+/// A server started by a test, killed with its whole process group when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(cmd: &mut Command, port: u16) -> Server {
+        let child = cmd
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e} (run scripts/setup)"));
+        let s = Server { child, port };
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{cmd:?} does not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn kill(&mut self) {
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Debian's nginx serving `root` on loopback; `rate` limits each download (bytes/s).
+fn nginx(dir: &Path, root: &Path, rate: Option<&str>) -> Server {
+    let port = free_port();
+    fs::create_dir_all(dir.join("tmp")).unwrap();
+    // As root, nginx's workers would otherwise run as nobody, who cannot read a test's
+    // private temporary directory.
+    let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
+    let limit = rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
+    let d = dir.display();
+    fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off; {user} worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; {limit} }} }}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(dir.join("nginx.conf"));
+    Server::start(&mut cmd, port)
+}
+
+/// s3s-fs on loopback with one bucket, `team`, checking signatures by the test's key.
+fn s3(root: &Path) -> Server {
+    let port = free_port();
+    fs::create_dir_all(root.join("team")).unwrap();
+    let mut cmd = Command::new("s3s-fs");
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET])
+        .arg(root);
+    Server::start(&mut cmd, port)
+}
+
+/// mobix in `t` with the shared tree, AWS credentials `secret`, and no user config but `config`.
+fn mobix(t: &Path, secret: &str, config: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
+    c.args(args)
+        .arg("--repo")
+        .arg(common::repo())
+        .current_dir(t)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("MOBIX_CONFIG", config.map(Path::to_path_buf).unwrap_or_else(|| t.join("no-config.yaml")));
+    let o = c.output().expect("running mobix");
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn build(t: &Path, store: &str, extra: &[&str]) -> Output {
+    let out = format!("out-{store}");
+    let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--out", &out];
+    a.extend(extra);
+    mobix(t, SECRET, None, &a)
+}
+
+/// The sha256 of every image a build wrote, by name (read from the files, not the manifest).
+fn images(out: &Path) -> Vec<(String, String)> {
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut v: Vec<(String, String)> = m["images"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| {
+            let bytes = fs::read(out.join(k)).unwrap_or_else(|e| panic!("{}/{k}: {e}", out.display()));
+            (k.clone(), mobix::hash::Sha256Digest::of(&bytes).hex())
+        })
+        .collect();
+    v.sort();
+    assert!(v.iter().any(|(k, _)| k == "system.img"), "{v:?}");
+    v
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The qemu-aarch64 system the tests push, built once per run into a store of its own (the
+/// images carry the store's generations: a fresh store's are generation 1's, as the
+/// substituted builds' are). Kept between runs, where the build is a no-op.
+fn reference() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = common::repo().join("target/mobix-test-caches");
+        let o = mobix(
+            &common::repo(),
+            SECRET,
+            None,
+            &[
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--no-substitute",
+                "--store",
+                dir.join("store").to_str().unwrap(),
+                "--out",
+                dir.join("out").to_str().unwrap(),
+            ],
+        );
+        ok(&o);
+        dir
+    })
+}
+
+fn keygen(t: &Path, name: &str) {
+    ok(&mobix(t, SECRET, None, &["store", "keygen", name, "--to", &format!("{name}.key")]));
+}
+
+/// Pushes the reference system to `to`.
+fn push(t: &Path, to: &str, secret: &str) -> Output {
+    let r = reference();
+    let (store, out) = (r.join("store"), r.join("out"));
+    mobix(
+        t,
+        secret,
+        None,
+        &["--store", store.to_str().unwrap(), "store", "push", out.to_str().unwrap(), "--to", to, "--key", "team.key"],
+    )
+}
+
+#[test]
+fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reference = reference().join("out");
+    keygen(t, "team");
+    let server = s3(&t.join("s3"));
+    let url = format!("s3://team/phones/ci?endpoint=http://127.0.0.1:{}&region=us-east-1", server.port);
+
+    let o = push(t, &url, SECRET);
+    let pushed = ok(&o);
+    assert!(pushed.lines().count() > 20 && pushed.contains("-mobix-system-qemu-aarch64"), "{pushed}");
+    // Again: everything is there, nothing is sent.
+    let again = push(t, &url, SECRET);
+    assert!(ok(&again).is_empty() && stderr(&again).contains("pushed 0 store paths"), "{}", stderr(&again));
+
+    let o = build(t, "b", &["--substituter", &url, "--trust", "team.key.pub"]);
+    ok(&o);
+    assert!(stderr(&o).contains("built 0 store paths, substituted"), "{}", stderr(&o));
+    assert_eq!(images(&t.join("out-b")), images(&reference), "the same images, byte for byte");
+    ok(&mobix(t, SECRET, None, &["--store", "b", "store", "verify"]));
+
+    // The wrong secret: the server refuses the signature, and the user is told so, for a
+    // build and for a push. Nothing is built behind their back.
+    let o = mobix(
+        t,
+        "not-the-secret",
+        None,
+        &[
+            "build",
+            "--device",
+            "qemu-aarch64",
+            "--store",
+            "c",
+            "--out",
+            "out-c",
+            "--substituter",
+            &url,
+            "--trust",
+            "team.key.pub",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SignatureDoesNotMatch")
+            && stderr(&o).contains(&format!("the secret key for access key {ACCESS_KEY}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.join("c").exists() || store_names(&t.join("c")).is_empty());
+    let o = push(t, &url, "not-the-secret");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("SignatureDoesNotMatch"), "{}", stderr(&o));
+    // No credentials at all: refused by the server, said as much.
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args([
+            "--store",
+            "d",
+            "store",
+            "pull",
+            &url,
+            reference_toplevel(&reference).as_str(),
+            "--trust",
+            "team.key.pub",
+        ])
+        .current_dir(t)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", t)
+        .env("MOBIX_CONFIG", t.join("none.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no AWS credentials were found"), "{}", stderr(&o));
+    for s in ["b", "c", "d"] {
+        let _ = mobix::util::remove_tree(&t.join(s));
+    }
+}
+
+fn reference_toplevel(out: &Path) -> String {
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    m["toplevel"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reference = reference().join("out");
+    keygen(t, "team");
+    keygen(t, "stranger");
+    ok(&push(t, t.join("cache").to_str().unwrap(), SECRET));
+    let server = nginx(&t.join("nginx"), &t.join("cache"), None);
+    let url = format!("http://127.0.0.1:{}", server.port);
+
+    // The user's configuration file names the cache and its key: four builds at once, each
+    // into its own empty store, with no cache options at all.
+    let config = t.join("config.yaml");
+    let public = fs::read_to_string(t.join("team.key.pub")).unwrap();
+    fs::write(&config, format!("substituters:\n  - {url}\ntrusted_keys:\n  - {}\n", public.trim())).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_mobix"))
+                .args(["build", "--device", "qemu-aarch64", "--store", &format!("s{i}"), "--out", &format!("out-s{i}")])
+                .arg("--repo")
+                .arg(common::repo())
+                .current_dir(t)
+                .env("MOBIX_CONFIG", &config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let want = images(&reference);
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        ok(&o);
+        assert!(stderr(&o).contains("built 0 store paths, substituted"), "build {i}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("from {url}")), "{}", stderr(&o));
+        assert!(images(&t.join(format!("out-s{i}"))) == want, "build {i} wrote other images");
+        let _ = mobix::util::remove_tree(&t.join(format!("s{i}")));
+    }
+
+    // A key nobody trusts: refused, named.
+    let o = build(t, "u", &["--substituter", &url, "--trust", "stranger.key.pub"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not signed by a trusted key (signed by: team)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&url), "the cache is named: {}", stderr(&o));
+
+    // A configuration file with a mistake: the file, line and key.
+    fs::write(&config, format!("substituters:\n  - {url}\n  - ftp://elsewhere/x\n")).unwrap();
+    let o = mobix(t, SECRET, Some(&config), &["build", "--device", "qemu-aarch64", "--store", "v", "--out", "out-v"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{}:3: key `substituters[1]`", config.display())) && e.contains("unknown scheme ftp://"),
+        "{e}"
+    );
+
+    // One archive changed on the server: refused, named, and nothing of it in the store.
+    let sw = fs::read_dir(t.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-sw.json"))
+        .unwrap();
+    let sw: serde_json::Value = serde_json::from_slice(&fs::read(sw).unwrap()).unwrap();
+    let archive = sw["archive"].as_str().unwrap();
+    let victim = t.join("cache").join(archive);
+    let original = fs::read(&victim).unwrap();
+    let mut bytes = original.clone();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x20;
+    fs::write(&victim, &bytes).unwrap();
+    let o = build(t, "w", &["--substituter", &url, "--trust", "team.key.pub"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{url}/{archive} (the archive of ")) && e.contains("-sw) was tampered with or damaged"),
+        "{e}"
+    );
+    assert!(!store_names(&t.join("w")).iter().any(|p| p.ends_with("-sw")), "the tampered path is not in the store");
+    fs::write(&victim, &original).unwrap();
+    for s in ["u", "v", "w"] {
+        let _ = mobix::util::remove_tree(&t.join(s));
+    }
+}
+
+#[test]
+fn a_server_killed_mid_download_leaves_the_build_to_build_what_did_not_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reference = reference().join("out");
+    keygen(t, "team");
+    ok(&push(t, t.join("cache").to_str().unwrap(), SECRET));
+    // Slow downloads (8 MiB/s each) so the server can die in the middle of them.
+    let mut server = nginx(&t.join("nginx"), &t.join("cache"), Some("8m"));
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args([
+            "build",
+            "--device",
+            "qemu-aarch64",
+            "--store",
+            "k",
+            "--out",
+            "out-k",
+            "--substituter",
+            &url,
+            "--trust",
+            "team.key.pub",
+        ])
+        .arg("--repo")
+        .arg(common::repo())
+        .current_dir(t)
+        .env("MOBIX_CONFIG", t.join("none.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it once the first paths are in the store and the rest still downloading.
+    let t0 = Instant::now();
+    while !t.join("k").exists() || store_names(&t.join("k")).len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "nothing arrived from {url}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    eprintln!("$ mobix build … --substituter {url} (killed)\n{e}");
+    ok(&o);
+    assert!(e.contains(&format!("the binary cache {url} stopped answering")), "{e}");
+    assert!(e.contains("could not substitute ") && e.contains("): building them: "), "{e}");
+    let said =
+        e.lines().find(|l| l.contains("a binary cache had but could not deliver: ")).unwrap_or_else(|| panic!("{e}"));
+    let names = said.split(": ").last().unwrap();
+    assert!(names.split(", ").count() >= 1 && names.contains("mobix-system-qemu-aarch64"), "{said}");
+    assert_eq!(images(&t.join("out-k")), images(&reference), "built or substituted, the same images");
+    let verify = mobix(t, SECRET, None, &["--store", "k", "store", "verify"]);
+    ok(&verify);
+    let _ = mobix::util::remove_tree(&t.join("k"));
+}
