@@ -622,4 +622,63 @@ mod tests {
         assert!(format!("{e:#}").contains("larger than its signed metadata says"), "{e:#}");
         assert!(!is_unreachable(&e));
     }
+
+    /// A one-thread HTTP server answering each connection with the next of `answers`
+    /// (raw responses); returns its base URL and a counter of requests served.
+    fn serve(answers: Vec<Vec<u8>>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = n.clone();
+        std::thread::spawn(move || {
+            for a in answers {
+                let Ok((mut c, _)) = l.accept() else { return };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|k| k > 2) {
+                    line.clear();
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = c.write_all(&a);
+            }
+        });
+        (url, n)
+    }
+
+    fn answer(status: &str, body: &[u8], length: usize) -> Vec<u8> {
+        let mut v = format!("HTTP/1.1 {status}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n").into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn http_retries_5xx_then_reads_says_404_is_absent_and_a_cut_body_is_the_networks_fault() {
+        let (url, n) = serve(vec![
+            answer("503 Service Unavailable", b"", 0),
+            answer("500 Internal Server Error", b"", 0),
+            answer("200 OK", b"StoreDir: /mobix/store\n", 23),
+            answer("404 Not Found", b"", 0),
+        ]);
+        let b = open(&Substituter::parse(&url).unwrap()).unwrap();
+        assert_eq!(get_small(&*b, "mobix-cache-info").unwrap().unwrap(), b"StoreDir: /mobix/store\n");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3, "two 5xx answers were retried");
+        assert!(get_small(&*b, "x.json").unwrap().is_none(), "404: the cache lacks it");
+
+        // A body shorter than its content-length, four times: given up, as the network's fault.
+        let cut = answer("200 OK", b"only part", 1000);
+        let (url, n) = serve(vec![cut; 4]);
+        let b = open(&Substituter::parse(&url).unwrap()).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let e = download(&*b, "archives/a", &t.path().join("a"), 1000, &|_| {}).unwrap_err();
+        assert!(is_unreachable(&e) && format!("{e:#}").contains("gave up after 4 tries"), "{e:#}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // A 403 from a plain HTTP server is the user's to fix, not retried.
+        let (url, n) = serve(vec![answer("403 Forbidden", b"", 0)]);
+        let b = open(&Substituter::parse(&url).unwrap()).unwrap();
+        let e = get_small(&*b, "x.json").unwrap_err();
+        assert!(!is_unreachable(&e) && format!("{e:#}").contains("answered 403"), "{e:#}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }
