@@ -8,6 +8,8 @@ use mobix_bootctl::contract::{BootSpec, Generation};
 pub(super) struct DeployArgs {
     #[command(flatten)]
     target: DeviceOut,
+    #[command(flatten)]
+    caches: super::settings::CacheArgs,
     /// The running phone: `ssh://USER@HOST[:PORT]` (USER must be root on the phone; the
     /// emulated phone of `mobix run --ssh-port P`: `ssh://root@127.0.0.1:P`).
     #[arg(long, value_name = "URL")]
@@ -73,7 +75,8 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     }
     let super::emulator::SystemInputs { profile, lock, store, inputs, .. } =
         super::emulator::system_inputs(g, &a.target, a.dry_run)?;
-    let ctx = builder_ctx(&store)?;
+    let mut ctx = builder_ctx(&store)?;
+    a.caches.apply(&mut ctx)?;
     progress(&format!("asking {} what it has", target.host));
     let phone = ssh.status()?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
