@@ -57,12 +57,20 @@ fn free_port() -> u16 {
 
 /// Debian's nginx serving `root` on loopback; `rate` limits each download (bytes/s).
 fn nginx(dir: &Path, root: &Path, rate: Option<&str>) -> Server {
+    nginx_with(dir, root, rate, None)
+}
+
+/// nginx as [`nginx`], with TLS when given a certificate and key (PEM files).
+fn nginx_with(dir: &Path, root: &Path, rate: Option<&str>, tls: Option<(&Path, &Path)>) -> Server {
     let port = free_port();
     fs::create_dir_all(dir.join("tmp")).unwrap();
     // As root, nginx's workers would otherwise run as nobody, who cannot read a test's
     // private temporary directory.
     let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
     let limit = rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
+    let ssl = tls
+        .map(|(cert, key)| format!(" ssl; ssl_certificate {}; ssl_certificate_key {}", cert.display(), key.display()))
+        .unwrap_or_default();
     let d = dir.display();
     fs::write(
         dir.join("nginx.conf"),
@@ -71,7 +79,7 @@ fn nginx(dir: &Path, root: &Path, rate: Option<&str>) -> Server {
              events {{ worker_connections 256; }}\n\
              http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
              fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-             server {{ listen 127.0.0.1:{port}; root {}; {limit} }} }}\n",
+             server {{ listen 127.0.0.1:{port}{ssl}; root {}; {limit} }} }}\n",
             root.display()
         ),
     )
@@ -398,4 +406,88 @@ fn a_server_killed_mid_download_leaves_the_build_to_build_what_did_not_arrive() 
     let verify = mobix(t, SECRET, None, &["--store", "k", "store", "verify"]);
     ok(&verify);
     let _ = mobix::util::remove_tree(&t.join("k"));
+}
+
+/// A certificate authority and a certificate it signed for 127.0.0.1, made with openssl.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    fs::create_dir_all(dir).unwrap();
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    common::tool(Command::new("openssl").args(["req", "-x509"]).args(ec).args([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mobix test CA",
+        "-keyout",
+        &f("ca.key"),
+        "-out",
+        &f("ca.pem"),
+    ]));
+    common::tool(Command::new("openssl").arg("req").args(ec).args([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &f("server.key"),
+        "-out",
+        &f("server.csr"),
+    ]));
+    fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
+    common::tool(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &f("server.csr"),
+        "-CA",
+        &f("ca.pem"),
+        "-CAkey",
+        &f("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &f("ext"),
+        "-out",
+        &f("server.pem"),
+    ]));
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[test]
+fn an_https_cache_is_checked_against_the_hosts_certificate_authorities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reference = reference().join("out");
+    keygen(t, "team");
+    ok(&push(t, t.join("cache").to_str().unwrap(), SECRET));
+    let (ca, cert, key) = certificates(&t.join("tls"));
+    let server = nginx_with(&t.join("nginx"), &t.join("cache"), None, Some((&cert, &key)));
+    let url = format!("https://127.0.0.1:{}", server.port);
+    let build_with = |store: &str, ca: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
+        c.args(["build", "--device", "qemu-aarch64", "--store", store, "--out", &format!("out-{store}")])
+            .args(["--substituter", &url, "--trust", "team.key.pub", "--repo"])
+            .arg(common::repo())
+            .current_dir(t)
+            .env("MOBIX_CONFIG", t.join("none.yaml"));
+        match ca {
+            Some(ca) => c.env("SSL_CERT_FILE", ca),
+            None => c.env_remove("SSL_CERT_FILE"),
+        };
+        let o = c.output().unwrap();
+        eprintln!("$ mobix build --store {store} --substituter {url}\n{}", stderr(&o));
+        o
+    };
+    // The team's CA named in SSL_CERT_FILE: everything from the https cache.
+    let o = build_with("a", Some(&ca));
+    ok(&o);
+    assert!(stderr(&o).contains("built 0 store paths, substituted"), "{}", stderr(&o));
+    assert_eq!(images(&t.join("out-a")), images(&reference));
+    // Without it, the server's certificate is not trusted: refused, saying how to trust it.
+    let o = build_with("b", None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("certificate") && stderr(&o).contains("SSL_CERT_FILE"), "{}", stderr(&o));
+    for s in ["a", "b"] {
+        let _ = mobix::util::remove_tree(&t.join(s));
+    }
 }

@@ -139,7 +139,7 @@ pub trait Backend: Send + Sync {
 pub fn open(s: &Substituter) -> Result<Box<dyn Backend>> {
     Ok(match &s.location {
         Location::Dir(d) => Box::new(DirCache { dir: d.clone(), name: d.display().to_string() }),
-        Location::Http(base) => Box::new(HttpCache { base: base.clone(), agent: agent(), name: base.clone() }),
+        Location::Http(base) => Box::new(HttpCache { base: base.clone(), agent: agent()?, name: base.clone() }),
         Location::S3(loc) => Box::new(S3Cache::new(loc, &s.text)?),
     })
 }
@@ -258,20 +258,63 @@ impl Backend for DirCache {
 
 // ---- HTTP ----
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// The HTTP client: timeouts for a dead connection, answers read whatever their status, and
+/// the host's certificate authorities for https (see [`root_certs`]).
+fn agent() -> Result<ureq::Agent> {
+    let tls = ureq::tls::TlsConfig::builder().root_certs(root_certs()?).build();
+    Ok(ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .timeout_per_write(Some(Duration::from_secs(60)))
         .user_agent(concat!("mobix/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
         .build()
-        .into()
+        .into())
+}
+
+/// The certificate authorities an https cache is checked against, as curl and OpenSSL find
+/// them on Debian: `SSL_CERT_FILE`, else the system bundle (which carries the CAs a team added
+/// with update-ca-certificates), else the Mozilla roots built in.
+fn root_certs() -> Result<ureq::tls::RootCerts> {
+    let (file, explicit) = match std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        Some(f) => (PathBuf::from(f), true),
+        None => (PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), false),
+    };
+    let pem = match fs::read(&file) {
+        Ok(p) => p,
+        Err(e) if !explicit && e.kind() == io::ErrorKind::NotFound => return Ok(ureq::tls::RootCerts::WebPki),
+        Err(e) => return Err(util::user_error(e, format!("reading {} (SSL_CERT_FILE)", file.display()))),
+    };
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        if explicit {
+            return Err(Fail::new(format!("{} (SSL_CERT_FILE) holds no PEM certificate", file.display())).into());
+        }
+        return Ok(ureq::tls::RootCerts::WebPki);
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 /// A ureq failure: the network's (retry, then build) or the user's (a bad URL, TLS).
 fn ureq_error(what: &str, e: ureq::Error) -> anyhow::Error {
+    // rustls refuses a certificate inside the connection's I/O: the user's to fix.
+    if let ureq::Error::Io(io) = &e {
+        if io.kind() == io::ErrorKind::InvalidData && io.to_string().contains("certificate") {
+            return Fail::new(format!("{what}: {io}"))
+                .hint(
+                    "add the certificate authority that signed the server's certificate to the host \
+                     (update-ca-certificates), or name a PEM file of it in SSL_CERT_FILE",
+                )
+                .into();
+        }
+    }
     match e {
         ureq::Error::Io(_)
         | ureq::Error::Timeout(_)
@@ -350,7 +393,7 @@ impl S3Cache {
         let bucket = rusty_s3::Bucket::new(endpoint_url, style, loc.bucket.clone(), loc.region.clone())
             .map_err(|e| Fail::new(format!("{text}: bucket {:?} at {endpoint}: {e:?}", loc.bucket)))?;
         let (creds, creds_from) = credentials()?;
-        Ok(S3Cache { bucket, creds, creds_from, prefix: loc.prefix.clone(), agent: agent(), name: text.to_string() })
+        Ok(S3Cache { bucket, creds, creds_from, prefix: loc.prefix.clone(), agent: agent()?, name: text.to_string() })
     }
 
     fn object(&self, key: &str) -> String {
