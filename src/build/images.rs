@@ -252,8 +252,21 @@ fn ext4(work: &Path, root: &Path, uuid: &str, fs_size: u64, step: &dyn Fn(&str))
     // The raw filesystem is only a step: the store keeps the sparse image (simg2img or
     // `mobix inspect sparse unpack` give the raw one back).
     let raw = work.join("system.ext4");
+    // One inode per 16 KiB (MKE2FS_CONF's inode_ratio) runs out on a small partition
+    // carrying generations of many small files (systemd's closure has thousands): then ask
+    // for what the tree needs, with room to spare. The images that had enough stay as they were.
+    let mut entries: u64 = 0;
+    util::walk(root, &mut |_, _| {
+        entries += 1;
+        Ok(true)
+    })?;
+    let needed = entries + entries / 8 + 64;
+    let mut mke2fs = Command::new("mke2fs");
+    if needed > fs_size / 16384 {
+        mke2fs.arg("-N").arg(needed.to_string());
+    }
     util::run(
-        Command::new("mke2fs")
+        mke2fs
             .env("MKE2FS_CONFIG", &conf)
             .env("E2FSPROGS_FAKE_TIME", FS_TIME)
             .args(["-q", "-t", "ext4", "-L", "system", "-U", uuid])
