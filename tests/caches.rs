@@ -259,7 +259,35 @@ fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no AWS credentials were found"), "{}", stderr(&o));
-    for s in ["b", "c", "d"] {
+    // The credentials file, at a profile AWS_PROFILE names, as the AWS tools read it.
+    fs::write(
+        t.join("credentials"),
+        format!("[default]\naws_access_key_id = nobody\naws_secret_access_key = x\n\n[ci]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args([
+            "--store",
+            "e",
+            "store",
+            "pull",
+            &url,
+            reference_toplevel(&reference).as_str(),
+            "--trust",
+            "team.key.pub",
+        ])
+        .current_dir(t)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", t.join("credentials"))
+        .env("AWS_PROFILE", "ci")
+        .env("MOBIX_CONFIG", t.join("none.yaml"))
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("-mobix-system-qemu-aarch64"), "{}", stderr(&o));
+    ok(&mobix(t, SECRET, None, &["--store", "e", "store", "verify"]));
+    for s in ["b", "c", "d", "e"] {
         let _ = mobix::util::remove_tree(&t.join(s));
     }
 }
