@@ -239,24 +239,8 @@ fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("SignatureDoesNotMatch"), "{}", stderr(&o));
     // No credentials at all: refused by the server, said as much.
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args([
-            "--store",
-            "d",
-            "store",
-            "pull",
-            &url,
-            reference_toplevel(&reference).as_str(),
-            "--trust",
-            "team.key.pub",
-        ])
-        .current_dir(t)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("HOME", t)
-        .env("MOBIX_CONFIG", t.join("none.yaml"))
-        .output()
-        .unwrap();
+    let toplevel = reference_toplevel(&reference);
+    let o = pull_without_env_keys(t, "d", &url, &toplevel, &[("HOME", t.as_os_str())]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no AWS credentials were found"), "{}", stderr(&o));
     // The credentials file, at a profile AWS_PROFILE names, as the AWS tools read it.
@@ -265,31 +249,30 @@ fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret
         format!("[default]\naws_access_key_id = nobody\naws_secret_access_key = x\n\n[ci]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET}\n"),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args([
-            "--store",
-            "e",
-            "store",
-            "pull",
-            &url,
-            reference_toplevel(&reference).as_str(),
-            "--trust",
-            "team.key.pub",
-        ])
-        .current_dir(t)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_SHARED_CREDENTIALS_FILE", t.join("credentials"))
-        .env("AWS_PROFILE", "ci")
-        .env("MOBIX_CONFIG", t.join("none.yaml"))
-        .output()
-        .unwrap();
+    let file = t.join("credentials");
+    let env = [("AWS_SHARED_CREDENTIALS_FILE", file.as_os_str()), ("AWS_PROFILE", "ci".as_ref())];
+    let o = pull_without_env_keys(t, "e", &url, &toplevel, &env);
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("-mobix-system-qemu-aarch64"), "{}", stderr(&o));
     ok(&mobix(t, SECRET, None, &["--store", "e", "store", "verify"]));
     for s in ["b", "c", "d", "e"] {
         let _ = mobix::util::remove_tree(&t.join(s));
     }
+}
+
+/// `mobix store pull URL TOPLEVEL` into `store` with no AWS keys in the environment, but `env`.
+fn pull_without_env_keys(t: &Path, store: &str, url: &str, toplevel: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        .args(["--store", store, "store", "pull", url, toplevel, "--trust", "team.key.pub"])
+        .current_dir(t)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("MOBIX_CONFIG", t.join("none.yaml"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    eprintln!("$ mobix --store {store} store pull {url} {toplevel}\n{}", stderr(&o));
+    o
 }
 
 fn reference_toplevel(out: &Path) -> String {
