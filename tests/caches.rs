@@ -320,6 +320,21 @@ fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() 
         let _ = mobix::util::remove_tree(&t.join(format!("s{i}")));
     }
 
+    // `store caches` lists them as builds ask them, saying which answer.
+    let dead = format!("http://127.0.0.1:{}/gone", free_port());
+    fs::write(
+        &config,
+        format!("substituters:\n  - {dead}\n  - {url}?priority=10\ntrusted_keys:\n  - {}\n", public.trim()),
+    )
+    .unwrap();
+    let o = mobix(t, SECRET, Some(&config), &["store", "caches", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(v["substituters"][0]["substituter"], format!("{url}?priority=10"), "{v}");
+    assert_eq!((&v["substituters"][0]["priority"], &v["substituters"][0]["state"]), (&10.into(), &"ok".into()), "{v}");
+    assert_eq!(v["substituters"][1]["substituter"], dead.as_str(), "{v}");
+    assert!(v["substituters"][1]["state"].as_str().unwrap().starts_with("not used: "), "{v}");
+    assert_eq!(v["trusted_keys"], serde_json::json!(["team"]));
+
     // A key nobody trusts: refused, named.
     let o = build(t, "u", &["--substituter", &url, "--trust", "stranger.key.pub"]);
     assert_eq!(o.status.code(), Some(1));

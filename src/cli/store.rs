@@ -68,6 +68,13 @@ pub enum StoreCmd {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
     },
+    /// List the binary caches builds take paths from (the configuration file's, in the order
+    /// they are asked), whether each answers, and the trusted keys.
+    Caches {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add store paths and their closures from a binary cache, checking each signature,
     /// archive hash and content hash (default for a directory: every path it has).
     #[command(alias = "import")]
@@ -256,6 +263,49 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
                 t0.elapsed().as_secs_f64(),
                 pushed.present
             ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Caches { json } => {
+            let file = super::settings::config_file();
+            if !file.exists() {
+                progress(&format!(
+                    "no configuration file {}: builds use only the caches given with --substituter",
+                    file.display()
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let settings = super::settings::load()?;
+            let mut rows = Vec::new();
+            for sub in &settings.substituters {
+                let (priority, state) = match cache::Cache::open(sub)? {
+                    Ok(c) => (Some(c.priority), "ok".to_string()),
+                    Err(why) => (None, format!("not used: {why}")),
+                };
+                rows.push(serde_json::json!({"substituter": sub.text, "priority": priority, "state": state}));
+            }
+            // The order builds ask them in: by priority, the file's order breaking ties.
+            rows.sort_by_key(|r| r["priority"].as_u64().unwrap_or(u64::MAX));
+            let keys: Vec<String> = settings.trusted.iter().map(|k| k.name.clone()).collect();
+            if *json {
+                let v = serde_json::json!({"config": file, "substituters": rows, "trusted_keys": keys});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for r in &rows {
+                    let p = r["priority"].as_u64().map_or("-".to_string(), |p| p.to_string());
+                    println!(
+                        "{p:>4}  {}  {}",
+                        r["substituter"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or("")
+                    );
+                }
+                progress(&format!(
+                    "{} binary caches and {} trusted keys ({}) in {}",
+                    rows.len(),
+                    keys.len(),
+                    keys.join(", "),
+                    file.display()
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         StoreCmd::Pull { from, paths, trust } => {
