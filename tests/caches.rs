@@ -423,6 +423,8 @@ fn a_server_killed_mid_download_leaves_the_build_to_build_what_did_not_arrive() 
     eprintln!("$ mobix build … --substituter {url} (killed)\n{e}");
     ok(&o);
     assert!(e.contains(&format!("the binary cache {url} stopped answering")), "{e}");
+    // Once down, the cache is not waited for again when the build goes on to its images.
+    assert!(!e.contains(&format!("not using the binary cache {url}")), "{e}");
     assert!(e.contains("could not substitute ") && e.contains("): building them: "), "{e}");
     let said =
         e.lines().find(|l| l.contains("a binary cache had but could not deliver: ")).unwrap_or_else(|| panic!("{e}"));

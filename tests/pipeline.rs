@@ -30,6 +30,7 @@ fn a_build_through_the_library_matches_its_dry_run() {
         substituters: Vec::new(),
         trusted: Vec::new(),
         fetched: Default::default(),
+        caches_down: Default::default(),
     };
     let pipe = Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
 

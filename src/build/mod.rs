@@ -44,6 +44,9 @@ pub struct Ctx<'a> {
     pub trusted: Vec<crate::store::cache::PublicKey>,
     /// Files downloaded so far (packages, source packages), for the summary.
     pub fetched: std::sync::atomic::AtomicUsize,
+    /// Binary caches that did not answer earlier in this command: not asked again (a
+    /// build realises the system, then its images).
+    pub caches_down: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Ctx<'_> {
@@ -167,10 +170,16 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         return Ok(report);
     }
     let lock = ctx.store.lock()?;
-    if !ctx.substituters.is_empty() {
-        let caches = crate::store::cache::Caches::open(&ctx.substituters, &ctx.trusted, ctx.progress)?;
+    let subs: Vec<_> = {
+        let down = ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.substituters.iter().filter(|s| !down.contains(&s.text)).cloned().collect()
+    };
+    if !subs.is_empty() {
+        let caches = crate::store::cache::Caches::open(&subs, &ctx.trusted, ctx.progress)?;
+        let done = if caches.is_empty() { Ok(()) } else { substitute(ctx, plan, targets, &caches, &lock, &mut report) };
+        ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner()).extend(caches.unreachable());
+        done?;
         if !caches.is_empty() {
-            substitute(ctx, plan, targets, &caches, &lock, &mut report)?;
             w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
         }
     }

@@ -286,5 +286,6 @@ fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
         substituters: settings.substituters,
         trusted: settings.trusted,
         fetched: Default::default(),
+        caches_down: Default::default(),
     })
 }

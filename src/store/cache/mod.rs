@@ -216,16 +216,33 @@ pub struct Cache {
     pub priority: u32,
 }
 
+/// Why a cache cannot be used now.
+#[derive(Debug)]
+pub struct Unusable {
+    pub why: String,
+    /// It did not answer (rather than answering that it is no cache yet).
+    pub unreachable: bool,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 impl Cache {
     /// Opens a cache to read from. Ok(Err(why)) when it cannot be used now (unreachable,
     /// not a cache yet): the caller goes on without it. A refusal (wrong credentials, a
     /// cache for another store directory) is an error.
-    pub fn open(sub: &Substituter) -> Result<Result<Cache, String>> {
+    pub fn open(sub: &Substituter) -> Result<Result<Cache, Unusable>> {
         let backend = remote::open(sub)?;
         let text = match remote::get_small(&*backend, CACHE_INFO) {
             Ok(Some(t)) => t,
-            Ok(None) => return Ok(Err(format!("it has no {CACHE_INFO}: nothing was pushed to it yet"))),
-            Err(e) if is_unreachable(&e) => return Ok(Err(format!("{e:#}"))),
+            Ok(None) => {
+                let why = format!("it has no {CACHE_INFO}: nothing was pushed to it yet");
+                return Ok(Err(Unusable { why, unreachable: false }));
+            }
+            Err(e) if is_unreachable(&e) => return Ok(Err(Unusable { why: format!("{e:#}"), unreachable: true })),
             Err(e) => return Err(e.context(format!("opening the binary cache {}", sub.text))),
         };
         let info = check_info(sub, &text)?;

@@ -41,6 +41,8 @@ pub struct Caches<'a> {
     caches: Vec<Cache>,
     /// Set when a cache stopped answering: it is asked nothing more in this run.
     down: Vec<AtomicBool>,
+    /// Caches skipped when opened because they did not answer.
+    unreachable: Vec<String>,
     trusted: &'a [PublicKey],
     progress: &'a dyn Reporter,
     answers: Mutex<BTreeMap<StorePath, Option<Found>>>,
@@ -51,10 +53,16 @@ impl<'a> Caches<'a> {
     /// priority, the given order breaking ties.
     pub fn open(subs: &[Substituter], trusted: &'a [PublicKey], progress: &'a dyn Reporter) -> Result<Caches<'a>> {
         let mut caches = Vec::new();
+        let mut unreachable = Vec::new();
         for s in subs {
             match Cache::open(s)? {
                 Ok(c) => caches.push(c),
-                Err(why) => progress.note(&format!("not using the binary cache {}: {why}", s.text)),
+                Err(why) => {
+                    progress.note(&format!("not using the binary cache {}: {why}", s.text));
+                    if why.unreachable {
+                        unreachable.push(s.text.clone());
+                    }
+                }
             }
         }
         caches.sort_by_key(|c| c.priority);
@@ -67,7 +75,14 @@ impl<'a> Caches<'a> {
             .into());
         }
         let down = caches.iter().map(|_| AtomicBool::new(false)).collect();
-        Ok(Caches { caches, down, trusted, progress, answers: Default::default() })
+        Ok(Caches { caches, down, unreachable, trusted, progress, answers: Default::default() })
+    }
+
+    /// The caches (by their text as given) that did not answer in this run: a later run of
+    /// the same command leaves them out rather than waiting for them again.
+    pub fn unreachable(&self) -> Vec<String> {
+        let down = self.caches.iter().zip(&self.down).filter(|(_, d)| d.load(Ordering::Relaxed));
+        self.unreachable.iter().cloned().chain(down.map(|(c, _)| c.name.clone())).collect()
     }
 
     pub fn is_empty(&self) -> bool {
