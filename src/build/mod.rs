@@ -111,7 +111,8 @@ pub struct Report {
     pub downloaded: u64,
     /// Paths a cache had but could not deliver (it stopped answering): built instead.
     pub built_instead: Vec<StorePath>,
-    pub cached: usize,
+    /// Planned paths that were in the store already (not those substituted here).
+    pub present: BTreeSet<StorePath>,
 }
 
 /// What [`walk`] found: every path the targets need, and those a cache will give.
@@ -166,7 +167,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     let mut report = Report::default();
     let mut w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
     if w.needed.iter().all(|p| ctx.store.contains(p)) {
-        report.cached = w.needed.iter().filter(|p| plan.get(p).is_some()).count();
+        report.present = w.needed.into_iter().filter(|p| plan.get(p).is_some()).collect();
         return Ok(report);
     }
     let lock = ctx.store.lock()?;
@@ -201,7 +202,9 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     for path in order {
         let done = report.built.len();
         if ctx.store.contains(path) {
-            report.cached += 1;
+            if !report.substituted.contains(path) {
+                report.present.insert(path.clone());
+            }
             continue;
         }
         let planned = plan.get(path).expect("only planned paths are in the order");
@@ -224,7 +227,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
             }
             report.built.push(planned.path.clone());
         } else {
-            report.cached += 1;
+            report.present.insert(planned.path.clone());
         }
     }
     if !report.built_instead.is_empty() {

@@ -20,7 +20,7 @@ use crate::store::{Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::Result;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -187,13 +187,28 @@ pub struct Counts {
     pub built_instead: usize,
 }
 
-impl Counts {
-    fn add(&mut self, r: &build::Report) {
-        self.built += r.built.len();
-        self.substituted += r.substituted.len();
-        self.substituted_bytes += r.downloaded;
-        self.built_instead += r.built_instead.len();
-        self.present += r.cached;
+/// The realisations of one command, counted once per path: what the system's realisation
+/// built or substituted is not "already present" again for the images'.
+#[derive(Default)]
+struct Tally(Vec<build::Report>);
+
+impl Tally {
+    fn add(&mut self, r: build::Report) {
+        self.0.push(r);
+    }
+
+    fn counts(&self, downloads: usize) -> Counts {
+        let made: BTreeSet<&StorePath> = self.0.iter().flat_map(|r| r.built.iter().chain(&r.substituted)).collect();
+        let present: BTreeSet<&StorePath> =
+            self.0.iter().flat_map(|r| &r.present).filter(|p| !made.contains(p)).collect();
+        Counts {
+            built: self.0.iter().map(|r| r.built.len()).sum(),
+            substituted: self.0.iter().map(|r| r.substituted.len()).sum(),
+            present: present.len(),
+            downloads,
+            substituted_bytes: self.0.iter().map(|r| r.downloaded).sum(),
+            built_instead: self.0.iter().map(|r| r.built_instead.len()).sum(),
+        }
     }
 }
 
@@ -292,8 +307,8 @@ impl Pipeline<'_> {
         })?;
         let sys = self.plan_system()?;
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
-        let mut counts = Counts::default();
-        counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        let mut tally = Tally::default();
+        tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
         let device = self.profile.instance();
         // The generation is recorded only once its images are built: a failed build leaves
         // no generation behind. Its number is taken under the store lock; if another build
@@ -302,7 +317,7 @@ impl Pipeline<'_> {
         let (imgs, new) = loop {
             let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
-            counts.add(&build::realise(self.ctx, &plan, &imgs.all())?);
+            tally.add(build::realise(self.ctx, &plan, &imgs.all())?);
             if !planned_new && rec.boot_image.as_ref() == Some(&imgs.boot) {
                 // The newest generation already, with this boot image: nothing to record,
                 // so a build with nothing to do needs no writable store.
@@ -323,7 +338,7 @@ impl Pipeline<'_> {
         if rec.boot_image.as_ref() != Some(&imgs.boot) {
             generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
         }
-        counts.downloads = self.ctx.downloads();
+        let counts = tally.counts(self.ctx.downloads());
         Ok(Built {
             generation: rec.generation,
             new_generation: new,
@@ -341,15 +356,15 @@ impl Pipeline<'_> {
         let store = self.store();
         let sys = self.plan_system()?;
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
-        let mut counts = Counts::default();
-        counts.add(&build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        let mut tally = Tally::default();
+        tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
         let device = self.profile.instance();
         let (rec, new) = if record {
             generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?
         } else {
             generation::next(store, &device, &sys.toplevel, &self.label())?
         };
-        counts.downloads = self.ctx.downloads();
+        let counts = tally.counts(self.ctx.downloads());
         Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel, counts })
     }
 
