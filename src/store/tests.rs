@@ -238,6 +238,42 @@ fn a_cache_info_file_names_its_store_and_priority() {
     assert!(CacheInfo::parse("StoreDir: /x\nPriority: high\n").unwrap_err().contains("not a number"));
 }
 
+#[test]
+fn a_pushed_metadata_file_parses_and_its_signature_covers_what_it_says() {
+    use super::cache::{check_signature, CacheInfo, Info, PublicKey};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cache");
+    let info_text = fs::read_to_string(dir.join("mobix-cache-info")).unwrap();
+    assert_eq!(CacheInfo::parse(&info_text).unwrap(), CacheInfo { store_dir: "/mobix/store".into(), priority: 50 });
+    let key = PublicKey::load(&dir.join("walk-1.pub")).unwrap();
+    let data = fs::read(dir.join("0iqr6iz8h7s7giy5av24cjvi24wyj3fx-logsave-1.47.0-2+b2.json")).unwrap();
+    let info = Info::parse(&data, "fixture").unwrap();
+    assert_eq!(info.path.name(), "logsave-1.47.0-2+b2");
+    assert_eq!(info.references.len(), 1);
+    assert_eq!(check_signature(&info, std::slice::from_ref(&key), "fixture").unwrap(), "walk-1");
+    // Each signed field, changed, breaks the signature.
+    let mut changed = Vec::new();
+    let mut i = info.clone();
+    i.content_sha256 = i.content_sha256.replacen('0', "1", 1);
+    changed.push(i);
+    let mut i = info.clone();
+    i.archive_sha256 = i.archive_sha256.replacen('a', "b", 1);
+    changed.push(i);
+    let mut i = info.clone();
+    i.references.clear();
+    changed.push(i);
+    for i in changed {
+        let e = check_signature(&i, std::slice::from_ref(&key), "fixture").unwrap_err();
+        assert!(format!("{e:#}").contains("changed after signing"), "{e:#}");
+    }
+    // The metadata's own refusals.
+    let text = String::from_utf8(data).unwrap();
+    let zip = text.replace("\"compression\": \"zstd\"", "\"compression\": \"zip\"");
+    assert!(format!("{:#}", Info::parse(zip.as_bytes(), "f").unwrap_err()).contains("compression \"zip\""));
+    let escape = text.replace("\"archive\": \"archives/", "\"archive\": \"../");
+    assert!(format!("{:#}", Info::parse(escape.as_bytes(), "f").unwrap_err()).contains("not a key in the cache"));
+    assert!(format!("{:#}", Info::parse(b"{", "f").unwrap_err()).contains("f is not cache metadata"));
+}
+
 /// A tree with every kind of entry the content hash tells apart, and names whose byte
 /// order differs from a directory-by-directory walk (`a.b` sorts before `a/…`).
 fn varied_tree(root: &Path) {

@@ -272,26 +272,32 @@ impl Cache {
     pub fn info(&self, p: &StorePath) -> Result<Option<Info>> {
         let key = info_key(p);
         let Some(data) = remote::get_small(&*self.backend, &key)? else { return Ok(None) };
-        let info: Info = serde_json::from_slice(&data)
-            .map_err(|e| Fail::new(format!("{}/{key} is not cache metadata: {e}", self.name)))?;
+        let info = Info::parse(&data, &format!("{}/{key}", self.name))?;
         if &info.path != p {
             return Err(Fail::new(format!("{}/{key} describes {}, not {p}", self.name, info.path)).into());
         }
+        Ok(Some(info))
+    }
+}
+
+impl Info {
+    /// Parses a metadata file (`origin` names it in errors): JSON whose archive key stays
+    /// inside the cache and whose compression this mobix reads. The signature is
+    /// [`check_signature`]'s to check.
+    pub fn parse(data: &[u8], origin: &str) -> Result<Info> {
+        let info: Info =
+            serde_json::from_slice(data).map_err(|e| Fail::new(format!("{origin} is not cache metadata: {e}")))?;
         if !key_inside(&info.archive) {
-            return Err(Fail::new(format!(
-                "{}/{key}: archive {:?} is not a key in the cache",
-                self.name, info.archive
-            ))
-            .into());
+            return Err(Fail::new(format!("{origin}: archive {:?} is not a key in the cache", info.archive)).into());
         }
         if info.compression != "zstd" {
             return Err(Fail::new(format!(
-                "{}/{key}: archive compression {:?} is not one this mobix reads (zstd)",
-                self.name, info.compression
+                "{origin}: archive compression {:?} is not one this mobix reads (zstd)",
+                info.compression
             ))
             .into());
         }
-        Ok(Some(info))
+        Ok(info)
     }
 }
 
