@@ -486,3 +486,59 @@ fn the_flashed_disk_is_not_booted_while_fastboot_mode_serves_it() {
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     drop(phone);
 }
+
+#[test]
+fn a_flash_that_moves_the_state_after_the_system_image_says_the_state_is_lost() {
+    // A store of its own: the record of what this host flashed lives in the store, and the
+    // other tests flash this phone's minimal system (which keeps no state) meanwhile.
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, small) = (tmp.path().join("out"), tmp.path().join("small.yaml"));
+    let store = tmp.path().join("store");
+    let repo = repo();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", repo.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+        common::mobix_in(tmp.path(), &all)
+    };
+    let o = out.to_str().unwrap();
+    // The default (systemd) system of the Pixel 3a keeps its state on userdata, after the
+    // profile's 2 GiB system image.
+    ok(&run(&["build", "--device", "google-sargo", "--kernel-from", "substitute", "--out", o]));
+    let phone = Phone::start("google-sargo", &out, &[]);
+    let flash = |phone: &Phone, extra: &[&str]| {
+        let mut args = vec!["flash", "--device", "google-sargo", "--out", o, "--json"];
+        let serial = phone.serial();
+        args.extend(["-s", &serial]);
+        args.extend(extra);
+        let r: serde_json::Value = serde_json::from_str(&ok(&run(&args))).unwrap();
+        r["destroys"][0].as_str().unwrap().to_string()
+    };
+    let said = flash(&phone, &["--reboot"]);
+    assert!(said.starts_with("userdata's first 2048 MiB are overwritten"), "{said}");
+    phone.wait();
+    // The same image size again keeps the state; another one moves it, and the flash
+    // says so before it writes.
+    let phone = Phone::start("google-sargo", &out, &[]);
+    let said = flash(&phone, &["--dry-run"]);
+    assert!(said.ends_with("mobix's own state after them (/home, /var) is kept"), "{said}");
+    std::fs::write(&small, "device:\n  system: { size: 1GiB }\n").unwrap();
+    ok(&run(&[
+        "build",
+        "--device",
+        "google-sargo",
+        "--kernel-from",
+        "substitute",
+        "--out",
+        o,
+        "--config",
+        small.to_str().unwrap(),
+    ]));
+    let said = flash(&phone, &["--dry-run"]);
+    assert!(
+        said.ends_with(
+            "and so is mobix's own state (/home, /var): it followed the 2048 MiB system image this host flashed \
+             before, and `system.size` now ends the image at 1024 MiB"
+        ),
+        "{said}"
+    );
+}

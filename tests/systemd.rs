@@ -381,6 +381,18 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     );
     assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
 
+    // Another `system.size`: the boot-state record would move, so a deploy refuses it
+    // before building or sending anything.
+    let resized = with_root("packages: [tree]\n")
+        .replace("  qemu: { smp: 2 }\n", "  qemu: { smp: 2 }\n  system: { size: 768MiB }\n");
+    fs::write(repo.join("pocket.yaml"), resized).unwrap();
+    let (o, _) = phone.deploy(&[]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains("the phone's system image is 1024 MiB and this system's is 768 MiB"), "{said}");
+    assert!(!said.contains("sent "), "{said}");
+    assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+
     // The connection cut at points all through the stream: the phone keeps booting
     // generation `second`, every path in its store is whole, and a generation is either
     // not there at all or there with its trial.

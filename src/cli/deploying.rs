@@ -79,6 +79,16 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     a.caches.apply(&mut ctx)?;
     progress(&format!("asking {} what it has", target.host));
     let phone = ssh.status()?;
+    if let Some(why) = deploy::layout_change(&phone, profile.device.state_offset()) {
+        return Err(Fail::new(format!("{} cannot take this system by a deploy: {why}", target.host))
+            .hint(format!(
+                "a deploy leaves the phone's partitions as they are. Set `system.size` back to what the phone was \
+                 flashed with, or flash the new size (`mobix build --device {d}`, then `mobix flash --device {d}`; \
+                 where the state shares the system partition, the flash starts /home and /var afresh)",
+                d = a.target.device
+            ))
+            .into());
+    }
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let built = pipe.build_system(!a.dry_run)?;
     let boot_json = store.host_path(&built.toplevel).join("boot.json");
@@ -164,7 +174,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             phone.free_bytes >> 20,
             plan.send_bytes >> 20
         ))
-        .hint("remove old generations from the phone by flashing a new system image, or make `system.size` larger")
+        .hint("remove old generations from the phone (`mobix deploy --gc`), or flash a larger `system.size`")
         .into());
     }
     if a.dry_run {

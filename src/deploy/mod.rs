@@ -307,6 +307,25 @@ pub enum Outcome {
     Pending { generation: u32, booted: u32 },
 }
 
+/// Why the new system cannot be deployed onto the phone's partitions as they are, if so: a
+/// deploy writes no partition table and no system image, so the boot-state record must stay
+/// where the running stage-1 found it (`record_at`, from the profile's `system.size`), and
+/// with it the state filesystem that follows the image. Another size would make the new
+/// stage-1 miss the record and stage-2 make a state filesystem in the middle of the store
+/// or the old state.
+pub fn layout_change(phone: &PhoneStatus, record_at: u64) -> Option<String> {
+    let running = phone.booted.state.as_ref()?.offset;
+    (running != record_at).then(|| {
+        let mib = |at: u64| (at + bootstate::AREA) as f64 / (1u64 << 20) as f64;
+        format!(
+            "the phone's system image is {} MiB and this system's is {} MiB (`system.size` changed): its boot-state \
+             record and the state after it (/home, /var) would be looked for at byte {record_at} instead of {running}",
+            mib(running),
+            mib(record_at)
+        )
+    })
+}
+
 /// The outcome for `generation` from the phone's record, the generation it booted and
 /// the reason its health check left, if it failed one.
 pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>, failure: Option<&str>) -> Outcome {
@@ -583,6 +602,18 @@ mod tests {
             record: None,
             failures: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_deploy_keeps_the_phones_layout() {
+        let mut p = phone(&[1], &[], 1);
+        // A phone that reports no record location (the minimal init) has nothing to keep.
+        assert_eq!(layout_change(&p, 5 << 20), None);
+        let at = (512 << 20) - bootstate::AREA;
+        p.booted.state = Some(mobix_bootctl::contract::RecordLocation { device: "/dev/vda".into(), offset: at });
+        assert_eq!(layout_change(&p, at), None);
+        let why = layout_change(&p, (1024 << 20) - bootstate::AREA).unwrap();
+        assert!(why.starts_with("the phone's system image is 512 MiB and this system's is 1024 MiB"), "{why}");
     }
 
     #[test]

@@ -103,8 +103,13 @@ pub struct Report {
     pub commands: Vec<String>,
 }
 
-/// The digests this host last flashed to one phone, per partition.
+/// The digests this host last flashed to one phone, per partition, and under
+/// [`STATE_AFTER_KEY`] where the system image it flashed there ended and mobix's state began.
 pub type Flashed = BTreeMap<String, String>;
+
+/// The [`Flashed`] entry for the byte mobix's state began at after the system image this
+/// host last flashed (no partition is named so: partition names have no ':').
+pub const STATE_AFTER_KEY: &str = "mobix:state-after";
 
 /// Where the digests flashed to the phone `key` are kept, in `dir` (one file per phone, so
 /// that flashing two phones at once does not lose either's record).
@@ -364,6 +369,8 @@ pub struct Resolution {
     pub phone: String,
     /// What the flash destroys, in words (said before the first write).
     pub destroys: Vec<String>,
+    /// The plan's `state_after`: remembered once the system image is written.
+    pub state_after: Option<u64>,
 }
 
 impl Resolution {
@@ -527,14 +534,25 @@ pub fn resolve(
     if opts.reboot {
         actions.push(Action::Reboot);
     }
-    let destroys = destroys(&actions, plan.state_after);
-    Ok(Resolution { actions, assumed, current, slots, max_download_size, phone: phone_key(dev), destroys })
+    let was = flashed.get(STATE_AFTER_KEY).and_then(|v| v.parse::<u64>().ok());
+    let destroys = destroys(&actions, plan.state_after, was);
+    Ok(Resolution {
+        actions,
+        assumed,
+        current,
+        slots,
+        max_download_size,
+        phone: phone_key(dev),
+        destroys,
+        state_after: plan.state_after,
+    })
 }
 
 /// What `actions` destroy, in words: the owner's data on userdata (Android's only, where
-/// mobix's state follows the system image from byte `state_after`), erased partitions, and
-/// what the written slot held before. Pure.
-pub fn destroys(actions: &[Action], state_after: Option<u64>) -> Vec<String> {
+/// mobix's state follows the system image from byte `state_after`, unless the image this
+/// host flashed before ended elsewhere, at `was`: then mobix's state goes too), erased
+/// partitions, and what the written slot held before. Pure.
+pub fn destroys(actions: &[Action], state_after: Option<u64>, was: Option<u64>) -> Vec<String> {
     let mut out = Vec::new();
     let mut erased = Vec::new();
     let mut per_slot: BTreeMap<char, Vec<&str>> = BTreeMap::new();
@@ -546,9 +564,18 @@ pub fn destroys(actions: &[Action], state_after: Option<u64>) -> Vec<String> {
         };
         let base = partition.strip_suffix("_a").or_else(|| partition.strip_suffix("_b"));
         if let (Some(at), false, true) = (state_after, erase, partition == "userdata") {
+            let state = match was {
+                Some(w) if w != at => format!(
+                    "and so is mobix's own state (/home, /var): it followed the {} MiB system image this host flashed \
+                     before, and `system.size` now ends the image at {} MiB",
+                    w >> 20,
+                    at >> 20
+                ),
+                _ => "mobix's own state after them (/home, /var) is kept".to_string(),
+            };
             out.push(format!(
                 "userdata's first {} MiB are overwritten: what Android stored there (apps' data, photos, files) is \
-                 lost; mobix's own state after them (/home, /var) is kept",
+                 lost; {state}",
                 at >> 20
             ));
         } else if partition == "userdata" || base == Some("userdata") {
@@ -737,6 +764,12 @@ fn execute(
                         progress.note(&d.summary());
                         match a {
                             Action::Flash { image, .. } => {
+                                if image == crate::plan::ImageName::System.file_name() {
+                                    match res.state_after {
+                                        Some(at) => flashed.insert(STATE_AFTER_KEY.into(), at.to_string()),
+                                        None => flashed.remove(STATE_AFTER_KEY),
+                                    };
+                                }
                                 flashed.insert(partition.clone(), images[image].sha256.clone())
                             }
                             _ => flashed.remove(partition),
@@ -989,6 +1022,19 @@ mod tests {
             r.destroys[0],
             "userdata's first 2048 MiB are overwritten: what Android stored there (apps' data, photos, files) is \
              lost; mobix's own state after them (/home, /var) is kept"
+        );
+        // The same when this host flashed an image of that size before; another size moves
+        // the state, and says so.
+        let same = Flashed::from([(STATE_AFTER_KEY.into(), (2u64 << 30).to_string())]);
+        let r = resolve(&beside, &facts(), &opts(), &device(Some(Slot::A)), &same).unwrap();
+        assert!(r.destroys[0].ends_with("(/home, /var) is kept"), "{}", r.destroys[0]);
+        let smaller = Flashed::from([(STATE_AFTER_KEY.into(), (1u64 << 30).to_string())]);
+        let r = resolve(&beside, &facts(), &opts(), &device(Some(Slot::A)), &smaller).unwrap();
+        assert_eq!(
+            r.destroys[0],
+            "userdata's first 2048 MiB are overwritten: what Android stored there (apps' data, photos, files) is \
+             lost; and so is mobix's own state (/home, /var): it followed the 1024 MiB system image this host \
+             flashed before, and `system.size` now ends the image at 2048 MiB"
         );
         // Skipped images destroy nothing.
         let flashed = Flashed::from([("boot_b".into(), "b".into()), ("vbmeta_b".into(), "v".into())]);
