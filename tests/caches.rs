@@ -57,17 +57,26 @@ fn free_port() -> u16 {
 
 /// Debian's nginx serving `root` on loopback; `rate` limits each download (bytes/s).
 fn nginx(dir: &Path, root: &Path, rate: Option<&str>) -> Server {
-    nginx_with(dir, root, rate, None)
+    nginx_with(dir, root, rate, None, None)
 }
 
-/// nginx as [`nginx`], with TLS when given a certificate and key (PEM files).
-fn nginx_with(dir: &Path, root: &Path, rate: Option<&str>, tls: Option<(&Path, &Path)>) -> Server {
+/// nginx as [`nginx`], with TLS when given a certificate and key (PEM files), and asking for
+/// a login (HTTP Basic) when given a password file.
+fn nginx_with(
+    dir: &Path,
+    root: &Path,
+    rate: Option<&str>,
+    tls: Option<(&Path, &Path)>,
+    users: Option<&Path>,
+) -> Server {
     let port = free_port();
     fs::create_dir_all(dir.join("tmp")).unwrap();
     // As root, nginx's workers would otherwise run as nobody, who cannot read a test's
     // private temporary directory.
     let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
     let limit = rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
+    let auth =
+        users.map(|f| format!("auth_basic \"mobix cache\"; auth_basic_user_file {};", f.display())).unwrap_or_default();
     let ssl = tls
         .map(|(cert, key)| format!(" ssl; ssl_certificate {}; ssl_certificate_key {}", cert.display(), key.display()))
         .unwrap_or_default();
@@ -79,7 +88,7 @@ fn nginx_with(dir: &Path, root: &Path, rate: Option<&str>, tls: Option<(&Path, &
              events {{ worker_connections 256; }}\n\
              http {{ access_log {d}/access.log; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
              fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-             server {{ listen 127.0.0.1:{port}{ssl}; root {}; {limit} }} }}\n",
+             server {{ listen 127.0.0.1:{port}{ssl}; root {}; {limit} {auth} }} }}\n",
             root.display()
         ),
     )
@@ -486,40 +495,58 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[test]
-fn an_https_cache_is_checked_against_the_hosts_certificate_authorities() {
+fn an_https_cache_with_a_login_is_checked_against_the_hosts_certificate_authorities() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let reference = reference().join("out");
     keygen(t, "team");
     ok(&push(t, t.join("cache").to_str().unwrap(), SECRET));
     let (ca, cert, key) = certificates(&t.join("tls"));
-    let server = nginx_with(&t.join("nginx"), &t.join("cache"), None, Some((&cert, &key)));
+    // A team's private cache: https, and a login (nginx reads {PLAIN} passwords).
+    fs::write(t.join("users"), "team:{PLAIN}s3cr3t\n").unwrap();
+    let server = nginx_with(&t.join("nginx"), &t.join("cache"), None, Some((&cert, &key)), Some(&t.join("users")));
     let url = format!("https://127.0.0.1:{}", server.port);
-    let build_with = |store: &str, ca: Option<&Path>| {
+    fs::write(t.join("netrc"), "machine 127.0.0.1\n  login team\n  password s3cr3t\n").unwrap();
+    fs::write(t.join("wrong-netrc"), "machine 127.0.0.1 login team password guess\n").unwrap();
+    fs::write(t.join("no-netrc"), "").unwrap();
+    let build_with = |store: &str, ca: Option<&Path>, netrc: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
         c.args(["build", "--device", "qemu-aarch64", "--store", store, "--out", &format!("out-{store}")])
             .args(["--substituter", &url, "--trust", "team.key.pub", "--repo"])
             .arg(common::repo())
             .current_dir(t)
-            .env("MOBIX_CONFIG", t.join("none.yaml"));
+            .env("MOBIX_CONFIG", t.join("none.yaml"))
+            .env("NETRC", t.join(netrc));
         match ca {
             Some(ca) => c.env("SSL_CERT_FILE", ca),
             None => c.env_remove("SSL_CERT_FILE"),
         };
         let o = c.output().unwrap();
-        eprintln!("$ mobix build --store {store} --substituter {url}\n{}", stderr(&o));
+        eprintln!("$ mobix build --store {store} --substituter {url} (NETRC={netrc})\n{}", stderr(&o));
         o
     };
-    // The team's CA named in SSL_CERT_FILE: everything from the https cache.
-    let o = build_with("a", Some(&ca));
+    // The team's CA named in SSL_CERT_FILE and the login in the netrc file: everything from
+    // the https cache.
+    let o = build_with("a", Some(&ca), "netrc");
     ok(&o);
     assert!(stderr(&o).contains("built 0 store paths, substituted"), "{}", stderr(&o));
     assert_eq!(images(&t.join("out-a")), images(&reference));
-    // Without it, the server's certificate is not trusted: refused, saying how to trust it.
-    let o = build_with("b", None);
+    // Without a login, or with a wrong one: refused, saying which.
+    let o = build_with("c", Some(&ca), "no-netrc");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("answered 401: the server wants a login") && stderr(&o).contains("~/.netrc"));
+    let o = build_with("d", Some(&ca), "wrong-netrc");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let refused = format!(
+        "the server refused the login from {} (machine 127.0.0.1, login team)",
+        t.join("wrong-netrc").display()
+    );
+    assert!(stderr(&o).contains(&refused), "{}", stderr(&o));
+    // Without the CA, the server's certificate is not trusted: refused, saying how to trust it.
+    let o = build_with("b", None, "netrc");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("certificate") && stderr(&o).contains("SSL_CERT_FILE"), "{}", stderr(&o));
-    for s in ["a", "b"] {
+    for s in ["a", "b", "c", "d"] {
         let _ = mobix::util::remove_tree(&t.join(s));
     }
 }

@@ -139,7 +139,7 @@ pub trait Backend: Send + Sync {
 pub fn open(s: &Substituter) -> Result<Box<dyn Backend>> {
     Ok(match &s.location {
         Location::Dir(d) => Box::new(DirCache { dir: d.clone(), name: d.display().to_string() }),
-        Location::Http(base) => Box::new(HttpCache { base: base.clone(), agent: agent()?, name: base.clone() }),
+        Location::Http(base) => Box::new(HttpCache::new(base)?),
         Location::S3(loc) => Box::new(S3Cache::new(loc, &s.text)?),
     })
 }
@@ -327,12 +327,31 @@ fn ureq_error(what: &str, e: ureq::Error) -> anyhow::Error {
 }
 
 /// What an answer's status means for a read: Some(body), None (absent), or an error.
-fn read_answer(what: &str, resp: ureq::http::Response<ureq::Body>) -> Result<Option<Box<dyn Read + Send>>> {
+/// `login`: where the credentials sent came from, if any (for a 401's message).
+fn read_answer(
+    what: &str,
+    resp: ureq::http::Response<ureq::Body>,
+    login: Option<&str>,
+) -> Result<Option<Box<dyn Read + Send>>> {
     let status = resp.status().as_u16();
     match status {
         200..=299 => Ok(Some(Box::new(resp.into_body().into_reader()))),
         404 | 410 => Ok(None),
         408 | 429 | 500..=599 => Err(Unreachable(format!("{what}: the server answered {status}")).into()),
+        401 => {
+            let (said, hint) = match login {
+                Some(from) => (
+                    format!("the server refused the login from {from}"),
+                    "check the login and password there".to_string(),
+                ),
+                None => (
+                    "the server wants a login".to_string(),
+                    "put `machine HOST login USER password PASSWORD` for it in ~/.netrc (or in the file NETRC names)"
+                        .to_string(),
+                ),
+            };
+            Err(Fail::new(format!("{what}: the server answered 401: {said}")).hint(hint).into())
+        }
         _ => Err(Fail::new(format!("{what}: the server answered {status}")).into()),
     }
 }
@@ -341,6 +360,33 @@ struct HttpCache {
     base: String,
     agent: ureq::Agent,
     name: String,
+    /// The `Authorization` header from the netrc file, and which file and host it is.
+    login: Option<(String, String)>,
+}
+
+impl HttpCache {
+    fn new(base: &str) -> Result<HttpCache> {
+        let host = url::Url::parse(base).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+        let login = netrc_login(&host)?.map(|(user, password, file)| {
+            let header = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+            (header, format!("{} (machine {host}, login {user})", file.display()))
+        });
+        Ok(HttpCache { base: base.to_string(), agent: agent()?, name: base.to_string(), login })
+    }
+
+    fn call(&self, method: &str, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        let url = format!("{}/{key}", self.base);
+        let what = format!("{method} {url}");
+        let mut req = match method {
+            "HEAD" => self.agent.head(&url),
+            _ => self.agent.get(&url),
+        };
+        if let Some((header, _)) = &self.login {
+            req = req.header("Authorization", header);
+        }
+        let resp = req.call().map_err(|e| ureq_error(&what, e))?;
+        read_answer(&what, resp, self.login.as_ref().map(|l| l.1.as_str()))
+    }
 }
 
 impl Backend for HttpCache {
@@ -349,15 +395,11 @@ impl Backend for HttpCache {
     }
 
     fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>> {
-        let url = format!("{}/{key}", self.base);
-        let resp = self.agent.get(&url).call().map_err(|e| ureq_error(&format!("GET {url}"), e))?;
-        read_answer(&format!("GET {url}"), resp)
+        self.call("GET", key)
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
-        let url = format!("{}/{key}", self.base);
-        let resp = self.agent.head(&url).call().map_err(|e| ureq_error(&format!("HEAD {url}"), e))?;
-        Ok(read_answer(&format!("HEAD {url}"), resp)?.is_some())
+        Ok(self.call("HEAD", key)?.is_some())
     }
 
     fn put(&self, _key: &str, _file: &Path) -> Result<()> {
@@ -575,6 +617,91 @@ fn credentials() -> Result<(Option<rusty_s3::Credentials>, String)> {
     }
 }
 
+/// The login for `host` in the netrc file, as curl and git read it: `$NETRC`, else
+/// `~/.netrc`. None: no file, or no entry for the host (and no `default`).
+fn netrc_login(host: &str) -> Result<Option<(String, String, PathBuf)>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (file, explicit) = match env("NETRC") {
+        Some(f) => (PathBuf::from(f), true),
+        None => match env("HOME") {
+            Some(h) => (PathBuf::from(h).join(".netrc"), false),
+            None => return Ok(None),
+        },
+    };
+    let text = match fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if !explicit && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(util::user_error(e, format!("reading {} (NETRC)", file.display()))),
+    };
+    Ok(netrc_entry(&text, host).map(|(u, p)| (u, p, file)))
+}
+
+/// The login and password of `machine host` in netrc text, else of `default`. Tokens are
+/// separated by any white space; a `macdef` ends the entries read.
+fn netrc_entry(text: &str, host: &str) -> Option<(String, String)> {
+    let mut words = text.split_whitespace();
+    let (mut found, mut fallback) = (None, None);
+    // The entry being read: (is it the host's, is it default, login, password).
+    let mut cur: Option<(bool, bool, Option<String>, Option<String>)> = None;
+    let mut finish = |cur: Option<(bool, bool, Option<String>, Option<String>)>| {
+        if let Some((mine, default, Some(login), password)) = cur {
+            let entry = (login, password.unwrap_or_default());
+            if mine && found.is_none() {
+                found = Some(entry);
+            } else if default && fallback.is_none() {
+                fallback = Some(entry);
+            }
+        }
+    };
+    while let Some(w) = words.next() {
+        match w {
+            "machine" => {
+                finish(cur.take());
+                cur = Some((words.next() == Some(host), false, None, None));
+            }
+            "default" => {
+                finish(cur.take());
+                cur = Some((false, true, None, None));
+            }
+            "login" => {
+                if let Some(c) = cur.as_mut() {
+                    c.2 = words.next().map(str::to_string);
+                }
+            }
+            "password" => {
+                if let Some(c) = cur.as_mut() {
+                    c.3 = words.next().map(str::to_string);
+                }
+            }
+            "account" => {
+                words.next();
+            }
+            "macdef" => break,
+            _ => {}
+        }
+    }
+    finish(cur.take());
+    found.or(fallback)
+}
+
+/// Standard base64 with padding (RFC 4648), for a Basic `Authorization` header.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The `key = value` lines of `[name]` in an INI file.
 fn ini_section(text: &str, name: &str) -> Option<Vec<(String, String)>> {
     let mut inside = None;
@@ -723,5 +850,47 @@ mod tests {
         let e = get_small(&*b, "x.json").unwrap_err();
         assert!(!is_unreachable(&e) && format!("{e:#}").contains("answered 403"), "{e:#}");
         assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_netrc_entry_is_found_by_host_else_default() {
+        let text = "machine other.example login o password op\n\
+                    machine cache.example.org\n  login team\n  password s3cr3t account x\n\
+                    default login anon password guest\n\
+                    macdef init\nmachine late login l password lp\n";
+        assert_eq!(netrc_entry(text, "cache.example.org"), Some(("team".into(), "s3cr3t".into())));
+        assert_eq!(netrc_entry(text, "other.example"), Some(("o".into(), "op".into())));
+        assert_eq!(netrc_entry(text, "unknown"), Some(("anon".into(), "guest".into())));
+        // Past a macdef nothing is read.
+        assert_eq!(netrc_entry(text, "late"), Some(("anon".into(), "guest".into())));
+        assert_eq!(netrc_entry("machine a login u password p", "b"), None);
+        // One line, in any order.
+        assert_eq!(netrc_entry("machine h password p login u", "h"), Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("team:s3cr3t", "dGVhbTpzM2NyM3Q="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded, "{plain}");
+        }
+    }
+
+    #[test]
+    fn a_401_asks_for_a_login_and_is_not_retried() {
+        let (url, n) = serve(vec![answer("401 Unauthorized", b"", 0), answer("401 Unauthorized", b"", 0)]);
+        let b = open(&Substituter::parse(&url).unwrap()).unwrap();
+        let e = get_small(&*b, "x.json").unwrap_err();
+        assert!(!is_unreachable(&e) && format!("{e:#}").contains("answered 401: the server wants a login"), "{e:#}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let resp = agent().unwrap().get(&url).call().unwrap();
+        let e = read_answer("GET x", resp, Some("/root/.netrc")).err().unwrap();
+        assert!(format!("{e:#}").contains("refused the login from /root/.netrc"), "{e:#}");
     }
 }
