@@ -309,6 +309,17 @@ fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() 
     let config = t.join("config.yaml");
     let public = fs::read_to_string(t.join("team.key.pub")).unwrap();
     fs::write(&config, format!("substituters:\n  - {url}\ntrusted_keys:\n  - {}\n", public.trim())).unwrap();
+    // A dry run says beforehand that all of it would come from the cache, and how much.
+    let o = mobix(t, SECRET, Some(&config), &["build", "--device", "qemu-aarch64", "--store", "dry", "--dry-run"]);
+    let plan: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let recipes = plan["recipes"].as_array().unwrap();
+    let will = |w: &str| recipes.iter().filter(|r| r["will"] == w).count();
+    assert_eq!((will("build"), will("present")), (0, 0), "{plan:#}");
+    assert!(will("substitute") > 20 && will("substitute") + will("unneeded") == recipes.len(), "{plan:#}");
+    let mib = plan["substitute_bytes"].as_u64().unwrap() as f64 / (1u64 << 20) as f64;
+    let said = format!("0 of {} recipes to build, {} to substitute ({mib:.1} MiB", recipes.len(), will("substitute"));
+    assert!(stderr(&o).contains(&said), "{said}\n{}", stderr(&o));
+    assert!(!t.join("dry").exists() || store_names(&t.join("dry")).is_empty(), "a dry run fetches nothing");
     let children: Vec<_> = (0..4)
         .map(|i| {
             Command::new(env!("CARGO_BIN_EXE_mobix"))

@@ -242,6 +242,77 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
     Ok(report)
 }
 
+/// Splits what the caches have into what they can deliver and what they cannot: a path can
+/// only come from a cache with everything it refers to (in the store, or delivered too).
+fn deliverable(
+    store: &Store,
+    mut found: BTreeMap<StorePath, crate::store::cache::Found>,
+) -> (BTreeMap<StorePath, crate::store::cache::Found>, Vec<StorePath>) {
+    let mut dropped = Vec::new();
+    loop {
+        let lacking: Vec<StorePath> = found
+            .iter()
+            .filter(|(p, f)| f.info.references.iter().any(|r| r != *p && !store.contains(r) && !found.contains_key(r)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if lacking.is_empty() {
+            return (found, dropped);
+        }
+        for p in lacking {
+            found.remove(&p);
+            dropped.push(p);
+        }
+    }
+}
+
+/// What [`realise`] would do, from asking the binary caches (nothing is fetched or built).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Preview {
+    /// Paths a cache would give, with their archives' sizes.
+    pub substitute: BTreeMap<StorePath, u64>,
+    /// Planned paths that would be built.
+    pub build: BTreeSet<StorePath>,
+    /// Planned paths the store has.
+    pub present: BTreeSet<StorePath>,
+}
+
+/// What realising `targets` would substitute, build and find present: the walk [`realise`]
+/// makes, asking the caches as it would (a cache that does not answer is left out).
+pub fn preview(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Preview> {
+    let subs: Vec<_> = {
+        let down = ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.substituters.iter().filter(|s| !down.contains(&s.text)).cloned().collect()
+    };
+    let caches = match subs.is_empty() {
+        true => None,
+        false => Some(crate::store::cache::Caches::open(&subs, &ctx.trusted, ctx.progress)?),
+    };
+    let mut build_anyway = BTreeSet::new();
+    loop {
+        let w = walk(ctx.store, plan, targets, caches.as_ref(), &build_anyway)?;
+        let (found, lacking) = deliverable(ctx.store, w.found);
+        if !lacking.is_empty() {
+            build_anyway.extend(lacking);
+            continue;
+        }
+        if let Some(c) = &caches {
+            ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner()).extend(c.unreachable());
+        }
+        let planned = |p: &&StorePath| plan.get(p).is_some();
+        return Ok(Preview {
+            build: w
+                .needed
+                .iter()
+                .filter(planned)
+                .filter(|p| !ctx.store.contains(p) && !found.contains_key(*p))
+                .cloned()
+                .collect(),
+            present: w.needed.iter().filter(planned).filter(|p| ctx.store.contains(p)).cloned().collect(),
+            substitute: found.into_iter().map(|(p, f)| (p, f.info.archive_size)).collect(),
+        });
+    }
+}
+
 /// Takes from the caches every needed path they have (under the store lock). A path the
 /// network fails to deliver is built instead: the walk goes again with it (and what refers
 /// to it) left to the plan, and asks the caches for its inputs in turn.
@@ -256,23 +327,11 @@ fn substitute(
     let mut build_anyway = BTreeSet::new();
     loop {
         let w = walk(ctx.store, plan, targets, Some(caches), &build_anyway)?;
-        // A path can only come from a cache with everything it refers to.
-        let mut found = w.found;
-        loop {
-            let lacking: Vec<StorePath> = found
-                .iter()
-                .filter(|(p, f)| {
-                    f.info.references.iter().any(|r| r != *p && !ctx.store.contains(r) && !found.contains_key(r))
-                })
-                .map(|(p, _)| p.clone())
-                .collect();
-            if lacking.is_empty() {
-                break;
-            }
-            for p in lacking {
-                found.remove(&p);
-                build_anyway.insert(p);
-            }
+        let (found, lacking) = deliverable(ctx.store, w.found);
+        if !lacking.is_empty() {
+            // Built instead: walk again, asking the caches for their inputs.
+            build_anyway.extend(lacking);
+            continue;
         }
         if found.is_empty() {
             return Ok(());

@@ -85,9 +85,17 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
         let d = pipe.dry_run()?;
-        let todo = d.recipes.iter().filter(|r| !r.built).count();
+        let count = |w: &str| d.recipes.iter().filter(|r| r.will == w).count();
+        let substitute = match count("substitute") {
+            0 => String::new(),
+            n => format!(
+                ", {n} to substitute ({:.1} MiB from binary caches)",
+                d.substitute_bytes as f64 / (1u64 << 20) as f64
+            ),
+        };
         progress(&format!(
-            "{todo} of {} recipes to build; {} generation {}",
+            "{} of {} recipes to build{substitute}; {} generation {}",
+            count("build"),
             d.recipes.len(),
             if d.new_generation { "new" } else { "unchanged" },
             d.generation

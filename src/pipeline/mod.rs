@@ -258,6 +258,9 @@ pub struct PlannedRecipe {
     pub builder: &'static str,
     /// Whether the store has it already.
     pub built: bool,
+    /// What the build would do with it: `present`, `substitute` (from a binary cache),
+    /// `build`, or `unneeded` (what needs it comes from a cache).
+    pub will: &'static str,
 }
 
 /// `mobix build --dry-run`: what a build would build and which generation it would be.
@@ -269,6 +272,8 @@ pub struct DryRun {
     pub new_generation: bool,
     pub images: Vec<StorePath>,
     pub recipes: Vec<PlannedRecipe>,
+    /// The archive bytes the build would download from binary caches.
+    pub substitute_bytes: u64,
 }
 
 /// `generations rollback`: the out directory now boots `to` by default.
@@ -387,6 +392,8 @@ impl Pipeline<'_> {
         let (rec, new) = generation::next(store, &self.profile.instance(), &sys.toplevel, &self.label())?;
         let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
         let (images, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
+        let targets: Vec<StorePath> = std::iter::once(sys.toplevel.clone()).chain(imgs.all()).collect();
+        let will = build::preview(self.ctx, &images, &targets)?;
         let mut seen = std::collections::BTreeSet::new();
         let recipes = (sys.plan.recipes.iter().chain(&images.recipes))
             .filter(|r| seen.insert(r.path.clone()))
@@ -395,6 +402,15 @@ impl Pipeline<'_> {
                 name: r.recipe.name.clone(),
                 builder: r.recipe.builder.kind(),
                 built: store.contains(&r.path),
+                will: if will.present.contains(&r.path) {
+                    "present"
+                } else if will.substitute.contains_key(&r.path) {
+                    "substitute"
+                } else if will.build.contains(&r.path) {
+                    "build"
+                } else {
+                    "unneeded"
+                },
             })
             .collect();
         Ok(DryRun {
@@ -404,6 +420,7 @@ impl Pipeline<'_> {
             new_generation: new,
             images: imgs.all(),
             recipes,
+            substitute_bytes: will.substitute.values().sum(),
         })
     }
 
