@@ -6,6 +6,7 @@
 mod common;
 use common::{ok, store_names};
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -220,6 +221,14 @@ fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret
     assert_eq!(images(&t.join("out-b")), images(&reference), "the same images, byte for byte");
     ok(&mobix(t, SECRET, None, &["--store", "b", "store", "verify"]));
 
+    // A bucket can be listed: `store pull` with no paths takes every path it has.
+    let o = mobix(t, SECRET, None, &["--store", "p", "store", "pull", &url, "--trust", "team.key.pub"]);
+    let pulled: BTreeSet<String> = ok(&o).lines().map(str::to_string).collect();
+    let want: BTreeSet<String> = pushed.lines().map(str::to_string).collect();
+    assert_eq!(pulled, want, "every pushed path pulled");
+    ok(&mobix(t, SECRET, None, &["--store", "p", "store", "verify"]));
+    let _ = mobix::util::remove_tree(&t.join("p"));
+
     // The wrong secret: the server refuses the signature, and the user is told so, for a
     // build and for a push. Nothing is built behind their back.
     let o = mobix(
@@ -343,6 +352,11 @@ fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() 
         assert!(images(&t.join(format!("out-s{i}"))) == want, "build {i} wrote other images");
         let _ = mobix::util::remove_tree(&t.join(format!("s{i}")));
     }
+
+    // A static server cannot be listed: pulling from it needs the paths named.
+    let o = mobix(t, SECRET, None, &["--store", "p", "store", "pull", &url, "--trust", "team.key.pub"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("name the store paths to pull"), "{}", stderr(&o));
 
     // `store caches` lists them as builds ask them, saying which answer.
     let dead = format!("http://127.0.0.1:{}/gone", free_port());

@@ -321,14 +321,12 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
             if caches.is_empty() {
                 return Err(Fail::new(format!("cannot pull from {from}: see above")).into());
             }
-            let wanted = match (&sub.location, paths.is_empty()) {
-                (cache::Location::Dir(d), true) => cache::list_dir(d)?,
-                (_, true) => {
-                    return Err(Fail::new(format!("name the store paths to pull: {from} cannot be listed"))
+            let wanted = match paths.is_empty() {
+                true => cache::list(&sub)?.ok_or_else(|| {
+                    Fail::new(format!("name the store paths to pull: {from} cannot be listed (a static HTTP server)"))
                         .hint("`mobix store pull URL /mobix/store/<hash>-<name>…`")
-                        .into())
-                }
-                (_, false) => paths.iter().map(|s| resolve(&store, s)).collect::<Result<Vec<_>>>()?,
+                })?,
+                false => paths.iter().map(|s| resolve(&store, s)).collect::<Result<Vec<_>>>()?,
             };
             let lock = store.lock()?;
             let (fetched, asked) = caches.pull(&store, &lock, &wanted)?;

@@ -570,17 +570,13 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Every path a cache directory describes (an HTTP server or a bucket is not listed).
-pub fn list_dir(dir: &Path) -> Result<Vec<StorePath>> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| util::user_error(e, format!("reading {}", dir.display())))? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(base) = name.strip_suffix(".json") {
-            if let Ok(p) = StorePath::parse(base) {
-                v.push(p);
-            }
-        }
-    }
+/// Every path the cache at `sub` describes (its top-level `<hash>-<name>.json` files), in
+/// order; None when it cannot be listed (a static HTTP server).
+pub fn list(sub: &Substituter) -> Result<Option<Vec<StorePath>>> {
+    let backend = remote::open(sub)?;
+    let Some(names) = backend.list()? else { return Ok(None) };
+    let mut v: Vec<StorePath> =
+        names.iter().filter_map(|n| n.strip_suffix(".json")).filter_map(|b| StorePath::parse(b).ok()).collect();
     v.sort();
-    Ok(v)
+    Ok(Some(v))
 }

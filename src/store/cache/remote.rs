@@ -133,6 +133,11 @@ pub trait Backend: Send + Sync {
     /// Writes `file` under `key`, replacing what is there. Callers never replace an
     /// archive (they are named by their hash); metadata is written after its archive.
     fn put(&self, key: &str, file: &Path) -> Result<()>;
+    /// The names of the files at the cache's top level (not under `archives/`); None when
+    /// the cache cannot be listed (a static HTTP server).
+    fn list(&self) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
 }
 
 /// Opens the backend for a substituter. HTTP caches are read only.
@@ -253,6 +258,16 @@ impl Backend for DirCache {
         }
         util::copy_atomic(file, &to, 0o644)?;
         Ok(())
+    }
+
+    fn list(&self) -> Result<Option<Vec<String>>> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| util::user_error(e, format!("reading {}", self.name)))?;
+        let mut v = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| util::user_error(e, format!("reading {}", self.name)))?;
+            v.push(e.file_name().to_string_lossy().into_owned());
+        }
+        Ok(Some(v))
     }
 }
 
@@ -569,6 +584,115 @@ impl Backend for S3Cache {
             self.send(url, key, Some(file)).map(|_| ())
         })
     }
+
+    /// ListObjectsV2 under the prefix with `/` as delimiter (so `archives/` is one common
+    /// prefix, not thousands of keys), a page of up to 1000 keys at a time.
+    fn list(&self) -> Result<Option<Vec<String>>> {
+        use rusty_s3::actions::S3Action;
+        let prefix = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retrying(|| {
+                let mut action = rusty_s3::actions::ListObjectsV2::new(&self.bucket, self.creds.as_ref());
+                action.with_prefix(prefix.as_str());
+                action.with_delimiter("/");
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                let Some(resp) = self.send(action.sign(SIGNED_FOR), "", None)? else {
+                    return Err(Fail::new(format!("listing {}: the bucket does not exist", self.object_url(""))).into());
+                };
+                let mut body = String::new();
+                resp.into_body()
+                    .into_reader()
+                    .take(64 << 20)
+                    .read_to_string(&mut body)
+                    .map_err(|e| transport(&self.name, "(listing)", &e))?;
+                parse_listing(&body)
+                    .map_err(|e| anyhow::Error::from(Fail::new(format!("listing {}: {e}", self.object_url("")))))
+            })?;
+            names.extend(page.keys.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_string));
+            match page.next {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(Some(names)),
+            }
+        }
+    }
+}
+
+/// One page of a ListObjectsV2 answer: the keys, and the token for the next page.
+#[derive(Debug, PartialEq, Eq)]
+struct Listing {
+    keys: Vec<String>,
+    next: Option<String>,
+}
+
+/// Reads the keys (`<Contents><Key>`) and `<NextContinuationToken>` of a ListObjectsV2
+/// answer, and nothing else: servers differ in the rest (s3s-fs sends no ETag). Keys are
+/// percent-decoded where the answer says `<EncodingType>url`, then XML-unescaped.
+fn parse_listing(body: &str) -> Result<Listing, String> {
+    if !body.contains("<ListBucketResult") {
+        return Err("the answer is not a ListObjectsV2 result".into());
+    }
+    let url_encoded = element(body, "EncodingType").as_deref() == Some("url");
+    let mut keys = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<Contents>") {
+        let end = rest[start..].find("</Contents>").ok_or("a <Contents> element is not closed")? + start;
+        let key = element(&rest[start..end], "Key").ok_or("a <Contents> element has no <Key>")?;
+        keys.push(if url_encoded { percent_decode(&key)? } else { key });
+        rest = &rest[end..];
+    }
+    Ok(Listing { keys, next: element(body, "NextContinuationToken") })
+}
+
+/// The unescaped text of the first `<tag>…</tag>` in `xml`.
+fn element(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    let mut out = String::new();
+    let mut t = &xml[start..end];
+    while let Some(amp) = t.find('&') {
+        out.push_str(&t[..amp]);
+        let semi = t[amp..].find(';')? + amp;
+        out.push(match &t[amp + 1..semi] {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            n => {
+                let code = match n.strip_prefix("#x") {
+                    Some(h) => u32::from_str_radix(h, 16).ok()?,
+                    None => n.strip_prefix('#')?.parse().ok()?,
+                };
+                char::from_u32(code)?
+            }
+        });
+        t = &t[semi + 1..];
+    }
+    out.push_str(t);
+    Some(out)
+}
+
+/// `%XX` escapes decoded (a `+` stays a `+`: S3 encodes a space as `%20`).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(hex.ok_or_else(|| format!("the key {s:?} has a bad % escape"))?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("the key {s:?} is not UTF-8"))
 }
 
 /// AWS credentials as the AWS tools find them: the environment (`AWS_ACCESS_KEY_ID`,
@@ -866,6 +990,29 @@ mod tests {
         assert_eq!(netrc_entry("machine a login u password p", "b"), None);
         // One line, in any order.
         assert_eq!(netrc_entry("machine h password p login u", "h"), Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn a_bucket_listing_gives_its_keys_and_the_next_page() {
+        // As AWS documents the answer (ETag, Owner and all) with encoding-type=url.
+        let aws = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>team</Name><Prefix>ci/</Prefix>
+<KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><Delimiter>/</Delimiter><EncodingType>url</EncodingType>
+<IsTruncated>true</IsTruncated><NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+<Contents><Key>ci/0iqr-logsave-1.47.0-2%2Bb2.json</Key><LastModified>2026-12-05T10:00:00.000Z</LastModified>
+<ETag>&quot;599bab3ed2c697f1d26842727561fd94&quot;</ETag><Size>723</Size><StorageClass>STANDARD</StorageClass></Contents>
+<Contents><Key>ci/mobix-cache-info</Key><Size>36</Size></Contents>
+<CommonPrefixes><Prefix>ci/archives/</Prefix></CommonPrefixes></ListBucketResult>"#;
+        let l = parse_listing(aws).unwrap();
+        assert_eq!(l.keys, ["ci/0iqr-logsave-1.47.0-2+b2.json", "ci/mobix-cache-info"]);
+        assert_eq!(l.next.as_deref(), Some("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="));
+        // Not url-encoded, the last page, with an escaped key; no ETag (as s3s-fs answers).
+        let last = "<ListBucketResult><Contents><Key>a&amp;b+c.json</Key></Contents></ListBucketResult>";
+        assert_eq!(parse_listing(last).unwrap(), Listing { keys: vec!["a&b+c.json".into()], next: None });
+        assert!(parse_listing("<Error><Code>AccessDenied</Code></Error>").is_err());
+        assert!(parse_listing("<ListBucketResult><Contents><Size>1</Size></Contents>").is_err());
+        let bad = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%zz</Key></Contents>";
+        assert!(parse_listing(bad).unwrap_err().contains("bad % escape"));
     }
 
     #[test]
