@@ -2,8 +2,9 @@
 use libfuzzer_sys::fuzz_target;
 use mobix::store::cache::{check_signature, CacheInfo, Info, PublicKey, Substituter};
 
-// What a binary cache's server sends (its info file, a path's metadata) and what a user
-// types (a substituter, a public key): an error or a value, never a panic.
+// What a binary cache's server sends (its info file, a path's metadata, a bucket's
+// listing) and what a user types (a substituter, a public key): an error or a value,
+// never a panic.
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = Info::parse(data, "fuzz") {
         let key = PublicKey::parse(
@@ -17,5 +18,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = CacheInfo::parse(text);
         let _ = PublicKey::parse(text, "fuzz");
         let _ = Substituter::parse(text);
+        let _ = mobix::store::cache::remote::parse_listing(text);
     }
 });

@@ -623,15 +623,15 @@ impl Backend for S3Cache {
 
 /// One page of a ListObjectsV2 answer: the keys, and the token for the next page.
 #[derive(Debug, PartialEq, Eq)]
-struct Listing {
-    keys: Vec<String>,
-    next: Option<String>,
+pub struct Listing {
+    pub keys: Vec<String>,
+    pub next: Option<String>,
 }
 
 /// Reads the keys (`<Contents><Key>`) and `<NextContinuationToken>` of a ListObjectsV2
 /// answer, and nothing else: servers differ in the rest (s3s-fs sends no ETag). Keys are
 /// percent-decoded where the answer says `<EncodingType>url`, then XML-unescaped.
-fn parse_listing(body: &str) -> Result<Listing, String> {
+pub fn parse_listing(body: &str) -> Result<Listing, String> {
     if !body.contains("<ListBucketResult") {
         return Err("the answer is not a ListObjectsV2 result".into());
     }
