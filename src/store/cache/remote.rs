@@ -383,7 +383,7 @@ impl HttpCache {
     fn new(base: &str) -> Result<HttpCache> {
         let host = url::Url::parse(base).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
         let login = netrc_login(&host)?.map(|(user, password, file)| {
-            let header = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+            let header = format!("Basic {}", basic_credentials(&user, &password));
             (header, format!("{} (machine {host}, login {user})", file.display()))
         });
         Ok(HttpCache { base: base.to_string(), agent: agent()?, name: base.to_string(), login })
@@ -463,13 +463,7 @@ impl S3Cache {
 
     /// An S3 error answer (XML `<Code>`, `<Message>`) as the user's problem or the network's.
     fn refusal(&self, what: &str, status: u16, body: &str) -> anyhow::Error {
-        let field = |tag: &str| -> Option<String> {
-            let open = format!("<{tag}>");
-            let start = body.find(&open)? + open.len();
-            let end = body[start..].find(&format!("</{tag}>"))? + start;
-            Some(body[start..end].to_string())
-        };
-        let code = field("Code").unwrap_or_default();
+        let code = element(body, "Code").unwrap_or_default();
         let key_id = self.creds.as_ref().map(|c| c.key().to_string()).unwrap_or_default();
         let msg = match code.as_str() {
             "SignatureDoesNotMatch" => {
@@ -498,7 +492,7 @@ impl S3Cache {
                 return Unreachable(format!("{what}: the server answered {status} {code}")).into()
             }
             "" => format!("{what}: the server answered {status}"),
-            c => format!("{what}: the server answered {status} {c}: {}", field("Message").unwrap_or_default()),
+            c => format!("{what}: the server answered {status} {c}: {}", element(body, "Message").unwrap_or_default()),
         };
         if status >= 500 || status == 429 {
             return Unreachable(msg).into();
@@ -677,22 +671,12 @@ fn element(xml: &str, tag: &str) -> Option<String> {
     Some(out)
 }
 
-/// `%XX` escapes decoded (a `+` stays a `+`: S3 encodes a space as `%20`).
+/// `%XX` escapes decoded (a `+` stays a `+`: S3 encodes a space as `%20`; a malformed
+/// escape stays as it is, and such a key names no store path).
 fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-            out.push(hex.ok_or_else(|| format!("the key {s:?} has a bad % escape"))?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("the key {s:?} is not UTF-8"))
+    let decoded =
+        percent_encoding::percent_decode_str(s).decode_utf8().map_err(|_| format!("the key {s:?} is not UTF-8"))?;
+    Ok(decoded.into_owned())
 }
 
 /// AWS credentials as the AWS tools find them: the environment (`AWS_ACCESS_KEY_ID`,
@@ -760,6 +744,12 @@ fn netrc_login(host: &str) -> Result<Option<(String, String, PathBuf)>> {
     Ok(netrc_entry(&text, host).map(|(u, p)| (u, p, file)))
 }
 
+/// `user:password` in base64, for an `Authorization: Basic` header (RFC 7617).
+fn basic_credentials(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
 /// The login and password of `machine host` in netrc text, else of `default`. Tokens are
 /// separated by any white space; a `macdef` ends the entries read.
 fn netrc_entry(text: &str, host: &str) -> Option<(String, String)> {
@@ -806,24 +796,6 @@ fn netrc_entry(text: &str, host: &str) -> Option<(String, String)> {
     }
     finish(cur.take());
     found.or(fallback)
-}
-
-/// Standard base64 with padding (RFC 4648), for a Basic `Authorization` header.
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// The `key = value` lines of `[name]` in an INI file.
@@ -1011,22 +983,16 @@ mod tests {
         assert_eq!(parse_listing(last).unwrap(), Listing { keys: vec!["a&b+c.json".into()], next: None });
         assert!(parse_listing("<Error><Code>AccessDenied</Code></Error>").is_err());
         assert!(parse_listing("<ListBucketResult><Contents><Size>1</Size></Contents>").is_err());
-        let bad = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%zz</Key></Contents>";
-        assert!(parse_listing(bad).unwrap_err().contains("bad % escape"));
+        let odd = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%zz%2</Key></Contents>";
+        assert_eq!(parse_listing(odd).unwrap().keys, ["%zz%2"]);
+        let latin1 = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%E9</Key></Contents>";
+        assert!(parse_listing(latin1).unwrap_err().contains("not UTF-8"));
     }
 
     #[test]
-    fn base64_is_rfc_4648() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("team:s3cr3t", "dGVhbTpzM2NyM3Q="),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), coded, "{plain}");
-        }
+    fn basic_credentials_are_base64() {
+        // RFC 7617's example.
+        assert_eq!(basic_credentials("Aladdin", "open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
     }
 
     #[test]
