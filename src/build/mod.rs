@@ -171,18 +171,11 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         return Ok(report);
     }
     let lock = ctx.store.lock()?;
-    let subs: Vec<_> = {
-        let down = ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner());
-        ctx.substituters.iter().filter(|s| !down.contains(&s.text)).cloned().collect()
-    };
-    if !subs.is_empty() {
-        let caches = crate::store::cache::Caches::open(&subs, &ctx.trusted, ctx.progress)?;
-        let done = if caches.is_empty() { Ok(()) } else { substitute(ctx, plan, targets, &caches, &lock, &mut report) };
-        ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner()).extend(caches.unreachable());
+    if let Some(caches) = open_caches(ctx)? {
+        let done = substitute(ctx, plan, targets, &caches, &lock, &mut report);
+        remember_down(ctx, &caches);
         done?;
-        if !caches.is_empty() {
-            w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
-        }
+        w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
     }
     for p in w.needed.iter().filter(|p| plan.get(p).is_none()) {
         if !ctx.store.contains(p) {
@@ -265,8 +258,31 @@ fn deliverable(
     }
 }
 
+/// The command's binary caches that can be used (those that did not answer earlier in the
+/// command left out); None when there are none.
+fn open_caches<'a>(ctx: &'a Ctx) -> Result<Option<crate::store::cache::Caches<'a>>> {
+    let subs: Vec<_> = {
+        let down = ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.substituters.iter().filter(|s| !down.contains(&s.text)).cloned().collect()
+    };
+    if subs.is_empty() {
+        return Ok(None);
+    }
+    let caches = crate::store::cache::Caches::open(&subs, &ctx.trusted, ctx.progress)?;
+    if caches.is_empty() {
+        remember_down(ctx, &caches);
+        return Ok(None);
+    }
+    Ok(Some(caches))
+}
+
+/// Keeps the caches that did not answer out of the command's later realisations.
+fn remember_down(ctx: &Ctx, caches: &crate::store::cache::Caches) {
+    ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner()).extend(caches.unreachable());
+}
+
 /// What [`realise`] would do, from asking the binary caches (nothing is fetched or built).
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default)]
 pub struct Preview {
     /// Paths a cache would give, with their archives' sizes.
     pub substitute: BTreeMap<StorePath, u64>,
@@ -279,14 +295,7 @@ pub struct Preview {
 /// What realising `targets` would substitute, build and find present: the walk [`realise`]
 /// makes, asking the caches as it would (a cache that does not answer is left out).
 pub fn preview(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Preview> {
-    let subs: Vec<_> = {
-        let down = ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner());
-        ctx.substituters.iter().filter(|s| !down.contains(&s.text)).cloned().collect()
-    };
-    let caches = match subs.is_empty() {
-        true => None,
-        false => Some(crate::store::cache::Caches::open(&subs, &ctx.trusted, ctx.progress)?),
-    };
+    let caches = open_caches(ctx)?;
     let mut build_anyway = BTreeSet::new();
     loop {
         let w = walk(ctx.store, plan, targets, caches.as_ref(), &build_anyway)?;
@@ -296,7 +305,7 @@ pub fn preview(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Preview>
             continue;
         }
         if let Some(c) = &caches {
-            ctx.caches_down.lock().unwrap_or_else(|e| e.into_inner()).extend(c.unreachable());
+            remember_down(ctx, c);
         }
         let planned = |p: &&StorePath| plan.get(p).is_some();
         return Ok(Preview {
