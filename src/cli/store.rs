@@ -322,7 +322,7 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
                 return Err(Fail::new(format!("cannot pull from {from}: see above")).into());
             }
             let wanted = match paths.is_empty() {
-                true => cache::list(&sub)?.ok_or_else(|| {
+                true => caches.list()?.ok_or_else(|| {
                     Fail::new(format!("name the store paths to pull: {from} cannot be listed (a static HTTP server)"))
                         .hint("`mobix store pull URL /mobix/store/<hash>-<name>…`")
                 })?,

@@ -268,6 +268,13 @@ impl Cache {
         Ok(Cache { name: sub.text.clone(), backend, priority: info.priority })
     }
 
+    /// Every path the cache describes (its top-level `<hash>-<name>.json` files); None when
+    /// it cannot be listed (a static HTTP server).
+    pub fn list(&self) -> Result<Option<Vec<StorePath>>> {
+        let Some(names) = self.backend.list()? else { return Ok(None) };
+        Ok(Some(names.iter().filter_map(|n| StorePath::parse(n.strip_suffix(".json")?).ok()).collect()))
+    }
+
     /// The metadata of `p`, if the cache has it.
     pub fn info(&self, p: &StorePath) -> Result<Option<Info>> {
         let key = info_key(p);
@@ -568,15 +575,4 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.to.flush()
     }
-}
-
-/// Every path the cache at `sub` describes (its top-level `<hash>-<name>.json` files), in
-/// order; None when it cannot be listed (a static HTTP server).
-pub fn list(sub: &Substituter) -> Result<Option<Vec<StorePath>>> {
-    let backend = remote::open(sub)?;
-    let Some(names) = backend.list()? else { return Ok(None) };
-    let mut v: Vec<StorePath> =
-        names.iter().filter_map(|n| n.strip_suffix(".json")).filter_map(|b| StorePath::parse(b).ok()).collect();
-    v.sort();
-    Ok(Some(v))
 }

@@ -263,6 +263,17 @@ impl<'a> Caches<'a> {
         Ok(fetched)
     }
 
+    /// Every path the caches describe, in order; None when one of them cannot be listed (a
+    /// static HTTP server).
+    pub fn list(&self) -> Result<Option<Vec<StorePath>>> {
+        let mut all = BTreeSet::new();
+        for c in &self.caches {
+            let Some(paths) = c.list()? else { return Ok(None) };
+            all.extend(paths);
+        }
+        Ok(Some(all.into_iter().collect()))
+    }
+
     /// Fetches `wanted` and what they refer to (what the store lacks of it). An error names
     /// the first path no cache has. Returns the fetch and how many paths it was asked for.
     pub fn pull(&self, store: &Store, lock: &StoreLock, wanted: &[StorePath]) -> Result<(Fetched, usize)> {
