@@ -103,13 +103,29 @@ pub struct Report {
     pub commands: Vec<String>,
 }
 
-/// The digests this host last flashed to one phone, per partition, and under
-/// [`STATE_AFTER_KEY`] where the system image it flashed there ended and mobix's state began.
-pub type Flashed = BTreeMap<String, String>;
+/// What this host last flashed to one phone: the digest per partition, and the byte
+/// mobix's state began at after the system image. One JSON object: the digests keyed by
+/// partition (all that older files hold), and `mobix:state-after` (no partition is named
+/// so: partition names have no ':').
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Flashed {
+    #[serde(rename = "mobix:state-after", default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
+    #[serde(flatten)]
+    pub digests: BTreeMap<String, String>,
+}
 
-/// The [`Flashed`] entry for the byte mobix's state began at after the system image this
-/// host last flashed (no partition is named so: partition names have no ':').
-pub const STATE_AFTER_KEY: &str = "mobix:state-after";
+impl Flashed {
+    pub fn new() -> Flashed {
+        Flashed::default()
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Flashed {
+    fn from(digests: [(String, String); N]) -> Flashed {
+        Flashed { state_after: None, digests: BTreeMap::from(digests) }
+    }
+}
 
 /// Where the digests flashed to the phone `key` are kept, in `dir` (one file per phone, so
 /// that flashing two phones at once does not lose either's record).
@@ -499,7 +515,7 @@ pub fn resolve(
             None => Action::Erase { partition: t.partition },
             Some(image) => {
                 let img = &images[&image];
-                if opts.skip_unchanged && flashed.get(&t.partition) == Some(&img.sha256) {
+                if opts.skip_unchanged && flashed.digests.get(&t.partition) == Some(&img.sha256) {
                     Action::Skip { partition: t.partition, image }
                 } else {
                     Action::Flash { partition: t.partition, image, pieces: img.pieces.clone() }
@@ -534,8 +550,7 @@ pub fn resolve(
     if opts.reboot {
         actions.push(Action::Reboot);
     }
-    let was = flashed.get(STATE_AFTER_KEY).and_then(|v| v.parse::<u64>().ok());
-    let destroys = destroys(&actions, plan.state_after, was);
+    let destroys = destroys(&actions, plan.state_after, flashed.state_after);
     Ok(Resolution {
         actions,
         assumed,
@@ -765,14 +780,11 @@ fn execute(
                         match a {
                             Action::Flash { image, .. } => {
                                 if image == crate::plan::ImageName::System.file_name() {
-                                    match res.state_after {
-                                        Some(at) => flashed.insert(STATE_AFTER_KEY.into(), at.to_string()),
-                                        None => flashed.remove(STATE_AFTER_KEY),
-                                    };
+                                    flashed.state_after = res.state_after;
                                 }
-                                flashed.insert(partition.clone(), images[image].sha256.clone())
+                                flashed.digests.insert(partition.clone(), images[image].sha256.clone())
                             }
-                            _ => flashed.remove(partition),
+                            _ => flashed.digests.remove(partition),
                         };
                         save_flashed(flashed_path, flashed)?;
                         written.push(partition.clone());
@@ -780,7 +792,7 @@ fn execute(
                     }
                     Err(e) => {
                         // What this partition holds now is unknown: forget its digest.
-                        if flashed.remove(partition).is_some() {
+                        if flashed.digests.remove(partition).is_some() {
                             let _ = save_flashed(flashed_path, flashed);
                         }
                         let note = fail_note(&written, &res.actions[i..]);
@@ -1001,6 +1013,16 @@ mod tests {
     }
 
     #[test]
+    fn the_flash_record_reads_older_files_and_keeps_where_the_state_began() {
+        let old: Flashed = serde_json::from_str(r#"{"boot_b": "b1", "userdata": "u1"}"#).unwrap();
+        assert_eq!(old, Flashed::from([("boot_b".into(), "b1".into()), ("userdata".into(), "u1".into())]));
+        let new = Flashed { state_after: Some(2 << 30), ..old };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""mobix:state-after":2147483648"#), "{text}");
+        assert_eq!(serde_json::from_str::<Flashed>(&text).unwrap(), new);
+    }
+
+    #[test]
     fn what_a_flash_destroys_is_said_in_words() {
         let mut plan = ab_plan();
         plan.steps.insert(1, Step::Erase { partition: "dtbo_b".into() });
@@ -1025,10 +1047,10 @@ mod tests {
         );
         // The same when this host flashed an image of that size before; another size moves
         // the state, and says so.
-        let same = Flashed::from([(STATE_AFTER_KEY.into(), (2u64 << 30).to_string())]);
+        let same = Flashed { state_after: Some(2 << 30), ..Flashed::new() };
         let r = resolve(&beside, &facts(), &opts(), &device(Some(Slot::A)), &same).unwrap();
         assert!(r.destroys[0].ends_with("(/home, /var) is kept"), "{}", r.destroys[0]);
-        let smaller = Flashed::from([(STATE_AFTER_KEY.into(), (1u64 << 30).to_string())]);
+        let smaller = Flashed { state_after: Some(1 << 30), ..Flashed::new() };
         let r = resolve(&beside, &facts(), &opts(), &device(Some(Slot::A)), &smaller).unwrap();
         assert_eq!(
             r.destroys[0],
