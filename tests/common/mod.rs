@@ -1,8 +1,101 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the three test binaries (`fast`, `phone`, `systemd`): running mobix,
+//! one emulated phone at a time, processes killed by group, ports, keys, stores.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output};
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
+
+/// The mobix binary, as every test runs it. `RUSTC_BOOTSTRAP` (set by `scripts/test` only so
+/// that libtest reports each test's time) stays out of the builds mobix starts.
+pub fn mobix_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
+    c.env_remove("RUSTC_BOOTSTRAP");
+    c
+}
+
+/// Whether a mobix command line powers on an emulated phone (`mobix test`, `mobix run`).
+fn powers_on(cmd: &Command) -> bool {
+    cmd.get_args().any(|a| a == "test" || a == "run")
+}
+
+/// Runs a mobix command to its end, echoing its stderr into the test's output; a command
+/// that powers on an emulated phone waits for [`phone`] first.
+pub fn run(cmd: &mut Command) -> Output {
+    let _phone = powers_on(cmd).then(phone);
+    let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// Who holds the emulated phone (a thread of this test binary) and how many times.
+static PHONE: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
+static PHONE_FREE: Condvar = Condvar::new();
+
+/// Held while an emulated phone runs: one at a time in the whole test binary, since two
+/// guests of two CPUs each on a 2-core machine slow each other past their boot timeouts,
+/// while builds may run beside one. Re-entrant: a test holding it may run `mobix test`.
+pub struct PhoneGuard;
+
+pub fn phone() -> PhoneGuard {
+    let me = std::thread::current().id();
+    let mut s = PHONE.lock().unwrap_or_else(|e| e.into_inner());
+    while s.0.is_some_and(|t| t != me) {
+        s = PHONE_FREE.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+    *s = (Some(me), s.1 + 1);
+    PhoneGuard
+}
+
+impl Drop for PhoneGuard {
+    fn drop(&mut self) {
+        let mut s = PHONE.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 -= 1;
+        if s.1 == 0 {
+            s.0 = None;
+            PHONE_FREE.notify_all();
+        }
+    }
+}
+
+/// A child that leads its own process group (`process_group(0)`), killed with all of it
+/// (QEMU, ssh, servers) when dropped, also when a test fails.
+pub struct Group(pub Child);
+
+impl Group {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        kill_group(&mut self.0);
+    }
+}
+
+/// Kills a child's whole process group (it must lead one) and reaps it.
+pub fn kill_group(child: &mut Child) {
+    // SAFETY: killpg has no memory effects; the child leads its own process group.
+    unsafe {
+        libc::killpg(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// A TCP port on loopback nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An ed25519 key pair `dir/name` (no passphrase); returns the public key's line.
+pub fn ssh_keygen(dir: &Path, name: &str) -> String {
+    let comment = format!("{name}@laptop");
+    tool(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"]).arg(dir.join(name)));
+    std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap().trim().to_string()
+}
 
 /// Where the mobix binary keeps its download, apt and cargo caches (as `cli` decides it).
 pub fn cache_dir() -> PathBuf {
@@ -68,10 +161,8 @@ pub fn store_entry(store: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Runs the mobix binary in `cwd`, echoing its stderr into the test's output.
-pub fn mobix_in(cwd: &Path, args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).current_dir(cwd).output().expect("running mobix");
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
+pub fn mobix_in(cwd: &Path, args: &[&str]) -> Output {
+    run(mobix_cmd().args(args).current_dir(cwd))
 }
 
 /// A copy of the mobix tree a build needs (devices, init, mobix.lock) in `dest`, to edit.
@@ -106,15 +197,6 @@ pub fn shared_store() -> PathBuf {
 }
 
 /// Runs mobix with `--repo` this tree and `--store` the shared store, echoing its stderr.
-pub fn mobix_shared(args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(args)
-        .arg("--repo")
-        .arg(repo())
-        .arg("--store")
-        .arg(shared_store())
-        .output()
-        .expect("running mobix");
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
+pub fn mobix_shared(args: &[&str]) -> Output {
+    run(mobix_cmd().args(args).arg("--repo").arg(repo()).arg("--store").arg(shared_store()))
 }

@@ -5,7 +5,6 @@
 use mobix::format::bootimg::BootImage;
 use mobix::format::compress::{self, Compression};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -14,7 +13,7 @@ fn every_header_version_and_compression_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, out) = (tmp.path().join("store"), tmp.path().join("out"));
     let minimal = repo.join("tests/fixtures/systems/minimal.yaml");
-    let status = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let status = crate::common::mobix_cmd()
         .args(["build", "--device", "qemu-aarch64", "--repo"])
         .arg(&repo)
         .arg("--config")
@@ -40,6 +39,7 @@ fn every_header_version_and_compression_boots() {
         (2, Compression::Zstd),
     ];
     let mut failures = Vec::new();
+    let _phone = crate::common::phone();
     for (version, c) in cases {
         let mut img = built.clone();
         img.header_version = version;

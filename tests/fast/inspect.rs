@@ -1,14 +1,13 @@
 //! `mobix inspect`: info fields, and unpack followed by pack giving back the identical file,
 //! on fixtures of every format (reference-tool-made where a reference tool exists).
 
-mod common;
-use common::tool;
+use crate::common::tool;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn mobix(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mobix")).args(args).output().expect("running mobix")
+    crate::common::mobix_cmd().args(args).output().expect("running mobix")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -285,7 +284,7 @@ fn a_closed_pipe_ends_mobix_quietly() {
     }
     let archive = d.path().join("a.cpio");
     ok(&["inspect", "cpio", "pack", tree.to_str().unwrap(), "--out", archive.to_str().unwrap()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let mut child = crate::common::mobix_cmd()
         .args(["inspect", "cpio", "info"])
         .arg(&archive)
         .stdout(std::process::Stdio::piped())

@@ -1,8 +1,7 @@
 //! What the command line offers and says outside a build: the udev rules for USB flashing,
 //! options a command does not use, where the out directory is found, and usage errors.
 
-mod common;
-use common::{mobix_in, repo, repo_copy};
+use crate::common::{mobix_in, repo, repo_copy};
 use std::fs;
 
 fn text(o: &std::process::Output) -> (String, String) {

@@ -1,12 +1,10 @@
 //! A corpus of broken profiles: each mistake must fail at load with exit code 1 and a message
 //! naming the file where the mistake is, its line, and the key.
 
-mod common;
-use common::copy_dir;
+use crate::common::copy_dir;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 
 struct Case {
     what: &'static str,
@@ -354,7 +352,7 @@ fn broken_profiles_name_file_line_and_key() {
         let text = fs::read_to_string(&f).unwrap();
         assert!(text.contains(case.from), "{}: {:?} not in {}", case.what, case.from, case.file);
         fs::write(&f, text.replacen(case.from, case.to, 1)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));
+        let mut cmd = crate::common::mobix_cmd();
         cmd.args(["device", "show", case.device, "--repo"]).arg(tmp.path());
         if let Some(v) = case.variant {
             cmd.args(["--variant", v]);
@@ -396,7 +394,7 @@ fn a_typo_gets_the_closest_key_as_hint() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("system.yaml");
     fs::write(&cfg, "hostnme: pocket\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let out = crate::common::mobix_cmd()
         .args(["device", "show", "qemu-aarch64", "--repo"])
         .arg(&repo)
         .arg("--config")

@@ -3,19 +3,12 @@
 //! older one (and they do, in QEMU); delete forgets one, never the newest.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-mod common;
+use std::process::Output;
 
 fn mobix(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(args)
-        .arg("--repo")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .output()
-        .unwrap();
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
-    o
+    crate::common::run(
+        crate::common::mobix_cmd().args(args).arg("--repo").arg(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    )
 }
 
 #[test]
@@ -24,7 +17,7 @@ fn builds_become_generations_and_diff_shows_what_changed() {
     let store = tmp.path().join("store");
     let (s, out) = (store.to_str().unwrap(), tmp.path().join("out"));
     let o = out.to_str().unwrap();
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     assert!(mobix(&["build", "--device", "qemu-aarch64", "--store", s, "--out", o, "--config", &minimal])
         .status
         .success());

@@ -2,9 +2,7 @@
 //! (tests/fixtures/deviceinfo): every one imports, and its boot image keys are what a
 //! shell sourcing the file would hand to mkbootimg under boot-deploy's rules.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

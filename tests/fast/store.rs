@@ -2,8 +2,7 @@
 //! refuse what was tampered with, garbage collection that keeps what is rooted, and builds
 //! killed with SIGKILL at random moments that leave a store `mobix store verify` accepts.
 
-mod common;
-use common::{mobix_in as mobix, ok, repo_copy, store_names};
+use crate::common::{mobix_in as mobix, ok, repo_copy, store_names};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -20,7 +19,7 @@ fn build(t: &Path, store: &str, out: &str, extra: &[&str]) -> Output {
     if !t.join("mobix.lock").exists() {
         a.extend(["--repo", repo]);
     }
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     if !extra.contains(&"--config") {
         a.extend(["--config", &minimal]);
     }
@@ -36,7 +35,7 @@ fn sha256s(out: &Path) -> serde_json::Value {
 /// The recipes of `mobix build --dry-run --json` not yet built, by name.
 fn unbuilt(t: &Path, store: &str, extra: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--dry-run", "--json"];
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     if !extra.contains(&"--config") {
         a.extend(["--config", &minimal]);
     }
@@ -181,10 +180,12 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
     // How long a whole cold build takes here, to spread the kills over it: timed on a
     // second one, once the download and cargo caches are warm (the first may compile the
     // init programs' dependencies, which later builds do not).
-    ok(&build(t, "reference", "out-ref", &[]));
+    // Built from source, not substituted (scripts/test gives every build its CI cache): the
+    // kills are to land in builders.
+    ok(&build(t, "reference", "out-ref", &["--no-substitute"]));
     let _ = mobix::util::remove_tree(&t.join("reference"));
     let t0 = Instant::now();
-    ok(&build(t, "reference", "out-ref", &[]));
+    ok(&build(t, "reference", "out-ref", &["--no-substitute"]));
     let cold = t0.elapsed();
     eprintln!("a cold build takes {cold:?}");
     let _ = mobix::util::remove_tree(&t.join("reference"));
@@ -201,8 +202,19 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
             let _ = mobix::util::remove_tree(&t.join("s"));
         }
         let delay = Duration::from_millis(rng.next() % cap_ms.max(300));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["build", "--device", "qemu-aarch64", "--store", "s", "--out", "out", "--config", &common::minimal()])
+        let mut child = crate::common::mobix_cmd()
+            .args([
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--store",
+                "s",
+                "--out",
+                "out",
+                "--config",
+                &crate::common::minimal(),
+                "--no-substitute",
+            ])
             .arg("--repo")
             .arg(env!("CARGO_MANIFEST_DIR"))
             .current_dir(t)
@@ -263,11 +275,11 @@ fn lock_update_repins_to_what_apt_has_and_dry_run_writes_nothing() {
     // What apt's index says about its candidate, asked directly (the host's own apt need
     // not know arm64 at all).
     // (Under the root's lock, as mobix takes it: another test may be updating its lists.)
-    let show = common::tool(
+    let show = crate::common::tool(
         Command::new("flock")
-            .arg(common::apt_conf().with_file_name("lock"))
+            .arg(crate::common::apt_conf().with_file_name("lock"))
             .args(["apt-cache", "show", "--no-all-versions", "busybox-static:arm64"])
-            .env("APT_CONFIG", common::apt_conf()),
+            .env("APT_CONFIG", crate::common::apt_conf()),
     );
     let field = |k: &str| show.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).unwrap().trim().to_string();
     assert_eq!(now["debs"]["busybox"]["version"], field("Version"));
@@ -297,8 +309,19 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     ok(&mobix(t, &["--store", "a", "store", "push", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
     ok(&mobix(t, &["--store", "b", "store", "pull", "cache", "--trust", "k.key.pub"]));
     fs::create_dir(t.join("empty-cargo-home")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(["build", "--device", "qemu-aarch64", "--store", "b", "--out", "out-b", "--config", &common::minimal()])
+    let o = crate::common::mobix_cmd()
+        .args([
+            "build",
+            "--device",
+            "qemu-aarch64",
+            "--store",
+            "b",
+            "--out",
+            "out-b",
+            "--config",
+            &crate::common::minimal(),
+            "--no-substitute", // built here, whatever binary caches the run has
+        ])
         .arg("--repo")
         .arg(env!("CARGO_MANIFEST_DIR"))
         .current_dir(t)
@@ -325,8 +348,18 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     let spawn = |host: &str| {
         let cfg = t.join(format!("{host}.yaml"));
         fs::write(&cfg, format!("hostname: {host}\ninit: minimal\n")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
+        crate::common::mobix_cmd()
+            .args([
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--repo",
+                repo,
+                "--store",
+                "store",
+                "--no-substitute",
+                "--config",
+            ])
             .arg(&cfg)
             .args(["--out", &format!("out-{host}")])
             .current_dir(t)
@@ -363,8 +396,18 @@ fn two_builds_at_once_on_one_store_both_complete_and_get_their_own_generations()
     let spawn_to = |host: &str, out: &str| {
         let cfg = t.join(format!("{host}.yaml"));
         fs::write(&cfg, format!("hostname: {host}\ninit: minimal\n")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["build", "--device", "qemu-aarch64", "--repo", repo, "--store", "store", "--config"])
+        crate::common::mobix_cmd()
+            .args([
+                "build",
+                "--device",
+                "qemu-aarch64",
+                "--repo",
+                repo,
+                "--store",
+                "store",
+                "--no-substitute",
+                "--config",
+            ])
             .arg(&cfg)
             .args(["--out", out])
             .current_dir(t)
@@ -413,7 +456,7 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
     assert_eq!(gens(t), 1);
 
     // Damage the etc path (a user's stray edit).
-    let etc = common::store_entry(&t.join("s"), "-etc");
+    let etc = crate::common::store_entry(&t.join("s"), "-etc");
     let victim = etc.join("hostname");
     let mut perm = fs::metadata(&etc).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);

@@ -7,25 +7,23 @@ use mobix::pipeline::{self, Pipeline};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-mod common;
-
 #[test]
 fn a_build_through_the_library_matches_its_dry_run() {
-    let repo = common::repo();
+    let repo = crate::common::repo();
     // The minimal system the other tests build in the shared store too.
-    let minimal = PathBuf::from(common::minimal());
+    let minimal = PathBuf::from(crate::common::minimal());
     let sel = mobix::profile::Selection { variant: None, config: Some(&minimal) };
     let profile = mobix::profile::load_with(&repo, "qemu-aarch64", sel).unwrap();
     let lock = mobix::lock::Lock::load(&repo).unwrap();
-    let store = mobix::store::Store::open(&common::shared_store()).unwrap();
+    let store = mobix::store::Store::open(&crate::common::shared_store()).unwrap();
     let inputs = pipeline::host_facts(&repo, &profile, mobix::plan::KernelFrom::default_for(&profile), &store).unwrap();
     let lines = std::sync::Mutex::new(Vec::new());
     let progress = |m: &str| lines.lock().unwrap().push(m.to_string());
     let ctx = Ctx {
         store: &store,
-        downloads: common::cache_dir().join("downloads"),
-        apt_root: common::cache_dir().join("apt"),
-        cargo_cache: common::cache_dir().join("cargo-target"),
+        downloads: crate::common::cache_dir().join("downloads"),
+        apt_root: crate::common::cache_dir().join("apt"),
+        cargo_cache: crate::common::cache_dir().join("cargo-target"),
         progress: &progress,
         substituters: Vec::new(),
         trusted: Vec::new(),
@@ -56,7 +54,7 @@ fn a_build_through_the_library_matches_its_dry_run() {
     let boot = std::fs::read(store.host_path(&imgs.boot).join("boot.img")).unwrap();
     let parsed = BootImage::parse(&boot).unwrap();
     assert!(parsed.cmdline.contains("console="), "{}", parsed.cmdline);
-    common::tool(std::process::Command::new("unpack_bootimg").args([
+    crate::common::tool(std::process::Command::new("unpack_bootimg").args([
         "--boot_img",
         store.host_path(&imgs.boot).join("boot.img").to_str().unwrap(),
         "--out",

@@ -8,8 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-mod common;
-use common::tool as run;
+use crate::common::tool as run;
 
 /// `unpack_bootimg`'s printed header fields ("key: value" lines).
 fn unpack_fields(img: &Path, out: &Path) -> BTreeMap<String, String> {
@@ -304,9 +303,9 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
     };
     // A tree for whole profiles written from the stock images.
     let repo = t.join("repo");
-    common::repo_copy(&repo);
+    crate::common::repo_copy(&repo);
     fs::write(t.join("small.yaml"), "init: minimal\ndevice: { system: { size: 64MiB } }\n").unwrap();
-    let store = common::shared_store();
+    let store = crate::common::shared_store();
     fs::write(t.join("Image.gz"), &gz).unwrap();
     fs::write(t.join("Image.gz-dtb"), [gz.as_slice(), &dtb, &dtb].concat()).unwrap();
     fs::write(t.join("ramdisk"), [0x1fu8; 3000]).unwrap();
@@ -373,10 +372,7 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
         assert_eq!(a.board, "stock", "case {i}");
         assert_eq!(a.dtb, want, "case {i}");
         // The command prints them as profile keys (JSON here), and what it cannot map.
-        let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
-            .args(["device", "import", "bootimg", "--json"])
-            .arg(&out)
-            .output();
+        let o = crate::common::mobix_cmd().args(["device", "import", "bootimg", "--json"]).arg(&out).output();
         let o = o.unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -394,16 +390,17 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
         // A whole profile from it (`--name`) boots the stock kernel and its device trees;
         // built, its boot.img has the stock image's header values.
         let name = format!("stock-{i}");
-        let o = common::mobix_in(&repo, &["device", "import", "bootimg", out.to_str().unwrap(), "--name", &name]);
-        common::ok(&o);
-        let o = common::mobix_in(
+        let o =
+            crate::common::mobix_in(&repo, &["device", "import", "bootimg", out.to_str().unwrap(), "--name", &name]);
+        crate::common::ok(&o);
+        let o = crate::common::mobix_in(
             &repo,
             &["build", "--device", &name, "--store", store.to_str().unwrap(), "--out", &format!("out-{name}")]
                 .into_iter()
                 .chain(["--config", t.join("small.yaml").to_str().unwrap()])
                 .collect::<Vec<_>>(),
         );
-        common::ok(&o);
+        crate::common::ok(&o);
         let report = |img: &Path, dir: &str| -> BTreeMap<String, String> {
             let text = run(Command::new("unpack_bootimg").arg("--boot_img").arg(img).arg("--out").arg(t.join(dir)));
             text.lines()
@@ -422,8 +419,7 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
         }
     }
     // Not a boot image: exit 1, naming the file.
-    let o =
-        Command::new(env!("CARGO_BIN_EXE_mobix")).args(["device", "import", "bootimg"]).arg(t.join("ramdisk")).output();
+    let o = crate::common::mobix_cmd().args(["device", "import", "bootimg"]).arg(t.join("ramdisk")).output();
     let o = o.unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(

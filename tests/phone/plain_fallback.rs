@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-mod common;
-use common::{mobix_in, mobix_shared as mobix, ok, repo};
+use crate::common::{mobix_in, mobix_shared as mobix, ok, repo};
 
 fn build(out: &Path, config: &Path) -> u64 {
     ok(&mobix(&[

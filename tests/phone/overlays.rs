@@ -1,9 +1,8 @@
 //! Overlays: file trees from overlays/<name>/files/ that the system config lists. Their
 //! etc/ merges into /etc (over generated files), the rest into the software tree.
 
-mod common;
-use common::store_entry;
-use common::{mobix_in as mobix, repo_copy};
+use crate::common::store_entry;
+use crate::common::{mobix_in as mobix, repo_copy};
 
 use std::fs;
 

@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{mobix_shared as mobix, repo, shared_store as store, tool};
+use crate::common::{mobix_shared as mobix, repo, shared_store as store, tool};
 
 /// mobix for arm64: static (glibc), so the VM needs no libraries.
 fn mobix_arm64() -> PathBuf {
-    let target_dir = repo().join("target/usb-guest");
+    // Beside the host build's (CI keeps CARGO_TARGET_DIR between runs: tests/README.md).
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), std::path::PathBuf::from)
+        .join("usb-guest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "--locked", "--bin", "mobix", "--target", "aarch64-unknown-linux-gnu"])
@@ -28,6 +30,7 @@ fn mobix_arm64() -> PathBuf {
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env_remove("RUSTC_BOOTSTRAP")
         .status()
         .unwrap();
     assert!(st.success(), "cross-compiling mobix for arm64 failed (scripts/setup installs what it needs)");
@@ -96,7 +99,7 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &common::minimal()]);
+    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &crate::common::minimal()]);
     assert!(b.status.success());
     let generation = {
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -188,6 +191,7 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let console = tmp.path().join("console.log");
     qemu.stdin(Stdio::null()).stdout(std::fs::File::create(&console).unwrap()).stderr(Stdio::inherit());
     std::os::unix::process::CommandExt::process_group(&mut qemu, 0);
+    let _held = crate::common::phone();
     let mut child = qemu.spawn().unwrap();
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{mobix_shared as mobix, ok, repo, shared_store as store, tool};
+use crate::common::{mobix_shared as mobix, ok, repo, shared_store as store, tool};
 
 /// The emulated phone in fastboot mode, killed when dropped.
 struct Phone {
@@ -20,13 +19,16 @@ struct Phone {
     /// Its stderr, past the line that named the port.
     err: BufReader<ChildStderr>,
     said: String,
+    /// Fastboot mode may boot what it is sent from RAM (`fastboot boot`).
+    _held: crate::common::PhoneGuard,
 }
 
 impl Phone {
     /// Starts it on a port it picks itself (`--port 0`), read back from what it prints, so
     /// that tests running side by side cannot take each other's port.
     fn start(device: &str, out: &Path, extra: &[&str]) -> Phone {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+        let held = crate::common::phone();
+        let mut child = crate::common::mobix_cmd()
             .args(["run", "--device", device, "--fastboot", "--port", "0"])
             .arg("--out")
             .arg(out)
@@ -51,7 +53,7 @@ impl Phone {
                 break rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
             }
         };
-        Phone { child, port, err, said }
+        Phone { child, port, err, said, _held: held }
     }
 
     fn serial(&self) -> String {
@@ -100,7 +102,7 @@ impl Drop for Phone {
 /// Builds the qemu-aarch64 system of `config` [the minimal one] into `out`.
 fn build(out: &Path, config: Option<&Path>) {
     let o = out.to_str().unwrap();
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     let c = config.map_or(minimal.clone(), |c| c.to_str().unwrap().to_string());
     ok(&mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &c]));
 }
@@ -135,7 +137,7 @@ fn the_stock_fastboot_client_flashes_the_emulated_phone_and_it_boots() {
     // `--export`: the same build as real files, for a machine without this store.
     let export = tmp.path().join("export");
     let o = out.to_str().unwrap();
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     ok(&mobix(&[
         "build",
         "--device",
@@ -324,7 +326,8 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     build(&out, Some(&cfg));
     let (o, c) = (out.to_str().unwrap(), cfg.to_str().unwrap());
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut phone = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let _held = crate::common::phone();
+    let mut phone = crate::common::mobix_cmd()
         .args(["run", "--device", "qemu-aarch64", "--fastboot", "--bootloader", "u-boot", "--port", &port])
         .args(["--out", o, "--config", c, "--store", store().to_str().unwrap()])
         .arg("--repo")
@@ -388,7 +391,7 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
 
 /// Builds the minimal system of the real phone `device` with its prebuilt kernel into `out`.
 fn build_phone(device: &str, out: &str) {
-    let minimal = common::minimal();
+    let minimal = crate::common::minimal();
     ok(&mobix(&["build", "--device", device, "--kernel-from", "substitute", "--out", out, "--config", &minimal]));
 }
 
@@ -498,7 +501,7 @@ fn a_flash_that_moves_the_state_after_the_system_image_says_the_state_is_lost() 
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--repo", repo.to_str().unwrap(), "--store", store.to_str().unwrap()]);
-        common::mobix_in(tmp.path(), &all)
+        crate::common::mobix_in(tmp.path(), &all)
     };
     let o = out.to_str().unwrap();
     // The default (systemd) system of the Pixel 3a keeps its state on userdata, after the

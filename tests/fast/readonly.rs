@@ -4,8 +4,7 @@
 
 use std::process::Command;
 
-mod common;
-use common::{mobix_in, ok, repo, shared_store};
+use crate::common::{mobix_in, ok, repo, shared_store};
 
 /// A read-only view of a directory, unmounted when dropped.
 struct ReadOnly(std::path::PathBuf);
@@ -23,7 +22,7 @@ fn a_read_only_store_serves_a_no_op_build_and_refuses_new_work_with_a_hint() {
     let r = repo();
     let store = shared_store();
     let build = |store: &std::path::Path, extra: &[&str]| {
-        let minimal = common::minimal();
+        let minimal = crate::common::minimal();
         let mut a = vec!["build", "--device", "qemu-aarch64", "--repo", r.to_str().unwrap()];
         a.extend(["--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         if extra.is_empty() {
@@ -76,8 +75,16 @@ fn a_build_with_nothing_to_do_needs_no_rust_toolchain() {
     let r = repo();
     let no_rust = path_without_rust(&t.path().join("bin"));
     let build = |store: &std::path::Path, without_rust: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
-        c.args(["build", "--device", "qemu-aarch64", "--repo", r.to_str().unwrap(), "--config", &common::minimal()]);
+        let mut c = crate::common::mobix_cmd();
+        c.args([
+            "build",
+            "--device",
+            "qemu-aarch64",
+            "--repo",
+            r.to_str().unwrap(),
+            "--config",
+            &crate::common::minimal(),
+        ]);
         c.args(["--store", store.to_str().unwrap(), "--out", out.to_str().unwrap()]).current_dir(t.path());
         if without_rust {
             c.env("PATH", &no_rust);

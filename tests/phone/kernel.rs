@@ -4,28 +4,18 @@
 //! target/ so a run (or a rerun) builds each recipe once; the first kernel build takes
 //! about 6 minutes on 2 cores.
 
-mod common;
-use common::{copy_dir, repo};
+use crate::common::{copy_dir, repo};
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn store() -> PathBuf {
     repo().join("target/mobix-test-store")
 }
 
 fn mobix(repo: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mobix"))
-        .args(args)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--store")
-        .arg(store())
-        .output()
-        .expect("running mobix");
-    eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    out
+    crate::common::run(crate::common::mobix_cmd().args(args).arg("--repo").arg(repo).arg("--store").arg(store()))
 }
 
 #[test]
@@ -70,7 +60,7 @@ fn a_kernel_built_from_source_boots() {
     let o = out.to_str().unwrap();
     let b = mobix(
         &repo(),
-        &["build", "--device", "qemu-aarch64", "--variant", "tiny", "--out", o, "--config", &common::minimal()],
+        &["build", "--device", "qemu-aarch64", "--variant", "tiny", "--out", o, "--config", &crate::common::minimal()],
     );
     assert!(b.status.success(), "building qemu-aarch64 tiny failed");
     let said = String::from_utf8_lossy(&b.stderr);

@@ -3,8 +3,7 @@
 //! profile (and variant) names, vbmeta where needed, and a flash plan naming the right
 //! partitions. The phones use their substitute kernel (Debian's arm64 6.12 package).
 
-mod common;
-use common::{repo, tool};
+use crate::common::{repo, tool};
 use mobix::format::{arm64, bootimg::BootImage, compress, cpio, vbmeta};
 use serde_json::Value;
 use std::fs;
@@ -13,7 +12,7 @@ use std::process::Command;
 
 /// Builds a phone's default system (`init: systemd`) or, with `minimal`, the minimal one.
 fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>, minimal: bool) -> Value {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobix"));
+    let mut cmd = crate::common::mobix_cmd();
     cmd.args(["build", "--json", "--kernel-from", "substitute", "--device", device, "--repo"])
         .arg(repo())
         .arg("--store")
@@ -24,7 +23,7 @@ fn build(store: &Path, out: &Path, device: &str, variant: Option<&str>, minimal:
         cmd.args(["--variant", v]);
     }
     if minimal {
-        cmd.args(["--config", &common::minimal()]);
+        cmd.args(["--config", &crate::common::minimal()]);
     }
     let o = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -87,7 +86,7 @@ fn every_phone_builds_with_its_profile_values() {
         let manifest = build(&store, &out, device, variant, !default);
         if default {
             // systemd, its state on userdata after the 2 GiB system image.
-            let top = common::store_entry(&store, "-mobix-system-oneplus-enchilada");
+            let top = crate::common::store_entry(&store, "-mobix-system-oneplus-enchilada");
             // The toplevel's links name paths on the phone (/mobix/store/…).
             let etc = store.join(fs::read_link(top.join("etc")).unwrap().file_name().unwrap());
             let spec: Value = serde_json::from_slice(&fs::read(etc.join("mobix/system.json")).unwrap()).unwrap();

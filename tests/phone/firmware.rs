@@ -2,8 +2,7 @@
 //! the stage-1 files land in the initramfs, all of them in the system under /lib/firmware,
 //! and a file that does not match its pin stops the build with both hashes shown.
 
-mod common;
-use common::{mobix_in as mobix, repo_copy, store_entry};
+use crate::common::{mobix_in as mobix, repo_copy, store_entry};
 
 use mobix::format::{bootimg::BootImage, compress, cpio};
 use std::fs;

@@ -3,8 +3,7 @@
 //! then built into empty stores from them alone, at once, with the wrong secret, an
 //! untrusted key, a tampered archive and a server killed mid-download.
 
-mod common;
-use common::{ok, store_names};
+use crate::common::{ok, store_names};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -111,10 +110,10 @@ fn s3(root: &Path) -> Server {
 
 /// mobix in `t` with the shared tree, AWS credentials `secret`, and no user config but `config`.
 fn mobix(t: &Path, secret: &str, config: Option<&Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
+    let mut c = crate::common::mobix_cmd();
     c.args(args)
         .arg("--repo")
-        .arg(common::repo())
+        .arg(crate::common::repo())
         .current_dir(t)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret)
@@ -154,20 +153,21 @@ fn stderr(o: &Output) -> String {
 
 /// The qemu-aarch64 system the tests push, built once per run into a store of its own (the
 /// images carry the store's generations: a fresh store's are generation 1's, as the
-/// substituted builds' are). Kept between runs, where the build is a no-op.
+/// substituted builds' are). Kept between runs, where the build is a no-op; substituted
+/// from the binary caches of the user's configuration (`scripts/test`'s CI cache), if any.
 fn reference() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = common::repo().join("target/mobix-test-caches");
+        let dir = crate::common::repo().join("target/mobix-test-caches");
+        let users = std::env::var_os("MOBIX_CONFIG").map(PathBuf::from);
         let o = mobix(
-            &common::repo(),
+            &crate::common::repo(),
             SECRET,
-            None,
+            users.as_deref(),
             &[
                 "build",
                 "--device",
                 "qemu-aarch64",
-                "--no-substitute",
                 "--store",
                 dir.join("store").to_str().unwrap(),
                 "--out",
@@ -284,7 +284,7 @@ fn a_closure_pushed_to_s3_builds_an_empty_store_from_s3_alone_and_a_wrong_secret
 
 /// `mobix store pull URL TOPLEVEL` into `store` with no AWS keys in the environment, but `env`.
 fn pull_without_env_keys(t: &Path, store: &str, url: &str, toplevel: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let o = crate::common::mobix_cmd()
         .args(["--store", store, "store", "pull", url, toplevel, "--trust", "team.key.pub"])
         .current_dir(t)
         .env_remove("AWS_ACCESS_KEY_ID")
@@ -331,10 +331,10 @@ fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() 
     assert!(!t.join("dry").exists() || store_names(&t.join("dry")).is_empty(), "a dry run fetches nothing");
     let children: Vec<_> = (0..4)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_mobix"))
+            crate::common::mobix_cmd()
                 .args(["build", "--device", "qemu-aarch64", "--store", &format!("s{i}"), "--out", &format!("out-s{i}")])
                 .arg("--repo")
-                .arg(common::repo())
+                .arg(crate::common::repo())
                 .current_dir(t)
                 .env("MOBIX_CONFIG", &config)
                 .stdout(Stdio::piped())
@@ -427,7 +427,7 @@ fn a_server_killed_mid_download_leaves_the_build_to_build_what_did_not_arrive() 
     // Slow downloads (8 MiB/s each) so the server can die in the middle of them.
     let mut server = nginx(&t.join("nginx"), &t.join("cache"), Some("8m"));
     let url = format!("http://127.0.0.1:{}", server.port);
-    let child = Command::new(env!("CARGO_BIN_EXE_mobix"))
+    let child = crate::common::mobix_cmd()
         .args([
             "build",
             "--device",
@@ -442,7 +442,7 @@ fn a_server_killed_mid_download_leaves_the_build_to_build_what_did_not_arrive() 
             "team.key.pub",
         ])
         .arg("--repo")
-        .arg(common::repo())
+        .arg(crate::common::repo())
         .current_dir(t)
         .env("MOBIX_CONFIG", t.join("none.yaml"))
         .stdout(Stdio::piped())
@@ -479,7 +479,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     fs::create_dir_all(dir).unwrap();
     let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    common::tool(Command::new("openssl").args(["req", "-x509"]).args(ec).args([
+    crate::common::tool(Command::new("openssl").args(["req", "-x509"]).args(ec).args([
         "-days",
         "2",
         "-subj",
@@ -489,7 +489,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "-out",
         &f("ca.pem"),
     ]));
-    common::tool(Command::new("openssl").arg("req").args(ec).args([
+    crate::common::tool(Command::new("openssl").arg("req").args(ec).args([
         "-subj",
         "/CN=127.0.0.1",
         "-keyout",
@@ -499,7 +499,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     ]));
     fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
         .unwrap();
-    common::tool(Command::new("openssl").args([
+    crate::common::tool(Command::new("openssl").args([
         "x509",
         "-req",
         "-in",
@@ -535,10 +535,10 @@ fn an_https_cache_with_a_login_is_checked_against_the_hosts_certificate_authorit
     fs::write(t.join("wrong-netrc"), "machine 127.0.0.1 login team password guess\n").unwrap();
     fs::write(t.join("no-netrc"), "").unwrap();
     let build_with = |store: &str, ca: Option<&Path>, netrc: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
+        let mut c = crate::common::mobix_cmd();
         c.args(["build", "--device", "qemu-aarch64", "--store", store, "--out", &format!("out-{store}")])
             .args(["--substituter", &url, "--trust", "team.key.pub", "--repo"])
-            .arg(common::repo())
+            .arg(crate::common::repo())
             .current_dir(t)
             .env("MOBIX_CONFIG", t.join("none.yaml"))
             .env("NETRC", t.join(netrc));
