@@ -417,6 +417,27 @@ mod tests {
         assert_eq!(final_c.slot_info[0].tries_remaining, 1, "a successful slot keeps its try");
     }
 
+    /// What scenario s7 boots twice on the emulated phone, over a hundred boots: the
+    /// bootloader takes a try of an unproven slot, the phone marks it successful once a
+    /// generation proves itself, and from then on no boot uses up a try.
+    #[test]
+    fn good_reboots_never_use_up_a_successful_slot() {
+        let mut raw = BootloaderControl::uboot_default(2).encode();
+        for boot in 0..100 {
+            let sel = select_slot(&raw, true).unwrap();
+            assert_eq!(sel.slot, Some(0), "boot {boot}");
+            let mut c = sel.control;
+            let want = if boot == 0 { 6 } else { 1 };
+            assert_eq!(c.slot_info[0].tries_remaining, want, "boot {boot}: only the unproven first boot takes a try");
+            if !c.slot_info[0].successful_boot {
+                // As the phone's `mark_slot_successful`: once.
+                c.mark_successful(0).unwrap();
+            }
+            raw = c.encode();
+        }
+        assert!(BootloaderControl::decode(&raw).slot_info[0].successful_boot);
+    }
+
     #[test]
     fn comparison_order_priority_then_successful_then_tries() {
         let mut c = BootloaderControl::uboot_default(2);
