@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""The test suite as CI runs it (scripts/test): checks, test binaries, a timing table.
+
+Steps: formatting, lints, the fuzz targets' build, then every test binary of both crates,
+each run on its own with libtest's per-test times. Around the tests, the suite's binary
+cache (see tests/README.md, "The CI cache"): pulled into the shared test store before the
+tests, filled from the suite's stores after them.
+
+At the end: where the time went (each step, each test binary, the ten slowest tests), how
+many emulated phones were powered on (every start of qemu-system-aarch64 counts), written to
+target/test-report/timing.json beside the whole log (target/test-report/log.txt), and one
+closing line: "summary: N passed, N failed, N skipped".
+
+With a PATTERN (`scripts/test PATTERN`), only the tests whose names contain it run, and the
+formatting, lint and fuzz steps are left out.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+REPORT = REPO / "target" / "test-report"
+LOG = REPORT / "log.txt"
+# The stores the tests keep for the length of a run (under the repo's target/, whatever
+# CARGO_TARGET_DIR says): what the CI cache is filled from.
+KEPT_STORES = ["mobix-test-store", "mobix-test-store-systemd", "mobix-test-caches/store"]
+
+log_file = None
+
+
+def say(msg):
+    line = f"test: {msg}"
+    print(line, file=sys.stderr, flush=True)
+    if log_file:
+        log_file.write(line + "\n")
+        log_file.flush()
+
+
+def step_banner(name):
+    print(f"\n== {name}", file=sys.stderr, flush=True)
+    if log_file:
+        log_file.write(f"\n== {name}\n")
+
+
+def run_logged(cmd, cwd=REPO, env=None, on_line=None):
+    """Runs cmd, its output to the terminal and the log; returns its exit code."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         errors="replace", bufsize=1)
+    for line in p.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        log_file.write(line)
+        if on_line:
+            on_line(line)
+    return p.wait()
+
+
+class Timer:
+    def __init__(self):
+        self.steps = []  # (name, seconds, ok)
+
+    def step(self, name, fn):
+        step_banner(name)
+        t0 = time.monotonic()
+        ok = fn()
+        self.steps.append((name, time.monotonic() - t0, ok))
+        return ok
+
+
+# ---------------------------------------------------------------------------------------
+# The CI cache: a signed directory binary cache of mobix's own, kept between runs.
+
+class CiCache:
+    def __init__(self, mobix):
+        base = os.environ.get("MOBIX_CI_CACHE")
+        if not base:
+            xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ["HOME"], ".cache")
+            base = os.path.join(xdg, "mobix", "ci")
+        self.dir = Path(base)
+        self.cache = self.dir / "cache"
+        self.key = self.dir / "key"
+        self.pub = self.dir / "key.pub"
+        self.config = self.dir / "config.yaml"
+        self.mobix = mobix
+        self.state = "not used"
+
+    def _mobix(self, args, store=None):
+        cmd = [str(self.mobix)]
+        if store is not None:
+            cmd += ["--store", str(store)]
+        return subprocess.run(cmd + args, cwd=REPO, capture_output=True, text=True, errors="replace",
+                              env=dict(os.environ, MOBIX_CONFIG=str(self.dir / "none.yaml")))
+
+    def _discard(self, why):
+        say(f"CI cache: {why}; discarded (this run builds what it needs and fills a new one)")
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.state = f"discarded: {why}"
+
+    def prepare(self):
+        """Makes the key on first use, checks the cache by pulling it whole into the shared
+        test store (every signature, archive hash and content hash checked), and returns the
+        environment the tests get (MOBIX_CONFIG naming it) or {} when there is none."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.key.exists():
+            name = f"ci-{socket.gethostname()}"
+            r = self._mobix(["store", "keygen", name, "--to", str(self.key)])
+            if r.returncode != 0:
+                say(f"CI cache: cannot make a signing key: {r.stderr.strip()}")
+                self.state = "no key"
+                return {}
+            say(f"CI cache: made the signing key {self.key} ({name}); it never leaves this machine")
+            shutil.rmtree(self.cache, ignore_errors=True)  # a cache signed by a lost key
+        if not (self.cache / "mobix-cache-info").exists():
+            say(f"CI cache: none at {self.cache}: a cold run (filled at the end)")
+            self.state = "cold: no cache"
+            return self._env()
+        store = REPO / "target" / KEPT_STORES[0]
+        t0 = time.monotonic()
+        r = self._mobix(["store", "pull", str(self.cache), "--trust", str(self.pub)], store=store)
+        if r.returncode != 0:
+            lines = [l for l in r.stderr.splitlines() if l.startswith(("error:", "caused by:"))]
+            self._discard(" / ".join(lines) or r.stderr.strip().splitlines()[-1:])
+            return self._env()
+        n = len(r.stdout.split())
+        say(f"CI cache: checked and pulled {n} new store paths into {store} in {time.monotonic() - t0:.1f} s")
+        self.state = f"warm: {n} paths pulled"
+        return self._env()
+
+    def _env(self):
+        # Builds into the tests' other stores substitute from it as a user's would.
+        self.config.write_text(f"substituters:\n  - {self.cache}\ntrusted_keys:\n  - {self.pub}\n")
+        (self.dir / "none.yaml").write_text("substituters: []\n")
+        return {"MOBIX_CONFIG": str(self.config)}
+
+    def fill(self):
+        """Pushes every path of the suite's kept stores (what the cache lacks)."""
+        if not self.key.exists():
+            return
+        t0 = time.monotonic()
+        for name in KEPT_STORES:
+            store = REPO / "target" / name
+            if not store.is_dir():
+                continue
+            paths = sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
+            if not paths:
+                continue
+            r = self._mobix(["store", "push", *paths, "--to", str(self.cache), "--key", str(self.key)], store=store)
+            if r.returncode != 0:
+                say(f"CI cache: pushing {store} failed (the next run is colder): {r.stderr.strip()}")
+        say(f"CI cache: filled {self.cache} in {time.monotonic() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------
+# Test binaries.
+
+def test_binaries(manifest_dir, env):
+    """Builds the test binaries of a workspace; returns [(name, executable)] in run order."""
+    cmd = ["cargo", "test", "--locked", "--no-run", "--message-format=json-render-diagnostics"]
+    if manifest_dir != REPO:
+        cmd.append("--workspace")
+    else:
+        cmd += ["--lib", "--bins", "--tests"]
+    p = subprocess.Popen(cmd, cwd=manifest_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate()
+    sys.stderr.write(err)
+    log_file.write(err)
+    if p.returncode != 0:
+        return None
+    found = []
+    for line in out.splitlines():
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+            t = m["target"]
+            kind = t["kind"][0]
+            pkg = m["package_id"].split("#")[-1].split("@")[0].rsplit("/", 1)[-1]
+            name = f"{pkg} {kind}" if kind in ("lib", "bin") else f"{pkg} tests/{t['name']}"
+            found.append((name, m["executable"]))
+    # The phone binaries last: failures in the cheap ones show first.
+    order = {"fast": 0, "phone": 1, "systemd": 2}
+    found.sort(key=lambda x: (x[0].endswith("tests/phone") or x[0].endswith("tests/systemd"),
+                              order.get(x[0].rsplit("/", 1)[-1], -1)))
+    return found
+
+
+RESULT = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)(?: <([0-9.]+)s>)?")
+SUMMARY = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
+
+
+class Results:
+    def __init__(self):
+        self.binaries = []  # {name, seconds, passed, failed, ignored, boots}
+        self.tests = []  # (seconds, binary, test, outcome)
+
+    def run(self, name, exe, cwd, env, pattern, boots):
+        step_banner(f"{name}")
+        counts = {"passed": 0, "failed": 0, "ignored": 0}
+
+        def on_line(line):
+            m = RESULT.match(line)
+            if m:
+                self.tests.append((float(m.group(3) or 0), name, m.group(1), m.group(2)))
+            m = SUMMARY.match(line)
+            if m:
+                counts["passed"], counts["failed"], counts["ignored"] = map(int, m.groups())
+
+        args = [exe, "-Z", "unstable-options", "--report-time"]
+        if pattern:
+            args.append(pattern)
+        before = boots.count()
+        t0 = time.monotonic()
+        code = run_logged(args, cwd=cwd, env=dict(env, RUSTC_BOOTSTRAP="1"), on_line=on_line)
+        if code != 0 and counts["failed"] == 0:
+            counts["failed"] = 1  # it died outside a test (a crash, a signal)
+        self.binaries.append(dict(name=name, seconds=time.monotonic() - t0, boots=boots.count() - before, **counts))
+        return code == 0
+
+
+class Boots:
+    """Counts emulated-phone power-ons: a qemu-system-aarch64 first on PATH that notes each
+    start of a machine (not `--version`) in a file, then runs the real one."""
+
+    def __init__(self):
+        self.file = REPORT / "boots"
+        self.file.write_text("")
+        real = shutil.which("qemu-system-aarch64")
+        self.bin = REPORT / "shim"
+        self.bin.mkdir(exist_ok=True)
+        shim = self.bin / "qemu-system-aarch64"
+        shim.write_text(
+            "#!/bin/sh\n"
+            "# scripts/test: counts power-ons of the emulated phones, then runs QEMU.\n"
+            f'case " $* " in *" -M "*|*" -machine "*) echo "$$" >> "{self.file}";; esac\n'
+            f'exec "{real}" "$@"\n'
+        )
+        shim.chmod(0o755)
+        self.ok = real is not None
+
+    def env(self, env):
+        return dict(env, PATH=f"{self.bin}:{env['PATH']}") if self.ok else env
+
+    def count(self):
+        return len(self.file.read_text().split())
+
+
+def fmt_time(s):
+    return f"{int(s // 60)}:{s % 60:04.1f}" if s >= 60 else f"{s:.1f} s"
+
+
+def main():
+    global log_file
+    pattern = sys.argv[1] if len(sys.argv) > 1 else None
+    REPORT.mkdir(parents=True, exist_ok=True)
+    log_file = open(LOG, "w")
+    t_start = time.monotonic()
+    timer = Timer()
+    env = dict(os.environ)
+    ok = True
+
+    def cmd(*args, cwd=REPO):
+        return lambda: run_logged(list(args), cwd=cwd, env=env) == 0
+
+    if not pattern:
+        ok &= timer.step("formatting (cargo fmt --check)", cmd("cargo", "fmt", "--all", "--", "--check"))
+        ok &= timer.step("formatting of init/", cmd("cargo", "fmt", "--all", "--", "--check", cwd=REPO / "init"))
+        ok &= timer.step("lints (cargo clippy -D warnings)",
+                         cmd("cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"))
+        ok &= timer.step("lints of init/", cmd("cargo", "clippy", "--locked", "--workspace", "--all-targets", "--",
+                                               "-D", "warnings", cwd=REPO / "init"))
+        ok &= timer.step("fuzz targets build (running them is opt-in: scripts/fuzz)",
+                         cmd("cargo", "check", "--locked", "--quiet", "--manifest-path", "fuzz/Cargo.toml", "--bins"))
+
+    built = {}
+
+    def build(where):
+        def f():
+            b = test_binaries(where, env)
+            built[where] = b
+            return b is not None
+        return f
+
+    ok &= timer.step("build the tests of init/ (the phone's program, for the host)", build(REPO / "init"))
+    ok &= timer.step("build mobix and its tests", build(REPO))
+    if built.get(REPO) is None:
+        say("the tests did not build")
+        finish(timer, Results(), None, t_start, False)
+        return 1
+    mobix = Path(next(e for n, e in built[REPO] if n == "mobix tests/fast")).parents[1] / "mobix"
+
+    cache = CiCache(mobix)
+    timer.step("CI cache: check and pull", lambda: (env.update(cache.prepare()), True)[1])
+
+    boots = Boots()
+    results = Results()
+    tenv = boots.env(env)
+    t0 = time.monotonic()
+    for where, bins in built.items():
+        for name, exe in bins or []:
+            ok &= results.run(name, exe, where, tenv, pattern, boots)
+    timer.steps.append(("tests (each binary below)", time.monotonic() - t0, ok))
+    timer.step("CI cache: fill", lambda: (cache.fill(), True)[1])
+    finish(timer, results, cache, t_start, ok)
+    return 0 if ok else 1
+
+
+def finish(timer, results, cache, t_start, ok):
+    total = time.monotonic() - t_start
+    passed = sum(b["passed"] for b in results.binaries)
+    failed = sum(b["failed"] for b in results.binaries)
+    skipped = sum(b["ignored"] for b in results.binaries)
+    boots = sum(b["boots"] for b in results.binaries)
+    slowest = sorted((t for t in results.tests if t[3] != "ignored"), reverse=True)[:10]
+    lines = ["", "== where the time went", ""]
+    lines.append(f"{'step':<64} {'time':>9}")
+    for name, s, good in timer.steps:
+        lines.append(f"{name[:64]:<64} {fmt_time(s):>9}{'' if good else '  FAILED'}")
+    lines += ["", f"{'test binary':<40} {'time':>9} {'tests':>6} {'boots':>6}"]
+    for b in results.binaries:
+        lines.append(f"{b['name']:<40} {fmt_time(b['seconds']):>9} {b['passed'] + b['failed']:>6} {b['boots']:>6}"
+                     + ("  FAILED" if b["failed"] else ""))
+    lines += ["", "the ten slowest tests:"]
+    for s, binary, name, outcome in slowest:
+        lines.append(f"  {fmt_time(s):>9}  {binary.rsplit('/', 1)[-1]}: {name}{'' if outcome == 'ok' else '  ' + outcome}")
+    lines += ["", f"emulated-phone power-ons (QEMU starts): {boots}"]
+    if cache:
+        lines.append(f"CI cache: {cache.state} ({cache.cache})")
+    lines.append(f"total: {fmt_time(total)}; log {LOG}, timing {REPORT / 'timing.json'}")
+    text = "\n".join(lines)
+    print(text, file=sys.stderr)
+    log_file.write(text + "\n")
+    report = {
+        "total_seconds": round(total, 1),
+        "steps": [{"name": n, "seconds": round(s, 1), "ok": g} for n, s, g in timer.steps],
+        "binaries": [dict(b, seconds=round(b["seconds"], 1)) for b in results.binaries],
+        "slowest": [{"seconds": s, "binary": b, "test": n, "outcome": o} for s, b, n, o in slowest],
+        "tests": [{"seconds": s, "binary": b, "test": n, "outcome": o} for s, b, n, o in sorted(results.tests)],
+        "boots": boots,
+        "ci_cache": cache.state if cache else None,
+        "passed": passed, "failed": failed, "skipped": skipped,
+    }
+    tmp = REPORT / "timing.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.rename(REPORT / "timing.json")
+    if not ok and failed == 0:
+        failed = 1  # a check before the tests failed
+    summary = f"summary: {passed} passed, {failed} failed, {skipped} skipped"
+    print(summary, flush=True)
+    log_file.write(summary + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
