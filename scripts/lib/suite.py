@@ -95,8 +95,10 @@ class CiCache:
         cmd = [str(self.mobix)]
         if store is not None:
             cmd += ["--store", str(store)]
+        none = self.dir / "none.yaml"
+        none.write_text("substituters: []\n")
         return subprocess.run(cmd + args, cwd=REPO, capture_output=True, text=True, errors="replace",
-                              env=dict(os.environ, MOBIX_CONFIG=str(self.dir / "none.yaml")))
+                              env=dict(os.environ, MOBIX_CONFIG=str(none)))
 
     def _discard(self, why):
         say(f"CI cache: {why}; discarded (this run builds what it needs and fills a new one)")
@@ -114,36 +116,43 @@ class CiCache:
             if r.returncode != 0:
                 say(f"CI cache: cannot make a signing key: {r.stderr.strip()}")
                 self.state = "no key"
-                return {}
+                return self._env(None)
             say(f"CI cache: made the signing key {self.key} ({name}); it never leaves this machine")
             shutil.rmtree(self.cache, ignore_errors=True)  # a cache signed by a lost key
         if not (self.cache / "mobix-cache-info").exists():
             say(f"CI cache: none at {self.cache}: a cold run (filled at the end)")
             self.state = "cold: no cache"
-            return self._env()
+            return self._env(None)
         store = REPO / "target" / KEPT_STORES[0]
         t0 = time.monotonic()
         r = self._mobix(["store", "pull", str(self.cache), "--trust", str(self.pub)], store=store)
         if r.returncode != 0:
             lines = [l for l in r.stderr.splitlines() if l.startswith(("error:", "caused by:"))]
-            self._discard(" / ".join(lines) or r.stderr.strip().splitlines()[-1:])
-            return self._env()
+            self._discard(" / ".join(lines) or r.stderr.strip())
+            return self._env(None)
         n = len(r.stdout.split())
         say(f"CI cache: checked and pulled {n} new store paths into {store} in {time.monotonic() - t0:.1f} s")
         self.state = f"warm: {n} paths pulled"
-        return self._env()
+        return self._env(self.cache)
 
-    def _env(self):
-        # Builds into the tests' other stores substitute from it as a user's would.
-        self.config.write_text(f"substituters:\n  - {self.cache}\ntrusted_keys:\n  - {self.pub}\n")
-        (self.dir / "none.yaml").write_text("substituters: []\n")
+    def _env(self, cache):
+        """The tests' MOBIX_CONFIG: builds into their other stores substitute from the cache
+        as a user's would; without one, no binary cache (not the user's own)."""
+        if cache is None:
+            self.config.write_text("substituters: []\n")
+        else:
+            self.config.write_text(f"substituters:\n  - {cache}\ntrusted_keys:\n  - {self.pub}\n")
         return {"MOBIX_CONFIG": str(self.config)}
 
     def fill(self):
-        """Pushes every path of the suite's kept stores (what the cache lacks)."""
+        """Pushes every path of the suite's kept stores (what the cache lacks), then drops
+        what none of them has any more, so that the cache holds one run's paths, not all
+        runs'. Nothing else reads this cache, so deleting from it is safe here."""
         if not self.key.exists():
             return
         t0 = time.monotonic()
+        kept = set()
+        pushed_all = True
         for name in KEPT_STORES:
             store = REPO / "target" / name
             if not store.is_dir():
@@ -151,10 +160,32 @@ class CiCache:
             paths = sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
             if not paths:
                 continue
+            kept.update(paths)
             r = self._mobix(["store", "push", *paths, "--to", str(self.cache), "--key", str(self.key)], store=store)
             if r.returncode != 0:
+                pushed_all = False
                 say(f"CI cache: pushing {store} failed (the next run is colder): {r.stderr.strip()}")
-        say(f"CI cache: filled {self.cache} in {time.monotonic() - t0:.1f} s")
+        dropped = self._prune(kept) if pushed_all and kept else 0
+        size = sum(f.stat().st_size for f in self.cache.rglob("*") if f.is_file()) if self.cache.is_dir() else 0
+        say(f"CI cache: {len(kept)} store paths in {self.cache} ({size / 2**20:.0f} MiB; {dropped} old ones dropped) "
+            f"in {time.monotonic() - t0:.1f} s")
+
+    def _prune(self, kept):
+        dropped = 0
+        archives = set()
+        for meta in self.cache.glob("*.json"):
+            if meta.stem not in kept:
+                meta.unlink()
+                dropped += 1
+                continue
+            try:
+                archives.add(json.loads(meta.read_text())["archive"])
+            except (ValueError, KeyError):
+                meta.unlink()
+        for f in (self.cache / "archives").glob("*"):
+            if f"archives/{f.name}" not in archives:
+                f.unlink()
+        return dropped
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +270,7 @@ class Boots:
         shim.write_text(
             "#!/bin/sh\n"
             "# scripts/test: counts power-ons of the emulated phones, then runs QEMU.\n"
-            f'case " $* " in *" -M "*|*" -machine "*) echo "$$" >> "{self.file}";; esac\n'
+            f'case " $* " in *" -M "*|*" -machine "*) echo "${{MOBIX_TEST:-?}}" >> "{self.file}";; esac\n'
             f'exec "{real}" "$@"\n'
         )
         shim.chmod(0o755)
@@ -250,6 +281,13 @@ class Boots:
 
     def count(self):
         return len(self.file.read_text().split())
+
+    def by_test(self):
+        """Power-ons by the test that asked for them (MOBIX_TEST, set by tests/common)."""
+        counts = {}
+        for name in self.file.read_text().split():
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
 
 def fmt_time(s):
@@ -292,7 +330,7 @@ def main():
     ok &= timer.step("build mobix and its tests", build(REPO))
     if built.get(REPO) is None:
         say("the tests did not build")
-        finish(timer, Results(), None, t_start, False)
+        finish(timer, Results(), None, t_start, False, {})
         return 1
     mobix = Path(next(e for n, e in built[REPO] if n == "mobix tests/fast")).parents[1] / "mobix"
 
@@ -308,11 +346,11 @@ def main():
             ok &= results.run(name, exe, where, tenv, pattern, boots)
     timer.steps.append(("tests (each binary below)", time.monotonic() - t0, ok))
     timer.step("CI cache: fill", lambda: (cache.fill(), True)[1])
-    finish(timer, results, cache, t_start, ok)
+    finish(timer, results, cache, t_start, ok, boots.by_test())
     return 0 if ok else 1
 
 
-def finish(timer, results, cache, t_start, ok):
+def finish(timer, results, cache, t_start, ok, boots_by_test):
     total = time.monotonic() - t_start
     passed = sum(b["passed"] for b in results.binaries)
     failed = sum(b["failed"] for b in results.binaries)
@@ -327,9 +365,24 @@ def finish(timer, results, cache, t_start, ok):
     for b in results.binaries:
         lines.append(f"{b['name']:<40} {fmt_time(b['seconds']):>9} {b['passed'] + b['failed']:>6} {b['boots']:>6}"
                      + ("  FAILED" if b["failed"] else ""))
-    lines += ["", "the ten slowest tests:"]
+    # By module (a file of tests/fast, tests/phone, tests/systemd): the tests' own times
+    # added up (they overlap where a binary runs two at once), and their power-ons.
+    modules = {}
+    for secs, binary, name, outcome in results.tests:
+        if "tests/" not in binary or outcome == "ignored":
+            continue
+        key = f"{binary.rsplit('/', 1)[-1]}/{name.split('::')[0]}"
+        m = modules.setdefault(key, [0.0, 0, 0])
+        m[0] += secs
+        m[1] += 1
+        m[2] += boots_by_test.get(name, 0)
+    lines += ["", f"{'module (tests/BINARY/MODULE.rs)':<40} {'time':>9} {'tests':>6} {'boots':>6}"]
+    for key, (secs, n, b) in sorted(modules.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{key:<40} {fmt_time(secs):>9} {n:>6} {b:>6}")
+    lines += ["", "the ten slowest tests (power-ons):"]
     for s, binary, name, outcome in slowest:
-        lines.append(f"  {fmt_time(s):>9}  {binary.rsplit('/', 1)[-1]}: {name}{'' if outcome == 'ok' else '  ' + outcome}")
+        lines.append(f"  {fmt_time(s):>9} {boots_by_test.get(name, 0):>3}  {binary.rsplit('/', 1)[-1]}: {name}"
+                     f"{'' if outcome == 'ok' else '  ' + outcome}")
     lines += ["", f"emulated-phone power-ons (QEMU starts): {boots}"]
     if cache:
         lines.append(f"CI cache: {cache.state} ({cache.cache})")
@@ -342,7 +395,9 @@ def finish(timer, results, cache, t_start, ok):
         "steps": [{"name": n, "seconds": round(s, 1), "ok": g} for n, s, g in timer.steps],
         "binaries": [dict(b, seconds=round(b["seconds"], 1)) for b in results.binaries],
         "slowest": [{"seconds": s, "binary": b, "test": n, "outcome": o} for s, b, n, o in slowest],
-        "tests": [{"seconds": s, "binary": b, "test": n, "outcome": o} for s, b, n, o in sorted(results.tests)],
+        "modules": {k: {"seconds": round(v[0], 1), "tests": v[1], "boots": v[2]} for k, v in modules.items()},
+        "tests": [{"seconds": s, "binary": b, "test": n, "outcome": o, "boots": boots_by_test.get(n, 0)}
+                  for s, b, n, o in sorted(results.tests)],
         "boots": boots,
         "ci_cache": cache.state if cache else None,
         "passed": passed, "failed": failed, "skipped": skipped,

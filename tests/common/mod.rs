@@ -8,11 +8,22 @@ use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
 /// The mobix binary, as every test runs it. `RUSTC_BOOTSTRAP` (set by `scripts/test` only so
-/// that libtest reports each test's time) stays out of the builds mobix starts.
+/// that libtest reports each test's time) stays out of the builds mobix starts; `MOBIX_TEST`
+/// names the test, so that `scripts/test` counts the phones each test powers on.
 pub fn mobix_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mobix"));
     c.env_remove("RUSTC_BOOTSTRAP");
+    named(&mut c);
     c
+}
+
+/// Names the running test in `MOBIX_TEST` for the programs `cmd` starts (libtest names each
+/// test's thread after the test).
+pub fn named(cmd: &mut Command) -> &mut Command {
+    if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
+        cmd.env("MOBIX_TEST", name);
+    }
+    cmd
 }
 
 /// Whether a mobix command line powers on an emulated phone (`mobix test`, `mobix run`).
@@ -199,4 +210,66 @@ pub fn shared_store() -> PathBuf {
 /// Runs mobix with `--repo` this tree and `--store` the shared store, echoing its stderr.
 pub fn mobix_shared(args: &[&str]) -> Output {
     run(mobix_cmd().args(args).arg("--repo").arg(repo()).arg("--store").arg(shared_store()))
+}
+
+/// A long test on one booted phone, told as numbered steps: a failing step names itself,
+/// the story goes on with the next step (so that a failure in step 5 does not hide whether
+/// steps 6-11 work), and at the end the test fails listing every failed step, with the
+/// phone's serial logs kept under `target/test-report/failed/TEST/`. A step whose result
+/// later steps need ends the story when it fails (`let Some(x) = story.step(…) else …`).
+pub struct Story {
+    test: String,
+    failed: Vec<String>,
+    logs: Vec<PathBuf>,
+}
+
+impl Story {
+    pub fn new(test: &str) -> Story {
+        Story { test: test.to_string(), failed: Vec::new(), logs: Vec::new() }
+    }
+
+    /// A serial log to keep if a step fails.
+    pub fn log(&mut self, path: &Path) {
+        self.logs.push(path.to_path_buf());
+    }
+
+    pub fn step<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> Option<T> {
+        eprintln!("\n== step {name}");
+        let t0 = std::time::Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(v) => {
+                eprintln!("== step {name}: passed in {:.0} s", t0.elapsed().as_secs_f64());
+                Some(v)
+            }
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                eprintln!("== step {name}: FAILED after {:.0} s", t0.elapsed().as_secs_f64());
+                self.failed.push(format!("step {name}: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Fails the test if a step failed, keeping the serial logs.
+    pub fn end(self) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let dir = repo().join("target/test-report/failed").join(&self.test);
+        let _ = std::fs::create_dir_all(&dir);
+        for (i, log) in self.logs.iter().enumerate() {
+            let name = log.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let _ = std::fs::copy(log, dir.join(format!("{i:02}-{name}")));
+        }
+        panic!(
+            "{} of the steps failed (serial logs kept in {}):\n{}",
+            self.failed.len(),
+            dir.display(),
+            self.failed.join("\n")
+        );
+    }
 }

@@ -179,6 +179,7 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     assert!(st.success());
 
     let mut qemu = Command::new("qemu-system-aarch64");
+    crate::common::named(&mut qemu);
     qemu.args(["-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "1024", "-nic", "none", "-nographic"])
         .args(["-no-reboot", "-append", "console=ttyAMA0 panic=-1 quiet"])
         .arg("-kernel")

@@ -8,7 +8,7 @@
 //! logs in with ssh. `mobix.debug-shell` gives a shell in stage-1 and serves the USB
 //! network (DHCP, telnet), as the minimal system does once it runs.
 
-use crate::common::{mobix_in, ok, phone, repo, repo_copy, ssh_keygen, Group};
+use crate::common::{mobix_in, ok, phone, repo, repo_copy, ssh_keygen, Group, Story};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -231,6 +231,7 @@ fn text(o: &std::process::Output) -> String {
 #[test]
 fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
     let _one = phone();
+    let mut story = Story::new("log_in_over_ssh");
     let t = tempfile::tempdir().unwrap();
     // With a mount point of its own (as NixOS's fileSystems).
     let scratch = "filesystems:\n  - { mount_point: /srv/scratch, device: tmpfs, type: tmpfs, options: [size=16m] }\n";
@@ -253,44 +254,53 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
         let n = said.split("new generation ").nth(1).and_then(|r| r.split_whitespace().next());
         n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no new generation: {said}"))
     };
-    let first_generation = build();
-    let lock: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("mobix.lock")).unwrap()).unwrap();
-    assert_eq!(lock["ids"]["users"]["alice"], 1000, "alice's uid is recorded in the lock: {}", lock["ids"]);
+    let Some(first_generation) = story.step("1 build generation 1", || {
+        let first_generation = build();
+        let lock: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("mobix.lock")).unwrap()).unwrap();
+        assert_eq!(lock["ids"]["users"]["alice"], 1000, "alice's uid is recorded in the lock: {}", lock["ids"]);
+        first_generation
+    }) else {
+        return story.end();
+    };
 
     // First boot: the host key is made; the first login records it.
     let (run, log) = phone.power_on();
-    let first = phone.wait_for_login(&log, &["-o", "StrictHostKeyChecking=accept-new"]);
-    eprintln!("first ssh login {:.1}s after power-on", first.as_secs_f64());
-    let said = fs::read_to_string(&log).unwrap();
-    assert!(said.contains(&format!("`ssh -p {} alice@127.0.0.1`", phone.port)), "the ssh command is printed: {said}");
-    let o = phone.ssh(
-        "alice",
-        "alice",
-        &[],
-        "id; hostname; systemctl is-system-running --wait; grep -c ' /srv/scratch tmpfs rw,.*size=16384k' /proc/mounts",
-    );
-    let out = text(&o);
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("uid=1000(alice) gid=1000(alice)") && out.contains("(wheel)"), "{out}");
-    assert!(out.lines().any(|l| l == "pocket"), "{out}");
-    assert!(out.lines().any(|l| l == "running"), "systemd says running: {out}");
-    assert_eq!(out.lines().last(), Some("1"), "the mount point is mounted: {out}");
-    // Refused: another key, a password, root.
-    for (key, user, extra) in [
-        ("stranger", "alice", vec![]),
-        (
+    story.log(&log);
+    story.step("2 first boot: log in, others refused, write ~/notes", || {
+        let first = phone.wait_for_login(&log, &["-o", "StrictHostKeyChecking=accept-new"]);
+        eprintln!("first ssh login {:.1}s after power-on", first.as_secs_f64());
+        let said = fs::read_to_string(&log).unwrap();
+        assert!(said.contains(&format!("`ssh -p {} alice@127.0.0.1`", phone.port)), "the ssh command is printed: {said}");
+        let o = phone.ssh(
             "alice",
             "alice",
-            vec!["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"],
-        ),
-        ("alice", "root", vec![]),
-    ] {
-        let o = phone.ssh(key, user, &extra, "true");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("Permission denied"), "{user} with {key} {extra:?}: {err}");
-    }
-    let o = phone.ssh("alice", "alice", &[], "echo kept > ~/notes && sync");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            &[],
+            "id; hostname; systemctl is-system-running --wait; grep -c ' /srv/scratch tmpfs rw,.*size=16384k' /proc/mounts",
+        );
+        let out = text(&o);
+        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains("uid=1000(alice) gid=1000(alice)") && out.contains("(wheel)"), "{out}");
+        assert!(out.lines().any(|l| l == "pocket"), "{out}");
+        assert!(out.lines().any(|l| l == "running"), "systemd says running: {out}");
+        assert_eq!(out.lines().last(), Some("1"), "the mount point is mounted: {out}");
+        // Refused: another key, a password, root.
+        for (key, user, extra) in [
+            ("stranger", "alice", vec![]),
+            (
+                "alice",
+                "alice",
+                vec!["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"],
+            ),
+            ("alice", "root", vec![]),
+        ] {
+            let o = phone.ssh(key, user, &extra, "true");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success() && err.contains("Permission denied"), "{user} with {key} {extra:?}: {err}");
+        }
+        let o = phone.ssh("alice", "alice", &[], "echo kept > ~/notes && sync");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
+
     phone.power_off(run);
 
     // A power cycle: same host key (strict checking), same files.
@@ -307,177 +317,219 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
         assert_eq!(lines, ["kept", &boots.to_string(), "running"], "file, hello's log ({boots} boots), state");
     };
     let (run, log) = phone.power_on();
-    phone.wait_for_login(&log, &[]);
-    look(2);
+    story.log(&log);
+    story.step("3 a power cycle keeps the host key and the files", || {
+        phone.wait_for_login(&log, &[]);
+        look(2);
+    });
 
     // A new generation (a package added) deployed over ssh, without flashing: it boots,
     // the package runs, the phone keeps its key and its data.
-    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\n")).unwrap();
-    let (o, report) = phone.deploy(&[]);
-    assert!(o.status.success(), "deploy: {}", String::from_utf8_lossy(&o.stderr));
-    let second = report["plan"]["generation"].as_u64().unwrap() as u32;
-    assert!(second > first_generation, "a new generation: {report}");
-    assert_eq!(report["outcome"]["outcome"], "good", "{report}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("generation {second} booted and is good")));
-    look(3);
-    let o = phone.ssh("alice", "alice", &[], "tree --version");
-    assert!(o.status.success() && text(&o).starts_with("tree v"), "{}", String::from_utf8_lossy(&o.stderr));
+    let Some(second) = story.step("4 deploy a package: it boots good, the data stays", || {
+        fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\n")).unwrap();
+        let (o, report) = phone.deploy(&[]);
+        assert!(o.status.success(), "deploy: {}", String::from_utf8_lossy(&o.stderr));
+        let second = report["plan"]["generation"].as_u64().unwrap() as u32;
+        assert!(second > first_generation, "a new generation: {report}");
+        assert_eq!(report["outcome"]["outcome"], "good", "{report}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("generation {second} booted and is good")));
+        look(3);
+        let o = phone.ssh("alice", "alice", &[], "tree --version");
+        assert!(o.status.success() && text(&o).starts_with("tree v"), "{}", String::from_utf8_lossy(&o.stderr));
+        second
+    }) else {
+        return story.end();
+    };
 
     // A generation whose health check fails: the phone falls back to the one before by
     // itself, and the deploy says so and fails.
-    let doomed = with_root("packages: [tree]\n")
-        .replace("ssh.service] }\n", "ssh.service] }\n  - { name: doomed, command: [/bin/false] }\n");
-    fs::write(repo.join("pocket.yaml"), doomed).unwrap();
-    let (o, report) = phone.deploy(&[]);
-    let said = String::from_utf8_lossy(&o.stderr);
-    let third = report["plan"]["generation"].as_u64().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains(&format!("generation {third} failed (health check doomed failed (exit status: 1)"))
-            && said.contains(&format!("the phone fell back to generation {second} by itself")),
-        "{said}"
-    );
-    assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+    story.step("5 deploy a failing health check: the phone falls back by itself", || {
+        let doomed = with_root("packages: [tree]\n")
+            .replace("ssh.service] }\n", "ssh.service] }\n  - { name: doomed, command: [/bin/false] }\n");
+        fs::write(repo.join("pocket.yaml"), doomed).unwrap();
+        let (o, report) = phone.deploy(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        let third = report["plan"]["generation"].as_u64().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains(&format!("generation {third} failed (health check doomed failed (exit status: 1)"))
+                && said.contains(&format!("the phone fell back to generation {second} by itself")),
+            "{said}"
+        );
+        assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+    });
 
     // Another `system.size`: the boot-state record would move, so a deploy refuses it
     // before building or sending anything.
-    let resized = with_root("packages: [tree]\n")
-        .replace("  qemu: { smp: 2 }\n", "  qemu: { smp: 2 }\n  system: { size: 768MiB }\n");
-    fs::write(repo.join("pocket.yaml"), resized).unwrap();
-    let (o, _) = phone.deploy(&[]);
-    let said = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{said}");
-    assert!(said.contains("the phone's system image is 1024 MiB and this system's is 768 MiB"), "{said}");
-    assert!(!said.contains("sent "), "{said}");
-    assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+    story.step("6 another system.size is refused before anything is built", || {
+        let resized = with_root("packages: [tree]\n")
+            .replace("  qemu: { smp: 2 }\n", "  qemu: { smp: 2 }\n  system: { size: 768MiB }\n");
+        fs::write(repo.join("pocket.yaml"), resized).unwrap();
+        let (o, _) = phone.deploy(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(said.contains("the phone's system image is 1024 MiB and this system's is 768 MiB"), "{said}");
+        assert!(!said.contains("sent "), "{said}");
+        assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
+    });
 
     // The connection cut at points all through the stream: the phone keeps booting
     // generation `second`, every path in its store is whole, and a generation is either
     // not there at all or there with its trial.
     // (A host name of this run's own: the store is shared with earlier runs, whose
     // generations the phone's system image carries.)
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let cut_config =
-        with_root("packages: [tree, file]\n").replace("hostname: pocket", &format!("hostname: pocket{nonce}"));
-    fs::write(repo.join("pocket.yaml"), cut_config).unwrap();
-    let (o, dry) = phone.deploy(&["--dry-run"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let fourth = dry["plan"]["generation"].as_u64().unwrap();
-    let sent: Vec<String> = dry["plan"]["send"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[0].as_str().unwrap().rsplit('/').next().unwrap().to_string())
-        .collect();
-    let paths = sent.len();
-    assert!(paths >= 2, "at least /etc and the toplevel: {dry}");
-    let before = phone.root_status();
-    let t0 = Instant::now();
-    let mut seed = nonce;
-    eprintln!("kill points from seed {seed}");
-    for i in 0..10 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let after_lines = i % paths;
-        let delay = Duration::from_millis((seed >> 33) % 200);
-        let cut = phone.deploy_cut(after_lines, delay);
-        let now = phone.root_status();
-        assert_eq!(now["boot_id"], before["boot_id"], "no reboot at cut {i} ({cut})");
-        let has = now["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
-        let rec = mobix::deploy::record_of(&serde_json::from_value(now.clone()).unwrap()).expect("a valid record");
-        let entry = rec.entries.iter().find(|e| u64::from(e.generation) == fourth);
-        assert_eq!(has, entry.is_some(), "entry and record agree at cut {i} ({cut})");
-        assert_eq!(rec.default_gen as u64, if has { fourth } else { second as u64 }, "the default at cut {i} ({cut})");
-        phone.store_is_whole(&sent, &format!("cut {i} ({cut})"));
-        eprintln!("cut {i}: {cut}; checked at {:.0}s", t0.elapsed().as_secs_f64());
-    }
-    eprintln!("10 cut deploys in {:.0}s", t0.elapsed().as_secs_f64());
-    // Rebooted, the phone boots what it booted before (or, when a cut came after the end
-    // of the stream, the new trial).
-    let committed = phone.root_status()["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
-    let _ = phone.ssh("root", "root", &[], "systemctl reboot");
-    std::thread::sleep(Duration::from_secs(5));
-    phone.wait_for_login(&log, &[]);
-    let after = phone.root_status();
-    assert_ne!(after["boot_id"], before["boot_id"]);
-    assert_eq!(after["booted"]["generation"], if committed { fourth } else { second as u64 }, "{after}");
+    story.step("7 deploys cut mid-stream leave the phone whole; a reboot boots what it should", || {
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let cut_config =
+            with_root("packages: [tree, file]\n").replace("hostname: pocket", &format!("hostname: pocket{nonce}"));
+        fs::write(repo.join("pocket.yaml"), cut_config).unwrap();
+        let (o, dry) = phone.deploy(&["--dry-run"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let fourth = dry["plan"]["generation"].as_u64().unwrap();
+        let sent: Vec<String> = dry["plan"]["send"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            .collect();
+        let paths = sent.len();
+        assert!(paths >= 2, "at least /etc and the toplevel: {dry}");
+        let before = phone.root_status();
+        let t0 = Instant::now();
+        let mut seed = nonce;
+        eprintln!("kill points from seed {seed}");
+        for i in 0..10 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let after_lines = i % paths;
+            let delay = Duration::from_millis((seed >> 33) % 200);
+            let cut = phone.deploy_cut(after_lines, delay);
+            let now = phone.root_status();
+            assert_eq!(now["boot_id"], before["boot_id"], "no reboot at cut {i} ({cut})");
+            let has = now["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
+            let rec = mobix::deploy::record_of(&serde_json::from_value(now.clone()).unwrap()).expect("a valid record");
+            let entry = rec.entries.iter().find(|e| u64::from(e.generation) == fourth);
+            assert_eq!(has, entry.is_some(), "entry and record agree at cut {i} ({cut})");
+            assert_eq!(
+                rec.default_gen as u64,
+                if has { fourth } else { second as u64 },
+                "the default at cut {i} ({cut})"
+            );
+            phone.store_is_whole(&sent, &format!("cut {i} ({cut})"));
+            eprintln!("cut {i}: {cut}; checked at {:.0}s", t0.elapsed().as_secs_f64());
+        }
+        eprintln!("10 cut deploys in {:.0}s", t0.elapsed().as_secs_f64());
+        // Rebooted, the phone boots what it booted before (or, when a cut came after the end
+        // of the stream, the new trial).
+        let committed =
+            phone.root_status()["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
+        let _ = phone.ssh("root", "root", &[], "systemctl reboot");
+        std::thread::sleep(Duration::from_secs(5));
+        phone.wait_for_login(&log, &[]);
+        let after = phone.root_status();
+        assert_ne!(after["boot_id"], before["boot_id"]);
+        assert_eq!(after["booted"]["generation"], if committed { fourth } else { second as u64 }, "{after}");
+    });
 
     // A new boot image (a kernel argument added) deployed over ssh: the phone writes it to
     // its inactive slot and makes that slot active; the bootloader tries it, the
     // generation proves itself, the data stays.
-    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [mobix.deployed=1]\n")).unwrap();
-    let (o, report) = phone.deploy(&[]);
-    let said = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "deploy of a boot image: {said}");
-    assert_eq!(report["boot_image"]["slot"], "b", "{report}");
-    let fifth = report["plan"]["generation"].as_u64().unwrap();
-    assert!(said.contains(&format!("generation {fifth} booted and is good")), "{said}");
-    let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
-    let out = text(&o);
-    assert!(
-        out.starts_with("kept\n") && out.contains("mobix.deployed=1") && out.contains("androidboot.slot_suffix=_b"),
-        "slot b's boot image runs, the data is kept: {out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let Some(fifth) = story.step("8 deploy a new boot image to slot b", || {
+        fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [mobix.deployed=1]\n")).unwrap();
+        let (o, report) = phone.deploy(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "deploy of a boot image: {said}");
+        assert_eq!(report["boot_image"]["slot"], "b", "{report}");
+        let fifth = report["plan"]["generation"].as_u64().unwrap();
+        assert!(said.contains(&format!("generation {fifth} booted and is good")), "{said}");
+        let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
+        let out = text(&o);
+        assert!(
+            out.starts_with("kept\n") && out.contains("mobix.deployed=1") && out.contains("androidboot.slot_suffix=_b"),
+            "slot b's boot image runs, the data is kept: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        fifth
+    }) else {
+        return story.end();
+    };
+
     // A boot image whose kernel panics, to slot a: the bootloader's tries run out, it
     // returns to slot b, stage-1 marks the generation bad, and the deploy says so.
-    fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [rdinit=/no-such-init]\n")).unwrap();
-    let (o, report) = phone.deploy(&[]);
-    let said = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{said}");
-    assert_eq!(report["boot_image"]["slot"], "a", "{report}");
-    let sixth = report["plan"]["generation"].as_u64().unwrap();
-    assert!(
-        said.contains(&format!(
-            "generation {sixth} failed (its kernel did not come up); the phone fell back to generation {fifth} by itself"
-        )),
-        "{said}"
-    );
-    let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
-    let out = text(&o);
-    assert!(out.starts_with("kept\n") && out.contains("androidboot.slot_suffix=_b"), "back on slot b: {out}");
-    assert_eq!(phone.root_status()["booted"]["generation"], fifth);
-    let failed_toplevel = report["plan"]["toplevel"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let Some((sixth, failed_toplevel)) = story.step("9 deploy a panicking kernel: back to slot b", || {
+        fs::write(repo.join("pocket.yaml"), with_root("packages: [tree]\ncmdline: [rdinit=/no-such-init]\n")).unwrap();
+        let (o, report) = phone.deploy(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert_eq!(report["boot_image"]["slot"], "a", "{report}");
+        let sixth = report["plan"]["generation"].as_u64().unwrap();
+        assert!(
+            said.contains(&format!(
+                "generation {sixth} failed (its kernel did not come up); the phone fell back to generation {fifth} by itself"
+            )),
+            "{said}"
+        );
+        let o = phone.ssh("alice", "alice", &[], "cat ~/notes /proc/cmdline");
+        let out = text(&o);
+        assert!(out.starts_with("kept\n") && out.contains("androidboot.slot_suffix=_b"), "back on slot b: {out}");
+        assert_eq!(phone.root_status()["booted"]["generation"], fifth);
+        let failed_toplevel = report["plan"]["toplevel"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+        (sixth, failed_toplevel)
+    }) else {
+        return story.end();
+    };
 
     // Garbage: keeping one generation, everything but the booted one goes, the failed
     // one's own paths with it; the phone refuses to drop what it boots, and boots as before.
-    let o =
-        phone.ssh("root", "root", &[], &format!("printf 'generation {fifth}\\nend\\n' | /run/current-system/init gc"));
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("it stays"), "{}", text(&o));
-    let (o, dry) = phone.deploy(&["--gc", "--keep", "1", "--dry-run"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(dry["gc"]["keep_generations"], serde_json::json!([fifth]), "{dry}");
-    assert!(dry["gc"]["drop_generations"].as_array().unwrap().contains(&sixth.into()), "{dry}");
-    let gone: Vec<String> =
-        dry["gc"]["remove"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
-    assert!(gone.contains(&failed_toplevel), "{dry}");
-    assert!(phone.root_status()["generations"].as_array().unwrap().len() > 1, "a dry run changes nothing");
-    let (o, _) = phone.deploy(&["--gc", "--keep", "1"]);
-    assert!(o.status.success(), "gc: {}", String::from_utf8_lossy(&o.stderr));
-    let now = phone.root_status();
-    let gens: Vec<u64> =
-        now["generations"].as_array().unwrap().iter().map(|g| g["generation"].as_u64().unwrap()).collect();
-    assert_eq!(gens, [fifth], "{now}");
-    let store: Vec<&str> = now["store"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-    assert!(gone.iter().all(|g| !store.contains(&g.as_str())), "removed: {gone:?}; left: {store:?}");
-    phone.store_is_whole(&store.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "after gc");
-    let _ = phone.ssh("root", "root", &[], "systemctl reboot");
-    std::thread::sleep(Duration::from_secs(5));
-    phone.wait_for_login(&log, &[]);
-    assert_eq!(phone.root_status()["booted"]["generation"], fifth, "the kept generation boots after gc");
+    story.step("10 gc keeps one generation, refuses the booted one, boots after", || {
+        let o = phone.ssh(
+            "root",
+            "root",
+            &[],
+            &format!("printf 'generation {fifth}\\nend\\n' | /run/current-system/init gc"),
+        );
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("it stays"), "{}", text(&o));
+        let (o, dry) = phone.deploy(&["--gc", "--keep", "1", "--dry-run"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(dry["gc"]["keep_generations"], serde_json::json!([fifth]), "{dry}");
+        assert!(dry["gc"]["drop_generations"].as_array().unwrap().contains(&sixth.into()), "{dry}");
+        let gone: Vec<String> =
+            dry["gc"]["remove"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        assert!(gone.contains(&failed_toplevel), "{dry}");
+        assert!(phone.root_status()["generations"].as_array().unwrap().len() > 1, "a dry run changes nothing");
+        let (o, _) = phone.deploy(&["--gc", "--keep", "1"]);
+        assert!(o.status.success(), "gc: {}", String::from_utf8_lossy(&o.stderr));
+        let now = phone.root_status();
+        let gens: Vec<u64> =
+            now["generations"].as_array().unwrap().iter().map(|g| g["generation"].as_u64().unwrap()).collect();
+        assert_eq!(gens, [fifth], "{now}");
+        let store: Vec<&str> = now["store"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(gone.iter().all(|g| !store.contains(&g.as_str())), "removed: {gone:?}; left: {store:?}");
+        phone.store_is_whole(&store.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "after gc");
+        let _ = phone.ssh("root", "root", &[], "systemctl reboot");
+        std::thread::sleep(Duration::from_secs(5));
+        phone.wait_for_login(&log, &[]);
+        assert_eq!(phone.root_status()["booted"]["generation"], fifth, "the kept generation boots after gc");
+    });
+
     phone.power_off(run);
 
     // `mobix run` boots what was built, with the config it was built with.
     fs::write(repo.join("pocket.yaml"), with_root(scratch)).unwrap();
     // `--fresh`: an empty phone, with a new host key and no data.
     let (run, log) = phone.power_on_with(&["--fresh"]);
-    let fresh_hosts = format!("UserKnownHostsFile={}", keys.join("known_hosts.fresh").display());
-    let new_key = ["-o", "StrictHostKeyChecking=accept-new", "-o", &fresh_hosts];
-    phone.wait_for_login(&log, &new_key);
-    let o = phone.ssh("alice", "alice", &new_key, "ls ~; wc -l < /var/lib/hello.log");
-    assert_eq!(text(&o).trim(), "1", "nothing kept: {}", String::from_utf8_lossy(&o.stderr));
-    let o = phone.ssh("alice", "alice", &[], "true");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "a new host key");
+    story.log(&log);
+    story.step("11 mobix run --fresh: an empty phone with a new host key", || {
+        let fresh_hosts = format!("UserKnownHostsFile={}", keys.join("known_hosts.fresh").display());
+        let new_key = ["-o", "StrictHostKeyChecking=accept-new", "-o", &fresh_hosts];
+        phone.wait_for_login(&log, &new_key);
+        let o = phone.ssh("alice", "alice", &new_key, "ls ~; wc -l < /var/lib/hello.log");
+        assert_eq!(text(&o).trim(), "1", "nothing kept: {}", String::from_utf8_lossy(&o.stderr));
+        let o = phone.ssh("alice", "alice", &[], "true");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "a new host key");
+    });
+
     phone.power_off(run);
+    story.end();
 }
 
 /// The device keys of a phone whose store lives on userdata (as the real phones' does),
