@@ -1,7 +1,7 @@
 //! mobix: declarative, reproducible system images for aarch64 Android phones.
 //!
 //! The pipeline, one module per stage (ARCHITECTURE.md is the map, with the layering
-//! `tests/layers.rs` enforces): [`profile`] → [`plan`] → [`store`] (running [`build`]ers)
+//! `tests/fast/layers.rs` enforces): [`profile`] → [`plan`] → [`store`] (running [`build`]ers)
 //! → [`generation`] → [`publish`] → [`flash`] / [`deploy`] / [`vm`], wired once in [`pipeline`].
 //! [`format`] holds the pure codecs every stage uses and [`cli`] is the only part that
 //! knows about the terminal.

@@ -156,7 +156,7 @@ fn violations(src_dir: &Path) -> Vec<String> {
     for (path, file) in files {
         let Some(top) = path.first() else { continue };
         let Some(own) = layer_of(top) else {
-            bad.push(format!("{}: module `{top}` has no layer in tests/layers.rs", file.display()));
+            bad.push(format!("{}: module `{top}` has no layer in tests/fast/layers.rs", file.display()));
             continue;
         };
         let text = std::fs::read_to_string(&file).unwrap();
@@ -212,7 +212,7 @@ fn every_top_level_module_has_a_layer() {
     for line in lib.lines() {
         if let Some(m) = line.strip_prefix("pub mod ").or_else(|| line.strip_prefix("mod ")) {
             let m = m.trim_end_matches(';');
-            assert!(layer_of(m).is_some(), "src/lib.rs declares `{m}`, which tests/layers.rs gives no layer");
+            assert!(layer_of(m).is_some(), "src/lib.rs declares `{m}`, which tests/fast/layers.rs gives no layer");
         }
     }
 }
