@@ -329,15 +329,19 @@ def main():
     def cmd(*args, cwd=REPO):
         return lambda: run_logged(list(args), cwd=cwd, env=env) == 0
 
+    # Lints run beside the phone tests (below), off the run's critical path.
+    lints = []
     if not pattern:
         ok &= timer.step("formatting (cargo fmt --check)", cmd("cargo", "fmt", "--all", "--", "--check"))
         ok &= timer.step("formatting of init/", cmd("cargo", "fmt", "--all", "--", "--check", cwd=REPO / "init"))
-        ok &= timer.step("lints (cargo clippy -D warnings)",
-                         cmd("cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"))
-        ok &= timer.step("lints of init/", cmd("cargo", "clippy", "--locked", "--workspace", "--all-targets", "--",
-                                               "-D", "warnings", cwd=REPO / "init"))
-        ok &= timer.step("fuzz targets build (running them is opt-in: scripts/fuzz)",
-                         cmd("cargo", "check", "--locked", "--quiet", "--manifest-path", "fuzz/Cargo.toml", "--bins"))
+        lints = [
+            ("lints (cargo clippy -D warnings)", ["cargo", "clippy", "--locked", "--all-targets", "--", "-D", "warnings"],
+             REPO),
+            ("lints of init/", ["cargo", "clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"],
+             REPO / "init"),
+            ("fuzz targets build (running them is opt-in: scripts/fuzz)",
+             ["cargo", "check", "--locked", "--quiet", "--manifest-path", "fuzz/Cargo.toml", "--bins"], REPO),
+        ]
 
     built = {}
 
@@ -363,9 +367,9 @@ def main():
     results = Results()
     tenv = boots.env(env)
     t0 = time.monotonic()
-    # Two lanes, then the systemd tests alone: the tests that power on no phone (the unit
-    # tests and tests/fast, which build) beside tests/phone, whose one phone at a time (one
-    # emulated CPU) leaves the second core idle while it boots; the systemd phones (two
+    # Two lanes, then the systemd tests alone: the lints and the tests that power on no
+    # phone (the unit tests and tests/fast, which build) beside tests/phone, whose small
+    # phones (one emulated CPU) leave a core idle while they boot; the systemd phones (two
     # CPUs, tight health-check timeouts) with nothing beside them.
     every = [(name, exe, where) for where, bins in built.items() for name, exe in bins]
     phone = [b for b in every if b[0].endswith("tests/phone")]
@@ -376,7 +380,19 @@ def main():
     def lane(bins, live):
         outcome[id(bins)] = all([results.run(n, e, w, tenv, pattern, live=live) for n, e, w in bins])
 
-    side = threading.Thread(target=lane, args=(beside, False))
+    def side_lane():
+        good = True
+        for name, args, cwd in lints:
+            held = []
+            t = time.monotonic()
+            code = run_logged(args, cwd=cwd, env=env, held=held)
+            emit(f"\n== {name} (ran beside the phone tests; its output as a whole)\n" + "".join(held))
+            timer.steps.append((f"{name}, beside the phone tests", time.monotonic() - t, code == 0))
+            good &= code == 0
+        lane(beside, False)
+        outcome["lints"] = good
+
+    side = threading.Thread(target=side_lane)
     side.start()
     lane(phone, True)
     side.join()

@@ -26,47 +26,71 @@ pub fn named(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// Whether a mobix command line powers on an emulated phone (`mobix test`, `mobix run`).
-fn powers_on(cmd: &Command) -> bool {
-    cmd.get_args().any(|a| a == "test" || a == "run")
+/// The phone a mobix command line powers on (`mobix test`, `mobix run`), if any: a small one
+/// for the minimal system of [`minimal`] (one emulated CPU), else one taking both cores.
+fn powers_on(cmd: &Command) -> Option<fn() -> PhoneGuard> {
+    if !cmd.get_args().any(|a| a == "test" || a == "run") {
+        return None;
+    }
+    let small = cmd.get_args().any(|a| a == std::ffi::OsStr::new(&minimal()));
+    Some(if small { small_phone } else { phone })
 }
 
 /// Runs a mobix command to its end, echoing its stderr into the test's output; a command
-/// that powers on an emulated phone waits for [`phone`] first.
+/// that powers on an emulated phone waits for its cores first ([`phone`], [`small_phone`]).
 pub fn run(cmd: &mut Command) -> Output {
-    let _phone = powers_on(cmd).then(phone);
+    let _phone = powers_on(cmd).map(|take| take());
     let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     eprintln!("$ mobix {}\n{}", args.join(" "), String::from_utf8_lossy(&o.stderr));
     o
 }
 
-/// Who holds the emulated phone (a thread of this test binary) and how many times.
-static PHONE: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
+/// The machine's two cores, as phones take them: the threads that hold phones now, each
+/// with the cores its phone takes and how many times the thread took it (re-entrant).
+static PHONES: Mutex<Vec<(ThreadId, u32, usize)>> = Mutex::new(Vec::new());
 static PHONE_FREE: Condvar = Condvar::new();
+const CORES: u32 = 2;
 
-/// Held while an emulated phone runs: one at a time in the whole test binary, since two
-/// guests of two CPUs each on a 2-core machine slow each other past their boot timeouts,
-/// while builds may run beside one. Re-entrant: a test holding it may run `mobix test`.
+/// Held while an emulated phone runs: [`phone`] takes both cores (two guests of two CPUs on
+/// a 2-core machine slow each other past their boot and health-check timeouts: the systemd
+/// phones), [`small_phone`] one (a minimal-init phone of one emulated CPU, whose boots take
+/// seconds against timeouts of minutes: two of them may run at once). Builds need none and
+/// run beside. Re-entrant: a test holding a phone may run `mobix test` on the same thread.
 pub struct PhoneGuard;
 
 pub fn phone() -> PhoneGuard {
+    take(CORES)
+}
+
+pub fn small_phone() -> PhoneGuard {
+    take(1)
+}
+
+fn take(cores: u32) -> PhoneGuard {
     let me = std::thread::current().id();
-    let mut s = PHONE.lock().unwrap_or_else(|e| e.into_inner());
-    while s.0.is_some_and(|t| t != me) {
+    let mut s = PHONES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = s.iter_mut().find(|h| h.0 == me) {
+        h.2 += 1;
+        return PhoneGuard;
+    }
+    while s.iter().map(|h| h.1).sum::<u32>() + cores > CORES {
         s = PHONE_FREE.wait(s).unwrap_or_else(|e| e.into_inner());
     }
-    *s = (Some(me), s.1 + 1);
+    s.push((me, cores, 1));
     PhoneGuard
 }
 
 impl Drop for PhoneGuard {
     fn drop(&mut self) {
-        let mut s = PHONE.lock().unwrap_or_else(|e| e.into_inner());
-        s.1 -= 1;
-        if s.1 == 0 {
-            s.0 = None;
-            PHONE_FREE.notify_all();
+        let me = std::thread::current().id();
+        let mut s = PHONES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = s.iter().position(|h| h.0 == me) {
+            s[i].2 -= 1;
+            if s[i].2 == 0 {
+                s.remove(i);
+                PHONE_FREE.notify_all();
+            }
         }
     }
 }

@@ -11,8 +11,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// A build from source: these tests are about what building puts in the store (what a
+/// change rebuilds, what gc finds, what a killed build leaves), so no binary cache of the
+/// user's (`scripts/test`'s CI cache) stands in, unless the test names one itself.
 fn build(t: &Path, store: &str, out: &str, extra: &[&str]) -> Output {
     let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--out", out];
+    if !extra.contains(&"--substituter") && !extra.contains(&"--no-substitute") {
+        a.push("--no-substitute");
+    }
     // The real tree unless the test copied one (a copied init/ is compiled again: its path
     // is part of rustc's flags).
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -34,7 +40,7 @@ fn sha256s(out: &Path) -> serde_json::Value {
 
 /// The recipes of `mobix build --dry-run --json` not yet built, by name.
 fn unbuilt(t: &Path, store: &str, extra: &[&str]) -> BTreeSet<String> {
-    let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--dry-run", "--json"];
+    let mut a = vec!["build", "--device", "qemu-aarch64", "--store", store, "--dry-run", "--json", "--no-substitute"];
     let minimal = crate::common::minimal();
     if !extra.contains(&"--config") {
         a.extend(["--config", &minimal]);
@@ -75,7 +81,8 @@ fn an_overlay_change_rebuilds_only_what_depends_on_it() {
     assert_eq!(plan, want, "the plan rebuilds exactly what depends on the overlay");
     let dry: serde_json::Value = serde_json::from_str(&ok(&mobix(
         t,
-        &[&["build", "--device", "qemu-aarch64", "--store", "store", "--dry-run"][..], &cfg[..]].concat(),
+        &[&["build", "--device", "qemu-aarch64", "--store", "store", "--dry-run", "--no-substitute"][..], &cfg[..]]
+            .concat(),
     )))
     .unwrap();
     assert_eq!((dry["generation"].as_u64(), dry["new_generation"].as_bool()), (Some(2), Some(true)), "{dry}");
@@ -180,12 +187,10 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
     // How long a whole cold build takes here, to spread the kills over it: timed on a
     // second one, once the download and cargo caches are warm (the first may compile the
     // init programs' dependencies, which later builds do not).
-    // Built from source, not substituted (scripts/test gives every build its CI cache): the
-    // kills are to land in builders.
-    ok(&build(t, "reference", "out-ref", &["--no-substitute"]));
+    ok(&build(t, "reference", "out-ref", &[]));
     let _ = mobix::util::remove_tree(&t.join("reference"));
     let t0 = Instant::now();
-    ok(&build(t, "reference", "out-ref", &["--no-substitute"]));
+    ok(&build(t, "reference", "out-ref", &[]));
     let cold = t0.elapsed();
     eprintln!("a cold build takes {cold:?}");
     let _ = mobix::util::remove_tree(&t.join("reference"));

@@ -14,28 +14,12 @@ fn an_erofs_system_builds_reproducibly_checks_and_boots() {
     fs::write(t.join("system.yaml"), "init: minimal\ndevice:\n  system: { filesystem: erofs }\n").unwrap();
     let repo = repo();
     let repo = repo.to_str().unwrap();
-    // The second from source whatever binary caches the run has (scripts/test's CI cache).
-    for (store, out, substitute) in [("s1", "o1", &[][..]), ("s2", "o2", &["--no-substitute"])] {
-        ok(&mobix(
-            t,
-            &[
-                &[
-                    "build",
-                    "--device",
-                    "qemu-aarch64",
-                    "--repo",
-                    repo,
-                    "--store",
-                    store,
-                    "--out",
-                    out,
-                    "--config",
-                    "system.yaml",
-                ][..],
-                substitute,
-            ]
-            .concat(),
-        ));
+    // Both take what the binary caches of the run have (scripts/test's CI cache), so that
+    // the erofs images, which no cache has, are what each build makes itself; the rest of the
+    // minimal system is compared from two empty stores by packages::.
+    for (store, out) in [("s1", "o1"), ("s2", "o2")] {
+        let build = ["build", "--device", "qemu-aarch64", "--repo", repo, "--store", store, "--out", out];
+        ok(&mobix(t, &[&build[..], &["--config", "system.yaml"]].concat()));
     }
     let img = fs::read(t.join("o1/system.img")).unwrap();
     assert!(img == fs::read(t.join("o2/system.img")).unwrap(), "system.img differs between two stores");

@@ -8,6 +8,7 @@ mod common;
 
 mod apt;
 mod boot_matrix;
+mod debug_shell;
 mod e2e;
 mod erofs;
 mod fallback;

@@ -192,7 +192,8 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let console = tmp.path().join("console.log");
     qemu.stdin(Stdio::null()).stdout(std::fs::File::create(&console).unwrap()).stderr(Stdio::inherit());
     std::os::unix::process::CommandExt::process_group(&mut qemu, 0);
-    let _held = crate::common::phone();
+    // One emulated CPU, 300 s for what takes about 30: beside another small phone.
+    let _held = crate::common::small_phone();
     let mut child = qemu.spawn().unwrap();
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
