@@ -19,15 +19,24 @@ struct Phone {
     /// Its stderr, past the line that named the port.
     err: BufReader<ChildStderr>,
     said: String,
-    /// Fastboot mode may boot what it is sent from RAM (`fastboot boot`).
-    _held: crate::common::PhoneGuard,
+    /// Held when it is to boot what it is sent from RAM (`fastboot boot`: QEMU); fastboot
+    /// mode itself runs on the host.
+    _held: Option<crate::common::PhoneGuard>,
 }
 
 impl Phone {
     /// Starts it on a port it picks itself (`--port 0`), read back from what it prints, so
     /// that tests running side by side cannot take each other's port.
     fn start(device: &str, out: &Path, extra: &[&str]) -> Phone {
-        let held = crate::common::phone();
+        Phone::start_with(device, out, extra, None)
+    }
+
+    /// As [`Phone::start`], for a phone that will boot from RAM.
+    fn start_to_boot(device: &str, out: &Path, extra: &[&str]) -> Phone {
+        Phone::start_with(device, out, extra, Some(crate::common::phone()))
+    }
+
+    fn start_with(device: &str, out: &Path, extra: &[&str], held: Option<crate::common::PhoneGuard>) -> Phone {
         let mut child = crate::common::mobix_cmd()
             .args(["run", "--device", device, "--fastboot", "--port", "0"])
             .arg("--out")
@@ -233,7 +242,7 @@ fn mobix_flash_then_boot_then_an_update_to_the_inactive_slot() {
     // `mobix boot`: the boot image from RAM, nothing flashed; it finds the system flashed
     // above and reaches boot-complete (then powers off, as asked).
     // The default max-download-size has room for the default boot image.
-    let phone = Phone::start("qemu-aarch64", &out, &["--append", "mobix.poweroff"]);
+    let phone = Phone::start_to_boot("qemu-aarch64", &out, &["--append", "mobix.poweroff"]);
     ok(&mobix(&["boot", "--device", "qemu-aarch64", "--out", out.to_str().unwrap(), "-s", &phone.serial()]));
     let log = phone.wait();
     assert!(log.contains("booting the"), "{log}");
