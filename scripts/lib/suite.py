@@ -36,28 +36,25 @@ KEPT_STORES = ["mobix-test-store", "mobix-test-store-systemd", "mobix-test-cache
 log_file = None
 
 
-def say(msg):
-    line = f"test: {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if log_file:
-        log_file.write(line + "\n")
-        log_file.flush()
-
-
-def step_banner(name):
-    print(f"\n== {name}", file=sys.stderr, flush=True)
-    if log_file:
-        log_file.write(f"\n== {name}\n")
-
-
 OUTPUT = threading.Lock()
 
 
-def emit(text):
+def emit(text, stream=sys.stdout):
+    """Writes text to the terminal and the log, whole (two lanes write at once)."""
     with OUTPUT:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        log_file.write(text)
+        stream.write(text)
+        stream.flush()
+        if log_file:
+            log_file.write(text)
+            log_file.flush()
+
+
+def say(msg):
+    emit(f"test: {msg}\n", sys.stderr)
+
+
+def step_banner(name):
+    emit(f"\n== {name}\n", sys.stderr)
 
 
 def run_logged(cmd, cwd=REPO, env=None, on_line=None, held=None):
@@ -144,7 +141,8 @@ class CiCache:
             self._discard(" / ".join(lines) or r.stderr.strip())
             return self._env(None)
         n = len(r.stdout.split())
-        say(f"CI cache: checked and pulled {n} new store paths into {store} in {time.monotonic() - t0:.1f} s")
+        say(f"CI cache: pulled {n} new store paths into {store}, each checked, in {time.monotonic() - t0:.1f} s "
+            "(paths the store had already are not fetched)")
         self.state = f"warm: {n} paths pulled"
         return self._env(self.cache)
 
@@ -158,14 +156,14 @@ class CiCache:
         return {"MOBIX_CONFIG": str(self.config)}
 
     def fill(self):
-        """Pushes every path of the suite's kept stores (what the cache lacks), then drops
-        what none of them has any more, so that the cache holds one run's paths, not all
-        runs'. Nothing else reads this cache, so deleting from it is safe here."""
+        """Pushes every path of the suite's kept stores (what the cache lacks). Since the
+        pull brings the whole cache into the shared store, nothing here tells which old
+        paths the run no longer needed: the cache only grows, so past MOBIX_CI_CACHE_MAX_MIB
+        (default 8192) it is deleted and the next run is cold and makes a new one."""
         if not self.key.exists():
             return
         t0 = time.monotonic()
-        kept = set()
-        pushed_all = True
+        kept = 0
         for name in KEPT_STORES:
             store = REPO / "target" / name
             if not store.is_dir():
@@ -173,39 +171,24 @@ class CiCache:
             paths = sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
             if not paths:
                 continue
-            kept.update(paths)
+            kept += len(paths)
             r = self._mobix(["store", "push", *paths, "--to", str(self.cache), "--key", str(self.key)], store=store)
             if r.returncode != 0:
-                pushed_all = False
                 say(f"CI cache: pushing {store} failed (the next run is colder): {r.stderr.strip()}")
-        dropped = self._prune(kept) if pushed_all and kept else 0
-        size = sum(f.stat().st_size for f in self.cache.rglob("*") if f.is_file()) if self.cache.is_dir() else 0
-        say(f"CI cache: {len(kept)} store paths in {self.cache} ({size / 2**20:.0f} MiB; {dropped} old ones dropped) "
-            f"in {time.monotonic() - t0:.1f} s")
-
-    def _prune(self, kept):
-        dropped = 0
-        archives = set()
-        for meta in self.cache.glob("*.json"):
-            if meta.stem not in kept:
-                meta.unlink()
-                dropped += 1
-                continue
-            try:
-                archives.add(json.loads(meta.read_text())["archive"])
-            except (ValueError, KeyError):
-                meta.unlink()
-        for f in (self.cache / "archives").glob("*"):
-            if f"archives/{f.name}" not in archives:
-                f.unlink()
-        return dropped
+        size = sum(f.stat().st_size for f in self.cache.rglob("*") if f.is_file()) / 2**20 if self.cache.is_dir() else 0
+        cap = int(os.environ.get("MOBIX_CI_CACHE_MAX_MIB", "8192"))
+        if size > cap:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            say(f"CI cache: {size:.0f} MiB is over {cap} MiB; deleted: the next run is cold and makes a new one")
+            return
+        say(f"CI cache: {kept} store paths pushed to {self.cache} ({size:.0f} MiB) in {time.monotonic() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------
 # Test binaries.
 
 def test_binaries(manifest_dir, env):
-    """Builds the test binaries of a workspace; returns [(name, executable)] in run order."""
+    """Builds the test binaries of a workspace; returns [(name, executable)]."""
     cmd = ["cargo", "test", "--locked", "--no-run", "--message-format=json-render-diagnostics"]
     if manifest_dir != REPO:
         cmd.append("--workspace")
@@ -229,11 +212,7 @@ def test_binaries(manifest_dir, env):
             pkg = m["package_id"].split("#")[-1].split("@")[0].rsplit("/", 1)[-1]
             name = f"{pkg} {kind}" if kind in ("lib", "bin") else f"{pkg} tests/{t['name']}"
             found.append((name, m["executable"]))
-    # The phone binaries last: failures in the cheap ones show first.
-    order = {"fast": 0, "phone": 1, "systemd": 2}
-    found.sort(key=lambda x: (x[0].endswith("tests/phone") or x[0].endswith("tests/systemd"),
-                              order.get(x[0].rsplit("/", 1)[-1], -1)))
-    return found
+    return found  # main() puts them in lanes
 
 
 RESULT = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)(?: <([0-9.]+)s>)?")
@@ -300,9 +279,6 @@ class Boots:
 
     def env(self, env):
         return dict(env, PATH=f"{self.bin}:{env['PATH']}") if self.ok else env
-
-    def count(self):
-        return len(self.file.read_text().split())
 
     def by_test(self):
         """Power-ons by the test that asked for them (MOBIX_TEST, set by tests/common)."""

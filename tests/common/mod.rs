@@ -99,12 +99,6 @@ impl Drop for PhoneGuard {
 /// (QEMU, ssh, servers) when dropped, also when a test fails.
 pub struct Group(pub Child);
 
-impl Group {
-    pub fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
 impl Drop for Group {
     fn drop(&mut self) {
         kill_group(&mut self.0);

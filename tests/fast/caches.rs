@@ -40,8 +40,7 @@ impl Server {
     }
 
     fn kill(&mut self) {
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        crate::common::kill_group(&mut self.child);
     }
 }
 
@@ -49,10 +48,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Debian's nginx serving `root` on loopback; `rate` limits each download (bytes/s).
@@ -69,7 +64,7 @@ fn nginx_with(
     tls: Option<(&Path, &Path)>,
     users: Option<&Path>,
 ) -> Server {
-    let port = free_port();
+    let port = crate::common::free_port();
     fs::create_dir_all(dir.join("tmp")).unwrap();
     // As root, nginx's workers would otherwise run as nobody, who cannot read a test's
     // private temporary directory.
@@ -100,7 +95,7 @@ fn nginx_with(
 
 /// s3s-fs on loopback with one bucket, `team`, checking signatures by the test's key.
 fn s3(root: &Path) -> Server {
-    let port = free_port();
+    let port = crate::common::free_port();
     fs::create_dir_all(root.join("team")).unwrap();
     let mut cmd = Command::new("s3s-fs");
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET])
@@ -359,7 +354,7 @@ fn a_cache_served_by_nginx_feeds_four_builds_at_once_and_refuses_what_it_must() 
     assert!(stderr(&o).contains("name the store paths to pull"), "{}", stderr(&o));
 
     // `store caches` lists them as builds ask them, saying which answer.
-    let dead = format!("http://127.0.0.1:{}/gone", free_port());
+    let dead = format!("http://127.0.0.1:{}/gone", crate::common::free_port());
     fs::write(
         &config,
         format!("substituters:\n  - {dead}\n  - {url}?priority=10\ntrusted_keys:\n  - {}\n", public.trim()),

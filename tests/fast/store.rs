@@ -234,9 +234,7 @@ fn builds_killed_at_random_moments_leave_a_store_that_verifies_and_completes() {
             cap_ms /= 2;
         }
         // SIGKILL to mobix and the tools it runs: no destructor, no cleanup.
-        // SAFETY: a plain syscall on the build's own process group.
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-        let _ = child.wait();
+        crate::common::kill_group(&mut child);
         let v = mobix(t, &["--store", "s", "store", "verify"]);
         assert!(
             v.status.success(),

@@ -198,9 +198,7 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(300) {
-            // SAFETY: a plain syscall on QEMU's own process group.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
+            crate::common::kill_group(&mut child); // QEMU leads its group
             panic!("the VM did not finish in 300 s:\n{}", std::fs::read_to_string(&console).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(200));
