@@ -334,11 +334,9 @@ fn complete_apt(
         progress(&format!("mobix.lock: {n} {old} -> {new}"));
     }
     for (what, pkgs) in &effects {
-        progress(&format!(
-            "note: maintainer scripts mobix does not run: {} {what} ({})",
-            pkgs.join(", "),
-            script_hint(what)
-        ));
+        for line in script_notes(what, pkgs, &profile.system) {
+            progress(&line);
+        }
     }
     lock.apt = r.lock;
     if !dry_run {
@@ -347,16 +345,82 @@ fn complete_apt(
     Ok(())
 }
 
-/// How mobix does declaratively what a kind of maintainer script does (README: "Debian
-/// packages").
-fn script_hint(what: &str) -> &'static str {
+/// The build's notes on what a kind of maintainer script would have done for `pkgs`, each
+/// with what mobix does instead for this system (README: "Debian packages").
+fn script_notes(what: &str, pkgs: &[String], system: &profile::SystemConfig) -> Vec<String> {
+    use crate::lock::ids;
+    use profile::Init;
+    let systemd = system.init == Init::Systemd;
+    let note = |pkgs: &[&String], instead: &str| {
+        let names: Vec<&str> = pkgs.iter().map(|p| p.as_str()).collect();
+        format!("note: maintainer scripts mobix does not run: {} {what} ({instead})", names.join(", "))
+    };
+    let all: Vec<&String> = pkgs.iter().collect();
     match what {
-        "creates users or groups" => "systems have root only until `users:` comes to the system config",
-        "generates keys" => "no keys are made for it: a service that needs one makes it at first boot",
-        "registers alternatives" => "the software tree links each program under its own name",
-        "installs config files in /etc" => "/etc comes from overlays and the system config",
-        "enables services" => "only the system config's services run",
-        _ => "see README, Debian packages",
+        "creates users or groups" if !systemd => vec![note(&all, "an `init: minimal` system has root only")],
+        "creates users or groups" => {
+            let (made, not): (Vec<&String>, Vec<&String>) = pkgs.iter().partition(|p| ids::makes_accounts_of(p));
+            let mut out = Vec::new();
+            if !made.is_empty() {
+                out.push(note(&made, "mobix makes their system accounts itself, the ids kept in mobix.lock"));
+            }
+            if !not.is_empty() {
+                out.push(note(
+                    &not,
+                    &format!(
+                        "mobix does not make their accounts: a program of theirs that runs as its own user or \
+                         group will not find it; mobix makes the system accounts of {} only, and more groups \
+                         can be declared under `groups:`",
+                        ids::ACCOUNT_PACKAGES.join(", ")
+                    ),
+                ));
+            }
+            out
+        }
+        "generates keys" => {
+            let (ssh, other): (Vec<&String>, Vec<&String>) = pkgs.iter().partition(|p| *p == "openssh-server");
+            let mut out = Vec::new();
+            if !ssh.is_empty() {
+                out.push(note(
+                    &ssh,
+                    if systemd && system.ssh.enable {
+                        "mobix makes the ssh host key on the phone at its first boot and keeps it in the state"
+                    } else {
+                        "no host key is made: mobix makes one only where the config says `ssh: { enable: true }`"
+                    },
+                ));
+            }
+            if !other.is_empty() {
+                out.push(note(
+                    &other,
+                    "no keys are made for them (a store is world-readable): a service that needs one makes it \
+                     on the phone at first boot",
+                ));
+            }
+            out
+        }
+        "registers alternatives" => {
+            vec![note(&all, "no /etc/alternatives links: each program is in the software tree under its own name")]
+        }
+        "installs config files in /etc" if systemd => {
+            vec![note(
+                &all,
+                "their /etc files are installed as shipped, and overlays and the system config win over them",
+            )]
+        }
+        "installs config files in /etc" => {
+            vec![note(&all, "not installed: an `init: minimal` system's /etc comes from overlays only")]
+        }
+        "enables services" if systemd => vec![note(
+            &all,
+            "their units start only when the config's `enable_units:` lists them; mobix itself enables \
+             networkd, dbus and ssh where the system uses them",
+        )],
+        "enables services" => vec![note(&all, "an `init: minimal` system runs only the config's `services:`")],
+        "asks debconf questions" => {
+            vec![note(&all, "no questions are asked: the package's defaults hold, and overlays change its files")]
+        }
+        _ => vec![note(&all, "see README, Debian packages")],
     }
 }
 
@@ -366,4 +430,45 @@ fn locate_unknown(profile: &Profile, e: anyhow::Error) -> anyhow::Error {
     let Some(rest) = fail.msg.split(" has no package ").nth(1) else { return e };
     let first = rest.split(", ").next().unwrap_or(rest);
     profile.package_error(first, fail.msg.clone(), fail.hint.clone()).unwrap_or(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notes(what: &str, pkgs: &[&str], system: &profile::SystemConfig) -> String {
+        let pkgs: Vec<String> = pkgs.iter().map(|p| p.to_string()).collect();
+        script_notes(what, &pkgs, system).join("\n")
+    }
+
+    /// Each note says what mobix does today instead of the script, for the kind of system
+    /// the config makes (the notes once promised `users:` and host keys "in the next wave").
+    #[test]
+    fn maintainer_script_notes_say_what_mobix_does_instead() {
+        let systemd = profile::SystemConfig::default();
+        let said = notes("creates users or groups", &["openssh-server", "polkitd", "dbus"], &systemd);
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 2, "{said}");
+        assert!(lines[0]
+            .contains(": openssh-server, dbus creates users or groups (mobix makes their system accounts itself"));
+        assert!(lines[1].contains(": polkitd creates users or groups (mobix does not make their accounts"), "{said}");
+        assert!(lines[1].contains("of systemd, udev, dbus, dbus-system-bus-common, openssh-server only"), "{said}");
+        assert!(!said.contains("until `users:`") && !said.contains("next wave"), "{said}");
+        let minimal: profile::SystemConfig = serde_norway::from_str("init: minimal").unwrap();
+        assert!(notes("creates users or groups", &["polkitd"], &minimal).contains("has root only"));
+
+        let mut ssh = systemd.clone();
+        ssh.ssh.enable = true;
+        let said = notes("generates keys", &["openssh-server", "ssl-cert"], &ssh);
+        assert!(
+            said.contains("openssh-server generates keys (mobix makes the ssh host key on the phone at its first boot")
+        );
+        assert!(said.contains("ssl-cert generates keys (no keys are made for them"), "{said}");
+        assert!(notes("generates keys", &["openssh-server"], &systemd).contains("no host key is made"));
+
+        assert!(notes("installs config files in /etc", &["iproute2"], &systemd).contains("installed as shipped"));
+        assert!(notes("installs config files in /etc", &["iproute2"], &minimal).contains("not installed"));
+        assert!(notes("enables services", &["chrony"], &systemd).contains("`enable_units:`"));
+        assert!(notes("enables services", &["chrony"], &minimal).contains("only the config's `services:`"));
+    }
 }

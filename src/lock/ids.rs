@@ -111,6 +111,16 @@ pub fn system_accounts(has: &dyn Fn(&str) -> bool) -> (Vec<SystemUser>, Vec<&'st
     (users, groups)
 }
 
+/// The packages whose system accounts [`system_accounts`] makes (a test keeps the two
+/// in step); a package outside it that creates accounts in its maintainer scripts gets
+/// none.
+pub const ACCOUNT_PACKAGES: [&str; 5] = ["systemd", "udev", "dbus", "dbus-system-bus-common", "openssh-server"];
+
+/// Whether mobix makes the system accounts `package`'s maintainer scripts would create.
+pub fn makes_accounts_of(package: &str) -> bool {
+    ACCOUNT_PACKAGES.contains(&package)
+}
+
 /// Whether `name` is a group a system can have without declaring it: Debian's fixed ones,
 /// or one that mobix or a package provides.
 pub fn is_system_group(name: &str) -> bool {
@@ -197,6 +207,18 @@ fn free(taken: &BTreeSet<u32>, kind: Kind) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packages_whose_accounts_mobix_makes_are_those_system_accounts_knows() {
+        let only = |name: &'static str| move |p: &str| p == name;
+        for p in ACCOUNT_PACKAGES {
+            let (users, groups) = system_accounts(&only(p));
+            assert!(!users.is_empty() || groups.len() > 1, "{p} gets no accounts");
+        }
+        let (users, groups) = system_accounts(&|p: &str| !ACCOUNT_PACKAGES.contains(&p));
+        assert!(users.is_empty() && groups == ["wheel"], "{users:?} {groups:?}");
+        assert!(makes_accounts_of("openssh-server") && !makes_accounts_of("polkitd"));
+    }
 
     fn person(n: &str) -> (String, Kind) {
         (n.to_string(), Kind::Person)

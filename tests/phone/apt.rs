@@ -54,6 +54,9 @@ fn the_lock_holds_apts_own_solution_and_builds_the_same_anywhere() {
     assert!(said.contains("mobix.lock: added"), "{said}");
     assert!(said.contains("maintainer scripts mobix does not run: openssh-server"), "{said}");
     assert!(said.contains("generates keys"), "{said}");
+    // openssh-server's postinst adds the sshd user; this system has no systemd, so no
+    // accounts (a systemd system's note says mobix makes it: pins.rs's unit test).
+    assert!(said.contains("creates users or groups (an `init: minimal` system has root only)"), "{said}");
 
     // What mobix pinned is what apt installs for the same names in the same root.
     // (Under the root's lock, as mobix takes it: another test may be updating its lists.)
