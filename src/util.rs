@@ -348,6 +348,19 @@ impl FileLock {
         }
         Ok(FileLock { _file: file })
     }
+
+    /// Says in the lock file who holds it (for [`FileLock::holder`] in a process that is
+    /// refused); best effort: the lock holds either way.
+    pub fn note(&self, who: &str) {
+        use std::io::{Seek, Write};
+        let mut f = &self._file;
+        let _ = f.set_len(0).and_then(|_| f.seek(io::SeekFrom::Start(0))).and_then(|_| f.write_all(who.as_bytes()));
+    }
+
+    /// What the holder of the lock at `path` said about itself ([`FileLock::note`]).
+    pub fn holder(path: &Path) -> Option<String> {
+        fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    }
 }
 
 #[cfg(test)]

@@ -190,12 +190,13 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
     }
+    prepared.say_user(&match a.ssh_port {
+        Some(port) => format!("`mobix test`, ssh on 127.0.0.1:{port}"),
+        None => "`mobix test`".into(),
+    });
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
-    if let Some(state) = vm::read_state(&profile, &prepared)? {
-        let store = open_store(g)?;
-        generation::save_ledger(&store, &profile.instance(), &state)?;
-    }
+    remember_state(g, &profile, &prepared)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
@@ -240,8 +241,29 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
             profile.system.ssh_command("127.0.0.1", Some(port))
         ));
     }
-    let status = vm::run(&profile, &prepared, &a.append, &progress)?;
+    prepared.say_user(&match a.ssh_port {
+        Some(port) => format!("`mobix run`, ssh on 127.0.0.1:{port}"),
+        None => "`mobix run`".into(),
+    });
+    let status = vm::run(&profile, &prepared, &a.append, &progress);
+    // However the phone stopped (powered off, Ctrl-A X, a signal to mobix), what it
+    // recorded about its generations is read back for the next build and `generations`.
+    remember_state(g, &profile, &prepared)?;
+    let status = status?;
+    if let Some(sig) = vm::interrupted() {
+        progress(&format!("the emulated phone was stopped by signal {sig}; its boot-state record was read back"));
+        return Ok(ExitCode::from(128 + sig as u8));
+    }
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Reads the emulated phone's boot-state record into the store's ledger of the device.
+fn remember_state(g: &Global, profile: &Profile, prepared: &vm::Prepared) -> Result<()> {
+    if let Some(state) = vm::read_state(profile, prepared)? {
+        let store = open_store(g)?;
+        generation::save_ledger(&store, &profile.instance(), &state)?;
+    }
+    Ok(())
 }
 
 /// The emulated phone's network with its ssh forwarded to 127.0.0.1:`port`.
@@ -252,7 +274,9 @@ fn ssh_forward(profile: &Profile, port: u16) -> Result<vm::Net> {
             .into());
     }
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        return Err(Fail::new(format!("127.0.0.1:{port} is in use; --ssh-port needs a free port")).into());
+        return Err(Fail::new(format!("127.0.0.1:{port} is in use; --ssh-port needs a free port"))
+            .hint("another program holds it, perhaps an earlier `mobix run --ssh-port` of yours still running: end it, or give another port")
+            .into());
     }
     Ok(vm::Net::with_ssh(profile, port))
 }

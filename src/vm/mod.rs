@@ -57,6 +57,15 @@ pub struct Prepared {
     pub net: Net,
 }
 
+impl Prepared {
+    /// Says who boots the phone, for the refusal another mobix process gets meanwhile.
+    pub fn say_user(&self, who: &str) {
+        if let Some(l) = &self.phone_lock {
+            l.note(&format!("pid {}: {who}", std::process::id()));
+        }
+    }
+}
+
 /// The emulated phone's network.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Net {
@@ -82,14 +91,34 @@ impl Net {
 /// Claims the emulated phone's own disk (`<out>/phone/`) for one user at a time: the
 /// fastboot-mode phone writing into it, or a boot of it. Refused while another holds it.
 pub fn use_phone(out: &Path, what: &str) -> Result<util::FileLock> {
-    let dir = out.join("phone");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    claim(&out.join("phone"), what, "it is in fastboot mode (`mobix run --fastboot`) or booting: end that first (`fastboot reboot` ends fastboot mode)")
+}
+
+/// Claims the disk `mobix run` and `mobix test` boot (`<out>/vm/`), which each of them
+/// makes anew from the build and the last run's state: a second one would take it from
+/// under a phone that is still running. Refused while another holds it.
+pub fn use_vm(out: &Path, what: &str) -> Result<util::FileLock> {
+    claim(
+        &out.join("vm"),
+        what,
+        "end that one first (Ctrl-A X on its console, or stop its mobix process); two phones at once need two \
+         builds (`mobix build --out DIR` for the second)",
+    )
+}
+
+fn claim(dir: &Path, what: &str, hint: &str) -> Result<util::FileLock> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("in-use.lock");
-    util::FileLock::try_take(&path)?.ok_or_else(|| {
-        Fail::new(format!("the emulated phone in {} is in use by another mobix process; cannot {what}", dir.display()))
-            .hint("it is in fastboot mode (`mobix run --fastboot`) or booting: end that first (`fastboot reboot` ends fastboot mode)")
-            .into()
-    })
+    let lock = util::FileLock::try_take(&path)?.ok_or_else(|| {
+        let who = util::FileLock::holder(&path).map(|h| format!(" ({h})")).unwrap_or_default();
+        Fail::new(format!(
+            "the emulated phone in {} is in use by another mobix process{who}; cannot {what}",
+            dir.display()
+        ))
+        .hint(hint)
+    })?;
+    lock.note(&format!("pid {}", std::process::id()));
+    Ok(lock)
 }
 
 /// The emulated phone's bootloader.
@@ -112,12 +141,14 @@ pub fn prepare(profile: &Profile, out: &Path, keep_state: bool) -> Result<Prepar
     let boot_path = publish::image_file(out, &manifest, ImageName::Boot.file_name())?;
     let system_path = publish::image_file(out, &manifest, ImageName::System.file_name())?;
     let boot_bytes = fs::read(&boot_path).with_context(|| format!("reading {}", boot_path.display()))?;
+    let lock = use_vm(out, "boot it")?;
     // Flashing keeps a phone's data: the state partition of the last run stays.
     let dir = out.join("vm");
     let old = dir.join("disk.img.old");
     let had = fs::rename(dir.join("disk.img"), &old).is_ok();
-    let p = prepare_from(profile, &dir, &boot_bytes, &system_path, manifest)
+    let mut p = prepare_from(profile, &dir, &boot_bytes, &system_path, manifest)
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))?;
+    p.phone_lock = Some(lock);
     if had {
         if keep_state {
             carry_state(profile, &old, &p)?;
@@ -688,10 +719,64 @@ pub fn failures_of(boots: &[Boot], g: u32) -> String {
     }
 }
 
+/// The signal that ended the last [`run`] (SIGINT, SIGTERM, SIGHUP), if one did.
+pub fn interrupted() -> Option<i32> {
+    interrupt::caught()
+}
+
 mod interrupt {
     use std::sync::atomic::{AtomicI32, Ordering};
 
     static GROUP: AtomicI32 = AtomicI32::new(0);
+    static CHILD: AtomicI32 = AtomicI32::new(0);
+    static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    extern "C" fn on_signal_stop(sig: libc::c_int) {
+        CAUGHT.store(sig, Ordering::SeqCst);
+        let c = CHILD.load(Ordering::SeqCst);
+        // SAFETY: kill is async-signal-safe.
+        unsafe {
+            if c > 0 {
+                libc::kill(c, libc::SIGTERM);
+            }
+        }
+    }
+
+    pub fn caught() -> Option<i32> {
+        Some(CAUGHT.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
+    /// While alive, SIGINT, SIGTERM and SIGHUP end the process `pid` (QEMU quits cleanly on
+    /// SIGTERM) and are remembered ([`caught`]) instead of ending mobix, so that what
+    /// comes after the phone stopped (reading its record back) still runs.
+    pub struct StopOnSignal;
+
+    impl StopOnSignal {
+        pub fn new(pid: u32) -> Self {
+            CHILD.store(pid as i32, Ordering::SeqCst);
+            for s in SIGNALS {
+                // SAFETY: installing a handler that only calls async-signal-safe functions.
+                unsafe {
+                    libc::signal(s, on_signal_stop as *const () as libc::sighandler_t);
+                }
+            }
+            StopOnSignal
+        }
+    }
+
+    impl Drop for StopOnSignal {
+        fn drop(&mut self) {
+            CHILD.store(0, Ordering::SeqCst);
+            for s in SIGNALS {
+                // SAFETY: restoring the default disposition.
+                unsafe {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+            }
+        }
+    }
 
     extern "C" fn on_signal(sig: libc::c_int) {
         let g = GROUP.load(Ordering::SeqCst);
@@ -816,6 +901,9 @@ pub fn run(
         cmd.stdout(Stdio::piped());
         let mut child =
             cmd.spawn().map_err(|e| util::user_error(e, "starting qemu-system-aarch64 (package qemu-system-arm)"))?;
+        // QEMU stays in the terminal's process group (its console is the terminal); a
+        // signal to mobix ends QEMU, and the caller still reads the phone's record back.
+        let _guard = interrupt::StopOnSignal::new(child.id());
         // Pass the console through while watching for a restart.
         let mut out = child.stdout.take().expect("piped");
         let (mut restarted, mut panicked) = (false, false);
@@ -843,7 +931,7 @@ pub fn run(
             window.drain(..keep);
         }
         let status = child.wait()?;
-        if !restarted {
+        if !restarted || interrupted().is_some() {
             return Ok(status);
         }
         panics = if panicked { panics + 1 } else { 0 };

@@ -19,4 +19,5 @@ mod kernel;
 mod overlays;
 mod packages;
 mod plain_fallback;
+mod run;
 mod usb;
