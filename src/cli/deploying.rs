@@ -69,7 +69,24 @@ struct Report<'a> {
 
 pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.to)?;
-    let ssh = Ssh { target: target.clone(), identity: a.identity.clone(), options: a.ssh_option.clone() };
+    if let Some(key) = &a.identity {
+        if !key.is_file() {
+            return Err(Fail::new(format!("-i {}: no such key file", key.display()))
+                .hint("give the private key whose public half root has in the system config (`users: root: authorized_keys`)")
+                .into());
+        }
+    }
+    let mut options = a.ssh_option.clone();
+    // The emulated phone that `mobix run --ssh-port` serves on this port: its host key is
+    // kept beside its disk (made at its first boot, forgotten with its state), so a deploy
+    // to it needs no key accepted by hand. The user's own -o options come first and win.
+    if let Ok(repo) = find_repo(g) {
+        if let Some(known) = crate::vm::emulated_known_hosts(&a.target.out_dir(&repo), &target.host, target.port) {
+            options.push(format!("UserKnownHostsFile={}", known.display()));
+            options.push("StrictHostKeyChecking=accept-new".into());
+        }
+    }
+    let ssh = Ssh { target: target.clone(), identity: a.identity.clone(), options };
     if a.gc {
         return cmd_gc(g, a, &ssh);
     }

@@ -106,13 +106,7 @@ impl Ssh {
             .output()
             .map_err(|e| crate::util::user_error(e, "running ssh (package openssh-client)"))?;
         if !o.status.success() {
-            return Err(Fail::new(format!(
-                "`{remote}` on {} failed ({}): {}",
-                self.target.host,
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ))
-            .into());
+            return Err(failure(&self.target, remote, o.status.code(), &String::from_utf8_lossy(&o.stderr)).into());
         }
         Ok(o.stdout)
     }
@@ -121,6 +115,63 @@ impl Ssh {
     pub fn status(&self) -> Result<PhoneStatus> {
         let out = self.run(&format!("{PHONE_INIT} phone-status"))?;
         serde_json::from_slice(&out).with_context(|| format!("parsing what `{PHONE_INIT} phone-status` printed"))
+    }
+}
+
+impl Target {
+    /// `USER@HOST[:PORT]`, as a person would say it.
+    pub fn shown(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}@{}:{p}", self.user, self.host),
+            None => format!("{}@{}", self.user, self.host),
+        }
+    }
+}
+
+/// What a failed ssh run of `remote` means (pure): ssh's own failures (exit 255: no
+/// connection, a refused key, an unknown or changed host key) said in words with what to
+/// do, or the phone's program failing.
+pub fn failure(t: &Target, remote: &str, code: Option<i32>, stderr: &str) -> Fail {
+    let said = stderr.trim();
+    let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let at = t.shown();
+    let port = t.port.unwrap_or(22);
+    let cannot = |why: &str| format!("cannot log in to {at} over ssh: {why}");
+    if code != Some(255) {
+        let program = remote.rsplit(' ').next().unwrap_or(remote);
+        return Fail::new(format!("the phone's mobix program failed on {at} ({program}): {last}"))
+            .hint("its generation may be older than this mobix; the phone's journal says more");
+    }
+    if said.contains("Connection refused") {
+        Fail::new(cannot("connection refused")).hint(format!(
+            "is the phone running, and its ssh server up? (on the emulated phone: `mobix run --ssh-port {port}` \
+             forwards 127.0.0.1:{port}, and the system needs `ssh: {{ enable: true }}`)"
+        ))
+    } else if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        Fail::new(cannot("the phone's host key changed since ssh last saw it")).hint(format!(
+            "a phone flashed or started anew makes a new key; if that is what happened, forget the old one with \
+             `ssh-keygen -R '[{h}]:{port}'` and accept the new one with `ssh -p {port} {at_plain} true`",
+            h = t.host,
+            at_plain = format_args!("{}@{}", t.user, t.host),
+        ))
+    } else if said.contains("Host key verification failed") {
+        Fail::new(cannot("the phone's host key is not known to ssh")).hint(format!(
+            "deploy runs ssh without asking: accept the key once with `ssh -p {port} {}@{} true` (answer yes), \
+             or pass `--ssh-option StrictHostKeyChecking=accept-new`",
+            t.user, t.host
+        ))
+    } else if said.contains("Permission denied") {
+        Fail::new(cannot("the phone refused the key")).hint(format!(
+            "{} logs in with keys only: give the private key with -i, whose public half is in the system config \
+             (`users: {}: authorized_keys`) of the generation the phone runs",
+            t.user, t.user
+        ))
+    } else if said.contains("timed out") || said.contains("No route to host") || said.contains("Network is unreachable")
+    {
+        Fail::new(cannot(&last.rsplit(": ").next().unwrap_or(last).to_lowercase()))
+            .hint("is the phone on this network (over USB: 172.16.42.1), and the address of --to right?")
+    } else {
+        Fail::new(cannot(last)).hint("ssh said the above; `ssh -v` with the same address tells more")
     }
 }
 
@@ -492,6 +543,39 @@ pub fn collect(ssh: &Ssh, gc: &Gc) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ssh's own failures say what failed, on which phone, and what to do; the internal
+    /// command is not the message (issue 30).
+    #[test]
+    fn ssh_failures_are_said_in_words() {
+        let t = Target::parse("ssh://root@127.0.0.1:22239").unwrap();
+        let said = |code, err: &str| {
+            let f = failure(&t, "/run/current-system/init phone-status", code, err);
+            (f.msg.clone(), f.hint.clone().unwrap_or_default())
+        };
+        let (m, h) = said(Some(255), "ssh: connect to host 127.0.0.1 port 22239: Connection refused\n");
+        assert_eq!(m, "cannot log in to root@127.0.0.1:22239 over ssh: connection refused");
+        assert!(h.contains("is the phone running") && h.contains("--ssh-port 22239"), "{h}");
+        let (m, h) = said(Some(255), "root@127.0.0.1: Permission denied (publickey).\n");
+        assert_eq!(m, "cannot log in to root@127.0.0.1:22239 over ssh: the phone refused the key");
+        assert!(h.contains("users: root: authorized_keys") && h.contains("-i"), "{h}");
+        let (m, h) = said(Some(255), "Host key verification failed.\n");
+        assert!(m.ends_with("the phone's host key is not known to ssh"), "{m}");
+        assert!(h.contains("ssh -p 22239 root@127.0.0.1 true"), "{h}");
+        let changed =
+            "@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@\nHost key verification failed.\n";
+        let (m, h) = said(Some(255), changed);
+        assert!(m.ends_with("the phone's host key changed since ssh last saw it"), "{m}");
+        assert!(h.contains("ssh-keygen -R '[127.0.0.1]:22239'"), "{h}");
+        let (m, _) = said(Some(255), "ssh: connect to host 10.0.0.9 port 22: Connection timed out\n");
+        assert!(m.ends_with("over ssh: connection timed out"), "{m}");
+        let (m, _) = said(Some(1), "error: no such subcommand\n");
+        assert_eq!(
+            m,
+            "the phone's mobix program failed on root@127.0.0.1:22239 (phone-status): error: no such subcommand"
+        );
+        assert!(!said(Some(255), "x\n").0.contains("/run/current-system"));
+    }
     use bootstate::{BadReason, Entry, Record, Status};
 
     #[test]

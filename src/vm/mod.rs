@@ -106,6 +106,26 @@ pub fn use_vm(out: &Path, what: &str) -> Result<util::FileLock> {
     )
 }
 
+/// Where the host key of the emulated phone of `out` is kept when `host:port` is where a
+/// running `mobix run --ssh-port` of it forwards ssh (as its lock's holder says); None
+/// for any other address. The file is forgotten with the phone's state ([`prepare`]).
+pub fn emulated_known_hosts(out: &Path, host: &str, port: Option<u16>) -> Option<PathBuf> {
+    let dir = out.join("vm");
+    let lock = dir.join("in-use.lock");
+    if !["127.0.0.1", "localhost"].contains(&host) || !lock.exists() {
+        return None;
+    }
+    // Nobody holds the lock: no phone runs there.
+    if util::FileLock::try_take(&lock).ok()?.is_some() {
+        return None;
+    }
+    let holder = util::FileLock::holder(&lock)?;
+    holder.ends_with(&format!("ssh on 127.0.0.1:{}", port.unwrap_or(22))).then(|| dir.join(KNOWN_HOSTS))
+}
+
+/// The emulated phone's ssh host key as ssh's known_hosts file, beside its disk.
+pub const KNOWN_HOSTS: &str = "known_hosts";
+
 fn claim(dir: &Path, what: &str, hint: &str) -> Result<util::FileLock> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("in-use.lock");
@@ -149,28 +169,33 @@ pub fn prepare(profile: &Profile, out: &Path, keep_state: bool) -> Result<Prepar
     let mut p = prepare_from(profile, &dir, &boot_bytes, &system_path, manifest)
         .with_context(|| format!("preparing the emulated phone from {}", out.display()))?;
     p.phone_lock = Some(lock);
+    let mut carried = false;
     if had {
         if keep_state {
-            carry_state(profile, &old, &p)?;
+            carried = carry_state(profile, &old, &p)?;
         }
         fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    if !carried {
+        // An empty state: the phone makes a new host key at this boot.
+        let _ = fs::remove_file(dir.join(KNOWN_HOSTS));
     }
     Ok(p)
 }
 
 /// Copies the state partition of an earlier disk (with the same layout) into `p`'s, for
 /// systems that keep state there (the minimal init keeps none: nothing to read).
-fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<()> {
+fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<bool> {
     if profile.system.init != crate::profile::Init::Systemd {
-        return Ok(());
+        return Ok(false);
     }
-    let Some(st) = &profile.device.state else { return Ok(()) };
-    let Some((start, size)) = p.layout.find(&st.partition) else { return Ok(()) };
+    let Some(st) = &profile.device.state else { return Ok(false) };
+    let Some((start, size)) = p.layout.find(&st.partition) else { return Ok(false) };
     // Beside the store, only what follows the system image is state.
     let skip = profile.device.persistent_state_start().min(size);
     let (offset, size) = (start + skip, size - skip);
     if fs::metadata(old)?.len() != p.layout.disk_size {
-        return Ok(());
+        return Ok(false);
     }
     let mut from = fs::File::open(old)?;
     let mut to = fs::OpenOptions::new().write(true).open(&p.disk)?;
@@ -188,7 +213,7 @@ fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<()> {
         }
         done += n as u64;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Prepares a phone in `dir` from a boot image and a sparse system image: a fresh GPT disk

@@ -126,8 +126,8 @@ impl Phone {
             &format!("ssh://root@127.0.0.1:{}", self.port),
             "-i",
             self.keys.join("root").to_str().unwrap(),
-            "--ssh-option",
-            &format!("UserKnownHostsFile={}", self.keys.join("known_hosts").display()),
+            // No host key option: as the README writes it, mobix knows the host key of the
+            // emulated phone its `mobix run --ssh-port` serves (issue 30: it failed as written).
             "--store",
             store().to_str().unwrap(),
             "--out",
