@@ -277,7 +277,18 @@ fn ext4(work: &Path, root: &Path, uuid: &str, fs_size: u64, step: &dyn Fn(&str))
             .arg("-F")
             .arg(&raw)
             .arg(format!("{}k", fs_size / 1024)),
-    )?;
+    )
+    .map_err(|e| {
+        // Full: the closure fitted the size but not with the filesystem's own tables.
+        let full = format!("{e:#}");
+        match full.contains("Could not allocate") || full.contains("No space left") {
+            true => e.context(
+                Fail::new(format!("the system's files do not fit in a filesystem of {} MiB", fs_size >> 20))
+                    .hint("give `system.size` more room, or carry fewer generations (`generations.keep`)"),
+            ),
+            false => e,
+        }
+    })?;
     step("mke2fs done");
     // mke2fs -d copies owners, atime and ctime (which no one can set on the host) from the
     // host tree, and mtime of the few directories made here: pin what differs. crtime is

@@ -321,6 +321,7 @@ impl Pipeline<'_> {
         let (mut rec, planned_new) = generation::next(store, &device, &sys.toplevel, &self.label())?;
         let (imgs, new) = loop {
             let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+            check_fits(store, self.profile, &gens)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
             tally.add(build::realise(self.ctx, &plan, &imgs.all())?);
             if !planned_new && rec.boot_image.as_ref() == Some(&imgs.boot) {
@@ -484,6 +485,7 @@ impl Pipeline<'_> {
             rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing(ImageName::Boot.file_name()))?;
         let (mut gens, _) = carried_generations(store, profile, rec, self.ctx.progress)?;
         gens.insert(target, rec.toplevel.clone());
+        check_fits(store, profile, &gens)?;
         let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
         let mut plan = plan::Plan::default();
         let system = plan::system_image(&mut plan, profile, &gens, &state, self.inputs)?;
@@ -494,6 +496,53 @@ impl Pipeline<'_> {
         let manifest = publish::publish(store, out, profile, target, &rec.toplevel, &images)?;
         Ok(RolledBack { from: current, to: target, carried: gens.keys().copied().collect(), manifest })
     }
+}
+
+/// Refuses, before the system image is made, a system partition whose filesystem cannot
+/// hold the closure of the generations it is to carry: their files alone, each rounded up
+/// to the filesystem's 4 KiB blocks, need more than it has (the filesystem's own tables
+/// need more still, so a closure just under the size can still fail in mke2fs).
+fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>) -> Result<()> {
+    let size = profile.device.system_image_size();
+    let room = size.saturating_sub(bootstate::AREA);
+    let roots: Vec<StorePath> = gens.values().cloned().collect();
+    let closure = store.closure(&roots)?;
+    let mut blocks: u64 = 0;
+    let of = |m: &fs::Metadata| if m.is_file() { m.len().div_ceil(4096) } else { 1 };
+    for p in &closure {
+        let at = store.host_path(p);
+        let m = fs::symlink_metadata(&at)?;
+        blocks += of(&m);
+        if m.is_dir() {
+            util::walk(&at, &mut |_, m| {
+                blocks += of(m);
+                Ok(true)
+            })?;
+        }
+    }
+    let need = blocks * 4096;
+    if need <= room {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let numbers: Vec<String> = gens.keys().map(|n| n.to_string()).collect();
+    Err(profile.device_error(
+        "system.size",
+        format!(
+            "the system image of {} MiB leaves {} MiB for its filesystem, and the closure of the generations it \
+             carries ({}: {} store paths) needs {} MiB",
+            mib(size),
+            room >> 20,
+            numbers.join(", "),
+            closure.len(),
+            mib(need)
+        ),
+        Some(format!(
+            "give `system.size` at least {} MiB (a quarter more than the closure, for the filesystem's own \
+             tables), or carry fewer generations (`generations.keep`)",
+            mib(need + need / 4)
+        )),
+    ))
 }
 
 /// The generations the system image of `rec` carries, and the boot-state record it starts

@@ -71,6 +71,10 @@ pub struct Profile {
     /// Where each package of `system.packages` was named.
     #[serde(skip)]
     pub package_origins: Vec<PackageOrigin>,
+    /// The layers the device was merged from, to locate a device key a later check finds
+    /// wrong ([`Profile::device_error`]).
+    #[serde(skip)]
+    pub layers: Vec<Layer>,
 }
 
 impl Profile {
@@ -91,6 +95,15 @@ impl Profile {
         let base = crate::lock::apt::Request::name_of;
         let o = self.package_origins.iter().find(|o| base(&o.name) == base(name))?;
         Some(o.layer.error_hinted(&o.key, msg, hint))
+    }
+
+    /// An error about device key `key` (`system.size`), located in the layer that set it
+    /// (the system config's `device:`, the variant, the device file or its family).
+    pub fn device_error(&self, key: &str, msg: String, hint: Option<String>) -> anyhow::Error {
+        match self.layers.is_empty() {
+            true => Fail { msg, hint }.into(),
+            false => layers::origin(&self.layers, key).error_hinted(key, msg, hint),
+        }
     }
 
     /// The device and variant as one name (`xiaomi-beryllium-ebbg`): what generations and
@@ -1138,6 +1151,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         config: sel.config.map(Path::to_path_buf),
         variant_chosen: sel.variant.is_some(),
         package_origins,
+        layers,
     })
 }
 

@@ -406,3 +406,30 @@ fn a_typo_gets_the_closest_key_as_hint() {
     assert!(err.contains(&format!("{}:1: key `hostnme`", cfg.display())), "{err}");
     assert!(err.contains("hint: did you mean `hostname`?"), "{err}");
 }
+
+/// A `system.size` too small for the closure is the config's mistake: exit 1 at its file,
+/// line and key with the closure's size, before any image is made (it was exit 2 with
+/// mke2fs's own output).
+#[test]
+fn a_system_size_too_small_for_the_closure_is_refused_at_its_key() {
+    let t = tempfile::tempdir().unwrap();
+    let config = t.path().join("small.yaml");
+    fs::write(&config, "init: minimal\ndevice:\n  system: { size: 16MiB }\n").unwrap();
+    let out = t.path().join("out");
+    let o = crate::common::mobix_shared(&[
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("{}:3", config.display())) && said.contains("device.system.size"), "{said}");
+    assert!(said.contains("the system image of 16 MiB leaves 15 MiB for its filesystem"), "{said}");
+    assert!(said.contains("store paths) needs") && said.contains("hint: give `system.size` at least"), "{said}");
+    assert!(!said.contains("mke2fs") && !said.contains("system.img (system-image)"), "no image was started: {said}");
+    assert!(!out.join("manifest.json").exists());
+}
