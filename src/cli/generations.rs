@@ -208,9 +208,10 @@ pub(super) fn cmd_rollback(g: &Global, t: &DeviceOut, to: Option<u32>, json: boo
     let out = t.out_dir(&repo);
     let r = pipe.rollback(&out, to)?;
     progress(&format!(
-        "rolled back from generation {} to {}: {} now boots generation {} by default \
+        "rolled back from generation {} ({}) to {}: {} now boots generation {} by default \
          (carrying {}); flash it, or try it with `mobix test`",
         r.from,
+        r.from_what,
         r.to,
         out.display(),
         r.to,

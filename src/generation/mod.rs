@@ -162,11 +162,29 @@ pub fn delete(store: &Store, device: &Codename, n: u32) -> Result<()> {
     fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
 }
 
-/// The generation a rollback from `current` goes to: the newest older one the phone has
-/// not found bad (as far as the host knows).
+/// Where a rollback starts: the generation the phone last booted (else the one it boots by
+/// default), as the host last read it off the phone, when that generation is known here;
+/// else `built`, the out directory's last build. With words saying which.
+pub fn rollback_from(
+    all: &BTreeMap<u32, Record>,
+    built: u32,
+    known: Option<&bootstate::Record>,
+) -> (u32, &'static str) {
+    let phone = known.and_then(|k| [k.booted_gen, k.default_gen].into_iter().find(|n| *n != 0 && all.contains_key(n)));
+    match phone {
+        Some(n) => (n, "the generation the phone last booted"),
+        None => (built, "the out directory's last build (the phone's record was never read back)"),
+    }
+}
+
+/// The generation a rollback from `current` goes to: the newest older one the phone found
+/// good, else (nothing older known good) the newest older one it has not found bad.
 pub fn rollback_target(all: &BTreeMap<u32, Record>, current: u32, known: Option<&bootstate::Record>) -> Option<u32> {
-    let bad = |n: u32| known.is_some_and(|k| k.entries.iter().any(|e| e.generation == n && e.status.is_bad()));
-    all.keys().rev().copied().find(|&n| n < current && !bad(n))
+    let has = |n: u32, f: &dyn Fn(bootstate::Status) -> bool| {
+        known.is_some_and(|k| k.entries.iter().any(|e| e.generation == n && f(e.status)))
+    };
+    let older = || all.keys().rev().copied().filter(|&n| n < current);
+    older().find(|&n| has(n, &|s| s == bootstate::Status::Good)).or_else(|| older().find(|&n| !has(n, &|s| s.is_bad())))
 }
 
 /// The generations a new system image carries, from `all` (toplevels by number): the
@@ -418,6 +436,64 @@ mod tests {
         assert_eq!(words(3, 'c').as_deref(), Some("trial (2 tries left)"));
         assert_eq!(words(3, 'd'), None, "another toplevel under the same number is another generation");
         assert_eq!(words(4, 'c'), None);
+    }
+
+    /// Issue 30: with the phone on generation 3 (good) and 4 bad, the out directory's
+    /// last build being 2, a rollback went "from 2 to 1", a trial generation.
+    #[test]
+    fn a_rollback_counts_from_what_the_phone_booted_to_the_newest_good_before_it() {
+        use bootstate::{BadReason, Entry, Status};
+        let all: BTreeMap<u32, Record> = (1..=4)
+            .map(|n| {
+                let toplevel = sp(&n.to_string(), "mobix-system");
+                (
+                    n,
+                    Record {
+                        generation: n,
+                        device: "d".into(),
+                        toplevel,
+                        created: 0,
+                        label: String::new(),
+                        boot_image: None,
+                    },
+                )
+            })
+            .collect();
+        let entry = |generation, status| Entry {
+            generation,
+            id: [0; 16],
+            kernel_slot: 0,
+            tries_left: 0,
+            tries_done: 0,
+            status,
+        };
+        let phone = bootstate::Record {
+            seq: 9,
+            default_gen: 3,
+            booted_gen: 3,
+            last_good: [3, 0],
+            pending_slot: Default::default(),
+            entries: vec![
+                entry(1, Status::Trial),
+                entry(2, Status::Good),
+                entry(3, Status::Good),
+                entry(4, Status::Bad(BadReason::Tries)),
+            ],
+        };
+        let (from, why) = rollback_from(&all, 2, Some(&phone));
+        assert_eq!((from, why), (3, "the generation the phone last booted"));
+        assert_eq!(rollback_target(&all, from, Some(&phone)), Some(2));
+        // A trial generation is passed over for an older good one.
+        let mut later = phone.clone();
+        later.entries[1].status = Status::Trial;
+        later.entries[0].status = Status::Good;
+        assert_eq!(rollback_target(&all, 3, Some(&later)), Some(1));
+        // Nothing older known good: the newest older one not found bad.
+        later.entries[0].status = Status::Bad(BadReason::Tries);
+        assert_eq!(rollback_target(&all, 3, Some(&later)), Some(2));
+        // Never read off the phone: from the last build.
+        assert_eq!(rollback_from(&all, 2, None).0, 2);
+        assert_eq!(rollback_target(&all, 2, None), Some(1));
     }
 
     fn sp(seed: &str, name: &str) -> StorePath {

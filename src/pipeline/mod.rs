@@ -280,6 +280,8 @@ pub struct DryRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct RolledBack {
     pub from: u32,
+    /// Why the rollback started from `from`: the phone's booted generation, or the last build.
+    pub from_what: &'static str,
     pub to: u32,
     /// The generations the new system image carries.
     pub carried: Vec<u32>,
@@ -454,7 +456,7 @@ impl Pipeline<'_> {
         let (store, profile) = (self.store(), self.profile);
         let device = profile.instance();
         let all = generation::list(store, &device)?;
-        let current = publish::load_manifest(out)
+        let built = publish::load_manifest(out)
             .ok()
             .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
             .map(|m| m.generation)
@@ -463,6 +465,7 @@ impl Pipeline<'_> {
                 Fail::new(format!("{device} has no generations yet")).hint("build one with `mobix build`")
             })?;
         let known = generation::ledger(store, &device)?;
+        let (current, from_what) = generation::rollback_from(&all, built, known.as_ref());
         let target = match to {
             Some(n) => n,
             None => generation::rollback_target(&all, current, known.as_ref()).ok_or_else(|| {
@@ -494,7 +497,7 @@ impl Pipeline<'_> {
         build::realise(self.ctx, &plan, &wanted)?;
         let images: Vec<_> = [boot, system].into_iter().chain(vbmeta).collect();
         let manifest = publish::publish(store, out, profile, target, &rec.toplevel, &images)?;
-        Ok(RolledBack { from: current, to: target, carried: gens.keys().copied().collect(), manifest })
+        Ok(RolledBack { from: current, from_what, to: target, carried: gens.keys().copied().collect(), manifest })
     }
 }
 
