@@ -178,6 +178,13 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         } else if profile.system.init == Init::Systemd && !profile.system.can_log_in() {
             lines.push(format!("  {NO_LOGIN}"));
         }
+        if !profile.system.ssh.enable && profile.system.users.values().any(|u| !u.authorized_keys.is_empty()) {
+            lines.push(
+                "  note: the config gives users `authorized_keys` but runs no ssh server: \
+                 `ssh: { enable: true }` lets them log in with them"
+                    .to_string(),
+            );
+        }
         return lines;
     }
     let plan = publish::flash_plan(profile, false);
@@ -188,9 +195,14 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         "  1. unlock its bootloader, once: allow OEM unlocking in Android's developer options, then \
          `fastboot flashing unlock` (older phones: `fastboot oem unlock`); unlocking erases the phone"
             .to_string(),
-        "  2. put it in fastboot mode: power it off, then hold Volume Down while pressing Power (the usual \
-         keys; some phones differ), and connect it by USB"
-            .to_string(),
+        match &profile.device.identity.fastboot_keys {
+            Some(keys) => {
+                format!("  2. put it in fastboot mode: power it off, then hold {keys}, and connect it by USB")
+            }
+            None => "  2. put it in fastboot mode (the keys held at power-on differ between phones and its profile \
+                     does not name them: `identity.fastboot_keys`), and connect it by USB"
+                .to_string(),
+        },
         format!(
             "  3. `mobix flash {args} --dry-run` says what would be written{}; then `mobix flash {args} --reboot`",
             match (userdata, plan.state_after) {
@@ -281,5 +293,50 @@ pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
         ))
         .hint("enable what each one depends on in its fragment")
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(device: &str, config: Option<&str>) -> String {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("system.yaml");
+        if let Some(c) = config {
+            std::fs::write(&file, c).unwrap();
+        }
+        let sel = crate::profile::Selection { variant: None, config: config.map(|_| file.as_path()) };
+        next_steps(&crate::profile::load_with(repo, device, sel).unwrap(), None).join("\n")
+    }
+
+    /// The fastboot keys are the profile's, said only where known (issue 30: Volume Down +
+    /// Power was stated for the OnePlus 6, whose fastboot keys are Volume Up + Power).
+    #[test]
+    fn next_steps_name_the_phones_own_fastboot_keys() {
+        let said = steps("oneplus-enchilada", None);
+        assert!(said.contains("power it off, then hold Volume Up + Power, and connect it by USB"), "{said}");
+        assert!(steps("google-sargo", None).contains("hold Volume Down + Power"));
+        let mut profile = crate::profile::load_with(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "oneplus-enchilada",
+            crate::profile::Selection { variant: None, config: None },
+        )
+        .unwrap();
+        profile.device.identity.fastboot_keys = None;
+        let said = next_steps(&profile, None).join("\n");
+        assert!(said.contains("its profile does not name them: `identity.fastboot_keys`"), "{said}");
+        assert!(!said.contains("Volume"), "{said}");
+    }
+
+    /// Keys without an ssh server is a silent mistake no more.
+    #[test]
+    fn keys_without_an_ssh_server_are_said() {
+        let keyed = "users:\n  alice:\n    authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5f alice\"]\n";
+        let said = steps("qemu-aarch64", Some(keyed));
+        assert!(said.contains("runs no ssh server: `ssh: { enable: true }`"), "{said}");
+        let said = steps("qemu-aarch64", Some(&format!("{keyed}ssh: {{ enable: true }}\n")));
+        assert!(!said.contains("runs no ssh server"), "{said}");
     }
 }

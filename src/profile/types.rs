@@ -166,6 +166,10 @@ pub struct Identity {
     pub fastboot_products: Vec<String>,
     #[serde(default)]
     pub usb: Option<UsbId>,
+    /// The keys that start this phone in fastboot mode from power-off
+    /// (`Volume Up + Power`), where known: they differ between phones.
+    #[serde(default)]
+    pub fastboot_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
