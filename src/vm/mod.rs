@@ -769,6 +769,17 @@ mod interrupt {
         }
     }
 
+    /// Sets the disposition of SIGINT, SIGTERM and SIGHUP: a handler that only calls
+    /// async-signal-safe functions, or SIG_DFL.
+    fn on_signals(handler: libc::sighandler_t) {
+        for s in SIGNALS {
+            // SAFETY: the handler is async-signal-safe (or the default disposition).
+            unsafe {
+                libc::signal(s, handler);
+            }
+        }
+    }
+
     pub fn caught() -> Option<i32> {
         Some(CAUGHT.load(Ordering::SeqCst)).filter(|s| *s != 0)
     }
@@ -781,12 +792,7 @@ mod interrupt {
     impl StopOnSignal {
         pub fn new(pid: u32) -> Self {
             CHILD.store(pid as i32, Ordering::SeqCst);
-            for s in SIGNALS {
-                // SAFETY: installing a handler that only calls async-signal-safe functions.
-                unsafe {
-                    libc::signal(s, on_signal_stop as *const () as libc::sighandler_t);
-                }
-            }
+            on_signals(on_signal_stop as *const () as libc::sighandler_t);
             StopOnSignal
         }
     }
@@ -794,12 +800,7 @@ mod interrupt {
     impl Drop for StopOnSignal {
         fn drop(&mut self) {
             CHILD.store(0, Ordering::SeqCst);
-            for s in SIGNALS {
-                // SAFETY: restoring the default disposition.
-                unsafe {
-                    libc::signal(s, libc::SIG_DFL);
-                }
-            }
+            on_signals(libc::SIG_DFL);
         }
     }
 
@@ -820,12 +821,7 @@ mod interrupt {
     impl KillGroupOnSignal {
         pub fn new(pgid: u32) -> Self {
             GROUP.store(pgid as i32, Ordering::SeqCst);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                // SAFETY: installing a handler that only calls async-signal-safe functions.
-                unsafe {
-                    libc::signal(s, on_signal as *const () as libc::sighandler_t);
-                }
-            }
+            on_signals(on_signal as *const () as libc::sighandler_t);
             KillGroupOnSignal
         }
     }
@@ -833,12 +829,7 @@ mod interrupt {
     impl Drop for KillGroupOnSignal {
         fn drop(&mut self) {
             GROUP.store(0, Ordering::SeqCst);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                // SAFETY: restoring the default disposition.
-                unsafe {
-                    libc::signal(s, libc::SIG_DFL);
-                }
-            }
+            on_signals(libc::SIG_DFL);
         }
     }
 }
