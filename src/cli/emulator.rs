@@ -319,7 +319,8 @@ fn profile_of_build(repo: &Path, t: &DeviceOut, out: &Path) -> Result<Profile> {
 pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
-    let _in_use = vm::use_phone(&a.target.out_dir(&repo), "serve fastboot on it")?;
+    let in_use = vm::use_phone(&a.target.out_dir(&repo), "serve fastboot on it")?;
+    in_use.note(&format!("pid {}: `mobix run --fastboot`", std::process::id()));
     let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir(&repo))?;
     if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
         let dir = a.target.out_dir(&repo).join("phone");

@@ -491,7 +491,10 @@ fn the_flashed_disk_is_not_booted_while_fastboot_mode_serves_it() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("is in use by another mobix process; cannot boot it") && err.contains("fastboot reboot"),
+        err.contains(&format!(
+            "is in use by another mobix process (pid {}: `mobix run --fastboot`); cannot boot it",
+            phone.child.id()
+        )) && err.contains("fastboot reboot"),
         "{err}"
     );
     let o = mobix(&["run", "--device", "qemu-aarch64", "--fastboot", "--port", "0", "--out", out.to_str().unwrap()]);
