@@ -190,10 +190,7 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
     }
-    prepared.say_user(&match a.ssh_port {
-        Some(port) => format!("`mobix test`, ssh on 127.0.0.1:{port}"),
-        None => "`mobix test`".into(),
-    });
+    prepared.say_user("mobix test", a.ssh_port);
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
     remember_state(g, &profile, &prepared)?;
@@ -241,10 +238,7 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
             profile.system.ssh_command("127.0.0.1", Some(port))
         ));
     }
-    prepared.say_user(&match a.ssh_port {
-        Some(port) => format!("`mobix run`, ssh on 127.0.0.1:{port}"),
-        None => "`mobix run`".into(),
-    });
+    prepared.say_user("mobix run", a.ssh_port);
     let status = vm::run(&profile, &prepared, &a.append, &progress);
     // However the phone stopped (powered off, Ctrl-A X, a signal to mobix), what it
     // recorded about its generations is read back for the next build and `generations`.
@@ -320,7 +314,7 @@ pub(super) fn cmd_fastboot_mode(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
     let in_use = vm::use_phone(&a.target.out_dir(&repo), "serve fastboot on it")?;
-    in_use.note(&format!("pid {}: `mobix run --fastboot`", std::process::id()));
+    vm::Holder::me(Some("mobix run --fastboot"), None).write(&in_use);
     let (disk, layout) = vm::phone_disk(&profile, &a.target.out_dir(&repo))?;
     if let vm::Firmware::UBoot { bin } = firmware(g, &repo, &profile, a.bootloader)? {
         let dir = a.target.out_dir(&repo).join("phone");

@@ -58,11 +58,49 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Says who boots the phone, for the refusal another mobix process gets meanwhile.
-    pub fn say_user(&self, who: &str) {
+    /// Says who boots the phone (`mobix run`, and where its ssh is forwarded), for the
+    /// refusal another mobix process gets meanwhile and for [`emulated_known_hosts`].
+    pub fn say_user(&self, command: &str, ssh_port: Option<u16>) {
         if let Some(l) = &self.phone_lock {
-            l.note(&format!("pid {}: {who}", std::process::id()));
+            Holder::me(Some(command), ssh_port).write(l);
         }
+    }
+}
+
+/// Who holds an emulated phone's disk, written into its lock file as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The host port on 127.0.0.1 forwarded to the phone's ssh.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+}
+
+impl Holder {
+    pub fn me(command: Option<&str>, ssh_port: Option<u16>) -> Holder {
+        Holder { pid: std::process::id(), command: command.map(str::to_string), ssh_port }
+    }
+
+    pub fn write(&self, lock: &util::FileLock) {
+        lock.note(&serde_json::to_string(self).expect("serialisable"));
+    }
+
+    fn read(lock: &Path) -> Option<Holder> {
+        serde_json::from_str(&util::FileLock::holder(lock)?).ok()
+    }
+
+    /// `pid 12: `mobix run`, ssh on 127.0.0.1:2222`.
+    fn words(&self) -> String {
+        let mut s = format!("pid {}", self.pid);
+        if let Some(c) = &self.command {
+            s.push_str(&format!(": `{c}`"));
+        }
+        if let Some(p) = self.ssh_port {
+            s.push_str(&format!(", ssh on 127.0.0.1:{p}"));
+        }
+        s
     }
 }
 
@@ -119,8 +157,7 @@ pub fn emulated_known_hosts(out: &Path, host: &str, port: Option<u16>) -> Option
     if util::FileLock::try_take(&lock).ok()?.is_some() {
         return None;
     }
-    let holder = util::FileLock::holder(&lock)?;
-    holder.ends_with(&format!("ssh on 127.0.0.1:{}", port.unwrap_or(22))).then(|| dir.join(KNOWN_HOSTS))
+    (Holder::read(&lock)?.ssh_port == Some(port.unwrap_or(22))).then(|| dir.join(KNOWN_HOSTS))
 }
 
 /// The emulated phone's ssh host key as ssh's known_hosts file, beside its disk.
@@ -130,14 +167,14 @@ fn claim(dir: &Path, what: &str, hint: &str) -> Result<util::FileLock> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("in-use.lock");
     let lock = util::FileLock::try_take(&path)?.ok_or_else(|| {
-        let who = util::FileLock::holder(&path).map(|h| format!(" ({h})")).unwrap_or_default();
+        let who = Holder::read(&path).map(|h| format!(" ({})", h.words())).unwrap_or_default();
         Fail::new(format!(
             "the emulated phone in {} is in use by another mobix process{who}; cannot {what}",
             dir.display()
         ))
         .hint(hint)
     })?;
-    lock.note(&format!("pid {}", std::process::id()));
+    Holder::me(None, None).write(&lock);
     Ok(lock)
 }
 
@@ -969,6 +1006,26 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deploy uses the kept host key only for the address a running `mobix run
+    /// --ssh-port` of the same out directory forwards.
+    #[test]
+    fn the_kept_host_key_is_used_only_for_the_running_phones_ssh_port() {
+        let t = tempfile::tempdir().unwrap();
+        let lock = use_vm(t.path(), "boot it").unwrap();
+        Holder::me(Some("mobix run"), Some(2222)).write(&lock);
+        let known = t.path().join("vm").join(KNOWN_HOSTS);
+        assert_eq!(emulated_known_hosts(t.path(), "127.0.0.1", Some(2222)), Some(known));
+        assert_eq!(emulated_known_hosts(t.path(), "127.0.0.1", Some(2223)), None);
+        assert_eq!(emulated_known_hosts(t.path(), "10.0.0.7", Some(2222)), None);
+        let refused = format!("{:#}", use_vm(t.path(), "boot it").err().unwrap());
+        assert!(
+            refused.contains(&format!("(pid {}: `mobix run`, ssh on 127.0.0.1:2222)", std::process::id())),
+            "{refused}"
+        );
+        drop(lock);
+        assert_eq!(emulated_known_hosts(t.path(), "127.0.0.1", Some(2222)), None, "no phone runs");
+    }
 
     fn boot() -> Boot {
         Boot::unseen()
