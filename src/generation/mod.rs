@@ -390,12 +390,21 @@ pub fn diff(
 
 /// Bytes a store path takes (its files' sizes).
 pub fn path_size(store: &Store, p: &StorePath) -> u64 {
+    path_sum(store, p, &|m| if m.is_file() { m.len() } else { 0 })
+}
+
+/// Blocks of `block` bytes a store path takes in a filesystem: each file rounded up, one
+/// for each directory and link.
+pub fn path_blocks(store: &Store, p: &StorePath, block: u64) -> u64 {
+    path_sum(store, p, &|m| if m.is_file() { m.len().div_ceil(block) } else { 1 })
+}
+
+/// `f` summed over a store path and everything in it.
+fn path_sum(store: &Store, p: &StorePath, f: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
     let host = store.host_path(p);
-    let mut n = std::fs::symlink_metadata(&host).map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0);
+    let mut n = std::fs::symlink_metadata(&host).map(|m| f(&m)).unwrap_or(0);
     let _ = util::walk(&host, &mut |_, m| {
-        if m.is_file() {
-            n += m.len();
-        }
+        n += f(m);
         Ok(true)
     });
     n

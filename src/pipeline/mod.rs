@@ -323,8 +323,10 @@ impl Pipeline<'_> {
         let (mut rec, planned_new) = generation::next(store, &device, &sys.toplevel, &self.label())?;
         let (imgs, new) = loop {
             let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
-            check_fits(store, self.profile, &gens)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
+            if !store.contains(&imgs.system) {
+                check_fits(store, self.profile, &gens)?;
+            }
             tally.add(build::realise(self.ctx, &plan, &imgs.all())?);
             if !planned_new && rec.boot_image.as_ref() == Some(&imgs.boot) {
                 // The newest generation already, with this boot image: nothing to record,
@@ -488,10 +490,12 @@ impl Pipeline<'_> {
             rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing(ImageName::Boot.file_name()))?;
         let (mut gens, _) = carried_generations(store, profile, rec, self.ctx.progress)?;
         gens.insert(target, rec.toplevel.clone());
-        check_fits(store, profile, &gens)?;
         let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
         let mut plan = plan::Plan::default();
         let system = plan::system_image(&mut plan, profile, &gens, &state, self.inputs)?;
+        if !store.contains(&system) {
+            check_fits(store, profile, &gens)?;
+        }
         let vbmeta = plan::vbmeta(&mut plan, profile);
         let wanted: Vec<_> = std::iter::once(system.clone()).chain(vbmeta.clone()).collect();
         build::realise(self.ctx, &plan, &wanted)?;
@@ -501,29 +505,17 @@ impl Pipeline<'_> {
     }
 }
 
-/// Refuses, before the system image is made, a system partition whose filesystem cannot
-/// hold the closure of the generations it is to carry: their files alone, each rounded up
-/// to the filesystem's 4 KiB blocks, need more than it has (the filesystem's own tables
-/// need more still, so a closure just under the size can still fail in mke2fs).
+/// Refuses, before a system image is made (one already in the store fitted), a system
+/// partition whose filesystem cannot hold the closure of the generations it is to carry:
+/// their files alone, each rounded up to the filesystem's 4 KiB blocks, need more than it
+/// has (the filesystem's own tables need more still, so a closure just under the size can
+/// still fail in mke2fs).
 fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>) -> Result<()> {
     let size = profile.device.system_image_size();
     let room = size.saturating_sub(bootstate::AREA);
     let roots: Vec<StorePath> = gens.values().cloned().collect();
     let closure = store.closure(&roots)?;
-    let mut blocks: u64 = 0;
-    let of = |m: &fs::Metadata| if m.is_file() { m.len().div_ceil(4096) } else { 1 };
-    for p in &closure {
-        let at = store.host_path(p);
-        let m = fs::symlink_metadata(&at)?;
-        blocks += of(&m);
-        if m.is_dir() {
-            util::walk(&at, &mut |_, m| {
-                blocks += of(m);
-                Ok(true)
-            })?;
-        }
-    }
-    let need = blocks * 4096;
+    let need: u64 = closure.iter().map(|p| generation::path_blocks(store, p, 4096) * 4096).sum();
     if need <= room {
         return Ok(());
     }
