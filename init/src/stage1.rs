@@ -153,6 +153,10 @@ fn pick(
                     say(&format!("warning: cannot update the boot-state record: {e}"));
                 }
             }
+            if let Some(words) = next.as_ref().or(record.as_ref()).and_then(|r| counting::fallback_words(r, generation))
+            {
+                say(&words);
+            }
             say(&format!(
                 "GEN-CHOSEN generation={generation} status={} tries_left={tries_left}",
                 if trial { "trial" } else { "good" }

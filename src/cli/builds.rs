@@ -84,7 +84,7 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, a.locked, a.dry_run)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
-        let d = pipe.dry_run()?;
+        let d = pipe.dry_run(&a.target.out_dir(&repo))?;
         let count = |w: &str| d.recipes.iter().filter(|r| r.will == w).count();
         let substitute = match count("substitute") {
             0 => String::new(),

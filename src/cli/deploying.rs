@@ -90,7 +90,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     if a.gc {
         return cmd_gc(g, a, &ssh);
     }
-    let super::emulator::SystemInputs { profile, lock, store, inputs, .. } =
+    let super::emulator::SystemInputs { repo, profile, lock, store, inputs } =
         super::emulator::system_inputs(g, &a.target, a.dry_run)?;
     let mut ctx = builder_ctx(&store)?;
     a.caches.apply(&mut ctx)?;
@@ -107,7 +107,8 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             .into());
     }
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
-    let built = pipe.build_system(!a.dry_run)?;
+    let lineage = pipe.lineage(&a.target.out_dir(&repo));
+    let built = pipe.build_system(lineage.out(), !a.dry_run)?;
     let boot_json = store.host_path(&built.toplevel).join("boot.json");
     let new: BootSpec = serde_json::from_slice(&std::fs::read(&boot_json)?)?;
     let closure = store.closure(std::slice::from_ref(&built.toplevel))?;
@@ -261,7 +262,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let (outcome, last) =
         deploy::wait(&ssh, &phone.boot_id, plan.generation, Duration::from_secs(a.timeout), &progress);
     if let Some(rec) = last.as_ref().and_then(deploy::record_of) {
-        generation::save_ledger(&store, &profile.instance(), &rec)?;
+        generation::save_ledger(&store, &store.lock()?, &lineage, &rec)?;
     }
     let code = match &outcome {
         Outcome::Good { generation } => {

@@ -193,7 +193,7 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     prepared.say_user("mobix test", a.ssh_port);
     let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
     // What the phone learned (which generations are good or bad) goes into the next image.
-    remember_state(g, &profile, &prepared)?;
+    remember_state(g, &profile, &a.target, &prepared)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
@@ -242,7 +242,7 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let status = vm::run(&profile, &prepared, &a.append, &progress);
     // However the phone stopped (powered off, Ctrl-A X, a signal to mobix), what it
     // recorded about its generations is read back for the next build and `generations`.
-    remember_state(g, &profile, &prepared)?;
+    remember_state(g, &profile, &a.target, &prepared)?;
     let status = status?;
     if let Some(sig) = vm::interrupted() {
         progress(&format!("the emulated phone was stopped by signal {sig}; its boot-state record was read back"));
@@ -251,11 +251,13 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Reads the emulated phone's boot-state record into the store's ledger of the device.
-fn remember_state(g: &Global, profile: &Profile, prepared: &vm::Prepared) -> Result<()> {
+/// Reads the emulated phone's boot-state record into the store's ledger of its lineage
+/// (the out directory it was built into).
+fn remember_state(g: &Global, profile: &Profile, t: &DeviceOut, prepared: &vm::Prepared) -> Result<()> {
     if let Some(state) = vm::read_state(profile, prepared)? {
         let store = open_store(g)?;
-        generation::save_ledger(&store, &profile.instance(), &state)?;
+        let lin = generation::Lineage::of(&profile.instance(), &t.out_dir(&find_repo(g)?));
+        generation::save_ledger(&store, &store.lock()?, &lin, &state)?;
     }
     Ok(())
 }

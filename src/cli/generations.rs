@@ -10,14 +10,26 @@ pub(super) struct GenTarget {
     /// Its variant.
     #[arg(long, value_name = "NAME")]
     variant: Option<String>,
+    /// The out directory whose phone's generations these are (each out directory numbers
+    /// its own) [default: out/<device>/ in the mobix tree].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Print JSON (with a `version` field).
     #[arg(long)]
     json: bool,
 }
 
+impl GenTarget {
+    fn out_dir(&self, repo: &Path) -> PathBuf {
+        DeviceOut { device: self.device.clone(), variant: self.variant.clone(), config: None, out: self.out.clone() }
+            .out_dir(repo)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(super) enum GenCmd {
-    /// Every generation recorded for the device in this store.
+    /// Every generation of the phone built into the out directory (--out), with its
+    /// standing as the phone last reported it.
     List(GenTarget),
     /// One generation: its record, boot entry and closure size.
     Show {
@@ -75,15 +87,34 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let profile =
         profile::load_with(&repo, &t.device, profile::Selection { variant: t.variant.as_deref(), config: None })?;
     let store = open_store(g)?;
-    let all = generation::list(&store, &profile.instance())?;
+    let lin = generation::Lineage::of(&profile.instance(), &t.out_dir(&repo));
+    let all = generation::list(&store, &lin)?;
+    // Where else this device's generations are, for a user looking in the wrong out directory.
+    let elsewhere = |otherwise: &str| -> String {
+        let others: Vec<String> = generation::lineages(&store, &profile.instance())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(o, n)| o != lin.out() && *n > 0)
+            .map(|(o, n)| format!("{} ({n})", o.display()))
+            .collect();
+        if others.is_empty() {
+            otherwise.to_string()
+        } else {
+            format!(
+                "each out directory numbers its own generations; {} has some in: {} (give --out)",
+                profile.instance(),
+                others.join(", ")
+            )
+        }
+    };
     let get = |n: u32| -> Result<&generation::Record> {
         all.get(&n).ok_or_else(|| {
             let known: Vec<String> = all.keys().map(|k| k.to_string()).collect();
-            Fail::new(format!("{} has no generation {n} in {}", profile.instance(), store.root().display()))
+            Fail::new(format!("{} built into {} has no generation {n}", profile.instance(), lin.out().display()))
                 .hint(if known.is_empty() {
-                    "build it first with `mobix build`".into()
+                    elsewhere("build it first with `mobix build`")
                 } else {
-                    format!("generations: {}", known.join(", "))
+                    format!("its generations: {}", known.join(", "))
                 })
                 .into()
         })
@@ -98,7 +129,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     match c {
         GenCmd::List(_) => {
             // As the phone last reported (what `mobix test` read back off it).
-            let known = generation::ledger(&store, &profile.instance())?;
+            let known = generation::ledger(&store, &lin)?;
             let standing =
                 |n: u32, r: &generation::Record| known.as_ref().and_then(|k| generation::standing(k, n, &r.toplevel));
             if t.json {
@@ -118,6 +149,10 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
                 .map(|(n, r)| standing(*n, r).map_or("not seen on the phone".into(), |s| s.words()))
                 .collect();
             let width = words.iter().map(|w| w.len()).max().unwrap_or(0);
+            if all.is_empty() {
+                progress(&format!("no generations of {} built into {}", profile.instance(), lin.out().display()));
+                progress(&format!("hint: {}", elsewhere("build one with `mobix build`")));
+            }
             for ((n, r), w) in all.iter().zip(&words) {
                 let mark = if Some(*n) == newest { "  (newest)" } else { "" };
                 println!("{n:>4}  {}  {w:width$}  {}{mark}", human_time(r.created), r.toplevel);
@@ -125,7 +160,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         GenCmd::Delete { number, force, .. } => {
-            let known = generation::ledger(&store, &profile.instance())?;
+            let known = generation::ledger(&store, &lin)?;
             let protected = known.as_ref().map(generation::protected).unwrap_or_default();
             if let Some(why) = generation::refuse_delete(&all, *number, &protected, *force) {
                 let hint = if protected.contains(number) && all.keys().next_back() != Some(number) {
@@ -137,7 +172,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
                     .hint(hint)
                     .into());
             }
-            generation::delete(&store, &profile.instance(), *number)?;
+            generation::delete(&store, &store.lock()?, &lin, *number)?;
             progress(&format!(
                 "deleted generation {number} of {}; system images built from now on do not carry it",
                 profile.instance()

@@ -1,9 +1,14 @@
-//! Generations: the numbered record, per device, of every distinct system built.
+//! Generations: the numbered record of every distinct system built for one phone.
 //!
-//! Pipeline stage: generation. Input: a device and the toplevel a build produced; output:
-//! its generation number. Records live in `<store>/.mobix/generations/<device>/<n>.json`,
-//! written atomically. A build whose toplevel equals the newest generation's reuses it; a
-//! generation is identified by its toplevel, never by its number alone.
+//! Pipeline stage: generation. Input: a lineage (a device and the out directory its phone
+//! is flashed from) and the toplevel a build produced; output: its generation number.
+//! Records live in `<store>/.mobix/generations/<device>/out-<key>/<n>.json` (the key names
+//! the out directory's absolute path; the directory's `out` file says which), written
+//! atomically, beside the lineage's last known phone record (`phone-state.bin`). A build
+//! whose toplevel equals the newest generation's reuses it; a generation is identified by
+//! its toplevel, never by its number alone. Builds into another out directory (a test
+//! system, another config) are another lineage: numbered on their own, never carried by
+//! this one's images.
 
 /// Boot counting, shared with the on-phone init (init/bootctl).
 pub use mobix_bootctl::counting as boot;
@@ -16,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
@@ -30,23 +35,140 @@ pub struct Record {
     /// it flashes); absent in records older than rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_image: Option<StorePath>,
+    /// The system config file the generation was built from, as given (None: the default
+    /// system); absent in records older than lineages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
-fn dir(store: &Store, device: &Codename) -> PathBuf {
+/// One phone's line of generations: a device and the out directory it is flashed (or
+/// emulated) from. Numbers, the generations an image carries and the phone's last known
+/// record are kept per lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    device: Codename,
+    out: PathBuf,
+}
+
+impl Lineage {
+    /// The lineage of `device` built into `out` (made absolute, and canonical where it
+    /// exists, so that `out/x` and `./out/x` are one lineage).
+    pub fn of(device: &Codename, out: &Path) -> Lineage {
+        let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+        let out = fs::canonicalize(&abs).unwrap_or(abs);
+        Lineage { device: device.clone(), out }
+    }
+
+    pub fn device(&self) -> &Codename {
+        &self.device
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    fn key(&self) -> String {
+        let h = crate::hash::Sha256Digest::of(self.out.as_os_str().as_encoded_bytes()).hex();
+        format!("out-{}", &h[..16])
+    }
+}
+
+fn device_dir(store: &Store, device: &Codename) -> PathBuf {
     store.root().join(".mobix/generations").join(device.as_str())
 }
 
-/// Every recorded generation of `device`, by number.
-pub fn list(store: &Store, device: &Codename) -> Result<BTreeMap<u32, Record>> {
-    let d = dir(store, device);
+fn dir(store: &Store, lin: &Lineage) -> PathBuf {
+    device_dir(store, &lin.device).join(lin.key())
+}
+
+/// Where the lineage's records are read from: its own directory, or, while no lineage of
+/// the device has one yet, the device's records from before lineages (which the first
+/// lineage to write adopts, [`adopt_legacy`]).
+fn read_dir_of(store: &Store, lin: &Lineage) -> PathBuf {
+    let own = dir(store, lin);
+    if own.exists() || legacy_records(store, &lin.device).is_none_or(|v| v.is_empty()) {
+        own
+    } else {
+        device_dir(store, &lin.device)
+    }
+}
+
+/// The generation numbers recorded in the device's directory itself, before generations
+/// were kept per lineage; None while some lineage of the device has its own directory.
+fn legacy_records(store: &Store, device: &Codename) -> Option<Vec<u32>> {
+    let d = device_dir(store, device);
+    let mut nums = Vec::new();
+    for e in fs::read_dir(&d).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("out-") && e.path().is_dir() {
+            return None;
+        }
+        if let Some(n) = name.strip_suffix(".json").and_then(|n| n.parse::<u32>().ok()) {
+            nums.push(n);
+        }
+    }
+    nums.sort_unstable();
+    Some(nums)
+}
+
+/// Moves the device's records from before lineages into `lin`, the first lineage to write
+/// (each file renamed, so an interruption leaves every record in one place or the other,
+/// and the reader takes the lineage directory once it exists). Returns the numbers moved.
+pub fn adopt_legacy(store: &Store, _lock: &crate::store::StoreLock, lin: &Lineage) -> Result<Vec<u32>> {
+    let Some(nums) = legacy_records(store, &lin.device).filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let (from, to) = (device_dir(store, &lin.device), dir(store, lin));
+    let staging = from.join(format!(".{}.partial", lin.key()));
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let names = nums.iter().map(|n| format!("{n}.json")).chain(["phone-state.bin".to_string()]);
+    for name in names {
+        match fs::rename(from.join(&name), staging.join(&name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("moving {} into {}", name, staging.display())),
+        }
+    }
+    write_out_file(&staging, lin)?;
+    fs::rename(&staging, &to).with_context(|| format!("renaming {} to {}", staging.display(), to.display()))?;
+    Ok(nums)
+}
+
+fn write_out_file(d: &Path, lin: &Lineage) -> Result<()> {
+    util::write_atomic(&d.join("out"), format!("{}\n", lin.out.display()).as_bytes())
+}
+
+/// The lineage's directory, made (with its `out` file, and adopting the records from
+/// before lineages) on its first write.
+fn writable_dir(store: &Store, lock: &crate::store::StoreLock, lin: &Lineage) -> Result<PathBuf> {
+    let d = dir(store, lin);
+    if !d.exists() {
+        adopt_legacy(store, lock, lin)?;
+        if !d.exists() {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            write_out_file(&d, lin)?;
+        }
+    }
+    Ok(d)
+}
+
+/// Every recorded generation of the lineage, by number.
+pub fn list(store: &Store, lin: &Lineage) -> Result<BTreeMap<u32, Record>> {
+    list_in(&read_dir_of(store, lin))
+}
+
+fn list_in(d: &Path) -> Result<BTreeMap<u32, Record>> {
     let mut out = BTreeMap::new();
-    let rd = match fs::read_dir(&d) {
+    let rd = match fs::read_dir(d) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
     };
     for e in rd {
         let p = e?.path();
+        if p.is_dir() {
+            continue;
+        }
         let Some(n) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
@@ -61,7 +183,24 @@ pub fn list(store: &Store, device: &Codename) -> Result<BTreeMap<u32, Record>> {
     Ok(out)
 }
 
-/// What every device's generations keep alive: each record's toplevel and boot image.
+/// The device's lineages in the store with their generations' count: each out directory
+/// (as its `out` file names it) and how many it has.
+pub fn lineages(store: &Store, device: &Codename) -> Result<Vec<(PathBuf, usize)>> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(device_dir(store, device)) else { return Ok(out) };
+    for e in rd.flatten() {
+        let d = e.path();
+        if !(d.is_dir() && e.file_name().to_string_lossy().starts_with("out-")) {
+            continue;
+        }
+        let Ok(name) = fs::read_to_string(d.join("out")) else { continue };
+        out.push((PathBuf::from(name.trim_end()), list_in(&d)?.len()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What every lineage's generations keep alive: each record's toplevel and boot image.
 pub fn roots(store: &Store) -> Result<Vec<StorePath>> {
     let base = store.root().join(".mobix/generations");
     let mut out = Vec::new();
@@ -71,36 +210,55 @@ pub fn roots(store: &Store) -> Result<Vec<StorePath>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
     };
     for e in rd {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        let Ok(device) = Codename::new(&name) else { continue };
-        for rec in list(store, &device)?.into_values() {
-            out.push(rec.toplevel);
-            out.extend(rec.boot_image);
+        let device_dir = e?.path();
+        if !device_dir.is_dir() {
+            continue;
+        }
+        // The records from before lineages, and each lineage's.
+        let mut dirs = vec![device_dir.clone()];
+        for l in fs::read_dir(&device_dir).with_context(|| format!("reading {}", device_dir.display()))? {
+            let l = l?.path();
+            if l.is_dir() && l.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("out-")) {
+                dirs.push(l);
+            }
+        }
+        for d in dirs {
+            for rec in list_in(&d)?.into_values() {
+                out.push(rec.toplevel);
+                out.extend(rec.boot_image);
+            }
         }
     }
     Ok(out)
 }
 
-/// Records a build of `toplevel` as [`next`] says. Holding the store lock, so that two
-/// builds on one store never take the same number.
+/// Records a build of `toplevel` (from `config`) as [`next`] says. Holding the store lock,
+/// so that two builds on one store never take the same number.
 pub fn record(
     store: &Store,
-    _lock: &crate::store::StoreLock,
-    device: &Codename,
+    lock: &crate::store::StoreLock,
+    lin: &Lineage,
     toplevel: &StorePath,
     label: &str,
+    config: Option<&str>,
 ) -> Result<(Record, bool)> {
-    let (rec, new) = next(store, device, toplevel, label)?;
+    let (rec, new) = next(store, lin, toplevel, label, config)?;
     if new {
-        write(store, device, &rec)?;
+        write(store, lock, lin, &rec)?;
     }
     Ok((rec, new))
 }
 
 /// The generation a build of `toplevel` is: the newest one if it has this toplevel
 /// (`false`), else a new one numbered after it (`true`), not yet written.
-pub fn next(store: &Store, device: &Codename, toplevel: &StorePath, label: &str) -> Result<(Record, bool)> {
-    let all = list(store, device)?;
+pub fn next(
+    store: &Store,
+    lin: &Lineage,
+    toplevel: &StorePath,
+    label: &str,
+    config: Option<&str>,
+) -> Result<(Record, bool)> {
+    let all = list(store, lin)?;
     if let Some((_, newest)) = all.iter().next_back() {
         if &newest.toplevel == toplevel {
             return Ok((newest.clone(), false));
@@ -110,32 +268,52 @@ pub fn next(store: &Store, device: &Codename, toplevel: &StorePath, label: &str)
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let rec = Record {
         generation: n,
-        device: device.to_string(),
+        device: lin.device.to_string(),
         toplevel: toplevel.clone(),
         created,
         label: label.to_string(),
         boot_image: None,
+        config: config.map(str::to_string),
     };
     Ok((rec, true))
 }
 
-fn write(store: &Store, device: &Codename, rec: &Record) -> Result<()> {
-    let path = dir(store, device).join(format!("{}.json", rec.generation));
+fn write(store: &Store, lock: &crate::store::StoreLock, lin: &Lineage, rec: &Record) -> Result<()> {
+    let path = writable_dir(store, lock, lin)?.join(format!("{}.json", rec.generation));
     util::write_atomic(&path, (serde_json::to_string_pretty(rec)? + "\n").as_bytes())
+}
+
+/// What a new generation built from `config` should tell its builder about the lineage:
+/// its newest generation came from another config (both are carried, and the phone falls
+/// back only to one that booted good on it).
+pub fn config_change(all: &BTreeMap<u32, Record>, new: &Record) -> Option<String> {
+    let (n, newest) = all.range(..new.generation).next_back()?;
+    if newest.config == new.config {
+        return None;
+    }
+    let name = |c: &Option<String>| c.as_deref().map_or("the default system".to_string(), |c| c.to_string());
+    Some(format!(
+        "generation {} is built from {}, generation {n} of this out directory from {}: the image carries both \
+         (after a failed trial the phone falls back only to a generation that booted good on it); \
+         `--out DIR` keeps a test system's generations apart",
+        new.generation,
+        name(&new.config),
+        name(&newest.config)
+    ))
 }
 
 /// Remembers which boot.img a build of generation `rec` made.
 pub fn set_boot_image(
     store: &Store,
-    _lock: &crate::store::StoreLock,
-    device: &Codename,
+    lock: &crate::store::StoreLock,
+    lin: &Lineage,
     rec: &Record,
     boot: &StorePath,
 ) -> Result<()> {
     if rec.boot_image.as_ref() == Some(boot) {
         return Ok(());
     }
-    write(store, device, &Record { boot_image: Some(boot.clone()), ..rec.clone() })
+    write(store, lock, lin, &Record { boot_image: Some(boot.clone()), ..rec.clone() })
 }
 
 /// Why generation `n` may not be deleted, if it may not: the newest (builds compare with
@@ -157,8 +335,8 @@ pub fn refuse_delete(all: &BTreeMap<u32, Record>, n: u32, protected: &[u32], for
 }
 
 /// Forgets generation `n` (its record; the store paths stay until garbage collection).
-pub fn delete(store: &Store, device: &Codename, n: u32) -> Result<()> {
-    let path = dir(store, device).join(format!("{n}.json"));
+pub fn delete(store: &Store, lock: &crate::store::StoreLock, lin: &Lineage, n: u32) -> Result<()> {
+    let path = writable_dir(store, lock, lin)?.join(format!("{n}.json"));
     fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
 }
 
@@ -313,13 +491,9 @@ pub fn initial_state(
     }
 }
 
-fn ledger_path(store: &Store, device: &Codename) -> PathBuf {
-    dir(store, device).join("phone-state.bin")
-}
-
-/// The boot-state record last read off the (emulated) phone, if any.
-pub fn ledger(store: &Store, device: &Codename) -> Result<Option<bootstate::Record>> {
-    let p = ledger_path(store, device);
+/// The boot-state record last read off the lineage's (emulated) phone, if any.
+pub fn ledger(store: &Store, lin: &Lineage) -> Result<Option<bootstate::Record>> {
+    let p = read_dir_of(store, lin).join("phone-state.bin");
     match fs::read(&p) {
         Ok(b) => Ok(Some(bootstate::Record::decode(&b).with_context(|| format!("reading {}", p.display()))?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -327,10 +501,16 @@ pub fn ledger(store: &Store, device: &Codename) -> Result<Option<bootstate::Reco
     }
 }
 
-/// Remembers the record read off the phone, so the next image keeps what it learned.
-pub fn save_ledger(store: &Store, device: &Codename, state: &bootstate::Record) -> Result<()> {
+/// Remembers the record read off the lineage's phone, so its next image keeps what it
+/// learned.
+pub fn save_ledger(
+    store: &Store,
+    lock: &crate::store::StoreLock,
+    lin: &Lineage,
+    state: &bootstate::Record,
+) -> Result<()> {
     let block = state.encode()?;
-    util::write_atomic(&ledger_path(store, device), &block)
+    util::write_atomic(&writable_dir(store, lock, lin)?.join("phone-state.bin"), &block)
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of seconds since the epoch.
@@ -464,6 +644,7 @@ mod tests {
                         created: 0,
                         label: String::new(),
                         boot_image: None,
+                        config: None,
                     },
                 )
             })
@@ -569,14 +750,102 @@ mod tests {
     fn records_number_distinct_toplevels() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path()).unwrap();
-        let dev = Codename::new("phone").unwrap();
+        let dev = Lineage::of(&Codename::new("phone").unwrap(), &d.path().join("out"));
         let lock = store.lock().unwrap();
-        assert!(next(&store, &dev, &sp("a", "sys"), "first").unwrap().1);
+        assert!(next(&store, &dev, &sp("a", "sys"), "first", None).unwrap().1);
         assert!(list(&store, &dev).unwrap().is_empty(), "next records nothing");
-        let (r1, new1) = record(&store, &lock, &dev, &sp("a", "sys"), "first").unwrap();
-        let (r1b, new1b) = record(&store, &lock, &dev, &sp("a", "sys"), "first").unwrap();
-        let (r2, new2) = record(&store, &lock, &dev, &sp("b", "sys"), "second").unwrap();
+        let (r1, new1) = record(&store, &lock, &dev, &sp("a", "sys"), "first", None).unwrap();
+        let (r1b, new1b) = record(&store, &lock, &dev, &sp("a", "sys"), "first", None).unwrap();
+        let (r2, new2) = record(&store, &lock, &dev, &sp("b", "sys"), "second", None).unwrap();
         assert_eq!((r1.generation, new1, r1b.generation, new1b, r2.generation, new2), (1, true, 1, false, 2, true));
         assert_eq!(list(&store, &dev).unwrap().len(), 2);
+    }
+
+    /// Issue 30: a test system built into another out directory is another lineage: its
+    /// own numbers, its own phone record, never in this lineage's list; the store keeps
+    /// both alive.
+    #[test]
+    fn each_out_directory_is_its_own_lineage() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("store")).unwrap();
+        let phone = Codename::new("phone").unwrap();
+        let main = Lineage::of(&phone, &d.path().join("out/phone"));
+        let tiny = Lineage::of(&phone, &d.path().join("out/tiny"));
+        assert_eq!(main, Lineage::of(&phone, &d.path().join("out/./phone")), "one lineage, however spelt");
+        let lock = store.lock().unwrap();
+        record(&store, &lock, &main, &sp("a", "sys"), "", Some("pocket.yaml")).unwrap();
+        record(&store, &lock, &main, &sp("b", "sys"), "", Some("pocket.yaml")).unwrap();
+        let (t, _) = record(&store, &lock, &tiny, &sp("c", "sys"), "", Some("tiny.yaml")).unwrap();
+        assert_eq!(t.generation, 1, "numbered on its own");
+        let (m3, _) = next(&store, &main, &sp("d", "sys"), "", Some("pocket.yaml")).unwrap();
+        assert_eq!(m3.generation, 3);
+        assert_eq!(list(&store, &main).unwrap().keys().copied().collect::<Vec<_>>(), [1, 2]);
+        let state = bootstate::Record { seq: 7, ..Default::default() };
+        save_ledger(&store, &lock, &tiny, &state).unwrap();
+        assert_eq!(ledger(&store, &main).unwrap(), None, "the test phone's record is its own");
+        assert_eq!(ledger(&store, &tiny).unwrap().unwrap().seq, 7);
+        assert_eq!(roots(&store).unwrap().len(), 3);
+        let out = fs::read_to_string(dir(&store, &tiny).join("out")).unwrap();
+        assert_eq!(out.trim_end(), tiny.out().display().to_string());
+    }
+
+    #[test]
+    fn the_first_lineage_adopts_the_records_from_before_lineages() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("store")).unwrap();
+        let phone = Codename::new("phone").unwrap();
+        let old = device_dir(&store, &phone);
+        fs::create_dir_all(&old).unwrap();
+        for n in [1u32, 2] {
+            let r = Record {
+                generation: n,
+                device: "phone".into(),
+                toplevel: sp(&n.to_string(), "sys"),
+                created: 0,
+                label: String::new(),
+                boot_image: None,
+                config: None,
+            };
+            fs::write(old.join(format!("{n}.json")), serde_json::to_string(&r).unwrap()).unwrap();
+        }
+        fs::write(old.join("phone-state.bin"), bootstate::Record { seq: 3, ..Default::default() }.encode().unwrap())
+            .unwrap();
+        let main = Lineage::of(&phone, &d.path().join("out/phone"));
+        let other = Lineage::of(&phone, &d.path().join("out/other"));
+        // Read before anything is written: every lineage sees them, and nothing moves.
+        assert_eq!(list(&store, &other).unwrap().len(), 2);
+        assert_eq!(ledger(&store, &main).unwrap().unwrap().seq, 3);
+        assert!(old.join("1.json").exists());
+        let lock = store.lock().unwrap();
+        let (r3, _) = record(&store, &lock, &main, &sp("x", "sys"), "", None).unwrap();
+        assert_eq!(r3.generation, 3, "numbering goes on from the adopted records");
+        assert_eq!(list(&store, &main).unwrap().keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(ledger(&store, &main).unwrap().unwrap().seq, 3);
+        assert!(list(&store, &other).unwrap().is_empty(), "adopted by the first lineage to write, once");
+        assert!(!old.join("1.json").exists() && !old.join("phone-state.bin").exists());
+        assert_eq!(roots(&store).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_change_of_config_in_a_lineage_is_said() {
+        let rec = |n: u32, c: Option<&str>| Record {
+            generation: n,
+            device: "phone".into(),
+            toplevel: sp(&n.to_string(), "sys"),
+            created: 1,
+            label: String::new(),
+            boot_image: None,
+            config: c.map(str::to_string),
+        };
+        let all: BTreeMap<u32, Record> = [(1, rec(1, Some("pocket.yaml")))].into();
+        assert_eq!(config_change(&all, &rec(2, Some("pocket.yaml"))), None);
+        let words = config_change(&all, &rec(2, Some("tiny.yaml"))).unwrap();
+        assert!(
+            words.starts_with(
+                "generation 2 is built from tiny.yaml, generation 1 of this out directory from pocket.yaml"
+            ),
+            "{words}"
+        );
+        assert!(config_change(&all, &rec(2, None)).unwrap().contains("from the default system"));
     }
 }

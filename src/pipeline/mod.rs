@@ -297,6 +297,16 @@ impl Pipeline<'_> {
         format!("mobix on {}", self.profile.device.name)
     }
 
+    /// The generations of the phone built into `out`.
+    pub fn lineage(&self, out: &Path) -> generation::Lineage {
+        generation::Lineage::of(&self.profile.instance(), out)
+    }
+
+    /// The system config as the user named it, for the generation's record.
+    fn config_name(&self) -> Option<String> {
+        self.profile.config.as_ref().map(|c| c.display().to_string())
+    }
+
     /// Plans the system (pure: nothing is built).
     pub fn plan_system(&self) -> Result<SystemPlan> {
         plan::system(self.profile, self.lock, self.inputs)
@@ -316,13 +326,19 @@ impl Pipeline<'_> {
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut tally = Tally::default();
         tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
-        let device = self.profile.instance();
+        let lin = self.lineage(out);
+        let config = self.config_name();
         // The generation is recorded only once its images are built: a failed build leaves
         // no generation behind. Its number is taken under the store lock; if another build
         // took it meanwhile, the images are planned again for the number this one got.
-        let (mut rec, planned_new) = generation::next(store, &device, &sys.toplevel, &self.label())?;
+        let (mut rec, planned_new) = generation::next(store, &lin, &sys.toplevel, &self.label(), config.as_deref())?;
+        if planned_new {
+            if let Some(words) = generation::config_change(&generation::list(store, &lin)?, &rec) {
+                self.ctx.progress.note(&words);
+            }
+        }
         let (imgs, new) = loop {
-            let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+            let (gens, state) = carried_generations(store, self.profile, &lin, &rec, self.ctx.progress)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
             if !store.contains(&imgs.system) {
                 check_fits(store, self.profile, &gens)?;
@@ -333,7 +349,8 @@ impl Pipeline<'_> {
                 // so a build with nothing to do needs no writable store.
                 break (imgs, false);
             }
-            let (got, wrote) = generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?;
+            let (got, wrote) =
+                generation::record(store, &store.lock()?, &lin, &sys.toplevel, &self.label(), config.as_deref())?;
             let planned = rec.generation;
             rec = got;
             if rec.generation == planned {
@@ -346,7 +363,7 @@ impl Pipeline<'_> {
         };
         let manifest = publish::publish(store, out, self.profile, rec.generation, &sys.toplevel, &imgs.all())?;
         if rec.boot_image.as_ref() != Some(&imgs.boot) {
-            generation::set_boot_image(store, &store.lock()?, &device, &rec, &imgs.boot)?;
+            generation::set_boot_image(store, &store.lock()?, &lin, &rec, &imgs.boot)?;
         }
         let counts = tally.counts(self.ctx.downloads());
         Ok(Built {
@@ -360,19 +377,19 @@ impl Pipeline<'_> {
     }
 
     /// `mobix deploy`'s build: the system alone, without images, recorded as a generation
-    /// (the newest one again when its toplevel is unchanged). With `record` false nothing
-    /// is recorded and the number is the one a build would take.
-    pub fn build_system(&self, record: bool) -> Result<SystemBuilt> {
+    /// of the phone built into `out` (the newest one again when its toplevel is unchanged).
+    /// With `record` false nothing is recorded and the number is the one a build would take.
+    pub fn build_system(&self, out: &Path, record: bool) -> Result<SystemBuilt> {
         let store = self.store();
         let sys = self.plan_system()?;
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut tally = Tally::default();
         tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
-        let device = self.profile.instance();
+        let (lin, config) = (self.lineage(out), self.config_name());
         let (rec, new) = if record {
-            generation::record(store, &store.lock()?, &device, &sys.toplevel, &self.label())?
+            generation::record(store, &store.lock()?, &lin, &sys.toplevel, &self.label(), config.as_deref())?
         } else {
-            generation::next(store, &device, &sys.toplevel, &self.label())?
+            generation::next(store, &lin, &sys.toplevel, &self.label(), config.as_deref())?
         };
         let counts = tally.counts(self.ctx.downloads());
         Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel, counts })
@@ -391,11 +408,12 @@ impl Pipeline<'_> {
     /// What [`Pipeline::build`] would do, system and images, without building or recording
     /// anything. The images' recipes hold the generation number, which is the newest
     /// generation's if the toplevel is unchanged and the next one otherwise.
-    pub fn dry_run(&self) -> Result<DryRun> {
+    pub fn dry_run(&self, out: &Path) -> Result<DryRun> {
         let store = self.store();
         let sys = self.plan_system()?;
-        let (rec, new) = generation::next(store, &self.profile.instance(), &sys.toplevel, &self.label())?;
-        let (gens, state) = carried_generations(store, self.profile, &rec, self.ctx.progress)?;
+        let lin = self.lineage(out);
+        let (rec, new) = generation::next(store, &lin, &sys.toplevel, &self.label(), self.config_name().as_deref())?;
+        let (gens, state) = carried_generations(store, self.profile, &lin, &rec, self.ctx.progress)?;
         let (images, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
         let targets: Vec<StorePath> = std::iter::once(sys.toplevel.clone()).chain(imgs.all()).collect();
         let will = build::preview(self.ctx, &images, &targets)?;
@@ -457,7 +475,8 @@ impl Pipeline<'_> {
     pub fn rollback(&self, out: &Path, to: Option<u32>) -> Result<RolledBack> {
         let (store, profile) = (self.store(), self.profile);
         let device = profile.instance();
-        let all = generation::list(store, &device)?;
+        let lin = self.lineage(out);
+        let all = generation::list(store, &lin)?;
         let built = publish::load_manifest(out)
             .ok()
             .filter(|m| m.device == profile.codename.as_str() && m.variant == profile.variant)
@@ -466,7 +485,7 @@ impl Pipeline<'_> {
             .ok_or_else(|| {
                 Fail::new(format!("{device} has no generations yet")).hint("build one with `mobix build`")
             })?;
-        let known = generation::ledger(store, &device)?;
+        let known = generation::ledger(store, &lin)?;
         let (current, from_what) = generation::rollback_from(&all, built, known.as_ref());
         let target = match to {
             Some(n) => n,
@@ -488,7 +507,7 @@ impl Pipeline<'_> {
         }
         let boot =
             rec.boot_image.clone().filter(|b| store.contains(b)).ok_or_else(|| missing(ImageName::Boot.file_name()))?;
-        let (mut gens, _) = carried_generations(store, profile, rec, self.ctx.progress)?;
+        let (mut gens, _) = carried_generations(store, profile, &lin, rec, self.ctx.progress)?;
         gens.insert(target, rec.toplevel.clone());
         let state = generation::initial_state(&gens, target, profile.system.boot.tries, known.as_ref());
         let mut plan = plan::Plan::default();
@@ -540,21 +559,21 @@ fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>)
     ))
 }
 
-/// The generations the system image of `rec` carries, and the boot-state record it starts
-/// with (what the host last learned from the phone kept). A generation whose toplevel left
-/// the store is not carried, and `progress` says so.
+/// The generations the system image of `rec` carries (from its lineage alone), and the
+/// boot-state record it starts with (what the host last learned from the lineage's phone
+/// kept). A generation whose toplevel left the store is not carried, and `progress` says so.
 pub fn carried_generations(
     store: &Store,
     profile: &Profile,
+    lin: &generation::Lineage,
     rec: &generation::Record,
     progress: &dyn Reporter,
 ) -> Result<(BTreeMap<u32, StorePath>, bootstate::Record)> {
-    let device = profile.instance();
     let current = rec.generation;
-    let mut all = generation::list(store, &device)?;
+    let mut all = generation::list(store, lin)?;
     // A dry run's generation is not recorded.
     all.entry(current).or_insert_with(|| rec.clone());
-    let known = generation::ledger(store, &device)?;
+    let known = generation::ledger(store, lin)?;
     let protected = known.as_ref().map(generation::protected).unwrap_or_default();
     let g = &profile.system.generations;
     let mut gens = generation::carried(&generation::toplevels(&all), g.keep, &g.pinned, &protected);

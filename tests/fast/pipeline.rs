@@ -32,7 +32,8 @@ fn a_build_through_the_library_matches_its_dry_run() {
     };
     let pipe = Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
 
-    let dry = pipe.dry_run().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dry = pipe.dry_run(out.path()).unwrap();
     // Every arrow is a value that prints as JSON.
     let json = serde_json::to_value(&dry).unwrap();
     assert_eq!(json["toplevel"], serde_json::json!(dry.toplevel));
@@ -40,12 +41,12 @@ fn a_build_through_the_library_matches_its_dry_run() {
 
     // Built without recording a generation: the shared store's generations stay as the
     // other tests left them.
-    let gens_before = mobix::generation::list(&store, &profile.instance()).unwrap().len();
+    let gens_before = mobix::generation::list(&store, &pipe.lineage(out.path())).unwrap().len();
     let imgs = pipe.build_unrecorded(1, &|_| {}, &BTreeMap::new(), &|g| {
         mobix::generation::initial_state(g, 1, profile.system.boot.tries, None)
     });
     let imgs = imgs.unwrap();
-    assert_eq!(mobix::generation::list(&store, &profile.instance()).unwrap().len(), gens_before);
+    assert_eq!(mobix::generation::list(&store, &pipe.lineage(out.path())).unwrap().len(), gens_before);
     assert_eq!(imgs.toplevel, dry.toplevel, "the dry run planned the toplevel the build made");
     assert!(dry.images.contains(&imgs.boot), "boot.img does not depend on the generations carried");
     for p in imgs.all() {

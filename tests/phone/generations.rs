@@ -28,28 +28,29 @@ fn builds_become_generations_and_diff_shows_what_changed() {
     // The same system again is not a new generation.
     assert!(mobix(&["build", "--device", "qemu-aarch64", "--store", s, "--out", o, "--config", c]).status.success());
     let list: serde_json::Value = serde_json::from_slice(
-        &mobix(&["generations", "list", "--device", "qemu-aarch64", "--store", s, "--json"]).stdout,
+        &mobix(&["generations", "list", "--device", "qemu-aarch64", "--store", s, "--out", o, "--json"]).stdout,
     )
     .unwrap();
     let gens = list["generations"].as_array().unwrap();
     assert_eq!(gens.len(), 2);
     assert_eq!(gens[1]["generation"], 2);
     let diff: serde_json::Value = serde_json::from_slice(
-        &mobix(&["generations", "diff", "--device", "qemu-aarch64", "--store", s, "--json", "1", "2"]).stdout,
+        &mobix(&["generations", "diff", "--device", "qemu-aarch64", "--store", s, "--out", o, "--json", "1", "2"])
+            .stdout,
     )
     .unwrap();
     let names: Vec<&str> = diff["changes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     // The initrd too: stage-1 knows its boot image's command line.
     assert_eq!(names, ["etc", "initrd", "mobix-system-qemu-aarch64"], "the hostname and cmdline changed, nothing else");
     let show: serde_json::Value = serde_json::from_slice(
-        &mobix(&["generations", "show", "--device", "qemu-aarch64", "--store", s, "--json", "2"]).stdout,
+        &mobix(&["generations", "show", "--device", "qemu-aarch64", "--store", s, "--out", o, "--json", "2"]).stdout,
     )
     .unwrap();
     assert_eq!(show["boot"]["cmdline"], "console=ttyAMA0 panic=5 quiet");
     assert!(show["closure_bytes"].as_u64().unwrap() > 30_000_000, "the kernel is in the closure");
-    let missing = mobix(&["generations", "show", "--device", "qemu-aarch64", "--store", s, "7"]);
+    let missing = mobix(&["generations", "show", "--device", "qemu-aarch64", "--store", s, "--out", o, "7"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("generations: 1, 2"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("its generations: 1, 2"));
 
     // Rollback: the out directory now boots generation 1 by default, and it does.
     let rb = mobix(&["generations", "rollback", "--device", "qemu-aarch64", "--store", s, "--out", o, "--config", c]);
@@ -65,7 +66,7 @@ fn builds_become_generations_and_diff_shows_what_changed() {
 
     // Delete: never the newest; generation 1, which the phone just booted, only with --force.
     let del = |n: &str, force: bool| {
-        let mut a = vec!["generations", "delete", "--device", "qemu-aarch64", "--store", s, n];
+        let mut a = vec!["generations", "delete", "--device", "qemu-aarch64", "--store", s, "--out", o, n];
         if force {
             a.push("--force");
         }
@@ -79,7 +80,7 @@ fn builds_become_generations_and_diff_shows_what_changed() {
     assert!(String::from_utf8_lossy(&needed.stderr).contains("the phone needs generation 1"));
     assert!(del("1", true).status.success());
     let list: serde_json::Value = serde_json::from_slice(
-        &mobix(&["generations", "list", "--device", "qemu-aarch64", "--store", s, "--json"]).stdout,
+        &mobix(&["generations", "list", "--device", "qemu-aarch64", "--store", s, "--out", o, "--json"]).stdout,
     )
     .unwrap();
     assert_eq!(list["generations"].as_array().unwrap().len(), 1);

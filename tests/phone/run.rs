@@ -81,9 +81,16 @@ fn a_second_run_is_refused_and_a_stopped_run_reads_the_phones_record_back() {
     let said = std::fs::read_to_string(&err).unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{said}");
     assert!(said.contains("stopped by signal 15; its boot-state record was read back"), "{said}");
-    let list: serde_json::Value =
-        serde_json::from_str(&ok(&mobix_shared(&["generations", "list", "--device", "qemu-aarch64", "--json"])))
-            .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(&mobix_shared(&[
+        "generations",
+        "list",
+        "--device",
+        "qemu-aarch64",
+        "--json",
+        "--out",
+        o,
+    ])))
+    .unwrap();
     let ours =
         list["generations"].as_array().unwrap().iter().find(|g| name(&g["toplevel"]).as_ref() == Some(&toplevel));
     let ours = ours.unwrap_or_else(|| panic!("{toplevel} in {list:#}"));

@@ -5,8 +5,9 @@
 //! Stage-1 decrements a trial's tries *before* booting it and persists that first, so a
 //! crash at any later point counts as a failed try without anyone detecting it. A trial
 //! with no tries left becomes bad and the next candidate boots. Stage-2 blesses the running
-//! generation (good) once the system reached its success point. Not yet used by the
-//! on-phone init: the next step of the generations work.
+//! generation (good) once the system reached its success point. When the default cannot
+//! boot, the fallback is the generation that last booted good on this phone, never one that
+//! has not proved itself here while one that has is left.
 
 use crate::record::{BadReason, Record, Status};
 
@@ -63,7 +64,19 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
     }
     let mut candidates: Vec<&crate::record::Entry> =
         r.entries.iter().filter(|e| !e.status.is_bad() && present.contains(&e.generation)).collect();
-    candidates.sort_by_key(|e| (e.generation != r.default_gen, std::cmp::Reverse(e.generation)));
+    // The default first (an update's trial, or what the owner runs); when it cannot boot,
+    // the generation that last booted good with this slot's kernel, then any found good
+    // here, newest first; a generation that never proved itself on this phone only when
+    // none did.
+    let last_good = r.last_good[(slot as usize).min(1)];
+    candidates.sort_by_key(|e| {
+        (
+            e.generation != r.default_gen,
+            e.generation != last_good,
+            e.status != Status::Good,
+            std::cmp::Reverse(e.generation),
+        )
+    });
     let decision = match candidates.first() {
         None => Decision::Rescue {
             why: format!(
@@ -87,6 +100,26 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
     } else {
         (decision, None)
     }
+}
+
+/// Why stage-1 boots `generation` rather than the default of `r` (the record as this boot
+/// left it), in words for the phone's console and screen; None when it boots the default.
+pub fn fallback_words(r: &Record, generation: u32) -> Option<String> {
+    if generation == r.default_gen {
+        return None;
+    }
+    let d = r.default_gen;
+    let why = match r.entries.iter().find(|e| e.generation == d).map(|e| e.status) {
+        Some(Status::Bad(reason)) => format!("the default generation {d} is bad ({})", reason.name()),
+        Some(_) => format!("the default generation {d} cannot run with this kernel"),
+        None => format!("the default generation {d} is not on this phone"),
+    };
+    let what = match r.entries.iter().find(|e| e.generation == generation).map(|e| e.status) {
+        Some(Status::Good) if r.last_good.contains(&generation) => "the last one that booted good on this phone",
+        Some(Status::Good) => "one that booted good on this phone",
+        _ => "which has not booted good on this phone yet (none that has is left)",
+    };
+    Some(format!("{why}: falling back to generation {generation}, {what}"))
 }
 
 /// Stage-2 at its success point: the running generation is good (and the last good one of
@@ -207,6 +240,49 @@ mod tests {
         assert!(!n.pending_slot.valid);
     }
 
+    /// Issue 30's flow: 1 booted good, 2 and 3 were built (carried as untried trials) but
+    /// never booted, 4 is the update. When 4 fails, the phone goes back to 1, not to the
+    /// newer 3 that never proved itself; only when nothing good is left does it try one.
+    #[test]
+    fn a_failed_update_falls_back_to_the_last_good_not_to_an_untried_newer_one() {
+        let mut r = Record {
+            seq: 1,
+            default_gen: 4,
+            booted_gen: 1,
+            last_good: [1, 0],
+            pending_slot: PendingSlot::default(),
+            entries: vec![
+                entry(1, Status::Good, 0),
+                entry(2, Status::Trial, 1),
+                entry(3, Status::Trial, 1),
+                entry(4, Status::Trial, 1),
+            ],
+        };
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        assert_eq!(d, Decision::Boot { generation: 4, trial: true });
+        r = next.unwrap();
+        assert_eq!(fallback_words(&r, 4), None);
+        // 4 never reaches its success point.
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        assert_eq!(d, Decision::Boot { generation: 1, trial: false });
+        r = next.unwrap();
+        assert_eq!(
+            fallback_words(&r, 1).unwrap(),
+            "the default generation 4 is bad (tries): falling back to generation 1, the last one that booted good on this phone"
+        );
+        // A good one that is not the slot's last good still comes before an untried one.
+        let mut other = r.clone();
+        other.last_good = [0, 0];
+        assert_eq!(select(Some(&other), &[1, 2, 3, 4], 0).0, Decision::Boot { generation: 1, trial: false });
+        // With 1 gone bad too, the newest untried one is all there is, and the words say so.
+        r.entries[0].status = Status::Bad(BadReason::User);
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        assert_eq!(d, Decision::Boot { generation: 3, trial: true });
+        assert!(fallback_words(&next.unwrap(), 3)
+            .unwrap()
+            .ends_with("which has not booted good on this phone yet (none that has is left)"));
+    }
+
     #[test]
     fn corrupt_state_degrades_and_nothing_bootable_is_rescue() {
         assert_eq!(select(None, &[1, 3, 2], 0).0, Decision::Degraded { generation: 3 });
@@ -304,7 +380,7 @@ mod tests {
     fn a_deployed_generation_is_the_trial_and_falls_back_like_a_flashed_one() {
         let mut r = update(3);
         r.entries[1].status = Status::Good;
-        r.booted_gen = 2;
+        (r.booted_gen, r.last_good) = (2, [2, 0]);
         let mut r = add_trial(&r, 3, [3; 16], 0, 2).unwrap();
         assert_eq!((r.default_gen, r.entries.len()), (3, 3));
         let mut booted = Vec::new();

@@ -130,7 +130,7 @@ pub struct PendingSlot {
     pub valid: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Record {
     pub seq: u64,
     /// What an unattended boot tries first (0: none, newest first).
