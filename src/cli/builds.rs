@@ -173,7 +173,7 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         if profile.system.ssh.enable {
             lines.push(format!(
                 "  to log in: `mobix run {args} --ssh-port 2222`, then `{}`",
-                profile.system.ssh_command("127.0.0.1", Some(2222))
+                profile.system.ssh_command("127.0.0.1", Some(2222), ssh_identity(&profile.system).as_deref())
             ));
         } else if profile.system.init == Init::Systemd && !profile.system.can_log_in() {
             lines.push(format!("  {NO_LOGIN}"));
@@ -231,7 +231,7 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
         (Some(_), Init::Systemd, true) => format!(
             "  4. to log in, over the USB cable once it boots (your computer gets {USB_HOST_ADDRESS} by DHCP): \
              `{}`",
-            profile.system.ssh_command(USB_PHONE_ADDRESS, None)
+            profile.system.ssh_command(USB_PHONE_ADDRESS, None, ssh_identity(&profile.system).as_deref())
         ),
         (Some(_), Init::Systemd, false) => format!(
             "  4. it answers at {USB_PHONE_ADDRESS} over the USB cable, but runs no ssh server: set `ssh: {{ enable: true }}` \

@@ -126,6 +126,9 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             .into());
         }
     }
+    if let Some(words) = deploy::failed_before(&phone, &built.toplevel) {
+        progress(&format!("warning: {words}"));
+    }
     progress(&format!(
         "generation {}: {} of {} store paths to send ({:.1} MiB before compression); the phone is running \
          generation {} ({} MiB free on its system filesystem)",

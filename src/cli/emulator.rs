@@ -235,7 +235,7 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         progress(&format!(
             "ssh: `{}` once the phone is up (its host key is made on the first boot \
              and kept in its state partition)",
-            profile.system.ssh_command("127.0.0.1", Some(port))
+            profile.system.ssh_command("127.0.0.1", Some(port), ssh_identity(&profile.system).as_deref())
         ));
     }
     prepared.say_user("mobix run", a.ssh_port);

@@ -258,6 +258,39 @@ fn home_dir(env: &str, fallback: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
+/// The names ssh(1) offers by itself from `~/.ssh` when no `-i` is given.
+const DEFAULT_IDENTITIES: [&str; 6] = ["id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa"];
+
+/// The `-i` a printed ssh line needs: the private key in `~/.ssh` whose public half
+/// (`NAME.pub`) is one of the login user's keys, when ssh would not offer it by itself.
+/// None when it would, or when no such key is in `~/.ssh` (it may be on another machine).
+fn ssh_identity(system: &profile::SystemConfig) -> Option<String> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let pubs: Vec<(String, String)> = std::fs::read_dir(home.join(".ssh"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".pub")?.to_string();
+            e.path().with_extension("").is_file().then_some(())?;
+            Some((name, std::fs::read_to_string(e.path()).ok()?))
+        })
+        .collect();
+    identity_for(system.login_keys(), &pubs).map(|name| format!("~/.ssh/{name}"))
+}
+
+/// Of the `(name, contents of name.pub)` key pairs, the one whose public key is among
+/// `keys` (compared by type and key, not comment), unless ssh offers it by itself.
+fn identity_for(keys: &[String], pubs: &[(String, String)]) -> Option<String> {
+    let core = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let wanted: Vec<String> = keys.iter().map(|k| core(k)).collect();
+    let mut found: Vec<&String> = pubs.iter().filter(|(_, p)| wanted.contains(&core(p))).map(|(n, _)| n).collect();
+    found.sort();
+    if found.iter().any(|n| DEFAULT_IDENTITIES.contains(&n.as_str())) {
+        return None;
+    }
+    found.first().map(|n| n.to_string())
+}
+
 /// The store, telling the terminal when it waits for another mobix process.
 fn open_store(g: &Global) -> Result<Store> {
     Ok(Store::open(&store_dir(g))?.with_reporter(&*term::TERMINAL))
@@ -288,4 +321,23 @@ fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
         fetched: Default::default(),
         caches_down: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity_for;
+
+    /// Issue 30 item 7: a printed ssh line names the key when ssh would not find it.
+    #[test]
+    fn the_printed_ssh_line_names_a_key_ssh_would_not_offer_by_itself() {
+        let keys = vec!["ssh-ed25519 AAAApocket owner@laptop".to_string()];
+        let pair = |name: &str, key: &str| (name.to_string(), format!("{key} comment\n"));
+        let pubs = vec![pair("other", "ssh-ed25519 AAAAother"), pair("pocket", "ssh-ed25519 AAAApocket")];
+        assert_eq!(identity_for(&keys, &pubs).as_deref(), Some("pocket"), "matched by key, not comment");
+        let mut default = pubs.clone();
+        default.push(pair("id_ed25519", "ssh-ed25519 AAAApocket"));
+        assert_eq!(identity_for(&keys, &default), None, "ssh offers id_ed25519 by itself");
+        assert_eq!(identity_for(&keys, &pubs[..1]), None, "the key is not on this machine");
+        assert_eq!(identity_for(&[], &pubs), None);
+    }
 }

@@ -186,6 +186,23 @@ pub fn record_of(s: &PhoneStatus) -> Option<bootstate::Record> {
     bootstate::read_pair(&bytes[..bootstate::BLOCK], &bytes[bootstate::BLOCK..]).0
 }
 
+/// Words for a deploy of `toplevel` that the phone already found bad: the generation it
+/// had there, its reason, and why it failed where the phone recorded one (`s.failures`).
+/// None when the phone has not seen that system fail.
+pub fn failed_before(s: &PhoneStatus, toplevel: &StorePath) -> Option<String> {
+    let rec = record_of(s)?;
+    let id = bootstate::id_of(toplevel.base_name().as_str());
+    let e = rec.entries.iter().find(|e| e.id == id && e.status.is_bad())?;
+    let bootstate::Status::Bad(reason) = e.status else { return None };
+    let why = s.failures.get(&e.generation).map_or(String::new(), |w| format!(": {}", w.trim()));
+    Some(format!(
+        "this system already failed on the phone as generation {} (bad: {}{why}); deployed again it gets another \
+         trial, and the phone falls back again if it fails",
+        e.generation,
+        reason.name()
+    ))
+}
+
 /// What a deploy sends and does.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -686,6 +703,27 @@ mod tests {
             record: None,
             failures: Default::default(),
         }
+    }
+
+    /// Issue 30 item 7: a system the phone already found bad is said so before it is sent.
+    #[test]
+    fn a_deploy_of_a_system_that_failed_on_the_phone_is_warned_of() {
+        let (good, bad) = (sp("a", "mobix-system-x"), sp("b", "mobix-system-x"));
+        let mut r = rec(Status::Bad(BadReason::Tries), 2);
+        r.entries[0].id = bootstate::id_of(good.base_name().as_str());
+        r.entries[1].id = bootstate::id_of(bad.base_name().as_str());
+        let block = r.encode().unwrap();
+        let mut p = phone(&[2, 3], &[], 2);
+        p.record = Some(block.iter().chain(block.iter()).map(|b| format!("{b:02x}")).collect());
+        p.failures.insert(3, "health check ping failed\n".into());
+        assert_eq!(failed_before(&p, &good), None, "a good one is not warned of");
+        assert_eq!(
+            failed_before(&p, &bad).unwrap(),
+            "this system already failed on the phone as generation 3 (bad: tries: health check ping failed); \
+             deployed again it gets another trial, and the phone falls back again if it fails"
+        );
+        p.record = None;
+        assert_eq!(failed_before(&p, &bad), None, "no record, nothing known");
     }
 
     #[test]

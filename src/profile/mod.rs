@@ -414,12 +414,19 @@ impl SystemConfig {
             .map_or("root", |(name, _)| name.as_str())
     }
 
-    /// `ssh [-p PORT] USER@HOST`: the command that logs in at `host` (on the ssh port the
-    /// config gives, or `port` where a forward decides it).
-    pub fn ssh_command(&self, host: &str, port: Option<u16>) -> String {
+    /// The public keys of [`login_user`](Self::login_user).
+    pub fn login_keys(&self) -> &[String] {
+        self.users.get(self.login_user()).map_or(&[], |u| u.authorized_keys.as_slice())
+    }
+
+    /// `ssh [-i KEY] [-p PORT] USER@HOST`: the command that logs in at `host` (on the ssh
+    /// port the config gives, or `port` where a forward decides it), with `identity` the
+    /// private key to offer when ssh would not offer it by itself.
+    pub fn ssh_command(&self, host: &str, port: Option<u16>, identity: Option<&str>) -> String {
+        let i = identity.map_or(String::new(), |k| format!("-i {k} "));
         match port.unwrap_or(self.ssh.port) {
-            22 => format!("ssh {}@{host}", self.login_user()),
-            p => format!("ssh -p {p} {}@{host}", self.login_user()),
+            22 => format!("ssh {i}{}@{host}", self.login_user()),
+            p => format!("ssh {i}-p {p} {}@{host}", self.login_user()),
         }
     }
 }

@@ -353,7 +353,7 @@ fn accounts_ssh_and_services_are_checked_where_written() {
 fn the_suggested_login_is_the_first_user_with_a_key_on_the_configs_port() {
     let mut s = SystemConfig::default();
     s.ssh.port = 22;
-    assert_eq!(s.ssh_command("172.16.42.1", None), "ssh root@172.16.42.1");
+    assert_eq!(s.ssh_command("172.16.42.1", None, None), "ssh root@172.16.42.1");
     let user = |keys: &[&str]| super::User {
         authorized_keys: keys.iter().map(|k| k.to_string()).collect(),
         ..Default::default()
@@ -363,6 +363,11 @@ fn the_suggested_login_is_the_first_user_with_a_key_on_the_configs_port() {
     s.users.insert("carol".into(), user(&["ssh-ed25519 AAAA carol"]));
     assert_eq!(s.login_user(), "carol");
     s.ssh.port = 2200;
-    assert_eq!(s.ssh_command("172.16.42.1", None), "ssh -p 2200 carol@172.16.42.1");
-    assert_eq!(s.ssh_command("127.0.0.1", Some(2222)), "ssh -p 2222 carol@127.0.0.1");
+    assert_eq!(s.ssh_command("172.16.42.1", None, None), "ssh -p 2200 carol@172.16.42.1");
+    assert_eq!(s.ssh_command("127.0.0.1", Some(2222), None), "ssh -p 2222 carol@127.0.0.1");
+    assert_eq!(s.login_keys(), ["ssh-ed25519 AAAA carol"]);
+    assert_eq!(
+        s.ssh_command("127.0.0.1", Some(2222), Some("~/.ssh/pocket")),
+        "ssh -i ~/.ssh/pocket -p 2222 carol@127.0.0.1"
+    );
 }
