@@ -5,6 +5,7 @@
 
 pub mod arm64;
 pub mod bootimg;
+pub mod busybox;
 pub mod compress;
 pub mod cpio;
 pub mod fdt;

@@ -326,6 +326,7 @@ impl Pipeline<'_> {
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut tally = Tally::default();
         tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        check_health_programs(store, self.profile, &sys.toplevel)?;
         let lin = self.lineage(out);
         let config = self.config_name();
         // The generation is recorded only once its images are built: a failed build leaves
@@ -385,6 +386,7 @@ impl Pipeline<'_> {
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut tally = Tally::default();
         tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
+        check_health_programs(store, self.profile, &sys.toplevel)?;
         let (lin, config) = (self.lineage(out), self.config_name());
         let (rec, new) = if record {
             generation::record(store, &store.lock()?, &lin, &sys.toplevel, &self.label(), config.as_deref())?
@@ -522,6 +524,110 @@ impl Pipeline<'_> {
         let manifest = publish::publish(store, out, profile, target, &rec.toplevel, &images)?;
         Ok(RolledBack { from: current, from_what, to: target, carried: gens.keys().copied().collect(), manifest })
     }
+}
+
+/// Refuses a system whose health checks name a program it does not have (they would fail
+/// only on the phone, every boot a trial spent): a bare name is looked for where the phone's
+/// PATH looks (the software tree's `bin` and `sbin`), a path in the software tree (`/usr`,
+/// `/bin`, `/sbin`), the generation (`/run/current-system`) or the store where it points.
+/// Paths elsewhere (the state partition) cannot be known at build time and are left.
+fn check_health_programs(store: &Store, profile: &Profile, toplevel: &StorePath) -> Result<()> {
+    let current = toplevel.phone_path();
+    // The minimal init links busybox's applets and mobix-bless into /bin, where PATH ends.
+    let in_bin: Vec<String> = match profile.system.init {
+        profile::Init::Minimal => {
+            let busybox = format!("{current}/sw/bin/busybox");
+            let host = phone_has(store, &busybox)
+                .then(|| resolve_on_host(store, &busybox))
+                .flatten()
+                .and_then(|p| std::fs::read(p).ok())
+                .unwrap_or_default();
+            crate::format::busybox::applets(&host).into_iter().chain(["mobix-bless".to_string()]).collect()
+        }
+        profile::Init::Systemd => Vec::new(),
+    };
+    for (i, check) in profile.system.health_checks.iter().enumerate() {
+        let Some(program) = check.command.first() else { continue };
+        if in_bin.contains(program) || program.strip_prefix("/bin/").is_some_and(|p| in_bin.iter().any(|b| b == p)) {
+            continue;
+        }
+        let on_phone: Vec<String> = if !program.contains('/') {
+            ["bin", "sbin"].iter().map(|d| format!("{current}/sw/{d}/{program}")).collect()
+        } else if let Some(rest) = program.strip_prefix("/run/current-system/") {
+            vec![format!("{current}/{rest}")]
+        } else if let Some(rest) = program.strip_prefix("/usr/") {
+            vec![format!("{current}/sw/{rest}")]
+        } else if let Some(rest) = program.strip_prefix("/bin/") {
+            vec![format!("{current}/sw/bin/{rest}")]
+        } else if let Some(rest) = program.strip_prefix("/sbin/") {
+            vec![format!("{current}/sw/sbin/{rest}")]
+        } else if program.starts_with(&format!("{}/", crate::store::PHONE_STORE)) {
+            vec![program.clone()]
+        } else {
+            continue;
+        };
+        if on_phone.iter().any(|p| phone_has(store, p)) {
+            continue;
+        }
+        let looked = match (program.contains('/'), profile.system.init) {
+            (true, _) => "",
+            (false, profile::Init::Minimal) => {
+                " (on the phone's PATH: the software tree's bin and sbin, busybox's applets)"
+            }
+            (false, profile::Init::Systemd) => " (on the phone's PATH: the software tree's bin and sbin)",
+        };
+        return Err(profile.system_error(
+            &format!("health_checks[{i}].command"),
+            format!("health check {:?} runs {program:?}, which this system does not have{looked}", check.name),
+            Some(
+                "add the package that has it to `packages` (Debian's name), or give the command's path as the \
+                 phone sees it"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` (absolute, in the phone's store) names something in the store, following
+/// the links on the way as the phone would (the last one is not followed: a link into the
+/// closure is there on the phone).
+fn phone_has(store: &Store, path: &str) -> bool {
+    walk_on_host(store, path, false).is_some()
+}
+
+/// The host file `path` (absolute, in the phone's store) is, every link followed.
+fn resolve_on_host(store: &Store, path: &str) -> Option<std::path::PathBuf> {
+    walk_on_host(store, path, true)
+}
+
+fn walk_on_host(store: &Store, path: &str, follow_last: bool) -> Option<std::path::PathBuf> {
+    let prefix = format!("{}/", crate::store::PHONE_STORE);
+    let parts = |p: &str| -> Vec<String> { p.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string).collect() };
+    let mut todo = parts(path);
+    let mut at = std::path::PathBuf::from("/");
+    let mut host = std::path::PathBuf::new();
+    for _ in 0..256 {
+        let Some(c) = todo.pop() else { return Some(host) };
+        let next = at.join(&c);
+        if prefix.starts_with(&format!("{}/", next.to_str()?)) {
+            // `/mobix`, `/mobix/store`: on the way into the store.
+            at = next;
+            continue;
+        }
+        host = store.root().join(next.to_str()?.strip_prefix(&prefix)?);
+        let meta = host.symlink_metadata().ok()?;
+        if meta.file_type().is_symlink() && (follow_last || !todo.is_empty()) {
+            let target = std::fs::read_link(&host).ok()?;
+            if target.is_absolute() {
+                at = std::path::PathBuf::from("/");
+            }
+            todo.extend(parts(&target.to_string_lossy()));
+            continue;
+        }
+        at = next;
+    }
+    None
 }
 
 /// Refuses, before a system image is made (one already in the store fitted), a system

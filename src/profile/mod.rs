@@ -106,6 +106,15 @@ impl Profile {
         }
     }
 
+    /// An error about `key` of the system config, found after loading (a build's check),
+    /// naming its file and line; the default system (no config) gets the words alone.
+    pub fn system_error(&self, key: &str, msg: String, hint: Option<String>) -> anyhow::Error {
+        match self.config.as_deref().map(|c| Layer::read(c, "system config")) {
+            Some(Ok(layer)) => layer.error_hinted(key, msg, hint),
+            _ => Fail { msg, hint }.into(),
+        }
+    }
+
     /// The device and variant as one name (`xiaomi-beryllium-ebbg`): what generations and
     /// out directories are kept per, since variants are different hardware.
     pub fn instance(&self) -> Codename {

@@ -433,3 +433,42 @@ fn a_system_size_too_small_for_the_closure_is_refused_at_its_key() {
     assert!(!said.contains("mke2fs") && !said.contains("system.img (system-image)"), "no image was started: {said}");
     assert!(!out.join("manifest.json").exists());
 }
+
+/// Issue 30 item 12: a health check naming a program the system lacks failed only on the
+/// phone, spending every try; the build refuses it at its key. Programs the system has, by
+/// name or by path, pass.
+#[test]
+fn a_health_check_naming_a_program_the_system_lacks_is_refused_at_its_key() {
+    let t = tempfile::tempdir().unwrap();
+    let build = |text: &str| {
+        let config = t.path().join("checks.yaml");
+        fs::write(&config, text).unwrap();
+        let out = t.path().join("out");
+        let o = crate::common::mobix_shared(&[
+            "build",
+            "--device",
+            "qemu-aarch64",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), config)
+    };
+    let (code, said, config) = build(
+        "init: minimal\nhealth_checks:\n  - {name: fine, command: [\"true\"]}\n  - {name: ping, command: [pingg, -c1, 10.0.2.2]}\n",
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("{}:4", config.display())) && said.contains("health_checks[1].command"), "{said}");
+    assert!(said.contains("health check \"ping\" runs \"pingg\", which this system does not have"), "{said}");
+    assert!(said.contains("hint: add the package that has it to `packages`"), "{said}");
+    let (code, said, _) = build(
+        "init: minimal\nhealth_checks:\n  - {name: by-path, command: [/bin/true]}\n  - {name: gen, command: [/run/current-system/sw/bin/busybox, \"true\"]}\n",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    // The minimal system's software tree has busybox alone: `true` is an applet, not a file.
+    let (code, said, _) =
+        build("init: minimal\nhealth_checks: [{name: gen, command: [/run/current-system/sw/bin/true]}]\n");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("runs \"/run/current-system/sw/bin/true\", which this system does not have\n"), "{said}");
+}
