@@ -51,7 +51,9 @@ pub(super) struct FlashArgs {
     /// Which slot to write on A/B phones.
     #[arg(long, value_enum, default_value = "inactive")]
     slot: SlotArg,
-    /// Print the commands that would be sent (after reading the device's variables).
+    /// Print the commands that would be sent (after reading the device's variables);
+    /// with no phone connected (and no -s), a preview for a phone as the profile describes
+    /// it, saying what it assumed.
     #[arg(long)]
     dry_run: bool,
     /// Flash only these partitions (comma-separated, without slot suffix).
@@ -110,15 +112,6 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         images.insert(name.clone(), flash::Image { path, sha256: info.sha256.hex() });
     }
     let flashed = store.root().join(".mobix/flashed").join(profile.instance().as_str());
-    let mut client = flash::client::Client::new(flash::client::connect(a.serial.as_deref(), &*term::TERMINAL)?);
-    client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
-    progress(&format!(
-        "{} generation {} of {} over {}",
-        if a.dry_run { "planning to flash" } else { "flashing" },
-        manifest.generation,
-        profile.instance(),
-        client.name()
-    ));
     let opts = flash::Options {
         slot: a.slot.into(),
         only: (!a.only.is_empty()).then_some(a.only.as_slice()),
@@ -128,7 +121,30 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         reboot: a.reboot,
         set_active: a.set_active,
     };
-    let report = flash::run(&mut client, &plan, &images, &opts, &flashed, &*term::TERMINAL)?;
+    let report = match flash::client::connect(a.serial.as_deref(), &*term::TERMINAL) {
+        // A dry run needs no phone: the flash plan is on disk.
+        Err(_) if a.dry_run && a.serial.is_none() => {
+            progress(&format!(
+                "no phone in fastboot mode on USB: previewing generation {} of {} for a phone as its profile \
+                 describes it",
+                manifest.generation,
+                profile.instance()
+            ));
+            flash::preview(&plan, &images, &opts)?
+        }
+        transport => {
+            let mut client = flash::client::Client::new(transport?);
+            client.on_info = Box::new(|m| progress(&format!("(bootloader) {m}")));
+            progress(&format!(
+                "{} generation {} of {} over {}",
+                if a.dry_run { "planning to flash" } else { "flashing" },
+                manifest.generation,
+                profile.instance(),
+                client.name()
+            ));
+            flash::run(&mut client, &plan, &images, &opts, &flashed, &*term::TERMINAL)?
+        }
+    };
     for note in &report.assumed {
         progress(&format!("assumed: {note}"));
     }

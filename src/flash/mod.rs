@@ -671,6 +671,28 @@ pub fn run(
     progress: &dyn Reporter,
 ) -> Result<Report> {
     let dev = probe(client, plan, opts)?;
+    let facts = image_facts(images, &dev)?;
+    let flashed_path = flashed_file(flashed_dir, &phone_key(&dev));
+    let mut flashed = load_flashed(&flashed_path)?;
+    let res = resolve(plan, &facts, opts, &dev, &flashed)?;
+    let mut report = report_of(plan, &dev, &res, opts);
+    if opts.dry_run {
+        report.commands = client.sent.clone();
+        for a in &res.actions {
+            report.commands.extend(commands_of(a)?);
+        }
+        return Ok(report);
+    }
+    for d in &res.destroys {
+        progress.note(&format!("this flash destroys: {d}"));
+    }
+    execute(client, &res, images, &flashed_path, &mut flashed, &mut report, progress)?;
+    report.commands = client.sent.clone();
+    Ok(report)
+}
+
+/// The images as [`resolve`] sees them, cut for the device's max-download-size.
+fn image_facts(images: &BTreeMap<String, Image>, dev: &DeviceFacts) -> Result<BTreeMap<String, ImageFacts>> {
     let max = dev.max_download_size.filter(|n| *n > 0).unwrap_or(ASSUMED_MAX_DOWNLOAD);
     let mut facts = BTreeMap::new();
     for (name, img) in images {
@@ -681,10 +703,11 @@ pub fn run(
         };
         facts.insert(name.clone(), f);
     }
-    let flashed_path = flashed_file(flashed_dir, &phone_key(&dev));
-    let mut flashed = load_flashed(&flashed_path)?;
-    let res = resolve(plan, &facts, opts, &dev, &flashed)?;
-    let mut report = Report {
+    Ok(facts)
+}
+
+fn report_of(plan: &FlashPlan, dev: &DeviceFacts, res: &Resolution, opts: &Options) -> Report {
+    Report {
         version: 1,
         device: plan.device.clone(),
         transport: dev.transport.clone(),
@@ -700,19 +723,45 @@ pub fn run(
         actions: res.actions.iter().map(Action::describe).collect(),
         destroys: res.destroys.clone(),
         commands: Vec::new(),
-    };
-    if opts.dry_run {
-        report.commands = client.sent.clone();
-        for a in &res.actions {
-            report.commands.extend(commands_of(a)?);
-        }
-        return Ok(report);
     }
-    for d in &res.destroys {
-        progress.note(&format!("this flash destroys: {d}"));
+}
+
+/// The phone a flash preview assumes when none is connected: the profile's product, its
+/// slots with slot a current, unlocked, nothing reported about partition sizes.
+pub fn assumed_phone(plan: &FlashPlan) -> DeviceFacts {
+    DeviceFacts {
+        transport: "no phone".into(),
+        product: plan.products.first().cloned(),
+        max_download_size: None,
+        slot_count_reported: plan.ab,
+        current_slot: plan.ab.then_some(Slot::A),
+        serialno: None,
+        unlocked: Some(true),
+        partition_sizes: BTreeMap::new(),
     }
-    execute(client, &res, images, &flashed_path, &mut flashed, &mut report, progress)?;
-    report.commands = client.sent.clone();
+}
+
+/// `mobix flash --dry-run` without a phone: the flash plan resolved against
+/// [`assumed_phone`] (with nothing flashed before), what that assumes said first in
+/// `assumed`. Sends nothing.
+pub fn preview(plan: &FlashPlan, images: &BTreeMap<String, Image>, opts: &Options) -> Result<Report> {
+    let dev = assumed_phone(plan);
+    let facts = image_facts(images, &dev)?;
+    let res = resolve(plan, &facts, opts, &dev, &Flashed::new())?;
+    let mut report = report_of(plan, &dev, &res, opts);
+    report.dry_run = true;
+    let slots = if plan.ab { ", slot a current (so slot b is written)" } else { "" };
+    report.assumed.insert(
+        0,
+        format!(
+            "no phone: a preview for a phone that is what the profile says ({}{slots}, bootloader unlocked); \
+             a connected phone's answers can change it (its product, current slot, partition sizes)",
+            plan.products.first().map_or("any product".to_string(), |p| format!("product {p}"))
+        ),
+    );
+    for a in &res.actions {
+        report.commands.extend(commands_of(a)?);
+    }
     Ok(report)
 }
 

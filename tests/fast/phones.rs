@@ -164,6 +164,31 @@ fn every_phone_builds_with_its_profile_values() {
             _ => assert_eq!(flashed, ["boot", "userdata"]),
         }
         assert_eq!(out.join("vbmeta.img").exists(), device == "google-sargo");
+
+        // The preview the build suggests works without a phone (issue 30 item 12).
+        let mut cmd = crate::common::mobix_cmd();
+        cmd.args(["flash", "--dry-run", "--json", "--device", device, "--repo"])
+            .arg(repo())
+            .arg("--store")
+            .arg(&store)
+            .arg("--out")
+            .arg(&out);
+        if let Some(v) = variant {
+            cmd.args(["--variant", v]);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{device}: {err}");
+        assert!(err.contains("previewing generation"), "{err}");
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!((r["transport"].as_str(), r["dry_run"].as_bool()), (Some("no phone"), Some(true)), "{r}");
+        assert!(r["assumed"][0].as_str().unwrap().starts_with("no phone: a preview"), "{r}");
+        let commands: Vec<&str> = r["commands"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert!(commands.iter().any(|c| c.starts_with("flash:userdata")), "{device}: {commands:?}");
+        let boot = if plan["ab"] == true { "flash:boot_b" } else { "flash:boot" };
+        assert!(commands.contains(&boot), "{device}: {commands:?}");
+        assert_eq!(commands.iter().any(|c| c.starts_with("set_active")), plan["ab"] == true, "{device}: {commands:?}");
+        assert!(commands.iter().all(|c| !c.starts_with("getvar")), "nothing was asked: {commands:?}");
     }
     let _ = mobix::util::remove_tree(&store);
 }
