@@ -122,7 +122,7 @@ class CiCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.key.exists():
             name = f"ci-{socket.gethostname()}"
-            r = self._mobix(["store", "keygen", name, "--to", str(self.key)])
+            r = self._mobix(["store", "keygen", name, "--key", str(self.key)])
             if r.returncode != 0:
                 say(f"CI cache: cannot make a signing key: {r.stderr.strip()}")
                 self.state = "no key"

@@ -17,7 +17,7 @@ pub(super) struct BuildArgs {
     /// For profiles naming both a kernel source and a package: build the kernel from
     /// source, or use the prebuilt package (the substitute) [default: the package where
     /// the profile names one, else the source].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, value_name = "source|substitute")]
     kernel_from: Option<KernelFromArg>,
     #[command(flatten)]
     caches: super::settings::CacheArgs,
@@ -259,7 +259,7 @@ pub(super) fn cmd_kernel(g: &Global, k: &KernelCmd) -> Result<ExitCode> {
     if profile.device.kernel.source.is_none() {
         return Err(Fail::new(format!(
             "{} uses a prebuilt kernel package; it has no kernel to configure",
-            profile.instance()
+            profile.shown()
         ))
         .hint("a profile's `kernel.source` names a kernels/ spec")
         .into());

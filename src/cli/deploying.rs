@@ -5,6 +5,13 @@ use crate::deploy::{self, Outcome, Ssh, Target};
 use mobix_bootctl::contract::{BootSpec, Generation};
 
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("config", |a| a.help("The system config to build and deploy (YAML; devices/README.md lists its keys)")),
+    mut_arg("out", |a| a.help(
+        "The out directory whose generations the deployed one joins (its numbering, the phone's last known \
+         record, the emulated phone's host key) [default: out/<device>/ in the mobix tree]"
+    ))
+)]
 pub(super) struct DeployArgs {
     #[command(flatten)]
     target: DeviceOut,
@@ -349,7 +356,7 @@ fn pipe_boot_image(pipe: &pipeline::Pipeline, store: &crate::store::Store) -> Re
         return Err(Fail::new(format!(
             "this generation needs a new boot image, and {}'s header version {v} splits it over boot and \
              vendor_boot, which a deploy does not write yet",
-            pipe.profile.instance()
+            pipe.profile.shown()
         ))
         .hint(format!(
             "flash it: `mobix build {a}`, then `mobix flash {a}` in fastboot mode",

@@ -82,7 +82,7 @@ pub(super) struct RunArgs {
     /// The max-download-size the emulated phone reports: 48 MiB by default, room for the
     /// boot image (`mobix boot` cannot split it) but small enough that a system image is
     /// split into pieces as on real phones.
-    #[arg(long, default_value_t = 48 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 48 << 20)]
     max_download_size: u32,
     /// Tests: drop the fastboot connection after this many bytes of download data.
     #[arg(long, hide = true)]

@@ -128,7 +128,7 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
                 "no phone in fastboot mode on USB: previewing generation {} of {} for a phone as its profile \
                  describes it",
                 manifest.generation,
-                profile.instance()
+                profile.shown()
             ));
             flash::preview(&plan, &images, &opts)?
         }
@@ -139,7 +139,7 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
                 "{} generation {} of {} over {}",
                 if a.dry_run { "planning to flash" } else { "flashing" },
                 manifest.generation,
-                profile.instance(),
+                profile.shown(),
                 client.name()
             ));
             flash::run(&mut client, &plan, &images, &opts, &flashed, &*term::TERMINAL)?

@@ -61,14 +61,14 @@ pub(super) enum GenCmd {
         force: bool,
     },
     /// Write images into the out directory that boot an older generation by default (the
-    /// newest older one the phone has not found bad, or --to N): its boot.img, and a system
+    /// newest older one the phone has not found bad, or --generation N): its boot.img, and a system
     /// image carrying the usual generations with N as the default. Flash them, or `mobix test`.
     Rollback {
         #[command(flatten)]
         target: DeviceOut,
         /// The generation to roll back to.
-        #[arg(long, value_name = "N")]
-        to: Option<u32>,
+        #[arg(long, value_name = "N", alias = "to")]
+        generation: Option<u32>,
         /// Print the manifest as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -77,7 +77,7 @@ pub(super) enum GenCmd {
 
 pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let t = match c {
-        GenCmd::Rollback { target, to, json } => return cmd_rollback(g, target, *to, *json),
+        GenCmd::Rollback { target, generation, json } => return cmd_rollback(g, target, *generation, *json),
         GenCmd::List(t)
         | GenCmd::Show { target: t, .. }
         | GenCmd::Diff { target: t, .. }
@@ -102,7 +102,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
         } else {
             format!(
                 "each out directory numbers its own generations; {} has some in: {} (give --out)",
-                profile.instance(),
+                profile.shown(),
                 others.join(", ")
             )
         }
@@ -110,7 +110,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
     let get = |n: u32| -> Result<&generation::Record> {
         all.get(&n).ok_or_else(|| {
             let known: Vec<String> = all.keys().map(|k| k.to_string()).collect();
-            Fail::new(format!("{} built into {} has no generation {n}", profile.instance(), lin.out().display()))
+            Fail::new(format!("{} built into {} has no generation {n}", profile.shown(), lin.out().display()))
                 .hint(if known.is_empty() {
                     elsewhere("build it first with `mobix build`")
                 } else {
@@ -150,7 +150,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
                 .collect();
             let width = words.iter().map(|w| w.len()).max().unwrap_or(0);
             if all.is_empty() {
-                progress(&format!("no generations of {} built into {}", profile.instance(), lin.out().display()));
+                progress(&format!("no generations of {} built into {}", profile.shown(), lin.out().display()));
                 progress(&format!("hint: {}", elsewhere("build one with `mobix build`")));
             }
             for ((n, r), w) in all.iter().zip(&words) {
@@ -168,14 +168,14 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
                 } else {
                     "`mobix generations list` shows the generations"
                 };
-                return Err(Fail::new(format!("not deleting generation {number} of {}: {why}", profile.instance()))
+                return Err(Fail::new(format!("not deleting generation {number} of {}: {why}", profile.shown()))
                     .hint(hint)
                     .into());
             }
             generation::delete(&store, &store.lock()?, &lin, *number)?;
             progress(&format!(
                 "deleted generation {number} of {}; system images built from now on do not carry it",
-                profile.instance()
+                profile.shown()
             ));
             Ok(ExitCode::SUCCESS)
         }

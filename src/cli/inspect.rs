@@ -124,7 +124,7 @@ pub struct SparsePackArgs {
     #[arg(long, short)]
     out: PathBuf,
     /// Block size of the sparse image.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     block_size: u32,
     /// Write all-zero blocks as DONT_CARE instead of FILL 0 (only for images whose zero
     /// blocks carry no meaning).
@@ -147,7 +147,7 @@ pub struct VbmetaPackArgs {
     #[arg(long)]
     flags: Option<u32>,
     /// Padding of the minimal image.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     padding_size: u64,
 }
 

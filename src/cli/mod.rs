@@ -86,7 +86,8 @@ enum Cmd {
     /// Assemble and check a device's kernel configuration (kernels built from source).
     #[command(subcommand)]
     Kernel(KernelCmd),
-    /// List, show and check device profiles.
+    /// Device profiles: list, show, check, import (from postmarketOS or a stock boot image),
+    /// udev-rules (USB flashing without root).
     #[command(subcommand)]
     Device(DeviceCmd),
     /// Read, unpack and repack the image formats phones use.
@@ -97,7 +98,7 @@ enum Cmd {
     Store(store::StoreCmd),
     /// Remove store paths no generation and no out directory needs.
     Gc(store::GcArgs),
-    /// mobix.lock: move pins to what the Debian mirror has now.
+    /// mobix.lock: update pins to what the Debian mirror has now, or add a package.
     #[command(subcommand)]
     Lock(LockCmd),
 }

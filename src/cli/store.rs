@@ -49,9 +49,10 @@ pub enum StoreCmd {
     Keygen {
         /// Who signs (shown in caches and errors), e.g. `team-ci-1`.
         name: String,
-        /// Where the secret key goes (the public key goes to FILE.pub).
-        #[arg(long, value_name = "FILE")]
-        to: PathBuf,
+        /// Where the secret key goes (the public key goes to FILE.pub): the file `store push
+        /// --key` signs with.
+        #[arg(long, value_name = "FILE", alias = "to")]
+        key: PathBuf,
     },
     /// Write store paths and their closures to a binary cache, signed, skipping what the
     /// cache has (an out directory: its toplevel and images).
@@ -226,7 +227,7 @@ pub fn cmd_store(g: &Global, c: &StoreCmd) -> Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
-        StoreCmd::Keygen { name, to } => {
+        StoreCmd::Keygen { name, key: to } => {
             let key = cache::SecretKey::generate(name)?;
             let public = PathBuf::from(format!("{}.pub", to.display()));
             if to.exists() {

@@ -68,7 +68,7 @@ pub fn connect(serial: Option<&str>, progress: &dyn crate::report::Reporter) -> 
     if let Some(t) = serial.strip_prefix("tcp:") {
         let tcp = Tcp::connect(t).map_err(|e| {
             anyhow::Error::new(e).context(Fail::new(format!("cannot reach a fastboot device at {serial}")).hint(
-                "is the phone in fastboot mode (for the emulated phone: `mobix run --device qemu-aarch64 --fastboot`)?",
+                "is the phone in fastboot mode (an emulated phone: `mobix run --fastboot` with the same --device and --out)?",
             ))
         })?;
         return Ok(Box::new(tcp));

@@ -476,7 +476,7 @@ impl Pipeline<'_> {
     /// the default. Needs no system plan: `self.inputs` may be [`image_facts`] alone.
     pub fn rollback(&self, out: &Path, to: Option<u32>) -> Result<RolledBack> {
         let (store, profile) = (self.store(), self.profile);
-        let device = profile.instance();
+        let device = profile.shown();
         let lin = self.lineage(out);
         let all = generation::list(store, &lin)?;
         let built = publish::load_manifest(out)
@@ -493,7 +493,7 @@ impl Pipeline<'_> {
             Some(n) => n,
             None => generation::rollback_target(&all, current, known.as_ref()).ok_or_else(|| {
                 Fail::new(format!("{device} has no generation older than {current} to roll back to"))
-                    .hint("`mobix generations list` shows the generations; --to N picks one")
+                    .hint("`mobix generations list` shows the generations; --generation N picks one")
             })?,
         };
         let rec = all.get(&target).ok_or_else(|| {

@@ -80,6 +80,15 @@ pub struct Profile {
 impl Profile {
     /// The command-line arguments that select this profile, for hints:
     /// `--device NAME` and `--variant V` when one was asked for.
+    /// The device as the user named it, for messages: `qemu-aarch64` (its default variant
+    /// unsaid), `xiaomi-beryllium (variant tianma)` where a variant was chosen.
+    pub fn shown(&self) -> String {
+        match (&self.variant, self.variant_chosen) {
+            (Some(v), true) => format!("{} (variant {v})", self.codename),
+            _ => self.codename.to_string(),
+        }
+    }
+
     pub fn selection_args(&self) -> String {
         match (&self.variant, self.variant_chosen) {
             (Some(v), true) => format!("--device {} --variant {v}", self.codename),
@@ -1048,7 +1057,8 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     if let Some(cfg) = sel.config {
         let mut layer = Layer::read(cfg, "system config")?;
         let overrides = layer.take("device");
-        system = deserialize_layer::<SystemConfig>(&layer, layer.value.clone())?;
+        // `device:` was taken out above; an unknown key's list of known ones still names it.
+        system = deserialize_with::<SystemConfig>(std::slice::from_ref(&layer), layer.value.clone(), &["device"])?;
         if let Some(o) = overrides {
             if !matches!(o, Value::Mapping(_)) {
                 return Err(layer.error("device", "expected a mapping of profile keys"));
@@ -1186,11 +1196,25 @@ fn deserialize_layer<T: serde::de::DeserializeOwned>(layer: &Layer, value: Value
 
 /// Deserialises the merged value; an error is reported in the layer that set the key.
 fn deserialize_merged<T: serde::de::DeserializeOwned>(layers: &[Layer], merged: Value) -> Result<T> {
+    deserialize_with(layers, merged, &[])
+}
+
+/// [`deserialize_merged`], where `extra` are top-level keys the loader took out before
+/// (they are known keys all the same).
+fn deserialize_with<T: serde::de::DeserializeOwned>(layers: &[Layer], merged: Value, extra: &[&str]) -> Result<T> {
     match serde_path_to_error::deserialize::<_, T>(merged) {
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
-            let (key, msg, hint) = describe(if path == "." { String::new() } else { path }, e.into_inner().to_string());
+            let mut said = e.into_inner().to_string();
+            // A top-level unknown key: serde's path is the document, or the key itself.
+            let field = said.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).unwrap_or("");
+            if !field.is_empty() && (path == "." || path == field) {
+                for k in extra {
+                    said.push_str(&format!(", `{k}`"));
+                }
+            }
+            let (key, msg, hint) = describe(if path == "." { String::new() } else { path }, said);
             let origin = layers::origin(layers, &key);
             // The origin's own key path: strip nothing, the layer adds its prefix.
             Err(origin.error_hinted(&key, msg, hint))
@@ -1209,6 +1233,7 @@ fn describe(mut key: String, mut msg: String) -> (String, String, Option<String>
             msg = rest.to_string();
         }
     }
+    msg = plain_types(&msg);
     let unknown = unknown_field_hint(&msg);
     if let Some((field, _)) = unknown.as_ref().filter(|(f, _)| !key.ends_with(f.as_str())) {
         // Name the unknown key itself, not only its parent.
@@ -1220,6 +1245,46 @@ fn describe(mut key: String, mut msg: String) -> (String, String, Option<String>
     let hint =
         unknown.and_then(|(_, close)| close).map(|c| format!("did you mean `{c}`?")).or_else(|| quote_hint(&msg));
     (key, msg, hint)
+}
+
+/// serde's words for Rust's number types (`expected u8`, `as u128`) in the user's words.
+fn plain_types(msg: &str) -> String {
+    let words = [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number of 0 or more"),
+        ("u128", "a whole number of 0 or more"),
+        ("usize", "a whole number of 0 or more"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ];
+    let mut out = String::new();
+    let mut rest = msg;
+    // Word by word, so that `u8` inside a quoted value or a key is left alone.
+    while let Some(i) = rest.find(|c: char| c.is_ascii_alphanumeric()) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        let quoted = out.ends_with('`') || out.ends_with('"');
+        match words.iter().find(|(t, _)| *t == word).filter(|_| !quoted) {
+            Some((_, plain)) => {
+                // `integer `300` as u128`: "integer `300`, out of range" reads better.
+                if out.ends_with(" as ") {
+                    out.truncate(out.len() - 4);
+                    out.push_str(", which is not ");
+                }
+                out.push_str(plain)
+            }
+            None => out.push_str(word),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// For a YAML scalar read as something other than the text meant (`command: [false]`,

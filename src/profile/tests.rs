@@ -371,3 +371,40 @@ fn the_suggested_login_is_the_first_user_with_a_key_on_the_configs_port() {
         "ssh -i ~/.ssh/pocket -p 2222 carol@127.0.0.1"
     );
 }
+
+/// Issue 30 item 11: a config's mistakes in the user's words: no Rust type names, a unit
+/// that is not one named, `device` among the keys an unknown one could have meant.
+#[test]
+fn config_mistakes_are_said_in_the_users_words() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let said = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+        let hint = crate::util::find_fail(&err).and_then(|f| f.hint.clone());
+        let pe = err.downcast_ref::<ProfileError>().unwrap();
+        (pe.key.clone(), pe.msg.clone(), hint)
+    };
+    let (key, msg, _) = said("boot: {tries: 300}\n");
+    assert_eq!(
+        (key.as_str(), msg.as_str()),
+        ("boot.tries", "invalid value: integer `300`, expected a whole number from 0 to 255")
+    );
+    let (_, msg, _) = said("generations: {keep: 1.5}\n");
+    assert_eq!(msg, "invalid type: floating point `1.5`, expected a whole number from 0 to 4294967295");
+    let (key, msg, _) = said("device: {system: {size: 900TiB}}\n");
+    assert_eq!(key, "device.system.size");
+    assert_eq!(msg, "\"900TiB\" is not a size: TiB is not one of its units (B, KiB, MiB, GiB)");
+    let (_, msg, _) = said("device: {system: {size: 99999999999GiB}}\n");
+    assert!(msg.ends_with("more bytes than a 64-bit number holds"), "{msg}");
+    let (key, msg, hint) = said("devcie: {system: {size: 1GiB}}\n");
+    assert_eq!(key, "devcie");
+    assert!(msg.ends_with("`health_checks`, `device`"), "{msg}");
+    assert_eq!(hint.as_deref(), Some("did you mean `device`?"));
+    // A value that merely looks like a type name is left as written.
+    assert_eq!(
+        super::plain_types("unknown variant `u8`, expected u8"),
+        "unknown variant `u8`, expected a whole number from 0 to 255"
+    );
+    assert_eq!(super::plain_types("integer `1` as u128"), "integer `1`, which is not a whole number of 0 or more");
+}

@@ -24,13 +24,27 @@ impl<'de> Deserialize<'de> for Size {
                 u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
-                parse_size(s).map(Size).ok_or_else(|| {
-                    E::custom(format!("{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\", \"1GiB\")"))
-                })
+                parse_size(s).map(Size).ok_or_else(|| E::custom(size_error(s)))
             }
         }
         d.deserialize_any(V)
     }
+}
+
+/// Why `s` is not a size, in words: an unknown unit, a number too large, or neither.
+pub fn size_error(s: &str) -> String {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    if !num.is_empty() && !unit.is_empty() && !["B", "KiB", "MiB", "GiB"].contains(&unit) {
+        return format!("{s:?} is not a size: {unit} is not one of its units (B, KiB, MiB, GiB)");
+    }
+    if !num.is_empty() {
+        // A known unit (or none) on digits alone: only too large a number fails.
+        return format!("{s:?} is not a size: more bytes than a 64-bit number holds");
+    }
+    format!("{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\", \"1GiB\")")
 }
 
 pub fn parse_size(s: &str) -> Option<u64> {

@@ -296,16 +296,20 @@ fn load_manifest_hinting(out: &Path, hint: &str) -> Result<Manifest> {
 /// Reads the manifest of the last build in `out`, refusing one made for another device or
 /// variant than `profile`.
 pub fn load_manifest_for(profile: &Profile, out: &Path) -> Result<Manifest> {
-    let m = load_manifest_hinting(
-        out,
-        &format!("run `mobix build {}` first, with the same --out", profile.selection_args()),
-    )?;
+    // The command that builds into `out`: `--out` only where it is not the default one.
+    let default = match (&profile.variant, profile.variant_chosen) {
+        (Some(v), true) => format!("{}-{v}", profile.codename),
+        _ => profile.codename.to_string(),
+    };
+    let out_arg =
+        if out.ends_with(Path::new("out").join(default)) { String::new() } else { format!(" --out {}", out.display()) };
+    let m = load_manifest_hinting(out, &format!("run `mobix build {}{out_arg}` first", profile.selection_args()))?;
     if m.device != profile.codename.as_str() || m.variant != profile.variant {
         return Err(util::Fail::new(format!(
             "{} holds a build for {}, not {}",
             out.display(),
             m.device,
-            profile.instance()
+            profile.shown()
         ))
         .hint("pass the --device and --variant it was built with, or another --out")
         .into());

@@ -175,7 +175,7 @@ fn reference() -> &'static Path {
 }
 
 fn keygen(t: &Path, name: &str) {
-    ok(&mobix(t, SECRET, None, &["store", "keygen", name, "--to", &format!("{name}.key")]));
+    ok(&mobix(t, SECRET, None, &["store", "keygen", name, "--key", &format!("{name}.key")]));
 }
 
 /// Pushes the reference system to `to`.

@@ -114,7 +114,7 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     ok(&build(t, "a", "out-a", &[]));
-    ok(&mobix(t, &["store", "keygen", "team-1", "--to", "team.key"]));
+    ok(&mobix(t, &["store", "keygen", "team-1", "--key", "team.key"]));
     ok(&mobix(t, &["--store", "a", "store", "push", "out-a", "--to", "cache", "--key", "team.key"]));
 
     // Another machine: a fresh store takes everything from the cache, builds nothing, and
@@ -127,7 +127,7 @@ fn a_binary_cache_substitutes_a_whole_build_and_refuses_a_tampered_archive_and_g
     ok(&mobix(t, &["--store", "b", "store", "verify"]));
 
     // Signed by a key nobody trusts: refused, nothing enters the store.
-    ok(&mobix(t, &["store", "keygen", "other", "--to", "other.key"]));
+    ok(&mobix(t, &["store", "keygen", "other", "--key", "other.key"]));
     let o = build(t, "c", "out-c", &["--substituter", "cache", "--trust", "other.key.pub"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -323,7 +323,7 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     let crates = store_names(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init-crates")).unwrap();
     let init = store_names(&t.join("a")).into_iter().find(|e| e.ends_with("-mobix-init")).unwrap();
     assert!(t.join("a").join(&crates).join(".").read_dir().unwrap().count() > 5, "crates were vendored");
-    ok(&mobix(t, &["store", "keygen", "k", "--to", "k.key"]));
+    ok(&mobix(t, &["store", "keygen", "k", "--key", "k.key"]));
     ok(&mobix(t, &["--store", "a", "store", "push", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
     ok(&mobix(t, &["--store", "b", "store", "pull", "cache", "--trust", "k.key.pub"]));
     fs::create_dir(t.join("empty-cargo-home")).unwrap();

@@ -76,4 +76,6 @@ fn the_default_out_directory_is_the_trees_from_any_subdirectory() {
     assert_eq!(o.status.code(), Some(1));
     let want = t.path().canonicalize().unwrap().join("out/qemu-aarch64");
     assert!(text(&o).1.contains(&format!("no build found in {}", want.display())), "{}", text(&o).1);
+    // No --out was given, and the hint gives none (issue 30 item 11).
+    assert!(text(&o).1.contains("hint: run `mobix build --device qemu-aarch64` first\n"), "{}", text(&o).1);
 }

@@ -235,7 +235,7 @@ fn unknown_device_and_missing_build_are_user_errors() {
         mobix(tmp.path(), &["test", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--out", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hint: run `mobix build --device qemu-aarch64` first, with the same --out"), "{err}");
+    assert!(err.contains("hint: run `mobix build --device qemu-aarch64 --out nowhere` first"), "{err}");
     let out = mobix(
         tmp.path(),
         &["flash", "--repo", r.to_str().unwrap(), "--device", "qemu-aarch64", "--variant", "tiny", "--out", "nowhere"],
