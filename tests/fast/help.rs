@@ -63,7 +63,7 @@ fn values_are_named_for_what_they_are_and_families_name_their_subcommands() {
     usages(&cmd, "mobix", &mut all);
     let mut field_names = Vec::new();
     for (path, help) in &all {
-        for word in help.split(|c: char| c == '<' || c == '>').skip(1).step_by(2) {
+        for word in help.split(['<', '>']).skip(1).step_by(2) {
             if word.contains('_') && word.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
                 field_names.push(format!("{path}: <{word}>"));
             }
