@@ -75,6 +75,16 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let repo = find_repo(g)?;
     let profile = a.target.load(&repo)?;
+    for source in &profile.sources {
+        let n = std::fs::read_to_string(source).ok().as_deref().and_then(profile::import::imported_notes);
+        if let Some(n) = n {
+            progress(&format!(
+                "{} was written by `mobix device import`: {n} of its values are guesses or were not mapped (the \
+                 notes at its end say which); check them before flashing, and delete a note once checked",
+                source.display()
+            ));
+        }
+    }
     let mut lock = Lock::load(&repo)?;
     let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
     let store = open_store(g)?;

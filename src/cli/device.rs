@@ -204,8 +204,13 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
                 Some(n) => n.clone(),
                 None => di.required("codename")?.to_string(),
             };
-            let codename = profile::Codename::new(&codename)
-                .map_err(|e| Fail::new(format!("{codename:?} cannot name a profile: {e}")))?;
+            let codename = profile::Codename::new(&codename).map_err(|e| {
+                let fail = Fail::new(format!("{codename:?} cannot name a profile: {e}"));
+                match suggested_codename(&codename) {
+                    Some(s) => fail.hint(format!("--name {s} imports it under that name")),
+                    None => fail,
+                }
+            })?;
             let kernel = match (kernel_image, dtbs, &repo) {
                 (Some(img), Some(d), Some(repo)) => KernelChoice::Prebuilt {
                     image: path_from(repo, img, "--kernel-image", false)?,
@@ -221,7 +226,11 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
                 },
                 _ => KernelChoice::Unknown,
             };
-            let got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &kernel)?;
+            let mut got = profile::deviceinfo::profile_keys(&di, cmdline.as_deref(), &kernel)?;
+            // The tree's families, where there is a tree (also for --print and --json).
+            let tree = repo.cloned().or_else(|| find_repo(g).ok());
+            let families = tree.as_deref().map(family_hints).unwrap_or_default();
+            profile::deviceinfo::infer(&mut got, &di, &families, &kernel);
             if let Some(repo) = found.transpose()? {
                 let sources = std::iter::once(file).chain(kernel_cmdline).map(|p| p.display().to_string());
                 let from = format!(
@@ -305,6 +314,32 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A name that can name a profile for one that cannot (`xiaomi-jasmine_sprout`:
+/// `xiaomi-jasmine-sprout`), if lowercasing and dashes make one.
+fn suggested_codename(name: &str) -> Option<String> {
+    let s: String =
+        name.to_lowercase().chars().map(|c| if c == '_' || c == '.' || c == ' ' { '-' } else { c }).collect();
+    profile::Codename::new(&s).ok().map(|c| c.to_string()).filter(|c| c != name)
+}
+
+/// The families under `devices/families/` with their stage-1 modules; a file that does not
+/// read is left out (`mobix device check` reports it).
+fn family_hints(repo: &Path) -> Vec<profile::deviceinfo::FamilyHint> {
+    let Ok(rd) = std::fs::read_dir(repo.join("devices/families")) else { return Vec::new() };
+    let mut out: Vec<profile::deviceinfo::FamilyHint> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".yaml")?.to_string();
+            let v: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+            let modules = v.get("stage1").and_then(|s| s.get("modules")).and_then(|m| m.as_sequence());
+            let modules = modules.map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_string)).collect());
+            Some(profile::deviceinfo::FamilyHint { name, modules: modules.unwrap_or_default() })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// A path given on the command line as a profile writes it: relative to the device's
 /// directory (`devices/<codename>/`, two levels down) when it lies in the tree `repo`,
 /// else absolute. It must exist.
@@ -365,7 +400,7 @@ fn write_profile(
     let mut text = format!("# Written by {from}.\n# Check the notes at the end before flashing.\n");
     text.push_str(&hex_addresses(&serde_norway::to_string(keys)?));
     if !notes.is_empty() {
-        text.push_str("\n# Not mapped, or assumed:\n");
+        text.push_str(&format!("\n{}\n", profile::import::NOTES_HEADING));
         for (k, why) in notes {
             text.push_str(&format!("# - {k}: {why}\n"));
         }

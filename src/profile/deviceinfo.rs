@@ -149,6 +149,100 @@ pub struct Imported {
     pub notes: Vec<(String, String)>,
 }
 
+/// A family of the tree, as an import matches it: its name (`qcom-sdm845`) and its stage-1
+/// modules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyHint {
+    pub name: String,
+    pub modules: Vec<String>,
+}
+
+/// The family a phone's device tree names: `qcom/sdm845-oneplus-fajita` is `qcom-sdm845`.
+pub fn family_of_dtb(dtb: &str) -> Option<String> {
+    let (vendor, file) = dtb.rsplit_once('/')?;
+    let soc = file.split('-').next().filter(|s| !s.is_empty())?;
+    Some(format!("{}-{soc}", vendor.rsplit('/').next().unwrap_or(vendor)))
+}
+
+/// What an import infers beyond pmOS's keys. Where the tree has the family of the phone's SoC
+/// (named by its device tree), the profile joins it: its stage-1 modules come first in the
+/// list (pmOS's `modules_initfs` are a phone's extras), and its kernel replaces Debian's
+/// generic stand-in. Else, when stage-1 would load no module and the kernel is not a
+/// prebuilt one (Debian's have their storage drivers as modules), a note says it would find
+/// no storage.
+pub fn infer(imp: &mut Imported, di: &DeviceInfo, families: &[FamilyHint], kernel: &KernelChoice) {
+    let Value::Mapping(top) = &mut imp.keys else { return };
+    let dtb = di.get("dtb").and_then(|d| d.split_whitespace().next());
+    let family = dtb.and_then(family_of_dtb).and_then(|f| families.iter().find(|h| h.name == f));
+    fn modules_key(top: &mut Mapping) -> Option<&mut Vec<Value>> {
+        match top.get_mut("stage1")?.get_mut("modules")? {
+            Value::Sequence(v) => Some(v),
+            _ => None,
+        }
+    }
+    if let (Some(f), KernelChoice::Prebuilt { .. }) = (family, kernel) {
+        // A family names its kernel (source, package); a prebuilt one is the only kernel.
+        imp.notes.insert(
+            0,
+            (
+                "family".into(),
+                format!(
+                    "the tree's family {} fits this phone's SoC (device tree {}), but names a kernel of its own, \
+                     and a prebuilt kernel must be the only one: not joined; its stage-1 modules are worth a look",
+                    f.name,
+                    dtb.unwrap_or("")
+                ),
+            ),
+        );
+        return;
+    }
+    if let Some(f) = family {
+        let mut joined: Vec<Value> = f.modules.iter().map(|m| Value::from(m.as_str())).collect();
+        if let Some(list) = modules_key(top) {
+            for m in list.drain(..) {
+                if !joined.contains(&m) {
+                    joined.push(m);
+                }
+            }
+            *list = joined;
+        }
+        let mut notes = vec![format!(
+            "{} (the tree's family of {} phones, from the device tree {}): its values apply where this profile sets \
+             none; its stage-1 modules lead the list",
+            f.name,
+            f.name,
+            dtb.unwrap_or("")
+        )];
+        if matches!(kernel, KernelChoice::Package(_)) {
+            top.remove("kernel");
+            imp.notes.retain(|(k, _)| k != "kernel");
+            notes.push("the family's kernel replaces Debian's generic stand-in".into());
+        }
+        // The family first, as a profile written by hand has it.
+        let mut with = Mapping::new();
+        with.insert("family".into(), f.name.as_str().into());
+        with.extend(std::mem::take(top));
+        *top = with;
+        imp.notes.insert(0, ("family".into(), notes.join("; ")));
+        return;
+    }
+    let empty = modules_key(top).is_none_or(|l| l.is_empty());
+    if empty && !matches!(kernel, KernelChoice::Prebuilt { .. }) {
+        let why = match dtb.and_then(family_of_dtb) {
+            Some(f) => format!("no family {f} in devices/families/ to take them from; "),
+            None => String::new(),
+        };
+        imp.notes.push((
+            "stage1.modules".into(),
+            format!(
+                "empty: stage-1 would load no storage driver, and a Debian kernel has them as modules (UFS: \
+                 ufs-qcom and its phy; eMMC: sdhci-msm, or the SoC's own), so it would not find the system \
+                 partition; {why}list the phone's storage, bus and filesystem modules here"
+            ),
+        ));
+    }
+}
+
 /// Which kernel an imported profile names.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelChoice {
@@ -453,6 +547,14 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
     }
 
     // The command line and the console.
+    if cmdline.is_none() {
+        note(
+            "cmdline",
+            "read from deviceinfo's obsolete kernel_cmdline keys: pmOS keeps the phone's command line in \
+             kernel-cmdline.conf beside deviceinfo; give it with `--kernel-cmdline FILE`"
+                .into(),
+        );
+    }
     let text = match cmdline {
         Some(c) => c.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join(" "),
         None => {
@@ -572,6 +674,13 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_family_is_named_by_the_device_tree() {
+        assert_eq!(family_of_dtb("qcom/sdm845-oneplus-fajita").as_deref(), Some("qcom-sdm845"));
+        assert_eq!(family_of_dtb("exynos/google/gs101-oriole").as_deref(), Some("google-gs101"));
+        assert_eq!(family_of_dtb("exynos9610"), None, "no vendor directory: no family to name");
+    }
+
     use super::*;
 
     const ENCHILADA: &str = "# Reference: <https://postmarketos.org/deviceinfo>\n\

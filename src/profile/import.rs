@@ -254,3 +254,29 @@ mod tests {
         assert!(unmapped[0].1.contains("--vendor-boot"), "{unmapped:?}");
     }
 }
+
+/// The heading `mobix device import` writes above its notes at the end of a profile.
+pub const NOTES_HEADING: &str = "# Not mapped, or assumed:";
+
+/// How many notes (guesses, values not mapped) an imported profile's text still carries at
+/// its end; None for a profile not written by an import (or whose notes were removed).
+pub fn imported_notes(text: &str) -> Option<usize> {
+    if !text.starts_with("# Written by `mobix device import") {
+        return None;
+    }
+    let notes = text.lines().skip_while(|l| l.trim_end() != NOTES_HEADING).skip(1);
+    let n = notes.take_while(|l| l.starts_with("# ")).filter(|l| l.starts_with("# - ")).count();
+    (n > 0).then_some(n)
+}
+
+#[cfg(test)]
+mod notes_tests {
+    #[test]
+    fn an_imported_profiles_notes_are_counted_until_the_owner_removes_them() {
+        let text = "# Written by `mobix device import deviceinfo` from x.\nname: X\n\n# Not mapped, or assumed:\n\
+                    # - identity.fastboot_products: a guess\n# - kernel: a stand-in\n";
+        assert_eq!(super::imported_notes(text), Some(2));
+        assert_eq!(super::imported_notes(&text.replace("# Not mapped, or assumed:", "")), None);
+        assert_eq!(super::imported_notes("name: X\n# Not mapped, or assumed:\n# - a: b\n"), None);
+    }
+}

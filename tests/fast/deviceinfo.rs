@@ -537,3 +537,66 @@ fn a_prebuilt_kernel_is_an_input_and_a_missing_one_is_named() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("kernel.prebuilt") && err.contains("the only kernel"), "{err}");
 }
+
+/// Issue 30 item 9: an import says what it can infer and what would keep the phone from
+/// booting. A phone of a family the tree has (the OnePlus 6T beside the OnePlus 6: sdm845)
+/// joins it; one whose family the tree lacks is told that stage-1 would load no storage
+/// driver; without kernel-cmdline.conf the import says where the command line is; a
+/// codename with an underscore gets a name offered; a build of the imported profile says
+/// how many of its values are guesses.
+#[test]
+fn an_import_infers_the_family_and_says_what_would_keep_the_phone_from_booting() {
+    let t = tempfile::tempdir().unwrap();
+    repo_copy(t.path());
+    let fixtures = repo().join("tests/fixtures/deviceinfo");
+    // The OnePlus 6T: the 6's deviceinfo with the 6T's names.
+    let fajita = t.path().join("fajita");
+    std::fs::create_dir_all(&fajita).unwrap();
+    let six = std::fs::read_to_string(fixtures.join("oneplus-enchilada/deviceinfo")).unwrap();
+    std::fs::write(
+        fajita.join("deviceinfo"),
+        six.replace("enchilada", "fajita").replace("OnePlus 6\"", "OnePlus 6T\""),
+    )
+    .unwrap();
+    let import = |dir: &Path, extra: &[&str]| {
+        let file = dir.join("deviceinfo");
+        mobix_in(t.path(), &[&["device", "import", "deviceinfo", file.to_str().unwrap()][..], extra].concat())
+    };
+    ok(&import(&fajita, &[]));
+    let written = std::fs::read_to_string(t.path().join("devices/oneplus-fajita/device.yaml")).unwrap();
+    assert!(written.contains("\nfamily: qcom-sdm845\n"), "{written}");
+    let family: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(t.path().join("devices/families/qcom-sdm845.yaml")).unwrap())
+            .unwrap();
+    let profile: serde_norway::Value = serde_norway::from_str(&written).unwrap();
+    assert_eq!(profile["stage1"]["modules"], family["stage1"]["modules"], "the family's storage drivers lead");
+    assert!(profile.get("kernel").is_none(), "the family's kernel, not Debian's generic stand-in: {written}");
+    assert!(written.contains("# - family: qcom-sdm845 (the tree's family"), "{written}");
+    assert!(written.contains("# - cmdline: read from deviceinfo's obsolete kernel_cmdline keys"), "{written}");
+    let shown = ok(&mobix_in(t.path(), &["device", "show", "oneplus-fajita", "--json"]));
+    assert!(shown.contains("ufs-qcom"), "{shown}");
+
+    // A build of it says, in one line, that some values are guesses.
+    let o = mobix_in(t.path(), &["build", "--device", "oneplus-fajita", "--dry-run", "--store", "store"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line =
+        err.lines().find(|l| l.contains("was written by `mobix device import`")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("of its values are guesses or were not mapped"), "{line}");
+
+    // A family the tree does not have: stage-1 would find no storage, and the import says so.
+    let o = import(&fixtures.join("fairphone-fp5"), &["--json"]);
+    let v: Value = serde_json::from_slice(&ok(&o).into_bytes()).unwrap();
+    let note = v["unmapped"].as_array().unwrap().iter().find(|u| u["key"] == "stage1.modules").unwrap()["why"].clone();
+    let note = note.as_str().unwrap();
+    assert!(note.starts_with("empty: stage-1 would load no storage driver"), "{note}");
+    assert!(note.contains("no family qcom-qcm6490 in devices/families/"), "{note}");
+
+    // pmOS's codenames may hold an underscore; mobix's may not, and it offers one.
+    let sprout = t.path().join("sprout");
+    std::fs::create_dir_all(&sprout).unwrap();
+    std::fs::write(sprout.join("deviceinfo"), six.replace("oneplus-enchilada", "xiaomi-jasmine_sprout")).unwrap();
+    let o = import(&sprout, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("hint: --name xiaomi-jasmine-sprout imports it under that name"), "{err}");
+}
