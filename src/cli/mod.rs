@@ -177,7 +177,15 @@ pub fn main() -> ExitCode {
 /// error instead of being ignored.
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
-    for name in ["inspect", "doctor"] {
+    // Which of --store and --repo each family of commands does not use.
+    let unused_by: [(&str, &[&'static str]); 5] = [
+        ("inspect", &["store", "repo"]),
+        ("doctor", &["store", "repo"]),
+        ("device", &["store"]),
+        ("store", &["repo"]),
+        ("gc", &["repo"]),
+    ];
+    for (name, ids) in unused_by {
         cmd = cmd.mut_subcommand(name, |sub| {
             let unused = |id: &'static str| {
                 clap::Arg::new(id).long(id).hide(true).help("Not used by this command (refused)").value_parser(
@@ -189,7 +197,7 @@ pub fn command() -> clap::Command {
                     },
                 )
             };
-            sub.arg(unused("store")).arg(unused("repo"))
+            ids.iter().fold(sub, |sub, id| sub.arg(unused(id)))
         });
     }
     cmd

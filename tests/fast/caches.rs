@@ -106,10 +106,23 @@ fn s3(root: &Path) -> Server {
 /// mobix in `t` with the shared tree, AWS credentials `secret`, and no user config but `config`.
 fn mobix(t: &Path, secret: &str, config: Option<&Path>, args: &[&str]) -> Output {
     let mut c = crate::common::mobix_cmd();
-    c.args(args)
-        .arg("--repo")
-        .arg(crate::common::repo())
-        .current_dir(t)
+    c.args(args);
+    // The store's commands use no mobix tree (and refuse --repo): the command is the first
+    // word that is not an option or its value.
+    let mut words = args.iter();
+    let mut command = None;
+    while let Some(a) = words.next() {
+        if a.starts_with("--") {
+            words.next();
+        } else {
+            command = Some(*a);
+            break;
+        }
+    }
+    if !matches!(command, Some("store" | "gc")) {
+        c.arg("--repo").arg(crate::common::repo());
+    }
+    c.current_dir(t)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("MOBIX_CONFIG", config.map(Path::to_path_buf).unwrap_or_else(|| t.join("no-config.yaml")));
@@ -154,6 +167,9 @@ fn reference() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = crate::common::repo().join("target/mobix-test-caches");
+        // Its store is kept between runs for its paths; its generations are not: an older
+        // mobix's generation would ride along as generation 1 and change the system image.
+        let _ = std::fs::remove_dir_all(dir.join("store/.mobix/generations"));
         let users = std::env::var_os("MOBIX_CONFIG").map(PathBuf::from);
         let o = mobix(
             &crate::common::repo(),

@@ -487,7 +487,7 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
     fs::set_permissions(&etc, perm).unwrap();
     fs::remove_file(&victim).unwrap();
     fs::write(&victim, "tampered\n").unwrap();
-    let v = mobix(t, &["store", "verify", "--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    let v = mobix(t, &["store", "verify", "--store", "s"]);
     assert_eq!(v.status.code(), Some(1));
     let err = String::from_utf8_lossy(&v.stderr);
     let hint = err.lines().find_map(|l| l.strip_prefix("hint: delete them with `")).expect("a hint").to_string();
@@ -500,7 +500,7 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
     // Its dependants (toplevel, system image) are still there; the build puts etc back.
     let o = ok(&build(t, "s", "o", &[]));
     let _ = o;
-    ok(&mobix(t, &["store", "verify", "--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]));
+    ok(&mobix(t, &["store", "verify", "--store", "s"]));
     assert_eq!(gens(t), 1, "the same system: no new generation");
 
     // A system whose image cannot be made (a partition far too small) fails after its
@@ -520,7 +520,7 @@ fn gc_clears_and_reports_what_an_interrupted_build_left() {
     let left = t.join("store/.mobix/tmp/build-xyz-kernel/linux");
     fs::create_dir_all(&left).unwrap();
     fs::write(left.join("vmlinux.o"), vec![7u8; 3 << 20]).unwrap();
-    let o = mobix(t, &["gc", "--store", "store", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    let o = mobix(t, &["gc", "--store", "store"]);
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("removed what 1 interrupted build(s) left in") && err.contains("(3.0 MiB)"), "{err}");

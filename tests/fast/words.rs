@@ -51,6 +51,19 @@ fn commands_that_use_no_store_neither_offer_nor_take_one() {
         let (help, _) = text(&mobix_in(&repo(), cmd));
         assert!(!help.contains("--store") && !help.contains("--repo"), "{cmd:?}:\n{help}");
     }
+    // Issue 30 item 11: the tree without the store, the store without the tree.
+    for (cmd, unused) in [
+        (&["device", "list", "--help"][..], "--store"),
+        (&["device", "import", "deviceinfo", "--help"], "--store"),
+        (&["store", "verify", "--help"], "--repo"),
+        (&["store", "keygen", "--help"], "--repo"),
+        (&["gc", "--help"], "--repo"),
+    ] {
+        let (help, _) = text(&mobix_in(&repo(), cmd));
+        assert!(!help.contains(unused), "{cmd:?} offers {unused}:\n{help}");
+    }
+    let o = mobix_in(&repo(), &["device", "list", "--store", "/tmp"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
     let (build_help, _) = text(&mobix_in(&repo(), &["build", "--help"]));
     assert!(build_help.contains("--store") && build_help.contains("--repo"), "{build_help}");
     // Giving one anyway is a usage error: exit 1, as for any bad input.
