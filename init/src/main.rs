@@ -71,6 +71,11 @@ fn main() {
 }
 
 /// Prints a line on the console, prefixed so it stands out among kernel messages.
+/// An event for the host on the console, in the one format both sides know.
+pub fn report(e: &mobix_bootctl::console::Event) {
+    say(&e.line());
+}
+
 pub fn say(msg: &str) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "mobix: {msg}");

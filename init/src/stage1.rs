@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// `etc/mobix/stage1.json` and `/mobix/generations/<n>.json`: the host writes them with
 /// these very types.
+use mobix_bootctl::console::Event;
 use mobix_bootctl::contract::{Generation, Slot, Stage1 as Config, STAGE1_FILE};
 
 const SYSROOT: &str = "/sysroot";
@@ -92,6 +93,7 @@ fn pick(
     slot: Option<Slot>,
     cmdline: &str,
 ) -> std::result::Result<state::Boot, String> {
+    use mobix_bootctl::console::Chosen;
     use mobix_bootctl::counting::{self, Decision};
     let compatible: Vec<u32> = gens.iter().filter(|g| g.runs_under(&cfg.config)).map(|g| g.generation).collect();
     let record = match state::read(loc) {
@@ -126,7 +128,7 @@ fn pick(
     if wants_menu {
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {
             say(&format!("generation {g} chosen by hand (its status is left as it is)"));
-            say(&format!("GEN-CHOSEN generation={g} status=manual tries_left=0"));
+            crate::report(&Event::Chosen { generation: g, status: Chosen::Manual, tries_left: 0 });
             return Ok(boot(g, "manual"));
         }
     }
@@ -157,14 +159,13 @@ fn pick(
             {
                 say(&words);
             }
-            say(&format!(
-                "GEN-CHOSEN generation={generation} status={} tries_left={tries_left}",
-                if trial { "trial" } else { "good" }
-            ));
+            let status = if trial { Chosen::Trial } else { Chosen::Good };
+            crate::report(&Event::Chosen { generation, status, tries_left });
             Ok(boot(generation, if trial { "trial" } else { "good" }))
         }
         Decision::Degraded { generation } => {
-            say(&format!("GEN-CHOSEN generation={generation} status=degraded tries_left=0 (newest; nothing counted)"));
+            say("the boot-state record is unreadable: the newest generation boots, nothing is counted");
+            crate::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
             Ok(boot(generation, "degraded"))
         }
         Decision::Rescue { why } => {
@@ -202,7 +203,8 @@ fn return_to_slot(
     if let Err(e) = state::switch_slot(&misc, other) {
         return format!("{why}; switching back to slot {letter} failed: {e}");
     }
-    say(&format!("SLOT-SWITCH to slot {letter}: {why}; its kernel booted a good generation before"));
+    let why = format!("{why}; its kernel booted a good generation before");
+    crate::report(&Event::SlotSwitch { slot: letter, why });
     sys::reboot()
 }
 
@@ -240,7 +242,7 @@ fn menu(gens: &[Generation], compatible: &[u32], record: Option<&mobix_bootctl::
 /// Nothing bootable: say why and give the user a shell (on the console, and over USB
 /// where the USB network is up) with a generation's busybox.
 fn rescue_with_system(why: &str, gens: &[Generation], usb_if: Option<&str>) -> ! {
-    say(&format!("RESCUE: {why}"));
+    crate::report(&Event::Rescue { why: why.to_string() });
     say("rescue shell (type `reboot -f` to try again)");
     shell(gens, usb_if);
     crate::rescue(why)

@@ -121,7 +121,8 @@ pub fn booted() -> Option<state::Boot> {
 pub fn watch_deadline(generation: u32, deadline: u32, reached: &dyn Fn() -> bool, reboot: fn() -> !) {
     std::thread::sleep(Duration::from_secs(deadline.into()));
     if !reached() {
-        say(&format!("TRIAL-TIMEOUT generation={generation}: no success point within {deadline}s; rebooting"));
+        let why = format!("no success point within {deadline}s; rebooting");
+        crate::report(&mobix_bootctl::console::Event::TrialTimeout { generation, why });
         reboot();
     }
 }
@@ -134,13 +135,13 @@ pub fn success_point(generation: u32, toplevel: &str, boot: Option<&state::Boot>
         None => "no boot-state information from stage-1; nothing recorded".into(),
     };
     say(&format!("BLESSED generation={generation}: {status}"));
-    say(&format!("boot-complete generation={generation} toplevel={toplevel}"));
+    crate::report(&mobix_bootctl::console::Event::Complete { generation, toplevel: toplevel.to_string() });
 }
 
 /// A failed health check, under either init: a trial reboots (one try spent); a
 /// generation already good does not (a flaky check must not boot-loop it).
 pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reboot: fn() -> !) {
-    say(&format!("HEALTH-FAILED generation={generation}: {why}"));
+    crate::report(&mobix_bootctl::console::Event::HealthFailed { generation, why: why.to_string() });
     // For `mobix deploy`'s report after the fallback (best effort: the reboot matters more).
     let dir = std::path::Path::new(mobix_bootctl::contract::FAILURES_DIR);
     if std::fs::create_dir_all(dir).is_ok() {

@@ -37,8 +37,6 @@ pub mod scenario;
 pub use disk::*;
 pub use qemu::*;
 
-/// The line stage-2 prints once the system is up.
-pub const BOOT_COMPLETE: &str = "mobix: boot-complete";
 /// Kernel argument asking stage-2 to power off after boot-complete.
 pub const POWEROFF_ARG: &str = "mobix.poweroff";
 
@@ -633,52 +631,36 @@ impl UBootSaw {
     }
 }
 
-/// What one serial line says about the boot.
+/// What one serial line says about the boot: an event of the phone's init (one format,
+/// `mobix_bootctl::console`), or the kernel's panic.
 fn scan(line: &str, boot: &mut Boot) {
-    let fields = |rest: &str| -> Vec<(String, String)> {
-        rest.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_end_matches(':').to_string()))
-            .collect()
-    };
-    if let Some(i) = line.find("mobix: GEN-CHOSEN") {
-        for (k, v) in fields(&line[i..]) {
-            match k.as_str() {
-                "generation" => boot.generation = v.parse().ok(),
-                "status" => boot.status = Some(v),
-                "tries_left" => boot.tries_left = v.parse().ok(),
-                _ => {}
+    use mobix_bootctl::console::Event;
+    match Event::find(line) {
+        Some(Event::Chosen { generation, status, tries_left }) => {
+            boot.generation = Some(generation);
+            boot.status = Some(status.name().to_string());
+            boot.tries_left = Some(tries_left);
+        }
+        Some(Event::Complete { generation, toplevel }) => {
+            boot.generation = Some(generation);
+            boot.toplevel = Some(toplevel);
+            boot.ending = Ending::Complete;
+        }
+        Some(Event::HealthFailed { why, .. }) => {
+            boot.health_failed = true;
+            // The first failure is the reason.
+            if boot.note.is_empty() {
+                boot.note = why.trim().to_string();
             }
         }
-    } else if let Some(i) = line.find(BOOT_COMPLETE) {
-        for (k, v) in fields(&line[i..]) {
-            match k.as_str() {
-                "generation" => boot.generation = v.parse().ok(),
-                "toplevel" => boot.toplevel = Some(v),
-                _ => {}
-            }
+        Some(Event::TrialTimeout { .. }) => boot.trial_timeout = true,
+        Some(e @ Event::SlotSwitch { .. }) => boot.note = e.line(),
+        Some(Event::Rescue { why }) => {
+            boot.note = format!("RESCUE: {why}");
+            boot.ending = Ending::Rescue;
         }
-        boot.ending = Ending::Complete;
-    } else if let Some(i) = line.find("mobix: HEALTH-FAILED") {
-        boot.health_failed = true;
-        // `HEALTH-FAILED generation=N: why`: the first failure is the reason.
-        if boot.note.is_empty() {
-            boot.note = line[i..]
-                .split_once(": ")
-                .and_then(|(_, r)| r.split_once(": "))
-                .map_or("", |(_, why)| why)
-                .trim()
-                .to_string();
-        }
-    } else if line.contains("mobix: TRIAL-TIMEOUT") {
-        boot.trial_timeout = true;
-    } else if line.contains("Kernel panic") {
-        boot.kernel_panic = true;
-    } else if let Some(i) = line.find("mobix: SLOT-SWITCH") {
-        boot.note = line[i + "mobix: ".len()..].to_string();
-    } else if let Some(i) = line.find("mobix: RESCUE:") {
-        boot.note = format!("RESCUE{}", &line[i + "mobix: RESCUE".len()..]);
-        boot.ending = Ending::Rescue;
+        None if line.contains("Kernel panic") => boot.kernel_panic = true,
+        None => {}
     }
 }
 

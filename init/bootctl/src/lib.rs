@@ -1,5 +1,6 @@
 //! Boot control, shared by the host tool and the on-phone init so that both apply the very
 //! same rules: the boot-state record (`record`), boot counting and fallback (`counting`),
+//! the lines the init writes on the serial console for the host (`console`),
 //! the misc partition's A/B metadata and bootloader message (`misc`), their CRC-32, and the
 //! JSON files the host writes for the phone (`contract`), and the content hash of a store
 //! path (`content`).
@@ -8,6 +9,7 @@
 //! tree the same way on both sides) opens files. The host re-exports
 //! these as `mobix::format::{bootstate, misc, crc32}` and `mobix::generation::boot`.
 
+pub mod console;
 pub mod content;
 pub mod contract;
 pub mod counting;

@@ -1,0 +1,146 @@
+//! The lines the phone's init writes on the serial console for the host to read: which
+//! generation stage-1 chose, a failed health check, a missed trial deadline, a slot switch,
+//! a rescue, the success point. The phone writes them with [`Event::line`] (after its
+//! `mobix: ` prefix) and the host finds them in a console line with [`Event::find`], so that
+//! both sides agree on one format. Words after the fields (`(newest; nothing counted)`) are
+//! for people and not read back.
+
+/// The prefix every line of mobix's init carries on the console.
+pub const PREFIX: &str = "mobix: ";
+
+/// How stage-1 boots the generation it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    Trial,
+    Good,
+    /// Picked in the generation menu; its status left as it is.
+    Manual,
+    /// The boot-state record was unreadable: the newest boots, nothing is counted.
+    Degraded,
+}
+
+impl Chosen {
+    pub fn name(self) -> &'static str {
+        match self {
+            Chosen::Trial => "trial",
+            Chosen::Good => "good",
+            Chosen::Manual => "manual",
+            Chosen::Degraded => "degraded",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Chosen> {
+        [Chosen::Trial, Chosen::Good, Chosen::Manual, Chosen::Degraded].into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// One event the init reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `GEN-CHOSEN generation=N status=S tries_left=T`
+    Chosen { generation: u32, status: Chosen, tries_left: u8 },
+    /// `boot-complete generation=N toplevel=PATH`: the success point was reached.
+    Complete { generation: u32, toplevel: String },
+    /// `HEALTH-FAILED generation=N: WHY`
+    HealthFailed { generation: u32, why: String },
+    /// `TRIAL-TIMEOUT generation=N: WHY`
+    TrialTimeout { generation: u32, why: String },
+    /// `SLOT-SWITCH to slot X: WHY`
+    SlotSwitch { slot: char, why: String },
+    /// `RESCUE: WHY`: nothing could boot.
+    Rescue { why: String },
+}
+
+impl Event {
+    /// The line the phone writes (without [`PREFIX`]).
+    pub fn line(&self) -> String {
+        match self {
+            Event::Chosen { generation, status, tries_left } => {
+                format!("GEN-CHOSEN generation={generation} status={} tries_left={tries_left}", status.name())
+            }
+            Event::Complete { generation, toplevel } => {
+                format!("boot-complete generation={generation} toplevel={toplevel}")
+            }
+            Event::HealthFailed { generation, why } => format!("HEALTH-FAILED generation={generation}: {why}"),
+            Event::TrialTimeout { generation, why } => format!("TRIAL-TIMEOUT generation={generation}: {why}"),
+            Event::SlotSwitch { slot, why } => format!("SLOT-SWITCH to slot {slot}: {why}"),
+            Event::Rescue { why } => format!("RESCUE: {why}"),
+        }
+    }
+
+    /// The event in a console line (anything may come before the prefix: a kernel
+    /// timestamp, systemd's journal prefix); None for any other line.
+    pub fn find(line: &str) -> Option<Event> {
+        let at = line.find(PREFIX)?;
+        let rest = line[at + PREFIX.len()..].trim_end();
+        let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        // `k=v` fields up to the first `: ` (what follows is the reason).
+        let (fields, why) = match tail.split_once(": ") {
+            Some((f, w)) => (f, w.to_string()),
+            None => (tail.trim_end_matches(':'), String::new()),
+        };
+        let field = |k: &str| {
+            fields
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .map(|v| v.trim_end_matches(':'))
+        };
+        let number = |k: &str| field(k).and_then(|v| v.parse::<u32>().ok());
+        Some(match word {
+            "GEN-CHOSEN" => Event::Chosen {
+                generation: number("generation")?,
+                status: Chosen::parse(field("status")?)?,
+                tries_left: field("tries_left")?.parse().ok()?,
+            },
+            "boot-complete" => {
+                Event::Complete { generation: number("generation")?, toplevel: field("toplevel")?.to_string() }
+            }
+            "HEALTH-FAILED" => Event::HealthFailed { generation: number("generation")?, why },
+            "TRIAL-TIMEOUT" => Event::TrialTimeout { generation: number("generation")?, why },
+            "SLOT-SWITCH" => {
+                let slot = fields.strip_prefix("to slot ")?.chars().next()?;
+                Event::SlotSwitch { slot, why }
+            }
+            "RESCUE:" => Event::Rescue { why: tail.to_string() },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event reads back from its own line, behind whatever the console put before it.
+    #[test]
+    fn every_event_reads_back_from_its_line() {
+        let all = [
+            Event::Chosen { generation: 3, status: Chosen::Trial, tries_left: 2 },
+            Event::Chosen { generation: 1, status: Chosen::Degraded, tries_left: 0 },
+            Event::Complete { generation: 7, toplevel: "/mobix/store/abc-mobix-system-x".into() },
+            Event::HealthFailed { generation: 2, why: "health check usb failed (exit status: 1)".into() },
+            Event::TrialTimeout { generation: 4, why: "no success point within 90s; rebooting".into() },
+            Event::SlotSwitch {
+                slot: 'b',
+                why: "no generation here; its kernel booted a good generation before".into(),
+            },
+            Event::Rescue { why: "no generation on the system partition".into() },
+        ];
+        for e in all {
+            for before in ["", "[   41.2] mobix-init[301]: ", "\r"] {
+                let line = format!("{before}{PREFIX}{}", e.line());
+                assert_eq!(Event::find(&line), Some(e.clone()), "{line}");
+            }
+        }
+        // Words after the fields are for people.
+        let said = "mobix: GEN-CHOSEN generation=1 status=degraded tries_left=0 (newest; nothing counted)";
+        assert_eq!(Event::find(said), Some(Event::Chosen { generation: 1, status: Chosen::Degraded, tries_left: 0 }));
+        for other in [
+            "mobix: a volume key is held",
+            "GEN-CHOSEN generation=1",
+            "mobix: GEN-CHOSEN generation=x status=good tries_left=0",
+        ] {
+            assert_eq!(Event::find(other), None, "{other}");
+        }
+    }
+}
