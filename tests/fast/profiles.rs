@@ -334,7 +334,7 @@ fn cases() -> Vec<Case> {
             "stage1.compression",
             "unknown variant",
         ),
-        c("negative number", QEMU, "smp: 1", "smp: -2", QEMU, Some("smp: -2"), "qemu.smp", "u32"),
+        c("negative number", QEMU, "smp: 1", "smp: -2", QEMU, Some("smp: -2"), "qemu.smp", "expected a whole number from 0 to 4294967295"),
     ]
 }
 

@@ -495,7 +495,7 @@ fn the_repair_hint_works_as_written_and_a_failed_build_records_no_generation() {
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(&words[..3], ["mobix", "store", "delete"], "{command}");
     let mut args: Vec<&str> = words[1..].to_vec();
-    args.extend(["--store", "s", "--repo", env!("CARGO_MANIFEST_DIR")]);
+    args.extend(["--store", "s"]);
     ok(&mobix(t, &args));
     // Its dependants (toplevel, system image) are still there; the build puts etc back.
     let o = ok(&build(t, "s", "o", &[]));

@@ -197,7 +197,7 @@ fn broken_profiles_fail_with_file_line_and_key() {
         ("header_version: 2", "header_version: 2\n  colour: blue", "bootimg.colour", "unknown field"),
         ("console: ttyAMA0\n", "", "console", "missing field `console`"),
         ("page_size: 4096", "page_size: big", "bootimg.page_size", "invalid type"),
-        ("memory_mib: 1024", "memory_mib: -1", "qemu.memory_mib", "expected u32"),
+        ("memory_mib: 1024", "memory_mib: -1", "qemu.memory_mib", "expected a whole number from 0 to 4294967295"),
     ];
     for (i, (from, to, key, msg)) in cases.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
