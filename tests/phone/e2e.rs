@@ -242,7 +242,7 @@ fn unknown_device_and_missing_build_are_user_errors() {
     );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("run `mobix build --device qemu-aarch64 --variant tiny` first"), "{err}");
+    assert!(err.contains("run `mobix build --device qemu-aarch64 --variant tiny --out nowhere` first"), "{err}");
 }
 
 #[test]
