@@ -334,7 +334,7 @@ fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
 
 #[cfg(test)]
 mod tests {
-    use super::identity_for;
+    use crate::cli::identity_for;
 
     /// Issue 30 item 7: a printed ssh line names the key when ssh would not find it.
     #[test]

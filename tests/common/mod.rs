@@ -230,6 +230,19 @@ pub fn mobix_shared(args: &[&str]) -> Output {
     run(mobix_cmd().args(args).arg("--repo").arg(repo()).arg("--store").arg(shared_store()))
 }
 
+/// `mobix build --device qemu-aarch64 --config CONFIG --out OUT` into the shared store.
+pub fn build_shared(config: &Path, out: &Path) -> Output {
+    mobix_shared(&[
+        "build",
+        "--device",
+        "qemu-aarch64",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// A long test on one booted phone, told as numbered steps: a failing step names itself,
 /// the story goes on with the next step (so that a failure in step 5 does not hide whether
 /// steps 6-11 work), and at the end the test fails listing every failed step, with the

@@ -416,15 +416,7 @@ fn a_system_size_too_small_for_the_closure_is_refused_at_its_key() {
     let config = t.path().join("small.yaml");
     fs::write(&config, "init: minimal\ndevice:\n  system: { size: 16MiB }\n").unwrap();
     let out = t.path().join("out");
-    let o = crate::common::mobix_shared(&[
-        "build",
-        "--device",
-        "qemu-aarch64",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = crate::common::build_shared(&config, &out);
     let said = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("{}:3", config.display())) && said.contains("device.system.size"), "{said}");
@@ -443,16 +435,7 @@ fn a_health_check_naming_a_program_the_system_lacks_is_refused_at_its_key() {
     let build = |text: &str| {
         let config = t.path().join("checks.yaml");
         fs::write(&config, text).unwrap();
-        let out = t.path().join("out");
-        let o = crate::common::mobix_shared(&[
-            "build",
-            "--device",
-            "qemu-aarch64",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = crate::common::build_shared(&config, &t.path().join("out"));
         (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), config)
     };
     let (code, said, config) = build(

@@ -8,15 +8,7 @@ use std::path::Path;
 use crate::common::{mobix_in, mobix_shared as mobix, ok, repo};
 
 fn build(out: &Path, config: &Path) -> u64 {
-    ok(&mobix(&[
-        "build",
-        "--device",
-        "qemu-aarch64",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    ok(&crate::common::build_shared(config, out));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     m["generation"].as_u64().unwrap()
