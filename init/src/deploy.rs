@@ -377,11 +377,8 @@ pub fn gc() -> Result<()> {
         }
     }
     let rec = state::read(&loc)?;
-    let mut protected = vec![boot.generation, rec.default_gen, rec.booted_gen];
-    protected.extend(rec.last_good.iter().copied().filter(|&g| g != 0));
-    if rec.pending_slot.valid {
-        protected.push(rec.pending_slot.generation);
-    }
+    let mut protected = rec.protected();
+    protected.push(boot.generation);
     if let Some(g) = gens.iter().find(|g| protected.contains(g)) {
         return Err(format!("generation {g} is booted, the default, last good or pending: it stays"));
     }

@@ -495,11 +495,8 @@ pub fn gc(
             .hint("boot the phone once (stage-1 rewrites the record), then collect again")
             .into());
     };
-    let mut protected: BTreeSet<u32> = [status.booted.generation, rec.default_gen, rec.booted_gen].into();
-    protected.extend(rec.last_good.iter().copied().filter(|&g| g != 0));
-    if rec.pending_slot.valid {
-        protected.insert(rec.pending_slot.generation);
-    }
+    let mut protected: BTreeSet<u32> = rec.protected().into_iter().collect();
+    protected.insert(status.booted.generation);
     let usable = |g: u32| rec.entries.iter().any(|e| e.generation == g && !e.status.is_bad());
     let mut candidates: Vec<u32> =
         status.generations.iter().map(|g| g.generation).filter(|g| !protected.contains(g) && usable(*g)).collect();

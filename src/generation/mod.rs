@@ -385,14 +385,7 @@ pub fn toplevels(all: &BTreeMap<u32, Record>) -> BTreeMap<u32, StorePath> {
 
 /// What the phone must never lose, from the record the host last read off it.
 pub fn protected(state: &bootstate::Record) -> Vec<u32> {
-    let mut v = vec![state.booted_gen, state.default_gen, state.last_good[0], state.last_good[1]];
-    if state.pending_slot.valid {
-        v.push(state.pending_slot.generation);
-    }
-    v.retain(|&n| n != 0);
-    v.sort_unstable();
-    v.dedup();
-    v
+    state.protected()
 }
 
 /// How the phone last reported a generation: its status and the roles it plays.

@@ -160,7 +160,8 @@ pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: u8, t
         r.entries.retain(|e| e.generation != generation);
     }
     if r.entries.len() >= MAX_ENTRIES {
-        let keep = |g: u32| g == r.booted_gen || g == r.default_gen || r.last_good.contains(&g);
+        let protected = r.protected();
+        let keep = |g: u32| protected.contains(&g);
         let Some(oldest) = r.entries.iter().map(|e| e.generation).filter(|g| !keep(*g)).min() else {
             return Err(format!("the boot-state record is full ({MAX_ENTRIES} entries that must stay)"));
         };

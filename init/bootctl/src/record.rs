@@ -177,6 +177,21 @@ fn status_bytes(s: Status) -> [u8; 2] {
 }
 
 impl Record {
+    /// The generations the phone must keep whatever else goes (a full record making room, a
+    /// collection, the host carrying generations into a new image): the one booted, the
+    /// default, the last good one of each slot, and the one a pending slot switch is for.
+    /// Sorted, without 0 (none).
+    pub fn protected(&self) -> Vec<u32> {
+        let mut v = vec![self.booted_gen, self.default_gen, self.last_good[0], self.last_good[1]];
+        if self.pending_slot.valid {
+            v.push(self.pending_slot.generation);
+        }
+        v.retain(|&n| n != 0);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn encode(&self) -> Result<[u8; BLOCK], Error> {
         if self.entries.len() > MAX_ENTRIES {
             return Err(Error::TooManyEntries(self.entries.len()));
@@ -281,6 +296,21 @@ pub fn read_pair(a: &[u8], b: &[u8]) -> (Option<Record>, usize) {
 
 #[cfg(test)]
 mod tests {
+
+    /// What must stay is decided here once, for the phone's collection, the host's images,
+    /// a full record making room and `generations delete`.
+    #[test]
+    fn the_protected_generations_are_booted_default_last_good_and_pending() {
+        let mut r = Record { booted_gen: 4, default_gen: 5, last_good: [3, 0], ..Default::default() };
+        assert_eq!(r.protected(), [3, 4, 5]);
+        r.pending_slot = PendingSlot { from: 0, to: 1, generation: 6, valid: true };
+        r.last_good = [3, 4];
+        assert_eq!(r.protected(), [3, 4, 5, 6], "sorted, once each, the pending switch's too");
+        r.pending_slot.valid = false;
+        assert_eq!(r.protected(), [3, 4, 5]);
+        assert!(Record::default().protected().is_empty(), "0 is none");
+    }
+
     use super::*;
 
     pub(crate) fn sample() -> Record {
