@@ -532,6 +532,9 @@ impl Pipeline<'_> {
 /// `/bin`, `/sbin`), the generation (`/run/current-system`) or the store where it points.
 /// Paths elsewhere (the state partition) cannot be known at build time and are left.
 fn check_health_programs(store: &Store, profile: &Profile, toplevel: &StorePath) -> Result<()> {
+    if profile.system.health_checks.is_empty() {
+        return Ok(());
+    }
     let current = toplevel.phone_path();
     // The minimal init links busybox's applets and mobix-bless into /bin, where PATH ends.
     let in_bin: Vec<String> = match profile.system.init {
