@@ -94,7 +94,7 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
         let others: Vec<String> = generation::lineages(&store, &profile.instance())
             .unwrap_or_default()
             .into_iter()
-            .filter(|(o, n)| o != lin.out() && *n > 0)
+            .filter(|(o, n)| o != lin.out() && *n > 0 && o.exists())
             .map(|(o, n)| format!("{} ({n})", o.display()))
             .collect();
         if others.is_empty() {
