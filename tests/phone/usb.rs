@@ -37,13 +37,36 @@ fn mobix_arm64() -> PathBuf {
     target_dir.join("aarch64-unknown-linux-gnu/debug/mobix")
 }
 
-/// The store entry whose name contains `part`.
-fn store_entry(part: &str) -> PathBuf {
-    std::fs::read_dir(store())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().contains(part))
-        .unwrap_or_else(|| panic!("no store entry *{part}*"))
+/// The guest VM's own modules, on top of what the emulated phone loads: USB gadgets on a
+/// dummy controller pair, the 9p shares.
+const GUEST_MODULES: [&str; 8] =
+    ["configfs", "dummy_hcd", "libcomposite", "usb_f_fs", "usbcore", "virtio_pci", "9pnet_virtio", "9p"];
+
+/// The minimal system, its kernel keeping the guest VM's modules too: the VM boots that
+/// kernel with those modules and the system's busybox, all from the system's closure (a
+/// build whose images came from a binary cache has no Debian kernel package in the store).
+fn guest_config(dir: &Path) -> PathBuf {
+    let shown = crate::common::run(
+        crate::common::mobix_cmd().args(["device", "show", "qemu-aarch64", "--json", "--repo"]).arg(repo()),
+    );
+    assert!(shown.status.success());
+    let profile: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let mut modules: Vec<String> =
+        profile["kernel"]["modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+    modules.extend(GUEST_MODULES.iter().map(|m| m.to_string()));
+    let config = dir.join("usb-guest.yaml");
+    std::fs::write(&config, format!("init: minimal\ndevice:\n  kernel:\n    modules: [{}]\n", modules.join(", ")))
+        .unwrap();
+    config
+}
+
+/// The store path of `closure` whose name ends with `-{name}`.
+fn closure_entry(closure: &str, name: &str) -> PathBuf {
+    let p = closure
+        .lines()
+        .find(|l| l.ends_with(&format!("-{name}")))
+        .unwrap_or_else(|| panic!("no {name} in the system's closure:\n{closure}"));
+    store().join(p.rsplit('/').next().unwrap())
 }
 
 /// The modules `wanted` need, dependencies first (from each module's own `depends`, as
@@ -99,31 +122,36 @@ fn mobix_flash_over_usb_to_the_emulated_phone_as_a_gadget_then_it_boots() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", &crate::common::minimal()]);
+    let config = guest_config(tmp.path());
+    let b = mobix(&["build", "--device", "qemu-aarch64", "--out", o, "--config", config.to_str().unwrap()]);
     assert!(b.status.success());
-    let generation = {
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-        m["generation"].as_u64().unwrap()
-    };
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let generation = m["generation"].as_u64().unwrap();
+    let closure = crate::common::run(
+        crate::common::mobix_cmd()
+            .arg("--store")
+            .arg(store())
+            .args(["store", "closure"])
+            .arg(m["toplevel"].as_str().unwrap()),
+    );
+    assert!(closure.status.success());
+    let closure = String::from_utf8(closure.stdout).unwrap();
     let guest_mobix = mobix_arm64();
 
-    // The VM: Debian's kernel (the one qemu-aarch64 boots), busybox, mobix, the modules.
-    let image = store_entry("-linux-image-6.1.");
-    let kernel = std::fs::read_dir(image.join("boot"))
+    // The VM: the kernel qemu-aarch64 boots (Debian's), busybox, mobix, the modules.
+    let kernel = closure_entry(&closure, "kernel").join("Image");
+    let moddir = std::fs::read_dir(closure_entry(&closure, "kernel-modules").join("lib/modules"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
-        .unwrap();
-    let moddir = std::fs::read_dir(image.join("lib/modules")).unwrap().next().unwrap().unwrap().path();
-    let modules = modules_in_order(
-        &moddir,
-        &["configfs", "dummy_hcd", "libcomposite", "usb_f_fs", "usbcore", "virtio_pci", "9pnet_virtio", "9p"],
-    );
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let modules = modules_in_order(&moddir, &GUEST_MODULES);
     let root = tmp.path().join("initramfs");
     for d in ["bin", "modules", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let busybox = store_entry("-busybox-static-").join("bin/busybox");
+    let busybox = closure_entry(&closure, "sw").join("bin/busybox");
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     std::fs::copy(&guest_mobix, root.join("bin/mobix")).unwrap();
