@@ -53,6 +53,25 @@ def say(msg):
     emit(f"test: {msg}\n", sys.stderr)
 
 
+# What a whole run writes under target/ from a clean clone (the shared stores, with the CI
+# cache pulled into one of them): measured at about 21 GiB.
+RUN_NEEDS_GIB = 24
+
+
+def check_space():
+    """Says so when the disk under target/ has less room than a run writes: a run that
+    fills it fails in whichever step writes next, far from the cause."""
+    target = REPO / "target"
+    target.mkdir(exist_ok=True)
+    st = os.statvfs(target)
+    free = st.f_bavail * st.f_frsize / 2**30
+    if free < RUN_NEEDS_GIB:
+        say(f"only {free:.1f} GiB free under {target}; a whole run writes about {RUN_NEEDS_GIB} GiB there: "
+            "steps may fail with 'No space left on device' (free some: deleting target/mobix-test-store* only "
+            "makes the run slower)")
+    return free
+
+
 def step_banner(name):
     emit(f"\n== {name}\n", sys.stderr)
 
@@ -137,8 +156,15 @@ class CiCache:
         t0 = time.monotonic()
         r = self._mobix(["store", "pull", str(self.cache), "--trust", str(self.pub)], store=store)
         if r.returncode != 0:
-            lines = [l for l in r.stderr.splitlines() if l.startswith(("error:", "caused by:"))]
-            self._discard(" / ".join(lines) or r.stderr.strip())
+            lines = [l.strip() for l in r.stderr.splitlines() if l.strip().startswith(("error:", "caused by:"))]
+            why = " / ".join(lines) or r.stderr.strip()
+            if r.returncode == 1:
+                # A failed check (a signature, a hash): the cache is at fault.
+                self._discard(why)
+            else:
+                # Not the cache's fault (a full disk, a read error here): kept for the next run.
+                say(f"CI cache: pulling failed: {why}; not used this run, kept for the next")
+                self.state = f"not used: {why}"
             return self._env(None)
         n = len(r.stdout.split())
         say(f"CI cache: pulled {n} new store paths into {store}, each checked, in {time.monotonic() - t0:.1f} s "
@@ -299,6 +325,7 @@ def main():
     log_file = open(LOG, "w")
     t_start = time.monotonic()
     timer = Timer()
+    check_space()
     env = dict(os.environ)
     ok = True
 

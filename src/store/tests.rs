@@ -296,3 +296,28 @@ fn the_content_hash_is_the_one_the_phone_computes() {
     let want = "0f9031192c6b62de4153998db8e132811c04d77ce58add56168992b2f32e33f1";
     assert_eq!(content_hash(&root).unwrap().hex(), want);
 }
+
+#[test]
+fn a_path_changed_after_it_was_added_is_not_pushed() {
+    use super::cache;
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(&d.path().join("store")).unwrap();
+    let (a, b) = {
+        let lock = store.lock().unwrap();
+        two_paths(&store, &lock)
+    };
+    let f = store.host_path(&b).join("bin/tool");
+    fs::set_permissions(store.host_path(&b).join("bin"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(&f, "#!/bin/evil\n").unwrap();
+    let key = cache::SecretKey::generate("team-1").unwrap();
+    let dir = d.path().join("cache");
+    let target = cache::Cache::open_for_push(&cache::Substituter::parse(dir.to_str().unwrap()).unwrap()).unwrap();
+    let err = cache::push(&store, std::slice::from_ref(&b), &target, &key, &crate::report::Silent).unwrap_err();
+    assert!(format!("{err:#}").contains(&format!("{b} changed since it was added to the store")), "{err:#}");
+    assert!(!dir.join(format!("{}.json", b.base_name())).exists(), "no metadata for the changed path");
+    // What it refers to, unchanged, went out whole.
+    assert!(dir.join(format!("{}.json", a.base_name())).exists());
+    let again = cache::push(&store, std::slice::from_ref(&a), &target, &key, &crate::report::Silent).unwrap();
+    assert!(again.written.is_empty() && again.present == 1, "{again:?}");
+}

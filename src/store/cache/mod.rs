@@ -521,10 +521,20 @@ fn push_archive(store: &Store, p: &StorePath, cache: &Cache, key: &SecretKey, tm
             return Ok(None);
         }
     }
-    let content = match store.recorded_hash(p)? {
-        Some(h) => h,
-        None => content_hash(&store.host_path(p)).with_context(|| format!("hashing {p}"))?,
-    };
+    // What is packed is hashed again: a path changed since it was added would otherwise
+    // go out under its old hash, and every pull of it would fail.
+    let content = content_hash(&store.host_path(p)).with_context(|| format!("hashing {p}"))?;
+    if let Some(recorded) = store.recorded_hash(p)? {
+        if recorded != content {
+            return Err(Fail::new(format!(
+                "{p} changed since it was added to the store: its content hashes to {}, recorded {}",
+                content.hex(),
+                recorded.hex()
+            ))
+            .hint(format!("nothing of it was pushed; `mobix store delete {p}` and a build make it again"))
+            .into());
+        }
+    }
     let file = tmp.join(format!("{}.tar.zst", p.base_name()));
     let sha = {
         let f = fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?;
