@@ -34,7 +34,8 @@ pub struct Ctx<'a> {
     pub downloads: PathBuf,
     /// mobix's private apt root (`lock::apt`), which downloads Debian packages.
     pub apt_root: PathBuf,
-    /// Cache of cargo's target directories, so dependencies are compiled once per host.
+    /// Cache of cargo's target directories and of the vendored crates they were compiled
+    /// from (`vendor/`), so dependencies are compiled once per host, whichever store builds.
     pub cargo_cache: PathBuf,
     pub progress: &'a dyn crate::report::Reporter,
     /// Binary caches to take paths from before building them (`--substituter`, the user's
@@ -411,7 +412,7 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::Cc { make, cflags, install, .. } => cc::build(ctx, planned, make, cflags, install, out),
         Builder::CargoVendor { source_dir, .. } => cargo_vendor(source_dir, out),
         Builder::Cargo { binary, target, source_dir, dir, .. } => {
-            let vendor = ctx.input(planned, "vendor")?;
+            let vendor = stable_vendor(ctx, &ctx.input(planned, "vendor")?)?;
             cargo(ctx, source_dir, dir, binary, target, &vendor, out)
         }
         Builder::Etc { files, links } => {
@@ -723,6 +724,31 @@ fn cargo_vendor(src: &Path, out: &Path) -> Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// The vendored crates at a path that is the same for every store: cargo keys what it
+/// compiled in its target directory (`Ctx::cargo_cache`) by the crates' paths, so crates
+/// vendored into another store (a build into an empty one) would otherwise be compiled
+/// again. A copy named by the vendor store path, made once; its content is that path's.
+fn stable_vendor(ctx: &Ctx, vendor: &Path) -> Result<PathBuf> {
+    let name = vendor.file_name().context("a vendor store path has a name")?;
+    let dir = ctx.cargo_cache.join("vendor");
+    let stable = dir.join(name);
+    if stable.is_dir() {
+        return Ok(stable);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+    let _ = util::remove_tree(&tmp);
+    util::copy_tree(vendor, &tmp)?;
+    if let Err(e) = fs::rename(&tmp, &stable) {
+        let _ = util::remove_tree(&tmp);
+        // Another build made it first: its copy is of the same store path.
+        if !stable.is_dir() {
+            return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), stable.display()));
+        }
+    }
+    Ok(stable)
 }
 
 #[allow(clippy::too_many_arguments)]

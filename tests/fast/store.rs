@@ -327,6 +327,19 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
     ok(&mobix(t, &["--store", "a", "store", "push", &format!("a/{crates}"), "--to", "cache", "--key", "k.key"]));
     ok(&mobix(t, &["--store", "b", "store", "pull", "cache", "--trust", "k.key.pub"]));
     fs::create_dir(t.join("empty-cargo-home")).unwrap();
+    // mobix's cargo cache empty too (its compiled crates would stand in for compiling
+    // them), the downloaded Debian packages linked in (what this test is not about).
+    let cache = t.join("mobix-cache");
+    fs::create_dir(&cache).unwrap();
+    let downloads = std::env::var_os("MOBIX_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| std::path::PathBuf::from(x).join("mobix")))
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mobix"))
+        .join("downloads");
+    if downloads.is_dir() {
+        let st = Command::new("cp").arg("-al").arg(&downloads).arg(cache.join("downloads")).status().unwrap();
+        assert!(st.success());
+    }
     let o = crate::common::mobix_cmd()
         .args([
             "build",
@@ -345,9 +358,16 @@ fn the_init_programs_build_offline_from_their_vendored_crates() {
         .current_dir(t)
         .env("CARGO_HOME", t.join("empty-cargo-home"))
         .env("CARGO_NET_OFFLINE", "true")
+        .env("MOBIX_CACHE", &cache)
         .output()
         .unwrap();
     ok(&o);
+    let compiled = cache.join("cargo-target");
+    assert!(
+        fs::read_dir(&compiled).is_ok_and(|mut d| d.next().is_some()),
+        "the init programs were compiled here, into {}",
+        compiled.display()
+    );
     let bin = |s: &str| fs::read(t.join(s).join(&init).join("bin/mobix-init")).unwrap();
     assert_eq!(bin("a"), bin("b"), "the offline build gives the same binary");
     // The phone's system does not carry the crates' sources.
