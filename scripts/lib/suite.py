@@ -370,10 +370,11 @@ def main():
     results = Results()
     tenv = boots.env(env)
     t0 = time.monotonic()
-    # Two lanes, then the systemd tests alone: the lints and the tests that power on no
-    # phone (the unit tests and tests/fast, which build) beside tests/phone, whose small
-    # phones (one emulated CPU) leave a core idle while they boot; the systemd phones (two
-    # CPUs, tight health-check timeouts) with nothing beside them.
+    # Two lanes: tests/phone in one; in the other the lints, the tests that power on no
+    # phone (the unit tests and tests/fast, which build), then tests/systemd. The phones of
+    # both lanes share the machine's two cores through lock files (tests/common: a systemd
+    # phone of two CPUs takes both, a small phone of one CPU one), so that a systemd phone
+    # never runs beside another phone, while each lane's builds go on beside the other's.
     every = [(name, exe, where) for where, bins in built.items() for name, exe in bins]
     phone = [b for b in every if b[0].endswith("tests/phone")]
     last = [b for b in every if b[0].endswith("tests/systemd")]
@@ -393,13 +394,13 @@ def main():
             timer.steps.append((f"{name}, beside the phone tests", time.monotonic() - t, code == 0))
             good &= code == 0
         lane(beside, False)
+        lane(last, False)
         outcome["lints"] = good
 
     side = threading.Thread(target=side_lane)
     side.start()
     lane(phone, True)
     side.join()
-    lane(last, True)
     ok &= all(outcome.values())
     timer.steps.append(("tests (each binary below)", time.monotonic() - t0, ok))
     timer.step("CI cache: fill", lambda: (cache.fill(), True)[1])

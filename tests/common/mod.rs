@@ -47,8 +47,11 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 /// The machine's two cores, as phones take them: the threads that hold phones now, each
-/// with the cores its phone takes and how many times the thread took it (re-entrant).
-static PHONES: Mutex<Vec<(ThreadId, u32, usize)>> = Mutex::new(Vec::new());
+/// with the cores its phone takes, the lock files of those cores, and how many times the
+/// thread took it (re-entrant).
+static PHONES: Mutex<Vec<Holder>> = Mutex::new(Vec::new());
+/// A thread holding a phone: its cores, their lock files, how many times it took them.
+type Holder = (ThreadId, u32, Vec<std::fs::File>, usize);
 static PHONE_FREE: Condvar = Condvar::new();
 const CORES: u32 = 2;
 
@@ -57,6 +60,10 @@ const CORES: u32 = 2;
 /// phones), [`small_phone`] one (a minimal-init phone of one emulated CPU, whose boots take
 /// seconds against timeouts of minutes: two of them may run at once). Builds need none and
 /// run beside. Re-entrant: a test holding a phone may run `mobix test` on the same thread.
+///
+/// The cores are the run's, not one binary's: each is also a lock file under
+/// `target/test-cores/`, so that `scripts/test` runs the phone and systemd binaries side by
+/// side and their phones still never take more than two cores between them.
 pub struct PhoneGuard;
 
 pub fn phone() -> PhoneGuard {
@@ -71,14 +78,53 @@ fn take(cores: u32) -> PhoneGuard {
     let me = std::thread::current().id();
     let mut s = PHONES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = s.iter_mut().find(|h| h.0 == me) {
-        h.2 += 1;
+        h.3 += 1;
         return PhoneGuard;
     }
     while s.iter().map(|h| h.1).sum::<u32>() + cores > CORES {
         s = PHONE_FREE.wait(s).unwrap_or_else(|e| e.into_inner());
     }
-    s.push((me, cores, 1));
+    // Counted here before the files are locked, so that no other thread of this process
+    // asks for a core this one is about to wait for.
+    s.push((me, cores, Vec::new(), 1));
+    drop(s);
+    let files = lock_cores(cores);
+    let mut s = PHONES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = s.iter_mut().find(|h| h.0 == me) {
+        h.2 = files;
+    }
     PhoneGuard
+}
+
+/// Locks `cores` of the run's core files (flock, released when the files close): all of
+/// them in order for a big phone (no two waiters each hold one the other needs), any free
+/// one for a small phone.
+fn lock_cores(cores: u32) -> Vec<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = repo().join("target/test-cores");
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = |i: u32| {
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(i.to_string())).unwrap()
+    };
+    let flock = |f: &std::fs::File, how: libc::c_int| unsafe { libc::flock(f.as_raw_fd(), how) } == 0;
+    if cores == CORES {
+        return (0..CORES)
+            .map(|i| {
+                let f = open(i);
+                assert!(flock(&f, libc::LOCK_EX), "locking {}: {}", dir.display(), std::io::Error::last_os_error());
+                f
+            })
+            .collect();
+    }
+    loop {
+        for i in 0..CORES {
+            let f = open(i);
+            if flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+                return vec![f];
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 impl Drop for PhoneGuard {
@@ -86,9 +132,9 @@ impl Drop for PhoneGuard {
         let me = std::thread::current().id();
         let mut s = PHONES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = s.iter().position(|h| h.0 == me) {
-            s[i].2 -= 1;
-            if s[i].2 == 0 {
-                s.remove(i);
+            s[i].3 -= 1;
+            if s[i].3 == 0 {
+                s.remove(i); // closes its core files, which unlocks them
                 PHONE_FREE.notify_all();
             }
         }
