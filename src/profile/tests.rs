@@ -76,6 +76,20 @@ fn user_config_overrides_last() {
     assert_eq!((pe.line, pe.key.as_str()), (Some(3), "device.bootimg.page_size"));
 }
 
+/// The README's pocket.yaml asks for two emulated CPUs; built for a real phone, the error
+/// points at that `qemu:`, not at the phone's profile.
+#[test]
+fn an_emulated_phone_asked_of_a_real_phone_is_located_in_the_config() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("pocket.yaml");
+    std::fs::write(&cfg, "hostname: pocket\ndevice:\n  qemu: { smp: 2 }\n").unwrap();
+    let err = load_with(repo(), "oneplus-enchilada", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+    let pe = err.downcast_ref::<ProfileError>().unwrap();
+    assert!(pe.file.ends_with("pocket.yaml"), "{pe:?}");
+    assert_eq!((pe.line, pe.key.as_str()), (Some(3), "device.qemu"));
+    assert!(format!("{err:#}").contains("this profile describes a real phone"), "{err:#}");
+}
+
 #[test]
 fn qemu_profile_values() {
     let p = load(repo(), "qemu-aarch64").unwrap();

@@ -821,10 +821,16 @@ impl Device {
             }
         }
         if let Some(q) = &self.qemu {
-            if let Some((i, _)) = self.storage.partitions.iter().enumerate().find(|(_, p)| p.size.is_none()) {
+            if let Some((i, p)) = self.storage.partitions.iter().enumerate().find(|(_, p)| p.size.is_none()) {
+                // Located at `qemu`, where the emulated phone was asked for: often a system
+                // config's `device: qemu:` meant for the emulated phone, built for a real one.
                 return err(
-                    &format!("storage.partitions[{i}].size"),
-                    "the emulated phone needs every partition's size".into(),
+                    "qemu",
+                    format!(
+                        "an emulated phone needs every partition's size, and storage.partitions[{i}] ({}) has none: \
+                         this profile describes a real phone (a config's `device: qemu:` is for the emulated one)",
+                        p.name
+                    ),
                 );
             }
             if q.memory_mib < 128 {
