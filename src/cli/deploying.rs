@@ -113,6 +113,15 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             ))
             .into());
     }
+    // What the phone refuses whatever the system is: said before anything is built.
+    if phone.filesystem != "ext4" {
+        return Err(Fail::new(format!(
+            "the phone's system filesystem is {}, which cannot take new store paths",
+            phone.filesystem
+        ))
+        .hint("deploys need `system: { filesystem: ext4 }`; flash this generation instead")
+        .into());
+    }
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let lineage = pipe.lineage(&a.target.out_dir(&repo));
     let built = pipe.build_system(lineage.out(), !a.dry_run)?;
@@ -187,14 +196,6 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
             Some((Some(other), img))
         }
     };
-    if phone.filesystem != "ext4" {
-        return Err(Fail::new(format!(
-            "the phone's system filesystem is {}, which cannot take new store paths",
-            phone.filesystem
-        ))
-        .hint("deploys need `system: { filesystem: ext4 }`; flash this generation instead")
-        .into());
-    }
     // Room for the paths plus a margin for the filesystem's own blocks.
     if plan.send_bytes + plan.send_bytes / 10 + (4 << 20) > phone.free_bytes {
         return Err(Fail::new(format!(
