@@ -101,6 +101,17 @@ enum Cmd {
     /// mobix.lock: update pins to what the Debian mirror has now, or add a package.
     #[command(subcommand)]
     Lock(LockCmd),
+    /// The system config: `reference` prints every key with its type, default and what it
+    /// does (docs/config-reference.md).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print every system-config key (type, default, what it does, an example) as Markdown,
+    /// generated from mobix's own types.
+    Reference,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,12 +189,13 @@ pub fn main() -> ExitCode {
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     // Which of --store and --repo each family of commands does not use.
-    let unused_by: [(&str, &[&'static str]); 5] = [
+    let unused_by: [(&str, &[&'static str]); 6] = [
         ("inspect", &["store", "repo"]),
         ("doctor", &["store", "repo"]),
         ("device", &["store"]),
         ("store", &["repo"]),
         ("gc", &["repo"]),
+        ("config", &["store", "repo"]),
     ];
     for (name, ids) in unused_by {
         cmd = cmd.mut_subcommand(name, |sub| {
@@ -238,6 +250,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Generations(c) => cmd_generations(&cli.global, c),
         Cmd::Store(c) => store::cmd_store(&cli.global, c),
         Cmd::Gc(a) => store::cmd_gc(&cli.global, a),
+        Cmd::Config(ConfigCmd::Reference) => {
+            print!("{}", crate::profile::reference::markdown(&crate::profile::reference::system_config_keys()));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Lock(LockCmd::Update { names, dry_run }) => cmd_lock_update(&cli.global, names, *dry_run),
         Cmd::Lock(LockCmd::Add { kind, name, package, depends }) => {
             cmd_lock_add(&cli.global, *kind, name, package.as_deref(), depends)

@@ -7,6 +7,7 @@
 pub mod deviceinfo;
 pub mod import;
 mod layers;
+pub mod reference;
 pub use layers::Layer;
 mod locate;
 mod types;
@@ -346,7 +347,7 @@ pub fn load_u_boot(repo: &Path, name: &str) -> Result<LoadedUBoot> {
 
 /// The user's system configuration (`--config FILE`). Its `device:` mapping overrides
 /// device keys (merged after the variant); the keys here describe the system itself.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
     /// The system's hostname [default: the device codename].
@@ -356,6 +357,7 @@ pub struct SystemConfig {
     /// (mobix's own small stage-2: services and health checks, a shell on the console,
     /// for tiny systems and fast tests) [default: systemd].
     #[serde(default = "default_init")]
+    #[schemars(with = "reference::InitChoice")]
     pub init: Init,
     /// Login accounts, by name (systemd only). Their uids and gids are kept in mobix.lock.
     #[serde(default)]
@@ -450,7 +452,7 @@ impl SystemConfig {
 }
 
 /// One entry of `filesystems`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSystem {
     /// Where it is mounted (an absolute path outside what mobix manages).
@@ -466,7 +468,7 @@ pub struct FileSystem {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationsConfig {
     /// The newest this many generations go onto the system partition [default: 3].
@@ -487,7 +489,7 @@ impl Default for GenerationsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
     /// Boots a new generation gets to reach its success point before it is bad [default: 3].
@@ -523,9 +525,10 @@ impl Default for BootConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
+    /// The service's name: its unit is `NAME.service` under systemd. Example: `hello`.
     pub name: String,
     /// The program and its arguments (no shell; `script` for one).
     #[serde(default)]
@@ -574,7 +577,7 @@ fn default_wanted_by() -> String {
     "multi-user.target".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
     Always,
@@ -596,7 +599,7 @@ impl Restart {
 pub use mobix_bootctl::contract::Init;
 
 /// A login account of the system config.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Groups besides its own (`wheel`, `audio`, or one of `groups`).
@@ -617,11 +620,14 @@ pub struct User {
 }
 
 /// The OpenSSH server.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
+    /// Run OpenSSH's server (Debian's `openssh-server`) with a generated `sshd_config`; each
+    /// user's keys go to `/etc/ssh/authorized_keys.d/<user>`.
     #[serde(default)]
     pub enable: bool,
+    /// The port sshd listens on.
     #[serde(default = "default_ssh_port")]
     pub port: u16,
     /// `prohibit-password` (keys only), `yes` or `no` [default: prohibit-password].
@@ -650,10 +656,12 @@ impl Default for Ssh {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
+    /// The check's name (its unit is `mobix-check-NAME.service` under systemd).
     pub name: String,
+    /// The program and its arguments; exit 0 passes. Example: `[systemctl, is-active, ssh.service]`.
     pub command: Vec<String>,
     /// Seconds before the check counts as failed [default: 60].
     #[serde(default = "default_check_timeout")]

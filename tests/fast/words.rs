@@ -47,7 +47,12 @@ fn a_profile_with_a_new_usb_id_gets_a_rule_for_it() {
 
 #[test]
 fn commands_that_use_no_store_neither_offer_nor_take_one() {
-    for cmd in [&["inspect", "--help"][..], &["inspect", "bootimg", "info", "--help"], &["doctor", "--help"]] {
+    for cmd in [
+        &["inspect", "--help"][..],
+        &["inspect", "bootimg", "info", "--help"],
+        &["doctor", "--help"],
+        &["config", "reference", "--help"],
+    ] {
         let (help, _) = text(&mobix_in(&repo(), cmd));
         assert!(!help.contains("--store") && !help.contains("--repo"), "{cmd:?}:\n{help}");
     }
