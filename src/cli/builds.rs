@@ -167,7 +167,7 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
 
 /// Said of a systemd system no one can log in to.
 const NO_LOGIN: &str = "no account can log in yet (root is locked): give a user `authorized_keys` and \
-                        `ssh: { enable: true }`, or a `hashed_password`, in a system config (README: A system to log in to)";
+                        `ssh: { enable: true }`, or a `hashed_password`, in a system config (docs/system-config.md)";
 
 /// What to do with a build next, for the device it is for: on a real phone unlocking,
 /// fastboot mode and the flash command (with what flashing overwrites); on the emulated

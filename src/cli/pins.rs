@@ -346,7 +346,7 @@ fn complete_apt(
 }
 
 /// The build's notes on what a kind of maintainer script would have done for `pkgs`, each
-/// with what mobix does instead for this system (README: "Debian packages").
+/// with what mobix does instead for this system (docs/packages.md).
 fn script_notes(what: &str, pkgs: &[String], system: &profile::SystemConfig) -> Vec<String> {
     use crate::lock::ids;
     use profile::Init;
@@ -420,7 +420,7 @@ fn script_notes(what: &str, pkgs: &[String], system: &profile::SystemConfig) -> 
         "asks debconf questions" => {
             vec![note(&all, "no questions are asked: the package's defaults hold, and overlays change its files")]
         }
-        _ => vec![note(&all, "see README, Debian packages")],
+        _ => vec![note(&all, "see docs/packages.md")],
     }
 }
 

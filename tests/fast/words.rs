@@ -97,3 +97,36 @@ fn the_default_out_directory_is_the_trees_from_any_subdirectory() {
     // No --out was given, and the hint gives none (issue 30 item 11).
     assert!(text(&o).1.contains("hint: run `mobix build --device qemu-aarch64` first\n"), "{}", text(&o).1);
 }
+
+/// The front door and the manual link only to files that exist (issue 31: README.md a
+/// short front door, the rest in docs/).
+#[test]
+fn the_readme_and_the_manual_link_only_to_files_that_exist() {
+    let root = repo();
+    let mut pages = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(p);
+        }
+    }
+    assert!(pages.len() > 10, "the manual's pages: {pages:?}");
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+            let file = target.split('#').next().unwrap();
+            if file.is_empty() || file.contains("://") {
+                continue;
+            }
+            if !page.parent().unwrap().join(file).exists() {
+                broken.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to nothing: {broken:#?}");
+    let lines = std::fs::read_to_string(root.join("README.md")).unwrap().lines().count();
+    assert!(lines <= 220, "README.md is the front door ({lines} lines): the rest belongs in docs/");
+}
