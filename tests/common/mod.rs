@@ -27,7 +27,7 @@ pub fn named(cmd: &mut Command) -> &mut Command {
 }
 
 /// The phone a mobix command line powers on (`mobix test`, `mobix run`), if any: a small one
-/// for the minimal system of [`minimal`] (one emulated CPU), else one taking both cores.
+/// for the minimal system of [`minimal`] (one emulated CPU), else a big one of two.
 fn powers_on(cmd: &Command) -> Option<fn() -> PhoneGuard> {
     if !cmd.get_args().any(|a| a == "test" || a == "run") {
         return None;
@@ -37,7 +37,7 @@ fn powers_on(cmd: &Command) -> Option<fn() -> PhoneGuard> {
 }
 
 /// Runs a mobix command to its end, echoing its stderr into the test's output; a command
-/// that powers on an emulated phone waits for its cores first ([`phone`], [`small_phone`]).
+/// that powers on an emulated phone waits for its emulated CPUs first ([`phone`], [`small_phone`]).
 pub fn run(cmd: &mut Command) -> Output {
     let _phone = powers_on(cmd).map(|take| take());
     let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -46,28 +46,32 @@ pub fn run(cmd: &mut Command) -> Output {
     o
 }
 
-/// The machine's two cores, as phones take them: the threads that hold phones now, each
-/// with the cores its phone takes, the lock files of those cores, and how many times the
+/// Emulated CPUs handed out to phones, as they take them: the threads that hold phones
+/// now, each with the CPUs its phone has, the lock files of those, and how many times the
 /// thread took it (re-entrant).
 static PHONES: Mutex<Vec<Holder>> = Mutex::new(Vec::new());
-/// A thread holding a phone: its cores, their lock files, how many times it took them.
+/// A thread holding a phone: its CPUs, their lock files, how many times it took them.
 type Holder = (ThreadId, u32, Vec<std::fs::File>, usize);
 static PHONE_FREE: Condvar = Condvar::new();
-const CORES: u32 = 2;
+/// Emulated CPUs running at once on the machine's two cores: a phone of two CPUs beside a
+/// small phone of one, or three small ones, but never two phones of two CPUs.
+const CPUS: u32 = 3;
+/// The CPUs of a phone that is not small (the systemd phones).
+const BIG: u32 = 2;
 
-/// Held while an emulated phone runs: [`phone`] takes both cores (two guests of two CPUs on
-/// a 2-core machine slow each other past their boot and health-check timeouts: the systemd
+/// Held while an emulated phone runs: [`phone`] takes two CPUs (two guests of two CPUs on a
+/// 2-core machine slow each other past their boot and health-check timeouts: the systemd
 /// phones), [`small_phone`] one (a minimal-init phone of one emulated CPU, whose boots take
-/// seconds against timeouts of minutes: two of them may run at once). Builds need none and
-/// run beside. Re-entrant: a test holding a phone may run `mobix test` on the same thread.
+/// seconds against timeouts of minutes). Builds need none and run beside. Re-entrant: a
+/// test holding a phone may run `mobix test` on the same thread.
 ///
-/// The cores are the run's, not one binary's: each is also a lock file under
+/// The CPUs are the run's, not one binary's: each is also a lock file under
 /// `target/test-cores/`, so that `scripts/test` runs the phone and systemd binaries side by
-/// side and their phones still never take more than two cores between them.
+/// side and their phones together stay within [`CPUS`].
 pub struct PhoneGuard;
 
 pub fn phone() -> PhoneGuard {
-    take(CORES)
+    take(BIG)
 }
 
 pub fn small_phone() -> PhoneGuard {
@@ -81,7 +85,7 @@ fn take(cores: u32) -> PhoneGuard {
         h.3 += 1;
         return PhoneGuard;
     }
-    while s.iter().map(|h| h.1).sum::<u32>() + cores > CORES {
+    while s.iter().map(|h| h.1).sum::<u32>() + cores > CPUS {
         s = PHONE_FREE.wait(s).unwrap_or_else(|e| e.into_inner());
     }
     // Counted here before the files are locked, so that no other thread of this process
@@ -96,10 +100,11 @@ fn take(cores: u32) -> PhoneGuard {
     PhoneGuard
 }
 
-/// Locks `cores` of the run's core files (flock, released when the files close): all of
-/// them in order for a big phone (no two waiters each hold one the other needs), any free
-/// one for a small phone.
-fn lock_cores(cores: u32) -> Vec<std::fs::File> {
+/// Locks `cpus` of the run's CPU files (flock, released when the files close): the first
+/// [`BIG`] in order for a big phone (so that two big phones never each hold one the other
+/// waits for, and a big phone leaves the last file to a small one), any free one for a
+/// small phone.
+fn lock_cores(cpus: u32) -> Vec<std::fs::File> {
     use std::os::fd::AsRawFd;
     let dir = repo().join("target/test-cores");
     std::fs::create_dir_all(&dir).unwrap();
@@ -107,8 +112,8 @@ fn lock_cores(cores: u32) -> Vec<std::fs::File> {
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(i.to_string())).unwrap()
     };
     let flock = |f: &std::fs::File, how: libc::c_int| unsafe { libc::flock(f.as_raw_fd(), how) } == 0;
-    if cores == CORES {
-        return (0..CORES)
+    if cpus == BIG {
+        return (0..BIG)
             .map(|i| {
                 let f = open(i);
                 assert!(flock(&f, libc::LOCK_EX), "locking {}: {}", dir.display(), std::io::Error::last_os_error());
@@ -117,7 +122,8 @@ fn lock_cores(cores: u32) -> Vec<std::fs::File> {
             .collect();
     }
     loop {
-        for i in 0..CORES {
+        // The last file first: the one a big phone never takes.
+        for i in (0..CPUS).rev() {
             let f = open(i);
             if flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
                 return vec![f];
