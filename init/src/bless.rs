@@ -17,10 +17,7 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let boot: state::Boot = serde_json::from_slice(
-        &std::fs::read(state::BOOT_FILE).map_err(|e| format!("reading {}: {e}", state::BOOT_FILE))?,
-    )
-    .map_err(|e| format!("parsing {}: {e}", state::BOOT_FILE))?;
+    let boot = state::booted()?;
     let loc = boot.state.as_ref().ok_or("stage-1 recorded no boot-state location")?;
     match args.first().map(String::as_str) {
         Some("status") | None => {

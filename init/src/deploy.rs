@@ -36,7 +36,7 @@ const RECEIVING: &str = "/mobix/.receiving";
 const LOCK: &str = "/run/mobix/deploy.lock";
 
 fn booted() -> Result<state::Boot> {
-    crate::stage2::booted().ok_or_else(|| format!("no readable {} (did stage-1 boot this system?)", state::BOOT_FILE))
+    state::booted().map_err(|e| format!("{e} (did stage-1 boot this system?)"))
 }
 
 pub fn status() -> Result<()> {

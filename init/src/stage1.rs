@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// `etc/mobix/stage1.json` and `/mobix/generations/<n>.json`: the host writes them with
 /// these very types.
 use mobix_bootctl::console::Event;
-use mobix_bootctl::contract::{Generation, Slot, Stage1 as Config, STAGE1_FILE};
+use mobix_bootctl::contract::{BootMode, Generation, Slot, Stage1 as Config, STAGE1_FILE};
 
 const SYSROOT: &str = "/sysroot";
 const SYSTEM_MOUNT: &str = "/sysroot/run/mobix/system";
@@ -103,10 +103,10 @@ fn pick(
             None
         }
     };
-    let boot = |generation: u32, mode: &str| state::Boot {
+    let boot = |generation: u32, mode: BootMode| state::Boot {
         generation,
         toplevel: gens.iter().find(|g| g.generation == generation).map(|g| g.toplevel.clone()).unwrap_or_default(),
-        mode: mode.to_string(),
+        mode,
         state: Some(loc.clone()),
         slot,
     };
@@ -129,7 +129,7 @@ fn pick(
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {
             say(&format!("generation {g} chosen by hand (its status is left as it is)"));
             crate::report(&Event::Chosen { generation: g, status: Chosen::Manual, tries_left: 0 });
-            return Ok(boot(g, "manual"));
+            return Ok(boot(g, BootMode::Manual));
         }
     }
     let (decision, next) = counting::select(record.as_ref(), &compatible, slot.map_or(0, |s| s.index() as u8));
@@ -161,12 +161,12 @@ fn pick(
             }
             let status = if trial { Chosen::Trial } else { Chosen::Good };
             crate::report(&Event::Chosen { generation, status, tries_left });
-            Ok(boot(generation, if trial { "trial" } else { "good" }))
+            Ok(boot(generation, if trial { BootMode::Trial } else { BootMode::Good }))
         }
         Decision::Degraded { generation } => {
             say("the boot-state record is unreadable: the newest generation boots, nothing is counted");
             crate::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
-            Ok(boot(generation, "degraded"))
+            Ok(boot(generation, BootMode::Degraded))
         }
         Decision::Rescue { why } => {
             let latest = next.as_ref().or(record.as_ref());

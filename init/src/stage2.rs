@@ -33,7 +33,7 @@ fn parse(args: &[String]) -> Result<Args> {
 
 /// `/etc/mobix/system.json`: what the host's system config asks of stage-2 (the host
 /// writes it with this very type).
-use mobix_bootctl::contract::{HealthCheck as Check, Init, Service, SystemSpec as SystemJson};
+use mobix_bootctl::contract::{BootMode, HealthCheck as Check, Init, Restart, Service, SystemSpec as SystemJson};
 
 static SUCCEEDED: AtomicBool = AtomicBool::new(false);
 
@@ -65,7 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let cmdline = sys::kernel_cmdline();
     let boot = booted();
-    if boot.as_ref().is_some_and(|b| b.mode == "trial") {
+    if boot.as_ref().is_some_and(|b| b.mode == BootMode::Trial) {
         let (deadline, generation) = (conf.trial_deadline, a.generation);
         std::thread::spawn(move || {
             watch_deadline(generation, deadline, &|| SUCCEEDED.load(Ordering::SeqCst), sys::reboot)
@@ -112,7 +112,7 @@ pub fn read_conf(path: &Path) -> Result<SystemJson> {
 
 /// What stage-1 decided for this boot, if it said.
 pub fn booted() -> Option<state::Boot> {
-    std::fs::read(state::BOOT_FILE).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    state::booted().ok()
 }
 
 /// The trial deadline, under either init: a trial that has not `reached` its success
@@ -151,7 +151,7 @@ pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reb
             let _ = f.write_all(why.as_bytes()).and_then(|_| f.sync_all());
         }
     }
-    if boot.is_some_and(|b| b.mode == "trial") {
+    if boot.is_some_and(|b| b.mode == BootMode::Trial) {
         say("the trial generation failed its health checks; rebooting (one try spent)");
         reboot();
     }
@@ -194,8 +194,8 @@ pub fn bless(boot: &state::Boot) -> String {
     let Some(loc) = &boot.state else { return "no boot-state record location".into() };
     let _turn = state::lock_record();
     let mut notes = Vec::new();
-    let next = match (boot.mode.as_str(), state::read(loc)) {
-        ("degraded", _) | (_, Err(_)) => {
+    let next = match (boot.mode, state::read(loc)) {
+        (BootMode::Degraded, _) | (_, Err(_)) => {
             let present = crate::stage1::read_generations(Path::new("/mobix/generations")).unwrap_or_default();
             let mut entries: Vec<Entry> = present
                 .into_iter()
@@ -364,7 +364,7 @@ fn supervise(tty: &str, mut services: Vec<(libc::pid_t, Service)>) -> Result<()>
             if let Some(i) = services.iter().position(|(p, _)| *p == pid) {
                 let (_, s) = services.remove(i);
                 let failed = !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-                if s.restart == "no" || (s.restart == "on-failure" && !failed) {
+                if s.restart == Restart::No || (s.restart == Restart::OnFailure && !failed) {
                     say(&format!("service {} exited (status {status:#x})", s.name));
                     continue;
                 }

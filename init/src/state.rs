@@ -101,3 +101,9 @@ fn edit_misc(misc: &Path, change: impl FnOnce(&mut BootloaderControl) -> Result<
 
 /// What stage-1 decided, handed to stage-2 and `mobix-bless` in [`BOOT_FILE`].
 pub use mobix_bootctl::contract::{Booted as Boot, BOOTED_FILE as BOOT_FILE};
+
+/// [`BOOT_FILE`] read and parsed: the one reader of what stage-1 decided for this boot.
+pub fn booted() -> std::result::Result<Boot, String> {
+    let bytes = std::fs::read(BOOT_FILE).map_err(|e| format!("reading {BOOT_FILE}: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parsing {BOOT_FILE}: {e}"))
+}

@@ -7,6 +7,7 @@ use crate::say;
 use crate::stage2;
 use crate::state;
 use crate::sys::{self, Result};
+use mobix_bootctl::contract::BootMode;
 use mobix_bootctl::contract::{SystemSpec, MIN_STATE, STATE_DIR};
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -22,12 +23,12 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     // systemd puts a tmpfs on /run unless one is there; mount it ourselves so that what
     // stage-1 left for this boot stays visible.
-    let booted = std::fs::read(state::BOOT_FILE).map_err(|e| io("reading stage-1's boot.json", e))?;
+    let boot = state::booted()?;
     sys::mount("tmpfs", "/run", Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
     std::fs::create_dir_all("/run/mobix").map_err(|e| io("creating /run/mobix", e))?;
-    std::fs::write(state::BOOT_FILE, &booted).map_err(|e| io("writing /run/mobix/boot.json", e))?;
-    let boot: state::Boot = serde_json::from_slice(&booted).map_err(|e| format!("parsing boot.json: {e}"))?;
-    if boot.mode == "trial" {
+    let again = serde_json::to_vec_pretty(&boot).map_err(|e| format!("writing boot.json: {e}"))?;
+    std::fs::write(state::BOOT_FILE, again).map_err(|e| io("writing /run/mobix/boot.json", e))?;
+    if boot.mode == BootMode::Trial {
         std::fs::write(TRIAL_FLAG, "").map_err(|e| io("writing the trial flag", e))?;
     }
     activate(top, conf)?;

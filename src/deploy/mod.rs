@@ -680,7 +680,7 @@ mod tests {
             booted: mobix_bootctl::contract::Booted {
                 generation: booted,
                 toplevel: format!("/mobix/store/t{booted}"),
-                mode: "good".into(),
+                mode: mobix_bootctl::contract::BootMode::Good,
                 state: None,
                 slot: None,
             },

@@ -587,6 +587,16 @@ pub enum Restart {
 }
 
 impl Restart {
+    /// The same choice in the host↔phone contract.
+    pub fn on_the_phone(self) -> mobix_bootctl::contract::Restart {
+        use mobix_bootctl::contract::Restart as R;
+        match self {
+            Restart::Always => R::Always,
+            Restart::OnFailure => R::OnFailure,
+            Restart::No => R::No,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Restart::Always => "always",

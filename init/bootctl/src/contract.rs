@@ -201,16 +201,25 @@ pub struct Service {
     pub command: Vec<String>,
     /// When it is started again after it exits: `always`, `on-failure` or `no`. Older
     /// hosts wrote nothing, which meant always.
-    #[serde(default = "default_restart", skip_serializing_if = "is_always")]
-    pub restart: String,
+    #[serde(default, skip_serializing_if = "Restart::is_always")]
+    pub restart: Restart,
 }
 
-fn default_restart() -> String {
-    "always".into()
+/// When stage-2 starts a service again after it exits. On the wire its kebab-case name;
+/// absent (as older hosts wrote it) means `always`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    Always,
+    OnFailure,
+    No,
 }
 
-fn is_always(s: &String) -> bool {
-    s == "always"
+impl Restart {
+    fn is_always(&self) -> bool {
+        *self == Restart::Always
+    }
 }
 
 /// A command that must succeed before a boot counts as good.
@@ -331,11 +340,35 @@ pub struct RecordLocation {
 pub struct Booted {
     pub generation: u32,
     pub toplevel: String,
-    /// trial, good, degraded (the record was unreadable) or manual (picked in the menu).
-    pub mode: String,
+    pub mode: BootMode,
     pub state: Option<RecordLocation>,
     /// The A/B slot the bootloader booted (from `androidboot.slot_suffix`), if any.
     pub slot: Option<Slot>,
+}
+
+/// How stage-1 chose the generation it booted. On the wire its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// A trial of a new generation: a try was spent, the health checks decide.
+    Trial,
+    /// A generation already found good.
+    Good,
+    /// The boot-state record was unreadable: the newest generation, nothing counted.
+    Degraded,
+    /// Picked by hand in the generation menu.
+    Manual,
+}
+
+impl std::fmt::Display for BootMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BootMode::Trial => "trial",
+            BootMode::Good => "good",
+            BootMode::Degraded => "degraded",
+            BootMode::Manual => "manual",
+        })
+    }
 }
 
 /// What `mobix-init phone-status` prints for `mobix deploy`: what the running phone has and
@@ -388,6 +421,21 @@ mod tests {
         }
         assert_eq!((Slot::from_index(2), Slot::parse("c")), (None, None));
         assert_eq!(Slot::B.to_string(), "b");
+    }
+
+    #[test]
+    fn a_service_from_an_older_host_restarts_always_and_the_wire_names_stay() {
+        let old: Service = serde_json::from_str(r#"{"name": "s", "command": ["/bin/x"]}"#).unwrap();
+        assert_eq!(old.restart, Restart::Always);
+        let later: Service =
+            serde_json::from_str(r#"{"name": "s", "command": ["/bin/x"], "restart": "on-failure"}"#).unwrap();
+        assert_eq!(later.restart, Restart::OnFailure);
+        assert!(serde_json::from_str::<Service>(r#"{"name": "s", "command": [], "restart": "sometimes"}"#).is_err());
+        let b: Booted = serde_json::from_str(
+            r#"{"generation": 1, "toplevel": "/mobix/store/t", "mode": "degraded", "state": null, "slot": null}"#,
+        )
+        .unwrap();
+        assert_eq!(b.mode, BootMode::Degraded);
     }
 
     #[test]
@@ -462,7 +510,7 @@ mod tests {
         });
         let sys = round_trip(&SystemSpec {
             health_checks: vec![HealthCheck { name: "ok".into(), command: vec!["true".into()], timeout: 5 }],
-            services: vec![Service { name: "s".into(), command: vec!["/bin/sh".into()], restart: "always".into() }],
+            services: vec![Service { name: "s".into(), command: vec!["/bin/sh".into()], restart: Restart::Always }],
             trial_deadline: 120,
             ..SystemSpec::default()
         });
@@ -472,7 +520,7 @@ mod tests {
             init: Init::Systemd,
             copies: vec![EtcCopy { path: "shadow".into(), mode: 0o640, gid: 42 }],
             state: Some(StateSpec { partition: "userdata".into(), offset: 0 }),
-            services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: "no".into() }],
+            services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: Restart::No }],
             ..SystemSpec::default()
         });
         assert!(systemd.contains("\"init\": \"systemd\"") && systemd.contains("\"restart\": \"no\""), "{systemd}");
@@ -486,11 +534,21 @@ mod tests {
         let booted = round_trip(&Booted {
             generation: 3,
             toplevel: "/mobix/store/t-mobix-system".into(),
-            mode: "trial".into(),
+            mode: BootMode::Trial,
             state: Some(RecordLocation { device: "/dev/vda4".into(), offset: 4096 }),
             slot: Some(Slot::B),
         });
         assert!(booted.contains("\"slot\": 1"), "the slot is its index on the wire: {booted}");
+        assert!(booted.contains("\"mode\": \"trial\""), "the mode is its name on the wire: {booted}");
+        for (mode, word) in [
+            (BootMode::Trial, "trial"),
+            (BootMode::Good, "good"),
+            (BootMode::Degraded, "degraded"),
+            (BootMode::Manual, "manual"),
+        ] {
+            assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{word}\""));
+            assert_eq!(mode.to_string(), word, "the console's word is the wire's");
+        }
     }
 
     /// Files as hosts and stage-1s before the shared types wrote them still parse.
