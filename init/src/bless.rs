@@ -51,7 +51,7 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("good") => {
-            println!("{}", crate::stage2::bless(&boot));
+            println!("{}", crate::generation::bless(&boot));
             Ok(())
         }
         Some(other) => Err(format!("unknown verb {other:?} (status, good, bad)")),

@@ -8,7 +8,7 @@
 //! partition (the newest that has one), which is why these shells exist only once that
 //! partition is mounted.
 
-use crate::say;
+use crate::console::say;
 use mobix_bootctl::contract::{USB_HOST_ADDRESS, USB_PHONE_ADDRESS};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

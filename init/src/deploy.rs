@@ -59,7 +59,7 @@ pub fn status() -> Result<()> {
     };
     let s = PhoneStatus {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string(),
-        generations: crate::stage1::read_generations(Path::new(GENERATIONS_DIR))?,
+        generations: crate::state::read_generations(Path::new(GENERATIONS_DIR))?,
         booted,
         boot_spec,
         store,
@@ -382,7 +382,7 @@ pub fn gc() -> Result<()> {
     if let Some(g) = gens.iter().find(|g| protected.contains(g)) {
         return Err(format!("generation {g} is booted, the default, last good or pending: it stays"));
     }
-    let all = crate::stage1::read_generations(Path::new(GENERATIONS_DIR))?;
+    let all = crate::state::read_generations(Path::new(GENERATIONS_DIR))?;
     let mut needed = std::collections::BTreeSet::new();
     for g in all.iter().filter(|g| !gens.contains(&g.generation)) {
         let top = Path::new(&g.toplevel);

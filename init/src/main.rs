@@ -11,16 +11,16 @@
 //! PID 1 must never exit: on a fatal error it says why and drops to a rescue shell.
 
 mod bless;
+mod console;
 mod debugshell;
 mod deploy;
+mod generation;
 mod stage1;
 mod stage2;
 mod state;
 mod sys;
 mod systemd;
 mod usbnet;
-
-use std::io::Write;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -53,7 +53,10 @@ fn main() {
         std::process::exit(0);
     }
     let result = match args.get(1).map(String::as_str) {
-        Some("stage2") => stage2::run(&args[2..]),
+        Some("stage2") => generation::enter(&args[2..]).and_then(|(generation, top, conf)| match conf.init {
+            mobix_bootctl::contract::Init::Systemd => systemd::start(generation, &top, &conf),
+            mobix_bootctl::contract::Init::Minimal => stage2::run(generation, &top, &conf),
+        }),
         _ if pid == 1 => stage1::run(),
         _ => {
             eprintln!(
@@ -65,34 +68,7 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        say(&format!("FATAL: {e}"));
-        rescue(&e);
-    }
-}
-
-/// Prints a line on the console, prefixed so it stands out among kernel messages.
-/// An event for the host on the console, in the one format both sides know.
-pub fn report(e: &mobix_bootctl::console::Event) {
-    say(&e.line());
-}
-
-pub fn say(msg: &str) {
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "mobix: {msg}");
-    let _ = out.flush();
-}
-
-/// The last resort: a shell on the console, if there is one; otherwise wait forever
-/// (PID 1 exiting would panic the kernel and hide the message).
-pub fn rescue(why: &str) -> ! {
-    say(&format!("dropping to a rescue shell ({why})"));
-    for sh in ["/bin/sh", "/run/current-system/sw/bin/sh"] {
-        if std::path::Path::new(sh).exists() {
-            let _ = std::process::Command::new(sh).status();
-        }
-    }
-    say("no shell available; halting here");
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        console::say(&format!("FATAL: {e}"));
+        console::rescue(&e);
     }
 }

@@ -1,7 +1,7 @@
 //! Stage-1: from the initramfs to the chosen generation's init.
 
+use crate::console::say;
 use crate::debugshell;
-use crate::say;
 use crate::state;
 use crate::sys::{self, Result};
 use std::path::{Path, PathBuf};
@@ -58,7 +58,7 @@ pub fn run() -> Result<()> {
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
     sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.config.filesystem), libc::MS_RDONLY, None)?;
     say(&format!("mounted {} ({}) read-only", dev.display(), cfg.config.system_partition));
-    let gens = read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
+    let gens = state::read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
     if sys::cmdline_has(&cmdline, "mobix.debug-shell") {
         say("debug shell (mobix.debug-shell): `exit` goes on booting");
         shell(&gens, usb_if.as_deref());
@@ -128,7 +128,7 @@ fn pick(
     if wants_menu {
         if let Some(g) = menu(gens, &compatible, record.as_ref()) {
             say(&format!("generation {g} chosen by hand (its status is left as it is)"));
-            crate::report(&Event::Chosen { generation: g, status: Chosen::Manual, tries_left: 0 });
+            crate::console::report(&Event::Chosen { generation: g, status: Chosen::Manual, tries_left: 0 });
             return Ok(boot(g, BootMode::Manual));
         }
     }
@@ -160,12 +160,12 @@ fn pick(
                 say(&words);
             }
             let status = if trial { Chosen::Trial } else { Chosen::Good };
-            crate::report(&Event::Chosen { generation, status, tries_left });
+            crate::console::report(&Event::Chosen { generation, status, tries_left });
             Ok(boot(generation, if trial { BootMode::Trial } else { BootMode::Good }))
         }
         Decision::Degraded { generation } => {
             say("the boot-state record is unreadable: the newest generation boots, nothing is counted");
-            crate::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
+            crate::console::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
             Ok(boot(generation, BootMode::Degraded))
         }
         Decision::Rescue { why } => {
@@ -204,7 +204,7 @@ fn return_to_slot(
         return format!("{why}; switching back to slot {letter} failed: {e}");
     }
     let why = format!("{why}; its kernel booted a good generation before");
-    crate::report(&Event::SlotSwitch { slot: letter, why });
+    crate::console::report(&Event::SlotSwitch { slot: letter, why });
     sys::reboot()
 }
 
@@ -242,10 +242,10 @@ fn menu(gens: &[Generation], compatible: &[u32], record: Option<&mobix_bootctl::
 /// Nothing bootable: say why and give the user a shell (on the console, and over USB
 /// where the USB network is up) with a generation's busybox.
 fn rescue_with_system(why: &str, gens: &[Generation], usb_if: Option<&str>) -> ! {
-    crate::report(&Event::Rescue { why: why.to_string() });
+    crate::console::report(&Event::Rescue { why: why.to_string() });
     say("rescue shell (type `reboot -f` to try again)");
     shell(gens, usb_if);
-    crate::rescue(why)
+    crate::console::rescue(why)
 }
 
 /// The debug or rescue shell: busybox from the newest generation that has one (else from
@@ -281,23 +281,6 @@ fn wait_for_partition(partname: &str, timeout: Duration) -> Result<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The generation manifests in `dir` (`/mobix/generations`), skipping unreadable ones.
-pub fn read_generations(dir: &Path) -> Result<Vec<Generation>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("json") {
-            continue;
-        }
-        match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Generation>(&b).ok()) {
-            Some(g) if g.toplevel_is_in_store() => out.push(g),
-            _ => say(&format!("ignoring unreadable generation entry {}", p.display())),
-        }
-    }
-    Ok(out)
 }
 
 /// Whether `path` exists inside the tree at `root`, following symlinks (absolute ones
@@ -372,7 +355,7 @@ mod tests {
         let escaping = Generation { generation: 5, toplevel: "/mobix/store/../../etc".into(), ..good.clone() };
         std::fs::write(dir.join("5.json"), serde_json::to_string_pretty(&escaping).unwrap()).unwrap();
         std::fs::write(dir.join("6.json"), "{not json").unwrap();
-        let got = read_generations(&dir).unwrap();
+        let got = crate::state::read_generations(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got, vec![good]);
     }

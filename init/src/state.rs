@@ -107,3 +107,23 @@ pub fn booted() -> std::result::Result<Boot, String> {
     let bytes = std::fs::read(BOOT_FILE).map_err(|e| format!("reading {BOOT_FILE}: {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("parsing {BOOT_FILE}: {e}"))
 }
+
+/// The generation manifests in `dir` (`/mobix/generations`), skipping unreadable ones.
+pub fn read_generations(dir: &Path) -> Result<Vec<mobix_bootctl::contract::Generation>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        match std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<mobix_bootctl::contract::Generation>(&b).ok())
+        {
+            Some(g) if g.toplevel_is_in_store() => out.push(g),
+            _ => crate::console::say(&format!("ignoring unreadable generation entry {}", p.display())),
+        }
+    }
+    Ok(out)
+}

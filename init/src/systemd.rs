@@ -3,8 +3,8 @@
 //! the success point and the trial deadline run as units (`mobix-init check NAME`,
 //! `success`, `deadline`), with the same rules as the minimal init (stage2.rs).
 
-use crate::say;
-use crate::stage2;
+use crate::console::say;
+use crate::generation;
 use crate::state;
 use crate::sys::{self, Result};
 use mobix_bootctl::contract::BootMode;
@@ -55,12 +55,12 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     Err(format!("executing systemd: {err}"))
 }
 
-/// The generation made current ([`stage2::link_generation`]), real copies of the /etc files
+/// The generation made current ([`generation::link_generation`]), real copies of the /etc files
 /// that need their own mode, merged /usr (/usr is the software tree; /bin and /sbin point
 /// into it), the kernel's modules.
 fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-    stage2::link_generation(top, &|name| conf.copies.iter().any(|c| std::ffi::OsStr::new(&c.path) == name))?;
+    generation::link_generation(top, &|name| conf.copies.iter().any(|c| std::ffi::OsStr::new(&c.path) == name))?;
     let etc = top.join("etc");
     for c in &conf.copies {
         use std::os::unix::fs::PermissionsExt;
@@ -180,12 +180,12 @@ fn device_bytes(dev: &Path) -> Result<u64> {
 /// module loaded first where the kernel has it as a module).
 fn loop_device(part: &Path, offset: u64) -> Result<std::path::PathBuf> {
     if !Path::new("/dev/loop-control").exists() {
-        let _ = Command::new("/run/current-system/sw/sbin/modprobe").arg("loop").env("PATH", stage2::PATH).status();
+        let _ = Command::new("/run/current-system/sw/sbin/modprobe").arg("loop").env("PATH", generation::PATH).status();
     }
     let out = Command::new("/run/current-system/sw/sbin/losetup")
         .args(["--find", "--show", "--offset", &offset.to_string()])
         .arg(part)
-        .env("PATH", stage2::PATH)
+        .env("PATH", generation::PATH)
         .output()
         .map_err(|e| format!("running losetup: {e}"))?;
     if !out.status.success() {
@@ -201,7 +201,7 @@ fn loop_device(part: &Path, offset: u64) -> Result<std::path::PathBuf> {
 
 fn run_tool(cmd: &mut Command) -> Result<()> {
     let what = format!("{:?}", cmd.get_program());
-    let status = cmd.env("PATH", stage2::PATH).status().map_err(|e| format!("running {what}: {e}"))?;
+    let status = cmd.env("PATH", generation::PATH).status().map_err(|e| format!("running {what}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -253,8 +253,8 @@ fn reboot_via_systemd() -> ! {
 }
 
 fn conf_and_boot() -> Result<(SystemSpec, state::Boot)> {
-    let conf = stage2::read_conf(Path::new("/etc/mobix/system.json"))?;
-    let boot = stage2::booted().ok_or("stage-1 left no /run/mobix/boot.json")?;
+    let conf = generation::read_conf(Path::new("/etc/mobix/system.json"))?;
+    let boot = generation::booted().ok_or("stage-1 left no /run/mobix/boot.json")?;
     Ok((conf, boot))
 }
 
@@ -263,10 +263,10 @@ pub fn check(args: &[String]) -> Result<()> {
     let name = args.first().ok_or("usage: mobix-init check NAME")?;
     let (conf, boot) = conf_and_boot()?;
     let c = conf.health_checks.iter().find(|c| &c.name == name).ok_or_else(|| format!("no health check {name}"))?;
-    match stage2::run_checks(std::slice::from_ref(c)) {
+    match generation::run_checks(std::slice::from_ref(c)) {
         Ok(()) => Ok(()),
         Err(why) => {
-            stage2::health_failed(boot.generation, &why, Some(&boot), reboot_via_systemd);
+            generation::health_failed(boot.generation, &why, Some(&boot), reboot_via_systemd);
             Err(why)
         }
     }
@@ -275,7 +275,7 @@ pub fn check(args: &[String]) -> Result<()> {
 /// `mobix-init success` (after boot-complete.target): the success point.
 pub fn success() -> Result<()> {
     let (_, boot) = conf_and_boot()?;
-    stage2::success_point(boot.generation, &boot.toplevel, Some(&boot));
+    generation::success_point(boot.generation, &boot.toplevel, Some(&boot));
     let _ = std::fs::write(SUCCESS_FLAG, "");
     if sys::cmdline_has(&sys::kernel_cmdline(), "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
@@ -287,7 +287,7 @@ pub fn success() -> Result<()> {
 /// `mobix-init deadline` (on trial boots): the trial deadline.
 pub fn deadline() -> Result<()> {
     let (conf, boot) = conf_and_boot()?;
-    stage2::watch_deadline(
+    generation::watch_deadline(
         boot.generation,
         conf.trial_deadline,
         &|| Path::new(SUCCESS_FLAG).exists(),
