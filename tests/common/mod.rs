@@ -27,13 +27,31 @@ pub fn named(cmd: &mut Command) -> &mut Command {
 }
 
 /// The phone a mobix command line powers on (`mobix test`, `mobix run`), if any: a small one
-/// for the minimal system of [`minimal`] (one emulated CPU), else a big one of two.
+/// of one emulated CPU (the qemu-aarch64 profile's), or a big one where the system config
+/// asks for more (`device: qemu: { smp: 2 }`, as the systemd tests' configs do).
 fn powers_on(cmd: &Command) -> Option<fn() -> PhoneGuard> {
     if !cmd.get_args().any(|a| a == "test" || a == "run") {
         return None;
     }
-    let small = cmd.get_args().any(|a| a == std::ffi::OsStr::new(&minimal()));
-    Some(if small { small_phone } else { phone })
+    Some(if emulated_cpus(cmd) >= BIG { phone } else { small_phone })
+}
+
+/// The emulated CPUs the system config of `cmd` asks for: `--config FILE`, else the config
+/// the build in `--out DIR` used (its manifest says), else the profile's one.
+fn emulated_cpus(cmd: &Command) -> u32 {
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let after = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    let here = |p: &str| cmd.get_current_dir().map_or_else(|| PathBuf::from(p), |d| d.join(p));
+    let config = after("--config").map(|c| here(c)).or_else(|| {
+        let manifest = std::fs::read(here(after("--out")?).join("manifest.json")).ok()?;
+        let m: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
+        m["config"]["path"].as_str().map(PathBuf::from)
+    });
+    let text = config.and_then(|c| std::fs::read_to_string(c).ok()).unwrap_or_default();
+    text.split("smp:")
+        .nth(1)
+        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Runs a mobix command to its end, echoing its stderr into the test's output; a command
@@ -61,8 +79,8 @@ const BIG: u32 = 2;
 
 /// Held while an emulated phone runs: [`phone`] takes two CPUs (two guests of two CPUs on a
 /// 2-core machine slow each other past their boot and health-check timeouts: the systemd
-/// phones), [`small_phone`] one (a minimal-init phone of one emulated CPU, whose boots take
-/// seconds against timeouts of minutes). Builds need none and run beside. Re-entrant: a
+/// phones), [`small_phone`] one (a phone of one emulated CPU, the profile's default, whose
+/// boots fit their timeouts of minutes beside another phone). Builds need none and run beside. Re-entrant: a
 /// test holding a phone may run `mobix test` on the same thread.
 ///
 /// The CPUs are the run's, not one binary's: each is also a lock file under
