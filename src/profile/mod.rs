@@ -13,12 +13,14 @@ mod locate;
 mod specs;
 mod system;
 mod types;
+mod validate;
 
 use serde_norway::Value;
 
 pub use specs::*;
 pub use system::*;
 pub use types::*;
+pub use validate::Invalid;
 
 use crate::util::Fail;
 use anyhow::Result;
