@@ -786,7 +786,7 @@ fn system_json(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -
         }),
         trial_deadline: s.boot.trial_deadline,
         services: (s.services.iter())
-            .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart.on_the_phone() })
+            .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart })
             .collect(),
         health_checks: (s.health_checks.iter())
             .map(|c| HealthCheck { name: c.name.clone(), command: c.command.clone(), timeout: c.timeout })

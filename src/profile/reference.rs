@@ -17,6 +17,16 @@ pub(super) enum InitChoice {
     Systemd,
 }
 
+/// A service's `restart` choices, for the schema (the type lives in `mobix-bootctl`).
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub(super) enum RestartChoice {
+    Always,
+    OnFailure,
+    No,
+}
+
 /// One key of the reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {

@@ -197,7 +197,8 @@ pub struct Service {
     #[serde(default)]
     pub script: Option<String>,
     /// When it starts again after it exits [default: on-failure].
-    #[serde(default)]
+    #[serde(default = "default_restart")]
+    #[schemars(with = "super::reference::RestartChoice")]
     pub restart: Restart,
     /// systemd: units it starts after (`network.target`, `ssh.service`).
     #[serde(default)]
@@ -223,7 +224,7 @@ impl Service {
             name: name.to_string(),
             command: command.iter().map(|c| c.to_string()).collect(),
             script: None,
-            restart: Restart::default(),
+            restart: default_restart(),
             after: Vec::new(),
             wants: Vec::new(),
             wanted_by: default_wanted_by(),
@@ -237,36 +238,12 @@ fn default_wanted_by() -> String {
     "multi-user.target".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    Always,
-    #[default]
-    OnFailure,
-    No,
+/// A service's restart policy: the contract's own type, so the host writes what the phone reads.
+pub use mobix_bootctl::contract::{Init, Restart};
+
+fn default_restart() -> Restart {
+    Restart::OnFailure
 }
-
-impl Restart {
-    /// The same choice in the host↔phone contract.
-    pub fn on_the_phone(self) -> mobix_bootctl::contract::Restart {
-        use mobix_bootctl::contract::Restart as R;
-        match self {
-            Restart::Always => R::Always,
-            Restart::OnFailure => R::OnFailure,
-            Restart::No => R::No,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Restart::Always => "always",
-            Restart::OnFailure => "on-failure",
-            Restart::No => "no",
-        }
-    }
-}
-
-pub use mobix_bootctl::contract::Init;
 
 /// A login account of the system config.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]

@@ -220,6 +220,15 @@ impl Restart {
     fn is_always(&self) -> bool {
         *self == Restart::Always
     }
+
+    /// Its name on the wire, which is also systemd's `Restart=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::No => "no",
+        }
+    }
 }
 
 /// A command that must succeed before a boot counts as good.
