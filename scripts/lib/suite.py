@@ -370,34 +370,41 @@ def main():
     results = Results()
     tenv = boots.env(env)
     t0 = time.monotonic()
-    # Two lanes: tests/phone in one; in the other tests/systemd, then the lints and the
-    # tests that power on no phone (the unit tests and tests/fast, which build). The phones
-    # of both lanes share the machine's cores through lock files (tests/common: three
-    # emulated CPUs at a time, a systemd phone two of them, a small phone one), so a systemd
-    # phone runs beside at most one small phone; the builds go on beside them all.
+    # Two lanes: tests/phone starts in one, tests/systemd in the other. The phones of both
+    # share the machine's cores through lock files (tests/common: three emulated CPUs at a
+    # time, a systemd phone two of them, a small phone one), so a systemd phone runs beside
+    # at most one small phone; builds go on beside them all. Whichever lane ends first takes
+    # the rest, longest first: tests/fast (which builds), the lints, the unit tests.
     every = [(name, exe, where) for where, bins in built.items() for name, exe in bins]
     phone = [b for b in every if b[0].endswith("tests/phone")]
-    last = [b for b in every if b[0].endswith("tests/systemd")]
-    beside = [b for b in every if b not in phone and b not in last]
+    systemd = [b for b in every if b[0].endswith("tests/systemd")]
+    fast = [b for b in every if b[0].endswith("tests/fast")]
+    units = [b for b in every if b not in phone + systemd + fast]
+    rest = [("tests", b) for b in fast] + [("lint", l) for l in lints] + [("tests", b) for b in units]
+    taking = threading.Lock()
     outcome = {}
 
-    def lane(bins, live):
-        outcome[id(bins)] = all([results.run(n, e, w, tenv, pattern, live=live) for n, e, w in bins])
-
-    def side_lane():
-        good = True
-        lane(last, False)
-        for name, args, cwd in lints:
+    def lane(first, live):
+        good = all([results.run(n, e, w, tenv, pattern, live=live) for n, e, w in first])
+        while True:
+            with taking:
+                if not rest:
+                    break
+                kind, job = rest.pop(0)
+            if kind == "tests":
+                good &= results.run(*job[:3], tenv, pattern, live=False)
+                continue
+            name, args, cwd = job
             held = []
             t = time.monotonic()
             code = run_logged(args, cwd=cwd, env=env, held=held)
             emit(f"\n== {name} (ran beside the phone tests; its output as a whole)\n" + "".join(held))
-            timer.steps.append((f"{name}, beside the phone tests", time.monotonic() - t, code == 0))
+            with taking:
+                timer.steps.append((f"{name}, beside the phone tests", time.monotonic() - t, code == 0))
             good &= code == 0
-        lane(beside, False)
-        outcome["lints"] = good
+        outcome[live] = good
 
-    side = threading.Thread(target=side_lane)
+    side = threading.Thread(target=lane, args=(systemd, False))
     side.start()
     lane(phone, True)
     side.join()

@@ -2,7 +2,7 @@
 //! (DHCP, telnet), as the minimal system does once it runs. (A minimal system: it ran with
 //! the systemd tests before, for the USB network they share.)
 
-use crate::common::{mobix_in, ok, phone, repo, shared_store as store};
+use crate::common::{mobix_in, ok, repo, shared_store as store, small_phone};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_debug_shell_and_the_minimal_system_serve_the_usb_network() {
     use std::io::{BufRead, BufReader, Write};
-    let _one = phone();
+    // A minimal system on the profile's one emulated CPU.
+    let _one = small_phone();
     let t = tempfile::tempdir().unwrap();
     let config = t.path().join("debug.yaml");
     fs::write(

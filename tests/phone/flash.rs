@@ -33,7 +33,7 @@ impl Phone {
 
     /// As [`Phone::start`], for a phone that will boot from RAM.
     fn start_to_boot(device: &str, out: &Path, extra: &[&str]) -> Phone {
-        Phone::start_with(device, out, extra, Some(crate::common::phone()))
+        Phone::start_with(device, out, extra, Some(crate::common::small_phone()))
     }
 
     fn start_with(device: &str, out: &Path, extra: &[&str], held: Option<crate::common::PhoneGuard>) -> Phone {
@@ -335,7 +335,8 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
     build(&out, Some(&cfg));
     let (o, c) = (out.to_str().unwrap(), cfg.to_str().unwrap());
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let _held = crate::common::phone();
+    // U-Boot and then the minimal system, on the profile's one emulated CPU.
+    let _held = crate::common::small_phone();
     let mut phone = crate::common::mobix_cmd()
         .args(["run", "--device", "qemu-aarch64", "--fastboot", "--bootloader", "u-boot", "--port", &port])
         .args(["--out", o, "--config", c, "--store", store().to_str().unwrap()])
