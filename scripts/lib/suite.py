@@ -31,6 +31,8 @@ REPORT = REPO / "target" / "test-report"
 LOG = REPORT / "log.txt"
 # The stores the tests keep for the length of a run (under the repo's target/, whatever
 # CARGO_TARGET_DIR says): what the CI cache is filled from.
+# Where every build of the run notes the store paths it needed (mobix's MOBIX_USED_PATHS).
+USED = REPORT / "used-paths"
 KEPT_STORES = ["mobix-test-store", "mobix-test-store-systemd", "mobix-test-caches/store"]
 
 log_file = None
@@ -181,11 +183,13 @@ class CiCache:
             self.config.write_text(f"substituters:\n  - {cache}\ntrusted_keys:\n  - {self.pub}\n")
         return {"MOBIX_CONFIG": str(self.config)}
 
-    def fill(self):
+    def fill(self, used=None):
         """Pushes every path of the suite's kept stores (what the cache lacks). Since the
-        pull brings the whole cache into the shared store, nothing here tells which old
-        paths the run no longer needed: the cache only grows, so past MOBIX_CI_CACHE_MAX_MIB
-        (default 8192) it is deleted and the next run is cold and makes a new one."""
+        pull brings the whole cache into the shared store, the stores hold what earlier runs
+        needed too: with `used` (the file in which every build of a whole, passing run
+        noted the store paths it needed), the cache then keeps only those and their
+        closures, so it does not grow from run to run. Past MOBIX_CI_CACHE_MAX_MIB (default
+        8192) it is deleted and the next run is cold and makes a new one."""
         if not self.key.exists():
             return
         t0 = time.monotonic()
@@ -201,13 +205,44 @@ class CiCache:
             r = self._mobix(["store", "push", *paths, "--to", str(self.cache), "--key", str(self.key)], store=store)
             if r.returncode != 0:
                 say(f"CI cache: pushing {store} failed (the next run is colder): {r.stderr.strip()}")
+        dropped = self._keep_only(used) if used else 0
         size = sum(f.stat().st_size for f in self.cache.rglob("*") if f.is_file()) / 2**20 if self.cache.is_dir() else 0
         cap = int(os.environ.get("MOBIX_CI_CACHE_MAX_MIB", "8192"))
         if size > cap:
             shutil.rmtree(self.cache, ignore_errors=True)
             say(f"CI cache: {size:.0f} MiB is over {cap} MiB; deleted: the next run is cold and makes a new one")
             return
-        say(f"CI cache: {kept} store paths pushed to {self.cache} ({size:.0f} MiB) in {time.monotonic() - t0:.1f} s")
+        say(f"CI cache: {kept} store paths pushed to {self.cache} ({size:.0f} MiB) in {time.monotonic() - t0:.1f} s"
+            + (f"; {dropped} that no build of this run needed dropped" if dropped else ""))
+
+    def _keep_only(self, used):
+        """Deletes from the cache the paths outside the closure of the names in `used`:
+        their metadata first, then the archives no metadata names (an interrupted prune
+        leaves only unnamed archives behind). Returns how many paths went."""
+        names = {l.strip() for l in used.read_text().splitlines() if l.strip()} if used.exists() else set()
+        if not names or not self.cache.is_dir():
+            return 0
+        meta = {}
+        for f in self.cache.glob("*.json"):
+            try:
+                meta[f.name[:-5]] = json.loads(f.read_text())
+            except ValueError:
+                continue
+        keep, todo = set(), [n for n in names if n in meta]
+        while todo:
+            n = todo.pop()
+            if n in keep:
+                continue
+            keep.add(n)
+            todo += [r.rsplit("/", 1)[-1] for r in meta[n].get("references", []) if r.rsplit("/", 1)[-1] in meta]
+        for n in meta.keys() - keep:
+            (self.cache / f"{n}.json").unlink()
+        named = {meta[n].get("archive") for n in keep}
+        archives = self.cache / "archives"
+        for a in archives.iterdir() if archives.is_dir() else []:
+            if f"archives/{a.name}" not in named:
+                a.unlink()
+        return len(meta.keys() - keep)
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,7 +403,8 @@ def main():
 
     boots = Boots()
     results = Results()
-    tenv = boots.env(env)
+    tenv = dict(boots.env(env), MOBIX_USED_PATHS=str(USED))
+    USED.write_text("")
     t0 = time.monotonic()
     # Two lanes: tests/phone starts in one, tests/systemd in the other. The phones of both
     # share the machine's cores through lock files (tests/common: three emulated CPUs at a
@@ -410,7 +446,10 @@ def main():
     side.join()
     ok &= all(outcome.values())
     timer.steps.append(("tests (each binary below)", time.monotonic() - t0, ok))
-    timer.step("CI cache: fill", lambda: (cache.fill(), True)[1])
+    # Only a whole run that passed says what the cache must keep (a failed or partial run
+    # may not have built what the other tests need).
+    whole = ok and not pattern
+    timer.step("CI cache: fill", lambda: (cache.fill(USED if whole else None), True)[1])
     finish(timer, results, cache, t_start, ok, boots.by_test())
     return 0 if ok else 1
 

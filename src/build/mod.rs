@@ -116,6 +116,27 @@ pub struct Report {
     pub present: BTreeSet<StorePath>,
 }
 
+/// The variable naming a file to which every realisation appends the base names of the
+/// store paths it needed, one per line: `scripts/test` keeps its CI cache to what a run
+/// used with it. Unset, nothing is written.
+pub const USED_PATHS_ENV: &str = "MOBIX_USED_PATHS";
+
+/// Appends `needed` to the [`USED_PATHS_ENV`] file, in one write (builds running at once
+/// append whole lists). A failure to write is said and ignored: it only makes a cache keep
+/// less.
+fn note_used(ctx: &Ctx, needed: &BTreeSet<StorePath>) {
+    let Some(file) = std::env::var_os(USED_PATHS_ENV) else { return };
+    let text: String = needed.iter().map(|p| p.base_name() + "\n").collect();
+    let wrote = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = wrote {
+        ctx.progress.note(&format!("warning: {USED_PATHS_ENV}={}: {e}", Path::new(&file).display()));
+    }
+}
+
 /// What [`walk`] found: every path the targets need, and those a cache will give.
 struct Walk {
     needed: BTreeSet<StorePath>,
@@ -167,6 +188,7 @@ fn walk(
 pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> {
     let mut report = Report::default();
     let mut w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
+    note_used(ctx, &w.needed);
     if w.needed.iter().all(|p| ctx.store.contains(p)) {
         report.present = w.needed.into_iter().filter(|p| plan.get(p).is_some()).collect();
         return Ok(report);
@@ -177,6 +199,7 @@ pub fn realise(ctx: &Ctx, plan: &Plan, targets: &[StorePath]) -> Result<Report> 
         remember_down(ctx, &caches);
         done?;
         w = walk(ctx.store, plan, targets, None, &BTreeSet::new())?;
+        note_used(ctx, &w.needed);
     }
     for p in w.needed.iter().filter(|p| plan.get(p).is_none()) {
         if !ctx.store.contains(p) {
