@@ -66,7 +66,7 @@ impl fmt::Display for Sha256Digest {
     }
 }
 
-pub const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+pub const NIX32_ALPHABET: &[u8; 32] = mobix_bootctl::stream::HASH_ALPHABET;
 
 /// Base-32 as Nix prints hashes (least significant 5-bit group last).
 pub fn nix32(bytes: &[u8]) -> String {

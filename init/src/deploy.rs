@@ -1,7 +1,7 @@
 //! `mobix deploy`'s end on the phone, run by the host over ssh as root:
 //! `mobix-init phone-status` says what the phone has and how it booted (JSON,
 //! `contract::PhoneStatus`); `mobix-init receive` reads a deploy stream on stdin
-//! (`contract::DEPLOY_MAGIC`) and makes its generation the trial.
+//! (`stream::DEPLOY_MAGIC`, its frames `stream::DeployFrame`) and makes its generation the trial.
 //!
 //! What a cut connection or a power loss can leave at any moment: store paths arrive in a
 //! directory beside the store and are renamed in only once their content hash matched and
@@ -22,10 +22,9 @@
 use crate::state;
 use crate::sys::{self, Result};
 use mobix_bootctl::content;
-use mobix_bootctl::contract::{
-    BootSpec, Generation, PhoneStatus, DEPLOY_MAGIC, FAILURES_DIR, GENERATIONS_DIR, STORE_DIR,
-};
+use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, Slot, FAILURES_DIR, GENERATIONS_DIR, STORE_DIR};
 use mobix_bootctl::record::{self, BLOCK};
+use mobix_bootctl::stream::{DeployFrame, GcLine, DEPLOY_MAGIC};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -52,9 +51,7 @@ pub fn status() -> Result<()> {
     store.sort();
     let (filesystem, free_bytes) = filesystem("/mobix")?;
     let record = match &booted.state {
-        Some(loc) => {
-            Some(sys::read_at(&loc.device, loc.offset, 2 * BLOCK)?.iter().map(|b| format!("{b:02x}")).collect())
-        }
+        Some(loc) => Some(mobix_bootctl::contract::RecordCopies(sys::read_at(&loc.device, loc.offset, 2 * BLOCK)?)),
         None => None,
     };
     let s = PhoneStatus {
@@ -81,7 +78,7 @@ pub fn status() -> Result<()> {
 }
 
 /// The type of the filesystem mounted at `dir` (from /proc/mounts) and its free bytes.
-fn filesystem(dir: &str) -> Result<(String, u64)> {
+fn filesystem(dir: &str) -> Result<(mobix_bootctl::contract::Filesystem, u64)> {
     let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| format!("reading /proc/mounts: {e}"))?;
     let fstype = mounts
         .lines()
@@ -97,7 +94,7 @@ fn filesystem(dir: &str) -> Result<(String, u64)> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(format!("statvfs {dir}: {}", std::io::Error::last_os_error()));
     }
-    Ok((fstype, st.f_bavail as u64 * st.f_frsize as u64))
+    Ok((fstype.as_str().into(), st.f_bavail as u64 * st.f_frsize as u64))
 }
 
 /// The system filesystem, writable while this lives (ext4 only: erofs cannot be written).
@@ -167,8 +164,12 @@ fn line(r: &mut impl BufRead) -> Result<String> {
     Ok(l)
 }
 
-fn number<T: std::str::FromStr>(s: Option<&str>, what: &str) -> Result<T> {
-    s.and_then(|s| s.parse().ok()).ok_or_else(|| format!("the deploy stream has no valid {what}"))
+/// A payload's length as a buffer's, refused past what this phone could hold in memory.
+fn payload(len: u64) -> Result<usize> {
+    usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= 1 << 30)
+        .ok_or_else(|| format!("the deploy stream announces {len} bytes at once"))
 }
 
 pub fn receive() -> Result<()> {
@@ -176,7 +177,7 @@ pub fn receive() -> Result<()> {
     let loc = boot.state.clone().ok_or("this boot has no boot-state record to put a trial in")?;
     let _lock = lock()?;
     let (fstype, _) = filesystem("/mobix")?;
-    if fstype != "ext4" {
+    if !fstype.takes_new_paths() {
         return Err(format!(
             "the system filesystem is {fstype}, which cannot take new store paths; flash a new system image instead"
         ));
@@ -195,45 +196,33 @@ pub fn receive() -> Result<()> {
     let mut boot_image: Option<Vec<u8>> = None;
     let mut in_place = false;
     let entry = loop {
-        let l = line(&mut r)?;
-        let mut f = l.split(' ');
-        match f.next() {
-            Some("path") => {
-                let base = f.next().unwrap_or("").to_string();
-                let want = f.next().unwrap_or("").to_string();
-                let len: u64 = number(f.next(), "path length")?;
-                if base.is_empty() || base.contains('/') || base.starts_with('.') {
-                    return Err(format!("the deploy stream names a bad store path {base:?}"));
-                }
-                enter(&mut r, &base, &want, len)?;
+        match DeployFrame::parse(&line(&mut r)?)? {
+            DeployFrame::Path { name, content_hash, bytes: len } => {
+                enter(&mut r, name.as_str(), &content_hash, len)?;
                 received += 1;
                 bytes += len;
             }
-            Some("bootimg") => {
-                let len: usize = number(f.next(), "boot image length")?;
-                let want = f.next().unwrap_or("").to_string();
-                in_place = f.next() == Some("in-place");
-                let mut img = vec![0u8; len];
+            DeployFrame::BootImage { bytes: len, sha256, in_place: over } => {
+                in_place = over;
+                let mut img = vec![0u8; payload(len)?];
                 r.read_exact(&mut img).map_err(|e| format!("reading the boot image (the connection was cut?): {e}"))?;
                 let got = content::hex(&content::bytes(&img));
-                if got != want {
-                    return Err(format!("the boot image arrived with sha256 {got}, but the host sent {want}"));
+                if got != sha256 {
+                    return Err(format!("the boot image arrived with sha256 {got}, but the host sent {sha256}"));
                 }
                 boot_image = Some(img);
             }
-            Some("generation") => {
-                let len: usize = number(f.next(), "generation length")?;
-                let tries: u8 = number(f.next(), "number of tries")?;
-                let mut json = vec![0u8; len];
+            DeployFrame::Generation { bytes: len, tries } => {
+                let mut json = vec![0u8; payload(len)?];
                 r.read_exact(&mut json).map_err(|e| format!("reading the generation entry: {e}"))?;
                 let g: Generation =
                     serde_json::from_slice(&json).map_err(|e| format!("parsing the generation entry: {e}"))?;
                 break (g, json, tries);
             }
-            _ => return Err(format!("unexpected line in the deploy stream: {l:?}")),
+            DeployFrame::End => return Err("the deploy stream ended before its generation entry".into()),
         }
     };
-    if line(&mut r)? != "end" {
+    if DeployFrame::parse(&line(&mut r)?)? != DeployFrame::End {
         return Err("the deploy stream has no end; nothing of its generation was kept".into());
     }
     let (g, json, tries) = entry;
@@ -243,7 +232,7 @@ pub fn receive() -> Result<()> {
     let _turn = state::lock_record();
     let rec = state::read(&loc)?;
     let id = record::id_of(g.toplevel.rsplit('/').next().unwrap_or(""));
-    let slot = boot.slot.map_or(0, |s| s.index() as u8);
+    let slot = boot.slot.unwrap_or(Slot::A);
     let Some(img) = boot_image else {
         let next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, slot, tries)?;
         write_file(&Path::new(GENERATIONS_DIR).join(format!("{}.json", g.generation)), &json)?;
@@ -267,7 +256,7 @@ pub fn receive() -> Result<()> {
     if in_place {
         return Err("the host asked to overwrite the running boot image, but this phone has A/B slots".into());
     }
-    let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
+    let other = running.other();
     let misc = sys::find_partition("misc").ok_or("no misc partition to switch slots with")?;
     let part = format!("boot_{}", other.letter());
     let dev = sys::find_partition(&part).ok_or_else(|| format!("no {part} partition"))?;
@@ -275,7 +264,7 @@ pub fn receive() -> Result<()> {
     if img.len() as u64 > room {
         return Err(format!("the boot image ({} bytes) does not fit {part} ({room} bytes)", img.len()));
     }
-    let mut next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, other.index() as u8, tries)?;
+    let mut next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, other, tries)?;
     // What booted from the slot before is gone with its image.
     next.last_good[other.index()] = 0;
     next.pending_slot = record::PendingSlot {
@@ -325,7 +314,7 @@ fn replace_boot_image(
     if img.len() as u64 > room {
         return Err(format!("the boot image ({} bytes) does not fit boot ({room} bytes)", img.len()));
     }
-    let next = mobix_bootctl::counting::add_trial(rec, g.generation, id, 0, tries)?;
+    let next = mobix_bootctl::counting::add_trial(rec, g.generation, id, Slot::A, tries)?;
     write_file(&Path::new(GENERATIONS_DIR).join(format!("{}.json", g.generation)), json)?;
     sync("/mobix");
     state::write(loc, &next)?;
@@ -369,11 +358,10 @@ pub fn gc() -> Result<()> {
     let (mut gens, mut paths) = (Vec::new(), Vec::new());
     loop {
         let l = line(&mut r)?;
-        match l.split_once(' ') {
-            Some(("generation", n)) => gens.push(number::<u32>(Some(n), "generation number")?),
-            Some(("path", p)) if !p.is_empty() && !p.contains('/') && !p.starts_with('.') => paths.push(p.to_string()),
-            _ if l == "end" => break,
-            _ => return Err(format!("unexpected line in the collection list: {l:?}")),
+        match GcLine::parse(&l)? {
+            GcLine::Generation(n) => gens.push(n),
+            GcLine::Path(p) => paths.push(p.as_str().to_string()),
+            GcLine::End => break,
         }
     }
     let rec = state::read(&loc)?;

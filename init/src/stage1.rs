@@ -56,7 +56,7 @@ pub fn run() -> Result<()> {
     }
     let dev = wait_for_partition(&cfg.config.system_partition, Duration::from_secs(15))?;
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
-    sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(&cfg.config.filesystem), libc::MS_RDONLY, None)?;
+    sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(cfg.config.filesystem.name()), libc::MS_RDONLY, None)?;
     say(&format!("mounted {} ({}) read-only", dev.display(), cfg.config.system_partition));
     let gens = state::read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
     if sys::cmdline_has(&cmdline, "mobix.debug-shell") {
@@ -132,7 +132,7 @@ fn pick(
             return Ok(boot(g, BootMode::Manual));
         }
     }
-    let (decision, next) = counting::select(record.as_ref(), &compatible, slot.map_or(0, |s| s.index() as u8));
+    let (decision, next) = counting::select(record.as_ref(), &compatible, slot.unwrap_or(Slot::A));
     if let (Some(before), Some(after)) = (&record, &next) {
         for (b, a) in before.entries.iter().zip(&after.entries) {
             if let (false, mobix_bootctl::record::Status::Bad(why)) = (b.status.is_bad(), a.status) {
@@ -171,9 +171,7 @@ fn pick(
         Decision::Rescue { why } => {
             let latest = next.as_ref().or(record.as_ref());
             if let (Some(s), Some(r)) = (slot, latest) {
-                if let Some(other) =
-                    counting::slot_to_return_to(r, s.index() as u8).and_then(|o| Slot::from_index(o.into()))
-                {
+                if let Some(other) = counting::slot_to_return_to(r, s) {
                     return Err(return_to_slot(loc, next.as_ref(), other, &why));
                 }
             }
@@ -204,7 +202,7 @@ fn return_to_slot(
         return format!("{why}; switching back to slot {letter} failed: {e}");
     }
     let why = format!("{why}; its kernel booted a good generation before");
-    crate::console::report(&Event::SlotSwitch { slot: letter, why });
+    crate::console::report(&Event::SlotSwitch { slot: other, why });
     sys::reboot()
 }
 
@@ -346,7 +344,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let good = Generation {
             generation: 4,
-            toplevel: "/mobix/store/abc-mobix-system".into(),
+            toplevel: "/mobix/store/0123456789abcdfghijklmnpqrsvwxyz-mobix-system".into(),
             kernel: "/mobix/store/k-kernel/Image".into(),
             cmdline: "console=ttyAMA0".into(),
         };

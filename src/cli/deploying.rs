@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::deploy::{self, Outcome, Ssh, Target};
-use mobix_bootctl::contract::{BootSpec, Generation};
 
 #[derive(Args, Debug)]
 #[command(
@@ -54,26 +53,6 @@ pub(super) struct DeployArgs {
     keep: Option<u32>,
 }
 
-#[derive(serde::Serialize)]
-struct BootImage {
-    /// None: written over the running boot image (--kernel-in-place).
-    slot: Option<char>,
-    bytes: usize,
-}
-
-#[derive(serde::Serialize)]
-struct Report<'a> {
-    target: &'a Target,
-    plan: &'a deploy::Plan,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sent: Option<deploy::Sent>,
-    /// The slot a new boot image goes to, and its size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    boot_image: Option<BootImage>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outcome: Option<Outcome>,
-}
-
 pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     let target = Target::parse(&a.to)?;
     if let Some(key) = &a.identity {
@@ -101,218 +80,21 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         super::emulator::system_inputs(g, &a.target, a.dry_run)?;
     let mut ctx = builder_ctx(&store)?;
     a.caches.apply(&mut ctx)?;
-    progress(&format!("asking {} what it has", target.host));
-    let phone = ssh.status()?;
-    if let Some(why) = deploy::layout_change(&phone, profile.device.state_offset()) {
-        return Err(Fail::new(format!("{} cannot take this system by a deploy: {why}", target.host))
-            .hint(format!(
-                "a deploy leaves the phone's partitions as they are. Set `system.size` back to what the phone was \
-                 flashed with, or flash the new size (`mobix build --device {d}`, then `mobix flash --device {d}`; \
-                 where the state shares the system partition, the flash starts /home and /var afresh)",
-                d = a.target.device
-            ))
-            .into());
-    }
-    // What the phone refuses whatever the system is: said before anything is built.
-    if phone.filesystem != "ext4" {
-        return Err(Fail::new(format!(
-            "the phone's system filesystem is {}, which cannot take new store paths",
-            phone.filesystem
-        ))
-        .hint("deploys need `system: { filesystem: ext4 }`; flash this generation instead")
-        .into());
-    }
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
-    let lineage = pipe.lineage(&a.target.out_dir(&repo));
-    let built = pipe.build_system(lineage.out(), !a.dry_run)?;
-    let boot_json = store.host_path(&built.toplevel).join("boot.json");
-    let new: BootSpec = serde_json::from_slice(&std::fs::read(&boot_json)?)?;
-    let closure = store.closure(std::slice::from_ref(&built.toplevel))?;
-    let sizes = |p: &crate::store::StorePath| generation::path_size(&store, p);
-    let refs = |p: &crate::store::StorePath| store.references(p).unwrap_or_default();
-    let plan =
-        deploy::plan(built.generation, &built.toplevel, &closure, &refs, &sizes, &phone.store, &phone.boot_spec, &new);
-    if let Some(g) = phone.generations.iter().find(|e| e.generation == plan.generation) {
-        if g.toplevel != built.toplevel.phone_path() {
-            return Err(Fail::new(format!(
-                "the phone's generation {} is another system ({}) than this host's ({})",
-                plan.generation, g.toplevel, built.toplevel
-            ))
-            .hint("the phone was flashed or deployed from another store; flash it from this one first")
-            .into());
-        }
-    }
-    if let Some(words) = deploy::failed_before(&phone, &built.toplevel) {
-        progress(&format!("warning: {words}"));
-    }
-    progress(&format!(
-        "generation {}: {} of {} store paths to send ({:.1} MiB before compression); the phone is running \
-         generation {} ({} MiB free on its system filesystem)",
-        plan.generation,
-        plan.send.len(),
-        closure.len(),
-        plan.send_bytes as f64 / (1u64 << 20) as f64,
-        phone.booted.generation,
-        phone.free_bytes >> 20
-    ));
-    // A new boot image goes to the inactive A/B slot; a phone without slots would have to
-    // overwrite the boot image it runs, and nothing could fall back from that.
-    let boot_image = match (&plan.boot_image_change, phone.booted.slot) {
-        (None, _) => None,
-        (Some(why), None) if !a.kernel_in_place => {
-            return Err(Fail::new(format!(
-                "generation {} needs a new boot image ({why}), and {} has no A/B slots to put it in beside the \
-                 running one",
-                plan.generation, a.target.device
-            ))
-            .hint(format!(
-                "overwriting the only boot image leaves nothing to fall back to: if the new kernel does not come up, \
-                 or no generation runs under it, the phone stays in a boot loop or a rescue shell until you flash it \
-                 with a cable. Flash instead (`mobix build --device {d}`, then `mobix flash --device {d}` in fastboot \
-                 mode), or accept that with --kernel-in-place",
-                d = a.target.device
-            ))
-            .into());
-        }
-        (Some(why), None) => {
-            let img = pipe_boot_image(&pipe, &store)?;
-            progress(&format!(
-                "generation {} needs a new boot image ({why}): {} KiB written over the running one \
-                 (--kernel-in-place: if its kernel does not come up, nothing falls back)",
-                plan.generation,
-                img.len() >> 10
-            ));
-            Some((None, img))
-        }
-        (Some(why), Some(running)) => {
-            let other = mobix_bootctl::contract::Slot::from_index(1 - running.index()).expect("two slots");
-            let img = pipe_boot_image(&pipe, &store)?;
-            progress(&format!(
-                "generation {} needs a new boot image ({why}): {} KiB for slot {other} (the phone runs slot {running}), \
-                 tried by the bootloader as after a flash",
-                plan.generation,
-                img.len() >> 10
-            ));
-            Some((Some(other), img))
-        }
+    let opts = deploy::Options {
+        no_reboot: a.no_reboot,
+        dry_run: a.dry_run,
+        timeout: Duration::from_secs(a.timeout),
+        kernel_in_place: a.kernel_in_place,
     };
-    // Room for the paths plus a margin for the filesystem's own blocks.
-    if plan.send_bytes + plan.send_bytes / 10 + (4 << 20) > phone.free_bytes {
-        return Err(Fail::new(format!(
-            "the phone's system filesystem has {} MiB free, too little for {} MiB of new store paths",
-            phone.free_bytes >> 20,
-            plan.send_bytes >> 20
-        ))
-        .hint("remove old generations from the phone (`mobix deploy --gc`), or flash a larger `system.size`")
-        .into());
+    let report = deploy::run(&pipe, &ssh, &a.target.out_dir(&repo), &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    if a.dry_run {
-        for (p, size) in &plan.send {
-            progress(&format!("  would send {p} ({} KiB)", size >> 10));
-        }
-        progress(&format!(
-            "would make generation {} the phone's trial and default{}",
-            plan.generation,
-            if a.no_reboot { "" } else { ", then reboot it" }
-        ));
-        match &boot_image {
-            Some((Some(slot), _)) => {
-                progress(&format!("would write the boot image to boot_{} and make slot {slot} active", slot.letter()))
-            }
-            Some((None, _)) => progress("would write the boot image over the running one (boot)"),
-            None => {}
-        }
-        return finish(
-            a,
-            &Report {
-                target: &target,
-                plan: &plan,
-                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
-                sent: None,
-                outcome: None,
-            },
-            ExitCode::SUCCESS,
-        );
-    }
-    let entry = Generation {
-        generation: plan.generation,
-        toplevel: built.toplevel.phone_path(),
-        kernel: new.kernel.clone(),
-        cmdline: new.cmdline.clone(),
-    };
-    let (sent, said) = deploy::send(
-        &store,
-        &ssh,
-        &plan,
-        boot_image.as_ref().map(|b| (&b.1[..], b.0.is_none())),
-        &entry,
-        profile.system.boot.tries,
-        &|m| term::TERMINAL.note(m),
-    )?;
-    progress(&format!("phone: {said} ({:.1}s)", sent.seconds));
-    if a.no_reboot {
-        progress(&format!(
-            "generation {} boots at the phone's next reboot, as a trial: if it fails, the phone falls back by itself",
-            plan.generation
-        ));
-        return finish(
-            a,
-            &Report {
-                target: &target,
-                plan: &plan,
-                boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
-                sent: Some(sent),
-                outcome: None,
-            },
-            ExitCode::SUCCESS,
-        );
-    }
-    progress("rebooting the phone");
-    // The connection ends with the reboot: its exit status says nothing.
-    let _ = ssh.run("systemctl reboot 2>/dev/null || reboot");
-    let (outcome, last) =
-        deploy::wait(&ssh, &phone.boot_id, plan.generation, Duration::from_secs(a.timeout), &progress);
-    if let Some(rec) = last.as_ref().and_then(deploy::record_of) {
-        generation::save_ledger(&store, &store.lock()?, &lineage, &rec)?;
-    }
-    let code = match &outcome {
-        Outcome::Good { generation } => {
-            progress(&format!("generation {generation} booted and is good"));
-            ExitCode::SUCCESS
-        }
-        Outcome::FellBack { generation, booted, reason } => {
-            progress(&format!(
-                "generation {generation} failed ({reason}); the phone fell back to generation {booted} by itself"
-            ));
-            ExitCode::from(1)
-        }
-        Outcome::Pending { generation, booted } => {
-            let seen = match &last {
-                Some(s) if s.boot_id == phone.boot_id => {
-                    "the phone answers but has not restarted since the deploy (does `systemctl reboot` work on it?)"
-                        .into()
-                }
-                Some(s) => format!("the phone last booted generation {booted} ({})", s.booted.mode),
-                None => "the phone did not answer after the reboot".into(),
-            };
-            progress(&format!(
-                "generation {generation} has not settled within {}s: {seen}; look with `ssh {}@{} /run/current-system/init bless status`",
-                a.timeout, target.user, target.host
-            ));
-            ExitCode::from(1)
-        }
-    };
-    finish(
-        a,
-        &Report {
-            target: &target,
-            plan: &plan,
-            boot_image: boot_image.as_ref().map(|(s, b)| BootImage { slot: s.map(|s| s.letter()), bytes: b.len() }),
-            sent: Some(sent),
-            outcome: Some(outcome),
-        },
-        code,
-    )
+    Ok(match report.outcome {
+        None | Some(Outcome::Good { .. }) => ExitCode::SUCCESS,
+        Some(Outcome::FellBack { .. } | Outcome::Pending { .. }) => ExitCode::from(1),
+    })
 }
 
 /// `mobix deploy --gc`: the phone's garbage, decided from what this host's store knows of
@@ -321,7 +103,7 @@ fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
     let store = open_store(g)?;
     progress(&format!("asking {} what it has", ssh.target.host));
     let phone = ssh.status()?;
-    let rec = deploy::record_of(&phone);
+    let rec = phone.boot_record();
     let closure = |toplevel: &str| -> Result<std::collections::BTreeSet<String>> {
         let path = crate::store::StorePath::parse(toplevel).ok().filter(|p| store.contains(p)).ok_or_else(|| {
             Fail::new(format!("{toplevel} is not in this host's store, so what it needs is unknown here"))
@@ -348,31 +130,4 @@ fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "target": ssh.target, "gc": plan }))?);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The boot image of the system being deployed, built alone.
-fn pipe_boot_image(pipe: &pipeline::Pipeline, store: &crate::store::Store) -> Result<Vec<u8>> {
-    let v = pipe.profile.device.bootimg.header_version;
-    if v >= 3 {
-        return Err(Fail::new(format!(
-            "this generation needs a new boot image, and {}'s header version {v} splits it over boot and \
-             vendor_boot, which a deploy does not write yet",
-            pipe.profile.shown()
-        ))
-        .hint(format!(
-            "flash it: `mobix build {a}`, then `mobix flash {a}` in fastboot mode",
-            a = pipe.profile.selection_args()
-        ))
-        .into());
-    }
-    let path = pipe.build_boot_image()?;
-    let file = store.host_path(&path).join(crate::plan::ImageName::Boot.file_name());
-    std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))
-}
-
-fn finish(a: &DeployArgs, r: &Report, code: ExitCode) -> Result<ExitCode> {
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-    }
-    Ok(code)
 }

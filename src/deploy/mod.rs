@@ -8,11 +8,16 @@
 //! and commits the generation only at the stream's end (init/src/deploy.rs), so a cut
 //! connection leaves it booting what it booted before.
 
+mod flow;
+
+pub use flow::{refuse, room, run, BootImage, Options, Report};
+
 use crate::format::bootstate;
 use crate::store::{archive, Store, StorePath};
 use crate::util::Fail;
 use anyhow::{Context, Result};
-use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, DEPLOY_MAGIC};
+use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus};
+use mobix_bootctl::stream::{DeployFrame, GcLine, StoreName, DEPLOY_MAGIC};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -175,22 +180,11 @@ pub fn failure(t: &Target, remote: &str, code: Option<i32>, stderr: &str) -> Fai
     }
 }
 
-/// The boot-state record the phone reported (None: no record, or both copies invalid).
-pub fn record_of(s: &PhoneStatus) -> Option<bootstate::Record> {
-    let hex = s.record.as_ref()?;
-    let bytes: Vec<u8> =
-        (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<_>>()?;
-    if bytes.len() != 2 * bootstate::BLOCK {
-        return None;
-    }
-    bootstate::read_pair(&bytes[..bootstate::BLOCK], &bytes[bootstate::BLOCK..]).0
-}
-
 /// Words for a deploy of `toplevel` that the phone already found bad: the generation it
 /// had there, its reason, and why it failed where the phone recorded one (`s.failures`).
 /// None when the phone has not seen that system fail.
 pub fn failed_before(s: &PhoneStatus, toplevel: &StorePath) -> Option<String> {
-    let rec = record_of(s)?;
+    let rec = s.boot_record()?;
     let id = bootstate::id_of(toplevel.base_name().as_str());
     let e = rec.entries.iter().find(|e| e.id == id && e.status.is_bad())?;
     let bootstate::Status::Bad(reason) = e.status else { return None };
@@ -218,11 +212,24 @@ pub struct Plan {
     pub boot_image_change: Option<String>,
 }
 
-/// The pure decision: `closure` of `toplevel` against what the phone `has`, and whether
-/// the phone's running boot image (`running`) can boot `new`. Paths are sent references
-/// first (`refs` gives a path's references), so that a cut stream leaves no path in the
-/// phone's store whose references are missing.
-#[allow(clippy::too_many_arguments)]
+/// Why the phone's running boot image (`running`) cannot boot a system whose boot image
+/// carries `kernel`, `initrd` and `cmdline` (pure; None: it can), in words.
+pub fn boot_change(running: &BootSpec, kernel: &str, initrd: &str, cmdline: &str) -> Option<String> {
+    let changed: Vec<String> = [
+        ("kernel", &running.kernel, kernel),
+        ("initramfs (stage-1)", &running.initrd, initrd),
+        ("kernel command line", &running.cmdline, cmdline),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(what, a, b)| format!("its {what} ({a} -> {b})"))
+    .collect();
+    (!changed.is_empty()).then(|| changed.join("; "))
+}
+
+/// The pure decision: `closure` of `toplevel` against what the phone `has`. Paths are sent
+/// references first (`refs` gives a path's references), so that a cut stream leaves no
+/// path in the phone's store whose references are missing.
 pub fn plan(
     generation: u32,
     toplevel: &StorePath,
@@ -230,8 +237,7 @@ pub fn plan(
     refs: &dyn Fn(&StorePath) -> BTreeSet<StorePath>,
     sizes: &dyn Fn(&StorePath) -> u64,
     has: &[String],
-    running: &BootSpec,
-    new: &BootSpec,
+    boot_image_change: Option<String>,
 ) -> Plan {
     let has: BTreeSet<&str> = has.iter().map(String::as_str).collect();
     let send: Vec<(StorePath, u64)> = references_first(closure, refs)
@@ -239,23 +245,13 @@ pub fn plan(
         .filter(|p| !has.contains(p.base_name().as_str()))
         .map(|p| (p.clone(), sizes(&p)))
         .collect();
-    let mut changed = Vec::new();
-    for (what, a, b) in [
-        ("kernel", &running.kernel, &new.kernel),
-        ("initramfs (stage-1)", &running.initrd, &new.initrd),
-        ("kernel command line", &running.cmdline, &new.cmdline),
-    ] {
-        if a != b {
-            changed.push(format!("its {what} ({a} -> {b})"));
-        }
-    }
     Plan {
         generation,
         toplevel: toplevel.clone(),
         send_bytes: send.iter().map(|s| s.1).sum(),
         present: closure.len() - send.len(),
         send,
-        boot_image_change: (!changed.is_empty()).then(|| changed.join("; ")),
+        boot_image_change,
     }
 }
 
@@ -328,22 +324,24 @@ pub fn send(
                 Some(h) => h,
                 None => crate::store::content_hash(&host)?,
             };
-            writeln!(stdin, "path {} {} {}", p.base_name(), hash.hex(), tar.len())?;
+            let name = StoreName::parse(&p.base_name()).map_err(anyhow::Error::msg)?;
+            let frame = DeployFrame::Path { name, content_hash: hash.hex(), bytes: tar.len() as u64 };
+            writeln!(stdin, "{}", frame.line())?;
             stdin.write_all(&tar)?;
             bytes += tar.len() as u64;
             progress(&format!("sent {}/{} {}", i + 1, plan.send.len(), p.base_name()));
         }
         if let Some((img, in_place)) = boot_image {
-            let hash = mobix_bootctl::content::hex(&mobix_bootctl::content::bytes(img));
-            writeln!(stdin, "bootimg {} {hash}{}", img.len(), if in_place { " in-place" } else { "" })?;
+            let sha256 = mobix_bootctl::content::hex(&mobix_bootctl::content::bytes(img));
+            writeln!(stdin, "{}", DeployFrame::BootImage { bytes: img.len() as u64, sha256, in_place }.line())?;
             stdin.write_all(img)?;
             bytes += img.len() as u64;
             progress(&format!("sent the boot image ({} KiB)", img.len() >> 10));
         }
         let json = serde_json::to_vec_pretty(entry)?;
-        writeln!(stdin, "generation {} {tries}", json.len())?;
+        writeln!(stdin, "{}", DeployFrame::Generation { bytes: json.len() as u64, tries }.line())?;
         stdin.write_all(&json)?;
-        writeln!(stdin, "end")?;
+        writeln!(stdin, "{}", DeployFrame::End.line())?;
         stdin.flush()?;
         Ok(())
     })();
@@ -448,7 +446,7 @@ pub fn wait(
             continue;
         }
         let failure = s.failures.get(&generation).map(String::as_str);
-        outcome = judge(generation, s.booted.generation, record_of(&s).as_ref(), failure);
+        outcome = judge(generation, s.booted.generation, s.boot_record().as_ref(), failure);
         let now = format!("{:?}", outcome);
         if now != said {
             progress(&format!(
@@ -524,6 +522,12 @@ pub fn gc(
 /// Runs `gc` on the phone (`mobix-init gc`, which checks again that it removes nothing a
 /// staying generation links to); what the phone said.
 pub fn collect(ssh: &Ssh, gc: &Gc) -> Result<String> {
+    let mut lines: Vec<GcLine> = gc.drop_generations.iter().map(|g| GcLine::Generation(*g)).collect();
+    for p in &gc.remove {
+        lines.push(GcLine::Path(StoreName::parse(p).map_err(anyhow::Error::msg)?));
+    }
+    lines.push(GcLine::End);
+    let text: String = lines.iter().map(|l| l.line() + "\n").collect();
     let mut child = ssh
         .command(&format!("{PHONE_INIT} gc"))
         .stdin(Stdio::piped())
@@ -532,14 +536,6 @@ pub fn collect(ssh: &Ssh, gc: &Gc) -> Result<String> {
         .spawn()
         .map_err(|e| crate::util::user_error(e, "running ssh (package openssh-client)"))?;
     let mut stdin = child.stdin.take().expect("piped");
-    let mut text = String::new();
-    for g in &gc.drop_generations {
-        text.push_str(&format!("generation {g}\n"));
-    }
-    for p in &gc.remove {
-        text.push_str(&format!("path {p}\n"));
-    }
-    text.push_str("end\n");
     let written = stdin.write_all(text.as_bytes());
     drop(stdin);
     let out = child.wait_with_output()?;
@@ -622,7 +618,7 @@ mod tests {
     }
 
     #[test]
-    fn only_what_the_phone_lacks_is_sent_and_a_boot_image_change_is_named() {
+    fn only_what_the_phone_lacks_is_sent_and_a_boot_image_change_is_named_in_words() {
         // Named so that the name order (a, b, c) is not the references-first order.
         let (a, b, top) = (sp("c", "busybox"), sp("b", "tree"), sp("a", "system"));
         let closure: BTreeSet<StorePath> = [a.clone(), b.clone(), top.clone()].into();
@@ -636,11 +632,19 @@ mod tests {
             }
         };
         let sizes = |p: &StorePath| if p == &b { 100 } else { 7 };
-        let p = plan(3, &top, &closure, &refs, &sizes, &has, &spec("k", "c"), &spec("k", "c"));
+        let p = plan(3, &top, &closure, &refs, &sizes, &has, None);
         assert_eq!(p.send.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), [b.clone(), top.clone()]);
         assert_eq!((p.send_bytes, p.present, p.boot_image_change), (107, 1, None));
-        let p = plan(3, &top, &closure, &refs, &|_| 1, &has, &spec("k", "c"), &spec("k", "c quiet"));
-        assert_eq!(p.boot_image_change.unwrap(), "its kernel command line (c -> c quiet)");
+        let running = spec("k", "c");
+        assert_eq!(boot_change(&running, "k", &running.initrd, "c"), None);
+        assert_eq!(
+            boot_change(&running, "k", &running.initrd, "c quiet").unwrap(),
+            "its kernel command line (c -> c quiet)"
+        );
+        assert_eq!(
+            boot_change(&running, "k2", "i2", "c").unwrap(),
+            format!("its kernel (k -> k2); its initramfs (stage-1) ({} -> i2)", running.initrd)
+        );
     }
 
     fn rec(status: Status, booted: u32) -> Record {
@@ -711,7 +715,7 @@ mod tests {
         r.entries[1].id = bootstate::id_of(bad.base_name().as_str());
         let block = r.encode().unwrap();
         let mut p = phone(&[2, 3], &[], 2);
-        p.record = Some(block.iter().chain(block.iter()).map(|b| format!("{b:02x}")).collect());
+        p.record = Some(mobix_bootctl::contract::RecordCopies(block.iter().chain(block.iter()).copied().collect()));
         p.failures.insert(3, "health check ping failed\n".into());
         assert_eq!(failed_before(&p, &good), None, "a good one is not warned of");
         assert_eq!(
@@ -778,5 +782,51 @@ mod tests {
         assert!(gc(&s, None, None, &closure).is_err());
         let unknown = |_: &str| -> Result<BTreeSet<String>> { anyhow::bail!("not in this host's store") };
         assert!(gc(&s, Some(&r), None, &unknown).is_err());
+    }
+
+    /// Issue 31: what the phone must refuse is decided before the build, from the phone's
+    /// status, the profile and the planned boot image alone.
+    #[test]
+    fn refusals_need_nothing_built() {
+        use mobix_bootctl::contract::{Filesystem, RecordLocation, Slot};
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let sel = crate::profile::Selection { variant: None, config: None };
+        let profile = crate::profile::load_with(repo, "qemu-aarch64", sel).unwrap();
+        let opts = |kernel_in_place| Options {
+            no_reboot: false,
+            dry_run: false,
+            timeout: Duration::from_secs(1),
+            kernel_in_place,
+        };
+        let words = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        let mut p = phone(&[1], &[], 1);
+        p.booted.state = Some(RecordLocation { device: "/dev/vda2".into(), offset: profile.device.state_offset() });
+        p.booted.slot = Some(Slot::A);
+        refuse(&p, &profile, &opts(false), None).unwrap();
+        refuse(&p, &profile, &opts(false), Some("its kernel (k -> k2)")).unwrap();
+
+        let mut moved = p.clone();
+        moved.booted.state.as_mut().unwrap().offset += 1 << 20;
+        assert!(words(refuse(&moved, &profile, &opts(false), None)).contains("`system.size` changed"));
+
+        let mut erofs = p.clone();
+        erofs.filesystem = Filesystem::Erofs;
+        assert!(
+            words(refuse(&erofs, &profile, &opts(false), None)).contains("is erofs, which cannot take new store paths")
+        );
+
+        let mut no_slots = p.clone();
+        no_slots.booted.slot = None;
+        refuse(&no_slots, &profile, &opts(false), None).unwrap();
+        let w = words(refuse(&no_slots, &profile, &opts(false), Some("its kernel (k -> k2)")));
+        assert!(w.contains("has no A/B slots to put it in"), "{w}");
+        refuse(&no_slots, &profile, &opts(true), Some("its kernel (k -> k2)")).unwrap();
+
+        p.free_bytes = 3 << 20;
+        let w = words(room(&p, 0));
+        assert!(w.contains("has 3 MiB free, too little for 0 MiB of new store paths"), "{w}");
+        p.free_bytes = 100 << 20;
+        room(&p, 80 << 20).unwrap();
+        assert!(words(room(&p, 95 << 20)).contains("too little for 95 MiB"));
     }
 }

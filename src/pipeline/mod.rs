@@ -380,9 +380,8 @@ impl Pipeline<'_> {
     /// `mobix deploy`'s build: the system alone, without images, recorded as a generation
     /// of the phone built into `out` (the newest one again when its toplevel is unchanged).
     /// With `record` false nothing is recorded and the number is the one a build would take.
-    pub fn build_system(&self, out: &Path, record: bool) -> Result<SystemBuilt> {
+    pub fn build_system(&self, sys: &SystemPlan, out: &Path, record: bool) -> Result<SystemBuilt> {
         let store = self.store();
-        let sys = self.plan_system()?;
         self.ctx.progress.note(&format!("kernel: {}", sys.kernel_origin));
         let mut tally = Tally::default();
         tally.add(build::realise(self.ctx, &sys.plan, std::slice::from_ref(&sys.toplevel))?);
@@ -394,7 +393,14 @@ impl Pipeline<'_> {
             generation::next(store, &lin, &sys.toplevel, &self.label(), config.as_deref())?
         };
         let counts = tally.counts(self.ctx.downloads());
-        Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel, counts })
+        Ok(SystemBuilt { generation: rec.generation, new_generation: new, toplevel: sys.toplevel.clone(), counts })
+    }
+
+    /// The number a build of `toplevel` into `lin` would record (nothing is recorded): the
+    /// newest generation's when its toplevel is the same, else the next one.
+    pub fn next_generation(&self, lin: &generation::Lineage, toplevel: &StorePath) -> Result<u32> {
+        let config = self.config_name();
+        Ok(generation::next(self.store(), lin, toplevel, &self.label(), config.as_deref())?.0.generation)
     }
 
     /// The boot image of this system alone (for a deploy whose boot image changed); its
@@ -695,23 +701,4 @@ pub fn carried_generations(
     });
     let state = generation::initial_state(&gens, current, profile.system.boot.tries, known.as_ref());
     Ok((gens, state))
-}
-
-/// The fallback scenarios build their generations through the same pipeline.
-impl crate::vm::scenario::Systems for Pipeline<'_> {
-    fn build(
-        &self,
-        number: u32,
-        tweak: &dyn Fn(&mut profile::SystemConfig),
-        carried: &BTreeMap<u32, StorePath>,
-        state: &dyn Fn(&BTreeMap<u32, StorePath>) -> bootstate::Record,
-    ) -> Result<crate::vm::scenario::Built> {
-        let imgs = self.build_unrecorded(number, tweak, carried, state)?;
-        let store = self.store();
-        Ok(crate::vm::scenario::Built {
-            boot_img: store.host_path(&imgs.boot).join(ImageName::Boot.file_name()),
-            system_img: store.host_path(&imgs.system).join(ImageName::System.file_name()),
-            toplevel: imgs.toplevel,
-        })
-    }
 }

@@ -412,6 +412,16 @@ pub struct SystemPlan {
     pub kernel: StorePath,
     pub initrd: StorePath,
     pub dtb: Option<StorePath>,
+    /// The kernel command line its boot image carries.
+    pub cmdline: String,
+}
+
+impl SystemPlan {
+    /// What this system's boot image boots, as its toplevel's `boot.json` will say (known
+    /// before anything is built): the kernel file, the initramfs, the command line.
+    pub fn boots(&self) -> (String, String, &str) {
+        (format!("{}/Image", self.kernel.phone_path()), self.initrd.phone_path(), &self.cmdline)
+    }
 }
 
 /// The modules stage-1 loads: the profile's, and the system filesystem's module when
@@ -620,7 +630,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         _ => None,
     };
-    Ok(SystemPlan { plan, kernel_origin, toplevel, kernel, initrd, dtb })
+    Ok(SystemPlan { plan, kernel_origin, toplevel, kernel, initrd, dtb, cmdline: cmdline(profile) })
 }
 
 /// The options mobix itself needs from a kernel it builds: devtmpfs (stage-1 mounts it),

@@ -44,19 +44,15 @@ pub enum StorePathError {
     NotStorePath(String),
 }
 
-pub const HASH_LEN: usize = 32;
+pub const HASH_LEN: usize = mobix_bootctl::stream::HASH_LEN;
 
 impl StorePath {
     pub fn new(hash: String, name: &str) -> Result<Self, StorePathError> {
-        let name_ok = !name.is_empty()
-            && name.len() <= 200
-            && !name.starts_with('.')
-            && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
-        if !name_ok {
+        // The one rule of `mobix_bootctl::stream::StoreName`, which the phone applies too.
+        if !mobix_bootctl::stream::name_ok(name) {
             return Err(StorePathError::BadName(name.to_string()));
         }
-        let hash_ok = hash.len() == HASH_LEN && hash.bytes().all(|c| crate::hash::NIX32_ALPHABET.contains(&c));
-        if !hash_ok {
+        if !mobix_bootctl::stream::hash_ok(&hash) {
             return Err(StorePathError::NotStorePath(format!("{hash}-{name}")));
         }
         Ok(StorePath { hash, name: name.to_string() })

@@ -41,6 +41,25 @@ pub trait Systems {
     ) -> Result<Built>;
 }
 
+/// The fallback scenarios build their generations through the same pipeline.
+impl Systems for crate::pipeline::Pipeline<'_> {
+    fn build(
+        &self,
+        number: u32,
+        tweak: &dyn Fn(&mut SystemConfig),
+        carried: &BTreeMap<u32, StorePath>,
+        state: &dyn Fn(&BTreeMap<u32, StorePath>) -> Record,
+    ) -> Result<Built> {
+        let imgs = self.build_unrecorded(number, tweak, carried, state)?;
+        let store = self.ctx.store;
+        Ok(Built {
+            boot_img: store.host_path(&imgs.boot).join(crate::plan::ImageName::Boot.file_name()),
+            system_img: store.host_path(&imgs.system).join(crate::plan::ImageName::System.file_name()),
+            toplevel: imgs.toplevel,
+        })
+    }
+}
+
 pub const NAMES: &[(&str, &str)] = &[
     ("s0", "a good generation boots, is marked good, its slot successful"),
     ("s1", "an update to a good generation 2 boots once as a trial and is marked good"),

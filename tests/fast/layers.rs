@@ -15,9 +15,9 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     &["build"],
     &["generation", "publish"],
+    &["pipeline"],
     &["flash", "deploy"],
     &["vm"],
-    &["pipeline"],
     &["cli"],
 ];
 

@@ -103,6 +103,27 @@ impl Phone {
             .unwrap()
     }
 
+    /// The store paths `mobix build --dry-run` says a build of `pocket.yaml` would build.
+    fn planned_builds(&self) -> Vec<String> {
+        let args = ["build", "--device", "qemu-aarch64", "--config", "pocket.yaml", "--dry-run", "--json", "--store"];
+        let out = self.out.to_str().unwrap();
+        let o = mobix_in(&self.repo, &[&args[..], &[store().to_str().unwrap(), "--out", out]].concat());
+        let plan: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        plan["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["will"] == "build")
+            .map(|r| r["path"].as_str().unwrap().trim_start_matches("/mobix/store/").to_string())
+            .collect()
+    }
+
+    /// None of `paths` (store base names) is in the store: nothing of them was built.
+    fn assert_none_built(&self, paths: &[String], said: &str) {
+        let built: Vec<&String> = paths.iter().filter(|p| store().join(p).exists()).collect();
+        assert!(built.is_empty(), "built before refusing: {built:?}\n{said}");
+    }
+
     /// `mobix deploy --json` of `pocket.yaml` to this phone as root; its output and report.
     fn deploy(&self, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
         let mut args = vec!["deploy".to_string()];
@@ -362,17 +383,46 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
         assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
     });
 
-    // Another `system.size`: the boot-state record would move, so a deploy refuses it
-    // before building or sending anything.
-    story.step("6 another system.size is refused before anything is built", || {
-        let resized = with_root("packages: [tree]\n")
-            .replace("  qemu: { smp: 2 }\n", "  qemu: { smp: 2 }\n  system: { size: 768MiB }\n");
+    // What the phone must refuse is refused before anything is built: another
+    // `system.size` (the boot-state record would move) and too little room on its system
+    // filesystem. Measured: none of the store paths `mobix build --dry-run` says this system
+    // would build appears in the store.
+    // (Host names of this run's own, so that no earlier run's CI cache holds these systems.)
+    story.step("6 another system.size and a full phone are refused before anything is built", || {
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let named =
+            |n: &str| with_root("packages: [tree]\n").replace("hostname: pocket", &format!("hostname: {n}{nonce}"));
+        let resized =
+            named("resized").replace("  qemu: { smp: 2 }\n", "  qemu: { smp: 2 }\n  system: { size: 768MiB }\n");
         fs::write(repo.join("pocket.yaml"), resized).unwrap();
+        let unbuilt = phone.planned_builds();
+        assert!(unbuilt.iter().any(|p| p.ends_with("-etc")), "a new host name needs a new /etc: {unbuilt:?}");
         let (o, _) = phone.deploy(&[]);
         let said = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{said}");
         assert!(said.contains("the phone's system image is 1024 MiB and this system's is 768 MiB"), "{said}");
-        assert!(!said.contains("sent "), "{said}");
+        phone.assert_none_built(&unbuilt, &said);
+
+        // The phone's system filesystem filled to below the room any deploy needs.
+        fs::write(repo.join("pocket.yaml"), named("full")).unwrap();
+        let unbuilt = phone.planned_builds();
+        assert!(unbuilt.iter().any(|p| p.ends_with("-etc")), "a new hostname needs a new /etc: {unbuilt:?}");
+        let fill = "mount -o remount,rw /mobix && fallocate -l $(( $(stat -f -c '%a*%S' /mobix) - (2 << 20) )) \
+                    /mobix/.test-fill && mount -o remount,ro /mobix";
+        let o = phone.ssh("root", "root", &[], fill);
+        assert!(o.status.success(), "filling the phone: {}", String::from_utf8_lossy(&o.stderr));
+        let (o, _) = phone.deploy(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(said.contains("MiB free, too little for 0 MiB of new store paths"), "{said}");
+        phone.assert_none_built(&unbuilt, &said);
+        let o = phone.ssh(
+            "root",
+            "root",
+            &[],
+            "mount -o remount,rw /mobix && rm /mobix/.test-fill && mount -o remount,ro /mobix",
+        );
+        assert!(o.status.success(), "emptying the phone: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(phone.root_status()["booted"]["generation"], second, "the phone runs generation {second}");
     });
 
@@ -409,7 +459,8 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
             let now = phone.root_status();
             assert_eq!(now["boot_id"], before["boot_id"], "no reboot at cut {i} ({cut})");
             let has = now["generations"].as_array().unwrap().iter().any(|g| g["generation"] == fourth);
-            let rec = mobix::deploy::record_of(&serde_json::from_value(now.clone()).unwrap()).expect("a valid record");
+            let now: mobix_bootctl::contract::PhoneStatus = serde_json::from_value(now.clone()).unwrap();
+            let rec = now.boot_record().expect("a valid record");
             let entry = rec.entries.iter().find(|e| u64::from(e.generation) == fourth);
             assert_eq!(has, entry.is_some(), "entry and record agree at cut {i} ({cut})");
             assert_eq!(

@@ -46,7 +46,7 @@ pub enum Event {
     /// `TRIAL-TIMEOUT generation=N: WHY`
     TrialTimeout { generation: u32, why: String },
     /// `SLOT-SWITCH to slot X: WHY`
-    SlotSwitch { slot: char, why: String },
+    SlotSwitch { slot: crate::contract::Slot, why: String },
     /// `RESCUE: WHY`: nothing could boot.
     Rescue { why: String },
 }
@@ -98,7 +98,7 @@ impl Event {
             "HEALTH-FAILED" => Event::HealthFailed { generation: number("generation")?, why },
             "TRIAL-TIMEOUT" => Event::TrialTimeout { generation: number("generation")?, why },
             "SLOT-SWITCH" => {
-                let slot = fields.strip_prefix("to slot ")?.chars().next()?;
+                let slot = crate::contract::Slot::parse(fields.strip_prefix("to slot ")?)?;
                 Event::SlotSwitch { slot, why }
             }
             "RESCUE:" => Event::Rescue { why: tail.to_string() },
@@ -121,7 +121,7 @@ mod tests {
             Event::HealthFailed { generation: 2, why: "health check usb failed (exit status: 1)".into() },
             Event::TrialTimeout { generation: 4, why: "no success point within 90s; rebooting".into() },
             Event::SlotSwitch {
-                slot: 'b',
+                slot: crate::contract::Slot::B,
                 why: "no generation here; its kernel booted a good generation before".into(),
             },
             Event::Rescue { why: "no generation on the system partition".into() },

@@ -106,6 +106,6 @@ pub fn store_path(path: &Path) -> io::Result<[u8; 32]> {
 }
 
 /// Lowercase hex, as the host writes content hashes.
-pub fn hex(d: &[u8; 32]) -> String {
+pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -103,13 +103,69 @@ impl std::fmt::Display for Slot {
     }
 }
 
+/// A system partition's filesystem. On the wire its kernel name (`ext4`, `erofs`), as
+/// `/proc/mounts` says it; a name mobix does not make comes back as [`Filesystem::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Filesystem {
+    Ext4,
+    Erofs,
+    Other(String),
+}
+
+impl Filesystem {
+    pub fn name(&self) -> &str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Erofs => "erofs",
+            Filesystem::Other(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> Filesystem {
+        match s {
+            "ext4" => Filesystem::Ext4,
+            "erofs" => Filesystem::Erofs,
+            other => Filesystem::Other(other.to_string()),
+        }
+    }
+
+    /// Whether a deploy can add store paths to it (erofs is read-only by design).
+    pub fn takes_new_paths(&self) -> bool {
+        *self == Filesystem::Ext4
+    }
+}
+
+impl Serialize for Filesystem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Filesystem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Filesystem::parse(&String::deserialize(d)?))
+    }
+}
+
+impl From<&str> for Filesystem {
+    fn from(s: &str) -> Filesystem {
+        Filesystem::parse(s)
+    }
+}
+
+impl std::fmt::Display for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What the boot image tells stage-1 about the phone and about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Stage1Config {
     /// GPT name of the partition holding `/mobix`.
     pub system_partition: String,
-    /// The system partition's filesystem (`ext4`, `erofs`): what stage-1 mounts it as.
-    pub filesystem: String,
+    /// The system partition's filesystem: what stage-1 mounts it as.
+    pub filesystem: Filesystem,
     pub console: String,
     /// Byte offset of the boot-state area inside the system partition.
     pub state_offset: u64,
@@ -174,9 +230,10 @@ impl Generation {
             || (self.kernel == cfg.kernel && (self.cmdline.is_empty() || self.cmdline == cfg.cmdline))
     }
 
-    /// Whether the entry names a path inside the store (and nothing that climbs out).
+    /// Whether the entry names a store path (`/mobix/store/<hash>-<name>`, by the one rule
+    /// of [`crate::stream::StoreName`]), so nothing that climbs out of the store.
     pub fn toplevel_is_in_store(&self) -> bool {
-        self.toplevel.strip_prefix(STORE_DIR).is_some_and(|r| r.starts_with('/')) && !self.toplevel.contains("..")
+        crate::stream::StoreName::of_path(&self.toplevel).is_ok()
     }
 }
 
@@ -393,28 +450,58 @@ pub struct PhoneStatus {
     pub generations: Vec<Generation>,
     /// The base names (`<hash>-<name>`) in the phone's store.
     pub store: Vec<String>,
-    /// The system filesystem's type (`ext4`, `erofs`) and its free bytes.
-    pub filesystem: String,
+    /// The system filesystem's type and its free bytes.
+    pub filesystem: Filesystem,
     pub free_bytes: u64,
-    /// Both copies of the boot-state record, hex (None: no record location).
-    pub record: Option<String>,
+    /// Both copies of the boot-state record as the phone read them (None: no record
+    /// location).
+    pub record: Option<RecordCopies>,
     /// Why generations failed their health checks, by generation (from [`FAILURES_DIR`]).
     #[serde(default)]
     pub failures: std::collections::BTreeMap<u32, String>,
 }
 
+impl PhoneStatus {
+    /// The boot-state record the phone's copies hold (the newer valid one), if any.
+    pub fn boot_record(&self) -> Option<crate::record::Record> {
+        self.record.as_ref()?.record()
+    }
+}
+
+/// Both copies of the boot-state record, as read from the phone's disk. On the wire a hex
+/// string, as every phone has sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCopies(pub Vec<u8>);
+
+impl RecordCopies {
+    /// The record by stage-1's two-copy rule; None when neither copy is valid or the bytes
+    /// are not two blocks.
+    pub fn record(&self) -> Option<crate::record::Record> {
+        use crate::record::{read_pair, BLOCK};
+        (self.0.len() == 2 * BLOCK).then(|| read_pair(&self.0[..BLOCK], &self.0[BLOCK..]).0)?
+    }
+}
+
+impl Serialize for RecordCopies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::content::hex(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordCopies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(d)?;
+        let digit = |c: u8| (c as char).to_digit(16);
+        let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+            .then(|| hex.as_bytes().chunks(2).map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8)).collect())
+            .flatten();
+        bytes.map(RecordCopies).ok_or_else(|| serde::de::Error::custom("the record copies are not hex"))
+    }
+}
+
 /// Where a failed health check leaves its reason (one file per generation, named by its
 /// number), on the state filesystem where there is one, so that it outlives the reboot.
 pub const FAILURES_DIR: &str = "/var/lib/mobix/failures";
-
-/// The first line of a deploy stream (`mobix-init receive` reads it from stdin). Then, for
-/// each store path, `path <base name> <content hash hex> <tar bytes>` and the tar of the
-/// path (its entries under `out`); when the generation needs a new boot image,
-/// `bootimg <bytes> <sha256 hex>` and the image (written to the inactive A/B slot; with a
-/// trailing ` in-place`, over the boot partition of a phone without slots); then
-/// `generation <json bytes> <tries>` and the [`Generation`] entry; then `end`. Nothing of
-/// the generation is committed before `end`.
-pub const DEPLOY_MAGIC: &str = "mobix-deploy 1";
 
 #[cfg(test)]
 mod tests {
@@ -449,8 +536,12 @@ mod tests {
 
     #[test]
     fn an_old_entry_without_a_kernel_runs_under_any_boot_image() {
-        let g =
-            Generation { generation: 2, toplevel: "/mobix/store/x-y".into(), kernel: "".into(), cmdline: "".into() };
+        let g = Generation {
+            generation: 2,
+            toplevel: format!("/mobix/store/{}-y", "x".repeat(32)),
+            kernel: "".into(),
+            cmdline: "".into(),
+        };
         let cfg = Stage1Config {
             system_partition: "system".into(),
             filesystem: "ext4".into(),
@@ -468,7 +559,43 @@ mod tests {
         assert!(!same.runs_under(&cfg), "another command line is another boot image");
         assert!(g.toplevel_is_in_store());
         assert!(!Generation { toplevel: "/mobix/store/../etc".into(), ..g.clone() }.toplevel_is_in_store());
-        assert!(!Generation { toplevel: "/mobix/storex/y".into(), ..g }.toplevel_is_in_store());
+        assert!(!Generation { toplevel: "/mobix/storex/y".into(), ..g.clone() }.toplevel_is_in_store());
+        assert!(!Generation { toplevel: "/mobix/store/x-y".into(), ..g }.toplevel_is_in_store(), "no store hash");
+    }
+
+    #[test]
+    fn filesystems_cross_as_their_kernel_names_and_unknown_ones_stay_readable() {
+        for (fs, wire) in [
+            (Filesystem::Ext4, "\"ext4\""),
+            (Filesystem::Erofs, "\"erofs\""),
+            (Filesystem::Other("f2fs".into()), "\"f2fs\""),
+        ] {
+            assert_eq!(serde_json::to_string(&fs).unwrap(), wire);
+            assert_eq!(serde_json::from_str::<Filesystem>(wire).unwrap(), fs);
+        }
+        assert!(Filesystem::Ext4.takes_new_paths());
+        assert!(!Filesystem::Erofs.takes_new_paths() && !Filesystem::Other("f2fs".into()).takes_new_paths());
+    }
+
+    #[test]
+    fn record_copies_cross_as_hex_and_give_the_record_by_the_two_copy_rule() {
+        use crate::record::{Record, BLOCK};
+        let rec = Record { seq: 4, default_gen: 2, booted_gen: 2, ..Record::default() };
+        let block = rec.encode().unwrap();
+        let copies = RecordCopies(block.iter().chain(block.iter()).copied().collect());
+        let wire = serde_json::to_string(&copies).unwrap();
+        // As phones have always sent it: lowercase hex of both blocks.
+        assert_eq!(wire.len(), 2 + 4 * BLOCK);
+        assert_eq!(&wire[1..9], &crate::content::hex(&block[..4]));
+        let back: RecordCopies = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, copies);
+        assert_eq!(back.record().map(|r| r.default_gen), Some(2));
+        let mut torn = copies.clone();
+        torn.0[10] ^= 0xff;
+        assert_eq!(torn.record().map(|r| r.seq), Some(4), "the other copy");
+        assert_eq!(RecordCopies(block.to_vec()).record(), None, "one block is not both copies");
+        assert!(serde_json::from_str::<RecordCopies>("\"0g\"").is_err());
+        assert!(serde_json::from_str::<RecordCopies>("\"abc\"").is_err());
     }
 
     fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> String {

@@ -9,6 +9,7 @@
 //! boot, the fallback is the generation that last booted good on this phone, never one that
 //! has not proved itself here while one that has is left.
 
+use crate::contract::Slot;
 use crate::record::{BadReason, Record, Status};
 
 /// What stage-1 does on this boot.
@@ -25,12 +26,9 @@ pub enum Decision {
 /// Where stage-1 goes when nothing can boot with the kernel of `slot` (step 7 of the
 /// design): back to the other slot of an A/B pair, if a generation last found good there is
 /// still not bad, undoing a kernel update whose generations all failed. None: rescue.
-pub fn slot_to_return_to(r: &Record, slot: u8) -> Option<u8> {
-    if slot > 1 {
-        return None;
-    }
-    let other = 1 - slot;
-    let g = r.last_good[other as usize];
+pub fn slot_to_return_to(r: &Record, slot: Slot) -> Option<Slot> {
+    let other = slot.other();
+    let g = r.last_good[other.index()];
     (g != 0 && r.entries.iter().any(|e| e.generation == g && !e.status.is_bad())).then_some(other)
 }
 
@@ -39,7 +37,7 @@ pub fn slot_to_return_to(r: &Record, slot: u8) -> Option<u8> {
 /// running A/B slot. Returns the decision
 /// and, when the record changed, the record to persist *before* switching root: if that
 /// write fails, only a non-trial decision may go ahead.
-pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, Option<Record>) {
+pub fn select(record: Option<&Record>, present: &[u32], slot: Slot) -> (Decision, Option<Record>) {
     let Some(rec) = record else {
         return match present.iter().max() {
             Some(&g) => (Decision::Degraded { generation: g }, None),
@@ -48,7 +46,8 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
     };
     let mut r = rec.clone();
     // The bootloader went back from the new kernel's slot: that generation failed.
-    if r.pending_slot.valid && slot == r.pending_slot.from && slot != r.pending_slot.to {
+    let index = slot.index() as u8;
+    if r.pending_slot.valid && index == r.pending_slot.from && index != r.pending_slot.to {
         let g = r.pending_slot.generation;
         // (Unless it was found bad already, e.g. its tries used up under the new kernel:
         // the first reason stays.)
@@ -68,7 +67,7 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
     // the generation that last booted good with this slot's kernel, then any found good
     // here, newest first; a generation that never proved itself on this phone only when
     // none did.
-    let last_good = r.last_good[(slot as usize).min(1)];
+    let last_good = r.last_good[slot.index()];
     candidates.sort_by_key(|e| {
         (
             e.generation != r.default_gen,
@@ -78,12 +77,7 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: u8) -> (Decision, 
         )
     });
     let decision = match candidates.first() {
-        None => Decision::Rescue {
-            why: format!(
-                "no good or trial generation for the kernel in slot {}",
-                crate::misc::slot_letter(slot as usize)
-            ),
-        },
+        None => Decision::Rescue { why: format!("no good or trial generation for the kernel in slot {slot}") },
         Some(e) => Decision::Boot { generation: e.generation, trial: e.status == Status::Trial },
     };
     if let Decision::Boot { generation, trial } = decision {
@@ -150,7 +144,7 @@ pub fn bless(rec: &Record) -> Record {
 /// as a new system image would have it. A full record makes room by dropping its oldest
 /// entry that is not booted, default or last good; the entries stage-1 may fall back to are
 /// never dropped. Refused: the number taken by another toplevel, or no room.
-pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: u8, tries: u8) -> Result<Record, String> {
+pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: Slot, tries: u8) -> Result<Record, String> {
     use crate::record::{Entry, MAX_ENTRIES};
     let mut r = rec.clone();
     if let Some(e) = r.entries.iter().find(|e| e.generation == generation) {
@@ -167,6 +161,7 @@ pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: u8, t
         };
         r.entries.retain(|e| e.generation != oldest);
     }
+    let kernel_slot = kernel_slot.index() as u8;
     r.entries.push(Entry { generation, id, kernel_slot, tries_left: tries, tries_done: 0, status: Status::Trial });
     r.entries.sort_by_key(|e| e.generation);
     r.default_gen = generation;
@@ -200,7 +195,7 @@ mod tests {
         let mut r = update(3);
         let mut booted = Vec::new();
         for _ in 0..6 {
-            let (d, next) = select(Some(&r), &[1, 2], 0);
+            let (d, next) = select(Some(&r), &[1, 2], Slot::A);
             if let Some(n) = next {
                 r = n;
             }
@@ -217,12 +212,12 @@ mod tests {
 
     #[test]
     fn a_blessed_trial_stays_the_default() {
-        let (d, next) = select(Some(&update(3)), &[1, 2], 0);
+        let (d, next) = select(Some(&update(3)), &[1, 2], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 2, trial: true });
         let r = bless(&next.unwrap());
         assert_eq!(r.last_good[0], 2);
         for _ in 0..5 {
-            let (d, next) = select(Some(&r), &[1, 2], 0);
+            let (d, next) = select(Some(&r), &[1, 2], Slot::A);
             assert_eq!(d, Decision::Boot { generation: 2, trial: false });
             assert!(next.is_none() || next.unwrap().booted_gen == 2, "a good boot changes nothing else");
         }
@@ -234,7 +229,7 @@ mod tests {
         r.entries[1].kernel_slot = 1;
         r.pending_slot = PendingSlot { from: 0, to: 1, generation: 2, valid: true };
         // Running slot a again: the bootloader gave up on slot b's kernel.
-        let (d, next) = select(Some(&r), &[1, 2], 0);
+        let (d, next) = select(Some(&r), &[1, 2], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 1, trial: false });
         let n = next.unwrap();
         assert_eq!(n.entries[1].status, Status::Bad(BadReason::Kernel));
@@ -259,12 +254,12 @@ mod tests {
                 entry(4, Status::Trial, 1),
             ],
         };
-        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 4, trial: true });
         r = next.unwrap();
         assert_eq!(fallback_words(&r, 4), None);
         // 4 never reaches its success point.
-        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 1, trial: false });
         r = next.unwrap();
         assert_eq!(
@@ -274,10 +269,10 @@ mod tests {
         // A good one that is not the slot's last good still comes before an untried one.
         let mut other = r.clone();
         other.last_good = [0, 0];
-        assert_eq!(select(Some(&other), &[1, 2, 3, 4], 0).0, Decision::Boot { generation: 1, trial: false });
+        assert_eq!(select(Some(&other), &[1, 2, 3, 4], Slot::A).0, Decision::Boot { generation: 1, trial: false });
         // With 1 gone bad too, the newest untried one is all there is, and the words say so.
         r.entries[0].status = Status::Bad(BadReason::User);
-        let (d, next) = select(Some(&r), &[1, 2, 3, 4], 0);
+        let (d, next) = select(Some(&r), &[1, 2, 3, 4], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 3, trial: true });
         assert!(fallback_words(&next.unwrap(), 3)
             .unwrap()
@@ -286,10 +281,10 @@ mod tests {
 
     #[test]
     fn corrupt_state_degrades_and_nothing_bootable_is_rescue() {
-        assert_eq!(select(None, &[1, 3, 2], 0).0, Decision::Degraded { generation: 3 });
+        assert_eq!(select(None, &[1, 3, 2], Slot::A).0, Decision::Degraded { generation: 3 });
         let mut r = update(0);
         r.entries[0].status = Status::Bad(BadReason::User);
-        assert!(matches!(select(Some(&r), &[1, 2], 0).0, Decision::Rescue { .. }));
+        assert!(matches!(select(Some(&r), &[1, 2], Slot::A).0, Decision::Rescue { .. }));
     }
 
     #[test]
@@ -297,18 +292,17 @@ mod tests {
         let mut r = update(0);
         r.last_good = [1, 0];
         // Running slot b, whose generation 2 used up its tries: go back to a.
-        let (d, next) = select(Some(&r), &[2], 1);
+        let (d, next) = select(Some(&r), &[2], Slot::B);
         assert!(matches!(d, Decision::Rescue { .. }), "{d:?}");
         let next = next.unwrap_or(r.clone());
-        assert_eq!(slot_to_return_to(&next, 1), Some(0));
+        assert_eq!(slot_to_return_to(&next, Slot::B), Some(Slot::A));
         // Not when slot a's last good generation is bad too, or unknown.
         let mut bad = next.clone();
         bad.entries.iter_mut().filter(|e| e.generation == 1).for_each(|e| e.status = Status::Bad(BadReason::User));
-        assert_eq!(slot_to_return_to(&bad, 1), None);
+        assert_eq!(slot_to_return_to(&bad, Slot::B), None);
         let mut none = next.clone();
         none.last_good = [0, 0];
-        assert_eq!(slot_to_return_to(&none, 1), None);
-        assert_eq!(slot_to_return_to(&next, 2), None);
+        assert_eq!(slot_to_return_to(&none, Slot::B), None);
     }
 
     /// Random interleavings of boots, crashes before and after persisting, failed health
@@ -330,7 +324,7 @@ mod tests {
             let mut blessed = false;
             let good_forever = rand(3) == 0; // does generation 2 ever pass its health check?
             for _ in 0..20 {
-                let (d, next) = select(Some(&disk), &[1, 2], 0);
+                let (d, next) = select(Some(&disk), &[1, 2], Slot::A);
                 // The write of the decision may be lost (power cut before it lands).
                 let persisted = match next {
                     Some(n) if rand(4) != 0 => {
@@ -366,7 +360,7 @@ mod tests {
             }
             if !blessed {
                 // After at most its tries, the update is bad and generation 1 boots.
-                let (d, _) = select(Some(&disk), &[1, 2], 0);
+                let (d, _) = select(Some(&disk), &[1, 2], Slot::A);
                 let settled = disk.entries[1].tries_left == 0 || disk.entries[1].status.is_bad();
                 if settled {
                     assert_eq!(d, Decision::Boot { generation: 1, trial: false });
@@ -382,11 +376,11 @@ mod tests {
         let mut r = update(3);
         r.entries[1].status = Status::Good;
         (r.booted_gen, r.last_good) = (2, [2, 0]);
-        let mut r = add_trial(&r, 3, [3; 16], 0, 2).unwrap();
+        let mut r = add_trial(&r, 3, [3; 16], Slot::A, 2).unwrap();
         assert_eq!((r.default_gen, r.entries.len()), (3, 3));
         let mut booted = Vec::new();
         for _ in 0..4 {
-            let (d, next) = select(Some(&r), &[1, 2, 3], 0);
+            let (d, next) = select(Some(&r), &[1, 2, 3], Slot::A);
             r = next.unwrap_or(r);
             if let Decision::Boot { generation, .. } = d {
                 booted.push(generation);
@@ -394,7 +388,7 @@ mod tests {
         }
         assert_eq!(booted, [3, 3, 2, 2], "two tries, then the newest good one");
         assert_eq!(
-            add_trial(&r, 3, [9; 16], 0, 2).unwrap_err(),
+            add_trial(&r, 3, [9; 16], Slot::A, 2).unwrap_err(),
             "the phone's generation 3 is another system; deploy under a new number"
         );
     }
@@ -404,7 +398,7 @@ mod tests {
         let mut r = update(3);
         r.entries = (1..=32).map(|g| entry(g, Status::Good, 0)).collect();
         (r.booted_gen, r.default_gen, r.last_good) = (1, 2, [3, 0]);
-        let n = add_trial(&r, 40, [4; 16], 0, 3).unwrap();
+        let n = add_trial(&r, 40, [4; 16], Slot::A, 3).unwrap();
         assert_eq!(n.entries.len(), 32);
         assert!(n.entries.iter().all(|e| e.generation != 4), "4 is the oldest that may go");
         for g in [1, 2, 3, 40] {

@@ -2,7 +2,8 @@
 //! same rules: the boot-state record (`record`), boot counting and fallback (`counting`),
 //! the lines the init writes on the serial console for the host (`console`),
 //! the misc partition's A/B metadata and bootloader message (`misc`), their CRC-32, and the
-//! JSON files the host writes for the phone (`contract`), and the content hash of a store
+//! JSON files the host writes for the phone (`contract`), what the host pipes into the
+//! phone's init and the one rule for store names (`stream`), and the content hash of a store
 //! path (`content`).
 //!
 //! Pure: bytes in, bytes out; nothing here prints, and only `content` (which must walk a
@@ -16,3 +17,4 @@ pub mod counting;
 pub mod crc32;
 pub mod misc;
 pub mod record;
+pub mod stream;
