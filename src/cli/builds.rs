@@ -85,13 +85,15 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
             ));
         }
     }
-    let mut lock = Lock::load(&repo)?;
-    let kernel_from = a.kernel_from.map_or_else(|| plan::KernelFrom::default_for(&profile), Into::into);
-    let store = open_store(g)?;
-    let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
+    let gather = Gather {
+        kernel_from: a.kernel_from.map(Into::into),
+        locked: a.locked,
+        dry_run: a.dry_run,
+        caches: Some(&a.caches),
+    };
+    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs_of(g, repo, profile, &gather)?;
     let mut ctx = builder_ctx(&store)?;
     a.caches.apply(&mut ctx)?;
-    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, a.locked, a.dry_run)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
         let d = pipe.dry_run(&a.target.out_dir(&repo))?;

@@ -76,8 +76,8 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     if a.gc {
         return cmd_gc(g, a, &ssh);
     }
-    let super::emulator::SystemInputs { repo, profile, lock, store, inputs } =
-        super::emulator::system_inputs(g, &a.target, a.dry_run)?;
+    let gather = Gather { dry_run: a.dry_run, caches: Some(&a.caches), ..Gather::default() };
+    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, &gather)?;
     let mut ctx = builder_ctx(&store)?;
     a.caches.apply(&mut ctx)?;
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };

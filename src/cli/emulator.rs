@@ -134,30 +134,9 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
     Ok(vm::Firmware::UBoot { bin: store.host_path(&bin).join("u-boot.bin") })
 }
 
-/// What building a target's system needs, with the lock completed for what its config
-/// names (not written with `dry_run`): the tree, profile, lock, store, host facts (with
-/// the profile's default kernel).
-pub(super) struct SystemInputs {
-    pub repo: PathBuf,
-    pub profile: Profile,
-    pub lock: Lock,
-    pub store: Store,
-    pub inputs: plan::Inputs,
-}
-
-pub(super) fn system_inputs(g: &Global, target: &DeviceOut, dry_run: bool) -> Result<SystemInputs> {
-    let repo = find_repo(g)?;
-    let profile = target.load(&repo)?;
-    let mut lock = Lock::load(&repo)?;
-    let store = open_store(g)?;
-    let inputs = pipeline::host_facts(&repo, &profile, plan::KernelFrom::default_for(&profile), &store)?;
-    super::pins::complete_lock(&profile, &inputs.packages, &mut lock, &builder_ctx(&store)?, false, dry_run)?;
-    Ok(SystemInputs { repo, profile, lock, store, inputs })
-}
-
 pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     // The scenario builds its generations from this config: the lock must pin what it names.
-    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, false)?;
+    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, &Gather::default())?;
     let ctx = builder_ctx(&store)?;
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir(&repo).join(format!("scenario-{name}"));

@@ -235,6 +235,51 @@ fn progress(msg: &str) {
     term::TERMINAL.note(msg);
 }
 
+/// What a command that builds a target's system asks of [`system_inputs`].
+#[derive(Default)]
+struct Gather<'a> {
+    /// The kernel to build with (default: the profile's own).
+    kernel_from: Option<plan::KernelFrom>,
+    /// `--locked`: refuse to complete the lock.
+    locked: bool,
+    /// Complete the lock in memory only.
+    dry_run: bool,
+    /// The command's cache options, for the downloads of lock completion.
+    caches: Option<&'a settings::CacheArgs>,
+}
+
+/// What building a target's system needs, gathered in one place for every command that
+/// builds one (`build`, `deploy`, `test --scenario`): the tree, the profile, the lock
+/// completed for what the config names, the store and the host facts.
+struct SystemInputs {
+    repo: PathBuf,
+    profile: Profile,
+    lock: Lock,
+    store: Store,
+    inputs: plan::Inputs,
+}
+
+fn system_inputs(g: &Global, target: &DeviceOut, want: &Gather) -> Result<SystemInputs> {
+    let repo = find_repo(g)?;
+    let profile = target.load(&repo)?;
+    system_inputs_of(g, repo, profile, want)
+}
+
+/// [`system_inputs`] for a profile the command loaded already.
+fn system_inputs_of(g: &Global, repo: PathBuf, profile: Profile, want: &Gather) -> Result<SystemInputs> {
+    let mut lock = Lock::load(&repo)?;
+    let store = open_store(g)?;
+    let kernel_from = want.kernel_from.unwrap_or_else(|| plan::KernelFrom::default_for(&profile));
+    let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
+    let mut ctx = builder_ctx(&store)?;
+    if let Some(c) = want.caches {
+        c.apply(&mut ctx)?;
+    }
+    pipeline::lock::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, want.locked, want.dry_run)?;
+    drop(ctx);
+    Ok(SystemInputs { repo, profile, lock, store, inputs })
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Cmd::Build(a) => cmd_build(&cli.global, a),

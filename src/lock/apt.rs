@@ -200,12 +200,14 @@ impl Apt {
             } else {
                 hints.join(" ")
             };
-            return Fail::new(format!(
-                "Debian's arm64 archive (bookworm, -updates, -security) has no package {}",
-                unknown.join(", ")
-            ))
-            .hint(hint)
-            .into();
+            let names: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+            return anyhow::Error::new(UnknownPackages { names }).context(
+                Fail::new(format!(
+                    "Debian's arm64 archive (bookworm, -updates, -security) has no package {}",
+                    unknown.join(", ")
+                ))
+                .hint(hint),
+            );
         }
         if let Some(fail) = vanished(stderr) {
             return fail.into();
@@ -377,6 +379,14 @@ pub struct Resolved {
     pub changed: Vec<(String, String, String)>,
     /// Packages the new solution no longer holds.
     pub removed: Vec<String>,
+}
+
+/// apt's word that it knows no package of these names (the cause under the error
+/// [`resolve`] returns for them), so that a caller can say where the names came from.
+#[derive(Debug, thiserror::Error)]
+#[error("apt: unable to locate package {}", .names.join(", "))]
+pub struct UnknownPackages {
+    pub names: Vec<String>,
 }
 
 /// Resolves `requested` with apt, holding every package of `held` at its pinned version,

@@ -7,6 +7,8 @@
 //! as JSON. I/O: runs the builders through [`build::realise`], records generations and
 //! writes the out directory; it prints nothing (progress goes to the context's reporter).
 
+pub mod lock;
+
 use crate::build::{self, Ctx};
 use crate::format::bootstate;
 use crate::generation;
