@@ -118,31 +118,33 @@ fn take(cores: u32) -> PhoneGuard {
     PhoneGuard
 }
 
-/// Locks `cpus` of the run's CPU files (flock, released when the files close): the first
-/// [`BIG`] in order for a big phone (so that two big phones never each hold one the other
-/// waits for, and a big phone leaves the last file to a small one), any free one for a
-/// small phone.
+/// Locks `cpus` of the run's CPU files (flock, released when the files close). A big phone
+/// first takes the file `big` (so that big phones queue), then the first [`BIG`] CPU files
+/// in order; while one holds `big` (waiting or running), small phones take only the last
+/// file, so that a stream of small phones cannot keep a waiting big one from two CPUs.
+/// Otherwise a small phone takes any free file, the last one first.
 fn lock_cores(cpus: u32) -> Vec<std::fs::File> {
     use std::os::fd::AsRawFd;
     let dir = repo().join("target/test-cores");
     std::fs::create_dir_all(&dir).unwrap();
-    let open = |i: u32| {
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(i.to_string())).unwrap()
-    };
+    let open =
+        |name: &str| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).unwrap();
     let flock = |f: &std::fs::File, how: libc::c_int| unsafe { libc::flock(f.as_raw_fd(), how) } == 0;
+    let wait = |f: std::fs::File| {
+        assert!(flock(&f, libc::LOCK_EX), "locking {}: {}", dir.display(), std::io::Error::last_os_error());
+        f
+    };
     if cpus == BIG {
-        return (0..BIG)
-            .map(|i| {
-                let f = open(i);
-                assert!(flock(&f, libc::LOCK_EX), "locking {}: {}", dir.display(), std::io::Error::last_os_error());
-                f
-            })
-            .collect();
+        let mut held = vec![wait(open("big"))];
+        held.extend((0..BIG).map(|i| wait(open(&i.to_string()))));
+        return held;
     }
+    let big = open("big");
     loop {
+        let big_wanted = !flock(&big, libc::LOCK_SH | libc::LOCK_NB) || !flock(&big, libc::LOCK_UN);
         // The last file first: the one a big phone never takes.
-        for i in (0..CPUS).rev() {
-            let f = open(i);
+        for i in (0..CPUS).rev().filter(|i| *i >= BIG || !big_wanted) {
+            let f = open(&i.to_string());
             if flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
                 return vec![f];
             }
