@@ -97,35 +97,10 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     })
 }
 
-/// `mobix deploy --gc`: the phone's garbage, decided from what this host's store knows of
-/// the closures of the generations that stay.
+/// `mobix deploy --gc` (`deploy::collect_garbage`).
 fn cmd_gc(g: &Global, a: &DeployArgs, ssh: &Ssh) -> Result<ExitCode> {
     let store = open_store(g)?;
-    progress(&format!("asking {} what it has", ssh.target.host));
-    let phone = ssh.status()?;
-    let rec = phone.boot_record();
-    let closure = |toplevel: &str| -> Result<std::collections::BTreeSet<String>> {
-        let path = crate::store::StorePath::parse(toplevel).ok().filter(|p| store.contains(p)).ok_or_else(|| {
-            Fail::new(format!("{toplevel} is not in this host's store, so what it needs is unknown here"))
-                .hint("collect from the host that built it, or deploy from this one first")
-        })?;
-        Ok(store.closure(&[path])?.iter().map(|p| p.base_name()).collect())
-    };
-    let plan = deploy::gc(&phone, rec.as_ref(), a.keep.map(|k| k as usize), &closure)?;
-    progress(&format!(
-        "generations kept: {:?}; dropped: {:?}; {} of {} store paths to remove",
-        plan.keep_generations,
-        plan.drop_generations,
-        plan.remove.len(),
-        phone.store.len()
-    ));
-    for p in &plan.remove {
-        progress(&format!("  {} {p}", if a.dry_run { "would remove" } else { "removing" }));
-    }
-    if !a.dry_run && (!plan.remove.is_empty() || !plan.drop_generations.is_empty()) {
-        let said = deploy::collect(ssh, &plan)?;
-        progress(&format!("phone: {said}"));
-    }
+    let plan = deploy::collect_garbage(&store, ssh, a.keep.map(|k| k as usize), a.dry_run, &*term::TERMINAL)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "target": ssh.target, "gc": plan }))?);
     }

@@ -322,3 +322,40 @@ fn boot_image(pipe: &Pipeline) -> Result<Vec<u8>> {
     let file = pipe.ctx.store.host_path(&path).join(ImageName::Boot.file_name());
     std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))
 }
+
+/// `mobix deploy --gc`: asks the phone what it has, decides its garbage from what this
+/// host's store knows of the closures of the generations that stay ([`super::gc`], pure),
+/// and has the phone remove it (unless `dry_run`). The plan comes back either way.
+pub fn collect_garbage(
+    store: &Store,
+    ssh: &Ssh,
+    keep: Option<usize>,
+    dry_run: bool,
+    progress: &dyn crate::report::Reporter,
+) -> Result<super::Gc> {
+    progress.note(&format!("asking {} what it has", ssh.target.host));
+    let phone = ssh.status()?;
+    let closure = |toplevel: &str| -> Result<std::collections::BTreeSet<String>> {
+        let path = StorePath::parse(toplevel).ok().filter(|p| store.contains(p)).ok_or_else(|| {
+            Fail::new(format!("{toplevel} is not in this host's store, so what it needs is unknown here"))
+                .hint("collect from the host that built it, or deploy from this one first")
+        })?;
+        Ok(store.closure(&[path])?.iter().map(|p| p.base_name()).collect())
+    };
+    let plan = super::gc(&phone, phone.boot_record().as_ref(), keep, &closure)?;
+    progress.note(&format!(
+        "generations kept: {:?}; dropped: {:?}; {} of {} store paths to remove",
+        plan.keep_generations,
+        plan.drop_generations,
+        plan.remove.len(),
+        phone.store.len()
+    ));
+    for p in &plan.remove {
+        progress.note(&format!("  {} {p}", if dry_run { "would remove" } else { "removing" }));
+    }
+    if !dry_run && (!plan.remove.is_empty() || !plan.drop_generations.is_empty()) {
+        let said = super::collect(ssh, &plan)?;
+        progress.note(&format!("phone: {said}"));
+    }
+    Ok(plan)
+}

@@ -10,7 +10,7 @@
 
 mod flow;
 
-pub use flow::{refuse, room, run, BootImage, Options, Report};
+pub use flow::{collect_garbage, refuse, room, run, BootImage, Options, Report};
 
 use crate::format::bootstate;
 use crate::store::{archive, Store, StorePath};
