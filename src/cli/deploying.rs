@@ -5,7 +5,7 @@ use crate::deploy::{self, Outcome, Ssh, Target};
 
 #[derive(Args, Debug)]
 #[command(
-    mut_arg("config", |a| a.help("The system config to build and deploy (YAML; devices/README.md lists its keys)")),
+    mut_arg("config", |a| a.help("The system config to build and deploy (YAML; `mobix config reference` lists its keys)")),
     mut_arg("out", |a| a.help(
         "The out directory whose generations the deployed one joins (its numbering, the phone's last known \
          record, the emulated phone's host key) [default: out/<device>/ in the mobix tree]"

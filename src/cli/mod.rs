@@ -123,7 +123,7 @@ struct DeviceOut {
     #[arg(long, value_name = "NAME")]
     variant: Option<String>,
     /// The system config (YAML: hostname, cmdline, packages, overlays, services,
-    /// health checks, generations, boot counting, `device:` overrides; devices/README.md).
+    /// health checks, generations, boot counting, `device:` overrides; `mobix config reference`).
     /// `test` and `run` take the one the build used and refuse another.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -296,7 +296,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Store(c) => store::cmd_store(&cli.global, c),
         Cmd::Gc(a) => store::cmd_gc(&cli.global, a),
         Cmd::Config(ConfigCmd::Reference) => {
-            print!("{}", crate::profile::reference::markdown(&crate::profile::reference::system_config_keys()));
+            print!("{}", crate::profile::reference::document());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lock(LockCmd::Update { names, dry_run }) => cmd_lock_update(&cli.global, names, *dry_run),

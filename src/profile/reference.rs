@@ -27,6 +27,37 @@ pub(super) enum RestartChoice {
     No,
 }
 
+/// The initramfs's compression choices, for the schema (the type lives in `format`, whose
+/// codecs know nothing of schemas).
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(super) enum CompressionChoice {
+    /// gzip.
+    Gzip,
+    /// lz4 with the legacy frame, as the kernel reads it.
+    Lz4,
+    /// xz with CRC32, as the kernel reads it.
+    Xz,
+    /// zstd.
+    Zstd,
+    /// Not compressed.
+    None,
+}
+
+/// The kernel Image's compression choices in boot.img, for the schema.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(super) enum KernelCompressionChoice {
+    /// The raw Image.
+    None,
+    /// `Image.gz`, which appended device trees need.
+    Gzip,
+    /// `Image.lz4`.
+    Lz4,
+}
+
 /// One key of the reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
@@ -55,10 +86,21 @@ pub fn system_config_keys() -> Vec<Key> {
         default: "none".into(),
         required: false,
         description: "Device profile keys overriding the merged profile (family, device, variant), merged last: \
-                      every key of devices/README.md."
+                      every key of the device profile (below)."
             .into(),
         example: Some("`{ stage1: { compression: xz } }`".into()),
     });
+    keys.sort_by(|a, b| a.path.cmp(&b.path));
+    keys
+}
+
+/// Every key of a device profile (`devices/<codename>/device.yaml`, its family and variants,
+/// and a system config's `device:`), in the order the types declare them.
+pub fn device_keys() -> Vec<Key> {
+    let schema = schemars::schema_for!(super::Device);
+    let root = schema.as_value();
+    let mut keys = Vec::new();
+    walk(root, root, "", &mut keys);
     keys.sort_by(|a, b| a.path.cmp(&b.path));
     keys
 }
@@ -69,6 +111,9 @@ fn resolve<'a>(root: &'a Value, s: &'a Value) -> &'a Value {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         let name = r.rsplit('/').next().unwrap_or_default();
         return resolve(root, &root["$defs"][name]);
+    }
+    if let Some([only]) = s.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+        return resolve(root, only);
     }
     for alt in ["anyOf", "oneOf"] {
         if let Some(v) = s.get(alt).and_then(Value::as_array) {
@@ -84,16 +129,22 @@ fn resolve<'a>(root: &'a Value, s: &'a Value) -> &'a Value {
 /// The choices of an enum of strings, if `s` is one.
 fn choices(root: &Value, s: &Value) -> Option<Vec<(String, String)>> {
     let s = resolve(root, s);
+    if let Some(c) = s.get("const").and_then(Value::as_str) {
+        return Some(vec![(c.to_string(), text(s))]);
+    }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         return Some(e.iter().filter_map(|v| v.as_str()).map(|v| (v.to_string(), String::new())).collect());
     }
     let alts = s.get("oneOf").and_then(Value::as_array)?;
-    alts.iter()
-        .map(|a| {
-            let c = a.get("const").and_then(Value::as_str)?;
-            Some((c.to_string(), text(a)))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for a in alts {
+        match (a.get("const").and_then(Value::as_str), a.get("enum").and_then(Value::as_array)) {
+            (Some(c), _) => out.push((c.to_string(), text(a))),
+            (None, Some(e)) => out.extend(e.iter().filter_map(Value::as_str).map(|v| (v.to_string(), String::new()))),
+            (None, None) => return None,
+        }
+    }
+    Some(out)
 }
 
 /// `s` in words.
@@ -102,6 +153,9 @@ fn kind(root: &Value, s: &Value) -> String {
         return format!("one of {}", c.iter().map(|(v, _)| format!("`{v}`")).collect::<Vec<_>>().join(", "));
     }
     let r = resolve(root, s);
+    if r.get("format").and_then(Value::as_str) == Some("size") {
+        return "size (bytes, or `512KiB`, `64MiB`, `1GiB`)".into();
+    }
     let ty = match r.get("type") {
         Some(Value::Array(v)) => v.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
         Some(Value::String(t)) => t.as_str(),
@@ -225,18 +279,38 @@ fn walk(root: &Value, s: &Value, prefix: &str, keys: &mut Vec<Key>) {
     }
 }
 
-/// The reference as Markdown: what `mobix config reference` prints.
-pub fn markdown(keys: &[Key]) -> String {
-    let cell = |s: &str| s.replace('|', "\\|");
+/// The reference as Markdown: what `mobix config reference` prints, the system config's keys
+/// and then the device profile's.
+pub fn document() -> String {
+    let mut out = markdown(&system_config_keys());
+    out.push_str(
+        "\n## Device profile keys\n\n\
+         Every key of a device profile (`devices/<codename>/device.yaml`, its family and\n\
+         variants; `devices/README.md` says how they merge) and so of a system config's\n\
+         `device:`, generated from `src/profile/types.rs` the same way. A key is required where\n\
+         its parent mapping is given.\n\n",
+    );
+    out.push_str(&table(&device_keys()));
+    out
+}
+
+/// The system config's reference as Markdown.
+fn markdown(keys: &[Key]) -> String {
     let mut out = String::from(
         "# System config reference\n\n\
          Every key of the system config (`--config FILE`), generated from mobix's types by\n\
          `mobix config reference`: do not edit this file, edit the doc comments of\n\
          `src/profile/system.rs` and run `mobix config reference > docs/config-reference.md`.\n\
          A key under a list is written `list[].key`, under a mapping of names `map.<name>.key`.\n\
-         The device profile's keys (and so those of `device:`) are in `devices/README.md`.\n\n\
-         | key | type | default | what it does | example |\n|---|---|---|---|---|\n",
+         The device profile's keys (and so those of `device:`) follow the system config's.\n\n",
     );
+    out.push_str(&table(keys));
+    out
+}
+
+fn table(keys: &[Key]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = String::from("| key | type | default | what it does | example |\n|---|---|---|---|---|\n");
     for k in keys {
         let default = if k.required { "required".to_string() } else { k.default.clone() };
         out.push_str(&format!(
@@ -272,9 +346,29 @@ mod tests {
     }
 
     #[test]
+    fn every_key_of_a_device_profile_has_a_description() {
+        let keys = device_keys();
+        assert!(keys.len() > 60, "{keys:#?}");
+        let bare: Vec<&str> = keys.iter().filter(|k| k.description.len() < 10).map(|k| k.path.as_str()).collect();
+        assert!(bare.is_empty(), "keys without a description (give their field a doc comment): {bare:?}");
+        let find = |p: &str| keys.iter().find(|k| k.path == p).unwrap_or_else(|| panic!("no key {p}"));
+        assert!(find("storage.partitions[].size").kind.starts_with("size"));
+        assert_eq!(find("system.filesystem").kind, "one of `ext4`, `erofs`");
+        assert_eq!(find("stage1.compression").default, "`gzip`");
+        assert_eq!(find("qemu.smp").default, "1");
+        assert!(find("bootimg.header_version").required);
+        assert_eq!(find("arch").kind, "one of `aarch64`");
+        assert_eq!(find("bootimg.kernel_compression").kind, "one of `none`, `gzip`, `lz4`");
+        assert_eq!(
+            find("bootimg.dtb.mode").kind,
+            "one of `header`, `append`, `second`, `append+header`, `append+second`"
+        );
+    }
+
+    #[test]
     fn the_checked_in_reference_is_what_mobix_config_reference_prints() {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-reference.md");
-        let want = markdown(&system_config_keys());
+        let want = document();
         let have = std::fs::read_to_string(&file).unwrap_or_default();
         assert!(have == want, "{} is stale: run `mobix config reference > docs/config-reference.md`", file.display());
         // Each line of the header is whole (a broken continuation once printed a stray line).

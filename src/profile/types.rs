@@ -1,5 +1,6 @@
-//! The serde types of a device profile, key by key as `devices/README.md` documents them,
-//! and the checks serde cannot express (ranges, cross references, uniqueness).
+//! The serde types of a device profile; their doc comments are the keys' reference
+//! (`mobix config reference`, docs/config-reference.md), with the checks serde cannot
+//! express (ranges, cross references, uniqueness).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,15 @@ impl<'de> Deserialize<'de> for Size {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["integer", "string"], "format": "size" })
     }
 }
 
@@ -61,28 +71,41 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
+    /// 64-bit Arm.
     Aarch64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
     /// Human-readable name ("OnePlus 6").
     pub name: String,
+    /// CPU architecture; only `aarch64` is supported.
     pub arch: Arch,
+    /// How fastboot and USB recognise the phone.
     pub identity: Identity,
+    /// Sector size and partitions.
     pub storage: Storage,
+    /// Which partition holds the mobix store, and its filesystem.
     pub system: SystemPartition,
+    /// Which kernel to boot: `source`, `package` (or both: the package substitutes), or
+    /// `prebuilt` alone.
     pub kernel: KernelRef,
+    /// The boot image's header (AOSP `bootimg.h`). Addresses are `base + offset` modulo
+    /// 2^32, as mkbootimg-osm0sis adds them. Header versions 3 and 4 put the addresses,
+    /// ramdisk, command line and device tree in vendor_boot.img (a `vendor_boot` partition
+    /// is needed, slotted as `boot` is).
     pub bootimg: BootImg,
     /// The console device stage-1 and stage-2 talk on, without `/dev/` (`ttyAMA0`).
     pub console: String,
-    /// Kernel command line arguments, in order.
+    /// Kernel command line arguments, one per item (no spaces inside one), in order;
+    /// include the `console=`.
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// What stage-1 loads.
     pub stage1: Stage1,
     /// Firmware files the phone needs, pinned by hash.
     #[serde(default)]
@@ -96,23 +119,37 @@ pub struct Device {
     /// How `mobix run`/`mobix test` emulate this device; only for devices QEMU can play.
     #[serde(default)]
     pub qemu: Option<Qemu>,
-    /// Where the running system keeps what survives reboots and generations (/var,
-    /// /home, the machine id, ssh host keys): a partition of its own, formatted to fill
-    /// it on first boot. Without it they live in memory.
+    /// Where an `init: systemd` system keeps what survives reboots, new generations and
+    /// updates (/var, /home, the machine id, the ssh host key): `partition`, not slotted.
+    /// On the first boot stage-2 makes an ext4 filesystem filling it, and on later boots
+    /// grows the filesystem when the partition is larger; flashing never writes it. Where
+    /// it is the system partition (phones whose store is on `userdata`), the state is what
+    /// follows the `system.size` bytes of the system image (through a loop device; at least
+    /// 64 MiB, else /var stays in memory): a flash of a system image of the same size keeps
+    /// the owner's data, another `system.size` loses it (`mobix flash` says so first;
+    /// `mobix deploy` refuses it). Without `state`, /var and /home live in memory.
     #[serde(default)]
     pub state: Option<State>,
-    /// USB networking (the phone at 172.16.42.1, the host given 172.16.42.2 by DHCP), set
-    /// up by stage-1 when the phone has a USB device controller.
+    /// USB networking as postmarketOS has it: stage-1 makes a configfs gadget (NCM, RNDIS
+    /// where the kernel has no NCM) on the phone's USB device controller and gives `usb0`
+    /// the address 172.16.42.1 before anything that can fail; an `init: systemd` system's
+    /// networkd then gives the host 172.16.42.2 by DHCP, so `ssh USER@172.16.42.1` works
+    /// over the cable. Stage-1 needs the controller's driver and `usb_f_ncm` (with
+    /// `libcomposite`) in `stage1.modules` unless built in, and waits up to 5 s for a
+    /// controller. With `mobix.debug-shell` on the command line (and in the rescue shell)
+    /// stage-1 serves DHCP and telnet on `usb0` itself, as an `init: minimal` system does
+    /// once running.
     #[serde(default)]
     pub usb_network: Option<UsbNetwork>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsbNetwork {
-    /// The gadget's USB ids [default: 18d1:d001, as postmarketOS uses].
+    /// The gadget's USB vendor id, postmarketOS's [default: 0x18d1].
     #[serde(default = "default_usb_net_vendor")]
     pub vendor_id: u16,
+    /// The gadget's USB product id, postmarketOS's [default: 0xd001].
     #[serde(default = "default_usb_net_product")]
     pub product_id: u16,
 }
@@ -124,24 +161,26 @@ fn default_usb_net_product() -> u16 {
     0xd001
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// A partition from `storage.partitions`, not slotted, not the system partition.
     pub partition: PartitionName,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Firmware {
     /// A `debs` entry of `mobix.lock` whose `lib/firmware` holds the files. Without it,
     /// the files come from the directory the system config names (`firmware_dir`).
     #[serde(default)]
     pub package: Option<String>,
+    /// The files, each pinned by its sha256 (a file that differs stops the build); all are
+    /// installed in the system, `/lib/firmware` pointing there.
     pub files: Vec<FirmwareFile>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareFile {
     /// Path under `/lib/firmware` (`qcom/a630_sqe.fw`).
@@ -153,17 +192,18 @@ pub struct FirmwareFile {
     pub stage1: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Vbmeta {
-    /// Partition name without slot suffix (`vbmeta`).
+    /// The partition it is flashed to, without slot suffix (`vbmeta`).
     pub partition: PartitionName,
-    /// 1 disables verity, 2 verification, 3 both (fastboot's --disable-verity and
-    /// --disable-verification).
+    /// 1 disables verity, 2 verification, 3 both (fastboot's `--disable-verity` and
+    /// `--disable-verification`); the build writes `vbmeta.img` (the minimal image, as
+    /// avbtool makes it) and the flash plan flashes it.
     pub flags: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flash {
     /// Partitions to erase before flashing (some phones need `dtbo` erased to boot a
@@ -172,50 +212,60 @@ pub struct Flash {
     pub erase: Vec<PartitionName>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
-    /// What `fastboot getvar product` answers on this phone.
+    /// What `fastboot getvar product` answers on this phone (at least one); `mobix flash`
+    /// refuses other phones.
     pub fastboot_products: Vec<String>,
+    /// USB ids in fastboot mode.
     #[serde(default)]
     pub usb: Option<UsbId>,
-    /// The keys that start this phone in fastboot mode from power-off
-    /// (`Volume Up + Power`), where known: they differ between phones.
+    /// The keys held at power-on that start the phone in fastboot mode (`Volume Up +
+    /// Power`), where known: `mobix build` says them in its next steps.
     #[serde(default)]
     pub fastboot_keys: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsbId {
+    /// The 16-bit USB vendor id.
     pub vendor_id: u16,
+    /// The 16-bit USB product id.
     pub product_id: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     /// Logical sector size of the phone's storage: 512 (eMMC) or 4096 (UFS).
     pub sector_size: u32,
+    /// The partitions mobix knows about, in disk order; a `boot` partition is required and
+    /// no GPT name may appear twice (counting the `_a`/`_b` names of slotted ones).
     pub partitions: Vec<Partition>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Partition {
-    /// GPT name without slot suffix (`boot`, `system`).
+    /// GPT name without slot suffix (`boot`, `system`): lowercase letters, digits and `_`,
+    /// at most 31.
     pub name: PartitionName,
-    /// Size in bytes, when known: the emulated phone needs it, flashing checks against it.
+    /// A positive multiple of `sector_size`, where known: the emulated phone needs it
+    /// (partitions without one get one there), and flashing checks images against it.
     #[serde(default)]
     pub size: Option<Size>,
-    /// A/B: the partition exists twice, as `<name>_a` and `<name>_b`.
+    /// A/B: the partition exists as `<name>_a` and `<name>_b`; a slotted `boot` makes the
+    /// phone A/B.
     #[serde(default)]
     pub slotted: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Filesystem {
+    /// Writable by deploys: `mke2fs -d`.
     Ext4,
     /// Read-only, compact (what Android uses for its system partitions): `mkfs.erofs`.
     Erofs,
@@ -239,41 +289,52 @@ impl Filesystem {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SystemPartition {
-    /// Which partition (from `storage.partitions`) holds the mobix store.
+    /// A non-slotted partition from `storage.partitions` that holds `/mobix` (the store and
+    /// the generation entries); on phones often `userdata`.
     pub partition: PartitionName,
+    /// Its filesystem: `ext4` (made by `mke2fs -d`, checked by `e2fsck`) or `erofs`
+    /// (read-only and compact, `mkfs.erofs`, checked by `fsck.erofs`; a deploy cannot add
+    /// to it).
     pub filesystem: Filesystem,
-    /// Size of the filesystem image [default: the partition's size].
+    /// Size of the filesystem image, a multiple of 4096, at most the partition's (required
+    /// where the partition has no size) [default: the partition's size].
     #[serde(default)]
     pub size: Option<Size>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelRef {
     /// A kernel spec under `kernels/<name>/`, built from source by the store.
     #[serde(default)]
     pub source: Option<String>,
-    /// A `debs` entry of `mobix.lock`: a prebuilt Debian arm64 kernel image package. With
-    /// `source` it is the substitute (`mobix build --kernel-from substitute`).
+    /// A `debs` entry of `mobix.lock`: a prebuilt arm64 Debian kernel package
+    /// (`linux-image-…-arm64-unsigned`), whose `Image`, device trees and modules mobix uses
+    /// (with a fresh `modules.dep`). With `source` it is the substitute (`mobix build
+    /// --kernel-from substitute`); the build says which kernel it used.
     #[serde(default)]
     pub package: Option<String>,
-    /// A kernel the user supplies (the phone vendor's, one built elsewhere): its `Image`
-    /// and device trees, hashed into the recipe like any input.
+    /// A kernel you supply (the vendor's, one built elsewhere): `image` and `dtbs`,
+    /// relative to the device's directory, hashed into the build like any input. It brings
+    /// no modules, so `stage1.modules` must be empty; its release is what the Image's
+    /// `Linux version` banner says. `mobix device import` writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prebuilt: Option<PrebuiltKernel>,
-    /// The modules installed on the system partition, by name, each with its dependencies
-    /// (and stage-1's modules always). Absent: every module the kernel has. Debian's generic
-    /// kernel carries about 300 MB of drivers for every arm64 board; a phone needs a few.
+    /// The modules the system partition carries, by name, each with what it depends on
+    /// (modules.dep and soft pre-dependencies); `stage1.modules` are always added. Absent:
+    /// every module of the kernel (Debian's generic arm64 kernel has about 300 MB of them).
+    /// A name neither a module nor built in is refused; `null` in a variant undoes a
+    /// family's list.
     #[serde(default)]
     pub modules: Option<Vec<String>>,
 }
 
 /// `kernel.prebuilt`: files on the build machine. Relative paths are relative to the device's
 /// directory (`devices/<codename>/`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrebuiltKernel {
     /// The arm64 kernel `Image` (or `Image.gz`, unpacked by the build).
@@ -284,17 +345,28 @@ pub struct PrebuiltKernel {
     pub dtbs: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootImg {
+    /// The header version, 0 to 4: version 2 needs `dtb` in the header; 3 and 4 write
+    /// vendor_boot.img too.
     pub header_version: u32,
+    /// A power of two from 2048 to 16384 (vendor_boot's with header versions 3 and 4).
     pub page_size: u32,
+    /// Physical base address.
     pub base: u64,
+    /// Kernel load address = base + this.
     pub kernel_offset: u64,
+    /// Ramdisk load address = base + this.
     pub ramdisk_offset: u64,
+    /// Second-stage address offset, used where the device tree goes in the second stage
+    /// (`dtb.mode: second`) [default: 0x00f00000].
     #[serde(default = "default_second_offset")]
     pub second_offset: u64,
+    /// Kernel tags (ATAGS or device tree) address offset.
     pub tags_offset: u64,
+    /// Device-tree load address offset (header version 2; vendor_boot's for 3 and 4)
+    /// [default: 0x01f00000].
     #[serde(default = "default_dtb_offset")]
     pub dtb_offset: u64,
     /// `name[16]` of the header; at most 15 bytes.
@@ -306,11 +378,14 @@ pub struct BootImg {
     /// `YYYY-MM`.
     #[serde(default)]
     pub os_patch_level: Option<String>,
+    /// The device tree: where it comes from and where boot.img carries it (required with
+    /// header version 2).
     #[serde(default)]
     pub dtb: Option<Dtb>,
     /// How the kernel Image is stored in boot.img: `none` (raw Image), `gzip` (Image.gz,
     /// needed for appended DTBs) or `lz4`.
     #[serde(default = "default_kernel_compression")]
+    #[schemars(with = "super::reference::KernelCompressionChoice")]
     pub kernel_compression: Compression,
 }
 
@@ -325,7 +400,7 @@ fn default_dtb_offset() -> u64 {
     0x01f0_0000
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dtb {
     /// Where the device tree comes from. `qemu`: dumped from QEMU's machine model with the
@@ -346,16 +421,18 @@ fn default_dtb_mode() -> DtbMode {
     DtbMode::Header
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DtbSource {
+    /// Dumped from QEMU's machine model with the device's `qemu` settings.
     Qemu,
+    /// The `files` from the kernel's device trees.
     Kernel,
 }
 
 /// Where boot.img carries the device tree(s). Combinations are what postmarketOS's
 /// boot-deploy makes for phones whose deviceinfo asks for two places.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum DtbMode {
     /// The dtb section: boot.img's (header version 2) or vendor_boot.img's (3 and 4).
     #[serde(rename = "header")]
@@ -366,8 +443,10 @@ pub enum DtbMode {
     /// The second-stage slot (header versions 0-2), loaded at base + `second_offset`.
     #[serde(rename = "second")]
     Second,
+    /// Appended and in the dtb section.
     #[serde(rename = "append+header")]
     AppendHeader,
+    /// Appended and in the second-stage slot.
     #[serde(rename = "append+second")]
     AppendSecond,
 }
@@ -384,13 +463,17 @@ impl DtbMode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage1 {
-    /// Kernel modules stage-1 loads, by name; their dependencies come from modules.dep.
+    /// Kernel modules stage-1 loads before it looks for the system partition (`virtio_blk`,
+    /// `ext4`), with their dependencies (modules.dep) and soft pre-dependencies in load
+    /// order; built-in names are accepted and skipped.
     pub modules: Vec<String>,
-    /// gzip, lz4 (legacy frame), xz (CRC32), zstd or none.
+    /// The initramfs's compression, in the form the kernel accepts; the kernel must have
+    /// the matching `CONFIG_RD_*`.
     #[serde(default = "default_compression")]
+    #[schemars(with = "super::reference::CompressionChoice")]
     pub compression: Compression,
 }
 
@@ -400,18 +483,24 @@ fn default_compression() -> Compression {
     Compression::Gzip
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Qemu {
+    /// QEMU's machine.
     #[serde(default = "default_machine")]
     pub machine: String,
+    /// QEMU's CPU model (`max` is about five times slower under TCG).
     #[serde(default = "default_cpu")]
     pub cpu: String,
+    /// RAM in MiB, at least 128.
     #[serde(default = "default_memory")]
     pub memory_mib: u32,
+    /// Emulated CPUs, each a host thread: `2` boots a systemd system about twice as fast
+    /// on a 2-core host (`device: { qemu: { smp: 2 } }` in a system config).
     #[serde(default = "default_smp")]
     pub smp: u32,
-    /// How the phone's disk is attached.
+    /// How the phone's disk is attached (PCI or MMIO transport); stage-1 must load the
+    /// matching modules.
     #[serde(default)]
     pub disk: QemuDisk,
     /// A U-Boot spec (`bootloaders/<name>/`) the store builds; `mobix test --bootloader
@@ -433,11 +522,13 @@ fn default_smp() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum QemuDisk {
+    /// virtio over PCI.
     #[default]
     VirtioBlkPci,
+    /// virtio over MMIO.
     VirtioBlkDevice,
 }
 
@@ -456,6 +547,15 @@ impl QemuDisk {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PartitionName(String);
+
+impl schemars::JsonSchema for PartitionName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PartitionName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": "^[a-z0-9_]{1,31}$" })
+    }
+}
 
 impl TryFrom<String> for PartitionName {
     type Error = String;
