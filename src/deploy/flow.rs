@@ -11,7 +11,7 @@ use crate::profile::Profile;
 use crate::store::{Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::Result;
-use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, Slot};
+use mobix_bootctl::contract::{Generation, PhoneStatus, Slot};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
@@ -80,26 +80,21 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
     same_system(&phone, number, &sys.toplevel)?;
     // The room the new paths need, as far as this host's store knows them before the build:
     // all of them when the system was built before (`mobix build`), else none.
-    let known = if store.contains(&sys.toplevel) {
-        let closure = store.closure(std::slice::from_ref(&sys.toplevel))?;
-        plan_against(store, number, &sys.toplevel, &closure, &phone, None).send_bytes
-    } else {
-        0
+    let early = match store.contains(&sys.toplevel) {
+        true => Some(plan_against(store, number, &sys.toplevel, &phone, boot_change.clone())?),
+        false => None,
     };
-    room(&phone, known)?;
+    room(&phone, early.as_ref().map_or(0, |p| p.send_bytes))?;
 
     let built = pipe.build_system(&sys, lineage.out(), !opts.dry_run)?;
-    let new = built_boot_spec(store, &built.toplevel)?;
-    if (new.kernel.as_str(), new.initrd.as_str(), new.cmdline.as_str()) != (kernel.as_str(), initrd.as_str(), cmdline) {
-        anyhow::bail!("the built system's boot.json ({}) is not what was planned ({kernel}, {initrd}, {cmdline})", {
-            format!("{}, {}, {}", new.kernel, new.initrd, new.cmdline)
-        });
-    }
     // Another build may have taken the planned number meanwhile: checked again for the one
     // this build got.
     same_system(&phone, built.generation, &built.toplevel)?;
-    let closure = store.closure(std::slice::from_ref(&built.toplevel))?;
-    let plan = plan_against(store, built.generation, &built.toplevel, &closure, &phone, boot_change);
+    let plan = match early {
+        // The system was in the store before: the same closure, sized already.
+        Some(p) if p.generation == built.generation => p,
+        _ => plan_against(store, built.generation, &built.toplevel, &phone, boot_change)?,
+    };
     if let Some(words) = super::failed_before(&phone, &built.toplevel) {
         note(&format!("warning: {words}"));
     }
@@ -108,7 +103,7 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
          generation {} ({} MiB free on its system filesystem)",
         plan.generation,
         plan.send.len(),
-        closure.len(),
+        plan.send.len() + plan.present,
         plan.send_bytes as f64 / (1u64 << 20) as f64,
         phone.booted.generation,
         phone.free_bytes >> 20
@@ -168,8 +163,8 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
     let entry = Generation {
         generation: plan.generation,
         toplevel: built.toplevel.phone_path(),
-        kernel: new.kernel.clone(),
-        cmdline: new.cmdline.clone(),
+        kernel,
+        cmdline: cmdline.to_string(),
     };
     let image = boot_image.as_ref().map(|(slot, img)| (&img[..], slot.is_none()));
     let (sent, said) = send(store, ssh, plan, image, &entry, profile.system.boot.tries, &note)?;
@@ -301,19 +296,13 @@ fn plan_against(
     store: &Store,
     number: u32,
     toplevel: &StorePath,
-    closure: &std::collections::BTreeSet<StorePath>,
     phone: &PhoneStatus,
     boot_change: Option<String>,
-) -> Plan {
+) -> Result<Plan> {
+    let closure = store.closure(std::slice::from_ref(toplevel))?;
     let sizes = |p: &StorePath| generation::path_size(store, p);
     let refs = |p: &StorePath| store.references(p).unwrap_or_default();
-    plan(number, toplevel, closure, &refs, &sizes, &phone.store, boot_change)
-}
-
-fn built_boot_spec(store: &Store, toplevel: &StorePath) -> Result<BootSpec> {
-    let file = store.host_path(toplevel).join("boot.json");
-    let bytes = std::fs::read(&file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))?;
-    Ok(serde_json::from_slice(&bytes)?)
+    Ok(plan(number, toplevel, &closure, &refs, &sizes, &phone.store, boot_change))
 }
 
 /// The boot image of the system being deployed, built alone.

@@ -246,3 +246,18 @@ fn a_systemd_etc_has_the_locks_ids_and_the_same_files_for_the_same_config() {
         .contains("ExecStart=\"/bin/sh\" \"-c\" \"date >> /var/lib/hello.log\"\nRestart=on-failure\n"));
     assert_eq!(a.copies[0].path, "shadow");
 }
+
+/// A deploy decides whether the boot image changes from `SystemPlan::boots` before anything
+/// is built: it must say what the toplevel's `boot.json` will (the builder writes the
+/// toplevel recipe's `kernel` input's Image, its `initrd` input and its command line).
+#[test]
+fn a_planned_system_says_what_its_boot_json_will() {
+    let (p, l, i) = fixture();
+    let s = system(&p, &l, &i).unwrap();
+    let top = s.plan.get(&s.toplevel).unwrap();
+    let Builder::Toplevel { cmdline, .. } = &top.recipe.builder else { panic!("{:?}", top.recipe.builder) };
+    let (kernel, initrd, said) = s.boots();
+    assert_eq!(kernel, format!("{}/Image", top.recipe.inputs["kernel"].phone_path()));
+    assert_eq!(initrd, top.recipe.inputs["initrd"].phone_path());
+    assert_eq!(said, cmdline);
+}
