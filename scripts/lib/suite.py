@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "target" / "test-report"
 LOG = REPORT / "log.txt"
-# The stores the tests keep for the length of a run (under the repo's target/, whatever
-# CARGO_TARGET_DIR says): what the CI cache is filled from.
 # Where every build of the run notes the store paths it needed (mobix's MOBIX_USED_PATHS).
 USED = REPORT / "used-paths"
+# The stores the tests keep for the length of a run (under the repo's target/, whatever
+# CARGO_TARGET_DIR says): what the CI cache is filled from.
 KEPT_STORES = ["mobix-test-store", "mobix-test-store-systemd", "mobix-test-caches/store"]
 
 log_file = None
