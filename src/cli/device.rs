@@ -392,7 +392,7 @@ fn write_profile(
     repo: &Path,
     codename: &profile::Codename,
     from: &str,
-    keys: &serde_norway::Value,
+    keys: &profile::imported::DeviceKeys,
     notes: &[(String, String)],
     force: bool,
 ) -> Result<ExitCode> {

@@ -5,9 +5,13 @@
 //!
 //! Unset and `"false"` mean the same (newer pmaports dropped explicit false values).
 
+use super::import::known_partition;
+use super::imported::{
+    BootImgKeys, DeviceKeys, IdentityKeys, KernelKeys, PartitionKeys, Stage1Keys, StorageKeys, VariantKeys,
+};
+use super::types::{Arch, Compression, Dtb, DtbMode, DtbSource, PartitionName, UsbNetwork, Vbmeta};
 use crate::util::Fail;
 use anyhow::Result;
-use serde_norway::{Mapping, Value};
 use std::collections::BTreeMap;
 
 /// The assignments of a deviceinfo file: key (without `deviceinfo_`) to value and line.
@@ -22,7 +26,7 @@ pub const MKBOOTIMG_KERNEL_OFFSET: u64 = 0x0000_8000;
 pub const MKBOOTIMG_RAMDISK_OFFSET: u64 = 0x0100_0000;
 pub const MKBOOTIMG_SECOND_OFFSET: u64 = 0x00f0_0000;
 pub const MKBOOTIMG_TAGS_OFFSET: u64 = 0x0000_0100;
-pub const MKBOOTIMG_PAGE_SIZE: u64 = 2048;
+pub const MKBOOTIMG_PAGE_SIZE: u32 = 2048;
 pub const MKBOOTIMG_BASE: u64 = 0x1000_0000;
 pub const MKBOOTIMG_DTB_OFFSET: u64 = 0x01f0_0000;
 /// boot-deploy's base when `deviceinfo_flash_offset_base` is unset.
@@ -126,6 +130,31 @@ impl DeviceInfo {
         }
     }
 
+    /// A number that fits 32 bits (a header version, a page or sector size), if set.
+    pub fn small_number(&self, key: &str) -> Result<Option<u32>> {
+        self.number(key)?.map(|n| self.fits(key, n, "more than 32 bits hold")).transpose()
+    }
+
+    /// A 16-bit USB id, if set.
+    fn usb_id(&self, key: &str) -> Result<Option<u16>> {
+        self.number(key)?.map(|n| self.fits(key, n, "not a 16-bit USB id")).transpose()
+    }
+
+    fn fits<T: TryFrom<u64>>(&self, key: &str, n: u64, why: &str) -> Result<T> {
+        T::try_from(n).map_err(|_| {
+            Fail::new(format!("{}:{}: deviceinfo_{key}: {n:#x} is {why}", self.origin, self.line(key))).into()
+        })
+    }
+
+    /// `value` of `key` as a partition name.
+    fn partition(&self, key: &str, value: &str) -> Result<PartitionName> {
+        PartitionName::try_from(value).map_err(|why| {
+            Fail::new(format!("{}:{}: deviceinfo_{key}: {why}", self.origin, self.line(key)))
+                .hint("mobix profiles name GPT partitions in lowercase letters, digits and _")
+                .into()
+        })
+    }
+
     /// A number (decimal or `0x` hex), if set.
     pub fn number(&self, key: &str) -> Result<Option<u64>> {
         let Some(v) = self.get(key) else { return Ok(None) };
@@ -143,8 +172,8 @@ impl DeviceInfo {
 #[derive(Debug, Clone)]
 pub struct Imported {
     pub codename: String,
-    /// Profile keys (a mapping, as `device.yaml` holds them).
-    pub keys: Value,
+    /// The profile keys, as `device.yaml` holds them.
+    pub keys: DeviceKeys,
     /// (key or thing, why it is not in `keys` or what was assumed).
     pub notes: Vec<(String, String)>,
 }
@@ -171,15 +200,9 @@ pub fn family_of_dtb(dtb: &str) -> Option<String> {
 /// prebuilt one (Debian's have their storage drivers as modules), a note says it would find
 /// no storage.
 pub fn infer(imp: &mut Imported, di: &DeviceInfo, families: &[FamilyHint], kernel: &KernelChoice) {
-    let Value::Mapping(top) = &mut imp.keys else { return };
+    let keys = &mut imp.keys;
     let dtb = di.get("dtb").and_then(|d| d.split_whitespace().next());
     let family = dtb.and_then(family_of_dtb).and_then(|f| families.iter().find(|h| h.name == f));
-    fn modules_key(top: &mut Mapping) -> Option<&mut Vec<Value>> {
-        match top.get_mut("stage1")?.get_mut("modules")? {
-            Value::Sequence(v) => Some(v),
-            _ => None,
-        }
-    }
     if let (Some(f), KernelChoice::Prebuilt { .. }) = (family, kernel) {
         // A family names its kernel (source, package); a prebuilt one is the only kernel.
         imp.notes.insert(
@@ -197,15 +220,13 @@ pub fn infer(imp: &mut Imported, di: &DeviceInfo, families: &[FamilyHint], kerne
         return;
     }
     if let Some(f) = family {
-        let mut joined: Vec<Value> = f.modules.iter().map(|m| Value::from(m.as_str())).collect();
-        if let Some(list) = modules_key(top) {
-            for m in list.drain(..) {
-                if !joined.contains(&m) {
-                    joined.push(m);
-                }
+        let mut joined = f.modules.clone();
+        for m in keys.stage1.modules.drain(..) {
+            if !joined.contains(&m) {
+                joined.push(m);
             }
-            *list = joined;
         }
+        keys.stage1.modules = joined;
         let mut notes = vec![format!(
             "{} (the tree's family of {} phones, from the device tree {}): its values apply where this profile sets \
              none; its stage-1 modules lead the list",
@@ -214,20 +235,15 @@ pub fn infer(imp: &mut Imported, di: &DeviceInfo, families: &[FamilyHint], kerne
             dtb.unwrap_or("")
         )];
         if matches!(kernel, KernelChoice::Package(_)) {
-            top.remove("kernel");
+            keys.kernel = None;
             imp.notes.retain(|(k, _)| k != "kernel");
             notes.push("the family's kernel replaces Debian's generic stand-in".into());
         }
-        // The family first, as a profile written by hand has it.
-        let mut with = Mapping::new();
-        with.insert("family".into(), f.name.as_str().into());
-        with.extend(std::mem::take(top));
-        *top = with;
+        keys.family = Some(f.name.clone());
         imp.notes.insert(0, ("family".into(), notes.join("; ")));
         return;
     }
-    let empty = modules_key(top).is_none_or(|l| l.is_empty());
-    if empty && !matches!(kernel, KernelChoice::Prebuilt { .. }) {
+    if keys.stage1.modules.is_empty() && !matches!(kernel, KernelChoice::Prebuilt { .. }) {
         let why = match dtb.and_then(family_of_dtb) {
             Some(f) => format!("no family {f} in devices/families/ to take them from; "),
             None => String::new(),
@@ -272,19 +288,11 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
         .into());
     }
     let full_name = if name.starts_with(manufacturer) { name.to_string() } else { format!("{manufacturer} {name}") };
-    let mut top = Mapping::new();
-    let put = |m: &mut Mapping, k: &str, v: Value| {
-        m.insert(Value::from(k), v);
-    };
-    put(&mut top, "name", full_name.into());
-    put(&mut top, "arch", "aarch64".into());
 
     // Identity: pmOS does not record what fastboot calls the phone; the codename's device
     // part is what most bootloaders answer.
     let product = super::import::guessed_product(&codename);
-    let mut identity = Mapping::new();
-    put(&mut identity, "fastboot_products", Value::Sequence(vec![product.into()]));
-    put(&mut top, "identity", Value::Mapping(identity));
+    let identity = IdentityKeys { fastboot_products: vec![product.to_string()] };
     note(
         "identity.fastboot_products",
         format!("{product:?} is a guess from the codename: check it with `fastboot getvar product`"),
@@ -297,7 +305,7 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
     }
     let kernel_part = di.get("flash_fastboot_partition_kernel").unwrap_or("boot");
     let rootfs_part = di.get("flash_fastboot_partition_rootfs").unwrap_or("userdata");
-    let sector = di.number("rootfs_image_sector_size")?.unwrap_or(512);
+    let sector = di.small_number("rootfs_image_sector_size")?.unwrap_or(512);
     // A partition named with its slot (`boot_a`) says the phone has A/B slots.
     let unslotted = |p: &str| p.strip_suffix("_a").or_else(|| p.strip_suffix("_b")).unwrap_or(p).to_string();
     let ab = unslotted(kernel_part) != kernel_part;
@@ -307,25 +315,16 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             format!("pmOS flashes the kernel to {kernel_part}; mobix writes boot.img to boot"),
         );
     }
-    let mut parts = Vec::new();
-    let part = |name: &str, slotted: bool| {
-        let mut m = Mapping::new();
-        m.insert("name".into(), name.into());
-        if slotted {
-            m.insert("slotted".into(), true.into());
-        }
-        Value::Mapping(m)
-    };
-    parts.push(part("boot", ab));
+    let part = |name: PartitionName, slotted: bool| PartitionKeys { name, slotted };
+    let mut parts = vec![part(known_partition("boot"), ab)];
     if di.number("header_version")?.unwrap_or(0) >= 3 {
-        parts.push(part("vendor_boot", ab));
+        parts.push(part(known_partition("vendor_boot"), ab));
     }
-    let mut named = vec!["boot".to_string()];
     for key in ["flash_fastboot_partition_dtbo", "flash_fastboot_partition_vbmeta"] {
         if let Some(p) = di.get(key) {
             let base = unslotted(p);
-            parts.push(part(&base, ab || base != p));
-            named.push(base);
+            let slotted = ab || base != p;
+            parts.push(part(di.partition(key, &base)?, slotted));
         }
     }
     let rootfs_part = if unslotted(rootfs_part) != rootfs_part {
@@ -333,17 +332,14 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             "flash_fastboot_partition_rootfs",
             format!("{rootfs_part} is one slot's; mobix keeps its generations on one unslotted partition: userdata"),
         );
-        "userdata"
+        known_partition("userdata")
     } else {
-        rootfs_part
+        di.partition("flash_fastboot_partition_rootfs", rootfs_part)?
     };
-    if !named.iter().any(|n| n == rootfs_part) {
-        parts.push(part(rootfs_part, false));
+    if !parts.iter().any(|p| p.name == rootfs_part) {
+        parts.push(part(rootfs_part.clone(), false));
     }
-    let mut storage = Mapping::new();
-    put(&mut storage, "sector_size", sector.into());
-    put(&mut storage, "partitions", Value::Sequence(parts));
-    put(&mut top, "storage", Value::Mapping(storage));
+    let storage = StorageKeys { sector_size: sector, partitions: parts };
     if ab {
         note("storage.partitions", format!("A/B: pmOS flashes the kernel to {kernel_part}"));
     } else {
@@ -354,30 +350,20 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
                 .into(),
         );
     }
-    let (system, state, (k, why)) = super::import::store_on(rootfs_part);
-    put(&mut top, "system", system);
-    put(&mut top, "state", state);
+    let (system, state, (k, why)) = super::import::store_on(&rootfs_part);
     note(&k, why);
-    if let Some(v) = di.get("flash_fastboot_partition_vbmeta") {
-        let mut m = Mapping::new();
-        put(&mut m, "partition", v.into());
-        put(&mut m, "flags", 3u64.into());
-        put(&mut top, "vbmeta", Value::Mapping(m));
-    }
+    let vbmeta = match di.get("flash_fastboot_partition_vbmeta") {
+        Some(v) => Some(Vbmeta { partition: di.partition("flash_fastboot_partition_vbmeta", v)?, flags: 3 }),
+        None => None,
+    };
     if let Some(v) = di.get("flash_fastboot_partition_dtbo") {
         note("flash_fastboot_partition_dtbo", format!("pmOS flashes a dtbo from its kernel to {v}; mobix writes none"));
     }
 
     // The kernel: pmOS builds its own for each phone.
-    let mut k = Mapping::new();
-    match kernel {
-        KernelChoice::Prebuilt { image, dtbs } => {
-            if let Value::Mapping(m) = super::import::prebuilt_kernel(image, dtbs.as_deref()) {
-                k = m;
-            }
-        }
+    let kernel_keys = match kernel {
+        KernelChoice::Prebuilt { image, dtbs } => Some(super::import::prebuilt_kernel(image, dtbs.as_deref())),
         KernelChoice::Package(name) => {
-            put(&mut k, "package", name.as_str().into());
             note(
                 "kernel",
                 format!(
@@ -386,18 +372,19 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
                      it lacks): `--kernel-image FILE --dtbs DIR` name your own"
                 ),
             );
+            Some(KernelKeys::Package(name.clone()))
         }
-        KernelChoice::Unknown => note(
-            "kernel",
-            "pmOS builds this phone's kernel itself: name your own (`kernel: {prebuilt: {image: FILE, dtbs: \
-             DIR}}`), a kernels/ spec (`kernel: {source: …}`) or a Debian kernel package that carries its device \
-             tree (`kernel: {package: …}`)"
-                .into(),
-        ),
-    }
-    if !k.is_empty() {
-        put(&mut top, "kernel", Value::Mapping(k));
-    }
+        KernelChoice::Unknown => {
+            note(
+                "kernel",
+                "pmOS builds this phone's kernel itself: name your own (`kernel: {prebuilt: {image: FILE, dtbs: \
+                 DIR}}`), a kernels/ spec (`kernel: {source: …}`) or a Debian kernel package that carries its \
+                 device tree (`kernel: {package: …}`)"
+                    .into(),
+            );
+            None
+        }
+    };
 
     // The boot image, as boot-deploy passes it to mkbootimg.
     if !di.flag("generate_bootimg")? {
@@ -407,24 +394,22 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
                 .into(),
         );
     }
-    let header_version = di.number("header_version")?.unwrap_or(0);
-    let mut b = Mapping::new();
-    put(&mut b, "header_version", header_version.into());
-    let page_size = match di.number("flash_pagesize")? {
+    let header_version = di.small_number("header_version")?.unwrap_or(0);
+    let page_size = match di.small_number("flash_pagesize")? {
         Some(p) => p,
         None => {
             note("flash_pagesize", format!("unset: mkbootimg's default {MKBOOTIMG_PAGE_SIZE}"));
             MKBOOTIMG_PAGE_SIZE
         }
     };
-    put(&mut b, "page_size", page_size.into());
+    let mut b = BootImgKeys::new(header_version, page_size);
     if header_version >= 3 {
         // boot-deploy passes mkbootimg no addresses for these: mkbootimg's defaults.
-        put(&mut b, "base", MKBOOTIMG_BASE.into());
-        put(&mut b, "kernel_offset", MKBOOTIMG_KERNEL_OFFSET.into());
-        put(&mut b, "ramdisk_offset", MKBOOTIMG_RAMDISK_OFFSET.into());
-        put(&mut b, "tags_offset", MKBOOTIMG_TAGS_OFFSET.into());
-        put(&mut b, "dtb_offset", MKBOOTIMG_DTB_OFFSET.into());
+        b.base = Some(MKBOOTIMG_BASE);
+        b.kernel_offset = Some(MKBOOTIMG_KERNEL_OFFSET);
+        b.ramdisk_offset = Some(MKBOOTIMG_RAMDISK_OFFSET);
+        b.tags_offset = Some(MKBOOTIMG_TAGS_OFFSET);
+        b.dtb_offset = Some(MKBOOTIMG_DTB_OFFSET);
         note(
             "header_version",
             format!(
@@ -434,13 +419,13 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
         );
     } else {
         let base = di.number("flash_offset_base")?.unwrap_or(BOOT_DEPLOY_BASE);
-        put(&mut b, "base", base.into());
+        b.base = Some(base);
         let (mut unset, mut highest) = (Vec::new(), 0);
-        for (key, profile_key, default) in [
-            ("flash_offset_kernel", "kernel_offset", MKBOOTIMG_KERNEL_OFFSET),
-            ("flash_offset_ramdisk", "ramdisk_offset", MKBOOTIMG_RAMDISK_OFFSET),
-            ("flash_offset_second", "second_offset", MKBOOTIMG_SECOND_OFFSET),
-            ("flash_offset_tags", "tags_offset", MKBOOTIMG_TAGS_OFFSET),
+        for (key, default) in [
+            ("flash_offset_kernel", MKBOOTIMG_KERNEL_OFFSET),
+            ("flash_offset_ramdisk", MKBOOTIMG_RAMDISK_OFFSET),
+            ("flash_offset_second", MKBOOTIMG_SECOND_OFFSET),
+            ("flash_offset_tags", MKBOOTIMG_TAGS_OFFSET),
         ] {
             let v = di.number(key)?.unwrap_or_else(|| {
                 unset.push(key);
@@ -450,7 +435,13 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             if key != "flash_offset_second" || di.flag("bootimg_dtb_second")? {
                 highest = highest.max(v);
             }
-            put(&mut b, profile_key, v.into());
+            let field = match key {
+                "flash_offset_kernel" => &mut b.kernel_offset,
+                "flash_offset_ramdisk" => &mut b.ramdisk_offset,
+                "flash_offset_second" => &mut b.second_offset,
+                _ => &mut b.tags_offset,
+            };
+            *field = Some(v);
         }
         if !unset.is_empty() {
             note("offsets", format!("unset, so mkbootimg's defaults: {}", unset.join(", ")));
@@ -463,10 +454,10 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             );
         }
     }
-    let dtbs = |v: &str| -> Vec<Value> { v.split_whitespace().map(|d| Value::from(format!("{d}.dtb"))).collect() };
+    let dtbs = |v: &str| -> Vec<String> { v.split_whitespace().map(|d| format!("{d}.dtb")).collect() };
     let dtb_files = di.get("dtb").map(dtbs).unwrap_or_default();
     // `dtb_<variant>`: the device tree of a kernel variant (a panel, a board revision).
-    let mut variants = Mapping::new();
+    let mut variants = BTreeMap::new();
     for (k, (v, line)) in &di.keys {
         let Some(variant) = k.strip_prefix("dtb_") else { continue };
         if v.is_empty() {
@@ -476,13 +467,7 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             note(&format!("deviceinfo_{k}"), format!("line {line}: a true/false value, not a device tree (ignored)"));
             continue;
         }
-        let mut dtb = Mapping::new();
-        put(&mut dtb, "files", Value::Sequence(dtbs(v)));
-        let mut bi = Mapping::new();
-        put(&mut bi, "dtb", Value::Mapping(dtb));
-        let mut var = Mapping::new();
-        put(&mut var, "bootimg", Value::Mapping(bi));
-        put(&mut variants, &variant.replace('_', "-"), Value::Mapping(var));
+        variants.insert(variant.replace('_', "-"), VariantKeys::dtbs(dtbs(v)));
     }
     let has_dtb = !dtb_files.is_empty() || !variants.is_empty();
     // As boot-deploy hands them to mkbootimg: the kernel is Image.gz-dtb with append_dtb,
@@ -490,42 +475,38 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
     // version 2 with its offset; 3 and 4 into vendor_boot).
     let append = di.flag("append_dtb")?;
     if append {
-        put(&mut b, "kernel_compression", "gzip".into());
+        b.kernel_compression = Some(Compression::Gzip);
     }
     let also = if di.flag("bootimg_qcdt")? {
         note("bootimg_qcdt", "the device trees go in a QCDT dt.img, which mobix build does not write yet".into());
         None
     } else if di.flag("bootimg_dtb_second")? {
-        Some("second")
+        Some(DtbMode::Second)
     } else if header_version == 2 {
         let off = di.number("flash_offset_dtb")?.ok_or_else(|| {
             Fail::new(format!("{}: header version 2 needs deviceinfo_flash_offset_dtb", di.origin))
                 .hint("boot-deploy refuses such a deviceinfo too")
         })?;
-        put(&mut b, "dtb_offset", off.into());
-        Some("header")
+        b.dtb_offset = Some(off);
+        Some(DtbMode::Header)
     } else if header_version >= 3 {
-        Some("header")
+        Some(DtbMode::Header)
     } else {
         None
     };
     let mode = match (append, also) {
-        (true, Some(place)) => Some(format!("append+{place}")),
-        (true, None) => Some("append".to_string()),
-        (false, Some(place)) => Some(place.to_string()),
-        (false, None) => {
-            if has_dtb && !di.flag("bootimg_qcdt")? {
+        (true, Some(DtbMode::Second)) => Some(DtbMode::AppendSecond),
+        (true, Some(_)) => Some(DtbMode::AppendHeader),
+        (true, None) => Some(DtbMode::Append),
+        (false, place) => {
+            if place.is_none() && has_dtb && !di.flag("bootimg_qcdt")? {
                 note("dtb", "neither appended nor in the header: pmOS's bootloader finds it elsewhere".into());
             }
-            None
+            place
         }
     };
-    if let (Some(mode), true) = (mode.as_deref(), has_dtb) {
-        let mut dtb = Mapping::new();
-        put(&mut dtb, "source", "kernel".into());
-        put(&mut dtb, "mode", mode.into());
-        put(&mut dtb, "files", Value::Sequence(dtb_files));
-        put(&mut b, "dtb", Value::Mapping(dtb));
+    if let (Some(mode), true) = (mode, has_dtb) {
+        b.dtb = Some(Dtb { source: DtbSource::Kernel, mode, files: dtb_files });
     }
     for key in ["bootimg_append_seandroidenforce", "bootimg_prepend_dhtb", "bootimg_pxa", "bootimg_blobpack"] {
         if di.get(key).is_some_and(|v| v != "false") {
@@ -540,10 +521,6 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
     }
     if let Some(v) = di.get("bootimg_custom_args") {
         note("bootimg_custom_args", format!("extra mkbootimg arguments {v:?} are not mapped"));
-    }
-    put(&mut top, "bootimg", Value::Mapping(b));
-    if !variants.is_empty() {
-        put(&mut top, "variants", Value::Mapping(variants));
     }
 
     // The command line and the console.
@@ -572,50 +549,49 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
         note("cmdline", format!("{} remove pmOS default arguments, which mobix does not add", removed.join(" ")));
     }
     let console = super::import::console_of(args.iter().copied())
-        .or_else(|| di.get("getty").map(|g| g.split(';').next().unwrap_or(g).to_string()));
-    match console {
-        Some(c) if !c.is_empty() => put(&mut top, "console", c.into()),
-        _ => {
-            put(&mut top, "console", "tty0".into());
+        .or_else(|| di.get("getty").map(|g| g.split(';').next().unwrap_or(g).to_string()))
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| {
             note(
                 "console",
                 "no console= argument and no getty: tty0 (the screen); name the serial console if it has one".into(),
-            )
-        }
-    }
-    if !args.is_empty() {
-        put(&mut top, "cmdline", Value::Sequence(args.iter().map(|a| Value::from(*a)).collect()));
-    }
+            );
+            "tty0".into()
+        });
 
     // Stage-1.
-    let mut stage1 = Mapping::new();
-    let mut modules: Vec<Value> = di.get("modules_initfs").unwrap_or("").split_whitespace().map(Value::from).collect();
+    let mut modules: Vec<String> =
+        di.get("modules_initfs").unwrap_or("").split_whitespace().map(str::to_string).collect();
     if matches!(kernel, KernelChoice::Prebuilt { .. }) && !modules.is_empty() {
-        let names: Vec<&str> = modules.iter().filter_map(Value::as_str).collect();
         note(
             "deviceinfo_modules_initfs",
-            format!("a prebuilt kernel brings no modules: {} must be built into it", names.join(" ")),
+            format!("a prebuilt kernel brings no modules: {} must be built into it", modules.join(" ")),
         );
         modules.clear();
     }
-    put(&mut stage1, "modules", Value::Sequence(modules));
-    if let Some(c) = di.get("initfs_compression") {
-        let algo = c.split(':').next().unwrap_or(c);
-        if matches!(algo, "gzip" | "lz4" | "xz" | "zstd" | "none") {
-            put(&mut stage1, "compression", algo.into());
-        } else {
-            note("initfs_compression", format!("{c:?} is not one mobix writes; gzip it is"));
+    let compression = match di.get("initfs_compression") {
+        Some(c) => {
+            let algo = c.split(':').next().unwrap_or(c);
+            match algo {
+                "gzip" => Some(Compression::Gzip),
+                "lz4" => Some(Compression::Lz4),
+                "xz" => Some(Compression::Xz),
+                "zstd" => Some(Compression::Zstd),
+                "none" => Some(Compression::None),
+                _ => {
+                    note("initfs_compression", format!("{c:?} is not one mobix writes; gzip it is"));
+                    None
+                }
+            }
         }
-    }
-    put(&mut top, "stage1", Value::Mapping(stage1));
+        None => None,
+    };
 
     // USB networking: pmOS's gadget ids.
-    if let (Some(v), Some(p)) = (di.number("usb_idVendor")?, di.number("usb_idProduct")?) {
-        let mut u = Mapping::new();
-        put(&mut u, "vendor_id", v.into());
-        put(&mut u, "product_id", p.into());
-        put(&mut top, "usb_network", Value::Mapping(u));
-    }
+    let usb_network = match (di.usb_id("usb_idVendor")?, di.usb_id("usb_idProduct")?) {
+        (Some(vendor_id), Some(product_id)) => Some(UsbNetwork { vendor_id, product_id }),
+        _ => None,
+    };
 
     // What is read for people only, or has no place in a profile.
     // (mobix flashes the system image sparse whatever `flash_sparse` says.)
@@ -669,7 +645,24 @@ pub fn profile_keys(di: &DeviceInfo, cmdline: Option<&str>, kernel: &KernelChoic
             note(&format!("deviceinfo_{k}"), format!("line {line}: {v:?} has no mobix profile key"));
         }
     }
-    Ok(Imported { codename, keys: Value::Mapping(top), notes })
+    let keys = DeviceKeys {
+        family: None,
+        name: full_name,
+        arch: Arch::Aarch64,
+        identity,
+        storage,
+        system,
+        state: Some(state),
+        vbmeta,
+        kernel: kernel_keys,
+        bootimg: b,
+        variants,
+        console,
+        cmdline: args.iter().map(|a| a.to_string()).collect(),
+        stage1: Stage1Keys { modules, compression },
+        usb_network,
+    };
+    Ok(Imported { codename, keys, notes })
 }
 
 #[cfg(test)]
@@ -711,19 +704,25 @@ mod tests {
             .unwrap();
         let k = &got.keys;
         assert_eq!(got.codename, "oneplus-enchilada");
-        assert_eq!(k["name"].as_str(), Some("OnePlus 6"));
-        assert_eq!(k["identity"]["fastboot_products"][0].as_str(), Some("enchilada"));
-        let b = &k["bootimg"];
-        assert_eq!((b["header_version"].as_u64(), b["page_size"].as_u64()), (Some(0), Some(4096)));
-        assert_eq!((b["base"].as_u64(), b["kernel_offset"].as_u64()), (Some(0), Some(0x8000)));
-        assert_eq!(b["dtb"]["mode"].as_str(), Some("append"));
-        assert_eq!(b["dtb"]["files"][0].as_str(), Some("qcom/sdm845-oneplus-enchilada.dtb"));
-        assert_eq!(b["kernel_compression"].as_str(), Some("gzip"));
-        assert_eq!(k["storage"]["sector_size"].as_u64(), Some(4096));
-        assert_eq!(k["console"].as_str(), Some("ttyMSM0"));
-        assert_eq!(k["cmdline"][1].as_str(), Some("quiet"), "comment lines of kernel-cmdline.conf left out");
-        assert!(k["cmdline"].get(2).is_none(), "-splash removes a pmOS default: {:?}", k["cmdline"]);
+        assert_eq!(k.name, "OnePlus 6");
+        assert_eq!(k.identity.fastboot_products, ["enchilada"]);
+        let b = &k.bootimg;
+        assert_eq!((b.header_version, b.page_size), (0, 4096));
+        assert_eq!((b.base, b.kernel_offset), (Some(0), Some(0x8000)));
+        let dtb = b.dtb.as_ref().expect("a device tree");
+        assert_eq!(dtb.mode, DtbMode::Append);
+        assert_eq!(dtb.files, ["qcom/sdm845-oneplus-enchilada.dtb"]);
+        assert_eq!(b.kernel_compression, Some(Compression::Gzip));
+        assert_eq!(k.storage.sector_size, 4096);
+        assert_eq!(k.console, "ttyMSM0");
+        assert_eq!(k.cmdline, ["console=ttyMSM0,115200", "quiet"], "comment lines left out, -splash removes a default");
+        assert_eq!(k.kernel, None);
         assert!(got.notes.iter().any(|(k, _)| k == "kernel"), "{:?}", got.notes);
+        // Written as a person writes a profile: no empty or unset key, addresses as numbers.
+        let text = serde_norway::to_string(k).unwrap();
+        assert!(text.starts_with("name: OnePlus 6\narch: aarch64\n"), "{text}");
+        assert!(!text.contains("null") && !text.contains("kernel:") && !text.contains("slotted"), "{text}");
+        assert!(text.contains("size: 2GiB"), "{text}");
     }
 
     #[test]
@@ -734,17 +733,14 @@ mod tests {
             deviceinfo_dtb_second=\"false\"\ndeviceinfo_append_dtb=\"true\"\n\
             deviceinfo_kernel_cmdline='console=ttyS0'\ndeviceinfo_keyboard=false\n";
         let got = profile_keys(&parse(text, "d").unwrap(), None, &KernelChoice::Unknown).unwrap();
-        let b = &got.keys["bootimg"];
-        assert_eq!(b["base"].as_u64(), Some(BOOT_DEPLOY_BASE));
-        assert_eq!(b["tags_offset"].as_u64(), Some(MKBOOTIMG_TAGS_OFFSET));
-        assert_eq!(b["page_size"].as_u64(), Some(MKBOOTIMG_PAGE_SIZE));
-        assert_eq!(
-            got.keys["variants"]["tianma"]["bootimg"]["dtb"]["files"][0].as_str(),
-            Some("qcom/sdm845-xiaomi-beryllium-tianma.dtb")
-        );
-        assert!(got.keys["variants"].get("second").is_none(), "a true/false value is no device tree");
-        assert_eq!(got.keys["name"].as_str(), Some("Xiaomi Poco F1"));
-        assert_eq!(got.keys["console"].as_str(), Some("ttyS0"), "the obsolete cmdline key, read without the file");
+        let b = &got.keys.bootimg;
+        assert_eq!(b.base, Some(BOOT_DEPLOY_BASE));
+        assert_eq!(b.tags_offset, Some(MKBOOTIMG_TAGS_OFFSET));
+        assert_eq!(b.page_size, MKBOOTIMG_PAGE_SIZE);
+        assert_eq!(got.keys.variants["tianma"].bootimg.dtb.files, ["qcom/sdm845-xiaomi-beryllium-tianma.dtb"]);
+        assert!(!got.keys.variants.contains_key("second"), "a true/false value is no device tree");
+        assert_eq!(got.keys.name, "Xiaomi Poco F1");
+        assert_eq!(got.keys.console, "ttyS0", "the obsolete cmdline key, read without the file");
     }
 
     #[test]
@@ -757,16 +753,34 @@ mod tests {
         let di = parse(&text, "d").unwrap();
         let prebuilt = KernelChoice::Prebuilt { image: "Image".into(), dtbs: Some("dtbs".into()) };
         let got = profile_keys(&di, None, &prebuilt).unwrap();
-        assert_eq!(got.keys["kernel"]["prebuilt"]["dtbs"].as_str(), Some("dtbs"));
-        assert_eq!(got.keys["stage1"]["modules"].as_sequence().map(Vec::len), Some(0));
+        let Some(KernelKeys::Prebuilt(p)) = &got.keys.kernel else { panic!("{:?}", got.keys.kernel) };
+        assert_eq!(p.dtbs.as_deref(), Some("dtbs"));
+        assert!(got.keys.stage1.modules.is_empty());
         assert!(got.notes.iter().any(|(k, why)| k == "deviceinfo_modules_initfs" && why.contains("rmi_core")));
-        let parts = &got.keys["storage"]["partitions"];
-        assert_eq!(parts[0]["name"].as_str(), Some("boot"));
-        assert_eq!(parts[0]["slotted"].as_bool(), Some(true));
-        assert_eq!(parts[1]["slotted"].as_bool(), Some(true), "vbmeta follows boot: {parts:?}");
+        let parts = &got.keys.storage.partitions;
+        assert_eq!((parts[0].name.as_str(), parts[0].slotted), ("boot", true));
+        assert_eq!((parts[1].name.as_str(), parts[1].slotted), ("vbmeta", true), "vbmeta follows boot: {parts:?}");
         let package = profile_keys(&di, None, &KernelChoice::Package("linux-image-6.12".into())).unwrap();
-        assert_eq!(package.keys["kernel"]["package"].as_str(), Some("linux-image-6.12"));
-        assert_eq!(package.keys["stage1"]["modules"][0].as_str(), Some("rmi_core"));
+        assert_eq!(package.keys.kernel, Some(KernelKeys::Package("linux-image-6.12".into())));
+        assert_eq!(package.keys.stage1.modules, ["rmi_core"]);
+        let yaml = serde_norway::to_string(&package.keys).unwrap();
+        assert!(yaml.contains("kernel:\n  package: linux-image-6.12\n"), "{yaml}");
+    }
+
+    #[test]
+    fn a_family_leads_the_profile_and_its_modules_the_list() {
+        let text = format!("{ENCHILADA}deviceinfo_modules_initfs=\"rmi_core ufs_qcom\"\n");
+        let di = parse(&text, "d").unwrap();
+        let kernel = KernelChoice::Package("linux-image-6.12".into());
+        let mut got = profile_keys(&di, None, &kernel).unwrap();
+        let families =
+            [FamilyHint { name: "qcom-sdm845".into(), modules: vec!["ufs_qcom".into(), "phy_qcom_qmp_ufs".into()] }];
+        infer(&mut got, &di, &families, &kernel);
+        assert_eq!(got.keys.family.as_deref(), Some("qcom-sdm845"));
+        assert_eq!(got.keys.stage1.modules, ["ufs_qcom", "phy_qcom_qmp_ufs", "rmi_core"]);
+        assert_eq!(got.keys.kernel, None, "the family's kernel replaces the stand-in");
+        assert!(serde_norway::to_string(&got.keys).unwrap().starts_with("family: qcom-sdm845\nname: "));
+        assert_eq!(got.notes[0].0, "family");
     }
 
     #[test]
@@ -787,5 +801,10 @@ mod tests {
         assert!(err(&format!("{base}deviceinfo_arch=\"armv7\"\n")).contains("aarch64 systems only"));
         let e = err(&format!("{base}deviceinfo_arch=\"aarch64\"\ndeviceinfo_append_dtb=\"yes\"\n"));
         assert!(e.contains(":5: deviceinfo_append_dtb: \"yes\" is neither"), "{e}");
+        let e = err(&format!("{base}deviceinfo_arch=\"aarch64\"\ndeviceinfo_usb_idVendor=\"0x12345\"\n"));
+        assert!(e.contains(":5: deviceinfo_usb_idVendor: 0x12345 is not a 16-bit USB id"), "{e}");
+        let e =
+            err(&format!("{base}deviceinfo_arch=\"aarch64\"\ndeviceinfo_flash_fastboot_partition_rootfs=\"Data\"\n"));
+        assert!(e.contains(":5: deviceinfo_flash_fastboot_partition_rootfs: \"Data\" is not a partition name"), "{e}");
     }
 }

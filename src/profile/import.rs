@@ -2,33 +2,35 @@
 //! [`crate::format::stockimg`]). What cannot be said in a mobix profile is listed with why,
 //! never dropped without a word.
 
+use super::imported::{
+    BootImgKeys, DeviceKeys, IdentityKeys, KernelKeys, PartitionKeys, Stage1Keys, StorageKeys, SystemKeys,
+};
+use super::types::{Arch, Dtb, DtbMode, DtbSource, Filesystem, PartitionName, PrebuiltKernel, Size, State};
 use crate::format::bootimg::unpack_os_version;
-use crate::format::compress::Compression;
 use crate::format::stockimg::{Analysis, DtbPlacement};
-use serde_norway::{Mapping, Value};
+use serde::Serialize;
 
-/// The profile keys a stock boot image gives (a mapping with `bootimg` and `cmdline`), and
-/// what it holds that a profile cannot say: (key or thing, why).
-pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, String)>) {
+/// What a stock boot image says in profile keys: its header and its command line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StockKeys {
+    pub bootimg: BootImgKeys,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmdline: Vec<String>,
+}
+
+/// The profile keys a stock boot image gives, and what it holds that a profile cannot say:
+/// (key or thing, why).
+pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (StockKeys, Vec<(String, String)>) {
     let mut unmapped = Vec::new();
-    let mut b = Mapping::new();
-    let mut put = |k: &str, v: Value| {
-        b.insert(Value::from(k), v);
-    };
-    put("header_version", a.header_version.into());
-    put("page_size", a.page_size.into());
+    let mut b = BootImgKeys::new(a.header_version, a.page_size);
     match a.base {
         Some(base) => {
-            put("base", u64::from(base).into());
-            put("kernel_offset", u64::from(a.kernel_offset.unwrap_or_default()).into());
-            put("ramdisk_offset", u64::from(a.ramdisk_offset.unwrap_or_default()).into());
-            if let Some(s) = a.second_offset {
-                put("second_offset", u64::from(s).into());
-            }
-            put("tags_offset", u64::from(a.tags_offset.unwrap_or_default()).into());
-            if let Some(d) = a.dtb_offset {
-                put("dtb_offset", d.into());
-            }
+            b.base = Some(u64::from(base));
+            b.kernel_offset = Some(u64::from(a.kernel_offset.unwrap_or_default()));
+            b.ramdisk_offset = Some(u64::from(a.ramdisk_offset.unwrap_or_default()));
+            b.second_offset = a.second_offset.map(u64::from);
+            b.tags_offset = Some(u64::from(a.tags_offset.unwrap_or_default()));
+            b.dtb_offset = a.dtb_offset;
         }
         None => unmapped.push((
             "base and offsets".into(),
@@ -39,42 +41,29 @@ pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, Strin
         )),
     }
     if !a.board.is_empty() {
-        put("board", a.board.clone().into());
+        b.board = Some(a.board.clone());
     }
     if os_version != 0 {
         let ((x, y, z), (year, month)) = unpack_os_version(os_version);
         if (x, y, z) != (0, 0, 0) {
-            put("os_version", format!("{x}.{y}.{z}").into());
+            b.os_version = Some(format!("{x}.{y}.{z}"));
         }
         if year != 0 {
-            put("os_patch_level", format!("{year}-{month:02}").into());
+            b.os_patch_level = Some(format!("{year}-{month:02}"));
         }
     }
-    let compression = match a.kernel_compression {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Lz4 => "lz4",
-        Compression::Xz => "xz",
-        Compression::Zstd => "zstd",
-    };
-    put("kernel_compression", compression.into());
-    let dtb = |mode: &str| {
-        let mut m = Mapping::new();
-        m.insert("source".into(), "kernel".into());
-        m.insert("mode".into(), mode.into());
-        m.insert("files".into(), Value::Sequence(Vec::new()));
-        Value::Mapping(m)
-    };
+    b.kernel_compression = Some(a.kernel_compression);
+    let dtb = |mode| Some(Dtb { source: DtbSource::Kernel, mode, files: Vec::new() });
     match &a.dtb {
         DtbPlacement::None => {}
-        DtbPlacement::Appended { .. } => put("dtb", dtb("append")),
-        DtbPlacement::Header => put("dtb", dtb("header")),
-        DtbPlacement::Second => put("dtb", dtb("second")),
+        DtbPlacement::Appended { .. } => b.dtb = dtb(DtbMode::Append),
+        DtbPlacement::Header => b.dtb = dtb(DtbMode::Header),
+        DtbPlacement::Second => b.dtb = dtb(DtbMode::Second),
         other => {
             unmapped.push(("dtb".into(), format!("the device tree is {}, which mobix cannot write yet", other.name())))
         }
     }
-    if matches!(a.dtb, DtbPlacement::Appended { .. } | DtbPlacement::Header | DtbPlacement::Second) {
+    if b.dtb.is_some() {
         unmapped.push((
             "bootimg.dtb.files".into(),
             "a boot image does not name its device trees: list the kernel's dtb files for this phone".into(),
@@ -88,25 +77,13 @@ pub fn bootimg_keys(a: &Analysis, os_version: u32) -> (Value, Vec<(String, Strin
             ),
         ));
     }
-    let mut top = Mapping::new();
-    top.insert("bootimg".into(), Value::Mapping(b));
-    let args: Vec<Value> = a.cmdline.split_whitespace().map(Value::from).collect();
-    if !args.is_empty() {
-        top.insert("cmdline".into(), Value::Sequence(args));
-    }
-    (Value::Mapping(top), unmapped)
+    let cmdline = a.cmdline.split_whitespace().map(str::to_string).collect();
+    (StockKeys { bootimg: b, cmdline }, unmapped)
 }
 
 /// `kernel: {prebuilt: {image, dtbs}}` as a profile writes it.
-pub fn prebuilt_kernel(image: &str, dtbs: Option<&str>) -> Value {
-    let mut p = Mapping::new();
-    p.insert("image".into(), image.into());
-    if let Some(d) = dtbs {
-        p.insert("dtbs".into(), d.into());
-    }
-    let mut k = Mapping::new();
-    k.insert("prebuilt".into(), Value::Mapping(p));
-    Value::Mapping(k)
+pub fn prebuilt_kernel(image: &str, dtbs: Option<&str>) -> KernelKeys {
+    KernelKeys::Prebuilt(PrebuiltKernel { image: image.to_string(), dtbs: dtbs.map(str::to_string) })
 }
 
 /// The fastboot product most bootloaders answer for a codename: its device part
@@ -117,16 +94,12 @@ pub fn guessed_product(codename: &str) -> &str {
 
 /// `system` and `state` for a store on `partition` (a 2 GiB ext4 image, the owner's state
 /// after it), with the note that says so.
-pub fn store_on(partition: &str) -> (Value, Value, (String, String)) {
-    let mut system = Mapping::new();
-    system.insert("partition".into(), partition.into());
-    system.insert("filesystem".into(), "ext4".into());
-    system.insert("size".into(), "2GiB".into());
-    let mut state = Mapping::new();
-    state.insert("partition".into(), partition.into());
+pub fn store_on(partition: &PartitionName) -> (SystemKeys, State, (String, String)) {
+    let system = SystemKeys { partition: partition.clone(), filesystem: Filesystem::Ext4, size: Size(2 << 30) };
+    let state = State { partition: partition.clone() };
     let note =
         ("system.size".to_string(), format!("2GiB of {partition} for the store; the rest keeps the owner's state"));
-    (Value::Mapping(system), Value::Mapping(state), note)
+    (system, state, note)
 }
 
 /// The console a command line names last (`console=ttyMSM0,115200` gives `ttyMSM0`).
@@ -135,6 +108,11 @@ pub fn console_of<'a>(args: impl DoubleEndedIterator<Item = &'a str>) -> Option<
         .find_map(|a| a.strip_prefix("console="))
         .map(|c| c.split(',').next().unwrap_or(c).to_string())
         .filter(|c| !c.is_empty())
+}
+
+/// A partition name the import itself chose (`boot`, `userdata`).
+pub(super) fn known_partition(name: &str) -> PartitionName {
+    PartitionName::try_from(name).expect("a partition name mobix spells itself")
 }
 
 /// A whole profile from a stock boot image: its `bootimg` keys and command line, booting
@@ -149,80 +127,65 @@ pub fn bootimg_profile(
     image: &str,
     dtbs: &str,
     dtb_files: &[String],
-) -> Result<(Value, Vec<(String, String)>), String> {
+) -> Result<(DeviceKeys, Vec<(String, String)>), String> {
     if a.base.is_none() {
         return Err(format!(
             "a header version {} boot image keeps its addresses in vendor_boot.img: give it with --vendor-boot",
             a.header_version
         ));
     }
-    let (keys, mut notes) = bootimg_keys(a, os_version);
-    let mut bootimg = keys["bootimg"].clone();
-    if let Some(dtb) = bootimg.get_mut("dtb").and_then(Value::as_mapping_mut) {
-        dtb.insert("files".into(), Value::Sequence(dtb_files.iter().map(|f| Value::from(f.as_str())).collect()));
+    let (StockKeys { mut bootimg, cmdline }, mut notes) = bootimg_keys(a, os_version);
+    if let Some(dtb) = &mut bootimg.dtb {
+        dtb.files = dtb_files.to_vec();
         notes.retain(|(k, _)| k != "bootimg.dtb.files");
     }
-    let mut top = Mapping::new();
-    let mut put = |k: &str, v: Value| {
-        top.insert(Value::from(k), v);
-    };
-    put("name", codename.into());
-    put("arch", "aarch64".into());
     let product = guessed_product(codename);
-    let mut identity = Mapping::new();
-    identity.insert("fastboot_products".into(), Value::Sequence(vec![product.into()]));
-    put("identity", Value::Mapping(identity));
     notes.push((
         "identity.fastboot_products".into(),
         format!("{product:?} is a guess from the name: check it with `fastboot getvar product`"),
     ));
-    let part = |n: &str| {
-        let mut m = Mapping::new();
-        m.insert("name".into(), n.into());
-        Value::Mapping(m)
-    };
-    let mut parts = vec![part("boot")];
+    let part = |n: &str| PartitionKeys { name: known_partition(n), slotted: false };
+    let mut partitions = vec![part("boot")];
     if a.header_version >= 3 {
-        parts.push(part("vendor_boot"));
+        partitions.push(part("vendor_boot"));
     }
-    parts.push(part("userdata"));
-    let mut storage = Mapping::new();
-    storage.insert("sector_size".into(), 512u64.into());
-    storage.insert("partitions".into(), Value::Sequence(parts));
-    put("storage", Value::Mapping(storage));
+    partitions.push(part("userdata"));
     notes.push((
         "storage".into(),
         "a boot image says nothing of the storage: 512-byte sectors (eMMC; UFS phones have 4096) and no A/B slots \
          assumed; if `fastboot getvar slot-count` says 2, add `slotted: true` to boot"
             .into(),
     ));
-    let (system, state, store_note) = store_on("userdata");
-    put("system", system);
-    put("state", state);
+    let (system, state, store_note) = store_on(&known_partition("userdata"));
     notes.push(store_note);
-    put("kernel", prebuilt_kernel(image, Some(dtbs)));
     notes.push((
         "kernel".into(),
         "the stock kernel, taken out of the image: it boots mobix only if it has built in what stage-1 needs (the \
          storage driver, ext4, devtmpfs); a mainline kernel is named with `kernel.prebuilt` or `kernel.package`"
             .into(),
     ));
-    put("bootimg", bootimg);
-    let args: Vec<&str> = a.cmdline.split_whitespace().collect();
-    match console_of(args.iter().copied()) {
-        Some(c) => put("console", c.into()),
-        None => {
-            put("console", "tty0".into());
-            notes.push(("console".into(), "no console= argument: tty0 (the screen)".into()));
-        }
-    }
-    if let Some(c) = keys.get("cmdline") {
-        put("cmdline", c.clone());
-    }
-    let mut stage1 = Mapping::new();
-    stage1.insert("modules".into(), Value::Sequence(Vec::new()));
-    put("stage1", Value::Mapping(stage1));
-    Ok((Value::Mapping(top), notes))
+    let console = console_of(cmdline.iter().map(String::as_str)).unwrap_or_else(|| {
+        notes.push(("console".into(), "no console= argument: tty0 (the screen)".into()));
+        "tty0".into()
+    });
+    let keys = DeviceKeys {
+        family: None,
+        name: codename.to_string(),
+        arch: Arch::Aarch64,
+        identity: IdentityKeys { fastboot_products: vec![product.to_string()] },
+        storage: StorageKeys { sector_size: 512, partitions },
+        system,
+        state: Some(state),
+        vbmeta: None,
+        kernel: Some(prebuilt_kernel(image, Some(dtbs))),
+        bootimg,
+        variants: Default::default(),
+        console,
+        cmdline,
+        stage1: Stage1Keys { modules: Vec::new(), compression: None },
+        usb_network: None,
+    };
+    Ok((keys, notes))
 }
 
 #[cfg(test)]
@@ -239,18 +202,20 @@ mod tests {
         img.qcdt = b"QCDT and the rest".to_vec();
         img.cmdline = "console=ttyMSM0,115200 androidboot.hardware=qcom".into();
         let (v, unmapped) = bootimg_keys(&stockimg::analyze(&img, None), img.os_version);
-        let b = &v["bootimg"];
-        assert_eq!(b["base"].as_u64(), Some(0x1000_0000));
-        assert_eq!(b["ramdisk_offset"].as_u64(), Some(0x0100_0000));
-        assert_eq!(b["tags_offset"].as_u64(), Some(0x100));
-        assert_eq!(b["os_version"].as_str(), Some("12.0.0"));
-        assert!(b.get("second_offset").is_none(), "no second stage, no address");
-        assert_eq!(v["cmdline"][1].as_str(), Some("androidboot.hardware=qcom"));
+        let b = &v.bootimg;
+        assert_eq!(b.base, Some(0x1000_0000));
+        assert_eq!(b.ramdisk_offset, Some(0x0100_0000));
+        assert_eq!(b.tags_offset, Some(0x100));
+        assert_eq!(b.os_version.as_deref(), Some("12.0.0"));
+        assert_eq!(b.second_offset, None, "no second stage, no address");
+        let text = serde_norway::to_string(&v).unwrap();
+        assert!(!text.contains("second_offset") && !text.contains("null"), "unset keys are left out:\n{text}");
+        assert_eq!(v.cmdline[1], "androidboot.hardware=qcom");
         assert_eq!(unmapped.len(), 1);
         assert!(unmapped[0].1.contains("QCDT dt.img"), "{unmapped:?}");
         // Header version 3 without its vendor_boot: no addresses, and it says so.
         let (v, unmapped) = bootimg_keys(&stockimg::analyze(&bootimg::sample(3), None), 0);
-        assert!(v["bootimg"].get("base").is_none());
+        assert_eq!(v.bootimg.base, None);
         assert!(unmapped[0].1.contains("--vendor-boot"), "{unmapped:?}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod deviceinfo;
 pub mod import;
+pub mod imported;
 mod layers;
 pub mod reference;
 pub use layers::Layer;

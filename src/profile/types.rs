@@ -143,7 +143,7 @@ pub struct Device {
     pub usb_network: Option<UsbNetwork>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsbNetwork {
     /// The gadget's USB vendor id, postmarketOS's [default: 0x18d1].
@@ -161,7 +161,7 @@ fn default_usb_net_product() -> u16 {
     0xd001
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// A partition from `storage.partitions`, not slotted, not the system partition.
@@ -192,7 +192,7 @@ pub struct FirmwareFile {
     pub stage1: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Vbmeta {
     /// The partition it is flashed to, without slot suffix (`vbmeta`).
@@ -341,7 +341,7 @@ pub struct PrebuiltKernel {
     pub image: String,
     /// A directory of device trees, as the kernel's `dtbs_install` lays them out
     /// (`qcom/sdm845-oneplus-enchilada.dtb`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtbs: Option<String>,
 }
 
@@ -400,7 +400,7 @@ fn default_dtb_offset() -> u64 {
     0x01f0_0000
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dtb {
     /// Where the device tree comes from. `qemu`: dumped from QEMU's machine model with the
