@@ -267,12 +267,7 @@ pub fn receive() -> Result<()> {
     let mut next = mobix_bootctl::counting::add_trial(&rec, g.generation, id, other, tries)?;
     // What booted from the slot before is gone with its image.
     next.last_good[other.index()] = 0;
-    next.pending_slot = record::PendingSlot {
-        from: running.index() as u8,
-        to: other.index() as u8,
-        generation: g.generation,
-        valid: true,
-    };
+    next.pending_slot = record::PendingSlot { from: running, to: other, generation: g.generation, valid: true };
     state::make_slot_unbootable(&misc, other)?;
     sys::write_at(&dev, 0, &img)?;
     let back = sys::read_at(&dev, 0, img.len())?;

@@ -152,7 +152,7 @@ pub fn bless(boot: &state::Boot) -> String {
                 .map(|g| Entry {
                     generation: g.generation,
                     id: record::id_of(g.toplevel.rsplit('/').next().unwrap_or("")),
-                    kernel_slot: boot.slot.map_or(0, |s| s.index() as u8),
+                    kernel_slot: boot.slot.unwrap_or_default(),
                     tries_left: if g.generation == boot.generation { 0 } else { 1 },
                     tries_done: 0,
                     status: if g.generation == boot.generation { Status::Good } else { Status::Trial },

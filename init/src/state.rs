@@ -69,7 +69,7 @@ pub fn mark_slot_successful(misc: &Path, slot: Slot) -> Result<String> {
     if ctl.slot_info.get(slot.index()).is_some_and(|s| s.successful_boot) {
         return Ok(format!("slot {letter} was already marked successful"));
     }
-    ctl.mark_successful(slot.index()).map_err(|e| format!("marking slot {letter}: {e}"))?;
+    ctl.mark_successful(slot).map_err(|e| format!("marking slot {letter}: {e}"))?;
     sys::write_at(misc, CONTROL_OFFSET as u64, &ctl.encode())?;
     Ok(format!("slot {letter} marked successful in misc"))
 }
@@ -77,14 +77,14 @@ pub fn mark_slot_successful(misc: &Path, slot: Slot) -> Result<String> {
 /// Makes `slot` the active one in misc (as the boot_control HAL's setActiveBootSlot does:
 /// highest priority, fresh tries, its successful bit kept).
 pub fn switch_slot(misc: &Path, slot: Slot) -> Result<()> {
-    edit_misc(misc, |ctl| ctl.set_active(slot.index()).map_err(|e| format!("setting slot {slot} active: {e}")))
+    edit_misc(misc, |ctl| ctl.set_active(slot).map_err(|e| format!("setting slot {slot} active: {e}")))
 }
 
 /// Marks `slot` unbootable in misc (as the boot_control HAL's setSlotAsUnbootable does,
 /// and as an updater does before it writes the slot): no tries, not successful, so a
 /// half-written boot image is never tried.
 pub fn make_slot_unbootable(misc: &Path, slot: Slot) -> Result<()> {
-    edit_misc(misc, |ctl| ctl.set_unbootable(slot.index()).map_err(|e| format!("marking slot {slot} unbootable: {e}")))
+    edit_misc(misc, |ctl| ctl.set_unbootable(slot).map_err(|e| format!("marking slot {slot} unbootable: {e}")))
 }
 
 /// Reads misc's A/B metadata, applies `change` and writes it back (refused when misc

@@ -11,7 +11,7 @@ use crate::profile::Profile;
 use crate::store::{Store, StorePath};
 use crate::util::{self, Fail};
 use anyhow::Result;
-use mobix_bootctl::contract::{Generation, PhoneStatus, Slot};
+use mobix_bootctl::contract::{slot_letter, Generation, PhoneStatus, Slot};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
@@ -34,13 +34,9 @@ pub struct Options {
 pub struct BootImage {
     /// None: written over the running boot image (`kernel_in_place`). In the report its
     /// letter, as people and `fastboot` name it.
-    #[serde(serialize_with = "letter")]
+    #[serde(serialize_with = "slot_letter::option")]
     pub slot: Option<Slot>,
     pub bytes: usize,
-}
-
-fn letter<S: serde::Serializer>(slot: &Option<Slot>, s: S) -> Result<S::Ok, S::Error> {
-    slot.map(Slot::letter).serialize(s)
 }
 
 /// What a deploy did: its plan, what it sent, how the phone came back.

@@ -553,6 +553,7 @@ pub fn collect(ssh: &Ssh, gc: &Gc) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mobix_bootctl::contract::Slot;
 
     /// ssh's own failures say what failed, on which phone, and what to do; the internal
     /// command is not the message (issue 30).
@@ -648,7 +649,14 @@ mod tests {
     }
 
     fn rec(status: Status, booted: u32) -> Record {
-        let e = |g, status| Entry { generation: g, id: [0; 16], kernel_slot: 0, tries_left: 0, tries_done: 0, status };
+        let e = |g, status| Entry {
+            generation: g,
+            id: [0; 16],
+            kernel_slot: Slot::A,
+            tries_left: 0,
+            tries_done: 0,
+            status,
+        };
         Record {
             seq: 3,
             default_gen: 2,
@@ -745,17 +753,38 @@ mod tests {
         // from the record; a path from a cut deploy.
         let mut r = rec(Status::Good, 4);
         r.entries = vec![
-            Entry { generation: 1, id: [1; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
-            Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
+            Entry {
+                generation: 1,
+                id: [1; 16],
+                kernel_slot: Slot::A,
+                tries_left: 0,
+                tries_done: 1,
+                status: Status::Good,
+            },
+            Entry {
+                generation: 2,
+                id: [2; 16],
+                kernel_slot: Slot::A,
+                tries_left: 0,
+                tries_done: 1,
+                status: Status::Good,
+            },
             Entry {
                 generation: 3,
                 id: [3; 16],
-                kernel_slot: 0,
+                kernel_slot: Slot::A,
                 tries_left: 0,
                 tries_done: 3,
                 status: Status::Bad(BadReason::Tries),
             },
-            Entry { generation: 4, id: [4; 16], kernel_slot: 0, tries_left: 0, tries_done: 1, status: Status::Good },
+            Entry {
+                generation: 4,
+                id: [4; 16],
+                kernel_slot: Slot::A,
+                tries_left: 0,
+                tries_done: 1,
+                status: Status::Good,
+            },
         ];
         r.default_gen = 4;
         r.last_good = [1, 0];

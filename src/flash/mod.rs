@@ -23,7 +23,7 @@ use crate::report::{Event, Reporter};
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
 use client::Client;
-use mobix_bootctl::contract::Slot;
+use mobix_bootctl::contract::{slot_letter, Slot};
 use protocol::Command;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -89,14 +89,17 @@ pub struct Report {
     pub phone: String,
     pub product: Option<String>,
     pub max_download_size: u64,
-    pub current_slot: Option<char>,
+    #[serde(serialize_with = "slot_letter::option")]
+    pub current_slot: Option<Slot>,
     /// The slots written.
-    pub slots: Vec<char>,
+    #[serde(serialize_with = "slot_letter::list")]
+    pub slots: Vec<Slot>,
     /// What the device did not say and was assumed.
     pub assumed: Vec<String>,
     pub steps: Vec<Done>,
     /// The slot made active at the end, if any.
-    pub set_active: Option<char>,
+    #[serde(serialize_with = "slot_letter::option")]
+    pub set_active: Option<Slot>,
     pub dry_run: bool,
     /// What the flash does (with --dry-run: would do), in words, in order.
     pub actions: Vec<String>,
@@ -282,7 +285,7 @@ pub fn boot(client: &mut Client, plan: &FlashPlan, image: &Path, force: bool, pr
 /// slot's successful mark is not kept: its next boot proves it again.
 fn misc_switch(slot: Slot) -> Result<Vec<u8>> {
     use crate::format::misc;
-    let mut c = misc::BootloaderControl::fresh(2, slot.index(), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut c = misc::BootloaderControl::fresh(2, slot, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut img = vec![0u8; misc::CONTROL_OFFSET + misc::CONTROL_SIZE];
     img[misc::CONTROL_OFFSET..].copy_from_slice(&c.encode());
     Ok(img)
@@ -309,9 +312,7 @@ pub fn probe(client: &mut Client, plan: &FlashPlan, opts: &Options) -> Result<De
     };
     if plan.ab {
         dev.slot_count_reported = client.getvar("slot-count")?.is_some();
-        dev.current_slot = (client.getvar("current-slot")?.as_deref())
-            .and_then(protocol::parse_slot)
-            .and_then(|c| Slot::parse(&c.to_string()));
+        dev.current_slot = (client.getvar("current-slot")?.as_deref()).and_then(|s| Slot::parse(s.trim()));
     }
     dev.serialno = client.getvar("serialno")?;
     dev.unlocked = match client.getvar("unlocked")?.as_deref().map(str::trim) {
@@ -386,11 +387,11 @@ fn report_of(plan: &FlashPlan, dev: &DeviceFacts, res: &Resolution, opts: &Optio
         phone: res.phone.clone(),
         product: dev.product.clone(),
         max_download_size: res.max_download_size,
-        current_slot: res.current.map(Slot::letter),
-        slots: res.slots.iter().map(|s| s.letter()).collect(),
+        current_slot: res.current,
+        slots: res.slots.clone(),
         assumed: res.assumed.clone(),
         steps: Vec::new(),
-        set_active: res.switch().map(Slot::letter),
+        set_active: res.switch(),
         dry_run: opts.dry_run,
         actions: res.actions.iter().map(Action::describe).collect(),
         destroys: res.destroys.clone(),
@@ -453,7 +454,7 @@ fn commands_of(a: &Action) -> Result<Vec<String>> {
             .flat_map(|size| [Command::Download(*size as u32).show(), Command::Flash(partition.clone()).show()])
             .collect(),
         Action::Skip { partition, .. } => vec![format!("# {partition} unchanged: skipped")],
-        Action::SetActive { slot, via_misc: false } => vec![Command::SetActive(slot.letter()).show()],
+        Action::SetActive { slot, via_misc: false } => vec![Command::SetActive(*slot).show()],
         Action::SetActive { slot, via_misc: true } => {
             vec![Command::Download(misc_switch(*slot)?.len() as u32).show(), Command::Flash("misc".into()).show()]
         }
@@ -543,7 +544,7 @@ fn execute(
                     client.download(&img, &mut |_| {}).context(failed)?;
                     client.command(&Command::Flash("misc".into())).context(failed)?;
                 } else {
-                    client.command(&Command::SetActive(slot.letter())).context(failed)?;
+                    client.command(&Command::SetActive(*slot)).context(failed)?;
                 }
                 progress.note(&format!(
                     "slot {slot} is now active (it was {})",

@@ -3,6 +3,8 @@
 //! need (AOSP's fastboot client and fastbootd are the reference). Both the client and the
 //! emulated phone's device side use these.
 
+use mobix_bootctl::contract::Slot;
+
 /// Longest command a device accepts (fastboot's `FB_COMMAND_SZ`).
 pub const MAX_COMMAND: usize = 4096;
 /// Longest reply: 4 bytes of kind, then the message (fastboot's `FB_RESPONSE_SZ`).
@@ -30,8 +32,9 @@ pub enum Command {
     Download(u32),
     Flash(String),
     Erase(String),
-    /// A slot letter, `a` or `b`.
-    SetActive(char),
+    /// `set_active:a` or `set_active:b` (a leading `_` is accepted); another slot is
+    /// [`Command::Other`], which a device refuses.
+    SetActive(Slot),
     /// Boot what was downloaded, from RAM.
     Boot,
     Continue,
@@ -77,8 +80,8 @@ impl Command {
             Command::Flash(p)
         } else if let Some(p) = arg("erase:") {
             Command::Erase(p)
-        } else if let Some(s) = arg("set_active:").filter(|s| s.trim_start_matches('_').len() == 1) {
-            Command::SetActive(s.trim_start_matches('_').chars().next().expect("one char"))
+        } else if let Some(s) = arg("set_active:").as_deref().and_then(Slot::parse) {
+            Command::SetActive(s)
         } else {
             match text.as_str() {
                 "boot" => Command::Boot,
@@ -159,16 +162,6 @@ pub fn parse_number(s: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// `current-slot`: a letter, with or without the leading underscore some bootloaders send.
-pub fn parse_slot(s: &str) -> Option<char> {
-    let t = s.trim().trim_start_matches('_');
-    let mut c = t.chars();
-    match (c.next(), c.next()) {
-        (Some(l), None) if l.is_ascii_lowercase() => Some(l),
-        _ => None,
-    }
-}
-
 /// `has-slot:*`, `is-logical:*`: yes or no.
 pub fn parse_yes(s: &str) -> bool {
     s.trim().eq_ignore_ascii_case("yes")
@@ -185,14 +178,15 @@ mod tests {
             (Command::Download(20000), "download:00004e20"),
             (Command::Flash("boot_a".into()), "flash:boot_a"),
             (Command::Erase("dtbo".into()), "erase:dtbo"),
-            (Command::SetActive('b'), "set_active:b"),
+            (Command::SetActive(Slot::B), "set_active:b"),
             (Command::Reboot, "reboot"),
             (Command::Boot, "boot"),
         ] {
             assert_eq!(c.encode().unwrap(), wire.as_bytes());
             assert_eq!(Command::parse(wire.as_bytes()), c);
         }
-        assert_eq!(Command::parse(b"set_active:_a"), Command::SetActive('a'));
+        assert_eq!(Command::parse(b"set_active:_a"), Command::SetActive(Slot::A));
+        assert_eq!(Command::parse(b"set_active:c"), Command::Other("set_active:c".into()), "mobix knows two slots");
         assert_eq!(Command::parse(b"oem unlock"), Command::Other("oem unlock".into()));
         assert_eq!(Command::GetVar("x".repeat(5000)).encode(), Err(Error::CommandTooLong(5007)));
         assert!(matches!(Command::Flash("a\nb".into()).encode(), Err(Error::BadCommand(_))));
@@ -220,9 +214,6 @@ mod tests {
         assert_eq!(parse_number(" 0000000003000000 "), Some(0x300_0000));
         assert_eq!(parse_number(""), None);
         assert_eq!(parse_number("zz"), None);
-        assert_eq!(parse_slot("_b"), Some('b'));
-        assert_eq!(parse_slot("a"), Some('a'));
-        assert_eq!(parse_slot("ab"), None);
         assert!(parse_yes("yes") && !parse_yes("no") && !parse_yes(""));
     }
 }

@@ -18,6 +18,7 @@ use crate::profile::Codename;
 use crate::store::{Store, StorePath};
 use crate::util;
 use anyhow::{Context, Result};
+use mobix_bootctl::contract::Slot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -463,7 +464,7 @@ pub fn initial_state(
                 _ => Entry {
                     generation: *n,
                     id,
-                    kernel_slot: 0,
+                    kernel_slot: Slot::A,
                     tries_left: if *n == current { tries } else { 1 },
                     tries_done: 0,
                     status: Status::Trial,
@@ -595,7 +596,7 @@ mod tests {
         let entry = |generation, c, status, tries_left| Entry {
             generation,
             id: bootstate::id_of(top(c).base_name().as_str()),
-            kernel_slot: 0,
+            kernel_slot: Slot::A,
             tries_left,
             tries_done: 0,
             status,
@@ -645,7 +646,7 @@ mod tests {
         let entry = |generation, status| Entry {
             generation,
             id: [0; 16],
-            kernel_slot: 0,
+            kernel_slot: Slot::A,
             tries_left: 0,
             tries_done: 0,
             status,

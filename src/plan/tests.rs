@@ -132,6 +132,7 @@ fn a_debs_dependencies_are_its_inputs_and_change_its_path() {
 #[test]
 fn the_qemu_profile_plans_to_golden_store_paths() {
     use crate::format::bootstate::{BadReason, Entry, Status};
+    use mobix_bootctl::contract::Slot;
     let (p, l, i) = fixture();
     let s = system(&p, &l, &i).unwrap();
     let gens = BTreeMap::from([(1, s.toplevel.clone())]);
@@ -139,12 +140,12 @@ fn the_qemu_profile_plans_to_golden_store_paths() {
         Entry {
             generation: 1,
             id: [1; 16],
-            kernel_slot: 0,
+            kernel_slot: Slot::A,
             tries_left: 0,
             tries_done: 3,
             status: Status::Bad(BadReason::Tries),
         },
-        Entry { generation: 2, id: [2; 16], kernel_slot: 0, tries_left: 3, tries_done: 0, status: Status::Trial },
+        Entry { generation: 2, id: [2; 16], kernel_slot: Slot::A, tries_left: 3, tries_done: 0, status: Status::Trial },
     ]);
     let (_, imgs) = images(&p, &s, &gens, &state, &i).unwrap();
     let got = [s.toplevel.base_name(), s.initrd.base_name(), imgs.boot.base_name(), imgs.system.base_name()];

@@ -174,8 +174,8 @@ pub fn punch_hole(f: &fs::File, offset: u64, len: u64) -> bool {
 /// The A/B metadata of a phone whose `slot` was just flashed and made active and whose
 /// other slot holds nothing: `slot` first with fresh tries, the other unbootable.
 pub fn flashed_misc(slot: Slot) -> Result<[u8; misc::CONTROL_SIZE]> {
-    let mut c = misc::BootloaderControl::fresh(2, slot.index(), 7).map_err(|e| anyhow::anyhow!("{e}"))?;
-    c.set_unbootable(slot.other().index()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut c = misc::BootloaderControl::fresh(2, slot, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+    c.set_unbootable(slot.other()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(c.encode())
 }
 

@@ -180,15 +180,12 @@ impl Device {
         Reply::Okay(String::new())
     }
 
-    fn set_active(&self, slot: char) -> Reply {
+    fn set_active(&self, slot: Slot) -> Reply {
         if !self.ab {
             return Reply::Fail("this device has no slots".into());
         }
-        let Some(index) = Slot::parse(&slot.to_string()).map(Slot::index) else {
-            return Reply::Fail(format!("no slot {slot}"));
-        };
         let mut c = self.misc_control().unwrap_or_else(|| misc::BootloaderControl::uboot_default(2));
-        if let Err(e) = c.set_active(index) {
+        if let Err(e) = c.set_active(slot) {
             return Reply::Fail(e.to_string());
         }
         match patch_partition(&self.disk, &self.layout, "misc", misc::CONTROL_OFFSET as u64, &c.encode()) {
@@ -300,7 +297,10 @@ impl Device {
                     let slot = self.ab.then(|| self.current_slot());
                     return Ok(Some(Left::BootRam { image: std::mem::take(&mut s.buffer), slot }));
                 }
-                Command::Other(c) => Reply::Fail(format!("unknown command {c}")),
+                Command::Other(c) => match c.strip_prefix("set_active:") {
+                    Some(s) => Reply::Fail(format!("no slot {s}")),
+                    None => Reply::Fail(format!("unknown command {c}")),
+                },
             };
             if let Reply::Fail(m) = &reply {
                 log(&format!("  FAIL {m}"));

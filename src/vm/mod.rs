@@ -19,7 +19,7 @@ use crate::format::sparse;
 use crate::profile::Profile;
 use crate::util::{self, Fail};
 use anyhow::{Context, Result};
-use mobix_bootctl::contract::Slot;
+use mobix_bootctl::contract::{slot_letter, Slot};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -64,7 +64,9 @@ pub enum Ending {
 /// One power cycle of the emulated phone, as the serial console told it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Boot {
-    pub slot: Option<char>,
+    /// The slot U-Boot (or the emulated bootloader) chose; its letter in reports.
+    #[serde(serialize_with = "slot_letter::option")]
+    pub slot: Option<Slot>,
     pub generation: Option<u32>,
     /// trial, good, degraded or manual: how stage-1 chose the generation.
     pub status: Option<String>,
@@ -194,7 +196,7 @@ pub fn boot_once(
                     return Ok(boot);
                 }
             };
-            boot.slot = loaded.slot.map(Slot::letter);
+            boot.slot = loaded.slot;
             (qemu_command(profile, p, &loaded, &loaded.cmdline_with(extra))?, None)
         }
         Firmware::UBoot { bin } => {
@@ -299,7 +301,7 @@ pub fn boot_once(
 /// What U-Boot's boot command printed (see [`u_boot_command`]).
 #[derive(Default)]
 struct UBootSaw {
-    slot: Option<char>,
+    slot: Option<Slot>,
     no_slot: bool,
     /// The A/B metadata read back right after `ab_select`, as `md.b` printed it.
     misc: Vec<u8>,
@@ -310,9 +312,9 @@ impl UBootSaw {
     fn scan(&mut self, line: &str, boot: &mut Boot) {
         if let Some(i) = line.find(UBOOT_MARK) {
             let rest = line[i + UBOOT_MARK.len()..].trim();
-            if let Some(c) = rest.strip_prefix("slot=").and_then(|v| v.chars().next()) {
-                self.slot = Some(c);
-                boot.slot = Some(c);
+            if let Some(letter) = rest.strip_prefix("slot=") {
+                self.slot = Slot::parse(letter.trim());
+                boot.slot = self.slot;
             } else if rest == "no-slot" {
                 self.no_slot = true;
                 boot.ending = Ending::NoBoot;
@@ -337,7 +339,7 @@ impl UBootSaw {
     /// Whether U-Boot chose what the model chose and left the same bytes in misc.
     fn agrees_with(
         &self,
-        want: &(std::result::Result<char, String>, [u8; misc::CONTROL_SIZE]),
+        want: &(std::result::Result<Slot, String>, [u8; misc::CONTROL_SIZE]),
     ) -> std::result::Result<(), String> {
         match (&want.0, self.slot, self.no_slot) {
             (Ok(m), Some(u), _) if *m == u => {}

@@ -275,13 +275,13 @@ pub(super) fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &s
 
 /// What mobix's model of the bootloader would do on the phone's misc now: the slot (or
 /// why none) and the 32 bytes of A/B metadata it leaves there.
-pub fn model_choice(p: &Prepared) -> Result<(std::result::Result<char, String>, [u8; misc::CONTROL_SIZE])> {
+pub fn model_choice(p: &Prepared) -> Result<(std::result::Result<Slot, String>, [u8; misc::CONTROL_SIZE])> {
     let raw = read_partition(&p.disk, &p.layout, "misc", misc::CONTROL_OFFSET as u64, misc::CONTROL_SIZE)?;
     let raw: [u8; misc::CONTROL_SIZE] = raw[..].try_into().expect("32 bytes");
     Ok(match misc::select_slot(&raw, true) {
         Ok(sel) => {
             let bytes = if sel.store { sel.control.clone().encode() } else { raw };
-            (sel.slot.map(misc::slot_letter).ok_or_else(|| "no bootable slot".to_string()), bytes)
+            (sel.slot.and_then(Slot::from_index).ok_or_else(|| "no bootable slot".to_string()), bytes)
         }
         Err(e) => (Err(e.to_string()), raw),
     })

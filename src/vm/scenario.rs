@@ -15,6 +15,7 @@ use crate::profile::{HealthCheck, Profile, SystemConfig};
 use crate::store::StorePath;
 use crate::util::Fail;
 use anyhow::{Context, Result};
+use mobix_bootctl::contract::Slot;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -239,15 +240,15 @@ impl Run<'_> {
         Ok(built)
     }
 
-    fn expect_chosen(&mut self, boots: &[Boot], want: &[(Option<u32>, Option<char>)]) {
-        let got: Vec<(Option<u32>, Option<char>)> = boots.iter().map(|b| (b.generation, b.slot)).collect();
+    fn expect_chosen(&mut self, boots: &[Boot], want: &[(Option<u32>, Option<Slot>)]) {
+        let got: Vec<(Option<u32>, Option<Slot>)> = boots.iter().map(|b| (b.generation, b.slot)).collect();
         self.check(got == want, format!("boots went {got:?}, expected {want:?}"));
     }
 }
 
 fn s0(r: &mut Run) -> Result<()> {
     let boots = r.boot(1, "", &[])?;
-    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
     let st = r.state()?.context("no valid boot-state record after the boot")?;
     let e = r.entry(&st, 1);
@@ -262,7 +263,7 @@ fn s1(r: &mut Run) -> Result<()> {
     s0(r)?;
     r.update(2, 3, &|c| c.hostname = Some("generation-2".into()))?;
     let boots = r.boot(2, "", &[])?;
-    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(2), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("trial"), "generation 2 boots as a trial");
     let st = r.state()?.context("no valid boot-state record")?;
     let e = r.entry(&st, 2);
@@ -290,8 +291,8 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
         c.boot.trial_deadline = if c.init == crate::profile::Init::Systemd { 100 } else { 8 };
     })?;
     let boots = r.boot(TRIES as usize + 2, "", &[])?;
-    let mut want = vec![(Some(2), Some('a')); TRIES as usize];
-    want.push((Some(1), Some('a')));
+    let mut want = vec![(Some(2), Some(Slot::A)); TRIES as usize];
+    want.push((Some(1), Some(Slot::A)));
     r.expect_chosen(&boots, &want);
     for b in &boots[..boots.len().min(TRIES as usize)] {
         let how = if hang { b.trial_timeout } else { b.health_failed };
@@ -306,7 +307,7 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
     r.check(st.default_gen == 1, format!("generation 1 is the default again: {}", st.default_gen));
     // And it stays so.
     let again = r.boot(1, "", &[])?;
-    r.expect_chosen(&again, &[(Some(1), Some('a'))]);
+    r.expect_chosen(&again, &[(Some(1), Some(Slot::A))]);
     Ok(())
 }
 
@@ -319,9 +320,9 @@ fn kernel_update(r: &mut Run, tweak: &dyn Fn(&mut SystemConfig), slot_tries: u8)
     let built = r.systems.build(2, tweak, &carried, &|g| {
         let mut s = crate::generation::initial_state(g, 2, TRIES, known.as_ref());
         if let Some(e) = s.entries.iter_mut().find(|e| e.generation == 2) {
-            e.kernel_slot = 1;
+            e.kernel_slot = Slot::B;
         }
-        s.pending_slot = bootstate::PendingSlot { from: 0, to: 1, generation: 2, valid: true };
+        s.pending_slot = bootstate::PendingSlot { from: Slot::A, to: Slot::B, generation: 2, valid: true };
         s
     })?;
     r.gens.insert(2, built.toplevel.clone());
@@ -330,7 +331,7 @@ fn kernel_update(r: &mut Run, tweak: &dyn Fn(&mut SystemConfig), slot_tries: u8)
     let boot_b = fs::read(&built.boot_img)?;
     write_partition(&r.phone.disk, &r.phone.layout, "boot_b", &boot_b)?;
     let mut m = r.misc()?;
-    m.set_active(1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    m.set_active(Slot::B).map_err(|e| anyhow::anyhow!("{e}"))?;
     m.slot_info[1].tries_remaining = slot_tries;
     patch_partition(&r.phone.disk, &r.phone.layout, "misc", misc::CONTROL_OFFSET as u64, &m.encode())?;
     (r.progress)(&format!(
@@ -345,8 +346,8 @@ fn s4(r: &mut Run) -> Result<()> {
     // panic=1: the bootloader's tries are what is tested, not the panic's wait (5 s).
     kernel_update(r, &|c| c.cmdline.extend(["rdinit=/no-such-init".into(), "panic=1".into()]), TRIES)?;
     let boots = r.boot(TRIES as usize + 2, "", &[])?;
-    let mut want = vec![(None, Some('b')); TRIES as usize];
-    want.push((Some(1), Some('a')));
+    let mut want = vec![(None, Some(Slot::B)); TRIES as usize];
+    want.push((Some(1), Some(Slot::A)));
     r.expect_chosen(&boots, &want);
     for b in &boots[..boots.len().min(TRIES as usize)] {
         r.check(b.kernel_panic && b.ending == Ending::Rebooted, format!("slot b's kernel panicked: {b:?}"));
@@ -381,9 +382,9 @@ fn s8(r: &mut Run) -> Result<()> {
         7,
     )?;
     let boots = r.boot(TRIES as usize + 3, "", &[])?;
-    let mut want = vec![(Some(2), Some('b')); TRIES as usize];
-    want.push((None, Some('b')));
-    want.push((Some(1), Some('a')));
+    let mut want = vec![(Some(2), Some(Slot::B)); TRIES as usize];
+    want.push((None, Some(Slot::B)));
+    want.push((Some(1), Some(Slot::A)));
     r.expect_chosen(&boots, &want);
     if let Some(b) = boots.get(TRIES as usize) {
         r.check(
@@ -414,7 +415,7 @@ fn s5(r: &mut Run) -> Result<()> {
     // One copy torn.
     patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + 100, b"torn write")?;
     let boots = r.boot(1, "", &[])?;
-    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(2), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("good"), "the intact copy says generation 2 is good");
     let st = r.state()?.context("no valid boot-state record")?;
     let same = |a: &Record, b: &Record| {
@@ -425,7 +426,7 @@ fn s5(r: &mut Run) -> Result<()> {
     patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + 100, b"torn write")?;
     patch_partition(&r.phone.disk, &r.phone.layout, &sys, at + bootstate::BLOCK as u64 + 100, b"torn write")?;
     let boots = r.boot(1, "", &[])?;
-    r.expect_chosen(&boots, &[(Some(2), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(2), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("degraded"), "a degraded boot of the newest generation");
     let st = r.state()?.context("stage-2 wrote no fresh record after the degraded boot")?;
     r.check(st.entries.iter().all(|e| !e.status.is_bad()), format!("nothing marked bad: {:?}", st.entries));
@@ -442,11 +443,11 @@ fn s6(r: &mut Run) -> Result<()> {
     let carried: Vec<u32> = st.entries.iter().map(|e| e.generation).collect();
     r.check(carried == [1, 8, 9, 10], format!("the partition carries 1 (booted, last good) and 8-10: {carried:?}"));
     let boots = r.boot(2, "", &[])?;
-    r.expect_chosen(&boots, &[(Some(10), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(10), Some(Slot::A))]);
     // Generation 1 is still there to be picked by hand.
     let boots =
         r.boot(1, "mobix.menu", &[Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }])?;
-    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     Ok(())
 }
 
@@ -455,7 +456,7 @@ fn s6(r: &mut Run) -> Result<()> {
 fn s7(r: &mut Run) -> Result<()> {
     for i in 0..2 {
         let boots = r.boot(1, "", &[])?;
-        r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+        r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
         let m = r.misc()?;
         let sel = misc::select_slot(&m.clone().encode(), false).map_err(|e| anyhow::anyhow!("{e}"))?;
         r.check(
@@ -470,7 +471,7 @@ fn menu(r: &mut Run) -> Result<()> {
     s1(r)?;
     let answers = [Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }];
     let boots = r.boot(1, "mobix.menu", &answers)?;
-    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("manual"), "generation 1 was chosen by hand");
     r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
     // As on a phone: a volume key pressed while stage-1 waits opens the menu.
@@ -479,7 +480,7 @@ fn menu(r: &mut Run) -> Result<()> {
         Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None },
     ];
     let boots = r.boot(1, "", &answers)?;
-    r.expect_chosen(&boots, &[(Some(1), Some('a'))]);
+    r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("manual"), "the volume key opened the menu and generation 1 was chosen");
     Ok(())
 }

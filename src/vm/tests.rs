@@ -37,16 +37,16 @@ fn reads_what_u_boot_printed_and_compares_it_with_the_model() {
     for l in SEEN.lines() {
         saw.scan(l, &mut b);
     }
-    assert_eq!(b.slot, Some('a'));
+    assert_eq!(b.slot, Some(Slot::A));
     assert_eq!(saw.misc.len(), 32);
     // The model on an all-zero misc: re-initialised, slot a, one try spent.
     let sel = misc::select_slot(&[0; 32], true).unwrap();
-    let want = (Ok('a'), sel.control.clone().encode());
+    let want = (Ok(Slot::A), sel.control.clone().encode());
     assert_eq!(saw.agrees_with(&want), Ok(()));
     let mut other = want.1;
     other[12] ^= 0x10;
-    assert!(saw.agrees_with(&(Ok('a'), other)).unwrap_err().contains("misc after U-Boot"));
-    assert!(saw.agrees_with(&(Ok('b'), want.1)).unwrap_err().contains("U-Boot chose slot a, the model slot b"));
+    assert!(saw.agrees_with(&(Ok(Slot::A), other)).unwrap_err().contains("misc after U-Boot"));
+    assert!(saw.agrees_with(&(Ok(Slot::B), want.1)).unwrap_err().contains("U-Boot chose slot a, the model slot b"));
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn no_slot_agrees_only_with_no_slot() {
     saw.scan("MOBIX-UBOOT no-slot", &mut b);
     assert_eq!(b.ending, Ending::NoBoot);
     assert_eq!(saw.agrees_with(&(Err("no bootable slot".into()), [0; 32])), Ok(()));
-    assert!(saw.agrees_with(&(Ok('a'), [0; 32])).is_err());
+    assert!(saw.agrees_with(&(Ok(Slot::A), [0; 32])).is_err());
 }
 
 #[test]

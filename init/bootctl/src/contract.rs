@@ -83,6 +83,28 @@ impl Slot {
     }
 }
 
+/// Serde helpers for reports to people, where a slot shows as its letter (`"a"`) and not as
+/// its byte on the wire: `#[serde(serialize_with = "slot_letter::option")]`.
+pub mod slot_letter {
+    use super::Slot;
+    use serde::Serialize;
+
+    pub fn option<S: serde::Serializer>(slot: &Option<Slot>, s: S) -> Result<S::Ok, S::Error> {
+        slot.map(Slot::letter).serialize(s)
+    }
+
+    pub fn list<S: serde::Serializer>(slots: &[Slot], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(slots.iter().map(|x| x.letter()))
+    }
+}
+
+/// Slot a: where a freshly flashed phone starts, and what an unset slot byte (0) reads as.
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot::A
+    }
+}
+
 impl Serialize for Slot {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u8(self.index() as u8)

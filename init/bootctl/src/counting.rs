@@ -46,8 +46,7 @@ pub fn select(record: Option<&Record>, present: &[u32], slot: Slot) -> (Decision
     };
     let mut r = rec.clone();
     // The bootloader went back from the new kernel's slot: that generation failed.
-    let index = slot.index() as u8;
-    if r.pending_slot.valid && index == r.pending_slot.from && index != r.pending_slot.to {
+    if r.pending_slot.valid && slot == r.pending_slot.from && slot != r.pending_slot.to {
         let g = r.pending_slot.generation;
         // (Unless it was found bad already, e.g. its tries used up under the new kernel:
         // the first reason stays.)
@@ -125,7 +124,7 @@ pub fn bless(rec: &Record) -> Record {
         if e.status == Status::Trial {
             e.status = Status::Good;
         }
-        r.last_good[(e.kernel_slot as usize).min(1)] = g;
+        r.last_good[e.kernel_slot.index()] = g;
     }
     // A default that failed gives way to the generation that just proved itself.
     let default_ok = r.entries.iter().any(|e| e.generation == r.default_gen && !e.status.is_bad());
@@ -161,7 +160,6 @@ pub fn add_trial(rec: &Record, generation: u32, id: [u8; 16], kernel_slot: Slot,
         };
         r.entries.retain(|e| e.generation != oldest);
     }
-    let kernel_slot = kernel_slot.index() as u8;
     r.entries.push(Entry { generation, id, kernel_slot, tries_left: tries, tries_done: 0, status: Status::Trial });
     r.entries.sort_by_key(|e| e.generation);
     r.default_gen = generation;
@@ -175,7 +173,7 @@ mod tests {
     use crate::record::{Entry, PendingSlot};
 
     fn entry(generation: u32, status: Status, tries: u8) -> Entry {
-        Entry { generation, id: [generation as u8; 16], kernel_slot: 0, tries_left: tries, tries_done: 0, status }
+        Entry { generation, id: [generation as u8; 16], kernel_slot: Slot::A, tries_left: tries, tries_done: 0, status }
     }
 
     /// Generation 1 good; generation 2 a fresh trial with `tries` tries and the default.
@@ -226,8 +224,8 @@ mod tests {
     #[test]
     fn a_bootloader_fallback_marks_the_new_kernels_generation_bad() {
         let mut r = update(3);
-        r.entries[1].kernel_slot = 1;
-        r.pending_slot = PendingSlot { from: 0, to: 1, generation: 2, valid: true };
+        r.entries[1].kernel_slot = Slot::B;
+        r.pending_slot = PendingSlot { from: Slot::A, to: Slot::B, generation: 2, valid: true };
         // Running slot a again: the bootloader gave up on slot b's kernel.
         let (d, next) = select(Some(&r), &[1, 2], Slot::A);
         assert_eq!(d, Decision::Boot { generation: 1, trial: false });

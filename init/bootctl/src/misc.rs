@@ -7,6 +7,7 @@
 //! Slot selection follows U-Boot's `ab_select_slot` (boot/android_ab.c); the updates of a
 //! running system follow AOSP's default boot_control HAL (`libboot_control.cpp`).
 
+use crate::contract::Slot;
 use crate::crc32::crc32;
 
 pub const BCB_OFFSET: usize = 0;
@@ -29,7 +30,7 @@ pub enum Error {
     #[error("unsupported A/B metadata version {0} (expected 1)")]
     UnsupportedVersion(u8),
     #[error("slot {slot} does not exist (this metadata has {nb_slot} slots)")]
-    NoSuchSlot { slot: usize, nb_slot: u8 },
+    NoSuchSlot { slot: Slot, nb_slot: u8 },
     #[error("{field} {value:?} does not fit its {size}-byte field")]
     TooLong { field: &'static str, value: String, size: usize },
 }
@@ -171,26 +172,27 @@ impl BootloaderControl {
     /// What an image builder writes for a freshly flashed A/B phone whose `active` slot
     /// holds the new system: that slot first with `tries` tries, the other slots
     /// unbootable-by-priority but untouched otherwise (priority 14 at most).
-    pub fn fresh(nb_slot: u8, active: usize, tries: u8) -> Result<Self, Error> {
+    pub fn fresh(nb_slot: u8, active: Slot, tries: u8) -> Result<Self, Error> {
         let mut c = BootloaderControl::uboot_default(nb_slot);
         c.set_active(active)?;
-        c.slot_info[active].tries_remaining = tries.min(7);
+        c.slot_info[active.index()].tries_remaining = tries.min(7);
         c.encode();
         Ok(c)
     }
 
-    fn check_slot(&self, slot: usize) -> Result<(), Error> {
-        if slot >= self.nb_slot as usize {
+    /// The index of `slot` in `slot_info`, if this metadata has it.
+    fn check_slot(&self, slot: Slot) -> Result<usize, Error> {
+        if slot.index() >= self.nb_slot as usize {
             return Err(Error::NoSuchSlot { slot, nb_slot: self.nb_slot });
         }
-        Ok(())
+        Ok(slot.index())
     }
 
     /// AOSP HAL `setActiveBootSlot`: other slots at priority 15 drop to 14; the slot gets
     /// priority 15 and 6 tries, and its verity flag is cleared (its successful flag is left
     /// alone: an updater clears it first with [`Self::set_unbootable`]).
-    pub fn set_active(&mut self, slot: usize) -> Result<(), Error> {
-        self.check_slot(slot)?;
+    pub fn set_active(&mut self, slot: Slot) -> Result<(), Error> {
+        let slot = self.check_slot(slot)?;
         for (i, s) in self.slot_info.iter_mut().enumerate().take(self.nb_slot as usize) {
             if i != slot && s.priority >= 15 {
                 s.priority = 14;
@@ -206,16 +208,16 @@ impl BootloaderControl {
 
     /// AOSP HAL `markBootSuccessful`: successful, and 1 try left so that bootloaders
     /// which only look at tries still see the slot as bootable.
-    pub fn mark_successful(&mut self, slot: usize) -> Result<(), Error> {
-        self.check_slot(slot)?;
+    pub fn mark_successful(&mut self, slot: Slot) -> Result<(), Error> {
+        let slot = self.check_slot(slot)?;
         self.slot_info[slot].successful_boot = true;
         self.slot_info[slot].tries_remaining = 1;
         Ok(())
     }
 
     /// AOSP HAL `setSlotAsUnbootable`.
-    pub fn set_unbootable(&mut self, slot: usize) -> Result<(), Error> {
-        self.check_slot(slot)?;
+    pub fn set_unbootable(&mut self, slot: Slot) -> Result<(), Error> {
+        let slot = self.check_slot(slot)?;
         self.slot_info[slot].successful_boot = false;
         self.slot_info[slot].tries_remaining = 0;
         Ok(())
@@ -240,7 +242,8 @@ pub fn slot_letter(slot: usize) -> char {
 /// What the bootloader decided.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Selection {
-    /// The slot to boot, or none when no slot is bootable.
+    /// The index of the slot to boot (the format has up to four; mobix's phones two, see
+    /// [`Slot::from_index`]), or none when no slot is bootable.
     pub slot: Option<usize>,
     /// The metadata as it must be stored afterwards.
     pub control: BootloaderControl,
@@ -399,9 +402,9 @@ mod tests {
     fn rollback_when_tries_run_out() {
         // The phone's state after an update to slot b that never gets marked successful.
         let mut c = BootloaderControl::uboot_default(2);
-        c.mark_successful(0).unwrap();
-        c.set_unbootable(1).unwrap();
-        c.set_active(1).unwrap();
+        c.mark_successful(Slot::A).unwrap();
+        c.set_unbootable(Slot::B).unwrap();
+        c.set_active(Slot::B).unwrap();
         c.slot_info[1].tries_remaining = 2;
         let mut raw = c.encode();
         let mut booted = Vec::new();
@@ -431,7 +434,7 @@ mod tests {
             assert_eq!(c.slot_info[0].tries_remaining, want, "boot {boot}: only the unproven first boot takes a try");
             if !c.slot_info[0].successful_boot {
                 // As the phone's `mark_slot_successful`: once.
-                c.mark_successful(0).unwrap();
+                c.mark_successful(Slot::A).unwrap();
             }
             raw = c.encode();
         }

@@ -9,6 +9,7 @@
 //! tries_left u8, tries_done u8, status u8, bad_reason u8} (at most 32), then CRC-32 (as
 //! zlib computes it, like `bootloader_control`) of everything before it.
 
+use crate::contract::Slot;
 use crate::crc32::crc32;
 
 pub const BLOCK: usize = 4096;
@@ -73,8 +74,8 @@ pub struct Entry {
     pub generation: u32,
     /// The first 16 bytes of the toplevel's hash part: the generation's identity.
     pub id: [u8; 16],
-    /// The A/B slot whose kernel this generation runs with (0 = a).
-    pub kernel_slot: u8,
+    /// The A/B slot whose kernel this generation runs with (a byte on the wire, 0 = a).
+    pub kernel_slot: Slot,
     pub tries_left: u8,
     pub tries_done: u8,
     pub status: Status,
@@ -100,7 +101,7 @@ impl serde::Serialize for Entry {
         struct Wire {
             generation: u32,
             id: [u8; 16],
-            kernel_slot: u8,
+            kernel_slot: Slot,
             tries_left: u8,
             tries_done: u8,
             status: &'static str,
@@ -122,10 +123,12 @@ impl serde::Serialize for Entry {
     }
 }
 
+/// A kernel update on its way: the phone left slot `from` for `to` to boot `generation`.
+/// On the wire and in JSON the slots are bytes (0 = a).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct PendingSlot {
-    pub from: u8,
-    pub to: u8,
+    pub from: Slot,
+    pub to: Slot,
     pub generation: u32,
     pub valid: bool,
 }
@@ -157,6 +160,8 @@ pub enum Error {
     BadCrc { found: u32, computed: u32 },
     #[error("entry {index} has an unknown {field} {value}")]
     BadField { index: usize, field: &'static str, value: u8 },
+    #[error("the pending slot switch's byte {offset} is {value}, not a slot (0 = a, 1 = b)")]
+    BadSlot { offset: usize, value: u8 },
 }
 
 /// The status and bad-reason bytes of an entry.
@@ -210,14 +215,14 @@ impl Record {
         put(&self.last_good[0].to_le_bytes());
         put(&self.last_good[1].to_le_bytes());
         let p = self.pending_slot;
-        put(&[p.from, p.to]);
+        put(&[p.from.index() as u8, p.to.index() as u8]);
         put(&p.generation.to_le_bytes());
         put(&[p.valid as u8, self.entries.len() as u8]);
         for e in &self.entries {
             put(&e.generation.to_le_bytes());
             put(&e.id);
             let [status, reason] = status_bytes(e.status);
-            put(&[e.kernel_slot, e.tries_left, e.tries_done, status, reason]);
+            put(&[e.kernel_slot.index() as u8, e.tries_left, e.tries_done, status, reason]);
         }
         let crc = crc32(&b[..BLOCK - 4]);
         b[BLOCK - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -241,6 +246,7 @@ impl Record {
             return Err(Error::BadVersion(version));
         }
         let le32 = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let slot_at = |o: usize| Slot::from_index(b[o].into()).ok_or(Error::BadSlot { offset: o, value: b[o] });
         let count = b[HEADER_LEN - 1] as usize;
         if count > MAX_ENTRIES {
             return Err(Error::TooManyEntries(count));
@@ -262,10 +268,12 @@ impl Record {
                 2 => Status::Bad(reason),
                 v => return Err(Error::BadField { index, field: "status", value: v }),
             };
+            let kernel_slot =
+                Slot::from_index(f[0].into()).ok_or(Error::BadField { index, field: "kernel_slot", value: f[0] })?;
             entries.push(Entry {
                 generation: le32(o),
                 id: b[o + 4..o + 20].try_into().unwrap(),
-                kernel_slot: f[0],
+                kernel_slot,
                 tries_left: f[1],
                 tries_done: f[2],
                 status,
@@ -276,7 +284,7 @@ impl Record {
             default_gen: le32(17),
             booted_gen: le32(21),
             last_good: [le32(25), le32(29)],
-            pending_slot: PendingSlot { from: b[33], to: b[34], generation: le32(35), valid: b[39] != 0 },
+            pending_slot: PendingSlot { from: slot_at(33)?, to: slot_at(34)?, generation: le32(35), valid: b[39] != 0 },
             entries,
         })
     }
@@ -303,7 +311,7 @@ mod tests {
     fn the_protected_generations_are_booted_default_last_good_and_pending() {
         let mut r = Record { booted_gen: 4, default_gen: 5, last_good: [3, 0], ..Default::default() };
         assert_eq!(r.protected(), [3, 4, 5]);
-        r.pending_slot = PendingSlot { from: 0, to: 1, generation: 6, valid: true };
+        r.pending_slot = PendingSlot { from: Slot::A, to: Slot::B, generation: 6, valid: true };
         r.last_good = [3, 4];
         assert_eq!(r.protected(), [3, 4, 5, 6], "sorted, once each, the pending switch's too");
         r.pending_slot.valid = false;
@@ -319,12 +327,12 @@ mod tests {
             default_gen: 1,
             booted_gen: 2,
             last_good: [1, 0],
-            pending_slot: PendingSlot { from: 0, to: 1, generation: 2, valid: true },
+            pending_slot: PendingSlot { from: Slot::A, to: Slot::B, generation: 2, valid: true },
             entries: vec![
                 Entry {
                     generation: 1,
                     id: [1; 16],
-                    kernel_slot: 0,
+                    kernel_slot: Slot::A,
                     tries_left: 0,
                     tries_done: 1,
                     status: Status::Good,
@@ -332,7 +340,7 @@ mod tests {
                 Entry {
                     generation: 2,
                     id: [2; 16],
-                    kernel_slot: 1,
+                    kernel_slot: Slot::B,
                     tries_left: 2,
                     tries_done: 1,
                     status: Status::Trial,
@@ -400,7 +408,7 @@ mod tests {
         b.extend_from_slice(&crc.to_le_bytes());
         let r = Record::decode(&b).unwrap();
         assert_eq!((r.seq, r.default_gen, r.booted_gen, r.last_good), (5, 2, 1, [1, 0]));
-        assert_eq!(r.pending_slot, PendingSlot { from: 0, to: 1, generation: 2, valid: false });
+        assert_eq!(r.pending_slot, PendingSlot { from: Slot::A, to: Slot::B, generation: 2, valid: false });
         assert_eq!(r.entries[1].status, Status::Trial);
         assert_eq!(r.entries[1].tries_left, 3);
         assert_eq!(r.encode().unwrap().to_vec(), b);
