@@ -91,9 +91,8 @@ pub(super) fn cmd_build(g: &Global, a: &BuildArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         caches: Some(&a.caches),
     };
-    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs_of(g, repo, profile, &gather)?;
-    let mut ctx = builder_ctx(&store)?;
-    a.caches.apply(&mut ctx)?;
+    let SystemInputs { repo, profile, lock, store, inputs, caches } = system_inputs_of(g, repo, profile, &gather)?;
+    let ctx = builder_ctx_with(&store, caches);
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     if a.dry_run {
         let d = pipe.dry_run(&a.target.out_dir(&repo))?;

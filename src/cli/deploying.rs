@@ -77,9 +77,8 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         return cmd_gc(g, a, &ssh);
     }
     let gather = Gather { dry_run: a.dry_run, caches: Some(&a.caches), ..Gather::default() };
-    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, &gather)?;
-    let mut ctx = builder_ctx(&store)?;
-    a.caches.apply(&mut ctx)?;
+    let SystemInputs { repo, profile, lock, store, inputs, caches } = system_inputs(g, &a.target, &gather)?;
+    let ctx = builder_ctx_with(&store, caches);
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let opts = deploy::Options {
         no_reboot: a.no_reboot,

@@ -136,8 +136,8 @@ pub(super) fn firmware(g: &Global, repo: &Path, profile: &Profile, bl: Bootloade
 
 pub(super) fn cmd_scenario(g: &Global, a: &TestArgs, name: &str) -> Result<ExitCode> {
     // The scenario builds its generations from this config: the lock must pin what it names.
-    let SystemInputs { repo, profile, lock, store, inputs } = system_inputs(g, &a.target, &Gather::default())?;
-    let ctx = builder_ctx(&store)?;
+    let SystemInputs { repo, profile, lock, store, inputs, caches } = system_inputs(g, &a.target, &Gather::default())?;
+    let ctx = builder_ctx_with(&store, caches);
     let systems = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let dir = a.target.out_dir(&repo).join(format!("scenario-{name}"));
     let fw = firmware(g, &repo, &profile, a.bootloader)?;

@@ -257,6 +257,8 @@ struct SystemInputs {
     lock: Lock,
     store: Store,
     inputs: plan::Inputs,
+    /// The binary caches and trusted keys, the command's options resolved once.
+    caches: settings::Settings,
 }
 
 fn system_inputs(g: &Global, target: &DeviceOut, want: &Gather) -> Result<SystemInputs> {
@@ -271,13 +273,14 @@ fn system_inputs_of(g: &Global, repo: PathBuf, profile: Profile, want: &Gather) 
     let store = open_store(g)?;
     let kernel_from = want.kernel_from.unwrap_or_else(|| plan::KernelFrom::default_for(&profile));
     let inputs = pipeline::host_facts(&repo, &profile, kernel_from, &store)?;
-    let mut ctx = builder_ctx(&store)?;
-    if let Some(c) = want.caches {
-        c.apply(&mut ctx)?;
-    }
+    let caches = match want.caches {
+        Some(c) => c.resolve()?,
+        None => settings::load()?,
+    };
+    let ctx = builder_ctx_with(&store, caches.clone());
     pipeline::lock::complete_lock(&profile, &inputs.packages, &mut lock, &ctx, want.locked, want.dry_run)?;
     drop(ctx);
-    Ok(SystemInputs { repo, profile, lock, store, inputs })
+    Ok(SystemInputs { repo, profile, lock, store, inputs, caches })
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -379,8 +382,13 @@ fn cache_dir() -> PathBuf {
 /// What builders share, for a store: the host's download and cargo caches, progress on
 /// stderr, and the binary caches of the user's configuration file.
 fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
-    let settings = settings::load()?;
-    Ok(Ctx {
+    Ok(builder_ctx_with(store, settings::load()?))
+}
+
+/// A builder context taking paths from `caches`.
+fn builder_ctx_with(store: &Store, caches: settings::Settings) -> Ctx<'_> {
+    let settings = caches;
+    Ctx {
         store,
         downloads: cache_dir().join("downloads"),
         apt_root: cache_dir().join("apt"),
@@ -390,7 +398,7 @@ fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
         trusted: settings.trusted,
         fetched: Default::default(),
         caches_down: Default::default(),
-    })
+    }
 }
 
 #[cfg(test)]

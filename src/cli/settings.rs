@@ -11,7 +11,6 @@
 //!   - mobix-public-key-1 laptop-1 5be1…       # or the key itself
 //! ```
 
-use crate::build::Ctx;
 use crate::store::cache::{PublicKey, Substituter};
 use crate::util::Fail;
 use anyhow::Result;
@@ -28,8 +27,9 @@ struct ConfigFile {
     trusted_keys: Vec<String>,
 }
 
-/// The configuration file, parsed and checked.
-#[derive(Default)]
+/// The configuration file, parsed and checked; or, from [`CacheArgs::resolve`], what a
+/// command uses: its options and the file's.
+#[derive(Default, Clone)]
 pub struct Settings {
     pub substituters: Vec<Substituter>,
     pub trusted: Vec<PublicKey>,
@@ -96,23 +96,23 @@ fn parse_substituter(s: &str) -> Result<Substituter, String> {
 }
 
 impl CacheArgs {
-    /// Sets `ctx`'s substituters and trusted keys: these options, then the configuration file.
-    pub fn apply(&self, ctx: &mut Ctx) -> Result<()> {
-        if self.no_substitute {
-            ctx.substituters.clear();
-            return Ok(());
-        }
+    /// The substituters and trusted keys a command uses: these options, then the
+    /// configuration file's (read here, once per command).
+    pub fn resolve(&self) -> Result<Settings> {
         let s = load()?;
-        ctx.substituters = self.substituter.iter().cloned().chain(s.substituters).collect();
-        ctx.trusted = self.trust.iter().map(|f| PublicKey::load(f)).collect::<Result<Vec<_>>>()?;
-        ctx.trusted.extend(s.trusted);
-        for sub in &ctx.substituters {
+        if self.no_substitute {
+            return Ok(Settings { substituters: Vec::new(), trusted: s.trusted });
+        }
+        let substituters: Vec<Substituter> = self.substituter.iter().cloned().chain(s.substituters).collect();
+        let mut trusted = self.trust.iter().map(|f| PublicKey::load(f)).collect::<Result<Vec<_>>>()?;
+        trusted.extend(s.trusted);
+        for sub in &substituters {
             if let crate::store::cache::Location::Dir(d) = &sub.location {
                 if !d.is_dir() {
                     return Err(Fail::new(format!("the binary cache directory {} does not exist", d.display())).into());
                 }
             }
         }
-        Ok(())
+        Ok(Settings { substituters, trusted })
     }
 }
