@@ -1,4 +1,6 @@
+use super::sw::link_package;
 use super::*;
+use std::collections::BTreeMap;
 
 /// A package at `<store>/<hash>-<name>` with `files` (path, content; `@target` is a symlink).
 fn package(store: &Path, hash: &str, name: &str, files: &[(&str, &str)]) -> StorePath {

@@ -1,0 +1,173 @@
+//! The system's software tree (`sw`): busybox, the packages' files linked into one tree
+//! (two packages may not place different files at one path), the overlays on top, and the
+//! pinned firmware files.
+
+use super::Ctx;
+use crate::plan::Planned;
+use crate::store::StorePath;
+use crate::util::{self, Fail};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub(super) fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let bb = ctx.input(planned, "busybox")?;
+    fs::create_dir_all(out.join("bin"))?;
+    fs::copy(bb.join("bin/busybox"), out.join("bin/busybox")).context("copying busybox")?;
+    std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
+    let mut owners: Owners =
+        ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), ("busybox".to_string(), out.join(f)))).collect();
+    for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")) {
+        link_package(&ctx.store.host_path(p), p, out, &mut owners).with_context(|| format!("adding {key} ({p})"))?;
+    }
+    // Overlays add to the software tree (all but their etc/), later ones winning.
+    for ov in overlay_inputs(ctx, planned) {
+        for e in fs::read_dir(&ov)? {
+            let e = e?;
+            if e.file_name() != "etc" {
+                merge_tree(&e.path(), &out.join(e.file_name()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a package's file goes in the software tree: `usr/` merged into the top (Debian's
+/// merged /usr), so `usr/bin/tree` is `bin/tree` and libraries from `lib/` and `usr/lib/`
+/// meet in `lib/`. `None` for what the tree does not take: a package's `etc/` (its
+/// configuration; overlays provide /etc) and mobix's own `share/mobix/depends`.
+fn sw_place(rel: &str) -> Option<&str> {
+    if rel == "etc" || rel.starts_with("etc/") || rel == "share/mobix/depends" {
+        return None;
+    }
+    Some(rel.strip_prefix("usr/").unwrap_or(rel))
+}
+
+/// Who took each place of the software tree: the package's name and the file's host path.
+pub(super) type Owners = BTreeMap<String, (String, PathBuf)>;
+
+/// Links every file of the package at `host` (store path `p`) into the software tree `out`,
+/// each as a symlink to its path in the phone's store, directories made real. A place
+/// already taken with different content is refused, naming both packages.
+pub(super) fn link_package(host: &Path, p: &StorePath, out: &Path, owners: &mut Owners) -> Result<()> {
+    let mut err = None;
+    util::walk(host, &mut |rel, m| {
+        if rel == "usr" {
+            return Ok(true);
+        }
+        let Some(place) = sw_place(rel) else { return Ok(false) };
+        let dst = out.join(place);
+        let existing = fs::symlink_metadata(&dst).ok();
+        if m.is_dir() {
+            // Made when a file goes in (so no empty directories).
+            if existing.is_some_and(|e| !e.is_dir()) {
+                err = Some(collision(place, owners.get(place), p));
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        if existing.is_some() {
+            // The same file from two packages is linked once; anything else is a clash.
+            let same = owners.get(place).is_some_and(|(_, f)| same_content(f, &host.join(rel)).unwrap_or(false));
+            if !same {
+                err = Some(collision(place, owners.get(place), p));
+            }
+            return Ok(false);
+        }
+        fs::create_dir_all(dst.parent().expect("below out"))?;
+        std::os::unix::fs::symlink(format!("{}/{rel}", p.phone_path()), &dst)?;
+        owners.insert(place.to_string(), (p.to_string(), host.join(rel)));
+        Ok(false)
+    })
+    .with_context(|| format!("linking {}", host.display()))?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn collision(place: &str, owner: Option<&(String, PathBuf)>, p: &StorePath) -> anyhow::Error {
+    let first = owner.map(|(name, _)| name.as_str()).unwrap_or("another package");
+    Fail::new(format!("two packages hold /run/current-system/sw/{place} differently: {first} and {p}"))
+        .hint("drop one of them from `packages`, or replace the file with an overlay")
+        .into()
+}
+
+/// Whether two store files are the same: equal link targets, or equal bytes.
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+    if ma.file_type().is_symlink() || mb.file_type().is_symlink() {
+        return Ok(ma.file_type().is_symlink()
+            && mb.file_type().is_symlink()
+            && fs::read_link(a)? == fs::read_link(b)?);
+    }
+    Ok(ma.is_file() && mb.is_file() && ma.len() == mb.len() && fs::read(a)? == fs::read(b)?)
+}
+
+/// The host paths of a recipe's overlay inputs, in order.
+pub(super) fn overlay_inputs(ctx: &Ctx, planned: &Planned) -> Vec<PathBuf> {
+    planned
+        .recipe
+        .inputs
+        .iter()
+        .filter(|(k, _)| k.starts_with("overlay-"))
+        .map(|(_, p)| ctx.store.host_path(p))
+        .collect()
+}
+
+/// Copies `src` (if it exists) onto `dst`, merging directories and replacing files.
+pub(super) fn merge_tree(src: &Path, dst: &Path) -> Result<()> {
+    let Ok(m) = fs::symlink_metadata(src) else { return Ok(()) };
+    if m.is_dir() {
+        if fs::symlink_metadata(dst).is_ok_and(|d| !d.is_dir()) {
+            fs::remove_file(dst)?;
+        }
+        fs::create_dir_all(dst)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dst, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(src)? {
+            let e = e?;
+            merge_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if fs::symlink_metadata(dst).is_ok() {
+            util::remove_tree(dst)?;
+        }
+        util::copy_tree(src, dst)
+    }
+}
+
+/// Copies each pinned firmware file from the package or the user's directory, refusing a
+/// missing file or one whose sha256 differs from its pin.
+pub(super) fn firmware(
+    ctx: &Ctx,
+    planned: &Planned,
+    files: &[crate::plan::FirmwareFile],
+    directory: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let base = match planned.recipe.inputs.get("package") {
+        Some(p) => ctx.store.host_path(p).join("lib/firmware"),
+        None => directory.context("firmware comes from a package or a directory")?.to_path_buf(),
+    };
+    for crate::plan::FirmwareFile { path, sha256: sha, .. } in files {
+        let src = base.join(path);
+        let got = crate::hash::sha256_file(&src)
+            .map_err(|e| util::user_error(e, format!("firmware {path} is not in {}", base.display())))?;
+        if got.hex() != *sha {
+            return Err(Fail::new(format!(
+                "firmware {} does not match its pin: expected sha256 {sha}, got {got}",
+                src.display()
+            ))
+            .hint("nothing was added to the store; if the new file is trusted, update the profile's pin")
+            .into());
+        }
+        let dst = out.join("lib/firmware").join(path);
+        fs::create_dir_all(dst.parent().context("a path under lib/firmware")?)?;
+        fs::copy(&src, &dst)?;
+    }
+    fs::create_dir_all(out.join("lib/firmware"))?;
+    Ok(())
+}
