@@ -88,6 +88,22 @@ pub fn success_point(generation: u32, toplevel: &str, boot: Option<&state::Boot>
     crate::console::report(&mobix_bootctl::console::Event::Complete { generation, toplevel: toplevel.to_string() });
 }
 
+/// After the success point, under either init: where this boot's time went, on the
+/// console (`BOOT-TIMES`); `activated_ms` is when the generation's init started,
+/// `complete_ms` when it reached the success point.
+pub fn report_times(boot: &state::Boot, activated_ms: u32, complete_ms: u32, slowest: Vec<(String, u32)>) {
+    let c = boot.clock;
+    let times = mobix_bootctl::console::BootTimes {
+        generation: boot.generation,
+        kernel_ms: c.stage1_start_ms,
+        stage1_ms: c.stage1_done_ms.saturating_sub(c.stage1_start_ms),
+        activation_ms: activated_ms.saturating_sub(c.stage1_done_ms),
+        complete_ms,
+        slowest,
+    };
+    crate::console::report(&mobix_bootctl::console::Event::BootTimes(times));
+}
+
 /// A failed health check, under either init: a trial reboots (one try spent); a
 /// generation already good does not (a flaky check must not boot-loop it).
 pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reboot: fn() -> !) {

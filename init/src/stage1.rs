@@ -21,6 +21,7 @@ pub fn run() -> Result<()> {
     sys::mount("devtmpfs", "/dev", Some("devtmpfs"), 0, Some("mode=0755"))?;
     sys::attach_console("/dev/console")?;
     let t0 = Instant::now();
+    let started_ms = sys::uptime_ms();
     let cfg: Config =
         serde_json::from_slice(&std::fs::read(STAGE1_FILE).map_err(|e| format!("reading {STAGE1_FILE}: {e}"))?)
             .map_err(|e| format!("parsing {STAGE1_FILE}: {e}"))?;
@@ -64,10 +65,11 @@ pub fn run() -> Result<()> {
         shell(&gens, usb_if.as_deref());
     }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
-    let boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
+    let mut boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
         Ok(b) => b,
         Err(why) => rescue_with_system(&why, &gens, usb_if.as_deref()),
     };
+    boot.clock.stage1_start_ms = started_ms;
     let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
     sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
     let init = format!("{}/init", chosen.toplevel);
@@ -75,6 +77,7 @@ pub fn run() -> Result<()> {
         return Err(format!("generation {} has no init at {init}", chosen.generation));
     }
     std::fs::create_dir_all(format!("{SYSROOT}/run/mobix")).map_err(|e| format!("creating /run/mobix: {e}"))?;
+    boot.clock.stage1_done_ms = sys::uptime_ms();
     let json = serde_json::to_vec_pretty(&boot).map_err(|e| e.to_string())?;
     std::fs::write(format!("{SYSROOT}{}", state::BOOT_FILE), json).map_err(|e| format!("writing boot.json: {e}"))?;
     for d in ["/dev", "/proc", "/sys"] {
@@ -109,6 +112,7 @@ fn pick(
         mode,
         state: Some(loc.clone()),
         slot,
+        clock: Default::default(),
     };
     let keys = sys::volume_key_devices();
     let held = sys::volume_key_held(&keys);

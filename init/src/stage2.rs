@@ -19,6 +19,7 @@ static SUCCEEDED: AtomicBool = AtomicBool::new(false);
 /// console while it supervises the services.
 pub fn run(generation: u32, top: &Path, conf: &SystemJson) -> Result<()> {
     activate(top)?;
+    let activated_ms = sys::uptime_ms();
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let _ = sys::sethostname(h.trim());
     }
@@ -41,7 +42,11 @@ pub fn run(generation: u32, top: &Path, conf: &SystemJson) -> Result<()> {
     match run_checks(&conf.health_checks) {
         Ok(()) => {
             SUCCEEDED.store(true, Ordering::SeqCst);
+            let complete_ms = sys::uptime_ms();
             success_point(generation, &top.to_string_lossy(), boot.as_ref());
+            if let Some(b) = &boot {
+                crate::generation::report_times(b, activated_ms, complete_ms, Vec::new());
+            }
         }
         Err(why) => health_failed(generation, &why, boot.as_ref(), sys::reboot),
     }

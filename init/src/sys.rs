@@ -272,6 +272,16 @@ pub fn volume_key_held(keys: &[std::fs::File]) -> bool {
     })
 }
 
+/// Milliseconds since the kernel started (`CLOCK_BOOTTIME`, as the kernel's log stamps).
+pub fn uptime_ms() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000).min(u32::MAX as u64) as u32
+}
+
 pub fn kernel_cmdline() -> String {
     std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
 }

@@ -23,7 +23,7 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     // systemd puts a tmpfs on /run unless one is there; mount it ourselves so that what
     // stage-1 left for this boot stays visible.
-    let boot = state::booted()?;
+    let mut boot = state::booted()?;
     sys::mount("tmpfs", "/run", Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
     std::fs::create_dir_all("/run/mobix").map_err(|e| io("creating /run/mobix", e))?;
     let again = serde_json::to_vec_pretty(&boot).map_err(|e| format!("writing boot.json: {e}"))?;
@@ -42,6 +42,9 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let _ = sys::sethostname(h.trim());
     }
+    boot.clock.activated_ms = sys::uptime_ms();
+    let marked = serde_json::to_vec_pretty(&boot).map_err(|e| format!("writing boot.json: {e}"))?;
+    std::fs::write(state::BOOT_FILE, marked).map_err(|e| io("writing /run/mobix/boot.json", e))?;
     say(&format!(
         "generation {generation} activated; starting systemd ({})",
         if persistent {
@@ -275,13 +278,48 @@ pub fn check(args: &[String]) -> Result<()> {
 /// `mobix-init success` (after boot-complete.target): the success point.
 pub fn success() -> Result<()> {
     let (_, boot) = conf_and_boot()?;
+    let complete_ms = sys::uptime_ms();
     generation::success_point(boot.generation, &boot.toplevel, Some(&boot));
     let _ = std::fs::write(SUCCESS_FLAG, "");
+    generation::report_times(&boot, boot.clock.activated_ms, complete_ms, slowest_units());
     if sys::cmdline_has(&sys::kernel_cmdline(), "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
         let _ = Command::new("/bin/systemctl").args(["--no-block", "poweroff"]).status();
     }
     Ok(())
+}
+
+/// The five slowest units so far, as `systemd-analyze blame` measures them (from leaving
+/// the inactive state to entering the active one), read from systemd's properties: blame
+/// itself refuses while the boot has jobs left, and the success point is one of them.
+/// Devices are left out (their time is spent waiting for udev), and targets, slices and
+/// scopes, which do no work; none where systemd cannot be asked.
+fn slowest_units() -> Vec<(String, u32)> {
+    let out = Command::new("/bin/systemctl")
+        .args(["show", "--property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic", "*"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => slowest_of(&String::from_utf8_lossy(&o.stdout), 5),
+        _ => Vec::new(),
+    }
+}
+
+/// The `n` slowest units in `systemctl show` output (blocks of `Key=value` lines).
+fn slowest_of(text: &str, n: usize) -> Vec<(String, u32)> {
+    let mut units: Vec<(String, u32)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let get = |k: &str| block.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('='));
+            let id = get("Id")?;
+            let from: u64 = get("InactiveExitTimestampMonotonic")?.parse().ok()?;
+            let to: u64 = get("ActiveEnterTimestampMonotonic")?.parse().ok()?;
+            let work = !id.ends_with(".device") && ![".target", ".slice", ".scope"].iter().any(|k| id.ends_with(k));
+            (work && from > 0 && to > from).then(|| (id.to_string(), ((to - from) / 1000).min(u32::MAX as u64) as u32))
+        })
+        .collect();
+    units.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    units.truncate(n);
+    units
 }
 
 /// `mobix-init deadline` (on trial boots): the trial deadline.
@@ -299,6 +337,21 @@ pub fn deadline() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::fs_bytes;
+
+    /// `systemctl show` of units as systemd 252 prints them.
+    #[test]
+    fn the_slowest_units_are_read_from_systemds_properties() {
+        let text = "Id=systemd-networkd.service\nInactiveExitTimestampMonotonic=4733000\n\
+                    ActiveEnterTimestampMonotonic=7107000\n\n\
+                    Id=dev-vda4.device\nInactiveExitTimestampMonotonic=0\nActiveEnterTimestampMonotonic=5177000\n\n\
+                    Id=multi-user.target\nInactiveExitTimestampMonotonic=1000\nActiveEnterTimestampMonotonic=7812000\n\n\
+                    Id=ssh.service\nInactiveExitTimestampMonotonic=7195000\nActiveEnterTimestampMonotonic=7798000\n\n\
+                    Id=mobix-success.service\nInactiveExitTimestampMonotonic=8100000\nActiveEnterTimestampMonotonic=0\n";
+        let got = super::slowest_of(text, 5);
+        assert_eq!(got, [("systemd-networkd.service".to_string(), 2374), ("ssh.service".to_string(), 603)]);
+        assert_eq!(super::slowest_of(text, 1).len(), 1);
+        assert!(super::slowest_of("", 5).is_empty());
+    }
 
     /// The size read from superblocks mke2fs made: 32-bit and 64-bit layouts, 1 KiB and
     /// 4 KiB blocks.

@@ -695,6 +695,7 @@ mod tests {
                 mode: mobix_bootctl::contract::BootMode::Good,
                 state: None,
                 slot: None,
+                clock: Default::default(),
             },
             boot_spec: spec("k", ""),
             generations: gens

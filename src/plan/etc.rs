@@ -26,6 +26,35 @@ const INIT: &str = "/run/current-system/init";
 pub const HOST_KEY: &str = "/var/lib/mobix/ssh/ssh_host_ed25519_key";
 const UNITS: &str = "systemd/system";
 
+/// Generators of Debian's systemd that a mobix system does not run (each is a program
+/// systemd starts before any unit), with why.
+pub const GENERATORS_NOT_RUN: &[(&str, &str)] = &[
+    ("systemd-gpt-auto-generator", "looks for the root's disk, and fails on a root in memory"),
+    ("systemd-sysv-generator", "makes units of /etc/init.d scripts; every package mobix installs has native units"),
+    ("systemd-rc-local-generator", "runs /etc/rc.local, which a mobix system does not have"),
+    ("systemd-hibernate-resume-generator", "resumes from hibernation, which phones do not do"),
+    ("systemd-system-update-generator", "offline updates; mobix updates by generations"),
+    ("systemd-cryptsetup-generator", "opens /etc/crypttab's volumes; a mobix system has no crypttab"),
+    ("systemd-integritysetup-generator", "opens /etc/integritytab's volumes, which a mobix system does not have"),
+    ("systemd-veritysetup-generator", "opens /etc/veritytab's volumes, which a mobix system does not have"),
+];
+
+/// Units of Debian's systemd that a mobix system masks, with why it does without them.
+pub const NOT_STARTED: &[(&str, &str)] = &[
+    (
+        "modprobe@configfs.service",
+        "loads a module the kernel loads by itself when configfs is mounted (stage-1 mounts it for USB)",
+    ),
+    ("modprobe@dm_mod.service", "loads device-mapper, which the kernel loads when /dev/mapper/control is opened"),
+    ("modprobe@drm.service", "loads the DRM core, which a GPU driver's module pulls in when udev loads it"),
+    ("modprobe@fuse.service", "loads fuse, which the kernel loads when /dev/fuse is opened"),
+    ("modprobe@loop.service", "loads loop, which the kernel loads when /dev/loop-control is opened"),
+    ("dev-hugepages.mount", "huge pages, which no phone program asks for"),
+    ("sys-kernel-tracing.mount", "the tracing filesystem, also reachable as /sys/kernel/debug/tracing"),
+    ("systemd-update-utmp.service", "boot and shutdown records in wtmp (`last reboot`); sessions still write theirs"),
+    ("systemd-update-utmp-runlevel.service", "SysV runlevel records in utmp (`who -r`)"),
+];
+
 /// The accounts the system needs and their ids (from the lock): the users and groups
 /// that must have ids, as `lock::ids::Ids::complete` takes them.
 pub fn wanted_ids(system: &SystemConfig, packages: &BTreeSet<String>) -> (ids::Wanted, ids::Wanted) {
@@ -70,8 +99,14 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     let unit = |e: &mut EtcPlan, name: &str, text: String| {
         e.files.insert(format!("{UNITS}/{name}"), text);
     };
-    // The GPT auto-generator looks for the root's disk and fails on a root in memory.
-    e.links.insert("systemd/system-generators/systemd-gpt-auto-generator".into(), "/dev/null".into());
+    for (generator, _why) in GENERATORS_NOT_RUN {
+        e.links.insert(format!("systemd/system-generators/{generator}"), "/dev/null".into());
+    }
+    // Work every boot would repeat for nothing on a phone (docs/system-config.md, "What the
+    // default system runs"): each is a process started in the busiest second of the boot.
+    for (unit, _why) in NOT_STARTED {
+        e.links.insert(format!("{UNITS}/{unit}"), "/dev/null".into());
+    }
     // Mount points, as NixOS writes them: /etc/fstab, which systemd's fstab generator
     // turns into mount units wanted by local-fs.target.
     if !s.filesystems.is_empty() {
@@ -88,6 +123,18 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     for m in ["mobix.mount", "run-mobix-system.mount"] {
         unit(&mut e, &format!("{m}.d/mobix.conf"), "[Unit]\nDefaultDependencies=no\n".into());
     }
+    // systemd's own unit allows logins (the console's too, and multi-user.target behind
+    // it) only after network.target, which waits for networkd's start.
+    unit(
+        &mut e,
+        "systemd-user-sessions.service",
+        "[Unit]\nDescription=Permit User Sessions (as mobix starts it: not after network.target)\n\
+         Documentation=man:systemd-user-sessions.service(8)\n\
+         After=remote-fs.target nss-user-lookup.target home.mount\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/lib/systemd/systemd-user-sessions start\n\
+         ExecStop=/lib/systemd/systemd-user-sessions stop\n"
+            .into(),
+    );
     let want = |e: &mut EtcPlan, by: &str, name: &str, target: &str| {
         e.links.insert(format!("{UNITS}/{by}.wants/{name}"), target.to_string());
     };
@@ -177,8 +224,22 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     }
     if s.ssh.enable {
         ssh(profile, &mut e);
-        want(&mut e, "multi-user.target", "ssh.service", &lib("ssh.service"));
-        e.links.insert(format!("{UNITS}/sshd.service"), lib("ssh.service"));
+        // Debian's unit waits for network.target (networkd's start, in the boot's busiest
+        // seconds) and tests the configuration with a second sshd first; sshd listens on
+        // every address as it comes, and mobix wrote and checked the configuration.
+        unit(
+            &mut e,
+            "ssh.service",
+            "[Unit]\nDescription=OpenBSD Secure Shell server (as mobix starts it: not after network.target)\n\
+             Documentation=man:sshd(8) man:sshd_config(5)\nConditionPathExists=!/etc/ssh/sshd_not_to_be_run\n\n\
+             [Service]\nEnvironmentFile=-/etc/default/ssh\nExecStart=/usr/sbin/sshd -D $SSHD_OPTS\n\
+             ExecReload=/usr/sbin/sshd -t\nExecReload=/bin/kill -HUP $MAINPID\nKillMode=process\n\
+             Restart=on-failure\nRestartPreventExitStatus=255\nType=notify\nRuntimeDirectory=sshd\n\
+             RuntimeDirectoryMode=0755\n"
+                .into(),
+        );
+        want(&mut e, "multi-user.target", "ssh.service", "../ssh.service");
+        e.links.insert(format!("{UNITS}/sshd.service"), "ssh.service".into());
         unit(
             &mut e,
             "mobix-ssh-host-key.service",
@@ -373,6 +434,17 @@ fn quote_inner(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/system-config.md says what a mobix system does without; every masked unit and
+    /// generator must be named there.
+    #[test]
+    fn the_manual_names_every_unit_and_generator_left_out() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/system-config.md")).unwrap();
+        for (name, why) in NOT_STARTED.iter().chain(GENERATORS_NOT_RUN) {
+            assert!(doc.contains(&format!("`{name}`")), "docs/system-config.md does not name {name} ({why})");
+        }
+    }
+
     use std::path::Path;
 
     #[test]

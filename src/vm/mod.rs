@@ -79,6 +79,8 @@ pub struct Boot {
     /// The reason for the ending in words (the bootloader's or stage-1's message).
     pub note: String,
     pub seconds: f64,
+    /// Where the boot's time went, by the phone's clock (after a success point).
+    pub times: Option<mobix_bootctl::console::BootTimes>,
 }
 
 impl Boot {
@@ -96,6 +98,7 @@ impl Boot {
             ending: Ending::Timeout,
             note: String::new(),
             seconds: 0.0,
+            times: None,
         }
     }
 
@@ -393,6 +396,7 @@ fn scan(line: &str, boot: &mut Boot) {
             boot.note = format!("RESCUE: {why}");
             boot.ending = Ending::Rescue;
         }
+        Some(Event::BootTimes(t)) => boot.times = Some(t),
         None if line.contains("Kernel panic") => boot.kernel_panic = true,
         None => {}
     }

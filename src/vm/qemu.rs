@@ -112,7 +112,11 @@ pub(super) fn qemu_base(profile: &Profile, disk: &Path, net: &Net) -> Result<Com
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()))
         // The phone's keys (volume up and down, as a keyboard), pressed through QMP.
-        .args(["-device", "virtio-keyboard-pci"]);
+        .args(["-device", "virtio-keyboard-pci"])
+        // A hardware random number generator, as every phone's SoC has one: without it the
+        // kernel's pool is ready only seconds into userspace, and what waits for it
+        // (systemd-random-seed, sysinit.target behind it) waits too.
+        .args(["-device", "virtio-rng-pci"]);
     Ok(c)
 }
 

@@ -75,3 +75,18 @@ fn a_failed_health_check_is_told_with_its_reason_and_what_followed() {
     b.ending = Ending::Rebooted;
     assert!(b.summary().ends_with("health check failed (health check usb failed (exit status: 1)), rebooted (0.0s)"));
 }
+
+#[test]
+fn the_boots_times_are_read_from_the_console() {
+    let mut b = boot();
+    scan("[   11.2] init[167]: mobix: boot-complete generation=1 toplevel=/mobix/store/t", &mut b);
+    assert!(b.times.is_none(), "no times before the phone says them");
+    scan(
+        "[   11.6] init[167]: mobix: BOOT-TIMES generation=1 kernel_ms=990 stage1_ms=1410 activation_ms=400 \
+         complete_ms=9400 slowest=systemd-networkd.service/2374,ssh.service/603",
+        &mut b,
+    );
+    let t = b.times.expect("read");
+    assert_eq!((t.kernel_ms, t.stage1_ms, t.activation_ms, t.complete_ms), (990, 1410, 400, 9400));
+    assert_eq!(t.slowest[1], ("ssh.service".to_string(), 603));
+}

@@ -49,6 +49,28 @@ pub enum Event {
     SlotSwitch { slot: crate::contract::Slot, why: String },
     /// `RESCUE: WHY`: nothing could boot.
     Rescue { why: String },
+    /// `BOOT-TIMES generation=N kernel_ms=… stage1_ms=… activation_ms=… complete_ms=…
+    /// slowest=UNIT/MS,…`: where this boot's time went, after its success point.
+    BootTimes(BootTimes),
+}
+
+/// Where a boot's time went, from the phone's own clock (milliseconds since the kernel
+/// started): the kernel's start-up, stage-1, activation, and the system up to the success
+/// point; under systemd its slowest units (`systemd-analyze blame`, devices left out: their
+/// time is udev's, spent waiting).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootTimes {
+    pub generation: u32,
+    /// From the kernel's start to stage-1's.
+    pub kernel_ms: u32,
+    /// Stage-1's own work (the generation menu's wait included).
+    pub stage1_ms: u32,
+    /// Activating the generation, up to starting its init.
+    pub activation_ms: u32,
+    /// From the kernel's start to the success point.
+    pub complete_ms: u32,
+    /// The slowest units and their start-up time in ms, slowest first.
+    pub slowest: Vec<(String, u32)>,
 }
 
 impl Event {
@@ -65,6 +87,18 @@ impl Event {
             Event::TrialTimeout { generation, why } => format!("TRIAL-TIMEOUT generation={generation}: {why}"),
             Event::SlotSwitch { slot, why } => format!("SLOT-SWITCH to slot {slot}: {why}"),
             Event::Rescue { why } => format!("RESCUE: {why}"),
+            Event::BootTimes(t) => {
+                let slowest: Vec<String> = t.slowest.iter().map(|(u, ms)| format!("{u}/{ms}")).collect();
+                format!(
+                    "BOOT-TIMES generation={} kernel_ms={} stage1_ms={} activation_ms={} complete_ms={} slowest={}",
+                    t.generation,
+                    t.kernel_ms,
+                    t.stage1_ms,
+                    t.activation_ms,
+                    t.complete_ms,
+                    slowest.join(",")
+                )
+            }
         }
     }
 
@@ -102,6 +136,25 @@ impl Event {
                 Event::SlotSwitch { slot, why }
             }
             "RESCUE:" => Event::Rescue { why: tail.to_string() },
+            "BOOT-TIMES" => {
+                let slowest = field("slowest")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        let (unit, ms) = s.rsplit_once('/')?;
+                        Some((unit.to_string(), ms.parse().ok()?))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Event::BootTimes(BootTimes {
+                    generation: number("generation")?,
+                    kernel_ms: number("kernel_ms")?,
+                    stage1_ms: number("stage1_ms")?,
+                    activation_ms: number("activation_ms")?,
+                    complete_ms: number("complete_ms")?,
+                    slowest,
+                })
+            }
             _ => return None,
         })
     }
@@ -125,6 +178,22 @@ mod tests {
                 why: "no generation here; its kernel booted a good generation before".into(),
             },
             Event::Rescue { why: "no generation on the system partition".into() },
+            Event::BootTimes(BootTimes {
+                generation: 2,
+                kernel_ms: 990,
+                stage1_ms: 1410,
+                activation_ms: 400,
+                complete_ms: 9400,
+                slowest: vec![("systemd-networkd.service".into(), 2374), ("systemd-udev-trigger.service".into(), 2060)],
+            }),
+            Event::BootTimes(BootTimes {
+                generation: 1,
+                kernel_ms: 980,
+                stage1_ms: 1400,
+                activation_ms: 90,
+                complete_ms: 3000,
+                slowest: Vec::new(),
+            }),
         ];
         for e in all {
             for before in ["", "[   41.2] mobix-init[301]: ", "\r"] {

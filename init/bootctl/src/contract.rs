@@ -432,6 +432,22 @@ pub struct Booted {
     pub state: Option<RecordLocation>,
     /// The A/B slot the bootloader booted (from `androidboot.slot_suffix`), if any.
     pub slot: Option<Slot>,
+    /// When stage-1 and activation ran (zeros from a stage-1 that did not mark them).
+    #[serde(default)]
+    pub clock: BootClock,
+}
+
+/// Milliseconds since the kernel started (`CLOCK_BOOTTIME`) at the marks mobix's init sets
+/// on the way to the system, for the `BOOT-TIMES` console event; 0 is unmarked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootClock {
+    /// Stage-1 began: the kernel's own start-up lies before it.
+    pub stage1_start_ms: u32,
+    /// Stage-1 handed over to the generation.
+    pub stage1_done_ms: u32,
+    /// The generation was activated and its init (systemd, or the minimal init's services)
+    /// started.
+    pub activated_ms: u32,
 }
 
 /// How stage-1 chose the generation it booted. On the wire its lowercase name.
@@ -695,6 +711,7 @@ mod tests {
             mode: BootMode::Trial,
             state: Some(RecordLocation { device: "/dev/vda4".into(), offset: 4096 }),
             slot: Some(Slot::B),
+            clock: BootClock { stage1_start_ms: 990, stage1_done_ms: 2400, activated_ms: 2900 },
         });
         assert!(booted.contains("\"slot\": 1"), "the slot is its index on the wire: {booted}");
         assert!(booted.contains("\"mode\": \"trial\""), "the mode is its name on the wire: {booted}");
