@@ -303,6 +303,41 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`copy_tree`] for a tree only read from until it is removed: regular files are hard
+/// links to `src`'s (a copy where a file has other links already, so that no two files
+/// of the new tree share one, or across filesystems), directories and symlinks made anew
+/// as `copy_tree` makes them. The links keep `src`'s modes, which `copy_tree` would have
+/// made owner-writable.
+pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let link_one = |s: &Path, d: &Path, m: &fs::Metadata| -> io::Result<()> {
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(s)?, d)
+        } else if ft.is_dir() {
+            fs::create_dir(d)?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+        } else {
+            let linked = m.nlink() == 1 && fs::hard_link(s, d).is_ok();
+            if !linked {
+                fs::copy(s, d)?;
+                fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode()))?;
+            }
+            Ok(())
+        }
+    };
+    link_one(src, dst, &m).with_context(|| format!("linking {} to {}", src.display(), dst.display()))?;
+    if m.is_dir() {
+        walk(src, &mut |rel, m| {
+            link_one(&src.join(rel), &dst.join(rel), m)?;
+            Ok(true)
+        })
+        .with_context(|| format!("linking {} to {}", src.display(), dst.display()))?;
+    }
+    Ok(())
+}
+
 /// An exclusive advisory lock (flock) on a file, held until dropped. Another process
 /// holding it makes [`FileLock::take`] call `waiting` once, then wait.
 pub struct FileLock {
@@ -375,6 +410,32 @@ mod tests {
         assert!(s.contains("boom"), "{s}");
         let err = run(&mut Command::new("mobix-no-such-tool")).unwrap_err();
         assert!(find_fail(&err).is_some(), "a missing tool is the user's to fix");
+    }
+
+    /// The system image's staging tree (`build::images`): files are links to the store's,
+    /// except a file linked already (a package's hard links stay separate files, as copies
+    /// made them); directories and symlinks are made anew.
+    #[test]
+    fn link_tree_links_what_it_can_and_copies_what_is_linked_already() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/tool"), "tool").unwrap();
+        fs::set_permissions(src.join("bin/tool"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::write(src.join("a"), "shared").unwrap();
+        fs::hard_link(src.join("a"), src.join("b")).unwrap();
+        std::os::unix::fs::symlink("bin/tool", src.join("link")).unwrap();
+        let dst = d.path().join("dst");
+        link_tree(&src, &dst).unwrap();
+        let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+        assert_eq!(ino(&dst.join("bin/tool")), ino(&src.join("bin/tool")), "a file of its own is linked");
+        assert_eq!(fs::metadata(dst.join("bin/tool")).unwrap().mode() & 0o777, 0o555, "with its mode");
+        assert_ne!(ino(&dst.join("a")), ino(&src.join("a")), "a file linked already is copied");
+        assert_ne!(ino(&dst.join("a")), ino(&dst.join("b")), "and its links become two files");
+        assert_eq!(fs::read_to_string(dst.join("b")).unwrap(), "shared");
+        assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("bin/tool"));
+        assert_ne!(ino(&dst.join("bin")), ino(&src.join("bin")));
     }
 
     #[test]

@@ -207,7 +207,16 @@ pub fn system_image(
     fs::create_dir_all(&store_dir)?;
     fs::create_dir_all(&gen_dir)?;
     for p in &closure {
-        util::copy_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?;
+        match filesystem {
+            // Links, not copies: mke2fs only reads them, and `ext4` gives the image's files
+            // the owner-writable modes copies would have had (the image is as before).
+            crate::profile::Filesystem::Ext4 => {
+                util::link_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?
+            }
+            crate::profile::Filesystem::Erofs => {
+                util::copy_tree(&ctx.store.host_path(p), &store_dir.join(p.base_name()))?
+            }
+        }
     }
     for (n, top) in gens {
         let boot_json = ctx.store.host_path(top).join("boot.json");
@@ -299,6 +308,11 @@ fn ext4(work: &Path, root: &Path, uuid: &str, fs_size: u64, step: &dyn Fn(&str))
         use std::os::unix::fs::MetadataExt;
         for f in ["atime", "ctime"] {
             cmds.push_str(&format!("sif \"{p}\" {f} {FS_TIME}\n"));
+        }
+        // A file linked from the store keeps its read-only mode; the image's files are
+        // owner-writable, as copies of them were (`util::link_tree`).
+        if let Some(m) = m.filter(|m| m.is_file() && m.mode() & 0o200 == 0) {
+            cmds.push_str(&format!("sif \"{p}\" mode 0{:o}\n", m.mode() | 0o200));
         }
         if m.is_none_or(|m| m.mtime() != fs_time) {
             cmds.push_str(&format!("sif \"{p}\" mtime {FS_TIME}\n"));

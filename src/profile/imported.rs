@@ -88,7 +88,7 @@ impl Serialize for KernelKeys {
 }
 
 /// `bootimg`: what the import read; unset addresses are the profile's defaults.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BootImgKeys {
     pub header_version: u32,
     pub page_size: u32,
@@ -119,21 +119,7 @@ pub struct BootImgKeys {
 impl BootImgKeys {
     /// A header of `header_version` with `page_size` and nothing else said.
     pub fn new(header_version: u32, page_size: u32) -> BootImgKeys {
-        BootImgKeys {
-            header_version,
-            page_size,
-            base: None,
-            kernel_offset: None,
-            ramdisk_offset: None,
-            second_offset: None,
-            tags_offset: None,
-            dtb_offset: None,
-            board: None,
-            os_version: None,
-            os_patch_level: None,
-            kernel_compression: None,
-            dtb: None,
-        }
+        BootImgKeys { header_version, page_size, ..Default::default() }
     }
 }
 
