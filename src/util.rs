@@ -277,63 +277,47 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     fs::remove_dir_all(path)
 }
 
-/// Copies a file, directory tree or symlink (symlinks copied as links, never followed).
+/// Copies a file, directory tree or symlink (symlinks copied as links, never followed);
+/// the copies are owner-writable.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    let m = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
-    let copy_one = |s: &Path, d: &Path, m: &fs::Metadata| -> io::Result<()> {
-        let ft = m.file_type();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(s)?, d)
-        } else if ft.is_dir() {
-            fs::create_dir(d)?;
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755))
-        } else {
-            fs::copy(s, d)?;
-            fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode() | 0o200))
-        }
-    };
-    copy_one(src, dst, &m).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-    if m.is_dir() {
-        walk(src, &mut |rel, m| {
-            copy_one(&src.join(rel), &dst.join(rel), m)?;
-            Ok(true)
-        })
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-    }
-    Ok(())
+    tree_like(src, dst, false)
 }
 
 /// [`copy_tree`] for a tree only read from until it is removed: regular files are hard
 /// links to `src`'s (a copy where a file has other links already, so that no two files
 /// of the new tree share one, or across filesystems), directories and symlinks made anew
-/// as `copy_tree` makes them. The links keep `src`'s modes, which `copy_tree` would have
-/// made owner-writable.
+/// as `copy_tree` makes them. Files keep `src`'s modes, which `copy_tree` would have made
+/// owner-writable.
 pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    tree_like(src, dst, true)
+}
+
+fn tree_like(src: &Path, dst: &Path, link: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
-    let link_one = |s: &Path, d: &Path, m: &fs::Metadata| -> io::Result<()> {
+    let one = |s: &Path, d: &Path, m: &fs::Metadata| -> io::Result<()> {
         let ft = m.file_type();
         if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(s)?, d)
         } else if ft.is_dir() {
             fs::create_dir(d)?;
             fs::set_permissions(d, fs::Permissions::from_mode(0o755))
-        } else {
-            let linked = m.nlink() == 1 && fs::hard_link(s, d).is_ok();
-            if !linked {
-                fs::copy(s, d)?;
-                fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode()))?;
-            }
+        } else if link && m.nlink() == 1 && fs::hard_link(s, d).is_ok() {
             Ok(())
+        } else {
+            fs::copy(s, d)?;
+            let writable = if link { 0 } else { 0o200 };
+            fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode() | writable))
         }
     };
-    link_one(src, dst, &m).with_context(|| format!("linking {} to {}", src.display(), dst.display()))?;
+    let what = if link { "linking" } else { "copying" };
+    one(src, dst, &m).with_context(|| format!("{what} {} to {}", src.display(), dst.display()))?;
     if m.is_dir() {
         walk(src, &mut |rel, m| {
-            link_one(&src.join(rel), &dst.join(rel), m)?;
+            one(&src.join(rel), &dst.join(rel), m)?;
             Ok(true)
         })
-        .with_context(|| format!("linking {} to {}", src.display(), dst.display()))?;
+        .with_context(|| format!("{what} {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
 }
