@@ -26,8 +26,13 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     let mut boot = state::booted()?;
     sys::mount("tmpfs", "/run", Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
     std::fs::create_dir_all("/run/mobix").map_err(|e| io("creating /run/mobix", e))?;
-    let again = serde_json::to_vec_pretty(&boot).map_err(|e| format!("writing boot.json: {e}"))?;
-    std::fs::write(state::BOOT_FILE, again).map_err(|e| io("writing /run/mobix/boot.json", e))?;
+    // Written again as soon as /run is there (activation's failures are reported with it),
+    // and once more with the activation's mark before systemd starts.
+    let write_boot = |b: &state::Boot| -> Result<()> {
+        let json = serde_json::to_vec_pretty(b).map_err(|e| format!("writing boot.json: {e}"))?;
+        std::fs::write(state::BOOT_FILE, json).map_err(|e| io("writing /run/mobix/boot.json", e))
+    };
+    write_boot(&boot)?;
     if boot.mode == BootMode::Trial {
         std::fs::write(TRIAL_FLAG, "").map_err(|e| io("writing the trial flag", e))?;
     }
@@ -43,8 +48,7 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
         let _ = sys::sethostname(h.trim());
     }
     boot.clock.activated_ms = sys::uptime_ms();
-    let marked = serde_json::to_vec_pretty(&boot).map_err(|e| format!("writing boot.json: {e}"))?;
-    std::fs::write(state::BOOT_FILE, marked).map_err(|e| io("writing /run/mobix/boot.json", e))?;
+    write_boot(&boot)?;
     say(&format!(
         "generation {generation} activated; starting systemd ({})",
         if persistent {

@@ -386,8 +386,7 @@ fn builder_ctx(store: &Store) -> Result<Ctx<'_>> {
 }
 
 /// A builder context taking paths from `caches`.
-fn builder_ctx_with(store: &Store, caches: settings::Settings) -> Ctx<'_> {
-    let settings = caches;
+fn builder_ctx_with(store: &Store, settings: settings::Settings) -> Ctx<'_> {
     Ctx {
         store,
         downloads: cache_dir().join("downloads"),

@@ -30,7 +30,11 @@ const UNITS: &str = "systemd/system";
 /// systemd starts before any unit), with why.
 pub const GENERATORS_NOT_RUN: &[(&str, &str)] = &[
     ("systemd-gpt-auto-generator", "looks for the root's disk, and fails on a root in memory"),
-    ("systemd-sysv-generator", "makes units of /etc/init.d scripts; every package mobix installs has native units"),
+    (
+        "systemd-sysv-generator",
+        "makes units of /etc/init.d scripts, which nothing on a mobix system starts (no rc.d links; `enable_units` \
+         names native units)",
+    ),
     ("systemd-rc-local-generator", "runs /etc/rc.local, which a mobix system does not have"),
     ("systemd-hibernate-resume-generator", "resumes from hibernation, which phones do not do"),
     ("systemd-system-update-generator", "offline updates; mobix updates by generations"),
