@@ -55,6 +55,10 @@ def say(msg):
     emit(f"test: {msg}\n", sys.stderr)
 
 
+# tests/fast's longest modules (in the run of tests/README.md), each run as a part of its
+# own, longest first; the other modules run together after them.
+FAST_PARTS = ["store::", "caches::", "phones::"]
+
 # What a whole run writes under target/ from a clean clone (the shared stores, with the CI
 # cache pulled into one of them): measured at about 21 GiB.
 RUN_NEEDS_GIB = 24
@@ -286,17 +290,21 @@ class Results:
         self.tests = []  # (seconds, binary, test, outcome)
         self.lock = threading.Lock()
 
-    def run(self, name, exe, cwd, env, pattern, live=True):
+    def run(self, name, exe, cwd, env, pattern, live=True, part=None):
         """Runs one test binary; with `live` false its output is shown whole at its end (it
-        runs beside another binary whose output is shown as it comes)."""
+        runs beside another binary whose output is shown as it comes). With `part` (a label
+        and libtest arguments: filters or --skip), only those of its tests."""
         counts = {"passed": 0, "failed": 0, "ignored": 0}
+        label = f"{name} ({part[0]})" if part else name
         held = None if live else []
+        ran = []
         if live:
-            step_banner(name)
+            step_banner(label)
 
         def on_line(line):
             m = RESULT.match(line)
             if m:
+                ran.append(m.group(1))
                 with self.lock:
                     self.tests.append((float(m.group(3) or 0), name, m.group(1), m.group(2)))
             m = SUMMARY.match(line)
@@ -306,14 +314,16 @@ class Results:
         args = [exe, "-Z", "unstable-options", "--report-time"]
         if pattern:
             args.append(pattern)
+        if part:
+            args += part[1]
         t0 = time.monotonic()
         code = run_logged(args, cwd=cwd, env=dict(env, RUSTC_BOOTSTRAP="1"), on_line=on_line, held=held)
         if held is not None:
-            emit(f"\n== {name} (ran beside the phone tests; its output as a whole)\n" + "".join(held))
+            emit(f"\n== {label} (ran beside the phone tests; its output as a whole)\n" + "".join(held))
         if code != 0 and counts["failed"] == 0:
             counts["failed"] = 1  # it died outside a test (a crash, a signal)
         with self.lock:
-            self.binaries.append(dict(name=name, seconds=time.monotonic() - t0, **counts))
+            self.binaries.append(dict(name=label, seconds=time.monotonic() - t0, ran=ran, **counts))
         return code == 0
 
 
@@ -378,7 +388,8 @@ def main():
             ("lints of init/", ["cargo", "clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"],
              REPO / "init"),
             ("fuzz targets build (running them is opt-in: scripts/fuzz)",
-             ["cargo", "check", "--locked", "--quiet", "--manifest-path", "fuzz/Cargo.toml", "--bins"], REPO),
+             ["cargo", "check", "--locked", "--quiet", "--manifest-path", "fuzz/Cargo.toml", "--bins",
+              "--no-default-features"], REPO),
         ]
 
     built = {}
@@ -416,7 +427,16 @@ def main():
     systemd = [b for b in every if b[0].endswith("tests/systemd")]
     fast = [b for b in every if b[0].endswith("tests/fast")]
     units = [b for b in every if b not in phone + systemd + fast]
-    rest = [("tests", b) for b in fast] + [("lint", l) for l in lints] + [("tests", b) for b in units]
+    # tests/fast goes in parts (its longest modules, then the others), so that both lanes
+    # can take some: whole, it kept the lane that took it busy two minutes after the other
+    # had run out of work. With a PATTERN it runs whole.
+    if pattern:
+        fast_jobs = [("tests", b) for b in fast]
+    else:
+        skips = [a for m in FAST_PARTS for a in ("--skip", m)]
+        fast_jobs = [("tests", (*b, (m, [m]))) for b in fast for m in FAST_PARTS]
+        fast_jobs += [("tests", (*b, ("the other modules", skips))) for b in fast]
+    rest = fast_jobs + [("lint", l) for l in lints] + [("tests", b) for b in units]
     taking = threading.Lock()
     outcome = {}
 
@@ -428,7 +448,7 @@ def main():
                     break
                 kind, job = rest.pop(0)
             if kind == "tests":
-                good &= results.run(*job[:3], tenv, pattern, live=False)
+                good &= results.run(*job[:3], tenv, pattern, live=False, part=job[3] if len(job) > 3 else None)
                 continue
             name, args, cwd = job
             held = []
@@ -460,7 +480,7 @@ def finish(timer, results, cache, t_start, ok, boots_by_test):
     failed = sum(b["failed"] for b in results.binaries)
     skipped = sum(b["ignored"] for b in results.binaries)
     for b in results.binaries:
-        b["boots"] = sum(boots_by_test.get(t, 0) for _, binary, t, _ in results.tests if binary == b["name"])
+        b["boots"] = sum(boots_by_test.get(t, 0) for t in b.pop("ran"))
     boots = sum(boots_by_test.values())
     slowest = sorted((t for t in results.tests if t[3] != "ignored"), reverse=True)[:10]
     lines = ["", "== where the time went", ""]

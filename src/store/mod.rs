@@ -111,6 +111,15 @@ pub struct Store {
     reporter: &'static dyn crate::report::Reporter,
 }
 
+/// An unpacked output whose content hash matched its signed metadata
+/// ([`Store::check_unpacked`]), ready to be added with [`Store::add_checked`].
+#[derive(Debug)]
+pub struct CheckedOutput {
+    path: StorePath,
+    out: PathBuf,
+    digest: crate::hash::Sha256Digest,
+}
+
 /// Held while building: other mobix processes wait for it.
 pub struct StoreLock {
     _file: util::FileLock,
@@ -209,32 +218,32 @@ impl Store {
         util::normalize_tree(&out).with_context(|| format!("normalising the output of {path}"))?;
         let refs =
             scan_references(&out, candidates, path).with_context(|| format!("scanning {path} for references"))?;
-        self.add_finished(path, &out, &refs)?;
+        let digest = content_hash(&out).with_context(|| format!("hashing the output of {path}"))?;
+        self.add_finished(path, &out, &refs, &digest)?;
         drop(guard);
         Ok(true)
     }
 
     /// Moves a finished, normalised output into the store, after recording its references
     /// and content hash (so a path in the store always has both).
-    fn add_finished(&self, path: &StorePath, out: &Path, refs: &BTreeSet<StorePath>) -> Result<()> {
+    fn add_finished(
+        &self,
+        path: &StorePath,
+        out: &Path,
+        refs: &BTreeSet<StorePath>,
+        digest: &crate::hash::Sha256Digest,
+    ) -> Result<()> {
         let refs_text: String = refs.iter().map(|r| format!("{}\n", r.phone_path())).collect();
         util::write_atomic(&self.refs_file(path), refs_text.as_bytes())?;
-        let digest = content_hash(out).with_context(|| format!("hashing the output of {path}"))?;
         util::write_atomic(&self.hash_file(path), format!("{}\n", digest.hex()).as_bytes())?;
         fs::rename(out, self.host_path(path)).with_context(|| format!("moving the output of {path} into the store"))?;
         Ok(())
     }
 
-    /// Adds `path` from an unpacked archive at `out` (a binary cache entry), whose content
-    /// hash and references the caller has checked. Needs the store lock.
-    pub fn add_unpacked(
-        &self,
-        _lock: &StoreLock,
-        path: &StorePath,
-        out: &Path,
-        refs: &BTreeSet<StorePath>,
-        want: &crate::hash::Sha256Digest,
-    ) -> Result<()> {
+    /// Checks an unpacked archive at `out` (a binary cache entry) against the content hash
+    /// its signed metadata gives, after normalising it as a build's output is. Needs no
+    /// lock: several imports check at once, then [`Store::add_checked`] adds each.
+    pub fn check_unpacked(path: &StorePath, out: &Path, want: &crate::hash::Sha256Digest) -> Result<CheckedOutput> {
         util::normalize_tree(out).with_context(|| format!("normalising {path}"))?;
         let got = content_hash(out).with_context(|| format!("hashing {path}"))?;
         if &got != want {
@@ -245,12 +254,19 @@ impl Store {
             ))
             .into());
         }
+        Ok(CheckedOutput { path: path.clone(), out: out.to_path_buf(), digest: got })
+    }
+
+    /// Adds a checked output with its references, which must be in the store already.
+    /// Needs the store lock.
+    pub fn add_checked(&self, _lock: &StoreLock, checked: CheckedOutput, refs: &BTreeSet<StorePath>) -> Result<()> {
+        let CheckedOutput { path, out, digest } = checked;
         for r in refs {
             if !self.contains(r) {
                 return Err(Fail::new(format!("{path} refers to {r}, which is not in the store")).into());
             }
         }
-        self.add_finished(path, out, refs)
+        self.add_finished(&path, &out, refs, &digest)
     }
 
     fn hash_file(&self, p: &StorePath) -> PathBuf {

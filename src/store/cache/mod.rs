@@ -23,7 +23,7 @@ mod substitute;
 pub use remote::{is_unreachable, Location, Substituter};
 pub use substitute::{Caches, Fetched, Found};
 
-use super::{archive, content_hash, Store, StoreLock, StorePath, PHONE_STORE};
+use super::{archive, content_hash, Store, StorePath, PHONE_STORE};
 use crate::hash::{Hasher, Sha256Digest};
 use crate::report::Reporter;
 use crate::util::{self, Fail};
@@ -371,18 +371,18 @@ pub fn check_signature(info: &Info, trusted: &[PublicKey], origin: &str) -> Resu
     .into())
 }
 
-/// Adds `info.path` to the store from its downloaded archive `file`, whose sha256 the
-/// download computed (`got`): checked against the signed metadata before anything is
-/// decompressed, then the unpacked content against the signed content hash. Needs the
-/// store lock; the references must be in the store already.
-pub fn import_archive(
-    store: &Store,
-    lock: &StoreLock,
+/// Unpacks the downloaded archive `file` of `info.path` into `work` (on the store's
+/// filesystem), checking it against the signed metadata: its sha256 (`got`, computed by
+/// the download) before anything is decompressed, then the unpacked content's hash. Needs
+/// no lock, so several run at once; what it returns is added by [`Store::add_checked`].
+/// The caller removes `work`.
+pub fn unpack_archive(
     info: &Info,
     file: &Path,
     got: &Sha256Digest,
     origin: &str,
-) -> Result<()> {
+    work: &Path,
+) -> Result<crate::store::CheckedOutput> {
     let p = &info.path;
     if got.hex() != info.archive_sha256 {
         return Err(Fail::new(format!(
@@ -396,21 +396,19 @@ pub fn import_archive(
     }
     let content = Sha256Digest::parse_hex(&info.content_sha256)
         .ok_or_else(|| Fail::new(format!("{origin}/{}: content_sha256 is not a sha256", info_key(p))))?;
-    let work = store.root().join(".mobix/tmp").join(format!("import-{}.{}", p.base_name(), std::process::id()));
-    let _ = util::remove_tree(&work);
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let res = (|| -> Result<()> {
+    (|| {
+        let _ = util::remove_tree(work);
+        fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let f = fs::File::open(file)?;
-        archive::unpack(zstd::Decoder::new(f)?, &work, archive::AbsoluteLinks::PhoneRoot)
+        archive::unpack(zstd::Decoder::new(f)?, work, archive::AbsoluteLinks::PhoneRoot)
             .with_context(|| format!("unpacking {origin}/{}", info.archive))?;
         let out = work.join(archive::ROOT);
         if fs::symlink_metadata(&out).is_err() {
             return Err(Fail::new(format!("{origin}/{} holds no `{}` entry", info.archive, archive::ROOT)).into());
         }
-        store.add_unpacked(lock, p, &out, &info.references, &content)
-    })();
-    let _ = util::remove_tree(&work);
-    res.with_context(|| format!("importing {p} from {origin}"))
+        Store::check_unpacked(p, &out, &content)
+    })()
+    .with_context(|| format!("importing {p} from {origin}"))
 }
 
 /// The store paths of `set` in an order where each comes after what it refers to (within

@@ -3,17 +3,26 @@
 //! refers to have arrived, while the downloads go on.
 
 use super::remote::{self, Substituter};
-use super::{check_signature, import_archive, references_first, Cache, Info, PublicKey};
+use super::{check_signature, references_first, unpack_archive, Cache, Info, PublicKey};
 use crate::report::{Event, Reporter};
-use crate::store::{Store, StoreLock, StorePath};
+use crate::store::{CheckedOutput, Store, StoreLock, StorePath};
 use crate::util::{self, Fail};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
-/// A finished download: the archive's sha256 and size, None when the cache lost it.
-type Download = Result<Option<(crate::hash::Sha256Digest, u64)>>;
+/// A path whose download ended: unpacked and checked, lost by the cache, or failed.
+enum Arrival {
+    /// Unpacked and checked against its signed metadata; the archive's size.
+    Checked(CheckedOutput, u64),
+    /// The cache listed it but no longer has its archive.
+    Lost,
+    /// The download failed (the network: see [`remote::is_unreachable`]).
+    Download(anyhow::Error),
+    /// The archive or its content is not what the signed metadata says.
+    Import(anyhow::Error),
+}
 
 /// How many downloads run at once, and how many metadata questions.
 const DOWNLOADS: usize = 4;
@@ -154,8 +163,9 @@ impl<'a> Caches<'a> {
         Ok(paths.iter().filter_map(|p| Some((p.clone(), a.get(p)?.clone()?))).collect())
     }
 
-    /// Downloads `found` several at once and imports each path (references first) as soon
-    /// as its archive is in. A path the network fails to deliver is left out (with the
+    /// Downloads `found` several at once, unpacking and checking each archive in the thread
+    /// that downloaded it, and adds each path to the store (references first) as soon as it
+    /// and what it refers to are in. A path the network fails to deliver is left out (with the
     /// paths that refer to it) and reported in [`Fetched::failed`]; anything else that
     /// goes wrong (a tampered archive) stops the fetch with an error, nothing of that path
     /// in the store.
@@ -192,31 +202,39 @@ impl<'a> Caches<'a> {
                     }
                     let Some(p) = order.get(i) else { break };
                     let f = &found[p];
+                    let cache = &self.caches[f.cache];
                     let file = tmp.join(format!("{}.tar.zst", p.base_name()));
                     let r = if self.down[f.cache].load(Ordering::Relaxed) {
-                        Err(remote::Unreachable(format!("{} stopped answering", self.caches[f.cache].name)).into())
+                        Err(remote::Unreachable(format!("{} stopped answering", cache.name)).into())
                     } else {
-                        remote::download(
-                            &*self.caches[f.cache].backend,
-                            &f.info.archive,
-                            &file,
-                            f.info.archive_size,
-                            on_bytes,
-                        )
+                        remote::download(&*cache.backend, &f.info.archive, &file, f.info.archive_size, on_bytes)
                     };
-                    if tx.send((i, r, file)).is_err() {
+                    let arrival = match r {
+                        Ok(Some((sha, n))) => {
+                            let work = tmp.join(format!("{}.unpacked", p.base_name()));
+                            let checked = unpack_archive(&f.info, &file, &sha, &cache.name, &work);
+                            let _ = std::fs::remove_file(&file);
+                            match checked {
+                                Ok(c) => Arrival::Checked(c, n),
+                                Err(e) => Arrival::Import(e),
+                            }
+                        }
+                        Ok(None) => Arrival::Lost,
+                        Err(e) => Arrival::Download(e),
+                    };
+                    if tx.send((i, arrival)).is_err() {
                         break;
                     }
                 });
             }
             drop(tx);
-            let mut arrived: BTreeMap<usize, (Download, std::path::PathBuf)> = BTreeMap::new();
+            let mut arrived: BTreeMap<usize, Arrival> = BTreeMap::new();
             let mut failed: BTreeSet<StorePath> = BTreeSet::new();
             let mut at = 0;
             let res = (|| -> Result<()> {
-                for (i, r, file) in rx.iter() {
-                    arrived.insert(i, (r, file));
-                    while let Some((r, file)) = arrived.remove(&at) {
+                for (i, arrival) in rx.iter() {
+                    arrived.insert(i, arrival);
+                    while let Some(arrival) = arrived.remove(&at) {
                         let p = &order[at];
                         let f = &found[p];
                         let cache = &self.caches[f.cache].name;
@@ -228,25 +246,27 @@ impl<'a> Caches<'a> {
                                 .push((p.clone(), format!("it refers to {}, which did not arrive", q.name())));
                             continue;
                         }
-                        match r {
-                            Ok(Some((sha, n))) => {
-                                import_archive(store, lock, &f.info, &file, &sha, cache)?;
-                                let _ = std::fs::remove_file(&file);
+                        match arrival {
+                            Arrival::Checked(checked, n) => {
+                                store
+                                    .add_checked(lock, checked, &f.info.references)
+                                    .with_context(|| format!("importing {p} from {cache}"))?;
                                 fetched.bytes += n;
                                 fetched.imported.push(p.clone());
                             }
-                            Ok(None) => {
+                            Arrival::Import(e) => return Err(e),
+                            Arrival::Lost => {
                                 failed.insert(p.clone());
                                 fetched
                                     .failed
                                     .push((p.clone(), format!("{cache} lost {} since it listed it", f.info.archive)));
                             }
-                            Err(e) if remote::is_unreachable(&e) => {
+                            Arrival::Download(e) if remote::is_unreachable(&e) => {
                                 self.mark_down(f.cache, &e);
                                 failed.insert(p.clone());
                                 fetched.failed.push((p.clone(), format!("{e:#}")));
                             }
-                            Err(e) => return Err(e.context(format!("substituting {p} from {cache}"))),
+                            Arrival::Download(e) => return Err(e.context(format!("substituting {p} from {cache}"))),
                         }
                     }
                 }
