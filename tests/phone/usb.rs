@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{mobix_shared as mobix, repo, shared_store as store, tool};
 
-/// mobix for arm64: static (glibc), so the VM needs no libraries.
+/// mobix for arm64: static (glibc), so the VM needs no libraries, and without HTTP and S3
+/// binary caches (the `network-caches` feature), which the VM never uses and which would
+/// add TLS and S3 crates to its compile.
 fn mobix_arm64() -> PathBuf {
     // Beside the host build's (CI keeps CARGO_TARGET_DIR between runs: tests/README.md).
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -24,7 +26,7 @@ fn mobix_arm64() -> PathBuf {
         .join("usb-guest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "--locked", "--bin", "mobix", "--target", "aarch64-unknown-linux-gnu"])
+        .args(["build", "--locked", "--bin", "mobix", "--target", "aarch64-unknown-linux-gnu", "--no-default-features"])
         .current_dir(repo())
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
