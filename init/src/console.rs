@@ -9,8 +9,10 @@ pub fn report(e: &mobix_bootctl::console::Event) {
 
 /// Prints a line on the console, prefixed so it stands out among kernel messages.
 pub fn say(msg: &str) {
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "mobix: {msg}");
+    // One write: a long line (a screen's scene) is not cut by the kernel's messages.
+    let line = format!("mobix: {msg}\n");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
 

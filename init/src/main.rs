@@ -15,6 +15,7 @@ mod console;
 mod debugshell;
 mod deploy;
 mod generation;
+mod screen;
 mod stage1;
 mod stage2;
 mod state;

@@ -2,6 +2,7 @@
 
 use crate::console::say;
 use crate::debugshell;
+use crate::screen::{self, Screen};
 use crate::state;
 use crate::sys::{self, Result};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 /// these very types.
 use mobix_bootctl::console::Event;
 use mobix_bootctl::contract::{BootMode, Generation, Slot, Stage1 as Config, STAGE1_FILE};
+use mobix_bootctl::screen::{Label, Scene};
 
 const SYSROOT: &str = "/sysroot";
 const SYSTEM_MOUNT: &str = "/sysroot/run/mobix/system";
@@ -40,6 +42,14 @@ pub fn run() -> Result<()> {
         }
     }
     say(&format!("loaded {loaded} modules"));
+    let device = if cfg.config.device.is_empty() { "this phone" } else { cfg.config.device.as_str() };
+    let screen = Screen::open(device);
+    let boot_screen = |generation: Option<Label>, doing: &str| Scene::Boot {
+        device: device.to_string(),
+        generation,
+        doing: doing.to_string(),
+    };
+    screen::show(screen.as_ref(), &boot_screen(None, "looking for the system partition"));
     let mut usb_if = None;
     if let Some(u) = &cfg.config.usb_network {
         // Before anything that can fail: a phone whose system does not come up can still
@@ -62,15 +72,28 @@ pub fn run() -> Result<()> {
     let gens = state::read_generations(Path::new(SYSTEM_MOUNT).join("mobix/generations").as_path())?;
     if sys::cmdline_has(&cmdline, "mobix.debug-shell") {
         say("debug shell (mobix.debug-shell): `exit` goes on booting");
+        let why = "mobix.debug-shell is on the kernel command line; `exit` in the shell goes on booting";
+        screen::show(screen.as_ref(), &shell_scene(device, "Debug shell", why, usb_if.as_deref()));
         shell(&gens, usb_if.as_deref());
     }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
-    let mut boot = match pick(&cfg, &gens, &loc, slot, &cmdline) {
+    let (mut boot, notice) = match pick(&cfg, &gens, &loc, slot, &cmdline, screen.as_ref()) {
         Ok(b) => b,
-        Err(why) => rescue_with_system(&why, &gens, usb_if.as_deref()),
+        Err(why) => {
+            screen::show(screen.as_ref(), &shell_scene(device, "Nothing bootable", &why, usb_if.as_deref()));
+            rescue_with_system(&why, &gens, usb_if.as_deref())
+        }
     };
     boot.clock.stage1_start_ms = started_ms;
     let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
+    let label = label(&chosen);
+    screen::show(
+        screen.as_ref(),
+        &match notice {
+            Some((title, text)) => Scene::Notice { device: device.to_string(), title, text, generation: Some(label) },
+            None => boot_screen(Some(label), &format!("starting generation {}", chosen.generation)),
+        },
+    );
     sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
     let init = format!("{}/init", chosen.toplevel);
     if !exists_in(Path::new(SYSROOT), &init) {
@@ -95,7 +118,8 @@ fn pick(
     loc: &state::Location,
     slot: Option<Slot>,
     cmdline: &str,
-) -> std::result::Result<state::Boot, String> {
+    screen: Option<&Screen>,
+) -> std::result::Result<(state::Boot, Option<(String, String)>), String> {
     use mobix_bootctl::console::Chosen;
     use mobix_bootctl::counting::{self, Decision};
     let compatible: Vec<u32> = gens.iter().filter(|g| g.runs_under(&cfg.config)).map(|g| g.generation).collect();
@@ -114,7 +138,7 @@ fn pick(
         slot,
         clock: Default::default(),
     };
-    let keys = sys::volume_key_devices();
+    let keys = sys::key_devices();
     let held = sys::volume_key_held(&keys);
     if held {
         say("a volume key is held: generation menu");
@@ -122,7 +146,7 @@ fn pick(
     let wants_menu = sys::cmdline_has(cmdline, "mobix.menu")
         || held
         || (cfg.config.menu_timeout_ms > 0 && {
-            let volume = if keys.is_empty() { "" } else { " (or a volume key)" };
+            let volume = if sys::has_volume_key(&keys) { " (or a volume key)" } else { "" };
             say(&format!(
                 "press a key{volume} within {:.1}s for the generation menu",
                 cfg.config.menu_timeout_ms as f64 / 1000.0
@@ -130,10 +154,11 @@ fn pick(
             sys::key_within(Duration::from_millis(cfg.config.menu_timeout_ms as u64), &keys)
         });
     if wants_menu {
-        if let Some(g) = menu(gens, &compatible, record.as_ref()) {
+        let idle = std::time::Duration::from_secs(cfg.config.menu_idle_s.into());
+        if let Some(g) = menu(gens, &compatible, record.as_ref(), &keys, idle, screen) {
             say(&format!("generation {g} chosen by hand (its status is left as it is)"));
             crate::console::report(&Event::Chosen { generation: g, status: Chosen::Manual, tries_left: 0 });
-            return Ok(boot(g, BootMode::Manual));
+            return Ok((boot(g, BootMode::Manual), None));
         }
     }
     let (decision, next) = counting::select(record.as_ref(), &compatible, slot.unwrap_or(Slot::A));
@@ -159,18 +184,23 @@ fn pick(
                     say(&format!("warning: cannot update the boot-state record: {e}"));
                 }
             }
-            if let Some(words) = next.as_ref().or(record.as_ref()).and_then(|r| counting::fallback_words(r, generation))
-            {
-                say(&words);
-            }
+            let latest = next.as_ref().or(record.as_ref());
+            let notice = latest.and_then(|r| {
+                say(&counting::fallback_words(r, generation)?);
+                counting::fallback_notice(r, generation)
+            });
             let status = if trial { Chosen::Trial } else { Chosen::Good };
             crate::console::report(&Event::Chosen { generation, status, tries_left });
-            Ok(boot(generation, if trial { BootMode::Trial } else { BootMode::Good }))
+            Ok((boot(generation, if trial { BootMode::Trial } else { BootMode::Good }), notice))
         }
         Decision::Degraded { generation } => {
             say("the boot-state record is unreadable: the newest generation boots, nothing is counted");
             crate::console::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
-            Ok(boot(generation, BootMode::Degraded))
+            let notice = (
+                "Boot-state record unreadable".to_string(),
+                "the boot-state record is unreadable: the newest generation boots, nothing is counted".to_string(),
+            );
+            Ok((boot(generation, BootMode::Degraded), Some(notice)))
         }
         Decision::Rescue { why } => {
             let latest = next.as_ref().or(record.as_ref());
@@ -210,35 +240,120 @@ fn return_to_slot(
     sys::reboot()
 }
 
-/// The generation menu on the console: every generation on the partition with its status.
-/// Returns the one typed (Enter alone: the automatic choice).
-fn menu(gens: &[Generation], compatible: &[u32], record: Option<&mobix_bootctl::record::Record>) -> Option<u32> {
-    use std::io::BufRead;
-    let mut sorted: Vec<&Generation> = gens.iter().collect();
-    sorted.sort_by_key(|g| std::cmp::Reverse(g.generation));
-    say("generations on this phone:");
-    for g in &sorted {
-        let e = record.and_then(|r| r.entries.iter().find(|e| e.generation == g.generation));
-        let status = match e {
-            Some(e) if e.status == mobix_bootctl::record::Status::Trial => {
-                format!("trial, {} tries left", e.tries_left)
+/// The generation menu, on the screen and the console: every generation on the partition
+/// with its status, newest first. Volume keys (or arrows) move, power (or Enter) boots the
+/// selected one; on the console a number and Enter boots that one, Enter alone leaves it to
+/// the automatic choice, as does `idle` without a key. Returns the generation chosen by hand.
+fn menu(
+    gens: &[Generation],
+    compatible: &[u32],
+    record: Option<&mobix_bootctl::record::Record>,
+    keys: &[std::fs::File],
+    idle: Duration,
+    screen: Option<&Screen>,
+) -> Option<u32> {
+    use mobix_bootctl::record::Status;
+    use mobix_bootctl::screen::{Input, Menu, MenuRow, Step};
+    let rows = gens
+        .iter()
+        .map(|g| {
+            let e = record.and_then(|r| r.entries.iter().find(|e| e.generation == g.generation));
+            let state = match e.map(|e| e.status) {
+                Some(Status::Trial) => format!("trial, {} tries left", e.map_or(0, |e| e.tries_left)),
+                Some(Status::Bad(why)) => format!("bad ({})", why.name()),
+                Some(s) => s.name().to_string(),
+                None => "unknown".into(),
+            };
+            let selectable = compatible.contains(&g.generation);
+            MenuRow {
+                generation: label(g),
+                state,
+                selectable,
+                note: if selectable { String::new() } else { "other kernel".into() },
+                default: record.is_some_and(|r| r.default_gen == g.generation),
             }
-            Some(e) => format!("{:?}", e.status).to_lowercase(),
-            None => "unknown".into(),
+        })
+        .collect();
+    let mut m = Menu::new(rows);
+    let device = screen.map_or("this phone", |s| s.device());
+    say("generations on this phone:");
+    for r in m.rows() {
+        let kernel = if r.selectable { "" } else { ", other kernel" };
+        let g = gens.iter().find(|g| g.generation == r.generation.number).map_or("", |g| g.toplevel.as_str());
+        say(&format!("  {:>3}  {g}  ({}{kernel})", r.generation.number, r.state));
+    }
+    say("choose a generation (number, Enter for the automatic choice; volume keys move, power boots):");
+    let idle_s = idle.as_secs() as u32;
+    screen::show(screen, &m.scene(device, idle_s));
+    let _raw = sys::RawConsole::new();
+    let mut typed = String::new();
+    let mut last = Instant::now();
+    loop {
+        let left = idle.saturating_sub(last.elapsed());
+        let input = if left.is_zero() {
+            say(&format!("nothing pressed for {idle_s}s: the automatic choice"));
+            Input::Idle
+        } else {
+            match sys::next_input(left, keys) {
+                None => continue,
+                Some(sys::Input::Key(code)) => match code {
+                    sys::KEY_VOLUMEUP | sys::KEY_UP => Input::Up,
+                    sys::KEY_VOLUMEDOWN | sys::KEY_DOWN => Input::Down,
+                    _ => Input::Select,
+                },
+                Some(sys::Input::Console(bytes)) => {
+                    last = Instant::now();
+                    let mut line = None;
+                    for b in bytes {
+                        match b {
+                            b'\r' | b'\n' => line = Some(std::mem::take(&mut typed)),
+                            b'0'..=b'9' => typed.push(b as char),
+                            _ => {}
+                        }
+                    }
+                    match line {
+                        None => continue,
+                        Some(l) if l.is_empty() => return None,
+                        Some(l) => match l.parse() {
+                            Ok(n) => Input::Number(n),
+                            Err(_) => return None,
+                        },
+                    }
+                }
+            }
         };
-        let kernel = if compatible.contains(&g.generation) { "" } else { ", other kernel" };
-        say(&format!("  {:>3}  {}  ({status}{kernel})", g.generation, g.toplevel));
+        last = Instant::now();
+        let before = m.selected();
+        match m.press(input) {
+            Step::Boot(g) => return Some(g),
+            Step::Automatic => return None,
+            Step::Stay => {
+                if let Input::Number(n) = input {
+                    say(&format!("no generation {n} to boot with this kernel; taking the automatic choice"));
+                    return None;
+                }
+                if m.selected() != before {
+                    screen::show(screen, &m.scene(device, idle_s));
+                }
+            }
+        }
     }
-    say("choose a generation (number, Enter for the automatic choice):");
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).ok()?;
-    let n: u32 = line.trim().parse().ok()?;
-    if gens.iter().any(|g| g.generation == n) {
-        Some(n)
-    } else {
-        say(&format!("no generation {n}; taking the automatic choice"));
-        None
+}
+
+/// A generation as the screen names it.
+fn label(g: &Generation) -> Label {
+    Label { number: g.generation, date: mobix_bootctl::screen::date(g.created) }
+}
+
+/// The debug or rescue shell's screen: why, and how to reach the phone.
+fn shell_scene(device: &str, title: &str, why: &str, usb_if: Option<&str>) -> Scene {
+    let mut reach = vec!["A shell is on the serial console.".to_string()];
+    if usb_if.is_some() {
+        let phone = mobix_bootctl::contract::USB_PHONE_ADDRESS;
+        reach.push(format!("Over USB this phone is {phone}: on the host, telnet {phone}"));
     }
+    reach.push("Type reboot -f in the shell to try again.".into());
+    Scene::Shell { device: device.to_string(), title: title.to_string(), why: why.to_string(), reach }
 }
 
 /// Nothing bootable: say why and give the user a shell (on the console, and over USB
@@ -351,6 +466,7 @@ mod tests {
             toplevel: "/mobix/store/0123456789abcdfghijklmnpqrsvwxyz-mobix-system".into(),
             kernel: "/mobix/store/k-kernel/Image".into(),
             cmdline: "console=ttyAMA0".into(),
+            created: 0,
         };
         // As the host's system-image builder writes them: pretty JSON and a newline.
         std::fs::write(dir.join("4.json"), serde_json::to_string_pretty(&good).unwrap() + "\n").unwrap();

@@ -167,63 +167,116 @@ pub fn write_at(dev: &Path, offset: u64, data: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| format!("syncing {}: {e}", dev.display()))
 }
 
-/// Waits up to `timeout` for one key on stdin (the console), without waiting for Enter.
+/// Waits up to `timeout` for one key on stdin (the console), without waiting for Enter,
+/// or one of the phone's keys.
 pub fn key_within(timeout: std::time::Duration, keys: &[std::fs::File]) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: termios calls on fd 0 with a valid struct; poll on valid pollfds; reads into
-    // buffers of the given sizes.
-    unsafe {
-        let mut old: libc::termios = std::mem::zeroed();
-        let is_tty = libc::tcgetattr(0, &mut old) == 0;
-        if is_tty {
-            let mut raw = old;
-            raw.c_lflag &= !(libc::ICANON | libc::ECHO);
-            libc::tcsetattr(0, libc::TCSANOW, &raw);
+    let deadline = std::time::Instant::now() + timeout;
+    let _raw = RawConsole::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
         }
-        let deadline = std::time::Instant::now() + timeout;
-        let mut got = false;
-        while !got {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let mut fds: Vec<libc::pollfd> = std::iter::once(0)
-                .chain(keys.iter().map(|k| k.as_raw_fd()))
-                .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-                .collect();
-            if libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis() as libc::c_int) <= 0 {
-                break;
-            }
-            if fds[0].revents & libc::POLLIN != 0 {
-                let mut b = [0u8; 16];
-                libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len());
-                got = true;
-            }
-            for f in &fds[1..] {
-                if f.revents & libc::POLLIN == 0 {
-                    continue;
-                }
-                // struct input_event on 64-bit: timeval (16), type u16, code u16, value i32.
-                let mut ev = [0u8; 24 * 16];
-                let n = libc::read(f.fd, ev.as_mut_ptr() as *mut libc::c_void, ev.len());
-                for e in ev[..n.max(0) as usize].chunks_exact(24) {
-                    let kind = u16::from_ne_bytes([e[16], e[17]]);
-                    let code = u16::from_ne_bytes([e[18], e[19]]);
-                    let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
-                    got |= kind == EV_KEY && VOLUME_KEYS.contains(&code) && value == 1;
-                }
-            }
+        match next_input(left, keys) {
+            Some(Input::Console(_)) => return true,
+            Some(Input::Key(_)) => return true,
+            None => {}
         }
-        if is_tty {
-            libc::tcsetattr(0, libc::TCSANOW, &old);
-        }
-        got
     }
 }
 
+/// The console in raw mode (each key as it is typed, no echo) while this lives.
+pub struct RawConsole(Option<libc::termios>);
+
+impl RawConsole {
+    pub fn new() -> RawConsole {
+        // SAFETY: termios calls on fd 0 with a valid struct.
+        unsafe {
+            let mut old: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut old) != 0 {
+                return RawConsole(None);
+            }
+            let mut raw = old;
+            raw.c_lflag &= !(libc::ICANON | libc::ECHO);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            RawConsole(Some(old))
+        }
+    }
+}
+
+impl Drop for RawConsole {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restoring the settings read in `new`.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, old) };
+        }
+    }
+}
+
+/// What came in: bytes typed on the console, or a key of the phone pressed (its Linux key
+/// code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Console(Vec<u8>),
+    Key(u16),
+}
+
+/// Waits up to `timeout` for input on the console or a key press (not a release or an
+/// autorepeat) on one of `keys`; None when the time passed or only other events came.
+pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Option<Input> {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = std::iter::once(0)
+        .chain(keys.iter().map(|k| k.as_raw_fd()))
+        .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    // SAFETY: poll on valid pollfds; reads into buffers of the given sizes.
+    unsafe {
+        if libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
+        ) <= 0
+        {
+            return None;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            let mut b = [0u8; 64];
+            let n = libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len());
+            if n > 0 {
+                return Some(Input::Console(b[..n as usize].to_vec()));
+            }
+        }
+        for f in &fds[1..] {
+            if f.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            // struct input_event on 64-bit: timeval (16), type u16, code u16, value i32.
+            let mut ev = [0u8; 24 * 16];
+            let n = libc::read(f.fd, ev.as_mut_ptr() as *mut libc::c_void, ev.len());
+            for e in ev[..n.max(0) as usize].chunks_exact(24) {
+                let kind = u16::from_ne_bytes([e[16], e[17]]);
+                let code = u16::from_ne_bytes([e[18], e[19]]);
+                let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
+                if kind == EV_KEY && value == 1 && PHONE_KEYS.contains(&code) {
+                    return Some(Input::Key(code));
+                }
+            }
+        }
+    }
+    None
+}
+
 const EV_KEY: u16 = 1;
+pub const KEY_VOLUMEDOWN: u16 = 114;
+pub const KEY_VOLUMEUP: u16 = 115;
+pub const KEY_POWER: u16 = 116;
+pub const KEY_UP: u16 = 103;
+pub const KEY_DOWN: u16 = 108;
+pub const KEY_ENTER: u16 = 28;
 /// KEY_VOLUMEDOWN and KEY_VOLUMEUP.
-const VOLUME_KEYS: [u16; 2] = [114, 115];
+const VOLUME_KEYS: [u16; 2] = [KEY_VOLUMEDOWN, KEY_VOLUMEUP];
+/// The keys stage-1 listens to: a phone's buttons, and a keyboard's arrows and Enter.
+const PHONE_KEYS: [u16; 6] = [KEY_VOLUMEDOWN, KEY_VOLUMEUP, KEY_POWER, KEY_UP, KEY_DOWN, KEY_ENTER];
 /// Bytes of a key bitmap (KEY_MAX 0x2ff).
 const KEY_BYTES: usize = 0x300 / 8;
 
@@ -237,9 +290,10 @@ fn has_bit(bits: &[u8], n: u16) -> bool {
     bits.get(n as usize / 8).is_some_and(|b| b >> (n % 8) & 1 == 1)
 }
 
-/// The input devices (evdev) that have a volume key, opened non-blocking: on phones the
-/// buttons (gpio-keys), on the emulated phone its virtio keyboard.
-pub fn volume_key_devices() -> Vec<std::fs::File> {
+/// The input devices (evdev) that have one of the phone's keys, opened non-blocking: on
+/// phones the buttons (gpio-keys, the PMIC's power key), on the emulated phone its virtio
+/// keyboard and the virt machine's gpio power button.
+pub fn key_devices() -> Vec<std::fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(rd) = std::fs::read_dir("/dev/input") else { return Vec::new() };
@@ -254,11 +308,22 @@ pub fn volume_key_devices() -> Vec<std::fs::File> {
         let mut bits = [0u8; KEY_BYTES];
         // SAFETY: EVIOCGBIT(EV_KEY) fills at most KEY_BYTES bytes of `bits`.
         let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x20 + EV_KEY as u32, KEY_BYTES), bits.as_mut_ptr()) } >= 0;
-        if ok && VOLUME_KEYS.iter().any(|&k| has_bit(&bits, k)) {
+        if ok && PHONE_KEYS.iter().any(|&k| has_bit(&bits, k)) {
             out.push(f);
         }
     }
     out
+}
+
+/// Whether one of `keys` has a volume key.
+pub fn has_volume_key(keys: &[std::fs::File]) -> bool {
+    use std::os::fd::AsRawFd;
+    keys.iter().any(|f| {
+        let mut bits = [0u8; KEY_BYTES];
+        // SAFETY: EVIOCGBIT(EV_KEY) fills at most KEY_BYTES bytes of `bits`.
+        let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x20 + EV_KEY as u32, KEY_BYTES), bits.as_mut_ptr()) } >= 0;
+        ok && VOLUME_KEYS.iter().any(|&k| has_bit(&bits, k))
+    })
 }
 
 /// Whether a volume key is held down now (as a phone user holds it while powering on).

@@ -223,7 +223,14 @@ pub fn system_image(
         let boot: BootSpec =
             serde_json::from_slice(&fs::read(&boot_json).with_context(|| format!("reading {}", boot_json.display()))?)
                 .with_context(|| format!("parsing {}", boot_json.display()))?;
-        let e = Generation { generation: *n, toplevel: top.phone_path(), kernel: boot.kernel, cmdline: boot.cmdline };
+        // The date is not in the image's recipe (yet): the screen shows the number alone.
+        let e = Generation {
+            generation: *n,
+            toplevel: top.phone_path(),
+            kernel: boot.kernel,
+            cmdline: boot.cmdline,
+            created: 0,
+        };
         fs::write(gen_dir.join(format!("{n}.json")), serde_json::to_string_pretty(&e)? + "\n")?;
     }
     step("closure copied");

@@ -36,6 +36,21 @@ pub(super) struct TestArgs {
     /// starts from an empty phone.
     #[arg(long)]
     keep_state: bool,
+    /// Keep a PNG of the phone's screen each time stage-1 shows another screen (boot
+    /// screen, menu, notices) and at boot-complete, in DIR (per boot when there are several).
+    #[arg(long, value_name = "DIR")]
+    screenshots: Option<PathBuf>,
+}
+
+/// Where `mobix run` shows the phone's screen.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ScreenArg {
+    /// A window where the host has a display ($DISPLAY or $WAYLAND_DISPLAY), else none.
+    Auto,
+    Window,
+    /// VNC on 127.0.0.1 (--vnc-port).
+    Vnc,
+    None,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +99,17 @@ pub(super) struct RunArgs {
     /// split into pieces as on real phones.
     #[arg(long, value_name = "BYTES", default_value_t = 48 << 20)]
     max_download_size: u32,
+    /// Where the phone's screen shows: a window (its keys: Up and Down for the volume keys,
+    /// Enter for power), VNC, or nowhere (the console alone).
+    #[arg(long, value_enum, default_value = "auto", conflicts_with = "fastboot")]
+    screen: ScreenArg,
+    /// The port of --screen vnc.
+    #[arg(long, value_name = "PORT", default_value_t = 5900)]
+    vnc_port: u16,
+    /// Expose QEMU's QMP socket at PATH for scripts: `send-key` with `volumeup`,
+    /// `volumedown` and `power` presses the phone's keys, `screendump` takes a screenshot.
+    #[arg(long, value_name = "PATH", conflicts_with = "fastboot")]
+    qmp: Option<PathBuf>,
     /// Tests: drop the fastboot connection after this many bytes of download data.
     #[arg(long, hide = true)]
     drop_after_bytes: Option<u64>,
@@ -170,7 +196,14 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
         prepared.net = ssh_forward(&profile, port)?;
     }
     prepared.say_user("mobix test", a.ssh_port);
-    let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), &progress)?;
+    if let Some(d) = &a.screenshots {
+        std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("creating {}: {e}", d.display()))?;
+    }
+    let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), a.screenshots.as_deref(), &progress)?;
+    if let Some(d) = &a.screenshots {
+        let kept: usize = outcome.boots.iter().map(|b| b.screenshots.len()).sum();
+        progress(&format!("{kept} screenshots in {}", d.display()));
+    }
     // What the phone learned (which generations are good or bad) goes into the next image.
     remember_state(g, &profile, &a.target, &prepared)?;
     if a.json {
@@ -217,6 +250,19 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
             profile.system.ssh_command("127.0.0.1", Some(port), ssh_identity(&profile.system).as_deref())
         ));
     }
+    prepared.display = screen_for_run(&profile, a)?;
+    if let Some(sock) = &a.qmp {
+        if sock.as_os_str().len() >= 108 {
+            return Err(Fail::new(format!("{} is too long for a socket path (at most 107 bytes)", sock.display()))
+                .hint("give a shorter --qmp path")
+                .into());
+        }
+        prepared.qmp = Some(sock.clone());
+        progress(&format!(
+            "QMP on {}: `send-key` with volumeup, volumedown or power presses the phone's keys, `screendump` saves its screen",
+            sock.display()
+        ));
+    }
     prepared.say_user("mobix run", a.ssh_port);
     let status = vm::run(&profile, &prepared, &a.append, &progress);
     // However the phone stopped (powered off, Ctrl-A X, a signal to mobix), what it
@@ -228,6 +274,38 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(128 + sig as u8));
     }
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Where `mobix run` shows the screen, said to the user with the keys that press the
+/// phone's buttons.
+fn screen_for_run(profile: &Profile, a: &RunArgs) -> Result<vm::Display> {
+    let has_screen = profile.device.qemu.as_ref().and_then(|q| q.screen).is_some();
+    let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !has_screen && matches!(a.screen, ScreenArg::Window | ScreenArg::Vnc) {
+        return Err(Fail::new(format!("the profile of {} gives the emulated phone no screen", profile.codename))
+            .hint("set `qemu: { screen: { width: 720, height: 1440 } }` in the device profile (or leave it out for that default)")
+            .into());
+    }
+    let keys = "its keys: Up and Down arrows for volume up and down, Enter for power";
+    Ok(match a.screen {
+        ScreenArg::Window => vm::Display::Window,
+        ScreenArg::Auto if has_screen && desktop => vm::Display::Window,
+        ScreenArg::Vnc => vm::Display::Vnc(a.vnc_port),
+        ScreenArg::Auto if has_screen => {
+            progress("no desktop here ($DISPLAY): the screen is not shown (--screen vnc serves it over VNC)");
+            vm::Display::None
+        }
+        ScreenArg::Auto | ScreenArg::None => vm::Display::None,
+    })
+    .inspect(|d| match d {
+        vm::Display::Window => {
+            progress(&format!("the phone's screen is in a QEMU window; {keys} (click into it first)"))
+        }
+        vm::Display::Vnc(port) => {
+            progress(&format!("the phone's screen: VNC on 127.0.0.1:{port} (`vncviewer 127.0.0.1::{port}`); {keys}"))
+        }
+        vm::Display::None => {}
+    })
 }
 
 /// Reads the emulated phone's boot-state record into the store's ledger of its lineage

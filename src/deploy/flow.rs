@@ -161,6 +161,8 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
         toplevel: built.toplevel.phone_path(),
         kernel,
         cmdline: cmdline.to_string(),
+        // For the phone's screen (its generation menu); nothing is hashed from it.
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     let image = boot_image.as_ref().map(|(slot, img)| (&img[..], slot.is_none()));
     let (sent, said) = send(store, ssh, plan, image, &entry, profile.system.boot.tries, &note)?;

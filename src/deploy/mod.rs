@@ -705,6 +705,7 @@ mod tests {
                     toplevel: format!("/mobix/store/t{g}"),
                     kernel: String::new(),
                     cmdline: String::new(),
+                    created: 0,
                 })
                 .collect(),
             store: store.iter().map(|s| s.to_string()).collect(),

@@ -579,6 +579,8 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 kernel: format!("{}/Image", kernel.phone_path()),
                 cmdline: cmdline(profile),
                 menu_timeout_ms: profile.system.boot.menu_timeout_ms,
+                menu_idle_s: profile.system.boot.menu_idle_timeout,
+                device: d.name.clone(),
                 usb_network: d.usb_network.as_ref().map(|u| mobix_bootctl::contract::UsbNetwork {
                     vendor_id: u.vendor_id,
                     product_id: u.product_id,

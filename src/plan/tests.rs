@@ -151,12 +151,13 @@ fn the_qemu_profile_plans_to_golden_store_paths() {
     let got = [s.toplevel.base_name(), s.initrd.base_name(), imgs.boot.base_name(), imgs.system.base_name()];
     assert_eq!(got.map(|n| n.to_string()), GOLDEN_QEMU.map(String::from));
 }
-// (Last changed when the qemu-aarch64 profile's stage-1 took virtio-rng: a different initrd.)
+// (Last changed when stage-1 got the screen: stage1.json names the phone and the menu's idle
+// timeout, and the qemu-aarch64 profile's stage-1 loads virtio_gpu: a different initrd.)
 const GOLDEN_QEMU: [&str; 4] = [
-    "2xkppc2birhkjqz9xwyvazbqj2wq85zg-mobix-system-qemu-aarch64",
-    "2d4mb06fk3rcsxnwl72g9liwmcsagl17-initrd",
-    "rh3w3bpqdfjkvjjdm6ggmc7gqz85jq22-boot.img",
-    "0xdcxbg0nkv2cxwnw9m1f2saam1ljyyj-system.img",
+    "m3kbpw1c502yksjaan10c8m5zww3mz1h-mobix-system-qemu-aarch64",
+    "mikk7w9rhwagd4s45cjvi9wlscfx6m2v-initrd",
+    "iivdv4i49xm9hg6hb7jkk6l0z9q0iwwz-boot.img",
+    "9g7vbzn0i4rqpi4w86n4zaf7rwiabm2x-system.img",
 ];
 
 /// The phone contract from the host's side: what the plan writes for stage-1 and stage-2

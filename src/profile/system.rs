@@ -163,6 +163,10 @@ pub struct BootConfig {
     /// (0: only `mobix.menu` on the kernel command line opens it) [default: 1000].
     #[serde(default = "default_menu_timeout")]
     pub menu_timeout_ms: u32,
+    /// Seconds the open generation menu waits for a key before it boots what stage-1 would
+    /// have chosen by itself [default: 30].
+    #[serde(default = "default_menu_idle")]
+    pub menu_idle_timeout: u32,
 }
 
 fn default_tries() -> u8 {
@@ -174,6 +178,9 @@ fn default_deadline() -> u32 {
 fn default_menu_timeout() -> u32 {
     1000
 }
+fn default_menu_idle() -> u32 {
+    30
+}
 
 impl Default for BootConfig {
     fn default() -> Self {
@@ -181,6 +188,7 @@ impl Default for BootConfig {
             tries: default_tries(),
             trial_deadline: default_deadline(),
             menu_timeout_ms: default_menu_timeout(),
+            menu_idle_timeout: default_menu_idle(),
         }
     }
 }

@@ -507,6 +507,25 @@ pub struct Qemu {
     /// u-boot` boots the phone through it instead of mobix's model of the A/B rules.
     #[serde(default)]
     pub u_boot: Option<String>,
+    /// The phone's screen: a virtio GPU of this size in pixels, with a touch device beside
+    /// it; `null` for a phone without one (stage-1 then uses the console alone)
+    /// [default: { width: 720, height: 1440 }].
+    #[serde(default = "default_screen")]
+    pub screen: Option<QemuScreen>,
+}
+
+/// The emulated phone's display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QemuScreen {
+    /// Pixels across, as the phone is held upright.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
+}
+
+fn default_screen() -> Option<QemuScreen> {
+    Some(QemuScreen { width: 720, height: 1440 })
 }
 
 fn default_machine() -> String {

@@ -320,6 +320,17 @@ impl Device {
                     ),
                 );
             }
+            if let Some(s) = q.screen {
+                if !(64..=4096).contains(&s.width) || !(64..=4096).contains(&s.height) {
+                    return err(
+                        "qemu.screen",
+                        format!(
+                            "{}x{} is not a screen QEMU's virtio GPU can show (64 to 4096 pixels each way)",
+                            s.width, s.height
+                        ),
+                    );
+                }
+            }
             if q.memory_mib < 128 {
                 return err("qemu.memory_mib", format!("{} MiB is too little to boot", q.memory_mib));
             }

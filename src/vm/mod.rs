@@ -32,11 +32,13 @@ mod disk;
 pub mod fastboot;
 mod prepare;
 mod qemu;
+mod qmp;
 pub mod scenario;
 
 pub use disk::*;
 pub use prepare::*;
 pub use qemu::*;
+pub use qmp::*;
 
 /// Kernel argument asking stage-2 to power off after boot-complete.
 pub const POWEROFF_ARG: &str = "mobix.poweroff";
@@ -81,6 +83,12 @@ pub struct Boot {
     pub seconds: f64,
     /// Where the boot's time went, by the phone's clock (after a success point).
     pub times: Option<mobix_bootctl::console::BootTimes>,
+    /// What stage-1 showed on the screen, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenes: Vec<mobix_bootctl::screen::Scene>,
+    /// The screenshots kept of this boot (`mobix test --screenshots`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub screenshots: Vec<PathBuf>,
 }
 
 impl Boot {
@@ -99,6 +107,8 @@ impl Boot {
             note: String::new(),
             seconds: 0.0,
             times: None,
+            scenes: Vec::new(),
+            screenshots: Vec::new(),
         }
     }
 
@@ -139,43 +149,6 @@ impl Boot {
     }
 }
 
-/// A reply typed on the serial console when a line containing `when` appears.
-pub struct Answer {
-    pub when: String,
-    pub reply: String,
-    /// A key of the phone to press (a QEMU qcode, `volumeup`) instead of typing `reply`.
-    pub key: Option<String>,
-}
-
-/// Presses a key of the emulated phone (its virtio keyboard) through QEMU's QMP socket,
-/// holding it for `hold_ms`.
-fn press_key(qmp: &Path, qcode: &str, hold_ms: u32) -> Result<()> {
-    use std::os::unix::net::UnixStream;
-    let mut s = UnixStream::connect(qmp).with_context(|| format!("connecting to {}", qmp.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    r.read_line(&mut line)?; // the greeting
-    for cmd in [
-        serde_json::json!({"execute": "qmp_capabilities"}),
-        serde_json::json!({"execute": "send-key", "arguments": {
-            "keys": [{"type": "qcode", "data": qcode}], "hold-time": hold_ms}}),
-    ] {
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        loop {
-            line.clear();
-            if r.read_line(&mut line)? == 0 {
-                anyhow::bail!("QMP closed the connection");
-            }
-            if line.contains("\"return\"") {
-                break;
-            }
-            anyhow::ensure!(!line.contains("\"error\""), "QMP refused {cmd}: {line}");
-        }
-    }
-    Ok(())
-}
-
 /// Runs one power cycle: the bootloader, then QEMU with the serial console captured into
 /// `log` until the guest powers off or restarts, or `timeout` passes.
 pub fn boot_once(
@@ -184,6 +157,7 @@ pub fn boot_once(
     extra: &str,
     timeout: Duration,
     answers: &[Answer],
+    screenshots: Option<&Path>,
     log: &mut fs::File,
 ) -> Result<Boot> {
     let t0 = Instant::now();
@@ -208,10 +182,13 @@ pub fn boot_once(
         }
     };
     let mut seen = UBootSaw::default();
-    if answers.iter().any(|a| a.key.is_some()) {
-        // QMP, to press the phone's keys (a socket path has at most 107 bytes).
-        let sock = p.dir.join("qmp.sock");
+    let wants_qmp = screenshots.is_some() || answers.iter().any(|a| !matches!(a.act, Act::Type(_)));
+    let sock = p.dir.join("qmp.sock");
+    if wants_qmp {
+        // QMP, to press the phone's keys and look at its screen (a socket path has at most
+        // 107 bytes).
         anyhow::ensure!(sock.as_os_str().len() < 108, "{} is too long for a socket path", sock.display());
+        let _ = fs::remove_file(&sock);
         cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", sock.display()));
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
@@ -224,6 +201,13 @@ pub fn boot_once(
     let mut stdin = child.stdin.take();
     let rx = lines_of(&mut child);
     let mut answered = vec![false; answers.len()];
+    let mut qmp: Option<Qmp> = None;
+    let mut with_qmp = |f: &mut dyn FnMut(&mut Qmp) -> Result<()>| -> Result<()> {
+        if qmp.is_none() {
+            qmp = Some(Qmp::connect(&sock)?);
+        }
+        f(qmp.as_mut().expect("connected above"))
+    };
     let mut tail: Vec<String> = Vec::new();
     let deadline = t0 + timeout;
     loop {
@@ -242,22 +226,56 @@ pub fn boot_once(
                 if tail.len() > 30 {
                     tail.remove(0);
                 }
-                for (i, a) in answers.iter().enumerate() {
-                    if !answered[i] && line.contains(&a.when) {
-                        answered[i] = true;
-                        if let Some(k) = &a.key {
-                            if let Err(e) = press_key(&p.dir.join("qmp.sock"), k, 300) {
-                                writeln!(log, "# pressing {k} failed: {e:#}")?;
-                            }
-                            continue;
+                scan(&line, &mut boot);
+                if let (Some(dir), Some(what)) = (screenshots, screen_moment(&line)) {
+                    // Numbered on from the boots before in the same directory.
+                    let n = fs::read_dir(dir).map(|d| d.count()).unwrap_or(0) + 1;
+                    let to = dir.join(format!("{n:02}-{what}.png"));
+                    // At boot-complete the screen has long held still (and with
+                    // mobix.poweroff QEMU is about to end): one dump.
+                    let settle = what != "complete";
+                    match with_qmp(&mut |q| {
+                        if settle {
+                            q.settled_screendump(&to, "png")
+                        } else {
+                            q.screendump(&to, "png")
                         }
-                        if let Some(w) = stdin.as_mut() {
-                            let _ = w.write_all(a.reply.as_bytes());
-                            let _ = w.flush();
-                        }
+                    }) {
+                        Ok(()) => boot.screenshots.push(to),
+                        Err(e) => writeln!(log, "# screenshot {} failed: {e:#}", to.display())?,
                     }
                 }
-                scan(&line, &mut boot);
+                for (i, a) in answers.iter().enumerate() {
+                    if answered[i] || !line.contains(&a.when) {
+                        continue;
+                    }
+                    answered[i] = true;
+                    let done = match &a.act {
+                        Act::Type(text) => {
+                            if let Some(w) = stdin.as_mut() {
+                                let _ = w.write_all(text.as_bytes());
+                                let _ = w.flush();
+                            }
+                            Ok(())
+                        }
+                        Act::Press(k) => with_qmp(&mut |q| {
+                            q.press(k, 200)?;
+                            // The next press is another one, not the same held longer.
+                            std::thread::sleep(Duration::from_millis(400));
+                            Ok(())
+                        }),
+                        Act::Hold(k) => with_qmp(&mut |q| q.key(k, true)),
+                        Act::Release(k) => with_qmp(&mut |q| q.key(k, false)),
+                        // The PPM to compare; a PNG of the same moment beside it to look at.
+                        Act::Screenshot(to) => with_qmp(&mut |q| {
+                            q.settled_screendump(to, "ppm")?;
+                            q.screendump(&to.with_extension("png"), "png")
+                        }),
+                    };
+                    if let Err(e) = done {
+                        writeln!(log, "# {} failed: {e:#}", a.act.words())?;
+                    }
+                }
                 if !matches!(p.firmware, Firmware::Model) {
                     seen.scan(&line, &mut boot);
                 }
@@ -397,6 +415,7 @@ fn scan(line: &str, boot: &mut Boot) {
             boot.ending = Ending::Rescue;
         }
         Some(Event::BootTimes(t)) => boot.times = Some(t),
+        Some(Event::Screen(scene)) => boot.scenes.push(scene),
         None if line.contains("Kernel panic") => boot.kernel_panic = true,
         None => {}
     }
@@ -437,6 +456,9 @@ pub struct Cycles<'a> {
     pub max_boots: usize,
     pub answers: &'a [Answer],
     pub numbered_from: usize,
+    /// Where to keep a PNG of each screen stage-1 draws and of boot-complete (numbered
+    /// on across the boots).
+    pub screenshots: Option<&'a Path>,
 }
 
 /// Power-cycles the phone until a boot completes, nothing is bootable, or the power
@@ -452,7 +474,7 @@ pub fn boot_until_complete(
     while boots.len() < c.max_boots {
         let n = c.numbered_from + boots.len() + 1;
         writeln!(log, "# power cycle {n}")?;
-        let b = boot_once(profile, p, c.extra, c.per_boot, c.answers, log)?;
+        let b = boot_once(profile, p, c.extra, c.per_boot, c.answers, c.screenshots, log)?;
         progress(&format!("boot {n}: {}", b.summary()));
         let again = matches!(b.ending, Ending::Rebooted | Ending::Timeout);
         boots.push(b);
@@ -603,7 +625,13 @@ fn kill_group(child: &mut Child) {
 
 /// Boots the prepared phone (power cycling it while it restarts by itself) and checks
 /// that the build's generation reaches boot-complete.
-pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn Fn(&str)) -> Result<TestOutcome> {
+pub fn test(
+    profile: &Profile,
+    p: &Prepared,
+    timeout: Duration,
+    screenshots: Option<&Path>,
+    progress: &dyn Fn(&str),
+) -> Result<TestOutcome> {
     let log_path = p.dir.join("serial.log");
     let mut log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     progress(&format!(
@@ -612,7 +640,8 @@ pub fn test(profile: &Profile, p: &Prepared, timeout: Duration, progress: &dyn F
         timeout.as_secs(),
         log_path.display()
     ));
-    let cycles = Cycles { extra: POWEROFF_ARG, per_boot: timeout, max_boots: 8, answers: &[], numbered_from: 0 };
+    let cycles =
+        Cycles { extra: POWEROFF_ARG, per_boot: timeout, max_boots: 8, answers: &[], numbered_from: 0, screenshots };
     let boots = boot_until_complete(profile, p, &cycles, &mut log, progress)?;
     let last = boots.last().expect("at least one boot");
     let want_top = p.manifest.toplevel.phone_path();

@@ -28,6 +28,21 @@ pub struct Prepared {
     pub phone_lock: Option<util::FileLock>,
     /// The phone's network: QEMU's user-mode network on a virtio NIC.
     pub net: Net,
+    /// Where its screen shows (`mobix run`): nowhere, in a window, over VNC.
+    pub display: Display,
+    /// A QMP socket for scripts (`mobix run --qmp`): keys, screenshots.
+    pub qmp: Option<PathBuf>,
+}
+
+/// Where the emulated phone's screen is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// Nowhere (the tests look at it through QMP).
+    None,
+    /// In a window on the host's desktop (QEMU's GTK display).
+    Window,
+    /// Served over VNC on 127.0.0.1 at this port (5900 and up).
+    Vnc(u16),
 }
 
 impl Prepared {
@@ -256,6 +271,8 @@ pub fn prepare_from(
         firmware: Firmware::Model,
         phone_lock: None,
         net: Net::for_profile(profile),
+        display: Display::None,
+        qmp: None,
     })
 }
 
@@ -273,6 +290,8 @@ pub fn flashed_phone(profile: &Profile, out: &Path) -> Result<Prepared> {
         firmware: Firmware::Model,
         phone_lock: Some(lock),
         net: Net::for_profile(profile),
+        display: Display::None,
+        qmp: None,
     })
 }
 

@@ -75,9 +75,9 @@ pub fn load(dir: &Path, bytes: &[u8], slot: Option<Slot>) -> Result<std::result:
     Ok(Ok(Loaded { slot, kernel, initrd, dtb, cmdline }))
 }
 
-/// QEMU with the phone's machine (no devices yet): console on stdio, a guest restart ends
-/// the process, and it dies with mobix.
-pub(super) fn qemu_machine(profile: &Profile) -> Result<Command> {
+/// QEMU with the phone's machine (no devices yet): console on stdio, the screen where
+/// `display` says, a guest restart ends the process, and it dies with mobix.
+pub(super) fn qemu_machine(profile: &Profile, display: Display) -> Result<Command> {
     let q = profile.device.qemu.as_ref().ok_or_else(|| {
         Fail::new(format!("device {} cannot be emulated (its profile has no qemu section)", profile.codename))
     })?;
@@ -91,13 +91,21 @@ pub(super) fn qemu_machine(profile: &Profile) -> Result<Command> {
         });
     }
     c.args(["-M", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string(), "-smp", &q.smp.to_string()])
-        .args(["-nographic", "-no-reboot"]);
+        .arg("-no-reboot");
+    match display {
+        Display::None => c.arg("-nographic"),
+        // The console stays on stdio (with QEMU's Ctrl-A monitor keys) beside the screen.
+        Display::Window => c.args(["-display", "gtk", "-serial", "mon:stdio"]),
+        Display::Vnc(port) => {
+            c.arg("-display").arg(format!("vnc=127.0.0.1:{}", port.saturating_sub(5900))).args(["-serial", "mon:stdio"])
+        }
+    };
     Ok(c)
 }
 
 /// QEMU with the phone's machine and disk, before anything is loaded.
-pub(super) fn qemu_base(profile: &Profile, disk: &Path, net: &Net) -> Result<Command> {
-    let mut c = qemu_machine(profile)?;
+pub(super) fn qemu_base(profile: &Profile, disk: &Path, net: &Net, display: Display) -> Result<Command> {
+    let mut c = qemu_machine(profile, display)?;
     let q = profile.device.qemu.as_ref().expect("qemu_machine checked it");
     // `-M virt` adds a NIC of its own unless told not to.
     c.args(["-nic", "none"]);
@@ -111,12 +119,18 @@ pub(super) fn qemu_base(profile: &Profile, disk: &Path, net: &Net) -> Result<Com
         .arg(format!("if=none,id=disk0,format=raw,file={}", disk.display()))
         .arg("-device")
         .arg(format!("{},drive=disk0", q.disk.qemu_device()))
-        // The phone's keys (volume up and down, as a keyboard), pressed through QMP.
+        // The phone's keys (volume up and down, power, as a keyboard), pressed through QMP.
         .args(["-device", "virtio-keyboard-pci"])
         // A hardware random number generator, as every phone's SoC has one: without it the
         // kernel's pool is ready only seconds into userspace, and what waits for it
         // (systemd-random-seed, sysinit.target behind it) waits too.
         .args(["-device", "virtio-rng-pci"]);
+    if let Some(s) = q.screen {
+        // The phone's screen (stage-1 draws on its framebuffer) and a touch device over it
+        // (absolute positions, as a touchscreen gives).
+        c.arg("-device").arg(format!("virtio-gpu-pci,xres={},yres={}", s.width, s.height));
+        c.args(["-device", "virtio-tablet-pci"]);
+    }
     Ok(c)
 }
 
@@ -133,7 +147,7 @@ pub fn boot_from_ram(
 ) -> Result<std::process::ExitStatus> {
     let loaded =
         load(dir, bytes, slot)?.map_err(|e| Fail::new(format!("the image sent to boot is not bootable: {e}")))?;
-    let mut c = qemu_base(profile, disk, &Net::for_profile(profile))?;
+    let mut c = qemu_base(profile, disk, &Net::for_profile(profile), Display::None)?;
     c.arg("-kernel")
         .arg(&loaded.kernel)
         .arg("-initrd")
@@ -170,7 +184,7 @@ pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, p
     f.write_all(&env)?;
     f.set_len(PFLASH_SIZE)?;
     drop(f);
-    let mut c = qemu_machine(profile)?;
+    let mut c = qemu_machine(profile, Display::None)?;
     c.arg("-bios")
         .arg(bin)
         .arg("-drive")
@@ -193,7 +207,10 @@ pub fn u_boot_fastboot(profile: &Profile, dir: &Path, disk: &Path, bin: &Path, p
 
 /// The QEMU command line for one boot of what the model loaded.
 pub fn qemu_command(profile: &Profile, p: &Prepared, l: &Loaded, cmdline: &str) -> Result<Command> {
-    let mut c = qemu_base(profile, &p.disk, &p.net)?;
+    let mut c = qemu_base(profile, &p.disk, &p.net, p.display)?;
+    if let Some(sock) = &p.qmp {
+        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
     c.arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd).arg("-append").arg(cmdline);
     if let Some(dtb) = &l.dtb {
         c.arg("-dtb").arg(dtb);
@@ -272,7 +289,10 @@ pub(super) fn qemu_u_boot(profile: &Profile, p: &Prepared, bin: &Path, extra: &s
     f.write_all(&env)?;
     f.set_len(PFLASH_SIZE)?;
     drop(f);
-    let mut c = qemu_base(profile, &p.disk, &p.net)?;
+    let mut c = qemu_base(profile, &p.disk, &p.net, p.display)?;
+    if let Some(sock) = &p.qmp {
+        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
     c.arg("-bios").arg(bin).arg("-drive").arg(format!("if=pflash,unit=1,format=raw,file={}", flash.display()));
     Ok(c)
 }

@@ -8,7 +8,7 @@
 //! the system partition, boot_b and misc for a kernel update.
 
 use super::{boot_until_complete, patch_partition, read_partition, write_partition, write_sparse_partition};
-use super::{Answer, Boot, Cycles, Ending, Prepared, POWEROFF_ARG};
+use super::{Act, Answer, Boot, Cycles, Ending, Prepared, POWEROFF_ARG};
 use crate::format::bootstate::{self, BadReason, Record, Status};
 use crate::format::misc;
 use crate::profile::{HealthCheck, Profile, SystemConfig};
@@ -16,6 +16,7 @@ use crate::store::StorePath;
 use crate::util::Fail;
 use anyhow::{Context, Result};
 use mobix_bootctl::contract::Slot;
+use mobix_bootctl::screen::Scene;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ pub const NAMES: &[(&str, &str)] = &[
     ("s6", "ten updates with keep=3: the booted, default and last good generations survive"),
     ("s7", "good reboots in a row never leave the slot unbootable (two here; the rule over many is a unit test)"),
     ("s8", "a new kernel boots but all its generations fail: stage-1 switches back to the old slot"),
-    ("menu", "an older generation picked by hand in the menu (mobix.menu, then a volume key) boots"),
+    ("menu", "an older generation picked by hand in the menu (typed on the console; then on the screen, volume-down held at power-on, two rows down, power) boots"),
 ];
 
 /// What a scenario did: every boot, and whether its expectations held.
@@ -193,6 +194,7 @@ impl Run<'_> {
             max_boots: max,
             answers,
             numbered_from: self.boots.len(),
+            screenshots: None,
         };
         let out = boot_until_complete(self.profile, &self.phone, &cycles, &mut self.log, self.progress)?;
         self.boots.extend(out.iter().cloned());
@@ -238,6 +240,32 @@ impl Run<'_> {
         write_sparse_partition(&self.phone.disk, &self.phone.layout, &sys, &built.system_img)?;
         (self.progress)(&format!("installed generation {number} on the system partition"));
         Ok(built)
+    }
+
+    /// Checks that the screenshot `shot` is, pixel for pixel, `scene` as the host draws it
+    /// with stage-1's own drawing code (where the profile gives the phone a screen).
+    fn screen_shows(&mut self, shot: &Path, scene: &Scene, what: &str) {
+        if self.profile.device.qemu.as_ref().and_then(|q| q.screen).is_none() {
+            return;
+        }
+        let got = match fs::read(shot).map_err(anyhow::Error::from).and_then(|b| {
+            let (w, h, rgb) = super::read_ppm(&b)?;
+            Ok((w, h, rgb.to_vec()))
+        }) {
+            Ok(g) => g,
+            Err(e) => return self.check(false, format!("{what}: no screenshot {}: {e:#}", shot.display())),
+        };
+        let (w, h, rgb) = got;
+        let want = mobix_screen::render(scene, w, h).rgb_bytes();
+        let differ = rgb.chunks(3).zip(want.chunks(3)).filter(|(a, b)| a != b).count();
+        self.check(
+            differ == 0,
+            format!(
+                "{what}: the screen ({}) differs from the scene drawn on the host in {differ} of {} pixels",
+                shot.display(),
+                w * h
+            ),
+        );
     }
 
     fn expect_chosen(&mut self, boots: &[Boot], want: &[(Option<u32>, Option<Slot>)]) {
@@ -290,10 +318,23 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
         // from systemd's start under systemd (whose default target takes longer to reach).
         c.boot.trial_deadline = if c.init == crate::profile::Init::Systemd { 100 } else { 8 };
     })?;
-    let boots = r.boot(TRIES as usize + 2, "", &[])?;
+    let shot = r.phone.dir.join("notice.ppm");
+    let answers = [Answer::new(NOTICE_LINE, Act::Screenshot(shot.clone()))];
+    let boots = r.boot(TRIES as usize + 2, "", &answers)?;
     let mut want = vec![(Some(2), Some(Slot::A)); TRIES as usize];
     want.push((Some(1), Some(Slot::A)));
     r.expect_chosen(&boots, &want);
+    // The fallback boot says so on the screen, naming both generations.
+    match boots.last().and_then(|b| b.scenes.iter().find(|s| matches!(s, Scene::Notice { .. }))) {
+        Some(notice @ Scene::Notice { text, .. }) => {
+            r.check(
+                text.to_lowercase().contains("generation 2") && text.to_lowercase().contains("generation 1"),
+                format!("the notice names both generations: {text:?}"),
+            );
+            r.screen_shows(&shot, notice, "the fallback notice");
+        }
+        _ => r.check(false, "the fallback boot showed a notice"),
+    }
     for b in &boots[..boots.len().min(TRIES as usize)] {
         let how = if hang { b.trial_timeout } else { b.health_failed };
         r.check(how && b.ending == Ending::Rebooted, format!("trial boot failed as planned and rebooted: {b:?}"));
@@ -445,8 +486,7 @@ fn s6(r: &mut Run) -> Result<()> {
     let boots = r.boot(2, "", &[])?;
     r.expect_chosen(&boots, &[(Some(10), Some(Slot::A))]);
     // Generation 1 is still there to be picked by hand.
-    let boots =
-        r.boot(1, "mobix.menu", &[Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }])?;
+    let boots = r.boot(1, "mobix.menu", &[Answer::new("choose a generation", Act::Type("1\n".into()))])?;
     r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     Ok(())
 }
@@ -467,20 +507,55 @@ fn s7(r: &mut Run) -> Result<()> {
     Ok(())
 }
 
+/// The console lines of stage-1's screens.
+const MENU_LINE: &str = r#"SCREEN {"screen":"menu""#;
+const NOTICE_LINE: &str = r#"SCREEN {"screen":"notice""#;
+
 fn menu(r: &mut Run) -> Result<()> {
     s1(r)?;
-    let answers = [Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None }];
+    // On the serial console, as a UART user does.
+    let answers = [Answer::new("choose a generation", Act::Type("1\n".into()))];
     let boots = r.boot(1, "mobix.menu", &answers)?;
     r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     r.check(boots[0].status.as_deref() == Some("manual"), "generation 1 was chosen by hand");
     r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
-    // As on a phone: a volume key pressed while stage-1 waits opens the menu.
+    // As on a phone: volume-down held at power-on opens the menu on the screen; twice
+    // down and power boot the generation two rows below the default (3, an untried update).
+    r.update(3, 3, &|c| c.hostname = Some("generation-3".into()))?;
+    let shot = r.phone.dir.join("menu.ppm");
     let answers = [
-        Answer { when: "for the generation menu".into(), reply: String::new(), key: Some("volumeup".into()) },
-        Answer { when: "choose a generation".into(), reply: "1\n".into(), key: None },
+        // Once stage-1 has loaded the keyboard's driver (a key held before is not seen).
+        Answer::new("mobix: loaded ", Act::Hold("volumedown".into())),
+        Answer::new(MENU_LINE, Act::Screenshot(shot.clone())),
+        Answer::new(MENU_LINE, Act::Release("volumedown".into())),
+        Answer::new(MENU_LINE, Act::Press("volumedown".into())),
+        Answer::new(MENU_LINE, Act::Press("volumedown".into())),
+        Answer::new(MENU_LINE, Act::Press("power".into())),
     ];
     let boots = r.boot(1, "", &answers)?;
     r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
-    r.check(boots[0].status.as_deref() == Some("manual"), "the volume key opened the menu and generation 1 was chosen");
+    r.check(boots[0].status.as_deref() == Some("manual"), "the keys chose generation 1 by hand");
+    r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
+    let menus: Vec<&Scene> = boots[0].scenes.iter().filter(|s| matches!(s, Scene::Menu { .. })).collect();
+    let rows_and_selection = |s: &Scene| match s {
+        Scene::Menu { rows, selected, .. } => {
+            (rows.iter().map(|r| r.generation.number).collect::<Vec<u32>>(), *selected)
+        }
+        _ => (Vec::new(), 0),
+    };
+    let drawn: Vec<(Vec<u32>, usize)> = menus.iter().map(|s| rows_and_selection(s)).collect();
+    r.check(
+        drawn == [(vec![3, 2, 1], 0), (vec![3, 2, 1], 1), (vec![3, 2, 1], 2)],
+        format!("the menu opened on the default (3) and moved down twice: {drawn:?}"),
+    );
+    if let Some(first) = menus.first() {
+        r.screen_shows(&shot, first, "the generation menu");
+    }
+    let st = r.state()?.context("no valid boot-state record")?;
+    let e3 = r.entry(&st, 3);
+    r.check(
+        e3.is_some_and(|e| e.status == Status::Trial && e.tries_done == 0),
+        format!("generation 3, passed over by hand, keeps all its tries: {e3:?}"),
+    );
     Ok(())
 }

@@ -27,7 +27,7 @@ const INIT_LAYERS: &[&[&str]] = &[
     &["sys"],
     &["console"],
     &["state"],
-    &["usbnet", "debugshell"],
+    &["usbnet", "debugshell", "screen"],
     &["generation"],
     &["stage1", "stage2", "systemd", "deploy", "bless"],
 ];

@@ -52,6 +52,8 @@ pub enum Event {
     /// `BOOT-TIMES generation=N kernel_ms=… stage1_ms=… activation_ms=… complete_ms=…
     /// slowest=UNIT/MS,…`: where this boot's time went, after its success point.
     BootTimes(BootTimes),
+    /// `SCREEN {json}`: what stage-1 just drew on the phone's screen.
+    Screen(crate::screen::Scene),
 }
 
 /// Where a boot's time went, from the phone's own clock (milliseconds since the kernel
@@ -87,6 +89,9 @@ impl Event {
             Event::TrialTimeout { generation, why } => format!("TRIAL-TIMEOUT generation={generation}: {why}"),
             Event::SlotSwitch { slot, why } => format!("SLOT-SWITCH to slot {slot}: {why}"),
             Event::Rescue { why } => format!("RESCUE: {why}"),
+            Event::Screen(scene) => {
+                format!("SCREEN {}", serde_json::to_string(scene).expect("a scene is plain data"))
+            }
             Event::BootTimes(t) => {
                 let slowest: Vec<String> = t.slowest.iter().map(|(u, ms)| format!("{u}/{ms}")).collect();
                 format!(
@@ -108,6 +113,9 @@ impl Event {
         let at = line.find(PREFIX)?;
         let rest = line[at + PREFIX.len()..].trim_end();
         let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        if word == "SCREEN" {
+            return serde_json::from_str(tail).ok().map(Event::Screen);
+        }
         // `k=v` fields up to the first `: ` (what follows is the reason).
         let (fields, why) = match tail.split_once(": ") {
             Some((f, w)) => (f, w.to_string()),
@@ -194,6 +202,12 @@ mod tests {
                 complete_ms: 3000,
                 slowest: Vec::new(),
             }),
+            Event::Screen(crate::screen::Scene::Notice {
+                device: "QEMU aarch64 phone".into(),
+                title: "Generation 8 failed: booting 7".into(),
+                text: "the default generation 8 is bad (health check): falling back to generation 7".into(),
+                generation: Some(crate::screen::Label { number: 7, date: "2026-12-07".into() }),
+            }),
         ];
         for e in all {
             for before in ["", "[   41.2] mobix-init[301]: ", "\r"] {
@@ -208,6 +222,7 @@ mod tests {
             "mobix: a volume key is held",
             "GEN-CHOSEN generation=1",
             "mobix: GEN-CHOSEN generation=x status=good tries_left=0",
+            "mobix: SCREEN {\"screen\": \"boot\"",
         ] {
             assert_eq!(Event::find(other), None, "{other}");
         }

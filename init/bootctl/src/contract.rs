@@ -200,10 +200,20 @@ pub struct Stage1Config {
     pub cmdline: String,
     /// How long stage-1 waits for a key that opens the generation menu.
     pub menu_timeout_ms: u32,
+    /// Seconds without a key after which the open menu boots the automatic choice.
+    #[serde(default = "default_menu_idle_s")]
+    pub menu_idle_s: u32,
+    /// The phone's name, as the screen shows it (the profile's `name`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
     /// The USB network gadget stage-1 makes when the phone has a USB device controller.
     /// Written only when the profile asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usb_network: Option<UsbNetwork>,
+}
+
+fn default_menu_idle_s() -> u32 {
+    30
 }
 
 /// The phone's end of USB networking, as postmarketOS sets it up: a configfs gadget with an
@@ -243,6 +253,10 @@ pub struct Generation {
     /// The command line its boot image carries (from its boot.json).
     #[serde(default)]
     pub cmdline: String,
+    /// When the generation was made, in seconds since 1970 (0: not known, in entries older
+    /// than the screen that shows it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created: u64,
 }
 
 impl Generation {
@@ -579,6 +593,7 @@ mod tests {
             toplevel: format!("/mobix/store/{}-y", "x".repeat(32)),
             kernel: "".into(),
             cmdline: "".into(),
+            created: 0,
         };
         let cfg = Stage1Config {
             system_partition: "system".into(),
@@ -588,6 +603,8 @@ mod tests {
             kernel: "/mobix/store/k-kernel/Image".into(),
             cmdline: "console=ttyAMA0".into(),
             menu_timeout_ms: 0,
+            menu_idle_s: 30,
+            device: String::new(),
             usb_network: None,
         };
         assert!(g.runs_under(&cfg));
@@ -654,6 +671,8 @@ mod tests {
                 kernel: "/mobix/store/k-kernel/Image".into(),
                 cmdline: "console=ttyAMA0 quiet".into(),
                 menu_timeout_ms: 1500,
+                menu_idle_s: 20,
+                device: "QEMU aarch64 phone".into(),
                 usb_network: Some(UsbNetwork { vendor_id: 0x18d1, product_id: 0xd001, product: "p".into() }),
             },
             kernel_release: "6.1.0-18-arm64".into(),
@@ -671,6 +690,7 @@ mod tests {
             toplevel: "/mobix/store/t-mobix-system".into(),
             kernel: "/mobix/store/k-kernel/Image".into(),
             cmdline: "console=ttyAMA0".into(),
+            created: 1_796_601_600,
         });
         round_trip(&BootSpec {
             version: 1,

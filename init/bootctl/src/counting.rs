@@ -107,12 +107,50 @@ pub fn fallback_words(r: &Record, generation: u32) -> Option<String> {
         Some(_) => format!("the default generation {d} cannot run with this kernel"),
         None => format!("the default generation {d} is not on this phone"),
     };
-    let what = match r.entries.iter().find(|e| e.generation == generation).map(|e| e.status) {
+    Some(format!("{why}: falling back to generation {generation}, {}", fallback_what(r, generation)))
+}
+
+/// What the generation fallen back to is, in words.
+fn fallback_what(r: &Record, generation: u32) -> &'static str {
+    match r.entries.iter().find(|e| e.generation == generation).map(|e| e.status) {
         Some(Status::Good) if r.last_good.contains(&generation) => "the last one that booted good on this phone",
         Some(Status::Good) => "one that booted good on this phone",
         _ => "which has not booted good on this phone yet (none that has is left)",
+    }
+}
+
+/// The same as [`fallback_words`], for the phone's screen: a title and a sentence that a
+/// person holding the phone understands without the record's words.
+pub fn fallback_notice(r: &Record, generation: u32) -> Option<(String, String)> {
+    if generation == r.default_gen {
+        return None;
+    }
+    let d = r.default_gen;
+    let e = r.entries.iter().find(|e| e.generation == d);
+    let (title, why) = match e.map(|e| e.status) {
+        Some(Status::Bad(reason)) => {
+            (
+                format!("Generation {d} failed"),
+                match reason {
+                    BadReason::Tries => format!(
+                    "Generation {d} did not come up on any of its {} tries (a failed health check, a hang or a crash).",
+                    e.map_or(0, |e| e.tries_done)
+                ),
+                    BadReason::Kernel => {
+                        format!("The new kernel of generation {d} did not start: the bootloader went back to the other slot.")
+                    }
+                    BadReason::User => format!("Generation {d} was marked bad by hand."),
+                    BadReason::Unspecified => format!("Generation {d} is marked bad."),
+                },
+            )
+        }
+        Some(_) => (
+            format!("Generation {d} cannot boot here"),
+            format!("Generation {d} was built for another kernel than this boot image's."),
+        ),
+        None => (format!("Generation {d} is missing"), format!("Generation {d} is not on this phone.")),
     };
-    Some(format!("{why}: falling back to generation {generation}, {what}"))
+    Some((title, format!("{why} Booting generation {generation}, {}.", fallback_what(r, generation))))
 }
 
 /// Stage-2 at its success point: the running generation is good (and the last good one of
@@ -264,6 +302,19 @@ mod tests {
             fallback_words(&r, 1).unwrap(),
             "the default generation 4 is bad (tries): falling back to generation 1, the last one that booted good on this phone"
         );
+        // The screen's words for the same, with the tries spent.
+        let tries = r.entries.iter().find(|e| e.generation == 4).unwrap().tries_done;
+        assert_eq!(
+            fallback_notice(&r, 1).unwrap(),
+            (
+                "Generation 4 failed".to_string(),
+                format!(
+                    "Generation 4 did not come up on any of its {tries} tries (a failed health check, a hang or a \
+                     crash). Booting generation 1, the last one that booted good on this phone."
+                )
+            )
+        );
+        assert_eq!(fallback_notice(&r, 4), None);
         // A good one that is not the slot's last good still comes before an untried one.
         let mut other = r.clone();
         other.last_good = [0, 0];
