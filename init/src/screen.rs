@@ -37,17 +37,43 @@ pub struct Layout {
 impl Layout {
     /// The bytes of `frame` in this layout, one row of `line_length` bytes per screen row
     /// (the frame is the screen's size).
+    #[cfg(test)]
     pub fn encode(&self, frame: &mobix_screen::Frame) -> Vec<u8> {
+        self.encode_rows(frame, 0..self.height)
+    }
+
+    /// Whether a pixel's bytes are the frame's `0x00RRGGBB` in little-endian order (XRGB8888,
+    /// as virtio-gpu's fbdev and many phones' simple-framebuffers are): then rows are copied.
+    fn is_xrgb8888(&self) -> bool {
+        self.bits_per_pixel == 32 && self.red == (16, 8) && self.green == (8, 8) && self.blue == (0, 8)
+    }
+
+    /// The bytes of `rows` of `frame` in this layout, `line_length` bytes a row.
+    pub fn encode_rows(&self, frame: &mobix_screen::Frame, rows: std::ops::Range<u32>) -> Vec<u8> {
         let bytes = (self.bits_per_pixel / 8) as usize;
-        let mut out = vec![0u8; self.line_length as usize * self.height as usize];
+        let (first, count) = (rows.start, rows.end.saturating_sub(rows.start));
+        let mut out = vec![0u8; self.line_length as usize * count as usize];
+        if self.is_xrgb8888() {
+            let w = self.width.min(frame.width) as usize;
+            for i in 0..count.min(frame.height.saturating_sub(first)) {
+                let src = &frame.pixels[((first + i) * frame.width) as usize..][..w];
+                let row = &mut out[(i * self.line_length) as usize..][..self.line_length as usize];
+                let at = self.xoffset as usize * 4;
+                for (dst, px) in row[at..at + 4 * w].chunks_exact_mut(4).zip(src) {
+                    dst.copy_from_slice(&px.to_le_bytes());
+                }
+            }
+            return out;
+        }
         let channel = |v: u32, (offset, length): (u32, u32)| -> u32 {
             if length == 0 || length > 8 {
                 return 0;
             }
             ((v & 0xff) >> (8 - length)) << offset
         };
-        for y in 0..self.height.min(frame.height) {
-            let row = &mut out[(y * self.line_length) as usize..][..self.line_length as usize];
+        for i in 0..count.min(frame.height.saturating_sub(first)) {
+            let y = first + i;
+            let row = &mut out[(i * self.line_length) as usize..][..self.line_length as usize];
             for x in 0..self.width.min(frame.width) {
                 let v = frame.pixels[(y * frame.width + x) as usize];
                 let p = channel(v >> 16, self.red) | channel(v >> 8, self.green) | channel(v, self.blue);
@@ -66,6 +92,8 @@ pub struct Screen {
     fb: File,
     layout: Layout,
     device: String,
+    /// The last frame drawn, so that the next writes only the rows that changed.
+    shown: std::cell::RefCell<Option<mobix_screen::Frame>>,
     /// The console's virtual terminal, switched to graphics so that the kernel's text
     /// console does not draw over the picture (and its cursor does not blink on it).
     _tty: Option<File>,
@@ -102,7 +130,7 @@ impl Screen {
             "screen: /dev/fb0, {}x{} at {} bits per pixel",
             layout.width, layout.height, layout.bits_per_pixel
         ));
-        Some(Screen { fb, layout, device: device.to_string(), _tty: tty })
+        Some(Screen { fb, layout, device: device.to_string(), shown: Default::default(), _tty: tty })
     }
 
     pub fn device(&self) -> &str {
@@ -111,9 +139,31 @@ impl Screen {
 
     fn draw(&self, scene: &Scene) -> Result<(), String> {
         let frame = mobix_screen::render(scene, self.layout.width, self.layout.height);
-        let bytes = self.layout.encode(&frame);
-        let at = u64::from(self.layout.yoffset) * u64::from(self.layout.line_length);
-        self.fb.write_all_at(&bytes, at).map_err(|e| format!("writing /dev/fb0: {e}"))
+        let mut shown = self.shown.borrow_mut();
+        // Only the rows that changed since the last frame (the first frame: all of them).
+        let rows = self.layout.height.min(frame.height) as usize;
+        let width = frame.width as usize;
+        let changed = |y: usize| {
+            shown.as_ref().is_none_or(|s: &mobix_screen::Frame| {
+                s.pixels[y * width..(y + 1) * width] != frame.pixels[y * width..(y + 1) * width]
+            })
+        };
+        let mut y = 0;
+        while y < rows {
+            if !changed(y) {
+                y += 1;
+                continue;
+            }
+            let start = y;
+            while y < rows && changed(y) {
+                y += 1;
+            }
+            let bytes = self.layout.encode_rows(&frame, start as u32..y as u32);
+            let at = u64::from(self.layout.yoffset + start as u32) * u64::from(self.layout.line_length);
+            self.fb.write_all_at(&bytes, at).map_err(|e| format!("writing /dev/fb0: {e}"))?;
+        }
+        *shown = Some(frame);
+        Ok(())
     }
 }
 
@@ -200,6 +250,20 @@ mod tests {
         let r = layout_of(&var(16, [(11, 5), (5, 6), (0, 5)]), 8).unwrap();
         let p = u16::from_le_bytes([r.encode(&frame)[2], r.encode(&frame)[3]]);
         assert_eq!((p >> 11, (p >> 5) & 0x3f, p & 0x1f), (0x1f, 0x20, 0));
+    }
+
+    #[test]
+    fn rows_encode_as_the_whole_frame_does_in_the_fast_and_the_general_way() {
+        let mut frame = mobix_screen::Frame::filled(4, 3, 0x01_02_03);
+        frame.pixels[5] = 0xaa_bb_cc;
+        let x = layout_of(&var(32, [(16, 8), (8, 8), (0, 8)]), 20).unwrap();
+        let mut general = x;
+        general.red = (16, 7); // not XRGB8888: the per-channel way, which keeps 7 bits of red
+        assert!(x.is_xrgb8888() && !general.is_xrgb8888());
+        let whole = x.encode(&frame);
+        assert_eq!(x.encode_rows(&frame, 1..2), whole[20..40].to_vec());
+        assert_eq!(&whole[24..28], &[0xcc, 0xbb, 0xaa, 0]);
+        assert_eq!(&general.encode_rows(&frame, 1..2)[4..8], &[0xcc, 0xbb, 0x55, 0]);
     }
 
     #[test]
