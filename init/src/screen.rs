@@ -91,7 +91,6 @@ impl Layout {
 pub struct Screen {
     fb: File,
     layout: Layout,
-    device: String,
     /// The last frame drawn, so that the next writes only the rows that changed.
     shown: std::cell::RefCell<Option<mobix_screen::Frame>>,
     /// The console's virtual terminal, switched to graphics so that the kernel's text
@@ -130,11 +129,8 @@ impl Screen {
             "screen: /dev/fb0, {}x{} at {} bits per pixel",
             layout.width, layout.height, layout.bits_per_pixel
         ));
-        Some(Screen { fb, layout, device: device.to_string(), shown: Default::default(), _tty: tty })
-    }
-
-    pub fn device(&self) -> &str {
-        &self.device
+        let _ = device;
+        Some(Screen { fb, layout, shown: Default::default(), _tty: tty })
     }
 
     fn draw(&self, scene: &Scene) -> Result<(), String> {
@@ -167,8 +163,73 @@ impl Screen {
     }
 }
 
+/// The screen, drawn by a thread of its own: it loads the screen's modules (a GPU driver is
+/// large, and loading it under an emulator takes a fifth of a second) while stage-1 goes on
+/// looking for the system partition, opens the framebuffer, and draws each scene it is given,
+/// in order.
+pub struct Painter {
+    device: String,
+    to: Option<std::sync::mpsc::Sender<Scene>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Painter {
+    pub fn start(device: &str, modules: Vec<String>) -> Painter {
+        let (to, scenes) = std::sync::mpsc::channel::<Scene>();
+        let name = device.to_string();
+        let thread = std::thread::Builder::new()
+            .name("screen".into())
+            .spawn(move || {
+                for m in &modules {
+                    if let Err(e) = crate::sys::load_module(std::path::Path::new(m)) {
+                        console::say(&format!("warning: the screen's module {m}: {e}"));
+                    }
+                }
+                let screen = Screen::open(&name);
+                for scene in scenes {
+                    show(screen.as_ref(), &scene);
+                }
+            })
+            .map_err(|e| console::say(&format!("warning: no screen: {e}")))
+            .ok();
+        Painter { device: device.to_string(), to: thread.as_ref().map(|_| to), thread }
+    }
+
+    /// The phone's name, as the screens show it.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Draws `scene` once what was given before is drawn (and says it on the console then).
+    pub fn show(&self, scene: Scene) {
+        match &self.to {
+            Some(to) => {
+                let _ = to.send(scene);
+            }
+            None => show(None, &scene),
+        }
+    }
+
+    /// Waits until everything given is drawn, at most `limit` (a driver that hangs must not
+    /// hold the boot).
+    pub fn finish(mut self, limit: std::time::Duration) {
+        drop(self.to.take());
+        let t0 = std::time::Instant::now();
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() {
+                if t0.elapsed() > limit {
+                    console::say(&format!("warning: the screen is not drawn after {}s; going on", limit.as_secs()));
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let _ = t.join();
+        }
+    }
+}
+
 /// Shows `scene` on the screen, if there is one, and writes it on the console either way.
-pub fn show(screen: Option<&Screen>, scene: &Scene) {
+fn show(screen: Option<&Screen>, scene: &Scene) {
     if let Some(s) = screen {
         if let Err(e) = s.draw(scene) {
             console::say(&format!("warning: {e}"));

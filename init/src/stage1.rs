@@ -2,7 +2,7 @@
 
 use crate::console::say;
 use crate::debugshell;
-use crate::screen::{self, Screen};
+use crate::screen::Painter;
 use crate::state;
 use crate::sys::{self, Result};
 use std::path::{Path, PathBuf};
@@ -43,13 +43,13 @@ pub fn run() -> Result<()> {
     }
     say(&format!("loaded {loaded} modules"));
     let device = if cfg.config.device.is_empty() { "this phone" } else { cfg.config.device.as_str() };
-    let screen = Screen::open(device);
+    let screen = Painter::start(device, cfg.screen_modules.clone());
     let boot_screen = |generation: Option<Label>, doing: &str| Scene::Boot {
         device: device.to_string(),
         generation,
         doing: doing.to_string(),
     };
-    screen::show(screen.as_ref(), &boot_screen(None, "looking for the system partition"));
+    screen.show(boot_screen(None, "looking for the system partition"));
     let mut usb_if = None;
     if let Some(u) = &cfg.config.usb_network {
         // Before anything that can fail: a phone whose system does not come up can still
@@ -73,33 +73,32 @@ pub fn run() -> Result<()> {
     if sys::cmdline_has(&cmdline, "mobix.debug-shell") {
         say("debug shell (mobix.debug-shell): `exit` goes on booting");
         let why = "mobix.debug-shell is on the kernel command line; `exit` in the shell goes on booting";
-        screen::show(screen.as_ref(), &shell_scene(device, "Debug shell", why, usb_if.as_deref()));
+        screen.show(shell_scene(device, "Debug shell", why, usb_if.as_deref()));
         shell(&gens, usb_if.as_deref());
     }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
-    let (mut boot, notice) = match pick(&cfg, &gens, &loc, slot, &cmdline, screen.as_ref()) {
+    let (mut boot, notice) = match pick(&cfg, &gens, &loc, slot, &cmdline, &screen) {
         Ok(b) => b,
         Err(why) => {
-            screen::show(screen.as_ref(), &shell_scene(device, "Nothing bootable", &why, usb_if.as_deref()));
+            screen.show(shell_scene(device, "Nothing bootable", &why, usb_if.as_deref()));
             rescue_with_system(&why, &gens, usb_if.as_deref())
         }
     };
     boot.clock.stage1_start_ms = started_ms;
     let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
     let label = label(&chosen);
-    screen::show(
-        screen.as_ref(),
-        &match notice {
-            Some((title, text)) => Scene::Notice { device: device.to_string(), title, text, generation: Some(label) },
-            None => boot_screen(Some(label), &format!("starting generation {}", chosen.generation)),
-        },
-    );
+    screen.show(match notice {
+        Some((title, text)) => Scene::Notice { device: device.to_string(), title, text, generation: Some(label) },
+        None => boot_screen(Some(label), &format!("starting generation {}", chosen.generation)),
+    });
     sys::mount(&format!("{SYSTEM_MOUNT}/mobix"), &format!("{SYSROOT}/mobix"), None, libc::MS_BIND, None)?;
     let init = format!("{}/init", chosen.toplevel);
     if !exists_in(Path::new(SYSROOT), &init) {
         return Err(format!("generation {} has no init at {init}", chosen.generation));
     }
     std::fs::create_dir_all(format!("{SYSROOT}/run/mobix")).map_err(|e| format!("creating /run/mobix: {e}"))?;
+    // The last screen drawn before the generation's init replaces this program.
+    screen.finish(Duration::from_secs(3));
     boot.clock.stage1_done_ms = sys::uptime_ms();
     let json = serde_json::to_vec_pretty(&boot).map_err(|e| e.to_string())?;
     std::fs::write(format!("{SYSROOT}{}", state::BOOT_FILE), json).map_err(|e| format!("writing boot.json: {e}"))?;
@@ -118,7 +117,7 @@ fn pick(
     loc: &state::Location,
     slot: Option<Slot>,
     cmdline: &str,
-    screen: Option<&Screen>,
+    screen: &Painter,
 ) -> std::result::Result<(state::Boot, Option<(String, String)>), String> {
     use mobix_bootctl::console::Chosen;
     use mobix_bootctl::counting::{self, Decision};
@@ -250,7 +249,7 @@ fn menu(
     record: Option<&mobix_bootctl::record::Record>,
     keys: &[std::fs::File],
     idle: Duration,
-    screen: Option<&Screen>,
+    screen: &Painter,
 ) -> Option<u32> {
     use mobix_bootctl::record::Status;
     use mobix_bootctl::screen::{Input, Menu, MenuRow, Step};
@@ -275,7 +274,7 @@ fn menu(
         })
         .collect();
     let mut m = Menu::new(rows);
-    let device = screen.map_or("this phone", |s| s.device());
+    let device = screen.device();
     say("generations on this phone:");
     for r in m.rows() {
         let kernel = if r.selectable { "" } else { ", other kernel" };
@@ -284,7 +283,7 @@ fn menu(
     }
     say("choose a generation (number, Enter for the automatic choice; volume keys move, power boots):");
     let idle_s = idle.as_secs() as u32;
-    screen::show(screen, &m.scene(device, idle_s));
+    screen.show(m.scene(device, idle_s));
     let _raw = sys::RawConsole::new();
     let mut typed = String::new();
     let mut last = Instant::now();
@@ -333,7 +332,7 @@ fn menu(
                     return None;
                 }
                 if m.selected() != before {
-                    screen::show(screen, &m.scene(device, idle_s));
+                    screen.show(m.scene(device, idle_s));
                 }
             }
         }

@@ -128,10 +128,12 @@ fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {
     }
 }
 
+/// The initramfs: stage-1's init, `modules` (stage-1's, then the screen's: those of the
+/// second list not already in the first, each with its dependencies), firmware, stage1.json.
 pub fn build(
     ctx: &Ctx,
     planned: &Planned,
-    modules: &[String],
+    modules: (&[String], &[String]),
     compression: Compression,
     config: &Stage1Config,
     firmware: &[String],
@@ -141,7 +143,11 @@ pub fn build(
     let mods = ctx.input(planned, "modules")?;
     let release = fs::read_to_string(mods.join("release"))?.trim().to_string();
     let moddir = mods.join("lib/modules").join(&release);
-    let order = resolve_modules(&moddir, modules, "stage1.modules")?;
+    let order = resolve_modules(&moddir, modules.0, "stage1.modules")?;
+    let screen_order: Vec<String> = resolve_modules(&moddir, modules.1, "stage1.screen_modules")?
+        .into_iter()
+        .filter(|m| !order.contains(m))
+        .collect();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "sysroot"] {
         entries.insert(d.into(), Entry::dir(d));
@@ -149,7 +155,8 @@ pub fn build(
     let init_bin = fs::read(init.join("bin/mobix-init")).context("reading the stage-1 init binary")?;
     entries.insert("init".into(), Entry::file("init", 0o755, init_bin));
     let mut in_ramfs = Vec::new();
-    for rel in &order {
+    let mut screen_in_ramfs = Vec::new();
+    for (rel, screen) in order.iter().map(|r| (r, false)).chain(screen_order.iter().map(|r| (r, true))) {
         // Compressed modules (Debian's 6.12 ships .ko.xz) go in decompressed, so stage-1
         // loads plain .ko files whatever the kernel's module decompression support.
         let raw = fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?;
@@ -164,7 +171,7 @@ pub fn build(
         let path = format!("lib/modules/{release}/{rel}");
         add_parents(&mut entries, &path);
         entries.insert(path.clone(), Entry::file(path.clone(), 0o644, data));
-        in_ramfs.push(format!("/{path}"));
+        if screen { &mut screen_in_ramfs } else { &mut in_ramfs }.push(format!("/{path}"));
     }
     // The firmware stage-1 needs, where the kernel's loader looks for it.
     if !firmware.is_empty() {
@@ -177,7 +184,8 @@ pub fn build(
             entries.insert(dst.clone(), Entry::file(dst, 0o644, data));
         }
     }
-    let json = Stage1 { config: config.clone(), kernel_release: release, modules: in_ramfs };
+    let json =
+        Stage1 { config: config.clone(), kernel_release: release, modules: in_ramfs, screen_modules: screen_in_ramfs };
     let cfg = STAGE1_FILE.trim_start_matches('/');
     add_parents(&mut entries, cfg);
     entries.insert(cfg.into(), Entry::file(cfg, 0o644, serde_json::to_vec_pretty(&json)?));

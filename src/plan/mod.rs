@@ -124,7 +124,15 @@ pub enum Builder {
     },
     /// The stage-1 initramfs (inputs `init`, `modules`, and `firmware` for the files of
     /// `firmware`, paths under lib/firmware that stage-1 needs).
-    Initramfs { modules: Vec<String>, compression: Compression, config: Stage1Config, firmware: Vec<String> },
+    Initramfs {
+        modules: Vec<String>,
+        compression: Compression,
+        config: Stage1Config,
+        firmware: Vec<String>,
+        /// `stage1.screen_modules` (left out of the hash when empty, as before it existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        screen_modules: Vec<String>,
+    },
     /// A generation's toplevel (inputs `kernel`, `initrd`, `init`, `sw`, `etc`, `modules`).
     Toplevel { cmdline: String, label: String },
     /// The device tree QEMU builds for its machine model, dumped (deterministically).
@@ -462,7 +470,8 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         builder: Builder::KernelModules {
             // Stage-1's modules come from this tree too: keep them whatever the list says.
             only: d.kernel.modules.as_ref().map(|m| {
-                let mut all: Vec<String> = m.iter().chain(&stage1_modules(d)).cloned().collect();
+                let mut all: Vec<String> =
+                    m.iter().chain(&stage1_modules(d)).chain(&d.stage1.screen_modules).cloned().collect();
                 // The state beside the store is reached through a loop device.
                 if d.persistent_state_start() > 0 && profile.system.init == Init::Systemd {
                     all.push("loop".into());
@@ -563,6 +572,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         name: "initrd".into(),
         builder: Builder::Initramfs {
             modules: stage1_modules(d),
+            screen_modules: d.stage1.screen_modules.clone(),
             compression: d.stage1.compression,
             firmware: d
                 .firmware

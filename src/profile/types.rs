@@ -470,6 +470,12 @@ pub struct Stage1 {
     /// `ext4`), with their dependencies (modules.dep) and soft pre-dependencies in load
     /// order; built-in names are accepted and skipped.
     pub modules: Vec<String>,
+    /// The screen's modules, where the kernel has its display driver as a module (the
+    /// emulated phone's `virtio_gpu`; a phone whose bootloader's framebuffer `simplefb`
+    /// takes needs none): loaded, with their dependencies, by a thread of stage-1's own
+    /// beside its other work, so that the screen costs the boot little.
+    #[serde(default)]
+    pub screen_modules: Vec<String>,
     /// The initramfs's compression, in the form the kernel accepts; the kernel must have
     /// the matching `CONFIG_RD_*`.
     #[serde(default = "default_compression")]

@@ -238,6 +238,10 @@ pub struct Stage1 {
     pub kernel_release: String,
     /// Absolute paths inside the initramfs, in load order.
     pub modules: Vec<String>,
+    /// The screen's modules (and their dependencies not in `modules`), in load order: loaded
+    /// by a thread of their own beside the rest of stage-1's work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub screen_modules: Vec<String>,
 }
 
 /// `/mobix/generations/<n>.json`: one generation the system partition carries.
@@ -677,6 +681,7 @@ mod tests {
             },
             kernel_release: "6.1.0-18-arm64".into(),
             modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/fs/erofs/erofs.ko".into()],
+            screen_modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/drivers/gpu/drm/virtio/virtio-gpu.ko".into()],
         }
     }
 
