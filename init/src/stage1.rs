@@ -136,6 +136,7 @@ fn pick(
         state: Some(loc.clone()),
         slot,
         clock: Default::default(),
+        fallback: None,
     };
     let keys = sys::key_devices();
     let held = sys::volume_key_held(&keys);
@@ -186,11 +187,15 @@ fn pick(
             let latest = next.as_ref().or(record.as_ref());
             let notice = latest.and_then(|r| {
                 say(&counting::fallback_words(r, generation)?);
-                counting::fallback_notice(r, generation)
+                let (title, text) = counting::fallback_notice(r, generation)?;
+                Some(mobix_bootctl::contract::FallbackNotice { from: r.default_gen, title, text })
             });
             let status = if trial { Chosen::Trial } else { Chosen::Good };
             crate::console::report(&Event::Chosen { generation, status, tries_left });
-            Ok((boot(generation, if trial { BootMode::Trial } else { BootMode::Good }), notice))
+            let mut b = boot(generation, if trial { BootMode::Trial } else { BootMode::Good });
+            // The running system's record of the fallback (/run/mobix/boot.json).
+            b.fallback = notice.clone();
+            Ok((b, notice.map(|n| (n.title, n.text))))
         }
         Decision::Degraded { generation } => {
             say("the boot-state record is unreadable: the newest generation boots, nothing is counted");

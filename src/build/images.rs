@@ -223,7 +223,7 @@ pub fn system_image(
         let boot: BootSpec =
             serde_json::from_slice(&fs::read(&boot_json).with_context(|| format!("reading {}", boot_json.display()))?)
                 .with_context(|| format!("parsing {}", boot_json.display()))?;
-        // The date is not in the image's recipe (yet): the screen shows the number alone.
+        // No date: the same inputs must give the same image (a deploy's entries carry one).
         let e = Generation {
             generation: *n,
             toplevel: top.phone_path(),

@@ -140,8 +140,11 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
                         v
                     })
                     .collect();
-                return print_json(serde_json::json!({"device": profile.instance(), "generations": gens}))
-                    .map(|_| ExitCode::SUCCESS);
+                let fallback = generation::fell_back(known.as_ref(), all.keys().next_back().copied());
+                return print_json(
+                    serde_json::json!({"device": profile.instance(), "generations": gens, "fallback": fallback}),
+                )
+                .map(|_| ExitCode::SUCCESS);
             }
             let newest = all.keys().next_back().copied();
             let words: Vec<String> = all
@@ -156,6 +159,9 @@ pub(super) fn cmd_generations(g: &Global, c: &GenCmd) -> Result<ExitCode> {
             for ((n, r), w) in all.iter().zip(&words) {
                 let mark = if Some(*n) == newest { "  (newest)" } else { "" };
                 println!("{n:>4}  {}  {w:width$}  {}{mark}", human_time(r.created), r.toplevel);
+            }
+            if let Some(words) = generation::fell_back(known.as_ref(), newest) {
+                progress(&words);
             }
             Ok(ExitCode::SUCCESS)
         }

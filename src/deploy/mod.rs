@@ -696,6 +696,7 @@ mod tests {
                 state: None,
                 slot: None,
                 clock: Default::default(),
+                fallback: None,
             },
             boot_spec: spec("k", ""),
             generations: gens

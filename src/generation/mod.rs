@@ -424,6 +424,25 @@ impl Standing {
     }
 }
 
+/// Whether the phone, as its record `state` says, fell back from `newest` (the newest
+/// generation built for it): that one is bad there and another one booted. In words, for
+/// `mobix generations list` after a test or a deploy; None otherwise.
+pub fn fell_back(state: Option<&bootstate::Record>, newest: Option<u32>) -> Option<String> {
+    let (k, newest) = (state?, newest?);
+    let e = k.entries.iter().find(|e| e.generation == newest)?;
+    let bootstate::Status::Bad(reason) = e.status else { return None };
+    if k.booted_gen == newest || k.booted_gen == 0 {
+        return None;
+    }
+    let why = match reason {
+        bootstate::BadReason::Tries => format!("did not come up on any of its {} tries", e.tries_done),
+        bootstate::BadReason::Kernel => "has a kernel that did not start (the bootloader went back)".to_string(),
+        bootstate::BadReason::User => "was marked bad by hand".to_string(),
+        bootstate::BadReason::Unspecified => "is marked bad".to_string(),
+    };
+    Some(format!("the phone fell back: generation {newest} {why}; it boots generation {}", k.booted_gen))
+}
+
 /// Generation `n` (with toplevel `top`) as the phone's record `state` has it; None when the
 /// record does not know it (never on that phone, or the host never read it back).
 pub fn standing(state: &bootstate::Record, n: u32, top: &StorePath) -> Option<Standing> {
@@ -619,6 +638,16 @@ mod tests {
         assert_eq!(words(3, 'c').as_deref(), Some("trial (2 tries left)"));
         assert_eq!(words(3, 'd'), None, "another toplevel under the same number is another generation");
         assert_eq!(words(4, 'c'), None);
+        // 2, the newest built here, failed and 1 booted: said; 3 newest (a trial), not.
+        let mut two = state.clone();
+        two.entries[1].tries_done = 3;
+        assert_eq!(
+            fell_back(Some(&two), Some(2)).as_deref(),
+            Some("the phone fell back: generation 2 did not come up on any of its 3 tries; it boots generation 1")
+        );
+        assert_eq!(fell_back(Some(&state), Some(3)), None);
+        assert_eq!(fell_back(Some(&state), Some(1)), None);
+        assert_eq!(fell_back(None, Some(2)), None);
     }
 
     /// Issue 30: with the phone on generation 3 (good) and 4 bad, the out directory's

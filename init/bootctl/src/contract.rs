@@ -453,6 +453,21 @@ pub struct Booted {
     /// When stage-1 and activation ran (zeros from a stage-1 that did not mark them).
     #[serde(default)]
     pub clock: BootClock,
+    /// Why this is not the default generation, where stage-1 fell back from it: the
+    /// notice the screen showed, for a program or a phone UI to show again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackNotice>,
+}
+
+/// A fallback in words for a person (`counting::fallback_notice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackNotice {
+    /// The generation that failed (the default).
+    pub from: u32,
+    /// `Generation 8 failed`.
+    pub title: String,
+    /// What happened and what boots instead.
+    pub text: String,
 }
 
 /// Milliseconds since the kernel started (`CLOCK_BOOTTIME`) at the marks mobix's init sets
@@ -737,6 +752,11 @@ mod tests {
             state: Some(RecordLocation { device: "/dev/vda4".into(), offset: 4096 }),
             slot: Some(Slot::B),
             clock: BootClock { stage1_start_ms: 990, stage1_done_ms: 2400, activated_ms: 2900 },
+            fallback: Some(FallbackNotice {
+                from: 4,
+                title: "Generation 4 failed".into(),
+                text: "Generation 4 did not come up on any of its 3 tries. Booting generation 3, the last one that booted good on this phone.".into(),
+            }),
         });
         assert!(booted.contains("\"slot\": 1"), "the slot is its index on the wire: {booted}");
         assert!(booted.contains("\"mode\": \"trial\""), "the mode is its name on the wire: {booted}");
