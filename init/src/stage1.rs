@@ -139,9 +139,14 @@ fn pick(
         fallback: None,
     };
     let keys = sys::key_devices();
-    let held = sys::volume_key_held(&keys);
+    let menu_key = cfg.config.menu_key;
+    let held = sys::key_held(&keys, menu_key.code());
     if held {
-        say("a volume key is held: generation menu");
+        let name = match menu_key {
+            mobix_bootctl::contract::MenuKey::VolumeDown => "volume down",
+            mobix_bootctl::contract::MenuKey::VolumeUp => "volume up",
+        };
+        say(&format!("{name} is held: generation menu"));
     }
     let wants_menu = sys::cmdline_has(cmdline, "mobix.menu")
         || held

@@ -326,14 +326,14 @@ pub fn has_volume_key(keys: &[std::fs::File]) -> bool {
     })
 }
 
-/// Whether a volume key is held down now (as a phone user holds it while powering on).
-pub fn volume_key_held(keys: &[std::fs::File]) -> bool {
+/// Whether the key `code` is held down now (as a phone user holds it while powering on).
+pub fn key_held(keys: &[std::fs::File], code: u16) -> bool {
     use std::os::fd::AsRawFd;
     keys.iter().any(|f| {
         let mut bits = [0u8; KEY_BYTES];
         // SAFETY: EVIOCGKEY fills at most KEY_BYTES bytes of `bits`.
         let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x18, KEY_BYTES), bits.as_mut_ptr()) } >= 0;
-        ok && VOLUME_KEYS.iter().any(|&k| has_bit(&bits, k))
+        ok && has_bit(&bits, code)
     })
 }
 

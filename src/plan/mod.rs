@@ -590,6 +590,10 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 cmdline: cmdline(profile),
                 menu_timeout_ms: profile.system.boot.menu_timeout_ms,
                 menu_idle_s: profile.system.boot.menu_idle_timeout,
+                menu_key: match d.stage1.menu_key {
+                    crate::profile::MenuKey::VolumeDown => mobix_bootctl::contract::MenuKey::VolumeDown,
+                    crate::profile::MenuKey::VolumeUp => mobix_bootctl::contract::MenuKey::VolumeUp,
+                },
                 device: d.name.clone(),
                 usb_network: d.usb_network.as_ref().map(|u| mobix_bootctl::contract::UsbNetwork {
                     vendor_id: u.vendor_id,

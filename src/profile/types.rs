@@ -476,6 +476,9 @@ pub struct Stage1 {
     /// beside its other work, so that the screen costs the boot little.
     #[serde(default)]
     pub screen_modules: Vec<String>,
+    /// The key that, held at power-on, opens the generation menu [default: volume-down].
+    #[serde(default)]
+    pub menu_key: MenuKey,
     /// The initramfs's compression, in the form the kernel accepts; the kernel must have
     /// the matching `CONFIG_RD_*`.
     #[serde(default = "default_compression")]
@@ -484,6 +487,16 @@ pub struct Stage1 {
 }
 
 pub use crate::format::compress::Compression;
+
+/// A key of the phone that opens the generation menu when held at power-on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MenuKey {
+    /// Volume down (on Qualcomm phones usually the PMIC's `resin`).
+    #[default]
+    VolumeDown,
+    VolumeUp,
+}
 
 fn default_compression() -> Compression {
     Compression::Gzip

@@ -203,6 +203,9 @@ pub struct Stage1Config {
     /// Seconds without a key after which the open menu boots the automatic choice.
     #[serde(default = "default_menu_idle_s")]
     pub menu_idle_s: u32,
+    /// The key that, held at power-on, opens the generation menu.
+    #[serde(default, skip_serializing_if = "MenuKey::is_default")]
+    pub menu_key: MenuKey,
     /// The phone's name, as the screen shows it (the profile's `name`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub device: String,
@@ -214,6 +217,29 @@ pub struct Stage1Config {
 
 fn default_menu_idle_s() -> u32 {
     30
+}
+
+/// A phone key that opens the generation menu when held at power-on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MenuKey {
+    #[default]
+    VolumeDown,
+    VolumeUp,
+}
+
+impl MenuKey {
+    pub fn is_default(&self) -> bool {
+        *self == MenuKey::default()
+    }
+
+    /// Its Linux key code (`KEY_VOLUMEDOWN`, `KEY_VOLUMEUP`).
+    pub fn code(self) -> u16 {
+        match self {
+            MenuKey::VolumeDown => 114,
+            MenuKey::VolumeUp => 115,
+        }
+    }
 }
 
 /// The phone's end of USB networking, as postmarketOS sets it up: a configfs gadget with an
@@ -623,6 +649,7 @@ mod tests {
             cmdline: "console=ttyAMA0".into(),
             menu_timeout_ms: 0,
             menu_idle_s: 30,
+            menu_key: MenuKey::VolumeDown,
             device: String::new(),
             usb_network: None,
         };
@@ -691,6 +718,7 @@ mod tests {
                 cmdline: "console=ttyAMA0 quiet".into(),
                 menu_timeout_ms: 1500,
                 menu_idle_s: 20,
+                menu_key: MenuKey::VolumeUp,
                 device: "QEMU aarch64 phone".into(),
                 usb_network: Some(UsbNetwork { vendor_id: 0x18d1, product_id: 0xd001, product: "p".into() }),
             },
