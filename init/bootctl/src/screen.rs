@@ -155,8 +155,14 @@ pub fn date(unix_seconds: u64) -> String {
     if unix_seconds == 0 {
         return String::new();
     }
-    // Days to a civil date (proleptic Gregorian), by eras of 400 years.
-    let z = (unix_seconds / 86_400) as i64 + 719_468;
+    let (year, month, day) = civil_date(unix_seconds / 86_400);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Year, month and day of `days` since 1970-01-01 (proleptic Gregorian, by eras of 400
+/// years): the one calendar the phone's screen and the host's listings use.
+pub fn civil_date(days: u64) -> (i64, u32, u32) {
+    let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -164,8 +170,7 @@ pub fn date(unix_seconds: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    (yoe + era * 400 + i64::from(month <= 2), month as u32, day as u32)
 }
 
 #[cfg(test)]
