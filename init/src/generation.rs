@@ -105,7 +105,8 @@ pub fn report_times(boot: &state::Boot, activated_ms: u32, complete_ms: u32, slo
 }
 
 /// A failed health check, under either init: a trial reboots (one try spent); a
-/// generation already good does not (a flaky check must not boot-loop it).
+/// generation already good does not (a flaky check must not boot-loop it), nor one chosen by
+/// hand or booted while nothing is counted; each says which.
 pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reboot: fn() -> !) {
     crate::console::report(&mobix_bootctl::console::Event::HealthFailed { generation, why: why.to_string() });
     // For `mobix deploy`'s report after the fallback (best effort: the reboot matters more).
@@ -121,7 +122,13 @@ pub fn health_failed(generation: u32, why: &str, boot: Option<&state::Boot>, reb
         say("the trial generation failed its health checks; rebooting (one try spent)");
         reboot();
     }
-    say("not rebooting: this generation was already good (a flaky check must not boot-loop it)");
+    say(match boot.map(|b| b.mode) {
+        Some(BootMode::Manual) => {
+            "not rebooting: this generation was chosen by hand in the menu (its tries are left as they are)"
+        }
+        Some(BootMode::Degraded) => "not rebooting: nothing is counted while the boot-state record is unreadable",
+        _ => "not rebooting: this generation was already good (a flaky check must not boot-loop it)",
+    });
 }
 
 /// Runs the health checks in order; the first failure (exit status or timeout) is the

@@ -134,7 +134,12 @@ impl Boot {
             Ending::Complete => "boot-complete".to_string(),
             Ending::Rebooted if self.health_failed => format!("{}, rebooted", self.health_words()),
             _ if self.health_failed => {
-                format!("{}; not rebooted (the generation was already good), no boot-complete", self.health_words())
+                let why = match self.status.as_deref() {
+                    Some("manual") => "it was chosen by hand",
+                    Some("degraded") => "nothing is counted",
+                    _ => "the generation was already good",
+                };
+                format!("{}; not rebooted ({why}), no boot-complete", self.health_words())
             }
             _ if self.trial_timeout => "no success point in time, rebooted".into(),
             _ if self.kernel_panic => "kernel panic, rebooted".into(),
