@@ -32,7 +32,23 @@ fn scenario(name: &str) -> serde_json::Value {
             .args(["--out", out.path().to_str().unwrap(), "--bootloader", bootloader]),
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "scenario {name} failed ({}):\n{err}", o.status);
+    if !o.status.success() {
+        // The serial log and the screenshots outlive the temporary out directory.
+        let kept = repo().join("target/test-report/failed").join(format!("scenario-{name}"));
+        let _ = std::fs::create_dir_all(&kept);
+        let dir = out.path().join(format!("scenario-{name}"));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if matches!(p.extension().and_then(|x| x.to_str()), Some("log" | "png" | "ppm")) {
+                let _ = std::fs::copy(&p, kept.join(e.file_name()));
+            }
+        }
+        panic!(
+            "scenario {name} failed ({}); its serial log and screenshots are in {}:\n{err}",
+            o.status,
+            kept.display()
+        );
+    }
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
     let log = std::fs::read_to_string(report["serial_log"].as_str().unwrap()).unwrap();
     let by_u_boot = log.lines().filter(|l| l.starts_with("MOBIX-UBOOT slot=")).count();
