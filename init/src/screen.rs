@@ -101,7 +101,7 @@ pub struct Screen {
 impl Screen {
     /// Opens `/dev/fb0` if there is one; where a DRM driver was loaded, waits up to a second
     /// for its framebuffer.
-    pub fn open(device: &str) -> Option<Screen> {
+    pub fn open() -> Option<Screen> {
         let fb_wait = std::path::Path::new("/sys/class/drm/card0").exists();
         let t0 = std::time::Instant::now();
         let fb = loop {
@@ -129,7 +129,6 @@ impl Screen {
             "screen: /dev/fb0, {}x{} at {} bits per pixel",
             layout.width, layout.height, layout.bits_per_pixel
         ));
-        let _ = device;
         Some(Screen { fb, layout, shown: Default::default(), _tty: tty })
     }
 
@@ -176,7 +175,6 @@ pub struct Painter {
 impl Painter {
     pub fn start(device: &str, modules: Vec<String>) -> Painter {
         let (to, scenes) = std::sync::mpsc::channel::<Scene>();
-        let name = device.to_string();
         let thread = std::thread::Builder::new()
             .name("screen".into())
             .spawn(move || {
@@ -185,7 +183,7 @@ impl Painter {
                         console::say(&format!("warning: the screen's module {m}: {e}"));
                     }
                 }
-                let screen = Screen::open(&name);
+                let screen = Screen::open();
                 for scene in scenes {
                     show(screen.as_ref(), &scene);
                 }

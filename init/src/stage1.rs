@@ -203,12 +203,10 @@ fn pick(
             Ok((b, notice.map(|n| (n.title, n.text))))
         }
         Decision::Degraded { generation } => {
-            say("the boot-state record is unreadable: the newest generation boots, nothing is counted");
+            let words = "the boot-state record is unreadable: the newest generation boots, nothing is counted";
+            say(words);
             crate::console::report(&Event::Chosen { generation, status: Chosen::Degraded, tries_left: 0 });
-            let notice = (
-                "Boot-state record unreadable".to_string(),
-                "the boot-state record is unreadable: the newest generation boots, nothing is counted".to_string(),
-            );
+            let notice = ("Boot-state record unreadable".to_string(), words.to_string());
             Ok((boot(generation, BootMode::Degraded), Some(notice)))
         }
         Decision::Rescue { why } => {

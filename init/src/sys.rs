@@ -177,10 +177,8 @@ pub fn key_within(timeout: std::time::Duration, keys: &[std::fs::File]) -> bool 
         if left.is_zero() {
             return false;
         }
-        match next_input(left, keys) {
-            Some(Input::Console(_)) => return true,
-            Some(Input::Key(_)) => return true,
-            None => {}
+        if next_input(left, keys).is_some() {
+            return true;
         }
     }
 }
@@ -250,10 +248,11 @@ pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Optio
             if f.revents & libc::POLLIN == 0 {
                 continue;
             }
-            // struct input_event on 64-bit: timeval (16), type u16, code u16, value i32.
-            let mut ev = [0u8; 24 * 16];
-            let n = libc::read(f.fd, ev.as_mut_ptr() as *mut libc::c_void, ev.len());
-            for e in ev[..n.max(0) as usize].chunks_exact(24) {
+            // One event a read (struct input_event on 64-bit: timeval (16), type u16, code
+            // u16, value i32), so that the presses after the first stay queued for the next
+            // call instead of being read and lost; the device is non-blocking.
+            let mut e = [0u8; 24];
+            while libc::read(f.fd, e.as_mut_ptr() as *mut libc::c_void, e.len()) == 24 {
                 let kind = u16::from_ne_bytes([e[16], e[17]]);
                 let code = u16::from_ne_bytes([e[18], e[19]]);
                 let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);

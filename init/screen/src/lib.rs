@@ -234,6 +234,11 @@ fn colour_of(rgb: u32) -> Rgb888 {
     Rgb888::new((rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8)
 }
 
+/// The other way: a colour as the frame's `0x00RRGGBB`.
+fn packed(c: Rgb888) -> u32 {
+    (u32::from(c.r()) << 16) | (u32::from(c.g()) << 8) | u32::from(c.b())
+}
+
 /// A frame seen through a whole-number scale: each point of the canvas is a square of
 /// `scale` x `scale` pixels.
 struct Canvas<'a> {
@@ -275,16 +280,14 @@ impl DrawTarget for Canvas<'_> {
         I: IntoIterator<Item = Pixel<Rgb888>>,
     {
         for Pixel(p, c) in pixels {
-            let rgb = (u32::from(c.r()) << 16) | (u32::from(c.g()) << 8) | u32::from(c.b());
-            self.square(p.x, p.y, 1, 1, rgb);
+            self.square(p.x, p.y, 1, 1, packed(c));
         }
         Ok(())
     }
 
     fn fill_solid(&mut self, area: &Rectangle, color: Rgb888) -> Result<(), Self::Error> {
         let a = area.intersection(&self.bounding_box());
-        let rgb = (u32::from(color.r()) << 16) | (u32::from(color.g()) << 8) | u32::from(color.b());
-        self.square(a.top_left.x, a.top_left.y, a.size.width, a.size.height, rgb);
+        self.square(a.top_left.x, a.top_left.y, a.size.width, a.size.height, packed(color));
         Ok(())
     }
 }
