@@ -25,10 +25,18 @@ pub(super) enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Validate every profile (or one device, all its variants) without building.
+    /// Validate every profile (or one device, all its variants) without building, and say
+    /// whether each one's device tree describes the bootloader's framebuffer (a
+    /// `simple-framebuffer` node), which stage-1 draws its screens on; without one nothing
+    /// shows before the system's own display driver. Device trees are read from kernels
+    /// already in the store; `--device-trees` fetches the rest.
     Check {
         /// The device [default: all].
         name: Option<String>,
+        /// Fetch each profile's kernel package to read its device trees (a kernel built
+        /// from source is read when it is in the store; otherwise its substitute package).
+        #[arg(long)]
+        device_trees: bool,
     },
     /// Print udev rules that let a logged-in user (and the plugdev group) flash the
     /// profiles' phones over USB without root: one rule per USB id the profiles name
@@ -144,10 +152,11 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeviceCmd::Check { name } => {
+        DeviceCmd::Check { name, device_trees } => {
             let all = profile::load_all(&repo)?;
             let mut checked = 0;
             let mut first_err = None;
+            let mut unread = Vec::new();
             for (c, v, r) in all {
                 if name.as_deref().is_some_and(|n| n != c.as_str()) {
                     continue;
@@ -155,12 +164,25 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
                 checked += 1;
                 let id = v.as_ref().map_or(c.to_string(), |v| format!("{c} --variant {v}"));
                 match r {
-                    Ok(_) => progress(&format!("ok: {id}")),
+                    Ok(p) => {
+                        progress(&format!("ok: {id}"));
+                        match screen_check(g, &repo, &p, *device_trees)? {
+                            ScreenCheck::Said(lines) => lines.iter().for_each(|l| progress(&format!("  {l}"))),
+                            ScreenCheck::NotAtHand => unread.push(id),
+                        }
+                    }
                     Err(e) => {
                         progress(&format!("FAILED: {id}"));
                         first_err.get_or_insert(e);
                     }
                 }
+            }
+            if !unread.is_empty() {
+                progress(&format!(
+                    "the device trees of {} were not read, their kernels not being in the store: \
+                     `--device-trees` fetches them",
+                    unread.join(", ")
+                ));
             }
             if checked == 0 {
                 if let Some(n) = name {
@@ -316,6 +338,102 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
 
 /// A name that can name a profile for one that cannot (`xiaomi-jasmine_sprout`:
 /// `xiaomi-jasmine-sprout`), if lowercasing and dashes make one.
+/// What `device check` says about a profile's screen.
+enum ScreenCheck {
+    Said(Vec<String>),
+    /// Its kernel's device trees are not in the store (and were not to be fetched).
+    NotAtHand,
+}
+
+/// Whether stage-1 will have a framebuffer to draw on: the emulated phone's GPU with its
+/// driver in the kernel, or a `simple-framebuffer` node in each device tree of the kernel's
+/// that the boot image carries.
+fn screen_check(g: &Global, repo: &Path, p: &profile::Profile, fetch: bool) -> Result<ScreenCheck> {
+    use profile::DtbSource;
+    let screen = p.device.qemu.as_ref().and_then(|q| q.screen.as_ref());
+    let dtb_files = match &p.device.bootimg.dtb {
+        Some(d) if d.source == DtbSource::Kernel => d.files.clone(),
+        _ => Vec::new(),
+    };
+    if screen.is_none() && dtb_files.is_empty() {
+        return Ok(ScreenCheck::Said(vec![
+            "screen: not known (the boot image carries none of the kernel's device trees to read)".into(),
+        ]));
+    }
+    let store = open_store(g)?;
+    let lock = Lock::load(repo)?;
+    // The kernel the build would use; a source kernel not built yet gives way to its
+    // substitute package, which is read instead (and said so).
+    let mut from = plan::KernelFrom::Source;
+    let mut sys = plan::system(p, &lock, &pipeline::host_facts(repo, p, from, &store)?)?;
+    if !store.contains(&sys.kernel) && p.device.kernel.source.is_some() && p.device.kernel.package.is_some() {
+        let alt = plan::system(p, &lock, &pipeline::host_facts(repo, p, plan::KernelFrom::Substitute, &store)?)?;
+        if store.contains(&alt.kernel) || fetch {
+            (sys, from) = (alt, plan::KernelFrom::Substitute);
+        }
+    }
+    if !store.contains(&sys.kernel) {
+        if !fetch || p.device.kernel.source.is_some() && from == plan::KernelFrom::Source {
+            // Compiling a kernel is a build's work, not a check's.
+            return Ok(ScreenCheck::NotAtHand);
+        }
+        let ctx = builder_ctx(&store)?;
+        build::realise(&ctx, &sys.plan, std::slice::from_ref(&sys.kernel))?;
+    }
+    let kernel = store.host_path(&sys.kernel);
+    let whose = match from {
+        plan::KernelFrom::Substitute => format!(
+            " of {} (the substitute for kernels/{}, which is not in the store)",
+            p.device.kernel.package.as_deref().unwrap_or_default(),
+            p.device.kernel.source.as_deref().unwrap_or_default()
+        ),
+        plan::KernelFrom::Source => String::new(),
+    };
+    if let Some(q) = screen {
+        let config = std::fs::read_to_string(kernel.join("config")).unwrap_or_default();
+        let option = |v: &str| config.lines().any(|l| l == format!("CONFIG_DRM_VIRTIO_GPU={v}"));
+        let modules = &p.device.stage1.screen_modules;
+        let said = if option("y") {
+            format!(
+                "screen: the emulated phone's virtio GPU, {}x{} (its driver built into the kernel)",
+                q.width, q.height
+            )
+        } else if option("m") && !modules.is_empty() {
+            format!(
+                "screen: the emulated phone's virtio GPU, {}x{} (its driver loaded by stage-1: {})",
+                q.width,
+                q.height,
+                modules.join(", ")
+            )
+        } else {
+            format!(
+                "warning: the kernel{whose} has no virtio GPU driver {} (CONFIG_DRM_VIRTIO_GPU): the emulated \
+                 phone's screen stays dark; stage-1 speaks on the serial console",
+                if option("m") { "that stage-1 loads (`stage1.screen_modules`)" } else { "built in or as a module" }
+            )
+        };
+        return Ok(ScreenCheck::Said(vec![said]));
+    }
+    let mut said = Vec::new();
+    for f in dtb_files {
+        let path = kernel.join("dtbs").join(&f);
+        let data = std::fs::read(&path).with_context(|| format!("reading device tree {}", path.display()))?;
+        let nodes = crate::format::fdt::find_compatible(&data, "simple-framebuffer")
+            .map_err(|e| util::user_error(e, format!("device tree {}", path.display())))?;
+        said.push(match nodes.iter().find(|n| n.enabled) {
+            Some(n) => {
+                format!("screen: {f}{whose} describes the bootloader's framebuffer ({}): stage-1 draws on it", n.path)
+            }
+            None => format!(
+                "warning: {f}{whose} has no {}simple-framebuffer node: nothing shows on the screen before the \
+                 system's own display driver; stage-1 speaks on the serial console and over USB only",
+                if nodes.is_empty() { "" } else { "enabled " }
+            ),
+        });
+    }
+    Ok(ScreenCheck::Said(said))
+}
+
 fn suggested_codename(name: &str) -> Option<String> {
     let s: String =
         name.to_lowercase().chars().map(|c| if c == '_' || c == '.' || c == ' ' { '-' } else { c }).collect();

@@ -184,15 +184,14 @@ pub fn main() -> ExitCode {
 
 /// The command line as clap parses it: the derived commands, with `--store` and `--repo`
 /// taken away from the commands that use neither (`inspect` reads only the files it is
-/// given, `doctor` only the host), so their help does not offer them and giving them is an
+/// given, `doctor` only the host; `device check` reads kernels in the store), so their help does not offer them and giving them is an
 /// error instead of being ignored.
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     // Which of --store and --repo each family of commands does not use.
-    let unused_by: [(&str, &[&'static str]); 6] = [
+    let unused_by: [(&str, &[&'static str]); 5] = [
         ("inspect", &["store", "repo"]),
         ("doctor", &["store", "repo"]),
-        ("device", &["store"]),
         ("store", &["repo"]),
         ("gc", &["repo"]),
         ("config", &["store", "repo"]),

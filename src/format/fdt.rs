@@ -1,4 +1,5 @@
-//! Flattened device tree blobs: header validation and packing.
+//! Flattened device tree blobs: header validation, packing, and finding nodes by their
+//! `compatible`.
 //!
 //! Pipeline stage: format (pure). Layout reference: the devicetree specification, FDT
 //! header (40 bytes, big-endian): magic 0xd00dfeed, totalsize, off_dt_struct,
@@ -39,6 +40,85 @@ pub enum Error {
     BlockPastEnd { block: &'static str, offset: u64, size: u64, totalsize: u32 },
     #[error("device tree memory reservation map at {0} is not terminated")]
     RsvmapUnterminated(u32),
+    #[error("device tree structure block is malformed at offset {0}: {1}")]
+    Structure(usize, &'static str),
+}
+
+/// A node found in a tree: its full path (`/chosen/framebuffer@9d400000`) and whether its
+/// `status` property lets the kernel use it (absent, `okay` or `ok`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub path: String,
+    pub enabled: bool,
+}
+
+const BEGIN_NODE: u32 = 1;
+const END_NODE: u32 = 2;
+const PROP: u32 = 3;
+const NOP: u32 = 4;
+const END: u32 = 9;
+
+/// The nodes whose `compatible` list holds `compatible`, sorted by path.
+pub fn find_compatible(b: &[u8], compatible: &str) -> Result<Vec<Node>, Error> {
+    let h = header(b)?;
+    let st = &b[h.off_dt_struct as usize..(h.off_dt_struct + h.size_dt_struct) as usize];
+    let strings = &b[h.off_dt_strings as usize..(h.off_dt_strings + h.size_dt_strings) as usize];
+    let base = h.off_dt_struct as usize;
+    let word = |at: usize| -> Result<u32, Error> {
+        st.get(at..at + 4).map(|w| be32(w, 0)).ok_or(Error::Structure(base + at, "runs past the block"))
+    };
+    let cstr = |blk: &[u8], at: usize, what: &'static str| -> Result<String, Error> {
+        let rest = blk.get(at..).ok_or(Error::Structure(base + at, what))?;
+        let end = rest.iter().position(|&c| c == 0).ok_or(Error::Structure(base + at, what))?;
+        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    };
+    // Per open node: its path, whether it matched, whether it is enabled.
+    let mut stack: Vec<(String, bool, bool)> = Vec::new();
+    let mut found = Vec::new();
+    let mut at = 0;
+    loop {
+        match word(at)? {
+            BEGIN_NODE => {
+                let name = cstr(st, at + 4, "unterminated node name")?;
+                at = (at + 4 + name.len() + 1).next_multiple_of(4);
+                let path = match stack.last() {
+                    None => "/".to_string(),
+                    Some((p, ..)) if p == "/" => format!("/{name}"),
+                    Some((p, ..)) => format!("{p}/{name}"),
+                };
+                stack.push((path, false, true));
+            }
+            END_NODE => {
+                let (path, matched, enabled) = stack.pop().ok_or(Error::Structure(base + at, "a node ends twice"))?;
+                if matched {
+                    found.push(Node { path, enabled });
+                }
+                at += 4;
+            }
+            PROP => {
+                let len = word(at + 4)? as usize;
+                let name = cstr(strings, word(at + 8)? as usize, "property name outside the strings block")?;
+                let value = st
+                    .get(at + 12..at + 12 + len)
+                    .ok_or(Error::Structure(base + at, "property runs past the block"))?;
+                let node = stack.last_mut().ok_or(Error::Structure(base + at, "property outside a node"))?;
+                let list = || value.split(|&c| c == 0).filter(|s| !s.is_empty());
+                match name.as_str() {
+                    "compatible" => node.1 |= list().any(|c| c == compatible.as_bytes()),
+                    "status" => node.2 = list().next().is_some_and(|s| s == b"okay" || s == b"ok"),
+                    _ => {}
+                }
+                at = (at + 12 + len).next_multiple_of(4);
+            }
+            NOP => at += 4,
+            END if stack.is_empty() => break,
+            END => return Err(Error::Structure(base + at, "the tree ends inside a node")),
+            _ => return Err(Error::Structure(base + at, "unknown token")),
+        }
+    }
+    // Children end before their parents; report in the order the nodes begin.
+    found.sort_by_key(|n: &Node| n.path.clone());
+    Ok(found)
 }
 
 fn be32(b: &[u8], off: usize) -> u32 {
@@ -166,5 +246,42 @@ pub(crate) mod tests {
         let mut bad = good;
         bad[36..40].copy_from_slice(&1000u32.to_be_bytes());
         assert!(matches!(header(&bad), Err(Error::BlockPastEnd { block: "structure", .. })));
+    }
+
+    /// Trees dtc made: the bootloader's framebuffer is found under /chosen, a disabled one is
+    /// reported as such, a tree without one has none.
+    #[test]
+    fn finds_nodes_by_compatible_in_trees_dtc_made() {
+        let fb = include_bytes!("../../tests/fixtures/dtb/framebuffer.dtb");
+        assert_eq!(
+            find_compatible(fb, "simple-framebuffer").unwrap(),
+            vec![
+                Node { path: "/chosen/framebuffer@9d400000".into(), enabled: true },
+                Node { path: "/soc@0/framebuffer@a0000000".into(), enabled: false },
+            ]
+        );
+        assert_eq!(find_compatible(fb, "qcom,sdm845-mdss").unwrap().len(), 1);
+        assert_eq!(find_compatible(fb, "simple").unwrap(), vec![], "whole entries only");
+        let none = include_bytes!("../../tests/fixtures/dtb/nofb.dtb");
+        assert_eq!(find_compatible(none, "simple-framebuffer").unwrap(), vec![]);
+        assert_eq!(find_compatible(&tiny(16), "simple-framebuffer").unwrap(), vec![]);
+    }
+
+    /// Every cut and every flipped byte of a real tree is an answer or an error, not a panic.
+    #[test]
+    fn corrupt_structure_is_an_error_not_a_panic() {
+        let fb = include_bytes!("../../tests/fixtures/dtb/framebuffer.dtb").to_vec();
+        for i in 0..fb.len() {
+            let _ = find_compatible(&fb[..i], "simple-framebuffer");
+            let mut bad = fb.clone();
+            bad[i] ^= 0xff;
+            let _ = find_compatible(&bad, "simple-framebuffer");
+        }
+        let h = header(&fb).unwrap();
+        let mut cut = fb.clone();
+        // END replaced by NOP: the tree never ends.
+        let end = (h.off_dt_struct + h.size_dt_struct - 4) as usize;
+        cut[end..end + 4].copy_from_slice(&NOP.to_be_bytes());
+        assert!(matches!(find_compatible(&cut, "x"), Err(Error::Structure(..))));
     }
 }

@@ -190,5 +190,35 @@ fn every_phone_builds_with_its_profile_values() {
         assert_eq!(commands.iter().any(|c| c.starts_with("set_active")), plan["ab"] == true, "{device}: {commands:?}");
         assert!(commands.iter().all(|c| !c.starts_with("getvar")), "nothing was asked: {commands:?}");
     }
+    // `device check` reads the device trees of the kernel now in the store (Debian's 6.12,
+    // the phones' substitute): the Pixel 3a's describes the bootloader's framebuffer, the
+    // SDM845 phones' do not, so nothing shows on those before the system's display driver.
+    let o = crate::common::mobix_cmd()
+        .args(["device", "check", "--repo"])
+        .arg(repo())
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let after = |id: &str| {
+        let at = err.find(&format!("ok: {id}\n")).unwrap_or_else(|| panic!("{id}:\n{err}"));
+        err[at..].lines().nth(1).unwrap().to_string()
+    };
+    let sargo = after("google-sargo");
+    assert!(
+        sargo.contains("screen: qcom/sdm670-google-sargo.dtb of linux-image-6.12")
+            && sargo.contains("(/chosen/framebuffer@9c000000): stage-1 draws on it"),
+        "{err}"
+    );
+    for id in ["oneplus-enchilada", "xiaomi-beryllium --variant tianma", "xiaomi-beryllium --variant ebbg"] {
+        assert!(after(id).contains("has no simple-framebuffer node: nothing shows on the screen"), "{id}:\n{err}");
+    }
+    // The emulated phone's kernels were not built into this store, and are not fetched.
+    assert!(
+        err.contains("the device trees of qemu-aarch64 --variant debian, qemu-aarch64 --variant tiny were not read"),
+        "{err}"
+    );
     let _ = mobix::util::remove_tree(&store);
 }
