@@ -85,7 +85,11 @@ pub fn success_point(generation: u32, toplevel: &str, boot: Option<&state::Boot>
         None => "no boot-state information from stage-1; nothing recorded".into(),
     };
     say(&format!("BLESSED generation={generation}: {status}"));
-    crate::console::report(&mobix_bootctl::console::Event::Complete { generation, toplevel: toplevel.to_string() });
+    crate::console::report(&mobix_bootctl::console::Event::Complete {
+        generation,
+        toplevel: toplevel.to_string(),
+        fell_back_from: boot.and_then(|b| b.fallback.as_ref()).map(|f| f.from),
+    });
 }
 
 /// After the success point, under either init: where this boot's time went, on the

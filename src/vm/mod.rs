@@ -78,6 +78,10 @@ pub struct Boot {
     pub trial_timeout: bool,
     pub kernel_panic: bool,
     pub ending: Ending,
+    /// What the running system's boot record says this boot fell back from (stage-2 reads
+    /// `/run/mobix/boot.json` at its success point and says so on the console).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fell_back_from: Option<u32>,
     /// The reason for the ending in words (the bootloader's or stage-1's message).
     pub note: String,
     pub seconds: f64,
@@ -104,6 +108,7 @@ impl Boot {
             trial_timeout: false,
             kernel_panic: false,
             ending: Ending::Timeout,
+            fell_back_from: None,
             note: String::new(),
             seconds: 0.0,
             times: None,
@@ -401,9 +406,10 @@ fn scan(line: &str, boot: &mut Boot) {
             boot.status = Some(status.name().to_string());
             boot.tries_left = Some(tries_left);
         }
-        Some(Event::Complete { generation, toplevel }) => {
+        Some(Event::Complete { generation, toplevel, fell_back_from }) => {
             boot.generation = Some(generation);
             boot.toplevel = Some(toplevel);
+            boot.fell_back_from = fell_back_from;
             boot.ending = Ending::Complete;
         }
         Some(Event::HealthFailed { why, .. }) => {

@@ -275,9 +275,22 @@ impl Run<'_> {
 }
 
 fn s0(r: &mut Run) -> Result<()> {
-    let boots = r.boot(1, "", &[])?;
+    // With no key held and nothing failed, the boot screen names the device and the
+    // generation as stage-1 hands over to it.
+    let shot = r.phone.dir.join("boot-screen.ppm");
+    let answers = [Answer::new(r#""doing":"starting generation 1""#, Act::Screenshot(shot.clone()))];
+    let boots = r.boot(1, "", &answers)?;
     r.expect_chosen(&boots, &[(Some(1), Some(Slot::A))]);
     r.check(boots[0].ending == Ending::Complete, "generation 1 reached boot-complete");
+    r.check(boots[0].fell_back_from.is_none(), "nothing to fall back from");
+    let last = boots[0].scenes.iter().rev().find(|s| matches!(s, Scene::Boot { .. }));
+    match last {
+        Some(scene @ Scene::Boot { device, generation: Some(g), .. }) if g.number == 1 && !device.is_empty() => {
+            r.screen_shows(&shot, &scene.clone(), "the boot screen")
+        }
+        _ if r.profile.device.qemu.as_ref().and_then(|q| q.screen).is_none() => {}
+        other => r.check(false, format!("the boot screen named the device and generation 1: {other:?}")),
+    }
     let st = r.state()?.context("no valid boot-state record after the boot")?;
     let e = r.entry(&st, 1);
     r.check(e.is_some_and(|e| e.status == Status::Good), format!("generation 1 is good: {e:?}"));
@@ -335,6 +348,10 @@ fn failing_update(r: &mut Run, hang: bool) -> Result<()> {
         }
         _ => r.check(false, "the fallback boot showed a notice"),
     }
+    // And the running system's record (/run/mobix/boot.json, read by stage-2 at its
+    // success point) says what it fell back from.
+    let from = boots.last().and_then(|b| b.fell_back_from);
+    r.check(from == Some(2), format!("the running system's boot record says it fell back from 2: {from:?}"));
     for b in &boots[..boots.len().min(TRIES as usize)] {
         let how = if hang { b.trial_timeout } else { b.health_failed };
         r.check(how && b.ending == Ending::Rebooted, format!("trial boot failed as planned and rebooted: {b:?}"));

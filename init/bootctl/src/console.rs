@@ -39,8 +39,10 @@ impl Chosen {
 pub enum Event {
     /// `GEN-CHOSEN generation=N status=S tries_left=T`
     Chosen { generation: u32, status: Chosen, tries_left: u8 },
-    /// `boot-complete generation=N toplevel=PATH`: the success point was reached.
-    Complete { generation: u32, toplevel: String },
+    /// `boot-complete generation=N toplevel=PATH [fell_back_from=M]`: the success point was
+    /// reached; `fell_back_from` is what the running system's boot record
+    /// (`/run/mobix/boot.json`) says this boot fell back from.
+    Complete { generation: u32, toplevel: String, fell_back_from: Option<u32> },
     /// `HEALTH-FAILED generation=N: WHY`
     HealthFailed { generation: u32, why: String },
     /// `TRIAL-TIMEOUT generation=N: WHY`
@@ -82,8 +84,9 @@ impl Event {
             Event::Chosen { generation, status, tries_left } => {
                 format!("GEN-CHOSEN generation={generation} status={} tries_left={tries_left}", status.name())
             }
-            Event::Complete { generation, toplevel } => {
-                format!("boot-complete generation={generation} toplevel={toplevel}")
+            Event::Complete { generation, toplevel, fell_back_from } => {
+                let from = fell_back_from.map(|g| format!(" fell_back_from={g}")).unwrap_or_default();
+                format!("boot-complete generation={generation} toplevel={toplevel}{from}")
             }
             Event::HealthFailed { generation, why } => format!("HEALTH-FAILED generation={generation}: {why}"),
             Event::TrialTimeout { generation, why } => format!("TRIAL-TIMEOUT generation={generation}: {why}"),
@@ -134,9 +137,11 @@ impl Event {
                 status: Chosen::parse(field("status")?)?,
                 tries_left: field("tries_left")?.parse().ok()?,
             },
-            "boot-complete" => {
-                Event::Complete { generation: number("generation")?, toplevel: field("toplevel")?.to_string() }
-            }
+            "boot-complete" => Event::Complete {
+                generation: number("generation")?,
+                toplevel: field("toplevel")?.to_string(),
+                fell_back_from: number("fell_back_from"),
+            },
             "HEALTH-FAILED" => Event::HealthFailed { generation: number("generation")?, why },
             "TRIAL-TIMEOUT" => Event::TrialTimeout { generation: number("generation")?, why },
             "SLOT-SWITCH" => {
@@ -178,7 +183,12 @@ mod tests {
         let all = [
             Event::Chosen { generation: 3, status: Chosen::Trial, tries_left: 2 },
             Event::Chosen { generation: 1, status: Chosen::Degraded, tries_left: 0 },
-            Event::Complete { generation: 7, toplevel: "/mobix/store/abc-mobix-system-x".into() },
+            Event::Complete { generation: 7, toplevel: "/mobix/store/abc-mobix-system-x".into(), fell_back_from: None },
+            Event::Complete {
+                generation: 1,
+                toplevel: "/mobix/store/abc-mobix-system-x".into(),
+                fell_back_from: Some(2),
+            },
             Event::HealthFailed { generation: 2, why: "health check usb failed (exit status: 1)".into() },
             Event::TrialTimeout { generation: 4, why: "no success point within 90s; rebooting".into() },
             Event::SlotSwitch {
