@@ -287,8 +287,22 @@ fn screen_for_run(profile: &Profile, a: &RunArgs) -> Result<vm::Display> {
             .into());
     }
     let keys = "its keys: Up and Down arrows for volume up and down, Enter for power";
+    // QEMU draws its window with GTK, a module Debian ships apart (qemu-system-gui).
+    let gtk = || {
+        std::process::Command::new("qemu-system-aarch64")
+            .args(["-display", "help"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "gtk"))
+    };
+    const NO_GTK: &str = "this QEMU cannot draw a window: its GTK display is not installed";
+    const GTK_HINT: &str = "`apt-get install qemu-system-gui`, or `--screen vnc` to see the screen over VNC";
     Ok(match a.screen {
+        ScreenArg::Window if !gtk() => return Err(Fail::new(NO_GTK).hint(GTK_HINT).into()),
         ScreenArg::Window => vm::Display::Window,
+        ScreenArg::Auto if has_screen && desktop && !gtk() => {
+            progress(&format!("{NO_GTK}, so the screen is not shown ({GTK_HINT})"));
+            vm::Display::None
+        }
         ScreenArg::Auto if has_screen && desktop => vm::Display::Window,
         ScreenArg::Vnc => vm::Display::Vnc(a.vnc_port),
         ScreenArg::Auto if has_screen => {

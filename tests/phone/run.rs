@@ -95,4 +95,16 @@ fn a_second_run_is_refused_and_a_stopped_run_reads_the_phones_record_back() {
         list["generations"].as_array().unwrap().iter().find(|g| name(&g["toplevel"]).as_ref() == Some(&toplevel));
     let ours = ours.unwrap_or_else(|| panic!("{toplevel} in {list:#}"));
     assert_eq!(ours["phone"]["status"], "good", "{ours:#}");
+
+    // A window asked for where QEMU cannot draw one (Debian ships its GTK display apart, in
+    // qemu-system-gui, which the setup does not install) is refused before QEMU starts,
+    // saying what to install; with a desktop but no GTK the default shows no screen.
+    let help = std::process::Command::new("qemu-system-aarch64").args(["-display", "help"]).output().unwrap();
+    if !String::from_utf8_lossy(&help.stdout).lines().any(|l| l.trim() == "gtk") {
+        let window = mobix_shared(&["run", "--device", "qemu-aarch64", "--out", o, "--screen", "window"]);
+        let said = String::from_utf8_lossy(&window.stderr);
+        assert_eq!(window.status.code(), Some(1), "{said}");
+        assert!(said.contains("error: this QEMU cannot draw a window: its GTK display is not installed"), "{said}");
+        assert!(said.contains("hint: `apt-get install qemu-system-gui`"), "{said}");
+    }
 }
