@@ -297,10 +297,33 @@ pub fn success() -> Result<()> {
 /// the inactive state to entering the active one), read from systemd's properties: blame
 /// itself refuses while the boot has jobs left, and the success point is one of them.
 /// Devices are left out (their time is spent waiting for udev), and targets, slices and
-/// scopes, which do no work; none where systemd cannot be asked.
+/// scopes, which do no work; none where systemd cannot be asked. Only the loaded units of
+/// the kinds that work are asked about, by name: `systemctl show '*'` loads every unit
+/// file on disk too, which took 3 s of the emulated phone's CPU right after the success
+/// point (0.2 s this way).
 fn slowest_units() -> Vec<(String, u32)> {
+    let listed = Command::new("/bin/systemctl")
+        .args(["list-units", "--all", "--type=service,socket,mount,swap,path,timer", "--no-legend", "--plain"])
+        .output();
+    let names: Vec<String> = match listed {
+        // `NAME LOAD ACTIVE SUB DESCRIPTION`; masked and missing units did no work.
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let name = f.next()?;
+                (f.next() == Some("loaded")).then(|| name.to_string())
+            })
+            .collect(),
+        _ => return Vec::new(),
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
     let out = Command::new("/bin/systemctl")
-        .args(["show", "--property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic", "*"])
+        // `--`: the root's mount unit is `-.mount`.
+        .args(["show", "--property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic", "--"])
+        .args(&names)
         .output();
     match out {
         Ok(o) if o.status.success() => slowest_of(&String::from_utf8_lossy(&o.stdout), 5),

@@ -806,4 +806,11 @@ fn usb_networking_works_under_systemd() {
     assert!(log.contains("mobix: USB network on usb0: this phone is 172.16.42.1"), "stage-1 made the gadget: {tail}");
     assert!(log.contains("lease of 172.16.42.2 obtained"), "the host's end got its address by DHCP: {tail}");
     assert!(log.contains("USB-LOGIN alice@pocket"), "ssh over USB: {tail}");
+    // Where the boot's time went, by the phone's clock: systemd's five slowest units (the
+    // root's `-.mount` among the names asked about once made systemctl refuse them all).
+    let times = &report["boots"][0]["times"];
+    let slowest: Vec<&str> = times["slowest"].as_array().unwrap().iter().map(|u| u[0].as_str().unwrap()).collect();
+    assert_eq!(slowest.len(), 5, "{times}");
+    assert!(slowest.iter().all(|u| [".service", ".socket", ".mount"].iter().any(|k| u.ends_with(k))), "{times}");
+    assert!(times["complete_ms"].as_u64() > times["stage1_ms"].as_u64(), "{times}");
 }
