@@ -59,6 +59,19 @@ pub const NOT_STARTED: &[(&str, &str)] = &[
     ("systemd-update-utmp-runlevel.service", "SysV runlevel records in utmp (`who -r`)"),
 ];
 
+/// The units every other waits for on the way to boot-complete (journald, the journal's
+/// flush, tmpfiles, then D-Bus and logind, which multi-user.target waits for), which get ten
+/// times the default share of the CPU while the system starts (`StartupCPUWeight=`): on the
+/// two emulated CPUs everything else started at once (udev's coldplug, networkd, the mounts)
+/// held them back by seconds. Afterwards every unit has the same share again.
+pub const STARTUP_FIRST: &[&str] = &[
+    "systemd-journald.service",
+    "systemd-journal-flush.service",
+    "systemd-tmpfiles-setup.service",
+    "dbus.service",
+    "systemd-logind.service",
+];
+
 /// The accounts the system needs and their ids (from the lock): the users and groups
 /// that must have ids, as `lock::ids::Ids::complete` takes them.
 pub fn wanted_ids(system: &SystemConfig, packages: &BTreeSet<String>) -> (ids::Wanted, ids::Wanted) {
@@ -110,6 +123,9 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     // default system runs"): each is a process started in the busiest second of the boot.
     for (unit, _why) in NOT_STARTED {
         e.links.insert(format!("{UNITS}/{unit}"), "/dev/null".into());
+    }
+    for u in STARTUP_FIRST {
+        unit(&mut e, &format!("{u}.d/mobix-startup.conf"), "[Service]\nStartupCPUWeight=1000\n".into());
     }
     // Mount points, as NixOS writes them: /etc/fstab, which systemd's fstab generator
     // turns into mount units wanted by local-fs.target.
@@ -446,6 +462,9 @@ mod tests {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/system-config.md")).unwrap();
         for (name, why) in NOT_STARTED.iter().chain(GENERATORS_NOT_RUN) {
             assert!(doc.contains(&format!("`{name}`")), "docs/system-config.md does not name {name} ({why})");
+        }
+        for name in STARTUP_FIRST {
+            assert!(doc.contains(&format!("`{name}`")), "docs/system-config.md does not name {name} (started first)");
         }
     }
 
