@@ -21,6 +21,11 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "e2fsck", package: "e2fsprogs", used_by: "build (checking the system partition)" },
     Tool { name: "mkfs.erofs", package: "erofs-utils", used_by: "build (erofs system partitions)" },
     Tool { name: "fsck.erofs", package: "erofs-utils", used_by: "build (checking erofs system partitions)" },
+    Tool {
+        name: "glib-compile-schemas",
+        package: "libglib2.0-bin",
+        used_by: "build (the GLib settings schemas of systems with GLib)",
+    },
     Tool { name: "qemu-system-aarch64", package: "qemu-system-arm", used_by: "build (QEMU device tree), run, test" },
     Tool {
         name: "aarch64-linux-gnu-gcc",

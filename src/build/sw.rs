@@ -18,7 +18,8 @@ pub(super) fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
     let mut owners: Owners =
         ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), ("busybox".to_string(), out.join(f)))).collect();
-    for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")) {
+    // The packages, then the caches made of them (which no package holds).
+    for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-") || k.starts_with("cache-")) {
         link_package(&ctx.store.host_path(p), p, out, &mut owners).with_context(|| format!("adding {key} ({p})"))?;
     }
     // Overlays add to the software tree (all but their etc/), later ones winning.
@@ -169,5 +170,46 @@ pub(super) fn firmware(
         fs::copy(&src, &dst)?;
     }
     fs::create_dir_all(out.join("lib/firmware"))?;
+    Ok(())
+}
+
+/// Where GLib looks for its settings schemas, under the software tree.
+const SCHEMAS: &str = "share/glib-2.0/schemas";
+
+/// `share/glib-2.0/schemas/gschemas.compiled` from the schemas, enumerations and overrides of the package
+/// inputs and overlays (an overlay's file of the same name wins, as in the software tree),
+/// by the host's `glib-compile-schemas`, as Debian's trigger makes it on a phone's
+/// packages. Nothing to compile makes an empty output.
+pub(super) fn glib_schemas(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let sources = planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")).map(|(_, p)| {
+        // A package's files are under usr/ (merged into the tree's top).
+        ctx.store.host_path(p).join("usr").join(SCHEMAS)
+    });
+    for dir in sources.chain(overlay_inputs(ctx, planned).into_iter().map(|o| o.join(SCHEMAS))) {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            // Schemas, their enumerations (which schemas of enum keys need: without them
+            // those schemas are left out), and overrides of defaults.
+            if [".gschema.xml", ".enums.xml", ".gschema.override"].iter().any(|k| name.ends_with(k)) {
+                files.insert(name.clone(), dir.join(&name));
+            }
+        }
+    }
+    fs::create_dir(out)?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let src = out.join(".schemas");
+    fs::create_dir(&src)?;
+    for (name, from) in &files {
+        fs::copy(from, src.join(name)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let target = out.join(SCHEMAS);
+    fs::create_dir_all(&target)?;
+    util::run(std::process::Command::new("glib-compile-schemas").arg("--targetdir").arg(&target).arg(&src))
+        .map_err(|e| e.context(format!("compiling the {} GLib settings schemas", files.len())))?;
+    util::remove_tree(&src)?;
     Ok(())
 }

@@ -164,6 +164,7 @@ pub fn image_facts(repo: &Path, profile: &Profile, store: &Store) -> Result<Inpu
             profile::Filesystem::Erofs => Some(first_line(tool_version(store, "fsck.erofs", &["-V"])?)),
             profile::Filesystem::Ext4 => None,
         },
+        glib_schemas_version: tool_version(store, "glib-compile-schemas", &["--version"]).ok().map(first_line),
     })
 }
 

@@ -69,6 +69,13 @@ pub enum Builder {
     /// files of each package input (`pkg-NN`) as links into it, `usr/` merged into the top
     /// (a path two packages hold differently is refused); the overlays' files on top.
     Sw,
+    /// GSettings' compiled schemas (`share/glib-2.0/schemas/gschemas.compiled`), as Debian's
+    /// libglib2.0-0 trigger makes them when a package adds a schema: the `*.gschema.xml`,
+    /// `*.enums.xml` and `*.gschema.override` files of the package inputs (`pkg-NN`) and overlays
+    /// (`overlay-NN`), compiled with the host's `glib-compile-schemas` (its version here: the
+    /// format does not depend on the architecture). Linked into the software tree, which
+    /// takes it as input `cache-glib-schemas`.
+    GlibSchemas { compiler: String },
     /// Firmware files, each checked against its pin, under `lib/firmware` (from input
     /// `package`, or from `directory`, which is not hashed: the files' pins are).
     Firmware {
@@ -189,6 +196,7 @@ impl Builder {
             Builder::Kernel => 2,
             Builder::KernelModules { .. } => 1,
             Builder::Sw => 2,
+            Builder::GlibSchemas { .. } => 1,
             Builder::Firmware { .. } => 1,
             Builder::Cc { .. } => 1,
             Builder::CargoVendor { .. } => 1,
@@ -216,6 +224,7 @@ impl Builder {
             Builder::Kernel => "kernel",
             Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
+            Builder::GlibSchemas { .. } => "glib-schemas",
             Builder::Firmware { .. } => "firmware",
             Builder::Cc { .. } => "cc",
             Builder::CargoVendor { .. } => "cargo-vendor",
@@ -397,6 +406,9 @@ pub struct Inputs {
     pub mke2fs_version: String,
     /// `fsck.erofs -V`, when erofs-utils is installed.
     pub mkfs_erofs_version: Option<String>,
+    /// `glib-compile-schemas --version`, when the system has GLib (its packages' schemas are
+    /// compiled at build time).
+    pub glib_schemas_version: Option<String>,
 }
 
 /// The files of a `kernel.prebuilt`, with their hashes (a directory's as the store hashes
@@ -508,6 +520,20 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         .map(|(i, p)| (format!("pkg-{i:02}"), p))
         .collect();
     sw_inputs.extend(pkgs.clone());
+    // GLib reads its packages' settings schemas from one compiled file, which Debian's
+    // trigger would have made: made here, from the same packages and overlays.
+    if etc::package_names(profile, lock).contains("libglib2.0-0") {
+        let compiler = inp.glib_schemas_version.clone().ok_or_else(|| {
+            crate::util::Fail::new("glib-compile-schemas is not installed: the system's GLib settings schemas are compiled with it at build time")
+                .hint("install Debian's libglib2.0-bin (scripts/setup does)")
+        })?;
+        let schemas = plan.add(Recipe {
+            name: "glib-schemas".into(),
+            builder: Builder::GlibSchemas { compiler },
+            inputs: with_overlays(pkgs.clone()),
+        });
+        sw_inputs.insert("cache-glib-schemas".into(), schemas);
+    }
     let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: sw_inputs });
     let vendor = plan.add(Recipe {
         name: "mobix-init-crates".into(),

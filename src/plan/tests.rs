@@ -34,6 +34,7 @@ fn fixture() -> (Profile, Lock, Inputs) {
         qemu_version: "QEMU emulator version 7.2".into(),
         mke2fs_version: "mke2fs 1.47.0".into(),
         mkfs_erofs_version: Some("fsck.erofs 1.5".into()),
+        glib_schemas_version: Some("2.74.6".into()),
     };
     (profile, lock, inputs)
 }

@@ -178,3 +178,51 @@ fn a_bad_name_a_conflict_a_vanished_version_and_locked_change_nothing() {
     assert_ne!(fixed["packages"]["htop"]["version"], "9.9-1");
     assert!(fixed["packages"]["libc6"].is_object(), "its dependencies are pinned too: {fixed}");
 }
+
+/// A package's GLib settings schemas are compiled when the system is built (Debian's
+/// libglib2.0-0 trigger would compile them on install): the host's own `gsettings` reads the
+/// compiled file the build made, an overlay's override changes a default, and on the phone
+/// the generation's health check reads the same values with the phone's `gsettings`.
+#[test]
+fn glib_settings_schemas_are_compiled_at_build_time() {
+    let _one = crate::common::small_phone();
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("tree");
+    repo_copy(&repo);
+    let ov = repo.join("overlays/clock/files/share/glib-2.0/schemas");
+    fs::create_dir_all(&ov).unwrap();
+    fs::write(ov.join("90-mobix-test.gschema.override"), "[org.gnome.desktop.interface]\nclock-format='12h'\n")
+        .unwrap();
+    let check = "GSETTINGS_BACKEND=memory gsettings get org.gnome.desktop.interface clock-format | grep -qx \"'12h'\" \
+                 && GSETTINGS_BACKEND=memory gsettings get org.gnome.desktop.interface cursor-size | grep -qx 24";
+    fs::write(
+        repo.join("system.yaml"),
+        format!(
+            "init: minimal\npackages: [gsettings-desktop-schemas, libglib2.0-bin]\noverlays: [clock]\n\
+             health_checks:\n  - {{name: schemas, command: [/bin/sh, -c, {check:?}]}}\n"
+        ),
+    )
+    .unwrap();
+    let (store, out) = (t.path().join("store"), t.path().join("out"));
+    ok(&build(&repo, &store, &out, &[]));
+    // The host's gsettings reads what the build compiled.
+    let compiled = crate::common::store_entry(&store, "-glib-schemas").join("share/glib-2.0/schemas");
+    let get = |key: &str| {
+        let o = Command::new("gsettings")
+            .arg("--schemadir")
+            .arg(&compiled)
+            .args(["get", "org.gnome.desktop.interface", key])
+            .env("GSETTINGS_BACKEND", "memory")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(get("clock-format"), "'12h'", "the overlay's override wins over the schema's default");
+    assert_eq!(get("cursor-size"), "24", "the schema's default");
+    // The phone's gsettings reads them too: the health check passes.
+    let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
+    let test = mobix_in(&repo, &["test", "--device", "qemu-aarch64", "--store", s, "--out", o]);
+    ok(&test);
+    assert!(String::from_utf8_lossy(&test.stderr).contains("boot-complete: generation 1"));
+}
