@@ -184,32 +184,42 @@ pub fn main() -> ExitCode {
 
 /// The command line as clap parses it: the derived commands, with `--store` and `--repo`
 /// taken away from the commands that use neither (`inspect` reads only the files it is
-/// given, `doctor` only the host; `device check` reads kernels in the store), so their help does not offer them and giving them is an
+/// given, `doctor` only the host; of the `device` commands only `check` reads the store,
+/// for kernels' device trees), so their help does not offer them and giving them is an
 /// error instead of being ignored.
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
-    // Which of --store and --repo each family of commands does not use.
-    let unused_by: [(&str, &[&'static str]); 5] = [
-        ("inspect", &["store", "repo"]),
-        ("doctor", &["store", "repo"]),
-        ("store", &["repo"]),
-        ("gc", &["repo"]),
-        ("config", &["store", "repo"]),
+    // Which of --store and --repo each family of commands (or one command of a family)
+    // does not use.
+    let unused_by: [(&[&str], &[&'static str]); 9] = [
+        (&["inspect"], &["store", "repo"]),
+        (&["doctor"], &["store", "repo"]),
+        (&["device", "list"], &["store"]),
+        (&["device", "show"], &["store"]),
+        (&["device", "udev-rules"], &["store"]),
+        (&["device", "import"], &["store"]),
+        (&["store"], &["repo"]),
+        (&["gc"], &["repo"]),
+        (&["config"], &["store", "repo"]),
     ];
-    for (name, ids) in unused_by {
-        cmd = cmd.mut_subcommand(name, |sub| {
-            let unused = |id: &'static str| {
-                clap::Arg::new(id).long(id).hide(true).help("Not used by this command (refused)").value_parser(
+    fn refuse(sub: clap::Command, path: &[&str], ids: &[&'static str], shown: String) -> clap::Command {
+        match path {
+            [] => ids.iter().fold(sub, |sub, &id| {
+                let shown = shown.clone();
+                sub.arg(clap::Arg::new(id).long(id).hide(true).help("Not used by this command (refused)").value_parser(
                     move |_: &str| {
                         Err::<String, String>(format!(
-                            "`mobix {name}` uses no {}",
+                            "`mobix {shown}` uses no {}",
                             if id == "store" { "store" } else { "mobix tree" }
                         ))
                     },
-                )
-            };
-            ids.iter().fold(sub, |sub, id| sub.arg(unused(id)))
-        });
+                ))
+            }),
+            [first, rest @ ..] => sub.mut_subcommand(*first, |s| refuse(s, rest, ids, shown)),
+        }
+    }
+    for (path, ids) in unused_by {
+        cmd = refuse(cmd, path, ids, path.join(" "));
     }
     cmd
 }

@@ -108,13 +108,43 @@ pub fn system_accounts(has: &dyn Fn(&str) -> bool) -> (Vec<SystemUser>, Vec<&'st
     if has("openssh-server") {
         users.push(SystemUser { name: "sshd", group: Some("nogroup"), home: "/run/sshd" });
     }
+    // A phone UI's daemons (bookworm's postinst scripts and sysusers.d files).
+    if has("polkitd") {
+        users.push(SystemUser { name: "polkitd", group: None, home: "/nonexistent" });
+    }
+    if has("colord") {
+        users.push(SystemUser { name: "colord", group: None, home: "/var/lib/colord" });
+    }
+    for (package, group) in [
+        ("colord", "scanner"),
+        ("libsane1", "scanner"),
+        ("feedbackd", "feedbackd"),
+        ("network-manager", "netdev"),
+        ("pipewire", "pipewire"),
+    ] {
+        if has(package) && !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
     (users, groups)
 }
 
 /// The packages whose system accounts [`system_accounts`] makes (a test keeps the two
 /// in step); a package outside it that creates accounts in its maintainer scripts gets
 /// none.
-pub const ACCOUNT_PACKAGES: [&str; 5] = ["systemd", "udev", "dbus", "dbus-system-bus-common", "openssh-server"];
+pub const ACCOUNT_PACKAGES: [&str; 11] = [
+    "systemd",
+    "udev",
+    "dbus",
+    "dbus-system-bus-common",
+    "openssh-server",
+    "polkitd",
+    "colord",
+    "libsane1",
+    "feedbackd",
+    "network-manager",
+    "pipewire",
+];
 
 /// Whether mobix makes the system accounts `package`'s maintainer scripts would create.
 pub fn makes_accounts_of(package: &str) -> bool {
@@ -217,7 +247,12 @@ mod tests {
         }
         let (users, groups) = system_accounts(&|p: &str| !ACCOUNT_PACKAGES.contains(&p));
         assert!(users.is_empty() && groups == ["wheel"], "{users:?} {groups:?}");
-        assert!(makes_accounts_of("openssh-server") && !makes_accounts_of("polkitd"));
+        assert!(
+            makes_accounts_of("openssh-server") && makes_accounts_of("polkitd") && !makes_accounts_of("geoclue-2.0")
+        );
+        // A group two packages need is made once.
+        let (_, groups) = system_accounts(&|p: &str| p == "colord" || p == "libsane1");
+        assert_eq!(groups, ["wheel", "scanner"]);
     }
 
     fn person(n: &str) -> (String, Kind) {

@@ -281,6 +281,12 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
             tmp.push_str(&format!("d {} 0700 {name} {name} -\n", home(name, u)));
         }
     }
+    // And those of the packages' system users that keep their state there (colord's).
+    let (sys_users, _) = ids::system_accounts(&|p| packages.contains(p));
+    for u in sys_users.iter().filter(|u| u.home.starts_with("/var/lib/")) {
+        let group = u.group.unwrap_or(u.name);
+        tmp.push_str(&format!("d {} 0755 {} {group} -\n", u.home, u.name));
+    }
     e.files.insert("tmpfiles.d/mobix-users.conf".into(), tmp);
     e.files.insert(
         "profile".into(),
