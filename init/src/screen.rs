@@ -15,6 +15,23 @@ const FBIOGET_VSCREENINFO: libc::Ioctl = 0x4600 as libc::Ioctl;
 const FBIOGET_FSCREENINFO: libc::Ioctl = 0x4602 as libc::Ioctl;
 const KDSETMODE: libc::Ioctl = 0x4B3A as libc::Ioctl;
 const KD_GRAPHICS: libc::c_ulong = 1;
+const KD_TEXT: libc::c_ulong = 0;
+const KDGETMODE: libc::Ioctl = 0x4B3B as libc::Ioctl;
+
+/// Gives the screen back to the kernel's text console, if stage-1 took it: a console left
+/// in graphics mode refuses every switch to another one (the kernel ignores them), so
+/// logind could never bring a session on another console (a phone UI's) to the front.
+/// Called once the system is up; the kernel redraws its console then.
+pub fn give_back_console() {
+    let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty0") else { return };
+    let mut mode: libc::c_int = 0;
+    // SAFETY: KDGETMODE writes one int through the pointer, which outlives the call.
+    let got = unsafe { libc::ioctl(tty.as_raw_fd(), KDGETMODE, &mut mode as *mut libc::c_int) };
+    if got == 0 && mode as libc::c_ulong == KD_GRAPHICS {
+        // SAFETY: KDSETMODE takes its mode as the argument itself.
+        unsafe { libc::ioctl(tty.as_raw_fd(), KDSETMODE, KD_TEXT) };
+    }
+}
 
 /// How pixels are laid out in the framebuffer (from `fb_var_screeninfo` and
 /// `fb_fix_screeninfo`).

@@ -285,6 +285,8 @@ pub fn success() -> Result<()> {
     let complete_ms = sys::uptime_ms();
     generation::success_point(boot.generation, &boot.toplevel, Some(&boot));
     let _ = std::fs::write(SUCCESS_FLAG, "");
+    // Stage-1's last screen has stayed until now; the consoles are the system's again.
+    crate::screen::give_back_console();
     generation::report_times(&boot, boot.clock.activated_ms, complete_ms, slowest_units());
     if sys::cmdline_has(&sys::kernel_cmdline(), "mobix.poweroff") {
         say("powering off (mobix.poweroff)");
