@@ -123,6 +123,55 @@ impl std::ops::Deref for Mapped {
     }
 }
 
+/// The stretches of `f` between `start` and `end` that hold data, as `(start, end)`, by
+/// `SEEK_DATA`/`SEEK_HOLE`: what lies between them is a hole, which reads as zeros. Where the
+/// filesystem cannot say, all of it is data.
+pub fn data_ranges(f: &fs::File, start: u64, end: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let seek = |off: u64, whence| {
+        // SAFETY: lseek on a file descriptor borrowed for the call; no memory is passed.
+        let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
+        if r >= 0 {
+            Ok(r as u64)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let data = match seek(at, libc::SEEK_DATA) {
+            Ok(d) => d,
+            // ENXIO: no data after `at`.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(_) => return vec![(start, end)],
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(end).min(end);
+        out.push((data, hole));
+        at = hole;
+    }
+    out
+}
+
+/// The holes of `f` between `start` and `end`: the complement of [`data_ranges`].
+pub fn hole_ranges(f: &fs::File, start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut holes = Vec::new();
+    let mut at = start;
+    for (a, b) in data_ranges(f, start, end) {
+        if a > at {
+            holes.push((at, a));
+        }
+        at = b;
+    }
+    if at < end {
+        holes.push((at, end));
+    }
+    holes
+}
+
 pub fn map_file(path: &Path) -> Result<Mapped> {
     let f = fs::File::open(path).map_err(|e| user_error(e, format!("opening {}", path.display())))?;
     if f.metadata()?.len() == 0 {

@@ -239,16 +239,22 @@ mod tests {
     #[test]
     fn maintainer_script_notes_say_what_mobix_does_instead() {
         let systemd = profile::SystemConfig::default();
-        let said = notes("creates users or groups", &["openssh-server", "polkitd", "dbus"], &systemd);
+        let said = notes("creates users or groups", &["openssh-server", "ssl-cert", "dbus"], &systemd);
         let lines: Vec<&str> = said.lines().collect();
         assert_eq!(lines.len(), 2, "{said}");
         assert!(lines[0]
             .contains(": openssh-server, dbus creates users or groups (mobix makes their system accounts itself"));
-        assert!(lines[1].contains(": polkitd creates users or groups (mobix does not make their accounts"), "{said}");
-        assert!(lines[1].contains("of systemd, udev, dbus, dbus-system-bus-common, openssh-server only"), "{said}");
+        assert!(lines[1].contains(": ssl-cert creates users or groups (mobix does not make their accounts"), "{said}");
+        assert!(
+            lines[1].contains(
+                "of systemd, udev, dbus, dbus-system-bus-common, openssh-server, polkitd, colord, libsane1, feedbackd, \
+                 network-manager, pipewire only"
+            ),
+            "{said}"
+        );
         assert!(!said.contains("until `users:`") && !said.contains("next wave"), "{said}");
         let minimal: profile::SystemConfig = serde_norway::from_str("init: minimal").unwrap();
-        assert!(notes("creates users or groups", &["polkitd"], &minimal).contains("has root only"));
+        assert!(notes("creates users or groups", &["ssl-cert"], &minimal).contains("has root only"));
 
         let mut ssh = systemd.clone();
         ssh.ssh.enable = true;

@@ -226,12 +226,9 @@ fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<bool> {
     let mut to = fs::OpenOptions::new().write(true).open(&p.disk)?;
     use std::io::{Seek, SeekFrom};
     let mut buf = vec![0u8; MIB as usize];
-    let end = offset + size;
-    let mut at = offset;
     // Only the old disk's data is read: its holes (most of a young state partition) stay
     // holes, found by the filesystem instead of by reading gigabytes of zeros.
-    while at < end {
-        let Some((data, hole)) = next_data(&from, at, end) else { break };
+    for (data, hole) in util::data_ranges(&from, offset, offset + size) {
         let mut pos = data;
         while pos < hole {
             let n = buf.len().min((hole - pos) as usize);
@@ -243,27 +240,8 @@ fn carry_state(profile: &Profile, old: &Path, p: &Prepared) -> Result<bool> {
             }
             pos += n as u64;
         }
-        at = hole;
     }
     Ok(true)
-}
-
-/// The next stretch of data in `f` at or after `from` and before `end`, as (start, end),
-/// by `SEEK_DATA`/`SEEK_HOLE`; where the filesystem cannot say, all of it is data.
-fn next_data(f: &fs::File, from: u64, end: u64) -> Option<(u64, u64)> {
-    use std::os::fd::AsRawFd;
-    let seek = |off: u64, whence| {
-        // SAFETY: lseek on a file descriptor this function borrows; no memory is passed.
-        let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
-        (r >= 0).then_some(r as u64)
-    };
-    match seek(from, libc::SEEK_DATA) {
-        Some(d) if d >= end => None,
-        Some(d) => Some((d, seek(d, libc::SEEK_HOLE).unwrap_or(end).min(end))),
-        // ENXIO: no data after `from`.
-        None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => None,
-        None => Some((from, end)),
-    }
 }
 
 /// Prepares a phone in `dir` from a boot image and a sparse system image: a fresh GPT disk
