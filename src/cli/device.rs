@@ -166,9 +166,12 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
                 match r {
                     Ok(p) => {
                         progress(&format!("ok: {id}"));
-                        match screen_check(g, &repo, &p, *device_trees)? {
-                            ScreenCheck::Said(lines) => lines.iter().for_each(|l| progress(&format!("  {l}"))),
-                            ScreenCheck::NotAtHand => unread.push(id),
+                        // The profile is valid either way: what keeps its device trees from
+                        // being read (a missing host tool, no network) is said, not fatal.
+                        match screen_check(g, &repo, &p, *device_trees) {
+                            Ok(ScreenCheck::Said(lines)) => lines.iter().for_each(|l| progress(&format!("  {l}"))),
+                            Ok(ScreenCheck::NotAtHand) => unread.push(id),
+                            Err(e) => progress(&format!("  screen: not checked: {e:#}")),
                         }
                     }
                     Err(e) => {
@@ -336,8 +339,6 @@ fn cmd_import(g: &Global, i: &ImportCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A name that can name a profile for one that cannot (`xiaomi-jasmine_sprout`:
-/// `xiaomi-jasmine-sprout`), if lowercasing and dashes make one.
 /// What `device check` says about a profile's screen.
 enum ScreenCheck {
     Said(Vec<String>),
@@ -434,6 +435,8 @@ fn screen_check(g: &Global, repo: &Path, p: &profile::Profile, fetch: bool) -> R
     Ok(ScreenCheck::Said(said))
 }
 
+/// A name that can name a profile for one that cannot (`xiaomi-jasmine_sprout`:
+/// `xiaomi-jasmine-sprout`), if lowercasing and dashes make one.
 fn suggested_codename(name: &str) -> Option<String> {
     let s: String =
         name.to_lowercase().chars().map(|c| if c == '_' || c == '.' || c == ' ' { '-' } else { c }).collect();
