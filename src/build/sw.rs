@@ -18,7 +18,7 @@ pub(super) fn sw(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
     std::os::unix::fs::symlink("busybox", out.join("bin/sh"))?;
     let mut owners: Owners =
         ["bin/busybox", "bin/sh"].iter().map(|f| (f.to_string(), ("busybox".to_string(), out.join(f)))).collect();
-    // The packages, then the caches made of them (which no package holds).
+    // The packages, and the caches made of them (at paths no package holds).
     for (key, p) in planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-") || k.starts_with("cache-")) {
         link_package(&ctx.store.host_path(p), p, out, &mut owners).with_context(|| format!("adding {key} ({p})"))?;
     }

@@ -275,7 +275,7 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
         want(&mut e, "ssh.service", "mobix-ssh-host-key.service", "../mobix-ssh-host-key.service");
     }
     // Home directories, made on the persistent state at boot.
-    let mut tmp = String::from("# Home directories of the system config's users.\n");
+    let mut tmp = String::from("# Home directories of the system config's users and of packages' system users.\n");
     for (name, u) in &s.users {
         if name != "root" {
             tmp.push_str(&format!("d {} 0700 {name} {name} -\n", home(name, u)));
