@@ -182,8 +182,9 @@ pub(super) fn cmd_device(g: &Global, d: &DeviceCmd) -> Result<ExitCode> {
             }
             if !unread.is_empty() {
                 progress(&format!(
-                    "the device trees of {} were not read, their kernels not being in the store: \
-                     `--device-trees` fetches them",
+                    "the screens of {} were not checked, their kernels not being in the store: \
+                     `--device-trees` fetches kernel packages; a kernel built from source is read once \
+                     `mobix build` has built it",
                     unread.join(", ")
                 ));
             }

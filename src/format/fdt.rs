@@ -116,7 +116,7 @@ pub fn find_compatible(b: &[u8], compatible: &str) -> Result<Vec<Node>, Error> {
             _ => return Err(Error::Structure(base + at, "unknown token")),
         }
     }
-    // Children end before their parents; report in the order the nodes begin.
+    // Children end before their parents: sorted by path instead.
     found.sort_by_key(|n: &Node| n.path.clone());
     Ok(found)
 }

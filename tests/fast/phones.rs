@@ -217,7 +217,7 @@ fn every_phone_builds_with_its_profile_values() {
     }
     // The emulated phone's kernels were not built into this store, and are not fetched.
     assert!(
-        err.contains("the device trees of qemu-aarch64 --variant debian, qemu-aarch64 --variant tiny were not read"),
+        err.contains("the screens of qemu-aarch64 --variant debian, qemu-aarch64 --variant tiny were not checked"),
         "{err}"
     );
     let _ = mobix::util::remove_tree(&store);
