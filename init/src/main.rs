@@ -39,6 +39,12 @@ fn main() {
         Some("check") => Some(systemd::check(&args[2..])),
         Some("success") => Some(systemd::success()),
         Some("deadline") => Some(systemd::deadline()),
+        // A phone UI's unit, before it starts: stage-1's screen gives way to the UI's.
+        Some("notify-fallback") => Some(systemd::notify_fallback()),
+        Some("give-back-console") => {
+            screen::give_back_console();
+            Some(Ok(()))
+        }
         // `mobix deploy` runs these over ssh.
         Some("phone-status") => Some(deploy::status()),
         Some("receive") => Some(deploy::receive()),
@@ -62,7 +68,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: mobix-init runs as PID 1 (stage-1), or as `mobix-init stage2 --generation N --toplevel PATH`; \
-                 systemd's units run `mobix-init check NAME`, `success` and `deadline`; \
+                 systemd's units run `mobix-init check NAME`, `success`, `deadline`, `give-back-console` and `notify-fallback`; \
                  `mobix deploy` runs `phone-status`, `receive`, `gc` and `store-hash`; `bless` is `mobix-bless`"
             );
             std::process::exit(2);

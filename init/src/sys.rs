@@ -21,6 +21,11 @@ fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
 
 pub fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(target).map_err(|e| format!("creating {target}: {e}"))?;
+    mount_at(src, target, fstype, flags, data)
+}
+
+/// [`mount`] onto what `target` already is (a file, for a bind mount of one).
+pub fn mount_at(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<()> {
     let s = CString::new(src).unwrap();
     let t = CString::new(target).unwrap();
     let f = fstype.map(|f| CString::new(f).unwrap());

@@ -37,6 +37,7 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
         std::fs::write(TRIAL_FLAG, "").map_err(|e| io("writing the trial flag", e))?;
     }
     activate(top, conf)?;
+    privileged(&conf.privileged);
     let persistent = mount_state(conf)?;
     machine_id(persistent)?;
     for d in ["/etc/.updated", "/var/.updated"] {
@@ -60,6 +61,46 @@ pub fn start(generation: u32, top: &Path, conf: &SystemSpec) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let err = Command::new("/lib/systemd/systemd").arg0("/sbin/init").exec();
     Err(format!("executing systemd: {err}"))
+}
+
+/// Where the privileged copies are: a tmpfs of its own, since /run does not honour
+/// setuid bits.
+const WRAPPERS: &str = "/run/wrappers";
+
+/// Gives each program Debian installs setuid or setgid its mode for this boot: a copy in
+/// [`WRAPPERS`] with the mode and group, mounted over the store's file (the store keeps no
+/// such bits, and /usr is the read-only store). A program that cannot be given its mode
+/// is said on the console and left as it is: the boot goes on without it.
+fn privileged(list: &[mobix_bootctl::contract::Privileged]) {
+    use std::os::unix::fs::PermissionsExt;
+    if list.is_empty() {
+        return;
+    }
+    let made = std::fs::create_dir_all(WRAPPERS)
+        .map_err(|e| format!("creating {WRAPPERS}: {e}"))
+        .and_then(|()| sys::mount("tmpfs", WRAPPERS, Some("tmpfs"), libc::MS_NODEV, Some("mode=0755")));
+    if let Err(e) = made {
+        say(&format!("no setuid or setgid programs this boot: {e}"));
+        return;
+    }
+    for (i, p) in list.iter().enumerate() {
+        let give = || -> std::result::Result<(), String> {
+            let program = Path::new("/run/current-system/sw").join(&p.path);
+            let file = std::fs::canonicalize(&program).map_err(|e| format!("{}: {e}", program.display()))?;
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let copy = Path::new(WRAPPERS).join(format!("{i}-{name}"));
+            std::fs::copy(&file, &copy).map_err(|e| format!("copying {}: {e}", file.display()))?;
+            // chown first: it clears setuid and setgid bits.
+            std::os::unix::fs::chown(&copy, Some(0), Some(p.gid)).map_err(|e| format!("chown: {e}"))?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(p.mode))
+                .map_err(|e| format!("chmod: {e}"))?;
+            let (from, to) = (copy.to_string_lossy().into_owned(), file.to_string_lossy().into_owned());
+            sys::mount_at(&from, &to, None, libc::MS_BIND, None)
+        };
+        if let Err(e) = give() {
+            say(&format!("/usr/{} keeps no mode {:o}: {e}", p.path, p.mode));
+        }
+    }
 }
 
 /// The generation made current ([`generation::link_generation`]), real copies of the /etc files
@@ -279,6 +320,42 @@ pub fn check(args: &[String]) -> Result<()> {
     }
 }
 
+/// `mobix-init notify-fallback` (a phone UI's session, once it is up): when this boot fell
+/// back from a failed generation, shows stage-1's notice as a notification, through
+/// GLib's `gdbus` on the session's bus; otherwise nothing.
+pub fn notify_fallback() -> Result<()> {
+    let Some(notice) = generation::booted().and_then(|b| b.fallback) else { return Ok(()) };
+    let out = Command::new("gdbus")
+        .args(["call", "--session", "--dest", "org.freedesktop.Notifications"])
+        .args(["--object-path", "/org/freedesktop/Notifications"])
+        .args(["--method", "org.freedesktop.Notifications.Notify", "mobix", "0", "dialog-warning"])
+        .args([gvariant_string(&notice.title), gvariant_string(&notice.text)])
+        // No actions, urgency critical (it stays until dismissed), no expiry.
+        .args(["[]", "{'urgency': <byte 2>}", "0"])
+        .output()
+        .map_err(|e| format!("running gdbus: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("gdbus: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// `s` as a GVariant text-format string (gdbus parses each argument in that format).
+fn gvariant_string(s: &str) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            c if c.is_control() => q.push(' '),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
 /// `mobix-init success` (after boot-complete.target): the success point.
 pub fn success() -> Result<()> {
     let (_, boot) = conf_and_boot()?;
@@ -366,6 +443,14 @@ pub fn deadline() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::fs_bytes;
+
+    /// What gdbus reads back as the same text: quotes and backslashes escaped, a line
+    /// break written out.
+    #[test]
+    fn notification_texts_are_quoted_for_gdbus() {
+        assert_eq!(super::gvariant_string("Generation 8 failed"), "\"Generation 8 failed\"");
+        assert_eq!(super::gvariant_string("a \"b\" c\\d\ne"), "\"a \\\"b\\\" c\\\\d\\ne\"");
+    }
 
     /// `systemctl show` of units as systemd 252 prints them.
     #[test]

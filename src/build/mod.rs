@@ -135,6 +135,8 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
         Builder::KernelModules { only } => kernel_modules(ctx, planned, only.as_deref(), out),
         Builder::Sw => sw(ctx, planned, out),
         Builder::GlibSchemas { .. } => sw::glib_schemas(ctx, planned, out),
+        Builder::PixbufLoaders { .. } => sw::pixbuf_loaders(ctx, planned, out),
+        Builder::MimeDatabase { .. } => sw::mime_database(ctx, planned, out),
         Builder::Firmware { files, directory } => firmware(ctx, planned, files, directory.as_deref(), out),
         Builder::Cc { make, cflags, install, .. } => cc::build(ctx, planned, make, cflags, install, out),
         Builder::CargoVendor { source_dir, .. } => cargo_vendor(source_dir, out),

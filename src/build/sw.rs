@@ -213,3 +213,138 @@ pub(super) fn glib_schemas(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<(
     util::remove_tree(&src)?;
     Ok(())
 }
+
+/// Where GdkPixbuf's loader modules and their cache are, under the software tree.
+const PIXBUF_DIR: &str = "lib/aarch64-linux-gnu/gdk-pixbuf-2.0";
+const PIXBUF_LOADERS: &str = "lib/aarch64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders";
+
+/// `loaders.cache` for the loader modules of the package inputs and overlays, written by the
+/// packages' own arm64 `gdk-pixbuf-query-loaders` run in QEMU's user mode over a tree of
+/// links to the inputs' libraries (the tree the phone will have, as far as the tool reads
+/// it). The cache names each module at its path on the phone.
+pub(super) fn pixbuf_loaders(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    fs::create_dir(out)?;
+    let farm = out.join(".farm");
+    fs::create_dir(&farm)?;
+    let mut roots: Vec<PathBuf> = planned
+        .recipe
+        .inputs
+        .iter()
+        .filter(|(k, _)| k.starts_with("pkg-"))
+        .map(|(_, p)| ctx.store.host_path(p))
+        .collect();
+    roots.extend(overlay_inputs(ctx, planned));
+    for root in &roots {
+        host_farm(root, &farm).with_context(|| format!("linking the libraries of {}", root.display()))?;
+    }
+    std::os::unix::fs::symlink(".", farm.join("usr"))?;
+    let mut modules: Vec<String> = Vec::new();
+    if let Ok(entries) = fs::read_dir(farm.join(PIXBUF_LOADERS)) {
+        for e in entries {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".so") {
+                modules.push(format!("/usr/{PIXBUF_LOADERS}/{name}"));
+            }
+        }
+    }
+    modules.sort();
+    let tool = farm.join(PIXBUF_DIR).join("gdk-pixbuf-query-loaders");
+    if !tool.exists() {
+        return Err(Fail::new(format!("the system's packages have no /usr/{PIXBUF_DIR}/gdk-pixbuf-query-loaders"))
+            .hint("the image loader cache is made with the query tool of libgdk-pixbuf-2.0-0; is the package's pin whole?")
+            .into());
+    }
+    let mut cmd = std::process::Command::new("qemu-aarch64-static");
+    cmd.env_clear().env("LC_ALL", "C").arg("-L").arg(&farm).arg(&tool).args(&modules);
+    let run = util::run(&mut cmd).map_err(|e| e.context("querying the image loaders in qemu-aarch64-static"))?;
+    let cache = String::from_utf8(run.stdout).context("the loader cache is not UTF-8")?;
+    // A module the tool could not open is left out with a message: refuse that rather than
+    // ship a cache without it.
+    if let Some(missing) = modules.iter().find(|m| !cache.contains(&format!("\"{m}\""))) {
+        return Err(Fail::new(format!("gdk-pixbuf-query-loaders could not read the image loader {missing}"))
+            .hint(String::from_utf8_lossy(&run.stderr).trim().to_string())
+            .into());
+    }
+    util::remove_tree(&farm)?;
+    let dst = out.join(PIXBUF_DIR).join("2.10.0/loaders.cache");
+    fs::create_dir_all(dst.parent().expect("below out"))?;
+    fs::write(&dst, cache)?;
+    Ok(())
+}
+
+/// Links the libraries of the tree at `root` (its `lib/` and `usr/lib/`, merged) into
+/// `farm` by their host paths. A link in the tree is copied as is when relative; an
+/// absolute one is pointed into the farm, since the emulator does not translate link
+/// targets.
+fn host_farm(root: &Path, farm: &Path) -> Result<()> {
+    util::walk(root, &mut |rel, m| {
+        let place = rel.strip_prefix("usr/").unwrap_or(rel);
+        if rel == "usr" || place == "lib" {
+            return Ok(true);
+        }
+        if !place.starts_with("lib/") {
+            return Ok(false);
+        }
+        let dst = farm.join(place);
+        if m.is_dir() {
+            fs::create_dir_all(&dst)?;
+            return Ok(true);
+        }
+        if fs::symlink_metadata(&dst).is_ok() {
+            return Ok(false);
+        }
+        let target = if m.file_type().is_symlink() {
+            let t = fs::read_link(root.join(rel))?;
+            match t.strip_prefix("/") {
+                Ok(abs) => farm.join(abs.strip_prefix("usr").unwrap_or(abs)),
+                Err(_) => t,
+            }
+        } else {
+            root.join(rel)
+        };
+        std::os::unix::fs::symlink(target, &dst)?;
+        Ok(false)
+    })?;
+    Ok(())
+}
+
+/// Where the shared MIME database is, under the software tree; its sources are in `packages/`.
+const MIME: &str = "share/mime";
+
+/// The shared MIME database of the package inputs' and overlays' definitions
+/// (`share/mime/packages/*.xml`, an overlay's file of the same name winning), compiled by
+/// the host's `update-mime-database`; the definitions themselves stay with their packages.
+/// No definitions make an empty output.
+pub(super) fn mime_database(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let sources = planned
+        .recipe
+        .inputs
+        .iter()
+        .filter(|(k, _)| k.starts_with("pkg-"))
+        .map(|(_, p)| ctx.store.host_path(p).join("usr").join(MIME).join("packages"));
+    for dir in sources.chain(overlay_inputs(ctx, planned).into_iter().map(|o| o.join(MIME).join("packages"))) {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") {
+                files.insert(name.clone(), dir.join(&name));
+            }
+        }
+    }
+    fs::create_dir(out)?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let db = out.join(MIME);
+    fs::create_dir_all(db.join("packages"))?;
+    for (name, from) in &files {
+        fs::copy(from, db.join("packages").join(name)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let mut cmd = std::process::Command::new("update-mime-database");
+    cmd.env_clear().env("LC_ALL", "C").env("PKGSYSTEM_ENABLES_FSYNC", "0").arg(&db);
+    util::run(&mut cmd)
+        .map_err(|e| e.context(format!("compiling the MIME database of {} definitions", files.len())))?;
+    util::remove_tree(&db.join("packages"))?;
+    Ok(())
+}

@@ -10,6 +10,7 @@ mod emulator;
 mod flashing;
 mod generations;
 pub mod inspect;
+mod pin;
 mod pins;
 mod settings;
 mod store;
@@ -112,6 +113,9 @@ enum ConfigCmd {
     /// Print every system-config key (type, default, what it does, an example) as Markdown,
     /// generated from mobix's own types.
     Reference,
+    /// Print the hash of a PIN for a user's `hashed_password` (the phone UI's lock screen
+    /// unlocks with it): asked twice on a terminal, else one line of standard input.
+    HashPin,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -311,6 +315,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             print!("{}", crate::profile::reference::document());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Config(ConfigCmd::HashPin) => pin::cmd_hash_pin(),
         Cmd::Lock(LockCmd::Update { names, dry_run }) => cmd_lock_update(&cli.global, names, *dry_run),
         Cmd::Lock(LockCmd::Add { kind, name, package, depends }) => {
             cmd_lock_add(&cli.global, *kind, name, package.as_deref(), depends)

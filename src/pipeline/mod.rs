@@ -165,6 +165,8 @@ pub fn image_facts(repo: &Path, profile: &Profile, store: &Store) -> Result<Inpu
             profile::Filesystem::Ext4 => None,
         },
         glib_schemas_version: tool_version(store, "glib-compile-schemas", &["--version"]).ok().map(first_line),
+        aarch64_emulator_version: tool_version(store, "qemu-aarch64-static", &["--version"]).ok().map(first_line),
+        mime_database_version: tool_version(store, "update-mime-database", &["-v"]).ok().map(first_line),
     })
 }
 
@@ -345,7 +347,8 @@ impl Pipeline<'_> {
             let (gens, state) = carried_generations(store, self.profile, &lin, &rec, self.ctx.progress)?;
             let (plan, imgs) = plan::images(self.profile, &sys, &gens, &state, self.inputs)?;
             if !store.contains(&imgs.system) {
-                check_fits(store, self.profile, &gens)?;
+                let words = check_fits(store, self.profile, &gens)?;
+                self.ctx.progress.note(&words);
             }
             tally.add(build::realise(self.ctx, &plan, &imgs.all())?);
             if !planned_new && rec.boot_image.as_ref() == Some(&imgs.boot) {
@@ -646,18 +649,34 @@ fn walk_on_host(store: &Store, path: &str, follow_last: bool) -> Option<std::pat
 /// partition whose filesystem cannot hold the closure of the generations it is to carry:
 /// their files alone, each rounded up to the filesystem's 4 KiB blocks, need more than it
 /// has (the filesystem's own tables need more still, so a closure just under the size can
-/// still fail in mke2fs).
-fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>) -> Result<()> {
+/// still fail in mke2fs). Says how much of the image the closure fills when it fits.
+fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>) -> Result<String> {
     let size = profile.device.system_image_size();
     let room = size.saturating_sub(bootstate::AREA);
     let roots: Vec<StorePath> = gens.values().cloned().collect();
     let closure = store.closure(&roots)?;
     let need: u64 = closure.iter().map(|p| generation::path_blocks(store, p, 4096) * 4096).sum();
-    if need <= room {
-        return Ok(());
-    }
     let mib = |b: u64| b.div_ceil(1 << 20);
     let numbers: Vec<String> = gens.keys().map(|n| n.to_string()).collect();
+    if need <= room {
+        return Ok(format!(
+            "the system: {} MiB in {} store paths (generations {}), in a system image of {} MiB",
+            mib(need),
+            closure.len(),
+            numbers.join(", "),
+            mib(size)
+        ));
+    }
+    let wanted = mib(need + need / 4);
+    let partition = profile.device.partition(&profile.device.system.partition).and_then(|p| p.size).map(|s| s.0);
+    let also = match partition {
+        Some(p) if wanted << 20 > p => format!(
+            " (and a `{}` partition of at least that in `storage.partitions`: it has {} MiB)",
+            profile.device.system.partition,
+            mib(p)
+        ),
+        _ => String::new(),
+    };
     Err(profile.device_error(
         "system.size",
         format!(
@@ -670,9 +689,8 @@ fn check_fits(store: &Store, profile: &Profile, gens: &BTreeMap<u32, StorePath>)
             mib(need)
         ),
         Some(format!(
-            "give `system.size` at least {} MiB (a quarter more than the closure, for the filesystem's own \
-             tables), or carry fewer generations (`generations.keep`)",
-            mib(need + need / 4)
+            "give `system.size` at least {wanted} MiB (a quarter more than the closure, for the filesystem's own \
+             tables){also}, or carry fewer generations (`generations.keep`)"
         )),
     ))
 }

@@ -8,7 +8,7 @@ use crate::lock::Lock;
 use crate::profile::{Profile, Service, SystemConfig};
 use crate::util::Fail;
 use anyhow::Result;
-use mobix_bootctl::contract::EtcCopy;
+use mobix_bootctl::contract::{EtcCopy, Privileged};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the etc recipe writes: files, symlinks (path → target) and the files stage-2
@@ -18,7 +18,24 @@ pub struct EtcPlan {
     pub files: BTreeMap<String, String>,
     pub links: BTreeMap<String, String>,
     pub copies: Vec<EtcCopy>,
+    pub privileged: Vec<Privileged>,
 }
+
+/// The programs Debian installs setuid or setgid, by package (package, path in the
+/// software tree, mode, group), as its packages ship them: the password check behind
+/// every PAM login that is not root's (a lock screen's among them), su and the password
+/// tools, mount for users, polkit's and D-Bus's helpers, FUSE.
+pub const PRIVILEGED: &[(&str, &str, u32, &str)] = &[
+    ("libpam-modules-bin", "sbin/unix_chkpwd", 0o2755, "shadow"),
+    ("util-linux", "bin/su", 0o4755, "root"),
+    ("mount", "bin/mount", 0o4755, "root"),
+    ("mount", "bin/umount", 0o4755, "root"),
+    ("passwd", "bin/passwd", 0o4755, "root"),
+    ("login", "bin/newgrp", 0o4755, "root"),
+    ("polkitd", "lib/polkit-1/polkit-agent-helper-1", 0o4755, "root"),
+    ("dbus", "lib/dbus-1.0/dbus-daemon-launch-helper", 0o4754, "messagebus"),
+    ("fuse3", "bin/fusermount3", 0o4755, "root"),
+];
 
 /// Where the running generation's init is (a link in the toplevel), for units.
 const INIT: &str = "/run/current-system/init";
@@ -274,6 +291,9 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
         );
         want(&mut e, "ssh.service", "mobix-ssh-host-key.service", "../mobix-ssh-host-key.service");
     }
+    if s.ui == crate::profile::Ui::Phosh {
+        phosh(profile, &packages, &mut e);
+    }
     // Home directories, made on the persistent state at boot.
     let mut tmp = String::from("# Home directories of the system config's users and of packages' system users.\n");
     for (name, u) in &s.users {
@@ -288,12 +308,72 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
         tmp.push_str(&format!("d {} 0755 {} {group} -\n", u.home, u.name));
     }
     e.files.insert("tmpfiles.d/mobix-users.conf".into(), tmp);
+    // The login shells (phosh's session asks whether the user's is one).
+    let mut shells: BTreeSet<String> = ["/bin/sh".to_string()].into();
+    shells.extend(s.users.values().filter_map(|u| u.shell.clone()));
+    if packages.contains("bash") {
+        shells.extend(["/bin/bash".to_string(), "/usr/bin/bash".to_string()]);
+    }
+    e.files.insert("shells".into(), shells.into_iter().map(|l| l + "\n").collect());
     e.files.insert(
         "profile".into(),
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\u@\\h:\\w\\$ '\n"
             .into(),
     );
     Ok(e)
+}
+
+/// Phosh, as Debian's `phosh.service` starts it (without a greeter, on tty7), for the UI's
+/// user; graphical.target the default; NetworkManager for the radios, leaving the cable
+/// and USB interfaces to networkd.
+fn phosh(profile: &Profile, packages: &BTreeSet<String>, e: &mut EtcPlan) {
+    let s = &profile.system;
+    let user = s.ui_user().expect("checked: a UI has its user");
+    let lib = |u: &str| format!("/lib/systemd/system/{u}");
+    // Debian's unit runs the session as uid 1000; the lock may have given the user another.
+    // And stage-1's screen, which stays until the success point on a phone without a UI,
+    // gives way (as root: `+`) before the compositor takes the screen.
+    let mut dropin = format!(
+        "# The phone UI's user (the system config's `ui_user`).\n[Service]\nUser={user}\n\
+         ExecStartPre=+{INIT} give-back-console\n"
+    );
+    if profile.device.renderer == crate::profile::Renderer::Software {
+        dropin.push_str("# The device has no GPU driver (`renderer: software`): phoc draws with pixman.\n");
+        dropin.push_str("Environment=WLR_RENDERER=pixman\n");
+    }
+    e.files.insert(format!("{UNITS}/phosh.service.d/mobix.conf"), dropin);
+    e.links.insert(format!("{UNITS}/graphical.target.wants/phosh.service"), lib("phosh.service"));
+    e.links.insert(format!("{UNITS}/default.target"), lib("graphical.target"));
+    // After a fallback, the session shows what failed (once the shell is up to show it).
+    e.files.insert(
+        "xdg/autostart/mobix-fallback-notice.desktop".into(),
+        format!(
+            "[Desktop Entry]\nType=Application\nName=mobix fallback notice\n\
+             Comment=Says so when this boot fell back from a failed generation\n\
+             Exec={INIT} notify-fallback\nNoDisplay=true\nX-GNOME-Autostart-Phase=Applications\n"
+        ),
+    );
+    // It waits for an answer from a keyboard the phone has not got.
+    e.links.insert(format!("{UNITS}/systemd-firstboot.service"), "/dev/null".into());
+    if packages.contains("network-manager") {
+        e.links
+            .insert(format!("{UNITS}/multi-user.target.wants/NetworkManager.service"), lib("NetworkManager.service"));
+        e.links.insert(
+            format!("{UNITS}/dbus-org.freedesktop.nm-dispatcher.service"),
+            lib("NetworkManager-dispatcher.service"),
+        );
+        e.files.insert(
+            "NetworkManager/conf.d/50-mobix.conf".into(),
+            "# Written by mobix: networkd owns the wired, emulated and USB interfaces (ssh over the\n\
+             # cable keeps working); NetworkManager the rest (Wi-Fi, the modem).\n\
+             [keyfile]\nunmanaged-devices=interface-name:en*;interface-name:eth*;interface-name:usb*\n"
+                .into(),
+        );
+    }
+    if packages.contains("modemmanager") {
+        e.links.insert(format!("{UNITS}/multi-user.target.wants/ModemManager.service"), lib("ModemManager.service"));
+        e.links.insert(format!("{UNITS}/dbus-org.freedesktop.ModemManager1.service"), lib("ModemManager.service"));
+    }
 }
 
 fn home(name: &str, u: &crate::profile::User) -> String {
@@ -379,6 +459,10 @@ fn accounts(s: &SystemConfig, packages: &BTreeSet<String>, ids: &Ids, e: &mut Et
     e.files.insert("shadow".into(), shadow);
     let shadow_gid = static_gid("shadow").expect("a static group");
     e.copies.push(EtcCopy { path: "shadow".into(), mode: 0o640, gid: shadow_gid });
+    for (_, path, mode, group) in PRIVILEGED.iter().filter(|p| packages.contains(p.0)) {
+        let gid = static_gid(group).map_or_else(|| gid(group), Ok)?;
+        e.privileged.push(Privileged { path: path.to_string(), mode: *mode, gid });
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+mod caches;
 mod debs;
 pub mod etc;
 mod images;
@@ -76,6 +77,20 @@ pub enum Builder {
     /// format does not depend on the architecture). Linked into the software tree, which
     /// takes it as input `cache-glib-schemas`.
     GlibSchemas { compiler: String },
+    /// GdkPixbuf's loader cache (`lib/aarch64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders.cache`),
+    /// as Debian's libgdk-pixbuf-2.0-0 trigger makes it: the packages' own
+    /// `gdk-pixbuf-query-loaders` asks each loader module of the package inputs (`pkg-NN`)
+    /// and overlays what it reads. Those are arm64 programs, run on the host by QEMU's user
+    /// mode (`emulator`, its version here). Linked into the software tree as input
+    /// `cache-gdk-pixbuf`.
+    PixbufLoaders { emulator: String },
+    /// The shared MIME database (`share/mime/mime.cache` and its text forms), as Debian's
+    /// shared-mime-info trigger makes it: the `share/mime/packages/*.xml` of the package
+    /// inputs (`pkg-NN`) and overlays, by the host's `update-mime-database` (`tool`, its
+    /// version: the database does not depend on the architecture). GLib guesses file types
+    /// with it, and GdkPixbuf picks an image's loader by that guess. Linked into the
+    /// software tree as input `cache-mime`.
+    MimeDatabase { tool: String },
     /// Firmware files, each checked against its pin, under `lib/firmware` (from input
     /// `package`, or from `directory`, which is not hashed: the files' pins are).
     Firmware {
@@ -116,7 +131,9 @@ pub enum Builder {
     },
     /// Files of `/etc`: the `etc/` of each package input (`pkg-NN`, in order: Debian's
     /// configuration files), the files and links generated from the configuration, then
-    /// the `etc/` of each overlay input (`overlay-NN`, in order) merged on top.
+    /// the `etc/` of each overlay input (`overlay-NN`, in order) merged on top. Without
+    /// inputs, a small tree of generated files and links (the links Debian's maintainer
+    /// scripts would have made for a phone UI, linked into the software tree).
     Etc {
         files: BTreeMap<String, String>,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -197,6 +214,8 @@ impl Builder {
             Builder::KernelModules { .. } => 1,
             Builder::Sw => 2,
             Builder::GlibSchemas { .. } => 1,
+            Builder::PixbufLoaders { .. } => 1,
+            Builder::MimeDatabase { .. } => 1,
             Builder::Firmware { .. } => 1,
             Builder::Cc { .. } => 1,
             Builder::CargoVendor { .. } => 1,
@@ -225,6 +244,8 @@ impl Builder {
             Builder::KernelModules { .. } => "kernel-modules",
             Builder::Sw => "sw",
             Builder::GlibSchemas { .. } => "glib-schemas",
+            Builder::PixbufLoaders { .. } => "gdk-pixbuf-loaders",
+            Builder::MimeDatabase { .. } => "mime-database",
             Builder::Firmware { .. } => "firmware",
             Builder::Cc { .. } => "cc",
             Builder::CargoVendor { .. } => "cargo-vendor",
@@ -409,7 +430,15 @@ pub struct Inputs {
     /// `glib-compile-schemas --version`, when the system has GLib (its packages' schemas are
     /// compiled at build time).
     pub glib_schemas_version: Option<String>,
+    /// `qemu-aarch64-static --version`, when installed: it runs the packages' own arm64
+    /// tools that make caches Debian's triggers would have made on the phone.
+    pub aarch64_emulator_version: Option<String>,
+    /// `update-mime-database -v`, when installed: it compiles the system's MIME database.
+    pub mime_database_version: Option<String>,
 }
+
+/// The package whose image loaders are found through a cache made at build time.
+pub const PIXBUF_PACKAGE: &str = "libgdk-pixbuf-2.0-0";
 
 /// The files of a `kernel.prebuilt`, with their hashes (a directory's as the store hashes
 /// trees).
@@ -520,20 +549,8 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         .map(|(i, p)| (format!("pkg-{i:02}"), p))
         .collect();
     sw_inputs.extend(pkgs.clone());
-    // GLib reads its packages' settings schemas from one compiled file, which Debian's
-    // trigger would have made: made here, from the same packages and overlays.
-    if etc::package_names(profile, lock).contains("libglib2.0-0") {
-        let compiler = inp.glib_schemas_version.clone().ok_or_else(|| {
-            crate::util::Fail::new("glib-compile-schemas is not installed: the system's GLib settings schemas are compiled with it at build time")
-                .hint("install Debian's libglib2.0-bin (scripts/setup does)")
-        })?;
-        let schemas = plan.add(Recipe {
-            name: "glib-schemas".into(),
-            builder: Builder::GlibSchemas { compiler },
-            inputs: with_overlays(pkgs.clone()),
-        });
-        sw_inputs.insert("cache-glib-schemas".into(), schemas);
-    }
+    // The indexes Debian's triggers and maintainer scripts would have made of the packages.
+    sw_inputs.extend(caches::sw_caches(profile, lock, inp, &with_overlays(pkgs.clone()), &mut plan)?);
     let sw = plan.add(Recipe { name: "sw".into(), builder: Builder::Sw, inputs: sw_inputs });
     let vendor = plan.add(Recipe {
         name: "mobix-init-crates".into(),
@@ -557,10 +574,12 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         inputs: inputs(&[("vendor", &vendor)]),
     });
     let (files, links, etc_inputs) = match profile.system.init {
-        Init::Minimal => (etc_files(profile, &[]), BTreeMap::new(), with_overlays(BTreeMap::new())),
+        Init::Minimal => {
+            (etc_files(profile, &etc::EtcPlan::default()), BTreeMap::new(), with_overlays(BTreeMap::new()))
+        }
         Init::Systemd => {
             let gen = etc::systemd(profile, lock)?;
-            let mut files = etc_files(profile, &gen.copies);
+            let mut files = etc_files(profile, &gen);
             files.extend(gen.files);
             (files, gen.links, with_overlays(pkgs.clone()))
         }
@@ -802,7 +821,7 @@ fn hostname(profile: &Profile) -> String {
 
 /// `/etc` of the system: hostname, users and groups (a systemd system's are replaced by
 /// [`etc::systemd`]'s).
-fn etc_files(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> BTreeMap<String, String> {
+fn etc_files(profile: &Profile, gen: &etc::EtcPlan) -> BTreeMap<String, String> {
     let host = hostname(profile);
     BTreeMap::from([
         ("hostname".into(), format!("{host}\n")),
@@ -819,17 +838,18 @@ fn etc_files(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> 
                 .into(),
         ),
         ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
-        ("mobix/system.json".into(), system_json(profile, copies)),
+        ("mobix/system.json".into(), system_json(profile, gen)),
     ])
 }
 
 /// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
-fn system_json(profile: &Profile, copies: &[mobix_bootctl::contract::EtcCopy]) -> String {
+fn system_json(profile: &Profile, gen: &etc::EtcPlan) -> String {
     use mobix_bootctl::contract::{HealthCheck, Service, StateSpec, SystemSpec};
     let s = &profile.system;
     let systemd = s.init == Init::Systemd;
     let v = SystemSpec {
-        copies: copies.to_vec(),
+        copies: gen.copies.clone(),
+        privileged: gen.privileged.clone(),
         init: s.init,
         // The minimal init keeps everything in memory, as it always has.
         state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {

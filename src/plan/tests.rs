@@ -35,6 +35,8 @@ fn fixture() -> (Profile, Lock, Inputs) {
         mke2fs_version: "mke2fs 1.47.0".into(),
         mkfs_erofs_version: Some("fsck.erofs 1.5".into()),
         glib_schemas_version: Some("2.74.6".into()),
+        aarch64_emulator_version: Some("qemu-aarch64 version 7.2.22".into()),
+        mime_database_version: Some("update-mime-database (shared-mime-info) 2.2".into()),
     };
     (profile, lock, inputs)
 }

@@ -441,6 +441,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     if let Err((key, msg)) = dev.validate() {
         return Err(layers::origin(&layers, &key).error(&key, msg));
     }
+    add_ui(&mut system, &dev);
     Ok(Profile {
         codename,
         variant,
@@ -453,6 +454,36 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         package_origins,
         layers,
     })
+}
+
+/// What a phone UI adds to the system config (checked already): its packages, its user's
+/// groups, and the health check that the UI runs.
+fn add_ui(system: &mut SystemConfig, dev: &Device) {
+    if system.ui != Ui::Phosh {
+        return;
+    }
+    // phosh-session starts the session with `bash -l`, which Debian's package does not
+    // depend on (every Debian system has bash).
+    let packages = ["phosh-core", "bash"].into_iter().chain(dev.modem.then_some("phosh-phone"));
+    for p in packages {
+        if !system.packages.iter().any(|q| crate::lock::apt::Request::name_of(q) == p) {
+            system.packages.push(p.to_string());
+        }
+    }
+    let user = system.ui_user().expect("checked: a UI has its user").to_string();
+    let u = system.users.get_mut(&user).expect("checked: the UI's user is declared");
+    for g in UI_GROUPS {
+        if !u.groups.iter().any(|h| h == g) {
+            u.groups.push(g.to_string());
+        }
+    }
+    if !system.health_checks.iter().any(|c| c.name == UI_CHECK) {
+        system.health_checks.push(HealthCheck {
+            name: UI_CHECK.into(),
+            command: ui_check_command(),
+            timeout: UI_CHECK_TIMEOUT,
+        });
+    }
 }
 
 /// Reads a YAML file of mobix's own (not a profile layer) into `T`; errors name the file,

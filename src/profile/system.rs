@@ -66,7 +66,48 @@ pub struct SystemConfig {
     /// Commands that must all succeed before a boot counts as good (the success point).
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// The phone UI started at boot for `ui_user` (systemd only) [default: none].
+    #[serde(default)]
+    pub ui: Ui,
+    /// The user the phone UI runs for; its lock screen unlocks with this user's password
+    /// (the phone's PIN) [default: the one user of `users` besides root].
+    #[serde(default)]
+    pub ui_user: Option<String>,
 }
+
+/// The phone UIs a system config can ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ui {
+    /// No UI: the screen shows the console.
+    #[default]
+    None,
+    /// Phosh, GNOME's phone shell, from Debian (`phosh-core`: the shell, its compositor phoc,
+    /// the on-screen keyboard squeekboard, the GNOME session's services, NetworkManager;
+    /// `phosh-phone` too where the device has a modem), started as Debian's `phosh.service`
+    /// starts it, without a greeter: the session opens at boot behind the lock screen.
+    Phosh,
+}
+
+/// The health check a phone UI adds: a generation whose UI does not come up is bad.
+pub const UI_CHECK: &str = "ui";
+
+/// Seconds the UI has to come up (under emulation, without a GPU, phosh takes about a
+/// minute).
+pub const UI_CHECK_TIMEOUT: u32 = 240;
+
+/// The UI check: the shell (`phosh`) and its compositor (`phoc`) run, and the shell is
+/// the same process ten seconds later (a session that fails is restarted every few
+/// seconds by its unit, so a crash loop does not pass).
+pub fn ui_check_command() -> Vec<String> {
+    let script = "until p=$(busybox pidof phosh) && busybox pidof phoc >/dev/null && sleep 10 && \
+                  [ \"$(busybox pidof phosh)\" = \"$p\" ]; do sleep 2; done";
+    ["/bin/sh", "-c", script].iter().map(|s| s.to_string()).collect()
+}
+
+/// The groups a phone UI's user is in (as Mobian makes its user): the screen, the GPU,
+/// the touchscreen and keys, sound, haptic feedback and removable storage.
+pub const UI_GROUPS: &[&str] = &["video", "render", "input", "audio", "feedbackd", "plugdev"];
 
 fn default_init() -> Init {
     Init::Systemd
@@ -92,6 +133,22 @@ impl SystemConfig {
         (self.users.iter().find(|(_, u)| !u.authorized_keys.is_empty()))
             .or_else(|| self.users.iter().next())
             .map_or("root", |(name, _)| name.as_str())
+    }
+
+    /// The user the phone UI runs for: `ui_user`, else the one user besides root (None
+    /// without a UI, or when that is not one user).
+    pub fn ui_user(&self) -> Option<&str> {
+        if self.ui == Ui::None {
+            return None;
+        }
+        if let Some(u) = &self.ui_user {
+            return Some(u);
+        }
+        let mut people = self.users.keys().filter(|n| *n != "root");
+        match (people.next(), people.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
     }
 
     /// The public keys of [`login_user`](Self::login_user).
@@ -395,6 +452,44 @@ pub(super) fn check_filesystems(s: &SystemConfig) -> std::result::Result<(), (St
     Ok(())
 }
 
+/// A phone UI needs systemd and one user who can unlock it: the dotted key and what is wrong.
+fn check_ui(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
+    if s.ui == Ui::None {
+        return match &s.ui_user {
+            Some(_) => Err(("ui_user".into(), "names the user of a phone UI, and `ui` is none".into())),
+            None => Ok(()),
+        };
+    }
+    if s.init != Init::Systemd {
+        return Err(("ui".into(), "a phone UI needs `init: systemd`".into()));
+    }
+    let Some(user) = s.ui_user() else {
+        let people = s.users.keys().filter(|n| *n != "root").count();
+        let why = if people == 0 {
+            "the UI runs for a user, and `users` has none besides root: declare the phone's owner there"
+        } else {
+            "the UI runs for one user, and `users` has several: name it in `ui_user`"
+        };
+        return Err(("ui".into(), why.into()));
+    };
+    if user == "root" {
+        return Err(("ui_user".into(), "the UI does not run as root: name a user of `users`".into()));
+    }
+    let Some(u) = s.users.get(user) else {
+        return Err(("ui_user".into(), format!("no user {user:?}: declare it in `users`")));
+    };
+    if u.hashed_password.is_none() {
+        return Err((
+            format!("users.{user}"),
+            format!(
+                "the lock screen unlocks with {user}'s password, and it has none, so the phone could never be \
+                 unlocked: give `hashed_password`, the hash of the PIN (`mobix config hash-pin` makes it)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The checks of users, groups, ssh and services that serde cannot make: the dotted key
 /// and what is wrong.
 pub(super) fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (String, String)> {
@@ -482,6 +577,7 @@ pub(super) fn check_accounts(s: &SystemConfig) -> std::result::Result<(), (Strin
     if s.ssh.port == 0 {
         return err("ssh.port".into(), "0 is not a port".into());
     }
+    check_ui(s)?;
     for (i, u) in s.enable_units.iter().enumerate() {
         if !systemd {
             return err(format!("enable_units[{i}]"), "units need `init: systemd`".into());

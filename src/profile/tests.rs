@@ -137,7 +137,7 @@ fn semantic_errors_are_located() {
     assert!(msg.contains("defined twice"), "{msg}");
     let (_, key, _, _) = broken(|t| t.replace("partition: system", "partition: nope"));
     assert_eq!(key, "system.partition");
-    let (_, key, _, _) = broken(|t| t.replace("size: 1GiB", "size: 1GB"));
+    let (_, key, _, _) = broken(|t| t.replace("size: 4GiB", "size: 4GB"));
     assert_eq!(key, "storage.partitions[2].size");
     let (_, key, _, _) = broken(|t| t.replace("base: 0x40000000", "base: 0x140000000"));
     assert_eq!(key, "bootimg.base");
@@ -151,7 +151,8 @@ fn semantic_errors_are_located() {
 #[test]
 fn state_beside_the_store_follows_the_system_image() {
     let beside = |t: String, size: &str| {
-        t.replace("  partition: system\n", &format!("  partition: userdata\n{size}"))
+        t.replace("\n  size: 1GiB\n", "\n")
+            .replace("  partition: system\n", &format!("  partition: userdata\n{size}"))
             .replace("{ name: userdata, size: 256MiB }", "{ name: userdata, size: 1GiB }")
     };
     let d = parse_device(&beside(qemu_text(), "  size: 512MiB\n"), "devices/x/device.yaml").unwrap();
@@ -413,7 +414,7 @@ fn config_mistakes_are_said_in_the_users_words() {
     assert!(msg.ends_with("more bytes than a 64-bit number holds"), "{msg}");
     let (key, msg, hint) = said("devcie: {system: {size: 1GiB}}\n");
     assert_eq!(key, "devcie");
-    assert!(msg.ends_with("`health_checks`, `device`"), "{msg}");
+    assert!(msg.ends_with("`ui`, `ui_user`, `device`"), "{msg}");
     assert_eq!(hint.as_deref(), Some("did you mean `device`?"));
     // A value that merely looks like a type name is left as written.
     assert_eq!(
@@ -421,4 +422,45 @@ fn config_mistakes_are_said_in_the_users_words() {
         "unknown variant `u8`, expected a whole number from 0 to 255"
     );
     assert_eq!(super::plain_types("integer `1` as u128"), "integer `1`, which is not a whole number of 0 or more");
+}
+
+#[test]
+fn a_phone_ui_needs_one_user_who_can_unlock_it_and_brings_its_parts() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let ok = "users:\n  alice:\n    hashed_password: $6$salt$hash\nui: phosh\n";
+    std::fs::write(&cfg, ok).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.ui_user(), Some("alice"));
+    for pkg in ["phosh-core", "bash"] {
+        assert!(p.system.packages.iter().any(|x| x == pkg), "{pkg}: {:?}", p.system.packages);
+    }
+    // The emulated phone has no modem: no calls and messages.
+    assert!(!p.system.packages.iter().any(|x| x == "phosh-phone"), "{:?}", p.system.packages);
+    assert_eq!(p.device.renderer, super::Renderer::Software);
+    for g in super::UI_GROUPS {
+        assert!(p.system.users["alice"].groups.iter().any(|x| x == g), "{g}");
+    }
+    let check = p.system.health_checks.iter().find(|c| c.name == super::UI_CHECK).expect("the UI's check");
+    assert_eq!(check.timeout, super::UI_CHECK_TIMEOUT);
+    let located = |text: &str, line: usize, key: &str, says: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
+        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
+        assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
+        assert!(pe.msg.contains(says), "{pe}");
+    };
+    located("users:\n  alice:\n    groups: [wheel]\nui: phosh\n", 2, "users.alice", "`mobix config hash-pin`");
+    located("ui: phosh\n", 1, "ui", "declare the phone's owner");
+    let two = ok.replace("ui: phosh\n", "  bob:\n    groups: []\nui: phosh\n");
+    located(&two, 6, "ui", "name it in `ui_user`");
+    located(&format!("{ok}ui_user: carol\n"), 5, "ui_user", "no user \"carol\"");
+    located("ui: phosh\ninit: minimal\n", 1, "ui", "needs `init: systemd`");
+    located(&format!("{}ui_user: alice\n", ok.replace("ui: phosh\n", "")), 4, "ui_user", "`ui` is none");
+    located(&ok.replace("phosh", "plasma"), 4, "ui", "plasma");
+    // Two users: the one named runs the UI.
+    std::fs::write(&cfg, format!("{two}ui_user: alice\n")).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.ui_user(), Some("alice"));
+    assert!(!p.system.users["bob"].groups.iter().any(|g| g == "video"));
 }

@@ -141,6 +141,26 @@ pub struct Device {
     /// once running.
     #[serde(default)]
     pub usb_network: Option<UsbNetwork>,
+    /// How a phone UI draws: `gpu` (the kernel's GPU driver, through Mesa) or `software`
+    /// (pixman on the CPU: for phones whose GPU has no driver, and the emulated phone)
+    /// [default: gpu].
+    #[serde(default)]
+    pub renderer: Renderer,
+    /// Whether the phone has a modem the system can use: a phone UI then brings calls,
+    /// messages and ModemManager (`phosh-phone`) [default: false].
+    #[serde(default)]
+    pub modem: bool,
+}
+
+/// How a phone UI's compositor draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Renderer {
+    /// The GPU, through the kernel's driver and Mesa.
+    #[default]
+    Gpu,
+    /// The CPU (wlroots' pixman renderer).
+    Software,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -380,6 +380,11 @@ pub struct SystemSpec {
     /// into the read-only store): `shadow`. Written only when there are any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copies: Vec<EtcCopy>,
+    /// Programs of the software tree that Debian installs setuid or setgid (a store keeps
+    /// no such bits): stage-2 gives each a privileged copy for this boot. Written only when
+    /// there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileged: Vec<Privileged>,
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
     /// What runs as PID 1 after activation. Written only for systemd (older hosts wrote
@@ -401,6 +406,7 @@ impl Default for SystemSpec {
     fn default() -> Self {
         SystemSpec {
             copies: Vec::new(),
+            privileged: Vec::new(),
             health_checks: Vec::new(),
             init: Init::Minimal,
             services: Vec::new(),
@@ -431,6 +437,15 @@ impl Init {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcCopy {
     /// Relative to /etc.
+    pub path: String,
+    pub mode: u32,
+    pub gid: u32,
+}
+
+/// A program Debian installs setuid or setgid (`sbin/unix_chkpwd`, mode 0o2755, group
+/// shadow): its path in the software tree, its mode and its group's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Privileged {
     pub path: String,
     pub mode: u32,
     pub gid: u32,
@@ -758,9 +773,11 @@ mod tests {
         });
         assert!(sys.find("health_checks") < sys.find("trial_deadline"), "{sys}");
         assert!(!sys.contains("init") && !sys.contains("restart") && !sys.contains("state"), "as before: {sys}");
+        assert!(!sys.contains("privileged"), "written only when there are any: {sys}");
         let systemd = round_trip(&SystemSpec {
             init: Init::Systemd,
             copies: vec![EtcCopy { path: "shadow".into(), mode: 0o640, gid: 42 }],
+            privileged: vec![Privileged { path: "sbin/unix_chkpwd".into(), mode: 0o2755, gid: 42 }],
             state: Some(StateSpec { partition: "userdata".into(), offset: 0 }),
             services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: Restart::No }],
             ..SystemSpec::default()
