@@ -98,10 +98,12 @@ pub const UI_CHECK_TIMEOUT: u32 = 240;
 
 /// The UI check: the shell (`phosh`) and its compositor (`phoc`) run, and the shell is
 /// the same process ten seconds later (a session that fails is restarted every few
-/// seconds by its unit, so a crash loop does not pass).
+/// seconds by its unit, so a crash loop does not pass); a session its unit had to start
+/// three times over fails the check at once rather than at its timeout.
 pub fn ui_check_command() -> Vec<String> {
     let script = "until p=$(busybox pidof phosh) && busybox pidof phoc >/dev/null && sleep 10 && \
-                  [ \"$(busybox pidof phosh)\" = \"$p\" ]; do sleep 2; done";
+                  [ \"$(busybox pidof phosh)\" = \"$p\" ]; do n=$(systemctl show -P NRestarts phosh.service); \
+                  [ \"${n:-0}\" -lt 3 ] || { echo \"phosh.service was restarted $n times\"; exit 1; }; sleep 2; done";
     ["/bin/sh", "-c", script].iter().map(|s| s.to_string()).collect()
 }
 
