@@ -103,6 +103,19 @@ mod tests {
         );
     }
 
+    /// The reference: OpenSSL's `passwd -6` (which the manual names as the other way to
+    /// make one) gives the same hash for the same PIN and salt.
+    #[test]
+    fn hashes_as_openssl_passwd_does() {
+        let salt = salt().unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["passwd", "-6", "-salt", &salt, "2468"])
+            .output()
+            .expect("openssl (scripts/setup installs it)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), sha512_crypt("2468", &salt).unwrap());
+    }
+
     #[test]
     fn salts_are_sixteen_crypt_characters_and_differ() {
         let (a, b) = (salt().unwrap(), salt().unwrap());
