@@ -52,7 +52,14 @@ impl Device {
             Some(p) => match (self.system.size, p.size) {
                 (None, None) => return err("system.size", format!("give the image size: partition {sys} has no size")),
                 (Some(s), Some(ps)) if s.0 > ps.0 => {
-                    return err("system.size", format!("{} bytes do not fit partition {sys} ({} bytes)", s.0, ps.0))
+                    return err(
+                        "system.size",
+                        format!(
+                            "{} bytes do not fit partition {sys} ({} bytes): a config that gives the partitions \
+                             gives `system.size` too",
+                            s.0, ps.0
+                        ),
+                    )
                 }
                 (Some(s), _) if s.0 == 0 || s.0 % 4096 != 0 => {
                     return err("system.size", format!("{} is not a positive multiple of 4096", s.0))

@@ -329,7 +329,7 @@ fn mobix_flash_over_udp_to_u_boot_and_u_boot_boots_it() {
         &cfg,
         "init: minimal\ndevice:\n  storage:\n    sector_size: 512\n    partitions:\n      - { name: misc, size: 1MiB }\n      \
          - { name: boot, size: 64MiB, slotted: true }\n      - { name: system, size: 96MiB }\n  \
-         state: null\n",
+         system: { size: 96MiB }\n  state: null\n",
     )
     .unwrap();
     build(&out, Some(&cfg));
