@@ -160,6 +160,12 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
     for m in ["mobix.mount", "run-mobix-system.mount"] {
         unit(&mut e, &format!("{m}.d/mobix.conf"), "[Unit]\nDefaultDependencies=no\n".into());
     }
+    // So do the privileged copies stage-2 mounts over store files (every mount below the
+    // store, by systemd's drop-ins for a unit name's prefix): stopping them at shutdown
+    // unmounts /bin/umount with /bin/umount, which fails.
+    if !e.privileged.is_empty() {
+        unit(&mut e, "mobix-store-.mount.d/mobix.conf", "[Unit]\nDefaultDependencies=no\n".into());
+    }
     // systemd's own unit allows logins (the console's too, and multi-user.target behind
     // it) only after network.target, which waits for networkd's start.
     unit(
