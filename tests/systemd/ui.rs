@@ -113,15 +113,18 @@ fn type_keys(qmp: &mut Qmp, keys: &[&str]) {
 /// the digit, cleared again); a shell just started may not take keys for a while yet.
 fn bring_up_keypad(qmp: &mut Qmp, out: &Path) {
     let t0 = Instant::now();
+    let mut pressed = 0;
     loop {
         type_keys(qmp, &["0"]);
+        pressed += 1;
         std::thread::sleep(Duration::from_secs(2));
         if Shot::take(qmp, out, "keypad").entry_has_digits() {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(90), "the keypad did not come up on a key within 90 s");
     }
-    type_keys(qmp, &["backspace"; 6]);
+    // As many as the digits that may have reached the entry, and two more.
+    type_keys(qmp, &vec!["backspace"; pressed + 2]);
     std::thread::sleep(Duration::from_secs(1));
     assert!(!Shot::take(qmp, out, "keypad").entry_has_digits(), "the keypad's entry is empty again");
 }
