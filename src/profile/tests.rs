@@ -298,6 +298,16 @@ fn system_config_errors_say_system_config_and_hint_the_fix() {
     }
 }
 
+/// Writes `text` as the system config `cfg` and checks that the qemu-aarch64 profile with
+/// it is refused at `line` and `key`, saying `says`.
+fn refused_at(cfg: &std::path::Path, text: &str, line: usize, key: &str, says: &str) {
+    std::fs::write(cfg, text).unwrap();
+    let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(cfg) }).unwrap_err();
+    let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
+    assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
+    assert!(pe.msg.contains(says), "{pe}");
+}
+
 #[test]
 fn accounts_ssh_and_services_are_checked_where_written() {
     let d = tempfile::tempdir().unwrap();
@@ -313,13 +323,7 @@ fn accounts_ssh_and_services_are_checked_where_written() {
     for base in super::SYSTEMD_BASE.iter().chain(&["openssh-server"]) {
         assert!(p.system.packages.iter().any(|x| x == base), "{base} joins the packages: {:?}", p.system.packages);
     }
-    let located = |text: &str, line: usize, key: &str, says: &str| {
-        std::fs::write(&cfg, text).unwrap();
-        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
-        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
-        assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
-        assert!(pe.msg.contains(says), "{pe}");
-    };
+    let located = |text: &str, line: usize, key: &str, says: &str| refused_at(&cfg, text, line, key, says);
     located(&ok.replace("init: systemd\n", "init: minimal\n"), 3, "users.alice", "need `init: systemd`");
     located(&ok.replace("wheel, friends", "wheel, enemies"), 4, "users.alice.groups[1]", "no group \"enemies\"");
     located(&ok.replace(key, "AAAA alice"), 5, "users.alice.authorized_keys[0]", "not an OpenSSH public key");
@@ -443,13 +447,7 @@ fn a_phone_ui_needs_one_user_who_can_unlock_it_and_brings_its_parts() {
     }
     let check = p.system.health_checks.iter().find(|c| c.name == super::UI_CHECK).expect("the UI's check");
     assert_eq!(check.timeout, super::UI_CHECK_TIMEOUT);
-    let located = |text: &str, line: usize, key: &str, says: &str| {
-        std::fs::write(&cfg, text).unwrap();
-        let err = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap_err();
-        let pe = err.downcast_ref::<ProfileError>().unwrap_or_else(|| panic!("{err:#}"));
-        assert_eq!((pe.line, pe.key.as_str()), (Some(line), key), "{pe}");
-        assert!(pe.msg.contains(says), "{pe}");
-    };
+    let located = |text: &str, line: usize, key: &str, says: &str| refused_at(&cfg, text, line, key, says);
     located("users:\n  alice:\n    groups: [wheel]\nui: phosh\n", 2, "users.alice", "`mobix config hash-pin`");
     located("ui: phosh\n", 1, "ui", "declare the phone's owner");
     let two = ok.replace("ui: phosh\n", "  bob:\n    groups: []\nui: phosh\n");
