@@ -39,8 +39,9 @@ fn main() {
         Some("check") => Some(systemd::check(&args[2..])),
         Some("success") => Some(systemd::success()),
         Some("deadline") => Some(systemd::deadline()),
-        // A phone UI's unit, before it starts: stage-1's screen gives way to the UI's.
+        // A phone UI's session, once up: the fallback notice as a notification.
         Some("notify-fallback") => Some(systemd::notify_fallback()),
+        // A phone UI's unit, before it starts: stage-1's screen gives way to the UI's.
         Some("give-back-console") => {
             screen::give_back_console();
             Some(Ok(()))

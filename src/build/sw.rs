@@ -173,6 +173,37 @@ pub(super) fn firmware(
     Ok(())
 }
 
+/// The host paths of a cache recipe's package inputs (`pkg-NN`), in order.
+fn package_inputs(ctx: &Ctx, planned: &Planned) -> Vec<PathBuf> {
+    let packages = planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-"));
+    packages.map(|(_, p)| ctx.store.host_path(p)).collect()
+}
+
+/// The files directly in `dir` (a directory of the software tree) of a cache recipe's
+/// package inputs (where a package has it under `usr/`) and overlays (at their top) whose
+/// names `wanted` takes, by name: a later input's file of the same name wins, as in the
+/// software tree.
+fn input_files(
+    ctx: &Ctx,
+    planned: &Planned,
+    dir: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let packaged = package_inputs(ctx, planned).into_iter().map(|p| p.join("usr").join(dir));
+    let overlaid = overlay_inputs(ctx, planned).into_iter().map(|o| o.join(dir));
+    let mut files = BTreeMap::new();
+    for d in packaged.chain(overlaid) {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if wanted(&name) {
+                files.insert(name.clone(), d.join(&name));
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Where GLib looks for its settings schemas, under the software tree.
 const SCHEMAS: &str = "share/glib-2.0/schemas";
 
@@ -181,22 +212,10 @@ const SCHEMAS: &str = "share/glib-2.0/schemas";
 /// by the host's `glib-compile-schemas`, as Debian's trigger makes it on a phone's
 /// packages. Nothing to compile makes an empty output.
 pub(super) fn glib_schemas(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
-    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let sources = planned.recipe.inputs.iter().filter(|(k, _)| k.starts_with("pkg-")).map(|(_, p)| {
-        // A package's files are under usr/ (merged into the tree's top).
-        ctx.store.host_path(p).join("usr").join(SCHEMAS)
-    });
-    for dir in sources.chain(overlay_inputs(ctx, planned).into_iter().map(|o| o.join(SCHEMAS))) {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        for e in entries {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            // Schemas, their enumerations (which schemas of enum keys need: without them
-            // those schemas are left out), and overrides of defaults.
-            if [".gschema.xml", ".enums.xml", ".gschema.override"].iter().any(|k| name.ends_with(k)) {
-                files.insert(name.clone(), dir.join(&name));
-            }
-        }
-    }
+    // Schemas, their enumerations (which schemas of enum keys need: without them those
+    // schemas are left out), and overrides of defaults.
+    let kinds = [".gschema.xml", ".enums.xml", ".gschema.override"];
+    let files = input_files(ctx, planned, SCHEMAS, |name| kinds.iter().any(|k| name.ends_with(k)))?;
     fs::create_dir(out)?;
     if files.is_empty() {
         return Ok(());
@@ -226,16 +245,8 @@ pub(super) fn pixbuf_loaders(ctx: &Ctx, planned: &Planned, out: &Path) -> Result
     fs::create_dir(out)?;
     let farm = out.join(".farm");
     fs::create_dir(&farm)?;
-    let mut roots: Vec<PathBuf> = planned
-        .recipe
-        .inputs
-        .iter()
-        .filter(|(k, _)| k.starts_with("pkg-"))
-        .map(|(_, p)| ctx.store.host_path(p))
-        .collect();
-    roots.extend(overlay_inputs(ctx, planned));
-    for root in &roots {
-        host_farm(root, &farm).with_context(|| format!("linking the libraries of {}", root.display()))?;
+    for root in package_inputs(ctx, planned).into_iter().chain(overlay_inputs(ctx, planned)) {
+        host_farm(&root, &farm).with_context(|| format!("linking the libraries of {}", root.display()))?;
     }
     std::os::unix::fs::symlink(".", farm.join("usr"))?;
     let mut modules: Vec<String> = Vec::new();
@@ -316,22 +327,7 @@ const MIME: &str = "share/mime";
 /// the host's `update-mime-database`; the definitions themselves stay with their packages.
 /// No definitions make an empty output.
 pub(super) fn mime_database(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
-    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let sources = planned
-        .recipe
-        .inputs
-        .iter()
-        .filter(|(k, _)| k.starts_with("pkg-"))
-        .map(|(_, p)| ctx.store.host_path(p).join("usr").join(MIME).join("packages"));
-    for dir in sources.chain(overlay_inputs(ctx, planned).into_iter().map(|o| o.join(MIME).join("packages"))) {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        for e in entries {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".xml") {
-                files.insert(name.clone(), dir.join(&name));
-            }
-        }
-    }
+    let files = input_files(ctx, planned, &format!("{MIME}/packages"), |name| name.ends_with(".xml"))?;
     fs::create_dir(out)?;
     if files.is_empty() {
         return Ok(());
