@@ -203,8 +203,8 @@ impl Builder {
     /// Bumped whenever a builder's output for the same parameters changes.
     pub fn version(&self) -> u32 {
         match self {
-            Builder::Deb { .. } => 1,
-            Builder::DebGroup { .. } => 1,
+            Builder::Deb { .. } => 2,
+            Builder::DebGroup { .. } => 2,
             Builder::KernelConfig { .. } => 1,
             Builder::KernelBuild { .. } => 1,
             Builder::DebSource { .. } => 1,

@@ -51,6 +51,22 @@ fn safe_rel(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The relative symlink target that leads from a link at `from` to `to`, both relative to
+/// the same directory: `usr/bin/b` to `usr/lib/a` is `../lib/a`.
+fn relative_link(from: &Path, to: &Path) -> PathBuf {
+    let from_dir: Vec<_> = from.parent().map(|p| p.components().collect()).unwrap_or_default();
+    let to: Vec<_> = to.components().collect();
+    let common = from_dir.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from_dir.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
 /// Whether `target`, a symlink at `rel` (relative to the destination), stays inside it
 /// when followed lexically.
 fn link_stays_inside(rel: &Path, target: &Path) -> bool {
@@ -93,7 +109,9 @@ fn check_parents(dest: &Path, rel: &Path, entry: &Path) -> Result<()> {
 }
 
 /// Unpacks a tar stream into `dest` (a directory that exists): directories, regular files,
-/// symlinks; hard links become copies (store paths hold none).
+/// symlinks. Store paths hold no hard links, and a copy would store the same bytes again (a
+/// Debian package may hard-link one 24 MB driver under forty names): a hard link becomes a
+/// relative symlink to the file it names, unpacked before it.
 pub fn unpack<R: io::Read>(r: R, dest: &Path, links: AbsoluteLinks) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     for entry in ar.entries()? {
@@ -141,12 +159,12 @@ pub fn unpack<R: io::Read>(r: R, dest: &Path, links: AbsoluteLinks) -> Result<()
                 std::os::unix::fs::symlink(&link, &target)?;
             }
             tar::EntryType::Link => {
-                let src = e.link_name()?.context("hard link without target")?.into_owned();
-                let src = dest.join(safe_rel(&src)?);
-                if fs::symlink_metadata(&src).map(|m| !m.is_file()).unwrap_or(true) {
+                let src = safe_rel(&e.link_name()?.context("hard link without target")?)?;
+                if fs::symlink_metadata(dest.join(&src)).map(|m| !m.is_file()).unwrap_or(true) {
                     return Err(refuse(&path, "is a hard link to something that is not a file unpacked before it"));
                 }
-                fs::copy(&src, &target).with_context(|| format!("copying hard link {}", path.display()))?;
+                std::os::unix::fs::symlink(relative_link(&rel, &src), &target)
+                    .with_context(|| format!("making hard link {} a symlink", path.display()))?;
             }
             other => {
                 return Err(refuse(&path, &format!("is a {other:?}, which a store path may not hold")));
@@ -281,13 +299,18 @@ mod tests {
             ("usr/bin/alias", Symlink, Some("tool"), b""),
             ("usr/lib/up", Symlink, Some("../bin/tool"), b""),
             ("usr/bin/copy", Link, Some("usr/bin/tool"), b""),
+            ("./usr/lib/dri/other", Link, Some("./usr/bin/tool"), b""),
             ("top", Symlink, Some("/mobix/store/abc-x"), b""),
         ]);
         let err = unpack(&t[..], d.path(), AbsoluteLinks::Refuse).unwrap_err();
         assert!(format!("{err:#}").contains("top"));
         let d = tempfile::tempdir().unwrap();
         unpack(&t[..], d.path(), AbsoluteLinks::PhoneStore).unwrap();
+        // Hard links are symlinks to the one file, relative, so the tree can move.
         assert_eq!(fs::read(d.path().join("usr/bin/copy")).unwrap(), b"#!");
+        assert_eq!(fs::read_link(d.path().join("usr/bin/copy")).unwrap(), Path::new("tool"));
+        assert_eq!(fs::read_link(d.path().join("usr/lib/dri/other")).unwrap(), Path::new("../../bin/tool"));
+        assert_eq!(fs::read(d.path().join("usr/lib/dri/other")).unwrap(), b"#!");
         assert!(!d.path().join("pax_global_header").exists());
         assert_eq!(fs::read_link(d.path().join("usr/lib/up")).unwrap(), Path::new("../bin/tool"));
     }
