@@ -322,14 +322,18 @@ pub fn check(args: &[String]) -> Result<()> {
 
 /// `mobix-init notify-fallback` (a phone UI's session, once it is up): when this boot fell
 /// back from a failed generation, shows stage-1's notice as a notification, through
-/// GLib's `gdbus` on the session's bus; otherwise nothing.
+/// GLib's `gdbus` on the session's bus; otherwise nothing. A lock screen shows a
+/// notification's summary only, so the summary says both what failed and what runs; the
+/// line printed (the session's journal) says which notification it was.
 pub fn notify_fallback() -> Result<()> {
-    let Some(notice) = generation::booted().and_then(|b| b.fallback) else { return Ok(()) };
+    let Some(boot) = generation::booted() else { return Ok(()) };
+    let Some(notice) = boot.fallback else { return Ok(()) };
+    let summary = fallback_summary(notice.from, boot.generation);
     let out = Command::new("gdbus")
         .args(["call", "--session", "--dest", "org.freedesktop.Notifications"])
         .args(["--object-path", "/org/freedesktop/Notifications"])
         .args(["--method", "org.freedesktop.Notifications.Notify", "mobix", "0", "dialog-warning"])
-        .args([gvariant_string(&notice.title), gvariant_string(&notice.text)])
+        .args([gvariant_string(&summary), gvariant_string(&notice.text)])
         // No actions, urgency critical (it stays until dismissed), no expiry.
         .args(["[]", "{'urgency': <byte 2>}", "0"])
         .output()
@@ -337,7 +341,14 @@ pub fn notify_fallback() -> Result<()> {
     if !out.status.success() {
         return Err(format!("gdbus: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
+    // gdbus answers `(uint32 7,)`: the notification's id.
+    say(&format!("notified ({}): {summary}", String::from_utf8_lossy(&out.stdout).trim()));
     Ok(())
+}
+
+/// The fallback notification's summary: `Generation 8 failed; this is generation 7`.
+fn fallback_summary(failed: u32, running: u32) -> String {
+    format!("Generation {failed} failed; this is generation {running}")
 }
 
 /// `s` as a GVariant text-format string (gdbus parses each argument in that format).

@@ -4,7 +4,9 @@
 //! under the test's output, checked for what tells a lock screen from a console or a
 //! uniform frame), the PIN is typed on the emulated keyboard, the session's own answer
 //! (`org.gnome.ScreenSaver.GetActive` on the user's session bus, read over ssh) says
-//! whether it is locked, and a tap on the touch device starts the app.
+//! whether it is locked, and a tap on the touch device starts the app. Then a deploy whose
+//! UI cannot start fails its `ui` health check, the phone falls back by itself, and the
+//! generation it fell back to shows the fallback as a notification on its lock screen.
 
 use crate::common::{mobix_cmd, ok, phone, repo, repo_copy, ssh_keygen, Group, Story};
 use mobix::vm::{read_ppm, Qmp};
@@ -91,6 +93,32 @@ impl Shot {
             Ok(())
         } else {
             Err(format!("the search bar's gray fills {gray:.3} of its place (> 0.8)"))
+        }
+    }
+
+    /// Phosh's lock screen with a notification under the clock: its card, a band of dark
+    /// gray (40, 40, 40) across the middle 80 % of the width somewhere in rows 45-75 % (at
+    /// least 72 rows of it: a card with one notification is about 140), with white text in
+    /// it (the summary); the rest of the screen black.
+    fn notice_on_lock_screen(&self) -> Result<(), String> {
+        let cols = WIDTH / 10..WIDTH * 9 / 10;
+        let gray = |p: [u8; 3]| p.iter().all(|&c| (30..=50).contains(&c));
+        let card: Vec<usize> = (HEIGHT * 45 / 100..HEIGHT * 75 / 100)
+            .filter(|&y| cols.clone().filter(|&x| gray(self.pixel(x, y))).count() * 10 >= cols.len() * 8)
+            .collect();
+        let (Some(&top), Some(&bottom)) = (card.first(), card.last()) else {
+            return Err("no notification card (a gray band) under the clock".into());
+        };
+        let text = self.share(top..bottom + 1, |p| p.iter().all(|&c| c > 200));
+        let black = self.share(0..HEIGHT, |p| p.iter().all(|&c| c < 12));
+        if card.len() >= HEIGHT / 20 && text > 0.003 && black > 0.6 {
+            Ok(())
+        } else {
+            Err(format!(
+                "gray card rows {} (>= {}) between {top} and {bottom}, white text in them {text:.4} (> 0.003), black {black:.3} (> 0.6)",
+                card.len(),
+                HEIGHT / 20
+            ))
         }
     }
 
@@ -221,8 +249,10 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
         hash.stdin.take().unwrap().write_all(format!("{PIN}\n").as_bytes()).unwrap();
         let hashed = ok(&hash.wait_with_output().unwrap()).trim().to_string();
         assert!(hashed.starts_with("$6$"), "{hashed}");
+        // root's key is the owner's too: `mobix deploy` logs in as root (step 6).
         let config = format!(
             "hostname: pocket\nusers:\n  alice:\n    authorized_keys: [\"{key}\"]\n    hashed_password: '{hashed}'\n\
+             \x20 root:\n    authorized_keys: [\"{key}\"]\n\
              ssh: {{ enable: true }}\nui: phosh\npackages: [gnome-console]\n\
              device:\n  system: {{ size: 3GiB }}\n  qemu: {{ smp: 2, memory_mib: 2048 }}\n"
         );
@@ -302,6 +332,7 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
             s.home_screen().ok().map(|()| s)
         });
         assert!(lock.home_screen().is_err(), "the lock screen has no search bar");
+        assert!(lock.notice_on_lock_screen().is_err(), "no notification on a boot that did not fall back");
         let d = home.differs(&lock);
         assert!(d > 0.02, "the home screen differs from the lock screen in {d:.3} of its pixels");
         assert!(home.lock_screen().is_err(), "the home screen does not look like the lock screen");
@@ -320,6 +351,51 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
             o.status.success().then_some(())
         });
         Shot::take(&mut qmp, &out, "app");
+    });
+
+    // A deploy that breaks the UI (an overlay replaces phosh.service's program with
+    // /bin/false; one try): the `ui` health check fails, the phone falls back to the first
+    // generation by itself, the deploy says so and fails, and that generation's session
+    // shows the fallback as a notification on its lock screen.
+    story.step("6 a deploy whose UI cannot start falls back by itself; the lock screen says so", || {
+        let dropin = tree.join("overlays/broken-ui/files/etc/systemd/system/phosh.service.d");
+        fs::create_dir_all(&dropin).unwrap();
+        fs::write(dropin.join("zz-broken.conf"), "[Service]\nExecStart=\nExecStart=/bin/false\n").unwrap();
+        let config = fs::read_to_string(tree.join("phone.yaml")).unwrap();
+        fs::write(tree.join("broken.yaml"), format!("{config}boot: {{ tries: 1 }}\noverlays: [broken-ui]\n")).unwrap();
+        let o = mobix_cmd()
+            .args(["deploy", "--device", "qemu-aarch64", "--config", "broken.yaml", "--timeout", "600", "--json"])
+            .args(["--to", &format!("ssh://root@127.0.0.1:{}", owner.port), "-i"])
+            .arg(owner.keys.join("alice"))
+            .arg("--store")
+            .arg(store())
+            .arg("--out")
+            .arg(t.path().join("out"))
+            .current_dir(&tree)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stderr);
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let broken = report["plan"]["generation"].as_u64().unwrap_or_else(|| panic!("no plan: {said}"));
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains(&format!("generation {broken} failed (health check ui failed"))
+                && said.contains(&format!("the phone fell back to generation {} by itself", broken - 1)),
+            "{said}"
+        );
+        // The session's journal has the notification the fallback notice sent.
+        let want = format!("Generation {broken} failed; this is generation {}", broken - 1);
+        owner.wait(240, "the fallback notification in the session's journal", || {
+            let o = owner.ssh("root", "journalctl -b -o cat _UID=1000 | grep 'mobix: notified'");
+            String::from_utf8_lossy(&o.stdout).contains(&want).then_some(())
+        });
+        assert_eq!(owner.locked(), Some(true), "the session it fell back to starts locked");
+        // QEMU was started again for each boot: a new QMP socket.
+        let mut qmp = owner.wait(60, "QMP after the reboots", || Qmp::connect(&sock).ok());
+        owner.wait(60, "the notification on the lock screen", || {
+            let s = Shot::take(&mut qmp, &out, "fallback-notice");
+            s.notice_on_lock_screen().ok()
+        });
     });
     drop(run);
     story.end();
