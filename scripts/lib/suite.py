@@ -60,8 +60,14 @@ def say(msg):
 FAST_PARTS = ["store::", "caches::", "phones::"]
 
 # What a whole run writes under target/ from a clean clone (the shared stores, with the CI
-# cache pulled into one of them): measured at about 21 GiB.
+# cache pulled into one of them, and the cargo target when the CI cache has none): the
+# summary's "disk:" line measures it (`DiskWatch`); a warm run took 21 GiB at its fullest.
 RUN_NEEDS_GIB = 24
+
+
+def free_gib(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / 2**30
 
 
 def check_space():
@@ -69,13 +75,33 @@ def check_space():
     fills it fails in whichever step writes next, far from the cause."""
     target = REPO / "target"
     target.mkdir(exist_ok=True)
-    st = os.statvfs(target)
-    free = st.f_bavail * st.f_frsize / 2**30
+    free = free_gib(target)
     if free < RUN_NEEDS_GIB:
         say(f"only {free:.1f} GiB free under {target}; a whole run writes about {RUN_NEEDS_GIB} GiB there: "
             "steps may fail with 'No space left on device' (free some: deleting target/mobix-test-store* only "
             "makes the run slower)")
     return free
+
+
+class DiskWatch:
+    """The disk's free space under target/ every few seconds: the run's summary says how
+    much it took at its fullest, the figure RUN_NEEDS_GIB must stay above."""
+
+    def __init__(self):
+        self.path = REPO / "target"
+        self.start = free_gib(self.path)
+        self.lowest = self.start
+        self.done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self):
+        while not self.done.wait(5):
+            self.lowest = min(self.lowest, free_gib(self.path))
+
+    def stop(self):
+        self.done.set()
+        self.lowest = min(self.lowest, free_gib(self.path))
+        return self
 
 
 def step_banner(name):
@@ -376,6 +402,7 @@ def main():
         timer.steps.append(("setup (scripts/setup: packages, Rust targets, tools)", setup, True))
         t_start -= setup
     check_space()
+    disk = DiskWatch()
     env = dict(os.environ)
     ok = True
 
@@ -410,7 +437,7 @@ def main():
     ok &= timer.step("build mobix and its tests", build(REPO))
     if built.get(REPO) is None:
         say("the tests did not build")
-        finish(timer, Results(), None, t_start, False, {})
+        finish(timer, Results(), None, t_start, False, {}, disk)
         return 1
     mobix = Path(next(e for n, e in built[REPO] if n == "mobix tests/fast")).parents[1] / "mobix"
 
@@ -475,12 +502,13 @@ def main():
     # may not have built what the other tests need).
     whole = ok and not pattern
     timer.step("CI cache: fill", lambda: (cache.fill(USED if whole else None), True)[1])
-    finish(timer, results, cache, t_start, ok, boots.by_test())
+    finish(timer, results, cache, t_start, ok, boots.by_test(), disk)
     return 0 if ok else 1
 
 
-def finish(timer, results, cache, t_start, ok, boots_by_test):
+def finish(timer, results, cache, t_start, ok, boots_by_test, disk):
     total = time.monotonic() - t_start
+    disk.stop()
     passed = sum(b["passed"] for b in results.binaries)
     failed = sum(b["failed"] for b in results.binaries)
     skipped = sum(b["ignored"] for b in results.binaries)
@@ -517,6 +545,8 @@ def finish(timer, results, cache, t_start, ok, boots_by_test):
     lines += ["", f"emulated-phone power-ons (QEMU starts): {boots}"]
     if cache:
         lines.append(f"CI cache: {cache.state} ({cache.cache})")
+    lines.append(f"disk: {disk.start:.1f} GiB free at the start, {disk.lowest:.1f} GiB at the fullest: the run took up to "
+                 f"{disk.start - disk.lowest:.1f} GiB (it warns under {RUN_NEEDS_GIB} GiB free)")
     lines.append(f"total: {fmt_time(total)}; log {LOG}, timing {REPORT / 'timing.json'}")
     text = "\n".join(lines)
     print(text, file=sys.stderr)
@@ -531,6 +561,7 @@ def finish(timer, results, cache, t_start, ok, boots_by_test):
                   for s, b, n, o in sorted(results.tests)],
         "boots": boots,
         "ci_cache": cache.state if cache else None,
+        "disk_gib": {"free_at_start": round(disk.start, 1), "free_at_fullest": round(disk.lowest, 1)},
         "passed": passed, "failed": failed, "skipped": skipped,
     }
     tmp = REPORT / "timing.json.tmp"
