@@ -8,6 +8,7 @@ pub mod bootimg;
 pub mod busybox;
 pub mod compress;
 pub mod cpio;
+pub mod elf;
 pub mod fdt;
 pub mod gpt;
 pub mod qcdt;

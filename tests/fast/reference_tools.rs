@@ -2,7 +2,7 @@
 //! read. Needs the tools `scripts/setup` installs (mkbootimg, android-sdk-libsparse-utils,
 //! cpio, gdisk).
 
-use mobix::format::{bootimg, cpio, sparse};
+use mobix::format::{bootimg, cpio, elf, sparse};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -426,4 +426,57 @@ fn stock_images_give_back_the_mkbootimg_arguments_that_made_them() {
         String::from_utf8_lossy(&o.stderr).contains("ramdisk")
             && String::from_utf8_lossy(&o.stderr).contains("ANDROID!")
     );
+}
+
+/// What `readelf` says an ELF file needs: its interpreter, NEEDED libraries, soname and
+/// run path, as `elf::read` gives them.
+fn readelf_dynamic(path: &Path) -> elf::Dynamic {
+    let text = run(Command::new("readelf").args(["-d", "-l", "-W"]).arg(path));
+    let bracketed = |l: &str| l.rsplit_once('[').and_then(|(_, r)| r.strip_suffix(']')).map(String::from);
+    let mut d = elf::Dynamic::default();
+    for l in text.lines() {
+        let l = l.trim();
+        if let Some(i) = l.strip_prefix("[Requesting program interpreter: ") {
+            d.interpreter = i.strip_suffix(']').map(String::from);
+        } else if l.contains("(NEEDED)") {
+            d.needed.extend(bracketed(l));
+        } else if l.contains("(SONAME)") {
+            d.soname = bracketed(l);
+        } else if l.contains("(RUNPATH)") || (l.contains("(RPATH)") && d.runpath.is_empty()) {
+            d.runpath =
+                bracketed(l).unwrap_or_default().split(':').filter(|s| !s.is_empty()).map(String::from).collect();
+        }
+    }
+    d
+}
+
+#[test]
+fn readelf_agrees_with_what_we_read_of_elf_files() {
+    // arm64: the cross toolchain's libraries (scripts/setup installs it for the `cc`
+    // builder); x86-64: the host's programs. Up to 150 of each, in name order.
+    let mut compared = BTreeMap::new();
+    for (dir, machine) in [("/usr/aarch64-linux-gnu/lib", elf::EM_AARCH64), ("/usr/bin", elf::EM_X86_64)] {
+        let mut files: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let mut n = 0;
+        for f in files {
+            let Ok(m) = fs::symlink_metadata(&f) else { continue };
+            let Ok(bytes) = (if m.is_file() { fs::read(&f) } else { continue }) else { continue };
+            if !bytes.starts_with(elf::MAGIC) || n == 150 {
+                continue;
+            }
+            let ours = elf::read(&bytes).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let theirs = readelf_dynamic(&f);
+            assert_eq!(
+                (&ours.interpreter, &ours.needed, &ours.soname, &ours.runpath),
+                (&theirs.interpreter, &theirs.needed, &theirs.soname, &theirs.runpath),
+                "{}",
+                f.display()
+            );
+            assert_eq!(ours.machine, machine, "{}", f.display());
+            n += 1;
+        }
+        compared.insert(dir, n);
+    }
+    assert!(compared.values().all(|&n| n >= 20), "ELF files compared: {compared:?}");
 }
