@@ -241,6 +241,12 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).unwrap();
     let owner = Owner { keys, port: crate::common::free_port() };
+    // mobix on this phone: the tree's configs, the systemd tests' store, one out directory.
+    let on_phone = |args: &[&str]| {
+        let mut c = mobix_cmd();
+        c.args(args).arg("--store").arg(store()).arg("--out").arg(t.path().join("out")).current_dir(&tree);
+        c
+    };
 
     let Some(()) = story.step("1 the PIN's hash, the config, the build", || {
         let mut hash =
@@ -257,15 +263,7 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
              device:\n  system: {{ size: 3GiB }}\n  qemu: {{ smp: 2, memory_mib: 2048 }}\n"
         );
         fs::write(tree.join("phone.yaml"), config).unwrap();
-        let o = mobix_cmd()
-            .args(["build", "--device", "qemu-aarch64", "--config", "phone.yaml", "--store"])
-            .arg(store())
-            .arg("--out")
-            .arg(t.path().join("out"))
-            .current_dir(&tree)
-            .output()
-            .unwrap();
-        ok(&o);
+        ok(&on_phone(&["build", "--device", "qemu-aarch64", "--config", "phone.yaml"]).output().unwrap());
     }) else {
         return story.end();
     };
@@ -275,21 +273,16 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
     let log = out.join("serial.log");
     let f = fs::File::create(&log).unwrap();
     let powered = Instant::now();
-    let child = mobix_cmd()
-        .args(["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &owner.port.to_string()])
-        .arg("--store")
-        .arg(store())
-        .arg("--out")
-        .arg(t.path().join("out"))
-        .arg("--qmp")
-        .arg(&sock)
-        .current_dir(&tree)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let child =
+        on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &owner.port.to_string()])
+            .arg("--qmp")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .unwrap();
     let run = Group(child);
     story.log(&log);
     // mobix run writes the system image into the emulated disk before QEMU listens.
@@ -363,15 +356,10 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
         fs::write(dropin.join("zz-broken.conf"), "[Service]\nExecStart=\nExecStart=/bin/false\n").unwrap();
         let config = fs::read_to_string(tree.join("phone.yaml")).unwrap();
         fs::write(tree.join("broken.yaml"), format!("{config}boot: {{ tries: 1 }}\noverlays: [broken-ui]\n")).unwrap();
-        let o = mobix_cmd()
-            .args(["deploy", "--device", "qemu-aarch64", "--config", "broken.yaml", "--timeout", "600", "--json"])
-            .args(["--to", &format!("ssh://root@127.0.0.1:{}", owner.port), "-i"])
+        let to = format!("ssh://root@127.0.0.1:{}", owner.port);
+        let o = on_phone(&["deploy", "--device", "qemu-aarch64", "--config", "broken.yaml", "--timeout", "600"])
+            .args(["--json", "--to", &to, "-i"])
             .arg(owner.keys.join("alice"))
-            .arg("--store")
-            .arg(store())
-            .arg("--out")
-            .arg(t.path().join("out"))
-            .current_dir(&tree)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&o.stderr);
