@@ -61,8 +61,8 @@ FAST_PARTS = ["store::", "caches::", "phones::"]
 
 # What a whole run writes under target/ from a clean clone (the shared stores, with the CI
 # cache pulled into one of them, and the cargo target when the CI cache has none): the
-# summary's "disk:" line measures it (`DiskWatch`): 29 GiB at its fullest in a run that
-# unpacked every Debian package anew (a warm one took about 21).
+# summary's "disk:" line measures it (`DiskWatch`): 29 GiB at its fullest, in a run that
+# unpacked every Debian package anew and in the warm run after it.
 RUN_NEEDS_GIB = 32
 
 
