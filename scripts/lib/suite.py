@@ -387,7 +387,9 @@ class Boots:
 
 
 def fmt_time(s):
-    return f"{int(s // 60)}:{s % 60:04.1f}" if s >= 60 else f"{s:.1f} s"
+    # Rounded to tenths first, so that 599.96 s reads 10:00.0, not 9:60.0.
+    t = round(s * 10)
+    return f"{t // 600}:{t % 600 / 10:04.1f}" if t >= 600 else f"{t / 10:.1f} s"
 
 
 def main():
