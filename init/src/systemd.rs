@@ -328,7 +328,7 @@ pub fn check(args: &[String]) -> Result<()> {
 pub fn notify_fallback() -> Result<()> {
     let Some(boot) = generation::booted() else { return Ok(()) };
     let Some(notice) = boot.fallback else { return Ok(()) };
-    let summary = fallback_summary(notice.from, boot.generation);
+    let summary = format!("{}; this is generation {}", notice.title, boot.generation);
     let out = Command::new("gdbus")
         .args(["call", "--session", "--dest", "org.freedesktop.Notifications"])
         .args(["--object-path", "/org/freedesktop/Notifications"])
@@ -344,11 +344,6 @@ pub fn notify_fallback() -> Result<()> {
     // gdbus answers `(uint32 7,)`: the notification's id.
     say(&format!("notified ({}): {summary}", String::from_utf8_lossy(&out.stdout).trim()));
     Ok(())
-}
-
-/// The fallback notification's summary: `Generation 8 failed; this is generation 7`.
-fn fallback_summary(failed: u32, running: u32) -> String {
-    format!("Generation {failed} failed; this is generation {running}")
 }
 
 /// `s` as a GVariant text-format string (gdbus parses each argument in that format).
