@@ -171,6 +171,23 @@ impl Drop for PhoneGuard {
 /// (QEMU, ssh, servers) when dropped, also when a test fails.
 pub struct Group(pub Child);
 
+impl Group {
+    /// Spawns `cmd` leading its own process group, nothing on its stdin, its stdout and
+    /// stderr into the file `log` (made anew).
+    pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Group {
+        use std::os::unix::process::CommandExt;
+        let f = std::fs::File::create(log).unwrap();
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Group(child)
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         kill_group(&mut self.0);

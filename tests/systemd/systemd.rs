@@ -66,21 +66,17 @@ impl Phone {
 
     fn power_on_with(&self, extra: &[&str]) -> (Group, PathBuf) {
         let log = self.out.join(format!("run-{}.log", Instant::now().elapsed().as_nanos()));
-        let f = fs::File::create(&log).unwrap();
-        let child = crate::common::mobix_cmd()
-            .args(["run", "--device", "qemu-aarch64", "--ssh-port", &self.port.to_string(), "--store"])
-            .arg(store())
-            .args(extra)
-            .arg("--out")
-            .arg(&self.out)
-            .current_dir(&self.repo)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        (Group(child), log)
+        let run = Group::spawn_logged(
+            crate::common::mobix_cmd()
+                .args(["run", "--device", "qemu-aarch64", "--ssh-port", &self.port.to_string(), "--store"])
+                .arg(store())
+                .args(extra)
+                .arg("--out")
+                .arg(&self.out)
+                .current_dir(&self.repo),
+            &log,
+        );
+        (run, log)
     }
 
     fn power_off(&self, run: Group) {

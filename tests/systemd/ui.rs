@@ -11,7 +11,6 @@
 use crate::common::{mobix_cmd, ok, phone, repo, repo_copy, ssh_keygen, Group, Story};
 use mobix::vm::{read_ppm, Qmp};
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -271,19 +270,14 @@ fn phosh_boots_to_its_lock_screen_unlocks_with_the_pin_and_starts_an_app() {
     // Power on, with QMP for the screen, the keys and the touch device.
     let sock = t.path().join("qmp.sock");
     let log = out.join("serial.log");
-    let f = fs::File::create(&log).unwrap();
     let powered = Instant::now();
-    let child =
-        on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &owner.port.to_string()])
+    let port = owner.port.to_string();
+    let run = Group::spawn_logged(
+        on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &port])
             .arg("--qmp")
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-    let run = Group(child);
+            .arg(&sock),
+        &log,
+    );
     story.log(&log);
     // mobix run writes the system image into the emulated disk before QEMU listens.
     let waited = Instant::now();
