@@ -71,26 +71,20 @@ def free_gib(path):
     return st.f_bavail * st.f_frsize / 2**30
 
 
-def check_space():
-    """Says so when the disk under target/ has less room than a run writes: a run that
-    fills it fails in whichever step writes next, far from the cause."""
-    target = REPO / "target"
-    target.mkdir(exist_ok=True)
-    free = free_gib(target)
-    if free < RUN_NEEDS_GIB:
-        say(f"only {free:.1f} GiB free under {target}; a whole run writes about {RUN_NEEDS_GIB} GiB there: "
-            "steps may fail with 'No space left on device' (free some: deleting target/mobix-test-store* only "
-            "makes the run slower)")
-    return free
-
-
 class DiskWatch:
     """The disk's free space under target/ every few seconds: the run's summary says how
-    much it took at its fullest, the figure RUN_NEEDS_GIB must stay above."""
+    much it took at its fullest, the figure RUN_NEEDS_GIB must stay above. Says so first
+    when the disk has less room than a run writes: a run that fills it fails in whichever
+    step writes next, far from the cause."""
 
     def __init__(self):
         self.path = REPO / "target"
+        self.path.mkdir(exist_ok=True)
         self.start = free_gib(self.path)
+        if self.start < RUN_NEEDS_GIB:
+            say(f"only {self.start:.1f} GiB free under {self.path}; a whole run writes about {RUN_NEEDS_GIB} GiB "
+                "there: steps may fail with 'No space left on device' (free some: deleting target/mobix-test-store* "
+                "only makes the run slower)")
         self.lowest = self.start
         self.done = threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
@@ -404,7 +398,6 @@ def main():
         setup = max(0.0, time.time() - float(os.environ["MOBIX_SUITE_STARTED"]))
         timer.steps.append(("setup (scripts/setup: packages, Rust targets, tools)", setup, True))
         t_start -= setup
-    check_space()
     disk = DiskWatch()
     env = dict(os.environ)
     ok = True
