@@ -23,6 +23,10 @@ pub enum Scene {
     /// A shell instead of the system (nothing bootable, or the debug shell asked for): why,
     /// and how to reach the phone.
     Shell { device: String, title: String, why: String, reach: Vec<String> },
+    /// The PIN pad of an encrypted state ([`crate::pin`]): what to type, a line of help or
+    /// of trouble (`bad`: a wrong PIN, PINs that differ), how many digits are typed (never
+    /// which), the highlighted key's index in [`crate::pin::PAD`].
+    Pin { device: String, title: String, text: String, bad: bool, entered: u32, highlight: u32 },
 }
 
 /// A generation as the screen names it.
@@ -242,6 +246,14 @@ mod tests {
             },
             Scene::Notice { device: "d".into(), title: "t".into(), text: "x".into(), generation: None },
             Scene::Shell { device: "d".into(), title: "t".into(), why: "w".into(), reach: vec!["telnet".into()] },
+            Scene::Pin {
+                device: "d".into(),
+                title: "t".into(),
+                text: "x".into(),
+                bad: true,
+                entered: 4,
+                highlight: 11,
+            },
         ] {
             let json = serde_json::to_string(&s).unwrap();
             assert!(!json.contains('\n'));

@@ -50,6 +50,8 @@ pub mod colour {
     pub const WARN: u32 = 0xf0_b4_29;
     pub const BAD: u32 = 0xe5_48_4d;
     pub const SELECTED: u32 = 0x2b_6c_b0;
+    /// A PIN pad key's face.
+    pub const KEY: u32 = 0x2a_30_37;
 }
 
 /// The font's cell and the gap between lines, in unscaled pixels.
@@ -99,6 +101,15 @@ pub fn render(scene: &Scene, width: u32, height: u32) -> Frame {
                 page.wrapped(&format!("Booting {}", g.words()), colour::DIM);
             }
         }
+        Scene::Pin { device, title, text, bad, entered, highlight } => {
+            page.header(device, colour::ACCENT);
+            page.wrapped(title, colour::TEXT);
+            page.gap();
+            page.wrapped(text, if *bad { colour::BAD } else { colour::DIM });
+            page.gap();
+            page.dots(*entered);
+            page.pad(*highlight as usize);
+        }
         Scene::Shell { device, title, why, reach } => {
             page.header(device, colour::BAD);
             page.wrapped(title, colour::BAD);
@@ -112,6 +123,33 @@ pub fn render(scene: &Scene, width: u32, height: u32) -> Frame {
     }
     frame
 }
+
+/// The PIN pad's keys on a `width` x `height` screen, in [`mobix_bootctl::pin::PAD`]'s
+/// order, each as pixels `(x, y, width, height)`: three columns, four rows, at the bottom of
+/// the screen. Stage-1 finds the key under a tap with [`pad_key_at`].
+pub fn pad_keys(width: u32, height: u32) -> [(u32, u32, u32, u32); 12] {
+    let s = scale(width, height);
+    let (cw, ch) = ((width / s) as i32, (height / s) as i32);
+    let gap = PAD_GAP;
+    let kw = ((cw - 2 * CELL_W - 2 * gap) / 3).max(1);
+    let top = (ch - PAD_MARGIN - 4 * PAD_KEY_H - 3 * gap).max(0);
+    std::array::from_fn(|i| {
+        let (col, row) = ((i % 3) as i32, (i / 3) as i32);
+        let x = CELL_W + col * (kw + gap);
+        let y = top + row * (PAD_KEY_H + gap);
+        (x as u32 * s, y as u32 * s, kw as u32 * s, PAD_KEY_H as u32 * s)
+    })
+}
+
+/// The index in [`mobix_bootctl::pin::PAD`] of the key under the pixel (x, y), if any.
+pub fn pad_key_at(width: u32, height: u32, x: u32, y: u32) -> Option<usize> {
+    pad_keys(width, height).iter().position(|&(kx, ky, kw, kh)| x >= kx && x < kx + kw && y >= ky && y < ky + kh)
+}
+
+/// The PIN pad's keys' height, the gap between them and the room below them, unscaled.
+const PAD_KEY_H: i32 = 56;
+const PAD_GAP: i32 = 8;
+const PAD_MARGIN: i32 = 40;
 
 /// Text laid out top to bottom in the scaled coordinates of a canvas.
 struct Page<'a> {
@@ -158,6 +196,38 @@ impl<'a> Page<'a> {
             rgb,
         );
         self.y += LINE;
+    }
+
+    /// A dot for each digit typed (never the digits), or a dash where there are none.
+    fn dots(&mut self, n: u32) {
+        const D: i32 = 12;
+        let shown = n.min(((self.columns as i32 * CELL_W) / (D + D / 2)) as u32);
+        if shown == 0 {
+            self.line("-", colour::DIM);
+            return;
+        }
+        for i in 0..shown as i32 {
+            let at = Point::new(CELL_W + i * (D + D / 2), self.y + (LINE - D) / 2);
+            self.canvas.fill(Rectangle::new(at, Size::new(D as u32, D as u32)), colour::TEXT);
+        }
+        self.y += LINE;
+    }
+
+    /// The pad's twelve keys ([`pad_keys`]), the highlighted one filled.
+    fn pad(&mut self, highlight: usize) {
+        let s = self.canvas.scale;
+        let (w, h) = (self.canvas.frame.width, self.canvas.frame.height);
+        for (i, (key, (x, y, kw, kh))) in mobix_bootctl::pin::PAD.iter().zip(pad_keys(w, h)).enumerate() {
+            let (x, y, kw, kh) = ((x / s) as i32, (y / s) as i32, kw / s, kh / s);
+            let face = if i == highlight { colour::SELECTED } else { colour::KEY };
+            self.canvas.fill(Rectangle::new(Point::new(x, y), Size::new(kw, kh)), face);
+            let label = key.label();
+            let tx = x + (kw as i32 - CELL_W * label.len() as i32) / 2;
+            let saved = self.y;
+            self.y = y + (kh as i32 - 20) / 2;
+            self.text(tx, &label, colour::TEXT);
+            self.y = saved;
+        }
     }
 
     /// A generation as two lines: number and date, then its state; the selected one on a
@@ -384,6 +454,61 @@ mod tests {
         for (w, h) in [(1, 1), (7, 3000), (3000, 7), (361, 721), (1080, 2340)] {
             let f = render(&m.scene("a phone with a long name that wraps", 5), w, h);
             assert_eq!(f.pixels.len(), (w * h) as usize);
+        }
+    }
+
+    fn pin(entered: u32, highlight: u32) -> Scene {
+        Scene::Pin {
+            device: "Phone".into(),
+            title: "Enter the PIN".into(),
+            text: "Wrong PIN".into(),
+            bad: true,
+            entered,
+            highlight,
+        }
+    }
+
+    #[test]
+    fn the_pin_pad_shows_a_dot_per_digit_and_its_highlighted_key() {
+        let (w, h) = (720, 1440);
+        let keys = pad_keys(w, h);
+        // Three keys to a row, inside the screen, none overlapping the next.
+        for (i, &(x, y, kw, kh)) in keys.iter().enumerate() {
+            assert!(x + kw <= w && y + kh <= h && y > h / 3, "key {i}: {:?}", keys[i]);
+            assert_eq!(pad_key_at(w, h, x + kw / 2, y + kh / 2), Some(i));
+            if i % 3 < 2 {
+                assert!(keys[i + 1].0 > x + kw);
+            }
+        }
+        assert_eq!(pad_key_at(w, h, 5, 5), None);
+        let f = render(&pin(3, 11), w, h);
+        let (x, y, kw, kh) = keys[11];
+        assert_eq!(f.rgb(x + 2, y + 2), [0x2b, 0x6c, 0xb0], "the highlighted key (OK) is filled");
+        let (x0, y0, ..) = keys[0];
+        assert_eq!(f.rgb(x0 + 2, y0 + 2), [0x2a, 0x30, 0x37]);
+        assert!(kw > 100 && kh > 100);
+        // The dots: as many squares of TEXT on the dots' row as digits.
+        // The dots are the last thing drawn above the pad: read the row of them nearest it.
+        let count = |f: &Frame| {
+            let dots_row = (0..y0)
+                .rev()
+                .find(|&y| (0..f.width).any(|x| f.pixels[(y * f.width + x) as usize] == colour::TEXT))
+                .expect("a row of dots");
+            let mut runs = 0;
+            let mut inside = false;
+            for x in 0..f.width {
+                let on = f.pixels[(dots_row * f.width + x) as usize] == colour::TEXT;
+                runs += usize::from(on && !inside);
+                inside = on;
+            }
+            runs
+        };
+        assert_eq!(count(&f), 3);
+        assert_eq!(count(&render(&pin(6, 0), w, h)), 6);
+        assert!(!rows_with(&f, colour::BAD).is_empty(), "a wrong PIN is said in red");
+        // On a small screen the pad still fits.
+        for &(x, y, kw, kh) in &pad_keys(320, 480) {
+            assert!(x + kw <= 320 && y + kh <= 480);
         }
     }
 }
