@@ -1,6 +1,7 @@
 //! The `initramfs` builder: stage-1's init, the kernel modules the profile lists (with
-//! their dependencies, in load order) and stage-1's configuration, as a deterministic
-//! gzip-compressed cpio archive.
+//! their dependencies, in load order), programs from Debian packages with the libraries
+//! they load (cryptsetup for an encrypted state) and stage-1's configuration, as a
+//! deterministic gzip-compressed cpio archive.
 
 use super::Ctx;
 use crate::format::compress::Compression;
@@ -128,25 +129,42 @@ fn add_parents(entries: &mut BTreeMap<String, Entry>, path: &str) {
     }
 }
 
-/// The initramfs: stage-1's init, `modules` (stage-1's, then the screen's: those of the
-/// second list not already in the first, each with its dependencies), firmware, stage1.json.
+/// The module lists of an initramfs, by who loads them when.
+pub struct Modules<'a> {
+    /// Stage-1's, loaded first.
+    pub stage1: &'a [String],
+    /// The screen's, loaded by its thread.
+    pub screen: &'a [String],
+    /// An encrypted state's, loaded before it is opened.
+    pub crypt: &'a [String],
+}
+
+/// The initramfs: stage-1's init, the modules (stage-1's, then the screen's and the
+/// encrypted state's: those not already in an earlier list, each with its dependencies),
+/// firmware, `programs` of the package inputs with their libraries, stage1.json.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     ctx: &Ctx,
     planned: &Planned,
-    modules: (&[String], &[String]),
+    modules: Modules,
     compression: Compression,
     config: &Stage1Config,
     firmware: &[String],
+    programs: &[String],
     out: &Path,
 ) -> Result<()> {
     let init = ctx.input(planned, "init")?;
     let mods = ctx.input(planned, "modules")?;
     let release = fs::read_to_string(mods.join("release"))?.trim().to_string();
     let moddir = mods.join("lib/modules").join(&release);
-    let order = resolve_modules(&moddir, modules.0, "stage1.modules")?;
-    let screen_order: Vec<String> = resolve_modules(&moddir, modules.1, "stage1.screen_modules")?
+    let order = resolve_modules(&moddir, modules.stage1, "stage1.modules")?;
+    let screen_order: Vec<String> = resolve_modules(&moddir, modules.screen, "stage1.screen_modules")?
         .into_iter()
         .filter(|m| !order.contains(m))
+        .collect();
+    let crypt_order: Vec<String> = resolve_modules(&moddir, modules.crypt, "state.encryption")?
+        .into_iter()
+        .filter(|m| !order.contains(m) && !screen_order.contains(m))
         .collect();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "sysroot"] {
@@ -154,9 +172,11 @@ pub fn build(
     }
     let init_bin = fs::read(init.join("bin/mobix-init")).context("reading the stage-1 init binary")?;
     entries.insert("init".into(), Entry::file("init", 0o755, init_bin));
-    let mut in_ramfs = Vec::new();
-    let mut screen_in_ramfs = Vec::new();
-    for (rel, screen) in order.iter().map(|r| (r, false)).chain(screen_order.iter().map(|r| (r, true))) {
+    let mut lists: [Vec<String>; 3] = Default::default();
+    let each = (order.iter().map(|r| (r, 0)))
+        .chain(screen_order.iter().map(|r| (r, 1)))
+        .chain(crypt_order.iter().map(|r| (r, 2)));
+    for (rel, list) in each {
         // Compressed modules (Debian's 6.12 ships .ko.xz) go in decompressed, so stage-1
         // loads plain .ko files whatever the kernel's module decompression support.
         let raw = fs::read(moddir.join(rel)).with_context(|| format!("reading module {rel}"))?;
@@ -171,7 +191,19 @@ pub fn build(
         let path = format!("lib/modules/{release}/{rel}");
         add_parents(&mut entries, &path);
         entries.insert(path.clone(), Entry::file(path.clone(), 0o644, data));
-        if screen { &mut screen_in_ramfs } else { &mut in_ramfs }.push(format!("/{path}"));
+        lists[list].push(format!("/{path}"));
+    }
+    if !programs.is_empty() {
+        let roots: Vec<std::path::PathBuf> = (planned.recipe.inputs.iter())
+            .filter(|(k, _)| k.starts_with("pkg-"))
+            .map(|(_, p)| ctx.store.host_path(p))
+            .collect();
+        let files = program_closure(&roots, programs)?;
+        check_programs(&files, programs, &out.with_extension("programs"))?;
+        for (path, (mode, data)) in files {
+            add_parents(&mut entries, &path);
+            entries.insert(path.clone(), Entry::file(path, mode, data));
+        }
     }
     // The firmware stage-1 needs, where the kernel's loader looks for it.
     if !firmware.is_empty() {
@@ -184,12 +216,145 @@ pub fn build(
             entries.insert(dst.clone(), Entry::file(dst, 0o644, data));
         }
     }
-    let json =
-        Stage1 { config: config.clone(), kernel_release: release, modules: in_ramfs, screen_modules: screen_in_ramfs };
+    let [in_ramfs, screen_in_ramfs, crypt_in_ramfs] = lists;
+    let json = Stage1 {
+        config: config.clone(),
+        kernel_release: release,
+        modules: in_ramfs,
+        screen_modules: screen_in_ramfs,
+        crypt_modules: crypt_in_ramfs,
+    };
     let cfg = STAGE1_FILE.trim_start_matches('/');
     add_parents(&mut entries, cfg);
     entries.insert(cfg.into(), Entry::file(cfg, 0o644, serde_json::to_vec_pretty(&json)?));
     let archive = cpio::write(&entries.into_values().collect::<Vec<_>>())?;
     fs::write(out, crate::format::compress::compress(&archive, compression)?)?;
+    Ok(())
+}
+
+/// Where the packages put the libraries a program loads, searched in this order (Debian's
+/// multiarch directories first, as its loader does).
+const LIBRARY_DIRS: &[&str] = &["lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib"];
+
+/// Libraries a library loads by name at run time rather than by `DT_NEEDED`: glibc's
+/// threads unwind with libgcc_s (without it a program that ends a thread aborts, as
+/// cryptsetup's argon2 does).
+const LOADED_AT_RUN_TIME: &[(&str, &str)] = &[("libc.so.6", "libgcc_s.so.1")];
+
+/// The files `programs` (paths in the package trees `roots`) need in the initramfs, by their
+/// path there: each program in `bin/` under its own name, the loader at the path the
+/// programs name, and every library they load (by `DT_NEEDED`, read with
+/// [`crate::format::elf`], to the end of the chain) in `lib/aarch64-linux-gnu/` under its
+/// soname. Links in the packages are followed within the packages; what is copied is the
+/// file's bytes.
+pub fn program_closure(roots: &[std::path::PathBuf], programs: &[String]) -> Result<BTreeMap<String, (u32, Vec<u8>)>> {
+    use crate::format::elf;
+    let mut files = BTreeMap::new();
+    let mut queue: Vec<(String, Vec<u8>)> = Vec::new();
+    for p in programs {
+        let data = read_in(roots, p)?.ok_or_else(|| {
+            Fail::new(format!("no package of the initramfs has {p}"))
+                .hint("the program's package is an input of the initramfs recipe (`pkg-<name>`)")
+        })?;
+        let name = p.rsplit('/').next().unwrap_or(p);
+        queue.push((p.clone(), data.clone()));
+        files.insert(format!("bin/{name}"), (0o755, data));
+    }
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some((what, data)) = queue.pop() {
+        let dynamic = elf::read(&data).with_context(|| format!("reading {what} as an ELF file"))?;
+        if let Some(interp) = &dynamic.interpreter {
+            let rel = interp.trim_start_matches('/').to_string();
+            if let std::collections::btree_map::Entry::Vacant(v) = files.entry(rel.clone()) {
+                let bytes = read_in(roots, &rel)?
+                    .ok_or_else(|| Fail::new(format!("{what} names the loader {interp}, which no package has")))?;
+                v.insert((0o755, bytes));
+            }
+        }
+        let at_run_time = LOADED_AT_RUN_TIME.iter().filter(|(by, _)| dynamic.needed.iter().any(|n| n == by));
+        let wanted: Vec<String> =
+            dynamic.needed.iter().cloned().chain(at_run_time.map(|(_, lib)| lib.to_string())).collect();
+        for soname in &wanted {
+            // The loader itself (libc names it by its soname): already in place.
+            let loader = dynamic.interpreter.as_deref().is_some_and(|i| i.rsplit('/').next() == Some(soname.as_str()));
+            if loader || !seen.insert(soname.clone()) {
+                continue;
+            }
+            let found = LIBRARY_DIRS.iter().find_map(|d| read_in(roots, &format!("{d}/{soname}")).transpose());
+            let bytes = found.transpose()?.ok_or_else(|| {
+                Fail::new(format!("{what} needs {soname}, which no package of the initramfs has"))
+                    .hint(format!("looked in {} of each package", LIBRARY_DIRS.join(", ")))
+            })?;
+            files.insert(format!("lib/aarch64-linux-gnu/{soname}"), (0o755, bytes.clone()));
+            queue.push((soname.clone(), bytes));
+        }
+    }
+    Ok(files)
+}
+
+/// The bytes of `rel` in the first of `roots` that has it, links followed across the roots
+/// (as they would resolve in the software tree); None where none has it.
+fn read_in(roots: &[std::path::PathBuf], rel: &str) -> Result<Option<Vec<u8>>> {
+    let mut rel = rel.trim_start_matches('/').to_string();
+    'follow: for _ in 0..32 {
+        for root in roots {
+            let p = root.join(&rel);
+            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            if m.file_type().is_symlink() {
+                let target = fs::read_link(&p)?;
+                let target = target.to_string_lossy();
+                rel = if let Some(abs) = target.strip_prefix('/') {
+                    abs.to_string()
+                } else {
+                    let parent = Path::new(&rel).parent().unwrap_or(Path::new(""));
+                    normalise(&parent.join(&*target).to_string_lossy())
+                };
+                continue 'follow;
+            }
+            if m.is_file() {
+                return Ok(Some(fs::read(&p).with_context(|| format!("reading {}", p.display()))?));
+            }
+        }
+        return Ok(None);
+    }
+    anyhow::bail!("{rel}: links nest more than 32 deep")
+}
+
+/// `a/b/../c` as `a/c` (a path inside the packages: `..` never climbs above their root).
+fn normalise(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    out.join("/")
+}
+
+/// Runs each program with `--version` in QEMU's user mode over the initramfs's files: the
+/// build fails here, not on the phone, when a library it loads is missing.
+/// `dir` (beside the output, removed after) holds them.
+fn check_programs(files: &BTreeMap<String, (u32, Vec<u8>)>, programs: &[String], dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = crate::util::remove_tree(dir);
+    for (path, (mode, data)) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().expect("a file in a directory"))?;
+        fs::write(&p, data)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
+    }
+    for prog in programs {
+        let name = prog.rsplit('/').next().unwrap_or(prog);
+        let mut cmd = std::process::Command::new("qemu-aarch64-static");
+        cmd.env_clear().env("LC_ALL", "C").arg("-L").arg(dir).arg(dir.join("bin").join(name)).arg("--version");
+        crate::util::run(&mut cmd).map_err(|e| {
+            e.context(format!("running the initramfs's {name} in qemu-aarch64-static (a missing library?)"))
+        })?;
+    }
+    crate::util::remove_tree(dir)?;
     Ok(())
 }

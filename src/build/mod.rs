@@ -178,8 +178,9 @@ fn build_one(ctx: &Ctx, planned: &Planned, out: &Path) -> Result<()> {
             }
             util::copy_tree(&files, out)
         }
-        Builder::Initramfs { modules, compression, config, firmware, screen_modules } => {
-            initramfs::build(ctx, planned, (modules, screen_modules), *compression, config, firmware, out)
+        Builder::Initramfs { modules, compression, config, firmware, screen_modules, programs, crypt_modules } => {
+            let modules = initramfs::Modules { stage1: modules, screen: screen_modules, crypt: crypt_modules };
+            initramfs::build(ctx, planned, modules, *compression, config, firmware, programs, out)
         }
         Builder::Toplevel { cmdline, label } => toplevel(ctx, planned, cmdline, label, out),
         Builder::QemuDtb { machine, cpu, memory_mib, smp, .. } => qemu_dtb(machine, cpu, *memory_mib, *smp, out),

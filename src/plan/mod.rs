@@ -151,11 +151,20 @@ pub enum Builder {
     Initramfs {
         modules: Vec<String>,
         compression: Compression,
-        config: Stage1Config,
+        config: Box<Stage1Config>,
         firmware: Vec<String>,
         /// `stage1.screen_modules` (left out of the hash when empty, as before it existed).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         screen_modules: Vec<String>,
+        /// Programs of the package inputs (`pkg-<name>`) copied in with the libraries they
+        /// load (`sbin/cryptsetup` for an encrypted state); left out of the hash when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        programs: Vec<String>,
+        /// The modules an encrypted state needs (device-mapper's crypt target and the
+        /// ciphers), loaded by stage-1 before it opens the state, each one that fails to
+        /// load (a CPU without its instructions) passed over.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        crypt_modules: Vec<String>,
     },
     /// A generation's toplevel (inputs `kernel`, `initrd`, `init`, `sw`, `etc`, `modules`).
     Toplevel { cmdline: String, label: String },
@@ -475,6 +484,14 @@ impl SystemPlan {
 
 /// The modules stage-1 loads: the profile's, and the system filesystem's module when
 /// stage-1 loads modules at all (a kernel with everything built in needs none).
+/// cryptsetup in its package, as the initramfs carries it for an encrypted state.
+const CRYPTSETUP_PROGRAM: &str = "sbin/cryptsetup";
+
+/// The modules stage-1 loads for an encrypted state: device-mapper's crypt target, XTS and
+/// AES with the ARMv8 crypto extensions (NEON where a CPU lacks them), and the kernel's
+/// cipher interface for programs, with which cryptsetup reads its key slots.
+const CRYPT_MODULES: &[&str] = &["dm_crypt", "xts", "aes_ce_blk", "aes_neon_blk", "algif_skcipher"];
+
 fn stage1_modules(d: &crate::profile::Device) -> Vec<String> {
     let mut m = d.stage1.modules.clone();
     let fs = d.system.filesystem.name();
@@ -516,6 +533,9 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 // The state beside the store is reached through a loop device.
                 if d.persistent_state_start() > 0 && profile.system.init == Init::Systemd {
                     all.push("loop".into());
+                }
+                if profile.system.state.encryption == crate::profile::Encryption::Luks2 {
+                    all.extend(CRYPT_MODULES.iter().map(|m| m.to_string()));
                 }
                 all.sort();
                 all.dedup();
@@ -613,11 +633,20 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         None => None,
     };
+    let encrypted = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    // cryptsetup and what it loads, for stage-1 to open (or make) the encrypted state.
+    let crypt_packages = if encrypted {
+        debs::apt_packages(&mut plan, lock, &[crate::profile::CRYPTSETUP_PACKAGE.to_string()])
+    } else {
+        vec![]
+    };
     let initrd = plan.add(Recipe {
         name: "initrd".into(),
         builder: Builder::Initramfs {
             modules: stage1_modules(d),
             screen_modules: d.stage1.screen_modules.clone(),
+            programs: if encrypted { vec![CRYPTSETUP_PROGRAM.into()] } else { vec![] },
+            crypt_modules: if encrypted { CRYPT_MODULES.iter().map(|m| m.to_string()).collect() } else { vec![] },
             compression: d.stage1.compression,
             firmware: d
                 .firmware
@@ -626,7 +655,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 .filter(|f| f.stage1)
                 .map(|f| f.path.clone())
                 .collect(),
-            config: Stage1Config {
+            config: Box::new(Stage1Config {
                 system_partition: d.system.partition.to_string(),
                 filesystem: d.system.filesystem.name().into(),
                 console: d.console.clone(),
@@ -645,10 +674,22 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                     product_id: u.product_id,
                     product: d.name.clone(),
                 }),
-            },
+                encryption: (encrypted.then_some(d.state.as_ref()).flatten()).map(|st| {
+                    mobix_bootctl::contract::Encryption {
+                        partition: st.partition.to_string(),
+                        kdf: profile.system.state.kdf.map(|k| mobix_bootctl::contract::KdfCost {
+                            memory_kib: k.memory_kib,
+                            iter_time_ms: k.iter_time_ms,
+                        }),
+                    }
+                }),
+            }),
         },
         inputs: {
             let mut i = inputs(&[("init", &init), ("modules", &modules)]);
+            for p in &crypt_packages {
+                i.insert(format!("pkg-{}", p.name()), p.clone());
+            }
             if let Some(fw) = &firmware {
                 i.insert("firmware".into(), fw.clone());
             }
@@ -855,6 +896,7 @@ fn system_json(profile: &Profile, gen: &etc::EtcPlan) -> String {
         state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {
             partition: st.partition.to_string(),
             offset: profile.device.persistent_state_start(),
+            encrypted: s.state.encryption == crate::profile::Encryption::Luks2,
         }),
         trial_deadline: s.boot.trial_deadline,
         services: (s.services.iter())

@@ -185,8 +185,13 @@ fn the_plans_contract_files_parse_as_the_phone_reads_them() {
     assert_eq!(spec.services[0].command, ["/bin/sleep", "9"]);
     let initrd = s.plan.get(&s.initrd).unwrap();
     let Builder::Initramfs { config, .. } = &initrd.recipe.builder else { panic!("the initrd is an initramfs") };
-    let written =
-        Stage1 { config: config.clone(), kernel_release: "6.1".into(), modules: vec![], screen_modules: vec![] };
+    let written = Stage1 {
+        config: (**config).clone(),
+        kernel_release: "6.1".into(),
+        modules: vec![],
+        screen_modules: vec![],
+        crypt_modules: vec![],
+    };
     let read: Stage1 = serde_json::from_slice(&serde_json::to_vec_pretty(&written).unwrap()).unwrap();
     assert_eq!(read, written);
     assert_eq!(read.config.system_partition, p.device.system.partition.as_str());
@@ -268,4 +273,38 @@ fn a_planned_system_says_what_its_boot_json_will() {
     assert_eq!(kernel, format!("{}/Image", top.recipe.inputs["kernel"].phone_path()));
     assert_eq!(initrd, top.recipe.inputs["initrd"].phone_path());
     assert_eq!(said, cmdline);
+}
+
+#[test]
+fn an_encrypted_state_puts_cryptsetup_and_its_modules_in_the_initramfs() {
+    let (_, l, i) = fixture();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    std::fs::write(&cfg, "state:\n  encryption: luks2\n  kdf: { memory_kib: 65536, iter_time_ms: 200 }\n").unwrap();
+    let sel = crate::profile::Selection { variant: None, config: Some(&cfg) };
+    let p = crate::profile::load_with(repo, "qemu-aarch64", sel).unwrap();
+    let s = system(&p, &l, &i).unwrap();
+    let initrd = s.plan.get(&s.initrd).unwrap();
+    let Builder::Initramfs { config, programs, crypt_modules, .. } = &initrd.recipe.builder else {
+        panic!("the initrd is an initramfs")
+    };
+    assert_eq!(programs, &["sbin/cryptsetup"]);
+    assert!(crypt_modules.iter().any(|m| m == "dm_crypt"), "{crypt_modules:?}");
+    let enc = config.encryption.as_ref().expect("stage-1 is told to open the state");
+    assert_eq!(enc.partition, "userdata");
+    assert_eq!(enc.kdf, Some(mobix_bootctl::contract::KdfCost { memory_kib: 65536, iter_time_ms: 200 }));
+    // cryptsetup's package and the libraries it loads are the initramfs's inputs.
+    let pkgs: Vec<&String> = initrd.recipe.inputs.keys().filter(|k| k.starts_with("pkg-")).collect();
+    for name in ["pkg-cryptsetup-bin-", "pkg-libcryptsetup12-", "pkg-libc6-"] {
+        assert!(pkgs.iter().any(|k| k.starts_with(name)), "{name}: {pkgs:?}");
+    }
+    let etc = s.plan.recipes.iter().find(|r| r.recipe.name == "etc").unwrap();
+    let Builder::Etc { files, .. } = &etc.recipe.builder else { panic!("etc is built by the etc builder") };
+    let spec: mobix_bootctl::contract::SystemSpec = serde_json::from_str(&files["mobix/system.json"]).unwrap();
+    assert!(spec.state.expect("a state").encrypted);
+    // The same system without encryption: no programs, no inputs of packages.
+    let plain = system(&crate::profile::load_with(repo, "qemu-aarch64", Default::default()).unwrap(), &l, &i).unwrap();
+    let initrd = plain.plan.get(&plain.initrd).unwrap();
+    assert!(!initrd.recipe.inputs.keys().any(|k| k.starts_with("pkg-")));
 }

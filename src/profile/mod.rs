@@ -328,6 +328,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     // The user's system config: its own keys, and `device:` overrides as the last layer.
     let mut system = SystemConfig::default();
     let mut package_origins = Vec::new();
+    let mut config_layer = None;
     if let Some(cfg) = sel.config {
         let mut layer = Layer::read(cfg, "system config")?;
         let overrides = layer.take("device");
@@ -423,6 +424,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         }
         check_accounts(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
         check_filesystems(&system).map_err(|(key, msg)| layer.error(&key, msg))?;
+        config_layer = Some(layer);
     }
     // What a systemd system is made of, resolved by apt like the config's own names.
     if system.init == Init::Systemd {
@@ -441,7 +443,13 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     if let Err((key, msg)) = dev.validate() {
         return Err(layers::origin(&layers, &key).error(&key, msg));
     }
+    if let (Some(layer), Err((key, msg))) = (&config_layer, check_encryption(&system, &dev)) {
+        return Err(layer.error(&key, msg));
+    }
     add_ui(&mut system, &dev);
+    if system.state.encryption == Encryption::Luks2 {
+        add_package(&mut system, CRYPTSETUP_PACKAGE);
+    }
     Ok(Profile {
         codename,
         variant,
@@ -454,6 +462,45 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         package_origins,
         layers,
     })
+}
+
+/// Whether the device can keep the state the system config asks for encrypted.
+fn check_encryption(system: &SystemConfig, dev: &Device) -> std::result::Result<(), (String, String)> {
+    let key = "state.encryption".to_string();
+    if system.state.encryption == Encryption::None {
+        return Ok(());
+    }
+    if system.init != Init::Systemd {
+        return Err((key, "`init: minimal` keeps no state (/var and /home are in memory): nothing to encrypt".into()));
+    }
+    let Some(st) = &dev.state else {
+        return Err((key, "the device has no `state` partition: nothing to encrypt".into()));
+    };
+    if dev.persistent_state_start() != 0 {
+        return Err((
+            key,
+            format!(
+                "the device keeps its state after the system image in {} (no partition of its own); \
+                 mobix encrypts only a state partition of its own",
+                st.partition
+            ),
+        ));
+    }
+    if let Some(k) = &system.state.kdf {
+        if k.memory_kib < 32 << 10 || k.iter_time_ms == 0 {
+            return Err((
+                "state.kdf".into(),
+                format!("memory_kib {} and iter_time_ms {}: at least 32768 KiB and 1 ms", k.memory_kib, k.iter_time_ms),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn add_package(system: &mut SystemConfig, p: &str) {
+    if !system.packages.iter().any(|q| crate::lock::apt::Request::name_of(q) == p) {
+        system.packages.push(p.to_string());
+    }
 }
 
 /// What a phone UI adds to the system config (checked already): its packages, its user's

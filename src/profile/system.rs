@@ -73,7 +73,52 @@ pub struct SystemConfig {
     /// (the phone's PIN) [default: the one user of `users` besides root].
     #[serde(default)]
     pub ui_user: Option<String>,
+    /// The persistent state (/var and /home on the device's `state` partition).
+    #[serde(default)]
+    pub state: StateConfig,
 }
+
+/// How the persistent state is kept.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `none`, or `luks2`: the state partition encrypted, made on the phone at its first
+    /// boot (after the owner chooses a PIN on its screen) and opened by stage-1 with the PIN
+    /// at every boot (systemd only; the device's `state` must be a partition of its own)
+    /// [default: none].
+    #[serde(default)]
+    pub encryption: Encryption,
+    /// argon2id's cost for the PIN's key slot, made lower than cryptsetup's own choice for
+    /// an emulated phone whose CPU is emulated (tests); a real phone leaves it out, and
+    /// cryptsetup measures the phone when it formats [default: measured on the phone].
+    #[serde(default)]
+    pub kdf: Option<KdfConfig>,
+}
+
+/// The encryptions of the persistent state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// A plain ext4 filesystem.
+    #[default]
+    None,
+    /// LUKS2 (aes-xts-plain64, argon2id) holding the ext4 filesystem.
+    Luks2,
+}
+
+/// A key slot's argon2id cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KdfConfig {
+    /// Memory in KiB (cryptsetup's `--pbkdf-memory`; at least 32768).
+    pub memory_kib: u32,
+    /// Time to spend on the phone, in milliseconds (cryptsetup's `--iter-time`).
+    pub iter_time_ms: u32,
+}
+
+/// The Debian package whose `cryptsetup` stage-1 and the running system use for an
+/// encrypted state.
+pub const CRYPTSETUP_PACKAGE: &str = "cryptsetup-bin";
 
 /// The phone UIs a system config can ask for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]

@@ -418,7 +418,7 @@ fn config_mistakes_are_said_in_the_users_words() {
     assert!(msg.ends_with("more bytes than a 64-bit number holds"), "{msg}");
     let (key, msg, hint) = said("devcie: {system: {size: 1GiB}}\n");
     assert_eq!(key, "devcie");
-    assert!(msg.ends_with("`ui`, `ui_user`, `device`"), "{msg}");
+    assert!(msg.ends_with("`ui`, `ui_user`, `state`, `device`"), "{msg}");
     assert_eq!(hint.as_deref(), Some("did you mean `device`?"));
     // A value that merely looks like a type name is left as written.
     assert_eq!(
@@ -461,4 +461,22 @@ fn a_phone_ui_needs_one_user_who_can_unlock_it_and_brings_its_parts() {
     let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
     assert_eq!(p.system.ui_user(), Some("alice"));
     assert!(!p.system.users["bob"].groups.iter().any(|g| g == "video"));
+}
+
+#[test]
+fn an_encrypted_state_brings_cryptsetup_and_is_refused_where_there_is_nothing_to_encrypt() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let ok = "state:\n  encryption: luks2\n  kdf: { memory_kib: 65536, iter_time_ms: 200 }\n";
+    std::fs::write(&cfg, ok).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert_eq!(p.system.state.encryption, super::Encryption::Luks2);
+    assert!(p.system.packages.iter().any(|x| x == super::CRYPTSETUP_PACKAGE), "{:?}", p.system.packages);
+    let plain = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: None }).unwrap();
+    assert!(!plain.system.packages.iter().any(|x| x == super::CRYPTSETUP_PACKAGE));
+    let located = |text: &str, line: usize, key: &str, says: &str| refused_at(&cfg, text, line, key, says);
+    located("init: minimal\nstate: { encryption: luks2 }\n", 2, "state.encryption", "keeps no state");
+    located("state: { encryption: luks2 }\ndevice:\n  state: null\n", 1, "state.encryption", "no `state` partition");
+    located("state: { encryption: luks2, kdf: { memory_kib: 1024, iter_time_ms: 5 } }\n", 1, "state.kdf", "32768");
+    located("state: { encryption: luks1 }\n", 1, "state.encryption", "luks1");
 }

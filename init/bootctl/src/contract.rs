@@ -213,6 +213,30 @@ pub struct Stage1Config {
     /// Written only when the profile asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usb_network: Option<UsbNetwork>,
+    /// The encrypted state stage-1 opens (or makes, on the first boot) before it spends a
+    /// trial's try. Written only when the system config asks for encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// A state partition encrypted with LUKS2 ([`crate::pin`]): stage-1 asks for the PIN on the
+/// screen, opens it as `/dev/mapper/mobix-state` with the initramfs's cryptsetup, and makes it
+/// where the partition is blank.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Encryption {
+    /// GPT name of the state partition.
+    pub partition: String,
+    /// argon2id's memory in KiB and time in ms when a new PIN is set, where a profile lowers
+    /// them (the emulated phone's tests); None: cryptsetup measures the phone and chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfCost>,
+}
+
+/// argon2id's cost for a key slot, as `--pbkdf-memory` (KiB) and `--iter-time` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KdfCost {
+    pub memory_kib: u32,
+    pub iter_time_ms: u32,
 }
 
 fn default_menu_idle_s() -> u32 {
@@ -268,6 +292,11 @@ pub struct Stage1 {
     /// by a thread of their own beside the rest of stage-1's work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub screen_modules: Vec<String>,
+    /// An encrypted state's modules (and their dependencies not in `modules`), in load
+    /// order, loaded before the state is opened; one that fails (a cipher for instructions
+    /// the CPU lacks) is passed over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crypt_modules: Vec<String>,
 }
 
 /// `/mobix/generations/<n>.json`: one generation the system partition carries.
@@ -461,6 +490,10 @@ pub struct StateSpec {
     /// the system image (the store on userdata), the end of that image.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: u64,
+    /// LUKS2-encrypted: stage-1 opened it as `/dev/mapper/mobix-state` (stage-2 mounts that,
+    /// and never makes a filesystem on a partition holding a LUKS header).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// The smallest state filesystem stage-2 makes: a partition with less room after the
@@ -667,6 +700,7 @@ mod tests {
             menu_key: MenuKey::VolumeDown,
             device: String::new(),
             usb_network: None,
+            encryption: None,
         };
         assert!(g.runs_under(&cfg));
         let other = Generation { kernel: "/mobix/store/o-kernel/Image".into(), ..g.clone() };
@@ -736,10 +770,15 @@ mod tests {
                 menu_key: MenuKey::VolumeUp,
                 device: "QEMU aarch64 phone".into(),
                 usb_network: Some(UsbNetwork { vendor_id: 0x18d1, product_id: 0xd001, product: "p".into() }),
+                encryption: Some(Encryption {
+                    partition: "userdata".into(),
+                    kdf: Some(KdfCost { memory_kib: 65536, iter_time_ms: 500 }),
+                }),
             },
             kernel_release: "6.1.0-18-arm64".into(),
             modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/fs/erofs/erofs.ko".into()],
             screen_modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/drivers/gpu/drm/virtio/virtio-gpu.ko".into()],
+            crypt_modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/drivers/md/dm-crypt.ko".into()],
         }
     }
 
@@ -778,7 +817,7 @@ mod tests {
             init: Init::Systemd,
             copies: vec![EtcCopy { path: "shadow".into(), mode: 0o640, gid: 42 }],
             privileged: vec![Privileged { path: "sbin/unix_chkpwd".into(), mode: 0o2755, gid: 42 }],
-            state: Some(StateSpec { partition: "userdata".into(), offset: 0 }),
+            state: Some(StateSpec { partition: "userdata".into(), offset: 0, encrypted: false }),
             services: vec![Service { name: "s".into(), command: vec!["/bin/true".into()], restart: Restart::No }],
             ..SystemSpec::default()
         });
@@ -786,7 +825,7 @@ mod tests {
         assert!(!systemd.contains("offset"), "a state partition of its own is written as before: {systemd}");
         let beside = round_trip(&SystemSpec {
             init: Init::Systemd,
-            state: Some(StateSpec { partition: "userdata".into(), offset: 2 << 30 }),
+            state: Some(StateSpec { partition: "userdata".into(), offset: 2 << 30, encrypted: false }),
             ..SystemSpec::default()
         });
         assert!(beside.contains("\"offset\": 2147483648"), "{beside}");
