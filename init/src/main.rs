@@ -21,6 +21,7 @@ mod stage2;
 mod state;
 mod sys;
 mod systemd;
+mod unlock;
 mod usbnet;
 
 fn main() {

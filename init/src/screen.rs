@@ -185,6 +185,8 @@ impl Screen {
 /// in order.
 pub struct Painter {
     device: String,
+    /// The screen's width and height, once it is open.
+    size: std::sync::Arc<std::sync::OnceLock<(u32, u32)>>,
     to: Option<std::sync::mpsc::Sender<Scene>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -192,6 +194,8 @@ pub struct Painter {
 impl Painter {
     pub fn start(device: &str, modules: Vec<String>) -> Painter {
         let (to, scenes) = std::sync::mpsc::channel::<Scene>();
+        let size = std::sync::Arc::new(std::sync::OnceLock::new());
+        let size_of_screen = size.clone();
         let thread = std::thread::Builder::new()
             .name("screen".into())
             .spawn(move || {
@@ -201,13 +205,21 @@ impl Painter {
                     }
                 }
                 let screen = Screen::open();
+                if let Some(s) = &screen {
+                    let _ = size_of_screen.set((s.layout.width, s.layout.height));
+                }
                 for scene in scenes {
                     show(screen.as_ref(), &scene);
                 }
             })
             .map_err(|e| console::say(&format!("warning: no screen: {e}")))
             .ok();
-        Painter { device: device.to_string(), to: thread.as_ref().map(|_| to), thread }
+        Painter { device: device.to_string(), size, to: thread.as_ref().map(|_| to), thread }
+    }
+
+    /// The screen's width and height, where it is open.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        self.size.get().copied()
     }
 
     /// The phone's name, as the screens show it.

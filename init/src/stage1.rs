@@ -76,6 +76,13 @@ pub fn run() -> Result<()> {
         screen.show(shell_scene(device, "Debug shell", why, usb_if.as_deref()));
         shell(&gens, usb_if.as_deref());
     }
+    // The PIN before the choice: a phone left at the PIN screen has spent no trial's try.
+    if let Some(enc) = &cfg.config.encryption {
+        if let Err(why) = crate::unlock::open_state(enc, &cfg.crypt_modules, &screen) {
+            screen.show(shell_scene(device, "Your data cannot be opened", &why, usb_if.as_deref()));
+            rescue_with_system(&why, &gens, usb_if.as_deref())
+        }
+    }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
     let (mut boot, notice) = match pick(&cfg, &gens, &loc, slot, &cmdline, &screen) {
         Ok(b) => b,
@@ -306,8 +313,10 @@ fn menu(
                 Some(sys::Input::Key(code)) => match code {
                     sys::KEY_VOLUMEUP | sys::KEY_UP => Input::Up,
                     sys::KEY_VOLUMEDOWN | sys::KEY_DOWN => Input::Down,
-                    _ => Input::Select,
+                    sys::KEY_POWER | sys::KEY_ENTER => Input::Select,
+                    _ => continue,
                 },
+                Some(sys::Input::Tap(..)) => continue,
                 Some(sys::Input::Console(bytes)) => {
                     last = Instant::now();
                     let mut line = None;

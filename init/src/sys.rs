@@ -222,14 +222,22 @@ impl Drop for RawConsole {
 pub enum Input {
     Console(Vec<u8>),
     Key(u16),
+    /// A tap on a touch device, x and y as fractions of its width and height (0..=65535).
+    Tap(u32, u32),
 }
 
 /// Waits up to `timeout` for input on the console or a key press (not a release or an
 /// autorepeat) on one of `keys`; None when the time passed or only other events came.
 pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Option<Input> {
+    next_input_or_tap(timeout, keys, &mut [])
+}
+
+/// [`next_input`], and taps on `touch` devices ([`Input::Tap`]).
+pub fn next_input_or_tap(timeout: std::time::Duration, keys: &[std::fs::File], touch: &mut [Touch]) -> Option<Input> {
     use std::os::fd::AsRawFd;
     let mut fds: Vec<libc::pollfd> = std::iter::once(0)
         .chain(keys.iter().map(|k| k.as_raw_fd()))
+        .chain(touch.iter().map(|t| t.file.as_raw_fd()))
         .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
         .collect();
     // SAFETY: poll on valid pollfds; reads into buffers of the given sizes.
@@ -249,7 +257,7 @@ pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Optio
                 return Some(Input::Console(b[..n as usize].to_vec()));
             }
         }
-        for f in &fds[1..] {
+        for f in &fds[1..=keys.len()] {
             if f.revents & libc::POLLIN == 0 {
                 continue;
             }
@@ -258,16 +266,136 @@ pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Optio
             // call instead of being read and lost; the device is non-blocking.
             let mut e = [0u8; 24];
             while libc::read(f.fd, e.as_mut_ptr() as *mut libc::c_void, e.len()) == 24 {
-                let kind = u16::from_ne_bytes([e[16], e[17]]);
-                let code = u16::from_ne_bytes([e[18], e[19]]);
-                let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
-                if kind == EV_KEY && value == 1 && PHONE_KEYS.contains(&code) {
+                let (kind, code, value) = event_of(&e);
+                if kind == EV_KEY && value == 1 && (PHONE_KEYS.contains(&code) || pin_key(code).is_some()) {
                     return Some(Input::Key(code));
+                }
+            }
+        }
+        for (f, t) in fds[keys.len() + 1..].iter().zip(touch.iter_mut()) {
+            if f.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            let mut e = [0u8; 24];
+            while libc::read(f.fd, e.as_mut_ptr() as *mut libc::c_void, e.len()) == 24 {
+                if let Some(tap) = t.event(event_of(&e)) {
+                    return Some(tap);
                 }
             }
         }
     }
     None
+}
+
+fn event_of(e: &[u8; 24]) -> (u16, u16, i32) {
+    (
+        u16::from_ne_bytes([e[16], e[17]]),
+        u16::from_ne_bytes([e[18], e[19]]),
+        i32::from_ne_bytes([e[20], e[21], e[22], e[23]]),
+    )
+}
+
+/// A key of a keyboard that types a PIN: its digit (0-9), or 10 for Backspace.
+pub fn pin_key(code: u16) -> Option<u8> {
+    match code {
+        // KEY_1..KEY_9, KEY_0.
+        2..=10 => Some(code as u8 - 1),
+        11 => Some(0),
+        // The keypad's digits.
+        71..=73 => Some(code as u8 - 71 + 7),
+        75..=77 => Some(code as u8 - 75 + 4),
+        79..=81 => Some(code as u8 - 79 + 1),
+        82 => Some(0),
+        KEY_BACKSPACE => Some(10),
+        _ => None,
+    }
+}
+
+pub const KEY_BACKSPACE: u16 = 14;
+pub const KEY_KPENTER: u16 = 96;
+
+/// A touch device (a touchscreen, or the emulated phone's tablet): where the finger is, on
+/// the device's own scale, and whether it is down.
+pub struct Touch {
+    file: std::fs::File,
+    x: (i32, i32, i32),
+    y: (i32, i32, i32),
+    pressed: bool,
+}
+
+const EV_SYN: u16 = 0;
+const EV_ABS: u16 = 3;
+const ABS_X: u16 = 0;
+const ABS_Y: u16 = 1;
+const ABS_MT_POSITION_X: u16 = 0x35;
+const ABS_MT_POSITION_Y: u16 = 0x36;
+const BTN_LEFT: u16 = 0x110;
+const BTN_TOUCH: u16 = 0x14a;
+
+impl Touch {
+    /// Takes one event; at the end of a report in which the finger went down, the tap at
+    /// its place, as fractions of the device's range scaled to 0..=65535.
+    fn event(&mut self, (kind, code, value): (u16, u16, i32)) -> Option<Input> {
+        match (kind, code) {
+            (EV_ABS, ABS_X | ABS_MT_POSITION_X) => self.x.2 = value,
+            (EV_ABS, ABS_Y | ABS_MT_POSITION_Y) => self.y.2 = value,
+            (EV_KEY, BTN_LEFT | BTN_TOUCH) if value == 1 => self.pressed = true,
+            (EV_SYN, 0) if self.pressed => {
+                self.pressed = false;
+                let f = |(min, max, v): (i32, i32, i32)| {
+                    ((i64::from(v.clamp(min, max)) - i64::from(min)) * 65535 / i64::from((max - min).max(1))) as u32
+                };
+                return Some(Input::Tap(f(self.x), f(self.y)));
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// The touch devices: evdev devices with absolute X and Y and a touch or left button,
+/// opened non-blocking.
+pub fn touch_devices() -> Vec<Touch> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(rd) = std::fs::read_dir("/dev/input") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("event") {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(e.path()) else {
+            continue;
+        };
+        let fd = f.as_raw_fd();
+        let mut keys = [0u8; KEY_BYTES];
+        let mut abs = [0u8; 8];
+        // SAFETY: EVIOCGBIT fills at most the given number of bytes.
+        let ok = unsafe {
+            libc::ioctl(fd, eviocg(0x20 + EV_KEY as u32, KEY_BYTES), keys.as_mut_ptr()) >= 0
+                && libc::ioctl(fd, eviocg(0x20 + EV_ABS as u32, 8), abs.as_mut_ptr()) >= 0
+        };
+        if !ok || !(has_bit(&keys, BTN_TOUCH) || has_bit(&keys, BTN_LEFT)) {
+            continue;
+        }
+        let axes = if has_bit(&abs, ABS_X) && has_bit(&abs, ABS_Y) {
+            (ABS_X, ABS_Y)
+        } else if has_bit(&abs, ABS_MT_POSITION_X) && has_bit(&abs, ABS_MT_POSITION_Y) {
+            (ABS_MT_POSITION_X, ABS_MT_POSITION_Y)
+        } else {
+            continue;
+        };
+        let range = |axis: u16| {
+            let mut info = [0i32; 6];
+            // SAFETY: EVIOCGABS fills a struct input_absinfo (six i32).
+            let ok = unsafe { libc::ioctl(fd, eviocg(0x40 + axis as u32, 24), info.as_mut_ptr()) } >= 0;
+            ok.then_some((info[1], info[2], info[0]))
+        };
+        if let (Some(x), Some(y)) = (range(axes.0), range(axes.1)) {
+            out.push(Touch { file: f, x, y, pressed: false });
+        }
+    }
+    out
 }
 
 const EV_KEY: u16 = 1;

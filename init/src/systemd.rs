@@ -151,7 +151,10 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
         say(&format!("warning: no partition {:?} for the persistent state; /var and /home in memory", st.partition));
         return Ok(false);
     };
-    let dev = if st.offset == 0 {
+    let mapped = Path::new("/dev/mapper").join(mobix_bootctl::pin::MAPPER_NAME);
+    let dev = if st.encrypted && mapped.exists() {
+        mapped
+    } else if st.offset == 0 {
         part
     } else {
         let size = device_bytes(&part)?;
@@ -168,6 +171,18 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
         loop_device(&part, st.offset)?
     };
     let superblock = sys::read_at(&dev, 1024, 1024).unwrap_or_default();
+    if let mobix_bootctl::pin::StateArea::Luks { .. } =
+        mobix_bootctl::pin::classify(&sys::read_at(&dev, 0, mobix_bootctl::pin::PROBE_BYTES).unwrap_or_default())
+    {
+        // An encrypted state stage-1 did not open (a boot image without the PIN screen):
+        // never a filesystem over it.
+        say(&format!(
+            "warning: {} ({}) holds an encrypted state that is not open; /var and /home in memory",
+            dev.display(),
+            st.partition
+        ));
+        return Ok(false);
+    }
     if fs_bytes(&superblock).is_none() {
         say(&format!("first boot: making the state filesystem on {} ({})", dev.display(), st.partition));
         run_tool(

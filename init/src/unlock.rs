@@ -1,0 +1,305 @@
+//! Stage-1's encrypted state: the PIN asked on the screen (touch, keys, a keyboard, the
+//! serial console), the state partition made on its first boot and opened at every later
+//! one as `/dev/mapper/mobix-state`, with the initramfs's cryptsetup. Runs before a
+//! generation is chosen, so a phone left at the PIN screen spends no trial's try.
+//!
+//! Nothing here ever formats over data: a new LUKS2 volume is made only on a blank
+//! partition ([`StateArea::Blank`]); a wrong PIN only makes the next one wait.
+
+use crate::console::say;
+use crate::screen::Painter;
+use crate::sys::{self, Result};
+use mobix_bootctl::contract::Encryption;
+use mobix_bootctl::pin::{self, PadInput, PadKey, PadStep, StateArea, CRYPTSETUP, MAPPER_NAME};
+use mobix_bootctl::screen::Scene;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// What became of the state.
+pub enum Opened {
+    /// Opened (or made and opened) as `/dev/mapper/mobix-state`.
+    Encrypted,
+    /// The partition holds a plain filesystem: kept as it is, not encrypted (encrypting it
+    /// would format over the owner's data).
+    Plain,
+}
+
+/// Opens the encrypted state `enc` (making it on a blank partition), loading `modules`
+/// first. An error is a state that cannot be opened: stage-1 shows it and gives the rescue
+/// shell.
+pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Result<Opened> {
+    for m in modules {
+        if let Err(e) = sys::load_module(Path::new(m)) {
+            say(&format!("note: module {m} not loaded ({e}); another one serves"));
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let dev = loop {
+        if let Some(p) = sys::find_partition(&enc.partition) {
+            break p;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!("no partition {:?} for the encrypted state appeared within 10s", enc.partition));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::create_dir_all("/run/cryptsetup");
+    let head = sys::read_at(&dev, 0, pin::PROBE_BYTES)?;
+    let mut pad = Pad::open(screen);
+    match pin::classify(&head) {
+        StateArea::Ext4 => {
+            say(&format!(
+                "warning: {} ({}) holds a plain filesystem: the state stays unencrypted (encrypting it would \
+                 format over it; see the manual, docs/encryption.md)",
+                dev.display(),
+                enc.partition
+            ));
+            Ok(Opened::Plain)
+        }
+        StateArea::Unknown => Err(format!(
+            "{} ({}) holds neither a LUKS volume nor a filesystem mobix knows; it is left untouched",
+            dev.display(),
+            enc.partition
+        )),
+        StateArea::Luks { first_header: false } => Err(format!(
+            "the LUKS header at the start of {} ({}) is damaged (its second copy is there); nothing was changed: \
+             `cryptsetup repair {}` in this shell may restore it",
+            dev.display(),
+            enc.partition,
+            dev.display()
+        )),
+        StateArea::Blank => {
+            let pin = pad.choose();
+            say(&format!("making the encrypted state on {} ({})", dev.display(), enc.partition));
+            pad.busy("making the encrypted storage for your data");
+            let mut format = Command::new(CRYPTSETUP);
+            format.args(["luksFormat", "--batch-mode", "--type", "luks2", "--label", "mobix-state", "--key-file", "-"]);
+            if let Some(k) = enc.kdf {
+                say(&format!(
+                    "key slot cost as the profile says: {} KiB, {} ms (lowered for an emulated phone)",
+                    k.memory_kib, k.iter_time_ms
+                ));
+                format.args(["--pbkdf-memory", &k.memory_kib.to_string(), "--iter-time", &k.iter_time_ms.to_string()]);
+            }
+            let out = cryptsetup(format.arg(&dev), &pin)?;
+            if !out.0 {
+                return Err(format!("cryptsetup luksFormat {} failed: {}", dev.display(), out.1));
+            }
+            let (ok, why) = cryptsetup(
+                Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(&dev).arg(MAPPER_NAME),
+                &pin,
+            )?;
+            if !ok {
+                return Err(format!("opening the new encrypted state failed: {why}"));
+            }
+            say(&format!("the encrypted state is made and open as /dev/mapper/{MAPPER_NAME}"));
+            Ok(Opened::Encrypted)
+        }
+        StateArea::Luks { first_header: true } => {
+            let mut failures = 0u32;
+            let mut trouble = None;
+            loop {
+                let pin = pad.ask(trouble.take());
+                pad.busy("checking the PIN");
+                let (ok, why) = cryptsetup(
+                    Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(&dev).arg(MAPPER_NAME),
+                    &pin,
+                )?;
+                if ok {
+                    say(&format!("the encrypted state is open as /dev/mapper/{MAPPER_NAME}"));
+                    return Ok(Opened::Encrypted);
+                }
+                if why.code != Some(pin::CRYPTSETUP_WRONG_KEY) {
+                    return Err(format!(
+                        "cryptsetup cannot open {} ({}): {}; nothing was changed",
+                        dev.display(),
+                        enc.partition,
+                        why
+                    ));
+                }
+                failures += 1;
+                let wait = pin::wait_after(failures);
+                say(&format!("PIN-WRONG {failures}: wrong PIN; asking again{}", waiting(wait)));
+                for left in (1..=wait).rev() {
+                    pad.show("Wrong PIN", &format!("Try again in {left} s"), true);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                trouble = Some(format!("Wrong PIN ({failures} in a row). Try again."));
+            }
+        }
+    }
+}
+
+fn waiting(seconds: u32) -> String {
+    if seconds == 0 {
+        String::new()
+    } else {
+        format!(" in {seconds} s")
+    }
+}
+
+/// How cryptsetup ended: its exit code and what it said on stderr.
+struct Outcome {
+    code: Option<i32>,
+    said: String,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "exit status {c}: {}", self.said),
+            None => write!(f, "killed: {}", self.said),
+        }
+    }
+}
+
+/// Runs cryptsetup with the PIN on its standard input (`--key-file -`: read to its end,
+/// no newline), never on its command line.
+fn cryptsetup(cmd: &mut Command, pin: &str) -> Result<(bool, Outcome)> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {CRYPTSETUP}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(pin.as_bytes()).map_err(|e| format!("giving cryptsetup the PIN: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("waiting for cryptsetup: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+    Ok((out.status.success(), Outcome { code: out.status.code(), said }))
+}
+
+/// The PIN pad on the screen, with the inputs it takes.
+struct Pad<'a> {
+    screen: &'a Painter,
+    keys: Vec<std::fs::File>,
+    touch: Vec<sys::Touch>,
+    pad: pin::Pad,
+    title: String,
+    text: String,
+    bad: bool,
+}
+
+impl<'a> Pad<'a> {
+    fn open(screen: &'a Painter) -> Pad<'a> {
+        Pad {
+            screen,
+            keys: sys::key_devices(),
+            touch: sys::touch_devices(),
+            pad: pin::Pad::new(),
+            title: String::new(),
+            text: String::new(),
+            bad: false,
+        }
+    }
+
+    /// Shows a screen of the unlock (the pad as it is, with these words).
+    fn show(&mut self, title: &str, text: &str, bad: bool) {
+        (self.title, self.text, self.bad) = (title.to_string(), text.to_string(), bad);
+        self.draw();
+    }
+
+    /// The boot screen while cryptsetup works.
+    fn busy(&self, doing: &str) {
+        let device = self.screen.device().to_string();
+        self.screen.show(Scene::Boot { device, generation: None, doing: doing.to_string() });
+    }
+
+    fn draw(&self) {
+        self.screen.show(Scene::Pin {
+            device: self.screen.device().to_string(),
+            title: self.title.clone(),
+            text: self.text.clone(),
+            bad: self.bad,
+            entered: self.pad.entered() as u32,
+            highlight: self.pad.highlight() as u32,
+        });
+    }
+
+    /// A new PIN, typed twice alike.
+    fn choose(&mut self) -> String {
+        let mut trouble = None;
+        loop {
+            let (text, bad) = match trouble.take() {
+                Some(t) => (t, true),
+                None => ("This phone encrypts your data. Choose a PIN of 4 digits or more.".to_string(), false),
+            };
+            let first = self.read("Choose a PIN", &text, bad);
+            let again = self.read("Enter the PIN again", "The same PIN once more", false);
+            if first == again {
+                return first;
+            }
+            say("PIN-MISMATCH: the two PINs differ; choose again");
+            trouble = Some("The two PINs differ. Choose a PIN again.".into());
+        }
+    }
+
+    /// The PIN of the encrypted state.
+    fn ask(&mut self, trouble: Option<String>) -> String {
+        let (text, bad) = match trouble {
+            Some(t) => (t, true),
+            None => ("Your data is encrypted. Enter the PIN to start.".to_string(), false),
+        };
+        self.read("Enter the PIN", &text, bad)
+    }
+
+    /// Reads one PIN from whichever input gives it.
+    fn read(&mut self, title: &str, text: &str, bad: bool) -> String {
+        say(&format!("PIN-ASK {title}: type the digits on the phone, or here, then Enter"));
+        self.show(title, text, bad);
+        let _raw = sys::RawConsole::new();
+        loop {
+            let Some(input) = sys::next_input_or_tap(Duration::from_secs(3600), &self.keys, &mut self.touch) else {
+                continue;
+            };
+            let inputs: Vec<PadInput> = match input {
+                sys::Input::Console(bytes) => bytes
+                    .iter()
+                    .filter_map(|b| match b {
+                        b'0'..=b'9' => Some(PadInput::Key(PadKey::Digit(b - b'0'))),
+                        0x7f | 0x08 => Some(PadInput::Key(PadKey::Erase)),
+                        b'\r' | b'\n' => Some(PadInput::Key(PadKey::Done)),
+                        _ => None,
+                    })
+                    .collect(),
+                sys::Input::Key(code) => match code {
+                    sys::KEY_VOLUMEUP | sys::KEY_UP => vec![PadInput::Previous],
+                    sys::KEY_VOLUMEDOWN | sys::KEY_DOWN => vec![PadInput::Next],
+                    sys::KEY_POWER => vec![PadInput::Press],
+                    sys::KEY_ENTER | sys::KEY_KPENTER => vec![PadInput::Key(PadKey::Done)],
+                    c => match sys::pin_key(c) {
+                        Some(10) => vec![PadInput::Key(PadKey::Erase)],
+                        Some(d) => vec![PadInput::Key(PadKey::Digit(d))],
+                        None => vec![],
+                    },
+                },
+                sys::Input::Tap(x, y) => match self.screen.size() {
+                    Some((w, h)) => {
+                        let (px, py) = ((x as u64 * w as u64 / 65536) as u32, (y as u64 * h as u64 / 65536) as u32);
+                        match mobix_screen::pad_key_at(w, h, px, py) {
+                            Some(i) => vec![PadInput::Key(pin::PAD[i])],
+                            None => vec![],
+                        }
+                    }
+                    None => vec![],
+                },
+            };
+            for i in inputs {
+                match self.pad.press(i) {
+                    PadStep::Stay => {}
+                    PadStep::TooShort => {
+                        (self.text, self.bad) = (format!("A PIN has {} digits or more.", pin::PIN_MIN), true);
+                    }
+                    PadStep::Submit(p) => {
+                        say(&format!("PIN-TYPED {} digits", p.len()));
+                        return p;
+                    }
+                }
+            }
+            self.draw();
+        }
+    }
+}
