@@ -63,6 +63,7 @@ pub fn status() -> Result<()> {
         filesystem,
         free_bytes,
         record,
+        state: state_kind(),
         failures: std::fs::read_dir(FAILURES_DIR)
             .into_iter()
             .flatten()
@@ -75,6 +76,19 @@ pub fn status() -> Result<()> {
     };
     println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
     Ok(())
+}
+
+/// How the state mounted at [`mobix_bootctl::contract::STATE_DIR`] is kept: encrypted when
+/// its device is the one stage-1 opened.
+fn state_kind() -> Option<mobix_bootctl::contract::StateKind> {
+    use mobix_bootctl::contract::{StateKind, STATE_DIR};
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let dev = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(1) == Some(&STATE_DIR))?[0];
+    let mapped = format!("/dev/mapper/{}", mobix_bootctl::pin::MAPPER_NAME);
+    // The kernel may list the mapper device as /dev/dm-N.
+    let is_mapped = dev == mapped
+        || std::fs::canonicalize(&mapped).is_ok_and(|m| std::fs::canonicalize(dev).is_ok_and(|d| d == m));
+    Some(if is_mapped { StateKind::Encrypted } else { StateKind::Plain })
 }
 
 /// The type of the filesystem mounted at `dir` (from /proc/mounts) and its free bytes.

@@ -176,6 +176,13 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
         ));
         return Ok(report);
     }
+    if profile.system.state.encryption == crate::profile::Encryption::Luks2 {
+        note(&format!(
+            "the phone asks for its PIN on its screen after the reboot (its data is encrypted): type it there; \
+             mobix waits up to {}s",
+            opts.timeout.as_secs()
+        ));
+    }
     note("rebooting the phone");
     // The connection ends with the reboot: its exit status says nothing.
     let _ = ssh.run("systemctl reboot 2>/dev/null || reboot");
@@ -209,6 +216,27 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
     Ok(report)
 }
 
+/// A system that keeps the state otherwise than the phone does: encrypting a plain state
+/// would format over the owner's data, and a system without encryption could not open an
+/// encrypted one.
+fn state_change(phone: &PhoneStatus, profile: &Profile) -> Option<Fail> {
+    use mobix_bootctl::contract::StateKind;
+    let wants = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    match (phone.state?, wants) {
+        (StateKind::Plain, true) => Some(
+            Fail::new("the phone keeps its state (/home, /var) as a plain filesystem; this system wants it encrypted")
+                .hint(
+                    "encrypting it in place would format over the owner's data, which mobix never does. Copy off                      what /home and /var hold, then flash the system with the state partition erased                      (docs/encryption.md), or keep `state: { encryption: none }`",
+                ),
+        ),
+        (StateKind::Encrypted, false) => Some(
+            Fail::new("the phone's state is encrypted; this system has no `state: { encryption: luks2 }`")
+                .hint("without it the phone could not open its data at boot: keep `state: { encryption: luks2 }`"),
+        ),
+        _ => None,
+    }
+}
+
 /// What the phone refuses whatever the build makes (pure): another layout, a filesystem
 /// that takes no new paths, a new boot image with nowhere safe to go.
 pub fn refuse(phone: &PhoneStatus, profile: &Profile, opts: &Options, boot_change: Option<&str>) -> Result<()> {
@@ -221,6 +249,9 @@ pub fn refuse(phone: &PhoneStatus, profile: &Profile, opts: &Options, boot_chang
                  {device}`; where the state shares the system partition, the flash starts /home and /var afresh)"
             ))
             .into());
+    }
+    if let Some(e) = state_change(phone, profile) {
+        return Err(e.into());
     }
     if !phone.filesystem.takes_new_paths() {
         return Err(Fail::new(format!(

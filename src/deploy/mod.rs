@@ -714,6 +714,7 @@ mod tests {
             free_bytes: 0,
             record: None,
             failures: Default::default(),
+            state: None,
         }
     }
 
@@ -853,6 +854,22 @@ mod tests {
         let w = words(refuse(&no_slots, &profile, &opts(false), Some("its kernel (k -> k2)")));
         assert!(w.contains("has no A/B slots to put it in"), "{w}");
         refuse(&no_slots, &profile, &opts(true), Some("its kernel (k -> k2)")).unwrap();
+
+        // The state kept otherwise than the phone keeps it: never formatted over, never
+        // left unopenable. A phone that does not say (older) is not refused.
+        use mobix_bootctl::contract::StateKind;
+        let mut encrypted = profile.clone();
+        encrypted.system.state.encryption = crate::profile::Encryption::Luks2;
+        let mut plain_phone = p.clone();
+        plain_phone.state = Some(StateKind::Plain);
+        refuse(&plain_phone, &profile, &opts(false), None).unwrap();
+        let w = words(refuse(&plain_phone, &encrypted, &opts(false), None));
+        assert!(w.contains("plain filesystem; this system wants it encrypted"), "{w}");
+        let mut locked_phone = p.clone();
+        locked_phone.state = Some(StateKind::Encrypted);
+        refuse(&locked_phone, &encrypted, &opts(false), None).unwrap();
+        assert!(words(refuse(&locked_phone, &profile, &opts(false), None)).contains("the phone's state is encrypted"));
+        refuse(&p, &encrypted, &opts(false), None).unwrap();
 
         p.free_bytes = 3 << 20;
         let w = words(room(&p, 0));

@@ -604,6 +604,20 @@ pub struct PhoneStatus {
     /// Why generations failed their health checks, by generation (from [`FAILURES_DIR`]).
     #[serde(default)]
     pub failures: std::collections::BTreeMap<u32, String>,
+    /// How the persistent state is kept: None where nothing is mounted at [`STATE_DIR`]
+    /// (or from a phone older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateKind>,
+}
+
+/// The persistent state as the running phone keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// A plain filesystem on the partition.
+    Plain,
+    /// LUKS2, opened by stage-1 as `/dev/mapper/mobix-state`.
+    Encrypted,
 }
 
 impl PhoneStatus {
