@@ -289,7 +289,7 @@ pub fn boot_once(
                 if !matches!(p.firmware, Firmware::Model) {
                     seen.scan(&line, &mut boot);
                 }
-                if line.contains("reboot: Restarting system") {
+                if RESTART_LINES.iter().any(|l| line.contains(l)) {
                     boot.ending = Ending::Rebooted;
                 } else if line.contains("reboot: Power down") && boot.ending != Ending::Complete {
                     boot.ending = Ending::PoweredOff;
@@ -688,6 +688,11 @@ pub fn test(
     Ok(outcome)
 }
 
+/// What the kernel says as it restarts the machine: an orderly reboot, and a reset by
+/// SysRq-B (Alt+SysRq+B on the emulated keyboard: the phone reset with no shutdown, as a
+/// watchdog or a held power key resets one).
+const RESTART_LINES: [&str; 2] = ["reboot: Restarting system", "sysrq: Resetting"];
+
 /// Boots the prepared phone with the console on this terminal; a guest restart is a power
 /// cycle through the bootloader again, a power-off (or quitting QEMU) ends it.
 pub fn run(
@@ -737,7 +742,7 @@ pub fn run(
             if memchr::memmem::find(&window, b"Kernel panic").is_some() {
                 (restarted, panicked) = (true, true);
             }
-            if memchr::memmem::find(&window, b"reboot: Restarting system").is_some() {
+            if RESTART_LINES.iter().any(|l| memchr::memmem::find(&window, l.as_bytes()).is_some()) {
                 restarted = true;
             }
             let keep = window.len().saturating_sub(64);
