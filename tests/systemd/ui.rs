@@ -150,10 +150,18 @@ fn bring_up_keypad(qmp: &mut Qmp, out: &Path) {
         }
         assert!(t0.elapsed() < Duration::from_secs(90), "the keypad did not come up on a key within 90 s");
     }
-    // As many as the digits that may have reached the entry, and two more.
+    // As many as the digits that may have reached the entry, and two more; a loaded
+    // machine's shell may take the keys late, so look again and erase again.
     type_keys(qmp, &vec!["backspace"; pressed + 2]);
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!Shot::take(qmp, out, "keypad").entry_has_digits(), "the keypad's entry is empty again");
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if !Shot::take(qmp, out, "keypad").entry_has_digits() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the keypad's entry is not empty 30 s after Backspace");
+        type_keys(qmp, &["backspace", "backspace"]);
+    }
 }
 
 /// Types a PIN on the lock screen's keypad and sends it with Enter, once the keypad shows
