@@ -9,6 +9,7 @@
 use crate::console::say;
 use crate::screen::Painter;
 use crate::sys::{self, Result};
+use mobix_bootctl::console::{Event, PinFor, Unlock};
 use mobix_bootctl::contract::Encryption;
 use mobix_bootctl::pin::{self, PadInput, PadKey, PadStep, StateArea, CRYPTSETUP, MAPPER_NAME};
 use mobix_bootctl::screen::Scene;
@@ -94,7 +95,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             if !ok {
                 return Err(format!("opening the new encrypted state failed: {why}"));
             }
-            say(&format!("the encrypted state is made and open as /dev/mapper/{MAPPER_NAME}"));
+            crate::console::report(&Event::Unlock(Unlock::Open { made: true }));
             Ok(Opened::Encrypted)
         }
         StateArea::Luks { first_header: true } => {
@@ -108,7 +109,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                     &pin,
                 )?;
                 if ok {
-                    say(&format!("the encrypted state is open as /dev/mapper/{MAPPER_NAME}"));
+                    crate::console::report(&Event::Unlock(Unlock::Open { made: false }));
                     return Ok(Opened::Encrypted);
                 }
                 if why.code != Some(pin::CRYPTSETUP_WRONG_KEY) {
@@ -121,7 +122,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 }
                 failures += 1;
                 let wait = pin::wait_after(failures);
-                say(&format!("PIN-WRONG {failures}: wrong PIN; asking again{}", waiting(wait)));
+                crate::console::report(&Event::Unlock(Unlock::Wrong { failures, wait_s: wait }));
                 for left in (1..=wait).rev() {
                     pad.show("Wrong PIN", &format!("Try again in {left} s"), true);
                     std::thread::sleep(Duration::from_secs(1));
@@ -129,14 +130,6 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 trouble = Some(format!("Wrong PIN ({failures} in a row). Try again."));
             }
         }
-    }
-}
-
-fn waiting(seconds: u32) -> String {
-    if seconds == 0 {
-        String::new()
-    } else {
-        format!(" in {seconds} s")
     }
 }
 
@@ -227,12 +220,12 @@ impl<'a> Pad<'a> {
                 Some(t) => (t, true),
                 None => ("This phone encrypts your data. Choose a PIN of 4 digits or more.".to_string(), false),
             };
-            let first = self.read("Choose a PIN", &text, bad);
-            let again = self.read("Enter the PIN again", "The same PIN once more", false);
+            let first = self.read(PinFor::Choose, "Choose a PIN", &text, bad);
+            let again = self.read(PinFor::Again, "Enter the PIN again", "The same PIN once more", false);
             if first == again {
                 return first;
             }
-            say("PIN-MISMATCH: the two PINs differ; choose again");
+            say("the two PINs differ; choose again");
             trouble = Some("The two PINs differ. Choose a PIN again.".into());
         }
     }
@@ -243,12 +236,13 @@ impl<'a> Pad<'a> {
             Some(t) => (t, true),
             None => ("Your data is encrypted. Enter the PIN to start.".to_string(), false),
         };
-        self.read("Enter the PIN", &text, bad)
+        self.read(PinFor::Unlock, "Enter the PIN", &text, bad)
     }
 
     /// Reads one PIN from whichever input gives it.
-    fn read(&mut self, title: &str, text: &str, bad: bool) -> String {
-        say(&format!("PIN-ASK {title}: type the digits on the phone, or here, then Enter"));
+    fn read(&mut self, purpose: PinFor, title: &str, text: &str, bad: bool) -> String {
+        crate::console::report(&Event::Unlock(Unlock::Ask(purpose)));
+        say("type the PIN on the phone, or its digits here, then Enter");
         self.show(title, text, bad);
         let _raw = sys::RawConsole::new();
         loop {
@@ -294,7 +288,7 @@ impl<'a> Pad<'a> {
                         (self.text, self.bad) = (format!("A PIN has {} digits or more.", pin::PIN_MIN), true);
                     }
                     PadStep::Submit(p) => {
-                        say(&format!("PIN-TYPED {} digits", p.len()));
+                        crate::console::report(&Event::Unlock(Unlock::Typed { digits: p.len() as u32 }));
                         return p;
                     }
                 }

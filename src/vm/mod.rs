@@ -399,7 +399,7 @@ impl UBootSaw {
 /// What one serial line says about the boot: an event of the phone's init (one format,
 /// `mobix_bootctl::console`), or the kernel's panic.
 fn scan(line: &str, boot: &mut Boot) {
-    use mobix_bootctl::console::Event;
+    use mobix_bootctl::console::{Event, Unlock};
     match Event::find(line) {
         Some(Event::Chosen { generation, status, tries_left }) => {
             boot.generation = Some(generation);
@@ -427,6 +427,13 @@ fn scan(line: &str, boot: &mut Boot) {
         }
         Some(Event::BootTimes(t)) => boot.times = Some(t),
         Some(Event::Screen(scene)) => boot.scenes.push(scene),
+        // A boot that ends at the PIN screen says why it went no further.
+        Some(Event::Unlock(Unlock::Ask(_))) => {
+            boot.note =
+                "stage-1 waits for the PIN of the encrypted state (type it on the phone's screen or console)".into()
+        }
+        Some(Event::Unlock(Unlock::Open { .. })) => boot.note.clear(),
+        Some(Event::Unlock(_)) => {}
         None if line.contains("Kernel panic") => boot.kernel_panic = true,
         None => {}
     }

@@ -160,6 +160,7 @@ pub(super) fn screen_moment(line: &str) -> Option<&'static str> {
         Event::Screen(Scene::Menu { .. }) => Some("menu"),
         Event::Screen(Scene::Notice { .. }) => Some("notice"),
         Event::Screen(Scene::Shell { .. }) => Some("shell"),
+        Event::Screen(Scene::Pin { .. }) => Some("pin"),
         Event::Complete { .. } => Some("complete"),
         _ => None,
     }

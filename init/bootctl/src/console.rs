@@ -1,6 +1,6 @@
 //! The lines the phone's init writes on the serial console for the host to read: which
 //! generation stage-1 chose, a failed health check, a missed trial deadline, a slot switch,
-//! a rescue, the success point. The phone writes them with [`Event::line`] (after its
+//! a rescue, the success point, the encrypted state's unlock. The phone writes them with [`Event::line`] (after its
 //! `mobix: ` prefix) and the host finds them in a console line with [`Event::find`], so that
 //! both sides agree on one format. Words after the fields (`(newest; nothing counted)`) are
 //! for people and not read back.
@@ -56,6 +56,41 @@ pub enum Event {
     BootTimes(BootTimes),
     /// `SCREEN {json}`: what stage-1 just drew on the phone's screen.
     Screen(crate::screen::Scene),
+    /// The encrypted state's unlock in stage-1 ([`Unlock`]).
+    Unlock(Unlock),
+}
+
+/// What stage-1's unlock of an encrypted state reports (never a digit of the PIN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlock {
+    /// `PIN-ASK for=choose|again|unlock`: the PIN pad waits for a new PIN, the new one
+    /// again, or the PIN that opens the state.
+    Ask(PinFor),
+    /// `PIN-TYPED digits=N`: a PIN was sent.
+    Typed { digits: u32 },
+    /// `PIN-WRONG failures=N wait_s=S`: it opened nothing; the next is taken after S s.
+    Wrong { failures: u32, wait_s: u32 },
+    /// `STATE-OPEN made=0|1`: the state is open as `/dev/mapper/mobix-state` (made on this
+    /// boot, or opened).
+    Open { made: bool },
+}
+
+/// What a PIN is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinFor {
+    Choose,
+    Again,
+    Unlock,
+}
+
+impl PinFor {
+    pub fn name(self) -> &'static str {
+        match self {
+            PinFor::Choose => "choose",
+            PinFor::Again => "again",
+            PinFor::Unlock => "unlock",
+        }
+    }
 }
 
 /// Where a boot's time went, from the phone's own clock (milliseconds since the kernel
@@ -95,6 +130,12 @@ impl Event {
             Event::Screen(scene) => {
                 format!("SCREEN {}", serde_json::to_string(scene).expect("a scene is plain data"))
             }
+            Event::Unlock(u) => match u {
+                Unlock::Ask(f) => format!("PIN-ASK for={}", f.name()),
+                Unlock::Typed { digits } => format!("PIN-TYPED digits={digits}"),
+                Unlock::Wrong { failures, wait_s } => format!("PIN-WRONG failures={failures} wait_s={wait_s}"),
+                Unlock::Open { made } => format!("STATE-OPEN made={}", u8::from(*made)),
+            },
             Event::BootTimes(t) => {
                 let slowest: Vec<String> = t.slowest.iter().map(|(u, ms)| format!("{u}/{ms}")).collect();
                 format!(
@@ -149,6 +190,18 @@ impl Event {
                 Event::SlotSwitch { slot, why }
             }
             "RESCUE:" => Event::Rescue { why: tail.to_string() },
+            "PIN-ASK" => Event::Unlock(Unlock::Ask(
+                [PinFor::Choose, PinFor::Again, PinFor::Unlock].into_iter().find(|f| Some(f.name()) == field("for"))?,
+            )),
+            "PIN-TYPED" => Event::Unlock(Unlock::Typed { digits: number("digits")? }),
+            "PIN-WRONG" => Event::Unlock(Unlock::Wrong { failures: number("failures")?, wait_s: number("wait_s")? }),
+            "STATE-OPEN" => Event::Unlock(Unlock::Open {
+                made: match field("made")? {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                },
+            }),
             "BOOT-TIMES" => {
                 let slowest = field("slowest")
                     .unwrap_or("")
@@ -212,6 +265,13 @@ mod tests {
                 complete_ms: 3000,
                 slowest: Vec::new(),
             }),
+            Event::Unlock(Unlock::Ask(PinFor::Choose)),
+            Event::Unlock(Unlock::Ask(PinFor::Again)),
+            Event::Unlock(Unlock::Ask(PinFor::Unlock)),
+            Event::Unlock(Unlock::Typed { digits: 6 }),
+            Event::Unlock(Unlock::Wrong { failures: 4, wait_s: 5 }),
+            Event::Unlock(Unlock::Open { made: true }),
+            Event::Unlock(Unlock::Open { made: false }),
             Event::Screen(crate::screen::Scene::Notice {
                 device: "QEMU aarch64 phone".into(),
                 title: "Generation 8 failed: booting 7".into(),
