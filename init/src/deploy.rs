@@ -86,8 +86,8 @@ fn state_kind() -> Option<mobix_bootctl::contract::StateKind> {
     let dev = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(1) == Some(&STATE_DIR))?[0];
     let mapped = format!("/dev/mapper/{}", mobix_bootctl::pin::MAPPER_NAME);
     // The kernel may list the mapper device as /dev/dm-N.
-    let is_mapped = dev == mapped
-        || std::fs::canonicalize(&mapped).is_ok_and(|m| std::fs::canonicalize(dev).is_ok_and(|d| d == m));
+    let is_mapped =
+        dev == mapped || std::fs::canonicalize(&mapped).is_ok_and(|m| std::fs::canonicalize(dev).is_ok_and(|d| d == m));
     Some(if is_mapped { StateKind::Encrypted } else { StateKind::Plain })
 }
 

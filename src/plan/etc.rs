@@ -292,7 +292,7 @@ pub fn systemd(profile: &Profile, lock: &Lock) -> Result<EtcPlan> {
                  ExecStart=/bin/sh -c 'rm -rf /var/lib/mobix/ssh.new && mkdir -p /var/lib/mobix/ssh.new && \
                  ssh-keygen -q -t ed25519 -N \"\" -C root@{host} -f /var/lib/mobix/ssh.new/ssh_host_ed25519_key && \
                  sync && rm -rf /var/lib/mobix/ssh && mv /var/lib/mobix/ssh.new /var/lib/mobix/ssh && sync'\n",
-                host = super::hostname(profile)
+                host = hostname(profile)
             ),
         );
         want(&mut e, "ssh.service", "mobix-ssh-host-key.service", "../mobix-ssh-host-key.service");
@@ -545,6 +545,60 @@ pub fn exec_line(command: &[String]) -> String {
 
 fn quote_inner(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%").replace('$', "$$").replace('\n', "\\n")
+}
+
+/// The system's hostname: the config's, or the device's codename.
+fn hostname(profile: &Profile) -> String {
+    profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string())
+}
+
+/// `/etc` of the system: hostname, users and groups (a systemd system's are replaced by
+/// [`systemd`]'s).
+pub(super) fn etc_files(profile: &Profile, gen: &EtcPlan) -> BTreeMap<String, String> {
+    let host = hostname(profile);
+    BTreeMap::from([
+        ("hostname".into(), format!("{host}\n")),
+        ("hosts".into(), format!("127.0.0.1 localhost\n127.0.1.1 {host}\n")),
+        (
+            "passwd".into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into(),
+        ),
+        ("group".into(), "root:x:0:\nnogroup:x:65534:\n".into()),
+        ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
+        (
+            "profile".into(),
+            "export PATH=/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n"
+                .into(),
+        ),
+        ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
+        ("mobix/system.json".into(), system_json(profile, gen)),
+    ])
+}
+
+/// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
+fn system_json(profile: &Profile, gen: &EtcPlan) -> String {
+    use mobix_bootctl::contract::{HealthCheck, Service, StateSpec, SystemSpec};
+    let s = &profile.system;
+    let systemd = s.init == crate::profile::Init::Systemd;
+    let v = SystemSpec {
+        copies: gen.copies.clone(),
+        privileged: gen.privileged.clone(),
+        init: s.init,
+        // The minimal init keeps everything in memory, as it always has.
+        state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {
+            partition: st.partition.to_string(),
+            offset: profile.device.persistent_state_start(),
+            encrypted: s.state.encryption == crate::profile::Encryption::Luks2,
+        }),
+        trial_deadline: s.boot.trial_deadline,
+        services: (s.services.iter())
+            .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart })
+            .collect(),
+        health_checks: (s.health_checks.iter())
+            .map(|c| HealthCheck { name: c.name.clone(), command: c.command.clone(), timeout: c.timeout })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&v).expect("serialisable") + "\n"
 }
 
 #[cfg(test)]

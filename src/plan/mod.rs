@@ -595,11 +595,11 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
     });
     let (files, links, etc_inputs) = match profile.system.init {
         Init::Minimal => {
-            (etc_files(profile, &etc::EtcPlan::default()), BTreeMap::new(), with_overlays(BTreeMap::new()))
+            (etc::etc_files(profile, &etc::EtcPlan::default()), BTreeMap::new(), with_overlays(BTreeMap::new()))
         }
         Init::Systemd => {
             let gen = etc::systemd(profile, lock)?;
-            let mut files = etc_files(profile, &gen);
+            let mut files = etc::etc_files(profile, &gen);
             files.extend(gen.files);
             (files, gen.links, with_overlays(pkgs.clone()))
         }
@@ -853,60 +853,6 @@ pub fn u_boot(lock: &Lock, spec: &crate::profile::LoadedUBoot, cross: &str) -> R
 /// The kernel-config recipe of a system plan, if its kernel is built from source.
 pub fn kernel_config_recipe(plan: &Plan) -> Option<&Planned> {
     plan.recipes.iter().find(|r| matches!(r.recipe.builder, Builder::KernelConfig { .. }))
-}
-
-/// The system's hostname: the config's, or the device's codename.
-fn hostname(profile: &Profile) -> String {
-    profile.system.hostname.clone().unwrap_or_else(|| profile.codename.to_string())
-}
-
-/// `/etc` of the system: hostname, users and groups (a systemd system's are replaced by
-/// [`etc::systemd`]'s).
-fn etc_files(profile: &Profile, gen: &etc::EtcPlan) -> BTreeMap<String, String> {
-    let host = hostname(profile);
-    BTreeMap::from([
-        ("hostname".into(), format!("{host}\n")),
-        ("hosts".into(), format!("127.0.0.1 localhost\n127.0.1.1 {host}\n")),
-        (
-            "passwd".into(),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into(),
-        ),
-        ("group".into(), "root:x:0:\nnogroup:x:65534:\n".into()),
-        ("shadow".into(), "root::1::::::\nnobody:!:1::::::\n".into()),
-        (
-            "profile".into(),
-            "export PATH=/run/current-system/sw/bin:/run/current-system/sw/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n"
-                .into(),
-        ),
-        ("os-release".into(), "NAME=mobix\nID=mobix\nPRETTY_NAME=\"mobix\"\n".into()),
-        ("mobix/system.json".into(), system_json(profile, gen)),
-    ])
-}
-
-/// `/etc/mobix/system.json`: what stage-2 runs, checks and waits for.
-fn system_json(profile: &Profile, gen: &etc::EtcPlan) -> String {
-    use mobix_bootctl::contract::{HealthCheck, Service, StateSpec, SystemSpec};
-    let s = &profile.system;
-    let systemd = s.init == Init::Systemd;
-    let v = SystemSpec {
-        copies: gen.copies.clone(),
-        privileged: gen.privileged.clone(),
-        init: s.init,
-        // The minimal init keeps everything in memory, as it always has.
-        state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {
-            partition: st.partition.to_string(),
-            offset: profile.device.persistent_state_start(),
-            encrypted: s.state.encryption == crate::profile::Encryption::Luks2,
-        }),
-        trial_deadline: s.boot.trial_deadline,
-        services: (s.services.iter())
-            .map(|x| Service { name: x.name.clone(), command: x.command.clone(), restart: x.restart })
-            .collect(),
-        health_checks: (s.health_checks.iter())
-            .map(|c| HealthCheck { name: c.name.clone(), command: c.command.clone(), timeout: c.timeout })
-            .collect(),
-    };
-    serde_json::to_string_pretty(&v).expect("serialisable") + "\n"
 }
 
 #[cfg(test)]
