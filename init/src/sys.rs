@@ -357,16 +357,8 @@ impl Touch {
 /// opened non-blocking.
 pub fn touch_devices() -> Vec<Touch> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(rd) = std::fs::read_dir("/dev/input") else { return Vec::new() };
     let mut out = Vec::new();
-    for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("event") {
-            continue;
-        }
-        let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(e.path()) else {
-            continue;
-        };
+    for f in event_devices() {
         let fd = f.as_raw_fd();
         let mut keys = [0u8; KEY_BYTES];
         let mut abs = [0u8; 8];
@@ -422,21 +414,22 @@ fn has_bit(bits: &[u8], n: u16) -> bool {
     bits.get(n as usize / 8).is_some_and(|b| b >> (n % 8) & 1 == 1)
 }
 
+/// Every evdev device under /dev/input that opens, non-blocking.
+fn event_devices() -> impl Iterator<Item = std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let entries = std::fs::read_dir("/dev/input").into_iter().flatten().flatten();
+    entries
+        .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
+        .filter_map(|e| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(e.path()).ok())
+}
+
 /// The input devices (evdev) that have one of the phone's keys, opened non-blocking: on
 /// phones the buttons (gpio-keys, the PMIC's power key), on the emulated phone its virtio
 /// keyboard and the virt machine's gpio power button.
 pub fn key_devices() -> Vec<std::fs::File> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(rd) = std::fs::read_dir("/dev/input") else { return Vec::new() };
     let mut out = Vec::new();
-    for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("event") {
-            continue;
-        }
-        let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(e.path()) else {
-            continue;
-        };
+    for f in event_devices() {
         let mut bits = [0u8; KEY_BYTES];
         // SAFETY: EVIOCGBIT(EV_KEY) fills at most KEY_BYTES bytes of `bits`.
         let ok = unsafe { libc::ioctl(f.as_raw_fd(), eviocg(0x20 + EV_KEY as u32, KEY_BYTES), bits.as_mut_ptr()) } >= 0;

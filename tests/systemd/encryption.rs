@@ -360,13 +360,16 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         fs::write(tree.join("phone.yaml"), fs::read_to_string(tree.join("phone.yaml")).unwrap() + "packages: [less]\n")
             .unwrap();
         let to = format!("ssh://root@127.0.0.1:{}", owner.port);
-        let deploy = on_phone(&["deploy", "--device", "qemu-aarch64", "--config", "phone.yaml", "--timeout", "600"])
-            .args(["--json", "--to", &to, "-i"])
-            .arg(&owner.key)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let start_deploy = || {
+            on_phone(&["deploy", "--device", "qemu-aarch64", "--config", "phone.yaml", "--timeout", "900"])
+                .args(["--json", "--to", &to, "-i"])
+                .arg(&owner.key)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let deploy = start_deploy();
         // The reboot starts QEMU again: a new QMP socket.
         serial.wait_for("PIN-ASK for=unlock", 600);
         let mut qmp = Qmp::connect(&sock).unwrap();
@@ -387,13 +390,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
             fs::read_to_string(tree.join("phone.yaml")).unwrap().replace("less", "less, file"),
         )
         .unwrap();
-        let deploy = on_phone(&["deploy", "--device", "qemu-aarch64", "--config", "phone.yaml", "--timeout", "900"])
-            .args(["--json", "--to", &to, "-i"])
-            .arg(&owner.key)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let deploy = start_deploy();
         serial.wait_for("PIN-ASK for=unlock", 600);
         let mut qmp = Qmp::connect(&sock).unwrap();
         let reset = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
