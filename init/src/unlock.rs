@@ -18,6 +18,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The bytes a LUKS2 volume of cryptsetup's defaults keeps before its data: its two headers
+/// and the key slots' area (16 MiB).
+const LUKS_AREA: usize = 16 << 20;
+
 /// What became of the state.
 pub enum Opened {
     /// Opened (or made and opened) as `/dev/mapper/mobix-state`.
@@ -86,7 +90,13 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             }
             let out = cryptsetup(format.arg(&dev), &pin)?;
             if !out.0 {
-                return Err(format!("cryptsetup luksFormat {} failed: {}", dev.display(), out.1));
+                // The partition was blank: make it blank again, so that a half-written
+                // header does not ask the next boot for a PIN that opens nothing.
+                let blanked = match sys::write_at(&dev, 0, &vec![0u8; LUKS_AREA]) {
+                    Ok(()) => "it is blank again: the next boot asks for a new PIN".to_string(),
+                    Err(e) => format!("blanking it again failed too: {e}"),
+                };
+                return Err(format!("cryptsetup luksFormat {} failed: {}; {blanked}", dev.display(), out.1));
             }
             let (ok, why) = cryptsetup(
                 Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(&dev).arg(MAPPER_NAME),
