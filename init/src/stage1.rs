@@ -65,7 +65,7 @@ pub fn run() -> Result<()> {
             Err(e) => say(&format!("warning: no USB network: {e}")),
         }
     }
-    let dev = wait_for_partition(&cfg.config.system_partition, Duration::from_secs(15))?;
+    let dev = sys::wait_for_partition(&cfg.config.system_partition, Duration::from_secs(15))?;
     sys::mount("tmpfs", SYSROOT, Some("tmpfs"), 0, Some("mode=0755"))?;
     sys::mount(&dev.to_string_lossy(), SYSTEM_MOUNT, Some(cfg.config.filesystem.name()), libc::MS_RDONLY, None)?;
     say(&format!("mounted {} ({}) read-only", dev.display(), cfg.config.system_partition));
@@ -399,21 +399,6 @@ fn shell(gens: &[Generation], usb_if: Option<&str>) {
     };
     let _servers = usb_if.map(|i| debugshell::usb_services(&busybox, i));
     debugshell::console_shell(&busybox);
-}
-
-/// Finds `/dev/<name>` of the partition whose GPT name is `partname`, waiting for the
-/// block driver to probe.
-fn wait_for_partition(partname: &str, timeout: Duration) -> Result<PathBuf> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(p) = sys::find_partition(partname) {
-            return Ok(p);
-        }
-        if t0.elapsed() > timeout {
-            return Err(format!("no partition named {partname:?} appeared within {}s", timeout.as_secs()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Whether `path` exists inside the tree at `root`, following symlinks (absolute ones

@@ -152,6 +152,21 @@ pub fn find_partition(partname: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Reads `len` bytes at `offset` of a block device.
+/// Finds `/dev/<name>` of the partition whose GPT name is `partname`, waiting up to
+/// `timeout` for the block driver to probe it.
+pub fn wait_for_partition(partname: &str, timeout: std::time::Duration) -> Result<std::path::PathBuf> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(p) = find_partition(partname) {
+            return Ok(p);
+        }
+        if t0.elapsed() > timeout {
+            return Err(format!("no partition named {partname:?} appeared within {}s", timeout.as_secs()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub fn read_at(dev: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;

@@ -147,7 +147,7 @@ fn activate(top: &Path, conf: &SystemSpec) -> Result<()> {
 /// state.
 fn mount_state(conf: &SystemSpec) -> Result<bool> {
     let Some(st) = &conf.state else { return Ok(false) };
-    let Some(part) = wait_for(&st.partition, Duration::from_secs(5)) else {
+    let Ok(part) = sys::wait_for_partition(&st.partition, Duration::from_secs(5)) else {
         say(&format!("warning: no partition {:?} for the persistent state; /var and /home in memory", st.partition));
         return Ok(false);
     };
@@ -269,19 +269,6 @@ fn run_tool(cmd: &mut Command) -> Result<()> {
         Ok(())
     } else {
         Err(format!("{what} failed ({status})"))
-    }
-}
-
-fn wait_for(partname: &str, timeout: Duration) -> Option<std::path::PathBuf> {
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Some(p) = sys::find_partition(partname) {
-            return Some(p);
-        }
-        if t0.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

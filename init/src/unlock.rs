@@ -22,34 +22,17 @@ use std::time::Duration;
 /// and the key slots' area (16 MiB).
 const LUKS_AREA: usize = 16 << 20;
 
-/// What became of the state.
-pub enum Opened {
-    /// Opened (or made and opened) as `/dev/mapper/mobix-state`.
-    Encrypted,
-    /// The partition holds a plain filesystem: kept as it is, not encrypted (encrypting it
-    /// would format over the owner's data).
-    Plain,
-}
-
-/// Opens the encrypted state `enc` (making it on a blank partition), loading `modules`
-/// first. An error is a state that cannot be opened: stage-1 shows it and gives the rescue
-/// shell.
-pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Result<Opened> {
+/// Opens the encrypted state `enc` as `/dev/mapper/mobix-state` (making it on a blank
+/// partition), loading `modules` first; a partition holding a plain filesystem is left as
+/// it is (encrypting it would format over the owner's data), and stage-2 mounts that. An
+/// error is a state that cannot be opened: stage-1 shows it and gives the rescue shell.
+pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Result<()> {
     for m in modules {
         if let Err(e) = sys::load_module(Path::new(m)) {
             say(&format!("note: module {m} not loaded ({e}); another one serves"));
         }
     }
-    let t0 = std::time::Instant::now();
-    let dev = loop {
-        if let Some(p) = sys::find_partition(&enc.partition) {
-            break p;
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err(format!("no partition {:?} for the encrypted state appeared within 10s", enc.partition));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let dev = sys::wait_for_partition(&enc.partition, Duration::from_secs(10))?;
     let _ = std::fs::create_dir_all("/run/cryptsetup");
     let head = sys::read_at(&dev, 0, pin::PROBE_BYTES)?;
     let mut pad = Pad::open(screen);
@@ -61,7 +44,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 dev.display(),
                 enc.partition
             ));
-            Ok(Opened::Plain)
+            Ok(())
         }
         StateArea::Unknown => Err(format!(
             "{} ({}) holds neither a LUKS volume nor a filesystem mobix knows; it is left untouched",
@@ -98,15 +81,12 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 };
                 return Err(format!("cryptsetup luksFormat {} failed: {}; {blanked}", dev.display(), out.1));
             }
-            let (ok, why) = cryptsetup(
-                Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(&dev).arg(MAPPER_NAME),
-                &pin,
-            )?;
+            let (ok, why) = open(&dev, &pin)?;
             if !ok {
                 return Err(format!("opening the new encrypted state failed: {why}"));
             }
             crate::console::report(&Event::Unlock(Unlock::Open { made: true }));
-            Ok(Opened::Encrypted)
+            Ok(())
         }
         StateArea::Luks { first_header: true } => {
             let mut failures = 0u32;
@@ -114,13 +94,10 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             loop {
                 let pin = pad.ask(trouble.take());
                 pad.busy("checking the PIN");
-                let (ok, why) = cryptsetup(
-                    Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(&dev).arg(MAPPER_NAME),
-                    &pin,
-                )?;
+                let (ok, why) = open(&dev, &pin)?;
                 if ok {
                     crate::console::report(&Event::Unlock(Unlock::Open { made: false }));
-                    return Ok(Opened::Encrypted);
+                    return Ok(());
                 }
                 if why.code != Some(pin::CRYPTSETUP_WRONG_KEY) {
                     return Err(format!(
@@ -156,6 +133,11 @@ impl std::fmt::Display for Outcome {
             None => write!(f, "killed: {}", self.said),
         }
     }
+}
+
+/// `cryptsetup open` of `dev` as `/dev/mapper/mobix-state` with `pin`.
+fn open(dev: &Path, pin: &str) -> Result<(bool, Outcome)> {
+    cryptsetup(Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(dev).arg(MAPPER_NAME), pin)
 }
 
 /// Runs cryptsetup with the PIN on its standard input (`--key-file -`: read to its end,

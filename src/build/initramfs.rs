@@ -247,7 +247,7 @@ const LOADED_AT_RUN_TIME: &[(&str, &str)] = &[("libc.so.6", "libgcc_s.so.1")];
 /// [`crate::format::elf`], to the end of the chain) in `lib/aarch64-linux-gnu/` under its
 /// soname. Links in the packages are followed within the packages; what is copied is the
 /// file's bytes.
-pub fn program_closure(roots: &[std::path::PathBuf], programs: &[String]) -> Result<BTreeMap<String, (u32, Vec<u8>)>> {
+fn program_closure(roots: &[std::path::PathBuf], programs: &[String]) -> Result<BTreeMap<String, (u32, Vec<u8>)>> {
     use crate::format::elf;
     let mut files = BTreeMap::new();
     let mut queue: Vec<(String, Vec<u8>)> = Vec::new();
