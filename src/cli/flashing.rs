@@ -71,6 +71,11 @@ pub(super) struct FlashArgs {
     /// Reboot the phone when done.
     #[arg(long)]
     reboot: bool,
+    /// Where the state (/home, /var) follows the system image on its partition (the real
+    /// phones' userdata): write zeros over its start too, so the next boot makes a new,
+    /// empty one. Needed for the first install of a system with `state.encryption`.
+    #[arg(long)]
+    erase_state: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -120,6 +125,7 @@ pub(super) fn cmd_flash(g: &Global, a: &FlashArgs) -> Result<ExitCode> {
         force: a.force,
         reboot: a.reboot,
         set_active: a.set_active,
+        erase_state: a.erase_state,
     };
     let report = match flash::client::connect(a.serial.as_deref(), &*term::TERMINAL) {
         // A dry run needs no phone: the flash plan is on disk.

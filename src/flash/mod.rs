@@ -55,7 +55,17 @@ pub struct Options<'a> {
     pub set_active: bool,
     /// Reboot the phone when done.
     pub reboot: bool,
+    /// Where the state follows the system image on its partition: write zeros over its
+    /// first [`ERASED_STATE_BYTES`] too, so the next boot starts with an empty state (an
+    /// encrypted one asks for a new PIN).
+    pub erase_state: bool,
 }
+
+/// What `--erase-state` zeroes after the system image: the head of mobix's state, 16 MiB,
+/// as much as a LUKS2 volume keeps before its data (its headers and key slots: without
+/// them nothing of an old encrypted state can be read again) and more than a filesystem's
+/// superblock; stage-1 and stage-2 then find it blank and make a new state.
+pub const ERASED_STATE_BYTES: u64 = 16 << 20;
 
 /// An image of the build: its file and digest.
 pub struct Image {
@@ -177,12 +187,13 @@ struct Pieces {
     rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
 }
 
-/// (With `make` false, only their sizes: nothing is read but the sparse index.)
-fn pieces(path: &Path, max: u64, make: bool) -> Result<Pieces> {
+/// (With `make` false, only their sizes: nothing is read but the sparse index.) With
+/// `zeros_after`, the image is followed by that many bytes of zeros (a FILL chunk).
+fn pieces(path: &Path, max: u64, make: bool, zeros_after: u64) -> Result<Pieces> {
     let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    if len <= max {
+    if len <= max && zeros_after == 0 {
         if !make {
             return Ok(Pieces { sizes: vec![len], rx });
         }
@@ -203,6 +214,12 @@ fn pieces(path: &Path, max: u64, make: bool) -> Result<Pieces> {
         // block (the stock client's pieces are broken then; these are not).
         sparse::Layout::from_raw_slice(&map, 4096, sparse::Zeros::Fill).map_err(bad)?
     };
+    if zeros_after > 0 && (layout.total_blocks as u64 * layout.block_size as u64) != expanded_size(path)? {
+        // A raw image padded to whole blocks: zeros after the padding would miss the byte
+        // they were meant for.
+        anyhow::bail!("{shown} is not a whole number of blocks: zeros cannot follow it exactly");
+    }
+    let layout = layout.then_zeros(zeros_after).map_err(bad)?;
     let split = layout.split(u32::try_from(max).unwrap_or(u32::MAX)).map_err(bad)?;
     let sizes = split.iter().map(|p| p.sparse_len()).collect();
     if !make {
@@ -344,7 +361,7 @@ pub fn run(
     progress: &dyn Reporter,
 ) -> Result<Report> {
     let dev = probe(client, plan, opts)?;
-    let facts = image_facts(images, &dev)?;
+    let facts = image_facts(images, &dev, plan, opts)?;
     let flashed_path = flashed_file(flashed_dir, &phone_key(&dev));
     let mut flashed = load_flashed(&flashed_path)?;
     let res = resolve(plan, &facts, opts, &dev, &flashed)?;
@@ -364,15 +381,25 @@ pub fn run(
     Ok(report)
 }
 
-/// The images as [`resolve`] sees them, cut for the device's max-download-size.
-fn image_facts(images: &BTreeMap<String, Image>, dev: &DeviceFacts) -> Result<BTreeMap<String, ImageFacts>> {
+/// The images as [`resolve`] sees them, cut for the device's max-download-size (the
+/// system image with the erased state's zeros after it, for `--erase-state` where the
+/// state follows it).
+fn image_facts(
+    images: &BTreeMap<String, Image>,
+    dev: &DeviceFacts,
+    plan: &FlashPlan,
+    opts: &Options,
+) -> Result<BTreeMap<String, ImageFacts>> {
     let max = dev.max_download_size.filter(|n| *n > 0).unwrap_or(ASSUMED_MAX_DOWNLOAD);
     let mut facts = BTreeMap::new();
     for (name, img) in images {
+        let system = name == crate::plan::ImageName::System.file_name();
+        let zeros_after = if opts.erase_state && system && plan.state_after.is_some() { ERASED_STATE_BYTES } else { 0 };
         let f = ImageFacts {
             sha256: img.sha256.clone(),
             expanded: expanded_size(&img.path)?,
-            pieces: pieces(&img.path, max, false)?.sizes,
+            pieces: pieces(&img.path, max, false, zeros_after)?.sizes,
+            zeros_after,
         };
         facts.insert(name.clone(), f);
     }
@@ -419,7 +446,7 @@ pub fn assumed_phone(plan: &FlashPlan) -> DeviceFacts {
 /// `assumed`. Sends nothing.
 pub fn preview(plan: &FlashPlan, images: &BTreeMap<String, Image>, opts: &Options) -> Result<Report> {
     let dev = assumed_phone(plan);
-    let facts = image_facts(images, &dev)?;
+    let facts = image_facts(images, &dev, plan, opts)?;
     let res = resolve(plan, &facts, opts, &dev, &Flashed::new())?;
     let mut report = report_of(plan, &dev, &res, opts);
     report.dry_run = true;
@@ -582,9 +609,9 @@ fn write_one(
                 skipped: false,
             })
         }
-        Action::Flash { partition, image, .. } => {
+        Action::Flash { partition, image, zeros_after, .. } => {
             let img = &images[image];
-            let parts = pieces(&img.path, max_download, true)?;
+            let parts = pieces(&img.path, max_download, true, *zeros_after)?;
             let total: u64 = parts.sizes.iter().sum();
             let mut sent = 0u64;
             let label = format!("{image} to {partition}");

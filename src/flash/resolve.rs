@@ -35,6 +35,8 @@ pub struct ImageFacts {
     pub expanded: u64,
     /// The sizes of the pieces it is sent in for the device's max-download-size.
     pub pieces: Vec<u64>,
+    /// Bytes of zeros written after it (`--erase-state`), counted in `pieces`.
+    pub zeros_after: u64,
 }
 
 /// One thing the flash does, in order.
@@ -47,6 +49,8 @@ pub enum Action {
         partition: String,
         image: String,
         pieces: Vec<u64>,
+        /// Zeros written after the image (`--erase-state`: the state's head).
+        zeros_after: u64,
     },
     /// `--skip-unchanged`: this host flashed the same image there last time.
     Skip {
@@ -67,10 +71,14 @@ impl Action {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         match self {
             Action::Erase { partition } => format!("erase {partition}"),
-            Action::Flash { partition, image, pieces } => {
+            Action::Flash { partition, image, pieces, zeros_after } => {
                 let total: u64 = pieces.iter().sum();
                 let how = if pieces.len() == 1 { String::new() } else { format!(" in {} pieces", pieces.len()) };
-                format!("write {image} to {partition} ({:.1} MiB{how})", mib(total))
+                let zeros = match zeros_after {
+                    0 => String::new(),
+                    z => format!(", then {:.0} MiB of zeros over the state after it", mib(*z)),
+                };
+                format!("write {image} to {partition} ({:.1} MiB{how}{zeros})", mib(total))
             }
             Action::Skip { partition, image } => format!("skip {partition}: {image} is unchanged since the last flash"),
             Action::SetActive { slot, via_misc: false } => format!("make slot {slot} active (set_active)"),
@@ -206,18 +214,25 @@ pub fn resolve(
     let current = plan.ab.then(|| dev.current_slot.unwrap_or(Slot::A));
     let slots = slots_to_write(plan, opts.slot, current)?;
     let todo = targets(plan, opts.only, &slots)?;
+    if opts.erase_state {
+        check_erase_state(plan, images, &todo)?;
+    }
     // Every image must fit its partition before a byte is sent.
     for t in &todo {
         let Some(name) = &t.image else { continue };
         let img = images.get(name).with_context(|| format!("the build has no {name}"))?;
         match dev.partition_sizes.get(&t.partition).copied().flatten() {
-            Some(size) if img.expanded > size => {
+            Some(size) if img.expanded + img.zeros_after > size => {
+                let zeros = match img.zeros_after {
+                    0 => String::new(),
+                    z => format!(" and the {} MiB of zeros after it", z >> 20),
+                };
                 return Err(Fail::new(format!(
-                    "{name} ({} bytes) does not fit partition {} ({size} bytes); nothing was written",
+                    "{name} ({} bytes){zeros} does not fit partition {} ({size} bytes); nothing was written",
                     img.expanded, t.partition
                 ))
                 .hint("check the profile's partition sizes against the phone (`fastboot getvar all`)")
-                .into())
+                .into());
             }
             Some(_) => {}
             None => assumed
@@ -230,10 +245,17 @@ pub fn resolve(
             None => Action::Erase { partition: t.partition },
             Some(image) => {
                 let img = &images[&image];
-                if opts.skip_unchanged && flashed.digests.get(&t.partition) == Some(&img.sha256) {
+                // Zeros to write after it are never skipped.
+                if opts.skip_unchanged && img.zeros_after == 0 && flashed.digests.get(&t.partition) == Some(&img.sha256)
+                {
                     Action::Skip { partition: t.partition, image }
                 } else {
-                    Action::Flash { partition: t.partition, image, pieces: img.pieces.clone() }
+                    Action::Flash {
+                        partition: t.partition,
+                        image,
+                        pieces: img.pieces.clone(),
+                        zeros_after: img.zeros_after,
+                    }
                 }
             }
         })
@@ -278,6 +300,37 @@ pub fn resolve(
     })
 }
 
+/// `--erase-state` needs the state after the system image, and the system image in the
+/// flash, ending where the state starts. Pure.
+fn check_erase_state(plan: &FlashPlan, images: &BTreeMap<String, ImageFacts>, todo: &[Target]) -> Result<()> {
+    let system = crate::plan::ImageName::System.file_name();
+    let Some(at) = plan.state_after else {
+        return Err(Fail::new(format!(
+            "--erase-state: {}'s build keeps no state after its system image (the state has a partition of its \
+             own, or the system keeps none); nothing was written",
+            plan.device
+        ))
+        .hint("a state partition of its own is erased with `fastboot erase userdata`; flash without --erase-state")
+        .into());
+    };
+    if !todo.iter().any(|t| t.image.as_deref() == Some(system)) {
+        return Err(Fail::new("--erase-state: the flash does not write the system image, which the zeros follow")
+            .hint("leave the system partition in --only")
+            .into());
+    }
+    match images.get(system) {
+        Some(img) if img.expanded == at => Ok(()),
+        Some(img) => Err(Fail::new(format!(
+            "--erase-state: {system} ends at byte {}, but the flash plan says the state starts at byte {at}; \
+             nothing was written",
+            img.expanded
+        ))
+        .hint("build again: the out directory's images and flash plan are not from one build")
+        .into()),
+        None => Err(anyhow::anyhow!("the build has no {system}")),
+    }
+}
+
 /// What `actions` destroy, in words: the owner's data on userdata (Android's only, where
 /// mobix's state follows the system image from byte `state_after`, unless the image this
 /// host flashed before ended elsewhere, at `was`: then mobix's state goes too), erased
@@ -287,14 +340,18 @@ pub fn destroys(actions: &[Action], state_after: Option<u64>, was: Option<u64>) 
     let mut erased = Vec::new();
     let mut per_slot: BTreeMap<char, Vec<&str>> = BTreeMap::new();
     for a in actions {
-        let (partition, erase) = match a {
-            Action::Erase { partition } => (partition.as_str(), true),
-            Action::Flash { partition, .. } => (partition.as_str(), false),
+        let (partition, erase, zeros_after) = match a {
+            Action::Erase { partition } => (partition.as_str(), true, 0),
+            Action::Flash { partition, zeros_after, .. } => (partition.as_str(), false, *zeros_after),
             _ => continue,
         };
         let base = partition.strip_suffix("_a").or_else(|| partition.strip_suffix("_b"));
         if let (Some(at), false, true) = (state_after, erase, partition == "userdata") {
             let state = match was {
+                _ if zeros_after > 0 => "and so is mobix's own state after them (/home, /var): --erase-state writes \
+                     zeros over its start, and the next boot makes a new, empty one (an encrypted one asks for a new \
+                     PIN)"
+                    .to_string(),
                 Some(w) if w != at => format!(
                     "and so is mobix's own state (/home, /var): it followed the {} MiB system image this host flashed \
                      before, and `system.size` now ends the image at {} MiB",

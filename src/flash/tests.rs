@@ -17,7 +17,12 @@ fn ab_plan() -> FlashPlan {
 }
 
 fn facts() -> BTreeMap<String, ImageFacts> {
-    let f = |sha: &str, expanded: u64, pieces: Vec<u64>| ImageFacts { sha256: sha.into(), expanded, pieces };
+    let f = |sha: &str, expanded: u64, pieces: Vec<u64>| ImageFacts {
+        sha256: sha.into(),
+        expanded,
+        pieces,
+        zeros_after: 0,
+    };
     BTreeMap::from([
         ("boot.img".to_string(), f("b", 30 << 20, vec![30 << 20])),
         ("vbmeta.img".to_string(), f("v", 4096, vec![4096])),
@@ -51,6 +56,7 @@ fn opts() -> Options<'static> {
         force: false,
         reboot: false,
         set_active: false,
+        erase_state: false,
     }
 }
 
@@ -238,8 +244,20 @@ fn refusals_come_before_anything_is_written() {
 
 #[test]
 fn actions_read_as_words() {
-    let a = Action::Flash { partition: "system".into(), image: "system.img".into(), pieces: vec![1 << 20, 1 << 20] };
+    let a = Action::Flash {
+        partition: "system".into(),
+        image: "system.img".into(),
+        pieces: vec![1 << 20, 1 << 20],
+        zeros_after: 0,
+    };
     assert_eq!(a.describe(), "write system.img to system (2.0 MiB in 2 pieces)");
+    let a = Action::Flash {
+        partition: "userdata".into(),
+        image: "system.img".into(),
+        pieces: vec![1 << 20],
+        zeros_after: 16 << 20,
+    };
+    assert_eq!(a.describe(), "write system.img to userdata (1.0 MiB, then 16 MiB of zeros over the state after it)");
     assert_eq!(Action::SetActive { slot: Slot::B, via_misc: false }.describe(), "make slot b active (set_active)");
 }
 
@@ -260,8 +278,8 @@ fn pieces_are_cut_as_announced_and_cover_the_image() {
     raw.extend_from_slice(b"tail");
     let path = dir.path().join("raw.img");
     fs::write(&path, &raw).unwrap();
-    let announced = pieces(&path, 48 << 10, false).unwrap().sizes;
-    let made = pieces(&path, 48 << 10, true).unwrap();
+    let announced = pieces(&path, 48 << 10, false, 0).unwrap().sizes;
+    let made = pieces(&path, 48 << 10, true, 0).unwrap();
     assert!(announced.len() > 1, "{announced:?}");
     let bodies: Vec<Vec<u8>> = (0..made.sizes.len()).map(|_| made.rx.recv().unwrap().unwrap()).collect();
     assert_eq!(bodies.iter().map(|b| b.len() as u64).collect::<Vec<_>>(), announced);
@@ -287,5 +305,65 @@ fn pieces_are_cut_as_announced_and_cover_the_image() {
     }
     assert_eq!(&disk[..raw.len()], &raw[..]);
     // An image that fits is sent whole.
-    assert_eq!(pieces(&path, 1 << 20, false).unwrap().sizes, vec![raw.len() as u64]);
+    assert_eq!(pieces(&path, 1 << 20, false, 0).unwrap().sizes, vec![raw.len() as u64]);
+    // Zeros cannot follow a raw image that is not whole blocks: they would miss their byte.
+    let e = format!("{:#}", pieces(&path, 1 << 20, false, 16 << 20).err().unwrap());
+    assert!(e.contains("not a whole number of blocks"), "{e}");
+}
+
+/// `--erase-state`: an image that fits whole is still sent sparse, ending with the zeros.
+#[test]
+fn zeros_after_the_image_make_it_sparse_and_end_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw: Vec<u8> = (0..8 * 4096u32).map(|j| (j * 13 + 1) as u8).collect();
+    let path = dir.path().join("system.img");
+    fs::write(&path, &raw).unwrap();
+    let made = pieces(&path, 1 << 20, true, 16 << 20).unwrap();
+    assert_eq!(made.sizes.len(), 1);
+    let body = made.rx.recv().unwrap().unwrap();
+    let mut back = Vec::new();
+    sparse::decode_to(&body[..], &mut back).unwrap();
+    assert_eq!(back.len(), raw.len() + (16 << 20));
+    assert!(back[..raw.len()] == raw[..] && back[raw.len()..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn erase_state_zeros_the_state_after_the_image_and_says_so() {
+    let mut plan = ab_plan();
+    plan.steps.pop();
+    plan.steps.push(Step::Flash { partition: "userdata".into(), slotted: false, image: "system.img".into() });
+    let mut facts = facts();
+    let sys = facts.get_mut("system.img").unwrap();
+    sys.zeros_after = 16 << 20;
+    let o = Options { erase_state: true, skip_unchanged: true, ..opts() };
+    // No state after the image: refused, saying what erases a partition of its own.
+    let e = format!("{:#}", resolve(&plan, &facts, &o, &device(Some(Slot::A)), &Flashed::new()).unwrap_err());
+    assert!(e.contains("keeps no state after its system image") && e.contains("nothing was written"), "{e}");
+    let beside = FlashPlan { state_after: Some(900 << 20), ..plan.clone() };
+    // Never skipped, even when this host flashed the same image there.
+    let same = Flashed { state_after: Some(900 << 20), digests: BTreeMap::from([("userdata".into(), "s".into())]) };
+    let r = resolve(&beside, &facts, &o, &device(Some(Slot::A)), &same).unwrap();
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Action::Flash { partition, zeros_after: 16777216, .. } if partition == "userdata")),
+        "{:?}",
+        r.actions
+    );
+    assert!(
+        r.destroys[0].ends_with("the next boot makes a new, empty one (an encrypted one asks for a new PIN)"),
+        "{}",
+        r.destroys[0]
+    );
+    // Not without the system image, nor with a system image that does not end where the state starts.
+    let only = ["boot".to_string()];
+    let e = resolve(&beside, &facts, &Options { only: Some(&only), ..o }, &device(Some(Slot::A)), &same).unwrap_err();
+    assert!(format!("{e:#}").contains("does not write the system image"), "{e:#}");
+    let moved = FlashPlan { state_after: Some(1 << 30), ..plan };
+    let e = resolve(&moved, &facts, &o, &device(Some(Slot::A)), &same).unwrap_err();
+    assert!(
+        format!("{e:#}")
+            .contains("ends at byte 943718400, but the flash plan says the state starts at byte 1073741824"),
+        "{e:#}"
+    );
 }

@@ -299,6 +299,23 @@ impl Layout {
         Ok(Layout { block_size: header.block_size, total_blocks: header.total_blocks, runs })
     }
 
+    /// This layout followed by `bytes` of zeros (rounded up to whole blocks) written after
+    /// its end: a FILL 0 run that the device writes, so what followed the image there is
+    /// gone.
+    pub fn then_zeros(mut self, bytes: u64) -> Result<Layout, Error> {
+        let bs = self.block_size as u64;
+        let blocks = bytes.div_ceil(bs);
+        let total = self.total_blocks as u64 + blocks;
+        if total > u32::MAX as u64 {
+            return Err(Error::TooManyBlocks { len: total * bs, block_size: self.block_size, blocks: total });
+        }
+        if blocks > 0 {
+            self.runs.push(Run { block: self.total_blocks, len: blocks * bs, source: Source::Fill(0) });
+        }
+        self.total_blocks = total as u32;
+        Ok(self)
+    }
+
     /// The size in bytes of this layout written as a sparse file.
     pub fn sparse_len(&self) -> u64 {
         let bs = self.block_size as u64;
@@ -805,6 +822,27 @@ mod tests {
                 Chunk::Raw { blocks: 13 },
             ]
         );
+    }
+
+    #[test]
+    fn zeros_after_an_image_are_one_fill_chunk_the_reference_expands() {
+        let layout = Layout::from_raw(Cursor::new(mixed_image()), 4096, Zeros::DontCare).unwrap();
+        let ended = layout.clone().then_zeros(10 * 4096 - 5).unwrap();
+        assert_eq!(ended.total_blocks, 275);
+        assert_eq!(ended.chunks().last(), Some(&Chunk::Fill { blocks: 10, value: 0 }));
+        assert_eq!(ended.sparse_len(), layout.sparse_len() + 16);
+        let mut sparse = Vec::new();
+        ended.write(Cursor::new(mixed_image()), &mut sparse).unwrap();
+        let mut back = Vec::new();
+        decode_to(Cursor::new(&sparse), &mut back).unwrap();
+        let mut want = mixed_image();
+        want.resize(275 * 4096, 0);
+        assert!(back == want, "the image, then zeros to the new end");
+        // Split for a small max-download-size, the pieces still end with the zeros.
+        let pieces = ended.split(64 << 10).unwrap();
+        let last = pieces.last().unwrap();
+        assert!(matches!(last.chunks().last(), Some(Chunk::Fill { value: 0, .. })), "{:?}", last.chunks());
+        assert!(pieces.iter().all(|p| p.total_blocks == 275));
     }
 
     #[test]

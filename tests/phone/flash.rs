@@ -504,7 +504,7 @@ fn the_flashed_disk_is_not_booted_while_fastboot_mode_serves_it() {
 }
 
 #[test]
-fn a_flash_that_moves_the_state_after_the_system_image_says_the_state_is_lost() {
+fn a_flash_that_moves_or_erases_the_state_after_the_system_image_says_the_state_is_lost() {
     // A store of its own: the record of what this host flashed lives in the store, and the
     // other tests flash this phone's minimal system (which keeps no state) meanwhile.
     let tmp = tempfile::tempdir().unwrap();
@@ -537,6 +537,37 @@ fn a_flash_that_moves_the_state_after_the_system_image_says_the_state_is_lost() 
     let phone = Phone::start("google-sargo", &out, &[]);
     let said = flash(&phone, &["--dry-run"]);
     assert!(said.ends_with("mobix's own state after them (/home, /var) is kept"), "{said}");
+    drop(phone);
+    // --erase-state: 16 MiB of zeros over the state's start (here old bytes), not one more.
+    let disk = out.join("phone/disk.img");
+    let at = {
+        let mut f = std::fs::File::open(&disk).unwrap();
+        let t = mobix::format::gpt::read(&mut f, None).unwrap();
+        let userdata = t.partitions.iter().find(|p| p.name == "userdata").unwrap();
+        assert!(userdata.size(t.sector_size) > (2 << 30) + (17 << 20), "room for the state on the emulated disk");
+        userdata.offset(t.sector_size) + (2 << 30)
+    };
+    let (head, next) = (vec![0xab_u8; 1 << 20], b"the state's 17th MiB");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(&head, at).unwrap();
+        f.write_all_at(&head, at + (15 << 20)).unwrap();
+        f.write_all_at(next, at + (16 << 20)).unwrap();
+    }
+    let phone = Phone::start("google-sargo", &out, &[]);
+    let said = flash(&phone, &["--erase-state"]);
+    assert!(said.ends_with("the next boot makes a new, empty one (an encrypted one asks for a new PIN)"), "{said}");
+    phone.stop();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&disk).unwrap();
+        let mut got = vec![0u8; (16 << 20) + next.len()];
+        f.read_exact_at(&mut got, at).unwrap();
+        assert!(got[..16 << 20].iter().all(|&b| b == 0), "the state's first 16 MiB are zeros");
+        assert_eq!(&got[16 << 20..], next, "what follows them is untouched");
+    }
+    let phone = Phone::start("google-sargo", &out, &[]);
     std::fs::write(&small, "device:\n  system: { size: 1GiB }\n").unwrap();
     ok(&run(&[
         "build",
