@@ -151,7 +151,6 @@ pub fn find_partition(partname: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// Reads `len` bytes at `offset` of a block device.
 /// Finds `/dev/<name>` of the partition whose GPT name is `partname`, waiting up to
 /// `timeout` for the block driver to probe it.
 pub fn wait_for_partition(partname: &str, timeout: std::time::Duration) -> Result<std::path::PathBuf> {
@@ -167,12 +166,97 @@ pub fn wait_for_partition(partname: &str, timeout: std::time::Duration) -> Resul
     }
 }
 
+/// The size of a block device in bytes.
+pub fn device_bytes(dev: &Path) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;
+    f.seek(SeekFrom::End(0)).map_err(|e| format!("sizing {}: {e}", dev.display()))
+}
+
+/// Reads `len` bytes at `offset` of a block device.
 pub fn read_at(dev: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;
     let mut buf = vec![0u8; len];
     f.read_exact_at(&mut buf, offset).map_err(|e| format!("reading {} at {offset}: {e}", dev.display()))?;
     Ok(buf)
+}
+
+/// The kernel's loop device interface (linux/loop.h): the ioctls and `struct loop_info64`.
+mod loopdev {
+    pub const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+    pub const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+    pub const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+    pub const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    /// The loop device goes away when the last one holding it open closes it.
+    pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+    #[repr(C)]
+    pub struct Info64 {
+        pub device: u64,
+        pub inode: u64,
+        pub rdevice: u64,
+        pub offset: u64,
+        pub sizelimit: u64,
+        pub number: u32,
+        pub encrypt_type: u32,
+        pub encrypt_key_size: u32,
+        pub flags: u32,
+        pub file_name: [u8; 64],
+        pub crypt_name: [u8; 64],
+        pub encrypt_key: [u8; 32],
+        pub init: [u64; 2],
+    }
+}
+
+/// A loop device over `dev` from byte `offset` to its end, made with the kernel's loop
+/// ioctls (stage-1 has no losetup): its path, and the device held open. It goes away
+/// when the last holder closes it (the returned file, then whatever opened it since: the
+/// device mapper holds it while the state is open).
+pub fn loop_device(dev: &Path, offset: u64) -> Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::fd::AsRawFd;
+    let rw = |p: &Path| {
+        std::fs::OpenOptions::new().read(true).write(true).open(p).map_err(|e| format!("opening {}: {e}", p.display()))
+    };
+    let control = rw(Path::new("/dev/loop-control"))?;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number or -1.
+    let n = unsafe { libc::ioctl(control.as_raw_fd(), loopdev::LOOP_CTL_GET_FREE as _) };
+    if n < 0 {
+        return Err(format!("no free loop device: {}", io::Error::last_os_error()));
+    }
+    let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
+    let lo = rw(&path)?;
+    let backing = rw(dev)?;
+    // SAFETY: LOOP_SET_FD takes the backing file's descriptor, open for the call.
+    if unsafe { libc::ioctl(lo.as_raw_fd(), loopdev::LOOP_SET_FD as _, backing.as_raw_fd()) } < 0 {
+        return Err(format!("attaching {} to {}: {}", dev.display(), path.display(), io::Error::last_os_error()));
+    }
+    let mut info = loopdev::Info64 {
+        device: 0,
+        inode: 0,
+        rdevice: 0,
+        offset,
+        sizelimit: 0,
+        number: 0,
+        encrypt_type: 0,
+        encrypt_key_size: 0,
+        flags: loopdev::LO_FLAGS_AUTOCLEAR,
+        file_name: [0; 64],
+        crypt_name: [0; 64],
+        encrypt_key: [0; 32],
+        init: [0; 2],
+    };
+    let name = dev.as_os_str().as_bytes();
+    let len = name.len().min(63);
+    info.file_name[..len].copy_from_slice(&name[..len]);
+    // SAFETY: LOOP_SET_STATUS64 reads a `struct loop_info64`, which Info64 lays out.
+    if unsafe { libc::ioctl(lo.as_raw_fd(), loopdev::LOOP_SET_STATUS64 as _, &info as *const loopdev::Info64) } < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        unsafe { libc::ioctl(lo.as_raw_fd(), loopdev::LOOP_CLR_FD as _) };
+        return Err(format!("setting {}'s offset to {offset}: {e}", path.display()));
+    }
+    Ok((path, lo))
 }
 
 /// Writes `data` at `offset` of a block device and waits until it is on the medium.
@@ -565,6 +649,15 @@ mod tests {
         assert_eq!(super::eviocg(0x18, 96) as u32, 0x8060_4518);
         assert_eq!(super::eviocg(0x21, 96) as u32, 0x8060_4521);
         assert!(super::has_bit(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0b1000], 115));
+    }
+
+    #[test]
+    fn loop_info64_has_the_kernels_layout() {
+        // struct loop_info64: five u64, four u32, 64 + 64 + 32 bytes of names and key, two u64.
+        assert_eq!(std::mem::size_of::<super::loopdev::Info64>(), 232);
+        assert_eq!(std::mem::offset_of!(super::loopdev::Info64, offset), 24);
+        assert_eq!(std::mem::offset_of!(super::loopdev::Info64, flags), 52);
+        assert_eq!(std::mem::offset_of!(super::loopdev::Info64, file_name), 56);
     }
 
     #[test]

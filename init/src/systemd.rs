@@ -153,11 +153,20 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
     };
     let mapped = Path::new("/dev/mapper").join(mobix_bootctl::pin::MAPPER_NAME);
     let dev = if st.encrypted && mapped.exists() {
+        match header_device(&mapped) {
+            Ok(header) => {
+                let _ = std::fs::remove_file(mobix_bootctl::pin::ENCRYPTED_LINK);
+                if let Err(e) = std::os::unix::fs::symlink(&header, mobix_bootctl::pin::ENCRYPTED_LINK) {
+                    say(&format!("warning: linking {}: {e}", mobix_bootctl::pin::ENCRYPTED_LINK));
+                }
+            }
+            Err(e) => say(&format!("warning: which device holds the encrypted state's header: {e}")),
+        }
         mapped
     } else if st.offset == 0 {
         part
     } else {
-        let size = device_bytes(&part)?;
+        let size = sys::device_bytes(&part)?;
         if size < st.offset + MIN_STATE {
             say(&format!(
                 "warning: {} ({}) has {} MiB after the system image, less than {} MiB; /var and /home in memory",
@@ -204,12 +213,25 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
     Ok(true)
 }
 
+/// The device under the opened device-mapper device `mapped` (its one slave in sysfs, found
+/// by its device number: stage-1's cryptsetup made `mapped` a node, not a link): the
+/// partition, or the loop device stage-1 made over the part of it after the image.
+fn header_device(mapped: &Path) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(mapped).map_err(|e| format!("reading {}: {e}", mapped.display()))?.rdev();
+    let slaves = format!("/sys/dev/block/{}:{}/slaves", libc::major(rdev), libc::minor(rdev));
+    let mut under = std::fs::read_dir(&slaves).map_err(|e| format!("reading {slaves}: {e}"))?;
+    let first = under.next().ok_or_else(|| format!("{slaves} is empty"))?;
+    let first = first.map_err(|e| format!("reading {slaves}: {e}"))?;
+    Ok(Path::new("/dev").join(first.file_name()))
+}
+
 /// Grows the mounted state filesystem on `dev` to the device's size when the device is
 /// larger by more than the slack resize2fs may leave (a last block group too small to keep).
 fn grow(dev: &Path) -> Result<()> {
     const SLACK: u64 = 16 << 20;
     let have = fs_bytes(&sys::read_at(dev, 1024, 1024)?).ok_or("the state filesystem's superblock is unreadable")?;
-    let room = device_bytes(dev)?;
+    let room = sys::device_bytes(dev)?;
     if room <= have + SLACK {
         return Ok(());
     }
@@ -231,12 +253,6 @@ pub fn fs_bytes(sb: &[u8]) -> Option<u64> {
     let incompat_64bit = u32_at(0x60)? & 0x80 != 0;
     let hi = if incompat_64bit { u32_at(0x150)? } else { 0 };
     Some(((hi << 32) | u32_at(4)?) << (10 + log))
-}
-
-fn device_bytes(dev: &Path) -> Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = std::fs::File::open(dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;
-    f.seek(SeekFrom::End(0)).map_err(|e| format!("sizing {}: {e}", dev.display()))
 }
 
 /// A loop device over `part` from `offset` to its end (util-linux's losetup; the loop

@@ -10,7 +10,7 @@ use crate::console::say;
 use crate::screen::Painter;
 use crate::sys::{self, Result};
 use mobix_bootctl::console::{Event, PinFor, Unlock};
-use mobix_bootctl::contract::Encryption;
+use mobix_bootctl::contract::{Encryption, MIN_STATE};
 use mobix_bootctl::pin::{self, PadInput, PadKey, PadStep, StateArea, CRYPTSETUP, MAPPER_NAME};
 use mobix_bootctl::screen::Scene;
 use std::io::Write;
@@ -32,11 +32,42 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             say(&format!("note: module {m} not loaded ({e}); another one serves"));
         }
     }
-    let dev = sys::wait_for_partition(&enc.partition, Duration::from_secs(10))?;
+    let part = sys::wait_for_partition(&enc.partition, Duration::from_secs(10))?;
+    // A state after the system image in its partition is reached through a loop device
+    // from there, held open here until the device mapper holds it.
+    let (dev, held) = if enc.offset == 0 {
+        (part, None)
+    } else {
+        let size = sys::device_bytes(&part)?;
+        if size < enc.offset + MIN_STATE {
+            // Stage-2 says the same and keeps /var and /home in memory.
+            say(&format!(
+                "warning: {} ({}) has {} MiB after the system image, too little for the state; nothing encrypted",
+                part.display(),
+                enc.partition,
+                size.saturating_sub(enc.offset) >> 20
+            ));
+            return Ok(());
+        }
+        let (lo, held) = sys::loop_device(&part, enc.offset)?;
+        say(&format!(
+            "the state follows the system image in {} ({}) from byte {}: {}",
+            part.display(),
+            enc.partition,
+            enc.offset,
+            lo.display()
+        ));
+        (lo, Some(held))
+    };
     let _ = std::fs::create_dir_all("/run/cryptsetup");
     let head = sys::read_at(&dev, 0, pin::PROBE_BYTES)?;
     let mut pad = Pad::open(screen);
-    match pin::classify(&head) {
+    let area = pin::classify(&head);
+    if matches!(area, StateArea::Unknown | StateArea::Luks { first_header: false }) {
+        // The rescue shell that follows has no losetup: the loop device stays for it.
+        std::mem::forget(held);
+    }
+    match area {
         StateArea::Ext4 => {
             say(&format!(
                 "warning: {} ({}) holds a plain filesystem: the state stays unencrypted (encrypting it would \
@@ -47,9 +78,16 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             Ok(())
         }
         StateArea::Unknown => Err(format!(
-            "{} ({}) holds neither a LUKS volume nor a filesystem mobix knows; it is left untouched",
+            "{} ({}{}) holds neither a LUKS volume nor a filesystem mobix knows; it is left untouched{}",
             dev.display(),
-            enc.partition
+            enc.partition,
+            if enc.offset > 0 { " after the system image" } else { "" },
+            if enc.offset > 0 {
+                // What Android left on userdata, at a first install.
+                "; if this is the phone's first mobix system, flash it again with `mobix flash --erase-state`"
+            } else {
+                ""
+            }
         )),
         StateArea::Luks { first_header: false } => Err(format!(
             "the LUKS header at the start of {} ({}) is damaged (its second copy is there); nothing was changed: \

@@ -482,8 +482,6 @@ impl SystemPlan {
     }
 }
 
-/// The modules stage-1 loads: the profile's, and the system filesystem's module when
-/// stage-1 loads modules at all (a kernel with everything built in needs none).
 /// cryptsetup in its package, as the initramfs carries it for an encrypted state.
 const CRYPTSETUP_PROGRAM: &str = "sbin/cryptsetup";
 
@@ -492,6 +490,18 @@ const CRYPTSETUP_PROGRAM: &str = "sbin/cryptsetup";
 /// cipher interface for programs, with which cryptsetup reads its key slots.
 const CRYPT_MODULES: &[&str] = &["dm_crypt", "xts", "aes_ce_blk", "aes_neon_blk", "algif_skcipher"];
 
+/// [`CRYPT_MODULES`], and the loop device's module where the state follows the system
+/// image in its partition (stage-1 opens it through a loop device from there).
+fn crypt_modules(d: &crate::profile::Device) -> Vec<String> {
+    let mut m: Vec<String> = CRYPT_MODULES.iter().map(|m| m.to_string()).collect();
+    if d.persistent_state_start() > 0 {
+        m.push("loop".into());
+    }
+    m
+}
+
+/// The modules stage-1 loads: the profile's, and the system filesystem's module when
+/// stage-1 loads modules at all (a kernel with everything built in needs none).
 fn stage1_modules(d: &crate::profile::Device) -> Vec<String> {
     let mut m = d.stage1.modules.clone();
     let fs = d.system.filesystem.name();
@@ -535,7 +545,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                     all.push("loop".into());
                 }
                 if profile.system.state.encryption == crate::profile::Encryption::Luks2 {
-                    all.extend(CRYPT_MODULES.iter().map(|m| m.to_string()));
+                    all.extend(crypt_modules(d));
                 }
                 all.sort();
                 all.dedup();
@@ -646,7 +656,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
             modules: stage1_modules(d),
             screen_modules: d.stage1.screen_modules.clone(),
             programs: if encrypted { vec![CRYPTSETUP_PROGRAM.into()] } else { vec![] },
-            crypt_modules: if encrypted { CRYPT_MODULES.iter().map(|m| m.to_string()).collect() } else { vec![] },
+            crypt_modules: if encrypted { crypt_modules(d) } else { vec![] },
             compression: d.stage1.compression,
             firmware: d
                 .firmware
@@ -677,6 +687,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 encryption: (encrypted.then_some(d.state.as_ref()).flatten()).map(|st| {
                     mobix_bootctl::contract::Encryption {
                         partition: st.partition.to_string(),
+                        offset: d.persistent_state_start(),
                         kdf: profile.system.state.kdf.map(|k| mobix_bootctl::contract::KdfCost {
                             memory_kib: k.memory_kib,
                             iter_time_ms: k.iter_time_ms,

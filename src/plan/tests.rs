@@ -307,4 +307,22 @@ fn an_encrypted_state_puts_cryptsetup_and_its_modules_in_the_initramfs() {
     let plain = system(&crate::profile::load_with(repo, "qemu-aarch64", Default::default()).unwrap(), &l, &i).unwrap();
     let initrd = plain.plan.get(&plain.initrd).unwrap();
     assert!(!initrd.recipe.inputs.keys().any(|k| k.starts_with("pkg-")));
+    assert_eq!(enc.offset, 0, "a partition of its own");
+    assert!(!crypt_modules.iter().any(|m| m == "loop"), "{crypt_modules:?}");
+    // The state after a 1 GiB system image on userdata (the real phones' layout): stage-1
+    // is told where it starts, and loads the loop device's module.
+    std::fs::write(
+        &cfg,
+        "state: { encryption: luks2 }\ndevice:\n  storage:\n    partitions:\n      - { name: boot, size: 64MiB }\n\
+         \x20     - { name: userdata, size: 1280MiB }\n  system: { partition: userdata, size: 1GiB }\n",
+    )
+    .unwrap();
+    let p = crate::profile::load_with(repo, "qemu-aarch64", sel).unwrap();
+    let s = system(&p, &l, &i).unwrap();
+    let initrd = s.plan.get(&s.initrd).unwrap();
+    let Builder::Initramfs { config, crypt_modules, .. } = &initrd.recipe.builder else {
+        panic!("the initrd is an initramfs")
+    };
+    assert_eq!(config.encryption.as_ref().expect("an encrypted state").offset, 1 << 30);
+    assert!(crypt_modules.iter().any(|m| m == "loop"), "{crypt_modules:?}");
 }

@@ -473,18 +473,8 @@ fn check_encryption(system: &SystemConfig, dev: &Device) -> std::result::Result<
     if system.init != Init::Systemd {
         return Err((key, "`init: minimal` keeps no state (/var and /home are in memory): nothing to encrypt".into()));
     }
-    let Some(st) = &dev.state else {
+    if dev.state.is_none() {
         return Err((key, "the device has no `state` partition: nothing to encrypt".into()));
-    };
-    if dev.persistent_state_start() != 0 {
-        return Err((
-            key,
-            format!(
-                "the device keeps its state after the system image in {} (no partition of its own); \
-                 mobix encrypts only a state partition of its own",
-                st.partition
-            ),
-        ));
     }
     if let Some(k) = &system.state.kdf {
         if k.memory_kib < 32 << 10 || k.iter_time_ms == 0 {

@@ -84,8 +84,9 @@ pub struct SystemConfig {
 pub struct StateConfig {
     /// `none`, or `luks2`: the state partition encrypted, made on the phone at its first
     /// boot (after the owner chooses a PIN on its screen) and opened by stage-1 with the PIN
-    /// at every boot (systemd only; the device's `state` must be a partition of its own)
-    /// [default: none].
+    /// at every boot (systemd only; where the state follows the system image on its
+    /// partition, the volume starts there, and a first install flashes with `mobix flash
+    /// --erase-state`) [default: none].
     #[serde(default)]
     pub encryption: Encryption,
     /// argon2id's cost for the PIN's key slot, made lower than cryptsetup's own choice for

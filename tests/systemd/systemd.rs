@@ -585,7 +585,7 @@ fn log_in_over_ssh_and_keep_the_data_across_power_cycles_and_generations() {
 /// The device keys of a phone whose store lives on userdata (as the real phones' does),
 /// with the state beside it: the 1 GiB system image, then 256 MiB of state; and, as many
 /// older phones, no A/B slots.
-const STORE_ON_USERDATA: &str = "  storage:\n    partitions:\n      - { name: misc, size: 1MiB }\n\
+pub(crate) const STORE_ON_USERDATA: &str = "  storage:\n    partitions:\n      - { name: misc, size: 1MiB }\n\
      \x20     - { name: boot, size: 64MiB }\n      - { name: userdata, size: 1280MiB }\n\
      \x20 system: { partition: userdata, size: 1GiB }\n";
 

@@ -180,6 +180,11 @@ pub fn classify(head: &[u8]) -> StateArea {
 /// The device-mapper name of the opened state: `/dev/mapper/mobix-state`.
 pub const MAPPER_NAME: &str = "mobix-state";
 
+/// On the running phone, a link to the device holding the encrypted state's LUKS header
+/// (its partition, or the loop device over the part of it after the system image): what
+/// `cryptsetup luksChangeKey` is given to change the PIN, whatever the layout.
+pub const ENCRYPTED_LINK: &str = "/run/mobix/encrypted-state";
+
 /// Where stage-1 keeps cryptsetup in the initramfs.
 pub const CRYPTSETUP: &str = "/bin/cryptsetup";
 
