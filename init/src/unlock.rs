@@ -204,6 +204,9 @@ struct Pad<'a> {
     title: String,
     text: String,
     bad: bool,
+    /// The console without echo from the pad's opening on, so that digits typed there as
+    /// soon as the PIN is asked (or between two asks) are never shown or logged.
+    _raw: sys::RawConsole,
 }
 
 impl<'a> Pad<'a> {
@@ -216,6 +219,7 @@ impl<'a> Pad<'a> {
             title: String::new(),
             text: String::new(),
             bad: false,
+            _raw: sys::RawConsole::new(),
         }
     }
 
@@ -274,7 +278,6 @@ impl<'a> Pad<'a> {
         crate::console::report(&Event::Unlock(Unlock::Ask(purpose)));
         say("type the PIN on the phone, or its digits here, then Enter");
         self.show(title, text, bad);
-        let _raw = sys::RawConsole::new();
         loop {
             let Some(input) = sys::next_input_or_tap(Duration::from_secs(3600), &self.keys, &mut self.touch) else {
                 continue;
