@@ -40,6 +40,11 @@ pub(super) struct TestArgs {
     /// screen, menu, notices) and at boot-complete, in DIR (per boot when there are several).
     #[arg(long, value_name = "DIR")]
     screenshots: Option<PathBuf>,
+    /// The PIN of an encrypted state (`state.encryption`), read from FILE (its digits; a
+    /// final newline is ignored) and typed on the phone's console whenever stage-1 asks for
+    /// it: chosen at a first boot, to unlock at the others.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
 }
 
 /// Where `mobix run` shows the phone's screen.
@@ -192,6 +197,7 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
         return cmd_scenario(g, a, name);
     }
     let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed, a.keep_state)?;
+    let pin = test_pin(&profile, a.pin_file.as_deref())?;
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
     }
@@ -199,7 +205,14 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
     if let Some(d) = &a.screenshots {
         std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("creating {}: {e}", d.display()))?;
     }
-    let outcome = vm::test(&profile, &prepared, Duration::from_secs(a.timeout), a.screenshots.as_deref(), &progress)?;
+    let outcome = vm::test(
+        &profile,
+        &prepared,
+        Duration::from_secs(a.timeout),
+        a.screenshots.as_deref(),
+        pin.as_deref(),
+        &progress,
+    )?;
     if let Some(d) = &a.screenshots {
         let kept: usize = outcome.boots.iter().map(|b| b.screenshots.len()).sum();
         progress(&format!("{kept} screenshots in {}", d.display()));
@@ -235,6 +248,46 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
         };
         Err(Fail::new(msg).hint(hint).into())
     }
+}
+
+/// The PIN `mobix test` types for an encrypted state, from `--pin-file`: needed exactly
+/// when the system encrypts its state (else the boot would wait at the PIN screen until
+/// the timeout), and one the phone's pad takes.
+fn test_pin(profile: &Profile, file: Option<&Path>) -> Result<Option<String>> {
+    let encrypted = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    let Some(file) = file else {
+        if encrypted {
+            return Err(Fail::new(format!(
+                "{} encrypts its state (`state.encryption`): stage-1 waits for a PIN that mobix test was not given",
+                profile.instance()
+            ))
+            .hint("put the PIN in a file and pass --pin-file FILE, or boot with `mobix run` and type it")
+            .into());
+        }
+        return Ok(None);
+    };
+    if !encrypted {
+        return Err(Fail::new(format!(
+            "--pin-file {}: {} encrypts nothing, so no PIN is asked for",
+            file.display(),
+            profile.instance()
+        ))
+        .hint("leave --pin-file out, or set `state: { encryption: luks2 }` in the system config")
+        .into());
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))?;
+    let pin = text.strip_suffix('\n').unwrap_or(&text);
+    if !mobix_bootctl::pin::pad_takes(pin) {
+        return Err(Fail::new(format!(
+            "{}: not a PIN the phone takes ({} to {} digits, nothing else)",
+            file.display(),
+            mobix_bootctl::pin::PIN_MIN,
+            mobix_bootctl::pin::PIN_MAX
+        ))
+        .hint("write only the digits, e.g. `printf 1357 > pin`")
+        .into());
+    }
+    Ok(Some(pin.to_string()))
 }
 
 pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {

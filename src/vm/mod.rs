@@ -433,6 +433,9 @@ fn scan(line: &str, boot: &mut Boot) {
                 "stage-1 waits for the PIN of the encrypted state (type it on the phone's screen or console)".into()
         }
         Some(Event::Unlock(Unlock::Open { .. })) => boot.note.clear(),
+        Some(Event::Unlock(Unlock::Wrong { failures, .. })) => {
+            boot.note = format!("stage-1 refused the PIN ({failures} wrong in a row) and waits for the right one")
+        }
         Some(Event::Unlock(_)) => {}
         None if line.contains("Kernel panic") => boot.kernel_panic = true,
         None => {}
@@ -648,6 +651,7 @@ pub fn test(
     p: &Prepared,
     timeout: Duration,
     screenshots: Option<&Path>,
+    pin: Option<&str>,
     progress: &dyn Fn(&str),
 ) -> Result<TestOutcome> {
     let log_path = p.dir.join("serial.log");
@@ -658,8 +662,23 @@ pub fn test(
         timeout.as_secs(),
         log_path.display()
     ));
-    let cycles =
-        Cycles { extra: POWEROFF_ARG, per_boot: timeout, max_boots: 8, answers: &[], numbered_from: 0, screenshots };
+    // The encrypted state's PIN, typed on the console whenever stage-1 asks for it (stage-1
+    // does not echo it, and nothing here logs it).
+    use mobix_bootctl::console::{Event, PinFor, Unlock};
+    let answers: Vec<Answer> = (pin.iter())
+        .flat_map(|pin| {
+            [PinFor::Choose, PinFor::Again, PinFor::Unlock]
+                .map(|f| Answer::new(Event::Unlock(Unlock::Ask(f)).line(), Act::Type(format!("{pin}\n"))))
+        })
+        .collect();
+    let cycles = Cycles {
+        extra: POWEROFF_ARG,
+        per_boot: timeout,
+        max_boots: 8,
+        answers: &answers,
+        numbered_from: 0,
+        screenshots,
+    };
     let boots = boot_until_complete(profile, p, &cycles, &mut log, progress)?;
     let last = boots.last().expect("at least one boot");
     let want_top = p.manifest.toplevel.phone_path();

@@ -65,7 +65,7 @@ fn every_header_version_and_compression_boots() {
         let prepared =
             mobix::vm::prepare_from(&profile, &dir, &bytes, &out.join("system.img"), manifest.clone()).unwrap();
         let outcome =
-            mobix::vm::test(&profile, &prepared, Duration::from_secs(180), None, &|m| eprintln!("{m}")).unwrap();
+            mobix::vm::test(&profile, &prepared, Duration::from_secs(180), None, None, &|m| eprintln!("{m}")).unwrap();
         eprintln!(
             "header v{version}, {} initramfs: {} after {:.1}s",
             c.name(),

@@ -8,7 +8,8 @@
 //! power, opens the state with the file in it; the owner changes the PIN with the manual's
 //! command, and the new one opens it from then on. A deploy says the phone waits for its PIN,
 //! waits while the test types it, and keeps the file; a trial generation left at the PIN
-//! screen and reset has spent no try. A damaged header gives the rescue screen and stays
+//! screen and reset has spent no try; a generation whose health check fails falls back by
+//! itself, the PIN asked at each of its restarts. A damaged header gives the rescue screen and stays
 //! as it was.
 //!
 //! The key slot's argon2id cost is lowered in this config (`state.kdf`): QEMU emulates the
@@ -356,7 +357,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         return story.end();
     };
 
-    story.step("5 a deploy waits for the PIN and keeps the file; a trial left at the PIN keeps its tries", || {
+    story.step("5 a deploy waits for the PIN and keeps the file; a trial left at the PIN keeps its tries; a failing one falls back", || {
         fs::write(tree.join("phone.yaml"), fs::read_to_string(tree.join("phone.yaml")).unwrap() + "packages: [less]\n")
             .unwrap();
         let to = format!("ssh://root@127.0.0.1:{}", owner.port);
@@ -409,6 +410,31 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         let said = String::from_utf8_lossy(&o.stderr);
         assert!(said.contains("generation 3 booted and is good"), "{said}");
         assert_eq!(owner.wait_ssh("cat /home/note.txt", 60).trim(), SECRET);
+        // A generation whose health check fails: opened with the PIN, it fails, the phone
+        // restarts, asks for the PIN again and falls back to generation 3 by itself. (One
+        // try, so that the test types the PIN twice rather than four times.)
+        let good = fs::read_to_string(tree.join("phone.yaml")).unwrap();
+        let doomed =
+            format!("{good}health_checks:\n  - {{ name: doomed, command: [/bin/false] }}\nboot: {{ tries: 1 }}\n");
+        fs::write(tree.join("phone.yaml"), doomed).unwrap();
+        let deploy = start_deploy();
+        for boot in ["the failing generation", "the fallback"] {
+            serial.wait_for("PIN-ASK for=unlock", 600);
+            let mut qmp = Qmp::connect(&sock).unwrap();
+            press(&mut qmp, &keys);
+            let chosen = serial.wait_for("GEN-CHOSEN", 120);
+            assert!(chosen.contains(if boot == "the fallback" { "generation=3" } else { "generation=4" }), "{boot}: {chosen}");
+        }
+        let o = deploy.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains("generation 4 failed (health check doomed failed")
+                && said.contains("the phone fell back to generation 3 by itself"),
+            "{said}"
+        );
+        assert_eq!(owner.wait_ssh("cat /home/note.txt", 60).trim(), SECRET);
+        fs::write(tree.join("phone.yaml"), good).unwrap();
         let _ = owner.ssh("systemctl poweroff");
         wait_off(&mut run, 120);
     });
@@ -457,7 +483,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
 /// there. The LUKS2 header is found on the host where the image ends, the file's words
 /// nowhere; the PIN changed with the manual's command; a new generation's system image
 /// written over the first (as `mobix run` and flashing do) leaves the state to open with
-/// the new PIN, the file in it.
+/// the new PIN, the file in it; `mobix test` opens it with the PIN from `--pin-file`.
 #[test]
 fn an_encrypted_state_after_the_system_image_is_kept_by_a_new_image() {
     let _one = phone();
@@ -581,6 +607,36 @@ fn an_encrypted_state_after_the_system_image_is_kept_by_a_new_image() {
         assert_eq!(said, format!("{SECRET}\ntree v\n"), "the data and the new generation");
         let _ = owner.ssh("systemctl poweroff");
         wait_off(&mut run, 120);
+    });
+
+    story.step("6 mobix test types the PIN from --pin-file, and says it needs one", || {
+        let test = |extra: &[&str]| {
+            on_phone(&["test", "--device", "qemu-aarch64", "--config", "phone.yaml", "--keep-state"])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let o = test(&[]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(said.contains("encrypts its state") && said.contains("--pin-file FILE"), "{said}");
+        let pin = t.path().join("pin");
+        fs::write(&pin, "80 246\n").unwrap();
+        let o = test(&["--pin-file", pin.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(said.contains("not a PIN the phone takes (4 to 32 digits"), "{said}");
+        fs::write(&pin, format!("{NEW_PIN}\n")).unwrap();
+        let o = test(&["--pin-file", pin.to_str().unwrap(), "--json"]);
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{said}");
+        let outcome: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(outcome["passed"], true, "{outcome}");
+        let log = fs::read_to_string(outcome["serial_log"].as_str().unwrap()).unwrap();
+        assert!(log.contains("STATE-OPEN made=0"), "the state opened, not made anew");
+        // Not as a number of its own anywhere (timestamps and addresses hold its digits).
+        let as_number = log.split(|c: char| !c.is_ascii_digit()).any(|n| n == NEW_PIN);
+        assert!(!as_number, "the PIN is in the serial log");
     });
     story.end();
 }

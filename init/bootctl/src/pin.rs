@@ -47,6 +47,11 @@ pub const PIN_MIN: usize = 4;
 /// The most digits the pad takes.
 pub const PIN_MAX: usize = 32;
 
+/// Whether `pin` is one the pad can take: [`PIN_MIN`] to [`PIN_MAX`] digits.
+pub fn pad_takes(pin: &str) -> bool {
+    (PIN_MIN..=PIN_MAX).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// What the owner did on the pad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PadInput {
@@ -194,6 +199,14 @@ pub const CRYPTSETUP_WRONG_KEY: i32 = 2;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pad_takes_four_to_thirty_two_digits_only() {
+        assert!(pad_takes("1357") && pad_takes(&"9".repeat(32)));
+        for no in ["135", "", "13 57", "1357\n", "12a4", &"9".repeat(33)] {
+            assert!(!pad_takes(no), "{no:?}");
+        }
+    }
 
     fn digits(p: &mut Pad, s: &str) {
         for c in s.bytes() {
