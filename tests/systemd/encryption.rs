@@ -218,51 +218,84 @@ fn found_in_file(path: &Path, needles: &[&[u8]]) -> Vec<bool> {
     }
 }
 
+/// One test's emulated phone: a copy of the tree, the owner's ssh key (root's, forwarded
+/// port), the out directory and `mobix run`'s QMP socket; serial logs and screenshots in
+/// `target/test-report/NAME`.
+struct Rig {
+    t: tempfile::TempDir,
+    tree: PathBuf,
+    /// The owner's public key line.
+    key: String,
+    report: PathBuf,
+    owner: Owner,
+    out: PathBuf,
+    sock: PathBuf,
+}
+
+impl Rig {
+    fn new(name: &str) -> Rig {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("tree");
+        repo_copy(&tree);
+        let keys = t.path().join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        let key = ssh_keygen(&keys, "root");
+        let report = repo().join("target/test-report").join(name);
+        let _ = fs::remove_dir_all(&report);
+        fs::create_dir_all(&report).unwrap();
+        let owner = Owner { key: keys.join("root"), port: crate::common::free_port() };
+        let (out, sock) = (t.path().join("out"), t.path().join("qmp.sock"));
+        Rig { t, tree, key, report, owner, out, sock }
+    }
+
+    /// The encrypted system's config (root's key, ssh, the lowered key slot cost, two CPUs),
+    /// `device` keys after `qemu:`.
+    fn config(&self, device: &str) -> String {
+        format!(
+            "hostname: pocket\nusers:\n  root:\n    authorized_keys: [\"{}\"]\nssh: {{ enable: true }}\n\
+             state:\n  encryption: luks2\n  kdf: {{ memory_kib: 65536, iter_time_ms: 200 }}\n\
+             device:\n  qemu: {{ smp: 2 }}\n{device}",
+            self.key
+        )
+    }
+
+    /// mobix with `args`, on this test's store, out directory and tree.
+    fn on_phone(&self, args: &[&str]) -> Command {
+        let mut c = mobix_cmd();
+        c.args(args).arg("--store").arg(store()).arg("--out").arg(&self.out).current_dir(&self.tree);
+        c
+    }
+
+    /// `mobix run` of phone.yaml (its serial log `serial-N.log`), once its QMP socket is there.
+    fn power_on(&self, n: u32) -> (Group, Qmp, Serial) {
+        let log = self.report.join(format!("serial-{n}.log"));
+        let _ = fs::remove_file(&self.sock);
+        let port = self.owner.port.to_string();
+        let run = Group::spawn_logged(
+            self.on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &port])
+                .arg("--qmp")
+                .arg(&self.sock),
+            &log,
+        );
+        let waited = Instant::now();
+        while !self.sock.exists() && waited.elapsed() < Duration::from_secs(180) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (run, Qmp::connect(&self.sock).unwrap(), Serial { log, at: 0 })
+    }
+}
+
 #[test]
 fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
     let _one = phone();
     let mut story = Story::new("an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only");
-    let t = tempfile::tempdir().unwrap();
-    let tree = t.path().join("tree");
-    repo_copy(&tree);
-    let keys = t.path().join("keys");
-    fs::create_dir_all(&keys).unwrap();
-    let key = ssh_keygen(&keys, "root");
-    let report = repo().join("target/test-report/encryption");
-    let _ = fs::remove_dir_all(&report);
-    fs::create_dir_all(&report).unwrap();
-    let owner = Owner { key: keys.join("root"), port: crate::common::free_port() };
-    let out = t.path().join("out");
-    let on_phone = |args: &[&str]| {
-        let mut c = mobix_cmd();
-        c.args(args).arg("--store").arg(store()).arg("--out").arg(&out).current_dir(&tree);
-        c
-    };
-    let sock = t.path().join("qmp.sock");
-    let port = owner.port.to_string();
-    let power_on = |n: u32| {
-        let log = report.join(format!("serial-{n}.log"));
-        let _ = fs::remove_file(&sock);
-        let run = Group::spawn_logged(
-            on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &port])
-                .arg("--qmp")
-                .arg(&sock),
-            &log,
-        );
-        let waited = Instant::now();
-        while !sock.exists() && waited.elapsed() < Duration::from_secs(180) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        (run, Qmp::connect(&sock).unwrap(), Serial { log, at: 0 })
-    };
+    let rig = Rig::new("encryption");
+    let Rig { t, tree, report, owner, out, sock, .. } = &rig;
+    let on_phone = |args: &[&str]| rig.on_phone(args);
+    let power_on = |n: u32| rig.power_on(n);
 
     let Some(()) = story.step("1 the config and the build", || {
-        let config = format!(
-            "hostname: pocket\nusers:\n  root:\n    authorized_keys: [\"{key}\"]\nssh: {{ enable: true }}\n\
-             state:\n  encryption: luks2\n  kdf: {{ memory_kib: 65536, iter_time_ms: 200 }}\n\
-             device:\n  qemu: {{ smp: 2 }}\n"
-        );
-        fs::write(tree.join("phone.yaml"), config).unwrap();
+        fs::write(tree.join("phone.yaml"), rig.config("")).unwrap();
         ok(&on_phone(&["build", "--device", "qemu-aarch64", "--config", "phone.yaml"]).output().unwrap());
     }) else {
         return story.end();
@@ -275,7 +308,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         screen_shows(
             &mut qmp,
             &serial,
-            &report,
+            report,
             "choose-pin",
             |s| matches!(s, Scene::Pin { title, entered: 0, .. } if title == "Choose a PIN"),
         );
@@ -283,7 +316,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         press(&mut qmp, &digits.iter().map(String::as_str).collect::<Vec<_>>());
         std::thread::sleep(Duration::from_secs(1));
         // Four dots, no digits.
-        screen_shows(&mut qmp, &serial, &report, "choose-pin-typed", |s| matches!(s, Scene::Pin { entered: 4, .. }));
+        screen_shows(&mut qmp, &serial, report, "choose-pin-typed", |s| matches!(s, Scene::Pin { entered: 4, .. }));
         press(&mut qmp, &["ret"]);
         serial.wait_for("PIN-ASK for=again", 30);
         for d in &digits {
@@ -336,7 +369,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         press(&mut qmp, &["9", "9", "9", "9", "ret"]);
         serial.wait_for("PIN-WRONG failures=1", 120);
         serial.wait_for("PIN-ASK for=unlock", 30);
-        screen_shows(&mut qmp, &serial, &report, "wrong-pin", |s| {
+        screen_shows(&mut qmp, &serial, report, "wrong-pin", |s| {
             matches!(s, Scene::Pin { bad: true, text, entered: 0, .. } if text.starts_with("Wrong PIN"))
         });
         pin_by_volume_keys(&mut qmp, PIN);
@@ -373,7 +406,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         let deploy = start_deploy();
         // The reboot starts QEMU again: a new QMP socket.
         serial.wait_for("PIN-ASK for=unlock", 600);
-        let mut qmp = Qmp::connect(&sock).unwrap();
+        let mut qmp = Qmp::connect(sock).unwrap();
         let digits: Vec<String> = NEW_PIN.chars().chain(['\n']).map(|c| c.to_string()).collect();
         let keys: Vec<&str> = digits.iter().map(|d| if d == "\n" { "ret" } else { d.as_str() }).collect();
         press(&mut qmp, &keys);
@@ -393,13 +426,13 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         .unwrap();
         let deploy = start_deploy();
         serial.wait_for("PIN-ASK for=unlock", 600);
-        let mut qmp = Qmp::connect(&sock).unwrap();
+        let mut qmp = Qmp::connect(sock).unwrap();
         let reset = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
             {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "sysrq"}, {"type": "qcode", "data": "b"}]}});
         qmp.execute(reset).unwrap();
         serial.wait_for("sysrq: Resetting", 30);
         serial.wait_for("PIN-ASK for=unlock", 180);
-        let mut qmp = Qmp::connect(&sock).unwrap();
+        let mut qmp = Qmp::connect(sock).unwrap();
         press(&mut qmp, &keys);
         let chosen = serial.wait_for("GEN-CHOSEN", 120);
         assert!(
@@ -420,7 +453,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         let deploy = start_deploy();
         for boot in ["the failing generation", "the fallback"] {
             serial.wait_for("PIN-ASK for=unlock", 600);
-            let mut qmp = Qmp::connect(&sock).unwrap();
+            let mut qmp = Qmp::connect(sock).unwrap();
             press(&mut qmp, &keys);
             let chosen = serial.wait_for("GEN-CHOSEN", 120);
             assert!(chosen.contains(if boot == "the fallback" { "generation=3" } else { "generation=4" }), "{boot}: {chosen}");
@@ -466,7 +499,7 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         screen_shows(
             &mut qmp,
             &serial,
-            &report,
+            report,
             "damaged-header",
             |s| matches!(s, Scene::Shell { title, .. } if title == "Your data cannot be opened"),
         );
@@ -488,51 +521,15 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
 fn an_encrypted_state_after_the_system_image_is_kept_by_a_new_image() {
     let _one = phone();
     let mut story = Story::new("an_encrypted_state_after_the_system_image_is_kept_by_a_new_image");
-    let t = tempfile::tempdir().unwrap();
-    let tree = t.path().join("tree");
-    repo_copy(&tree);
-    let keys = t.path().join("keys");
-    fs::create_dir_all(&keys).unwrap();
-    let key = ssh_keygen(&keys, "root");
-    let report = repo().join("target/test-report/encryption-beside");
-    let _ = fs::remove_dir_all(&report);
-    fs::create_dir_all(&report).unwrap();
-    let owner = Owner { key: keys.join("root"), port: crate::common::free_port() };
-    let out = t.path().join("out");
-    let on_phone = |args: &[&str]| {
-        let mut c = mobix_cmd();
-        c.args(args).arg("--store").arg(store()).arg("--out").arg(&out).current_dir(&tree);
-        c
-    };
-    let config = |extra: &str| {
-        format!(
-            "hostname: pocket\nusers:\n  root:\n    authorized_keys: [\"{key}\"]\nssh: {{ enable: true }}\n\
-             state:\n  encryption: luks2\n  kdf: {{ memory_kib: 65536, iter_time_ms: 200 }}\n\
-             device:\n  qemu: {{ smp: 2 }}\n{}{extra}",
-            crate::systemd::STORE_ON_USERDATA
-        )
-    };
+    let rig = Rig::new("encryption-beside");
+    let Rig { t, tree, owner, out, .. } = &rig;
+    let on_phone = |args: &[&str]| rig.on_phone(args);
     let build = |extra: &str| {
-        fs::write(tree.join("phone.yaml"), config(extra)).unwrap();
+        let config = rig.config(&format!("{}{extra}", crate::systemd::STORE_ON_USERDATA));
+        fs::write(tree.join("phone.yaml"), config).unwrap();
         ok(&on_phone(&["build", "--device", "qemu-aarch64", "--config", "phone.yaml"]).output().unwrap());
     };
-    let sock = t.path().join("qmp.sock");
-    let port = owner.port.to_string();
-    let power_on = |n: u32| {
-        let log = report.join(format!("serial-{n}.log"));
-        let _ = fs::remove_file(&sock);
-        let run = Group::spawn_logged(
-            on_phone(&["run", "--device", "qemu-aarch64", "--config", "phone.yaml", "--ssh-port", &port])
-                .arg("--qmp")
-                .arg(&sock),
-            &log,
-        );
-        let waited = Instant::now();
-        while !sock.exists() && waited.elapsed() < Duration::from_secs(180) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        (run, Qmp::connect(&sock).unwrap(), Serial { log, at: 0 })
-    };
+    let power_on = |n: u32| rig.power_on(n);
     let type_pin = |qmp: &mut Qmp, pin: &str| {
         let digits: Vec<String> = pin.chars().map(|c| c.to_string()).collect();
         press(qmp, &digits.iter().map(String::as_str).chain(["ret"]).collect::<Vec<_>>());
