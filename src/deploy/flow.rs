@@ -226,7 +226,10 @@ fn state_change(phone: &PhoneStatus, profile: &Profile) -> Option<Fail> {
         (StateKind::Plain, true) => Some(
             Fail::new("the phone keeps its state (/home, /var) as a plain filesystem; this system wants it encrypted")
                 .hint(
-                    "encrypting it in place would format over the owner's data, which mobix never does. Copy off                      what /home and /var hold, then flash the system with the state partition erased                      (docs/encryption.md), or keep `state: { encryption: none }`",
+                    "encrypting it in place would format over the owner's data, which mobix never does. Copy off \
+                     what /home and /var hold, then flash the system with the state erased (`mobix flash \
+                     --erase-state` where it follows the system image, `fastboot erase` of its partition where it \
+                     has one: docs/encryption.md), or keep `state: { encryption: none }`",
                 ),
         ),
         (StateKind::Encrypted, false) => Some(
