@@ -85,9 +85,9 @@ fn state_kind() -> Option<mobix_bootctl::contract::StateKind> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
     let dev = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(1) == Some(&STATE_DIR))?[0];
     let mapped = format!("/dev/mapper/{}", mobix_bootctl::pin::MAPPER_NAME);
-    // The kernel may list the mapper device as /dev/dm-N.
-    let is_mapped =
-        dev == mapped || std::fs::canonicalize(&mapped).is_ok_and(|m| std::fs::canonicalize(dev).is_ok_and(|d| d == m));
+    // By device number: the kernel may name the mapper device /dev/dm-N there.
+    let rdev = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).ok();
+    let is_mapped = dev == mapped || rdev(dev).is_some_and(|d| rdev(&mapped) == Some(d));
     Some(if is_mapped { StateKind::Encrypted } else { StateKind::Plain })
 }
 

@@ -152,6 +152,8 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
         return Ok(false);
     };
     let mapped = Path::new("/dev/mapper").join(mobix_bootctl::pin::MAPPER_NAME);
+    // The loop device over the state after the system image, open until mounted.
+    let mut _held = None;
     let dev = if st.encrypted && mapped.exists() {
         match header_device(&mapped) {
             Ok(header) => {
@@ -177,7 +179,9 @@ fn mount_state(conf: &SystemSpec) -> Result<bool> {
             ));
             return Ok(false);
         }
-        loop_device(&part, st.offset)?
+        let (lo, held) = loop_device(&part, st.offset)?;
+        _held = Some(held);
+        lo
     };
     let superblock = sys::read_at(&dev, 1024, 1024).unwrap_or_default();
     if let mobix_bootctl::pin::StateArea::Luks { .. } =
@@ -255,27 +259,14 @@ pub fn fs_bytes(sb: &[u8]) -> Option<u64> {
     Some(((hi << 32) | u32_at(4)?) << (10 + log))
 }
 
-/// A loop device over `part` from `offset` to its end (util-linux's losetup; the loop
-/// module loaded first where the kernel has it as a module).
-fn loop_device(part: &Path, offset: u64) -> Result<std::path::PathBuf> {
+/// A loop device over `part` from `offset` to its end ([`sys::loop_device`], as stage-1
+/// makes one), the loop module loaded first where the kernel has it as a module: its path,
+/// and the device held open until the state is mounted on it.
+fn loop_device(part: &Path, offset: u64) -> Result<(std::path::PathBuf, std::fs::File)> {
     if !Path::new("/dev/loop-control").exists() {
         let _ = Command::new("/run/current-system/sw/sbin/modprobe").arg("loop").env("PATH", generation::PATH).status();
     }
-    let out = Command::new("/run/current-system/sw/sbin/losetup")
-        .args(["--find", "--show", "--offset", &offset.to_string()])
-        .arg(part)
-        .env("PATH", generation::PATH)
-        .output()
-        .map_err(|e| format!("running losetup: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "losetup --offset {offset} {} failed ({}): {}",
-            part.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+    sys::loop_device(part, offset)
 }
 
 fn run_tool(cmd: &mut Command) -> Result<()> {

@@ -110,18 +110,18 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 format.args(["--pbkdf-memory", &k.memory_kib.to_string(), "--iter-time", &k.iter_time_ms.to_string()]);
             }
             let out = cryptsetup(format.arg(&dev), &pin)?;
-            if !out.0 {
+            if !out.ok() {
                 // The partition was blank: make it blank again, so that a half-written
                 // header does not ask the next boot for a PIN that opens nothing.
                 let blanked = match sys::write_at(&dev, 0, &vec![0u8; LUKS_AREA]) {
                     Ok(()) => "it is blank again: the next boot asks for a new PIN".to_string(),
                     Err(e) => format!("blanking it again failed too: {e}"),
                 };
-                return Err(format!("cryptsetup luksFormat {} failed: {}; {blanked}", dev.display(), out.1));
+                return Err(format!("cryptsetup luksFormat {} failed: {}; {blanked}", dev.display(), out));
             }
-            let (ok, why) = open(&dev, &pin)?;
-            if !ok {
-                return Err(format!("opening the new encrypted state failed: {why}"));
+            let opened = open(&dev, &pin)?;
+            if !opened.ok() {
+                return Err(format!("opening the new encrypted state failed: {opened}"));
             }
             crate::console::report(&Event::Unlock(Unlock::Open { made: true }));
             Ok(())
@@ -132,8 +132,8 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
             loop {
                 let pin = pad.ask(trouble.take());
                 pad.busy("checking the PIN");
-                let (ok, why) = open(&dev, &pin)?;
-                if ok {
+                let why = open(&dev, &pin)?;
+                if why.ok() {
                     crate::console::report(&Event::Unlock(Unlock::Open { made: false }));
                     return Ok(());
                 }
@@ -164,6 +164,12 @@ struct Outcome {
     said: String,
 }
 
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.code {
@@ -174,13 +180,13 @@ impl std::fmt::Display for Outcome {
 }
 
 /// `cryptsetup open` of `dev` as `/dev/mapper/mobix-state` with `pin`.
-fn open(dev: &Path, pin: &str) -> Result<(bool, Outcome)> {
+fn open(dev: &Path, pin: &str) -> Result<Outcome> {
     cryptsetup(Command::new(CRYPTSETUP).args(["open", "--key-file", "-"]).arg(dev).arg(MAPPER_NAME), pin)
 }
 
 /// Runs cryptsetup with the PIN on its standard input (`--key-file -`: read to its end,
 /// no newline), never on its command line.
-fn cryptsetup(cmd: &mut Command, pin: &str) -> Result<(bool, Outcome)> {
+fn cryptsetup(cmd: &mut Command, pin: &str) -> Result<Outcome> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -192,7 +198,7 @@ fn cryptsetup(cmd: &mut Command, pin: &str) -> Result<(bool, Outcome)> {
     }
     let out = child.wait_with_output().map_err(|e| format!("waiting for cryptsetup: {e}"))?;
     let said = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
-    Ok((out.status.success(), Outcome { code: out.status.code(), said }))
+    Ok(Outcome { code: out.status.code(), said })
 }
 
 /// The PIN pad on the screen, with the inputs it takes.

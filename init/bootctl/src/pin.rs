@@ -142,8 +142,8 @@ pub fn wait_after(failures: u32) -> u32 {
 }
 
 /// The bytes [`classify`] reads at the start of a state area: LUKS2's two binary headers
-/// (the second at 16 KiB) and ext4's superblock lie within them.
-pub const PROBE_BYTES: usize = 64 << 10;
+/// (the second at 16 KiB by default, at most 1 MiB on) and ext4's superblock lie within them.
+pub const PROBE_BYTES: usize = LUKS2_SECOND_OFFSETS[LUKS2_SECOND_OFFSETS.len() - 1] + 4096;
 
 /// What a state area holds, from its first [`PROBE_BYTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +263,10 @@ mod tests {
         assert_eq!(classify(&[]), StateArea::Unknown);
         a[0x4000..0x4006].copy_from_slice(b"SKUL\xba\xbe");
         assert_eq!(classify(&a), StateArea::Luks { first_header: false });
+        // The second header of the largest metadata cryptsetup makes is read too.
+        let mut far = vec![0u8; PROBE_BYTES];
+        far[0x100000..0x100006].copy_from_slice(b"SKUL\xba\xbe");
+        assert_eq!(classify(&far), StateArea::Luks { first_header: false });
         a[..6].copy_from_slice(b"LUKS\xba\xbe");
         assert_eq!(classify(&a), StateArea::Luks { first_header: true });
         let mut e = vec![0u8; PROBE_BYTES];
