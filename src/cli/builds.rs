@@ -232,7 +232,7 @@ fn next_steps(profile: &Profile, out: Option<&Path>) -> Vec<String> {
                 .to_string(),
         );
     }
-    if plan.state_after.is_some() && profile.system.state.encryption == crate::profile::Encryption::Luks2 {
+    if plan.state_after.is_some() && profile.system.state.encrypted() {
         lines.push(
             "     the first install of this encrypted state adds `--erase-state` (the first boot makes the state only \
              where it is blank; Android left data there); later flashes leave it out, or the state is erased"

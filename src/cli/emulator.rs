@@ -254,7 +254,7 @@ pub(super) fn cmd_test(g: &Global, a: &TestArgs) -> Result<ExitCode> {
 /// when the system encrypts its state (else the boot would wait at the PIN screen until
 /// the timeout), and one the phone's pad takes.
 fn test_pin(profile: &Profile, file: Option<&Path>) -> Result<Option<String>> {
-    let encrypted = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    let encrypted = profile.system.state.encrypted();
     let Some(file) = file else {
         if encrypted {
             return Err(Fail::new(format!(

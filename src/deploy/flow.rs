@@ -176,7 +176,7 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
         ));
         return Ok(report);
     }
-    if profile.system.state.encryption == crate::profile::Encryption::Luks2 {
+    if profile.system.state.encrypted() {
         note(&format!(
             "the phone asks for its PIN on its screen after the reboot (its data is encrypted): type it there; \
              mobix waits up to {}s",
@@ -221,7 +221,7 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
 /// encrypted one.
 fn state_change(phone: &PhoneStatus, profile: &Profile) -> Option<Fail> {
     use mobix_bootctl::contract::StateKind;
-    let wants = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    let wants = profile.system.state.encrypted();
     match (phone.state?, wants) {
         (StateKind::Plain, true) => Some(
             Fail::new("the phone keeps its state (/home, /var) as a plain filesystem; this system wants it encrypted")

@@ -588,7 +588,7 @@ fn system_json(profile: &Profile, gen: &EtcPlan) -> String {
         state: (profile.device.state.as_ref()).filter(|_| systemd).map(|st| StateSpec {
             partition: st.partition.to_string(),
             offset: profile.device.persistent_state_start(),
-            encrypted: s.state.encryption == crate::profile::Encryption::Luks2,
+            encrypted: s.state.encrypted(),
         }),
         trial_deadline: s.boot.trial_deadline,
         services: (s.services.iter())

@@ -544,7 +544,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                 if d.persistent_state_start() > 0 && profile.system.init == Init::Systemd {
                     all.push("loop".into());
                 }
-                if profile.system.state.encryption == crate::profile::Encryption::Luks2 {
+                if profile.system.state.encrypted() {
                     all.extend(crypt_modules(d));
                 }
                 all.sort();
@@ -643,7 +643,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         }
         None => None,
     };
-    let encrypted = profile.system.state.encryption == crate::profile::Encryption::Luks2;
+    let encrypted = profile.system.state.encrypted();
     // cryptsetup and what it loads, for stage-1 to open (or make) the encrypted state.
     let crypt_packages = if encrypted {
         debs::apt_packages(&mut plan, lock, &[crate::profile::CRYPTSETUP_PACKAGE.to_string()])

@@ -447,7 +447,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
         return Err(layer.error(&key, msg));
     }
     add_ui(&mut system, &dev);
-    if system.state.encryption == Encryption::Luks2 {
+    if system.state.encrypted() {
         add_package(&mut system, CRYPTSETUP_PACKAGE);
     }
     Ok(Profile {
@@ -467,7 +467,7 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
 /// Whether the device can keep the state the system config asks for encrypted.
 fn check_encryption(system: &SystemConfig, dev: &Device) -> std::result::Result<(), (String, String)> {
     let key = "state.encryption".to_string();
-    if system.state.encryption == Encryption::None {
+    if !system.state.encrypted() {
         return Ok(());
     }
     if system.init != Init::Systemd {

@@ -96,6 +96,13 @@ pub struct StateConfig {
     pub kdf: Option<KdfConfig>,
 }
 
+impl StateConfig {
+    /// Whether the state is encrypted (by any encryption: LUKS2 is the one there is).
+    pub fn encrypted(&self) -> bool {
+        self.encryption != Encryption::None
+    }
+}
+
 /// The encryptions of the persistent state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

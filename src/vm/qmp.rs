@@ -92,6 +92,20 @@ impl Qmp {
         Ok(())
     }
 
+    /// A tap of the emulated touch device (QEMU's tablet) at pixel (`x`, `y`) of a
+    /// `width` x `height` screen: the finger placed there, pressed and lifted.
+    pub fn tap(&mut self, x: usize, y: usize, width: usize, height: usize) -> Result<()> {
+        let (ax, ay) = (x * 32767 / width, y * 32767 / height);
+        self.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
+            {"type": "abs", "data": {"axis": "x", "value": ax}}, {"type": "abs", "data": {"axis": "y", "value": ay}}]}}))?;
+        for down in [true, false] {
+            self.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
+                {"type": "btn", "data": {"down": down, "button": "left"}}]}}))?;
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        Ok(())
+    }
+
     /// Saves the screen to `to` (`ppm` or `png`).
     pub fn screendump(&mut self, to: &Path, format: &str) -> Result<()> {
         self.execute(serde_json::json!({"execute": "screendump",

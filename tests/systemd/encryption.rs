@@ -115,16 +115,7 @@ fn press(qmp: &mut Qmp, keys: &[&str]) {
 fn tap_key(qmp: &mut Qmp, label: &str) {
     let i = mobix_bootctl::pin::PAD.iter().position(|k| k.label() == label).unwrap();
     let (x, y, w, h) = mobix_screen::pad_keys(720, 1440)[i];
-    let (ax, ay) = ((x + w / 2) as usize * 32767 / 720, (y + h / 2) as usize * 32767 / 1440);
-    qmp.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
-        {"type": "abs", "data": {"axis": "x", "value": ax}}, {"type": "abs", "data": {"axis": "y", "value": ay}}]}}))
-        .unwrap();
-    for down in [true, false] {
-        qmp.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
-            {"type": "btn", "data": {"down": down, "button": "left"}}]}}))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(150));
-    }
+    qmp.tap((x + w / 2) as usize, (y + h / 2) as usize, 720, 1440).unwrap();
     std::thread::sleep(Duration::from_millis(200));
 }
 

@@ -176,16 +176,7 @@ fn enter_pin(qmp: &mut Qmp, out: &Path, pin: &str) {
 
 /// A tap of the touch device at screen pixel (x, y).
 fn tap(qmp: &mut Qmp, x: usize, y: usize) {
-    let (ax, ay) = (x * 32767 / WIDTH, y * 32767 / HEIGHT);
-    qmp.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
-        {"type": "abs", "data": {"axis": "x", "value": ax}}, {"type": "abs", "data": {"axis": "y", "value": ay}}]}}))
-        .unwrap();
-    for down in [true, false] {
-        qmp.execute(serde_json::json!({"execute": "input-send-event", "arguments": {"events": [
-            {"type": "btn", "data": {"down": down, "button": "left"}}]}}))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(150));
-    }
+    qmp.tap(x, y, WIDTH, HEIGHT).unwrap();
 }
 
 struct Owner {
