@@ -155,7 +155,10 @@ impl Event {
     /// timestamp, systemd's journal prefix); None for any other line.
     pub fn find(line: &str) -> Option<Event> {
         let at = line.find(PREFIX)?;
-        let rest = line[at + PREFIX.len()..].trim_end();
+        let rest = &line[at + PREFIX.len()..];
+        // A kernel message printed between the line's text and its end (the tty sends the
+        // newline apart) is not part of it.
+        let rest = rest[..kernel_message_at(rest).unwrap_or(rest.len())].trim_end();
         let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
         if word == "SCREEN" {
             return serde_json::from_str(tail).ok().map(Event::Screen);
@@ -226,9 +229,37 @@ impl Event {
     }
 }
 
+/// Where a kernel message's timestamp (`[    1.958121]`) starts in `s`, if one does.
+fn kernel_message_at(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (0..b.len()).find(|&i| {
+        if b[i] != b'[' {
+            return false;
+        }
+        let body = &b[i + 1..];
+        let spaces = body.iter().take_while(|&&c| c == b' ').count();
+        let digits = body[spaces..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let rest = &body[spaces + digits..];
+        let fraction = rest.get(1..).map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+        digits > 0 && rest.first() == Some(&b'.') && fraction == 6 && rest.get(1 + fraction) == Some(&b']')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel message that lands before the line's newline does not spoil the event.
+    #[test]
+    fn a_kernel_message_inside_a_line_is_cut_off() {
+        let line =
+            "mobix: GEN-CHOSEN generation=1 status=manual tries_left=0[    1.958121] [drm] number of scanouts: 1";
+        assert_eq!(Event::find(line), Some(Event::Chosen { generation: 1, status: Chosen::Manual, tries_left: 0 }));
+        assert_eq!(kernel_message_at("tries_left=0[  12.000001] x"), Some(12));
+        for not in ["[1.5]", "[ 1.95812]", "[x.123456]", "items [3]", "[    1.958121"] {
+            assert_eq!(kernel_message_at(not), None, "{not}");
+        }
+    }
 
     /// Every event reads back from its own line, behind whatever the console put before it.
     #[test]
