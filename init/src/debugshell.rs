@@ -54,27 +54,42 @@ pub fn udhcpd_conf(ifname: &str, leases: &str) -> String {
 /// Starts udhcpd and telnetd (a shell for anyone on the USB link: the link is the cable
 /// in the owner's hand) on `ifname`. What cannot start is said, not fatal.
 pub fn usb_services(busybox: &Path, ifname: &str) -> UsbServices {
-    let mut up = Vec::new();
     if let Err(e) = link_tools(busybox) {
         say(&format!("warning: debug shell: {e}"));
-        return UsbServices(up);
+        return UsbServices(Vec::new());
+    }
+    let mut up = dhcp_server(busybox, ifname);
+    match Command::new(busybox).args(["telnetd", "-F", "-b", USB_PHONE_ADDRESS, "-l", &format!("{TOOLS}/sh")]).spawn() {
+        Ok(c) => up.0.push(c),
+        Err(e) => say(&format!("warning: debug shell: starting telnetd: {e}")),
+    }
+    if !up.0.is_empty() {
+        say(&format!("over USB: the host gets {USB_HOST_ADDRESS} by DHCP; `telnet {USB_PHONE_ADDRESS}` for a shell"));
+    }
+    up
+}
+
+/// Starts udhcpd on `ifname` alone (stage-1's remote unlock: no shell). What cannot start
+/// is said, not fatal.
+pub fn dhcp_server(busybox: &Path, ifname: &str) -> UsbServices {
+    if let Err(e) = link_tools(busybox) {
+        say(&format!("warning: USB network: {e}"));
+        return UsbServices(Vec::new());
     }
     let conf = format!("{TOOLS}/udhcpd.conf");
     let written = std::fs::write(&conf, udhcpd_conf(ifname, &format!("{TOOLS}/udhcpd.leases")))
         .and_then(|()| std::fs::write(format!("{TOOLS}/udhcpd.leases"), ""));
-    let mut start = |what: &str, args: &[&str]| match Command::new(busybox).args(args).spawn() {
-        Ok(c) => up.push(c),
-        Err(e) => say(&format!("warning: debug shell: starting {what}: {e}")),
-    };
-    match written {
-        Ok(()) => start("udhcpd", &["udhcpd", "-f", &conf]),
-        Err(e) => say(&format!("warning: debug shell: writing {conf}: {e}")),
+    if let Err(e) = written {
+        say(&format!("warning: USB network: writing {conf}: {e}"));
+        return UsbServices(Vec::new());
     }
-    start("telnetd", &["telnetd", "-F", "-b", USB_PHONE_ADDRESS, "-l", &format!("{TOOLS}/sh")]);
-    if !up.is_empty() {
-        say(&format!("over USB: the host gets {USB_HOST_ADDRESS} by DHCP; `telnet {USB_PHONE_ADDRESS}` for a shell"));
+    match Command::new(busybox).args(["udhcpd", "-f", &conf]).spawn() {
+        Ok(c) => UsbServices(vec![c]),
+        Err(e) => {
+            say(&format!("warning: USB network: starting udhcpd: {e}"));
+            UsbServices(Vec::new())
+        }
     }
-    UsbServices(up)
 }
 
 /// `/debug-shell/sh` and friends: links to busybox, so that telnetd's login program and

@@ -15,6 +15,7 @@ mod console;
 mod debugshell;
 mod deploy;
 mod generation;
+mod remote;
 mod screen;
 mod stage1;
 mod stage2;
@@ -28,6 +29,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let pid = std::process::id();
     let name = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    // Every remote unlock login in stage-1 (dropbear runs root's shell, `-mobix-unlock`
+    // for a login shell).
+    if name.trim_start_matches('-') == "mobix-unlock" {
+        std::process::exit(remote::client());
+    }
     if name == "mobix-bless" {
         std::process::exit(bless::main(&args[1..]));
     }

@@ -77,10 +77,19 @@ pub fn run() -> Result<()> {
         shell(&gens, usb_if.as_deref());
     }
     // The PIN before the choice: a phone left at the PIN screen has spent no trial's try.
+    let mut unlock_host_key = None;
     if let Some(enc) = &cfg.config.encryption {
-        if let Err(why) = crate::unlock::open_state(enc, &cfg.crypt_modules, &screen) {
-            screen.show(shell_scene(device, "Your data cannot be opened", &why, usb_if.as_deref()));
-            rescue_with_system(&why, &gens, usb_if.as_deref())
+        let remote = cfg.config.remote_unlock.as_ref().map(|r| crate::unlock::Remote {
+            cfg: r,
+            usb_if: usb_if.as_deref(),
+            busybox: usb_if.as_ref().and_then(|_| busybox(&gens)),
+        });
+        match crate::unlock::open_state(enc, &cfg.crypt_modules, &screen, remote) {
+            Ok(key) => unlock_host_key = key,
+            Err(why) => {
+                screen.show(shell_scene(device, "Your data cannot be opened", &why, usb_if.as_deref()));
+                rescue_with_system(&why, &gens, usb_if.as_deref())
+            }
         }
     }
     let loc = state::Location { device: dev.clone(), offset: cfg.config.state_offset };
@@ -92,6 +101,7 @@ pub fn run() -> Result<()> {
         }
     };
     boot.clock.stage1_start_ms = started_ms;
+    boot.unlock_host_key = unlock_host_key;
     let chosen = gens.iter().find(|g| g.generation == boot.generation).expect("picked from gens").clone();
     let label = label(&chosen);
     screen.show(match notice {
@@ -144,6 +154,7 @@ fn pick(
         slot,
         clock: Default::default(),
         fallback: None,
+        unlock_host_key: None,
     };
     let keys = sys::key_devices();
     let menu_key = cfg.config.menu_key;
@@ -316,7 +327,7 @@ fn menu(
                     sys::KEY_POWER | sys::KEY_ENTER => Input::Select,
                     _ => continue,
                 },
-                Some(sys::Input::Tap(..)) => continue,
+                Some(sys::Input::Tap(..) | sys::Input::Remote(_)) => continue,
                 Some(sys::Input::Console(bytes)) => {
                     last = Instant::now();
                     let mut line = None;
@@ -385,6 +396,17 @@ fn rescue_with_system(why: &str, gens: &[Generation], usb_if: Option<&str>) -> !
 /// any store path), on the console until it exits; udhcpd and telnetd on the USB network
 /// meanwhile.
 fn shell(gens: &[Generation], usb_if: Option<&str>) {
+    let Some(busybox) = busybox(gens) else {
+        say("no busybox on the system partition: no shell");
+        return;
+    };
+    let _servers = usb_if.map(|i| debugshell::usb_services(&busybox, i));
+    debugshell::console_shell(&busybox);
+}
+
+/// A busybox on the system partition: the newest generation's that has one, else any
+/// store path's.
+fn busybox(gens: &[Generation]) -> Option<PathBuf> {
     // A generation's `sw` is an absolute link as the booted system sees it.
     let sw = |g: &Generation| {
         let link = std::fs::read_link(format!("{SYSTEM_MOUNT}{}/sw", g.toplevel)).ok()?;
@@ -393,12 +415,7 @@ fn shell(gens: &[Generation], usb_if: Option<&str>) {
     let mut newest_first: Vec<&Generation> = gens.iter().collect();
     newest_first.sort_by_key(|g| std::cmp::Reverse(g.generation));
     let trees: Vec<PathBuf> = newest_first.into_iter().filter_map(sw).collect();
-    let Some(busybox) = debugshell::find_busybox(&Path::new(SYSTEM_MOUNT).join("mobix/store"), &trees) else {
-        say("no busybox on the system partition: no shell");
-        return;
-    };
-    let _servers = usb_if.map(|i| debugshell::usb_services(&busybox, i));
-    debugshell::console_shell(&busybox);
+    debugshell::find_busybox(&Path::new(SYSTEM_MOUNT).join("mobix/store"), &trees)
 }
 
 /// Whether `path` exists inside the tree at `root`, following symlinks (absolute ones

@@ -323,20 +323,29 @@ pub enum Input {
     Key(u16),
     /// A tap on a touch device, x and y as fractions of its width and height (0..=65535).
     Tap(u32, u32),
+    /// Bytes from the remote unlock's pipe (`remote::Server`).
+    Remote(Vec<u8>),
 }
 
 /// Waits up to `timeout` for input on the console or a key press (not a release or an
 /// autorepeat) on one of `keys`; None when the time passed or only other events came.
 pub fn next_input(timeout: std::time::Duration, keys: &[std::fs::File]) -> Option<Input> {
-    next_input_or_tap(timeout, keys, &mut [])
+    next_input_or_tap(timeout, keys, &mut [], None)
 }
 
-/// [`next_input`], and taps on `touch` devices ([`Input::Tap`]).
-pub fn next_input_or_tap(timeout: std::time::Duration, keys: &[std::fs::File], touch: &mut [Touch]) -> Option<Input> {
+/// [`next_input`], taps on `touch` devices ([`Input::Tap`]) and what comes through the
+/// `remote` pipe ([`Input::Remote`]).
+pub fn next_input_or_tap(
+    timeout: std::time::Duration,
+    keys: &[std::fs::File],
+    touch: &mut [Touch],
+    remote: Option<&std::fs::File>,
+) -> Option<Input> {
     use std::os::fd::AsRawFd;
     let mut fds: Vec<libc::pollfd> = std::iter::once(0)
         .chain(keys.iter().map(|k| k.as_raw_fd()))
         .chain(touch.iter().map(|t| t.file.as_raw_fd()))
+        .chain(remote.map(|r| r.as_raw_fd()))
         .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
         .collect();
     // SAFETY: poll on valid pollfds; reads into buffers of the given sizes.
@@ -380,6 +389,13 @@ pub fn next_input_or_tap(timeout: std::time::Duration, keys: &[std::fs::File], t
                 if let Some(tap) = t.event(event_of(&e)) {
                     return Some(tap);
                 }
+            }
+        }
+        if let Some(f) = fds.get(keys.len() + touch.len() + 1).filter(|f| f.revents & libc::POLLIN != 0) {
+            let mut b = [0u8; 64];
+            let n = libc::read(f.fd, b.as_mut_ptr() as *mut libc::c_void, b.len());
+            if n > 0 {
+                return Some(Input::Remote(b[..n as usize].to_vec()));
             }
         }
     }
@@ -584,7 +600,18 @@ pub fn cmdline_has(cmdline: &str, word: &str) -> bool {
 /// (the SIOCSIFADDR, SIOCSIFNETMASK and SIOCSIFFLAGS ioctls, as `ifconfig` does).
 pub fn set_ipv4(ifname: &str, address: &str, netmask: &str) -> Result<()> {
     let parse = |a: &str| a.parse::<std::net::Ipv4Addr>().map_err(|e| format!("{a:?}: {e}"));
-    let (addr, mask) = (parse(address)?, parse(netmask)?);
+    configure_ipv4(ifname, Some((parse(address)?, parse(netmask)?)))
+}
+
+/// Takes `ifname`'s address away and the interface down, as it was before [`set_ipv4`] (so
+/// that udev may rename it and the system's network manager configure it afresh).
+pub fn clear_ipv4(ifname: &str) -> Result<()> {
+    configure_ipv4(ifname, None)
+}
+
+/// With an address and netmask: sets them and brings the interface up; without: sets
+/// 0.0.0.0 (which removes the address) and takes it down.
+fn configure_ipv4(ifname: &str, set: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>) -> Result<()> {
     if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
         return Err(format!("{ifname:?} is not an interface name"));
     }
@@ -614,9 +641,13 @@ pub fn set_ipv4(ifname: &str, address: &str, netmask: &str) -> Result<()> {
         r
     };
     let result = (|| {
-        for (req, r, what) in
-            [(libc::SIOCSIFADDR, with_addr(addr), "address"), (libc::SIOCSIFNETMASK, with_addr(mask), "netmask")]
-        {
+        let settings = match set {
+            Some((addr, mask)) => {
+                vec![(libc::SIOCSIFADDR, with_addr(addr), "address"), (libc::SIOCSIFNETMASK, with_addr(mask), "netmask")]
+            }
+            None => vec![(libc::SIOCSIFADDR, with_addr(std::net::Ipv4Addr::UNSPECIFIED), "address")],
+        };
+        for (req, r, what) in settings {
             // SAFETY: a valid socket and ifreq for the call's duration.
             let rc = unsafe { libc::ioctl(fd, req as _, &r) };
             if rc < 0 {
@@ -629,10 +660,16 @@ pub fn set_ipv4(ifname: &str, address: &str, netmask: &str) -> Result<()> {
             return Err(format!("reading the flags of {ifname}: {}", io::Error::last_os_error()));
         }
         // SAFETY: the union holds the flags SIOCGIFFLAGS wrote.
-        unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        unsafe {
+            if set.is_some() {
+                r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            } else {
+                r.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+            }
+        }
         // SAFETY: as above.
         if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &r) } < 0 {
-            return Err(format!("bringing {ifname} up: {}", io::Error::last_os_error()));
+            return Err(format!("bringing {ifname} {}: {}", if set.is_some() { "up" } else { "down" }, io::Error::last_os_error()));
         }
         Ok(())
     })();

@@ -10,7 +10,8 @@ use crate::console::say;
 use crate::screen::Painter;
 use crate::sys::{self, Result};
 use mobix_bootctl::console::{Event, PinFor, Unlock};
-use mobix_bootctl::contract::{Encryption, MIN_STATE};
+use crate::remote;
+use mobix_bootctl::contract::{Encryption, RemoteUnlock, UnlockReply, MIN_STATE};
 use mobix_bootctl::pin::{self, PadInput, PadKey, PadStep, StateArea, CRYPTSETUP, MAPPER_NAME};
 use mobix_bootctl::screen::Scene;
 use std::io::Write;
@@ -22,11 +23,21 @@ use std::time::Duration;
 /// and the key slots' area (16 MiB).
 const LUKS_AREA: usize = 16 << 20;
 
+/// Where the PIN may also come from over ssh: the server's settings, the USB network
+/// stage-1 brought up, a busybox for its DHCP server.
+pub struct Remote<'a> {
+    pub cfg: &'a RemoteUnlock,
+    pub usb_if: Option<&'a str>,
+    pub busybox: Option<std::path::PathBuf>,
+}
+
 /// Opens the encrypted state `enc` as `/dev/mapper/mobix-state` (making it on a blank
 /// partition), loading `modules` first; a partition holding a plain filesystem is left as
 /// it is (encrypting it would format over the owner's data), and stage-2 mounts that. An
 /// error is a state that cannot be opened: stage-1 shows it and gives the rescue shell.
-pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Result<()> {
+/// While it asks for the PIN of an existing state, `remote` serves the unlock over ssh;
+/// the server's public host key comes back where it ran.
+pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter, remote: Option<Remote>) -> Result<Option<String>> {
     for m in modules {
         if let Err(e) = sys::load_module(Path::new(m)) {
             say(&format!("note: module {m} not loaded ({e}); another one serves"));
@@ -47,7 +58,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 enc.partition,
                 size.saturating_sub(enc.offset) >> 20
             ));
-            return Ok(());
+            return Ok(None);
         }
         let (lo, held) = sys::loop_device(&part, enc.offset)?;
         say(&format!(
@@ -75,7 +86,7 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 dev.display(),
                 enc.partition
             ));
-            Ok(())
+            Ok(None)
         }
         StateArea::Unknown => Err(format!(
             "{} ({}{}) holds neither a LUKS volume nor a filesystem mobix knows; it is left untouched{}",
@@ -124,30 +135,57 @@ pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter) -> Res
                 return Err(format!("opening the new encrypted state failed: {opened}"));
             }
             crate::console::report(&Event::Unlock(Unlock::Open { made: true }));
-            Ok(())
+            // The remote unlock's host key, made now: the running system reports it, so
+            // that a deploy can trust the server at the next boot.
+            match remote {
+                Some(_) => match remote::host_key(&dev) {
+                    Ok(k) => Ok(Some(k)),
+                    Err(e) => {
+                        say(&format!("warning: no remote unlock host key yet: {e}"));
+                        Ok(None)
+                    }
+                },
+                None => Ok(None),
+            }
         }
         StateArea::Luks { first_header: true } => {
+            // Stopped (its clients answered first) when this returns.
+            let mut server = remote.and_then(|r| {
+                remote::start(r.cfg, &dev, r.usb_if, r.busybox.as_deref())
+                    .map_err(|e| say(&format!("warning: no remote unlock: {e}")))
+                    .ok()
+            });
+            let host_key = server.as_ref().map(|s| s.host_key.clone());
             let mut failures = 0u32;
             let mut trouble = None;
             loop {
-                let pin = pad.ask(trouble.take());
+                let pin = pad.ask(trouble.take(), server.as_mut());
                 pad.busy("checking the PIN");
                 let why = open(&dev, &pin)?;
+                let answer = |server: &mut Option<remote::Server>, r: UnlockReply| {
+                    if let Some(s) = server {
+                        s.answer(&r);
+                    }
+                };
                 if why.ok() {
                     crate::console::report(&Event::Unlock(Unlock::Open { made: false }));
-                    return Ok(());
+                    answer(&mut server, UnlockReply::Open);
+                    return Ok(host_key);
                 }
                 if why.code != Some(pin::CRYPTSETUP_WRONG_KEY) {
-                    return Err(format!(
+                    let why = format!(
                         "cryptsetup cannot open {} ({}): {}; nothing was changed",
                         dev.display(),
                         enc.partition,
                         why
-                    ));
+                    );
+                    answer(&mut server, UnlockReply::Refused(why.clone()));
+                    return Err(why);
                 }
                 failures += 1;
                 let wait = pin::wait_after(failures);
                 crate::console::report(&Event::Unlock(Unlock::Wrong { failures, wait_s: wait }));
+                answer(&mut server, UnlockReply::Wrong { failures, wait_s: wait });
                 for left in (1..=wait).rev() {
                     pad.show("Wrong PIN", &format!("Try again in {left} s"), true);
                     std::thread::sleep(Duration::from_secs(1));
@@ -260,8 +298,8 @@ impl<'a> Pad<'a> {
                 Some(t) => (t, true),
                 None => ("This phone encrypts your data. Choose a PIN of 4 digits or more.".to_string(), false),
             };
-            let first = self.read(PinFor::Choose, "Choose a PIN", &text, bad);
-            let again = self.read(PinFor::Again, "Enter the PIN again", "The same PIN once more", false);
+            let first = self.read(PinFor::Choose, "Choose a PIN", &text, bad, None);
+            let again = self.read(PinFor::Again, "Enter the PIN again", "The same PIN once more", false, None);
             if first == again {
                 return first;
             }
@@ -270,25 +308,44 @@ impl<'a> Pad<'a> {
         }
     }
 
-    /// The PIN of the encrypted state.
-    fn ask(&mut self, trouble: Option<String>) -> String {
+    /// The PIN of the encrypted state (from the pad, or over ssh through `remote`).
+    fn ask(&mut self, trouble: Option<String>, remote: Option<&mut remote::Server>) -> String {
         let (text, bad) = match trouble {
             Some(t) => (t, true),
             None => ("Your data is encrypted. Enter the PIN to start.".to_string(), false),
         };
-        self.read(PinFor::Unlock, "Enter the PIN", &text, bad)
+        if let Some(r) = &remote {
+            r.asking(true);
+        }
+        let pin = self.read(PinFor::Unlock, "Enter the PIN", &text, bad, remote.as_deref());
+        if let Some(r) = &remote {
+            r.asking(false);
+        }
+        pin
     }
 
-    /// Reads one PIN from whichever input gives it.
-    fn read(&mut self, purpose: PinFor, title: &str, text: &str, bad: bool) -> String {
+    /// Reads one PIN from whichever input gives it (`remote`'s pipe among them).
+    fn read(&mut self, purpose: PinFor, title: &str, text: &str, bad: bool, remote: Option<&remote::Server>) -> String {
         crate::console::report(&Event::Unlock(Unlock::Ask(purpose)));
         say("type the PIN on the phone, or its digits here, then Enter");
         self.show(title, text, bad);
+        let mut pending = Vec::new();
         loop {
-            let Some(input) = sys::next_input_or_tap(Duration::from_secs(3600), &self.keys, &mut self.touch) else {
+            let pipe = remote.map(|r| r.pipe());
+            let Some(input) = sys::next_input_or_tap(Duration::from_secs(3600), &self.keys, &mut self.touch, pipe)
+            else {
                 continue;
             };
             let inputs: Vec<PadInput> = match input {
+                sys::Input::Remote(bytes) => match remote::take_line(&mut pending, &bytes) {
+                    // The client sends only what the pad takes.
+                    Some(p) if pin::pad_takes(&p) => {
+                        say("the PIN came over ssh (remote unlock)");
+                        crate::console::report(&Event::Unlock(Unlock::Typed { digits: p.len() as u32 }));
+                        return p;
+                    }
+                    _ => vec![],
+                },
                 sys::Input::Console(bytes) => bytes
                     .iter()
                     .filter_map(|b| match b {

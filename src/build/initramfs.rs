@@ -335,9 +335,9 @@ fn normalise(path: &str) -> String {
     out.join("/")
 }
 
-/// Runs each program with `--version` in QEMU's user mode over the initramfs's files: the
-/// build fails here, not on the phone, when a library it loads is missing.
-/// `dir` (beside the output, removed after) holds them.
+/// Runs each program with `--version` (or what it answers to instead) in QEMU's user mode
+/// over the initramfs's files: the build fails here, not on the phone, when a library it
+/// loads is missing. `dir` (beside the output, removed after) holds them.
 fn check_programs(files: &BTreeMap<String, (u32, Vec<u8>)>, programs: &[String], dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = crate::util::remove_tree(dir);
@@ -350,7 +350,13 @@ fn check_programs(files: &BTreeMap<String, (u32, Vec<u8>)>, programs: &[String],
     for prog in programs {
         let name = prog.rsplit('/').next().unwrap_or(prog);
         let mut cmd = std::process::Command::new("qemu-aarch64-static");
-        cmd.env_clear().env("LC_ALL", "C").arg("-L").arg(dir).arg(dir.join("bin").join(name)).arg("--version");
+        cmd.env_clear().env("LC_ALL", "C").arg("-L").arg(dir).arg(dir.join("bin").join(name));
+        match name {
+            // dropbear says its version with -V; dropbearkey has none, so it makes a key.
+            "dropbear" => cmd.arg("-V"),
+            "dropbearkey" => cmd.args(["-t", "ed25519", "-f"]).arg(dir.join("check-key")),
+            _ => cmd.arg("--version"),
+        };
         crate::util::run(&mut cmd).map_err(|e| {
             e.context(format!("running the initramfs's {name} in qemu-aarch64-static (a missing library?)"))
         })?;

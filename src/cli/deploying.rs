@@ -35,6 +35,11 @@ pub(super) struct DeployArgs {
     /// How long to wait for the phone to come back and settle after the reboot, in seconds.
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     timeout: u64,
+    /// A file holding the PIN of the phone's encrypted state: after the reboot mobix sends it
+    /// to the phone's stage-1 over ssh (`state: { remote_unlock: true }`), to the host key
+    /// the running phone reported.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["gc", "no_reboot"])]
+    pin_file: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -78,6 +83,19 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
     }
     let gather = Gather { dry_run: a.dry_run, caches: Some(&a.caches), ..Gather::default() };
     let SystemInputs { repo, profile, lock, store, inputs, caches } = system_inputs(g, &a.target, &gather)?;
+    let pin = match &a.pin_file {
+        Some(file) if !profile.system.state.encrypted() => {
+            return Err(Fail::new(format!(
+                "--pin-file {}: {} encrypts nothing, so the phone asks for no PIN",
+                file.display(),
+                profile.instance()
+            ))
+            .hint("leave --pin-file out, or deploy a system with `state: { encryption: luks2, remote_unlock: true }`")
+            .into())
+        }
+        Some(file) => Some(super::emulator::read_pin_file(file)?),
+        None => None,
+    };
     let ctx = builder_ctx_with(&store, caches);
     let pipe = pipeline::Pipeline { ctx: &ctx, profile: &profile, lock: &lock, inputs: &inputs };
     let opts = deploy::Options {
@@ -85,6 +103,7 @@ pub(super) fn cmd_deploy(g: &Global, a: &DeployArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         timeout: Duration::from_secs(a.timeout),
         kernel_in_place: a.kernel_in_place,
+        pin,
     };
     let report = deploy::run(&pipe, &ssh, &a.target.out_dir(&repo), &opts)?;
     if a.json {

@@ -275,6 +275,12 @@ fn test_pin(profile: &Profile, file: Option<&Path>) -> Result<Option<String>> {
         .hint("leave --pin-file out, or set `state: { encryption: luks2 }` in the system config")
         .into());
     }
+    read_pin_file(file).map(Some)
+}
+
+/// The PIN in `file` (`--pin-file` of `mobix test` and `mobix deploy`): digits the phone's
+/// pad takes, a newline after them allowed.
+pub(super) fn read_pin_file(file: &Path) -> Result<String> {
     let text = std::fs::read_to_string(file).map_err(|e| util::user_error(e, format!("reading {}", file.display())))?;
     let pin = text.strip_suffix('\n').unwrap_or(&text);
     if !mobix_bootctl::pin::pad_takes(pin) {
@@ -287,7 +293,7 @@ fn test_pin(profile: &Profile, file: Option<&Path>) -> Result<Option<String>> {
         .hint("write only the digits, e.g. `printf 1357 > pin`")
         .into());
     }
-    Ok(Some(pin.to_string()))
+    Ok(pin.to_string())
 }
 
 pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {

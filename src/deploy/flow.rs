@@ -3,7 +3,7 @@
 //! lacks, reboot it and read back what booted. The CLI parses the arguments and prints the
 //! [`Report`]; every decision is here or in the pure functions of [`super`].
 
-use super::{boot_change, layout_change, plan, send, wait, Outcome, Plan, Sent, Ssh, Target};
+use super::{boot_change, layout_change, plan, send, wait, Outcome, Plan, Sent, Ssh, Target, UnlockWith};
 use crate::generation;
 use crate::pipeline::Pipeline;
 use crate::plan::ImageName;
@@ -27,6 +27,9 @@ pub struct Options {
     pub timeout: Duration,
     /// On a phone without A/B slots, write a changed boot image over the running one.
     pub kernel_in_place: bool,
+    /// The PIN of the phone's encrypted state, sent to stage-1's remote unlock after the
+    /// reboot (`--pin-file`).
+    pub pin: Option<String>,
 }
 
 /// Where a new boot image goes, and its size.
@@ -176,17 +179,17 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
         ));
         return Ok(report);
     }
+    let unlock = match (&opts.pin, &phone.booted.unlock_host_key) {
+        (Some(pin), Some(key)) => Some(UnlockWith { pin: pin.clone(), host_key: key.clone() }),
+        _ => None,
+    };
     if profile.system.state.encrypted() {
-        note(&format!(
-            "the phone asks for its PIN on its screen after the reboot (its data is encrypted): type it there; \
-             mobix waits up to {}s",
-            opts.timeout.as_secs()
-        ));
+        note(&unlock_words(opts, &phone, &ssh.target));
     }
     note("rebooting the phone");
     // The connection ends with the reboot: its exit status says nothing.
     let _ = ssh.run("systemctl reboot 2>/dev/null || reboot");
-    let (outcome, last) = wait(ssh, &phone.boot_id, generation, opts.timeout, &note);
+    let (outcome, last) = wait(ssh, &phone.boot_id, generation, opts.timeout, unlock.as_ref(), &note);
     if let Some(rec) = last.as_ref().and_then(PhoneStatus::boot_record) {
         generation::save_ledger(store, &store.lock()?, &lineage, &rec)?;
     }
@@ -214,6 +217,31 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
     });
     report.outcome = Some(outcome);
     Ok(report)
+}
+
+/// What the owner of an encrypted phone is told before the reboot (pure): who types the
+/// PIN, and how long mobix waits.
+fn unlock_words(opts: &Options, phone: &PhoneStatus, target: &Target) -> String {
+    let waits = format!("mobix waits up to {}s", opts.timeout.as_secs());
+    match (&opts.pin, &phone.booted.unlock_host_key) {
+        (Some(_), Some(_)) => format!(
+            "the phone asks for its PIN after the reboot (its data is encrypted): mobix sends the PIN of --pin-file \
+             to its stage-1 over ssh (remote unlock, to the host key the running phone reported); {waits}"
+        ),
+        (Some(_), None) => format!(
+            "the phone asks for its PIN after the reboot (its data is encrypted), and its stage-1 made no remote \
+             unlock known (the system it runs has no `state: {{ remote_unlock: true }}`): --pin-file cannot be sent, \
+             type the PIN on the phone; {waits}"
+        ),
+        (None, Some(_)) => format!(
+            "the phone asks for its PIN after the reboot (its data is encrypted): type it there, or over ssh \
+             (`ssh {}`, remote unlock), or give mobix deploy --pin-file; {waits}",
+            target.shown()
+        ),
+        (None, None) => format!(
+            "the phone asks for its PIN on its screen after the reboot (its data is encrypted): type it there; {waits}"
+        ),
+    }
 }
 
 /// A system that keeps the state otherwise than the phone does: encrypting a plain state

@@ -16,7 +16,7 @@ use crate::format::bootstate;
 use crate::store::{archive, Store, StorePath};
 use crate::util::Fail;
 use anyhow::{Context, Result};
-use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus};
+use mobix_bootctl::contract::{BootSpec, Generation, PhoneStatus, UnlockReply};
 use mobix_bootctl::stream::{DeployFrame, GcLine, StoreName, DEPLOY_MAGIC};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -423,23 +423,109 @@ pub fn judge(generation: u32, booted: u32, rec: Option<&bootstate::Record>, fail
     }
 }
 
+/// A PIN to send to stage-1's remote unlock after the reboot, to the server with this
+/// host key (which the running system reported: nothing else is trusted with the PIN).
+#[derive(Debug, Clone)]
+pub struct UnlockWith {
+    pub pin: String,
+    pub host_key: String,
+}
+
+/// What came of the remote unlock during [`wait`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unlocking {
+    Trying { said: Option<String> },
+    Done,
+}
+
+/// Sends `with.pin` to stage-1's remote unlock at the phone's ssh address: its answer, or
+/// None where no server with `with.host_key` answered (the phone still starting, or its
+/// system's own ssh server already up).
+pub fn remote_unlock(ssh: &Ssh, with: &UnlockWith) -> Option<UnlockReply> {
+    let known = std::env::temp_dir().join(format!("mobix-unlock-{}-known-hosts", std::process::id()));
+    std::fs::write(&known, format!("{UNLOCK_HOST_ALIAS} {}\n", with.host_key)).ok()?;
+    // First: ssh keeps the first value it sees, and the owner's own options must not let
+    // another host key in.
+    let mut options = vec![
+        format!("UserKnownHostsFile={}", known.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        format!("HostKeyAlias={UNLOCK_HOST_ALIAS}"),
+        "StrictHostKeyChecking=yes".into(),
+        "LogLevel=ERROR".into(),
+    ];
+    options.extend(ssh.options.iter().cloned());
+    let unlock = Ssh { options, ..ssh.clone() };
+    let child = unlock
+        .command("mobix-unlock")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok();
+    let out = child.and_then(|mut c| {
+        if let Some(mut i) = c.stdin.take() {
+            let _ = i.write_all(format!("{}\n", with.pin).as_bytes());
+        }
+        c.wait_with_output().ok()
+    });
+    let _ = std::fs::remove_file(&known);
+    UnlockReply::find(&String::from_utf8_lossy(&out?.stdout))
+}
+
+/// The name the remote unlock's host key is pinned under (not the phone's address, whose
+/// key is its running system's).
+const UNLOCK_HOST_ALIAS: &str = "mobix-remote-unlock";
+
+/// One try of the remote unlock while the phone does not answer as a running system; what
+/// came of it said once.
+fn try_unlock(ssh: &Ssh, with: &UnlockWith, state: &mut Unlocking, progress: &dyn Fn(&str)) {
+    let Unlocking::Trying { said } = state else { return };
+    match remote_unlock(ssh, with) {
+        None => {}
+        Some(UnlockReply::Open) => {
+            progress("the phone's data is unlocked: mobix sent the PIN to stage-1 over ssh (remote unlock)");
+            *state = Unlocking::Done;
+        }
+        Some(UnlockReply::Wrong { failures, .. }) => {
+            progress(&format!(
+                "the phone refused the PIN of --pin-file ({failures} wrong in a row); mobix sends it no more: type the \
+                 right one on the phone"
+            ));
+            *state = Unlocking::Done;
+        }
+        Some(UnlockReply::Refused(why)) if said.as_deref() != Some(why.as_str()) => {
+            progress(&format!("remote unlock: the phone tried nothing ({why}); mobix tries again"));
+            *said = Some(why);
+        }
+        Some(UnlockReply::Refused(_)) => {}
+    }
+}
+
 /// Waits up to `timeout` for the phone to come back from the reboot (a boot id other
 /// than `before`) and settle on `generation`'s outcome; the last status seen comes back
 /// with it (None: the phone never answered; its boot id `before`: it never restarted).
+/// With `unlock`, the PIN goes to stage-1's remote unlock while the system is not up.
 pub fn wait(
     ssh: &Ssh,
     before: &str,
     generation: u32,
     timeout: Duration,
+    unlock: Option<&UnlockWith>,
     progress: &dyn Fn(&str),
 ) -> (Outcome, Option<PhoneStatus>) {
     let t0 = Instant::now();
     let mut last = None;
     let mut outcome = Outcome::Pending { generation, booted: 0 };
     let mut said = String::new();
+    let mut unlocking = Unlocking::Trying { said: None };
     while t0.elapsed() < timeout {
         std::thread::sleep(Duration::from_secs(3));
-        let Ok(s) = ssh.status() else { continue };
+        let Ok(s) = ssh.status() else {
+            if let Some(with) = unlock {
+                try_unlock(ssh, with, &mut unlocking, progress);
+            }
+            continue;
+        };
         if s.boot_id == before {
             // Not restarted yet (or never: the caller tells by the boot id).
             last = Some(s);
@@ -697,6 +783,7 @@ mod tests {
                 slot: None,
                 clock: Default::default(),
                 fallback: None,
+                unlock_host_key: None,
             },
             boot_spec: spec("k", ""),
             generations: gens
@@ -830,6 +917,7 @@ mod tests {
             dry_run: false,
             timeout: Duration::from_secs(1),
             kernel_in_place,
+            pin: None,
         };
         let words = |r: Result<()>| format!("{:#}", r.unwrap_err());
         let mut p = phone(&[1], &[], 1);

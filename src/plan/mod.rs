@@ -13,6 +13,7 @@ use crate::lock::{DebPin, Lock};
 use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Init, Profile, QemuDisk};
 use crate::store::StorePath;
 use crate::util::Fail;
+use mobix_bootctl::contract::UnlockLink;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -490,14 +491,41 @@ const CRYPTSETUP_PROGRAM: &str = "sbin/cryptsetup";
 /// cipher interface for programs, with which cryptsetup reads its key slots.
 const CRYPT_MODULES: &[&str] = &["dm_crypt", "xts", "aes_ce_blk", "aes_neon_blk", "algif_skcipher"];
 
-/// [`CRYPT_MODULES`], and the loop device's module where the state follows the system
-/// image in its partition (stage-1 opens it through a loop device from there).
-fn crypt_modules(d: &crate::profile::Device) -> Vec<String> {
+/// dropbear in its package, and the program that makes its host key: stage-1's remote
+/// unlock server.
+const DROPBEAR_PROGRAMS: &[&str] = &["usr/sbin/dropbear", "usr/bin/dropbearkey"];
+
+/// The emulated phone's network card, which stage-1 serves remote unlock on.
+const EMULATED_NIC_MODULE: &str = "virtio_net";
+
+/// [`CRYPT_MODULES`], the loop device's module where the state follows the system image in
+/// its partition (stage-1 opens it through a loop device from there), and the network
+/// card's where remote unlock is served on an Ethernet link.
+fn crypt_modules(d: &crate::profile::Device, link: Option<&UnlockLink>) -> Vec<String> {
     let mut m: Vec<String> = CRYPT_MODULES.iter().map(|m| m.to_string()).collect();
     if d.persistent_state_start() > 0 {
         m.push("loop".into());
     }
+    if let Some(UnlockLink::Ethernet { .. }) = link {
+        m.push(EMULATED_NIC_MODULE.into());
+    }
     m
+}
+
+/// Where stage-1 serves remote unlock (checked by the profile: a device with a USB network,
+/// or the emulated phone's network).
+fn unlock_link(profile: &Profile) -> Option<UnlockLink> {
+    let d = &profile.device;
+    if !(profile.system.state.encrypted() && profile.system.state.remote_unlock) {
+        return None;
+    }
+    match (&d.usb_network, &d.qemu) {
+        (Some(_), _) => Some(UnlockLink::Usb),
+        (None, Some(_)) => {
+            Some(UnlockLink::Ethernet { address: mobix_bootctl::contract::QEMU_GUEST_ADDRESS.into() })
+        }
+        (None, None) => None,
+    }
 }
 
 /// The modules stage-1 loads: the profile's, and the system filesystem's module when
@@ -545,7 +573,7 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                     all.push("loop".into());
                 }
                 if profile.system.state.encrypted() {
-                    all.extend(crypt_modules(d));
+                    all.extend(crypt_modules(d, unlock_link(profile).as_ref()));
                 }
                 all.sort();
                 all.dedup();
@@ -644,19 +672,28 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
         None => None,
     };
     let encrypted = profile.system.state.encrypted();
-    // cryptsetup and what it loads, for stage-1 to open (or make) the encrypted state.
-    let crypt_packages = if encrypted {
-        debs::apt_packages(&mut plan, lock, &[crate::profile::CRYPTSETUP_PACKAGE.to_string()])
-    } else {
-        vec![]
-    };
+    let link = unlock_link(profile);
+    // cryptsetup and what it loads, for stage-1 to open (or make) the encrypted state, and
+    // dropbear for its remote unlock.
+    let mut stage1_programs: Vec<String> = Vec::new();
+    let mut stage1_packages: Vec<String> = Vec::new();
+    if encrypted {
+        stage1_programs.push(CRYPTSETUP_PROGRAM.into());
+        stage1_packages.push(crate::profile::CRYPTSETUP_PACKAGE.into());
+    }
+    if link.is_some() {
+        stage1_programs.extend(DROPBEAR_PROGRAMS.iter().map(|p| p.to_string()));
+        stage1_packages.push(crate::profile::DROPBEAR_PACKAGE.into());
+    }
+    let crypt_packages =
+        if stage1_packages.is_empty() { vec![] } else { debs::apt_packages(&mut plan, lock, &stage1_packages) };
     let initrd = plan.add(Recipe {
         name: "initrd".into(),
         builder: Builder::Initramfs {
             modules: stage1_modules(d),
             screen_modules: d.stage1.screen_modules.clone(),
-            programs: if encrypted { vec![CRYPTSETUP_PROGRAM.into()] } else { vec![] },
-            crypt_modules: if encrypted { crypt_modules(d) } else { vec![] },
+            programs: stage1_programs,
+            crypt_modules: if encrypted { crypt_modules(d, link.as_ref()) } else { vec![] },
             compression: d.stage1.compression,
             firmware: d
                 .firmware
@@ -693,6 +730,11 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                             iter_time_ms: k.iter_time_ms,
                         }),
                     }
+                }),
+                remote_unlock: link.map(|link| mobix_bootctl::contract::RemoteUnlock {
+                    authorized_keys: profile.system.users.get("root").map(|u| u.authorized_keys.clone()).unwrap_or_default(),
+                    link,
+                    port: 22,
                 }),
             }),
         },

@@ -326,3 +326,40 @@ fn an_encrypted_state_puts_cryptsetup_and_its_modules_in_the_initramfs() {
     assert_eq!(config.encryption.as_ref().expect("an encrypted state").offset, 1 << 30);
     assert!(crypt_modules.iter().any(|m| m == "loop"), "{crypt_modules:?}");
 }
+
+#[test]
+fn remote_unlock_puts_dropbear_and_the_network_card_in_the_initramfs() {
+    let (_, l, i) = fixture();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmDx2A2W31qHEdPwX6RnQEsfMrS+INl1DgN1VovX6iq owner@laptop";
+    std::fs::write(
+        &cfg,
+        format!("users:\n  root: {{ authorized_keys: [\"{key}\"] }}\nstate: {{ encryption: luks2, remote_unlock: true }}\n"),
+    )
+    .unwrap();
+    let sel = crate::profile::Selection { variant: None, config: Some(&cfg) };
+    let p = crate::profile::load_with(repo, "qemu-aarch64", sel).unwrap();
+    let s = system(&p, &l, &i).unwrap();
+    let initrd = s.plan.get(&s.initrd).unwrap();
+    let Builder::Initramfs { config, programs, crypt_modules, .. } = &initrd.recipe.builder else {
+        panic!("the initrd is an initramfs")
+    };
+    assert_eq!(programs, &["sbin/cryptsetup", "usr/sbin/dropbear", "usr/bin/dropbearkey"]);
+    // The emulated phone has no USB gadget: its network card, at QEMU's guest address.
+    assert!(crypt_modules.iter().any(|m| m == "virtio_net"), "{crypt_modules:?}");
+    let r = config.remote_unlock.as_ref().expect("stage-1 is told to serve the unlock");
+    assert_eq!(r.link, mobix_bootctl::contract::UnlockLink::Ethernet { address: "10.0.2.15".into() });
+    assert_eq!((r.port, r.authorized_keys.as_slice()), (22, [key.to_string()].as_slice()));
+    let pkgs: Vec<&String> = initrd.recipe.inputs.keys().filter(|k| k.starts_with("pkg-")).collect();
+    for name in ["pkg-dropbear-bin-", "pkg-libtomcrypt1-", "pkg-cryptsetup-bin-"] {
+        assert!(pkgs.iter().any(|k| k.starts_with(name)), "{name}: {pkgs:?}");
+    }
+    // A phone with a USB network serves it there.
+    let p = crate::profile::load_with(repo, "oneplus-enchilada", sel).unwrap();
+    let link = super::unlock_link(&p);
+    assert_eq!(link, Some(mobix_bootctl::contract::UnlockLink::Usb));
+    let modules = super::crypt_modules(&p.device, link.as_ref());
+    assert!(!modules.iter().any(|m| m == "virtio_net") && modules.iter().any(|m| m == "loop"), "{modules:?}");
+}

@@ -450,6 +450,9 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
     if system.state.encrypted() {
         add_package(&mut system, CRYPTSETUP_PACKAGE);
     }
+    if system.state.remote_unlock {
+        add_package(&mut system, DROPBEAR_PACKAGE);
+    }
     Ok(Profile {
         codename,
         variant,
@@ -468,6 +471,12 @@ pub fn load_with(repo: &Path, name: &str, sel: Selection) -> Result<Profile> {
 fn check_encryption(system: &SystemConfig, dev: &Device) -> std::result::Result<(), (String, String)> {
     let key = "state.encryption".to_string();
     if !system.state.encrypted() {
+        if system.state.remote_unlock {
+            return Err((
+                "state.remote_unlock".into(),
+                "remote unlock sends the PIN of an encrypted state: it needs `encryption: luks2`".into(),
+            ));
+        }
         return Ok(());
     }
     if system.init != Init::Systemd {
@@ -481,6 +490,24 @@ fn check_encryption(system: &SystemConfig, dev: &Device) -> std::result::Result<
             return Err((
                 "state.kdf".into(),
                 format!("memory_kib {} and iter_time_ms {}: at least 32768 KiB and 1 ms", k.memory_kib, k.iter_time_ms),
+            ));
+        }
+    }
+    if system.state.remote_unlock {
+        let key = "state.remote_unlock".to_string();
+        if system.users.get("root").is_none_or(|u| u.authorized_keys.is_empty()) {
+            return Err((
+                key,
+                "remote unlock lets root's ssh keys send the PIN, and root has none: add them to `users: root: \
+                 authorized_keys`"
+                    .into(),
+            ));
+        }
+        if dev.usb_network.is_none() && dev.qemu.is_none() {
+            return Err((
+                key,
+                "the device has no USB network (`identity: usb` in its profile) for stage-1 to serve the unlock on"
+                    .into(),
             ));
         }
     }

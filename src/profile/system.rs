@@ -94,6 +94,13 @@ pub struct StateConfig {
     /// cryptsetup measures the phone when it formats [default: measured on the phone].
     #[serde(default)]
     pub kdf: Option<KdfConfig>,
+    /// With `encryption: luks2`: while stage-1 waits for the PIN, an ssh server (Debian's
+    /// dropbear) on the phone's USB network (the emulated phone: its network) lets root's
+    /// `authorized_keys` send the PIN from another machine (`mobix deploy --pin-file`, or
+    /// `ssh root@172.16.42.1`), so that a deploy finishes without a hand on the phone
+    /// [default: false].
+    #[serde(default)]
+    pub remote_unlock: bool,
 }
 
 impl StateConfig {
@@ -127,6 +134,10 @@ pub struct KdfConfig {
 /// The Debian package whose `cryptsetup` stage-1 and the running system use for an
 /// encrypted state.
 pub const CRYPTSETUP_PACKAGE: &str = "cryptsetup-bin";
+
+/// The Debian package whose `dropbear` serves remote unlock in stage-1 (the running system
+/// has its `dropbearkey`, which shows the unlock's host key).
+pub const DROPBEAR_PACKAGE: &str = "dropbear-bin";
 
 /// The phone UIs a system config can ask for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]

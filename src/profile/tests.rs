@@ -480,3 +480,22 @@ fn an_encrypted_state_brings_cryptsetup_and_is_refused_where_there_is_nothing_to
     located("state: { encryption: luks2, kdf: { memory_kib: 1024, iter_time_ms: 5 } }\n", 1, "state.kdf", "32768");
     located("state: { encryption: luks1 }\n", 1, "state.encryption", "luks1");
 }
+
+#[test]
+fn remote_unlock_brings_dropbear_and_needs_an_encrypted_state_and_roots_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("system.yaml");
+    let root = "users:\n  root: { authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmDx2A2W31qHEdPwX6RnQEsfMrS+INl1DgN1VovX6iq owner@laptop\"] }\n";
+    let ok = format!("{root}state:\n  encryption: luks2\n  remote_unlock: true\n");
+    std::fs::write(&cfg, &ok).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert!(p.system.state.remote_unlock);
+    assert!(p.system.packages.iter().any(|x| x == super::DROPBEAR_PACKAGE), "{:?}", p.system.packages);
+    let plain = format!("{root}state:\n  encryption: luks2\n");
+    std::fs::write(&cfg, &plain).unwrap();
+    let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
+    assert!(!p.system.packages.iter().any(|x| x == super::DROPBEAR_PACKAGE), "only when asked for");
+    let located = |text: &str, line: usize, key: &str, says: &str| refused_at(&cfg, text, line, key, says);
+    located(&format!("{root}state: {{ remote_unlock: true }}\n"), 3, "state.remote_unlock", "needs `encryption: luks2`");
+    located("state:\n  encryption: luks2\n  remote_unlock: true\n", 3, "state.remote_unlock", "root has none");
+}

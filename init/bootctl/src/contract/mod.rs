@@ -217,6 +217,80 @@ pub struct Stage1Config {
     /// trial's try. Written only when the system config asks for encryption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// The ssh server stage-1 runs while it asks for the PIN of the encrypted state, where the
+    /// system config asks for remote unlock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_unlock: Option<RemoteUnlock>,
+}
+
+/// Remote unlock: while stage-1 asks for the PIN, Debian's dropbear in the initramfs takes
+/// ssh logins by these keys on `link`; each login runs only [`UNLOCK_PROGRAM`], which hands
+/// the PIN it reads to the pad and answers with an [`UnlockReply`]. The server's host key is
+/// made on the phone and kept in the LUKS2 header (a token of type [`UNLOCK_TOKEN`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemoteUnlock {
+    /// Root's `authorized_keys` lines.
+    pub authorized_keys: Vec<String>,
+    pub link: UnlockLink,
+    pub port: u16,
+}
+
+/// The network stage-1 serves the unlock on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlockLink {
+    /// The USB network gadget ([`UsbNetwork`]) at [`USB_PHONE_ADDRESS`], the host's address
+    /// served by DHCP.
+    Usb,
+    /// The first Ethernet interface, given this address (/24) for the unlock and taken down
+    /// again after it: the emulated phone, whose QEMU user network forwards to it.
+    Ethernet { address: String },
+}
+
+/// The program every remote unlock login runs (stage-1's init under another name).
+pub const UNLOCK_PROGRAM: &str = "/bin/mobix-unlock";
+
+/// The LUKS2 token type that keeps the remote unlock's host key.
+pub const UNLOCK_TOKEN: &str = "mobix-unlock-host-key";
+
+/// QEMU's user network gives its guest this address.
+pub const QEMU_GUEST_ADDRESS: &str = "10.0.2.15";
+
+/// What a remote unlock login answers, as the last line of its standard output (a sentence
+/// for a person comes before it on standard error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnlockReply {
+    /// The PIN opened the state: the phone goes on booting.
+    Open,
+    /// A wrong PIN; the pad takes the next one after `wait_s` seconds.
+    Wrong { failures: u32, wait_s: u32 },
+    /// Nothing was tried, and why (not a PIN, the phone is not asking for one).
+    Refused(String),
+}
+
+impl UnlockReply {
+    pub fn line(&self) -> String {
+        match self {
+            UnlockReply::Open => "UNLOCK-OPEN".into(),
+            UnlockReply::Wrong { failures, wait_s } => format!("UNLOCK-WRONG failures={failures} wait_s={wait_s}"),
+            UnlockReply::Refused(why) => format!("UNLOCK-REFUSED {}", why.replace('\n', " ")),
+        }
+    }
+
+    /// The reply in `out` (its last `UNLOCK-` line); None where there is none.
+    pub fn find(out: &str) -> Option<UnlockReply> {
+        let line = out.lines().rev().map(str::trim).find(|l| l.starts_with("UNLOCK-"))?;
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let field = |k: &str| {
+            rest.split(' ').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')).and_then(|v| v.parse().ok())
+        };
+        match word {
+            "UNLOCK-OPEN" => Some(UnlockReply::Open),
+            "UNLOCK-WRONG" => Some(UnlockReply::Wrong { failures: field("failures")?, wait_s: field("wait_s")? }),
+            "UNLOCK-REFUSED" => Some(UnlockReply::Refused(rest.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// A state partition encrypted with LUKS2 ([`crate::pin`]): stage-1 asks for the PIN on the
@@ -536,6 +610,10 @@ pub struct Booted {
     /// notice the screen showed, for a program or a phone UI to show again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackNotice>,
+    /// The public host key (an `authorized_keys`-style line) of stage-1's remote unlock
+    /// server, where it ran: a deploy pins it for the unlock after its reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_host_key: Option<String>,
 }
 
 /// A fallback in words for a person (`counting::fallback_notice`).

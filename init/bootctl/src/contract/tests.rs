@@ -49,6 +49,7 @@ fn an_old_entry_without_a_kernel_runs_under_any_boot_image() {
         device: String::new(),
         usb_network: None,
         encryption: None,
+        remote_unlock: None,
     };
     assert!(g.runs_under(&cfg));
     let other = Generation { kernel: "/mobix/store/o-kernel/Image".into(), ..g.clone() };
@@ -123,6 +124,11 @@ fn stage1() -> Stage1 {
                 offset: 1 << 30,
                 kdf: Some(KdfCost { memory_kib: 65536, iter_time_ms: 500 }),
             }),
+            remote_unlock: Some(RemoteUnlock {
+                authorized_keys: vec!["ssh-ed25519 AAAAC3Nz owner@laptop".into()],
+                link: UnlockLink::Usb,
+                port: 22,
+            }),
         },
         kernel_release: "6.1.0-18-arm64".into(),
         modules: vec!["/lib/modules/6.1.0-18-arm64/kernel/fs/erofs/erofs.ko".into()],
@@ -190,6 +196,7 @@ fn every_contract_file_round_trips() {
             title: "Generation 4 failed".into(),
             text: "Generation 4 did not come up on any of its 3 tries. Booting generation 3, the last one that booted good on this phone.".into(),
         }),
+        unlock_host_key: Some("ssh-ed25519 AAAAC3Nz root@mobix".into()),
     });
     assert!(booted.contains("\"slot\": 1"), "the slot is its index on the wire: {booted}");
     assert!(booted.contains("\"mode\": \"trial\""), "the mode is its name on the wire: {booted}");
@@ -227,4 +234,26 @@ fn files_written_before_the_shared_types_parse() {
         r#"{"generation": 1, "toplevel": "/mobix/store/t", "mode": "good", "state": null, "slot": 2}"#
     )
     .is_err());
+}
+
+#[test]
+fn a_remote_unlock_reply_is_found_after_what_a_person_reads() {
+    for r in [
+        UnlockReply::Open,
+        UnlockReply::Wrong { failures: 3, wait_s: 5 },
+        UnlockReply::Refused("the phone is not asking for a PIN".into()),
+    ] {
+        let out = format!("Enter the PIN\nsomething said first\n{}\n", r.line());
+        assert_eq!(UnlockReply::find(&out), Some(r.clone()), "{out}");
+    }
+    assert_eq!(UnlockReply::find("UNLOCK-WRONG failures=x wait_s=1"), None);
+    assert_eq!(UnlockReply::find("no reply here\n"), None);
+    assert_eq!(UnlockReply::Refused("a\nb".into()).line(), "UNLOCK-REFUSED a b", "one line");
+}
+
+#[test]
+fn remote_unlock_is_written_only_where_asked_for() {
+    let link = serde_json::to_string(&UnlockLink::Ethernet { address: QEMU_GUEST_ADDRESS.into() }).unwrap();
+    assert_eq!(link, r#"{"ethernet":{"address":"10.0.2.15"}}"#);
+    assert_eq!(serde_json::to_string(&UnlockLink::Usb).unwrap(), r#""usb""#);
 }
