@@ -116,7 +116,8 @@ impl Server {
     pub fn answer(&mut self, r: &UnlockReply) {
         self.answers += 1;
         let tmp = format!("{OUTCOME}.new");
-        let _ = std::fs::write(&tmp, format!("{}\n{}\n", self.answers, r.line())).and_then(|()| std::fs::rename(&tmp, OUTCOME));
+        let _ = std::fs::write(&tmp, format!("{}\n{}\n", self.answers, r.line()))
+            .and_then(|()| std::fs::rename(&tmp, OUTCOME));
     }
 }
 
@@ -312,18 +313,16 @@ fn ask_pad() -> UnlockReply {
         Err(e) => return refused(&e),
     };
     if !mobix_bootctl::pin::pad_takes(&pin) {
-        return refused(&format!(
-            "a PIN is {} to {} digits",
-            mobix_bootctl::pin::PIN_MIN,
-            mobix_bootctl::pin::PIN_MAX
-        ));
+        return refused(&format!("a PIN is {} to {} digits", mobix_bootctl::pin::PIN_MIN, mobix_bootctl::pin::PIN_MAX));
     }
     // The pad asks only for the PIN that opens the state (not for a new one), and not
     // while it checks one.
     let t0 = Instant::now();
     while !Path::new(ASKING).exists() {
         if t0.elapsed() > Duration::from_secs(15) {
-            return refused("the phone is not asking for the PIN that opens its data (a new PIN is chosen on the phone)");
+            return refused(
+                "the phone is not asking for the PIN that opens its data (a new PIN is chosen on the phone)",
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -643,7 +643,10 @@ fn configure_ipv4(ifname: &str, set: Option<(std::net::Ipv4Addr, std::net::Ipv4A
     let result = (|| {
         let settings = match set {
             Some((addr, mask)) => {
-                vec![(libc::SIOCSIFADDR, with_addr(addr), "address"), (libc::SIOCSIFNETMASK, with_addr(mask), "netmask")]
+                vec![
+                    (libc::SIOCSIFADDR, with_addr(addr), "address"),
+                    (libc::SIOCSIFNETMASK, with_addr(mask), "netmask"),
+                ]
             }
             None => vec![(libc::SIOCSIFADDR, with_addr(std::net::Ipv4Addr::UNSPECIFIED), "address")],
         };
@@ -669,7 +672,11 @@ fn configure_ipv4(ifname: &str, set: Option<(std::net::Ipv4Addr, std::net::Ipv4A
         }
         // SAFETY: as above.
         if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &r) } < 0 {
-            return Err(format!("bringing {ifname} {}: {}", if set.is_some() { "up" } else { "down" }, io::Error::last_os_error()));
+            return Err(format!(
+                "bringing {ifname} {}: {}",
+                if set.is_some() { "up" } else { "down" },
+                io::Error::last_os_error()
+            ));
         }
         Ok(())
     })();

@@ -7,10 +7,10 @@
 //! partition ([`StateArea::Blank`]); a wrong PIN only makes the next one wait.
 
 use crate::console::say;
+use crate::remote;
 use crate::screen::Painter;
 use crate::sys::{self, Result};
 use mobix_bootctl::console::{Event, PinFor, Unlock};
-use crate::remote;
 use mobix_bootctl::contract::{Encryption, RemoteUnlock, UnlockReply, MIN_STATE};
 use mobix_bootctl::pin::{self, PadInput, PadKey, PadStep, StateArea, CRYPTSETUP, MAPPER_NAME};
 use mobix_bootctl::screen::Scene;
@@ -37,7 +37,12 @@ pub struct Remote<'a> {
 /// error is a state that cannot be opened: stage-1 shows it and gives the rescue shell.
 /// While it asks for the PIN of an existing state, `remote` serves the unlock over ssh;
 /// the server's public host key comes back where it ran.
-pub fn open_state(enc: &Encryption, modules: &[String], screen: &Painter, remote: Option<Remote>) -> Result<Option<String>> {
+pub fn open_state(
+    enc: &Encryption,
+    modules: &[String],
+    screen: &Painter,
+    remote: Option<Remote>,
+) -> Result<Option<String>> {
     for m in modules {
         if let Err(e) = sys::load_module(Path::new(m)) {
             say(&format!("note: module {m} not loaded ({e}); another one serves"));

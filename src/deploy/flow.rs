@@ -221,7 +221,7 @@ pub fn run(pipe: &Pipeline, ssh: &Ssh, out: &Path, opts: &Options) -> Result<Rep
 
 /// What the owner of an encrypted phone is told before the reboot (pure): who types the
 /// PIN, and how long mobix waits.
-fn unlock_words(opts: &Options, phone: &PhoneStatus, target: &Target) -> String {
+pub(super) fn unlock_words(opts: &Options, phone: &PhoneStatus, target: &Target) -> String {
     let waits = format!("mobix waits up to {}s", opts.timeout.as_secs());
     match (&opts.pin, &phone.booted.unlock_host_key) {
         (Some(_), Some(_)) => format!(

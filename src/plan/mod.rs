@@ -13,18 +13,19 @@ use crate::lock::{DebPin, Lock};
 use crate::profile::{Compression, DtbMode, DtbSource, Filesystem, Init, Profile, QemuDisk};
 use crate::store::StorePath;
 use crate::util::Fail;
-use mobix_bootctl::contract::UnlockLink;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 mod caches;
+mod crypt;
 mod debs;
 pub mod etc;
 mod images;
 pub mod kconfig;
 
+use crypt::*;
 use debs::*;
 pub use images::*;
 
@@ -483,51 +484,6 @@ impl SystemPlan {
     }
 }
 
-/// cryptsetup in its package, as the initramfs carries it for an encrypted state.
-const CRYPTSETUP_PROGRAM: &str = "sbin/cryptsetup";
-
-/// The modules stage-1 loads for an encrypted state: device-mapper's crypt target, XTS and
-/// AES with the ARMv8 crypto extensions (NEON where a CPU lacks them), and the kernel's
-/// cipher interface for programs, with which cryptsetup reads its key slots.
-const CRYPT_MODULES: &[&str] = &["dm_crypt", "xts", "aes_ce_blk", "aes_neon_blk", "algif_skcipher"];
-
-/// dropbear in its package, and the program that makes its host key: stage-1's remote
-/// unlock server.
-const DROPBEAR_PROGRAMS: &[&str] = &["usr/sbin/dropbear", "usr/bin/dropbearkey"];
-
-/// The emulated phone's network card, which stage-1 serves remote unlock on.
-const EMULATED_NIC_MODULE: &str = "virtio_net";
-
-/// [`CRYPT_MODULES`], the loop device's module where the state follows the system image in
-/// its partition (stage-1 opens it through a loop device from there), and the network
-/// card's where remote unlock is served on an Ethernet link.
-fn crypt_modules(d: &crate::profile::Device, link: Option<&UnlockLink>) -> Vec<String> {
-    let mut m: Vec<String> = CRYPT_MODULES.iter().map(|m| m.to_string()).collect();
-    if d.persistent_state_start() > 0 {
-        m.push("loop".into());
-    }
-    if let Some(UnlockLink::Ethernet { .. }) = link {
-        m.push(EMULATED_NIC_MODULE.into());
-    }
-    m
-}
-
-/// Where stage-1 serves remote unlock (checked by the profile: a device with a USB network,
-/// or the emulated phone's network).
-fn unlock_link(profile: &Profile) -> Option<UnlockLink> {
-    let d = &profile.device;
-    if !(profile.system.state.encrypted() && profile.system.state.remote_unlock) {
-        return None;
-    }
-    match (&d.usb_network, &d.qemu) {
-        (Some(_), _) => Some(UnlockLink::Usb),
-        (None, Some(_)) => {
-            Some(UnlockLink::Ethernet { address: mobix_bootctl::contract::QEMU_GUEST_ADDRESS.into() })
-        }
-        (None, None) => None,
-    }
-}
-
 /// The modules stage-1 loads: the profile's, and the system filesystem's module when
 /// stage-1 loads modules at all (a kernel with everything built in needs none).
 fn stage1_modules(d: &crate::profile::Device) -> Vec<String> {
@@ -732,7 +688,12 @@ pub fn system(profile: &Profile, lock: &Lock, inp: &Inputs) -> Result<SystemPlan
                     }
                 }),
                 remote_unlock: link.map(|link| mobix_bootctl::contract::RemoteUnlock {
-                    authorized_keys: profile.system.users.get("root").map(|u| u.authorized_keys.clone()).unwrap_or_default(),
+                    authorized_keys: profile
+                        .system
+                        .users
+                        .get("root")
+                        .map(|u| u.authorized_keys.clone())
+                        .unwrap_or_default(),
                     link,
                     port: 22,
                 }),

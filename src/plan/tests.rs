@@ -336,7 +336,9 @@ fn remote_unlock_puts_dropbear_and_the_network_card_in_the_initramfs() {
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmDx2A2W31qHEdPwX6RnQEsfMrS+INl1DgN1VovX6iq owner@laptop";
     std::fs::write(
         &cfg,
-        format!("users:\n  root: {{ authorized_keys: [\"{key}\"] }}\nstate: {{ encryption: luks2, remote_unlock: true }}\n"),
+        format!(
+            "users:\n  root: {{ authorized_keys: [\"{key}\"] }}\nstate: {{ encryption: luks2, remote_unlock: true }}\n"
+        ),
     )
     .unwrap();
     let sel = crate::profile::Selection { variant: None, config: Some(&cfg) };

@@ -496,6 +496,11 @@ fn remote_unlock_brings_dropbear_and_needs_an_encrypted_state_and_roots_keys() {
     let p = load_with(repo(), "qemu-aarch64", Selection { variant: None, config: Some(&cfg) }).unwrap();
     assert!(!p.system.packages.iter().any(|x| x == super::DROPBEAR_PACKAGE), "only when asked for");
     let located = |text: &str, line: usize, key: &str, says: &str| refused_at(&cfg, text, line, key, says);
-    located(&format!("{root}state: {{ remote_unlock: true }}\n"), 3, "state.remote_unlock", "needs `encryption: luks2`");
+    located(
+        &format!("{root}state: {{ remote_unlock: true }}\n"),
+        3,
+        "state.remote_unlock",
+        "needs `encryption: luks2`",
+    );
     located("state:\n  encryption: luks2\n  remote_unlock: true\n", 3, "state.remote_unlock", "root has none");
 }

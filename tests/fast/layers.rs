@@ -28,6 +28,7 @@ const INIT_LAYERS: &[&[&str]] = &[
     &["console"],
     &["state"],
     &["usbnet", "debugshell", "screen"],
+    &["remote"],
     &["unlock"],
     &["generation"],
     &["stage1", "stage2", "systemd", "deploy", "bless"],

@@ -6,8 +6,11 @@
 //! luksDump`) and the disk image holds the file's words nowhere. After a power cycle a wrong
 //! PIN is refused (the screen says so) and the right one, typed with the volume keys and
 //! power, opens the state with the file in it; the owner changes the PIN with the manual's
-//! command, and the new one opens it from then on. A deploy says the phone waits for its PIN,
-//! waits while the test types it, and keeps the file; a trial generation left at the PIN
+//! command, and the new one opens it from then on. A deploy with `--pin-file` unlocks the
+//! phone over ssh after its reboot (stage-1's remote unlock, whose host key the running
+//! phone reported) and keeps the file; the unlock server takes no other key, and a wrong
+//! PIN sent to it is refused as on the screen. A deploy without it says the phone waits for
+//! its PIN and waits while the test types it; a trial generation left at the PIN
 //! screen and reset has spent no try; a generation whose health check fails falls back by
 //! itself, the PIN asked at each of its restarts. A damaged header gives the rescue screen and stays
 //! as it was.
@@ -244,7 +247,7 @@ impl Rig {
     fn config(&self, device: &str) -> String {
         format!(
             "hostname: pocket\nusers:\n  root:\n    authorized_keys: [\"{}\"]\nssh: {{ enable: true }}\n\
-             state:\n  encryption: luks2\n  kdf: {{ memory_kib: 65536, iter_time_ms: 200 }}\n\
+             state:\n  encryption: luks2\n  kdf: {{ memory_kib: 65536, iter_time_ms: 200 }}\n  remote_unlock: true\n\
              device:\n  qemu: {{ smp: 2 }}\n{device}",
             self.key
         )
@@ -381,32 +384,35 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         return story.end();
     };
 
-    story.step("5 a deploy waits for the PIN and keeps the file; a trial left at the PIN keeps its tries; a failing one falls back", || {
+    story.step("5 a deploy unlocks over ssh, or waits for the PIN, and keeps the file; a trial left at the PIN keeps its tries; a failing one falls back", || {
         fs::write(tree.join("phone.yaml"), fs::read_to_string(tree.join("phone.yaml")).unwrap() + "packages: [less]\n")
             .unwrap();
         let to = format!("ssh://root@127.0.0.1:{}", owner.port);
-        let start_deploy = || {
+        let start_deploy_with = |extra: &[&str]| {
             on_phone(&["deploy", "--device", "qemu-aarch64", "--config", "phone.yaml", "--timeout", "900"])
                 .args(["--json", "--to", &to, "-i"])
                 .arg(&owner.key)
+                .args(extra)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         };
-        let deploy = start_deploy();
-        // The reboot starts QEMU again: a new QMP socket.
-        serial.wait_for("PIN-ASK for=unlock", 600);
-        let mut qmp = Qmp::connect(sock).unwrap();
-        let digits: Vec<String> = NEW_PIN.chars().chain(['\n']).map(|c| c.to_string()).collect();
-        let keys: Vec<&str> = digits.iter().map(|d| if d == "\n" { "ret" } else { d.as_str() }).collect();
-        press(&mut qmp, &keys);
-        let o = deploy.wait_with_output().unwrap();
+        let start_deploy = || start_deploy_with(&[]);
+        // The PIN from a file, sent over ssh to stage-1 after the reboot: nothing typed.
+        let pin_file = t.path().join("pin");
+        fs::write(&pin_file, format!("{NEW_PIN}\n")).unwrap();
+        let o = start_deploy_with(&["--pin-file", pin_file.to_str().unwrap()]).wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{said}");
-        assert!(said.contains("the phone asks for its PIN on its screen after the reboot"), "{said}");
+        assert!(said.contains("mobix sends the PIN of --pin-file to its stage-1 over ssh"), "{said}");
+        assert!(said.contains("the phone's data is unlocked: mobix sent the PIN to stage-1 over ssh"), "{said}");
         assert!(said.contains("generation 2 booted and is good"), "{said}");
+        serial.wait_for("the PIN came over ssh (remote unlock)", 60);
+        serial.wait_for("STATE-OPEN made=0", 60);
         assert_eq!(owner.wait_ssh("cat /home/note.txt", 60).trim(), SECRET);
+        let digits: Vec<String> = NEW_PIN.chars().chain(['\n']).map(|c| c.to_string()).collect();
+        let keys: Vec<&str> = digits.iter().map(|d| if d == "\n" { "ret" } else { d.as_str() }).collect();
         // Another deploy; its reboot is left at the PIN screen and the phone reset there
         // (SysRq-B: no shutdown, nothing written, as a power cut); the trial's try is spent
         // only by the boot after the PIN.
@@ -417,6 +423,37 @@ fn an_encrypted_state_is_made_at_first_boot_and_opens_with_the_pin_only() {
         .unwrap();
         let deploy = start_deploy();
         serial.wait_for("PIN-ASK for=unlock", 600);
+        // While it asks: the unlock server takes only root's keys, and a wrong PIN sent to
+        // it is refused as one typed on the screen.
+        ssh_keygen(&t.path().join("keys"), "stranger");
+        let unlock = |key: &Path, pin: &str| {
+            let mut c = Command::new("ssh")
+                .arg("-i")
+                .arg(key)
+                .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+                .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+                .args(["-p", &owner.port.to_string(), "root@127.0.0.1"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(format!("{pin}\n").as_bytes()).unwrap();
+            c.wait_with_output().unwrap()
+        };
+        let o = unlock(&t.path().join("keys/stranger"), NEW_PIN);
+        assert_eq!(o.status.code(), Some(255), "another key is refused: {}", String::from_utf8_lossy(&o.stderr));
+        let o = unlock(&owner.key, "0000");
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        assert_eq!(
+            mobix_bootctl::contract::UnlockReply::find(&out),
+            Some(mobix_bootctl::contract::UnlockReply::Wrong { failures: 1, wait_s: 0 }),
+            "{out}{err}"
+        );
+        assert!(err.contains("Wrong PIN (1 in a row)"), "{err}");
+        serial.wait_for("PIN-WRONG failures=1", 30);
         let mut qmp = Qmp::connect(sock).unwrap();
         let reset = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
             {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "sysrq"}, {"type": "qcode", "data": "b"}]}});

@@ -281,9 +281,8 @@ impl UnlockReply {
     pub fn find(out: &str) -> Option<UnlockReply> {
         let line = out.lines().rev().map(str::trim).find(|l| l.starts_with("UNLOCK-"))?;
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let field = |k: &str| {
-            rest.split(' ').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')).and_then(|v| v.parse().ok())
-        };
+        let field =
+            |k: &str| rest.split(' ').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')).and_then(|v| v.parse().ok());
         match word {
             "UNLOCK-OPEN" => Some(UnlockReply::Open),
             "UNLOCK-WRONG" => Some(UnlockReply::Wrong { failures: field("failures")?, wait_s: field("wait_s")? }),
