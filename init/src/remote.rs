@@ -41,6 +41,8 @@ pub struct Server {
     dropbear: Child,
     dhcp: Option<crate::debugshell::UsbServices>,
     ethernet: Option<String>,
+    /// Whether stage-1 mounted /dev/pts for it (unmounted again: the system mounts its own).
+    pts: bool,
     pipe: std::fs::File,
     answers: u32,
     /// The host key's public half (`ssh-ed25519 AAAA...`).
@@ -52,23 +54,6 @@ pub struct Server {
 pub fn start(cfg: &RemoteUnlock, dev: &Path, usb_if: Option<&str>, busybox: Option<&Path>) -> Result<Server> {
     let host_key = host_key(dev)?;
     accounts(cfg)?;
-    // A person's `ssh -t` gets a terminal (the PIN typed without echo).
-    let _ = std::fs::create_dir_all("/dev/pts");
-    if let Err(e) = sys::mount("devpts", "/dev/pts", Some("devpts"), 0, Some("mode=0620,ptmxmode=0666")) {
-        say(&format!("note: remote unlock: no terminals for ssh -t ({e})"));
-    }
-    let (address, dhcp, ethernet) = match &cfg.link {
-        UnlockLink::Usb => {
-            let ifname = usb_if.ok_or("the USB network is not up")?;
-            let dhcp = busybox.map(|b| crate::debugshell::dhcp_server(b, ifname));
-            (USB_PHONE_ADDRESS.to_string(), dhcp, None)
-        }
-        UnlockLink::Ethernet { address } => {
-            let ifname = first_ethernet(Duration::from_secs(5)).ok_or("no Ethernet interface appeared within 5 s")?;
-            sys::set_ipv4(&ifname, address, "255.255.255.0")?;
-            (address.clone(), None, Some(ifname))
-        }
-    };
     let c = std::ffi::CString::new(PIPE).expect("no NUL");
     let _ = std::fs::remove_file(PIPE);
     // SAFETY: a valid C string.
@@ -83,18 +68,45 @@ pub fn start(cfg: &RemoteUnlock, dev: &Path, usb_if: Option<&str>, busybox: Opti
         .open(PIPE)
         .map_err(|e| format!("opening {PIPE}: {e}"))?;
     let _ = std::fs::remove_file(OUTCOME);
+    let (address, dhcp, ethernet) = match &cfg.link {
+        UnlockLink::Usb => {
+            let ifname = usb_if.ok_or("the USB network is not up")?;
+            let dhcp = busybox.map(|b| crate::debugshell::dhcp_server(b, ifname));
+            (USB_PHONE_ADDRESS.to_string(), dhcp, None)
+        }
+        UnlockLink::Ethernet { address } => {
+            let ifname = first_ethernet(Duration::from_secs(5)).ok_or("no Ethernet interface appeared within 5 s")?;
+            sys::set_ipv4(&ifname, address, "255.255.255.0")?;
+            (address.clone(), None, Some(ifname))
+        }
+    };
+    // A person's `ssh -t` gets a terminal (the PIN typed without echo).
+    let _ = std::fs::create_dir_all("/dev/pts");
+    let pts = match sys::mount("devpts", "/dev/pts", Some("devpts"), 0, Some("mode=0620,ptmxmode=0666")) {
+        Ok(()) => true,
+        Err(e) => {
+            say(&format!("note: remote unlock: no terminals for ssh -t ({e})"));
+            false
+        }
+    };
     let port = cfg.port.to_string();
-    let dropbear = Command::new(DROPBEAR)
+    let spawned = Command::new(DROPBEAR)
         // Foreground, log to stderr (the console), keys only, no forwarding, and every
         // login runs the unlock whatever it asks for.
         .args(["-F", "-E", "-s", "-j", "-k", "-p", &port, "-r", HOST_KEY, "-P", "/run/mobix-unlock/dropbear.pid"])
         .args(["-c", "mobix-unlock"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {DROPBEAR}: {e}"))?;
+        .spawn();
+    let dropbear = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            undo(ethernet.as_deref(), pts);
+            return Err(format!("starting {DROPBEAR}: {e}"));
+        }
+    };
     say(&format!("remote unlock: ssh root@{address} (port {port}) takes the PIN; host key {host_key}"));
-    Ok(Server { dropbear, dhcp, ethernet, pipe, answers: 0, host_key })
+    Ok(Server { dropbear, dhcp, ethernet, pts, pipe, answers: 0, host_key })
 }
 
 impl Server {
@@ -137,12 +149,24 @@ impl Drop for Server {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         self.dhcp.take();
-        if let Some(i) = &self.ethernet {
-            if let Err(e) = sys::clear_ipv4(i) {
-                say(&format!("warning: remote unlock: {e}"));
-            }
-        }
+        undo(self.ethernet.as_deref(), self.pts);
         say("remote unlock: the ssh server stopped");
+    }
+}
+
+/// Leaves the network card and /dev as the system expects to find them: the Ethernet
+/// interface without its address and down (so that udev may rename it), /dev/pts not
+/// mounted.
+fn undo(ethernet: Option<&str>, pts: bool) {
+    if let Some(i) = ethernet {
+        if let Err(e) = sys::clear_ipv4(i) {
+            say(&format!("warning: remote unlock: {e}"));
+        }
+    }
+    if pts {
+        let c = std::ffi::CString::new("/dev/pts").expect("no NUL");
+        // SAFETY: a valid C string; a lazy unmount of a mount stage-1 made.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 

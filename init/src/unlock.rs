@@ -164,17 +164,12 @@ pub fn open_state(
             let mut failures = 0u32;
             let mut trouble = None;
             loop {
-                let pin = pad.ask(trouble.take(), server.as_mut());
+                let pin = pad.ask(trouble.take(), server.as_ref());
                 pad.busy("checking the PIN");
                 let why = open(&dev, &pin)?;
-                let answer = |server: &mut Option<remote::Server>, r: UnlockReply| {
-                    if let Some(s) = server {
-                        s.answer(&r);
-                    }
-                };
                 if why.ok() {
                     crate::console::report(&Event::Unlock(Unlock::Open { made: false }));
-                    answer(&mut server, UnlockReply::Open);
+                    tell(&mut server, UnlockReply::Open);
                     return Ok(host_key);
                 }
                 if why.code != Some(pin::CRYPTSETUP_WRONG_KEY) {
@@ -184,13 +179,13 @@ pub fn open_state(
                         enc.partition,
                         why
                     );
-                    answer(&mut server, UnlockReply::Refused(why.clone()));
+                    tell(&mut server, UnlockReply::Refused(why.clone()));
                     return Err(why);
                 }
                 failures += 1;
                 let wait = pin::wait_after(failures);
                 crate::console::report(&Event::Unlock(Unlock::Wrong { failures, wait_s: wait }));
-                answer(&mut server, UnlockReply::Wrong { failures, wait_s: wait });
+                tell(&mut server, UnlockReply::Wrong { failures, wait_s: wait });
                 for left in (1..=wait).rev() {
                     pad.show("Wrong PIN", &format!("Try again in {left} s"), true);
                     std::thread::sleep(Duration::from_secs(1));
@@ -198,6 +193,13 @@ pub fn open_state(
                 trouble = Some(format!("Wrong PIN ({failures} in a row). Try again."));
             }
         }
+    }
+}
+
+/// Tells the remote unlock's waiting clients, where it runs, what came of a PIN.
+fn tell(server: &mut Option<remote::Server>, r: UnlockReply) {
+    if let Some(s) = server {
+        s.answer(&r);
     }
 }
 
@@ -314,16 +316,16 @@ impl<'a> Pad<'a> {
     }
 
     /// The PIN of the encrypted state (from the pad, or over ssh through `remote`).
-    fn ask(&mut self, trouble: Option<String>, remote: Option<&mut remote::Server>) -> String {
+    fn ask(&mut self, trouble: Option<String>, remote: Option<&remote::Server>) -> String {
         let (text, bad) = match trouble {
             Some(t) => (t, true),
             None => ("Your data is encrypted. Enter the PIN to start.".to_string(), false),
         };
-        if let Some(r) = &remote {
+        if let Some(r) = remote {
             r.asking(true);
         }
-        let pin = self.read(PinFor::Unlock, "Enter the PIN", &text, bad, remote.as_deref());
-        if let Some(r) = &remote {
+        let pin = self.read(PinFor::Unlock, "Enter the PIN", &text, bad, remote);
+        if let Some(r) = remote {
             r.asking(false);
         }
         pin
