@@ -303,11 +303,18 @@ pub(super) fn cmd_run(g: &Global, a: &RunArgs) -> Result<ExitCode> {
     let (profile, mut prepared) = load_for_vm(g, &a.target, a.bootloader, a.flashed, !a.fresh)?;
     if let Some(port) = a.ssh_port {
         prepared.net = ssh_forward(&profile, port)?;
+        let login = profile.system.ssh_command("127.0.0.1", Some(port), ssh_identity(&profile.system).as_deref());
         progress(&format!(
-            "ssh: `{}` once the phone is up (its host key is made on the first boot \
-             and kept in its state partition)",
-            profile.system.ssh_command("127.0.0.1", Some(port), ssh_identity(&profile.system).as_deref())
+            "ssh: `{login}` once the phone is up (its host key is made on the first boot and kept in its state \
+             partition)"
         ));
+        if profile.system.state.remote_unlock {
+            progress(&format!(
+                "remote unlock: while the phone asks for its PIN (not at the first boot, where it is chosen), \
+                 `ssh -p {port} -o HostKeyAlias=mobix-unlock root@127.0.0.1` asks for it over ssh \
+                 (docs/encryption.md)"
+            ));
+        }
     }
     prepared.display = screen_for_run(&profile, a)?;
     if let Some(sock) = &a.qmp {
