@@ -378,7 +378,7 @@ fn read_pin() -> std::result::Result<String, String> {
     let tty = unsafe { libc::isatty(0) } == 1;
     let _quiet = tty.then(|| {
         eprint!("PIN: ");
-        NoEcho::new()
+        sys::RawConsole::without(libc::ECHO)
     });
     let mut b = [0u8; 1];
     let stdin = std::io::stdin();
@@ -396,34 +396,6 @@ fn read_pin() -> std::result::Result<String, String> {
         eprintln!();
     }
     Ok(String::from_utf8_lossy(&line).trim().to_string())
-}
-
-/// The terminal without echo while this lives.
-struct NoEcho(Option<libc::termios>);
-
-impl NoEcho {
-    fn new() -> NoEcho {
-        // SAFETY: termios calls on fd 0 with a valid struct.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return NoEcho(None);
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            NoEcho(Some(saved))
-        }
-    }
-}
-
-impl Drop for NoEcho {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            // SAFETY: restoring what tcgetattr gave.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
-        }
-    }
 }
 
 fn answers() -> u32 {

@@ -292,6 +292,12 @@ pub struct RawConsole(Option<libc::termios>);
 
 impl RawConsole {
     pub fn new() -> RawConsole {
+        RawConsole::without(libc::ICANON | libc::ECHO)
+    }
+
+    /// Standard input's terminal with these local modes (`c_lflag`) off while this lives:
+    /// `ECHO` alone keeps whole lines but shows nothing typed (a PIN asked for over ssh).
+    pub fn without(modes: libc::tcflag_t) -> RawConsole {
         // SAFETY: termios calls on fd 0 with a valid struct.
         unsafe {
             let mut old: libc::termios = std::mem::zeroed();
@@ -299,7 +305,7 @@ impl RawConsole {
                 return RawConsole(None);
             }
             let mut raw = old;
-            raw.c_lflag &= !(libc::ICANON | libc::ECHO);
+            raw.c_lflag &= !modes;
             libc::tcsetattr(0, libc::TCSANOW, &raw);
             RawConsole(Some(old))
         }
